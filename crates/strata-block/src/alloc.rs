@@ -1,0 +1,228 @@
+//! Free-space tracking: one bitmap per device, rebuilt from the metadata at open (the bitmap is
+//! derived state and never stored, so it cannot disagree with the maps).
+//!
+//! Placement: a request goes to the device (of the requested class, if any) with the most free
+//! blocks, which spreads data by free space, and takes a contiguous run from a rotating cursor
+//! so that sequential writes stay sequential on the device.
+
+use smallvec::SmallVec;
+use strata_types::DeviceClass;
+
+use crate::meta::paddr;
+
+#[derive(Debug, Clone)]
+struct DevBitmap {
+    class: DeviceClass,
+    bits: Vec<u64>,
+    blocks: u64,
+    free: u64,
+    cursor: u64,
+}
+
+impl DevBitmap {
+    fn is_set(&self, b: u64) -> bool {
+        self.bits[(b / 64) as usize] & (1 << (b % 64)) != 0
+    }
+    fn set(&mut self, b: u64) {
+        self.bits[(b / 64) as usize] |= 1 << (b % 64);
+    }
+    fn clear(&mut self, b: u64) {
+        self.bits[(b / 64) as usize] &= !(1 << (b % 64));
+    }
+
+    /// First free block at or after `from`, scanning a word at a time.
+    fn next_free(&self, from: u64) -> Option<u64> {
+        let mut b = from;
+        while b < self.blocks {
+            let w = self.bits[(b / 64) as usize] | ((1u64 << (b % 64)) - 1);
+            if w != u64::MAX {
+                let f = (b / 64) * 64 + (!w).trailing_zeros() as u64;
+                return (f < self.blocks).then_some(f);
+            }
+            b = (b / 64 + 1) * 64;
+        }
+        None
+    }
+
+    /// Takes up to `want` contiguous free blocks starting at the first free one from the cursor.
+    fn take_run(&mut self, want: u64) -> Option<(u64, u64)> {
+        let start = self.next_free(self.cursor).or_else(|| self.next_free(0))?;
+        let mut len = 0;
+        while len < want && start + len < self.blocks && !self.is_set(start + len) {
+            self.set(start + len);
+            len += 1;
+        }
+        self.free -= len;
+        self.cursor = start + len;
+        Some((start, len))
+    }
+}
+
+/// The pool's free-space map.
+#[derive(Debug, Clone)]
+pub struct Allocator {
+    devs: Vec<DevBitmap>,
+}
+
+/// A run of consecutive physical blocks on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// Device index.
+    pub device: usize,
+    /// First block on the device.
+    pub start: u64,
+    /// Number of blocks.
+    pub len: u64,
+}
+
+impl Run {
+    /// Physical address of the run's first block.
+    pub fn paddr(&self) -> u64 {
+        paddr(self.device, self.start)
+    }
+}
+
+impl Allocator {
+    /// All blocks free; `devices` gives (class, data blocks) per device index.
+    pub fn new(devices: &[(DeviceClass, u64)]) -> Self {
+        Allocator {
+            devs: devices
+                .iter()
+                .map(|&(class, blocks)| DevBitmap {
+                    class,
+                    bits: vec![0; blocks.div_ceil(64) as usize],
+                    blocks,
+                    free: blocks,
+                    cursor: 0,
+                })
+                .collect(),
+        }
+    }
+
+    /// Marks a block used (rebuild at open). Returns false if it already was.
+    pub fn mark_used(&mut self, device: usize, block: u64) -> bool {
+        let d = &mut self.devs[device];
+        if d.is_set(block) {
+            return false;
+        }
+        d.set(block);
+        d.free -= 1;
+        true
+    }
+
+    /// Free blocks available to `class` (None: any device).
+    pub fn free_blocks(&self, class: Option<DeviceClass>) -> u64 {
+        self.devs
+            .iter()
+            .filter(|d| class.is_none_or(|c| c == d.class))
+            .map(|d| d.free)
+            .sum()
+    }
+
+    /// Free blocks on one device.
+    pub fn device_free(&self, device: usize) -> u64 {
+        self.devs[device].free
+    }
+
+    /// Allocates exactly `n` blocks as one or more runs, all or nothing. Runs are appended to
+    /// `out`; returns false (and allocates nothing) if the class lacks space.
+    pub fn alloc(
+        &mut self,
+        n: u64,
+        class: Option<DeviceClass>,
+        out: &mut SmallVec<[Run; 4]>,
+    ) -> bool {
+        if self.free_blocks(class) < n {
+            return false;
+        }
+        let mut left = n;
+        while left > 0 {
+            let dev = (0..self.devs.len())
+                .filter(|&i| class.is_none_or(|c| c == self.devs[i].class) && self.devs[i].free > 0)
+                .max_by_key(|&i| (self.devs[i].free, std::cmp::Reverse(i)))
+                .expect("free space was counted");
+            let (start, len) = self.devs[dev]
+                .take_run(left)
+                .expect("device has free blocks");
+            left -= len;
+            match out.last_mut() {
+                Some(r) if r.device == dev && r.start + r.len == start => r.len += len,
+                _ => out.push(Run {
+                    device: dev,
+                    start,
+                    len,
+                }),
+            }
+        }
+        true
+    }
+
+    /// Returns a block to the free map.
+    pub fn free(&mut self, device: usize, block: u64) {
+        let d = &mut self.devs[device];
+        debug_assert!(d.is_set(block), "double free of {device}:{block}");
+        if d.is_set(block) {
+            d.clear(block);
+            d.free += 1;
+        }
+    }
+
+    /// Returns a run to the free map.
+    pub fn free_run(&mut self, r: Run) {
+        for b in r.start..r.start + r.len {
+            self.free(r.device, b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn spreads_by_free_space_and_class() {
+        let mut a = Allocator::new(&[(DeviceClass::Hdd, 100), (DeviceClass::Ssd, 50)]);
+        let mut out = SmallVec::new();
+        assert!(a.alloc(60, None, &mut out));
+        assert_eq!(out[0].device, 0);
+        let mut out = SmallVec::new();
+        assert!(a.alloc(10, Some(DeviceClass::Ssd), &mut out));
+        assert!(out.iter().all(|r| r.device == 1));
+        assert!(!a.alloc(41, Some(DeviceClass::Ssd), &mut SmallVec::new()));
+        assert!(!a.alloc(81, None, &mut SmallVec::new()));
+        assert!(a.alloc(80, None, &mut SmallVec::new()));
+        assert_eq!(a.free_blocks(None), 0);
+    }
+
+    proptest! {
+        /// The allocator against a plain set of used blocks.
+        #[test]
+        fn matches_a_bitmap_model(ops in proptest::collection::vec((any::<bool>(), 1u64..20), 1..200)) {
+            let mut a = Allocator::new(&[(DeviceClass::Ssd, 70), (DeviceClass::Ssd, 33)]);
+            let mut used: std::collections::BTreeSet<(usize, u64)> = Default::default();
+            for (alloc, n) in ops {
+                if alloc {
+                    let mut out = SmallVec::new();
+                    let ok = a.alloc(n, None, &mut out);
+                    prop_assert_eq!(ok, 103 - used.len() as u64 >= n);
+                    let mut got = 0;
+                    for r in out {
+                        for b in r.start..r.start + r.len {
+                            prop_assert!(used.insert((r.device, b)), "handed out twice");
+                            got += 1;
+                        }
+                    }
+                    prop_assert_eq!(got, if ok { n } else { 0 });
+                } else {
+                    let victims: Vec<_> = used.iter().copied().take(n as usize).collect();
+                    for (d, b) in victims {
+                        used.remove(&(d, b));
+                        a.free(d, b);
+                    }
+                }
+                prop_assert_eq!(a.free_blocks(None), 103 - used.len() as u64);
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Thin provisioning, exact utilization figures, and placement across devices and classes.
+
+use strata_block::BLOCK_SIZE;
+use strata_types::DeviceClass;
+
+use crate::{mem_pool, pattern, reopen};
+
+const BS: u64 = BLOCK_SIZE;
+
+#[test]
+fn thin_volume_takes_space_on_first_write_only() {
+    let (pool, _m) = mem_pool(&[(64, DeviceClass::Ssd)]);
+    let cap = pool.info().capacity;
+    let v = pool.create_volume("big", 1 << 40, None).unwrap();
+    let i = pool.info();
+    assert_eq!(i.allocated, 0);
+    assert_eq!(i.provisioned, 1 << 40);
+    assert_eq!(i.free, cap);
+    pool.write(v, (1 << 40) - 3 * BS, &pattern(1, 0, 3 * BS as usize)).unwrap();
+    assert_eq!(pool.volume(v).unwrap().allocated, 3 * BS);
+    assert_eq!(pool.info().allocated, 3 * BS);
+    assert_eq!(pool.info().free, cap - 3 * BS);
+    // Overwriting does not grow the allocation (the old blocks are reused at once or after
+    // the next flush).
+    pool.write(v, (1 << 40) - 3 * BS, &pattern(2, 0, 3 * BS as usize)).unwrap();
+    pool.flush().unwrap();
+    assert_eq!(pool.info().allocated, 3 * BS);
+    assert_eq!(pool.info().free, cap - 3 * BS);
+    pool.trim(v, 0, 1 << 40).unwrap();
+    pool.flush().unwrap();
+    assert_eq!(pool.info().allocated, 0);
+    assert_eq!(pool.info().free, cap);
+}
+
+#[test]
+fn snapshot_accounting_is_exact() {
+    let (pool, mems) = mem_pool(&[(64, DeviceClass::Ssd)]);
+    let v = pool.create_volume("v", 1 << 20, None).unwrap();
+    pool.write(v, 0, &pattern(1, 0, 64 * BS as usize)).unwrap();
+    let s = pool.create_snapshot(v, "s1").unwrap();
+    assert_eq!(pool.snapshot(s).unwrap().allocated, 64 * BS);
+    assert_eq!(pool.volume(v).unwrap().allocated, 0);
+    // Copy-on-write: 16 overwritten blocks cost 16 new blocks.
+    pool.write(v, 0, &pattern(2, 0, 16 * BS as usize)).unwrap();
+    pool.flush().unwrap();
+    assert_eq!(pool.volume(v).unwrap().allocated, 16 * BS);
+    assert_eq!(pool.info().allocated, 80 * BS);
+    let c = pool.clone_snapshot(s, "c", None).unwrap();
+    assert_eq!(pool.volume(c).unwrap().allocated, 0);
+    // The snapshot is shared by the volume and the clone: deleting it frees nothing.
+    pool.delete_snapshot(s).unwrap();
+    pool.flush().unwrap();
+    assert_eq!(pool.info().allocated, 80 * BS);
+    // Deleting the volume frees its 16 own blocks; the 64 shared ones now belong to the clone.
+    pool.delete_volume(v, false).unwrap();
+    pool.flush().unwrap();
+    assert_eq!(pool.info().allocated, 64 * BS);
+    assert_eq!(pool.volume(c).unwrap().allocated, 64 * BS);
+    let mut buf = vec![0; 64 * BS as usize];
+    pool.read(c, 0, &mut buf).unwrap();
+    assert_eq!(buf, pattern(1, 0, 64 * BS as usize));
+    drop(pool);
+    let pool = reopen(&mems);
+    assert_eq!(pool.info().allocated, 64 * BS);
+    pool.check_consistency().unwrap();
+}
+
+#[test]
+fn snapshot_creation_is_constant_time_in_metadata() {
+    // A snapshot journals one small op whatever the volume's size.
+    let (pool, _m) = mem_pool(&[(64, DeviceClass::Ssd)]);
+    let v = pool.create_volume("huge", 1 << 50, None).unwrap();
+    pool.write(v, 1 << 45, &[1; 4096]).unwrap();
+    for i in 0..50 {
+        pool.create_snapshot(v, &format!("s{i}")).unwrap();
+    }
+    assert_eq!(pool.snapshots(v).unwrap().len(), 50);
+    let mut b = [0u8; 4096];
+    pool.read(v, 1 << 45, &mut b).unwrap();
+    assert_eq!(b, [1; 4096]);
+}
+
+#[test]
+fn allocation_spreads_by_free_space_and_honours_class() {
+    let (pool, mems) = mem_pool(&[
+        (40, DeviceClass::Hdd),
+        (40, DeviceClass::Hdd),
+        (24, DeviceClass::Nvme),
+    ]);
+    let info = pool.info();
+    // Metadata goes on the fastest device.
+    assert!(info.devices[2].metadata);
+    let v = pool.create_volume("spread", 64 << 20, None).unwrap();
+    pool.write(v, 0, &pattern(3, 0, 32 << 20)).unwrap();
+    pool.flush().unwrap();
+    let info = pool.info();
+    let used: Vec<u64> = info.devices.iter().map(|d| d.allocated).collect();
+    assert_eq!(used.iter().sum::<u64>(), 32 << 20);
+    // Free space ends up balanced within one chunk between the two large devices.
+    let free: Vec<u64> = info.devices.iter().map(|d| d.capacity - d.allocated).collect();
+    assert!(free[0].abs_diff(free[1]) <= 128 << 10, "free {free:?}");
+    let fast = pool.create_volume("fast", 8 << 20, Some(DeviceClass::Nvme)).unwrap();
+    let before = pool.info().devices[2].allocated;
+    pool.write(fast, 0, &pattern(4, 0, 4 << 20)).unwrap();
+    let info = pool.info();
+    assert_eq!(info.devices[2].allocated - before, 4 << 20);
+    let e = pool
+        .create_volume("ssd", 8 << 20, Some(DeviceClass::Ssd))
+        .unwrap_err();
+    assert_eq!(e.code().as_str(), "invalid_argument");
+    // Data spread over three devices reads back after reopen.
+    pool.flush().unwrap();
+    drop(pool);
+    let pool = reopen(&mems);
+    let mut buf = vec![0; 32 << 20];
+    pool.read(v, 0, &mut buf).unwrap();
+    assert!(buf == pattern(3, 0, 32 << 20));
+}
