@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use strata_block::testing::FaultDevice;
 use strata_block::{
-    AdminError, BlockDevice, DeviceSpec, FileDevice, IoError, MemDevice, OpenError, Pool,
-    VolumeId, BLOCK_SIZE,
+    AdminError, BlockDevice, DeviceSpec, FileDevice, IoError, MemDevice, OpenError, Pool, VolumeId,
+    BLOCK_SIZE,
 };
 use strata_types::DeviceClass;
 
@@ -55,10 +55,16 @@ fn reopen_with_missing_foreign_duplicate_truncated_or_blank_devices() {
     let before = digest(&pa);
 
     let e = open(&[&pa[0]]).unwrap_err();
-    assert!(matches!(e, OpenError::MissingDevice { index: 1, .. }), "{e}");
+    assert!(
+        matches!(e, OpenError::MissingDevice { index: 1, .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("missing"), "{e}");
     let e = open(&[&pa[1]]).unwrap_err();
-    assert!(matches!(e, OpenError::MissingDevice { index: 0, .. }), "{e}");
+    assert!(
+        matches!(e, OpenError::MissingDevice { index: 0, .. }),
+        "{e}"
+    );
 
     let e = open(&[&pa[0], &pa[1], &pb[0]]).unwrap_err();
     assert!(matches!(e, OpenError::ForeignDevice { .. }), "{e}");
@@ -76,7 +82,10 @@ fn reopen_with_missing_foreign_duplicate_truncated_or_blank_devices() {
     // Nothing above changed a byte of the pool's devices.
     assert_eq!(digest(&pa), before);
 
-    let f = std::fs::OpenOptions::new().write(true).open(&pa[1]).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pa[1])
+        .unwrap();
     f.set_len(6 << 20).unwrap();
     let e = open(&[&pa[0], &pa[1]]).unwrap_err();
     assert!(matches!(e, OpenError::Truncated { .. }), "{e}");
@@ -107,25 +116,46 @@ fn create_rejects_bad_device_sets() {
 fn out_of_range_io_and_unknown_targets() {
     let (pool, _m) = mem_pool(&[(16, DeviceClass::Ssd)]);
     let v = pool.create_volume("v", 64 * BS, None).unwrap();
-    pool.write(v, 0, &pattern(1, 0, (64 * BS) as usize)).unwrap();
-    let cases: [(u64, usize); 4] = [(64 * BS, 1), (63 * BS, 2 * BS as usize), (u64::MAX, 1), (u64::MAX - 10, 20)];
+    pool.write(v, 0, &pattern(1, 0, (64 * BS) as usize))
+        .unwrap();
+    let cases: [(u64, usize); 4] = [
+        (64 * BS, 1),
+        (63 * BS, 2 * BS as usize),
+        (u64::MAX, 1),
+        (u64::MAX - 10, 20),
+    ];
     for (off, len) in cases {
         let e = pool.write(v, off, &vec![9; len]).unwrap_err();
         assert!(matches!(e, IoError::OutOfRange { .. }), "{e}");
         assert_eq!(e.code().as_str(), "invalid_argument");
         assert_eq!(e.errno(), 22);
         let mut buf = vec![0; len];
-        assert!(matches!(pool.read(v, off, &mut buf), Err(IoError::OutOfRange { .. })));
+        assert!(matches!(
+            pool.read(v, off, &mut buf),
+            Err(IoError::OutOfRange { .. })
+        ));
         assert!(pool.trim(v, off, len as u64).is_err());
         assert!(pool.write_zeroes(v, off, len as u64, false).is_err());
     }
     let mut all = vec![0; (64 * BS) as usize];
     pool.read(v, 0, &mut all).unwrap();
-    assert!(all == pattern(1, 0, (64 * BS) as usize), "failed I/O changed data");
+    assert!(
+        all == pattern(1, 0, (64 * BS) as usize),
+        "failed I/O changed data"
+    );
     let ghost = VolumeId(999_999);
-    assert!(matches!(pool.write(ghost, 0, &[1]), Err(IoError::NotFound(_))));
-    assert!(matches!(pool.read(ghost, 0, &mut [0]), Err(IoError::NotFound(_))));
-    assert!(matches!(pool.volume(ghost), Err(AdminError::VolumeNotFound(_))));
+    assert!(matches!(
+        pool.write(ghost, 0, &[1]),
+        Err(IoError::NotFound(_))
+    ));
+    assert!(matches!(
+        pool.read(ghost, 0, &mut [0]),
+        Err(IoError::NotFound(_))
+    ));
+    assert!(matches!(
+        pool.volume(ghost),
+        Err(AdminError::VolumeNotFound(_))
+    ));
     assert!(pool.delete_volume(ghost, true).is_err());
     pool.check_consistency().unwrap();
 }
@@ -134,7 +164,15 @@ fn out_of_range_io_and_unknown_targets() {
 fn absurd_sizes_and_names_change_nothing() {
     let (pool, _m) = mem_pool(&[(16, DeviceClass::Ssd)]);
     let v = pool.create_volume("v", 1 << 20, None).unwrap();
-    for size in [0, 1, 1000, 4097, (1 << 50) + 4096, u64::MAX, u64::MAX - 4095] {
+    for size in [
+        0,
+        1,
+        1000,
+        4097,
+        (1 << 50) + 4096,
+        u64::MAX,
+        u64::MAX - 4095,
+    ] {
         let e = pool.create_volume("x", size, None).unwrap_err();
         assert!(matches!(e, AdminError::InvalidSize { .. }), "{size}: {e}");
         assert_eq!(e.code().as_str(), "invalid_argument");
@@ -231,14 +269,20 @@ fn device_faults_fail_the_io_not_the_data() {
     pool.check_consistency().unwrap();
 
     fault.set_fail_reads(true);
-    assert!(matches!(pool.read(v, 0, &mut buf), Err(IoError::Device { .. })));
+    assert!(matches!(
+        pool.read(v, 0, &mut buf),
+        Err(IoError::Device { .. })
+    ));
     fault.set_fail_reads(false);
 
     // A failed flush stops the pool taking writes; reopening recovers the last durable state.
     pool.write(v, 0, &[3; 8192]).unwrap();
     fault.set_fail_syncs(true);
     assert!(pool.flush().is_err());
-    assert!(matches!(pool.write(v, 0, &[4; 10]), Err(IoError::PoolFailed)));
+    assert!(matches!(
+        pool.write(v, 0, &[4; 10]),
+        Err(IoError::PoolFailed)
+    ));
     pool.read(v, 0, &mut buf).unwrap();
     drop(pool);
     fault.set_fail_syncs(false);

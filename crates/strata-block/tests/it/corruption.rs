@@ -12,7 +12,10 @@ use strata_types::DeviceClass;
 const BS: usize = BLOCK_SIZE as usize;
 
 fn marker(k: usize) -> Vec<u8> {
-    format!("STRATA-BLOCK-{k:05}-").into_bytes().repeat(BS / 19 + 1)[..BS].to_vec()
+    format!("STRATA-BLOCK-{k:05}-")
+        .into_bytes()
+        .repeat(BS / 19 + 1)[..BS]
+        .to_vec()
 }
 
 fn open(path: &std::path::Path) -> Result<Pool, OpenError> {
@@ -21,7 +24,11 @@ fn open(path: &std::path::Path) -> Result<Pool, OpenError> {
 }
 
 fn flip(path: &std::path::Path, at: u64) {
-    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).unwrap();
     b[0] ^= 0x40;
@@ -68,7 +75,10 @@ fn flipped_data_bytes_fail_only_the_reads_that_touch_them() {
                     Err(e @ IoError::Checksum { .. }) => {
                         let msg = e.to_string();
                         assert!(msg.contains(&format!("at offset {}", k * BS)), "{msg}");
-                        assert!(msg.contains("volume v") || msg.contains("snapshot s"), "{msg}");
+                        assert!(
+                            msg.contains("volume v") || msg.contains("snapshot s"),
+                            "{msg}"
+                        );
                         assert_eq!(e.code().as_str(), "checksum_mismatch");
                         assert_eq!(e.errno(), 5);
                     }

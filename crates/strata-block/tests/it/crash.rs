@@ -75,7 +75,9 @@ fn run(seed: u64, cut: Option<u64>, ops: usize) -> u64 {
     .unwrap();
     let mut vols = Vec::new();
     for (name, blocks) in [("a", 96usize), ("b", 64)] {
-        let id = pool.create_volume(name, (blocks * BS) as u64, None).unwrap();
+        let id = pool
+            .create_volume(name, (blocks * BS) as u64, None)
+            .unwrap();
         vols.push(MVol {
             id,
             name: name.into(),
@@ -124,7 +126,8 @@ fn run(seed: u64, cut: Option<u64>, ops: usize) -> u64 {
             let m = &mut vols[vi];
             m.data[off..off + len].fill(0);
             m.touch(off, len);
-            pool.write_zeroes(m.id, off as u64, len as u64, false).is_ok()
+            pool.write_zeroes(m.id, off as u64, len as u64, false)
+                .is_ok()
         } else if p < 76 {
             let name = format!("s{i}");
             match pool.create_snapshot(vols[vi].id, &name) {
@@ -185,8 +188,12 @@ fn run(seed: u64, cut: Option<u64>, ops: usize) -> u64 {
         .enumerate()
         .map(|(i, d)| MemDevice::from_image(d.durable_image(), format!("after{i}")))
         .collect();
-    let pool = Pool::open(mems.iter().map(|m| m.clone() as Arc<dyn BlockDevice>).collect())
-        .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
+    let pool = Pool::open(
+        mems.iter()
+            .map(|m| m.clone() as Arc<dyn BlockDevice>)
+            .collect(),
+    )
+    .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
     pool.check_consistency()
         .unwrap_or_else(|e| panic!("{ctx}: inconsistent after crash: {e}"));
     for m in &vols {
@@ -221,12 +228,20 @@ fn run(seed: u64, cut: Option<u64>, ops: usize) -> u64 {
     }
     pool.flush().unwrap();
     drop(pool);
-    let pool = Pool::open(mems.iter().map(|m| m.clone() as Arc<dyn BlockDevice>).collect()).unwrap();
+    let pool = Pool::open(
+        mems.iter()
+            .map(|m| m.clone() as Arc<dyn BlockDevice>)
+            .collect(),
+    )
+    .unwrap();
     for m in &vols {
         let id = pool.volume_id(&m.name).unwrap();
         let mut buf = vec![0u8; 3 * BS];
         pool.read(id, 0, &mut buf).unwrap();
-        assert!(buf.iter().all(|&b| b == 0x5a), "{ctx}: post-crash write lost");
+        assert!(
+            buf.iter().all(|&b| b == 0x5a),
+            "{ctx}: post-crash write lost"
+        );
     }
     pool.check_consistency().unwrap();
     used
@@ -260,7 +275,10 @@ fn power_cut_across_checkpoints() {
     for seed in seeds(100..103) {
         let total = run(seed, None, 1500);
         // 1 MiB journal / 4 KiB per record: past ~256 commits the journal must have wrapped.
-        assert!(total > 300, "workload issued only {total} syncs: no checkpoint exercised");
+        assert!(
+            total > 300,
+            "workload issued only {total} syncs: no checkpoint exercised"
+        );
         let mut rng = StdRng::seed_from_u64(seed);
         for _ in 0..20 {
             run(seed, Some(rng.gen_range(1..=total)), 1500);

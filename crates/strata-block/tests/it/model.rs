@@ -13,18 +13,56 @@ const MAX_BLOCKS: u64 = 40;
 
 #[derive(Debug, Clone)]
 enum Act {
-    Create { blocks: u64 },
-    Write { v: usize, off: u64, len: u64, tag: u8 },
-    Read { v: usize, off: u64, len: u64 },
-    Trim { v: usize, off: u64, len: u64 },
-    Zero { v: usize, off: u64, len: u64, unmap: bool },
-    Resize { v: usize, blocks: u64 },
-    Snapshot { v: usize },
-    Clone { s: usize },
-    Rollback { v: usize, s: usize },
-    DeleteSnap { s: usize },
-    DeleteVol { v: usize },
-    ReadSnap { s: usize, off: u64, len: u64 },
+    Create {
+        blocks: u64,
+    },
+    Write {
+        v: usize,
+        off: u64,
+        len: u64,
+        tag: u8,
+    },
+    Read {
+        v: usize,
+        off: u64,
+        len: u64,
+    },
+    Trim {
+        v: usize,
+        off: u64,
+        len: u64,
+    },
+    Zero {
+        v: usize,
+        off: u64,
+        len: u64,
+        unmap: bool,
+    },
+    Resize {
+        v: usize,
+        blocks: u64,
+    },
+    Snapshot {
+        v: usize,
+    },
+    Clone {
+        s: usize,
+    },
+    Rollback {
+        v: usize,
+        s: usize,
+    },
+    DeleteSnap {
+        s: usize,
+    },
+    DeleteVol {
+        v: usize,
+    },
+    ReadSnap {
+        s: usize,
+        off: u64,
+        len: u64,
+    },
     Flush,
     Reopen,
 }
@@ -132,9 +170,13 @@ fn run(acts: Vec<Act>) -> Result<(), TestCaseError> {
                     m.name
                 );
             }
-            Act::Trim { v, off, len } | Act::Zero { v, off, len, unmap: true }
-                if !vols.is_empty() =>
-            {
+            Act::Trim { v, off, len }
+            | Act::Zero {
+                v,
+                off,
+                len,
+                unmap: true,
+            } if !vols.is_empty() => {
                 let n_vols = vols.len();
                 let m = &mut vols[v % n_vols];
                 let (off, len) = clamp(m.data.len() as u64, off, len);
@@ -149,7 +191,12 @@ fn run(acts: Vec<Act>) -> Result<(), TestCaseError> {
                     mark(&mut m.alloc, off, len, true);
                 }
             }
-            Act::Zero { v, off, len, unmap: false } if !vols.is_empty() => {
+            Act::Zero {
+                v,
+                off,
+                len,
+                unmap: false,
+            } if !vols.is_empty() => {
                 let n_vols = vols.len();
                 let m = &mut vols[v % n_vols];
                 let (off, len) = clamp(m.data.len() as u64, off, len);
@@ -230,7 +277,9 @@ fn run(acts: Vec<Act>) -> Result<(), TestCaseError> {
                 let mut buf = vec![0xEE; len as usize];
                 pool.read(sm.id, off, &mut buf).unwrap();
                 prop_assert!(buf == sm.data[off as usize..(off + len) as usize]);
-                let st = pool.block_status(Target::Snapshot(sm.id), 0, sm.data.len() as u64).unwrap();
+                let st = pool
+                    .block_status(Target::Snapshot(sm.id), 0, sm.data.len() as u64)
+                    .unwrap();
                 prop_assert_eq!(expand(&st), sm.alloc.clone());
             }
             Act::Flush => pool.flush().unwrap(),

@@ -16,13 +16,15 @@ fn thin_volume_takes_space_on_first_write_only() {
     assert_eq!(i.allocated, 0);
     assert_eq!(i.provisioned, 1 << 40);
     assert_eq!(i.free, cap);
-    pool.write(v, (1 << 40) - 3 * BS, &pattern(1, 0, 3 * BS as usize)).unwrap();
+    pool.write(v, (1 << 40) - 3 * BS, &pattern(1, 0, 3 * BS as usize))
+        .unwrap();
     assert_eq!(pool.volume(v).unwrap().allocated, 3 * BS);
     assert_eq!(pool.info().allocated, 3 * BS);
     assert_eq!(pool.info().free, cap - 3 * BS);
     // Overwriting does not grow the allocation (the old blocks are reused at once or after
     // the next flush).
-    pool.write(v, (1 << 40) - 3 * BS, &pattern(2, 0, 3 * BS as usize)).unwrap();
+    pool.write(v, (1 << 40) - 3 * BS, &pattern(2, 0, 3 * BS as usize))
+        .unwrap();
     pool.flush().unwrap();
     assert_eq!(pool.info().allocated, 3 * BS);
     assert_eq!(pool.info().free, cap - 3 * BS);
@@ -97,9 +99,15 @@ fn allocation_spreads_by_free_space_and_honours_class() {
     let used: Vec<u64> = info.devices.iter().map(|d| d.allocated).collect();
     assert_eq!(used.iter().sum::<u64>(), 32 << 20);
     // Free space ends up balanced within one chunk between the two large devices.
-    let free: Vec<u64> = info.devices.iter().map(|d| d.capacity - d.allocated).collect();
+    let free: Vec<u64> = info
+        .devices
+        .iter()
+        .map(|d| d.capacity - d.allocated)
+        .collect();
     assert!(free[0].abs_diff(free[1]) <= 128 << 10, "free {free:?}");
-    let fast = pool.create_volume("fast", 8 << 20, Some(DeviceClass::Nvme)).unwrap();
+    let fast = pool
+        .create_volume("fast", 8 << 20, Some(DeviceClass::Nvme))
+        .unwrap();
     let before = pool.info().devices[2].allocated;
     pool.write(fast, 0, &pattern(4, 0, 4 << 20)).unwrap();
     let info = pool.info();
