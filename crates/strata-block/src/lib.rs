@@ -23,6 +23,7 @@ pub mod codec;
 pub mod device;
 pub mod error;
 pub mod format;
+pub mod map;
 pub mod meta;
 pub mod pool;
 pub mod testing;

@@ -24,7 +24,9 @@
 //! `children` are exactly the layers whose parent it is; `mapped` and `entries` equal the counts
 //! of entries; no physical block appears twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::map::{BlockMap, IdMap};
 
 use strata_types::DeviceClass;
 use uuid::Uuid;
@@ -64,7 +66,7 @@ pub struct Entry {
     /// In-memory only: the commit epoch in which the block was written. A block written in the
     /// current (uncommitted) epoch is referenced by no durable metadata and can be reused at
     /// once when freed; any other must wait until the freeing op is durable.
-    pub epoch: u64,
+    pub epoch: u32,
 }
 
 impl Entry {
@@ -103,7 +105,7 @@ pub struct Layer {
     /// Who holds it.
     pub owner: Owner,
     /// Virtual block -> entry.
-    pub map: BTreeMap<u64, Entry>,
+    pub map: BlockMap,
     /// Number of non-tombstone entries (derived).
     pub mapped: u64,
 }
@@ -275,11 +277,11 @@ pub struct State {
     /// Snapshots by id.
     pub snapshots: BTreeMap<SnapshotId, SnapshotMeta>,
     /// Layers by id.
-    pub layers: HashMap<LayerId, Layer>,
+    pub layers: IdMap<LayerId, Layer>,
     /// Entries in all layers (bounds the checkpoint size).
     pub entries: u64,
     /// Current commit epoch (in memory only).
-    pub epoch: u64,
+    pub epoch: u32,
 }
 
 /// Block size as u64, local shorthand.
@@ -293,6 +295,20 @@ impl State {
             devices,
             epoch: 1,
             ..Default::default()
+        }
+    }
+
+    /// Starts a new commit epoch. Epochs are compared for equality only; when the counter
+    /// wraps (after 2^32 commits) every entry is marked committed (epoch 0) first, so an old
+    /// entry can never pass for one of the current epoch.
+    pub fn next_epoch(&mut self) {
+        if self.epoch == u32::MAX {
+            for l in self.layers.values_mut() {
+                l.map.for_each_mut(|e| e.epoch = 0);
+            }
+            self.epoch = 1;
+        } else {
+            self.epoch += 1;
         }
     }
 
@@ -313,7 +329,7 @@ impl State {
         let mut l = Some(top);
         while let Some(id) = l {
             let layer = &self.layers[&id];
-            if let Some(e) = layer.map.get(&vb) {
+            if let Some(e) = layer.map.get(vb) {
                 return Some(*e);
             }
             l = layer.parent;
@@ -327,7 +343,7 @@ impl State {
         let mut l = Some(top);
         while let Some(id) = l {
             let layer = &self.layers[&id];
-            for (&b, e) in layer.map.range(vb..) {
+            for (b, e) in layer.map.range(vb, u64::MAX) {
                 if decided.insert(b) && !e.is_zero() {
                     return true;
                 }
@@ -582,7 +598,7 @@ impl State {
                 parent,
                 children: Vec::new(),
                 owner,
-                map: BTreeMap::new(),
+                map: BlockMap::new(),
                 mapped: 0,
             },
         );
@@ -599,7 +615,7 @@ impl State {
         let mut p = self.layers[&id].parent;
         while let Some(pid) = p {
             let pl = &self.layers[&pid];
-            for (&b, e) in pl.map.range(start..end) {
+            for (b, e) in pl.map.range(start, end) {
                 if decided.insert(b) && !e.is_zero() {
                     hide.push(b);
                 }
@@ -607,10 +623,10 @@ impl State {
             p = pl.parent;
         }
         let l = self.layers.get_mut(&id).expect("layer");
-        let keys: Vec<u64> = l.map.range(start..end).map(|(&b, _)| b).collect();
+        let keys: Vec<u64> = l.map.range(start, end).map(|(b, _)| b).collect();
         let removed = keys.len() as u64;
         for b in keys {
-            let e = l.map.remove(&b).expect("key");
+            let e = l.map.remove(b).expect("key");
             if !e.is_zero() {
                 l.mapped -= 1;
                 freed.push(e);
@@ -662,7 +678,7 @@ impl State {
         let cmap = std::mem::take(&mut c.map);
         let mut merged = if cmap.len() <= l.map.len() {
             let mut base = l.map;
-            for (b, e) in cmap {
+            for (b, &e) in cmap.iter() {
                 if let Some(old) = base.insert(b, e) {
                     if !old.is_zero() {
                         freed.push(old);
@@ -672,16 +688,13 @@ impl State {
             base
         } else {
             let mut base = cmap;
-            for (b, e) in l.map {
-                match base.entry(b) {
-                    std::collections::btree_map::Entry::Occupied(_) => {
-                        if !e.is_zero() {
-                            freed.push(e);
-                        }
+            for (b, &e) in l.map.iter() {
+                if base.get(b).is_some() {
+                    if !e.is_zero() {
+                        freed.push(e);
                     }
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(e);
-                    }
+                } else {
+                    base.insert(b, e);
                 }
             }
             base
@@ -839,7 +852,7 @@ impl State {
                 }
             }
             w.u64(l.map.len() as u64);
-            for (&b, e) in &l.map {
+            for (b, e) in l.map.iter() {
                 w.u64(b);
                 w.u64(e.pblock);
                 w.u32(e.csum);
@@ -945,7 +958,7 @@ impl State {
                 }
             };
             let m = r.count(20)?;
-            let mut map = BTreeMap::new();
+            let mut map = BlockMap::new();
             let mut mapped = 0;
             for _ in 0..m {
                 let b = r.u64()?;

@@ -38,7 +38,7 @@ fn open(paths: &[&PathBuf]) -> Result<Pool, OpenError> {
 fn digest(paths: &[PathBuf]) -> Vec<u32> {
     paths
         .iter()
-        .map(|p| crc32c::crc32c(&std::fs::read(p).unwrap()))
+        .map(|p| strata_block::format::crc32c(&std::fs::read(p).unwrap()))
         .collect()
 }
 

@@ -124,3 +124,38 @@ fn allocation_spreads_by_free_space_and_honours_class() {
     pool.read(v, 0, &mut buf).unwrap();
     assert!(buf == pattern(3, 0, 32 << 20));
 }
+
+#[test]
+fn changed_blocks_since_a_snapshot() {
+    let (pool, _m) = mem_pool(&[(64, DeviceClass::Ssd)]);
+    let v = pool.create_volume("ckpt", 64 * BS, None).unwrap();
+    pool.write(v, 0, &pattern(1, 0, 64 * BS as usize)).unwrap();
+    let s1 = pool.create_snapshot(v, "s1").unwrap();
+    assert_eq!(
+        pool.changed_blocks(v, s1, 0, 64 * BS).unwrap(),
+        vec![(64 * BS, false)]
+    );
+    pool.write(v, 10 * BS, &[7; 4096]).unwrap();
+    pool.write(v, 11 * BS + 5, &[7; 10]).unwrap();
+    pool.trim(v, 40 * BS, 2 * BS).unwrap();
+    let s2 = pool.create_snapshot(v, "s2").unwrap();
+    pool.write(v, 63 * BS, &[8; 4096]).unwrap();
+    let want = vec![
+        (10 * BS, false),
+        (2 * BS, true),
+        (28 * BS, false),
+        (2 * BS, true),
+        (21 * BS, false),
+        (BS, true),
+    ];
+    assert_eq!(pool.changed_blocks(v, s1, 0, 64 * BS).unwrap(), want);
+    assert_eq!(
+        pool.changed_blocks(v, s2, 0, 64 * BS).unwrap(),
+        vec![(63 * BS, false), (BS, true)]
+    );
+    // Sub-ranges are clipped to the request.
+    assert_eq!(
+        pool.changed_blocks(v, s1, 11 * BS, 2 * BS).unwrap(),
+        vec![(BS, true), (BS, false)]
+    );
+}

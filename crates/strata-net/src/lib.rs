@@ -1,0 +1,38 @@
+//! # strata-net: the packet engine of Strata's virtual switch
+//!
+//! No I/O happens here. Callers pass a frame, the port it arrived on and the current time;
+//! the engine returns effects (which bytes to send out of which ports). Port I/O (TAP devices,
+//! UDP sockets for VXLAN) lives elsewhere and drives [`Switch`].
+//!
+//! Where things happen:
+//! - [`packet`]: parse a frame into a [`FlowKey`] (hand-written, bounds-checked, no allocation).
+//! - [`syntax`]: flow rules in `ovs-ofctl` syntax, both ways.
+//! - [`classifier`]: one table's tuple-space search with wildcard tracking.
+//! - [`pipeline`]: up to 255 tables, rule counters and timeouts, translation of a key into a
+//!   flat action program, the megaflow cache and exact-match cache in front of it.
+//! - [`switch`]: ports, isolation domains, MAC learning, executing programs, rewriting frames.
+//! - [`vxlan`], [`csum`], [`gso`]: encapsulation, checksums, segmentation of offloaded frames.
+//! - [`trace`]: what a packet would hit, without side effects.
+//!
+//! See docs/net-engine.md for the design and the invariants.
+
+pub mod cache;
+pub mod classifier;
+pub mod csum;
+pub mod flow;
+pub mod gso;
+pub mod key;
+pub mod mac;
+pub mod packet;
+pub mod pipeline;
+pub mod switch;
+pub mod syntax;
+pub mod trace;
+pub mod vxlan;
+
+pub use flow::{Action, FlowRule, RuleError, SetField};
+pub use key::{Field, FlowKey, Match, PortNo};
+pub use packet::{parse_frame, Layout, ParseError};
+pub use pipeline::{Pipeline, RuleId};
+pub use switch::{Domain, Effects, PortConfig, PortKind, Switch, SwitchConfig};
+pub use syntax::{format_flow, parse_flow, FlowParseError, PortNames};

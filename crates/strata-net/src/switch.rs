@@ -1,0 +1,1024 @@
+//! The virtual switch: ports, isolation domains, MAC learning, and executing the pipeline's
+//! decisions on real frames.
+//!
+//! ## Isolation invariant
+//!
+//! Every packet gets an *isolation domain* at ingress, from the input port's configuration and
+//! nothing else a rule can change:
+//! - a port configured with `Domain::Vlan(v)` (VLAN access port) gives `Vlan(v)`; a frame
+//!   arriving there tagged with another VLAN id is dropped;
+//! - a port configured with `Domain::Vni(v)` gives `Vni(v)` (and loads `tun_id = v`); a VXLAN
+//!   port with a fixed VNI drops packets carrying another VNI;
+//! - a port without a domain (a trunk) gives `Vlan(vid)` for a tagged frame, `Vni(vni)` for a
+//!   VXLAN port (the received VNI), and "no domain" (`None`) otherwise.
+//!
+//! At every delivery the engine computes the domain the frame would have *on that port*: the
+//! port's own domain, or for a trunk the frame's tag / VNI (`tun_id`). Delivery happens only if
+//! it equals the packet's ingress domain; otherwise the copy is dropped and counted
+//! (`isolation_drops`, the port's `tx_dropped`). Flooding and `normal` only consider ports of
+//! the same domain, and the MAC table is keyed by domain. So no rule, learned entry or cached
+//! flow can deliver a packet into another tenant's network. `None` is a domain of its own:
+//! untenanted traffic never reaches a port that has a domain. Between ports without a domain
+//! (trunks, flow-based tunnels) untenanted traffic is the operator's, and flows may tag it or
+//! pick its VNI freely (`push_vlan`, `set_tunnel`): that is how a flow-programmed switch with
+//! no domains configured behaves like OVS.
+//!
+//! Frames are adapted to the output port: a VLAN access port gets them untagged; a trunk gets
+//! a packet of `Vlan(v)` tagged with `v`; a VXLAN port gets them encapsulated with the VNI of
+//! their domain. Flooding from a VXLAN port never goes back to a VXLAN port (split horizon, so
+//! a full mesh of tunnels does not loop).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::csum;
+use crate::flow::{apply_to_key, Action, FlowRule, RuleError};
+use crate::key::{ethertype, ipproto, Field, FlowKey, PortNo, VLAN_PRESENT};
+use crate::mac::{MacTable, DEFAULT_MAC_AGEING, DEFAULT_MAC_CAPACITY};
+use crate::packet::{parse_frame, Layout, ParseError};
+use crate::pipeline::{CacheConfig, FlowDump, Pipeline, PipelineStats, RuleId, Translation};
+use crate::syntax::{parse_filter, parse_flow, FlowParseError, PortNames};
+use crate::vxlan::{self, VxlanError, VxlanTunnel, VXLAN_OVERHEAD_V4};
+
+/// A tenant isolation domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Domain {
+    /// A VLAN (802.1Q VLAN id).
+    Vlan(u16),
+    /// A VXLAN network (VNI).
+    Vni(u32),
+}
+
+/// What kind of port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// A TAP device (a VM or namespace interface).
+    Tap,
+    /// The host-side internal port.
+    Internal,
+    /// A VXLAN tunnel: frames are encapsulated on output, decapsulated on input.
+    Vxlan(VxlanTunnel),
+}
+
+/// Port configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Unique name (`tap1`, `vx1`).
+    pub name: String,
+    /// Requested port number (None = lowest free from 1).
+    pub number: Option<PortNo>,
+    /// Kind.
+    pub kind: PortKind,
+    /// Isolation domain (None = trunk; see module docs).
+    pub domain: Option<Domain>,
+}
+
+impl PortConfig {
+    /// A TAP port.
+    pub fn tap(name: &str, domain: Option<Domain>) -> Self {
+        PortConfig {
+            name: name.to_string(),
+            number: None,
+            kind: PortKind::Tap,
+            domain,
+        }
+    }
+    /// A VXLAN port (`vni` fixes the VNI it carries; None = flow-based, any VNI).
+    pub fn vxlan(name: &str, tunnel: VxlanTunnel, vni: Option<u32>) -> Self {
+        PortConfig {
+            name: name.to_string(),
+            number: None,
+            kind: PortKind::Vxlan(tunnel),
+            domain: vni.map(Domain::Vni),
+        }
+    }
+    /// With a fixed number.
+    pub fn with_number(mut self, n: PortNo) -> Self {
+        self.number = Some(n);
+        self
+    }
+}
+
+/// Per-port counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received (as given to the switch).
+    pub rx_bytes: u64,
+    /// Received frames that produced no output (miss, drop, isolation, empty flood).
+    pub rx_dropped: u64,
+    /// Received frames that did not parse (or did not decapsulate).
+    pub rx_errors: u64,
+    /// Frames emitted.
+    pub tx_packets: u64,
+    /// Bytes emitted.
+    pub tx_bytes: u64,
+    /// Outputs to this port refused (isolation).
+    pub tx_dropped: u64,
+}
+
+/// Why a port operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortError {
+    /// Name in use.
+    #[error("port name `{0}` already exists")]
+    NameTaken(String),
+    /// Number in use or reserved.
+    #[error("port number {0} is taken or reserved")]
+    NumberTaken(PortNo),
+    /// No such port.
+    #[error("no port `{0}`")]
+    NoSuchPort(String),
+    /// A name that would be read as a number in flow syntax.
+    #[error("port name `{0}` is not valid (must not be empty or numeric)")]
+    BadName(String),
+    /// A VXLAN port in a VLAN domain, a VLAN id above 4095, a VNI above 24 bits.
+    #[error("domain {0:?} is not valid for this port")]
+    BadDomain(Domain),
+}
+
+impl PortError {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PortError::NameTaken(_) => "port_exists",
+            PortError::NumberTaken(_) => "port_number_taken",
+            PortError::NoSuchPort(_) => "port_not_found",
+            PortError::BadName(_) => "bad_port_name",
+            PortError::BadDomain(_) => "bad_port_domain",
+        }
+    }
+}
+
+/// Switch configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct SwitchConfig {
+    /// Caches.
+    pub cache: CacheConfig,
+    /// MAC ageing time.
+    pub mac_ageing: Duration,
+    /// MAC table bound.
+    pub mac_capacity: usize,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            cache: CacheConfig::default(),
+            mac_ageing: DEFAULT_MAC_AGEING,
+            mac_capacity: DEFAULT_MAC_CAPACITY,
+        }
+    }
+}
+
+/// Switch-wide counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SwitchStats {
+    /// Deliveries refused because they would cross isolation domains (including frames
+    /// refused at ingress for carrying a foreign VLAN/VNI).
+    pub isolation_drops: u64,
+    /// Frames received on a port number that does not exist.
+    pub unknown_port: u64,
+    /// Outputs to a port number that does not exist.
+    pub output_to_unknown_port: u64,
+}
+
+/// The output of processing: frames to send, all in one reusable buffer (no allocation per
+/// packet once the buffer has grown to its working size).
+#[derive(Debug, Default)]
+pub struct Effects {
+    emits: Vec<(PortNo, usize, usize)>,
+    buf: Vec<u8>,
+}
+
+impl Effects {
+    /// Empty effects.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Forgets previous outputs, keeping capacity.
+    pub fn clear(&mut self) {
+        self.emits.clear();
+        self.buf.clear();
+    }
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.emits.len()
+    }
+    /// True if nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.emits.is_empty()
+    }
+    /// (port, frame) pairs in emission order.
+    pub fn iter(&self) -> impl Iterator<Item = (PortNo, &[u8])> + '_ {
+        self.emits.iter().map(|&(p, s, l)| (p, &self.buf[s..s + l]))
+    }
+    /// Ports emitted to, in order.
+    pub fn ports(&self) -> Vec<PortNo> {
+        self.emits.iter().map(|e| e.0).collect()
+    }
+}
+
+/// Why a received frame produced no output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The input port does not exist.
+    UnknownPort,
+    /// The frame did not parse.
+    Parse(ParseError),
+    /// VXLAN decapsulation failed.
+    Tunnel(VxlanError),
+    /// Refused for crossing isolation domains (at ingress or at every output).
+    Isolation,
+    /// Table miss, `drop`, or a flood with nobody else in the domain.
+    NoOutput,
+}
+
+/// What happened to a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Sent to this many ports.
+    Forwarded(usize),
+    /// Dropped.
+    Dropped(DropReason),
+}
+
+#[derive(Debug)]
+struct Port {
+    cfg: PortConfig,
+    stats: PortStats,
+    ip_id: u16,
+}
+
+/// A frame as it is about to leave by some port: the key after adaptation, and the VNI if the
+/// port is a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adapted {
+    /// Key of the frame on the wire of that port.
+    pub key: FlowKey,
+    /// VNI to encapsulate with (VXLAN ports).
+    pub vni: Option<u32>,
+}
+
+/// Adapts a packet of ingress domain `dom` and current key `k` to port `cfg`, or refuses it
+/// because it would cross domains. Pure: used by execution and by `trace`.
+pub fn adapt(cfg: &PortConfig, dom: Option<Domain>, k: &FlowKey) -> Option<Adapted> {
+    let mut key = *k;
+    let tag = k.vlan_vid().filter(|&v| v != 0);
+    match (&cfg.kind, cfg.domain) {
+        (PortKind::Vxlan(_), Some(d)) => {
+            let Domain::Vni(v) = d else { return None };
+            (dom == Some(d)).then_some(Adapted { key, vni: Some(v) })
+        }
+        (PortKind::Vxlan(_), None) => match dom {
+            Some(Domain::Vni(v)) if k.tun_id() == v as u64 => Some(Adapted { key, vni: Some(v) }),
+            None if k.tun_id() <= vxlan::MAX_VNI as u64 => Some(Adapted {
+                key,
+                vni: Some(k.tun_id() as u32),
+            }),
+            _ => None,
+        },
+        (_, Some(Domain::Vlan(v))) => {
+            if dom != Some(Domain::Vlan(v)) || tag.is_some_and(|t| t != v) {
+                return None;
+            }
+            key.set(Field::VlanTci, 0);
+            Some(Adapted { key, vni: None })
+        }
+        (_, Some(d @ Domain::Vni(_))) => {
+            (dom == Some(d) && tag.is_none()).then_some(Adapted { key, vni: None })
+        }
+        (_, None) => match (dom, tag) {
+            (Some(Domain::Vlan(v)), None) => {
+                let pcp = k.vlan_pcp().unwrap_or(0) as u16;
+                key.set(Field::VlanTci, (VLAN_PRESENT | (pcp << 13) | v) as u64);
+                Some(Adapted { key, vni: None })
+            }
+            (Some(Domain::Vlan(v)), Some(t)) => (t == v).then_some(Adapted { key, vni: None }),
+            // Untenanted traffic on an untenanted port: the operator's flows decide the tag.
+            (None, _) => Some(Adapted { key, vni: None }),
+            _ => None,
+        },
+    }
+}
+
+/// The switch.
+#[derive(Debug)]
+pub struct Switch {
+    ports: BTreeMap<PortNo, Port>,
+    names: PortNames,
+    pipeline: Pipeline,
+    macs: MacTable,
+    stats: SwitchStats,
+}
+
+impl Default for Switch {
+    fn default() -> Self {
+        Self::new(SwitchConfig::default())
+    }
+}
+
+/// Highest port number a user may take (OpenFlow reserves the ones above).
+pub const MAX_PORT: PortNo = 0xffff_ff00;
+
+impl Switch {
+    /// A switch with no ports and no rules (so everything is dropped until rules are added;
+    /// add `actions=normal` for a learning switch).
+    pub fn new(cfg: SwitchConfig) -> Self {
+        Switch {
+            ports: BTreeMap::new(),
+            names: PortNames::new(),
+            pipeline: Pipeline::new(cfg.cache),
+            macs: MacTable::new(cfg.mac_ageing, cfg.mac_capacity),
+            stats: SwitchStats::default(),
+        }
+    }
+
+    /// Adds a port, returning its number.
+    pub fn add_port(&mut self, cfg: PortConfig) -> Result<PortNo, PortError> {
+        if cfg.name.is_empty()
+            || cfg.name.bytes().all(|c| c.is_ascii_digit())
+            || cfg.name.contains([',', '=', ':', ' '])
+        {
+            return Err(PortError::BadName(cfg.name));
+        }
+        if self.names.port_no(&cfg.name).is_some() {
+            return Err(PortError::NameTaken(cfg.name));
+        }
+        match (cfg.kind, cfg.domain) {
+            (PortKind::Vxlan(_), Some(d @ Domain::Vlan(_))) => return Err(PortError::BadDomain(d)),
+            (_, Some(d @ Domain::Vlan(v))) if v == 0 || v > 4095 => {
+                return Err(PortError::BadDomain(d))
+            }
+            (_, Some(d @ Domain::Vni(v))) if v > vxlan::MAX_VNI => {
+                return Err(PortError::BadDomain(d))
+            }
+            _ => {}
+        }
+        let no = match cfg.number {
+            Some(n) if n == 0 || n > MAX_PORT || self.ports.contains_key(&n) => {
+                return Err(PortError::NumberTaken(n))
+            }
+            Some(n) => n,
+            None => (1..=MAX_PORT)
+                .find(|n| !self.ports.contains_key(n))
+                .ok_or(PortError::NumberTaken(MAX_PORT))?,
+        };
+        self.names.insert(&cfg.name, no);
+        self.ports.insert(
+            no,
+            Port {
+                cfg,
+                stats: PortStats::default(),
+                ip_id: 0,
+            },
+        );
+        Ok(no)
+    }
+
+    /// Removes a port by name (its learned MACs go with it; rules naming it stay, as in OVS).
+    pub fn remove_port(&mut self, name: &str) -> Result<(), PortError> {
+        let no = self
+            .names
+            .port_no(name)
+            .ok_or_else(|| PortError::NoSuchPort(name.to_string()))?;
+        self.ports.remove(&no);
+        let mut names = PortNames::new();
+        for (n, p) in &self.ports {
+            names.insert(&p.cfg.name, *n);
+        }
+        self.names = names;
+        self.macs.flush_port(no);
+        Ok(())
+    }
+
+    /// The port-name table (for parsing and formatting flows).
+    pub fn port_names(&self) -> &PortNames {
+        &self.names
+    }
+
+    /// Ports as (number, config, counters).
+    pub fn ports(&self) -> impl Iterator<Item = (PortNo, &PortConfig, PortStats)> + '_ {
+        self.ports.iter().map(|(n, p)| (*n, &p.cfg, p.stats))
+    }
+
+    /// Counters of one port.
+    pub fn port_stats(&self, port: PortNo) -> Option<PortStats> {
+        self.ports.get(&port).map(|p| p.stats)
+    }
+
+    /// Switch-wide counters.
+    pub fn stats(&self) -> SwitchStats {
+        self.stats
+    }
+
+    /// Pipeline and cache counters.
+    pub fn pipeline_stats(&self) -> PipelineStats {
+        self.pipeline.stats()
+    }
+
+    /// The pipeline (for inspection and benchmarks).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The MAC table.
+    pub fn mac_table(&self) -> &MacTable {
+        &self.macs
+    }
+
+    /// Adds a rule given in flow syntax (port names resolve through this switch's ports).
+    pub fn add_flow(&mut self, now: Duration, text: &str) -> Result<RuleId, FlowParseError> {
+        let r = parse_flow(text, Some(&self.names))?;
+        Ok(self.pipeline.add_rule(r, now)?)
+    }
+
+    /// Adds a rule built in code.
+    pub fn add_rule(&mut self, now: Duration, rule: FlowRule) -> Result<RuleId, RuleError> {
+        self.pipeline.add_rule(rule, now)
+    }
+
+    /// Removes one rule.
+    pub fn remove_rule(&mut self, id: RuleId) -> Option<FlowRule> {
+        self.pipeline.remove_rule(id)
+    }
+
+    /// `del-flows` with a filter in flow syntax (`""` deletes all).
+    pub fn del_flows(&mut self, filter: &str, strict: bool) -> Result<usize, FlowParseError> {
+        let f = parse_filter(filter, Some(&self.names), strict)?;
+        Ok(self.pipeline.remove_matching(&f, strict))
+    }
+
+    /// All rules with counters.
+    pub fn dump_flows(&self, now: Duration) -> Vec<FlowDump> {
+        self.pipeline.dump(now)
+    }
+
+    /// `dump-flows` text, one rule per line.
+    pub fn dump_flows_text(&self, now: Duration) -> String {
+        let mut s = String::new();
+        for d in self.dump_flows(now) {
+            s.push_str(&crate::syntax::format_flow_stats(
+                &d.rule,
+                &d.stats,
+                Some(&self.names),
+            ));
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Runs timeouts: expired rules (returned) and aged MAC entries and megaflows.
+    pub fn expire(&mut self, now: Duration) -> Vec<FlowRule> {
+        self.macs.expire(now);
+        self.pipeline.expire(now)
+    }
+
+    /// Processes a frame received on `in_port` at `now`, appending outputs to `fx` (call
+    /// `fx.clear()` between batches). Frames received on a VXLAN port are outer frames
+    /// (Ethernet/IPv4/UDP/VXLAN); use [`Switch::receive_vxlan`] if the I/O layer already
+    /// stripped the outer headers (a UDP socket).
+    pub fn receive(
+        &mut self,
+        now: Duration,
+        in_port: PortNo,
+        frame: &[u8],
+        fx: &mut Effects,
+    ) -> Disposition {
+        let Some(port) = self.ports.get_mut(&in_port) else {
+            self.stats.unknown_port += 1;
+            return Disposition::Dropped(DropReason::UnknownPort);
+        };
+        port.stats.rx_packets += 1;
+        port.stats.rx_bytes += frame.len() as u64;
+        if let PortKind::Vxlan(t) = port.cfg.kind {
+            match vxlan::decap_ipv4(frame, t.dst_port) {
+                Ok(d) => self.process(now, in_port, d.inner, Some(d.vni), fx),
+                Err(e) => {
+                    port.stats.rx_errors += 1;
+                    Disposition::Dropped(DropReason::Tunnel(e))
+                }
+            }
+        } else {
+            self.process(now, in_port, frame, None, fx)
+        }
+    }
+
+    /// Processes an inner frame that arrived on VXLAN port `in_port` with `vni` (the I/O layer
+    /// decapsulated it, e.g. read it from a UDP socket and ran [`vxlan::decap_payload`]).
+    pub fn receive_vxlan(
+        &mut self,
+        now: Duration,
+        in_port: PortNo,
+        vni: u32,
+        inner: &[u8],
+        fx: &mut Effects,
+    ) -> Disposition {
+        let Some(port) = self.ports.get_mut(&in_port) else {
+            self.stats.unknown_port += 1;
+            return Disposition::Dropped(DropReason::UnknownPort);
+        };
+        port.stats.rx_packets += 1;
+        port.stats.rx_bytes += inner.len() as u64;
+        if !matches!(port.cfg.kind, PortKind::Vxlan(_)) {
+            port.stats.rx_errors += 1;
+            return Disposition::Dropped(DropReason::Tunnel(VxlanError::NotUdp));
+        }
+        self.process(now, in_port, inner, Some(vni), fx)
+    }
+
+    /// Ingress classification of a parsed key: the packet's domain, with `tun_id` loaded where
+    /// the port defines it. `None` (outer) means refused for isolation.
+    fn ingress(cfg: &PortConfig, key: &mut FlowKey, vni: Option<u32>) -> Option<Option<Domain>> {
+        let tag = key.vlan_vid().filter(|&v| v != 0);
+        if let Some(v) = vni {
+            key.set(Field::TunId, v as u64);
+        }
+        match (cfg.kind, cfg.domain) {
+            (PortKind::Vxlan(_), Some(d @ Domain::Vni(v))) => (vni == Some(v)).then_some(Some(d)),
+            (PortKind::Vxlan(_), None) => Some(vni.map(Domain::Vni)),
+            (PortKind::Vxlan(_), Some(Domain::Vlan(_))) => None,
+            (_, Some(d @ Domain::Vlan(v))) => tag.is_none_or(|t| t == v).then_some(Some(d)),
+            (_, Some(d @ Domain::Vni(v))) => {
+                key.set(Field::TunId, v as u64);
+                tag.is_none().then_some(Some(d))
+            }
+            (_, None) => Some(tag.map(Domain::Vlan)),
+        }
+    }
+
+    fn process(
+        &mut self,
+        now: Duration,
+        in_port: PortNo,
+        frame: &[u8],
+        vni: Option<u32>,
+        fx: &mut Effects,
+    ) -> Disposition {
+        if self.pipeline.next_deadline().is_some_and(|d| now >= d) {
+            self.pipeline.expire(now);
+        }
+        let Switch {
+            ports,
+            pipeline,
+            macs,
+            stats,
+            ..
+        } = self;
+        let (parsed, layout) = match parse_frame(frame, in_port) {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some(p) = ports.get_mut(&in_port) {
+                    p.stats.rx_errors += 1;
+                }
+                return Disposition::Dropped(DropReason::Parse(e));
+            }
+        };
+        let mut key = parsed;
+        let Some(port) = ports.get(&in_port) else {
+            return Disposition::Dropped(DropReason::UnknownPort);
+        };
+        let in_tunnel = matches!(port.cfg.kind, PortKind::Vxlan(_));
+        let Some(domain) = Self::ingress(&port.cfg, &mut key, vni) else {
+            stats.isolation_drops += 1;
+            if let Some(p) = ports.get_mut(&in_port) {
+                p.stats.rx_dropped += 1;
+            }
+            return Disposition::Dropped(DropReason::Isolation);
+        };
+        let trans = pipeline.classify(&key, frame.len() as u64, now);
+        let mut ex = Exec {
+            ports,
+            macs,
+            stats,
+            fx,
+            frame,
+            layout: &layout,
+            parsed: &parsed,
+            in_port,
+            in_tunnel,
+            domain,
+            now,
+            outputs: 0,
+            refused: 0,
+        };
+        ex.run(trans, key);
+        let (outputs, refused) = (ex.outputs, ex.refused);
+        if outputs == 0 {
+            if let Some(p) = self.ports.get_mut(&in_port) {
+                p.stats.rx_dropped += 1;
+            }
+            return Disposition::Dropped(if refused > 0 {
+                DropReason::Isolation
+            } else {
+                DropReason::NoOutput
+            });
+        }
+        Disposition::Forwarded(outputs)
+    }
+
+    /// Pure trace support: ingress domain and key for a frame (None = refused at ingress).
+    pub(crate) fn ingress_for_trace(
+        &self,
+        in_port: PortNo,
+        key: &mut FlowKey,
+    ) -> Option<Option<Domain>> {
+        let port = self.ports.get(&in_port)?;
+        let vni = matches!(port.cfg.kind, PortKind::Vxlan(_)).then(|| key.tun_id() as u32);
+        Self::ingress(&port.cfg, key, vni)
+    }
+
+    pub(crate) fn port_cfg(&self, p: PortNo) -> Option<&PortConfig> {
+        self.ports.get(&p).map(|p| &p.cfg)
+    }
+
+    pub(crate) fn flood_ports(&self) -> impl Iterator<Item = (PortNo, &PortConfig)> + '_ {
+        self.ports.iter().map(|(n, p)| (*n, &p.cfg))
+    }
+}
+
+/// Per-packet execution state.
+struct Exec<'a> {
+    ports: &'a mut BTreeMap<PortNo, Port>,
+    macs: &'a mut MacTable,
+    stats: &'a mut SwitchStats,
+    fx: &'a mut Effects,
+    frame: &'a [u8],
+    layout: &'a Layout,
+    parsed: &'a FlowKey,
+    in_port: PortNo,
+    in_tunnel: bool,
+    domain: Option<Domain>,
+    now: Duration,
+    outputs: usize,
+    refused: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// An explicit output: refusal is counted.
+    Explicit,
+    /// Flood candidate: refusal just means "not a member".
+    Flood,
+}
+
+impl Exec<'_> {
+    fn run(&mut self, trans: &Translation, mut k: FlowKey) {
+        let mut tpid = if self.layout.vlan {
+            self.layout.tpid
+        } else {
+            ethertype::VLAN
+        };
+        for op in &trans.ops {
+            match *op {
+                Action::Output(p) => {
+                    // OpenFlow: output to the input port only via `in_port`.
+                    if p != self.in_port {
+                        self.emit(p, &k, tpid, Mode::Explicit);
+                    }
+                }
+                Action::OutputInPort => self.emit(self.in_port, &k, tpid, Mode::Explicit),
+                Action::Flood => self.flood(&k, tpid),
+                Action::LearnMac => self.learn(&k),
+                Action::Normal => {
+                    self.learn(&k);
+                    let dst = k.get(Field::EthDst);
+                    let known = if dst & 0x0100_0000_0000 == 0 {
+                        self.macs.lookup(self.domain, dst, self.now)
+                    } else {
+                        None
+                    };
+                    match known {
+                        Some(p) if p == self.in_port => {}
+                        Some(p) => self.emit(p, &k, tpid, Mode::Explicit),
+                        None => self.flood(&k, tpid),
+                    }
+                }
+                Action::PushVlan(t) => {
+                    if k.vlan_tci() & VLAN_PRESENT == 0 {
+                        tpid = t;
+                    }
+                    apply_to_key(op, &mut k);
+                }
+                _ => {
+                    apply_to_key(op, &mut k);
+                }
+            }
+        }
+    }
+
+    fn learn(&mut self, k: &FlowKey) {
+        self.macs
+            .learn(self.domain, k.get(Field::EthSrc), self.in_port, self.now);
+    }
+
+    fn flood(&mut self, k: &FlowKey, tpid: u16) {
+        // Collect candidates first: emit needs the map mutably. Stack buffer, no allocation for
+        // switches up to 64 ports; beyond that, chunks.
+        let mut start: PortNo = 0;
+        loop {
+            let mut cand = [0 as PortNo; 64];
+            let mut n = 0;
+            for (&no, p) in self.ports.range(start..) {
+                if n == cand.len() {
+                    break;
+                }
+                start = no.saturating_add(1);
+                if no == self.in_port {
+                    continue;
+                }
+                if self.in_tunnel && matches!(p.cfg.kind, PortKind::Vxlan(_)) {
+                    continue;
+                }
+                cand[n] = no;
+                n += 1;
+            }
+            for &p in &cand[..n] {
+                self.emit(p, k, tpid, Mode::Flood);
+            }
+            if n < cand.len() {
+                break;
+            }
+        }
+    }
+
+    fn emit(&mut self, p: PortNo, k: &FlowKey, tpid: u16, mode: Mode) {
+        let Some(port) = self.ports.get_mut(&p) else {
+            self.stats.output_to_unknown_port += 1;
+            return;
+        };
+        let Some(a) = adapt(&port.cfg, self.domain, k) else {
+            if mode == Mode::Explicit {
+                port.stats.tx_dropped += 1;
+                self.stats.isolation_drops += 1;
+                self.refused += 1;
+            }
+            return;
+        };
+        let fx = &mut *self.fx;
+        let start = fx.buf.len();
+        let tunnel = match (port.cfg.kind, a.vni) {
+            (PortKind::Vxlan(t), Some(v)) => Some((t, v)),
+            _ => None,
+        };
+        if tunnel.is_some() {
+            fx.buf.resize(start + VXLAN_OVERHEAD_V4, 0);
+        }
+        let inner_start = fx.buf.len();
+        materialize(
+            self.frame,
+            self.layout,
+            self.parsed,
+            &a.key,
+            tpid,
+            &mut fx.buf,
+        );
+        if let Some((t, vni)) = tunnel {
+            let inner_len = fx.buf.len() - inner_start;
+            let sport = vxlan::source_port(flow_hash(&a.key));
+            port.ip_id = port.ip_id.wrapping_add(1);
+            if vxlan::write_outer_ipv4(
+                &mut fx.buf[start..inner_start],
+                &t,
+                vni,
+                sport,
+                port.ip_id,
+                inner_len,
+            )
+            .is_err()
+            {
+                fx.buf.truncate(start);
+                port.stats.tx_dropped += 1;
+                return;
+            }
+        }
+        let len = fx.buf.len() - start;
+        fx.emits.push((p, start, len));
+        port.stats.tx_packets += 1;
+        port.stats.tx_bytes += len as u64;
+        self.outputs += 1;
+    }
+}
+
+/// Hash of the inner flow for the VXLAN source port: addresses, protocol and ports, so one
+/// TCP connection always takes one underlay path.
+pub fn flow_hash(k: &FlowKey) -> u64 {
+    let mut m = FlowKey::ZERO;
+    for f in [
+        Field::EthSrc,
+        Field::EthDst,
+        Field::EthType,
+        Field::NwProto,
+        Field::NwSrc,
+        Field::NwDst,
+        Field::Ipv6SrcHi,
+        Field::Ipv6SrcLo,
+        Field::Ipv6DstHi,
+        Field::Ipv6DstLo,
+        Field::TpSrc,
+        Field::TpDst,
+    ] {
+        m.set(f, u64::MAX);
+    }
+    k.and(&m).hash_all()
+}
+
+/// Writes the frame as it leaves: the received bytes with the header fields that differ
+/// between `orig` (as parsed) and `k` (after actions) rewritten, checksums updated
+/// incrementally. Appends to `out`.
+pub fn materialize(
+    frame: &[u8],
+    lay: &Layout,
+    orig: &FlowKey,
+    k: &FlowKey,
+    tpid: u16,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    out.extend_from_slice(&k.eth_dst());
+    out.extend_from_slice(&k.eth_src());
+    if k.vlan_tci() & VLAN_PRESENT != 0 {
+        let tpid = if lay.vlan { lay.tpid } else { tpid };
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&(k.vlan_tci() & !VLAN_PRESENT).to_be_bytes());
+    }
+    let l3_in = lay.l3 as usize;
+    out.extend_from_slice(frame.get(l3_in - 2..).unwrap_or(&[]));
+    let l3 = out.len() - (frame.len() - l3_in);
+    let l4 = lay.l4.map(|x| l3 + (x as usize - l3_in));
+    let b = &mut out[start..];
+    let (l3, l4) = (l3 - start, l4.map(|x| x - start));
+    match orig.eth_type() {
+        ethertype::IPV4 if lay.l3_end as usize > l3_in => rewrite_v4(b, l3, l4, orig, k),
+        ethertype::IPV6 if lay.l3_end as usize > l3_in => rewrite_v6(b, l3, l4, orig, k),
+        _ => {}
+    }
+}
+
+fn l4_csum_pos(b: &[u8], l4: Option<usize>, proto: u8) -> Option<usize> {
+    let l4 = l4?;
+    let off = csum::l4_csum_offset(proto)?;
+    (l4 + off + 2 <= b.len()).then_some(l4 + off)
+}
+
+fn rd16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn wr16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+fn rewrite_ports(b: &mut [u8], l4: Option<usize>, proto: u8, orig: &FlowKey, k: &FlowKey) {
+    if proto != ipproto::TCP && proto != ipproto::UDP {
+        return;
+    }
+    let Some(l4) = l4 else { return };
+    let Some(cpos) = l4_csum_pos(b, Some(l4), proto) else {
+        return;
+    };
+    for (off, old, new) in [
+        (0, orig.tp_src(), k.tp_src()),
+        (2, orig.tp_dst(), k.tp_dst()),
+    ] {
+        if old != new {
+            wr16(b, l4 + off, new);
+            let c = rd16(b, cpos);
+            if !(proto == ipproto::UDP && c == 0) {
+                let mut n = csum::update16(c, old, new);
+                if n == 0 && proto == ipproto::UDP {
+                    n = 0xffff;
+                }
+                wr16(b, cpos, n);
+            }
+        }
+    }
+}
+
+fn rewrite_v4(b: &mut [u8], l3: usize, l4: Option<usize>, orig: &FlowKey, k: &FlowKey) {
+    if b.len() < l3 + 20 {
+        return;
+    }
+    let proto = orig.nw_proto();
+    for (off, old, new) in [
+        (12, u32::from(orig.nw_src()), u32::from(k.nw_src())),
+        (16, u32::from(orig.nw_dst()), u32::from(k.nw_dst())),
+    ] {
+        if old == new {
+            continue;
+        }
+        b[l3 + off..l3 + off + 4].copy_from_slice(&new.to_be_bytes());
+        let hc = rd16(b, l3 + 10);
+        wr16(b, l3 + 10, csum::update32(hc, old, new));
+        // TCP/UDP checksums cover the pseudo header; ICMP's does not.
+        if proto == ipproto::TCP || proto == ipproto::UDP {
+            if let Some(cpos) = l4_csum_pos(b, l4, proto) {
+                let c = rd16(b, cpos);
+                if !(proto == ipproto::UDP && c == 0) {
+                    let mut n = csum::update32(c, old, new);
+                    if n == 0 && proto == ipproto::UDP {
+                        n = 0xffff;
+                    }
+                    wr16(b, cpos, n);
+                }
+            }
+        }
+    }
+    rewrite_ports(b, l4, proto, orig, k);
+}
+
+fn rewrite_v6(b: &mut [u8], l3: usize, l4: Option<usize>, orig: &FlowKey, k: &FlowKey) {
+    if b.len() < l3 + 40 {
+        return;
+    }
+    let proto = orig.nw_proto();
+    for (off, old, new) in [
+        (8, orig.ipv6_src().octets(), k.ipv6_src().octets()),
+        (24, orig.ipv6_dst().octets(), k.ipv6_dst().octets()),
+    ] {
+        if old == new {
+            continue;
+        }
+        b[l3 + off..l3 + off + 16].copy_from_slice(&new);
+        if let Some(cpos) = l4_csum_pos(b, l4, proto) {
+            let mut c = rd16(b, cpos);
+            for i in 0..8 {
+                c = csum::update16(
+                    c,
+                    u16::from_be_bytes([old[2 * i], old[2 * i + 1]]),
+                    u16::from_be_bytes([new[2 * i], new[2 * i + 1]]),
+                );
+            }
+            wr16(b, cpos, c);
+        }
+    }
+    rewrite_ports(b, l4, proto, orig, k);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::build_frame;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn set_field_rewrites_with_valid_checksums() {
+        let mut sw = Switch::default();
+        let a = sw.add_port(PortConfig::tap("a", None)).unwrap();
+        let b = sw.add_port(PortConfig::tap("b", None)).unwrap();
+        sw.add_flow(
+            Duration::ZERO,
+            "tcp,tp_dst=80,actions=set_field:10.0.0.5->nw_dst,set_field:8080->tp_dst,output:b",
+        )
+        .unwrap();
+        let mut k = FlowKey::ZERO;
+        k.set(Field::EthType, 0x0800);
+        k.set(Field::NwProto, 6);
+        k.set(Field::NwSrc, u32::from(Ipv4Addr::new(10, 0, 0, 1)) as u64);
+        k.set(Field::NwDst, u32::from(Ipv4Addr::new(10, 0, 0, 2)) as u64);
+        k.set(Field::TpSrc, 5555);
+        k.set(Field::TpDst, 80);
+        let f = build_frame(&k, 33);
+        let mut fx = Effects::new();
+        assert_eq!(
+            sw.receive(Duration::ZERO, a, &f, &mut fx),
+            Disposition::Forwarded(1)
+        );
+        let (p, out) = fx.iter().next().unwrap();
+        assert_eq!(p, b);
+        let (ok, lay) = parse_frame(out, b).unwrap();
+        assert_eq!(ok.nw_dst(), Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(ok.tp_dst(), 8080);
+        assert_eq!(
+            csum::ipv4_header_checksum(&out[14..34]),
+            rd16(out, 24),
+            "IPv4 header checksum"
+        );
+        assert!(csum::verify_l4_checksum(
+            out,
+            lay.l3 as usize,
+            lay.l4.unwrap() as usize
+        ));
+    }
+
+    #[test]
+    fn adapt_rules() {
+        let k = FlowKey::ZERO;
+        let access10 = PortConfig::tap("a", Some(Domain::Vlan(10)));
+        let trunk = PortConfig::tap("t", None);
+        assert!(adapt(&access10, Some(Domain::Vlan(10)), &k).is_some());
+        assert!(adapt(&access10, Some(Domain::Vlan(20)), &k).is_none());
+        assert!(adapt(&access10, None, &k).is_none());
+        let tagged = adapt(&trunk, Some(Domain::Vlan(10)), &k).unwrap();
+        assert_eq!(tagged.key.vlan_vid(), Some(10));
+        assert!(adapt(&trunk, Some(Domain::Vni(5)), &k).is_none());
+        assert!(adapt(&trunk, None, &k).is_some());
+        let mut tagged20 = k;
+        tagged20.set(Field::VlanTci, (VLAN_PRESENT | 20) as u64);
+        assert!(adapt(&trunk, None, &tagged20).is_some(), "operator traffic");
+        assert!(adapt(&trunk, Some(Domain::Vlan(10)), &tagged20).is_none());
+        assert!(adapt(&access10, None, &tagged20).is_none());
+    }
+}
