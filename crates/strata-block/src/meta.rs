@@ -962,9 +962,17 @@ impl State {
             let mut mapped = 0;
             for _ in 0..m {
                 let b = r.u64()?;
+                let at = r.pos();
                 let pblock = r.u64()?;
                 let csum = r.u32()?;
                 if pblock != ZERO {
+                    let (d, blk) = split_paddr(pblock);
+                    if st.devices.get(d).is_none_or(|dm| blk >= dm.data_blocks) {
+                        return Err(DecodeError::Invalid {
+                            what: "physical block",
+                            at,
+                        });
+                    }
                     mapped += 1;
                 }
                 map.insert(
@@ -1463,6 +1471,23 @@ mod tests {
         assert_eq!(d.volumes, s.volumes);
         assert_eq!(d.layers[&l0].map.len(), 3);
         d.check().unwrap();
+    }
+
+    /// Fuzz finding: a checkpoint entry whose address was the map's empty-slot sentinel.
+    #[test]
+    fn fuzz_regressions_decode_without_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz-regressions");
+        let mut n = 0;
+        for f in std::fs::read_dir(dir).unwrap() {
+            let data = std::fs::read(f.unwrap().path()).unwrap();
+            if let Ok(st) = State::decode(&data) {
+                st.check().unwrap();
+                State::decode(&st.encode()).unwrap();
+            }
+            let _ = Op::decode_all(&data);
+            n += 1;
+        }
+        assert!(n > 0);
     }
 
     #[test]

@@ -1,0 +1,147 @@
+//! The control plane's state store.
+//!
+//! [`Store`] is shaped after etcd's v3 model so that a cluster can move from the embedded
+//! backend to etcd without changing a caller: every write bumps one store-wide revision; each
+//! key remembers the revision that created it and the one that last changed it; a transaction
+//! applies its writes only if every comparison of a key's `mod_revision` holds (0 = "absent");
+//! a watch replays every change after a given revision, then follows live changes.
+//!
+//! [`RedbStore`] keeps keys, values and a bounded change history in one redb file; each
+//! transaction is one durable redb commit.
+
+mod redb_store;
+
+pub use redb_store::RedbStore;
+
+use thiserror::Error;
+
+/// A stored key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Revision of the write that created the key.
+    pub create_revision: u64,
+    /// Revision of the write that last changed it.
+    pub mod_revision: u64,
+}
+
+/// A condition a transaction checks before writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key's mod_revision equals this (0: the key does not exist).
+    ModRevision(String, u64),
+}
+
+/// A write inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Sets a key.
+    Put(String, Vec<u8>),
+    /// Removes a key (no-op if absent).
+    Delete(String),
+}
+
+/// A compare-then-write transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    /// Conditions; all must hold.
+    pub compare: Vec<Compare>,
+    /// Writes applied if they hold.
+    pub success: Vec<Op>,
+}
+
+impl Txn {
+    /// An empty transaction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Requires `key` to be at `rev` (0: absent).
+    pub fn when(mut self, key: impl Into<String>, rev: u64) -> Self {
+        self.compare.push(Compare::ModRevision(key.into(), rev));
+        self
+    }
+    /// Puts `key`.
+    pub fn put(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.success.push(Op::Put(key.into(), value.into()));
+        self
+    }
+    /// Deletes `key`.
+    pub fn delete(mut self, key: impl Into<String>) -> Self {
+        self.success.push(Op::Delete(key.into()));
+        self
+    }
+}
+
+/// What a transaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnResult {
+    /// Whether the comparisons held (and the writes were applied).
+    pub succeeded: bool,
+    /// The store's revision after the transaction.
+    pub revision: u64,
+}
+
+/// A change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Revision of the change.
+    pub revision: u64,
+    /// The key.
+    pub key: String,
+    /// The new value, or None for a deletion.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Store failures.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The backend failed.
+    #[error("state store: {0}")]
+    Backend(String),
+    /// A watch asked for history older than what is kept.
+    #[error("revision {requested} has been compacted (oldest kept: {oldest})")]
+    Compacted {
+        /// Requested revision.
+        requested: u64,
+        /// Oldest revision still in the history.
+        oldest: u64,
+    },
+    /// A stored record is damaged.
+    #[error("state store record for {0:?} is damaged")]
+    Corrupt(String),
+    /// A key or value is not acceptable.
+    #[error("invalid key or value: {0}")]
+    Invalid(String),
+}
+
+/// The store interface every backend implements.
+pub trait Store: Send + Sync {
+    /// One key.
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    /// Keys starting with `prefix`, in key order, starting after `after` (for pagination),
+    /// at most `limit` (0: no limit); with the store revision they were read at.
+    fn range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, u64), StoreError>;
+    /// Applies a transaction atomically and durably.
+    fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError>;
+    /// The current revision.
+    fn revision(&self) -> Result<u64, StoreError>;
+    /// Changes to keys under `prefix` with revision > `after`, oldest first; stops after the
+    /// revision at which `limit` events are reached (0: no limit), never inside a revision.
+    /// Call again with the last revision seen to follow; [`Store::wait`] blocks for new ones.
+    fn changes(&self, prefix: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// Blocks until the revision exceeds `after` or `timeout` passes; returns the revision.
+    fn wait(&self, after: u64, timeout: std::time::Duration) -> Result<u64, StoreError>;
+}
+
+/// Convenience: put a key unconditionally.
+pub fn put(store: &dyn Store, key: &str, value: &[u8]) -> Result<u64, StoreError> {
+    Ok(store.txn(Txn::new().put(key, value))?.revision)
+}
