@@ -1,8 +1,6 @@
-//! `strata`: the daemon (`strata serve`) and the command-line interface.
-//!
-//! Today the daemon owns the data dir and its default pool; the REST API, tenants and the
-//! full CLI contract of PRODUCT.md arrive with the control plane. `strata pool show` reads a
-//! pool's utilization directly from the data dir while no daemon holds it.
+//! `strata`: the daemon (`strata serve`) and the command-line interface to its API.
+
+mod client;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -13,6 +11,8 @@ use clap::{Parser, Subcommand};
 use strata_block::{BlockDevice, DeviceSpec, FileDevice, Pool};
 use strata_types::{format_size, parse_size, DeviceClass};
 
+use client::{Client, Output};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "strata",
@@ -20,61 +20,141 @@ use strata_types::{format_size, parse_size, DeviceClass};
     about = "Storage and network virtualization for AI data centers"
 )]
 struct Cli {
+    /// API endpoint (default: the local daemon).
+    #[arg(long, global = true, env = "STRATA_ENDPOINT")]
+    endpoint: Option<String>,
+    /// API token (default: the local daemon's admin.token, when readable).
+    #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, default_value = "table")]
+    output: Output,
+    /// The local daemon's data dir (for the default endpoint and token).
+    #[arg(
+        long,
+        global = true,
+        default_value = "./strata-data",
+        env = "STRATA_DATA_DIR"
+    )]
+    data_dir: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Runs the daemon: creates the data dir and a default file-backed pool on first start.
+    /// Runs the daemon: state store, default pool and the API. First start creates the data
+    /// dir, a default file-backed pool and DIR/admin.token.
     Serve {
-        /// Where Strata keeps its state and default pool.
-        #[arg(long, default_value = "./strata-data", env = "STRATA_DATA_DIR")]
-        data_dir: PathBuf,
-        /// Address the API will listen on (reserved: the API comes with the control plane).
-        #[arg(long, default_value = "127.0.0.1:7480")]
+        /// Address the API listens on.
+        #[arg(long, default_value = client::DEFAULT_LISTEN)]
         listen: String,
         /// Size of the default pool's sparse device file, created on first start.
         #[arg(long, default_value = "64G")]
         default_pool_size: String,
     },
-    /// Pool commands.
+    /// Pools.
     Pool {
         #[command(subcommand)]
         cmd: PoolCmd,
+    },
+    /// Tenants (admin).
+    Tenant {
+        #[command(subcommand)]
+        cmd: client::TenantCmd,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: client::TokenCmd,
+    },
+    /// Volumes.
+    Volume {
+        #[command(subcommand)]
+        cmd: client::VolumeCmd,
+    },
+    /// Snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: client::SnapshotCmd,
+    },
+    /// The audit log (admin).
+    Audit {
+        /// Most entries to show.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Prints a shell completion script (e.g. `strata completion bash > /etc/bash_completion.d/strata`).
+    Completion {
+        /// Shell.
+        shell: clap_complete::Shell,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum PoolCmd {
-    /// Shows the default pool's devices and utilization (the daemon must not be running).
+    /// Lists pools.
+    List,
+    /// Shows a pool's devices and utilization.
     Show {
-        /// The data dir.
-        #[arg(long, default_value = "./strata-data", env = "STRATA_DATA_DIR")]
-        data_dir: PathBuf,
+        /// Pool name.
+        #[arg(default_value = "default")]
+        name: String,
+        /// Read the pool from the data dir directly (the daemon must not be running).
+        #[arg(long)]
+        offline: bool,
     },
 }
 
-fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().cmd {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
         Cmd::Serve {
-            data_dir,
             listen,
             default_pool_size,
-        } => serve(&data_dir, &listen, &default_pool_size),
-        Cmd::Pool {
-            cmd: PoolCmd::Show { data_dir },
         } => {
-            let (_lock, pool) = open_data_dir(&data_dir, None)?;
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            serve(&cli.data_dir, &listen, &default_pool_size)
+        }
+        Cmd::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Pool {
+            cmd: PoolCmd::Show { offline: true, .. },
+        } => {
+            let (_lock, pool) = open_data_dir(&cli.data_dir, None)?;
             print_pool(&pool);
             Ok(())
+        }
+        cmd => {
+            let c = Client::new(cli.endpoint, cli.token, &cli.data_dir, cli.output)?;
+            match cmd {
+                Cmd::Pool { cmd: PoolCmd::List } => c.pools(None),
+                Cmd::Pool {
+                    cmd: PoolCmd::Show { name, .. },
+                } => c.pools(Some(&name)),
+                Cmd::Tenant { cmd } => c.tenant(cmd),
+                Cmd::Token { cmd } => c.token(cmd),
+                Cmd::Volume { cmd } => c.volume(cmd),
+                Cmd::Snapshot { cmd } => c.snapshot(cmd),
+                Cmd::Audit { limit } => c.audit(limit),
+                Cmd::Serve { .. } | Cmd::Completion { .. } => unreachable!("handled above"),
+            }
         }
     }
 }
@@ -112,26 +192,70 @@ fn open_data_dir(dir: &Path, create_size: Option<u64>) -> Result<(File, Pool)> {
     Ok((lock, pool))
 }
 
+/// Writes the admin token readable by its owner only.
+fn write_admin_token(path: &Path, secret: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 fn serve(dir: &Path, listen: &str, size: &str) -> Result<()> {
     let size = parse_size(size).map_err(anyhow::Error::msg)?;
     let (_lock, pool) = open_data_dir(dir, Some(size))?;
-    let info = pool.info();
-    tracing::info!(
-        pool = %info.id,
-        capacity = info.capacity,
-        allocated = info.allocated,
-        volumes = pool.volumes().len(),
-        %listen,
-        "strata serving (storage engine only: the API arrives with the control plane)"
-    );
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "shutting down");
+    let store =
+        strata_state::RedbStore::open(dir.join("state.redb")).context("opening the state store")?;
+    let ctl = strata_control::Controller::open(Box::new(store), pool.clone())
+        .map_err(|e| anyhow::anyhow!("recovering control-plane state: {e}"))?;
+    if let Some(secret) = ctl
+        .bootstrap_admin()
+        .map_err(|e| anyhow::anyhow!("creating the admin token: {e}"))?
+    {
+        write_admin_token(&dir.join("admin.token"), &secret)?;
+        tracing::info!(path = %dir.join("admin.token").display(), "admin token written");
     }
+    let ctl = Arc::new(ctl);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let info = pool.info();
+        tracing::info!(
+            pool = %info.id,
+            capacity = info.capacity,
+            allocated = info.allocated,
+            listen = %listener.local_addr()?,
+            "strata serving"
+        );
+        axum::serve(listener, strata_control::api::router(ctl))
+            .with_graceful_shutdown(async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::info!("shutting down");
+            })
+            .await?;
+        anyhow::Ok(())
+    })?;
     pool.flush().context("flushing the pool")?;
+    tracing::info!("stopped cleanly");
     Ok(())
 }
 

@@ -1,56 +1,24 @@
-//! The binary as a user runs it: `strata serve` creates the data dir and default pool, stops
-//! cleanly on SIGTERM, keeps its pool across restarts, and refuses a second daemon on the same
-//! data dir; `strata pool show` reads the pool while no daemon runs.
+//! The binary as a user runs it: `strata serve` (create, SIGTERM, restart, kill -9, data-dir
+//! lock), the REST API (errors, idempotency, quotas, the authorization matrix, the OpenAPI
+//! document against the live server) and the CLI end to end.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn strata() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-}
-
-/// Starts `strata serve` and waits until it logs that it is serving.
-fn serve(dir: &std::path::Path) -> Child {
-    let mut child = strata()
-        .args(["serve", "--default-pool-size", "256M", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "serve exited early");
-        if line.contains("strata serving") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "serve did not start");
-    }
-    // Keep draining stderr so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    child
-}
-
-fn stop(mut child: Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "serve exited with {status}");
-}
+use common::*;
+use serde_json::{json, Value};
 
 #[test]
 fn serve_creates_pool_stops_cleanly_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("strata-data");
-    let child = serve(&data);
+    let d = Daemon::start(&data);
     assert!(data.join("pools/default/dev0.img").exists());
+    let tok = data.join("admin.token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&tok).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // A second daemon on the same data dir is refused with a clear message.
     let out = strata()
         .arg("serve")
@@ -60,10 +28,10 @@ fn serve_creates_pool_stops_cleanly_and_reopens() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another Strata process"));
-    stop(child);
+    d.stop();
 
     let out = strata()
-        .args(["pool", "show", "--data-dir"])
+        .args(["pool", "show", "--offline", "--data-dir"])
         .arg(&data)
         .output()
         .unwrap();
@@ -72,15 +40,15 @@ fn serve_creates_pool_stops_cleanly_and_reopens() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("capacity"), "{text}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("(metadata)"), "{text}");
     let id = text.lines().next().unwrap().to_string();
-
-    // Restart: the same pool comes back.
-    stop(serve(&data));
+    // Restart: the same pool and the same admin token come back.
+    let secret = std::fs::read_to_string(&tok).unwrap();
+    Daemon::start(&data).stop();
+    assert_eq!(std::fs::read_to_string(&tok).unwrap(), secret);
     let out = strata()
-        .args(["pool", "show", "--data-dir"])
+        .args(["pool", "show", "--offline", "--data-dir"])
         .arg(&data)
         .output()
         .unwrap();
@@ -91,13 +59,473 @@ fn serve_creates_pool_stops_cleanly_and_reopens() {
 }
 
 #[test]
-fn pool_show_without_data_is_a_clear_error() {
+fn api_errors_are_json_with_stable_codes_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let out = strata()
-        .args(["pool", "show", "--data-dir"])
-        .arg(dir.path().join("nothing"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no Strata data"));
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    let (s, v) = d.call("GET", "/v1/volumes", "", None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    let (s, v) = d.call("POST", "/v1/tenants", &admin, Some(json!("not an object")));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_body"))
+    );
+    let (s, v) = d.call(
+        "POST",
+        "/v1/tenants",
+        &admin,
+        Some(json!({"name": "bad/name"})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+        (400, Some("invalid_argument"), Some("name"))
+    );
+    assert_eq!(
+        d.call("POST", "/v1/tenants", &admin, Some(json!({"name": "acme"})))
+            .0,
+        201
+    );
+    let (s, v) = d.call("POST", "/v1/tenants", &admin, Some(json!({"name": "acme"})));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("tenant_exists"))
+    );
+    for (body, field) in [
+        (json!({"name": "v", "size": 0, "tenant": "acme"}), "size"),
+        (
+            json!({"name": "v", "size": "12Q", "tenant": "acme"}),
+            "size",
+        ),
+        (json!({"name": "v", "size": 4097, "tenant": "acme"}), "size"),
+        (
+            json!({"name": "v", "size": "10G", "tenant": "acme", "class": "floppy"}),
+            "class",
+        ),
+        (
+            json!({"name": "-v", "size": "10G", "tenant": "acme"}),
+            "name",
+        ),
+    ] {
+        let (s, v) = d.call("POST", "/v1/volumes", &admin, Some(body));
+        assert_eq!(s, 400, "{v}");
+        assert_eq!(v["error"]["field"].as_str(), Some(field), "{v}");
+    }
+    let (_, v) = d.call("GET", "/v1/volumes?tenant=acme", &admin, None);
+    assert_eq!(
+        v["items"].as_array().unwrap().len(),
+        0,
+        "bad input created something"
+    );
+    let (s, v) = d.call("GET", "/v1/volumes/nope", &admin, None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("volume_not_found"))
+    );
+    let (s, _) = d.call("GET", "/v1/nothing-here", &admin, None);
+    assert_eq!(s, 404);
+    d.stop();
+}
+
+#[test]
+fn creates_are_idempotent_and_quotas_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    d.call("POST", "/v1/tenants", &admin, Some(json!({"name": "acme", "quota": {"capacity_bytes": 3u64 << 30, "volumes": 2, "snapshots": 1}})));
+    let body = json!({"name": "a", "size": "1G", "tenant": "acme", "request_id": "r-1"});
+    let (s1, v1) = d.call("POST", "/v1/volumes", &admin, Some(body.clone()));
+    let (s2, v2) = d.call("POST", "/v1/volumes", &admin, Some(body));
+    assert_eq!((s1, s2), (201, 201));
+    assert_eq!(v1["id"], v2["id"], "same request id, same volume");
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "a", "size": "1G", "tenant": "acme"})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("volume_exists"))
+    );
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "b", "size": "3G", "tenant": "acme"})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (422, Some("quota_exceeded"))
+    );
+    assert_eq!(
+        d.call(
+            "POST",
+            "/v1/volumes",
+            &admin,
+            Some(json!({"name": "b", "size": "1G", "tenant": "acme"}))
+        )
+        .0,
+        201
+    );
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "c", "size": "1G", "tenant": "acme"})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (422, Some("quota_exceeded")),
+        "volume count quota"
+    );
+    let id = v1["id"].as_str().unwrap();
+    assert_eq!(
+        d.call(
+            "POST",
+            &format!("/v1/volumes/{id}/snapshots"),
+            &admin,
+            Some(json!({"name": "s1"}))
+        )
+        .0,
+        201
+    );
+    let (s, _) = d.call(
+        "POST",
+        &format!("/v1/volumes/{id}/snapshots"),
+        &admin,
+        Some(json!({"name": "s2"})),
+    );
+    assert_eq!(s, 422, "snapshot quota");
+    let (_, t) = d.call("GET", "/v1/tenants/acme", &admin, None);
+    assert_eq!(
+        t["usage"],
+        json!({"capacity_bytes": 2u64 << 30, "volumes": 2, "snapshots": 1})
+    );
+    // Delete with snapshots is refused unless forced; usage is returned.
+    let (s, v) = d.call("DELETE", &format!("/v1/volumes/{id}"), &admin, None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("volume_has_snapshots"))
+    );
+    assert_eq!(
+        d.call(
+            "DELETE",
+            &format!("/v1/volumes/{id}?force=true"),
+            &admin,
+            None
+        )
+        .0,
+        204
+    );
+    let (_, t) = d.call("GET", "/v1/tenants/acme", &admin, None);
+    assert_eq!(
+        t["usage"],
+        json!({"capacity_bytes": 1u64 << 30, "volumes": 1, "snapshots": 0})
+    );
+    let (_, audit) = d.call("GET", "/v1/audit", &admin, None);
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"volume.create") && actions.contains(&"volume.delete"),
+        "{actions:?}"
+    );
+    assert!(audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["outcome"] == "quota_exceeded"));
+    d.stop();
+}
+
+/// Every endpoint with every role, and with another tenant's token: the status each must get.
+#[test]
+fn authorization_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    for t in ["acme", "other"] {
+        d.call("POST", "/v1/tenants", &admin, Some(json!({"name": t})));
+    }
+    let tok = |tenant: &str, role: &str| -> String {
+        let (s, v) = d.call(
+            "POST",
+            "/v1/tokens",
+            &admin,
+            Some(json!({"tenant": tenant, "role": role})),
+        );
+        assert_eq!(s, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    };
+    let roles = [
+        ("admin", admin.clone()),
+        ("tenant-admin", tok("acme", "tenant-admin")),
+        ("member", tok("acme", "member")),
+        ("reader", tok("acme", "reader")),
+        ("other", tok("other", "tenant-admin")),
+        ("none", String::new()),
+    ];
+    // Fresh fixtures per row, created by the admin in tenant acme.
+    let fixture = |n: &str| -> (String, String) {
+        let (_, v) = d.call(
+            "POST",
+            "/v1/volumes",
+            &admin,
+            Some(json!({"name": n, "size": "1G", "tenant": "acme"})),
+        );
+        let vid = v["id"].as_str().unwrap().to_string();
+        let (_, s) = d.call(
+            "POST",
+            &format!("/v1/volumes/{vid}/snapshots"),
+            &admin,
+            Some(json!({"name": "s"})),
+        );
+        (vid, s["id"].as_str().unwrap().to_string())
+    };
+    //           endpoint                               admin tadm member reader other none
+    type Row = (&'static str, &'static str, [u16; 6]);
+    let rows: &[Row] = &[
+        ("GET", "/v1/pools", [200, 403, 403, 403, 403, 401]),
+        ("GET", "/v1/tenants", [200, 200, 200, 200, 200, 401]),
+        ("GET", "/v1/tenants/acme", [200, 200, 200, 200, 404, 401]),
+        ("POST", "/v1/tenants", [201, 403, 403, 403, 403, 401]),
+        (
+            "PUT",
+            "/v1/tenants/acme/quota",
+            [200, 403, 403, 403, 403, 401],
+        ),
+        ("POST", "/v1/tokens", [201, 201, 403, 403, 404, 401]),
+        ("GET", "/v1/volumes/{v}", [200, 200, 200, 200, 404, 401]),
+        (
+            "GET",
+            "/v1/volumes/{v}/snapshots",
+            [200, 200, 200, 200, 404, 401],
+        ),
+        ("GET", "/v1/snapshots/{s}", [200, 200, 200, 200, 404, 401]),
+        ("POST", "/v1/volumes", [201, 201, 201, 403, 404, 401]),
+        ("PATCH", "/v1/volumes/{v}", [200, 200, 200, 403, 404, 401]),
+        (
+            "POST",
+            "/v1/volumes/{v}/snapshots",
+            [201, 201, 201, 403, 404, 401],
+        ),
+        (
+            "POST",
+            "/v1/snapshots/{s}/clone",
+            [201, 201, 201, 403, 404, 401],
+        ),
+        (
+            "POST",
+            "/v1/volumes/{v}/rollback",
+            [200, 200, 200, 403, 404, 401],
+        ),
+        (
+            "DELETE",
+            "/v1/snapshots/{s}",
+            [204, 204, 204, 403, 404, 401],
+        ),
+        (
+            "DELETE",
+            "/v1/volumes/{v}?force=true",
+            [204, 204, 204, 403, 404, 401],
+        ),
+        ("GET", "/v1/audit", [200, 403, 403, 403, 403, 401]),
+    ];
+    let mut n = 0;
+    for (method, path, want) in rows {
+        for (i, (role, token)) in roles.iter().enumerate() {
+            n += 1;
+            let (vid, sid) = fixture(&format!("f{n}"));
+            let path = path.replace("{v}", &vid).replace("{s}", &sid);
+            let body = match (*method, path.as_str()) {
+                ("POST", "/v1/tenants") => json!({"name": format!("t{n}")}),
+                ("PUT", _) => json!({"volumes": 100_000}),
+                ("POST", "/v1/tokens") => json!({"tenant": "acme", "role": "reader"}),
+                ("POST", "/v1/volumes") => {
+                    json!({"name": format!("new{n}"), "size": "1G", "tenant": "acme"})
+                }
+                ("PATCH", _) => json!({"size": "2G"}),
+                ("POST", p) if p.ends_with("/snapshots") => json!({"name": "s2"}),
+                ("POST", p) if p.ends_with("/clone") => json!({"name": format!("c{n}")}),
+                ("POST", p) if p.ends_with("/rollback") => json!({"snapshot": sid}),
+                _ => Value::Null,
+            };
+            let body = (*method != "GET" && *method != "DELETE").then_some(body);
+            let (s, v) = d.call(method, &path, token, body);
+            assert_eq!(s, want[i], "{method} {path} as {role}: {v}");
+        }
+    }
+    d.stop();
+}
+
+#[test]
+fn openapi_document_matches_the_live_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let (s, served) = d.call("GET", "/v1/openapi.json", "", None);
+    assert_eq!(s, 200);
+    let checked_in: Value =
+        serde_json::from_str(include_str!("../../strata-control/openapi.json")).unwrap();
+    assert_eq!(served, checked_in);
+    // Every documented operation exists: it answers something other than the router's
+    // "no such endpoint" fallback.
+    let admin = d.admin();
+    let mut ops = 0;
+    for (path, item) in served["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let p = path.replace("{id}", "x").replace("{name}", "x");
+            let body = (method != "get" && method != "delete").then(|| json!({}));
+            let (_, v) = d.call(&method.to_uppercase(), &p, &admin, body);
+            assert_ne!(
+                v["error"]["message"], "no such endpoint not found",
+                "{method} {path} is documented but not served"
+            );
+            ops += 1;
+        }
+    }
+    assert!(ops >= 18);
+    d.stop();
+}
+
+#[test]
+fn restart_after_kill_9_recovers_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let d = Daemon::start(&data);
+    let admin = d.admin();
+    d.call(
+        "POST",
+        "/v1/tenants",
+        &admin,
+        Some(json!({"name": "acme", "quota": {"volumes": 10}})),
+    );
+    let (_, member) = d.call(
+        "POST",
+        "/v1/tokens",
+        &admin,
+        Some(json!({"tenant": "acme", "role": "member"})),
+    );
+    let member = member["token"].as_str().unwrap().to_string();
+    let (_, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &member,
+        Some(json!({"name": "data", "size": "2G"})),
+    );
+    let vid = v["id"].as_str().unwrap().to_string();
+    let (_, s) = d.call(
+        "POST",
+        &format!("/v1/volumes/{vid}/snapshots"),
+        &member,
+        Some(json!({"name": "ckpt"})),
+    );
+    let (_, c) = d.call(
+        "POST",
+        &format!("/v1/snapshots/{}/clone", s["id"].as_str().unwrap()),
+        &member,
+        Some(json!({"name": "copy"})),
+    );
+    d.kill9();
+    let d = Daemon::start(&data);
+    // Same token, same tenant, volumes, snapshot, clone and quota.
+    let (st, list) = d.call("GET", "/v1/volumes", &member, None);
+    assert_eq!(st, 200);
+    let mut names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["copy", "data"]);
+    let (_, snaps) = d.call(
+        "GET",
+        &format!("/v1/volumes/{vid}/snapshots"),
+        &member,
+        None,
+    );
+    assert_eq!(snaps["items"][0]["name"], "ckpt");
+    let (_, cv) = d.call(
+        "GET",
+        &format!("/v1/volumes/{}", c["id"].as_str().unwrap()),
+        &member,
+        None,
+    );
+    assert_eq!(cv["state"], "available");
+    let (_, t) = d.call("GET", "/v1/tenants/acme", &admin, None);
+    assert_eq!(t["quota"]["volumes"], 10);
+    assert_eq!(t["usage"]["volumes"], 2);
+    d.stop();
+}
+
+#[test]
+fn cli_end_to_end_with_a_member_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let d = Daemon::start(&data);
+    let cli = |args: &[&str], token: Option<&str>| -> (bool, String, String) {
+        let mut c = strata();
+        c.args(args)
+            .arg("--endpoint")
+            .arg(&d.url)
+            .arg("--data-dir")
+            .arg(&data);
+        if let Some(t) = token {
+            c.env("STRATA_TOKEN", t);
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    // The admin token is read from the data dir when none is given.
+    assert!(cli(&["tenant", "create", "research", "--capacity", "1T"], None).0);
+    let (ok, out, err) = cli(
+        &[
+            "token", "create", "--tenant", "research", "--role", "member", "-o", "json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let member = serde_json::from_str::<Value>(&out).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = Some(member.as_str());
+    assert!(cli(&["volume", "create", "ds", "--size", "10G"], m).0);
+    let (ok, out, _) = cli(&["volume", "list", "-o", "json"], m);
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["items"][0]["name"], "ds");
+    assert_eq!(v["items"][0]["size"], 10u64 << 30);
+    let (ok, out, _) = cli(&["volume", "list"], m);
+    assert!(
+        ok && out.starts_with("NAME") && out.contains("10.0G"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&["volume", "show", "ds", "-o", "yaml"], m);
+    assert!(ok && out.contains("name: ds"), "{out}");
+    assert!(cli(&["snapshot", "create", "ds", "s1"], m).0);
+    assert!(cli(&["volume", "clone", "ds@s1", "ds2"], m).0);
+    assert!(cli(&["volume", "rollback", "ds", "s1"], m).0);
+    assert!(cli(&["volume", "resize", "ds", "--size", "20G"], m).0);
+    // Errors: the server's code and message, non-zero exit.
+    let (ok, _, err) = cli(&["volume", "delete", "ds"], m);
+    assert!(!ok && err.contains("volume_has_snapshots"), "{err}");
+    let (ok, _, err) = cli(&["volume", "create", "x", "--size", "10Q"], m);
+    assert!(!ok && err.contains("invalid_argument"), "{err}");
+    let (ok, _, err) = cli(&["tenant", "create", "nope"], m);
+    assert!(!ok && err.contains("forbidden"), "{err}");
+    assert!(cli(&["volume", "delete", "ds", "--force"], m).0);
+    let (ok, out, _) = cli(&["completion", "bash"], None);
+    assert!(ok && out.contains("strata"));
+    d.stop();
 }

@@ -25,7 +25,11 @@ enum Act {
 fn key(k: u8) -> String {
     format!(
         "/v1/{}/{k:03}",
-        if k.is_multiple_of(2) { "volumes" } else { "tenants" }
+        if k.is_multiple_of(2) {
+            "volumes"
+        } else {
+            "tenants"
+        }
     )
 }
 

@@ -1,0 +1,975 @@
+//! The control plane's logic, without HTTP: authentication, authorization, quotas, and the
+//! volume and snapshot lifecycle over the storage engine, with every change kept in the state
+//! store and written to the audit log.
+//!
+//! # Consistency between the store and the engine
+//! A volume is first recorded as `creating` (in the same store transaction that checks the
+//! quota and reserves the name), then created in the engine, then marked `available`. A delete
+//! marks `deleting`, deletes in the engine, then removes the records. [`Controller::open`]
+//! finishes or undoes whatever a crash interrupted, so the two never disagree for long and a
+//! restart (also after `kill -9`) recovers everything acknowledged.
+//!
+//! # Visibility
+//! A caller sees its own tenant's resources (an admin sees all). Anything else answers 404
+//! with the same code as a resource that does not exist, so existence never leaks.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use strata_block::{Pool, VolumeId};
+use strata_state::{Store, Txn};
+use strata_types::DeviceClass;
+
+use crate::error::ApiError;
+use crate::model::*;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Token id (for the audit log).
+    pub token_id: String,
+    /// Tenant, None for admins.
+    pub tenant: Option<String>,
+    /// Role.
+    pub role: Role,
+}
+
+/// Request to create a volume.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct CreateVolume {
+    /// Name (unique within the tenant).
+    pub name: String,
+    /// Size in bytes, or a human size such as "10G".
+    pub size: SizeArg,
+    /// Tenant (admins only; others create in their own).
+    pub tenant: Option<String>,
+    /// Pool name.
+    pub pool: Option<String>,
+    /// Device class.
+    pub class: Option<String>,
+    /// Client-chosen id making the create idempotent.
+    pub request_id: Option<String>,
+}
+
+/// A size given as a number of bytes or a string like "10G".
+#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum SizeArg {
+    /// Bytes.
+    Bytes(u64),
+    /// Human size.
+    Text(String),
+}
+
+impl Default for SizeArg {
+    fn default() -> Self {
+        SizeArg::Bytes(0)
+    }
+}
+
+impl SizeArg {
+    fn bytes(&self) -> Result<u64, ApiError> {
+        match self {
+            SizeArg::Bytes(b) => Ok(*b),
+            SizeArg::Text(t) => {
+                strata_types::parse_size(t).map_err(|e| ApiError::invalid("size", e))
+            }
+        }
+    }
+}
+
+/// The one pool the daemon has today.
+pub const DEFAULT_POOL: &str = "default";
+
+/// The control plane.
+pub struct Controller {
+    store: Box<dyn Store>,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("pool", &self.pool.id())
+            .finish()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hash_token(secret: &str) -> String {
+    let d = Sha256::digest(secret.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn tenant_key(t: &str) -> String {
+    format!("/tenants/{t}")
+}
+fn volume_key(t: &str, id: &str) -> String {
+    format!("/volumes/{t}/{id}")
+}
+fn volume_index(id: &str) -> String {
+    format!("/volume-ids/{id}")
+}
+fn volume_name_key(t: &str, name: &str) -> String {
+    format!("/volume-names/{t}/{name}")
+}
+fn snapshot_key(t: &str, id: &str) -> String {
+    format!("/snapshots/{t}/{id}")
+}
+fn snapshot_index(id: &str) -> String {
+    format!("/snapshot-ids/{id}")
+}
+fn snapshot_name_key(vol: &str, name: &str) -> String {
+    format!("/snapshot-names/{vol}/{name}")
+}
+fn request_key(t: &str, rid: &str) -> String {
+    format!("/requests/{t}/{rid}")
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("serializable")
+}
+
+fn validate_name(field: &'static str, name: &str) -> Result<(), ApiError> {
+    strata_block::pool::validate_name(name).map_err(|e| ApiError::invalid(field, e.to_string()))
+}
+
+/// How many times a transaction that lost a race is retried.
+const RETRIES: usize = 16;
+
+impl Controller {
+    /// Wraps a store and the pool, finishing what a crash interrupted.
+    pub fn open(store: Box<dyn Store>, pool: Pool) -> Result<Controller, ApiError> {
+        let c = Controller { store, pool };
+        c.recover()?;
+        Ok(c)
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, ApiError> {
+        match self.store.get(key)? {
+            Some(kv) => {
+                let v = serde_json::from_slice(&kv.value)
+                    .map_err(|e| ApiError::internal(format!("record {key} is damaged: {e}")))?;
+                Ok(Some((v, kv.mod_revision)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn list<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, ApiError> {
+        let (kvs, _) = self.store.range(prefix, after, limit)?;
+        kvs.into_iter()
+            .map(|kv| {
+                let v = serde_json::from_slice(&kv.value).map_err(|e| {
+                    ApiError::internal(format!("record {} is damaged: {e}", kv.key))
+                })?;
+                Ok((kv.key, v))
+            })
+            .collect()
+    }
+
+    // ----- bootstrap, tokens and authentication -----
+
+    /// Creates an admin token if none exists; returns its secret (for `admin.token`).
+    pub fn bootstrap_admin(&self) -> Result<Option<String>, ApiError> {
+        if self.store.get("/bootstrap")?.is_some() {
+            return Ok(None);
+        }
+        let (secret, rec) = Self::mint(None, Role::Admin);
+        let r = self.store.txn(
+            Txn::new()
+                .when("/bootstrap", 0)
+                .put("/bootstrap", enc(&rec.id))
+                .put(format!("/tokens/{}", hash_token(&secret)), enc(&rec)),
+        )?;
+        Ok(r.succeeded.then_some(secret))
+    }
+
+    fn mint(tenant: Option<String>, role: Role) -> (String, TokenRecord) {
+        use rand::RngCore;
+        let mut b = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut b);
+        let secret = format!(
+            "st_{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        );
+        let rec = TokenRecord {
+            id: new_id()[..12].to_string(),
+            tenant,
+            role,
+            created: now(),
+        };
+        (secret, rec)
+    }
+
+    /// Resolves a bearer token to its principal.
+    pub fn authenticate(&self, secret: &str) -> Result<Principal, ApiError> {
+        let unauth = || ApiError::new(401, "unauthenticated", "missing or unknown API token");
+        if secret.is_empty() || secret.len() > 256 {
+            return Err(unauth());
+        }
+        let (rec, _) = self
+            .get::<TokenRecord>(&format!("/tokens/{}", hash_token(secret)))?
+            .ok_or_else(unauth)?;
+        Ok(Principal {
+            token_id: rec.id,
+            tenant: rec.tenant,
+            role: rec.role,
+        })
+    }
+
+    /// Creates a token. Admins may create any; tenant admins tokens of their tenant with a
+    /// role no higher than their own.
+    pub fn create_token(
+        &self,
+        p: &Principal,
+        tenant: Option<&str>,
+        role: Role,
+    ) -> Result<(String, TokenRecord), ApiError> {
+        let tenant = match (role, tenant) {
+            (Role::Admin, None) => None,
+            (Role::Admin, Some(_)) => {
+                return Err(ApiError::invalid(
+                    "tenant",
+                    "admin tokens belong to no tenant",
+                ))
+            }
+            (_, None) => return Err(ApiError::invalid("tenant", "a tenant is required")),
+            (_, Some(t)) => Some(t.to_string()),
+        };
+        if let Some(t) = &tenant {
+            self.visible_tenant(p, t)?;
+        }
+        match p.role {
+            Role::Admin => {}
+            Role::TenantAdmin if role >= Role::TenantAdmin => {}
+            _ => return Err(ApiError::forbidden("your role may not create this token")),
+        }
+        let (secret, rec) = Self::mint(tenant, role);
+        self.store
+            .txn(Txn::new().put(format!("/tokens/{}", hash_token(&secret)), enc(&rec)))?;
+        Ok((secret, rec))
+    }
+
+    // ----- authorization helpers -----
+
+    fn require(p: &Principal, at_least: Role) -> Result<(), ApiError> {
+        if p.role <= at_least {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "role {} may not do this (needs {})",
+                p.role.as_str(),
+                at_least.as_str()
+            )))
+        }
+    }
+
+    /// A tenant the caller may see, or 404.
+    fn visible_tenant(&self, p: &Principal, t: &str) -> Result<(Tenant, u64), ApiError> {
+        let nf = || ApiError::not_found("tenant_not_found", format!("tenant {t}"));
+        if p.role != Role::Admin && p.tenant.as_deref() != Some(t) {
+            return Err(nf());
+        }
+        self.get::<Tenant>(&tenant_key(t))?.ok_or_else(nf)
+    }
+
+    /// The tenant a create acts in.
+    fn acting_tenant(&self, p: &Principal, requested: Option<&str>) -> Result<String, ApiError> {
+        match (p.role, requested, &p.tenant) {
+            (Role::Admin, Some(t), _) => Ok(t.to_string()),
+            (Role::Admin, None, _) => Err(ApiError::invalid(
+                "tenant",
+                "admins must name the tenant to act in",
+            )),
+            (_, Some(t), Some(own)) if t != own => Err(ApiError::not_found(
+                "tenant_not_found",
+                format!("tenant {t}"),
+            )),
+            (_, _, Some(own)) => Ok(own.clone()),
+            (_, _, None) => Err(ApiError::internal("token without tenant")),
+        }
+    }
+
+    // ----- tenants -----
+
+    /// Creates a tenant (admin).
+    pub fn create_tenant(
+        &self,
+        p: &Principal,
+        name: &str,
+        quota: Quota,
+    ) -> Result<Tenant, ApiError> {
+        Self::require(p, Role::Admin)?;
+        validate_name("name", name)?;
+        let t = Tenant {
+            name: name.to_string(),
+            created: now(),
+            quota,
+            usage: Usage::default(),
+        };
+        let r = self.store.txn(
+            Txn::new()
+                .when(tenant_key(name), 0)
+                .put(tenant_key(name), enc(&t)),
+        )?;
+        if !r.succeeded {
+            return Err(ApiError::conflict(
+                "tenant_exists",
+                format!("tenant {name} already exists"),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// Lists the tenants the caller may see.
+    pub fn list_tenants(&self, p: &Principal) -> Result<Vec<Tenant>, ApiError> {
+        match (&p.role, &p.tenant) {
+            (Role::Admin, _) => Ok(self
+                .list::<Tenant>("/tenants/", None, 0)?
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect()),
+            (_, Some(t)) => Ok(vec![self.visible_tenant(p, t)?.0]),
+            _ => Ok(vec![]),
+        }
+    }
+
+    /// One tenant.
+    pub fn get_tenant(&self, p: &Principal, name: &str) -> Result<Tenant, ApiError> {
+        Ok(self.visible_tenant(p, name)?.0)
+    }
+
+    /// Sets a tenant's quota (admin).
+    pub fn set_quota(&self, p: &Principal, name: &str, quota: Quota) -> Result<Tenant, ApiError> {
+        Self::require(p, Role::Admin)?;
+        for _ in 0..RETRIES {
+            let (mut t, rev) = self.visible_tenant(p, name)?;
+            t.quota = quota.clone();
+            let r = self.store.txn(
+                Txn::new()
+                    .when(tenant_key(name), rev)
+                    .put(tenant_key(name), enc(&t)),
+            )?;
+            if r.succeeded {
+                return Ok(t);
+            }
+        }
+        Err(ApiError::conflict("busy", "too much contention, retry"))
+    }
+
+    /// Deletes an empty tenant (admin).
+    pub fn delete_tenant(&self, p: &Principal, name: &str) -> Result<(), ApiError> {
+        Self::require(p, Role::Admin)?;
+        let (t, rev) = self.visible_tenant(p, name)?;
+        if t.usage.volumes > 0 || t.usage.snapshots > 0 {
+            return Err(ApiError::conflict(
+                "tenant_not_empty",
+                format!("tenant {name} still has volumes or snapshots"),
+            ));
+        }
+        let r = self.store.txn(
+            Txn::new()
+                .when(tenant_key(name), rev)
+                .delete(tenant_key(name)),
+        )?;
+        if !r.succeeded {
+            return Err(ApiError::conflict(
+                "busy",
+                "tenant changed meanwhile, retry",
+            ));
+        }
+        // Tokens of the tenant stop working.
+        for (key, tok) in self.list::<TokenRecord>("/tokens/", None, 0)? {
+            if tok.tenant.as_deref() == Some(name) {
+                self.store.txn(Txn::new().delete(key))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a change to a tenant's record and other keys in one transaction, retrying when
+    /// another change to the tenant won the race. `f` checks quotas on the fresh record.
+    fn with_tenant<T>(
+        &self,
+        tenant: &str,
+        mut f: impl FnMut(&mut Tenant) -> Result<(Txn, T), ApiError>,
+    ) -> Result<T, ApiError> {
+        for _ in 0..RETRIES {
+            let (mut t, rev) = self.get::<Tenant>(&tenant_key(tenant))?.ok_or_else(|| {
+                ApiError::not_found("tenant_not_found", format!("tenant {tenant}"))
+            })?;
+            let (mut txn, out) = f(&mut t)?;
+            txn.compare
+                .push(strata_state::Compare::ModRevision(tenant_key(tenant), rev));
+            txn.success
+                .push(strata_state::Op::Put(tenant_key(tenant), enc(&t)));
+            if self.store.txn(txn)?.succeeded {
+                return Ok(out);
+            }
+        }
+        Err(ApiError::conflict("busy", "too much contention, retry"))
+    }
+
+    // ----- volumes -----
+
+    fn engine_volume(&self, v: &Volume) -> Result<VolumeId, ApiError> {
+        self.pool
+            .volume_id(&v.id)
+            .map_err(|_| ApiError::internal(format!("volume {} missing from the pool", v.id)))
+    }
+
+    /// Creates a volume. Idempotent under `request_id`.
+    pub fn create_volume(&self, p: &Principal, req: CreateVolume) -> Result<Volume, ApiError> {
+        Self::require(p, Role::Member)?;
+        let tenant = self.acting_tenant(p, req.tenant.as_deref())?;
+        self.visible_tenant(p, &tenant)?;
+        if let Some(rid) = &req.request_id {
+            if rid.is_empty() || rid.len() > 128 {
+                return Err(ApiError::invalid("request_id", "1 to 128 characters"));
+            }
+            if let Some((id, _)) = self.get::<String>(&request_key(&tenant, rid))? {
+                return self.get_volume(p, &id);
+            }
+        }
+        validate_name("name", &req.name)?;
+        let size = req.size.bytes()?;
+        if size == 0 || size % strata_block::BLOCK_SIZE != 0 || size > strata_block::MAX_VOLUME_SIZE
+        {
+            return Err(ApiError::invalid(
+                "size",
+                format!("size {size} must be a positive multiple of 4096 bytes, at most 1 PiB"),
+            ));
+        }
+        if let Some(pool) = &req.pool {
+            if pool != DEFAULT_POOL {
+                return Err(ApiError::not_found(
+                    "pool_not_found",
+                    format!("pool {pool}"),
+                ));
+            }
+        }
+        let class = match &req.class {
+            Some(c) => Some(
+                c.parse::<DeviceClass>()
+                    .map_err(|e| ApiError::invalid("class", e.to_string()))?,
+            ),
+            None => None,
+        };
+        if let Some(c) = class {
+            if !self.pool.info().devices.iter().any(|d| d.class == c) {
+                return Err(ApiError::invalid(
+                    "class",
+                    format!("the pool has no {c} device"),
+                ));
+            }
+        }
+        let v = Volume {
+            id: new_id(),
+            tenant: tenant.clone(),
+            name: req.name.clone(),
+            size,
+            pool: DEFAULT_POOL.into(),
+            class: class.map(|c| c.to_string()),
+            origin: None,
+            state: VolumeState::Creating,
+            created: now(),
+        };
+        self.with_tenant(&tenant, |t| {
+            check_quota(t, size, 1, 0)?;
+            t.usage.capacity_bytes += size;
+            t.usage.volumes += 1;
+            let mut txn = Txn::new()
+                .when(volume_name_key(&tenant, &v.name), 0)
+                .put(volume_name_key(&tenant, &v.name), enc(&v.id))
+                .put(volume_index(&v.id), enc(&tenant))
+                .put(volume_key(&tenant, &v.id), enc(&v));
+            if let Some(rid) = &req.request_id {
+                txn = txn
+                    .when(request_key(&tenant, rid), 0)
+                    .put(request_key(&tenant, rid), enc(&v.id));
+            }
+            Ok((txn, ()))
+        })
+        .map_err(|e| {
+            if e.code == "busy" && self.name_taken(&tenant, &v.name) {
+                ApiError::conflict("volume_exists", format!("volume {} already exists", v.name))
+                    .field("name")
+            } else {
+                e
+            }
+        })?;
+        if let Err(e) = self.pool.create_volume(&v.id, size, class) {
+            self.forget_volume(&v)?;
+            return Err(e.into());
+        }
+        self.set_state(&v, VolumeState::Available)
+    }
+
+    fn name_taken(&self, tenant: &str, name: &str) -> bool {
+        matches!(self.store.get(&volume_name_key(tenant, name)), Ok(Some(_)))
+    }
+
+    fn set_state(&self, v: &Volume, state: VolumeState) -> Result<Volume, ApiError> {
+        let mut v = v.clone();
+        v.state = state;
+        self.store
+            .txn(Txn::new().put(volume_key(&v.tenant, &v.id), enc(&v)))?;
+        Ok(v)
+    }
+
+    /// Removes a volume's records and gives back its usage.
+    fn forget_volume(&self, v: &Volume) -> Result<(), ApiError> {
+        self.with_tenant(&v.tenant, |t| {
+            t.usage.capacity_bytes = t.usage.capacity_bytes.saturating_sub(v.size);
+            t.usage.volumes = t.usage.volumes.saturating_sub(1);
+            Ok((
+                Txn::new()
+                    .delete(volume_key(&v.tenant, &v.id))
+                    .delete(volume_index(&v.id))
+                    .delete(volume_name_key(&v.tenant, &v.name)),
+                (),
+            ))
+        })
+    }
+
+    /// A volume the caller may see.
+    pub fn get_volume(&self, p: &Principal, id: &str) -> Result<Volume, ApiError> {
+        let nf = || ApiError::not_found("volume_not_found", format!("volume {id}"));
+        if id.is_empty() || id.len() > 64 || id.contains('/') {
+            return Err(nf());
+        }
+        let (tenant, _) = self.get::<String>(&volume_index(id))?.ok_or_else(nf)?;
+        if p.role != Role::Admin && p.tenant.as_deref() != Some(tenant.as_str()) {
+            return Err(nf());
+        }
+        Ok(self
+            .get::<Volume>(&volume_key(&tenant, id))?
+            .ok_or_else(nf)?
+            .0)
+    }
+
+    /// Lists volumes: the caller's tenant (an admin: all, or `tenant`), optionally one name,
+    /// in pages of `limit` after `page_token` (the last id of the previous page).
+    pub fn list_volumes(
+        &self,
+        p: &Principal,
+        tenant: Option<&str>,
+        name: Option<&str>,
+        limit: usize,
+        page_token: Option<&str>,
+    ) -> Result<(Vec<Volume>, Option<String>), ApiError> {
+        Self::require(p, Role::Reader)?;
+        let prefix = match (p.role, tenant, &p.tenant) {
+            (Role::Admin, Some(t), _) => format!("/volumes/{t}/"),
+            (Role::Admin, None, _) => "/volumes/".to_string(),
+            (_, Some(t), Some(own)) if t != own => return Ok((vec![], None)),
+            (_, _, Some(own)) => format!("/volumes/{own}/"),
+            _ => return Ok((vec![], None)),
+        };
+        if let Some(n) = name {
+            // Names are indexed per tenant: a direct look-up, not a scan.
+            let tenants: Vec<String> = match (p.role, tenant, &p.tenant) {
+                (Role::Admin, None, _) => self
+                    .list::<Tenant>("/tenants/", None, 0)?
+                    .into_iter()
+                    .map(|(_, t)| t.name)
+                    .collect(),
+                (Role::Admin, Some(t), _) => vec![t.to_string()],
+                (_, _, Some(own)) => vec![own.clone()],
+                _ => vec![],
+            };
+            let mut out = Vec::new();
+            for t in tenants {
+                if let Some((id, _)) = self.get::<String>(&volume_name_key(&t, n))? {
+                    if let Some((v, _)) = self.get::<Volume>(&volume_key(&t, &id))? {
+                        out.push(v);
+                    }
+                }
+            }
+            return Ok((out, None));
+        }
+        let limit = limit.clamp(1, 10_000);
+        let after = match page_token {
+            Some(tok) => {
+                let (tenant, _) = self
+                    .get::<String>(&volume_index(tok))?
+                    .ok_or_else(|| ApiError::invalid("page_token", "unknown page token"))?;
+                Some(volume_key(&tenant, tok))
+            }
+            None => None,
+        };
+        let items = self.list::<Volume>(&prefix, after.as_deref(), limit + 1)?;
+        let mut vols: Vec<Volume> = items.into_iter().map(|(_, v)| v).collect();
+        let next = if vols.len() > limit {
+            vols.truncate(limit);
+            vols.last().map(|v| v.id.clone())
+        } else {
+            None
+        };
+        Ok((vols, next))
+    }
+
+    /// Grows or shrinks a volume (shrinking over data is refused).
+    pub fn resize_volume(
+        &self,
+        p: &Principal,
+        id: &str,
+        size: SizeArg,
+    ) -> Result<Volume, ApiError> {
+        Self::require(p, Role::Member)?;
+        let v = self.get_volume(p, id)?;
+        let size = size.bytes()?;
+        let grow = size.saturating_sub(v.size);
+        self.with_tenant(&v.tenant, |t| {
+            check_quota(t, grow, 0, 0)?;
+            t.usage.capacity_bytes = (t.usage.capacity_bytes + size).saturating_sub(v.size);
+            Ok((Txn::new(), ()))
+        })?;
+        let eid = self.engine_volume(&v)?;
+        if let Err(e) = self.pool.resize_volume(eid, size) {
+            // Give the reservation back.
+            self.with_tenant(&v.tenant, |t| {
+                t.usage.capacity_bytes = (t.usage.capacity_bytes + v.size).saturating_sub(size);
+                Ok((Txn::new(), ()))
+            })?;
+            return Err(e.into());
+        }
+        let mut nv = v.clone();
+        nv.size = size;
+        self.store
+            .txn(Txn::new().put(volume_key(&v.tenant, &v.id), enc(&nv)))?;
+        Ok(nv)
+    }
+
+    /// Deletes a volume; with snapshots only when `force` (which deletes them too).
+    pub fn delete_volume(&self, p: &Principal, id: &str, force: bool) -> Result<(), ApiError> {
+        Self::require(p, Role::Member)?;
+        let v = self.get_volume(p, id)?;
+        let snaps = self.volume_snapshots(&v)?;
+        if !snaps.is_empty() && !force {
+            return Err(ApiError::conflict(
+                "volume_has_snapshots",
+                format!(
+                    "volume {} has {} snapshot(s); delete them first or force",
+                    v.name,
+                    snaps.len()
+                ),
+            ));
+        }
+        let v = self.set_state(&v, VolumeState::Deleting)?;
+        self.finish_delete(&v)
+    }
+
+    fn finish_delete(&self, v: &Volume) -> Result<(), ApiError> {
+        if let Ok(eid) = self.pool.volume_id(&v.id) {
+            self.pool.delete_volume(eid, true)?;
+        }
+        for s in self.volume_snapshots(v)? {
+            self.forget_snapshot(&s)?;
+        }
+        self.forget_volume(v)
+    }
+
+    // ----- snapshots -----
+
+    fn volume_snapshots(&self, v: &Volume) -> Result<Vec<Snapshot>, ApiError> {
+        Ok(self
+            .list::<Snapshot>(&format!("/snapshots/{}/", v.tenant), None, 0)?
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.volume == v.id)
+            .collect())
+    }
+
+    /// Takes a snapshot of a volume.
+    pub fn create_snapshot(
+        &self,
+        p: &Principal,
+        vol: &str,
+        name: &str,
+    ) -> Result<Snapshot, ApiError> {
+        Self::require(p, Role::Member)?;
+        let v = self.get_volume(p, vol)?;
+        validate_name("name", name)?;
+        let s = Snapshot {
+            id: new_id(),
+            tenant: v.tenant.clone(),
+            volume: v.id.clone(),
+            name: name.to_string(),
+            size: v.size,
+            created: now(),
+        };
+        self.with_tenant(&v.tenant, |t| {
+            check_quota(t, 0, 0, 1)?;
+            t.usage.snapshots += 1;
+            Ok((
+                Txn::new()
+                    .when(snapshot_name_key(&v.id, name), 0)
+                    .put(snapshot_name_key(&v.id, name), enc(&s.id))
+                    .put(snapshot_index(&s.id), enc(&s.tenant))
+                    .put(snapshot_key(&s.tenant, &s.id), enc(&s)),
+                (),
+            ))
+        })
+        .map_err(|e| {
+            if e.code == "busy"
+                && matches!(self.store.get(&snapshot_name_key(&v.id, name)), Ok(Some(_)))
+            {
+                ApiError::conflict("snapshot_exists", format!("snapshot {name} already exists"))
+                    .field("name")
+            } else {
+                e
+            }
+        })?;
+        let eid = self.engine_volume(&v)?;
+        if let Err(e) = self.pool.create_snapshot(eid, &s.id) {
+            self.forget_snapshot(&s)?;
+            return Err(e.into());
+        }
+        Ok(s)
+    }
+
+    fn forget_snapshot(&self, s: &Snapshot) -> Result<(), ApiError> {
+        self.with_tenant(&s.tenant, |t| {
+            t.usage.snapshots = t.usage.snapshots.saturating_sub(1);
+            Ok((
+                Txn::new()
+                    .delete(snapshot_key(&s.tenant, &s.id))
+                    .delete(snapshot_index(&s.id))
+                    .delete(snapshot_name_key(&s.volume, &s.name)),
+                (),
+            ))
+        })
+    }
+
+    /// Snapshots of a volume.
+    pub fn list_snapshots(&self, p: &Principal, vol: &str) -> Result<Vec<Snapshot>, ApiError> {
+        let v = self.get_volume(p, vol)?;
+        self.volume_snapshots(&v)
+    }
+
+    /// A snapshot the caller may see.
+    pub fn get_snapshot(&self, p: &Principal, id: &str) -> Result<Snapshot, ApiError> {
+        let nf = || ApiError::not_found("snapshot_not_found", format!("snapshot {id}"));
+        if id.is_empty() || id.len() > 64 || id.contains('/') {
+            return Err(nf());
+        }
+        let (tenant, _) = self.get::<String>(&snapshot_index(id))?.ok_or_else(nf)?;
+        if p.role != Role::Admin && p.tenant.as_deref() != Some(tenant.as_str()) {
+            return Err(nf());
+        }
+        Ok(self
+            .get::<Snapshot>(&snapshot_key(&tenant, id))?
+            .ok_or_else(nf)?
+            .0)
+    }
+
+    fn engine_snapshot(&self, s: &Snapshot) -> Result<strata_block::SnapshotId, ApiError> {
+        let vid = self
+            .pool
+            .volume_id(&s.volume)
+            .map_err(|_| ApiError::internal("snapshot's volume missing from the pool"))?;
+        self.pool
+            .snapshot_id(vid, &s.id)
+            .map_err(|_| ApiError::internal("snapshot missing from the pool"))
+    }
+
+    /// Deletes a snapshot.
+    pub fn delete_snapshot(&self, p: &Principal, id: &str) -> Result<(), ApiError> {
+        Self::require(p, Role::Member)?;
+        let s = self.get_snapshot(p, id)?;
+        if let Ok(sid) = self.engine_snapshot(&s) {
+            self.pool.delete_snapshot(sid)?;
+        }
+        self.forget_snapshot(&s)
+    }
+
+    /// A new volume from a snapshot, in the snapshot's tenant.
+    pub fn clone_snapshot(
+        &self,
+        p: &Principal,
+        id: &str,
+        name: &str,
+        request_id: Option<String>,
+    ) -> Result<Volume, ApiError> {
+        Self::require(p, Role::Member)?;
+        let s = self.get_snapshot(p, id)?;
+        if let Some(rid) = &request_id {
+            if let Some((vid, _)) = self.get::<String>(&request_key(&s.tenant, rid))? {
+                return self.get_volume(p, &vid);
+            }
+        }
+        validate_name("name", name)?;
+        let v = Volume {
+            id: new_id(),
+            tenant: s.tenant.clone(),
+            name: name.to_string(),
+            size: s.size,
+            pool: DEFAULT_POOL.into(),
+            class: None,
+            origin: Some(s.id.clone()),
+            state: VolumeState::Creating,
+            created: now(),
+        };
+        self.with_tenant(&s.tenant, |t| {
+            check_quota(t, v.size, 1, 0)?;
+            t.usage.capacity_bytes += v.size;
+            t.usage.volumes += 1;
+            let mut txn = Txn::new()
+                .when(volume_name_key(&v.tenant, name), 0)
+                .put(volume_name_key(&v.tenant, name), enc(&v.id))
+                .put(volume_index(&v.id), enc(&v.tenant))
+                .put(volume_key(&v.tenant, &v.id), enc(&v));
+            if let Some(rid) = &request_id {
+                txn = txn
+                    .when(request_key(&v.tenant, rid), 0)
+                    .put(request_key(&v.tenant, rid), enc(&v.id));
+            }
+            Ok((txn, ()))
+        })
+        .map_err(|e| {
+            if e.code == "busy" && self.name_taken(&v.tenant, name) {
+                ApiError::conflict("volume_exists", format!("volume {name} already exists"))
+                    .field("name")
+            } else {
+                e
+            }
+        })?;
+        let sid = self.engine_snapshot(&s)?;
+        if let Err(e) = self.pool.clone_snapshot(sid, &v.id, None) {
+            self.forget_volume(&v)?;
+            return Err(e.into());
+        }
+        self.set_state(&v, VolumeState::Available)
+    }
+
+    /// Rolls a volume back to one of its snapshots.
+    pub fn rollback(&self, p: &Principal, vol: &str, snapshot: &str) -> Result<Volume, ApiError> {
+        Self::require(p, Role::Member)?;
+        let v = self.get_volume(p, vol)?;
+        let s = self.get_snapshot(p, snapshot)?;
+        if s.volume != v.id {
+            return Err(ApiError::invalid(
+                "snapshot",
+                format!("snapshot {} is not a snapshot of volume {}", s.name, v.name),
+            ));
+        }
+        let grow = s.size.saturating_sub(v.size);
+        self.with_tenant(&v.tenant, |t| {
+            check_quota(t, grow, 0, 0)?;
+            t.usage.capacity_bytes = (t.usage.capacity_bytes + s.size).saturating_sub(v.size);
+            Ok((Txn::new(), ()))
+        })?;
+        self.pool
+            .rollback(self.engine_volume(&v)?, self.engine_snapshot(&s)?)?;
+        let mut nv = v.clone();
+        nv.size = s.size;
+        self.store
+            .txn(Txn::new().put(volume_key(&v.tenant, &v.id), enc(&nv)))?;
+        Ok(nv)
+    }
+
+    // ----- audit -----
+
+    /// Appends an audit entry.
+    pub fn audit(
+        &self,
+        p: &Principal,
+        tenant: Option<&str>,
+        action: &str,
+        resource: &str,
+        outcome: &str,
+    ) {
+        use rand::Rng;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let key = format!("/audit/{nanos:024}{:04x}", rand::thread_rng().gen::<u16>());
+        let e = AuditEntry {
+            time: now(),
+            actor: p.token_id.clone(),
+            tenant: tenant.map(str::to_string),
+            action: action.to_string(),
+            resource: resource.to_string(),
+            outcome: outcome.to_string(),
+        };
+        if let Err(err) = self.store.txn(Txn::new().put(key, enc(&e))) {
+            tracing::error!(%err, "audit entry not written");
+        }
+    }
+
+    /// Audit entries, oldest first (admin).
+    pub fn list_audit(&self, p: &Principal, limit: usize) -> Result<Vec<AuditEntry>, ApiError> {
+        Self::require(p, Role::Admin)?;
+        Ok(self
+            .list::<AuditEntry>("/audit/", None, limit)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    // ----- recovery -----
+
+    /// Finishes or undoes volume changes a crash interrupted.
+    fn recover(&self) -> Result<(), ApiError> {
+        for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+            match v.state {
+                VolumeState::Available => {}
+                VolumeState::Creating => {
+                    if self.pool.volume_id(&v.id).is_ok() {
+                        self.set_state(&v, VolumeState::Available)?;
+                    } else {
+                        tracing::warn!(volume = %v.id, "undoing an interrupted create");
+                        self.forget_volume(&v)?;
+                    }
+                }
+                VolumeState::Deleting => {
+                    tracing::warn!(volume = %v.id, "finishing an interrupted delete");
+                    self.finish_delete(&v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_quota(t: &Tenant, bytes: u64, volumes: u64, snapshots: u64) -> Result<(), ApiError> {
+    let q = &t.quota;
+    let over = |what: &str, used: u64, add: u64, max: Option<u64>| match max {
+        Some(m) if used.saturating_add(add) > m => Err(ApiError::new(
+            422,
+            "quota_exceeded",
+            format!(
+                "tenant {} {what} quota is {m}; {used} used, {add} more requested",
+                t.name
+            ),
+        )),
+        _ => Ok(()),
+    };
+    over("capacity", t.usage.capacity_bytes, bytes, q.capacity_bytes)?;
+    over("volume", t.usage.volumes, volumes, q.volumes)?;
+    over("snapshot", t.usage.snapshots, snapshots, q.snapshots)?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Strata's control plane: tenants, API tokens and roles, quotas, volumes and snapshots over
+//! the storage engine, an audit log, and the REST API (`/v1`).
+
+pub mod api;
+pub mod core;
+pub mod error;
+pub mod model;
+
+pub use crate::core::{Controller, CreateVolume, Principal, SizeArg};
+pub use error::ApiError;
+pub use model::*;

@@ -1,0 +1,158 @@
+//! The records the control plane stores (JSON values in the state store) and returns.
+
+use serde::{Deserialize, Serialize};
+
+/// A role, from most to least powerful. Admin is global; the others are scoped to a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything, across tenants.
+    Admin,
+    /// Everything within a tenant, including its tokens.
+    TenantAdmin,
+    /// Create and change a tenant's volumes and snapshots.
+    Member,
+    /// Read a tenant's resources.
+    Reader,
+}
+
+impl Role {
+    /// Parses the CLI/API name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "tenant-admin" => Some(Role::TenantAdmin),
+            "member" => Some(Role::Member),
+            "reader" => Some(Role::Reader),
+            _ => None,
+        }
+    }
+    /// The CLI/API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::TenantAdmin => "tenant-admin",
+            Role::Member => "member",
+            Role::Reader => "reader",
+        }
+    }
+}
+
+/// Limits on what a tenant may hold. `None` means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// Sum of volume sizes, in bytes.
+    pub capacity_bytes: Option<u64>,
+    /// Number of volumes.
+    pub volumes: Option<u64>,
+    /// Number of snapshots.
+    pub snapshots: Option<u64>,
+    /// Sum of volume IOPS limits.
+    pub iops: Option<u64>,
+}
+
+/// What a tenant uses, kept in its record and updated in the same transaction as the change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Sum of volume sizes.
+    pub capacity_bytes: u64,
+    /// Volumes.
+    pub volumes: u64,
+    /// Snapshots.
+    pub snapshots: u64,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Unique name (also its id).
+    pub name: String,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// Limits.
+    pub quota: Quota,
+    /// Current use.
+    pub usage: Usage,
+}
+
+/// A stored API token (the secret itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id of the token.
+    pub id: String,
+    /// Tenant it acts for (None for admin tokens).
+    pub tenant: Option<String>,
+    /// Role.
+    pub role: Role,
+    /// Creation time.
+    pub created: u64,
+}
+
+/// Lifecycle of a volume record relative to the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeState {
+    /// Recorded; the engine volume may not exist yet (finished or undone at restart).
+    Creating,
+    /// In the engine and usable.
+    Available,
+    /// Being removed (finished at restart).
+    Deleting,
+}
+
+/// A volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Id (also the engine volume's name).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Name, unique within the tenant.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Pool.
+    pub pool: String,
+    /// Device class restriction.
+    pub class: Option<String>,
+    /// Source snapshot id if cloned.
+    pub origin: Option<String>,
+    /// State.
+    pub state: VolumeState,
+    /// Creation time.
+    pub created: u64,
+}
+
+/// A snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Volume id.
+    pub volume: String,
+    /// Name, unique within the volume.
+    pub name: String,
+    /// Size of the volume when taken.
+    pub size: u64,
+    /// Creation time.
+    pub created: u64,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Time, seconds since the epoch.
+    pub time: u64,
+    /// Token id of the caller.
+    pub actor: String,
+    /// Tenant acted on, if any.
+    pub tenant: Option<String>,
+    /// What was done, e.g. `volume.create`.
+    pub action: String,
+    /// The resource, e.g. a volume id or name.
+    pub resource: String,
+    /// `ok` or the error code.
+    pub outcome: String,
+}

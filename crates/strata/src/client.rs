@@ -1,0 +1,602 @@
+//! The CLI side: commands that call the daemon's REST API and print tables, JSON or YAML.
+//! On an API error it prints the server's code and message and exits non-zero.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use serde_json::{json, Value};
+use strata_types::format_size;
+
+/// Where `strata serve` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
+
+/// Output format.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON (stable: scripts parse it).
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCmd {
+    /// Creates a tenant.
+    Create {
+        name: String,
+        /// Capacity quota (e.g. 1T).
+        #[arg(long)]
+        capacity: Option<String>,
+        /// Volume count quota.
+        #[arg(long)]
+        max_volumes: Option<u64>,
+        /// Snapshot count quota.
+        #[arg(long)]
+        max_snapshots: Option<u64>,
+    },
+    /// Lists tenants.
+    List,
+    /// Shows a tenant with its quota and usage.
+    Show { name: String },
+    /// Deletes an empty tenant.
+    Delete { name: String },
+    /// Sets a tenant's quota.
+    SetQuota {
+        name: String,
+        #[arg(long)]
+        capacity: Option<String>,
+        #[arg(long)]
+        max_volumes: Option<u64>,
+        #[arg(long)]
+        max_snapshots: Option<u64>,
+        #[arg(long)]
+        max_iops: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Creates a token; prints its secret once.
+    Create {
+        /// Tenant it acts for (not for admin tokens).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// admin, tenant-admin, member or reader.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCmd {
+    /// Creates a thin volume.
+    Create {
+        name: String,
+        /// Size, e.g. 10G.
+        #[arg(long)]
+        size: String,
+        /// Tenant (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Pool.
+        #[arg(long)]
+        pool: Option<String>,
+        /// Device class: hdd, ssd or nvme.
+        #[arg(long)]
+        class: Option<String>,
+        /// Makes the create idempotent.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Lists volumes.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Shows a volume.
+    Show {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Grows or shrinks a volume.
+    Resize {
+        name: String,
+        #[arg(long)]
+        size: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Deletes a volume (with its snapshots only if --force).
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Creates a volume from a snapshot (`VOLUME@SNAPSHOT`).
+    Clone {
+        snapshot: String,
+        new_name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Returns a volume to one of its snapshots.
+    Rollback {
+        volume: String,
+        snapshot: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// Snapshots a volume.
+    Create {
+        volume: String,
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Lists a volume's snapshots.
+    List {
+        volume: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Deletes a snapshot.
+    Delete {
+        volume: String,
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+/// An API client.
+pub struct Client {
+    base: String,
+    token: String,
+    out: Output,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// Resolves endpoint and token: flags/env first, else the local daemon's defaults.
+    pub fn new(
+        endpoint: Option<String>,
+        token: Option<String>,
+        data_dir: &Path,
+        out: Output,
+    ) -> Result<Client> {
+        let base = endpoint
+            .unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}"))
+            .trim_end_matches('/')
+            .to_string();
+        let token = match token {
+            Some(t) => t,
+            None => std::fs::read_to_string(data_dir.join("admin.token"))
+                .map(|t| t.trim().to_string())
+                .unwrap_or_default(),
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(Client {
+            base,
+            token,
+            out,
+            agent,
+        })
+    }
+
+    fn req(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
+            (m, b) => {
+                let b = b.unwrap_or(Value::Null);
+                let r = match m {
+                    "POST" => self.agent.post(&url),
+                    "PUT" => self.agent.put(&url),
+                    _ => self.agent.patch(&url),
+                };
+                r.header("Authorization", &auth).send_json(&b)
+            }
+        };
+        let mut resp =
+            resp.with_context(|| format!("cannot reach the Strata API at {}", self.base))?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let v: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status >= 400 {
+            let code = v["error"]["code"].as_str().unwrap_or("http_error");
+            let msg = v["error"]["message"].as_str().unwrap_or("request failed");
+            bail!("{code}: {msg} (HTTP {status})");
+        }
+        Ok(v)
+    }
+
+    fn print(&self, v: &Value, columns: &[(&str, &str)]) -> Result<()> {
+        match self.out {
+            Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
+            Output::Yaml => print!("{}", serde_yaml::to_string(v)?),
+            Output::Table => {
+                let rows: Vec<&Value> = match v.get("items").and_then(Value::as_array) {
+                    Some(items) => items.iter().collect(),
+                    None => vec![v],
+                };
+                let cells: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| columns.iter().map(|(_, k)| cell(r, k)).collect())
+                    .collect();
+                let widths: Vec<usize> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (h, _))| {
+                        cells
+                            .iter()
+                            .map(|c| c[i].len())
+                            .chain([h.len()])
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                let line = |vals: Vec<String>| {
+                    vals.iter()
+                        .zip(&widths)
+                        .map(|(v, w)| format!("{v:<w$}"))
+                        .collect::<Vec<_>>()
+                        .join("  ")
+                        .trim_end()
+                        .to_string()
+                };
+                println!(
+                    "{}",
+                    line(columns.iter().map(|(h, _)| h.to_string()).collect())
+                );
+                for c in cells {
+                    println!("{}", line(c));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn volume_id(&self, name: &str, tenant: Option<&str>) -> Result<String> {
+        let mut q = format!("/v1/volumes?name={}", enc(name));
+        if let Some(t) = tenant {
+            q.push_str(&format!("&tenant={}", enc(t)));
+        }
+        let v = self.req("GET", &q, None)?;
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        match items.len() {
+            0 => bail!("volume_not_found: volume {name} not found"),
+            1 => Ok(items[0]["id"].as_str().unwrap_or_default().to_string()),
+            _ => bail!("volume name {name} exists in several tenants: name one with --tenant"),
+        }
+    }
+
+    fn snapshot_id(&self, vol_id: &str, name: &str) -> Result<String> {
+        let v = self.req("GET", &format!("/v1/volumes/{vol_id}/snapshots"), None)?;
+        v["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .and_then(|s| s["id"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("snapshot_not_found: snapshot {name} not found"))
+    }
+
+    /// `strata pool list|show`.
+    pub fn pools(&self, name: Option<&str>) -> Result<()> {
+        let v = self.req("GET", "/v1/pools", None)?;
+        let v = match name {
+            Some(n) => v["items"]
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["name"] == n))
+                .cloned()
+                .ok_or_else(|| anyhow!("pool_not_found: pool {n} not found"))?,
+            None => v,
+        };
+        self.print(
+            &v,
+            &[
+                ("NAME", "name"),
+                ("CAPACITY", "capacity:size"),
+                ("ALLOCATED", "allocated:size"),
+                ("FREE", "free:size"),
+                ("PROVISIONED", "provisioned:size"),
+            ],
+        )
+    }
+
+    /// `strata tenant ...`.
+    pub fn tenant(&self, cmd: TenantCmd) -> Result<()> {
+        let cols = [
+            ("NAME", "name"),
+            ("VOLUMES", "usage.volumes"),
+            ("SNAPSHOTS", "usage.snapshots"),
+            ("USED", "usage.capacity_bytes:size"),
+            ("QUOTA", "quota.capacity_bytes:size"),
+        ];
+        match cmd {
+            TenantCmd::Create {
+                name,
+                capacity,
+                max_volumes,
+                max_snapshots,
+            } => {
+                let quota = json!({
+                    "capacity_bytes": capacity.map(|c| strata_types::parse_size(&c)).transpose().map_err(anyhow::Error::msg)?,
+                    "volumes": max_volumes,
+                    "snapshots": max_snapshots,
+                });
+                let v = self.req(
+                    "POST",
+                    "/v1/tenants",
+                    Some(json!({"name": name, "quota": quota})),
+                )?;
+                self.print(&v, &cols)
+            }
+            TenantCmd::List => self.print(&self.req("GET", "/v1/tenants", None)?, &cols),
+            TenantCmd::Show { name } => self.print(
+                &self.req("GET", &format!("/v1/tenants/{}", enc(&name)), None)?,
+                &cols,
+            ),
+            TenantCmd::Delete { name } => {
+                self.req("DELETE", &format!("/v1/tenants/{}", enc(&name)), None)?;
+                self.done(&format!("tenant {name} deleted"))
+            }
+            TenantCmd::SetQuota {
+                name,
+                capacity,
+                max_volumes,
+                max_snapshots,
+                max_iops,
+            } => {
+                let q = json!({
+                    "capacity_bytes": capacity.map(|c| strata_types::parse_size(&c)).transpose().map_err(anyhow::Error::msg)?,
+                    "volumes": max_volumes,
+                    "snapshots": max_snapshots,
+                    "iops": max_iops,
+                });
+                let v = self.req("PUT", &format!("/v1/tenants/{}/quota", enc(&name)), Some(q))?;
+                self.print(&v, &cols)
+            }
+        }
+    }
+
+    /// `strata token create`.
+    pub fn token(&self, cmd: TokenCmd) -> Result<()> {
+        let TokenCmd::Create { tenant, role } = cmd;
+        let v = self.req(
+            "POST",
+            "/v1/tokens",
+            Some(json!({"tenant": tenant, "role": role})),
+        )?;
+        self.print(
+            &v,
+            &[
+                ("ID", "id"),
+                ("TENANT", "tenant"),
+                ("ROLE", "role"),
+                ("TOKEN", "token"),
+            ],
+        )
+    }
+
+    /// `strata volume ...`.
+    pub fn volume(&self, cmd: VolumeCmd) -> Result<()> {
+        let cols = [
+            ("NAME", "name"),
+            ("TENANT", "tenant"),
+            ("SIZE", "size:size"),
+            ("STATE", "state"),
+            ("ID", "id"),
+        ];
+        match cmd {
+            VolumeCmd::Create {
+                name,
+                size,
+                tenant,
+                pool,
+                class,
+                request_id,
+            } => {
+                let body = json!({
+                    "name": name, "size": size, "tenant": tenant, "pool": pool,
+                    "class": class, "request_id": request_id,
+                });
+                self.print(&self.req("POST", "/v1/volumes", Some(body))?, &cols)
+            }
+            VolumeCmd::List { tenant } => {
+                let mut out: Vec<Value> = Vec::new();
+                let mut token: Option<String> = None;
+                loop {
+                    let mut q = String::from("/v1/volumes?limit=1000");
+                    if let Some(t) = &tenant {
+                        q.push_str(&format!("&tenant={}", enc(t)));
+                    }
+                    if let Some(p) = &token {
+                        q.push_str(&format!("&page_token={}", enc(p)));
+                    }
+                    let v = self.req("GET", &q, None)?;
+                    out.extend(v["items"].as_array().cloned().unwrap_or_default());
+                    match v["next_page_token"].as_str() {
+                        Some(t) => token = Some(t.to_string()),
+                        None => break,
+                    }
+                }
+                self.print(&json!({ "items": out }), &cols)
+            }
+            VolumeCmd::Show { name, tenant } => {
+                let id = self.volume_id(&name, tenant.as_deref())?;
+                let v = self.req("GET", &format!("/v1/volumes/{id}"), None)?;
+                self.print(
+                    &v,
+                    &[
+                        ("NAME", "name"),
+                        ("SIZE", "size:size"),
+                        ("ALLOCATED", "allocated:size"),
+                        ("SNAPSHOTS", "snapshots"),
+                        ("STATE", "state"),
+                        ("ID", "id"),
+                    ],
+                )
+            }
+            VolumeCmd::Resize { name, size, tenant } => {
+                let id = self.volume_id(&name, tenant.as_deref())?;
+                let v = self.req(
+                    "PATCH",
+                    &format!("/v1/volumes/{id}"),
+                    Some(json!({"size": size})),
+                )?;
+                self.print(&v, &cols)
+            }
+            VolumeCmd::Delete {
+                name,
+                force,
+                tenant,
+            } => {
+                let id = self.volume_id(&name, tenant.as_deref())?;
+                self.req("DELETE", &format!("/v1/volumes/{id}?force={force}"), None)?;
+                self.done(&format!("volume {name} deleted"))
+            }
+            VolumeCmd::Clone {
+                snapshot,
+                new_name,
+                tenant,
+            } => {
+                let (vol, snap) = snapshot.split_once('@').ok_or_else(|| {
+                    anyhow!("invalid_argument: name the snapshot as VOLUME@SNAPSHOT")
+                })?;
+                let vid = self.volume_id(vol, tenant.as_deref())?;
+                let sid = self.snapshot_id(&vid, snap)?;
+                let v = self.req(
+                    "POST",
+                    &format!("/v1/snapshots/{sid}/clone"),
+                    Some(json!({"name": new_name})),
+                )?;
+                self.print(&v, &cols)
+            }
+            VolumeCmd::Rollback {
+                volume,
+                snapshot,
+                tenant,
+            } => {
+                let vid = self.volume_id(&volume, tenant.as_deref())?;
+                let sid = self.snapshot_id(&vid, &snapshot)?;
+                let v = self.req(
+                    "POST",
+                    &format!("/v1/volumes/{vid}/rollback"),
+                    Some(json!({"snapshot": sid})),
+                )?;
+                self.print(&v, &cols)
+            }
+        }
+    }
+
+    /// `strata snapshot ...`.
+    pub fn snapshot(&self, cmd: SnapshotCmd) -> Result<()> {
+        let cols = [("NAME", "name"), ("SIZE", "size:size"), ("ID", "id")];
+        match cmd {
+            SnapshotCmd::Create {
+                volume,
+                name,
+                tenant,
+            } => {
+                let vid = self.volume_id(&volume, tenant.as_deref())?;
+                let v = self.req(
+                    "POST",
+                    &format!("/v1/volumes/{vid}/snapshots"),
+                    Some(json!({"name": name})),
+                )?;
+                self.print(&v, &cols)
+            }
+            SnapshotCmd::List { volume, tenant } => {
+                let vid = self.volume_id(&volume, tenant.as_deref())?;
+                self.print(
+                    &self.req("GET", &format!("/v1/volumes/{vid}/snapshots"), None)?,
+                    &cols,
+                )
+            }
+            SnapshotCmd::Delete {
+                volume,
+                name,
+                tenant,
+            } => {
+                let vid = self.volume_id(&volume, tenant.as_deref())?;
+                let sid = self.snapshot_id(&vid, &name)?;
+                self.req("DELETE", &format!("/v1/snapshots/{sid}"), None)?;
+                self.done(&format!("snapshot {volume}@{name} deleted"))
+            }
+        }
+    }
+
+    /// `strata audit`.
+    pub fn audit(&self, limit: usize) -> Result<()> {
+        let v = self.req("GET", &format!("/v1/audit?limit={limit}"), None)?;
+        self.print(
+            &v,
+            &[
+                ("TIME", "time"),
+                ("ACTOR", "actor"),
+                ("ACTION", "action"),
+                ("RESOURCE", "resource"),
+                ("OUTCOME", "outcome"),
+            ],
+        )
+    }
+
+    fn done(&self, msg: &str) -> Result<()> {
+        match self.out {
+            Output::Table => println!("{msg}"),
+            Output::Json => println!("{}", json!({"result": msg})),
+            Output::Yaml => println!("result: {msg}"),
+        }
+        Ok(())
+    }
+}
+
+/// Renders `key` (dotted path, optional `:size` suffix) of a JSON object for a table cell.
+fn cell(v: &Value, key: &str) -> String {
+    let (path, fmt) = key.split_once(':').unwrap_or((key, ""));
+    let mut cur = v;
+    for part in path.split('.') {
+        cur = &cur[part];
+    }
+    match (cur, fmt) {
+        (Value::Number(n), "size") => n.as_u64().map_or_else(|| n.to_string(), format_size),
+        (Value::Null, _) => "-".into(),
+        (Value::String(s), _) => s.clone(),
+        (other, _) => other.to_string(),
+    }
+}
+
+/// Percent-encodes a query or path component.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,126 @@
+//! A real `strata serve` process for tests, on a temporary data dir and a free port.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn strata() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+pub struct Daemon {
+    child: Child,
+    pub url: String,
+    pub data: PathBuf,
+    agent: ureq::Agent,
+}
+
+impl Daemon {
+    /// Starts `strata serve` and waits until it is serving.
+    pub fn start(data: &Path) -> Daemon {
+        let mut child = strata()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--default-pool-size",
+                "8G",
+                "--data-dir",
+            ])
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            assert!(err.read_line(&mut line).unwrap() > 0, "serve exited early");
+            if line.contains("strata serving") {
+                let at = line.find("listen=").expect("listen field") + "listen=".len();
+                break line[at..].split_whitespace().next().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "serve did not start");
+        };
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Daemon {
+            child,
+            url: format!("http://{addr}"),
+            data: data.to_path_buf(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+
+    /// The admin token the daemon wrote.
+    pub fn admin(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// One API call; returns the status and the JSON body (Null when empty).
+    pub fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        let auth = format!("Bearer {token}");
+        let r = match method {
+            "GET" => self.agent.get(&url).header("Authorization", &auth).call(),
+            "DELETE" => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
+            m => {
+                let b = body.unwrap_or(Value::Null);
+                let req = match m {
+                    "POST" => self.agent.post(&url),
+                    "PUT" => self.agent.put(&url),
+                    _ => self.agent.patch(&url),
+                };
+                req.header("Authorization", &auth).send_json(&b)
+            }
+        };
+        let mut r = r.unwrap();
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap();
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, v)
+    }
+
+    /// SIGTERM, and the daemon must exit 0.
+    pub fn stop(mut self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "serve exited with {st}");
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
