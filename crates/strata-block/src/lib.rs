@@ -26,6 +26,7 @@ pub mod format;
 pub mod map;
 pub mod meta;
 pub mod pool;
+pub mod qos;
 pub mod testing;
 
 pub use device::{BlockDevice, FileDevice, MemDevice};
@@ -33,3 +34,4 @@ pub use error::{AdminError, IoError, OpenError};
 pub use format::{BLOCK_SIZE, MAX_VOLUME_SIZE};
 pub use meta::{SnapshotId, VolumeId};
 pub use pool::{DeviceInfo, DeviceSpec, Pool, PoolInfo, SnapshotInfo, Target, VolumeInfo};
+pub use qos::{LiveStats, QosLimits, Totals, VolumeIo};

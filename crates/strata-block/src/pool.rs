@@ -37,6 +37,7 @@ use crate::meta::{
     encode_map_run, split_paddr, DeviceMeta, Entry, LayerId, Op, SnapshotId, State, VolumeId,
     MAX_NAME,
 };
+use crate::qos::{QosLimits, VolumeIo};
 
 const BS: u64 = BLOCK_SIZE;
 const BSU: usize = BLOCK_SIZE as usize;
@@ -176,6 +177,8 @@ struct MetaState {
     freed: Vec<Entry>,
     /// Entries the checkpoint slot can hold.
     max_entries: u64,
+    /// QoS state and live figures per volume (runtime only; limits are set by the caller).
+    io: crate::map::IdMap<u64, Arc<VolumeIo>>,
 }
 
 #[derive(Debug)]
@@ -565,6 +568,7 @@ impl Pool {
                     pending_free: Vec::new(),
                     freed: Vec::new(),
                     max_entries,
+                    io: Default::default(),
                 }),
                 gate: RwLock::new(()),
                 stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
@@ -715,6 +719,7 @@ impl Pool {
                 .map(|id| Op::DeleteSnapshot { id })
                 .collect();
             ops.push(Op::DeleteVolume { id });
+            m.io.remove(&id.0);
             Ok((ops, ()))
         })
     }
@@ -903,6 +908,20 @@ impl Pool {
     /// checksum fails is an error naming the place, never wrong data.
     pub fn read(&self, t: impl Into<Target>, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         let t = t.into();
+        match t {
+            Target::Volume(v) => {
+                let io = self.io(v)?;
+                let start = std::time::Instant::now();
+                io.admit(buf.len() as u64);
+                let r = self.read_inner(t, offset, buf);
+                io.record(false, buf.len() as u64, start.elapsed());
+                r
+            }
+            Target::Snapshot(_) => self.read_inner(t, offset, buf),
+        }
+    }
+
+    fn read_inner(&self, t: Target, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         // Reads take no gate and no stripe: they resolve under the metadata lock, read, and
         // verify. A block freed and reused under a racing read fails its checksum; the read
         // then re-resolves, and only a mismatch on an unchanged mapping is reported.
@@ -958,6 +977,32 @@ impl Pool {
 
     /// Writes `data` at `offset` of a volume. Acknowledged writes are durable after `flush`.
     pub fn write(&self, volume: VolumeId, offset: u64, data: &[u8]) -> Result<(), IoError> {
+        let io = self.io(volume)?;
+        let start = std::time::Instant::now();
+        io.admit(data.len() as u64);
+        let r = self.write_inner(volume, offset, data);
+        io.record(true, data.len() as u64, start.elapsed());
+        r
+    }
+
+    /// The QoS state and figures of a volume.
+    pub fn io(&self, volume: VolumeId) -> Result<Arc<VolumeIo>, IoError> {
+        let mut m = self.inner.meta.lock();
+        if !m.state.volumes.contains_key(&volume) {
+            return Err(IoError::NotFound(format!("volume {}", volume.0)));
+        }
+        Ok(m.io.entry(volume.0).or_default().clone())
+    }
+
+    /// Sets a volume's QoS limits; they apply to requests in flight within 20 ms.
+    pub fn set_qos(&self, volume: VolumeId, limits: QosLimits) -> Result<(), AdminError> {
+        self.io(volume)
+            .map_err(|_| AdminError::VolumeNotFound(volume.0.to_string()))?
+            .set_limits(limits);
+        Ok(())
+    }
+
+    fn write_inner(&self, volume: VolumeId, offset: u64, data: &[u8]) -> Result<(), IoError> {
         let _g = self.inner.gate.read();
         let (top, class) = self.writable(volume, offset, data.len() as u64)?;
         let mut done = 0usize;
@@ -979,6 +1024,21 @@ impl Pool {
         len: u64,
         unmap: bool,
     ) -> Result<(), IoError> {
+        let io = self.io(volume)?;
+        let start = std::time::Instant::now();
+        io.admit(len);
+        let r = self.write_zeroes_inner(volume, offset, len, unmap);
+        io.record(true, len, start.elapsed());
+        r
+    }
+
+    fn write_zeroes_inner(
+        &self,
+        volume: VolumeId,
+        offset: u64,
+        len: u64,
+        unmap: bool,
+    ) -> Result<(), IoError> {
         static ZEROS: [u8; CHUNK_BYTES as usize] = [0; CHUNK_BYTES as usize];
         {
             let _g = self.inner.gate.read();
@@ -988,14 +1048,14 @@ impl Pool {
         let (first, last) = (offset.div_ceil(BS), end / BS);
         if unmap && first < last {
             // Head and tail partial blocks are written; the whole blocks between are unmapped.
-            self.write_zeroes(volume, offset, first * BS - offset, false)?;
-            self.write_zeroes(volume, last * BS, end - last * BS, false)?;
+            self.write_zeroes_inner(volume, offset, first * BS - offset, false)?;
+            self.write_zeroes_inner(volume, last * BS, end - last * BS, false)?;
             return self.unmap(volume, first, last);
         }
         let mut off = offset;
         while off < end {
             let n = (CHUNK_BYTES - off % CHUNK_BYTES).min(end - off);
-            self.write(volume, off, &ZEROS[..n as usize])?;
+            self.write_inner(volume, off, &ZEROS[..n as usize])?;
             off += n;
         }
         Ok(())

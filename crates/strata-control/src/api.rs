@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{Controller, CreateVolume, Principal, SizeArg};
 use crate::error::ApiError;
-use crate::model::{Quota, Role};
+use crate::model::{Qos, Quota, Role};
 
 /// The OpenAPI document, checked in and served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -115,6 +115,9 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             post(create_snapshot).get(list_snapshots),
         )
         .route("/v1/volumes/{id}/rollback", post(rollback))
+        .route("/v1/volumes/{id}/qos", put(set_qos))
+        .route("/v1/volumes/{id}/stats", get(volume_stats))
+        .route("/metrics", get(metrics))
         .route(
             "/v1/snapshots/{id}",
             get(get_snapshot).delete(delete_snapshot),
@@ -478,6 +481,51 @@ async fn rollback(
     })
     .await?;
     Ok(json(StatusCode::OK, &v))
+}
+
+#[derive(Deserialize)]
+struct QosReq {
+    iops_limit: Option<u64>,
+    bandwidth_limit: Option<SizeArg>,
+    burst_iops: Option<u64>,
+    burst_bandwidth: Option<SizeArg>,
+}
+
+async fn set_qos(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let r: QosReq = parse(&body)?;
+    let bytes = |v: Option<SizeArg>, f: &'static str| {
+        v.map(|s| s.bytes().map_err(|e| e.field(f))).transpose()
+    };
+    let q = Qos {
+        iops_limit: r.iops_limit,
+        bandwidth_limit: bytes(r.bandwidth_limit, "bandwidth_limit")?,
+        burst_iops: r.burst_iops,
+        burst_bandwidth: bytes(r.burst_bandwidth, "burst_bandwidth")?,
+    };
+    let v = change(&ctl, &h, "volume.set_qos", id.clone(), move |c, p| {
+        c.set_qos(p, &id, q)
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn volume_stats(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let v = call(&ctl, &h, move |c, p| c.volume_stats(p, &id)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn metrics(State(ctl): State<Ctl>, h: HeaderMap) -> Result<Response, ApiError> {
+    let text = call(&ctl, &h, |c, p| c.metrics(p)).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 #[derive(Deserialize)]

@@ -51,6 +51,10 @@ pub struct CreateVolume {
     pub class: Option<String>,
     /// Client-chosen id making the create idempotent.
     pub request_id: Option<String>,
+    /// IOPS limit.
+    pub iops_limit: Option<u64>,
+    /// Bandwidth limit, bytes per second or a human size such as "200M".
+    pub bandwidth_limit: Option<SizeArg>,
 }
 
 /// A size given as a number of bytes or a string like "10G".
@@ -70,7 +74,8 @@ impl Default for SizeArg {
 }
 
 impl SizeArg {
-    fn bytes(&self) -> Result<u64, ApiError> {
+    /// The value in bytes.
+    pub fn bytes(&self) -> Result<u64, ApiError> {
         match self {
             SizeArg::Bytes(b) => Ok(*b),
             SizeArg::Text(t) => {
@@ -495,11 +500,24 @@ impl Controller {
             origin: None,
             state: VolumeState::Creating,
             created: now(),
+            qos: Qos {
+                iops_limit: req.iops_limit,
+                bandwidth_limit: req
+                    .bandwidth_limit
+                    .as_ref()
+                    .map(SizeArg::bytes)
+                    .transpose()
+                    .map_err(|e| e.field("bandwidth_limit"))?,
+                ..Qos::default()
+            },
         };
+        validate_qos(&v.qos)?;
         self.with_tenant(&tenant, |t| {
             check_quota(t, size, 1, 0)?;
+            check_iops(t, 0, &v.qos)?;
             t.usage.capacity_bytes += size;
             t.usage.volumes += 1;
+            t.usage.iops += v.qos.iops_limit.unwrap_or(0);
             let mut txn = Txn::new()
                 .when(volume_name_key(&tenant, &v.name), 0)
                 .put(volume_name_key(&tenant, &v.name), enc(&v.id))
@@ -520,9 +538,12 @@ impl Controller {
                 e
             }
         })?;
-        if let Err(e) = self.pool.create_volume(&v.id, size, class) {
-            self.forget_volume(&v)?;
-            return Err(e.into());
+        match self.pool.create_volume(&v.id, size, class) {
+            Ok(eid) => self.pool.set_qos(eid, v.qos.limits())?,
+            Err(e) => {
+                self.forget_volume(&v)?;
+                return Err(e.into());
+            }
         }
         self.set_state(&v, VolumeState::Available)
     }
@@ -544,6 +565,7 @@ impl Controller {
         self.with_tenant(&v.tenant, |t| {
             t.usage.capacity_bytes = t.usage.capacity_bytes.saturating_sub(v.size);
             t.usage.volumes = t.usage.volumes.saturating_sub(1);
+            t.usage.iops = t.usage.iops.saturating_sub(v.qos.iops_limit.unwrap_or(0));
             Ok((
                 Txn::new()
                     .delete(volume_key(&v.tenant, &v.id))
@@ -832,9 +854,11 @@ impl Controller {
             origin: Some(s.id.clone()),
             state: VolumeState::Creating,
             created: now(),
+            qos: Qos::default(),
         };
         self.with_tenant(&s.tenant, |t| {
             check_quota(t, v.size, 1, 0)?;
+            check_iops(t, 0, &v.qos)?;
             t.usage.capacity_bytes += v.size;
             t.usage.volumes += 1;
             let mut txn = Txn::new()
@@ -891,6 +915,164 @@ impl Controller {
         Ok(nv)
     }
 
+    // ----- performance -----
+
+    /// Changes a volume's limits; open connections see the change within 20 ms.
+    pub fn set_qos(&self, p: &Principal, id: &str, qos: Qos) -> Result<Volume, ApiError> {
+        Self::require(p, Role::Member)?;
+        validate_qos(&qos)?;
+        let v = self.get_volume(p, id)?;
+        let mut nv = v.clone();
+        nv.qos = qos;
+        self.with_tenant(&v.tenant, |t| {
+            let old = v.qos.iops_limit.unwrap_or(0);
+            check_iops(t, old, &qos)?;
+            t.usage.iops = t.usage.iops - old.min(t.usage.iops) + qos.iops_limit.unwrap_or(0);
+            Ok((Txn::new().put(volume_key(&v.tenant, &v.id), enc(&nv)), ()))
+        })?;
+        self.pool.set_qos(self.engine_volume(&v)?, qos.limits())?;
+        Ok(nv)
+    }
+
+    /// Live figures of a volume.
+    pub fn volume_stats(&self, p: &Principal, id: &str) -> Result<serde_json::Value, ApiError> {
+        Self::require(p, Role::Reader)?;
+        let v = self.get_volume(p, id)?;
+        let io = self
+            .pool
+            .io(self.engine_volume(&v)?)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let l = io.live();
+        let t = io.totals();
+        Ok(serde_json::json!({
+            "volume": v.id,
+            "name": v.name,
+            "window_seconds": l.window_secs,
+            "iops": l.iops,
+            "throughput_bytes": l.throughput,
+            "latency_p50_us": l.p50_us,
+            "latency_p99_us": l.p99_us,
+            "qos": v.qos,
+            "totals": {
+                "reads": t.reads, "writes": t.writes,
+                "read_bytes": t.read_bytes, "write_bytes": t.write_bytes,
+                "throttled_us": t.throttled_us,
+            },
+        }))
+    }
+
+    /// Prometheus text exposition of pool and volume figures (admin).
+    pub fn metrics(&self, p: &Principal) -> Result<String, ApiError> {
+        use std::fmt::Write;
+        Self::require(p, Role::Admin)?;
+        let mut o = String::new();
+        let i = self.pool.info();
+        let pool = DEFAULT_POOL;
+        for (name, help, v) in [
+            (
+                "strata_pool_capacity_bytes",
+                "Data capacity of the pool.",
+                i.capacity,
+            ),
+            (
+                "strata_pool_allocated_bytes",
+                "Bytes referenced by volumes and snapshots.",
+                i.allocated,
+            ),
+            (
+                "strata_pool_free_bytes",
+                "Bytes available for new data.",
+                i.free,
+            ),
+            (
+                "strata_pool_provisioned_bytes",
+                "Sum of volume sizes (thin).",
+                i.provisioned,
+            ),
+        ] {
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{pool=\"{pool}\"}} {v}"
+            );
+        }
+        let vols: Vec<Volume> = self
+            .list::<Volume>("/volumes/", None, 0)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .filter(|v| v.state == VolumeState::Available)
+            .collect();
+        let mut ops = String::new();
+        let mut bytes = String::new();
+        let mut lat = String::new();
+        let mut thr = String::new();
+        for v in &vols {
+            let Ok(eid) = self.pool.volume_id(&v.id) else {
+                continue;
+            };
+            let Ok(io) = self.pool.io(eid) else { continue };
+            let t = io.totals();
+            let l = format!(
+                "volume=\"{}\",name=\"{}\",tenant=\"{}\"",
+                v.id, v.name, v.tenant
+            );
+            let _ = writeln!(
+                ops,
+                "strata_volume_ops_total{{{l},op=\"read\"}} {}",
+                t.reads
+            );
+            let _ = writeln!(
+                ops,
+                "strata_volume_ops_total{{{l},op=\"write\"}} {}",
+                t.writes
+            );
+            let _ = writeln!(
+                bytes,
+                "strata_volume_bytes_total{{{l},op=\"read\"}} {}",
+                t.read_bytes
+            );
+            let _ = writeln!(
+                bytes,
+                "strata_volume_bytes_total{{{l},op=\"write\"}} {}",
+                t.write_bytes
+            );
+            let mut acc = 0;
+            for (b, n) in t
+                .latency
+                .iter()
+                .enumerate()
+                .take(strata_block::qos::LAT_BUCKETS - 1)
+            {
+                acc += n;
+                let le = (1u64 << b) as f64 / 1e6;
+                let _ = writeln!(
+                    lat,
+                    "strata_volume_latency_seconds_bucket{{{l},le=\"{le}\"}} {acc}"
+                );
+            }
+            let count: u64 = t.latency.iter().sum();
+            let _ = writeln!(
+                lat,
+                "strata_volume_latency_seconds_bucket{{{l},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                lat,
+                "strata_volume_latency_seconds_sum{{{l}}} {}",
+                t.latency_sum_us as f64 / 1e6
+            );
+            let _ = writeln!(lat, "strata_volume_latency_seconds_count{{{l}}} {count}");
+            let _ = writeln!(
+                thr,
+                "strata_volume_throttled_seconds_total{{{l}}} {}",
+                t.throttled_us as f64 / 1e6
+            );
+        }
+        let _ = write!(o, "# HELP strata_volume_ops_total I/O requests served.\n# TYPE strata_volume_ops_total counter\n{ops}");
+        let _ = write!(o, "# HELP strata_volume_bytes_total Bytes read or written.\n# TYPE strata_volume_bytes_total counter\n{bytes}");
+        let _ = write!(o, "# HELP strata_volume_latency_seconds Request latency, admission wait included.\n# TYPE strata_volume_latency_seconds histogram\n{lat}");
+        let _ = write!(o, "# HELP strata_volume_throttled_seconds_total Time requests waited for QoS admission.\n# TYPE strata_volume_throttled_seconds_total counter\n{thr}");
+        Ok(o)
+    }
+
     // ----- audit -----
 
     /// Appends an audit entry.
@@ -936,7 +1118,12 @@ impl Controller {
     fn recover(&self) -> Result<(), ApiError> {
         for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
             match v.state {
-                VolumeState::Available => {}
+                VolumeState::Available => {
+                    // Limits are desired state: the engine learns them again at every start.
+                    if let Ok(eid) = self.pool.volume_id(&v.id) {
+                        self.pool.set_qos(eid, v.qos.limits())?;
+                    }
+                }
                 VolumeState::Creating => {
                     if self.pool.volume_id(&v.id).is_ok() {
                         self.set_state(&v, VolumeState::Available)?;
@@ -953,6 +1140,52 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+fn validate_qos(q: &Qos) -> Result<(), ApiError> {
+    for (f, v) in [
+        ("iops_limit", q.iops_limit),
+        ("bandwidth_limit", q.bandwidth_limit),
+        ("burst_iops", q.burst_iops),
+        ("burst_bandwidth", q.burst_bandwidth),
+    ] {
+        if v == Some(0) {
+            return Err(ApiError::invalid(
+                f,
+                "a limit must be positive (omit it for none)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The tenant's IOPS quota bounds the sum of its volumes' IOPS limits; under such a quota
+/// every volume needs a limit.
+fn check_iops(t: &Tenant, old: u64, q: &Qos) -> Result<(), ApiError> {
+    let Some(max) = t.quota.iops else {
+        return Ok(());
+    };
+    let Some(new) = q.iops_limit else {
+        return Err(ApiError::invalid(
+            "iops_limit",
+            format!(
+                "tenant {} has an IOPS quota: every volume needs an iops_limit",
+                t.name
+            ),
+        ));
+    };
+    let used = t.usage.iops.saturating_sub(old);
+    if used + new > max {
+        return Err(ApiError::new(
+            422,
+            "quota_exceeded",
+            format!(
+                "tenant {} IOPS quota is {max}; {used} used, {new} more requested",
+                t.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_quota(t: &Tenant, bytes: u64, volumes: u64, snapshots: u64) -> Result<(), ApiError> {

@@ -60,6 +60,34 @@ pub struct Usage {
     pub volumes: u64,
     /// Snapshots.
     pub snapshots: u64,
+    /// Sum of volume IOPS limits.
+    #[serde(default)]
+    pub iops: u64,
+}
+
+/// A volume's performance limits. `None`: unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Qos {
+    /// Operations per second.
+    pub iops_limit: Option<u64>,
+    /// Bytes per second.
+    pub bandwidth_limit: Option<u64>,
+    /// Operations allowed at once above the rate (default: one second's worth).
+    pub burst_iops: Option<u64>,
+    /// Bytes allowed at once above the rate (default: one second's worth).
+    pub burst_bandwidth: Option<u64>,
+}
+
+impl Qos {
+    /// The engine's form.
+    pub fn limits(&self) -> strata_block::QosLimits {
+        strata_block::QosLimits {
+            iops: self.iops_limit,
+            bandwidth: self.bandwidth_limit,
+            burst_iops: self.burst_iops,
+            burst_bandwidth: self.burst_bandwidth,
+        }
+    }
 }
 
 /// A tenant.
@@ -119,6 +147,9 @@ pub struct Volume {
     pub origin: Option<String>,
     /// State.
     pub state: VolumeState,
+    /// Performance limits.
+    #[serde(default)]
+    pub qos: Qos,
     /// Creation time.
     pub created: u64,
 }

@@ -13,12 +13,16 @@
 //! - [`switch`]: ports, isolation domains, MAC learning, executing programs, rewriting frames.
 //! - [`vxlan`], [`csum`], [`gso`]: encapsulation, checksums, segmentation of offloaded frames.
 //! - [`trace`]: what a packet would hit, without side effects.
+//! - [`sys`] and [`dataplane`]: port I/O (TAP devices with offloads, VXLAN over UDP sockets,
+//!   epoll) and the forwarding thread that drives a [`Switch`]. The only code here that does
+//!   I/O, and `sys` the only place with `unsafe`.
 //!
 //! See docs/net-engine.md for the design and the invariants.
 
 pub mod cache;
 pub mod classifier;
 pub mod csum;
+pub mod dataplane;
 pub mod flow;
 pub mod gso;
 pub mod key;
@@ -27,6 +31,7 @@ pub mod packet;
 pub mod pipeline;
 pub mod switch;
 pub mod syntax;
+pub mod sys;
 pub mod trace;
 pub mod vxlan;
 

@@ -90,6 +90,36 @@ pub enum VolumeCmd {
         /// Makes the create idempotent.
         #[arg(long)]
         request_id: Option<String>,
+        /// IOPS limit.
+        #[arg(long)]
+        iops_limit: Option<u64>,
+        /// Bandwidth limit per second, e.g. 200M.
+        #[arg(long)]
+        bandwidth_limit: Option<String>,
+    },
+    /// Adjusts a volume's performance limits (applies to open connections within a second).
+    SetQos {
+        name: String,
+        /// IOPS limit (omit for none).
+        #[arg(long)]
+        iops_limit: Option<u64>,
+        /// Bandwidth limit per second, e.g. 200M (omit for none).
+        #[arg(long)]
+        bandwidth_limit: Option<String>,
+        /// IOPS burst.
+        #[arg(long)]
+        burst_iops: Option<u64>,
+        /// Bandwidth burst, e.g. 1G.
+        #[arg(long)]
+        burst_bandwidth: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Live IOPS, throughput and latency of a volume over the last minute.
+    Stats {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Lists volumes.
     List {
@@ -418,10 +448,13 @@ impl Client {
                 pool,
                 class,
                 request_id,
+                iops_limit,
+                bandwidth_limit,
             } => {
                 let body = json!({
                     "name": name, "size": size, "tenant": tenant, "pool": pool,
                     "class": class, "request_id": request_id,
+                    "iops_limit": iops_limit, "bandwidth_limit": bandwidth_limit,
                 });
                 self.print(&self.req("POST", "/v1/volumes", Some(body))?, &cols)
             }
@@ -457,6 +490,45 @@ impl Client {
                         ("SNAPSHOTS", "snapshots"),
                         ("STATE", "state"),
                         ("ID", "id"),
+                    ],
+                )
+            }
+            VolumeCmd::SetQos {
+                name,
+                iops_limit,
+                bandwidth_limit,
+                burst_iops,
+                burst_bandwidth,
+                tenant,
+            } => {
+                let id = self.volume_id(&name, tenant.as_deref())?;
+                let body = json!({
+                    "iops_limit": iops_limit, "bandwidth_limit": bandwidth_limit,
+                    "burst_iops": burst_iops, "burst_bandwidth": burst_bandwidth,
+                });
+                let v = self.req("PUT", &format!("/v1/volumes/{id}/qos"), Some(body))?;
+                self.print(
+                    &v,
+                    &[
+                        ("NAME", "name"),
+                        ("IOPS LIMIT", "qos.iops_limit"),
+                        ("BANDWIDTH LIMIT", "qos.bandwidth_limit:size"),
+                    ],
+                )
+            }
+            VolumeCmd::Stats { name, tenant } => {
+                let id = self.volume_id(&name, tenant.as_deref())?;
+                let v = self.req("GET", &format!("/v1/volumes/{id}/stats"), None)?;
+                self.print(
+                    &v,
+                    &[
+                        ("NAME", "name"),
+                        ("IOPS", "iops:f1"),
+                        ("THROUGHPUT", "throughput_bytes:rate"),
+                        ("P50", "latency_p50_us:us"),
+                        ("P99", "latency_p99_us:us"),
+                        ("IOPS LIMIT", "qos.iops_limit"),
+                        ("WINDOW", "window_seconds"),
                     ],
                 )
             }
@@ -583,6 +655,11 @@ fn cell(v: &Value, key: &str) -> String {
     }
     match (cur, fmt) {
         (Value::Number(n), "size") => n.as_u64().map_or_else(|| n.to_string(), format_size),
+        (Value::Number(n), "f1") => format!("{:.1}", n.as_f64().unwrap_or(0.0)),
+        (Value::Number(n), "rate") => {
+            format!("{}/s", format_size(n.as_f64().unwrap_or(0.0) as u64))
+        }
+        (Value::Number(n), "us") => format!("{}us", n),
         (Value::Null, _) => "-".into(),
         (Value::String(s), _) => s.clone(),
         (other, _) => other.to_string(),

@@ -232,6 +232,9 @@ fn serve(dir: &Path, listen: &str, size: &str) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
+        // Handlers first: a SIGTERM that arrives once we say "serving" must stop us cleanly.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let info = pool.info();
         tracing::info!(
             pool = %info.id,
@@ -241,13 +244,10 @@ fn serve(dir: &Path, listen: &str, size: &str) -> Result<()> {
             "strata serving"
         );
         axum::serve(listener, strata_control::api::router(ctl))
-            .with_graceful_shutdown(async {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("SIGTERM handler");
+            .with_graceful_shutdown(async move {
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                 }
                 tracing::info!("shutting down");
             })

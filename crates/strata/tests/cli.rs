@@ -202,7 +202,7 @@ fn creates_are_idempotent_and_quotas_hold() {
     let (_, t) = d.call("GET", "/v1/tenants/acme", &admin, None);
     assert_eq!(
         t["usage"],
-        json!({"capacity_bytes": 2u64 << 30, "volumes": 2, "snapshots": 1})
+        json!({"capacity_bytes": 2u64 << 30, "volumes": 2, "snapshots": 1, "iops": 0})
     );
     // Delete with snapshots is refused unless forced; usage is returned.
     let (s, v) = d.call("DELETE", &format!("/v1/volumes/{id}"), &admin, None);
@@ -223,7 +223,7 @@ fn creates_are_idempotent_and_quotas_hold() {
     let (_, t) = d.call("GET", "/v1/tenants/acme", &admin, None);
     assert_eq!(
         t["usage"],
-        json!({"capacity_bytes": 1u64 << 30, "volumes": 1, "snapshots": 0})
+        json!({"capacity_bytes": 1u64 << 30, "volumes": 1, "snapshots": 0, "iops": 0})
     );
     let (_, audit) = d.call("GET", "/v1/audit", &admin, None);
     let actions: Vec<&str> = audit["items"]
@@ -527,5 +527,110 @@ fn cli_end_to_end_with_a_member_token() {
     assert!(cli(&["volume", "delete", "ds", "--force"], m).0);
     let (ok, out, _) = cli(&["completion", "bash"], None);
     assert!(ok && out.contains("strata"));
+    d.stop();
+}
+
+#[test]
+fn qos_stats_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    d.call(
+        "POST",
+        "/v1/tenants",
+        &admin,
+        Some(json!({"name": "acme", "quota": {"iops": 1000}})),
+    );
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "v", "size": "1G", "tenant": "acme"})),
+    );
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("iops_limit")),
+        "{v}"
+    );
+    let (s, v) = d.call("POST", "/v1/volumes", &admin, Some(json!({"name": "v", "size": "1G", "tenant": "acme", "iops_limit": 800, "bandwidth_limit": "200M"})));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["qos"]["bandwidth_limit"], 200u64 << 20);
+    let id = v["id"].as_str().unwrap().to_string();
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "w", "size": "1G", "tenant": "acme", "iops_limit": 300})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (422, Some("quota_exceeded"))
+    );
+    let (s, v) = d.call(
+        "PUT",
+        &format!("/v1/volumes/{id}/qos"),
+        &admin,
+        Some(json!({"iops_limit": 500})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["qos"]["iops_limit"], 500);
+    assert_eq!(v["qos"]["bandwidth_limit"], Value::Null);
+    let (s, v) = d.call(
+        "PUT",
+        &format!("/v1/volumes/{id}/qos"),
+        &admin,
+        Some(json!({"iops_limit": 0})),
+    );
+    assert_eq!((s, v["error"]["field"].as_str()), (400, Some("iops_limit")));
+    let (_, t) = d.call("GET", "/v1/tenants/acme", &admin, None);
+    assert_eq!(t["usage"]["iops"], 500);
+    let (s, st) = d.call("GET", &format!("/v1/volumes/{id}/stats"), &admin, None);
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(st["qos"]["iops_limit"], 500);
+    assert!(st.get("latency_p99_us").is_some());
+    // Metrics: admin only, Prometheus text that promtool accepts.
+    let (s, _) = d.call("GET", "/metrics", "", None);
+    assert_eq!(s, 401);
+    let url = format!("{}/metrics", d.url);
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {admin}"), &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("strata_pool_capacity_bytes{pool=\"default\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("strata_volume_ops_total{{volume=\"{id}\"")),
+        "{text}"
+    );
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed");
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let res = check.wait_with_output().unwrap();
+    assert!(
+        res.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    // QoS survives a restart.
+    d.stop();
+    let d = Daemon::start(&dir.path().join("d"));
+    let (_, st) = d.call("GET", &format!("/v1/volumes/{id}/stats"), &admin, None);
+    assert_eq!(st["qos"]["iops_limit"], 500);
     d.stop();
 }
