@@ -85,13 +85,27 @@ impl Bucket {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+/// One second of figures. Atomics, so recording takes no lock: a slot is reset by the first
+/// request of a new second, and a request racing that reset may be lost from the live figures
+/// (never from the cumulative counters).
+#[derive(Debug)]
 struct Second {
     /// Which second (since the volume's clock started) this slot holds.
-    at: u64,
-    ops: u64,
-    bytes: u64,
-    lat: [u64; LAT_BUCKETS],
+    at: AtomicU64,
+    ops: AtomicU64,
+    bytes: AtomicU64,
+    lat: [AtomicU64; LAT_BUCKETS],
+}
+
+impl Second {
+    fn new() -> Self {
+        Second {
+            at: AtomicU64::new(u64::MAX),
+            ops: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            lat: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 /// Live figures of one volume over the last minute.
@@ -133,7 +147,9 @@ pub struct Totals {
 pub struct VolumeIo {
     epoch: Instant,
     limits: Mutex<(QosLimits, Option<Bucket>, Option<Bucket>)>,
-    ring: Mutex<Vec<Second>>,
+    /// Whether any limit is set: unlimited volumes skip the limits lock.
+    limited: std::sync::atomic::AtomicBool,
+    ring: Vec<Second>,
     reads: AtomicU64,
     writes: AtomicU64,
     read_bytes: AtomicU64,
@@ -160,7 +176,8 @@ impl VolumeIo {
         VolumeIo {
             epoch: Instant::now(),
             limits: Mutex::new((QosLimits::default(), None, None)),
-            ring: Mutex::new(vec![Second::default(); WINDOW]),
+            limited: std::sync::atomic::AtomicBool::new(false),
+            ring: (0..WINDOW).map(|_| Second::new()).collect(),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             read_bytes: AtomicU64::new(0),
@@ -189,6 +206,8 @@ impl VolumeIo {
         upd(&mut g.1, l.iops, l.burst_iops);
         upd(&mut g.2, l.bandwidth, l.burst_bandwidth);
         g.0 = l;
+        self.limited
+            .store(g.1.is_some() || g.2.is_some(), Ordering::SeqCst);
     }
 
     /// The limits in force.
@@ -198,6 +217,9 @@ impl VolumeIo {
 
     /// Blocks until a request of `bytes` may proceed. Returns the time it waited.
     pub fn admit(&self, bytes: u64) -> Duration {
+        if !self.limited.load(Ordering::Relaxed) {
+            return Duration::ZERO;
+        }
         let start = Instant::now();
         loop {
             let wait = {
@@ -248,35 +270,35 @@ impl VolumeIo {
         self.latency[b].fetch_add(1, Ordering::Relaxed);
         self.latency_sum.fetch_add(us, Ordering::Relaxed);
         let sec = self.epoch.elapsed().as_secs();
-        let mut ring = self.ring.lock();
-        let slot = &mut ring[(sec % WINDOW as u64) as usize];
-        if slot.at != sec {
-            *slot = Second {
-                at: sec,
-                ..Second::default()
-            };
+        let slot = &self.ring[(sec % WINDOW as u64) as usize];
+        if slot.at.load(Ordering::Relaxed) != sec && slot.at.swap(sec, Ordering::AcqRel) != sec {
+            slot.ops.store(0, Ordering::Relaxed);
+            slot.bytes.store(0, Ordering::Relaxed);
+            for l in &slot.lat {
+                l.store(0, Ordering::Relaxed);
+            }
         }
-        slot.ops += 1;
-        slot.bytes += bytes;
-        slot.lat[b] += 1;
+        slot.ops.fetch_add(1, Ordering::Relaxed);
+        slot.bytes.fetch_add(bytes, Ordering::Relaxed);
+        slot.lat[b].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Figures over the last minute (or since the volume was opened, if less).
     pub fn live(&self) -> LiveStats {
         let now = self.epoch.elapsed();
         let sec = now.as_secs();
-        let ring = self.ring.lock();
         let mut ops = 0;
         let mut bytes = 0;
         let mut lat = [0u64; LAT_BUCKETS];
-        for s in ring
-            .iter()
-            .filter(|s| s.at + WINDOW as u64 > sec && s.at <= sec && s.ops > 0)
-        {
-            ops += s.ops;
-            bytes += s.bytes;
+        for s in &self.ring {
+            let at = s.at.load(Ordering::Acquire);
+            if at == u64::MAX || at + (WINDOW as u64) <= sec || at > sec {
+                continue;
+            }
+            ops += s.ops.load(Ordering::Relaxed);
+            bytes += s.bytes.load(Ordering::Relaxed);
             for (a, b) in lat.iter_mut().zip(s.lat.iter()) {
-                *a += b;
+                *a += b.load(Ordering::Relaxed);
             }
         }
         let span = now.as_secs_f64().clamp(1.0, WINDOW as f64);
