@@ -118,6 +118,21 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/v1/volumes/{id}/qos", put(set_qos))
         .route("/v1/volumes/{id}/stats", get(volume_stats))
         .route("/metrics", get(metrics))
+        .route("/v1/switches", post(create_switch).get(list_switches))
+        .route("/v1/switches/{name}", get(get_switch).delete(delete_switch))
+        .route(
+            "/v1/switches/{name}/ports",
+            post(add_port).get(switch_ports),
+        )
+        .route(
+            "/v1/switches/{name}/ports/{port}",
+            axum::routing::delete(remove_port),
+        )
+        .route(
+            "/v1/switches/{name}/flows",
+            post(add_flow).get(dump_flows).delete(del_flows),
+        )
+        .route("/v1/switches/{name}/trace", post(trace))
         .route(
             "/v1/snapshots/{id}",
             get(get_snapshot).delete(delete_snapshot),
@@ -526,6 +541,156 @@ async fn volume_stats(
 async fn metrics(State(ctl): State<Ctl>, h: HeaderMap) -> Result<Response, ApiError> {
     let text = call(&ctl, &h, |c, p| c.metrics(p)).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+#[derive(Deserialize)]
+struct SwitchName {
+    name: String,
+}
+
+async fn create_switch(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let r: SwitchName = parse(&body)?;
+    let name = r.name.clone();
+    let sw = change(&ctl, &h, "switch.create", name, move |c, p| {
+        c.create_switch(p, &r.name)
+    })
+    .await?;
+    Ok(json(StatusCode::CREATED, &sw))
+}
+
+async fn list_switches(State(ctl): State<Ctl>, h: HeaderMap) -> Result<Response, ApiError> {
+    let items = call(&ctl, &h, |c, p| c.list_switches(p)).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+}
+
+async fn get_switch(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let sw = call(&ctl, &h, move |c, p| c.get_switch(p, &name)).await?;
+    Ok(json(StatusCode::OK, &sw))
+}
+
+async fn delete_switch(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    change(&ctl, &h, "switch.delete", name.clone(), move |c, p| {
+        c.delete_switch(p, &name)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn add_port(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let port: crate::net::PortRecord = parse(&body)?;
+    let what = format!("{name}/{}", port.name);
+    let sw = change(&ctl, &h, "switch.add_port", what, move |c, p| {
+        c.add_switch_port(p, &name, port)
+    })
+    .await?;
+    Ok(json(StatusCode::CREATED, &sw))
+}
+
+async fn switch_ports(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let v = call(&ctl, &h, move |c, p| c.switch_ports(p, &name)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn remove_port(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path((name, port)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let what = format!("{name}/{port}");
+    change(&ctl, &h, "switch.remove_port", what, move |c, p| {
+        c.remove_switch_port(p, &name, &port)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct FlowReq {
+    flow: String,
+}
+
+async fn add_flow(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let r: FlowReq = parse(&body)?;
+    let what = format!("{name}: {}", r.flow);
+    change(&ctl, &h, "switch.add_flow", what, move |c, p| {
+        c.add_switch_flow(p, &name, &r.flow)
+    })
+    .await?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn dump_flows(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let text = call(&ctl, &h, move |c, p| c.dump_switch_flows(p, &name)).await?;
+    let lines: Vec<&str> = text.lines().collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "flows": lines })))
+}
+
+#[derive(Deserialize)]
+struct DelFlows {
+    #[serde(default, rename = "match")]
+    filter: String,
+    #[serde(default)]
+    strict: bool,
+}
+
+async fn del_flows(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<DelFlows>,
+) -> Result<Response, ApiError> {
+    let what = format!("{name}: {}", q.filter);
+    let n = change(&ctl, &h, "switch.del_flows", what, move |c, p| {
+        c.del_switch_flows(p, &name, &q.filter, q.strict)
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "deleted": n })))
+}
+
+#[derive(Deserialize)]
+struct TraceReq {
+    packet: String,
+}
+
+async fn trace(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let r: TraceReq = parse(&body)?;
+    let text = call(&ctl, &h, move |c, p| c.trace_switch(p, &name, &r.packet)).await?;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "trace": text })))
 }
 
 #[derive(Deserialize)]

@@ -92,6 +92,7 @@ pub const DEFAULT_POOL: &str = "default";
 pub struct Controller {
     store: Box<dyn Store>,
     pool: Pool,
+    switches: crate::net::Switches,
 }
 
 impl std::fmt::Debug for Controller {
@@ -156,8 +157,13 @@ const RETRIES: usize = 16;
 impl Controller {
     /// Wraps a store and the pool, finishing what a crash interrupted.
     pub fn open(store: Box<dyn Store>, pool: Pool) -> Result<Controller, ApiError> {
-        let c = Controller { store, pool };
+        let c = Controller {
+            store,
+            pool,
+            switches: Default::default(),
+        };
         c.recover()?;
+        c.switches.restore(c.store.as_ref())?;
         Ok(c)
     }
 
@@ -1071,6 +1077,102 @@ impl Controller {
         let _ = write!(o, "# HELP strata_volume_latency_seconds Request latency, admission wait included.\n# TYPE strata_volume_latency_seconds histogram\n{lat}");
         let _ = write!(o, "# HELP strata_volume_throttled_seconds_total Time requests waited for QoS admission.\n# TYPE strata_volume_throttled_seconds_total counter\n{thr}");
         Ok(o)
+    }
+
+    // ----- virtual switches (admin: the platform's network) -----
+
+    /// Creates and starts a switch.
+    pub fn create_switch(
+        &self,
+        p: &Principal,
+        name: &str,
+    ) -> Result<crate::net::SwitchRecord, ApiError> {
+        Self::require(p, Role::Admin)?;
+        self.switches.create(self.store.as_ref(), name, now())
+    }
+
+    /// Deletes a switch.
+    pub fn delete_switch(&self, p: &Principal, name: &str) -> Result<(), ApiError> {
+        Self::require(p, Role::Admin)?;
+        self.switches.delete(self.store.as_ref(), name)
+    }
+
+    /// Lists switches.
+    pub fn list_switches(&self, p: &Principal) -> Result<Vec<crate::net::SwitchRecord>, ApiError> {
+        Self::require(p, Role::Admin)?;
+        self.switches.list(self.store.as_ref())
+    }
+
+    /// One switch.
+    pub fn get_switch(
+        &self,
+        p: &Principal,
+        name: &str,
+    ) -> Result<crate::net::SwitchRecord, ApiError> {
+        Self::require(p, Role::Admin)?;
+        self.switches.get(self.store.as_ref(), name)
+    }
+
+    /// Adds a port to a switch.
+    pub fn add_switch_port(
+        &self,
+        p: &Principal,
+        sw: &str,
+        port: crate::net::PortRecord,
+    ) -> Result<crate::net::SwitchRecord, ApiError> {
+        Self::require(p, Role::Admin)?;
+        self.switches.add_port(self.store.as_ref(), sw, port)
+    }
+
+    /// Removes a port.
+    pub fn remove_switch_port(&self, p: &Principal, sw: &str, port: &str) -> Result<(), ApiError> {
+        Self::require(p, Role::Admin)?;
+        self.switches.remove_port(self.store.as_ref(), sw, port)
+    }
+
+    /// Port counters.
+    pub fn switch_ports(&self, p: &Principal, sw: &str) -> Result<serde_json::Value, ApiError> {
+        Self::require(p, Role::Admin)?;
+        self.switches.get(self.store.as_ref(), sw)?;
+        self.switches.ports(sw)
+    }
+
+    /// Adds a flow.
+    pub fn add_switch_flow(&self, p: &Principal, sw: &str, flow: &str) -> Result<(), ApiError> {
+        Self::require(p, Role::Admin)?;
+        self.switches.add_flow(self.store.as_ref(), sw, flow)
+    }
+
+    /// Deletes flows.
+    pub fn del_switch_flows(
+        &self,
+        p: &Principal,
+        sw: &str,
+        filter: &str,
+        strict: bool,
+    ) -> Result<usize, ApiError> {
+        Self::require(p, Role::Admin)?;
+        self.switches
+            .del_flows(self.store.as_ref(), sw, filter, strict)
+    }
+
+    /// Flows with counters.
+    pub fn dump_switch_flows(&self, p: &Principal, sw: &str) -> Result<String, ApiError> {
+        Self::require(p, Role::Admin)?;
+        self.switches.get(self.store.as_ref(), sw)?;
+        self.switches.dump_flows(sw)
+    }
+
+    /// Traces a packet.
+    pub fn trace_switch(&self, p: &Principal, sw: &str, packet: &str) -> Result<String, ApiError> {
+        Self::require(p, Role::Admin)?;
+        self.switches.get(self.store.as_ref(), sw)?;
+        self.switches.trace(sw, packet)
+    }
+
+    /// Stops the switches (daemon shutdown).
+    pub fn shutdown(&self) {
+        self.switches.stop_all();
     }
 
     // ----- audit -----

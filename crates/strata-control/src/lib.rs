@@ -5,6 +5,7 @@ pub mod api;
 pub mod core;
 pub mod error;
 pub mod model;
+pub mod net;
 
 pub use crate::core::{Controller, CreateVolume, Principal, SizeArg};
 pub use error::ApiError;

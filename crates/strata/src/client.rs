@@ -188,6 +188,62 @@ pub enum SnapshotCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum SwitchCmd {
+    /// Creates a switch (with the learning flow `priority=0,actions=normal`).
+    Create { name: String },
+    /// Lists switches.
+    List,
+    /// Deletes a switch and closes its ports.
+    Delete { name: String },
+    /// Adds a TAP port (the device is created if missing).
+    AddPort {
+        switch: String,
+        port: String,
+        /// Tenant network (VNI) the port belongs to.
+        #[arg(long)]
+        vni: Option<u32>,
+        /// VLAN the port belongs to (access port).
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Make it the host-side internal port.
+        #[arg(long)]
+        internal: bool,
+    },
+    /// Adds a VXLAN tunnel port.
+    AddVxlan {
+        switch: String,
+        port: String,
+        #[arg(long)]
+        remote: std::net::Ipv4Addr,
+        #[arg(long)]
+        local: Option<std::net::Ipv4Addr>,
+        #[arg(long)]
+        vni: Option<u32>,
+        #[arg(long)]
+        dstport: Option<u16>,
+    },
+    /// Removes a port.
+    DelPort { switch: String, port: String },
+    /// Port counters.
+    Ports { switch: String },
+    /// Adds a flow, e.g. "table=0,priority=100,ip,nw_dst=10.0.0.0/24,actions=output:tap1".
+    AddFlow { switch: String, flow: String },
+    /// Prints the flows with their counters.
+    DumpFlows { switch: String },
+    /// Deletes the flows matching MATCH (all without one).
+    DelFlows {
+        switch: String,
+        #[arg(name = "MATCH")]
+        filter: Option<String>,
+        /// Only the flow with exactly this match and priority.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Shows the flows a packet hits in each table and what it becomes.
+    Trace { switch: String, packet: String },
+}
+
 /// An API client.
 pub struct Client {
     base: String,
@@ -617,6 +673,130 @@ impl Client {
                 let sid = self.snapshot_id(&vid, &name)?;
                 self.req("DELETE", &format!("/v1/snapshots/{sid}"), None)?;
                 self.done(&format!("snapshot {volume}@{name} deleted"))
+            }
+        }
+    }
+
+    /// `strata switch ...`.
+    pub fn switch(&self, cmd: SwitchCmd) -> Result<()> {
+        let sw = |n: &str| format!("/v1/switches/{}", enc(n));
+        match cmd {
+            SwitchCmd::Create { name } => {
+                self.req("POST", "/v1/switches", Some(json!({"name": name})))?;
+                self.done(&format!("switch {name} created"))
+            }
+            SwitchCmd::List => {
+                let v = self.req("GET", "/v1/switches", None)?;
+                let items: Vec<Value> = v["items"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|s| json!({"name": s["name"], "ports": s["ports"].as_array().map_or(0, Vec::len), "flows": s["flows"].as_array().map_or(0, Vec::len)}))
+                    .collect();
+                self.print(
+                    &json!({"items": items}),
+                    &[("NAME", "name"), ("PORTS", "ports"), ("FLOWS", "flows")],
+                )
+            }
+            SwitchCmd::Delete { name } => {
+                self.req("DELETE", &sw(&name), None)?;
+                self.done(&format!("switch {name} deleted"))
+            }
+            SwitchCmd::AddPort {
+                switch,
+                port,
+                vni,
+                vlan,
+                internal,
+            } => {
+                let kind = if internal { "internal" } else { "tap" };
+                let body = json!({"name": port, "kind": kind, "vni": vni, "vlan": vlan});
+                self.req("POST", &format!("{}/ports", sw(&switch)), Some(body))?;
+                self.done(&format!("port {port} added to {switch}"))
+            }
+            SwitchCmd::AddVxlan {
+                switch,
+                port,
+                remote,
+                local,
+                vni,
+                dstport,
+            } => {
+                let body = json!({"name": port, "kind": "vxlan", "remote": remote, "local": local, "vni": vni, "dstport": dstport});
+                self.req("POST", &format!("{}/ports", sw(&switch)), Some(body))?;
+                self.done(&format!("VXLAN port {port} added to {switch}"))
+            }
+            SwitchCmd::DelPort { switch, port } => {
+                self.req(
+                    "DELETE",
+                    &format!("{}/ports/{}", sw(&switch), enc(&port)),
+                    None,
+                )?;
+                self.done(&format!("port {port} removed from {switch}"))
+            }
+            SwitchCmd::Ports { switch } => {
+                let v = self.req("GET", &format!("{}/ports", sw(&switch)), None)?;
+                self.print(
+                    &v,
+                    &[
+                        ("PORT", "name"),
+                        ("NO", "number"),
+                        ("RX PKTS", "rx_packets"),
+                        ("RX DROP", "rx_dropped"),
+                        ("TX PKTS", "tx_packets"),
+                        ("TX DROP", "tx_dropped"),
+                        ("RX BYTES", "rx_bytes"),
+                        ("TX BYTES", "tx_bytes"),
+                    ],
+                )
+            }
+            SwitchCmd::AddFlow { switch, flow } => {
+                self.req(
+                    "POST",
+                    &format!("{}/flows", sw(&switch)),
+                    Some(json!({"flow": flow})),
+                )?;
+                self.done("flow added")
+            }
+            SwitchCmd::DumpFlows { switch } => {
+                let v = self.req("GET", &format!("{}/flows", sw(&switch)), None)?;
+                match self.out {
+                    Output::Table => {
+                        for l in v["flows"].as_array().into_iter().flatten() {
+                            println!("{}", l.as_str().unwrap_or_default());
+                        }
+                        Ok(())
+                    }
+                    _ => self.print(&v, &[]),
+                }
+            }
+            SwitchCmd::DelFlows {
+                switch,
+                filter,
+                strict,
+            } => {
+                let q = format!(
+                    "{}/flows?match={}&strict={strict}",
+                    sw(&switch),
+                    enc(filter.as_deref().unwrap_or(""))
+                );
+                let v = self.req("DELETE", &q, None)?;
+                self.done(&format!("{} flow(s) deleted", v["deleted"]))
+            }
+            SwitchCmd::Trace { switch, packet } => {
+                let v = self.req(
+                    "POST",
+                    &format!("{}/trace", sw(&switch)),
+                    Some(json!({"packet": packet})),
+                )?;
+                match self.out {
+                    Output::Table => {
+                        print!("{}", v["trace"].as_str().unwrap_or_default());
+                        Ok(())
+                    }
+                    _ => self.print(&v, &[]),
+                }
             }
         }
     }

@@ -78,6 +78,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: client::SnapshotCmd,
     },
+    /// Virtual switches (admin): ports, flows in ovs-ofctl syntax, trace.
+    Switch {
+        #[command(subcommand)]
+        cmd: client::SwitchCmd,
+    },
     /// The audit log (admin).
     Audit {
         /// Most entries to show.
@@ -153,6 +158,7 @@ fn run() -> Result<()> {
                 Cmd::Volume { cmd } => c.volume(cmd),
                 Cmd::Snapshot { cmd } => c.snapshot(cmd),
                 Cmd::Audit { limit } => c.audit(limit),
+                Cmd::Switch { cmd } => c.switch(cmd),
                 Cmd::Serve { .. } | Cmd::Completion { .. } => unreachable!("handled above"),
             }
         }
@@ -243,7 +249,7 @@ fn serve(dir: &Path, listen: &str, size: &str) -> Result<()> {
             listen = %listener.local_addr()?,
             "strata serving"
         );
-        axum::serve(listener, strata_control::api::router(ctl))
+        axum::serve(listener, strata_control::api::router(ctl.clone()))
             .with_graceful_shutdown(async move {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -254,6 +260,7 @@ fn serve(dir: &Path, listen: &str, size: &str) -> Result<()> {
             .await?;
         anyhow::Ok(())
     })?;
+    ctl.shutdown();
     pool.flush().context("flushing the pool")?;
     tracing::info!("stopped cleanly");
     Ok(())
