@@ -116,6 +116,10 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         )
         .route("/v1/volumes/{id}/rollback", post(rollback))
         .route("/v1/volumes/{id}/qos", put(set_qos))
+        .route(
+            "/v1/volumes/{id}/attachments",
+            post(attach).get(get_attachment).delete(detach),
+        )
         .route("/v1/volumes/{id}/stats", get(volume_stats))
         .route("/metrics", get(metrics))
         .route("/v1/switches", post(create_switch).get(list_switches))
@@ -541,6 +545,39 @@ async fn volume_stats(
 async fn metrics(State(ctl): State<Ctl>, h: HeaderMap) -> Result<Response, ApiError> {
     let text = call(&ctl, &h, |c, p| c.metrics(p)).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+async fn attach(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = change(&ctl, &h, "volume.attach", id.clone(), move |c, p| {
+        c.attach(p, &id)
+    })
+    .await?;
+    Ok(json(StatusCode::CREATED, &a))
+}
+
+async fn get_attachment(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let a = call(&ctl, &h, move |c, p| c.attachment(p, &id)).await?;
+    Ok(json(StatusCode::OK, &a))
+}
+
+async fn detach(
+    State(ctl): State<Ctl>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    change(&ctl, &h, "volume.detach", id.clone(), move |c, p| {
+        c.detach(p, &id)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]

@@ -93,6 +93,17 @@ pub struct Controller {
     store: Box<dyn Store>,
     pool: Pool,
     switches: crate::net::Switches,
+    /// Where the NBD server listens, once the daemon started it.
+    nbd_socket: parking_lot::RwLock<Option<std::path::PathBuf>>,
+    /// Export names NBD clients may open: the attached volumes. Shared with the NBD server.
+    exports: Exports,
+}
+
+/// The set of export names the NBD server may serve (attached volumes).
+pub type Exports = std::sync::Arc<parking_lot::RwLock<std::collections::HashSet<String>>>;
+
+fn attachment_key(vol: &str) -> String {
+    format!("/attachments/{vol}")
 }
 
 impl std::fmt::Debug for Controller {
@@ -161,6 +172,8 @@ impl Controller {
             store,
             pool,
             switches: Default::default(),
+            nbd_socket: Default::default(),
+            exports: Default::default(),
         };
         c.recover()?;
         c.switches.restore(c.store.as_ref())?;
@@ -170,6 +183,68 @@ impl Controller {
     /// The pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The export names attached volumes may be opened under (for the NBD server's filter).
+    pub fn exports(&self) -> Exports {
+        self.exports.clone()
+    }
+
+    /// Tells the controller where the NBD server listens (attachments return URIs for it).
+    pub fn set_nbd_socket(&self, path: std::path::PathBuf) {
+        *self.nbd_socket.write() = Some(path);
+    }
+
+    /// Exports a volume to NBD clients; returns the attachment (idempotent).
+    pub fn attach(&self, p: &Principal, id: &str) -> Result<Attachment, ApiError> {
+        Self::require(p, Role::Member)?;
+        let v = self.get_volume(p, id)?;
+        if let Some((a, _)) = self.get::<Attachment>(&attachment_key(&v.id))? {
+            return Ok(a);
+        }
+        let socket = self.nbd_socket.read().clone().ok_or_else(|| {
+            ApiError::new(503, "nbd_unavailable", "the NBD server is not running")
+        })?;
+        let a = Attachment {
+            volume: v.id.clone(),
+            tenant: v.tenant.clone(),
+            export: v.id.clone(),
+            uri: format!("nbd+unix:///{}?socket={}", v.id, socket.display()),
+            created: now(),
+        };
+        let r = self.store.txn(
+            Txn::new()
+                .when(attachment_key(&v.id), 0)
+                .put(attachment_key(&v.id), enc(&a)),
+        )?;
+        if !r.succeeded {
+            return self.attachment(p, id);
+        }
+        self.exports.write().insert(a.export.clone());
+        Ok(a)
+    }
+
+    /// A volume's attachment.
+    pub fn attachment(&self, p: &Principal, id: &str) -> Result<Attachment, ApiError> {
+        let v = self.get_volume(p, id)?;
+        self.get::<Attachment>(&attachment_key(&v.id))?
+            .map(|(a, _)| a)
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "attachment_not_found",
+                    format!("attachment of volume {}", v.name),
+                )
+            })
+    }
+
+    /// Stops exporting a volume to new NBD connections.
+    pub fn detach(&self, p: &Principal, id: &str) -> Result<(), ApiError> {
+        Self::require(p, Role::Member)?;
+        let a = self.attachment(p, id)?;
+        self.store
+            .txn(Txn::new().delete(attachment_key(&a.volume)))?;
+        self.exports.write().remove(&a.export);
+        Ok(())
     }
 
     fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>, ApiError> {
@@ -695,6 +770,13 @@ impl Controller {
     pub fn delete_volume(&self, p: &Principal, id: &str, force: bool) -> Result<(), ApiError> {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, id)?;
+        let attached = self.store.get(&attachment_key(&v.id))?.is_some();
+        if attached && !force {
+            return Err(ApiError::conflict(
+                "volume_attached",
+                format!("volume {} is attached; detach it first or force", v.name),
+            ));
+        }
         let snaps = self.volume_snapshots(&v)?;
         if !snaps.is_empty() && !force {
             return Err(ApiError::conflict(
@@ -711,6 +793,8 @@ impl Controller {
     }
 
     fn finish_delete(&self, v: &Volume) -> Result<(), ApiError> {
+        self.exports.write().remove(&v.id);
+        self.store.txn(Txn::new().delete(attachment_key(&v.id)))?;
         if let Ok(eid) = self.pool.volume_id(&v.id) {
             self.pool.delete_volume(eid, true)?;
         }
@@ -1216,8 +1300,11 @@ impl Controller {
 
     // ----- recovery -----
 
-    /// Finishes or undoes volume changes a crash interrupted.
+    /// Finishes or undoes volume changes a crash interrupted, and reloads the attachments.
     fn recover(&self) -> Result<(), ApiError> {
+        for (_, a) in self.list::<Attachment>("/attachments/", None, 0)? {
+            self.exports.write().insert(a.export);
+        }
         for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
             match v.state {
                 VolumeState::Available => {

@@ -187,3 +187,18 @@ pub struct AuditEntry {
     /// `ok` or the error code.
     pub outcome: String,
 }
+
+/// A volume exported to NBD clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Volume id.
+    pub volume: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// NBD export name.
+    pub export: String,
+    /// The URI a client opens (e.g. `nbd+unix:///EXPORT?socket=PATH`).
+    pub uri: String,
+    /// Creation time.
+    pub created: u64,
+}

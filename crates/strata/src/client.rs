@@ -115,6 +115,18 @@ pub enum VolumeCmd {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Exports a volume over NBD and prints the URI a client opens.
+    Attach {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Stops exporting a volume to new NBD connections.
+    Detach {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Live IOPS, throughput and latency of a volume over the last minute.
     Stats {
         name: String,
@@ -571,6 +583,22 @@ impl Client {
                         ("BANDWIDTH LIMIT", "qos.bandwidth_limit:size"),
                     ],
                 )
+            }
+            VolumeCmd::Attach { name, tenant } => {
+                let id = self.volume_id(&name, tenant.as_deref())?;
+                let v = self.req("POST", &format!("/v1/volumes/{id}/attachments"), None)?;
+                match self.out {
+                    Output::Table => {
+                        println!("{}", v["uri"].as_str().unwrap_or_default());
+                        Ok(())
+                    }
+                    _ => self.print(&v, &[]),
+                }
+            }
+            VolumeCmd::Detach { name, tenant } => {
+                let id = self.volume_id(&name, tenant.as_deref())?;
+                self.req("DELETE", &format!("/v1/volumes/{id}/attachments"), None)?;
+                self.done(&format!("volume {name} detached"))
             }
             VolumeCmd::Stats { name, tenant } => {
                 let id = self.volume_id(&name, tenant.as_deref())?;
