@@ -593,6 +593,14 @@ impl Controller {
             },
         };
         validate_qos(&v.qos)?;
+        // Fast answer for the common conflict; the transaction's comparison catches races.
+        if self.name_taken(&tenant, &v.name) {
+            return Err(ApiError::conflict(
+                "volume_exists",
+                format!("volume {} already exists", v.name),
+            )
+            .field("name"));
+        }
         self.with_tenant(&tenant, |t| {
             check_quota(t, size, 1, 0)?;
             check_iops(t, 0, &v.qos)?;
@@ -825,6 +833,13 @@ impl Controller {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, vol)?;
         validate_name("name", name)?;
+        if self.store.get(&snapshot_name_key(&v.id, name))?.is_some() {
+            return Err(ApiError::conflict(
+                "snapshot_exists",
+                format!("snapshot {name} already exists"),
+            )
+            .field("name"));
+        }
         let s = Snapshot {
             id: new_id(),
             tenant: v.tenant.clone(),
@@ -946,6 +961,13 @@ impl Controller {
             created: now(),
             qos: Qos::default(),
         };
+        if self.name_taken(&v.tenant, name) {
+            return Err(ApiError::conflict(
+                "volume_exists",
+                format!("volume {name} already exists"),
+            )
+            .field("name"));
+        }
         self.with_tenant(&s.tenant, |t| {
             check_quota(t, v.size, 1, 0)?;
             check_iops(t, 0, &v.qos)?;
