@@ -229,6 +229,21 @@ fn serve(dir: &Path, listen: &str, size: &str) -> Result<()> {
         write_admin_token(&dir.join("admin.token"), &secret)?;
         tracing::info!(path = %dir.join("admin.token").display(), "admin token written");
     }
+    // The NBD server exports attached volumes only, on a Unix socket in the data dir.
+    let exports = ctl.exports();
+    let nbd = strata_nbd::NbdServer::with_config(
+        pool.clone(),
+        strata_nbd::ServerConfig {
+            filter: Some(strata_nbd::ExportFilter(Arc::new(move |name: &str| {
+                exports.read().contains(name)
+            }))),
+            ..Default::default()
+        },
+    );
+    let sock = std::path::absolute(dir.join("nbd.sock"))?;
+    nbd.serve_unix(&sock)
+        .with_context(|| format!("NBD listener on {}", sock.display()))?;
+    ctl.set_nbd_socket(sock);
     let ctl = Arc::new(ctl);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -260,6 +275,7 @@ fn serve(dir: &Path, listen: &str, size: &str) -> Result<()> {
             .await?;
         anyhow::Ok(())
     })?;
+    nbd.shutdown();
     ctl.shutdown();
     pool.flush().context("flushing the pool")?;
     tracing::info!("stopped cleanly");

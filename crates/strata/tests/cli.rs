@@ -793,3 +793,151 @@ impl Drop for Netns {
             .status();
     }
 }
+
+/// Issue 4's end-to-end path: a tenant's member creates a volume, attaches it, writes with
+/// qemu-io through the URI the API returned, snapshots, clones, and qemu-img compares the
+/// clone with the snapshot. Volumes that are not attached are not exported.
+#[test]
+fn attach_write_snapshot_clone_compare_with_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    d.call("POST", "/v1/tenants", &admin, Some(json!({"name": "ml"})));
+    let (_, t) = d.call(
+        "POST",
+        "/v1/tokens",
+        &admin,
+        Some(json!({"tenant": "ml", "role": "member"})),
+    );
+    let m = t["token"].as_str().unwrap().to_string();
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &m,
+        Some(json!({"name": "ckpt", "size": "64M"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let vid = v["id"].as_str().unwrap().to_string();
+    let (s, a) = d.call("POST", &format!("/v1/volumes/{vid}/attachments"), &m, None);
+    assert_eq!(s, 201, "{a}");
+    let uri = a["uri"].as_str().unwrap().to_string();
+    assert!(uri.starts_with("nbd+unix:///"), "{uri}");
+    let qemu_io = |uri: &str, cmds: &[&str]| -> std::process::Output {
+        let mut c = std::process::Command::new("qemu-io");
+        c.args(["-f", "raw"]);
+        for cmd in cmds {
+            c.args(["-c", cmd]);
+        }
+        c.arg(uri)
+            .output()
+            .expect("qemu-io (Debian package qemu-utils) is installed")
+    };
+    let o = qemu_io(
+        &uri,
+        &["write -P 0xab 0 1M", "write -P 0xcd 5000 70000", "flush"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (s, snap) = d.call(
+        "POST",
+        &format!("/v1/volumes/{vid}/snapshots"),
+        &m,
+        Some(json!({"name": "s1"})),
+    );
+    assert_eq!(s, 201, "{snap}");
+    let sid = snap["id"].as_str().unwrap();
+    // Changes after the snapshot must not show in the snapshot or the clone.
+    let o = qemu_io(&uri, &["write -P 0xee 0 4096"]);
+    assert!(o.status.success());
+    let (s, c) = d.call(
+        "POST",
+        &format!("/v1/snapshots/{sid}/clone"),
+        &m,
+        Some(json!({"name": "branch"})),
+    );
+    assert_eq!(s, 201, "{c}");
+    let cid = c["id"].as_str().unwrap().to_string();
+    // Not attached yet: not exported.
+    let socket = uri.split("socket=").nth(1).unwrap().to_string();
+    let clone_uri = format!("nbd+unix:///{cid}?socket={socket}");
+    let o = std::process::Command::new("qemu-img")
+        .args(["info", &clone_uri])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "an unattached volume was exported");
+    let (s, ca) = d.call("POST", &format!("/v1/volumes/{cid}/attachments"), &m, None);
+    assert_eq!(s, 201);
+    assert_eq!(ca["uri"], clone_uri.as_str());
+    let snap_uri = format!("nbd+unix:///{vid}@{sid}?socket={socket}");
+    let o = std::process::Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "raw", &clone_uri, &snap_uri])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "clone differs from snapshot: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = qemu_io(
+        &clone_uri,
+        &["read -P 0xab 0 4096", "read -P 0xcd 5000 70000"],
+    );
+    assert!(
+        o.status.success()
+            && !String::from_utf8_lossy(&o.stdout).contains("Pattern verification failed"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // The live volume differs from its snapshot where it was written after it.
+    let o = std::process::Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "raw", &uri, &snap_uri])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // Attached volumes are not deleted without force; detach stops new connections.
+    let (s, e) = d.call("DELETE", &format!("/v1/volumes/{cid}"), &m, None);
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("volume_attached"))
+    );
+    assert_eq!(
+        d.call(
+            "DELETE",
+            &format!("/v1/volumes/{cid}/attachments"),
+            &m,
+            None
+        )
+        .0,
+        204
+    );
+    let o = std::process::Command::new("qemu-img")
+        .args(["info", &clone_uri])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    // Another tenant's member cannot see the attachment.
+    d.call(
+        "POST",
+        "/v1/tenants",
+        &admin,
+        Some(json!({"name": "other"})),
+    );
+    let (_, t2) = d.call(
+        "POST",
+        "/v1/tokens",
+        &admin,
+        Some(json!({"tenant": "other", "role": "member"})),
+    );
+    let o2 = t2["token"].as_str().unwrap();
+    assert_eq!(
+        d.call("GET", &format!("/v1/volumes/{vid}/attachments"), o2, None)
+            .0,
+        404
+    );
+    d.stop();
+}

@@ -1,0 +1,531 @@
+//! One connection's life on a socket: greeting, option haggling, then the transmission loop.
+//!
+//! # Concurrency model (why it is shaped like this: `docs/nbd.md`)
+//! One thread per connection reads requests, runs them on the pool inline and appends their
+//! replies to a batch buffer. The batch goes out in one `write` whenever the thread is about
+//! to block on the socket (nothing complete left to parse) or the batch passes
+//! [`OUT_HIGH_WATER`]. A client with 32 requests in flight thus costs one `read` and one
+//! `write` per batch instead of per request, and no thread hand-off on the hot path.
+//!
+//! Flushes are the one slow operation (a pool commit syncs devices): FLUSH and the
+//! durability half of FUA go to a per-connection flusher thread through a bounded queue, so
+//! reads and writes behind a flush are answered before it (replies out of order). The
+//! flusher coalesces every flush queued while it ran into one pool commit. Both threads write
+//! through one mutex-guarded socket handle, each reply batch whole.
+//!
+//! READs and WRITEs of [`BIG_MIN`]..=[`BIG_MAX`] bytes go to two per-connection workers
+//! instead, so the socket transfer of one megabyte overlaps the engine's work on the next;
+//! while they have work the reader does not poll, it sleeps.
+//!
+//! Memory per connection is bounded: the input buffer holds at most one request and its
+//! payload (<= [`MAX_PAYLOAD`]), the reply batch at most one READ past the high-water mark,
+//! the flusher queue [`FLUSH_QUEUE`] handles, and large I/O a few [`BIG_MAX`] buffers.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustix::fd::{AsFd, BorrowedFd};
+use rustix::net::RecvFlags;
+
+use parking_lot::Mutex;
+use strata_block::Pool;
+
+use crate::negotiate::{HandshakeError, Negotiator, Session, Step};
+use crate::proto::*;
+use crate::server::Shared;
+use crate::transmit::{execute, put_flush_reply, OutBuf, Outcome, Stats};
+
+/// Reply batch size that forces a write before the input is drained.
+pub const OUT_HIGH_WATER: usize = 256 << 10;
+/// Input buffer kept between requests (grown for larger WRITE payloads, then shrunk back).
+const IN_KEEP: usize = 2 << 20;
+/// Reply buffer kept between batches.
+const OUT_KEEP: usize = 2 << 20;
+/// Flushes queued to the flusher before the reader blocks (backpressure).
+pub const FLUSH_QUEUE: usize = 64;
+
+/// A connected socket of either family.
+#[derive(Debug)]
+pub enum Stream {
+    /// Unix domain socket.
+    Unix(UnixStream),
+    /// TCP.
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
+
+    pub(crate) fn shutdown(&self) {
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+
+    fn set_read_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+
+    fn set_write_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(t),
+            Stream::Tcp(s) => s.set_write_timeout(t),
+        }
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tcp(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Why a connection ended (for the log and the counters).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// Socket error or timeout.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    /// Handshake violation.
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// Transmission violation.
+    #[error("protocol: {0}")]
+    Proto(#[from] ProtoError),
+}
+
+/// Serves one accepted connection to its end.
+pub(crate) fn serve(stream: Stream, shared: &Shared) -> Result<(), ConnError> {
+    let cfg = &shared.config;
+    stream.set_read_timeout(Some(cfg.handshake_timeout))?;
+    stream.set_write_timeout(Some(cfg.write_timeout))?;
+    if let Stream::Tcp(t) = &stream {
+        t.set_nodelay(true)?;
+    }
+    let mut stream = stream;
+    let Some(session) = handshake(&mut stream, shared)? else {
+        return Ok(());
+    };
+    stream.set_read_timeout(None)?;
+    transmission(stream, shared, &session)
+}
+
+fn handshake(stream: &mut Stream, shared: &Shared) -> Result<Option<Session>, ConnError> {
+    let mut neg = Negotiator::new();
+    stream.write_all(&greeting())?;
+    let mut flags = [0u8; 4];
+    stream.read_exact(&mut flags)?;
+    neg.on_client_flags(&flags)?;
+    let mut data = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        if shared.shutting_down.load(Ordering::Relaxed) {
+            neg.set_shutting_down();
+        }
+        let mut h = [0u8; OPTION_HEADER_LEN];
+        stream.read_exact(&mut h)?;
+        let hdr = parse_option_header(&h)?;
+        data.clear();
+        data.resize(hdr.len as usize, 0);
+        stream.read_exact(&mut data)?;
+        out.clear();
+        let step = neg.on_option(hdr, &data, &shared.catalog, &mut out);
+        stream.write_all(&out)?;
+        match step? {
+            Step::Continue => {}
+            Step::Close => return Ok(None),
+            Step::Transmission(s) => return Ok(Some(*s)),
+        }
+    }
+}
+
+/// Input buffer: `buf[start..end]` is received and not yet consumed.
+struct InBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl InBuf {
+    fn avail(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > IN_KEEP {
+                self.buf.truncate(IN_KEEP);
+                self.buf.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Reads until at least `need` bytes are available; `false` on end of stream. Before
+    /// blocking, polls the socket without blocking for up to `spin`: a thread that sleeps
+    /// costs a wake-up (and, in a VM, an interrupt to a halted CPU) on the client's next
+    /// send, which is most of a 4 KiB request's cost at high queue depth.
+    fn fill(&mut self, s: &mut Stream, need: usize, spin: Duration) -> io::Result<bool> {
+        if self.buf.len() - self.start < need {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() < need {
+                self.buf.resize(need, 0);
+            }
+        }
+        let mut spin_until: Option<Instant> = None;
+        while self.avail() < need {
+            if !spin.is_zero() {
+                let buf = &mut self.buf[self.end..];
+                match rustix::net::recv(s.as_fd(), buf, RecvFlags::DONTWAIT).map(|(n, _)| n) {
+                    Ok(0) => return Ok(false),
+                    Ok(n) => {
+                        self.end += n;
+                        continue;
+                    }
+                    Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {
+                        let now = Instant::now();
+                        let until = *spin_until.get_or_insert(now + spin);
+                        if now < until {
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match s.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+struct Flusher {
+    tx: SyncSender<u64>,
+    thread: JoinHandle<()>,
+}
+
+fn send_batch(writer: &Mutex<Stream>, out: &mut OutBuf) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let r = writer.lock().write_all(out.as_slice());
+    out.clear(OUT_KEEP);
+    r
+}
+
+fn flusher(
+    rx: Receiver<u64>,
+    pool: Pool,
+    session: Session,
+    writer: Arc<Mutex<Stream>>,
+    stats: Arc<Stats>,
+) {
+    let mut handles = Vec::with_capacity(FLUSH_QUEUE);
+    let mut out = OutBuf::with_capacity(16 * FLUSH_QUEUE);
+    while let Ok(h) = rx.recv() {
+        handles.push(h);
+        // Every flush queued now was sent after the writes it covers completed: one commit
+        // answers them all.
+        while let Ok(h) = rx.try_recv() {
+            handles.push(h);
+        }
+        let r = pool.flush();
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
+        for h in handles.drain(..) {
+            put_flush_reply(&mut out, &session, h, &r, &stats);
+        }
+        if send_batch(&writer, &mut out).is_err() {
+            writer.lock().shutdown();
+            return;
+        }
+    }
+}
+
+/// A READ or WRITE this large (and at most [`BIG_MAX`]) runs on a worker, so that moving its
+/// megabyte through the socket overlaps the engine's work on the next one.
+pub const BIG_MIN: u32 = 256 << 10;
+/// Larger requests run inline: it bounds the workers' buffers to `BIG_BUFFERS` x 4 MiB.
+pub const BIG_MAX: u32 = 4 << 20;
+/// Workers per connection for large requests.
+const BIG_WORKERS: usize = 2;
+/// Payload buffers per connection for large writes (reused; the reader waits for a free one).
+const BIG_BUFFERS: usize = 4;
+
+struct BigJob {
+    req: Request,
+    /// WRITE payload in `buf[..req.len]`; unused for READ.
+    buf: Vec<u8>,
+}
+
+struct BigIo {
+    tx: SyncSender<BigJob>,
+    /// Jobs dispatched and not yet answered. While any is, the reader does not poll the
+    /// socket: the workers need the CPU more than a request needs a fast pick-up.
+    inflight: Arc<AtomicUsize>,
+    free: Receiver<Vec<u8>>,
+    created: usize,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl BigIo {
+    fn start(shared: &Shared, session: &Session, writer: &Arc<Mutex<Stream>>) -> io::Result<Self> {
+        let (tx, rx) = sync_channel::<BigJob>(BIG_WORKERS);
+        let (free_tx, free) = sync_channel::<Vec<u8>>(BIG_BUFFERS);
+        let rx = Arc::new(Mutex::new(rx));
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let mut threads = Vec::new();
+        for _ in 0..BIG_WORKERS {
+            let rx = rx.clone();
+            let inflight = inflight.clone();
+            let free_tx = free_tx.clone();
+            let pool = shared.catalog.pool().clone();
+            let session = session.clone();
+            let writer = writer.clone();
+            let stats = shared.stats.clone();
+            threads.push(std::thread::Builder::new().name("nbd-bigio".into()).spawn(
+                move || big_worker(&rx, &free_tx, &pool, &session, &writer, &stats, &inflight),
+            )?);
+        }
+        Ok(BigIo {
+            tx,
+            inflight,
+            free,
+            created: 0,
+            threads,
+        })
+    }
+
+    /// A payload buffer of at least `len` bytes: a free one, a new one while fewer than
+    /// [`BIG_BUFFERS`] exist, or else the next one a worker returns (backpressure).
+    fn buffer(&mut self, len: usize) -> Option<Vec<u8>> {
+        let mut b = match self.free.try_recv() {
+            Ok(b) => b,
+            Err(_) if self.created < BIG_BUFFERS => {
+                self.created += 1;
+                Vec::new()
+            }
+            Err(_) => self.free.recv().ok()?,
+        };
+        if b.len() < len {
+            b.resize(len, 0);
+        }
+        Some(b)
+    }
+
+    fn stop(self) {
+        drop(self.tx);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn big_worker(
+    rx: &Mutex<Receiver<BigJob>>,
+    free: &SyncSender<Vec<u8>>,
+    pool: &Pool,
+    session: &Session,
+    writer: &Mutex<Stream>,
+    stats: &Stats,
+    inflight: &AtomicUsize,
+) {
+    let mut out = OutBuf::with_capacity(BIG_MAX as usize + 64);
+    loop {
+        let job = rx.lock().recv();
+        let Ok(job) = job else { return };
+        let payload = if job.req.cmd == CMD_WRITE {
+            &job.buf[..job.req.len as usize]
+        } else {
+            &[][..]
+        };
+        if execute(pool, session, &job.req, payload, &mut out, stats) == Outcome::NeedsFlush {
+            let r = pool.flush();
+            stats.flushes.fetch_add(1, Ordering::Relaxed);
+            put_flush_reply(&mut out, session, job.req.handle, &r, stats);
+        }
+        let sent = writer.lock().write_all(out.as_slice());
+        inflight.fetch_sub(1, Ordering::Relaxed);
+        out.clear(BIG_MAX as usize + 64);
+        let _ = free.try_send(job.buf);
+        if sent.is_err() {
+            writer.lock().shutdown();
+            return;
+        }
+    }
+}
+
+fn is_big(r: &Request) -> bool {
+    matches!(r.cmd, CMD_READ | CMD_WRITE) && (BIG_MIN..=BIG_MAX).contains(&r.len)
+}
+
+fn transmission(mut stream: Stream, shared: &Shared, session: &Session) -> Result<(), ConnError> {
+    let writer = Arc::new(Mutex::new(stream.try_clone()?));
+    let pool = shared.catalog.pool();
+    let mut flush: Option<Flusher> = None;
+    let mut big: Option<BigIo> = None;
+    let mut inb = InBuf {
+        buf: vec![0; 256 << 10],
+        start: 0,
+        end: 0,
+    };
+    let mut out = OutBuf::with_capacity(256 << 10);
+    let spin = shared.config.poll_spin;
+    let result: Result<(), ConnError> = loop {
+        if inb.avail() < REQUEST_LEN {
+            send_batch(&writer, &mut out)?;
+            let busy = big
+                .as_ref()
+                .is_some_and(|b| b.inflight.load(Ordering::Relaxed) > 0);
+            let spin = if busy { Duration::ZERO } else { spin };
+            if !inb.fill(&mut stream, REQUEST_LEN, spin)? {
+                break Ok(());
+            }
+        }
+        let req = match parse_request(&inb.data()[..REQUEST_LEN]) {
+            Ok(r) => r,
+            Err(e) => break Err(e.into()),
+        };
+        if is_big(&req) {
+            let b = match &mut big {
+                Some(b) => b,
+                None => big.insert(BigIo::start(shared, session, &writer)?),
+            };
+            let mut buf = Vec::new();
+            if req.cmd == CMD_WRITE {
+                let len = req.len as usize;
+                let Some(b2) = b.buffer(len) else {
+                    break Ok(());
+                };
+                buf = b2;
+                // The part already received, then the rest straight from the socket.
+                let have = (inb.avail() - REQUEST_LEN).min(len);
+                buf[..have].copy_from_slice(&inb.data()[REQUEST_LEN..REQUEST_LEN + have]);
+                inb.consume(REQUEST_LEN + have);
+                if have < len {
+                    send_batch(&writer, &mut out)?;
+                    match stream.read_exact(&mut buf[have..len]) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
+                        Err(e) => break Err(e.into()),
+                    }
+                }
+            } else {
+                inb.consume(REQUEST_LEN);
+            }
+            b.inflight.fetch_add(1, Ordering::Relaxed);
+            if b.tx.send(BigJob { req, buf }).is_err() {
+                break Ok(());
+            }
+            continue;
+        }
+        let total = REQUEST_LEN + req.payload_len() as usize;
+        if inb.avail() < total {
+            send_batch(&writer, &mut out)?;
+            if !inb.fill(&mut stream, total, spin)? {
+                // The client went away in the middle of a request.
+                break Ok(());
+            }
+        }
+        let payload = &inb.data()[REQUEST_LEN..total];
+        match execute(pool, session, &req, payload, &mut out, &shared.stats) {
+            Outcome::Done => {}
+            Outcome::NeedsFlush => {
+                let f = match &flush {
+                    Some(f) => f,
+                    None => flush.insert(spawn_flusher(shared, session, &writer)?),
+                };
+                if f.tx.send(req.handle).is_err() {
+                    // The flusher could not write: the connection is gone.
+                    break Ok(());
+                }
+            }
+            Outcome::Disconnect => {
+                inb.consume(total);
+                break Ok(());
+            }
+        }
+        inb.consume(total);
+        if out.len() >= OUT_HIGH_WATER {
+            send_batch(&writer, &mut out)?;
+        }
+    };
+    // Draining: answer what is buffered, let the workers and the flusher finish, then close.
+    let _ = send_batch(&writer, &mut out);
+    if let Some(b) = big {
+        b.stop();
+    }
+    if let Some(f) = flush {
+        drop(f.tx);
+        let _ = f.thread.join();
+    }
+    stream.shutdown();
+    result
+}
+
+fn spawn_flusher(
+    shared: &Shared,
+    session: &Session,
+    writer: &Arc<Mutex<Stream>>,
+) -> io::Result<Flusher> {
+    let (tx, rx) = sync_channel(FLUSH_QUEUE);
+    let pool = shared.catalog.pool().clone();
+    let session = session.clone();
+    let writer = writer.clone();
+    let stats = shared.stats.clone();
+    let thread = std::thread::Builder::new()
+        .name("nbd-flush".into())
+        .spawn(move || flusher(rx, pool, session, writer, stats))?;
+    Ok(Flusher { tx, thread })
+}

@@ -1,0 +1,247 @@
+//! What a client can open: exports resolved from a [`Pool`], and the metadata contexts each
+//! export offers.
+//!
+//! Export names: `VOLUME` is the writable volume; `VOLUME@SNAPSHOT` is a snapshot, exported
+//! read-only. Engine names never contain `@`, so the split is unambiguous.
+//!
+//! Metadata contexts:
+//! - `base:allocation` (the spec's): `NBD_STATE_HOLE | NBD_STATE_ZERO` for unallocated space,
+//!   0 for allocated blocks.
+//! - `strata:changed-since:SNAPSHOT` (volume exports only): flag [`STATE_CHANGED`] on blocks
+//!   whose content may differ from snapshot `SNAPSHOT` of the same volume (incremental backup).
+
+use strata_block::{Pool, SnapshotId, Target, VolumeId};
+
+use crate::proto::{
+    MAX_STRING, TF_CAN_MULTI_CONN, TF_HAS_FLAGS, TF_READ_ONLY, TF_SEND_CACHE, TF_SEND_DF,
+    TF_SEND_FAST_ZERO, TF_SEND_FLUSH, TF_SEND_FUA, TF_SEND_TRIM, TF_SEND_WRITE_ZEROES,
+};
+
+/// The spec's allocation context.
+pub const BASE_ALLOCATION: &str = "base:allocation";
+/// Our namespace.
+pub const STRATA_NAMESPACE: &str = "strata:";
+/// Prefix of the changed-since contexts; the snapshot name follows.
+pub const CHANGED_SINCE_PREFIX: &str = "strata:changed-since:";
+/// `strata:changed-since:*` flag: the block may differ from the snapshot.
+pub const STATE_CHANGED: u32 = 1;
+/// Most contexts one connection may select.
+pub const MAX_CONTEXTS: usize = 16;
+
+/// A resolved export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// The name the client used.
+    pub name: String,
+    /// What reads address.
+    pub target: Target,
+    /// The volume (of the snapshot, for snapshot exports).
+    pub volume: VolumeId,
+    /// Size in bytes when the export was opened.
+    pub size: u64,
+    /// Snapshots are read-only.
+    pub read_only: bool,
+}
+
+impl Export {
+    /// Transmission flags for this export.
+    pub fn flags(&self, structured: bool) -> u16 {
+        let mut f = TF_HAS_FLAGS | TF_SEND_FLUSH | TF_SEND_FUA | TF_CAN_MULTI_CONN | TF_SEND_CACHE;
+        if self.read_only {
+            f |= TF_READ_ONLY;
+        } else {
+            f |= TF_SEND_TRIM | TF_SEND_WRITE_ZEROES | TF_SEND_FAST_ZERO;
+        }
+        if structured {
+            f |= TF_SEND_DF;
+        }
+        f
+    }
+
+    /// A one-line description (`NBD_INFO_DESCRIPTION`).
+    pub fn description(&self) -> String {
+        match self.target {
+            Target::Volume(_) => format!("strata volume {}", self.name),
+            Target::Snapshot(_) => format!("strata snapshot {} (read-only)", self.name),
+        }
+    }
+}
+
+/// A selected metadata context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaContext {
+    /// `base:allocation`.
+    BaseAllocation,
+    /// `strata:changed-since:NAME`.
+    ChangedSince {
+        /// Snapshot name.
+        name: String,
+        /// Snapshot id.
+        snapshot: SnapshotId,
+    },
+}
+
+impl MetaContext {
+    /// The context's wire name.
+    pub fn name(&self) -> String {
+        match self {
+            MetaContext::BaseAllocation => BASE_ALLOCATION.to_string(),
+            MetaContext::ChangedSince { name, .. } => format!("{CHANGED_SINCE_PREFIX}{name}"),
+        }
+    }
+}
+
+/// Decides which volumes (by name) a server exports; a snapshot is exported when its volume
+/// is. The daemon uses it to serve attached volumes only.
+#[derive(Clone)]
+pub struct ExportFilter(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for ExportFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExportFilter")
+    }
+}
+
+/// The exports of one pool.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pool: Pool,
+    filter: Option<ExportFilter>,
+}
+
+impl Catalog {
+    /// Exports every volume and snapshot of `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Catalog { pool, filter: None }
+    }
+
+    /// Exports the volumes `filter` admits (and their snapshots).
+    pub fn with_filter(pool: Pool, filter: Option<ExportFilter>) -> Self {
+        Catalog { pool, filter }
+    }
+
+    fn admits(&self, volume: &str) -> bool {
+        self.filter.as_ref().is_none_or(|f| (f.0)(volume))
+    }
+
+    /// The pool behind the exports.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Resolves an export name; `None` if it names nothing.
+    pub fn lookup(&self, name: &str) -> Option<Export> {
+        if name.is_empty() || name.len() > MAX_STRING {
+            return None;
+        }
+        let (vol_name, snap_name) = match name.split_once('@') {
+            Some((v, s)) => (v, Some(s)),
+            None => (name, None),
+        };
+        if !self.admits(vol_name) {
+            return None;
+        }
+        let volume = self.pool.volume_id(vol_name).ok()?;
+        let (target, read_only) = match snap_name {
+            None => (Target::Volume(volume), false),
+            Some(s) => (
+                Target::Snapshot(self.pool.snapshot_id(volume, s).ok()?),
+                true,
+            ),
+        };
+        let size = self.pool.size_of(target).ok()?;
+        Some(Export {
+            name: name.to_string(),
+            target,
+            volume,
+            size,
+            read_only,
+        })
+    }
+
+    /// Every export name: volumes, then `volume@snapshot` for each snapshot.
+    pub fn list(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in self.pool.volumes() {
+            if !self.admits(&v.name) {
+                continue;
+            }
+            out.push(v.name.clone());
+            for s in self.pool.snapshots(v.id).unwrap_or_default() {
+                out.push(format!("{}@{}", v.name, s.name));
+            }
+        }
+        out
+    }
+
+    fn changed_since_all(&self, e: &Export) -> Vec<MetaContext> {
+        if e.read_only {
+            return Vec::new();
+        }
+        self.pool
+            .snapshots(e.volume)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| MetaContext::ChangedSince {
+                name: s.name,
+                snapshot: s.id,
+            })
+            .collect()
+    }
+
+    /// The contexts `query` selects on `e`. With `list`, namespace wildcards (`base:`,
+    /// `strata:`, `strata:changed-since:`) select every context in them, as
+    /// `NBD_OPT_LIST_META_CONTEXT` allows; `NBD_OPT_SET_META_CONTEXT` takes exact names only.
+    /// Unknown namespaces select nothing (that is not an error: qemu probes `qemu:` contexts).
+    pub fn contexts_for(&self, e: &Export, query: &str, list: bool) -> Vec<MetaContext> {
+        if query == BASE_ALLOCATION || (list && query == "base:") {
+            return vec![MetaContext::BaseAllocation];
+        }
+        if list && (query == STRATA_NAMESPACE || query == CHANGED_SINCE_PREFIX) {
+            return self.changed_since_all(e);
+        }
+        if let Some(snap) = query.strip_prefix(CHANGED_SINCE_PREFIX) {
+            if e.read_only || snap.is_empty() {
+                return Vec::new();
+            }
+            if let Ok(id) = self.pool.snapshot_id(e.volume, snap) {
+                return vec![MetaContext::ChangedSince {
+                    name: snap.to_string(),
+                    snapshot: id,
+                }];
+            }
+        }
+        Vec::new()
+    }
+
+    /// Every context `e` offers (a LIST with no query).
+    pub fn all_contexts(&self, e: &Export) -> Vec<MetaContext> {
+        let mut v = vec![MetaContext::BaseAllocation];
+        v.extend(self.changed_since_all(e));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_hides_volumes_and_their_snapshots() {
+        let dev = strata_block::MemDevice::new(32 << 20, "m");
+        let pool = Pool::create(vec![strata_block::DeviceSpec {
+            device: dev,
+            class: strata_types::DeviceClass::Ssd,
+        }])
+        .unwrap();
+        let a = pool.create_volume("a", 1 << 20, None).unwrap();
+        let b = pool.create_volume("b", 1 << 20, None).unwrap();
+        pool.create_snapshot(a, "s").unwrap();
+        pool.create_snapshot(b, "s").unwrap();
+        let f = ExportFilter(std::sync::Arc::new(|n: &str| n == "a"));
+        let c = Catalog::with_filter(pool, Some(f));
+        assert!(c.lookup("a").is_some() && c.lookup("a@s").is_some());
+        assert!(c.lookup("b").is_none() && c.lookup("b@s").is_none());
+        assert_eq!(c.list(), vec!["a".to_string(), "a@s".to_string()]);
+    }
+}

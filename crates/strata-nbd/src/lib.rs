@@ -1,0 +1,36 @@
+//! Strata's NBD export: the NBD wire protocol and a server that exports `strata-block`
+//! volumes (read-write) and snapshots (read-only) to unchanged NBD clients (qemu-img,
+//! qemu-io, nbdcopy, nbdinfo, fio, the kernel's nbd-client).
+//!
+//! Layers, pure first:
+//! - [`proto`]: wire formats (no I/O), validated before use.
+//! - [`state`]: the connection state machine as a transition table.
+//! - [`negotiate`]: option haggling, bytes in and bytes out.
+//! - [`export`]: export names and metadata contexts over a pool.
+//! - [`transmit`]: one request in, its reply out, over the pool.
+//! - [`conn`] and [`server`]: sockets, threads, shutdown.
+//!
+//! The design note with byte layouts and the concurrency model is `docs/nbd.md`.
+//!
+//! ```no_run
+//! use strata_nbd::NbdServer;
+//! # fn f(pool: strata_block::Pool) -> Result<(), strata_nbd::ServeError> {
+//! let server = NbdServer::new(pool);
+//! server.serve_unix("/tmp/strata-nbd.sock")?;
+//! // qemu-img info 'nbd+unix:///myvolume?socket=/tmp/strata-nbd.sock'
+//! server.shutdown();
+//! # Ok(()) }
+//! ```
+
+pub mod conn;
+pub mod export;
+pub mod negotiate;
+pub mod proto;
+pub mod server;
+pub mod state;
+pub mod transmit;
+
+pub use export::{Catalog, Export, ExportFilter, MetaContext};
+pub use negotiate::{HandshakeError, Negotiator, Session, Step};
+pub use server::{NbdServer, ServeError, ServerConfig};
+pub use transmit::Stats;

@@ -1,0 +1,491 @@
+//! Option haggling without I/O: bytes in, reply bytes out, and the decision to continue,
+//! close or enter transmission. The connection loop feeds it from a socket; the fuzz target
+//! feeds it arbitrary bytes.
+
+use thiserror::Error;
+
+use crate::export::{Catalog, Export, MetaContext, MAX_CONTEXTS};
+use crate::proto::*;
+use crate::state::{ConnState, Event, IllegalTransition};
+
+/// Most options one session may send before we give up on it (a client looping on options is
+/// a denial of service; qemu sends fewer than ten).
+pub const MAX_OPTIONS: u32 = 1024;
+
+/// Why the handshake ended the connection.
+#[derive(Debug, Error)]
+pub enum HandshakeError {
+    /// Malformed framing.
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// A move the state machine does not allow.
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    /// `NBD_OPT_EXPORT_NAME` named no export (it cannot be answered with an error).
+    #[error("export {0:?} not found")]
+    UnknownExport(String),
+    /// More than [`MAX_OPTIONS`] options.
+    #[error("more than {MAX_OPTIONS} options")]
+    TooManyOptions,
+}
+
+/// What the transmission phase needs from negotiation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The export.
+    pub export: Export,
+    /// Structured replies negotiated.
+    pub structured: bool,
+    /// Selected metadata contexts; context id = index + 1.
+    pub contexts: Vec<MetaContext>,
+    /// Transmission flags sent.
+    pub flags: u16,
+}
+
+/// The outcome of one option.
+#[derive(Debug)]
+pub enum Step {
+    /// Keep haggling.
+    Continue,
+    /// Close the connection (after sending what was written to `out`).
+    Close,
+    /// Enter transmission.
+    Transmission(Box<Session>),
+}
+
+/// The negotiation of one connection.
+#[derive(Debug)]
+pub struct Negotiator {
+    state: ConnState,
+    flags: ClientFlags,
+    structured: bool,
+    /// Export name the contexts were selected for, and the contexts.
+    meta: Option<(String, Vec<MetaContext>)>,
+    options: u32,
+    shutting_down: bool,
+}
+
+impl Default for Negotiator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Negotiator {
+    /// A negotiation whose greeting ([`greeting`]) has been sent.
+    pub fn new() -> Self {
+        Negotiator {
+            state: ConnState::AwaitClientFlags,
+            flags: ClientFlags::default(),
+            structured: false,
+            meta: None,
+            options: 0,
+            shutting_down: false,
+        }
+    }
+
+    /// The state.
+    pub fn state(&self) -> ConnState {
+        self.state
+    }
+
+    /// From now on every option but ABORT is answered `NBD_REP_ERR_SHUTDOWN`.
+    pub fn set_shutting_down(&mut self) {
+        self.shutting_down = true;
+    }
+
+    fn go(&mut self, ev: Event) -> Result<(), IllegalTransition> {
+        self.state = self.state.on(ev)?;
+        Ok(())
+    }
+
+    /// Handles the client's 32-bit flags.
+    pub fn on_client_flags(&mut self, b: &[u8]) -> Result<(), HandshakeError> {
+        match parse_client_flags(b) {
+            Ok(f) => {
+                self.go(Event::ClientFlags)?;
+                self.flags = f;
+                Ok(())
+            }
+            Err(e) => {
+                self.go(Event::Violation)?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Handles one option: `hdr` decoded by [`parse_option_header`], `data` its payload.
+    /// Replies are appended to `out`, which the caller sends whatever the result.
+    pub fn on_option(
+        &mut self,
+        hdr: OptionHeader,
+        data: &[u8],
+        catalog: &Catalog,
+        out: &mut Vec<u8>,
+    ) -> Result<Step, HandshakeError> {
+        if self.state != ConnState::Options {
+            return Err(IllegalTransition {
+                state: self.state,
+                event: Event::OptionAnswered,
+            }
+            .into());
+        }
+        self.options += 1;
+        if self.options > MAX_OPTIONS {
+            self.go(Event::Violation)?;
+            return Err(HandshakeError::TooManyOptions);
+        }
+        let opt = hdr.option;
+        let parsed = match parse_option(opt, data) {
+            Ok(p) => p,
+            Err(e) if opt == OPT_EXPORT_NAME => {
+                // EXPORT_NAME cannot be answered with an error: close.
+                self.go(Event::Violation)?;
+                return Err(HandshakeError::UnknownExport(e.to_string()));
+            }
+            Err(e) => {
+                put_option_reply(out, opt, REP_ERR_INVALID, e.to_string().as_bytes());
+                self.go(Event::OptionAnswered)?;
+                return Ok(Step::Continue);
+            }
+        };
+        if self.shutting_down && !matches!(parsed, ClientOption::Abort) {
+            if let ClientOption::ExportName(_) = parsed {
+                self.go(Event::Shutdown)?;
+                return Ok(Step::Close);
+            }
+            put_option_reply(out, opt, REP_ERR_SHUTDOWN, b"server is shutting down");
+            self.go(Event::OptionAnswered)?;
+            return Ok(Step::Continue);
+        }
+        match parsed {
+            ClientOption::Abort => {
+                put_option_reply(out, opt, REP_ACK, &[]);
+                self.go(Event::Abort)?;
+                Ok(Step::Close)
+            }
+            ClientOption::ExportName(name) => {
+                let Some(export) = catalog.lookup(&name) else {
+                    self.go(Event::Violation)?;
+                    return Err(HandshakeError::UnknownExport(name));
+                };
+                let session = self.session(export);
+                put_export_name_reply(
+                    out,
+                    session.export.size,
+                    session.flags,
+                    self.flags.no_zeroes,
+                );
+                self.go(Event::EnterTransmission)?;
+                Ok(Step::Transmission(Box::new(session)))
+            }
+            ClientOption::List => {
+                for name in catalog.list() {
+                    put_rep_server(out, opt, &name);
+                }
+                put_option_reply(out, opt, REP_ACK, &[]);
+                self.go(Event::OptionAnswered)?;
+                Ok(Step::Continue)
+            }
+            ClientOption::StructuredReply => {
+                self.structured = true;
+                put_option_reply(out, opt, REP_ACK, &[]);
+                self.go(Event::OptionAnswered)?;
+                Ok(Step::Continue)
+            }
+            ClientOption::Info { go, name, requests } => {
+                let Some(export) = catalog.lookup(&name) else {
+                    let msg = format!("export {name:?} not found");
+                    put_option_reply(out, opt, REP_ERR_UNKNOWN, msg.as_bytes());
+                    self.go(Event::OptionAnswered)?;
+                    return Ok(Step::Continue);
+                };
+                let session = self.session(export);
+                put_info_export(out, opt, session.export.size, session.flags);
+                let mut sent_name = false;
+                let mut sent_desc = false;
+                for r in requests {
+                    match r {
+                        INFO_NAME if !sent_name => {
+                            put_info_string(out, opt, INFO_NAME, &session.export.name);
+                            sent_name = true;
+                        }
+                        INFO_DESCRIPTION if !sent_desc => {
+                            let d = session.export.description();
+                            put_info_string(out, opt, INFO_DESCRIPTION, &d);
+                            sent_desc = true;
+                        }
+                        _ => {}
+                    }
+                }
+                // Always sent: our minimum is 1, so no client is constrained by it.
+                put_info_block_size(out, opt, MIN_BLOCK, PREFERRED_BLOCK, MAX_PAYLOAD);
+                put_option_reply(out, opt, REP_ACK, &[]);
+                if go {
+                    self.go(Event::EnterTransmission)?;
+                    Ok(Step::Transmission(Box::new(session)))
+                } else {
+                    self.go(Event::OptionAnswered)?;
+                    Ok(Step::Continue)
+                }
+            }
+            ClientOption::MetaContext {
+                set,
+                export,
+                queries,
+            } => {
+                self.meta_context(opt, set, &export, &queries, catalog, out);
+                self.go(Event::OptionAnswered)?;
+                Ok(Step::Continue)
+            }
+            ClientOption::StartTls | ClientOption::Unsupported(_) => {
+                put_option_reply(out, opt, REP_ERR_UNSUP, &[]);
+                self.go(Event::OptionAnswered)?;
+                Ok(Step::Continue)
+            }
+        }
+    }
+
+    fn session(&self, export: Export) -> Session {
+        // Contexts apply only to the export they were selected for.
+        let contexts = match &self.meta {
+            Some((name, ctxs)) if *name == export.name => ctxs.clone(),
+            _ => Vec::new(),
+        };
+        Session {
+            flags: export.flags(self.structured),
+            export,
+            structured: self.structured,
+            contexts,
+        }
+    }
+
+    fn meta_context(
+        &mut self,
+        opt: u32,
+        set: bool,
+        export: &str,
+        queries: &[String],
+        catalog: &Catalog,
+        out: &mut Vec<u8>,
+    ) {
+        if !self.structured {
+            put_option_reply(
+                out,
+                opt,
+                REP_ERR_INVALID,
+                b"negotiate structured replies first",
+            );
+            return;
+        }
+        if set {
+            // A SET replaces the previous selection, even when it fails.
+            self.meta = None;
+        }
+        let Some(e) = catalog.lookup(export) else {
+            let msg = format!("export {export:?} not found");
+            put_option_reply(out, opt, REP_ERR_UNKNOWN, msg.as_bytes());
+            return;
+        };
+        let mut found: Vec<MetaContext> = Vec::new();
+        if queries.is_empty() {
+            if !set {
+                found = catalog.all_contexts(&e);
+            }
+        } else {
+            for q in queries {
+                for c in catalog.contexts_for(&e, q, !set) {
+                    if !found.contains(&c) {
+                        found.push(c);
+                    }
+                }
+            }
+        }
+        if set && found.len() > MAX_CONTEXTS {
+            put_option_reply(out, opt, REP_ERR_TOO_BIG, b"too many metadata contexts");
+            return;
+        }
+        for (i, c) in found.iter().enumerate() {
+            // LIST replies carry id 0, as the spec asks.
+            let id = if set { i as u32 + 1 } else { 0 };
+            put_meta_context(out, opt, id, &c.name());
+        }
+        put_option_reply(out, opt, REP_ACK, &[]);
+        if set {
+            self.meta = Some((e.name, found));
+        }
+    }
+}
+
+/// Runs a whole client byte stream through the handshake the way a connection does (client
+/// flags, then framed options), without a socket: returns the server's bytes and the session
+/// if transmission was reached. Used by the fuzz target and the never-panic tests; a framing
+/// error or an end of input simply stops it.
+pub fn replay_handshake(input: &[u8], catalog: &Catalog) -> (Vec<u8>, Option<Session>) {
+    let mut out = greeting().to_vec();
+    let mut n = Negotiator::new();
+    if input.len() < 4 || n.on_client_flags(&input[..4]).is_err() {
+        return (out, None);
+    }
+    let mut at = 4;
+    while input.len() - at >= OPTION_HEADER_LEN {
+        let Ok(hdr) = parse_option_header(&input[at..at + OPTION_HEADER_LEN]) else {
+            break;
+        };
+        at += OPTION_HEADER_LEN;
+        let len = hdr.len as usize;
+        if input.len() - at < len {
+            break;
+        }
+        let data = &input[at..at + len];
+        at += len;
+        match n.on_option(hdr, data, catalog, &mut out) {
+            Ok(Step::Continue) => {}
+            Ok(Step::Close) | Err(_) => break,
+            Ok(Step::Transmission(s)) => return (out, Some(*s)),
+        }
+    }
+    (out, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_block::{DeviceSpec, MemDevice, Pool};
+    use strata_types::DeviceClass;
+
+    fn catalog() -> Catalog {
+        let dev = MemDevice::new(64 << 20, "m");
+        let pool = Pool::create(vec![DeviceSpec {
+            device: dev,
+            class: DeviceClass::Ssd,
+        }])
+        .unwrap();
+        let v = pool.create_volume("vol", 1 << 20, None).unwrap();
+        pool.create_snapshot(v, "s1").unwrap();
+        Catalog::new(pool)
+    }
+
+    fn hdr(option: u32, data: &[u8]) -> OptionHeader {
+        OptionHeader {
+            option,
+            len: data.len() as u32,
+        }
+    }
+
+    fn opened() -> Negotiator {
+        let mut n = Negotiator::new();
+        n.on_client_flags(&[0, 0, 0, 3]).unwrap();
+        n
+    }
+
+    fn go_data(name: &str, reqs: &[u16]) -> Vec<u8> {
+        let mut d = (name.len() as u32).to_be_bytes().to_vec();
+        d.extend_from_slice(name.as_bytes());
+        d.extend_from_slice(&(reqs.len() as u16).to_be_bytes());
+        for r in reqs {
+            d.extend_from_slice(&r.to_be_bytes());
+        }
+        d
+    }
+
+    #[test]
+    fn go_reply_bytes_are_frozen() {
+        let c = catalog();
+        let mut n = opened();
+        let mut out = Vec::new();
+        let d = go_data("vol", &[]);
+        let step = n.on_option(hdr(OPT_GO, &d), &d, &c, &mut out).unwrap();
+        assert!(matches!(step, Step::Transmission(_)));
+        let mut want = Vec::new();
+        // INFO_EXPORT: size 1 MiB, flags HAS|FLUSH|FUA|TRIM|WZ|MULTI_CONN|CACHE|FAST_ZERO.
+        want.extend_from_slice(&[
+            0, 3, 0xe8, 0x89, 4, 0x55, 0x65, 0xa9, 0, 0, 0, 7, 0, 0, 0, 3,
+        ]);
+        want.extend_from_slice(&[0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0x0d, 0x6d]);
+        // INFO_BLOCK_SIZE 1 / 4096 / 32 MiB.
+        want.extend_from_slice(&[
+            0, 3, 0xe8, 0x89, 4, 0x55, 0x65, 0xa9, 0, 0, 0, 7, 0, 0, 0, 3,
+        ]);
+        want.extend_from_slice(&[0, 0, 0, 14, 0, 3, 0, 0, 0, 1, 0, 0, 0x10, 0, 2, 0, 0, 0]);
+        // ACK.
+        want.extend_from_slice(&[
+            0, 3, 0xe8, 0x89, 4, 0x55, 0x65, 0xa9, 0, 0, 0, 7, 0, 0, 0, 1,
+        ]);
+        want.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(out, want);
+        assert_eq!(n.state(), ConnState::Transmission);
+    }
+
+    #[test]
+    fn unknown_options_continue_and_export_name_closes_on_unknown() {
+        let c = catalog();
+        let mut n = opened();
+        let mut out = Vec::new();
+        for o in [OPT_STARTTLS, OPT_EXTENDED_HEADERS, 4, 12345] {
+            out.clear();
+            let step = n.on_option(hdr(o, &[]), &[], &c, &mut out).unwrap();
+            assert!(matches!(step, Step::Continue));
+            assert_eq!(&out[12..16], &REP_ERR_UNSUP.to_be_bytes());
+        }
+        assert!(matches!(
+            n.on_option(hdr(OPT_EXPORT_NAME, b"nope"), b"nope", &c, &mut out),
+            Err(HandshakeError::UnknownExport(_))
+        ));
+        assert_eq!(n.state(), ConnState::Closed);
+    }
+
+    #[test]
+    fn snapshot_export_is_read_only_and_meta_contexts_negotiate() {
+        let c = catalog();
+        let mut n = opened();
+        let mut out = Vec::new();
+        // SET_META_CONTEXT before STRUCTURED_REPLY is invalid.
+        let mut q = 3u32.to_be_bytes().to_vec();
+        q.extend_from_slice(b"vol");
+        q.extend_from_slice(&2u32.to_be_bytes());
+        for s in ["base:allocation", "strata:changed-since:s1"] {
+            q.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            q.extend_from_slice(s.as_bytes());
+        }
+        n.on_option(hdr(OPT_SET_META_CONTEXT, &q), &q, &c, &mut out)
+            .unwrap();
+        assert_eq!(&out[12..16], &REP_ERR_INVALID.to_be_bytes());
+        out.clear();
+        n.on_option(hdr(OPT_STRUCTURED_REPLY, &[]), &[], &c, &mut out)
+            .unwrap();
+        out.clear();
+        n.on_option(hdr(OPT_SET_META_CONTEXT, &q), &q, &c, &mut out)
+            .unwrap();
+        assert_eq!(&out[12..16], &REP_META_CONTEXT.to_be_bytes());
+        let d = go_data("vol", &[INFO_NAME]);
+        out.clear();
+        let Step::Transmission(s) = n.on_option(hdr(OPT_GO, &d), &d, &c, &mut out).unwrap() else {
+            panic!("no transmission")
+        };
+        assert_eq!(s.contexts.len(), 2);
+        assert!(s.structured);
+
+        let mut n = opened();
+        let d = go_data("vol@s1", &[]);
+        let Step::Transmission(s) = n.on_option(hdr(OPT_GO, &d), &d, &c, &mut out).unwrap() else {
+            panic!("no transmission")
+        };
+        assert!(s.export.read_only);
+        assert_ne!(s.flags & TF_READ_ONLY, 0);
+        assert_eq!(s.flags & TF_SEND_TRIM, 0);
+    }
+
+    #[test]
+    fn options_after_go_are_illegal() {
+        let c = catalog();
+        let mut n = opened();
+        let mut out = Vec::new();
+        let d = go_data("vol", &[]);
+        n.on_option(hdr(OPT_GO, &d), &d, &c, &mut out).unwrap();
+        assert!(matches!(
+            n.on_option(hdr(OPT_LIST, &[]), &[], &c, &mut out),
+            Err(HandshakeError::Illegal(_))
+        ));
+    }
+}

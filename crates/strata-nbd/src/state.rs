@@ -1,0 +1,145 @@
+//! The connection state machine, as an explicit transition table.
+//!
+//! Every connection moves through these states; the I/O loop in [`crate::conn`] and the pure
+//! negotiator in [`crate::negotiate`] ask [`ConnState::on`] for each move, so an illegal one
+//! (a transmission request during option haggling, an option after `NBD_OPT_GO`) is an error
+//! that ends the connection instead of a silent corruption of the session. The diagram is in
+//! `docs/nbd.md`.
+
+use thiserror::Error;
+
+/// Where a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnState {
+    /// Greeting sent; waiting for the client's 32-bit flags.
+    AwaitClientFlags,
+    /// Option haggling.
+    Options,
+    /// Transmission: requests and replies.
+    Transmission,
+    /// `NBD_CMD_DISC` received or the server is shutting down: requests in flight finish, new
+    /// ones are not read.
+    Draining,
+    /// Done; the socket is closed.
+    Closed,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// Valid client flags arrived.
+    ClientFlags,
+    /// An option was answered and haggling continues (including errors such as
+    /// `NBD_REP_ERR_UNSUP`).
+    OptionAnswered,
+    /// `NBD_OPT_GO` or `NBD_OPT_EXPORT_NAME` succeeded.
+    EnterTransmission,
+    /// `NBD_OPT_ABORT`.
+    Abort,
+    /// A transmission request was accepted.
+    Request,
+    /// `NBD_CMD_DISC`.
+    Disconnect,
+    /// The server is shutting down.
+    Shutdown,
+    /// All requests in flight have been answered.
+    Drained,
+    /// The peer broke the protocol (bad magic, unknown client flags, oversized payload, ...).
+    Violation,
+    /// The peer closed the connection or an I/O error happened.
+    PeerGone,
+}
+
+/// A move the table does not allow.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[error("illegal transition: {event:?} in state {state:?}")]
+pub struct IllegalTransition {
+    /// State it happened in.
+    pub state: ConnState,
+    /// The event.
+    pub event: Event,
+}
+
+use ConnState::*;
+use Event::*;
+
+/// The whole machine: (from, event, to). Anything absent is illegal.
+pub const TRANSITIONS: &[(ConnState, Event, ConnState)] = &[
+    (AwaitClientFlags, ClientFlags, Options),
+    (AwaitClientFlags, Violation, Closed),
+    (AwaitClientFlags, PeerGone, Closed),
+    (AwaitClientFlags, Shutdown, Closed),
+    (Options, OptionAnswered, Options),
+    (Options, EnterTransmission, Transmission),
+    (Options, Abort, Closed),
+    (Options, Violation, Closed),
+    (Options, PeerGone, Closed),
+    (Options, Shutdown, Closed),
+    (Transmission, Request, Transmission),
+    (Transmission, Disconnect, Draining),
+    (Transmission, Shutdown, Draining),
+    (Transmission, Violation, Draining),
+    (Transmission, PeerGone, Draining),
+    (Draining, Drained, Closed),
+    (Draining, PeerGone, Closed),
+    (Draining, Shutdown, Draining),
+];
+
+impl ConnState {
+    /// The state after `event`, or an error if the table does not allow it.
+    pub fn on(self, event: Event) -> Result<ConnState, IllegalTransition> {
+        TRANSITIONS
+            .iter()
+            .find(|(from, ev, _)| *from == self && *ev == event)
+            .map(|&(_, _, to)| to)
+            .ok_or(IllegalTransition { state: self, event })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn happy_path() {
+        let s = AwaitClientFlags.on(ClientFlags).unwrap();
+        let s = s.on(OptionAnswered).unwrap().on(EnterTransmission).unwrap();
+        let s = s.on(Request).unwrap().on(Disconnect).unwrap();
+        assert_eq!(s.on(Drained).unwrap(), Closed);
+    }
+
+    #[test]
+    fn illegal_moves_are_rejected() {
+        assert!(AwaitClientFlags.on(Request).is_err());
+        assert!(Options.on(Request).is_err());
+        assert!(Transmission.on(OptionAnswered).is_err());
+        assert!(Transmission.on(EnterTransmission).is_err());
+        assert!(Draining.on(Request).is_err());
+        for ev in [ClientFlags, OptionAnswered, Request, Disconnect, PeerGone] {
+            assert!(Closed.on(ev).is_err(), "{ev:?} from Closed");
+        }
+    }
+
+    #[test]
+    fn table_is_deterministic() {
+        for (i, a) in TRANSITIONS.iter().enumerate() {
+            for b in &TRANSITIONS[i + 1..] {
+                assert!(!(a.0 == b.0 && a.1 == b.1), "duplicate {a:?} / {b:?}");
+            }
+        }
+        // Every state but Closed can reach Closed.
+        for s in [AwaitClientFlags, Options, Transmission, Draining] {
+            let mut cur = s;
+            for _ in 0..3 {
+                if cur == Closed {
+                    break;
+                }
+                cur = cur.on(PeerGone).unwrap();
+                if cur == Draining {
+                    cur = cur.on(Drained).unwrap();
+                }
+            }
+            assert_eq!(cur, Closed, "from {s:?}");
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The transmission phase without sockets: one request in, its reply bytes out.
+//!
+//! [`execute`] validates a request against the negotiated [`Session`] (command, flags, range,
+//! read-only), runs it on the pool and appends the reply to an [`OutBuf`]. It never blocks on
+//! the network, so the connection loop can batch replies, and the fuzz target can drive it
+//! over a memory pool. Flushes (FLUSH, and the durability half of FUA) are returned to the
+//! caller as [`Outcome::NeedsFlush`] so the loop can run them off the request path.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use strata_block::{IoError, Pool, Target};
+
+use crate::export::{MetaContext, STATE_CHANGED};
+use crate::negotiate::Session;
+use crate::proto::*;
+
+/// Largest range one BLOCK_STATUS looks at: it bounds the engine's map walk (done under its
+/// metadata lock) and the reply to 65,536 descriptors. The spec lets a reply cover less than
+/// asked; clients ask again from where it ended.
+pub const MAX_STATUS_SPAN: u64 = 256 << 20;
+
+/// A reusable reply buffer. Unlike a `Vec`, growing it for a READ does not zero the bytes the
+/// engine is about to overwrite: `len` marks the valid prefix of an always-initialized `buf`.
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Put for OutBuf {
+    fn put(&mut self, b: &[u8]) {
+        self.tail(b.len()).copy_from_slice(b);
+    }
+}
+
+impl OutBuf {
+    /// An empty buffer with `cap` bytes ready.
+    pub fn with_capacity(cap: usize) -> Self {
+        OutBuf {
+            buf: vec![0; cap],
+            len: 0,
+        }
+    }
+
+    /// Appends `n` bytes (contents unspecified) and returns them for the caller to fill.
+    pub fn tail(&mut self, n: usize) -> &mut [u8] {
+        let end = self.len + n;
+        if end > self.buf.len() {
+            self.buf.resize(end.max(self.buf.len() * 2), 0);
+        }
+        let s = self.len;
+        self.len = end;
+        &mut self.buf[s..end]
+    }
+
+    /// Bytes appended so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops everything after the first `n` bytes.
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+
+    /// The buffered bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Empties the buffer, keeping its memory (up to `keep` bytes: one huge READ must not pin
+    /// its buffer for the life of the connection).
+    pub fn clear(&mut self, keep: usize) {
+        self.len = 0;
+        if self.buf.len() > keep {
+            self.buf.truncate(keep);
+            self.buf.shrink_to_fit();
+        }
+    }
+}
+
+/// Counters of the data path, shared by every connection of a server. Relaxed atomics: they
+/// are statistics, not synchronization.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections refused (limit reached or server shutting down).
+    pub refused: AtomicU64,
+    /// Connections ended by a protocol violation.
+    pub violations: AtomicU64,
+    /// READ requests answered successfully.
+    pub reads: AtomicU64,
+    /// Bytes returned by READ.
+    pub bytes_read: AtomicU64,
+    /// WRITE requests answered successfully.
+    pub writes: AtomicU64,
+    /// Bytes written by WRITE.
+    pub bytes_written: AtomicU64,
+    /// Pool flushes run (one may answer several FLUSH/FUA requests).
+    pub flushes: AtomicU64,
+    /// TRIM and WRITE_ZEROES requests answered successfully.
+    pub zeroes: AtomicU64,
+    /// BLOCK_STATUS requests answered successfully.
+    pub block_status: AtomicU64,
+    /// Requests answered with an error.
+    pub errors: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// What the caller must do after [`execute`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The reply (success or error) is in the buffer.
+    Done,
+    /// The operation succeeded but its reply must wait for a pool flush: call
+    /// [`put_flush_reply`] with the flush's result.
+    NeedsFlush,
+    /// `NBD_CMD_DISC`: no reply; finish requests in flight and close.
+    Disconnect,
+}
+
+/// The NBD error for an engine error. Every variant is mapped here, at the boundary.
+pub fn errno_of(e: &IoError) -> u32 {
+    match e {
+        IoError::OutOfRange { .. } => EINVAL,
+        IoError::ReadOnly(_) => EPERM,
+        IoError::OutOfSpace { .. } => ENOSPC,
+        // The export was deleted under the connection: nothing the client can retry.
+        IoError::NotFound(_) => EIO,
+        IoError::Checksum { .. } | IoError::Device { .. } | IoError::PoolFailed => EIO,
+    }
+}
+
+fn reply_error(out: &mut OutBuf, s: &Session, handle: u64, errno: u32, msg: &str) {
+    if s.structured {
+        put_error_chunk(out, handle, errno, msg);
+    } else {
+        put_simple_reply(out, errno, handle);
+    }
+}
+
+/// Appends the reply of a request that returned [`Outcome::NeedsFlush`].
+pub fn put_flush_reply(
+    out: &mut OutBuf,
+    s: &Session,
+    handle: u64,
+    result: &Result<(), IoError>,
+    stats: &Stats,
+) {
+    match result {
+        Ok(()) => put_simple_reply(out, 0, handle),
+        Err(e) => {
+            bump(&stats.errors, 1);
+            reply_error(out, s, handle, errno_of(e), &e.to_string());
+        }
+    }
+}
+
+/// Checks a request against the session; `Err((errno, message))` on rejection.
+fn check(s: &Session, r: &Request) -> Result<(), (u32, &'static str)> {
+    let known = matches!(
+        r.cmd,
+        CMD_READ
+            | CMD_WRITE
+            | CMD_FLUSH
+            | CMD_TRIM
+            | CMD_CACHE
+            | CMD_WRITE_ZEROES
+            | CMD_BLOCK_STATUS
+    );
+    if !known {
+        return Err((EINVAL, "unknown command"));
+    }
+    if r.flags & !allowed_flags(r.cmd, s.structured) != 0 {
+        return Err((EINVAL, "command flag not valid for this command"));
+    }
+    let writes = matches!(r.cmd, CMD_WRITE | CMD_TRIM | CMD_WRITE_ZEROES);
+    if writes && s.export.read_only {
+        return Err((EPERM, "export is read-only"));
+    }
+    match r.cmd {
+        CMD_FLUSH => {
+            if r.offset != 0 || r.len != 0 {
+                return Err((EINVAL, "flush offset and length must be zero"));
+            }
+            return Ok(());
+        }
+        CMD_BLOCK_STATUS if s.contexts.is_empty() => {
+            return Err((EINVAL, "no metadata context was negotiated"));
+        }
+        CMD_READ if r.len > MAX_PAYLOAD => {
+            return Err((EINVAL, "read longer than the maximum block size"));
+        }
+        CMD_CACHE => {}
+        _ if r.len == 0 => return Err((EINVAL, "zero-length request")),
+        _ => {}
+    }
+    let end = r.offset.checked_add(r.len as u64);
+    if end.is_none_or(|e| e > s.export.size) {
+        // The spec asks for ENOSPC on writes past the end, EINVAL otherwise.
+        let e = if matches!(r.cmd, CMD_WRITE | CMD_WRITE_ZEROES) {
+            ENOSPC
+        } else {
+            EINVAL
+        };
+        return Err((e, "request extends past the end of the export"));
+    }
+    Ok(())
+}
+
+/// Runs one request. `payload` is the WRITE data (empty otherwise).
+pub fn execute(
+    pool: &Pool,
+    s: &Session,
+    r: &Request,
+    payload: &[u8],
+    out: &mut OutBuf,
+    stats: &Stats,
+) -> Outcome {
+    if r.cmd == CMD_DISC {
+        return Outcome::Disconnect;
+    }
+    if let Err((errno, msg)) = check(s, r) {
+        bump(&stats.errors, 1);
+        reply_error(out, s, r.handle, errno, msg);
+        return Outcome::Done;
+    }
+    let fua = r.flags & CMDF_FUA != 0;
+    let volume = match s.export.target {
+        Target::Volume(v) => Some(v),
+        Target::Snapshot(_) => None,
+    };
+    let result = match (r.cmd, volume) {
+        (CMD_READ, _) => return read(pool, s, r, out, stats),
+        (CMD_BLOCK_STATUS, _) => return block_status(pool, s, r, out, stats),
+        (CMD_FLUSH, _) => return Outcome::NeedsFlush,
+        (CMD_CACHE, _) => {
+            put_simple_reply(out, 0, r.handle);
+            return Outcome::Done;
+        }
+        (CMD_WRITE, Some(v)) => pool.write(v, r.offset, payload).inspect(|()| {
+            bump(&stats.writes, 1);
+            bump(&stats.bytes_written, payload.len() as u64);
+        }),
+        (CMD_TRIM, Some(v)) => pool.trim(v, r.offset, r.len as u64),
+        (CMD_WRITE_ZEROES, Some(v)) => {
+            let no_hole = r.flags & CMDF_NO_HOLE != 0;
+            if no_hole && r.flags & CMDF_FAST_ZERO != 0 {
+                // Writing zero blocks is as slow as writing data: FAST_ZERO must fail fast.
+                bump(&stats.errors, 1);
+                reply_error(
+                    out,
+                    s,
+                    r.handle,
+                    ENOTSUP,
+                    "zeroing without holes is not fast",
+                );
+                return Outcome::Done;
+            }
+            pool.write_zeroes(v, r.offset, r.len as u64, !no_hole)
+        }
+        // check() refused writes to read-only exports; only volumes are writable.
+        _ => Err(IoError::ReadOnly(s.export.name.clone())),
+    };
+    match result {
+        Ok(()) => {
+            if matches!(r.cmd, CMD_TRIM | CMD_WRITE_ZEROES) {
+                bump(&stats.zeroes, 1);
+            }
+            if fua {
+                return Outcome::NeedsFlush;
+            }
+            put_simple_reply(out, 0, r.handle);
+        }
+        Err(e) => {
+            bump(&stats.errors, 1);
+            reply_error(out, s, r.handle, errno_of(&e), &e.to_string());
+        }
+    }
+    Outcome::Done
+}
+
+fn read(pool: &Pool, s: &Session, r: &Request, out: &mut OutBuf, stats: &Stats) -> Outcome {
+    let start = out.len();
+    if s.structured {
+        // One data chunk, so DF is always honoured.
+        put_offset_data_header(out, r.handle, r.offset, r.len);
+    } else {
+        put_simple_reply(out, 0, r.handle);
+    }
+    let dst = out.tail(r.len as usize);
+    match pool.read(s.export.target, r.offset, dst) {
+        Ok(()) => {
+            bump(&stats.reads, 1);
+            bump(&stats.bytes_read, r.len as u64);
+        }
+        Err(e) => {
+            out.truncate(start);
+            bump(&stats.errors, 1);
+            reply_error(out, s, r.handle, errno_of(&e), &e.to_string());
+        }
+    }
+    Outcome::Done
+}
+
+fn block_status(pool: &Pool, s: &Session, r: &Request, out: &mut OutBuf, stats: &Stats) -> Outcome {
+    let start = out.len();
+    let len = (r.len as u64).min(MAX_STATUS_SPAN);
+    let one = r.flags & CMDF_REQ_ONE != 0;
+    let mut descs: Vec<(u32, u32)> = Vec::new();
+    for (i, ctx) in s.contexts.iter().enumerate() {
+        let runs = match ctx {
+            MetaContext::BaseAllocation => {
+                pool.block_status(s.export.target, r.offset, len).map(|v| {
+                    v.into_iter()
+                        .map(|(l, a)| (l, if a { 0 } else { STATE_HOLE | STATE_ZERO }))
+                        .collect::<Vec<_>>()
+                })
+            }
+            MetaContext::ChangedSince { snapshot, .. } => pool
+                .changed_blocks(s.export.volume, *snapshot, r.offset, len)
+                .map(|v| {
+                    v.into_iter()
+                        .map(|(l, c)| (l, if c { STATE_CHANGED } else { 0 }))
+                        .collect()
+                }),
+        };
+        match runs {
+            Ok(runs) => {
+                descs.clear();
+                // Runs are within `len` <= MAX_STATUS_SPAN, so each fits 32 bits.
+                descs.extend(runs.into_iter().map(|(l, f)| (l as u32, f)));
+                if descs.is_empty() {
+                    descs.push((len as u32, 0));
+                }
+                if one {
+                    descs.truncate(1);
+                }
+                let done = i + 1 == s.contexts.len();
+                put_block_status_chunk(out, r.handle, done, i as u32 + 1, &descs);
+            }
+            Err(e) => {
+                out.truncate(start);
+                bump(&stats.errors, 1);
+                reply_error(out, s, r.handle, errno_of(&e), &e.to_string());
+                return Outcome::Done;
+            }
+        }
+    }
+    bump(&stats.block_status, 1);
+    Outcome::Done
+}
+
+/// Runs a client's transmission byte stream (request headers and WRITE payloads) through
+/// [`execute`] the way a connection does, running flushes inline; returns the reply bytes.
+/// Stops at a framing error, at `NBD_CMD_DISC`, or at the end of input. For the fuzz target
+/// and the never-panic tests.
+pub fn replay_requests(pool: &Pool, s: &Session, input: &[u8]) -> Vec<u8> {
+    let stats = Stats::default();
+    let mut out = OutBuf::with_capacity(4096);
+    let mut at = 0;
+    while input.len() - at >= REQUEST_LEN {
+        let Ok(r) = parse_request(&input[at..at + REQUEST_LEN]) else {
+            break;
+        };
+        at += REQUEST_LEN;
+        let n = r.payload_len() as usize;
+        if input.len() - at < n {
+            break;
+        }
+        let payload = &input[at..at + n];
+        at += n;
+        match execute(pool, s, &r, payload, &mut out, &stats) {
+            Outcome::Done => {}
+            Outcome::NeedsFlush => {
+                let res = pool.flush();
+                put_flush_reply(&mut out, s, r.handle, &res, &stats);
+            }
+            Outcome::Disconnect => break,
+        }
+    }
+    out.as_slice().to_vec()
+}
