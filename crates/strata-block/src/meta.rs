@@ -576,6 +576,8 @@ impl State {
                 epoch,
             };
             match l.map.insert(vblock + i as u64, e) {
+                // Rewritten in place: the block stays; nothing is freed.
+                Some(old) if old.pblock == e.pblock => {}
                 Some(old) if !old.is_zero() => freed.push(old),
                 Some(_) => l.mapped += 1,
                 None => {

@@ -198,6 +198,10 @@ struct Inner {
     meta_dev: usize,
     meta: Mutex<MetaState>,
     gate: RwLock<()>,
+    /// Writers overwriting current-epoch blocks in place hold it shared; a commit's epoch cut
+    /// holds it exclusively. Lock order: gate, stripe, epoch_gate, commit, meta; a writer never
+    /// holds it while committing.
+    epoch_gate: RwLock<()>,
     stripes: Box<[RwLock<()>]>,
     commit: Mutex<JournalState>,
     failed: AtomicBool,
@@ -571,6 +575,7 @@ impl Pool {
                     io: Default::default(),
                 }),
                 gate: RwLock::new(()),
+                epoch_gate: RwLock::new(()),
                 stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
                 commit: Mutex::new(JournalState {
                     seq: last,
@@ -930,6 +935,9 @@ impl Pool {
             let off = offset + done as u64;
             let n = ((CHUNK_BYTES - off % CHUNK_BYTES) as usize).min(buf.len() - done);
             let mut attempts = 0;
+            // Taken only after a mismatch on an unchanged mapping: a writer may be rewriting
+            // a current-epoch block in place; under the stripe the read cannot overlap it.
+            let mut stripe = None;
             loop {
                 let mut ents: SmallVec<[Option<Entry>; 8]> = SmallVec::new();
                 {
@@ -962,6 +970,10 @@ impl Pool {
                         };
                         attempts += 1;
                         if now != Some(e) && attempts <= 3 {
+                            continue;
+                        }
+                        if let (None, Target::Volume(v)) = (&stripe, t) {
+                            stripe = Some(self.stripe(v.0, (off / BS) / CHUNK_BLOCKS).read());
                             continue;
                         }
                         return Err(self.checksum_error(t, vb, e.pblock));
@@ -1366,15 +1378,68 @@ impl Pool {
             &scratch
         };
         let csums: SmallVec<[u32; 32]> = src.chunks(BSU).map(checksum).collect();
-        let runs = self.allocate(volume, n as u64, class)?;
-        // Write the data to its new home.
+        // Where each block goes. A block of the top layer written in the current epoch is
+        // referenced by no durable metadata, so it is overwritten in place; every other block
+        // goes to a newly allocated one (redirect-on-write). The epoch gate, held from this
+        // decision until the map update, keeps a commit from making such a block durable
+        // while it is being rewritten.
+        let mut attempt = 0;
+        let (_eg, pbs, fresh_runs) = loop {
+            let eg = self.inner.epoch_gate.read();
+            let mut m = self.inner.meta.lock();
+            let epoch = m.state.epoch;
+            let layer = &m.state.layers[&top];
+            let mut pbs: SmallVec<[u64; 32]> = SmallVec::with_capacity(n);
+            let mut need = 0u64;
+            for vb in b0..b1 {
+                match layer.map.get(vb) {
+                    Some(e) if !e.is_zero() && e.epoch == epoch => pbs.push(e.pblock),
+                    _ => {
+                        pbs.push(u64::MAX);
+                        need += 1;
+                    }
+                }
+            }
+            let mut runs: SmallVec<[Run; 4]> = SmallVec::new();
+            let room = m.state.entries + need <= m.max_entries;
+            if need == 0 || (room && m.alloc.alloc(need, class, &mut runs)) {
+                let mut next = runs
+                    .iter()
+                    .flat_map(|r| (0..r.len).map(move |i| r.paddr() + i));
+                for p in pbs.iter_mut().filter(|p| **p == u64::MAX) {
+                    *p = next.next().expect("allocated as many as needed");
+                }
+                break (eg, pbs, runs);
+            }
+            let pending = !m.pending_free.is_empty();
+            drop(m);
+            drop(eg);
+            if attempt == 1 || !pending {
+                let m = self.inner.meta.lock();
+                let name = m
+                    .state
+                    .volumes
+                    .get(&volume)
+                    .map_or_else(|| volume.0.to_string(), |v| v.name.clone());
+                return Err(IoError::OutOfSpace { target: name });
+            }
+            attempt += 1;
+            // Only frees that are not yet durable stand in the way: commit them.
+            self.commit()?;
+        };
+        // Write runs of blocks that are consecutive on a device, one call each.
         let mut k = 0usize;
-        for r in &runs {
-            let dev = &self.inner.devs[r.device];
-            let bytes = &src[k * BSU..(k + r.len as usize) * BSU];
-            if let Err(source) = dev.dev.write_at(bytes, dev.sb.data_offset + r.start * BS) {
+        while k < n {
+            let mut len = 1;
+            while k + len < n && pbs[k + len] == pbs[k] + len as u64 {
+                len += 1;
+            }
+            let (d, b) = split_paddr(pbs[k]);
+            let dev = &self.inner.devs[d];
+            let bytes = &src[k * BSU..(k + len) * BSU];
+            if let Err(source) = dev.dev.write_at(bytes, dev.sb.data_offset + b * BS) {
                 let mut m = self.inner.meta.lock();
-                for r in &runs {
+                for r in &fresh_runs {
                     m.alloc.free_run(*r);
                 }
                 return Err(IoError::Device {
@@ -1383,59 +1448,35 @@ impl Pool {
                 });
             }
             dev.dirty.store(true, Ordering::SeqCst);
-            k += r.len as usize;
+            k += len;
         }
         // Point the map at it.
         let need_commit = {
             let mut m = self.inner.meta.lock();
             let mut freed = std::mem::take(&mut m.freed);
             let mut k = 0usize;
-            for r in &runs {
-                let cs = &csums[k..k + r.len as usize];
+            while k < n {
+                let mut len = 1;
+                while k + len < n && pbs[k + len] == pbs[k] + len as u64 {
+                    len += 1;
+                }
+                let cs = &csums[k..k + len];
                 let vb = b0 + k as u64;
                 m.state
-                    .map_run(top, vb, r.paddr(), cs, &mut freed)
+                    .map_run(top, vb, pbs[k], cs, &mut freed)
                     .expect("validated run");
-                encode_map_run(&mut m.buf, top, vb, r.paddr(), cs);
-                k += r.len as usize;
+                encode_map_run(&mut m.buf, top, vb, pbs[k], cs);
+                k += len;
             }
             release(&mut m, &mut freed);
             m.freed = freed;
             m.buf.buf.len() >= self.inner.auto_commit
         };
+        drop(_eg);
         if need_commit {
             self.commit()?;
         }
         Ok(())
-    }
-
-    /// Allocates `n` blocks, committing first if only not-yet-durable frees stand in the way.
-    fn allocate(
-        &self,
-        volume: VolumeId,
-        n: u64,
-        class: Option<DeviceClass>,
-    ) -> Result<SmallVec<[Run; 4]>, IoError> {
-        for attempt in 0..2 {
-            {
-                let mut m = self.inner.meta.lock();
-                let room = m.state.entries + n <= m.max_entries;
-                let mut runs = SmallVec::new();
-                if room && m.alloc.alloc(n, class, &mut runs) {
-                    return Ok(runs);
-                }
-                if attempt == 1 || m.pending_free.is_empty() {
-                    let name = m
-                        .state
-                        .volumes
-                        .get(&volume)
-                        .map_or_else(|| volume.0.to_string(), |v| v.name.clone());
-                    return Err(IoError::OutOfSpace { target: name });
-                }
-            }
-            self.commit()?;
-        }
-        unreachable!("loop returns")
     }
 
     /// Makes all ops so far durable: sync data devices, write a journal record (or a
@@ -1450,6 +1491,7 @@ impl Pool {
         let m = &inner.devs[inner.meta_dev];
         let jl = m.sb.journal_len;
         let (ops, frees, checkpoint) = {
+            let _cut = inner.epoch_gate.write();
             let mut ms = inner.meta.lock();
             if ms.buf.buf.is_empty() && ms.pending_free.is_empty() {
                 drop(ms);

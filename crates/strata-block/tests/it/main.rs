@@ -1,6 +1,7 @@
 //! Integration tests of the storage engine (one binary, modules per concern).
 
 mod bad_input;
+mod concurrency;
 mod corruption;
 mod crash;
 mod model;
