@@ -547,16 +547,45 @@ async fn metrics(State(ctl): State<Ctl>, h: HeaderMap) -> Result<Response, ApiEr
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
+#[derive(Deserialize, Default)]
+struct AttachReq {
+    /// `unix` (default) or `tcp` (TLS with a client certificate, returned once).
+    transport: Option<String>,
+}
+
 async fn attach(
     State(ctl): State<Ctl>,
     h: HeaderMap,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let a = change(&ctl, &h, "volume.attach", id.clone(), move |c, p| {
-        c.attach(p, &id)
-    })
-    .await?;
-    Ok(json(StatusCode::CREATED, &a))
+    let req: AttachReq = if body.is_empty() || body.as_ref() == b"null" {
+        AttachReq::default()
+    } else {
+        parse(&body)?
+    };
+    match req.transport.as_deref() {
+        None | Some("unix") => {
+            let a = change(&ctl, &h, "volume.attach", id.clone(), move |c, p| {
+                c.attach(p, &id)
+            })
+            .await?;
+            Ok(json(StatusCode::CREATED, &a))
+        }
+        Some("tcp") => {
+            let (a, creds) = change(&ctl, &h, "volume.attach", id.clone(), move |c, p| {
+                c.attach_tcp(p, &id)
+            })
+            .await?;
+            let mut v = serde_json::to_value(&a).expect("json");
+            v["credentials"] = serde_json::to_value(&creds).expect("json");
+            Ok(json(StatusCode::CREATED, &v))
+        }
+        Some(other) => Err(ApiError::invalid(
+            "transport",
+            format!("unknown transport {other:?} (unix, tcp)"),
+        )),
+    }
 }
 
 async fn get_attachment(

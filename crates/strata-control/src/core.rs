@@ -97,6 +97,8 @@ pub struct Controller {
     nbd_socket: parking_lot::RwLock<Option<std::path::PathBuf>>,
     /// Export names NBD clients may open: the attached volumes. Shared with the NBD server.
     exports: Exports,
+    /// The NBD TCP listener's address and the CA that issues its client certificates.
+    nbd_tcp: parking_lot::RwLock<Option<(String, std::sync::Arc<crate::pki::Pki>)>>,
 }
 
 /// The set of export names the NBD server may serve (attached volumes).
@@ -174,6 +176,7 @@ impl Controller {
             switches: Default::default(),
             nbd_socket: Default::default(),
             exports: Default::default(),
+            nbd_tcp: Default::default(),
         };
         c.recover()?;
         c.switches.restore(c.store.as_ref())?;
@@ -195,6 +198,48 @@ impl Controller {
         *self.nbd_socket.write() = Some(path);
     }
 
+    /// Tells the controller the NBD TCP listener's address and its CA.
+    pub fn set_nbd_tcp(&self, addr: String, pki: std::sync::Arc<crate::pki::Pki>) {
+        *self.nbd_tcp.write() = Some((addr, pki));
+    }
+
+    /// Whether an NBD client may open `export`: the volume is attached and, for a TLS client,
+    /// its certificate names the volume's tenant (`identity`); a client without TLS reaches
+    /// only the Unix socket, guarded by file permissions.
+    pub fn may_open(&self, export: &str, identity: Option<&str>) -> bool {
+        let vol = export.split('@').next().unwrap_or_default();
+        if !self.exports.read().contains(vol) {
+            return false;
+        }
+        match identity {
+            None => true,
+            Some(id) => matches!(
+                self.get::<String>(&volume_index(vol)),
+                Ok(Some((tenant, _))) if tenant == id
+            ),
+        }
+    }
+
+    /// Credentials for the TCP listener: a client certificate naming the volume's tenant.
+    pub fn attach_tcp(
+        &self,
+        p: &Principal,
+        id: &str,
+    ) -> Result<(Attachment, crate::pki::Credentials), ApiError> {
+        let a = self.attach(p, id)?;
+        let Some((_, pki)) = self.nbd_tcp.read().clone() else {
+            return Err(ApiError::new(
+                503,
+                "nbd_tcp_unavailable",
+                "the daemon has no NBD TCP listener (strata serve --nbd-listen)",
+            ));
+        };
+        let creds = pki
+            .client(&a.tenant)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok((a, creds))
+    }
+
     /// Exports a volume to NBD clients; returns the attachment (idempotent).
     pub fn attach(&self, p: &Principal, id: &str) -> Result<Attachment, ApiError> {
         Self::require(p, Role::Member)?;
@@ -210,6 +255,11 @@ impl Controller {
             tenant: v.tenant.clone(),
             export: v.id.clone(),
             uri: format!("nbd+unix:///{}?socket={}", v.id, socket.display()),
+            tcp_uri: self
+                .nbd_tcp
+                .read()
+                .as_ref()
+                .map(|(addr, _)| format!("nbds://{addr}/{}", v.id)),
             created: now(),
         };
         let r = self.store.txn(

@@ -6,6 +6,7 @@ pub mod core;
 pub mod error;
 pub mod model;
 pub mod net;
+pub mod pki;
 
 pub use crate::core::{Controller, CreateVolume, Principal, SizeArg};
 pub use error::ApiError;

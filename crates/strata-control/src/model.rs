@@ -199,6 +199,10 @@ pub struct Attachment {
     pub export: String,
     /// The URI a client opens (e.g. `nbd+unix:///EXPORT?socket=PATH`).
     pub uri: String,
+    /// The URI over TCP with TLS (`nbds://HOST:PORT/EXPORT`), when the daemon listens on TCP;
+    /// it opens only with a client certificate of the volume's tenant.
+    #[serde(default)]
+    pub tcp_uri: Option<String>,
     /// Creation time.
     pub created: u64,
 }

@@ -120,6 +120,13 @@ pub enum VolumeCmd {
         name: String,
         #[arg(long)]
         tenant: Option<String>,
+        /// Over TCP with TLS: also fetch a client certificate into --credentials-dir.
+        #[arg(long)]
+        tcp: bool,
+        /// Where --tcp writes ca-cert.pem, client-cert.pem and client-key.pem (the layout
+        /// qemu's tls-creds-x509 and libnbd's tls-certificates read).
+        #[arg(long, default_value = "./strata-nbd-tls")]
+        credentials_dir: std::path::PathBuf,
     },
     /// Stops exporting a volume to new NBD connections.
     Detach {
@@ -584,10 +591,33 @@ impl Client {
                     ],
                 )
             }
-            VolumeCmd::Attach { name, tenant } => {
+            VolumeCmd::Attach {
+                name,
+                tenant,
+                tcp,
+                credentials_dir,
+            } => {
                 let id = self.volume_id(&name, tenant.as_deref())?;
-                let v = self.req("POST", &format!("/v1/volumes/{id}/attachments"), None)?;
+                let body = json!({"transport": if tcp { "tcp" } else { "unix" }});
+                let mut v =
+                    self.req("POST", &format!("/v1/volumes/{id}/attachments"), Some(body))?;
+                if tcp {
+                    write_credentials(&credentials_dir, &v["credentials"])?;
+                    // The private key stays in the files, not on the terminal.
+                    v.as_object_mut().map(|o| o.remove("credentials"));
+                    v["credentials_dir"] = json!(credentials_dir.display().to_string());
+                }
                 match self.out {
+                    Output::Table if tcp => {
+                        println!("{}", v["tcp_uri"].as_str().unwrap_or_default());
+                        eprintln!(
+                            "client certificate written to {} (e.g. nbdinfo '{}?tls-certificates={}')",
+                            credentials_dir.display(),
+                            v["tcp_uri"].as_str().unwrap_or_default(),
+                            credentials_dir.display()
+                        );
+                        Ok(())
+                    }
                     Output::Table => {
                         println!("{}", v["uri"].as_str().unwrap_or_default());
                         Ok(())
@@ -852,6 +882,32 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Writes TLS client credentials in the layout qemu and libnbd read; the key is 0600.
+fn write_credentials(dir: &Path, c: &Value) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (file, field, mode) in [
+        ("ca-cert.pem", "ca_cert", 0o644),
+        ("client-cert.pem", "cert", 0o644),
+        ("client-key.pem", "key", 0o600),
+    ] {
+        let pem = c[field]
+            .as_str()
+            .ok_or_else(|| anyhow!("the server returned no {field}"))?;
+        let path = dir.join(file);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(pem.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Renders `key` (dotted path, optional `:size` suffix) of a JSON object for a table cell.
