@@ -116,7 +116,11 @@ impl Pki {
         } else {
             ExtendedKeyUsagePurpose::ClientAuth
         }];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        // qemu (gnutls) refuses certificates without key encipherment.
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         let cert = params.signed_by(&key, &self.ca, &self.ca_key)?;
         Ok(Credentials {
             ca_cert: self.ca_pem.clone(),

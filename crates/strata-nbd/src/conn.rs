@@ -20,6 +20,15 @@
 //! Memory per connection is bounded: the input buffer holds at most one request and its
 //! payload (<= [`MAX_PAYLOAD`]), the reply batch at most one READ past the high-water mark,
 //! the flusher queue [`FLUSH_QUEUE`] handles, and large I/O a few [`BIG_MAX`] buffers.
+//!
+//! # TLS
+//! On TCP with TLS configured, `NBD_OPT_STARTTLS` switches the handshake to a rustls session
+//! on the same socket ([`crate::tls`]). Inside TLS, transmission takes a simpler path: one
+//! thread, blocking reads, every request (flushes included) run inline and answered in order,
+//! replies batched the same way. A TLS session is one state machine for both directions, so
+//! the reader, the flusher and the workers could not write to it without sharing a lock
+//! with the reader's decryption; and polling the socket says nothing about whether a whole
+//! TLS record, let alone a request, has arrived. The plain path is unchanged.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -36,9 +45,10 @@ use rustix::net::RecvFlags;
 use parking_lot::Mutex;
 use strata_block::Pool;
 
-use crate::negotiate::{HandshakeError, Negotiator, Session, Step};
+use crate::negotiate::{HandshakeError, Negotiator, Session, Step, TlsMode};
 use crate::proto::*;
 use crate::server::Shared;
+use crate::tls::{self, TlsStream};
 use crate::transmit::{execute, put_flush_reply, OutBuf, Outcome, Stats};
 
 /// Reply batch size that forces a write before the input is drained.
@@ -131,6 +141,39 @@ pub enum ConnError {
     /// Transmission violation.
     #[error("protocol: {0}")]
     Proto(#[from] ProtoError),
+    /// The TLS handshake failed (no or a rejected client certificate, no common cipher, ...).
+    #[error("TLS handshake: {0}")]
+    Tls(io::Error),
+}
+
+/// The handshake's byte channel: the socket, then TLS over it after `NBD_OPT_STARTTLS`.
+enum Channel {
+    Plain(Stream),
+    Tls(Box<TlsStream>),
+}
+
+impl Read for Channel {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Channel::Plain(s) => s.read(buf),
+            Channel::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Channel {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Channel::Plain(s) => s.write(buf),
+            Channel::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Channel::Plain(_) => Ok(()),
+            Channel::Tls(t) => t.flush(),
+        }
+    }
 }
 
 /// Serves one accepted connection to its end.
@@ -141,19 +184,38 @@ pub(crate) fn serve(stream: Stream, shared: &Shared) -> Result<(), ConnError> {
     if let Stream::Tcp(t) = &stream {
         t.set_nodelay(true)?;
     }
-    let mut stream = stream;
-    let Some(session) = handshake(&mut stream, shared)? else {
+    let (chan, session) = handshake(stream, shared)?;
+    let Some(session) = session else {
         return Ok(());
     };
-    stream.set_read_timeout(None)?;
-    transmission(stream, shared, &session)
+    match chan {
+        Channel::Plain(stream) => {
+            stream.set_read_timeout(None)?;
+            transmission(stream, shared, &session)
+        }
+        Channel::Tls(t) => {
+            t.sock.set_read_timeout(None)?;
+            transmission_tls(*t, shared, &session)
+        }
+    }
 }
 
-fn handshake(stream: &mut Stream, shared: &Shared) -> Result<Option<Session>, ConnError> {
-    let mut neg = Negotiator::new();
-    stream.write_all(&greeting())?;
+fn handshake(stream: Stream, shared: &Shared) -> Result<(Channel, Option<Session>), ConnError> {
+    // TLS is for TCP only: a Unix socket's peer is already known to the kernel.
+    let tls_config = match (&stream, &shared.config.tls) {
+        (Stream::Tcp(_), Some(c)) => Some(c.clone()),
+        _ => None,
+    };
+    let mode = match &tls_config {
+        None => TlsMode::Off,
+        Some(_) if shared.config.tls_required => TlsMode::Required,
+        Some(_) => TlsMode::Optional,
+    };
+    let mut neg = Negotiator::with_tls(mode);
+    let mut chan = Channel::Plain(stream);
+    chan.write_all(&greeting())?;
     let mut flags = [0u8; 4];
-    stream.read_exact(&mut flags)?;
+    chan.read_exact(&mut flags)?;
     neg.on_client_flags(&flags)?;
     let mut data = Vec::new();
     let mut out = Vec::new();
@@ -162,18 +224,42 @@ fn handshake(stream: &mut Stream, shared: &Shared) -> Result<Option<Session>, Co
             neg.set_shutting_down();
         }
         let mut h = [0u8; OPTION_HEADER_LEN];
-        stream.read_exact(&mut h)?;
+        chan.read_exact(&mut h)?;
         let hdr = parse_option_header(&h)?;
         data.clear();
         data.resize(hdr.len as usize, 0);
-        stream.read_exact(&mut data)?;
+        chan.read_exact(&mut data)?;
         out.clear();
         let step = neg.on_option(hdr, &data, &shared.catalog, &mut out);
-        stream.write_all(&out)?;
+        chan.write_all(&out)?;
+        chan.flush()?;
         match step? {
             Step::Continue => {}
-            Step::Close => return Ok(None),
-            Step::Transmission(s) => return Ok(Some(*s)),
+            Step::Close => {
+                if let Channel::Tls(t) = &mut chan {
+                    tls::close(t);
+                }
+                return Ok((chan, None));
+            }
+            Step::Transmission(s) => return Ok((chan, Some(*s))),
+            Step::StartTls => {
+                // The negotiator asks for this only on a plain TCP channel with TLS set up.
+                let (Channel::Plain(Stream::Tcp(sock)), Some(config)) = (chan, &tls_config) else {
+                    return Err(io::Error::other("STARTTLS on a channel without TLS").into());
+                };
+                match tls::accept(sock, config.clone()) {
+                    Ok((t, identity)) => {
+                        shared.stats.tls_sessions.fetch_add(1, Ordering::Relaxed);
+                        neg.on_tls_established(identity)?;
+                        chan = Channel::Tls(Box::new(t));
+                    }
+                    Err(e) => {
+                        shared.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                        neg.on_tls_failed();
+                        return Err(ConnError::Tls(e));
+                    }
+                }
+            }
         }
     }
 }
@@ -211,14 +297,7 @@ impl InBuf {
     /// costs a wake-up (and, in a VM, an interrupt to a halted CPU) on the client's next
     /// send, which is most of a 4 KiB request's cost at high queue depth.
     fn fill(&mut self, s: &mut Stream, need: usize, spin: Duration) -> io::Result<bool> {
-        if self.buf.len() - self.start < need {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if self.buf.len() < need {
-                self.buf.resize(need, 0);
-            }
-        }
+        self.make_room(need);
         let mut spin_until: Option<Instant> = None;
         while self.avail() < need {
             if !spin.is_zero() {
@@ -244,6 +323,34 @@ impl InBuf {
                 Ok(0) => return Ok(false),
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Makes room for `need` bytes from `start`.
+    fn make_room(&mut self, need: usize) {
+        if self.buf.len() - self.start < need {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() < need {
+                self.buf.resize(need, 0);
+            }
+        }
+    }
+
+    /// [`InBuf::fill`] for the TLS path: plain blocking reads of decrypted bytes. A peer that
+    /// closes TCP without a TLS close_notify ends the stream like one that sends it.
+    fn fill_blocking(&mut self, r: &mut impl Read, need: usize) -> io::Result<bool> {
+        self.make_room(need);
+        while self.avail() < need {
+            match r.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
                 Err(e) => return Err(e),
             }
         }
@@ -528,4 +635,78 @@ fn spawn_flusher(
         .name("nbd-flush".into())
         .spawn(move || flusher(rx, pool, session, writer, stats))?;
     Ok(Flusher { tx, thread })
+}
+
+/// Sends a reply batch through TLS (encrypts, writes every record).
+fn send_tls(s: &mut TlsStream, out: &mut OutBuf) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let r = s.write_all(out.as_slice()).and_then(|()| s.flush());
+    out.clear(OUT_KEEP);
+    r
+}
+
+/// Transmission inside TLS (see the module doc): the plain loop's batching and memory bounds,
+/// without its threads and polling. Flushes run inline, so replies go out in request order.
+fn transmission_tls(mut s: TlsStream, shared: &Shared, session: &Session) -> Result<(), ConnError> {
+    let pool = shared.catalog.pool();
+    let mut inb = InBuf {
+        buf: vec![0; 256 << 10],
+        start: 0,
+        end: 0,
+    };
+    let mut out = OutBuf::with_capacity(256 << 10);
+    let result: Result<(), ConnError> = loop {
+        if inb.avail() < REQUEST_LEN {
+            if let Err(e) = send_tls(&mut s, &mut out) {
+                break Err(e.into());
+            }
+            match inb.fill_blocking(&mut s, REQUEST_LEN) {
+                Ok(true) => {}
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            }
+        }
+        let req = match parse_request(&inb.data()[..REQUEST_LEN]) {
+            Ok(r) => r,
+            Err(e) => break Err(e.into()),
+        };
+        let total = REQUEST_LEN + req.payload_len() as usize;
+        if inb.avail() < total {
+            if let Err(e) = send_tls(&mut s, &mut out) {
+                break Err(e.into());
+            }
+            match inb.fill_blocking(&mut s, total) {
+                Ok(true) => {}
+                // The client went away in the middle of a request.
+                Ok(false) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            }
+        }
+        let payload = &inb.data()[REQUEST_LEN..total];
+        match execute(pool, session, &req, payload, &mut out, &shared.stats) {
+            Outcome::Done => {}
+            Outcome::NeedsFlush => {
+                let r = pool.flush();
+                shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                put_flush_reply(&mut out, session, req.handle, &r, &shared.stats);
+            }
+            Outcome::Disconnect => {
+                inb.consume(total);
+                break Ok(());
+            }
+        }
+        inb.consume(total);
+        if out.len() >= OUT_HIGH_WATER {
+            if let Err(e) = send_tls(&mut s, &mut out) {
+                break Err(e.into());
+            }
+        }
+    };
+    // Draining: answer what is buffered, shut TLS down, close.
+    let _ = send_tls(&mut s, &mut out);
+    tls::close(&mut s);
+    let _ = s.sock.shutdown(Shutdown::Both);
+    result
 }

@@ -102,26 +102,87 @@ impl std::fmt::Debug for ExportFilter {
     }
 }
 
+/// Decides whether a client may open an export: called with the export name as the client
+/// sent it (`VOLUME` or `VOLUME@SNAPSHOT`) and the client's identity — the Subject Common
+/// Name of its verified TLS certificate, `None` on a connection without TLS (or a TLS client
+/// without a certificate, if the TLS configuration allows one). An export it refuses looks
+/// exactly like one that does not exist: `NBD_REP_ERR_UNKNOWN`, absent from `NBD_OPT_LIST`.
+///
+/// ```
+/// # use std::sync::Arc;
+/// // Tenant `acme` owns the volumes named `acme-*`, and their snapshots.
+/// let a = strata_nbd::Authorizer::new(|export: &str, client: Option<&str>| {
+///     let volume = export.split('@').next().unwrap_or(export);
+///     client.is_some_and(|c| volume.strip_prefix(c).is_some_and(|r| r.starts_with('-')))
+/// });
+/// assert!(a.allows("acme-db@monday", Some("acme")));
+/// assert!(!a.allows("acme-db", None) && !a.allows("other-db", Some("acme")));
+/// ```
+#[derive(Clone)]
+pub struct Authorizer(pub std::sync::Arc<AuthorizeFn>);
+
+/// The decision an [`Authorizer`] wraps: (export name, client identity) -> allowed.
+pub type AuthorizeFn = dyn Fn(&str, Option<&str>) -> bool + Send + Sync;
+
+impl Authorizer {
+    /// Wraps a decision function.
+    pub fn new(f: impl Fn(&str, Option<&str>) -> bool + Send + Sync + 'static) -> Self {
+        Authorizer(std::sync::Arc::new(f))
+    }
+
+    /// Whether `client` may open `export`.
+    pub fn allows(&self, export: &str, client: Option<&str>) -> bool {
+        (self.0)(export, client)
+    }
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authorizer")
+    }
+}
+
 /// The exports of one pool.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pool: Pool,
     filter: Option<ExportFilter>,
+    authorize: Option<Authorizer>,
 }
 
 impl Catalog {
     /// Exports every volume and snapshot of `pool`.
     pub fn new(pool: Pool) -> Self {
-        Catalog { pool, filter: None }
+        Catalog {
+            pool,
+            filter: None,
+            authorize: None,
+        }
     }
 
     /// Exports the volumes `filter` admits (and their snapshots).
     pub fn with_filter(pool: Pool, filter: Option<ExportFilter>) -> Self {
-        Catalog { pool, filter }
+        Catalog {
+            pool,
+            filter,
+            authorize: None,
+        }
+    }
+
+    /// The same exports, each also subject to `authorize` for the client asking.
+    pub fn with_authorizer(mut self, authorize: Option<Authorizer>) -> Self {
+        self.authorize = authorize;
+        self
     }
 
     fn admits(&self, volume: &str) -> bool {
         self.filter.as_ref().is_none_or(|f| (f.0)(volume))
+    }
+
+    fn authorized(&self, export: &str, client: Option<&str>) -> bool {
+        self.authorize
+            .as_ref()
+            .is_none_or(|a| a.allows(export, client))
     }
 
     /// The pool behind the exports.
@@ -129,9 +190,19 @@ impl Catalog {
         &self.pool
     }
 
-    /// Resolves an export name; `None` if it names nothing.
+    /// Resolves an export name for a client without an identity; `None` if it names nothing
+    /// (or nothing that client may open).
     pub fn lookup(&self, name: &str) -> Option<Export> {
+        self.lookup_as(name, None)
+    }
+
+    /// Resolves an export name for `client` (see [`Authorizer`]); `None` if it names nothing
+    /// or nothing this client may open — the two are indistinguishable on purpose.
+    pub fn lookup_as(&self, name: &str, client: Option<&str>) -> Option<Export> {
         if name.is_empty() || name.len() > MAX_STRING {
+            return None;
+        }
+        if !self.authorized(name, client) {
             return None;
         }
         let (vol_name, snap_name) = match name.split_once('@') {
@@ -159,16 +230,27 @@ impl Catalog {
         })
     }
 
-    /// Every export name: volumes, then `volume@snapshot` for each snapshot.
+    /// Every export name a client without an identity may open: volumes, then
+    /// `volume@snapshot` for each snapshot.
     pub fn list(&self) -> Vec<String> {
+        self.list_as(None)
+    }
+
+    /// Every export name `client` may open (see [`Authorizer`]).
+    pub fn list_as(&self, client: Option<&str>) -> Vec<String> {
         let mut out = Vec::new();
         for v in self.pool.volumes() {
             if !self.admits(&v.name) {
                 continue;
             }
-            out.push(v.name.clone());
+            if self.authorized(&v.name, client) {
+                out.push(v.name.clone());
+            }
             for s in self.pool.snapshots(v.id).unwrap_or_default() {
-                out.push(format!("{}@{}", v.name, s.name));
+                let name = format!("{}@{}", v.name, s.name);
+                if self.authorized(&name, client) {
+                    out.push(name);
+                }
             }
         }
         out
@@ -243,5 +325,31 @@ mod tests {
         assert!(c.lookup("a").is_some() && c.lookup("a@s").is_some());
         assert!(c.lookup("b").is_none() && c.lookup("b@s").is_none());
         assert_eq!(c.list(), vec!["a".to_string(), "a@s".to_string()]);
+    }
+
+    #[test]
+    fn authorizer_hides_exports_per_client() {
+        let dev = strata_block::MemDevice::new(32 << 20, "m");
+        let pool = Pool::create(vec![strata_block::DeviceSpec {
+            device: dev,
+            class: strata_types::DeviceClass::Ssd,
+        }])
+        .unwrap();
+        let a = pool.create_volume("acme", 1 << 20, None).unwrap();
+        pool.create_volume("other", 1 << 20, None).unwrap();
+        pool.create_volume("public", 1 << 20, None).unwrap();
+        pool.create_snapshot(a, "s").unwrap();
+        let auth = Authorizer::new(|export: &str, client: Option<&str>| {
+            let vol = export.split('@').next().unwrap_or(export);
+            vol == "public" || Some(vol) == client
+        });
+        let c = Catalog::new(pool).with_authorizer(Some(auth));
+        assert!(c.lookup_as("acme", Some("acme")).is_some());
+        assert!(c.lookup_as("acme@s", Some("acme")).is_some());
+        assert!(c.lookup_as("other", Some("acme")).is_none());
+        assert!(c.lookup("acme").is_none() && c.lookup("public").is_some());
+        assert_eq!(c.list_as(Some("acme")), ["acme", "acme@s", "public"]);
+        assert_eq!(c.list_as(Some("other")), ["other", "public"]);
+        assert_eq!(c.list(), ["public"]);
     }
 }

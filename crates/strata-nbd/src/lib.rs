@@ -8,6 +8,7 @@
 //! - [`negotiate`]: option haggling, bytes in and bytes out.
 //! - [`export`]: export names and metadata contexts over a pool.
 //! - [`transmit`]: one request in, its reply out, over the pool.
+//! - [`tls`]: the rustls configuration, the handshake, client identities.
 //! - [`conn`] and [`server`]: sockets, threads, shutdown.
 //!
 //! The design note with byte layouts and the concurrency model is `docs/nbd.md`.
@@ -28,9 +29,11 @@ pub mod negotiate;
 pub mod proto;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod transmit;
 
-pub use export::{Catalog, Export, ExportFilter, MetaContext};
-pub use negotiate::{HandshakeError, Negotiator, Session, Step};
+pub use export::{Authorizer, Catalog, Export, ExportFilter, MetaContext};
+pub use negotiate::{HandshakeError, Negotiator, Session, Step, TlsMode};
 pub use server::{NbdServer, ServeError, ServerConfig};
+pub use tls::{client_identity, tls_server_config, TlsConfigError};
 pub use transmit::Stats;

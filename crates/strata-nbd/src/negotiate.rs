@@ -1,6 +1,16 @@
 //! Option haggling without I/O: bytes in, reply bytes out, and the decision to continue,
-//! close or enter transmission. The connection loop feeds it from a socket; the fuzz target
-//! feeds it arbitrary bytes.
+//! close, start TLS or enter transmission. The connection loop feeds it from a socket (and
+//! runs the TLS handshake when told to); the fuzz target feeds it arbitrary bytes.
+//!
+//! TLS (the spec's "TLS support"): with [`TlsMode::Off`] `NBD_OPT_STARTTLS` is `ERR_UNSUP`
+//! (the spec's NOTLS). Otherwise it is `ACK` and [`Step::StartTls`]; the caller runs the
+//! handshake and reports it with [`Negotiator::on_tls_established`]. With
+//! [`TlsMode::Required`] (FORCEDTLS) every other option before that but `ABORT` is
+//! `ERR_TLS_REQD`, and `EXPORT_NAME` (which cannot carry an error) closes the connection; its
+//! data is not even parsed. Whatever was negotiated in plain text (structured replies,
+//! metadata contexts) is forgotten once TLS starts: a man in the middle could have sent it.
+//! Every export lookup passes the client's identity (from its certificate, `None` without
+//! TLS) to the catalog's [`crate::Authorizer`].
 
 use thiserror::Error;
 
@@ -27,6 +37,23 @@ pub enum HandshakeError {
     /// More than [`MAX_OPTIONS`] options.
     #[error("more than {MAX_OPTIONS} options")]
     TooManyOptions,
+    /// `NBD_OPT_EXPORT_NAME` before TLS on a server that requires TLS (it cannot be answered
+    /// `NBD_REP_ERR_TLS_REQD`).
+    #[error("export requested before TLS on a server that requires TLS")]
+    TlsRequired,
+}
+
+/// Whether and how a connection may use TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// No TLS (Unix sockets, or no TLS configured): `NBD_OPT_STARTTLS` is `ERR_UNSUP`.
+    #[default]
+    Off,
+    /// TLS at the client's choice (the spec's SELECTIVETLS with no TLS-only export; the
+    /// authorizer sees `None` for a plain client).
+    Optional,
+    /// TLS before anything else (the spec's FORCEDTLS).
+    Required,
 }
 
 /// What the transmission phase needs from negotiation.
@@ -49,6 +76,9 @@ pub enum Step {
     Continue,
     /// Close the connection (after sending what was written to `out`).
     Close,
+    /// Send `out` (the `ACK`), then run the TLS handshake on the socket and report it with
+    /// [`Negotiator::on_tls_established`]; all later bytes go through TLS.
+    StartTls,
     /// Enter transmission.
     Transmission(Box<Session>),
 }
@@ -63,6 +93,11 @@ pub struct Negotiator {
     meta: Option<(String, Vec<MetaContext>)>,
     options: u32,
     shutting_down: bool,
+    tls: TlsMode,
+    /// The TLS handshake completed.
+    tls_active: bool,
+    /// The client's identity, from its TLS certificate.
+    identity: Option<String>,
 }
 
 impl Default for Negotiator {
@@ -72,8 +107,13 @@ impl Default for Negotiator {
 }
 
 impl Negotiator {
-    /// A negotiation whose greeting ([`greeting`]) has been sent.
+    /// A negotiation without TLS whose greeting ([`greeting`]) has been sent.
     pub fn new() -> Self {
+        Self::with_tls(TlsMode::Off)
+    }
+
+    /// A negotiation whose greeting has been sent, with TLS as `tls` says.
+    pub fn with_tls(tls: TlsMode) -> Self {
         Negotiator {
             state: ConnState::AwaitClientFlags,
             flags: ClientFlags::default(),
@@ -81,7 +121,37 @@ impl Negotiator {
             meta: None,
             options: 0,
             shutting_down: false,
+            tls,
+            tls_active: false,
+            identity: None,
         }
+    }
+
+    /// Whether TLS is running (the handshake completed).
+    pub fn in_tls(&self) -> bool {
+        self.tls_active
+    }
+
+    /// The client's identity (see [`Negotiator::on_tls_established`]).
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
+    }
+
+    /// The TLS handshake that [`Step::StartTls`] asked for completed; `identity` is the
+    /// client's, from its verified certificate (`None` if it sent none). Option haggling
+    /// starts over inside TLS: what was negotiated in plain text is dropped.
+    pub fn on_tls_established(&mut self, identity: Option<String>) -> Result<(), HandshakeError> {
+        self.go(Event::TlsEstablished)?;
+        self.tls_active = true;
+        self.identity = identity;
+        self.structured = false;
+        self.meta = None;
+        Ok(())
+    }
+
+    /// The TLS handshake failed: the connection is over.
+    pub fn on_tls_failed(&mut self) {
+        let _ = self.go(Event::Violation);
     }
 
     /// The state.
@@ -123,7 +193,7 @@ impl Negotiator {
         catalog: &Catalog,
         out: &mut Vec<u8>,
     ) -> Result<Step, HandshakeError> {
-        if self.state != ConnState::Options {
+        if !matches!(self.state, ConnState::Options | ConnState::TlsOptions) {
             return Err(IllegalTransition {
                 state: self.state,
                 event: Event::OptionAnswered,
@@ -136,6 +206,25 @@ impl Negotiator {
             return Err(HandshakeError::TooManyOptions);
         }
         let opt = hdr.option;
+        if self.tls == TlsMode::Required
+            && !self.tls_active
+            && !matches!(opt, OPT_STARTTLS | OPT_ABORT)
+        {
+            // FORCEDTLS: nothing but the upgrade (or goodbye) in plain text; the data is not
+            // even parsed.
+            if opt == OPT_EXPORT_NAME {
+                self.go(Event::Violation)?;
+                return Err(HandshakeError::TlsRequired);
+            }
+            put_option_reply(
+                out,
+                opt,
+                REP_ERR_TLS_REQD,
+                b"TLS is required: send NBD_OPT_STARTTLS first",
+            );
+            self.go(Event::OptionAnswered)?;
+            return Ok(Step::Continue);
+        }
         let parsed = match parse_option(opt, data) {
             Ok(p) => p,
             Err(e) if opt == OPT_EXPORT_NAME => {
@@ -158,14 +247,31 @@ impl Negotiator {
             self.go(Event::OptionAnswered)?;
             return Ok(Step::Continue);
         }
+        let client = self.identity.clone();
+        let client = client.as_deref();
         match parsed {
+            ClientOption::StartTls if self.tls == TlsMode::Off => {
+                put_option_reply(out, opt, REP_ERR_UNSUP, &[]);
+                self.go(Event::OptionAnswered)?;
+                Ok(Step::Continue)
+            }
+            ClientOption::StartTls if self.tls_active => {
+                put_option_reply(out, opt, REP_ERR_INVALID, b"TLS is already running");
+                self.go(Event::OptionAnswered)?;
+                Ok(Step::Continue)
+            }
+            ClientOption::StartTls => {
+                put_option_reply(out, opt, REP_ACK, &[]);
+                self.go(Event::StartTls)?;
+                Ok(Step::StartTls)
+            }
             ClientOption::Abort => {
                 put_option_reply(out, opt, REP_ACK, &[]);
                 self.go(Event::Abort)?;
                 Ok(Step::Close)
             }
             ClientOption::ExportName(name) => {
-                let Some(export) = catalog.lookup(&name) else {
+                let Some(export) = catalog.lookup_as(&name, client) else {
                     self.go(Event::Violation)?;
                     return Err(HandshakeError::UnknownExport(name));
                 };
@@ -180,7 +286,7 @@ impl Negotiator {
                 Ok(Step::Transmission(Box::new(session)))
             }
             ClientOption::List => {
-                for name in catalog.list() {
+                for name in catalog.list_as(client) {
                     put_rep_server(out, opt, &name);
                 }
                 put_option_reply(out, opt, REP_ACK, &[]);
@@ -194,7 +300,7 @@ impl Negotiator {
                 Ok(Step::Continue)
             }
             ClientOption::Info { go, name, requests } => {
-                let Some(export) = catalog.lookup(&name) else {
+                let Some(export) = catalog.lookup_as(&name, client) else {
                     let msg = format!("export {name:?} not found");
                     put_option_reply(out, opt, REP_ERR_UNKNOWN, msg.as_bytes());
                     self.go(Event::OptionAnswered)?;
@@ -238,7 +344,7 @@ impl Negotiator {
                 self.go(Event::OptionAnswered)?;
                 Ok(Step::Continue)
             }
-            ClientOption::StartTls | ClientOption::Unsupported(_) => {
+            ClientOption::Unsupported(_) => {
                 put_option_reply(out, opt, REP_ERR_UNSUP, &[]);
                 self.go(Event::OptionAnswered)?;
                 Ok(Step::Continue)
@@ -282,7 +388,7 @@ impl Negotiator {
             // A SET replaces the previous selection, even when it fails.
             self.meta = None;
         }
-        let Some(e) = catalog.lookup(export) else {
+        let Some(e) = catalog.lookup_as(export, self.identity.as_deref()) else {
             let msg = format!("export {export:?} not found");
             put_option_reply(out, opt, REP_ERR_UNKNOWN, msg.as_bytes());
             return;
@@ -341,7 +447,8 @@ pub fn replay_handshake(input: &[u8], catalog: &Catalog) -> (Vec<u8>, Option<Ses
         at += len;
         match n.on_option(hdr, data, catalog, &mut out) {
             Ok(Step::Continue) => {}
-            Ok(Step::Close) | Err(_) => break,
+            // A socket-less replay cannot run a TLS handshake.
+            Ok(Step::Close) | Ok(Step::StartTls) | Err(_) => break,
             Ok(Step::Transmission(s)) => return (out, Some(*s)),
         }
     }
@@ -474,6 +581,152 @@ mod tests {
         assert!(s.export.read_only);
         assert_ne!(s.flags & TF_READ_ONLY, 0);
         assert_eq!(s.flags & TF_SEND_TRIM, 0);
+    }
+
+    #[test]
+    fn forced_tls_refuses_everything_before_starttls() {
+        let c = catalog();
+        let mut n = Negotiator::with_tls(TlsMode::Required);
+        n.on_client_flags(&[0, 0, 0, 3]).unwrap();
+        let mut out = Vec::new();
+        let d = go_data("vol", &[]);
+        for (o, data) in [
+            (OPT_GO, &d[..]),
+            (OPT_INFO, &d[..]),
+            (OPT_LIST, &[][..]),
+            (OPT_STRUCTURED_REPLY, &[][..]),
+            (OPT_EXTENDED_HEADERS, &[][..]),
+            // Not even parsed: malformed data gets TLS_REQD too.
+            (OPT_GO, &[1, 2][..]),
+        ] {
+            out.clear();
+            let step = n.on_option(hdr(o, data), data, &c, &mut out).unwrap();
+            assert!(matches!(step, Step::Continue));
+            assert_eq!(&out[8..12], &o.to_be_bytes());
+            assert_eq!(&out[12..16], &REP_ERR_TLS_REQD.to_be_bytes());
+        }
+        // STARTTLS with data is invalid, and haggling goes on in plain text.
+        out.clear();
+        n.on_option(hdr(OPT_STARTTLS, b"x"), b"x", &c, &mut out)
+            .unwrap();
+        assert_eq!(&out[12..16], &REP_ERR_INVALID.to_be_bytes());
+        // STARTTLS: exactly one ACK with no data, then the handshake.
+        out.clear();
+        let step = n
+            .on_option(hdr(OPT_STARTTLS, &[]), &[], &c, &mut out)
+            .unwrap();
+        assert!(matches!(step, Step::StartTls));
+        let mut want = OPTION_REPLY_MAGIC.to_be_bytes().to_vec();
+        want.extend_from_slice(&OPT_STARTTLS.to_be_bytes());
+        want.extend_from_slice(&REP_ACK.to_be_bytes());
+        want.extend_from_slice(&0u32.to_be_bytes());
+        assert_eq!(out, want);
+        assert_eq!(n.state(), ConnState::TlsHandshake);
+        // No option is taken while the handshake runs.
+        assert!(n.on_option(hdr(OPT_LIST, &[]), &[], &c, &mut out).is_err());
+    }
+
+    #[test]
+    fn inside_tls_options_work_and_second_starttls_is_invalid() {
+        let c = catalog();
+        let mut n = Negotiator::with_tls(TlsMode::Required);
+        n.on_client_flags(&[0, 0, 0, 3]).unwrap();
+        let mut out = Vec::new();
+        n.on_option(hdr(OPT_STARTTLS, &[]), &[], &c, &mut out)
+            .unwrap();
+        n.on_tls_established(Some("acme".into())).unwrap();
+        assert!(n.in_tls());
+        assert_eq!(n.identity(), Some("acme"));
+        out.clear();
+        n.on_option(hdr(OPT_STARTTLS, &[]), &[], &c, &mut out)
+            .unwrap();
+        assert_eq!(&out[12..16], &REP_ERR_INVALID.to_be_bytes());
+        let d = go_data("vol", &[]);
+        out.clear();
+        let step = n.on_option(hdr(OPT_GO, &d), &d, &c, &mut out).unwrap();
+        assert!(matches!(step, Step::Transmission(_)));
+    }
+
+    #[test]
+    fn plain_text_negotiation_is_forgotten_after_starttls() {
+        let c = catalog();
+        let mut n = Negotiator::with_tls(TlsMode::Optional);
+        n.on_client_flags(&[0, 0, 0, 3]).unwrap();
+        let mut out = Vec::new();
+        n.on_option(hdr(OPT_STRUCTURED_REPLY, &[]), &[], &c, &mut out)
+            .unwrap();
+        // Optional TLS: plain options are answered.
+        n.on_option(hdr(OPT_LIST, &[]), &[], &c, &mut out).unwrap();
+        assert!(matches!(
+            n.on_option(hdr(OPT_STARTTLS, &[]), &[], &c, &mut out)
+                .unwrap(),
+            Step::StartTls
+        ));
+        n.on_tls_established(None).unwrap();
+        let d = go_data("vol", &[]);
+        let Step::Transmission(s) = n.on_option(hdr(OPT_GO, &d), &d, &c, &mut out).unwrap() else {
+            panic!("no transmission")
+        };
+        assert!(!s.structured);
+    }
+
+    #[test]
+    fn authorizer_sees_the_tls_identity() {
+        let c = catalog().with_authorizer(Some(crate::Authorizer::new(|e, id| {
+            id == Some("acme") && !e.contains('@')
+        })));
+        let d = go_data("vol", &[]);
+        let mut out = Vec::new();
+        // Without TLS: unknown.
+        let mut n = opened();
+        n.on_option(hdr(OPT_INFO, &d), &d, &c, &mut out).unwrap();
+        assert_eq!(&out[12..16], &REP_ERR_UNKNOWN.to_be_bytes());
+        // As acme: the volume, not its snapshot; LIST shows what may be opened.
+        let mut n = Negotiator::with_tls(TlsMode::Required);
+        n.on_client_flags(&[0, 0, 0, 3]).unwrap();
+        n.on_option(hdr(OPT_STARTTLS, &[]), &[], &c, &mut out)
+            .unwrap();
+        n.on_tls_established(Some("acme".into())).unwrap();
+        out.clear();
+        n.on_option(hdr(OPT_LIST, &[]), &[], &c, &mut out).unwrap();
+        assert_eq!(&out[12..16], &REP_SERVER.to_be_bytes());
+        assert_eq!(
+            &out[20..],
+            b"\0\0\0\x03vol\0\x03\xe8\x89\x04\x55\x65\xa9\0\0\0\x03\0\0\0\x01\0\0\0\0"
+        );
+        let s = go_data("vol@s1", &[]);
+        out.clear();
+        n.on_option(hdr(OPT_INFO, &s), &s, &c, &mut out).unwrap();
+        assert_eq!(&out[12..16], &REP_ERR_UNKNOWN.to_be_bytes());
+        out.clear();
+        let step = n.on_option(hdr(OPT_GO, &d), &d, &c, &mut out).unwrap();
+        assert!(matches!(step, Step::Transmission(_)));
+        // EXPORT_NAME of a refused export closes, like a missing one.
+        let mut n = opened();
+        assert!(matches!(
+            n.on_option(hdr(OPT_EXPORT_NAME, b"vol"), b"vol", &c, &mut out),
+            Err(HandshakeError::UnknownExport(_))
+        ));
+    }
+
+    #[test]
+    fn forced_tls_export_name_before_tls_closes() {
+        let c = catalog();
+        let mut n = Negotiator::with_tls(TlsMode::Required);
+        n.on_client_flags(&[0, 0, 0, 3]).unwrap();
+        let mut out = Vec::new();
+        assert!(matches!(
+            n.on_option(hdr(OPT_EXPORT_NAME, b"vol"), b"vol", &c, &mut out),
+            Err(HandshakeError::TlsRequired)
+        ));
+        assert!(out.is_empty());
+        assert_eq!(n.state(), ConnState::Closed);
+        // ABORT is still answered before TLS.
+        let mut n = Negotiator::with_tls(TlsMode::Required);
+        n.on_client_flags(&[0, 0, 0, 3]).unwrap();
+        let step = n.on_option(hdr(OPT_ABORT, &[]), &[], &c, &mut out).unwrap();
+        assert!(matches!(step, Step::Close));
+        assert_eq!(&out[12..16], &REP_ACK.to_be_bytes());
     }
 
     #[test]

@@ -39,6 +39,17 @@ pub struct ServerConfig {
     pub poll_spin: Duration,
     /// Which volumes are exported (None: all of the pool's).
     pub filter: Option<crate::export::ExportFilter>,
+    /// TLS for TCP connections (Unix sockets stay plain): with it, `NBD_OPT_STARTTLS` is
+    /// accepted and the handshake runs with this configuration, whose client-certificate
+    /// verifier decides who may connect ([`crate::tls_server_config`] builds one).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// On TCP, refuse every option before TLS (`NBD_REP_ERR_TLS_REQD`; `NBD_OPT_EXPORT_NAME`
+    /// closes the connection). Needs `tls`: [`NbdServer::serve_tcp`] fails without it.
+    pub tls_required: bool,
+    /// Which exports each client may open, given its identity (the Subject Common Name of its
+    /// TLS client certificate; `None` without TLS). Checked on every export lookup, after
+    /// `filter`; a refused export looks like a missing one.
+    pub authorize: Option<crate::export::Authorizer>,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +60,9 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(30),
             poll_spin: Duration::from_micros(50),
             filter: None,
+            tls: None,
+            tls_required: false,
+            authorize: None,
         }
     }
 }
@@ -73,6 +87,9 @@ pub enum ServeError {
     /// Spawning the accept thread failed.
     #[error("cannot start the accept thread: {0}")]
     Thread(io::Error),
+    /// `tls_required` is set but `tls` is not: no client could ever connect.
+    #[error("tls_required is set without a TLS configuration")]
+    TlsNotConfigured,
 }
 
 pub(crate) struct Shared {
@@ -127,7 +144,8 @@ impl NbdServer {
     pub fn with_config(pool: Pool, config: ServerConfig) -> NbdServer {
         NbdServer {
             shared: Arc::new(Shared {
-                catalog: Catalog::with_filter(pool, config.filter.clone()),
+                catalog: Catalog::with_filter(pool, config.filter.clone())
+                    .with_authorizer(config.authorize.clone()),
                 config,
                 stats: Arc::new(Stats::default()),
                 shutting_down: AtomicBool::new(false),
@@ -196,10 +214,15 @@ impl NbdServer {
         Ok(())
     }
 
-    /// Listens on TCP; returns the bound address (useful with port 0).
+    /// Listens on TCP; returns the bound address (useful with port 0). With
+    /// [`ServerConfig::tls`], clients may (with `tls_required`, must) upgrade to TLS.
+    /// `tls_required` without `tls` is [`ServeError::TlsNotConfigured`].
     pub fn serve_tcp(&self, addr: impl ToSocketAddrs) -> Result<SocketAddr, ServeError> {
         if self.shared.shutting_down.load(Ordering::SeqCst) {
             return Err(ServeError::ShutDown);
+        }
+        if self.shared.config.tls_required && self.shared.config.tls.is_none() {
+            return Err(ServeError::TlsNotConfigured);
         }
         let l = TcpListener::bind(addr).map_err(|source| ServeError::Bind {
             addr: "tcp".into(),

@@ -13,8 +13,15 @@ use thiserror::Error;
 pub enum ConnState {
     /// Greeting sent; waiting for the client's 32-bit flags.
     AwaitClientFlags,
-    /// Option haggling.
+    /// Option haggling in plain text.
     Options,
+    /// `NBD_OPT_STARTTLS` was acknowledged: the TLS handshake runs on the socket. No NBD byte
+    /// is read or written until it ends; a failed handshake closes the connection (the ACK is
+    /// sent, so there is no way back to plain text).
+    TlsHandshake,
+    /// Option haggling inside TLS. Only here does a client have an identity (its
+    /// certificate's), and a second `NBD_OPT_STARTTLS` is answered `NBD_REP_ERR_INVALID`.
+    TlsOptions,
     /// Transmission: requests and replies.
     Transmission,
     /// `NBD_CMD_DISC` received or the server is shutting down: requests in flight finish, new
@@ -32,6 +39,10 @@ pub enum Event {
     /// An option was answered and haggling continues (including errors such as
     /// `NBD_REP_ERR_UNSUP`).
     OptionAnswered,
+    /// `NBD_OPT_STARTTLS` was answered `NBD_REP_ACK`.
+    StartTls,
+    /// The TLS handshake completed (the client's certificate, if any, is verified).
+    TlsEstablished,
     /// `NBD_OPT_GO` or `NBD_OPT_EXPORT_NAME` succeeded.
     EnterTransmission,
     /// `NBD_OPT_ABORT`.
@@ -75,6 +86,17 @@ pub const TRANSITIONS: &[(ConnState, Event, ConnState)] = &[
     (Options, Violation, Closed),
     (Options, PeerGone, Closed),
     (Options, Shutdown, Closed),
+    (Options, StartTls, TlsHandshake),
+    (TlsHandshake, TlsEstablished, TlsOptions),
+    (TlsHandshake, Violation, Closed),
+    (TlsHandshake, PeerGone, Closed),
+    (TlsHandshake, Shutdown, Closed),
+    (TlsOptions, OptionAnswered, TlsOptions),
+    (TlsOptions, EnterTransmission, Transmission),
+    (TlsOptions, Abort, Closed),
+    (TlsOptions, Violation, Closed),
+    (TlsOptions, PeerGone, Closed),
+    (TlsOptions, Shutdown, Closed),
     (Transmission, Request, Transmission),
     (Transmission, Disconnect, Draining),
     (Transmission, Shutdown, Draining),
@@ -109,6 +131,26 @@ mod tests {
     }
 
     #[test]
+    fn tls_path() {
+        let s = Options.on(OptionAnswered).unwrap().on(StartTls).unwrap();
+        assert_eq!(s, TlsHandshake);
+        // Nothing but the handshake's end (or the connection's) leaves TlsHandshake.
+        for ev in [OptionAnswered, EnterTransmission, Abort, StartTls, Request] {
+            assert!(s.on(ev).is_err(), "{ev:?} during the TLS handshake");
+        }
+        let s = s.on(TlsEstablished).unwrap();
+        assert_eq!(s, TlsOptions);
+        // No second upgrade, and no way back to plain-text haggling.
+        assert!(s.on(StartTls).is_err());
+        assert!(s.on(TlsEstablished).is_err());
+        let s = s.on(OptionAnswered).unwrap().on(EnterTransmission).unwrap();
+        assert_eq!(s, Transmission);
+        assert!(Transmission.on(StartTls).is_err());
+        assert!(AwaitClientFlags.on(StartTls).is_err());
+        assert_eq!(TlsHandshake.on(Violation).unwrap(), Closed);
+    }
+
+    #[test]
     fn illegal_moves_are_rejected() {
         assert!(AwaitClientFlags.on(Request).is_err());
         assert!(Options.on(Request).is_err());
@@ -128,7 +170,14 @@ mod tests {
             }
         }
         // Every state but Closed can reach Closed.
-        for s in [AwaitClientFlags, Options, Transmission, Draining] {
+        for s in [
+            AwaitClientFlags,
+            Options,
+            TlsHandshake,
+            TlsOptions,
+            Transmission,
+            Draining,
+        ] {
             let mut cur = s;
             for _ in 0..3 {
                 if cur == Closed {

@@ -94,6 +94,10 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// Connections ended by a protocol violation.
     pub violations: AtomicU64,
+    /// TLS handshakes completed (`NBD_OPT_STARTTLS`).
+    pub tls_sessions: AtomicU64,
+    /// TLS handshakes failed (no or a rejected client certificate, ...).
+    pub tls_failures: AtomicU64,
     /// READ requests answered successfully.
     pub reads: AtomicU64,
     /// Bytes returned by READ.

@@ -52,6 +52,10 @@ enum Cmd {
         /// Size of the default pool's sparse device file, created on first start.
         #[arg(long, default_value = "64G")]
         default_pool_size: String,
+        /// Also serve NBD over TCP at this address, TLS required with client certificates
+        /// from the daemon's CA (`strata volume attach --tcp` hands them out per tenant).
+        #[arg(long)]
+        nbd_listen: Option<String>,
     },
     /// Pools.
     Pool {
@@ -124,6 +128,7 @@ fn run() -> Result<()> {
         Cmd::Serve {
             listen,
             default_pool_size,
+            nbd_listen,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -132,7 +137,12 @@ fn run() -> Result<()> {
                 )
                 .with_writer(std::io::stderr)
                 .init();
-            serve(&cli.data_dir, &listen, &default_pool_size)
+            serve(
+                &cli.data_dir,
+                &listen,
+                &default_pool_size,
+                nbd_listen.as_deref(),
+            )
         }
         Cmd::Completion { shell } => {
             use clap::CommandFactory;
@@ -215,7 +225,7 @@ fn write_admin_token(path: &Path, secret: &str) -> Result<()> {
     Ok(())
 }
 
-fn serve(dir: &Path, listen: &str, size: &str) -> Result<()> {
+fn serve(dir: &Path, listen: &str, size: &str, nbd_listen: Option<&str>) -> Result<()> {
     let size = parse_size(size).map_err(anyhow::Error::msg)?;
     let (_lock, pool) = open_data_dir(dir, Some(size))?;
     let store =
@@ -229,22 +239,64 @@ fn serve(dir: &Path, listen: &str, size: &str) -> Result<()> {
         write_admin_token(&dir.join("admin.token"), &secret)?;
         tracing::info!(path = %dir.join("admin.token").display(), "admin token written");
     }
-    // The NBD server exports attached volumes only, on a Unix socket in the data dir.
+    let ctl = Arc::new(ctl);
+    // The NBD server exports attached volumes only: on a Unix socket in the data dir (local
+    // clients, guarded by file permissions) and, when asked, on TCP with TLS required, where a
+    // client certificate opens only its tenant's volumes.
     let exports = ctl.exports();
-    let nbd = strata_nbd::NbdServer::with_config(
-        pool.clone(),
-        strata_nbd::ServerConfig {
-            filter: Some(strata_nbd::ExportFilter(Arc::new(move |name: &str| {
-                exports.read().contains(name)
-            }))),
-            ..Default::default()
-        },
-    );
+    let mut cfg = strata_nbd::ServerConfig {
+        filter: Some(strata_nbd::ExportFilter(Arc::new(move |name: &str| {
+            exports.read().contains(name)
+        }))),
+        ..Default::default()
+    };
+    let mut pki = None;
+    if let Some(addr) = nbd_listen {
+        let p = Arc::new(
+            strata_control::pki::Pki::load_or_create(&dir.join("tls"))
+                .context("loading the NBD certificate authority")?,
+        );
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if !host.is_empty() && host != "0.0.0.0" && !names.iter().any(|n| n == host) {
+            names.push(host.to_string());
+        }
+        let server = p
+            .server(&names)
+            .context("issuing the NBD server certificate")?;
+        cfg.tls = Some(
+            strata_nbd::tls_server_config(
+                server.ca_cert.as_bytes(),
+                server.cert.as_bytes(),
+                server.key.as_bytes(),
+            )
+            .map_err(|e| anyhow::anyhow!("NBD TLS configuration: {e}"))?,
+        );
+        cfg.tls_required = true;
+        let c = ctl.clone();
+        cfg.authorize = Some(strata_nbd::Authorizer::new(move |export, who| {
+            c.may_open(export, who)
+        }));
+        pki = Some(p);
+    }
+    let nbd = strata_nbd::NbdServer::with_config(pool.clone(), cfg);
     let sock = std::path::absolute(dir.join("nbd.sock"))?;
     nbd.serve_unix(&sock)
         .with_context(|| format!("NBD listener on {}", sock.display()))?;
     ctl.set_nbd_socket(sock);
-    let ctl = Arc::new(ctl);
+    if let (Some(addr), Some(p)) = (nbd_listen, pki) {
+        let bound = nbd
+            .serve_tcp(addr)
+            .with_context(|| format!("NBD TCP listener on {addr}"))?;
+        // Clients need an address they can reach: an unspecified bind is reached on loopback.
+        let shown = if bound.ip().is_unspecified() {
+            format!("127.0.0.1:{}", bound.port())
+        } else {
+            bound.to_string()
+        };
+        tracing::info!(nbd_tcp = %shown, "NBD over TCP with TLS");
+        ctl.set_nbd_tcp(shown, p);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

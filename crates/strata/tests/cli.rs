@@ -941,3 +941,109 @@ fn attach_write_snapshot_clone_compare_with_qemu() {
     );
     d.stop();
 }
+
+/// NBD over TCP: TLS is required, and the client certificate `strata volume attach --tcp`
+/// hands out opens only its own tenant's volumes.
+#[test]
+fn tcp_attachments_need_the_tenants_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let d = Daemon::start_with(&data, &["--nbd-listen", "127.0.0.1:0"]);
+    let admin = d.admin();
+    let mut tokens = Vec::new();
+    for t in ["acme", "other"] {
+        d.call("POST", "/v1/tenants", &admin, Some(json!({"name": t})));
+        let (_, tok) = d.call(
+            "POST",
+            "/v1/tokens",
+            &admin,
+            Some(json!({"tenant": t, "role": "member"})),
+        );
+        let tok = tok["token"].as_str().unwrap().to_string();
+        let (s, v) = d.call(
+            "POST",
+            "/v1/volumes",
+            &tok,
+            Some(json!({"name": "disk", "size": "64M"})),
+        );
+        assert_eq!(s, 201, "{v}");
+        tokens.push(tok);
+    }
+    // Each tenant attaches its disk over TCP through the CLI and gets its own certificate.
+    let mut uris = Vec::new();
+    for (t, tok) in ["acme", "other"].iter().zip(&tokens) {
+        let creds = dir.path().join(format!("tls-{t}"));
+        let o = strata()
+            .args(["volume", "attach", "disk", "--tcp", "--credentials-dir"])
+            .arg(&creds)
+            .args(["--endpoint", &d.url, "--data-dir"])
+            .arg(&data)
+            .env("STRATA_TOKEN", tok)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let uri = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(uri.starts_with("nbds://127.0.0.1:"), "{uri}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(creds.join("client-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        uris.push((uri, creds));
+    }
+    let (uri, creds) = &uris[0];
+    let rest = uri.strip_prefix("nbds://").unwrap();
+    let (hostport, export) = rest.split_once('/').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    let qemu_io = |creds: &std::path::Path, export: &str, cmds: &[&str]| {
+        let mut c = std::process::Command::new("qemu-io");
+        c.arg("--object")
+            .arg(format!(
+                "tls-creds-x509,id=tls0,endpoint=client,dir={}",
+                creds.display()
+            ))
+            .arg("--image-opts")
+            .arg(format!(
+                "driver=nbd,host={host},port={port},export={export},tls-creds=tls0"
+            ));
+        for cmd in cmds {
+            c.args(["-c", cmd]);
+        }
+        c.output().expect("qemu-io is installed")
+    };
+    let o = qemu_io(
+        creds,
+        export,
+        &["write -P 0x5a 0 64k", "read -P 0x5a 0 64k"],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && !out.contains("verification failed"),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The other tenant's certificate does not open acme's disk.
+    let o = qemu_io(&uris[1].1, export, &["read 0 4k"]);
+    assert!(
+        !o.status.success(),
+        "another tenant's certificate opened the export"
+    );
+    // libnbd with the right certificates reads the size; a plain TCP client is refused.
+    let o = std::process::Command::new("nbdinfo")
+        .arg("--size")
+        .arg(format!("{uri}?tls-certificates={}", creds.display()))
+        .output()
+        .expect("nbdinfo is installed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        (64u64 << 20).to_string()
+    );
+    let o = std::process::Command::new("nbdinfo")
+        .arg(format!("nbd://{hostport}/{export}"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a plain TCP client was served");
+    d.stop();
+}

@@ -1,8 +1,10 @@
 //! strata-nbd's integration tests: real NBD clients as oracles (`clients`), our own raw
-//! protocol client for what clients never send (`protocol`), and never-panic properties of
-//! the parsers (`parsers`). Every test makes its own temp dir, pool and socket.
+//! protocol client for what clients never send (`protocol`), never-panic properties of the
+//! parsers (`parsers`), and TLS with client certificates over both (`tls`). Every test makes
+//! its own temp dir, pool and socket.
 
 mod clients;
 mod common;
 mod parsers;
 mod protocol;
+mod tls;

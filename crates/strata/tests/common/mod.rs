@@ -21,6 +21,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `strata serve` and waits until it is serving.
     pub fn start(data: &Path) -> Daemon {
+        Self::start_with(data, &[])
+    }
+
+    /// Starts `strata serve` with extra arguments.
+    pub fn start_with(data: &Path, extra: &[&str]) -> Daemon {
         let mut child = strata()
             .args([
                 "serve",
@@ -31,6 +36,7 @@ impl Daemon {
                 "--data-dir",
             ])
             .arg(data)
+            .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
