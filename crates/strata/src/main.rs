@@ -1,6 +1,7 @@
 //! `strata`: the daemon (`strata serve`) and the command-line interface to its API.
 
 mod client;
+mod nbdclient;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};

@@ -1047,3 +1047,79 @@ fn tcp_attachments_need_the_tenants_certificate() {
     assert!(!o.status.success(), "a plain TCP client was served");
     d.stop();
 }
+
+/// `strata volume import`: a local image goes into a volume over NBD; zero stretches stay
+/// unallocated; qemu-img compare finds the volume identical to the file.
+#[test]
+fn import_copies_an_image_and_keeps_zeros_thin() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let d = Daemon::start(&data);
+    let admin = d.admin();
+    d.call("POST", "/v1/tenants", &admin, Some(json!({"name": "ml"})));
+    let (_, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "ds", "size": "32M", "tenant": "ml"})),
+    );
+    let vid = v["id"].as_str().unwrap().to_string();
+    // 20 MiB + 12 KiB: data, then 8 MiB of zeros, then data again.
+    let mut img = vec![0u8; (20 << 20) + 12288];
+    let mut x = 0x12345678u32;
+    for (i, b) in img.iter_mut().enumerate() {
+        if !(6 << 20..14 << 20).contains(&i) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+    }
+    let file = dir.path().join("image.raw");
+    std::fs::write(&file, &img).unwrap();
+    let o = strata()
+        .args(["volume", "import", "ds"])
+        .arg(&file)
+        .args(["--tenant", "ml", "--endpoint", &d.url, "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("8.0M of zeros skipped"), "{out}");
+    let (_, a) = d.call(
+        "GET",
+        &format!("/v1/volumes/{vid}/attachments"),
+        &admin,
+        None,
+    );
+    let uri = a["uri"].as_str().unwrap();
+    let o = std::process::Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "raw"])
+        .arg(&file)
+        .arg(uri)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (_, vv) = d.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
+    let allocated = vv["allocated"].as_u64().unwrap();
+    assert!(allocated < 13 << 20, "zeros were written: {allocated}");
+    // A file larger than the volume is refused before anything is written.
+    let big = dir.path().join("big.raw");
+    std::fs::write(&big, vec![1u8; 33 << 20]).unwrap();
+    let o = strata()
+        .args(["volume", "import", "ds"])
+        .arg(&big)
+        .args(["--tenant", "ml", "--endpoint", &d.url, "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resize it first"));
+    d.stop();
+}
