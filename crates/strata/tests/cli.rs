@@ -336,16 +336,48 @@ fn authorization_matrix() {
             [204, 204, 204, 403, 404, 401],
         ),
         ("GET", "/v1/audit", [200, 403, 403, 403, 403, 401]),
+        ("PUT", "/v1/volumes/{v}/qos", [200, 200, 200, 403, 404, 401]),
+        (
+            "GET",
+            "/v1/volumes/{v}/stats",
+            [200, 200, 200, 200, 404, 401],
+        ),
+        (
+            "POST",
+            "/v1/volumes/{v}/attachments",
+            [201, 201, 201, 403, 404, 401],
+        ),
+        (
+            "GET",
+            "/v1/volumes/{v}/attachments",
+            [404, 404, 404, 404, 404, 401],
+        ),
+        (
+            "DELETE",
+            "/v1/volumes/{v}/attachments",
+            [404, 404, 404, 403, 404, 401],
+        ),
+        ("GET", "/metrics", [200, 403, 403, 403, 403, 401]),
+        ("GET", "/v1/switches", [200, 403, 403, 403, 403, 401]),
+        ("POST", "/v1/switches", [201, 403, 403, 403, 403, 401]),
+        ("DELETE", "/v1/tenants/{t}", [204, 403, 403, 403, 403, 401]),
     ];
     let mut n = 0;
     for (method, path, want) in rows {
         for (i, (role, token)) in roles.iter().enumerate() {
             n += 1;
             let (vid, sid) = fixture(&format!("f{n}"));
-            let path = path.replace("{v}", &vid).replace("{s}", &sid);
+            let t = format!("empty{n}");
+            d.call("POST", "/v1/tenants", &admin, Some(json!({"name": t})));
+            let path = path
+                .replace("{v}", &vid)
+                .replace("{s}", &sid)
+                .replace("{t}", &t);
             let body = match (*method, path.as_str()) {
                 ("POST", "/v1/tenants") => json!({"name": format!("t{n}")}),
+                ("PUT", p) if p.ends_with("/qos") => json!({"iops_limit": 1000}),
                 ("PUT", _) => json!({"volumes": 100_000}),
+                ("POST", "/v1/switches") => json!({"name": format!("sw{n}")}),
                 ("POST", "/v1/tokens") => json!({"tenant": "acme", "role": "reader"}),
                 ("POST", "/v1/volumes") => {
                     json!({"name": format!("new{n}"), "size": "1G", "tenant": "acme"})
@@ -434,6 +466,13 @@ fn restart_after_kill_9_recovers_everything() {
         &member,
         Some(json!({"name": "copy"})),
     );
+    let (st, att) = d.call(
+        "POST",
+        &format!("/v1/volumes/{vid}/attachments"),
+        &member,
+        None,
+    );
+    assert_eq!(st, 201, "{att}");
     d.kill9();
     let d = Daemon::start(&data);
     // Same token, same tenant, volumes, snapshot, clone and quota.
@@ -464,6 +503,20 @@ fn restart_after_kill_9_recovers_everything() {
     let (_, t) = d.call("GET", "/v1/tenants/acme", &admin, None);
     assert_eq!(t["quota"]["volumes"], 10);
     assert_eq!(t["usage"]["volumes"], 2);
+    // The attachment is back, and its URI opens.
+    let (st, att2) = d.call(
+        "GET",
+        &format!("/v1/volumes/{vid}/attachments"),
+        &member,
+        None,
+    );
+    assert_eq!(st, 200);
+    assert_eq!(att2["uri"], att["uri"]);
+    let o = std::process::Command::new("qemu-img")
+        .args(["info", att2["uri"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     d.stop();
 }
 
@@ -1121,5 +1174,67 @@ fn import_copies_an_image_and_keeps_zeros_thin() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("resize it first"));
+    d.stop();
+}
+
+/// QoS through a real client: an IOPS limit holds back qemu-io's writes on an open NBD
+/// connection, lifting it frees the same connection at once, and the live figures show both.
+#[test]
+fn qos_change_reaches_an_open_nbd_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    d.call("POST", "/v1/tenants", &admin, Some(json!({"name": "ml"})));
+    let (_, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "q", "size": "16M", "tenant": "ml", "iops_limit": 20})),
+    );
+    let vid = v["id"].as_str().unwrap().to_string();
+    let (_, a) = d.call(
+        "POST",
+        &format!("/v1/volumes/{vid}/attachments"),
+        &admin,
+        None,
+    );
+    let uri = a["uri"].as_str().unwrap().to_string();
+    // 300 writes at 20 IOPS would take 15 s.
+    let mut args = vec!["-f".to_string(), "raw".to_string()];
+    for i in 0..300 {
+        args.push("-c".into());
+        args.push(format!("write -P 0x11 {} 4k", i * 4096));
+    }
+    args.push(uri);
+    let start = std::time::Instant::now();
+    let mut child = std::process::Command::new("qemu-io")
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-io is installed");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (_, st) = d.call("GET", &format!("/v1/volumes/{vid}/stats"), &admin, None);
+    let during = st["totals"]["writes"].as_u64().unwrap();
+    assert!(
+        during < 100,
+        "the limit did not hold: {during} writes in 1.5 s at 20 IOPS"
+    );
+    assert!(st["totals"]["throttled_us"].as_u64().unwrap() > 0, "{st}");
+    let (s, _) = d.call(
+        "PUT",
+        &format!("/v1/volumes/{vid}/qos"),
+        &admin,
+        Some(json!({})),
+    );
+    assert_eq!(s, 200);
+    assert!(child.wait().unwrap().success());
+    let took = start.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "the change did not reach the open connection: {took:?}"
+    );
+    let (_, st) = d.call("GET", &format!("/v1/volumes/{vid}/stats"), &admin, None);
+    assert!(st["totals"]["writes"].as_u64().unwrap() >= 300, "{st}");
+    assert!(st["iops"].as_f64().unwrap() > 0.0);
     d.stop();
 }
