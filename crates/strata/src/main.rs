@@ -137,6 +137,8 @@ fn run() -> Result<()> {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
+                // Colours for a terminal only: logs redirected to a file stay plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             serve(
                 &cli.data_dir,
