@@ -802,25 +802,28 @@ impl Controller {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, id)?;
         let size = size.bytes()?;
-        let grow = size.saturating_sub(v.size);
-        self.with_tenant(&v.tenant, |t| {
-            check_quota(t, grow, 0, 0)?;
-            t.usage.capacity_bytes = (t.usage.capacity_bytes + size).saturating_sub(v.size);
-            Ok((Txn::new(), ()))
-        })?;
         let eid = self.engine_volume(&v)?;
+        let nv = self.set_size(&v, size, true)?;
         if let Err(e) = self.pool.resize_volume(eid, size) {
-            // Give the reservation back.
-            self.with_tenant(&v.tenant, |t| {
-                t.usage.capacity_bytes = (t.usage.capacity_bytes + v.size).saturating_sub(size);
-                Ok((Txn::new(), ()))
-            })?;
+            self.set_size(&nv, v.size, false)?;
             return Err(e.into());
         }
+        Ok(nv)
+    }
+
+    /// Records a new size for a volume and its tenant's usage in one transaction (checking the
+    /// quota when `check`). Done before the engine changes; a crash in between is reconciled
+    /// at start (`recover`).
+    fn set_size(&self, v: &Volume, size: u64, check: bool) -> Result<Volume, ApiError> {
         let mut nv = v.clone();
         nv.size = size;
-        self.store
-            .txn(Txn::new().put(volume_key(&v.tenant, &v.id), enc(&nv)))?;
+        self.with_tenant(&v.tenant, |t| {
+            if check {
+                check_quota(t, size.saturating_sub(v.size), 0, 0)?;
+            }
+            t.usage.capacity_bytes = (t.usage.capacity_bytes + size).saturating_sub(v.size);
+            Ok((Txn::new().put(volume_key(&v.tenant, &v.id), enc(&nv)), ()))
+        })?;
         Ok(nv)
     }
 
@@ -1062,18 +1065,12 @@ impl Controller {
                 format!("snapshot {} is not a snapshot of volume {}", s.name, v.name),
             ));
         }
-        let grow = s.size.saturating_sub(v.size);
-        self.with_tenant(&v.tenant, |t| {
-            check_quota(t, grow, 0, 0)?;
-            t.usage.capacity_bytes = (t.usage.capacity_bytes + s.size).saturating_sub(v.size);
-            Ok((Txn::new(), ()))
-        })?;
-        self.pool
-            .rollback(self.engine_volume(&v)?, self.engine_snapshot(&s)?)?;
-        let mut nv = v.clone();
-        nv.size = s.size;
-        self.store
-            .txn(Txn::new().put(volume_key(&v.tenant, &v.id), enc(&nv)))?;
+        let (eid, sid) = (self.engine_volume(&v)?, self.engine_snapshot(&s)?);
+        let nv = self.set_size(&v, s.size, true)?;
+        if let Err(e) = self.pool.rollback(eid, sid) {
+            self.set_size(&nv, v.size, false)?;
+            return Err(e.into());
+        }
         Ok(nv)
     }
 
@@ -1377,12 +1374,51 @@ impl Controller {
         for (_, a) in self.list::<Attachment>("/attachments/", None, 0)? {
             self.exports.write().insert(a.export);
         }
+        let r = self.recover_volumes();
+        // Usage is derived state: recount it from the records, whatever a crash left behind.
+        self.recount_usage()?;
+        r
+    }
+
+    /// Sets every tenant's usage to what its volume and snapshot records add up to.
+    fn recount_usage(&self) -> Result<(), ApiError> {
+        let mut counted: std::collections::HashMap<String, Usage> = Default::default();
+        for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+            let u = counted.entry(v.tenant.clone()).or_default();
+            u.capacity_bytes += v.size;
+            u.volumes += 1;
+            u.iops += v.qos.iops_limit.unwrap_or(0);
+        }
+        for (_, s) in self.list::<Snapshot>("/snapshots/", None, 0)? {
+            counted.entry(s.tenant.clone()).or_default().snapshots += 1;
+        }
+        for (_, t) in self.list::<Tenant>("/tenants/", None, 0)? {
+            let want = counted.remove(&t.name).unwrap_or_default();
+            if t.usage != want {
+                tracing::warn!(tenant = %t.name, "recounting usage");
+                self.with_tenant(&t.name, |t| {
+                    t.usage = want.clone();
+                    Ok((Txn::new(), ()))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn recover_volumes(&self) -> Result<(), ApiError> {
         for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
             match v.state {
                 VolumeState::Available => {
                     // Limits are desired state: the engine learns them again at every start.
                     if let Ok(eid) = self.pool.volume_id(&v.id) {
                         self.pool.set_qos(eid, v.qos.limits())?;
+                        // A resize or rollback recorded but not carried out before a crash:
+                        // carry it out, or keep the engine's size if it cannot be.
+                        let have = self.pool.volume(eid)?.size;
+                        if have != v.size && self.pool.resize_volume(eid, v.size).is_err() {
+                            tracing::warn!(volume = %v.id, "keeping the engine's size");
+                            self.set_size(&v, have, false)?;
+                        }
                     }
                 }
                 VolumeState::Creating => {
