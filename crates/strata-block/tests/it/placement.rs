@@ -68,8 +68,9 @@ fn snapshot_accounting_is_exact() {
 }
 
 #[test]
-fn snapshot_creation_is_constant_time_in_metadata() {
-    // A snapshot journals one small op whatever the volume's size.
+fn many_snapshots_of_a_petabyte_thin_volume() {
+    // Snapshots of a 1 PiB volume: each is one small journal op (its O(1) time is measured by
+    // bench/block.sh, not asserted here); here only that they work and keep the data.
     let (pool, _m) = mem_pool(&[(64, DeviceClass::Ssd)]);
     let v = pool.create_volume("huge", 1 << 50, None).unwrap();
     pool.write(v, 1 << 45, &[1; 4096]).unwrap();
