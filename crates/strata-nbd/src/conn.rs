@@ -13,13 +13,15 @@
 //! flusher coalesces every flush queued while it ran into one pool commit. Both threads write
 //! through one mutex-guarded socket handle, each reply batch whole.
 //!
-//! READs and WRITEs of [`BIG_MIN`]..=[`BIG_MAX`] bytes go to two per-connection workers
-//! instead, so the socket transfer of one megabyte overlaps the engine's work on the next;
-//! while they have work the reader does not poll, it sleeps.
+//! READs and WRITEs of [`BIG_MIN`]..=[`BIG_MAX`] bytes are carried out leader/follower: the
+//! thread that reads one (a WRITE with its payload) lets go of the socket to another thread of
+//! the connection, then does the engine work and sends the reply, so the socket transfer of
+//! one megabyte overlaps the engine's work on the next, and a WRITE's bytes are processed on
+//! the core that received them. While such work runs, the socket's holder does not poll.
 //!
 //! Memory per connection is bounded: the input buffer holds at most one request and its
 //! payload (<= [`MAX_PAYLOAD`]), the reply batch at most one READ past the high-water mark,
-//! the flusher queue [`FLUSH_QUEUE`] handles, and large I/O a few [`BIG_MAX`] buffers.
+//! the flusher queue [`FLUSH_QUEUE`] handles, and each thread one [`BIG_MAX`] payload.
 //!
 //! # TLS
 //! On TCP with TLS configured, `NBD_OPT_STARTTLS` switches the handshake to a rustls session
@@ -400,225 +402,262 @@ fn flusher(
     }
 }
 
-/// A READ or WRITE this large (and at most [`BIG_MAX`]) runs on a worker, so that moving its
-/// megabyte through the socket overlaps the engine's work on the next one.
+/// A READ or WRITE this large (and at most [`BIG_MAX`]) is carried out after the thread that
+/// read it hands the socket to another thread of the connection (see [`transmission`]).
 pub const BIG_MIN: u32 = 256 << 10;
-/// Larger requests run inline: it bounds the workers' buffers to `BIG_BUFFERS` x 4 MiB.
+/// Larger requests run without handing the socket on: it bounds each thread's payload
+/// buffer to 4 MiB.
 pub const BIG_MAX: u32 = 4 << 20;
-/// Workers per connection for large requests.
+/// Threads per connection beside its first, started at its first large request.
 const BIG_WORKERS: usize = 2;
-/// Payload buffers per connection for large writes (reused; the reader waits for a free one).
-const BIG_BUFFERS: usize = 4;
-
-struct BigJob {
-    req: Request,
-    /// WRITE payload in `buf[..req.len]`; unused for READ.
-    buf: Vec<u8>,
-}
-
-struct BigIo {
-    tx: SyncSender<BigJob>,
-    /// Jobs dispatched and not yet answered. While any is, the reader does not poll the
-    /// socket: the workers need the CPU more than a request needs a fast pick-up.
-    inflight: Arc<AtomicUsize>,
-    free: Receiver<Vec<u8>>,
-    created: usize,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl BigIo {
-    fn start(shared: &Shared, session: &Session, writer: &Arc<Mutex<Stream>>) -> io::Result<Self> {
-        let (tx, rx) = sync_channel::<BigJob>(BIG_WORKERS);
-        let (free_tx, free) = sync_channel::<Vec<u8>>(BIG_BUFFERS);
-        let rx = Arc::new(Mutex::new(rx));
-        let inflight = Arc::new(AtomicUsize::new(0));
-        let mut threads = Vec::new();
-        for _ in 0..BIG_WORKERS {
-            let rx = rx.clone();
-            let inflight = inflight.clone();
-            let free_tx = free_tx.clone();
-            let pool = shared.catalog.pool().clone();
-            let session = session.clone();
-            let writer = writer.clone();
-            let stats = shared.stats.clone();
-            threads.push(std::thread::Builder::new().name("nbd-bigio".into()).spawn(
-                move || big_worker(&rx, &free_tx, &pool, &session, &writer, &stats, &inflight),
-            )?);
-        }
-        Ok(BigIo {
-            tx,
-            inflight,
-            free,
-            created: 0,
-            threads,
-        })
-    }
-
-    /// A payload buffer of at least `len` bytes: a free one, a new one while fewer than
-    /// [`BIG_BUFFERS`] exist, or else the next one a worker returns (backpressure).
-    fn buffer(&mut self, len: usize) -> Option<Vec<u8>> {
-        let mut b = match self.free.try_recv() {
-            Ok(b) => b,
-            Err(_) if self.created < BIG_BUFFERS => {
-                self.created += 1;
-                Vec::new()
-            }
-            Err(_) => self.free.recv().ok()?,
-        };
-        if b.len() < len {
-            b.resize(len, 0);
-        }
-        Some(b)
-    }
-
-    fn stop(self) {
-        drop(self.tx);
-        for t in self.threads {
-            let _ = t.join();
-        }
-    }
-}
-
-fn big_worker(
-    rx: &Mutex<Receiver<BigJob>>,
-    free: &SyncSender<Vec<u8>>,
-    pool: &Pool,
-    session: &Session,
-    writer: &Mutex<Stream>,
-    stats: &Stats,
-    inflight: &AtomicUsize,
-) {
-    let mut out = OutBuf::with_capacity(BIG_MAX as usize + 64);
-    loop {
-        let job = rx.lock().recv();
-        let Ok(job) = job else { return };
-        let payload = if job.req.cmd == CMD_WRITE {
-            &job.buf[..job.req.len as usize]
-        } else {
-            &[][..]
-        };
-        if execute(pool, session, &job.req, payload, &mut out, stats) == Outcome::NeedsFlush {
-            let r = pool.flush();
-            stats.flushes.fetch_add(1, Ordering::Relaxed);
-            put_flush_reply(&mut out, session, job.req.handle, &r, stats);
-        }
-        let sent = writer.lock().write_all(out.as_slice());
-        inflight.fetch_sub(1, Ordering::Relaxed);
-        out.clear(BIG_MAX as usize + 64);
-        let _ = free.try_send(job.buf);
-        if sent.is_err() {
-            writer.lock().shutdown();
-            return;
-        }
-    }
-}
 
 fn is_big(r: &Request) -> bool {
     matches!(r.cmd, CMD_READ | CMD_WRITE) && (BIG_MIN..=BIG_MAX).contains(&r.len)
 }
 
-fn transmission(mut stream: Stream, shared: &Shared, session: &Session) -> Result<(), ConnError> {
+/// The right to read the connection's socket, and what goes with it: the input buffer, the
+/// batch of replies to small requests, the flusher. One thread holds it at a time.
+struct Role {
+    stream: Stream,
+    inb: InBuf,
+    out: OutBuf,
+    flush: Option<Flusher>,
+    /// Set by the thread that saw the connection end; every thread then returns.
+    end: Option<Result<(), ConnError>>,
+}
+
+/// What the threads of one connection share.
+struct Conn<'a> {
+    shared: &'a Shared,
+    session: &'a Session,
+    writer: Arc<Mutex<Stream>>,
+    role: Mutex<Role>,
+    /// Large requests being carried out without the role. While any is, the role holder
+    /// does not spin on the socket: those threads need the CPU more than a request needs a
+    /// fast pick-up.
+    busy: AtomicUsize,
+}
+
+/// A large request taken off the socket, to carry out without the role.
+struct BigWork {
+    req: Request,
+}
+
+/// Transmission on a plain socket: leader/follower. Whichever thread holds the [`Role`]
+/// reads requests and runs small ones inline, batching their replies. A large READ or WRITE
+/// (a WRITE's payload read first, into the thread's own buffer) is carried out after the
+/// thread lets go of the role, so another thread reads on while this one checksums, copies
+/// into the page cache or sends a megabyte. The bytes of a WRITE thus land in the cache of
+/// the core that processes them (a payload received on one core and written out on another
+/// costs about twice the page-cache copy), and the socket never waits on the engine.
+fn transmission(stream: Stream, shared: &Shared, session: &Session) -> Result<(), ConnError> {
     let writer = Arc::new(Mutex::new(stream.try_clone()?));
-    let pool = shared.catalog.pool();
-    let mut flush: Option<Flusher> = None;
-    let mut big: Option<BigIo> = None;
-    let mut inb = InBuf {
-        buf: vec![0; 256 << 10],
-        start: 0,
-        end: 0,
+    let conn = Conn {
+        shared,
+        session,
+        writer,
+        role: Mutex::new(Role {
+            stream,
+            inb: InBuf {
+                buf: vec![0; 256 << 10],
+                start: 0,
+                end: 0,
+            },
+            out: OutBuf::with_capacity(256 << 10),
+            flush: None,
+            end: None,
+        }),
+        busy: AtomicUsize::new(0),
     };
-    let mut out = OutBuf::with_capacity(256 << 10);
-    let spin = shared.config.poll_spin;
-    let result: Result<(), ConnError> = loop {
-        if inb.avail() < REQUEST_LEN {
-            send_batch(&writer, &mut out)?;
-            let busy = big
-                .as_ref()
-                .is_some_and(|b| b.inflight.load(Ordering::Relaxed) > 0);
-            let spin = if busy { Duration::ZERO } else { spin };
-            if !inb.fill(&mut stream, REQUEST_LEN, spin)? {
-                break Ok(());
+    std::thread::scope(|scope| {
+        let mut workers = Vec::new();
+        let mut payload = Vec::new();
+        let mut out = OutBuf::with_capacity(0);
+        while let Some(work) = lead(&conn, &mut payload) {
+            if workers.is_empty() {
+                for _ in 0..BIG_WORKERS {
+                    let conn = &conn;
+                    let w = std::thread::Builder::new()
+                        .name("nbd-bigio".into())
+                        .spawn_scoped(scope, move || follow(conn));
+                    match w {
+                        Ok(w) => workers.push(w),
+                        Err(e) => {
+                            conn.role.lock().end.get_or_insert(Err(e.into()));
+                            break;
+                        }
+                    }
+                }
+            }
+            if !carry_out(&conn, work, &payload, &mut out) {
+                // The reply could not be sent: end the others' reads and writes too.
+                conn.writer.lock().shutdown();
+                break;
             }
         }
-        let req = match parse_request(&inb.data()[..REQUEST_LEN]) {
-            Ok(r) => r,
-            Err(e) => break Err(e.into()),
+    });
+    // Draining: answer what is buffered, let the flusher finish, then close.
+    let mut role = conn.role.into_inner();
+    let _ = send_batch(&conn.writer, &mut role.out);
+    if let Some(f) = role.flush.take() {
+        drop(f.tx);
+        let _ = f.thread.join();
+    }
+    role.stream.shutdown();
+    role.end.unwrap_or(Ok(()))
+}
+
+/// A worker thread of the connection: takes the role in turn and carries out large requests.
+fn follow(conn: &Conn<'_>) {
+    let mut payload = Vec::new();
+    let mut out = OutBuf::with_capacity(0);
+    while let Some(work) = lead(conn, &mut payload) {
+        if !carry_out(conn, work, &payload, &mut out) {
+            conn.writer.lock().shutdown();
+            return;
+        }
+    }
+}
+
+/// Carries out a large request and sends its reply; `false` if the reply could not be sent.
+fn carry_out(conn: &Conn<'_>, work: BigWork, payload: &[u8], out: &mut OutBuf) -> bool {
+    let (pool, session, stats) = (
+        conn.shared.catalog.pool(),
+        conn.session,
+        &*conn.shared.stats,
+    );
+    let req = &work.req;
+    let data = if req.cmd == CMD_WRITE {
+        &payload[..req.len as usize]
+    } else {
+        &[][..]
+    };
+    if execute(pool, session, req, data, out, stats) == Outcome::NeedsFlush {
+        let r = pool.flush();
+        stats.flushes.fetch_add(1, Ordering::Relaxed);
+        put_flush_reply(out, session, req.handle, &r, stats);
+    }
+    let sent = conn.writer.lock().write_all(out.as_slice());
+    out.clear(BIG_MAX as usize + 64);
+    conn.busy.fetch_sub(1, Ordering::Relaxed);
+    sent.is_ok()
+}
+
+/// Holds the role until a large request comes (returned, its WRITE payload in `payload`) or
+/// the connection ends (`None`).
+fn lead(conn: &Conn<'_>, payload: &mut Vec<u8>) -> Option<BigWork> {
+    let mut guard = conn.role.lock();
+    if guard.end.is_some() {
+        return None;
+    }
+    match lead_inner(conn, &mut guard, payload) {
+        Ok(Some(w)) => {
+            conn.busy.fetch_add(1, Ordering::Relaxed);
+            // Small replies batched so far go now: nobody may take the role for a while.
+            let Role { out, .. } = &mut *guard;
+            if send_batch(&conn.writer, out).is_err() {
+                conn.busy.fetch_sub(1, Ordering::Relaxed);
+                guard.end = Some(Ok(()));
+                guard.stream.shutdown();
+                return None;
+            }
+            Some(w)
+        }
+        Ok(None) => {
+            guard.end = Some(Ok(()));
+            None
+        }
+        Err(e) => {
+            guard.end = Some(Err(e));
+            // Wake the others out of their reads and writes.
+            guard.stream.shutdown();
+            None
+        }
+    }
+}
+
+fn lead_inner(
+    conn: &Conn<'_>,
+    role: &mut Role,
+    payload: &mut Vec<u8>,
+) -> Result<Option<BigWork>, ConnError> {
+    let shared = conn.shared;
+    let pool = shared.catalog.pool();
+    let Role {
+        stream,
+        inb,
+        out,
+        flush,
+        ..
+    } = role;
+    loop {
+        let spin = if conn.busy.load(Ordering::Relaxed) > 0 {
+            Duration::ZERO
+        } else {
+            shared.config.poll_spin
         };
+        if inb.avail() < REQUEST_LEN {
+            send_batch(&conn.writer, out)?;
+            if !inb.fill(stream, REQUEST_LEN, spin)? {
+                return Ok(None);
+            }
+        }
+        let req = parse_request(&inb.data()[..REQUEST_LEN])?;
         if is_big(&req) {
-            let b = match &mut big {
-                Some(b) => b,
-                None => big.insert(BigIo::start(shared, session, &writer)?),
-            };
-            let mut buf = Vec::new();
             if req.cmd == CMD_WRITE {
                 let len = req.len as usize;
-                let Some(b2) = b.buffer(len) else {
-                    break Ok(());
-                };
-                buf = b2;
+                if payload.len() < len {
+                    payload.resize(len, 0);
+                }
                 // The part already received, then the rest straight from the socket.
                 let have = (inb.avail() - REQUEST_LEN).min(len);
-                buf[..have].copy_from_slice(&inb.data()[REQUEST_LEN..REQUEST_LEN + have]);
+                payload[..have].copy_from_slice(&inb.data()[REQUEST_LEN..REQUEST_LEN + have]);
                 inb.consume(REQUEST_LEN + have);
                 if have < len {
-                    send_batch(&writer, &mut out)?;
-                    match stream.read_exact(&mut buf[have..len]) {
+                    send_batch(&conn.writer, out)?;
+                    match stream.read_exact(&mut payload[have..len]) {
                         Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
-                        Err(e) => break Err(e.into()),
+                        // The client went away in the middle of a request.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+                        Err(e) => return Err(e.into()),
                     }
                 }
             } else {
                 inb.consume(REQUEST_LEN);
             }
-            b.inflight.fetch_add(1, Ordering::Relaxed);
-            if b.tx.send(BigJob { req, buf }).is_err() {
-                break Ok(());
-            }
-            continue;
+            return Ok(Some(BigWork { req }));
         }
         let total = REQUEST_LEN + req.payload_len() as usize;
         if inb.avail() < total {
-            send_batch(&writer, &mut out)?;
-            if !inb.fill(&mut stream, total, spin)? {
+            send_batch(&conn.writer, out)?;
+            if !inb.fill(stream, total, spin)? {
                 // The client went away in the middle of a request.
-                break Ok(());
+                return Ok(None);
             }
         }
-        let payload = &inb.data()[REQUEST_LEN..total];
-        match execute(pool, session, &req, payload, &mut out, &shared.stats) {
+        let data = &inb.data()[REQUEST_LEN..total];
+        match execute(pool, conn.session, &req, data, out, &shared.stats) {
             Outcome::Done => {}
             Outcome::NeedsFlush => {
-                let f = match &flush {
+                let f = match flush {
                     Some(f) => f,
-                    None => flush.insert(spawn_flusher(shared, session, &writer)?),
+                    None => flush.insert(spawn_flusher(shared, conn.session, &conn.writer)?),
                 };
                 if f.tx.send(req.handle).is_err() {
                     // The flusher could not write: the connection is gone.
-                    break Ok(());
+                    return Ok(None);
                 }
             }
             Outcome::Disconnect => {
                 inb.consume(total);
-                break Ok(());
+                return Ok(None);
             }
         }
         inb.consume(total);
         if out.len() >= OUT_HIGH_WATER {
-            send_batch(&writer, &mut out)?;
+            send_batch(&conn.writer, out)?;
         }
-    };
-    // Draining: answer what is buffered, let the workers and the flusher finish, then close.
-    let _ = send_batch(&writer, &mut out);
-    if let Some(b) = big {
-        b.stop();
     }
-    if let Some(f) = flush {
-        drop(f.tx);
-        let _ = f.thread.join();
-    }
-    stream.shutdown();
-    result
 }
 
 fn spawn_flusher(

@@ -231,6 +231,39 @@ fn fio_verify_over_several_connections() {
     assert!(!out.contains("verify: bad"), "{out}");
 }
 
+/// Large requests (carried out by the connection's follower threads while another thread
+/// reads on), mixed with small ones, over several connections: every byte verifies.
+#[test]
+fn fio_verify_large_requests_mixed_with_small() {
+    let h = Harness::new();
+    h.volume("vol", 96 * MIB);
+    let uri = format!("--uri={}", h.uri("vol"));
+    let o = run(
+        "fio",
+        &[
+            "--name=verify",
+            "--ioengine=nbd",
+            &uri,
+            "--rw=randwrite",
+            "--bsrange=4k-4m",
+            "--iodepth=8",
+            "--numjobs=3",
+            "--size=32M",
+            "--offset_increment=32M",
+            "--verify=crc32c",
+            "--verify_fatal=1",
+            "--do_verify=1",
+            "--verify_state_save=0",
+            "--group_reporting",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "fio failed:\n{out}\n{err}");
+    assert!(out.contains("err= 0"), "{out}");
+    assert!(!out.contains("verify: bad"), "{out}");
+}
+
 #[test]
 fn snapshot_export_refuses_writes_from_qemu_io() {
     let h = Harness::new();
