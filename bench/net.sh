@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Switching between two network namespaces: iperf3 TCP, one stream and four (-P 4), through
-#   (a) Strata (examples/switchd, release build; TAP ports with IFF_VNET_HDR + TSO offloads),
+#   (a) Strata (examples/switchd, release build; TAP ports with IFF_VNET_HDR + TSO offloads;
+#       its default of one forwarding thread per CPU, each reading one queue of every
+#       multi-queue TAP; STRATA_THREADS=N overrides),
 #   (b) Open vSwitch's userspace datapath (datapath_type=netdev, veth ports),
 #   (c) the Linux bridge over veth,
 # all in this one run, and prints Gbit/s and Strata's ratio to each peer.
@@ -8,10 +10,12 @@
 # Offloads: Strata and the Linux bridge run with the namespaces' default offloads (TSO and TX
 # checksum on). OVS netdev stalls TCP unless TX checksum offload is off on the namespace side
 # (MEASURE.md), so it runs with `ethtool -K tx off`; the Linux bridge is measured both ways.
+# No kernel tunable (RPS, busy polling, IRQ affinity, sysctls) is changed for any peer.
 #
 # Usage: sudo bash bench/net.sh [--secs 5]      (needs root, iperf3, iproute2, ethtool,
 #                                                 openvswitch-switch)
-# Env: CARGO_TARGET_DIR (where switchd is built), SKIP_OVS=1 to leave OVS out.
+# Env: CARGO_TARGET_DIR (where switchd is built), SKIP_OVS=1 to leave OVS out,
+#      STRATA_THREADS=N (switchd --threads; default one per CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,7 +94,8 @@ echo "iperf3 TCP, ${SECS} s, 1 and 4 streams, between two namespaces" >&2
 
 # (a) Strata: switchd in its own namespace, one TAP moved into each side.
 fresh_namespaces
-"$SWITCHD" --netns "$H" --tap "${P}ta" --tap "${P}tb" >"/tmp/${P}.switchd" 2>&1 &
+"$SWITCHD" --netns "$H" --tap "${P}ta" --tap "${P}tb" ${STRATA_THREADS:+--threads "$STRATA_THREADS"} \
+  >"/tmp/${P}.switchd" 2>&1 &
 SWPID=$!
 for _ in $(seq 50); do grep -q ready "/tmp/${P}.switchd" 2>/dev/null && break; sleep 0.1; done
 grep -q ready "/tmp/${P}.switchd" || { cat "/tmp/${P}.switchd" >&2; exit 1; }

@@ -4,8 +4,11 @@
 //! switchd [--netns NAME|PATH] [--tap NAME[:vni=N|:vlan=N][:nooffload]]...
 //!         [--internal NAME[:vni=N|:vlan=N]]...
 //!         [--vxlan NAME:local=IP:remote=IP[:vni=N][:dstport=4789]]...
-//!         [--flow "FLOW"]... [--stats-file F] [--batch N]
+//!         [--flow "FLOW"]... [--stats-file F] [--batch N] [--threads N]
 //! ```
+//!
+//! `--threads` sets the forwarding threads (default: one per CPU, at most 4); each reads its
+//! own queue of every TAP.
 //!
 //! With no `--flow`, the switch gets `priority=0,actions=normal` (a MAC-learning switch with
 //! tenant isolation). Prints `ready` once every port is open. SIGUSR1 prints the counters
@@ -108,6 +111,7 @@ fn main() -> Result<()> {
             "--flow" => flows.push(val()?),
             "--stats-file" => stats_file = Some(PathBuf::from(val()?)),
             "--batch" => cfg.batch = val()?.parse().context("--batch")?,
+            "--threads" => cfg.threads = val()?.parse().context("--threads")?,
             "--netns" => {
                 let v = val()?;
                 cfg.netns = Some(if v.contains('/') {
@@ -120,7 +124,7 @@ fn main() -> Result<()> {
                 println!(
                     "switchd [--netns NS] [--tap NAME[:vni=N|:vlan=N][:nooffload]]... \
                      [--internal NAME] [--vxlan NAME:local=IP:remote=IP[:vni=N][:dstport=P]]... \
-                     [--flow FLOW]... [--stats-file F] [--batch N]"
+                     [--flow FLOW]... [--stats-file F] [--batch N] [--threads N]"
                 );
                 return Ok(());
             }

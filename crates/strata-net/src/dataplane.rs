@@ -1,12 +1,20 @@
-//! The forwarding loop: one thread that owns a [`Switch`] and the devices of its ports, reads
-//! frames from ready ports (epoll), runs them through the switch and writes the effects.
+//! The forwarding loop: threads that share one [`Switch`] and read the devices of its ports
+//! (epoll), run each frame through the switch and write the effects.
 //!
 //! Invariants:
-//! - The switch is touched only by the dataplane thread. Others reach it through
-//!   [`Dataplane`]'s control channel (an mpsc queue plus an eventfd that wakes the loop), so
-//!   rule changes and counter reads are ordered with packets and need no lock.
-//! - No allocation per packet: the receive buffer, the [`Effects`], the segmentation output and
-//!   the scratch frame are allocated once and reused.
+//! - One switch, behind a mutex. A thread holds the lock only for [`Switch::receive`] (never
+//!   across a system call) and reads the switch time under it, so the engine sees time move
+//!   forward only, and rule changes, port changes, counter reads and MAC learning are ordered
+//!   with every frame of every thread. Control reaches the leader thread through an mpsc queue
+//!   plus an eventfd.
+//! - Thread i reads queue i of every multi-queue TAP and writes to queue i of the output TAP;
+//!   the kernel's flow steering then keeps both directions of a connection on one thread, so a
+//!   flow is never reordered. Port-layer counters are per thread and summed by `stats()`.
+//! - A port is in every thread's table or in none once `add_port`/`remove_port` returns; a
+//!   removed TAP is closed by then.
+//! - No allocation per packet: each thread's receive buffer, [`Effects`], segmentation output
+//!   and scratch frames are allocated once and reused. Effects are split: a large frame's
+//!   unchanged tail is written from the receive buffer, never copied in user space.
 //! - Offloads end to end: a frame read from a TAP that negotiated offloads keeps its
 //!   virtio-net header (GSO type and size, partial checksum) when it leaves by another such
 //!   TAP, so 64 KiB TSO frames are never cut nor summed by the switch. Only where the output
@@ -21,8 +29,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,7 +41,7 @@ use crate::switch::{
     Domain, Effects, PortConfig, PortError, PortKind, PortStats, Switch, SwitchConfig, SwitchStats,
 };
 use crate::syntax::FlowParseError;
-use crate::sys::{self, Epoll, EventFd, Tap, TapOptions};
+use crate::sys::{self, Epoll, EpollToken, EventFd, Tap, TapOptions};
 use crate::vxlan::{self, VxlanTunnel, OUTER_VXLAN_OFFSET, VXLAN_OVERHEAD_V4};
 
 /// Receive buffer: the virtio-net header plus the largest frame a TAP hands over (64 KiB of
@@ -120,6 +127,24 @@ pub struct DataplaneConfig {
     pub netns: Option<PathBuf>,
     /// Frames read from one port per wake-up before the others get a turn (0 = 64).
     pub batch: usize,
+    /// Forwarding threads (0 = one per CPU, at most [`MAX_THREADS`]). Each reads its own queue
+    /// of every TAP port; all share one switch.
+    pub threads: usize,
+}
+
+/// Most forwarding threads `DataplaneConfig::threads = 0` starts.
+pub const MAX_THREADS: usize = 4;
+
+impl DataplaneConfig {
+    /// Threads this configuration starts.
+    pub fn thread_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_THREADS),
+            n => n,
+        }
+    }
 }
 
 /// Why a dataplane operation failed.
@@ -187,6 +212,18 @@ pub struct PortIoStats {
     pub syscalls: u64,
 }
 
+impl PortIoStats {
+    fn add(&mut self, o: &PortIoStats) {
+        self.rx_gso += o.rx_gso;
+        self.tx_gso += o.tx_gso;
+        self.tx_segments += o.tx_segments;
+        self.tx_csum_completed += o.tx_csum_completed;
+        self.tx_errors += o.tx_errors;
+        self.rx_errors += o.rx_errors;
+        self.syscalls += o.syscalls;
+    }
+}
+
 /// One port's counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortCounters {
@@ -211,6 +248,9 @@ pub struct DataplaneStats {
     pub pipeline: PipelineStats,
     /// Datagrams received on VXLAN sockets from remotes no port names.
     pub unknown_tunnel_remote: u64,
+    /// Frames read by each forwarding thread (index 0 is the leader): how the kernel spread
+    /// the flows over the TAP queues.
+    pub thread_rx_frames: Vec<u64>,
 }
 
 impl DataplaneStats {
@@ -223,7 +263,8 @@ impl DataplaneStats {
     /// `port name=tap1 no=1 rx_packets=.. rx_bytes=.. rx_dropped=.. rx_errors=.. tx_packets=..
     /// tx_bytes=.. tx_dropped=.. rx_gso=.. tx_gso=.. tx_segments=.. tx_csum_completed=..
     /// tx_errors=.. io_rx_errors=.. syscalls=..` and
-    /// `switch isolation_drops=.. unknown_port=.. output_to_unknown_port=.. unknown_tunnel_remote=..`.
+    /// `switch isolation_drops=.. unknown_port=.. output_to_unknown_port=.. unknown_tunnel_remote=..`,
+    /// then `threads rx_frames=N,N,..` (frames read by each forwarding thread).
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
@@ -261,6 +302,8 @@ impl DataplaneStats {
             self.switch.output_to_unknown_port,
             self.unknown_tunnel_remote
         );
+        let per: Vec<String> = self.thread_rx_frames.iter().map(u64::to_string).collect();
+        let _ = writeln!(s, "threads rx_frames={}", per.join(","));
         s
     }
 }
@@ -275,7 +318,7 @@ enum Cmd {
     Stop,
 }
 
-/// Handle to a running dataplane thread. Dropping it stops the thread and closes its devices.
+/// Handle to a running dataplane (its threads). Dropping it stops them and closes the devices.
 #[derive(Debug)]
 pub struct Dataplane {
     tx: mpsc::Sender<Cmd>,
@@ -296,7 +339,7 @@ impl std::fmt::Debug for Cmd {
 }
 
 impl Dataplane {
-    /// Starts the forwarding thread (in `cfg.netns` if given), with no ports and no rules.
+    /// Starts the forwarding threads (in `cfg.netns` if given), with no ports and no rules.
     pub fn spawn(cfg: DataplaneConfig) -> Result<Dataplane, DataplaneError> {
         let wake = Arc::new(EventFd::new().map_err(|e| DataplaneError::io("eventfd", e))?);
         let (tx, rx) = mpsc::channel();
@@ -305,7 +348,7 @@ impl Dataplane {
         let thread = std::thread::Builder::new()
             .name("strata-dataplane".into())
             .spawn(move || {
-                let mut lp = match Loop::new(&cfg, w) {
+                let mut lp = match Worker::leader(&cfg, w) {
                     Ok(l) => {
                         let _ = ready_tx.send(Ok(()));
                         l
@@ -347,8 +390,9 @@ impl Dataplane {
         r.recv().map_err(|_| DataplaneError::Stopped)?
     }
 
-    /// Runs `f` on the dataplane thread, between two frames, with the switch and the current
-    /// switch time. Every engine operation (flows, trace, MAC table) goes through here.
+    /// Runs `f` on the leader thread with the switch locked (so between two frames of every
+    /// thread) and the current switch time. Every engine operation (flows, trace, MAC table)
+    /// goes through here.
     pub fn with_switch<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Switch, Duration) -> T + Send + 'static,
@@ -384,7 +428,7 @@ impl Dataplane {
         r.recv().map_err(|_| DataplaneError::Stopped)
     }
 
-    /// Stops the thread, closes every device and returns the final counters.
+    /// Stops the threads, closes every device and returns the final counters.
     pub fn stop(mut self) -> DataplaneStats {
         self.stop_inner().unwrap_or_else(empty_stats)
     }
@@ -408,26 +452,36 @@ fn empty_stats() -> DataplaneStats {
         switch: SwitchStats::default(),
         pipeline: PipelineStats::default(),
         unknown_tunnel_remote: 0,
+        thread_rx_frames: Vec::new(),
     }
 }
 
-/// The device behind a port.
+/// The device behind a port, as one thread sees it.
 #[derive(Debug)]
 enum Dev {
-    Tap(Tap),
-    Vxlan { sock: usize, remote: SocketAddrV4 },
+    /// This thread's queue of the TAP (shared with other threads if the device has fewer
+    /// queues than there are threads).
+    Tap(Arc<Tap>),
+    /// The VXLAN socket (any thread may send on it; only the leader reads it).
+    Vxlan {
+        sock: Arc<UdpSocket>,
+        idx: usize,
+        remote: SocketAddrV4,
+    },
 }
 
 #[derive(Debug)]
 struct PortIo {
     dev: Dev,
+    /// This thread reads the device (a TAP queue of its own).
+    rx: bool,
     io: PortIoStats,
 }
 
 /// A UDP socket shared by the VXLAN ports of one local address and port.
 #[derive(Debug)]
 struct VxSock {
-    sock: UdpSocket,
+    sock: Arc<UdpSocket>,
     local: SocketAddrV4,
     members: Vec<(Ipv4Addr, PortNo)>,
 }
@@ -439,78 +493,245 @@ struct Bufs {
     fx: Effects,
     segs: Segments,
     scratch: Vec<u8>,
+    joined: Vec<u8>,
 }
 
-struct Loop {
-    sw: Switch,
-    epoll: Epoll,
-    wake: Arc<EventFd>,
-    ports: BTreeMap<PortNo, PortIo>,
-    socks: Vec<Option<VxSock>>,
-    bufs: Bufs,
-    batch: usize,
+/// What every dataplane thread shares: the one switch and the clock it runs on.
+#[derive(Debug)]
+struct Shared {
+    sw: Mutex<Switch>,
     start: Instant,
+}
+
+impl Shared {
+    /// Locks the switch. A closure that panicked in `with_switch` poisons nothing we rely on:
+    /// the engine keeps its invariants between calls, so the lock is taken anyway.
+    fn lock(&self) -> MutexGuard<'_, Switch> {
+        self.sw.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    /// Switch time. Read with the lock held, so the engine sees it never go backwards.
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// Requests from the leader thread to the others.
+enum Peer {
+    /// Use this device for port `no` (and read it if `port.rx`).
+    AddPort(PortNo, PortIo, mpsc::Sender<io::Result<()>>),
+    /// Forget port `no` and drop this thread's handle of its device.
+    RemovePort(PortNo, mpsc::Sender<()>),
+    /// This thread's frame count and port-layer counters.
+    Stats(mpsc::Sender<(u64, Vec<(PortNo, PortIoStats)>)>),
+    Stop,
+}
+
+/// A thread other than the leader, as the leader holds it.
+#[derive(Debug)]
+struct PeerThread {
+    tx: mpsc::Sender<Peer>,
+    wake: Arc<EventFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Peer::AddPort(..) => "AddPort",
+            Peer::RemovePort(..) => "RemovePort",
+            Peer::Stats(_) => "Stats",
+            Peer::Stop => "Stop",
+        })
+    }
+}
+
+impl PeerThread {
+    fn send(&self, m: Peer) -> bool {
+        let ok = self.tx.send(m).is_ok();
+        self.wake.notify();
+        ok
+    }
+}
+
+impl Drop for PeerThread {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.send(Peer::Stop);
+            let _ = t.join();
+        }
+    }
+}
+
+/// What only the leader thread holds: the VXLAN sockets (it alone reads them) and the other
+/// threads.
+#[derive(Debug)]
+struct Leader {
+    socks: Vec<Option<VxSock>>,
+    peers: Vec<PeerThread>,
     unknown_tunnel_remote: u64,
 }
 
-impl Loop {
-    fn new(cfg: &DataplaneConfig, wake: Arc<EventFd>) -> Result<Loop, DataplaneError> {
-        if let Some(ns) = &cfg.netns {
-            sys::enter_netns(ns)
-                .map_err(|e| DataplaneError::io(format!("entering {}", ns.display()), e))?;
-        }
+/// One forwarding thread: its epoll, its handle of every port's device and its buffers. The
+/// leader (thread 0) also serves the control channel and owns the VXLAN sockets.
+struct Worker {
+    shared: Arc<Shared>,
+    epoll: Epoll,
+    wake: Arc<EventFd>,
+    ports: BTreeMap<PortNo, PortIo>,
+    bufs: Bufs,
+    batch: usize,
+    lead: Option<Leader>,
+    /// Frames (and datagrams) this thread read.
+    rx_frames: u64,
+}
+
+impl Worker {
+    fn new(
+        shared: Arc<Shared>,
+        wake: Arc<EventFd>,
+        batch: usize,
+    ) -> Result<Worker, DataplaneError> {
         let epoll = Epoll::new().map_err(|e| DataplaneError::io("epoll", e))?;
         epoll
             .add(wake.raw(), TOKEN_CTL)
             .map_err(|e| DataplaneError::io("epoll", e))?;
-        Ok(Loop {
-            sw: Switch::new(cfg.switch),
+        let mut fx = Effects::new();
+        fx.set_split(true);
+        Ok(Worker {
+            shared,
             epoll,
             wake,
             ports: BTreeMap::new(),
-            socks: Vec::new(),
             bufs: Bufs {
                 rx: vec![0; RX_BUF],
-                fx: Effects::new(),
+                fx,
                 segs: Segments::new(),
                 scratch: Vec::with_capacity(RX_BUF),
+                joined: Vec::with_capacity(RX_BUF),
             },
-            batch: if cfg.batch == 0 { 64 } else { cfg.batch },
-            start: Instant::now(),
-            unknown_tunnel_remote: 0,
+            batch,
+            lead: None,
+            rx_frames: 0,
         })
     }
 
-    fn now(&self) -> Duration {
-        self.start.elapsed()
+    /// The leader: enters the namespace, makes the switch and starts the other threads.
+    fn leader(cfg: &DataplaneConfig, wake: Arc<EventFd>) -> Result<Worker, DataplaneError> {
+        if let Some(ns) = &cfg.netns {
+            sys::enter_netns(ns)
+                .map_err(|e| DataplaneError::io(format!("entering {}", ns.display()), e))?;
+        }
+        let batch = if cfg.batch == 0 { 64 } else { cfg.batch };
+        let shared = Arc::new(Shared {
+            sw: Mutex::new(Switch::new(cfg.switch)),
+            start: Instant::now(),
+        });
+        let mut w = Worker::new(shared.clone(), wake, batch)?;
+        let mut peers = Vec::new();
+        for i in 1..cfg.thread_count() {
+            let pw = Arc::new(EventFd::new().map_err(|e| DataplaneError::io("eventfd", e))?);
+            let mut p = Worker::new(shared.clone(), pw.clone(), batch)?;
+            let (tx, rx) = mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name(format!("strata-dp{i}"))
+                .spawn(move || p.run_peer(&rx))
+                .map_err(|e| DataplaneError::io("spawning a dataplane thread", e))?;
+            peers.push(PeerThread {
+                tx,
+                wake: pw,
+                thread: Some(thread),
+            });
+        }
+        w.lead = Some(Leader {
+            socks: Vec::new(),
+            peers,
+            unknown_tunnel_remote: 0,
+        });
+        Ok(w)
     }
 
+    fn lead(&mut self) -> &mut Leader {
+        self.lead.as_mut().expect("only the leader serves control")
+    }
+
+    /// Number of threads (the leader and its peers).
+    fn threads(&self) -> usize {
+        self.lead.as_ref().map_or(1, |l| l.peers.len() + 1)
+    }
+
+    /// Waits for readiness (up to `timeout_ms`) and forwards from every ready device. True if
+    /// the control eventfd fired.
+    fn poll(&mut self, ready: &mut Vec<EpollToken>, timeout_ms: i32) -> io::Result<bool> {
+        self.epoll.wait(ready, timeout_ms)?;
+        let mut ctl = false;
+        for &tok in ready.iter() {
+            if tok == TOKEN_CTL {
+                self.wake.drain();
+                ctl = true;
+            } else if tok & TOKEN_UDP != 0 {
+                self.rx_udp((tok & !TOKEN_UDP) as usize);
+            } else {
+                self.rx_tap(tok as PortNo);
+            }
+        }
+        Ok(ctl)
+    }
+
+    /// The leader's loop: forwarding, control and expiry, until `Cmd::Stop`.
     fn run(&mut self, rx: &mpsc::Receiver<Cmd>) {
         let mut ready = Vec::with_capacity(64);
         let mut last_expire = Duration::ZERO;
         loop {
-            if let Err(e) = self.epoll.wait(&mut ready, 1000) {
-                tracing::error!(error = %e, "epoll_wait failed; dataplane stops");
-                return;
-            }
-            for &tok in &ready {
-                if tok == TOKEN_CTL {
-                    self.wake.drain();
+            match self.poll(&mut ready, 1000) {
+                Err(e) => {
+                    tracing::error!(error = %e, "epoll_wait failed; dataplane stops");
+                    return;
+                }
+                Ok(true) => {
                     while let Ok(c) = rx.try_recv() {
                         if !self.command(c) {
                             return;
                         }
                     }
-                } else if tok & TOKEN_UDP != 0 {
-                    self.rx_udp((tok & !TOKEN_UDP) as usize);
-                } else {
-                    self.rx_tap(tok as PortNo);
                 }
+                Ok(false) => {}
             }
-            let now = self.now();
-            if now >= last_expire + Duration::from_secs(1) {
-                self.sw.expire(now);
+            if self.shared.now() >= last_expire + Duration::from_secs(1) {
+                let mut sw = self.shared.lock();
+                let now = self.shared.now();
+                sw.expire(now);
                 last_expire = now;
+            }
+        }
+    }
+
+    /// A peer's loop: forwarding and the leader's requests, until `Peer::Stop`.
+    fn run_peer(&mut self, rx: &mpsc::Receiver<Peer>) {
+        let mut ready = Vec::with_capacity(64);
+        loop {
+            match self.poll(&mut ready, -1) {
+                Err(e) => {
+                    tracing::error!(error = %e, "epoll_wait failed; dataplane thread stops");
+                    return;
+                }
+                Ok(true) => {
+                    while let Ok(m) = rx.try_recv() {
+                        match m {
+                            Peer::AddPort(no, p, done) => {
+                                let _ = done.send(self.attach(no, p));
+                            }
+                            Peer::RemovePort(no, done) => {
+                                self.detach(no);
+                                let _ = done.send(());
+                            }
+                            Peer::Stats(reply) => {
+                                let _ = reply.send((self.rx_frames, self.io_stats()));
+                            }
+                            Peer::Stop => return,
+                        }
+                    }
+                }
+                Ok(false) => {}
             }
         }
     }
@@ -525,8 +746,9 @@ impl Loop {
                 let _ = reply.send(self.remove_port(&name));
             }
             Cmd::Call(f) => {
-                let now = self.now();
-                f(&mut self.sw, now);
+                let mut sw = self.shared.lock();
+                let now = self.shared.now();
+                f(&mut sw, now);
             }
             Cmd::Stats(reply) => {
                 let _ = reply.send(self.stats());
@@ -536,8 +758,69 @@ impl Loop {
         true
     }
 
+    /// Takes this thread's handle of port `no`'s device, and reads it if it is ours.
+    fn attach(&mut self, no: PortNo, p: PortIo) -> io::Result<()> {
+        if let (true, Dev::Tap(t)) = (p.rx, &p.dev) {
+            self.epoll.add(t.raw(), no as u64)?;
+        }
+        self.ports.insert(no, p);
+        Ok(())
+    }
+
+    /// Drops this thread's handle of port `no`'s device.
+    fn detach(&mut self, no: PortNo) -> Option<PortIo> {
+        let p = self.ports.remove(&no)?;
+        if let (true, Dev::Tap(t)) = (p.rx, &p.dev) {
+            let _ = self.epoll.delete(t.raw());
+        }
+        Some(p)
+    }
+
+    /// Gives every thread its handle of port `no` (`devs[i]` to thread i), waiting until each
+    /// has it. On failure the port is left in no thread.
+    fn install(&mut self, no: PortNo, devs: Vec<PortIo>) -> Result<(), DataplaneError> {
+        let mut devs = devs.into_iter();
+        let mine = devs.next().expect("one device per thread");
+        let mut res = self
+            .attach(no, mine)
+            .map_err(|e| DataplaneError::io("epoll", e));
+        for (peer, p) in self.lead().peers.iter().zip(devs) {
+            let (t, r) = mpsc::channel();
+            let got = if peer.send(Peer::AddPort(no, p, t)) {
+                r.recv().map_err(|_| DataplaneError::Stopped)
+            } else {
+                Err(DataplaneError::Stopped)
+            };
+            if res.is_ok() {
+                res = got.and_then(|x| x.map_err(|e| DataplaneError::io("epoll", e)));
+            }
+        }
+        if res.is_err() {
+            self.uninstall(no);
+        }
+        res
+    }
+
+    /// Takes port `no` from every thread, waiting until each has dropped its handle; returns
+    /// the leader's.
+    fn uninstall(&mut self, no: PortNo) -> Option<PortIo> {
+        for peer in &self.lead().peers {
+            let (t, r) = mpsc::channel();
+            if peer.send(Peer::RemovePort(no, t)) {
+                let _ = r.recv();
+            }
+        }
+        self.detach(no)
+    }
+
     fn add_port(&mut self, spec: PortSpec) -> Result<PortNo, DataplaneError> {
-        if self.sw.port_names().port_no(spec.name()).is_some() {
+        if self
+            .shared
+            .lock()
+            .port_names()
+            .port_no(spec.name())
+            .is_some()
+        {
             return Err(PortError::NameTaken(spec.name().to_string()).into());
         }
         match spec {
@@ -563,21 +846,25 @@ impl Loop {
 
     fn add_tap(&mut self, cfg: PortConfig, offload: bool) -> Result<PortNo, DataplaneError> {
         let name = cfg.name.clone();
-        let tap = Tap::open(&name, TapOptions { offload, up: true })
+        let threads = self.threads();
+        let taps = Tap::open_queues(&name, TapOptions { offload, up: true }, threads)
             .map_err(|e| DataplaneError::io(format!("opening TAP {name}"), e))?;
-        let fd = tap.raw();
-        let no = self.sw.add_port(cfg)?;
-        if let Err(e) = self.epoll.add(fd, no as u64) {
-            let _ = self.sw.remove_port(&name);
-            return Err(DataplaneError::io("epoll", e));
-        }
-        self.ports.insert(
-            no,
-            PortIo {
-                dev: Dev::Tap(tap),
+        let taps: Vec<Arc<Tap>> = taps.into_iter().map(Arc::new).collect();
+        let no = self.shared.lock().add_port(cfg)?;
+        // Thread i reads queue i. A device with fewer queues (one that existed without
+        // IFF_MULTI_QUEUE) is read by the first threads; the others only write to it.
+        let devs = (0..threads)
+            .map(|i| PortIo {
+                dev: Dev::Tap(taps[i % taps.len()].clone()),
+                rx: i < taps.len(),
                 io: PortIoStats::default(),
-            },
-        );
+            })
+            .collect();
+        drop(taps);
+        if let Err(e) = self.install(no, devs) {
+            let _ = self.shared.lock().remove_port(&name);
+            return Err(e);
+        }
         Ok(no)
     }
 
@@ -590,13 +877,16 @@ impl Loop {
         port: u16,
     ) -> Result<PortNo, DataplaneError> {
         let laddr = SocketAddrV4::new(local, port);
-        let idx = match self
+        let threads = self.threads();
+        let epoll_fd = &self.epoll;
+        let lead = self.lead.as_mut().expect("only the leader serves control");
+        let idx = match lead
             .socks
             .iter()
             .position(|s| s.as_ref().is_some_and(|s| s.local == laddr))
         {
             Some(i) => {
-                let s = self.socks[i].as_ref().expect("position found it");
+                let s = lead.socks[i].as_ref().expect("position found it");
                 if s.members.iter().any(|m| m.0 == remote) {
                     return Err(DataplaneError::DuplicateRemote(remote));
                 }
@@ -605,111 +895,151 @@ impl Loop {
             None => {
                 let sock = sys::vxlan_socket(local, port)
                     .map_err(|e| DataplaneError::io(format!("binding UDP {laddr}"), e))?;
-                let i = self
+                let i = lead
                     .socks
                     .iter()
                     .position(Option::is_none)
-                    .unwrap_or(self.socks.len());
-                self.epoll
+                    .unwrap_or(lead.socks.len());
+                epoll_fd
                     .add(sock.as_raw_fd(), TOKEN_UDP | i as u64)
                     .map_err(|e| DataplaneError::io("epoll", e))?;
                 let vs = VxSock {
-                    sock,
+                    sock: Arc::new(sock),
                     local: laddr,
                     members: Vec::new(),
                 };
-                if i == self.socks.len() {
-                    self.socks.push(Some(vs));
+                if i == lead.socks.len() {
+                    lead.socks.push(Some(vs));
                 } else {
-                    self.socks[i] = Some(vs);
+                    lead.socks[i] = Some(vs);
                 }
                 i
             }
         };
+        let sock = lead.socks[idx]
+            .as_ref()
+            .map(|s| s.sock.clone())
+            .expect("socket just found or made");
         let mut t = VxlanTunnel::new(local, remote);
         t.dst_port = port;
-        let no = match self.sw.add_port(PortConfig::vxlan(name, t, vni)) {
+        let added = self.shared.lock().add_port(PortConfig::vxlan(name, t, vni));
+        let no = match added {
             Ok(n) => n,
             Err(e) => {
                 self.release_sock(idx);
                 return Err(e.into());
             }
         };
-        if let Some(s) = self.socks[idx].as_mut() {
+        if let Some(s) = self.lead().socks[idx].as_mut() {
             s.members.push((remote, no));
         }
-        self.ports.insert(
-            no,
-            PortIo {
+        let devs = (0..threads)
+            .map(|_| PortIo {
                 dev: Dev::Vxlan {
-                    sock: idx,
+                    sock: sock.clone(),
+                    idx,
                     remote: SocketAddrV4::new(remote, port),
                 },
+                rx: false,
                 io: PortIoStats::default(),
-            },
-        );
+            })
+            .collect();
+        drop(sock);
+        if let Err(e) = self.install(no, devs) {
+            let _ = self.shared.lock().remove_port(name);
+            if let Some(s) = self.lead().socks[idx].as_mut() {
+                s.members.retain(|m| m.1 != no);
+            }
+            self.release_sock(idx);
+            return Err(e);
+        }
         Ok(no)
     }
 
     /// Closes socket `idx` if no port uses it any more.
     fn release_sock(&mut self, idx: usize) {
-        if let Some(s) = self.socks.get_mut(idx) {
+        let epoll = &self.epoll;
+        let lead = self.lead.as_mut().expect("only the leader serves control");
+        if let Some(s) = lead.socks.get_mut(idx) {
             if s.as_ref().is_some_and(|v| v.members.is_empty()) {
                 if let Some(v) = s.take() {
-                    let _ = self.epoll.delete(v.sock.as_raw_fd());
+                    let _ = epoll.delete(v.sock.as_raw_fd());
                 }
             }
         }
     }
 
     fn remove_port(&mut self, name: &str) -> Result<(), DataplaneError> {
-        let no = self
-            .sw
-            .port_names()
-            .port_no(name)
-            .ok_or_else(|| PortError::NoSuchPort(name.to_string()))?;
-        self.sw.remove_port(name)?;
-        if let Some(p) = self.ports.remove(&no) {
-            match p.dev {
-                Dev::Tap(t) => {
-                    let _ = self.epoll.delete(t.raw());
-                }
-                Dev::Vxlan { sock, .. } => {
-                    if let Some(s) = self.socks[sock].as_mut() {
-                        s.members.retain(|m| m.1 != no);
-                    }
-                    self.release_sock(sock);
-                }
+        let no = {
+            let mut sw = self.shared.lock();
+            let no = sw
+                .port_names()
+                .port_no(name)
+                .ok_or_else(|| PortError::NoSuchPort(name.to_string()))?;
+            sw.remove_port(name)?;
+            no
+        };
+        if let Some(PortIo {
+            dev: Dev::Vxlan { idx, .. },
+            ..
+        }) = self.uninstall(no)
+        {
+            if let Some(s) = self.lead().socks[idx].as_mut() {
+                s.members.retain(|m| m.1 != no);
             }
+            self.release_sock(idx);
         }
         Ok(())
     }
 
-    fn stats(&self) -> DataplaneStats {
+    /// This thread's port-layer counters.
+    fn io_stats(&self) -> Vec<(PortNo, PortIoStats)> {
+        self.ports.iter().map(|(&n, p)| (n, p.io)).collect()
+    }
+
+    /// Every counter: the engine's, and the port layer's summed over the threads.
+    fn stats(&mut self) -> DataplaneStats {
+        let mut io: BTreeMap<PortNo, PortIoStats> = self.io_stats().into_iter().collect();
+        let mut thread_rx_frames = vec![self.rx_frames];
+        let lead = self.lead();
+        for peer in &lead.peers {
+            let (t, r) = mpsc::channel();
+            let (frames, ports) = if peer.send(Peer::Stats(t)) {
+                r.recv().unwrap_or_default()
+            } else {
+                Default::default()
+            };
+            thread_rx_frames.push(frames);
+            for (n, s) in ports {
+                io.entry(n).or_default().add(&s);
+            }
+        }
+        let unknown_tunnel_remote = lead.unknown_tunnel_remote;
+        let sw = self.shared.lock();
         DataplaneStats {
-            ports: self
-                .sw
+            ports: sw
                 .ports()
                 .map(|(n, cfg, st)| PortCounters {
                     number: n,
                     name: cfg.name.clone(),
                     stats: st,
-                    io: self.ports.get(&n).map(|p| p.io).unwrap_or_default(),
+                    io: io.get(&n).copied().unwrap_or_default(),
                 })
                 .collect(),
-            switch: self.sw.stats(),
-            pipeline: self.sw.pipeline_stats(),
-            unknown_tunnel_remote: self.unknown_tunnel_remote,
+            switch: sw.stats(),
+            pipeline: sw.pipeline_stats(),
+            unknown_tunnel_remote,
+            thread_rx_frames,
         }
     }
 
-    /// Reads up to `batch` frames from TAP port `no` and forwards each.
+    /// Reads up to `batch` frames from this thread's queue of TAP port `no` and forwards each.
     fn rx_tap(&mut self, no: PortNo) {
-        let now = self.now();
         for _ in 0..self.batch {
             let Some(PortIo {
                 dev: Dev::Tap(tap),
                 io,
+                ..
             }) = self.ports.get_mut(&no)
             else {
                 return;
@@ -730,27 +1060,27 @@ impl Loop {
             if hdr.gso_type != gso::GSO_NONE {
                 io.rx_gso += 1;
             }
+            self.rx_frames += 1;
             let Bufs { rx, fx, .. } = &mut self.bufs;
             fx.clear();
-            let frame = &rx[VIRTIO_NET_HDR_LEN..n];
-            self.sw.receive(now, no, frame, fx);
+            {
+                let mut sw = self.shared.lock();
+                let now = self.shared.now();
+                sw.receive(now, no, &rx[VIRTIO_NET_HDR_LEN..n], fx);
+            }
             if !fx.is_empty() {
-                deliver(
-                    &mut self.ports,
-                    &self.socks,
-                    &mut self.bufs,
-                    &hdr,
-                    VIRTIO_NET_HDR_LEN..n,
-                );
+                deliver(&mut self.ports, &mut self.bufs, &hdr, VIRTIO_NET_HDR_LEN..n);
             }
         }
     }
 
     /// Reads up to `batch` datagrams from VXLAN socket `idx` and forwards each inner frame.
     fn rx_udp(&mut self, idx: usize) {
-        let now = self.now();
         for _ in 0..self.batch {
-            let Some(Some(vs)) = self.socks.get(idx) else {
+            let Some(lead) = self.lead.as_mut() else {
+                return;
+            };
+            let Some(Some(vs)) = lead.socks.get(idx) else {
                 return;
             };
             let (n, src) = match sys::recv_datagram(&vs.sock, &mut self.bufs.rx) {
@@ -761,8 +1091,9 @@ impl Loop {
                     return;
                 }
             };
-            let Some(&(_, no)) = vs.members.iter().find(|m| m.0 == *src.ip()) else {
-                self.unknown_tunnel_remote += 1;
+            self.rx_frames += 1;
+            let Some(no) = vs.members.iter().find(|m| m.0 == *src.ip()).map(|m| m.1) else {
+                lead.unknown_tunnel_remote += 1;
                 continue;
             };
             if let Some(p) = self.ports.get_mut(&no) {
@@ -780,11 +1111,14 @@ impl Loop {
             };
             let inner_start = n - inner.len();
             fx.clear();
-            self.sw.receive_vxlan(now, no, vni, inner, fx);
+            {
+                let mut sw = self.shared.lock();
+                let now = self.shared.now();
+                sw.receive_vxlan(now, no, vni, inner, fx);
+            }
             if !fx.is_empty() {
                 deliver(
                     &mut self.ports,
-                    &self.socks,
                     &mut self.bufs,
                     &VirtioNetHdr::default(),
                     inner_start..n,
@@ -867,11 +1201,24 @@ pub fn fix_partial_csum(
     true
 }
 
+/// `head` then `tail` in one slice: `head` itself if there is no tail, else a copy in `buf`.
+fn joined<'a>(buf: &'a mut Vec<u8>, head: &'a [u8], tail: &[u8]) -> &'a [u8] {
+    if tail.is_empty() {
+        return head;
+    }
+    buf.clear();
+    buf.extend_from_slice(head);
+    buf.extend_from_slice(tail);
+    buf
+}
+
 /// Writes every frame of `bufs.fx` to its port. `hdr` describes the received frame, which is
-/// `bufs.rx[input]`.
+/// `bufs.rx[input]`. The effects are split (see [`Effects`]): each frame is a rewritten head
+/// and a tail still in the receive buffer, written together with one `writev`, so a 64 KiB
+/// frame is not copied in user space. Only outputs that must cut or checksum the frame (VXLAN,
+/// a TAP without offloads) join the two first.
 fn deliver(
     ports: &mut BTreeMap<PortNo, PortIo>,
-    socks: &[Option<VxSock>],
     bufs: &mut Bufs,
     hdr: &VirtioNetHdr,
     input: std::ops::Range<usize>,
@@ -881,10 +1228,12 @@ fn deliver(
         fx,
         segs,
         scratch,
+        joined: join_buf,
     } = bufs;
     let input = &rx[input];
     let offloaded = hdr.gso_type != gso::GSO_NONE || hdr.flags & gso::F_NEEDS_CSUM != 0;
-    for (p, out) in fx.iter() {
+    for (p, head, tail) in fx.iter_split() {
+        let tail = &input[tail];
         let Some(port) = ports.get_mut(&p) else {
             continue;
         };
@@ -896,30 +1245,37 @@ fn deliver(
                         ..VirtioNetHdr::default()
                     };
                     port.io.syscalls += 1;
-                    if tap.send(&h.to_bytes(), out).is_err() {
+                    if tap.send_parts(&h.to_bytes(), head, tail).is_err() {
                         port.io.tx_errors += 1;
                     }
                     continue;
                 }
-                let h = shift_hdr(hdr, input, out);
-                let out = if h.flags & gso::F_NEEDS_CSUM != 0
-                    && fix_partial_csum(input, hdr, out, &h, scratch)
+                let h = shift_hdr(hdr, input, head);
+                // The partial checksum lies in the head unless extension headers pushed it
+                // out; then work on the whole frame, as for software segmentation.
+                let (head, tail) = if !tap.offload() || csum_field_end(&h) > head.len() {
+                    (joined(join_buf, head, tail), &[][..])
+                } else {
+                    (head, tail)
+                };
+                let head = if h.flags & gso::F_NEEDS_CSUM != 0
+                    && fix_partial_csum(input, hdr, head, &h, scratch)
                 {
                     &scratch[..]
                 } else {
-                    out
+                    head
                 };
                 if tap.offload() {
                     if h.gso_type != gso::GSO_NONE {
                         port.io.tx_gso += 1;
                     }
                     port.io.syscalls += 1;
-                    if tap.send(&h.to_bytes(), out).is_err() {
+                    if tap.send_parts(&h.to_bytes(), head, tail).is_err() {
                         port.io.tx_errors += 1;
                     }
                 } else {
                     segs.clear();
-                    match gso::segment(&h, out, segs) {
+                    match gso::segment(&h, head, segs) {
                         Ok(n) => {
                             count_sw_offload(&mut port.io, &h, n);
                             let zero = VirtioNetHdr::default().to_bytes();
@@ -934,19 +1290,16 @@ fn deliver(
                     }
                 }
             }
-            Dev::Vxlan { sock, remote } => {
-                let Some(Some(vs)) = socks.get(*sock) else {
-                    continue;
-                };
-                let Some(vx_hdr) = out.get(OUTER_VXLAN_OFFSET..VXLAN_OVERHEAD_V4) else {
+            Dev::Vxlan { sock, remote, .. } => {
+                let Some(vx_hdr) = head.get(OUTER_VXLAN_OFFSET..VXLAN_OVERHEAD_V4) else {
                     port.io.tx_errors += 1;
                     continue;
                 };
-                let inner = &out[VXLAN_OVERHEAD_V4..];
+                let inner = joined(join_buf, &head[VXLAN_OVERHEAD_V4..], tail);
                 if !offloaded {
                     port.io.syscalls += 1;
                     if !matches!(
-                        sys::send_datagrams(&vs.sock, *remote, &[(vx_hdr, inner)]),
+                        sys::send_datagrams(sock, *remote, &[(vx_hdr, inner)]),
                         Ok(1)
                     ) {
                         port.io.tx_errors += 1;
@@ -979,18 +1332,26 @@ fn deliver(
                     k += 1;
                     if k == parts.len() {
                         port.io.syscalls += 1;
-                        sent += sys::send_datagrams(&vs.sock, *remote, &parts[..k]).unwrap_or(0);
+                        sent += sys::send_datagrams(sock, *remote, &parts[..k]).unwrap_or(0);
                         k = 0;
                     }
                 }
                 if k > 0 {
                     port.io.syscalls += 1;
-                    sent += sys::send_datagrams(&vs.sock, *remote, &parts[..k]).unwrap_or(0);
+                    sent += sys::send_datagrams(sock, *remote, &parts[..k]).unwrap_or(0);
                 }
                 port.io.tx_errors += (n - sent.min(n)) as u64;
             }
         }
     }
+}
+
+/// End of the partial checksum field `h` names (0 if the frame has none).
+fn csum_field_end(h: &VirtioNetHdr) -> usize {
+    if h.flags & gso::F_NEEDS_CSUM == 0 {
+        return 0;
+    }
+    h.csum_start as usize + h.csum_offset as usize + 2
 }
 
 fn count_sw_offload(io: &mut PortIoStats, h: &VirtioNetHdr, n: usize) {

@@ -187,11 +187,31 @@ pub struct SwitchStats {
 
 /// The output of processing: frames to send, all in one reusable buffer (no allocation per
 /// packet once the buffer has grown to its working size).
+///
+/// In split mode (crate-private, used by the dataplane) a large frame is not copied whole: the
+/// buffer holds its first bytes (where every rewrite happens) and the emission names the rest
+/// as a range of the received frame, which the port layer writes as a second part.
 #[derive(Debug, Default)]
 pub struct Effects {
-    emits: Vec<(PortNo, usize, usize)>,
+    emits: Vec<Emit>,
     buf: Vec<u8>,
+    split: bool,
 }
+
+/// One frame to send: `buf[start..start + len]` followed by `input[tail.0..tail.1]`.
+#[derive(Debug, Clone, Copy)]
+struct Emit {
+    port: PortNo,
+    start: usize,
+    len: usize,
+    tail: (usize, usize),
+}
+
+/// In split mode, frames longer than this keep everything past [`SPLIT_HEAD`] in place.
+const SPLIT_MIN: usize = 1024;
+/// Bytes of a split frame that are copied (and may be rewritten): Ethernet, VLAN tag, IPv4 with
+/// options or IPv6, and the TCP/UDP ports and checksum all lie within them.
+const SPLIT_HEAD: usize = 256;
 
 impl Effects {
     /// Empty effects.
@@ -213,11 +233,31 @@ impl Effects {
     }
     /// (port, frame) pairs in emission order.
     pub fn iter(&self) -> impl Iterator<Item = (PortNo, &[u8])> + '_ {
-        self.emits.iter().map(|&(p, s, l)| (p, &self.buf[s..s + l]))
+        debug_assert!(!self.split, "split effects are read with iter_split");
+        self.emits
+            .iter()
+            .map(|e| (e.port, &self.buf[e.start..e.start + e.len]))
     }
     /// Ports emitted to, in order.
     pub fn ports(&self) -> Vec<PortNo> {
-        self.emits.iter().map(|e| e.0).collect()
+        self.emits.iter().map(|e| e.port).collect()
+    }
+    /// Turns split mode on or off (see the type's documentation).
+    pub(crate) fn set_split(&mut self, on: bool) {
+        self.split = on;
+    }
+    /// (port, head, tail) in emission order, where the frame is `head` followed by
+    /// `input[tail]`, `input` being the frame that was passed to the switch.
+    pub(crate) fn iter_split(
+        &self,
+    ) -> impl Iterator<Item = (PortNo, &[u8], std::ops::Range<usize>)> + '_ {
+        self.emits.iter().map(|e| {
+            (
+                e.port,
+                &self.buf[e.start..e.start + e.len],
+                e.tail.0..e.tail.1,
+            )
+        })
     }
 }
 
@@ -495,7 +535,13 @@ impl Switch {
         port.stats.rx_bytes += frame.len() as u64;
         if let PortKind::Vxlan(t) = port.cfg.kind {
             match vxlan::decap_ipv4(frame, t.dst_port) {
-                Ok(d) => self.process(now, in_port, d.inner, Some(d.vni), fx),
+                Ok(d) => {
+                    // Tail ranges name bytes of the caller's frame, not of the inner one.
+                    let split = std::mem::replace(&mut fx.split, false);
+                    let r = self.process(now, in_port, d.inner, Some(d.vni), fx);
+                    fx.split = split;
+                    r
+                }
                 Err(e) => {
                     port.stats.rx_errors += 1;
                     Disposition::Dropped(DropReason::Tunnel(e))
@@ -767,16 +813,23 @@ impl Exec<'_> {
             fx.buf.resize(start + VXLAN_OVERHEAD_V4, 0);
         }
         let inner_start = fx.buf.len();
+        let cut = if fx.split && self.frame.len() > SPLIT_MIN {
+            SPLIT_HEAD
+        } else {
+            self.frame.len()
+        };
         materialize(
-            self.frame,
+            &self.frame[..cut],
             self.layout,
             self.parsed,
             &a.key,
             tpid,
             &mut fx.buf,
         );
+        let tail = (cut, self.frame.len());
+        let tail_len = tail.1 - tail.0;
         if let Some((t, vni)) = tunnel {
-            let inner_len = fx.buf.len() - inner_start;
+            let inner_len = fx.buf.len() - inner_start + tail_len;
             let sport = vxlan::source_port(flow_hash(&a.key));
             port.ip_id = port.ip_id.wrapping_add(1);
             if vxlan::write_outer_ipv4(
@@ -795,9 +848,14 @@ impl Exec<'_> {
             }
         }
         let len = fx.buf.len() - start;
-        fx.emits.push((p, start, len));
+        fx.emits.push(Emit {
+            port: p,
+            start,
+            len,
+            tail,
+        });
         port.stats.tx_packets += 1;
-        port.stats.tx_bytes += len as u64;
+        port.stats.tx_bytes += (len + tail_len) as u64;
         self.outputs += 1;
     }
 }
@@ -1020,5 +1078,73 @@ mod tests {
         assert!(adapt(&trunk, None, &tagged20).is_some(), "operator traffic");
         assert!(adapt(&trunk, Some(Domain::Vlan(10)), &tagged20).is_none());
         assert!(adapt(&access10, None, &tagged20).is_none());
+    }
+
+    #[test]
+    fn split_effects_equal_whole_frames() {
+        let mut sw = Switch::default();
+        let a = sw.add_port(PortConfig::tap("a", None)).unwrap();
+        sw.add_port(PortConfig::tap("b", None)).unwrap();
+        let t = VxlanTunnel::new(Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::new(192, 168, 0, 2));
+        sw.add_port(PortConfig::vxlan("vx", t, None)).unwrap();
+        sw.add_flow(
+            Duration::ZERO,
+            "tcp,actions=set_field:10.9.9.9->nw_dst,set_field:8080->tp_dst,set_tunnel:7,output:vx,\
+             mod_vlan_vid:7,output:b",
+        )
+        .unwrap();
+        let mut k = FlowKey::ZERO;
+        k.set(Field::EthType, 0x0800);
+        k.set(Field::NwProto, 6);
+        k.set(Field::NwTtl, 64);
+        k.set(Field::NwSrc, 0x0a00_0001);
+        k.set(Field::NwDst, 0x0a00_0002);
+        k.set(Field::TpSrc, 40000);
+        k.set(Field::TpDst, 80);
+        for payload in [10, 1000, 9000] {
+            let f = build_frame(&k, payload);
+            let (mut whole, mut split) = (Effects::new(), Effects::new());
+            split.set_split(true);
+            let bytes =
+                |sw: &Switch| -> Vec<u64> { sw.ports().map(|(_, _, st)| st.tx_bytes).collect() };
+            let b0 = bytes(&sw);
+            sw.receive(Duration::ZERO, a, &f, &mut whole);
+            let b1 = bytes(&sw);
+            sw.receive(Duration::ZERO, a, &f, &mut split);
+            let b2 = bytes(&sw);
+            for i in 0..b0.len() {
+                assert_eq!(
+                    b1[i] - b0[i],
+                    b2[i] - b1[i],
+                    "both modes count the same bytes"
+                );
+            }
+            let w: Vec<(PortNo, Vec<u8>)> = whole.iter().map(|(p, b)| (p, b.to_vec())).collect();
+            let s: Vec<(PortNo, Vec<u8>)> = split
+                .iter_split()
+                .map(|(p, h, t)| (p, [h, &f[t]].concat()))
+                .collect();
+            // The outer IPv4 identification (and so its checksum) advances per datagram.
+            let norm = |v: Vec<(PortNo, Vec<u8>)>| -> Vec<(PortNo, Vec<u8>)> {
+                v.into_iter()
+                    .map(|(p, mut b)| {
+                        if p == 3 {
+                            b[18..20].fill(0);
+                            b[24..26].fill(0);
+                        }
+                        (p, b)
+                    })
+                    .collect()
+            };
+            assert_eq!(w.len(), 2);
+            assert_eq!(norm(w), norm(s), "payload {payload}");
+            let copied: usize = split.iter_split().map(|(_, h, _)| h.len()).sum();
+            if f.len() > SPLIT_MIN {
+                assert!(
+                    copied < 2 * (SPLIT_HEAD + VXLAN_OVERHEAD_V4 + 4),
+                    "tails not copied"
+                );
+            }
+        }
     }
 }

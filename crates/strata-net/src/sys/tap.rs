@@ -8,7 +8,12 @@
 //! With offloads on (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN`) the kernel hands
 //! us TCP frames of up to 64 KiB with a partial checksum (`NEEDS_CSUM`) and accepts the same
 //! from us, so a flow between two such ports is never segmented nor checksummed by the switch.
-//! Multi-queue is off: one fd per device, one reader.
+//!
+//! [`Tap::open_queues`] opens a multi-queue device (`IFF_MULTI_QUEUE`): one fd per queue, each
+//! read by one dataplane thread. The kernel puts a frame it sends us on the queue where we last
+//! wrote a frame of the same flow (tun's automatic flow steering, a symmetric flow hash), else on
+//! one picked by that hash, so both directions of a TCP connection stay on one queue and so on
+//! one thread.
 
 use std::ffi::CStr;
 use std::fs::OpenOptions;
@@ -94,8 +99,40 @@ const OFFLOADS: libc::c_uint =
 
 impl Tap {
     /// Opens (creating it if missing) the TAP device `name` in the calling thread's network
-    /// namespace.
+    /// namespace, with one queue.
     pub fn open(name: &str, opts: TapOptions) -> io::Result<Tap> {
+        let tap = Self::open_fd(name, opts, false)?;
+        if opts.up {
+            set_link_up(&tap.name)?;
+        }
+        Ok(tap)
+    }
+
+    /// Opens `queues` queues of the multi-queue TAP device `name` (created if missing), one fd
+    /// each. With `queues <= 1`, or if `name` exists as a single-queue device (the kernel then
+    /// refuses `IFF_MULTI_QUEUE` with EINVAL), returns one single-queue fd as [`Tap::open`].
+    pub fn open_queues(name: &str, opts: TapOptions, queues: usize) -> io::Result<Vec<Tap>> {
+        if queues <= 1 {
+            return Ok(vec![Self::open(name, opts)?]);
+        }
+        let first = match Self::open_fd(name, opts, true) {
+            Ok(t) => t,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Ok(vec![Self::open(name, opts)?]);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut v = vec![first];
+        for _ in 1..queues {
+            v.push(Self::open_fd(&v[0].name, opts, true)?);
+        }
+        if opts.up {
+            set_link_up(&v[0].name)?;
+        }
+        Ok(v)
+    }
+
+    fn open_fd(name: &str, opts: TapOptions, multi_queue: bool) -> io::Result<Tap> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -103,7 +140,11 @@ impl Tap {
             .open("/dev/net/tun")?;
         let fd: OwnedFd = file.into();
         let mut req = IfReq::new(name)?;
-        req.set_flags((libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16);
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+        if multi_queue {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
+        req.set_flags(flags as i16);
         // SAFETY: TUNSETIFF reads and writes one `struct ifreq`; `req` is a #[repr(C)] struct
         // of exactly that size (40 bytes) that lives across the call.
         cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) })?;
@@ -114,15 +155,11 @@ impl Tap {
         let flags: libc::c_uint = if offload { OFFLOADS } else { 0 };
         // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long); no pointers.
         cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) })?;
-        let tap = Tap {
+        Ok(Tap {
             fd,
             name: req.name(),
             offload,
-        };
-        if opts.up {
-            set_link_up(&tap.name)?;
-        }
-        Ok(tap)
+        })
     }
 
     /// Interface name as the kernel reports it.
@@ -155,19 +192,35 @@ impl Tap {
 
     /// Writes one frame preceded by its virtio-net header (one `writev`, no copy to join them).
     pub fn send(&self, hdr: &[u8; VIRTIO_NET_HDR_LEN], frame: &[u8]) -> io::Result<usize> {
+        self.send_parts(hdr, frame, &[])
+    }
+
+    /// Writes one frame made of `head` then `tail`, preceded by its virtio-net header (one
+    /// `writev`: the switch rewrites only the head of a frame and passes the rest as received).
+    pub fn send_parts(
+        &self,
+        hdr: &[u8; VIRTIO_NET_HDR_LEN],
+        head: &[u8],
+        tail: &[u8],
+    ) -> io::Result<usize> {
         let iov = [
             libc::iovec {
                 iov_base: hdr.as_ptr() as *mut libc::c_void,
                 iov_len: hdr.len(),
             },
             libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
+                iov_base: head.as_ptr() as *mut libc::c_void,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: tail.as_ptr() as *mut libc::c_void,
+                iov_len: tail.len(),
             },
         ];
-        // SAFETY: two iovecs pointing at borrowed, live slices with their exact lengths; the
+        let n = if tail.is_empty() { 2 } else { 3 };
+        // SAFETY: `n` iovecs pointing at borrowed, live slices with their exact lengths; the
         // kernel only reads them.
-        cvt_size(unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) })
+        cvt_size(unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), n) })
     }
 
     /// The interface's MAC address.

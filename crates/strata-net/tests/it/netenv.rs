@@ -168,13 +168,24 @@ impl Netns {
     /// Runs an iperf3 TCP client for `secs` seconds to `dst` (`reverse`: the server sends).
     /// Returns the bytes the receiver got, or None if the transfer failed.
     pub fn iperf_client(&self, dst: &str, secs: u32, reverse: bool) -> Option<u64> {
-        let t = secs.to_string();
+        self.iperf_run(dst, secs, reverse, 1)
+    }
+
+    /// As [`Netns::iperf_client`] with `streams` parallel TCP connections (`-P`).
+    pub fn iperf_client_streams(&self, dst: &str, secs: u32, streams: u32) -> Option<u64> {
+        self.iperf_run(dst, secs, false, streams)
+    }
+
+    fn iperf_run(&self, dst: &str, secs: u32, reverse: bool, streams: u32) -> Option<u64> {
+        let (t, p) = (secs.to_string(), streams.to_string());
         let mut args = vec![
             "iperf3",
             "-c",
             dst,
             "-t",
             &t,
+            "-P",
+            &p,
             "-J",
             "--connect-timeout",
             "2000",
