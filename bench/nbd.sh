@@ -97,8 +97,10 @@ URI[qemu-nbd]="nbd+unix:///?socket=$Q"
 
 SERVERS=(strata nbdkit qemu-nbd)
 for sock in "$S" "$K" "$Q"; do wait_sock "$sock"; done
-for srv in "${SERVERS[@]}"; do fill "${URI[$srv]}"; done
 for r in $(seq "$ROUNDS"); do
+    # Every round starts from a freshly written image (the previous round's random writes
+    # fragment a redirect-on-write volume; the last row measures that on purpose).
+    for srv in "${SERVERS[@]}"; do fill "${URI[$srv]}"; done
     for w in "${WORKLOADS[@]}"; do
         set -- $w
         for srv in "${SERVERS[@]}"; do
@@ -113,6 +115,9 @@ import statistics, sys
 rows = [list(map(float, r.split())) for r in sys.argv[1].split(";") if r.strip()]
 print(" ".join(str(round(m)) if m >= 1000 else "%.1f" % m for m in map(statistics.median, zip(*rows))))' "$1"
 }
+if [ "${VERBOSE:-0}" = 1 ]; then # every round's figures
+    for k in "${!RES[@]}"; do echo "$k: ${RES[$k]}"; done | sort
+fi
 for k in "${!RES[@]}"; do RES[$k]=$(median "${RES[$k]}"); done
 
 echo

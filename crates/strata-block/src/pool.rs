@@ -171,6 +171,13 @@ struct MetaState {
     alloc: Allocator,
     /// Encoded ops not yet committed.
     buf: Writer,
+    /// The map-run ops in `buf` that are still the newest op for their blocks:
+    /// (layer, first vblock) -> (offset of the first checksum in `buf`, blocks, first
+    /// pblock). A rewrite in place of blocks mapped by one of them patches its checksums
+    /// instead of appending an op, so rewriting the same blocks again and again within an
+    /// epoch does not grow the journal record (nor force commits). Cleared whenever an op
+    /// of another kind is appended and when a commit takes `buf`.
+    patchable: std::collections::BTreeMap<(LayerId, u64), (usize, u32, u64)>,
     /// Blocks freed by ops not yet committed.
     pending_free: Vec<u64>,
     /// Scratch for `State::apply`.
@@ -571,6 +578,7 @@ impl Pool {
                     buf: Writer::new(),
                     pending_free: Vec::new(),
                     freed: Vec::new(),
+                    patchable: std::collections::BTreeMap::new(),
                     max_entries,
                     io: Default::default(),
                 }),
@@ -891,6 +899,7 @@ impl Pool {
                     .apply(op, &mut freed)
                     .map_err(|e| AdminError::Failed(format!("internal: {e}")))?;
                 op.encode(&mut m.buf);
+                m.patchable.clear();
                 release(&mut m, &mut freed);
                 m.freed = freed;
             }
@@ -1094,6 +1103,7 @@ impl Pool {
                 .apply(&op, &mut freed)
                 .expect("trim range was validated");
             op.encode(&mut m.buf);
+            m.patchable.clear();
             release(&mut m, &mut freed);
             m.freed = freed;
             if m.buf.buf.len() < self.inner.auto_commit {
@@ -1401,8 +1411,23 @@ impl Pool {
                 }
             }
             let mut runs: SmallVec<[Run; 4]> = SmallVec::new();
+            // Blocks of this epoch scattered over the device (left by small random writes)
+            // are not rewritten in place by a write that covers several of them: the whole
+            // range moves to a fresh run, so it is one device write now and later sequential
+            // reads of it are one read per run. The old blocks, referenced by no durable
+            // metadata, are free at once. Without the space, they are rewritten in place.
+            let scattered = n > 1
+                && (need as usize) < n
+                && !pbs.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
+            if scattered
+                && m.state.entries + n as u64 <= m.max_entries
+                && m.alloc.alloc(n as u64, class, &mut runs)
+            {
+                pbs.fill(u64::MAX);
+                need = n as u64;
+            }
             let room = m.state.entries + need <= m.max_entries;
-            if need == 0 || (room && m.alloc.alloc(need, class, &mut runs)) {
+            if need == 0 || !runs.is_empty() || (room && m.alloc.alloc(need, class, &mut runs)) {
                 let mut next = runs
                     .iter()
                     .flat_map(|r| (0..r.len).map(move |i| r.paddr() + i));
@@ -1454,6 +1479,7 @@ impl Pool {
         let need_commit = {
             let mut m = self.inner.meta.lock();
             let mut freed = std::mem::take(&mut m.freed);
+            let patched = fresh_runs.is_empty() && patch_in_place(&mut m, top, b0, &pbs, &csums);
             let mut k = 0usize;
             while k < n {
                 let mut len = 1;
@@ -1465,7 +1491,11 @@ impl Pool {
                 m.state
                     .map_run(top, vb, pbs[k], cs, &mut freed)
                     .expect("validated run");
-                encode_map_run(&mut m.buf, top, vb, pbs[k], cs);
+                if !patched {
+                    encode_map_run(&mut m.buf, top, vb, pbs[k], cs);
+                    let at = m.buf.buf.len() - 4 * len;
+                    register_run(&mut m, top, vb, len, pbs[k], at);
+                }
                 k += len;
             }
             release(&mut m, &mut freed);
@@ -1500,6 +1530,7 @@ impl Pool {
             }
             ms.state.next_epoch();
             let ops = std::mem::take(&mut ms.buf.buf);
+            ms.patchable.clear();
             let frees = std::mem::take(&mut ms.pending_free);
             let rec = align_up(META_HEADER_LEN as u64 + ops.len() as u64, BS);
             let checkpoint = (js.pos + rec > jl).then(|| ms.state.encode());
@@ -1615,6 +1646,49 @@ fn checksum(block: &[u8]) -> u32 {
 
 /// Returns freed blocks: at once if written in the current epoch (no durable metadata refers to
 /// them), otherwise once the freeing op is durable.
+/// Rewrites the checksums of blocks `b0..` (rewritten in place at `pbs`) in the map-run ops
+/// of the uncommitted journal buffer that mapped them, if every block has one; `false` (and
+/// nothing changed) otherwise. Equivalent to appending a map-run op with the new checksums:
+/// the patched op is the newest for those blocks and maps them to the same physical blocks.
+fn patch_in_place(m: &mut MetaState, layer: LayerId, b0: u64, pbs: &[u64], csums: &[u32]) -> bool {
+    let mut at: SmallVec<[usize; 32]> = SmallVec::with_capacity(pbs.len());
+    for (k, &pb) in pbs.iter().enumerate() {
+        let vb = b0 + k as u64;
+        let hit = m.patchable.range(..=(layer, vb)).next_back().and_then(
+            |(&(l, start), &(pos, len, p0))| {
+                // An entry of a lower layer may sort last: it is no hit.
+                let i = vb.checked_sub(start).filter(|_| l == layer)?;
+                (i < u64::from(len) && p0 + i == pb).then_some(pos + 4 * i as usize)
+            },
+        );
+        match hit {
+            Some(pos) => at.push(pos),
+            None => return false,
+        }
+    }
+    for (pos, c) in at.into_iter().zip(csums) {
+        m.buf.buf[pos..pos + 4].copy_from_slice(&c.to_le_bytes());
+    }
+    true
+}
+
+/// Records a map-run op just appended to the journal buffer (its checksums at `at`) as the
+/// newest for its blocks, dropping the older ones it overlaps.
+fn register_run(m: &mut MetaState, layer: LayerId, vb: u64, len: usize, pblock: u64, at: usize) {
+    let end = vb + len as u64;
+    let lo = (layer, vb.saturating_sub(CHUNK_BLOCKS));
+    let stale: SmallVec<[(LayerId, u64); 4]> = m
+        .patchable
+        .range(lo..(layer, end))
+        .filter(|(&(_, start), &(_, n, _))| start + u64::from(n) > vb)
+        .map(|(&k, _)| k)
+        .collect();
+    for k in stale {
+        m.patchable.remove(&k);
+    }
+    m.patchable.insert((layer, vb), (at, len as u32, pblock));
+}
+
 fn release(m: &mut MetaState, freed: &mut Vec<Entry>) {
     let epoch = m.state.epoch;
     for e in freed.drain(..) {
