@@ -935,6 +935,18 @@ impl Pool {
         }
     }
 
+    /// [`Pool::read`] without QoS admission or figures, for a caller that reads one request in
+    /// several pieces and meters the whole request itself (`io()`: `admit` before the first
+    /// piece, `record` after the last), so a request counts once against IOPS limits.
+    pub fn read_unmetered(
+        &self,
+        t: impl Into<Target>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), IoError> {
+        self.read_inner(t.into(), offset, buf)
+    }
+
     fn read_inner(&self, t: Target, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         // Reads take no gate and no stripe: they resolve under the metadata lock, read, and
         // verify. A block freed and reused under a racing read fails its checksum; the read

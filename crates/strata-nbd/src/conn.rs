@@ -51,7 +51,7 @@ use crate::negotiate::{HandshakeError, Negotiator, Session, Step, TlsMode};
 use crate::proto::*;
 use crate::server::Shared;
 use crate::tls::{self, TlsStream};
-use crate::transmit::{execute, put_flush_reply, OutBuf, Outcome, Stats};
+use crate::transmit::{execute, piecewise, put_flush_reply, read_pieces, OutBuf, Outcome, Stats};
 
 /// Reply batch size that forces a write before the input is drained.
 pub const OUT_HIGH_WATER: usize = 256 << 10;
@@ -527,6 +527,17 @@ fn carry_out(conn: &Conn<'_>, work: BigWork, payload: &[u8], out: &mut OutBuf) -
         &*conn.shared.stats,
     );
     let req = &work.req;
+    if piecewise(session, req) {
+        let mut send = |o: &mut OutBuf| {
+            let r = conn.writer.lock().write_all(o.as_slice());
+            o.clear(BIG_MAX as usize + 64);
+            r
+        };
+        let sent = read_pieces(pool, session, req, out, stats, &mut send);
+        out.clear(BIG_MAX as usize + 64);
+        conn.busy.fetch_sub(1, Ordering::Relaxed);
+        return sent.is_ok();
+    }
     let data = if req.cmd == CMD_WRITE {
         &payload[..req.len as usize]
     } else {

@@ -633,11 +633,22 @@ fn large_requests_pipelined_with_small_ones() {
             r.req(CMD_READ, 0, 100 + i, off, len, &[]);
         }
     }
-    let mut got = std::collections::HashMap::new();
-    for _ in 0..12 {
+    // Large reads come as several data chunks (pieces of 128 KiB), the last flagged DONE,
+    // chunks of different reads interleaved; each chunk says where its data goes.
+    let mut got: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
+    let mut done = 0;
+    while done < 12 {
         let c = r.chunk();
         assert_eq!(c.typ, REPLY_TYPE_OFFSET_DATA);
-        got.insert(c.handle - 100, c.payload[8..].to_vec());
+        let i = c.handle - 100;
+        let base = (i % 12) * 3 * MIB + 4095;
+        let at = (be64(&c.payload) - base) as usize;
+        let data = got.entry(i).or_default();
+        assert_eq!(at, data.len(), "chunks of one read arrive in order here");
+        data.extend_from_slice(&c.payload[8..]);
+        if c.flags & REPLY_FLAG_DONE != 0 {
+            done += 1;
+        }
     }
     let k = 300 << 10;
     for (i, data) in got {
@@ -656,4 +667,39 @@ fn large_requests_pipelined_with_small_ones() {
     r.req(CMD_READ, 0, 7, 60 * MIB + 22, 100, &[]);
     let c = r.chunk();
     assert_eq!(c.payload[8..], [22u8; 100][..], "last small write wins");
+}
+
+#[test]
+fn large_reads_come_in_pieces_unless_df_and_count_once() {
+    let h = Harness::new();
+    let v = h.volume("vol", 8 * MIB);
+    let data: Vec<u8> = (0..MIB as usize)
+        .map(|i| (i / 4096) as u8 ^ i as u8)
+        .collect();
+    h.pool.write(v, 0, &data).unwrap();
+    let reads_before = h.pool.io(v).unwrap().totals().reads;
+    let (mut r, _, _) = Raw::go(&h, "vol", true, &[]);
+    // Without DF: several data chunks, each at its offset, the last one DONE.
+    r.req(CMD_READ, 0, 1, 0, MIB as u32, &[]);
+    let mut got = Vec::new();
+    let mut chunks = 0;
+    loop {
+        let c = r.chunk();
+        assert_eq!((c.typ, c.handle), (REPLY_TYPE_OFFSET_DATA, 1));
+        assert_eq!(be64(&c.payload), got.len() as u64);
+        got.extend_from_slice(&c.payload[8..]);
+        chunks += 1;
+        if c.flags & REPLY_FLAG_DONE != 0 {
+            break;
+        }
+    }
+    assert!(chunks > 1, "a 1 MiB read came whole");
+    assert!(got == data);
+    // With DF: exactly one chunk.
+    r.req(CMD_READ, CMDF_DF, 2, 0, MIB as u32, &[]);
+    let c = r.chunk();
+    assert_eq!(c.flags & REPLY_FLAG_DONE, REPLY_FLAG_DONE);
+    assert!(c.payload[8..] == data[..]);
+    // Each request counts once in the volume's figures (and against IOPS limits).
+    assert_eq!(h.pool.io(v).unwrap().totals().reads, reads_before + 2);
 }
