@@ -34,6 +34,9 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
 }
 
+/// Largest single `pwrite` a [`FileDevice`] issues (see its `write_at`).
+pub const FILE_WRITE_PIECE: usize = 64 << 10;
+
 /// A regular file or a block device, accessed with `pread`/`pwrite` and made durable with
 /// `fdatasync`.
 #[derive(Debug)]
@@ -81,8 +84,19 @@ impl BlockDevice for FileDevice {
         self.file.read_exact_at(buf, off)
     }
 
+    /// Issues the write in pieces of at most [`FILE_WRITE_PIECE`] bytes. The kernel sizes the
+    /// page-cache folios a buffered write creates by the write's length; a 1 MiB `pwrite`
+    /// leaves 1 MiB folios, and on ext4 every later 4 KiB write into such a folio walks all of
+    /// its buffers (`block_write_begin`: 72% of the server's CPU in 4 KiB random writes after
+    /// a sequential fill, 75 K IOPS). In 64 KiB pieces the same workload ran at 157-187 K IOPS,
+    /// with 1 MiB sequential writes and reads unchanged within noise (NBD bench, same runs).
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, off)
+        let mut at = off;
+        for piece in buf.chunks(FILE_WRITE_PIECE) {
+            self.file.write_all_at(piece, at)?;
+            at += piece.len() as u64;
+        }
+        Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -183,6 +197,20 @@ mod tests {
         d.read_at(&mut b, 4096).unwrap();
         assert_eq!(&b, b"hello");
         assert!(d.read_at(&mut b, (1 << 20) - 2).is_err());
+    }
+
+    #[test]
+    fn file_device_writes_longer_than_a_piece_land_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FileDevice::create_file(dir.path().join("d0"), 1 << 20).unwrap();
+        let len = 3 * FILE_WRITE_PIECE + 123;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        d.write_at(&data, 4096 + 7).unwrap();
+        let mut back = vec![0u8; len + 2];
+        d.read_at(&mut back, 4096 + 6).unwrap();
+        assert_eq!(back[0], 0);
+        assert!(back[1..=len] == data[..]);
+        assert_eq!(back[len + 1], 0);
     }
 
     #[test]
