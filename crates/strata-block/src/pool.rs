@@ -1656,8 +1656,6 @@ fn checksum(block: &[u8]) -> u32 {
     crc32c(block)
 }
 
-/// Returns freed blocks: at once if written in the current epoch (no durable metadata refers to
-/// them), otherwise once the freeing op is durable.
 /// Rewrites the checksums of blocks `b0..` (rewritten in place at `pbs`) in the map-run ops
 /// of the uncommitted journal buffer that mapped them, if every block has one; `false` (and
 /// nothing changed) otherwise. Equivalent to appending a map-run op with the new checksums:
@@ -1701,6 +1699,8 @@ fn register_run(m: &mut MetaState, layer: LayerId, vb: u64, len: usize, pblock: 
     m.patchable.insert((layer, vb), (at, len as u32, pblock));
 }
 
+/// Returns freed blocks: at once if written in the current epoch (no durable metadata refers to
+/// them), otherwise once the freeing op is durable.
 fn release(m: &mut MetaState, freed: &mut Vec<Entry>) {
     let epoch = m.state.epoch;
     for e in freed.drain(..) {

@@ -330,6 +330,8 @@ pub fn piecewise(s: &Session, r: &Request) -> bool {
 /// bytes, handing each to `send` as soon as it is read and verified, instead of reading the
 /// whole request first: a megabyte read whole is out of the L2 cache by the time it is sent.
 /// A failing piece ends the reply with an error chunk. The request counts once for QoS.
+/// `send` writes `out` whole (one chunk, never interleaved with another reply's bytes) and
+/// empties it.
 pub fn read_pieces(
     pool: &Pool,
     s: &Session,
