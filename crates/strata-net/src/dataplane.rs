@@ -206,7 +206,8 @@ pub struct PortIoStats {
     pub tx_csum_completed: u64,
     /// Frames that could not be written (device down, queue full) or segmented.
     pub tx_errors: u64,
-    /// Datagrams on a VXLAN socket from an unknown remote, or that did not decapsulate.
+    /// Datagrams on a VXLAN socket from an unknown remote, or that did not decapsulate; TAP
+    /// reads that failed (the thread then stops reading that device).
     pub rx_errors: u64,
     /// Read or write system calls made (batching shows as fewer calls than frames).
     pub syscalls: u64,
@@ -1049,8 +1050,18 @@ impl Worker {
                 Ok(Some(n)) if n >= VIRTIO_NET_HDR_LEN => n,
                 Ok(Some(_)) => continue,
                 Ok(None) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
                 Err(e) => {
-                    tracing::warn!(port = no, error = %e, "TAP read failed");
+                    // The device is gone (its namespace deleted: EBADFD) or broken. Epoll
+                    // would report it ready forever: stop reading it, once, and say so. The
+                    // port stays until removed.
+                    io.rx_errors += 1;
+                    tracing::warn!(port = no, error = %e, "TAP read failed; no longer reading this port");
+                    let fd = tap.raw();
+                    let _ = self.epoll.delete(fd);
+                    if let Some(p) = self.ports.get_mut(&no) {
+                        p.rx = false;
+                    }
                     return;
                 }
             };

@@ -458,3 +458,39 @@ fn flows_changed_under_traffic_apply_on_every_thread() {
     let (f4, rx) = snapshot(&dp);
     assert!(old(&f4) <= rx);
 }
+
+#[test]
+fn a_tap_device_that_vanishes_is_dropped_from_polling_not_spun_on() {
+    require(&["ip", "sh", "ping"]);
+    let (host, n1, n2) = (Netns::new("h"), Netns::new("a"), Netns::new("b"));
+    let dp = dataplane_threads(&host, 2);
+    let (t1, t2) = (unique("tv"), unique("tw"));
+    dp.add_port(PortSpec::tap(&t1, None)).unwrap();
+    dp.add_port(PortSpec::tap(&t2, None)).unwrap();
+    dp.add_flow("priority=0,actions=normal").unwrap();
+    n1.adopt(&host, &t1, "10.6.0.1/24", None);
+    n2.adopt(&host, &t2, "10.6.0.2/24", None);
+    assert!(n1.ping("10.6.0.2", 2, 56));
+    // Deleting the namespace destroys the TAP device under the open queues.
+    drop(n2);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let io = |dp: &Dataplane| dp.stats().unwrap().port(&t2).unwrap().io;
+    let seen = io(&dp);
+    assert!(
+        (1..=2).contains(&seen.rx_errors),
+        "each reading thread notes the failure once: {}",
+        seen.rx_errors
+    );
+    // Then it stays quiet: no read loop on a device epoll reports ready forever (every
+    // read attempt counts a syscall).
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let later = io(&dp);
+    assert_eq!(
+        later.syscalls, seen.syscalls,
+        "reads after the device vanished"
+    );
+    assert_eq!(later.rx_errors, seen.rx_errors);
+    // The switch still works for the other port and answers control requests.
+    dp.add_flow("priority=10,ip,actions=normal").unwrap();
+    assert!(dp.stats().unwrap().port(&t1).is_some());
+}
