@@ -232,19 +232,24 @@ impl strata_block::BlockDevice for CountingDevice {
     }
 }
 
-#[test]
-fn a_write_over_scattered_blocks_of_this_epoch_moves_them_to_one_run() {
-    use strata_block::{DeviceSpec, MemDevice, Pool};
+/// A pool on one 64 MiB counting memory device.
+fn counting_pool() -> (strata_block::Pool, std::sync::Arc<CountingDevice>) {
     let dev = std::sync::Arc::new(CountingDevice {
-        inner: MemDevice::new(64 << 20, "mem0"),
+        inner: strata_block::MemDevice::new(64 << 20, "mem0"),
         writes: std::sync::Mutex::new(Vec::new()),
         syncs: Default::default(),
     });
-    let pool = Pool::create(vec![DeviceSpec {
+    let pool = strata_block::Pool::create(vec![strata_block::DeviceSpec {
         device: dev.clone(),
         class: DeviceClass::Ssd,
     }])
     .unwrap();
+    (pool, dev)
+}
+
+#[test]
+fn a_write_over_scattered_blocks_of_this_epoch_moves_them_to_one_run() {
+    let (pool, dev) = counting_pool();
     let v = pool.create_volume("v", 8 << 20, None).unwrap();
     // 16 single blocks in reverse order, each followed by a block elsewhere: their physical
     // blocks are scattered, and all belong to the current epoch (no flush in between).
@@ -281,18 +286,7 @@ fn a_write_over_scattered_blocks_of_this_epoch_moves_them_to_one_run() {
 #[test]
 fn rewriting_the_same_blocks_in_place_does_not_grow_the_journal() {
     use std::sync::atomic::Ordering::SeqCst;
-    use strata_block::{DeviceSpec, MemDevice, Pool};
-    let mem = MemDevice::new(64 << 20, "mem0");
-    let dev = std::sync::Arc::new(CountingDevice {
-        inner: mem.clone(),
-        writes: std::sync::Mutex::new(Vec::new()),
-        syncs: Default::default(),
-    });
-    let pool = Pool::create(vec![DeviceSpec {
-        device: dev.clone(),
-        class: DeviceClass::Ssd,
-    }])
-    .unwrap();
+    let (pool, dev) = counting_pool();
     let v = pool.create_volume("v", 8 << 20, None).unwrap();
     let mib = 1 << 20;
     pool.write(v, 0, &pattern(0, 0, mib)).unwrap();
@@ -318,7 +312,7 @@ fn rewriting_the_same_blocks_in_place_does_not_grow_the_journal() {
     pool.check_consistency().unwrap();
     drop(pool);
     // The journal replays to the last contents, every checksum right.
-    let pool = reopen(&[mem]);
+    let pool = reopen(&[dev.inner.clone()]);
     let mut got = vec![0u8; mib];
     pool.read(v, 0, &mut got).unwrap();
     assert!(got == want);

@@ -199,31 +199,29 @@ fn nbdcopy_multi_conn_copies_equal() {
     );
 }
 
-#[test]
-fn fio_verify_over_several_connections() {
+/// Random writes by fio over `jobs` connections (one per job, each on its own `size_mib`
+/// slice), each block verified (crc32c) after; fails on any error or bad block.
+fn fio_verify(bsrange: &str, iodepth: u32, jobs: u32, size_mib: u64) {
     let h = Harness::new();
-    h.volume("vol", 64 * MIB);
-    let uri = format!("--uri={}", h.uri("vol"));
-    let o = run(
-        "fio",
-        &[
-            "--name=verify",
-            "--ioengine=nbd",
-            &uri,
-            "--rw=randwrite",
-            "--bs=4k",
-            "--bsrange=512-64k",
-            "--iodepth=16",
-            "--numjobs=4",
-            "--size=16M",
-            "--offset_increment=16M",
-            "--verify=crc32c",
-            "--verify_fatal=1",
-            "--do_verify=1",
-            "--verify_state_save=0",
-            "--group_reporting",
-        ],
-    );
+    h.volume("vol", u64::from(jobs) * size_mib * MIB);
+    let args = [
+        "--name=verify".to_string(),
+        "--ioengine=nbd".into(),
+        format!("--uri={}", h.uri("vol")),
+        "--rw=randwrite".into(),
+        format!("--bsrange={bsrange}"),
+        format!("--iodepth={iodepth}"),
+        format!("--numjobs={jobs}"),
+        format!("--size={size_mib}M"),
+        format!("--offset_increment={size_mib}M"),
+        "--verify=crc32c".into(),
+        "--verify_fatal=1".into(),
+        "--do_verify=1".into(),
+        "--verify_state_save=0".into(),
+        "--group_reporting".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = run("fio", &args);
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "fio failed:\n{out}\n{err}");
@@ -231,37 +229,16 @@ fn fio_verify_over_several_connections() {
     assert!(!out.contains("verify: bad"), "{out}");
 }
 
+#[test]
+fn fio_verify_over_several_connections() {
+    fio_verify("512-64k", 16, 4, 16);
+}
+
 /// Large requests (carried out by the connection's follower threads while another thread
 /// reads on), mixed with small ones, over several connections: every byte verifies.
 #[test]
 fn fio_verify_large_requests_mixed_with_small() {
-    let h = Harness::new();
-    h.volume("vol", 96 * MIB);
-    let uri = format!("--uri={}", h.uri("vol"));
-    let o = run(
-        "fio",
-        &[
-            "--name=verify",
-            "--ioengine=nbd",
-            &uri,
-            "--rw=randwrite",
-            "--bsrange=4k-4m",
-            "--iodepth=8",
-            "--numjobs=3",
-            "--size=32M",
-            "--offset_increment=32M",
-            "--verify=crc32c",
-            "--verify_fatal=1",
-            "--do_verify=1",
-            "--verify_state_save=0",
-            "--group_reporting",
-        ],
-    );
-    let out = String::from_utf8_lossy(&o.stdout);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "fio failed:\n{out}\n{err}");
-    assert!(out.contains("err= 0"), "{out}");
-    assert!(!out.contains("verify: bad"), "{out}");
+    fio_verify("4k-4m", 8, 3, 32);
 }
 
 #[test]
