@@ -312,7 +312,7 @@ fn rewriting_the_same_blocks_in_place_does_not_grow_the_journal() {
     pool.check_consistency().unwrap();
     drop(pool);
     // The journal replays to the last contents, every checksum right.
-    let pool = reopen(&[dev.inner.clone()]);
+    let pool = reopen(std::slice::from_ref(&dev.inner));
     let mut got = vec![0u8; mib];
     pool.read(v, 0, &mut got).unwrap();
     assert!(got == want);
