@@ -217,3 +217,113 @@ fn watch_from_a_compacted_revision_is_an_error() {
     ));
     assert_eq!(s.changes("/", 15, 0).unwrap().len(), 10);
 }
+
+#[test]
+fn concurrent_writers_share_commits_and_see_each_others_writes() {
+    // 32 threads increment one counter with compare-and-swap, retrying on conflict, while 32
+    // others write keys of their own. Every increment must be counted once (a transaction in
+    // a group commit checks its comparison against the writes queued before it), every
+    // revision must be handed out once, and the syncs must have been shared.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(open(&dir));
+    s.txn(Txn::new().put("/n", b"0".to_vec())).unwrap();
+    let mut hs = Vec::new();
+    for t in 0..64u32 {
+        let s = s.clone();
+        hs.push(std::thread::spawn(move || {
+            let mut revs = Vec::new();
+            for i in 0..20u32 {
+                if t % 2 == 0 {
+                    loop {
+                        let kv = s.get("/n").unwrap().unwrap();
+                        let n: u64 = std::str::from_utf8(&kv.value).unwrap().parse().unwrap();
+                        let r = s
+                            .txn(
+                                Txn::new()
+                                    .when("/n", kv.mod_revision)
+                                    .put("/n", (n + 1).to_string().into_bytes()),
+                            )
+                            .unwrap();
+                        if r.succeeded {
+                            revs.push(r.revision);
+                            break;
+                        }
+                    }
+                } else {
+                    let r = s
+                        .txn(Txn::new().put(format!("/k/{t}/{i}"), b"v".to_vec()))
+                        .unwrap();
+                    assert!(r.succeeded);
+                    revs.push(r.revision);
+                }
+            }
+            revs
+        }));
+    }
+    let mut all: Vec<u64> = hs.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let n = s.get("/n").unwrap().unwrap();
+    assert_eq!(n.value, b"640".to_vec());
+    all.sort_unstable();
+    let len = all.len();
+    all.dedup();
+    assert_eq!(all.len(), len, "a revision was handed out twice");
+    assert_eq!(len, 64 * 20);
+    assert_eq!(s.revision().unwrap(), 1 + 64 * 20);
+    let (batches, carried) = s.group_commits();
+    assert!(carried >= 64 * 20);
+    assert!(
+        batches < carried,
+        "no transactions shared a commit ({batches} commits for {carried})"
+    );
+    // What was acknowledged is in the file.
+    drop(s);
+    let s = open(&dir);
+    assert_eq!(s.get("/n").unwrap().unwrap().value, b"640".to_vec());
+    assert_eq!(s.range("/k/", None, 0).unwrap().0.len(), 32 * 20);
+}
+
+#[test]
+fn history_is_bounded_in_bytes_and_the_file_stays_small() {
+    // 2,000 rewrites of one 64 KiB value (125 MiB of history if it were all kept) under a
+    // 1 MiB history bound: the log keeps about 16 revisions and the file stays a few MiB.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let s = RedbStore::open_with_limits(&path, 100_000, 1 << 20).unwrap();
+    let value = vec![7u8; 64 << 10];
+    for _ in 0..2000 {
+        s.txn(Txn::new().put("/big", value.clone())).unwrap();
+    }
+    let rev = s.revision().unwrap();
+    assert_eq!(rev, 2000);
+    let kept = s.changes("/", rev - 10, 0).unwrap();
+    assert_eq!(kept.len(), 10);
+    assert!(matches!(
+        s.changes("/", rev - 100, 0),
+        Err(StoreError::Compacted { .. })
+    ));
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size < 16 << 20, "store file is {size} bytes");
+    // Reopening with a smaller bound trims at once.
+    drop(s);
+    let s = RedbStore::open_with_limits(&path, 3, 1 << 20).unwrap();
+    assert_eq!(s.changes("/", rev - 3, 0).unwrap().len(), 3);
+    assert!(s.changes("/", rev - 4, 0).is_err());
+}
+
+#[test]
+fn the_store_file_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let old = rustix::process::umask(rustix::fs::Mode::empty());
+    let s = RedbStore::open(&path);
+    rustix::process::umask(old);
+    drop(s.unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // A file left world-readable by an older version is tightened on open.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(RedbStore::open(&path).unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
