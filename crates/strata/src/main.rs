@@ -1,9 +1,11 @@
 //! `strata`: the daemon (`strata serve`) and the command-line interface to its API.
 
 mod client;
+mod datadir;
+mod http;
 mod nbdclient;
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -57,6 +59,15 @@ enum Cmd {
         /// from the daemon's CA (`strata volume attach --tcp` hands them out per tenant).
         #[arg(long)]
         nbd_listen: Option<String>,
+        /// Most API connections served at once (more are closed on accept).
+        #[arg(long, default_value_t = 1024)]
+        api_max_connections: usize,
+        /// Seconds an API client has to send a request's headers.
+        #[arg(long, default_value_t = 10)]
+        api_header_timeout: u64,
+        /// Seconds after which an API connection that moves no byte is closed.
+        #[arg(long, default_value_t = 120)]
+        api_idle_timeout: u64,
     },
     /// Pools.
     Pool {
@@ -130,6 +141,9 @@ fn run() -> Result<()> {
             listen,
             default_pool_size,
             nbd_listen,
+            api_max_connections,
+            api_header_timeout,
+            api_idle_timeout,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -145,6 +159,12 @@ fn run() -> Result<()> {
                 &listen,
                 &default_pool_size,
                 nbd_listen.as_deref(),
+                http::Limits {
+                    max_connections: api_max_connections.max(1),
+                    header_timeout: std::time::Duration::from_secs(api_header_timeout.max(1)),
+                    idle_timeout: std::time::Duration::from_secs(api_idle_timeout.max(1)),
+                    ..http::Limits::default()
+                },
             )
         }
         Cmd::Completion { shell } => {
@@ -179,20 +199,22 @@ fn run() -> Result<()> {
 }
 
 /// Takes the data dir's lock and opens (or, with `create_size`, first creates) the default pool.
-fn open_data_dir(dir: &Path, create_size: Option<u64>) -> Result<(File, Pool)> {
-    let pool_dir = dir.join("pools").join("default");
+/// The dir and everything in it are made private first (`datadir`).
+fn open_data_dir(dir: &Path, create_size: Option<u64>) -> Result<(datadir::DirLock, Pool)> {
+    let pool_rel = Path::new("pools").join("default");
+    let pool_dir = dir.join(&pool_rel);
     if create_size.is_some() {
-        fs::create_dir_all(&pool_dir)
-            .with_context(|| format!("creating {}", pool_dir.display()))?;
+        datadir::create(dir, &[&pool_rel])?;
     } else if !pool_dir.exists() {
         bail!(
             "{} holds no Strata data (run `strata serve` first)",
             dir.display()
         );
     }
-    let lock = File::create(dir.join("lock"))?;
-    if lock.try_lock().is_err() {
-        bail!("{} is in use by another Strata process", dir.display());
+    let lock = datadir::lock(dir)?;
+    let narrowed = datadir::enforce_modes(dir)?;
+    if narrowed > 0 {
+        tracing::warn!(entries = narrowed, dir = %dir.display(), "modes under the data dir narrowed");
     }
     let dev_path = pool_dir.join("dev0.img");
     let pool = if dev_path.exists() {
@@ -200,6 +222,8 @@ fn open_data_dir(dir: &Path, create_size: Option<u64>) -> Result<(File, Pool)> {
         Pool::open(vec![dev]).with_context(|| format!("opening pool in {}", pool_dir.display()))?
     } else if let Some(size) = create_size {
         let dev = Arc::new(FileDevice::create_file(&dev_path, size)?);
+        // Whatever mode the engine gave it under this umask, the image is the owner's only.
+        datadir::set_mode(&dev_path, datadir::FILE_MODE)?;
         tracing::info!(path = %dev_path.display(), size, "creating default pool");
         Pool::create(vec![DeviceSpec {
             device: dev,
@@ -228,7 +252,13 @@ fn write_admin_token(path: &Path, secret: &str) -> Result<()> {
     Ok(())
 }
 
-fn serve(dir: &Path, listen: &str, size: &str, nbd_listen: Option<&str>) -> Result<()> {
+fn serve(
+    dir: &Path,
+    listen: &str,
+    size: &str,
+    nbd_listen: Option<&str>,
+    api_limits: http::Limits,
+) -> Result<()> {
     let size = parse_size(size).map_err(anyhow::Error::msg)?;
     let (_lock, pool) = open_data_dir(dir, Some(size))?;
     let store =
@@ -286,6 +316,7 @@ fn serve(dir: &Path, listen: &str, size: &str, nbd_listen: Option<&str>) -> Resu
     let sock = std::path::absolute(dir.join("nbd.sock"))?;
     nbd.serve_unix(&sock)
         .with_context(|| format!("NBD listener on {}", sock.display()))?;
+    datadir::set_mode(&sock, datadir::FILE_MODE)?;
     ctl.set_nbd_socket(sock);
     if let (Some(addr), Some(p)) = (nbd_listen, pki) {
         let bound = nbd
@@ -300,6 +331,7 @@ fn serve(dir: &Path, listen: &str, size: &str, nbd_listen: Option<&str>) -> Resu
         tracing::info!(nbd_tcp = %shown, "NBD over TCP with TLS");
         ctl.set_nbd_tcp(shown, p);
     }
+    let api_limits = fd_budget(api_limits);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -319,15 +351,21 @@ fn serve(dir: &Path, listen: &str, size: &str, nbd_listen: Option<&str>) -> Resu
             listen = %listener.local_addr()?,
             "strata serving"
         );
-        axum::serve(listener, strata_control::api::router(ctl.clone()))
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                tracing::info!("shutting down");
-            })
-            .await?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("shutting down");
+        };
+        http::serve(
+            listener,
+            strata_control::api::router(ctl.clone()),
+            api_limits,
+            Arc::new(http::Counters::default()),
+            shutdown,
+        )
+        .await?;
         anyhow::Ok(())
     })?;
     nbd.shutdown();
@@ -336,6 +374,35 @@ fn serve(dir: &Path, listen: &str, size: &str, nbd_listen: Option<&str>) -> Resu
     tracing::info!("stopped cleanly");
     Ok(())
 }
+
+/// Raises the descriptor limit to its hard maximum and fits the API's connection limit inside
+/// it, keeping [`FD_RESERVE`] descriptors for everything else (devices, the store, NBD
+/// connections and listeners, switch ports): API clients can then never take the descriptors
+/// NBD needs.
+fn fd_budget(mut limits: http::Limits) -> http::Limits {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            tracing::warn!(error = %e, "cannot raise the descriptor limit");
+        }
+    }
+    let have = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let room = usize::try_from(have.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+    if room < limits.max_connections {
+        tracing::warn!(
+            nofile = have,
+            api_connections = room,
+            "descriptor limit is low: fewer API connections allowed"
+        );
+        limits.max_connections = room.max(16);
+    }
+    limits
+}
+
+/// Descriptors kept out of the API's budget (see [`fd_budget`]).
+const FD_RESERVE: u64 = 2048;
 
 fn print_pool(pool: &Pool) {
     let i = pool.info();

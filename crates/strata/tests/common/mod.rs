@@ -66,6 +66,12 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The admin token the daemon wrote.
     pub fn admin(&self) -> String {
         std::fs::read_to_string(self.data.join("admin.token"))
