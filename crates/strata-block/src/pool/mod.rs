@@ -174,8 +174,11 @@ pub struct PoolInfo {
     pub allocated: u64,
     /// Bytes freed by operations not yet durable (reusable after the next flush).
     pub pending_free: u64,
-    /// Bytes available for new data now.
+    /// Free bytes now (the reserve included).
     pub free: u64,
+    /// Bytes of `free` held back for rewrites of blocks volumes already hold: new data cannot
+    /// take them (so new data has `free - reserve`, when positive).
+    pub reserve: u64,
     /// Sum of volume sizes (may exceed capacity: thin provisioning).
     pub provisioned: u64,
     /// Devices.
@@ -311,6 +314,7 @@ impl Pool {
             allocated: capacity - free - pending,
             pending_free: pending,
             free,
+            reserve: m.alloc.reserve() * BS,
             provisioned: m.state.volumes.values().map(|v| v.size).sum(),
             devices,
         }
