@@ -25,6 +25,11 @@ struct DevBitmap {
     reserve: u64,
 }
 
+/// Most blocks one allocation takes from a device before it chooses the device again (one
+/// 1 MiB chunk): a large allocation (a whole write request) spreads over the devices by free
+/// space chunk by chunk, as one allocation per chunk would.
+const SPREAD_RUN: u64 = 256;
+
 /// Which free blocks an allocation may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Take {
@@ -193,7 +198,7 @@ impl Allocator {
                 })
                 .max_by_key(|&i| (self.devs[i].usable(take), std::cmp::Reverse(i)))
                 .expect("free space was counted");
-            let want = left.min(self.devs[dev].usable(take));
+            let want = left.min(self.devs[dev].usable(take)).min(SPREAD_RUN);
             let (start, len) = self.devs[dev]
                 .take_run(want)
                 .expect("device has free blocks");
