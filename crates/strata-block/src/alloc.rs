@@ -4,6 +4,11 @@
 //! Placement: a request goes to the device (of the requested class, if any) with the most free
 //! blocks, which spreads data by free space, and takes a contiguous run from a rotating cursor
 //! so that sequential writes stay sequential on the device.
+//!
+//! Reserve: every device holds back [`reserve_blocks`] free blocks from allocations of new
+//! data ([`Take::AboveReserve`]); only a redirect of a block a volume already holds
+//! ([`Take::IncludingReserve`]) may take them. Invariant: an allocation with `AboveReserve`
+//! never leaves a device with fewer free blocks than its reserve.
 
 use smallvec::SmallVec;
 use strata_types::DeviceClass;
@@ -17,6 +22,31 @@ struct DevBitmap {
     blocks: u64,
     free: u64,
     cursor: u64,
+    reserve: u64,
+}
+
+/// Most blocks one allocation takes from a device before it chooses the device again (one
+/// 1 MiB chunk): a large allocation (a whole write request) spreads over the devices by free
+/// space chunk by chunk, as one allocation per chunk would.
+const SPREAD_RUN: u64 = 256;
+
+/// Which free blocks an allocation may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Only blocks above each device's reserve: space for new (thin) data.
+    AboveReserve,
+    /// Any free block, the reserve included: redirect-on-write of a block already held, whose
+    /// old copy the next commit frees.
+    IncludingReserve,
+}
+
+/// The reserve of a device with `blocks` data blocks: 1/64 of it, at least one chunk (1 MiB)
+/// and at most 32 MiB (the largest NBD request), but never more than 1/8 of the device.
+/// See `docs/block-format.md` ("Full pool") for why.
+pub fn reserve_blocks(blocks: u64) -> u64 {
+    const MIN: u64 = 256;
+    const MAX: u64 = 8192;
+    (blocks / 64).clamp(MIN, MAX).min(blocks / 8)
 }
 
 impl DevBitmap {
@@ -42,6 +72,14 @@ impl DevBitmap {
             b = (b / 64 + 1) * 64;
         }
         None
+    }
+
+    /// Free blocks `take` may use.
+    fn usable(&self, take: Take) -> u64 {
+        match take {
+            Take::AboveReserve => self.free.saturating_sub(self.reserve),
+            Take::IncludingReserve => self.free,
+        }
     }
 
     /// Takes up to `want` contiguous free blocks starting at the first free one from the cursor.
@@ -94,6 +132,7 @@ impl Allocator {
                     blocks,
                     free: blocks,
                     cursor: 0,
+                    reserve: reserve_blocks(blocks),
                 })
                 .collect(),
         }
@@ -119,30 +158,49 @@ impl Allocator {
             .sum()
     }
 
+    /// Free blocks `take` may allocate to `class` (None: any device).
+    pub fn available(&self, class: Option<DeviceClass>, take: Take) -> u64 {
+        self.devs
+            .iter()
+            .filter(|d| class.is_none_or(|c| c == d.class))
+            .map(|d| d.usable(take))
+            .sum()
+    }
+
+    /// Blocks held back from new data, over all devices.
+    pub fn reserve(&self) -> u64 {
+        self.devs.iter().map(|d| d.reserve).sum()
+    }
+
     /// Free blocks on one device.
     pub fn device_free(&self, device: usize) -> u64 {
         self.devs[device].free
     }
 
-    /// Allocates exactly `n` blocks as one or more runs, all or nothing. Runs are appended to
-    /// `out`; returns false (and allocates nothing) if the class lacks space.
+    /// Allocates exactly `n` blocks as one or more runs, all or nothing, from the free blocks
+    /// `take` may use. Runs are appended to `out`; returns false (and allocates nothing) if
+    /// the class lacks space.
     pub fn alloc(
         &mut self,
         n: u64,
         class: Option<DeviceClass>,
+        take: Take,
         out: &mut SmallVec<[Run; 4]>,
     ) -> bool {
-        if self.free_blocks(class) < n {
+        if self.available(class, take) < n {
             return false;
         }
         let mut left = n;
         while left > 0 {
             let dev = (0..self.devs.len())
-                .filter(|&i| class.is_none_or(|c| c == self.devs[i].class) && self.devs[i].free > 0)
-                .max_by_key(|&i| (self.devs[i].free, std::cmp::Reverse(i)))
+                .filter(|&i| {
+                    class.is_none_or(|c| c == self.devs[i].class) && self.devs[i].usable(take) > 0
+                })
+                .max_by_key(|&i| (self.devs[i].usable(take), std::cmp::Reverse(i)))
                 .expect("free space was counted");
+            let want = left.min(self.devs[dev].usable(take)).min(SPREAD_RUN);
             let (start, len) = self.devs[dev]
-                .take_run(left)
+                .take_run(want)
                 .expect("device has free blocks");
             left -= len;
             match out.last_mut() {
@@ -184,14 +242,35 @@ mod tests {
     fn spreads_by_free_space_and_class() {
         let mut a = Allocator::new(&[(DeviceClass::Hdd, 100), (DeviceClass::Ssd, 50)]);
         let mut out = SmallVec::new();
-        assert!(a.alloc(60, None, &mut out));
+        assert!(a.alloc(60, None, Take::IncludingReserve, &mut out));
         assert_eq!(out[0].device, 0);
         let mut out = SmallVec::new();
-        assert!(a.alloc(10, Some(DeviceClass::Ssd), &mut out));
+        assert!(a.alloc(10, Some(DeviceClass::Ssd), Take::IncludingReserve, &mut out));
         assert!(out.iter().all(|r| r.device == 1));
-        assert!(!a.alloc(41, Some(DeviceClass::Ssd), &mut SmallVec::new()));
-        assert!(!a.alloc(81, None, &mut SmallVec::new()));
-        assert!(a.alloc(80, None, &mut SmallVec::new()));
+        assert!(!a.alloc(
+            41,
+            Some(DeviceClass::Ssd),
+            Take::IncludingReserve,
+            &mut SmallVec::new()
+        ));
+        assert!(!a.alloc(81, None, Take::IncludingReserve, &mut SmallVec::new()));
+        assert!(a.alloc(80, None, Take::IncludingReserve, &mut SmallVec::new()));
+        assert_eq!(a.free_blocks(None), 0);
+    }
+
+    #[test]
+    fn new_data_stops_at_the_reserve_redirects_may_take_it() {
+        let mut a = Allocator::new(&[(DeviceClass::Ssd, 4096)]);
+        let r = reserve_blocks(4096);
+        assert_eq!((r, a.reserve()), (256, 256));
+        assert_eq!(reserve_blocks(1 << 30), 8192);
+        assert_eq!(reserve_blocks(1000), 125);
+        let mut out = SmallVec::new();
+        assert!(a.alloc(4096 - r, None, Take::AboveReserve, &mut out));
+        assert!(!a.alloc(1, None, Take::AboveReserve, &mut out));
+        assert_eq!(a.available(None, Take::AboveReserve), 0);
+        assert_eq!(a.available(None, Take::IncludingReserve), r);
+        assert!(a.alloc(r, None, Take::IncludingReserve, &mut out));
         assert_eq!(a.free_blocks(None), 0);
     }
 
@@ -204,7 +283,7 @@ mod tests {
             for (alloc, n) in ops {
                 if alloc {
                     let mut out = SmallVec::new();
-                    let ok = a.alloc(n, None, &mut out);
+                    let ok = a.alloc(n, None, Take::IncludingReserve, &mut out);
                     prop_assert_eq!(ok, 103 - used.len() as u64 >= n);
                     let mut got = 0;
                     for r in out {

@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -37,6 +37,9 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
 /// Largest single `pwrite` a [`FileDevice`] issues (see its `write_at`).
 pub const FILE_WRITE_PIECE: usize = 64 << 10;
 
+/// Mode of every file the engine creates: owner read and write, nothing for others.
+pub const CREATE_MODE: u32 = 0o600;
+
 /// A regular file or a block device, accessed with `pread`/`pwrite` and made durable with
 /// `fdatasync`.
 #[derive(Debug)]
@@ -53,7 +56,10 @@ impl FileDevice {
         Ok(FileDevice { file, path })
     }
 
-    /// Creates (or truncates) a sparse regular file of `size` bytes and opens it.
+    /// Creates (or truncates) a sparse regular file of `size` bytes and opens it. The file is
+    /// mode [`CREATE_MODE`] (owner read/write only: it holds tenants' data) whatever the umask:
+    /// created with that mode, then set on the open descriptor, since the umask can only
+    /// narrow the first and an existing file keeps its old mode.
     pub fn create_file(path: impl AsRef<Path>, size: u64) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = OpenOptions::new()
@@ -61,7 +67,9 @@ impl FileDevice {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(CREATE_MODE)
             .open(&path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(CREATE_MODE))?;
         file.set_len(size)?;
         Ok(FileDevice { file, path })
     }

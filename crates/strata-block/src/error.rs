@@ -181,7 +181,7 @@ pub enum AdminError {
     MetadataFull,
     /// Making the change durable failed; the pool stopped accepting changes.
     #[error("pool failed: {0}")]
-    Failed(String),
+    Failed(#[source] PoolFailure),
 }
 
 impl AdminError {
@@ -202,6 +202,26 @@ impl AdminError {
             AdminError::Failed(_) => ErrorCode::IoError,
         }
     }
+}
+
+/// Why a metadata op cannot apply. Live, the pool checks first so this does not happen; in
+/// replay it means the metadata is damaged.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("metadata op cannot apply: {0}")]
+pub struct ApplyError(pub String);
+
+/// Why a management operation found or left the pool failed ([`AdminError::Failed`]).
+#[derive(Debug, Error)]
+pub enum PoolFailure {
+    /// An earlier commit failed; the pool accepts no changes until it is reopened.
+    #[error("an earlier commit failed; reopen the pool")]
+    EarlierFailure,
+    /// Making this operation durable failed (the pool is now failed).
+    #[error("commit failed: {0}")]
+    Commit(#[source] IoError),
+    /// A planned op did not apply to the state it was planned against (a bug).
+    #[error("internal: {0}")]
+    Apply(#[source] ApplyError),
 }
 
 /// Reading, writing, trimming, flushing.

@@ -30,7 +30,7 @@ pub mod qos;
 pub mod testing;
 
 pub use device::{BlockDevice, FileDevice, MemDevice};
-pub use error::{AdminError, IoError, OpenError};
+pub use error::{AdminError, IoError, OpenError, PoolFailure};
 pub use format::{BLOCK_SIZE, MAX_VOLUME_SIZE};
 pub use meta::{SnapshotId, VolumeId};
 pub use pool::{DeviceInfo, DeviceSpec, Pool, PoolInfo, SnapshotInfo, Target, VolumeInfo};

@@ -1,4 +1,5 @@
-//! A layer's block map: virtual block -> [`Entry`], ordered.
+//! A layer's block map: virtual block -> [`Entry`], ordered. The entry type lives here, at the
+//! bottom of the crate, so the metadata and the pool use it without importing each other.
 //!
 //! Point look-ups sit on every I/O, so the map is built for them: entries live in fixed leaves
 //! of 32 consecutive blocks (a presence mask and an array), indexed by an ordered map of leaf
@@ -34,7 +35,36 @@ impl Hasher for IdHasher {
 /// Hash map keyed by integer ids.
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-use crate::meta::Entry;
+/// Physical address sentinel meaning "this block reads as zeros" (a tombstone).
+pub const ZERO: u64 = u64::MAX;
+
+/// One entry of a layer's map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Physical address, or [`ZERO`].
+    pub pblock: u64,
+    /// CRC-32C of the block's 4 KiB.
+    pub csum: u32,
+    /// In-memory only: the commit epoch in which the block was written. A block written in the
+    /// current (uncommitted) epoch is referenced by no durable metadata and can be reused at
+    /// once when freed; any other must wait until the freeing op is durable.
+    pub epoch: u32,
+}
+
+impl Entry {
+    /// A zero tombstone.
+    pub const fn zero() -> Self {
+        Entry {
+            pblock: ZERO,
+            csum: 0,
+            epoch: 0,
+        }
+    }
+    /// Whether this is a tombstone.
+    pub fn is_zero(&self) -> bool {
+        self.pblock == ZERO
+    }
+}
 
 const LEAF_SHIFT: u32 = 5;
 const LEAF: u64 = 1 << LEAF_SHIFT;

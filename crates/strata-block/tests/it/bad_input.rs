@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use strata_block::testing::FaultDevice;
 use strata_block::{
-    AdminError, BlockDevice, DeviceSpec, FileDevice, IoError, MemDevice, OpenError, Pool, VolumeId,
-    BLOCK_SIZE,
+    AdminError, BlockDevice, DeviceSpec, FileDevice, IoError, MemDevice, OpenError, Pool,
+    PoolFailure, VolumeId, BLOCK_SIZE,
 };
 use strata_types::DeviceClass;
 
@@ -278,7 +278,23 @@ fn device_faults_fail_the_io_not_the_data() {
     // A failed flush stops the pool taking writes; reopening recovers the last durable state.
     pool.write(v, 0, &[3; 8192]).unwrap();
     fault.set_fail_syncs(true);
+    // A management operation whose commit fails says why, with the device error as source.
+    let e = pool.create_volume("w", 1 << 20, None).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            AdminError::Failed(PoolFailure::Commit(IoError::Device { .. }))
+        ),
+        "{e}"
+    );
+    assert!(std::error::Error::source(&e).is_some());
+    assert_eq!(e.code().as_str(), "io_error");
     assert!(pool.flush().is_err());
+    let e = pool.create_volume("x", 1 << 20, None).unwrap_err();
+    assert!(
+        matches!(e, AdminError::Failed(PoolFailure::EarlierFailure)),
+        "{e}"
+    );
     assert!(matches!(
         pool.write(v, 0, &[4; 10]),
         Err(IoError::PoolFailed)

@@ -4,6 +4,8 @@ mod bad_input;
 mod concurrency;
 mod corruption;
 mod crash;
+mod files;
+mod full_pool;
 mod model;
 mod placement;
 

@@ -1,0 +1,301 @@
+//! Journal ops: what one change of the metadata is, and its byte encoding (a tag byte, then
+//! the fields, little-endian; the table is in `docs/block-format.md`). Decoding checks every
+//! length against the bytes left, so a hostile record cannot make it allocate.
+
+use strata_types::DeviceClass;
+
+use crate::codec::{DecodeError, Reader, Writer};
+
+use super::ids::{class_code, class_from_code, LayerId, SnapshotId, VolumeId, MAX_NAME};
+
+/// An operation on the metadata: what the journal records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A new empty volume.
+    CreateVolume {
+        /// New volume id.
+        id: VolumeId,
+        /// Its top layer id.
+        layer: LayerId,
+        /// Name.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// Class restriction.
+        class: Option<DeviceClass>,
+        /// Creation time.
+        created: u64,
+    },
+    /// Removes a volume that has no snapshots.
+    DeleteVolume {
+        /// Volume.
+        id: VolumeId,
+    },
+    /// Changes a volume's size.
+    ResizeVolume {
+        /// Volume.
+        id: VolumeId,
+        /// New size in bytes.
+        size: u64,
+    },
+    /// Maps `csums.len()` consecutive virtual blocks to consecutive physical blocks.
+    MapRun {
+        /// The (top) layer written.
+        layer: LayerId,
+        /// First virtual block.
+        vblock: u64,
+        /// First physical address.
+        pblock: u64,
+        /// CRC of each block.
+        csums: Vec<u32>,
+    },
+    /// Makes virtual blocks `[start, end)` of a top layer read as zeros, freeing what it owned.
+    Trim {
+        /// The (top) layer.
+        layer: LayerId,
+        /// First block.
+        start: u64,
+        /// End block (exclusive).
+        end: u64,
+    },
+    /// Freezes a volume's top layer as a snapshot and gives the volume a new one.
+    CreateSnapshot {
+        /// New snapshot id.
+        id: SnapshotId,
+        /// The volume.
+        volume: VolumeId,
+        /// The volume's new top layer.
+        layer: LayerId,
+        /// Name.
+        name: String,
+        /// Creation time.
+        created: u64,
+    },
+    /// Removes a snapshot.
+    DeleteSnapshot {
+        /// Snapshot.
+        id: SnapshotId,
+    },
+    /// A new volume on top of a snapshot.
+    Clone {
+        /// New volume id.
+        id: VolumeId,
+        /// Source snapshot.
+        snapshot: SnapshotId,
+        /// New top layer.
+        layer: LayerId,
+        /// Name.
+        name: String,
+        /// Class restriction.
+        class: Option<DeviceClass>,
+        /// Creation time.
+        created: u64,
+    },
+    /// Returns a volume to a snapshot's contents and size.
+    Rollback {
+        /// Volume.
+        volume: VolumeId,
+        /// One of its snapshots.
+        snapshot: SnapshotId,
+        /// The volume's new top layer.
+        layer: LayerId,
+    },
+}
+
+/// Encodes an [`Op::MapRun`] from borrowed parts (the write path's allocation-free form).
+pub fn encode_map_run(w: &mut Writer, layer: LayerId, vblock: u64, pblock: u64, csums: &[u32]) {
+    w.u8(OP_MAP_RUN);
+    w.u64(layer);
+    w.u64(vblock);
+    w.u64(pblock);
+    w.u32(csums.len() as u32);
+    for c in csums {
+        w.u32(*c);
+    }
+}
+
+const OP_CREATE_VOLUME: u8 = 1;
+const OP_DELETE_VOLUME: u8 = 2;
+const OP_RESIZE_VOLUME: u8 = 3;
+const OP_MAP_RUN: u8 = 4;
+const OP_TRIM: u8 = 5;
+const OP_CREATE_SNAPSHOT: u8 = 6;
+const OP_DELETE_SNAPSHOT: u8 = 7;
+const OP_CLONE: u8 = 8;
+const OP_ROLLBACK: u8 = 9;
+
+impl Op {
+    /// Appends the op's encoding (journal payload).
+    pub fn encode(&self, w: &mut Writer) {
+        match self {
+            Op::CreateVolume {
+                id,
+                layer,
+                name,
+                size,
+                class,
+                created,
+            } => {
+                w.u8(OP_CREATE_VOLUME);
+                w.u64(id.0);
+                w.u64(*layer);
+                w.str(name);
+                w.u64(*size);
+                w.u8(class_code(*class));
+                w.u64(*created);
+            }
+            Op::DeleteVolume { id } => {
+                w.u8(OP_DELETE_VOLUME);
+                w.u64(id.0);
+            }
+            Op::ResizeVolume { id, size } => {
+                w.u8(OP_RESIZE_VOLUME);
+                w.u64(id.0);
+                w.u64(*size);
+            }
+            Op::MapRun {
+                layer,
+                vblock,
+                pblock,
+                csums,
+            } => encode_map_run(w, *layer, *vblock, *pblock, csums),
+            Op::Trim { layer, start, end } => {
+                w.u8(OP_TRIM);
+                w.u64(*layer);
+                w.u64(*start);
+                w.u64(*end);
+            }
+            Op::CreateSnapshot {
+                id,
+                volume,
+                layer,
+                name,
+                created,
+            } => {
+                w.u8(OP_CREATE_SNAPSHOT);
+                w.u64(id.0);
+                w.u64(volume.0);
+                w.u64(*layer);
+                w.str(name);
+                w.u64(*created);
+            }
+            Op::DeleteSnapshot { id } => {
+                w.u8(OP_DELETE_SNAPSHOT);
+                w.u64(id.0);
+            }
+            Op::Clone {
+                id,
+                snapshot,
+                layer,
+                name,
+                class,
+                created,
+            } => {
+                w.u8(OP_CLONE);
+                w.u64(id.0);
+                w.u64(snapshot.0);
+                w.u64(*layer);
+                w.str(name);
+                w.u8(class_code(*class));
+                w.u64(*created);
+            }
+            Op::Rollback {
+                volume,
+                snapshot,
+                layer,
+            } => {
+                w.u8(OP_ROLLBACK);
+                w.u64(volume.0);
+                w.u64(snapshot.0);
+                w.u64(*layer);
+            }
+        }
+    }
+
+    /// Decodes every op of a journal record payload.
+    pub fn decode_all(buf: &[u8]) -> Result<Vec<Op>, DecodeError> {
+        let mut r = Reader::new(buf);
+        let mut ops = Vec::new();
+        while r.remaining() > 0 {
+            ops.push(Op::decode(&mut r)?);
+        }
+        Ok(ops)
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
+        let at = r.pos();
+        let class = |r: &mut Reader<'_>| {
+            let at = r.pos();
+            class_from_code(r.u8()?).ok_or(DecodeError::Invalid { what: "class", at })
+        };
+        Ok(match r.u8()? {
+            OP_CREATE_VOLUME => Op::CreateVolume {
+                id: VolumeId(r.u64()?),
+                layer: r.u64()?,
+                name: r.str(MAX_NAME)?,
+                size: r.u64()?,
+                class: class(r)?,
+                created: r.u64()?,
+            },
+            OP_DELETE_VOLUME => Op::DeleteVolume {
+                id: VolumeId(r.u64()?),
+            },
+            OP_RESIZE_VOLUME => Op::ResizeVolume {
+                id: VolumeId(r.u64()?),
+                size: r.u64()?,
+            },
+            OP_MAP_RUN => {
+                let layer = r.u64()?;
+                let vblock = r.u64()?;
+                let pblock = r.u64()?;
+                let at = r.pos();
+                let n = r.u32()? as usize;
+                if n == 0 || n * 4 > r.remaining() {
+                    return Err(DecodeError::Invalid {
+                        what: "run length",
+                        at,
+                    });
+                }
+                let mut csums = Vec::with_capacity(n);
+                for _ in 0..n {
+                    csums.push(r.u32()?);
+                }
+                Op::MapRun {
+                    layer,
+                    vblock,
+                    pblock,
+                    csums,
+                }
+            }
+            OP_TRIM => Op::Trim {
+                layer: r.u64()?,
+                start: r.u64()?,
+                end: r.u64()?,
+            },
+            OP_CREATE_SNAPSHOT => Op::CreateSnapshot {
+                id: SnapshotId(r.u64()?),
+                volume: VolumeId(r.u64()?),
+                layer: r.u64()?,
+                name: r.str(MAX_NAME)?,
+                created: r.u64()?,
+            },
+            OP_DELETE_SNAPSHOT => Op::DeleteSnapshot {
+                id: SnapshotId(r.u64()?),
+            },
+            OP_CLONE => Op::Clone {
+                id: VolumeId(r.u64()?),
+                snapshot: SnapshotId(r.u64()?),
+                layer: r.u64()?,
+                name: r.str(MAX_NAME)?,
+                class: class(r)?,
+                created: r.u64()?,
+            },
+            OP_ROLLBACK => Op::Rollback {
+                volume: VolumeId(r.u64()?),
+                snapshot: SnapshotId(r.u64()?),
+                layer: r.u64()?,
+            },
+            _ => return Err(DecodeError::Invalid { what: "op tag", at }),
+        })
+    }
+}

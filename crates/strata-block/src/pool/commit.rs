@@ -1,0 +1,161 @@
+//! Commit and release. A commit cuts the epoch under the metadata lock (so no block is being
+//! rewritten in place while it becomes durable), syncs the data devices written since the last
+//! commit, writes the buffered ops as one journal record (or a full checkpoint into the other
+//! slot when the journal is full), syncs the metadata device, and only then returns the blocks
+//! those ops freed to the allocator. A commit that fails marks the pool failed.
+
+use std::sync::atomic::Ordering;
+
+use uuid::Uuid;
+
+use crate::device::BlockDevice;
+use crate::error::IoError;
+use crate::format::*;
+use crate::map::Entry;
+use crate::meta::split_paddr;
+
+use super::{MetaState, Pool, BS, BSU};
+
+impl Pool {
+    /// Makes every write acknowledged before it durable.
+    pub fn flush(&self) -> Result<(), IoError> {
+        self.commit()
+    }
+
+    /// Makes all ops so far durable: sync data devices, write a journal record (or a
+    /// checkpoint when the journal is full), sync the metadata device, then release the blocks
+    /// those ops freed.
+    pub(super) fn commit(&self) -> Result<(), IoError> {
+        let inner = &*self.inner;
+        let mut js = inner.commit.lock();
+        if inner.failed.load(Ordering::SeqCst) {
+            return Err(IoError::PoolFailed);
+        }
+        let m = &inner.devs[inner.meta_dev];
+        let jl = m.sb.journal_len;
+        let (ops, frees, checkpoint) = {
+            let _cut = inner.epoch_gate.write();
+            let mut ms = inner.meta.lock();
+            if ms.buf.buf.is_empty() && ms.pending_free.is_empty() {
+                drop(ms);
+                // Nothing new in the metadata, but writes may still sit in device caches.
+                return self.sync_data();
+            }
+            ms.state.next_epoch();
+            let ops = std::mem::take(&mut ms.buf.buf);
+            ms.patchable.clear();
+            let frees = std::mem::take(&mut ms.pending_free);
+            let rec = align_up(META_HEADER_LEN as u64 + ops.len() as u64, BS);
+            let checkpoint = (js.pos + rec > jl).then(|| ms.state.encode());
+            (ops, frees, checkpoint)
+        };
+        let seq = js.seq + 1;
+        let res = (|| {
+            self.sync_data()?;
+            let wrap = |source| IoError::Device {
+                device: m.dev.describe(),
+                source,
+            };
+            if let Some(payload) = checkpoint {
+                if payload.len() as u64 > m.sb.ckpt_len - BS {
+                    return Err(IoError::Device {
+                        device: m.dev.describe(),
+                        source: std::io::Error::other("checkpoint larger than its slot"),
+                    });
+                }
+                let slot = 1 - js.slot;
+                write_checkpoint(m.dev.as_ref(), &m.sb, inner.id, slot, seq, &payload)
+                    .map_err(wrap)?;
+                m.dev.sync().map_err(wrap)?;
+                js.slot = slot;
+                js.pos = 0;
+            } else {
+                let mut rec = Vec::with_capacity(META_HEADER_LEN + ops.len());
+                rec.extend_from_slice(
+                    &MetaHeader {
+                        magic: JOURNAL_MAGIC,
+                        seq,
+                        len: ops.len() as u64,
+                        payload_crc: crc32c(&ops),
+                        pool: inner.id,
+                    }
+                    .encode(),
+                );
+                rec.extend_from_slice(&ops);
+                rec.resize(align_up(rec.len() as u64, BS) as usize, 0);
+                m.dev
+                    .write_at(&rec, m.sb.journal_offset + js.pos)
+                    .map_err(wrap)?;
+                m.dev.sync().map_err(wrap)?;
+                js.pos += rec.len() as u64;
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            // The in-memory state is ahead of what is durable and cannot be reconciled here:
+            // stop accepting changes; reopening recovers the last durable state.
+            inner.failed.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        js.seq = seq;
+        let mut ms = inner.meta.lock();
+        for p in frees {
+            let (d, b) = split_paddr(p);
+            ms.alloc.free(d, b);
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), IoError> {
+        for d in &self.inner.devs {
+            if d.dirty.swap(false, Ordering::SeqCst) {
+                if let Err(source) = d.dev.sync() {
+                    self.inner.failed.store(true, Ordering::SeqCst);
+                    return Err(IoError::Device {
+                        device: d.dev.describe(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Returns freed blocks: at once if written in the current epoch (no durable metadata refers to
+/// them), otherwise once the freeing op is durable.
+pub(super) fn release(m: &mut MetaState, freed: &mut Vec<Entry>) {
+    let epoch = m.state.epoch;
+    for e in freed.drain(..) {
+        if e.epoch == epoch {
+            let (d, b) = split_paddr(e.pblock);
+            m.alloc.free(d, b);
+        } else {
+            m.pending_free.push(e.pblock);
+        }
+    }
+}
+
+pub(super) fn write_checkpoint(
+    dev: &dyn BlockDevice,
+    sb: &Superblock,
+    pool: Uuid,
+    slot: u64,
+    seq: u64,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let base = sb.ckpt_offset + slot * sb.ckpt_len;
+    let mut head = vec![0u8; BSU];
+    head[..META_HEADER_LEN].copy_from_slice(
+        &MetaHeader {
+            magic: CKPT_MAGIC,
+            seq,
+            len: payload.len() as u64,
+            payload_crc: crc32c(payload),
+            pool,
+        }
+        .encode(),
+    );
+    dev.write_at(payload, base + BS)?;
+    dev.write_at(&head, base)
+}
