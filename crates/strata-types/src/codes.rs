@@ -32,7 +32,9 @@ pub mod nbd_errno {
     /// Server is in the process of being shut down.
     pub const ESHUTDOWN: u32 = 108;
     /// All of them.
-    pub const ALL: [u32; 8] = [EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN];
+    pub const ALL: [u32; 8] = [
+        EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN,
+    ];
 }
 
 macro_rules! registry {

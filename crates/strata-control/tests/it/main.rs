@@ -80,7 +80,10 @@ fn open_recounts_usage_and_carries_out_recorded_resizes() {
     let e = c
         .resize_volume(&p, &v.id, SizeArg::Text("4M".into()))
         .unwrap_err();
-    assert_eq!(e.code, "shrink_over_data");
+    assert_eq!(
+        strata_control::api::code_of(&e).as_str(),
+        "shrink_over_data"
+    );
     assert_eq!(c.get_volume(&p, &v.id).unwrap().size, 16 << 20);
     assert_eq!(
         c.get_tenant(&p, "acme").unwrap().usage.capacity_bytes,
