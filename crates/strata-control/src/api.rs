@@ -676,10 +676,7 @@ struct DeviceView {
 }
 
 fn list_pools(c: &Controller, p: &Principal) -> Result<serde_json::Value, ControlError> {
-    if p.role != Role::Admin {
-        return Err(ControlError::forbidden("pools are visible to admins only"));
-    }
-    let i = c.pool().info();
+    let i = c.pool_info(p)?;
     Ok(items(vec![PoolView {
         name: crate::controller::DEFAULT_POOL,
         id: i.id.to_string(),

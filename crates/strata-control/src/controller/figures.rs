@@ -10,6 +10,14 @@ use crate::error::ControlError;
 use crate::model::*;
 
 impl Controller {
+    /// The pool's figures (admin: pools are the platform's).
+    pub fn pool_info(&self, p: &Principal) -> Result<strata_block::PoolInfo, ControlError> {
+        if p.role != Role::Admin {
+            return Err(ControlError::forbidden("pools are visible to admins only"));
+        }
+        Ok(self.pool.info())
+    }
+
     /// Live figures of a volume.
     pub fn volume_stats(&self, p: &Principal, id: &str) -> Result<serde_json::Value, ControlError> {
         Self::require(p, Role::Reader)?;
