@@ -1,113 +1,179 @@
-//! The one error type the API returns: an HTTP status, a stable code, a message and the field
-//! at fault. Every library error is mapped here once.
+//! The one error type of the logic layer: what went wrong, in terms of the control plane's
+//! resources, with the engine's, the store's and the switch's own typed errors as sources.
+//!
+//! # Invariants
+//! - Nothing here knows HTTP: the status and the stable code of each variant are decided at the
+//!   edge, in `api.rs` (`api::code_of`), against the registry in `strata-types`.
+//! - A resource the caller may not see is [`ControlError::NotFound`], exactly like one that does
+//!   not exist, so existence never leaks.
+//! - [`ControlError::Invalid`] names the request field at fault; bad input changes nothing.
 
-use serde::Serialize;
+use std::fmt;
 
-/// An API error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: u16,
-    /// Stable machine-readable code.
-    pub code: &'static str,
-    /// Human message.
-    pub message: String,
-    /// The request field at fault, if any.
-    pub field: Option<&'static str>,
+/// The kinds of resource the control plane manages (for not-found and exists errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// A tenant.
+    Tenant,
+    /// A volume.
+    Volume,
+    /// A snapshot.
+    Snapshot,
+    /// A pool.
+    Pool,
+    /// A volume's attachment (named by the volume).
+    Attachment,
+    /// A virtual switch.
+    Switch,
+    /// A port of a switch.
+    Port,
 }
 
-/// The JSON body of an error response.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody<'a> {
-    /// The error.
-    pub error: ErrorInner<'a>,
-}
-
-/// Inner part of [`ErrorBody`].
-#[derive(Debug, Serialize)]
-pub struct ErrorInner<'a> {
-    /// Code.
-    pub code: &'a str,
-    /// Message.
-    pub message: &'a str,
-    /// Field.
-    pub field: Option<&'a str>,
-}
-
-impl ApiError {
-    /// A new error.
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-        }
-    }
-    /// Names the field at fault.
-    pub fn field(mut self, f: &'static str) -> Self {
-        self.field = Some(f);
-        self
-    }
-    /// 400 invalid_argument.
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self::new(400, "invalid_argument", message).field(field)
-    }
-    /// 404 with a resource-specific code.
-    pub fn not_found(code: &'static str, what: impl std::fmt::Display) -> Self {
-        Self::new(404, code, format!("{what} not found"))
-    }
-    /// 403 forbidden: authenticated, but the role does not allow it.
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(403, "forbidden", message)
-    }
-    /// 409 conflict with a specific code.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(409, code, message)
-    }
-    /// 500 internal.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "internal", message)
-    }
-    /// The JSON body.
-    pub fn body(&self) -> String {
-        serde_json::to_string(&ErrorBody {
-            error: ErrorInner {
-                code: self.code,
-                message: &self.message,
-                field: self.field,
-            },
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resource::Tenant => "tenant",
+            Resource::Volume => "volume",
+            Resource::Snapshot => "snapshot",
+            Resource::Pool => "pool",
+            Resource::Attachment => "attachment of volume",
+            Resource::Switch => "switch",
+            Resource::Port => "port",
         })
-        .expect("serializable")
     }
 }
 
-impl From<strata_state::StoreError> for ApiError {
-    fn from(e: strata_state::StoreError) -> Self {
-        match e {
-            strata_state::StoreError::Invalid(m) => ApiError::new(400, "invalid_argument", m),
-            other => ApiError::new(503, "store_unavailable", other.to_string()),
+/// Why a resource cannot be removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InUse {
+    /// The volume has snapshots.
+    VolumeHasSnapshots,
+    /// The volume is attached.
+    VolumeAttached,
+    /// The tenant still has volumes or snapshots.
+    TenantNotEmpty,
+}
+
+/// A part of the daemon a call needs and that is not running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The NBD server (Unix socket).
+    Nbd,
+    /// The NBD TCP listener with TLS.
+    NbdTcp,
+}
+
+/// What a controller call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// A missing or unknown API token.
+    #[error("missing or unknown API token")]
+    Unauthenticated,
+    /// Authenticated, but the role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource, or one the caller may not see.
+    #[error("{resource} {name} not found")]
+    NotFound {
+        /// Which kind.
+        resource: Resource,
+        /// Its name or id as asked.
+        name: String,
+    },
+    /// The name is taken.
+    #[error("{resource} {name} already exists")]
+    Exists {
+        /// Which kind.
+        resource: Resource,
+        /// The name.
+        name: String,
+    },
+    /// A request field is not acceptable.
+    #[error("{reason}")]
+    Invalid {
+        /// The field at fault.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The tenant's quota does not allow the change.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The resource is in use and cannot be removed (unless forced, where that exists).
+    #[error("{message}")]
+    InUse {
+        /// Why.
+        what: InUse,
+        /// A message naming the resource.
+        message: String,
+    },
+    /// Another change won the race (too often): retry.
+    #[error("{0}")]
+    Busy(String),
+    /// A part of the daemon the call needs is not running.
+    #[error("{message}")]
+    Unavailable {
+        /// Which part.
+        service: Service,
+        /// What to do about it.
+        message: String,
+    },
+    /// The storage engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] strata_block::AdminError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] strata_state::StoreError),
+    /// A switch's dataplane refused or failed.
+    #[error(transparent)]
+    Switch(#[from] strata_net::dataplane::DataplaneError),
+    /// Something that should not happen did (a damaged record, a missing engine object).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ControlError {
+    /// A field that is not acceptable.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        ControlError::Invalid {
+            field,
+            reason: reason.into(),
         }
+    }
+    /// A resource that is missing or not visible.
+    pub fn not_found(resource: Resource, name: impl fmt::Display) -> Self {
+        ControlError::NotFound {
+            resource,
+            name: name.to_string(),
+        }
+    }
+    /// A name already taken.
+    pub fn exists(resource: Resource, name: impl fmt::Display) -> Self {
+        ControlError::Exists {
+            resource,
+            name: name.to_string(),
+        }
+    }
+    /// Forbidden for the caller's role.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ControlError::Forbidden(message.into())
+    }
+    /// Renames the field of an [`ControlError::Invalid`] (a shared parser, a specific field).
+    pub fn in_field(self, f: &'static str) -> Self {
+        match self {
+            ControlError::Invalid { reason, .. } => ControlError::Invalid { field: f, reason },
+            other => other,
+        }
+    }
+    /// Whether the call lost a race (the caller may look for the reason, e.g. a taken name).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ControlError::Busy(_))
     }
 }
 
-impl From<strata_block::AdminError> for ApiError {
-    fn from(e: strata_block::AdminError) -> Self {
-        use strata_block::AdminError as E;
-        let msg = e.to_string();
-        match e {
-            E::VolumeNotFound(_) => ApiError::new(404, "volume_not_found", msg),
-            E::SnapshotNotFound(_) => ApiError::new(404, "snapshot_not_found", msg),
-            E::AlreadyExists { .. } => ApiError::new(409, "already_exists", msg),
-            E::InvalidName { .. } => ApiError::invalid("name", msg),
-            E::InvalidSize { .. } => ApiError::invalid("size", msg),
-            E::ShrinkOverData { .. } => ApiError::new(409, "shrink_over_data", msg).field("size"),
-            E::HasSnapshots { .. } => ApiError::new(409, "volume_has_snapshots", msg),
-            E::ClassUnavailable(_) => ApiError::invalid("class", msg),
-            E::NotOfVolume { .. } => ApiError::invalid("snapshot", msg),
-            E::MetadataFull => ApiError::new(507, "out_of_space", msg),
-            E::Failed(_) => ApiError::new(503, "pool_failed", msg),
-        }
+impl ControlError {
+    /// Something that should not happen did.
+    pub fn internal(message: impl Into<String>) -> Self {
+        ControlError::Internal(message.into())
     }
 }

@@ -2,12 +2,12 @@
 //! the storage engine, an audit log, and the REST API (`/v1`).
 
 pub mod api;
-pub mod core;
+pub mod controller;
 pub mod error;
 pub mod model;
 pub mod net;
 pub mod pki;
 
-pub use crate::core::{Controller, CreateVolume, Principal, SizeArg};
-pub use error::ApiError;
+pub use controller::{Controller, CreateVolume, Principal, SizeArg};
+pub use error::{ControlError, InUse, Resource, Service};
 pub use model::*;

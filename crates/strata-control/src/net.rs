@@ -14,7 +14,7 @@ use strata_net::dataplane::{Dataplane, DataplaneConfig, DataplaneError, PortSpec
 use strata_net::Domain;
 use strata_state::{Store, Txn};
 
-use crate::error::ApiError;
+use crate::error::{ControlError, Resource};
 
 /// A switch's desired state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ pub struct PortRecord {
 }
 
 impl PortRecord {
-    fn spec(&self) -> Result<PortSpec, ApiError> {
+    fn spec(&self) -> Result<PortSpec, ControlError> {
         if self.name.is_empty()
             || self.name.len() > 15
             || !self
@@ -58,19 +58,22 @@ impl PortRecord {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         {
-            return Err(ApiError::invalid(
+            return Err(ControlError::invalid(
                 "name",
                 "a port name is 1 to 15 letters, digits, '-', '_' or '.'",
             ));
         }
         let domain = match (self.vni, self.vlan) {
             (Some(_), Some(_)) => {
-                return Err(ApiError::invalid("vlan", "give a VNI or a VLAN, not both"))
+                return Err(ControlError::invalid(
+                    "vlan",
+                    "give a VNI or a VLAN, not both",
+                ))
             }
             (Some(v), None) if v < 1 << 24 => Some(Domain::Vni(v)),
-            (Some(_), None) => return Err(ApiError::invalid("vni", "a VNI has 24 bits")),
+            (Some(_), None) => return Err(ControlError::invalid("vni", "a VNI has 24 bits")),
             (None, Some(v)) if (1..4095).contains(&v) => Some(Domain::Vlan(v)),
-            (None, Some(_)) => return Err(ApiError::invalid("vlan", "a VLAN id is 1 to 4094")),
+            (None, Some(_)) => return Err(ControlError::invalid("vlan", "a VLAN id is 1 to 4094")),
             (None, None) => None,
         };
         match self.kind.as_deref().unwrap_or("tap") {
@@ -81,14 +84,14 @@ impl PortRecord {
             }),
             "vxlan" => {
                 if self.vlan.is_some() {
-                    return Err(ApiError::invalid(
+                    return Err(ControlError::invalid(
                         "vlan",
                         "a VXLAN port takes a VNI, not a VLAN",
                     ));
                 }
-                let remote = self
-                    .remote
-                    .ok_or_else(|| ApiError::invalid("remote", "a VXLAN port needs --remote"))?;
+                let remote = self.remote.ok_or_else(|| {
+                    ControlError::invalid("remote", "a VXLAN port needs --remote")
+                })?;
                 Ok(PortSpec::Vxlan {
                     name: self.name.clone(),
                     local: self.local.unwrap_or(Ipv4Addr::UNSPECIFIED),
@@ -97,7 +100,7 @@ impl PortRecord {
                     dst_port: self.dstport.unwrap_or(4789),
                 })
             }
-            other => Err(ApiError::invalid(
+            other => Err(ControlError::invalid(
                 "kind",
                 format!("unknown port kind {other:?} (tap, internal, vxlan)"),
             )),
@@ -105,16 +108,8 @@ impl PortRecord {
     }
 }
 
-fn dp_err(e: DataplaneError) -> ApiError {
-    let code = e.code();
-    let status = match &e {
-        DataplaneError::Io { .. } => 500,
-        DataplaneError::Stopped => 503,
-        _ if code.ends_with("_exists") => 409,
-        _ if code.ends_with("_not_found") => 404,
-        _ => 400,
-    };
-    ApiError::new(status, code, e.to_string())
+fn dp_err(e: DataplaneError) -> ControlError {
+    ControlError::Switch(e)
 }
 
 fn key(name: &str) -> String {
@@ -139,16 +134,16 @@ impl std::fmt::Debug for Switches {
 pub const DEFAULT_FLOW: &str = "priority=0,actions=normal";
 
 impl Switches {
-    fn record(store: &dyn Store, name: &str) -> Result<(SwitchRecord, u64), ApiError> {
+    fn record(store: &dyn Store, name: &str) -> Result<(SwitchRecord, u64), ControlError> {
         let kv = store
             .get(&key(name))?
-            .ok_or_else(|| ApiError::not_found("switch_not_found", format!("switch {name}")))?;
+            .ok_or_else(|| ControlError::not_found(Resource::Switch, name))?;
         let r = serde_json::from_slice(&kv.value)
-            .map_err(|e| ApiError::internal(format!("switch record damaged: {e}")))?;
+            .map_err(|e| ControlError::internal(format!("switch record damaged: {e}")))?;
         Ok((r, kv.mod_revision))
     }
 
-    fn save(store: &dyn Store, r: &SwitchRecord, rev: u64) -> Result<(), ApiError> {
+    fn save(store: &dyn Store, r: &SwitchRecord, rev: u64) -> Result<(), ControlError> {
         let ok = store
             .txn(
                 Txn::new()
@@ -159,9 +154,8 @@ impl Switches {
         if ok {
             Ok(())
         } else {
-            Err(ApiError::conflict(
-                "busy",
-                "the switch changed meanwhile, retry",
+            Err(ControlError::Busy(
+                "the switch changed meanwhile, retry".into(),
             ))
         }
     }
@@ -169,17 +163,17 @@ impl Switches {
     fn with_dp<T>(
         &self,
         name: &str,
-        f: impl FnOnce(&Dataplane) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
+        f: impl FnOnce(&Dataplane) -> Result<T, ControlError>,
+    ) -> Result<T, ControlError> {
         let running = self.running.lock();
         let dp = running
             .get(name)
-            .ok_or_else(|| ApiError::not_found("switch_not_found", format!("switch {name}")))?;
+            .ok_or_else(|| ControlError::not_found(Resource::Switch, name))?;
         f(dp)
     }
 
     /// Current flows of a running switch, rendered for storage.
-    fn flows_of(dp: &Dataplane) -> Result<Vec<String>, ApiError> {
+    fn flows_of(dp: &Dataplane) -> Result<Vec<String>, ControlError> {
         dp.with_switch(|sw, now| {
             sw.dump_flows(now)
                 .iter()
@@ -195,15 +189,12 @@ impl Switches {
         store: &dyn Store,
         name: &str,
         now: u64,
-    ) -> Result<SwitchRecord, ApiError> {
+    ) -> Result<SwitchRecord, ControlError> {
         strata_block::pool::validate_name(name)
-            .map_err(|e| ApiError::invalid("name", e.to_string()))?;
+            .map_err(|e| ControlError::invalid("name", e.to_string()))?;
         let mut running = self.running.lock();
         if store.get(&key(name))?.is_some() {
-            return Err(ApiError::conflict(
-                "switch_exists",
-                format!("switch {name} already exists"),
-            ));
+            return Err(ControlError::exists(Resource::Switch, name));
         }
         let dp = Dataplane::spawn(DataplaneConfig::default()).map_err(dp_err)?;
         dp.add_flow(DEFAULT_FLOW).map_err(dp_err)?;
@@ -219,7 +210,7 @@ impl Switches {
     }
 
     /// Stops and forgets a switch (its TAP devices are closed).
-    pub fn delete(&self, store: &dyn Store, name: &str) -> Result<(), ApiError> {
+    pub fn delete(&self, store: &dyn Store, name: &str) -> Result<(), ControlError> {
         let mut running = self.running.lock();
         Self::record(store, name)?;
         store.txn(Txn::new().delete(key(name)))?;
@@ -230,18 +221,18 @@ impl Switches {
     }
 
     /// All switches.
-    pub fn list(&self, store: &dyn Store) -> Result<Vec<SwitchRecord>, ApiError> {
+    pub fn list(&self, store: &dyn Store) -> Result<Vec<SwitchRecord>, ControlError> {
         let (kvs, _) = store.range("/switches/", None, 0)?;
         kvs.iter()
             .map(|kv| {
                 serde_json::from_slice(&kv.value)
-                    .map_err(|e| ApiError::internal(format!("switch record damaged: {e}")))
+                    .map_err(|e| ControlError::internal(format!("switch record damaged: {e}")))
             })
             .collect()
     }
 
     /// One switch.
-    pub fn get(&self, store: &dyn Store, name: &str) -> Result<SwitchRecord, ApiError> {
+    pub fn get(&self, store: &dyn Store, name: &str) -> Result<SwitchRecord, ControlError> {
         Ok(Self::record(store, name)?.0)
     }
 
@@ -251,7 +242,7 @@ impl Switches {
         store: &dyn Store,
         sw: &str,
         port: PortRecord,
-    ) -> Result<SwitchRecord, ApiError> {
+    ) -> Result<SwitchRecord, ControlError> {
         let spec = port.spec()?;
         let (mut r, rev) = Self::record(store, sw)?;
         self.with_dp(sw, |dp| dp.add_port(spec).map_err(dp_err))?;
@@ -261,13 +252,10 @@ impl Switches {
     }
 
     /// Removes a port.
-    pub fn remove_port(&self, store: &dyn Store, sw: &str, port: &str) -> Result<(), ApiError> {
+    pub fn remove_port(&self, store: &dyn Store, sw: &str, port: &str) -> Result<(), ControlError> {
         let (mut r, rev) = Self::record(store, sw)?;
         if !r.ports.iter().any(|p| p.name == port) {
-            return Err(ApiError::not_found(
-                "port_not_found",
-                format!("port {port}"),
-            ));
+            return Err(ControlError::not_found(Resource::Port, port));
         }
         self.with_dp(sw, |dp| dp.remove_port(port).map_err(dp_err))?;
         r.ports.retain(|p| p.name != port);
@@ -275,7 +263,7 @@ impl Switches {
     }
 
     /// Per-port counters.
-    pub fn ports(&self, sw: &str) -> Result<serde_json::Value, ApiError> {
+    pub fn ports(&self, sw: &str) -> Result<serde_json::Value, ControlError> {
         self.with_dp(sw, |dp| {
             let st = dp.stats().map_err(dp_err)?;
             Ok(serde_json::json!({
@@ -293,7 +281,7 @@ impl Switches {
     }
 
     /// Adds a flow (ovs-ofctl syntax).
-    pub fn add_flow(&self, store: &dyn Store, sw: &str, flow: &str) -> Result<(), ApiError> {
+    pub fn add_flow(&self, store: &dyn Store, sw: &str, flow: &str) -> Result<(), ControlError> {
         let (mut r, rev) = Self::record(store, sw)?;
         r.flows = self.with_dp(sw, |dp| {
             dp.add_flow(flow).map_err(dp_err)?;
@@ -309,7 +297,7 @@ impl Switches {
         sw: &str,
         filter: &str,
         strict: bool,
-    ) -> Result<usize, ApiError> {
+    ) -> Result<usize, ControlError> {
         let (mut r, rev) = Self::record(store, sw)?;
         let (n, flows) = self.with_dp(sw, |dp| {
             let n = dp.del_flows(filter, strict).map_err(dp_err)?;
@@ -321,23 +309,23 @@ impl Switches {
     }
 
     /// `dump-flows` text with counters.
-    pub fn dump_flows(&self, sw: &str) -> Result<String, ApiError> {
+    pub fn dump_flows(&self, sw: &str) -> Result<String, ControlError> {
         self.with_dp(sw, |dp| dp.dump_flows().map_err(dp_err))
     }
 
     /// Traces a packet description through the pipeline (changes nothing).
-    pub fn trace(&self, sw: &str, packet: &str) -> Result<String, ApiError> {
+    pub fn trace(&self, sw: &str, packet: &str) -> Result<String, ControlError> {
         let packet = packet.to_string();
         self.with_dp(sw, |dp| {
             dp.with_switch(move |s, now| s.trace(&packet, now).map(|t| t.to_string()))
                 .map_err(dp_err)?
-                .map_err(|e| ApiError::invalid("packet", e.to_string()))
+                .map_err(|e| ControlError::invalid("packet", e.to_string()))
         })
     }
 
     /// Starts every stored switch (daemon start). A port or flow that cannot be restored is
     /// logged and skipped; the rest of the switch runs.
-    pub fn restore(&self, store: &dyn Store) -> Result<(), ApiError> {
+    pub fn restore(&self, store: &dyn Store) -> Result<(), ControlError> {
         for r in self.list(store)? {
             let dp = match Dataplane::spawn(DataplaneConfig::default()) {
                 Ok(dp) => dp,

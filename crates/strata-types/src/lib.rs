@@ -1,11 +1,16 @@
 //! Strata's shared vocabulary: the small types every layer agrees on.
 //!
 //! This crate does no I/O and has no dependencies, so the engines, the control plane and the CLI
-//! can all speak it. The one invariant it keeps: an [`ErrorCode`]'s string form never changes
-//! once released, because scripts and the REST API's clients match on it.
+//! can all speak it. It holds THE registry of stable error codes (`codes.rs`): an
+//! [`ErrorCode`]'s string form never changes once released, because scripts and the REST API's
+//! clients match on it.
 
 use std::fmt;
 use std::str::FromStr;
+
+mod codes;
+
+pub use codes::{nbd_errno, ErrorCode, UnknownErrorCode};
 
 /// The class of a physical device. Placement inside a pool can be restricted to one class.
 ///
@@ -80,65 +85,6 @@ impl FromStr for DeviceClass {
             "nvme" => Ok(DeviceClass::Nvme),
             _ => Err(UnknownDeviceClass(s.to_string())),
         }
-    }
-}
-
-/// A stable, machine-readable error code. Every library error maps to one of these at the
-/// boundary (HTTP body, CLI exit message, NBD errno). The strings are a public contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// The request was malformed or a value was out of range.
-    InvalidArgument,
-    /// A name is already taken.
-    AlreadyExists,
-    /// The pool cannot hold the data.
-    OutOfSpace,
-    /// No volume by that name or id.
-    VolumeNotFound,
-    /// No snapshot by that name or id.
-    SnapshotNotFound,
-    /// No pool by that name or id.
-    PoolNotFound,
-    /// The operation conflicts with the resource's state (e.g. shrinking over data).
-    Conflict,
-    /// Stored data failed its checksum.
-    ChecksumMismatch,
-    /// A device failed an I/O.
-    IoError,
-    /// A device is missing, foreign, truncated or damaged.
-    DeviceError,
-    /// The metadata of a pool is damaged.
-    CorruptMetadata,
-    /// The operation is not allowed on this resource (e.g. writing a snapshot).
-    ReadOnly,
-    /// Something that should not happen did.
-    Internal,
-}
-
-impl ErrorCode {
-    /// The stable string form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidArgument => "invalid_argument",
-            ErrorCode::AlreadyExists => "already_exists",
-            ErrorCode::OutOfSpace => "out_of_space",
-            ErrorCode::VolumeNotFound => "volume_not_found",
-            ErrorCode::SnapshotNotFound => "snapshot_not_found",
-            ErrorCode::PoolNotFound => "pool_not_found",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::ChecksumMismatch => "checksum_mismatch",
-            ErrorCode::IoError => "io_error",
-            ErrorCode::DeviceError => "device_error",
-            ErrorCode::CorruptMetadata => "corrupt_metadata",
-            ErrorCode::ReadOnly => "read_only",
-            ErrorCode::Internal => "internal",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -1,0 +1,111 @@
+//! Attachments: a volume exported to NBD clients, and who may open it.
+//!
+//! # Invariants
+//! - The export set the NBD server serves is exactly the attached volumes (reloaded at start).
+//! - A TLS client opens an export only when its certificate names the volume's tenant.
+//! - Attaching is idempotent: a second attach returns the first attachment.
+
+use strata_state::Txn;
+
+use super::auth::Principal;
+use super::store::*;
+use super::Controller;
+use crate::error::{ControlError, Resource, Service};
+use crate::model::*;
+
+/// The set of export names the NBD server may serve (attached volumes).
+pub type Exports = std::sync::Arc<parking_lot::RwLock<std::collections::HashSet<String>>>;
+
+impl Controller {
+    /// its certificate names the volume's tenant (`identity`); a client without TLS reaches
+    /// only the Unix socket, guarded by file permissions.
+    pub fn may_open(&self, export: &str, identity: Option<&str>) -> bool {
+        let vol = export.split('@').next().unwrap_or_default();
+        if !self.exports.read().contains(vol) {
+            return false;
+        }
+        match identity {
+            None => true,
+            Some(id) => matches!(
+                self.get::<String>(&volume_index(vol)),
+                Ok(Some((tenant, _))) if tenant == id
+            ),
+        }
+    }
+
+    /// Credentials for the TCP listener: a client certificate naming the volume's tenant.
+    pub fn attach_tcp(
+        &self,
+        p: &Principal,
+        id: &str,
+    ) -> Result<(Attachment, crate::pki::Credentials), ControlError> {
+        let a = self.attach(p, id)?;
+        let Some((_, pki)) = self.nbd_tcp.read().clone() else {
+            return Err(ControlError::Unavailable {
+                service: Service::NbdTcp,
+                message: "the daemon has no NBD TCP listener (strata serve --nbd-listen)".into(),
+            });
+        };
+        let creds = pki
+            .client(&a.tenant)
+            .map_err(|e| ControlError::internal(e.to_string()))?;
+        Ok((a, creds))
+    }
+
+    /// Exports a volume to NBD clients; returns the attachment (idempotent).
+    pub fn attach(&self, p: &Principal, id: &str) -> Result<Attachment, ControlError> {
+        Self::require(p, Role::Member)?;
+        let v = self.get_volume(p, id)?;
+        if let Some((a, _)) = self.get::<Attachment>(&attachment_key(&v.id))? {
+            return Ok(a);
+        }
+        let socket = self
+            .nbd_socket
+            .read()
+            .clone()
+            .ok_or_else(|| ControlError::Unavailable {
+                service: Service::Nbd,
+                message: "the NBD server is not running".into(),
+            })?;
+        let a = Attachment {
+            volume: v.id.clone(),
+            tenant: v.tenant.clone(),
+            export: v.id.clone(),
+            uri: format!("nbd+unix:///{}?socket={}", v.id, socket.display()),
+            tcp_uri: self
+                .nbd_tcp
+                .read()
+                .as_ref()
+                .map(|(addr, _)| format!("nbds://{addr}/{}", v.id)),
+            created: now(),
+        };
+        let r = self.store.txn(
+            Txn::new()
+                .when(attachment_key(&v.id), 0)
+                .put(attachment_key(&v.id), enc(&a)),
+        )?;
+        if !r.succeeded {
+            return self.attachment(p, id);
+        }
+        self.exports.write().insert(a.export.clone());
+        Ok(a)
+    }
+
+    /// A volume's attachment.
+    pub fn attachment(&self, p: &Principal, id: &str) -> Result<Attachment, ControlError> {
+        let v = self.get_volume(p, id)?;
+        self.get::<Attachment>(&attachment_key(&v.id))?
+            .map(|(a, _)| a)
+            .ok_or_else(|| ControlError::not_found(Resource::Attachment, &v.name))
+    }
+
+    /// Stops exporting a volume to new NBD connections.
+    pub fn detach(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
+        Self::require(p, Role::Member)?;
+        let a = self.attachment(p, id)?;
+        self.store
+            .txn(Txn::new().delete(attachment_key(&a.volume)))?;
+        self.exports.write().remove(&a.export);
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! Figures: a volume's live statistics and the Prometheus text exposition.
+//!
+//! # Invariants
+//! - Figures are read from the engine's counters; nothing here changes state.
+//! - Metrics are admin-only; a volume's statistics are visible to whoever sees the volume.
+
+use super::auth::Principal;
+use super::{Controller, DEFAULT_POOL};
+use crate::error::ControlError;
+use crate::model::*;
+
+impl Controller {
+    /// The pool's figures (admin: pools are the platform's).
+    pub fn pool_info(&self, p: &Principal) -> Result<strata_block::PoolInfo, ControlError> {
+        if p.role != Role::Admin {
+            return Err(ControlError::forbidden("pools are visible to admins only"));
+        }
+        Ok(self.pool.info())
+    }
+
+    /// Live figures of a volume.
+    pub fn volume_stats(&self, p: &Principal, id: &str) -> Result<serde_json::Value, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let v = self.get_volume(p, id)?;
+        let io = self
+            .pool
+            .io(self.engine_volume(&v)?)
+            .map_err(|e| ControlError::internal(e.to_string()))?;
+        let l = io.live();
+        let t = io.totals();
+        Ok(serde_json::json!({
+            "volume": v.id,
+            "name": v.name,
+            "window_seconds": l.window_secs,
+            "iops": l.iops,
+            "throughput_bytes": l.throughput,
+            "latency_p50_us": l.p50_us,
+            "latency_p99_us": l.p99_us,
+            "qos": v.qos,
+            "totals": {
+                "reads": t.reads, "writes": t.writes,
+                "read_bytes": t.read_bytes, "write_bytes": t.write_bytes,
+                "throttled_us": t.throttled_us,
+            },
+        }))
+    }
+
+    /// Prometheus text exposition of pool and volume figures (admin).
+    pub fn metrics(&self, p: &Principal) -> Result<String, ControlError> {
+        use std::fmt::Write;
+        Self::require(p, Role::Admin)?;
+        let mut o = String::new();
+        let i = self.pool.info();
+        let pool = DEFAULT_POOL;
+        for (name, help, v) in [
+            (
+                "strata_pool_capacity_bytes",
+                "Data capacity of the pool.",
+                i.capacity,
+            ),
+            (
+                "strata_pool_allocated_bytes",
+                "Bytes referenced by volumes and snapshots.",
+                i.allocated,
+            ),
+            (
+                "strata_pool_free_bytes",
+                "Bytes available for new data.",
+                i.free,
+            ),
+            (
+                "strata_pool_provisioned_bytes",
+                "Sum of volume sizes (thin).",
+                i.provisioned,
+            ),
+        ] {
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{pool=\"{pool}\"}} {v}"
+            );
+        }
+        let vols: Vec<Volume> = self
+            .list::<Volume>("/volumes/", None, 0)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .filter(|v| v.state == VolumeState::Available)
+            .collect();
+        let mut ops = String::new();
+        let mut bytes = String::new();
+        let mut lat = String::new();
+        let mut thr = String::new();
+        for v in &vols {
+            let Ok(eid) = self.pool.volume_id(&v.id) else {
+                continue;
+            };
+            let Ok(io) = self.pool.io(eid) else { continue };
+            let t = io.totals();
+            let l = format!(
+                "volume=\"{}\",name=\"{}\",tenant=\"{}\"",
+                v.id, v.name, v.tenant
+            );
+            let _ = writeln!(
+                ops,
+                "strata_volume_ops_total{{{l},op=\"read\"}} {}",
+                t.reads
+            );
+            let _ = writeln!(
+                ops,
+                "strata_volume_ops_total{{{l},op=\"write\"}} {}",
+                t.writes
+            );
+            let _ = writeln!(
+                bytes,
+                "strata_volume_bytes_total{{{l},op=\"read\"}} {}",
+                t.read_bytes
+            );
+            let _ = writeln!(
+                bytes,
+                "strata_volume_bytes_total{{{l},op=\"write\"}} {}",
+                t.write_bytes
+            );
+            let mut acc = 0;
+            for (b, n) in t
+                .latency
+                .iter()
+                .enumerate()
+                .take(strata_block::qos::LAT_BUCKETS - 1)
+            {
+                acc += n;
+                let le = (1u64 << b) as f64 / 1e6;
+                let _ = writeln!(
+                    lat,
+                    "strata_volume_latency_seconds_bucket{{{l},le=\"{le}\"}} {acc}"
+                );
+            }
+            let count: u64 = t.latency.iter().sum();
+            let _ = writeln!(
+                lat,
+                "strata_volume_latency_seconds_bucket{{{l},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                lat,
+                "strata_volume_latency_seconds_sum{{{l}}} {}",
+                t.latency_sum_us as f64 / 1e6
+            );
+            let _ = writeln!(lat, "strata_volume_latency_seconds_count{{{l}}} {count}");
+            let _ = writeln!(
+                thr,
+                "strata_volume_throttled_seconds_total{{{l}}} {}",
+                t.throttled_us as f64 / 1e6
+            );
+        }
+        let _ = write!(o, "# HELP strata_volume_ops_total I/O requests served.\n# TYPE strata_volume_ops_total counter\n{ops}");
+        let _ = write!(o, "# HELP strata_volume_bytes_total Bytes read or written.\n# TYPE strata_volume_bytes_total counter\n{bytes}");
+        let _ = write!(o, "# HELP strata_volume_latency_seconds Request latency, admission wait included.\n# TYPE strata_volume_latency_seconds histogram\n{lat}");
+        let _ = write!(o, "# HELP strata_volume_throttled_seconds_total Time requests waited for QoS admission.\n# TYPE strata_volume_throttled_seconds_total counter\n{thr}");
+        Ok(o)
+    }
+}

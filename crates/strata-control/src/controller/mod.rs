@@ -1,0 +1,92 @@
+//! The control plane's logic, without HTTP: one [`Controller`] whose methods are grouped by
+//! resource, one file each. Every method authorizes the caller first ([`auth`]), changes the
+//! state store in transactions that keep quotas exact ([`tenants`]), then drives the engine.
+//! Errors are [`ControlError`](crate::error::ControlError)s; the HTTP status and stable code of
+//! each are decided in `api.rs` only.
+//!
+//! # Files
+//! - `store.rs`: store keys and the record helpers (get, list, encode), ids and time.
+//! - `auth.rs`: tokens, authentication and roles (`require`, `visible_tenant`, `acting_tenant`).
+//! - `tenants.rs`: tenants, quotas and the quota transaction (`with_tenant`).
+//! - `volumes.rs`, `snapshots.rs`, `qos.rs`: the volume lifecycle over the engine.
+//! - `attachments.rs`: NBD exports of volumes and who may open them.
+//! - `figures.rs`: live statistics and Prometheus metrics.
+//! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
+//! - `audit.rs`: the audit log.
+//! - `recovery.rs`: [`Controller::open`], which reconciles the store and the engine at start.
+//!
+//! # Consistency between the store and the engine
+//! A volume is first recorded as `creating` (in the same store transaction that checks the
+//! quota and reserves the name), then created in the engine, then marked `available`. A delete
+//! marks `deleting`, deletes in the engine, then removes the records. [`Controller::open`]
+//! finishes or undoes whatever a crash interrupted, so the two never disagree for long and a
+//! restart (also after `kill -9`) recovers everything acknowledged.
+//!
+//! # Visibility
+//! A caller sees its own tenant's resources (an admin sees all). Anything else answers
+//! not-found with the same resource as one that does not exist, so existence never leaks.
+
+mod attachments;
+mod audit;
+mod auth;
+mod figures;
+mod qos;
+mod recovery;
+mod snapshots;
+mod store;
+mod switches;
+mod tenants;
+mod volumes;
+
+pub use attachments::Exports;
+pub use auth::Principal;
+pub use volumes::{CreateVolume, SizeArg};
+
+use strata_block::Pool;
+use strata_state::Store;
+
+/// The one pool the daemon has today.
+pub const DEFAULT_POOL: &str = "default";
+
+/// The control plane.
+pub struct Controller {
+    store: Box<dyn Store>,
+    pool: Pool,
+    switches: crate::net::Switches,
+    /// Where the NBD server listens, once the daemon started it.
+    nbd_socket: parking_lot::RwLock<Option<std::path::PathBuf>>,
+    /// Export names NBD clients may open: the attached volumes. Shared with the NBD server.
+    exports: Exports,
+    /// The NBD TCP listener's address and the CA that issues its client certificates.
+    nbd_tcp: parking_lot::RwLock<Option<(String, std::sync::Arc<crate::pki::Pki>)>>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("pool", &self.pool.id())
+            .finish()
+    }
+}
+
+impl Controller {
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The export names attached volumes may be opened under (for the NBD server's filter).
+    pub fn exports(&self) -> Exports {
+        self.exports.clone()
+    }
+
+    /// Tells the controller where the NBD server listens (attachments return URIs for it).
+    pub fn set_nbd_socket(&self, path: std::path::PathBuf) {
+        *self.nbd_socket.write() = Some(path);
+    }
+
+    /// Tells the controller the NBD TCP listener's address and its CA.
+    pub fn set_nbd_tcp(&self, addr: String, pki: std::sync::Arc<crate::pki::Pki>) {
+        *self.nbd_tcp.write() = Some((addr, pki));
+    }
+}

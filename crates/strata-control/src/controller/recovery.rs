@@ -1,0 +1,103 @@
+//! Start: [`Controller::open`] reconciles the store with the engine after whatever a crash
+//! interrupted.
+//!
+//! # Invariants
+//! - Every `creating` record is finished (the engine has the volume) or undone; every
+//!   `deleting` record is finished.
+//! - QoS limits are applied to the engine again; a recorded size the engine does not have is
+//!   carried out, or the engine's size kept when it cannot be.
+//! - Usage is derived state: it is recounted from the records.
+//! - Attachments are reloaded into the export set; stored switches are rebuilt.
+
+use strata_block::Pool;
+use strata_state::{Store, Txn};
+
+use super::Controller;
+use crate::error::ControlError;
+use crate::model::*;
+
+impl Controller {
+    /// Wraps a store and the pool, finishing what a crash interrupted.
+    pub fn open(store: Box<dyn Store>, pool: Pool) -> Result<Controller, ControlError> {
+        let c = Controller {
+            store,
+            pool,
+            switches: Default::default(),
+            nbd_socket: Default::default(),
+            exports: Default::default(),
+            nbd_tcp: Default::default(),
+        };
+        c.recover()?;
+        c.switches.restore(c.store.as_ref())?;
+        Ok(c)
+    }
+
+    /// Finishes or undoes volume changes a crash interrupted, and reloads the attachments.
+    pub(super) fn recover(&self) -> Result<(), ControlError> {
+        for (_, a) in self.list::<Attachment>("/attachments/", None, 0)? {
+            self.exports.write().insert(a.export);
+        }
+        let r = self.recover_volumes();
+        // Usage is derived state: recount it from the records, whatever a crash left behind.
+        self.recount_usage()?;
+        r
+    }
+
+    /// Sets every tenant's usage to what its volume and snapshot records add up to.
+    pub(super) fn recount_usage(&self) -> Result<(), ControlError> {
+        let mut counted: std::collections::HashMap<String, Usage> = Default::default();
+        for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+            let u = counted.entry(v.tenant.clone()).or_default();
+            u.capacity_bytes += v.size;
+            u.volumes += 1;
+            u.iops += v.qos.iops_limit.unwrap_or(0);
+        }
+        for (_, s) in self.list::<Snapshot>("/snapshots/", None, 0)? {
+            counted.entry(s.tenant.clone()).or_default().snapshots += 1;
+        }
+        for (_, t) in self.list::<Tenant>("/tenants/", None, 0)? {
+            let want = counted.remove(&t.name).unwrap_or_default();
+            if t.usage != want {
+                tracing::warn!(tenant = %t.name, "recounting usage");
+                self.with_tenant(&t.name, |t| {
+                    t.usage = want.clone();
+                    Ok((Txn::new(), ()))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn recover_volumes(&self) -> Result<(), ControlError> {
+        for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+            match v.state {
+                VolumeState::Available => {
+                    // Limits are desired state: the engine learns them again at every start.
+                    if let Ok(eid) = self.pool.volume_id(&v.id) {
+                        self.pool.set_qos(eid, v.qos.limits())?;
+                        // A resize or rollback recorded but not carried out before a crash:
+                        // carry it out, or keep the engine's size if it cannot be.
+                        let have = self.pool.volume(eid)?.size;
+                        if have != v.size && self.pool.resize_volume(eid, v.size).is_err() {
+                            tracing::warn!(volume = %v.id, "keeping the engine's size");
+                            self.set_size(&v, have, false)?;
+                        }
+                    }
+                }
+                VolumeState::Creating => {
+                    if self.pool.volume_id(&v.id).is_ok() {
+                        self.set_state(&v, VolumeState::Available)?;
+                    } else {
+                        tracing::warn!(volume = %v.id, "undoing an interrupted create");
+                        self.forget_volume(&v)?;
+                    }
+                }
+                VolumeState::Deleting => {
+                    tracing::warn!(volume = %v.id, "finishing an interrupted delete");
+                    self.finish_delete(&v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

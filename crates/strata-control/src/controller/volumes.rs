@@ -1,0 +1,364 @@
+//! Volumes: create (idempotent under a request id), look up, list in pages, resize, delete.
+//!
+//! # Invariants
+//! - Validation happens before the first write; the quota transaction is the first write; an
+//!   engine failure after it undoes the records.
+//! - A volume is `creating` until the engine has it and `deleting` until the engine dropped it;
+//!   `recovery.rs` finishes either after a crash.
+//! - A resize records the new size and usage before the engine acts, and reverts both if the
+//!   engine refuses.
+
+use strata_block::VolumeId;
+use strata_state::Txn;
+use strata_types::DeviceClass;
+
+use super::auth::Principal;
+use super::qos::validate_qos;
+use super::store::*;
+use super::tenants::{check_iops, check_quota};
+use super::{Controller, DEFAULT_POOL};
+use crate::error::{ControlError, InUse, Resource};
+use crate::model::*;
+
+/// Request to create a volume.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct CreateVolume {
+    /// Name (unique within the tenant).
+    pub name: String,
+    /// Size in bytes, or a human size such as "10G".
+    pub size: SizeArg,
+    /// Tenant (admins only; others create in their own).
+    pub tenant: Option<String>,
+    /// Pool name.
+    pub pool: Option<String>,
+    /// Device class.
+    pub class: Option<String>,
+    /// Client-chosen id making the create idempotent.
+    pub request_id: Option<String>,
+    /// IOPS limit.
+    pub iops_limit: Option<u64>,
+    /// Bandwidth limit, bytes per second or a human size such as "200M".
+    pub bandwidth_limit: Option<SizeArg>,
+}
+
+/// A size given as a number of bytes or a string like "10G".
+#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum SizeArg {
+    /// Bytes.
+    Bytes(u64),
+    /// Human size.
+    Text(String),
+}
+
+impl Default for SizeArg {
+    fn default() -> Self {
+        SizeArg::Bytes(0)
+    }
+}
+
+impl SizeArg {
+    /// The value in bytes.
+    pub fn bytes(&self) -> Result<u64, ControlError> {
+        match self {
+            SizeArg::Bytes(b) => Ok(*b),
+            SizeArg::Text(t) => {
+                strata_types::parse_size(t).map_err(|e| ControlError::invalid("size", e))
+            }
+        }
+    }
+}
+
+impl Controller {
+    pub(super) fn engine_volume(&self, v: &Volume) -> Result<VolumeId, ControlError> {
+        self.pool
+            .volume_id(&v.id)
+            .map_err(|_| ControlError::internal(format!("volume {} missing from the pool", v.id)))
+    }
+
+    /// Creates a volume. Idempotent under `request_id`.
+    pub fn create_volume(&self, p: &Principal, req: CreateVolume) -> Result<Volume, ControlError> {
+        Self::require(p, Role::Member)?;
+        let tenant = self.acting_tenant(p, req.tenant.as_deref())?;
+        self.visible_tenant(p, &tenant)?;
+        if let Some(rid) = &req.request_id {
+            if rid.is_empty() || rid.len() > 128 {
+                return Err(ControlError::invalid("request_id", "1 to 128 characters"));
+            }
+            if let Some((id, _)) = self.get::<String>(&request_key(&tenant, rid))? {
+                return self.get_volume(p, &id);
+            }
+        }
+        validate_name("name", &req.name)?;
+        let size = req.size.bytes()?;
+        if size == 0 || size % strata_block::BLOCK_SIZE != 0 || size > strata_block::MAX_VOLUME_SIZE
+        {
+            return Err(ControlError::invalid(
+                "size",
+                format!("size {size} must be a positive multiple of 4096 bytes, at most 1 PiB"),
+            ));
+        }
+        if let Some(pool) = &req.pool {
+            if pool != DEFAULT_POOL {
+                return Err(ControlError::not_found(Resource::Pool, pool));
+            }
+        }
+        let class = match &req.class {
+            Some(c) => Some(
+                c.parse::<DeviceClass>()
+                    .map_err(|e| ControlError::invalid("class", e.to_string()))?,
+            ),
+            None => None,
+        };
+        if let Some(c) = class {
+            if !self.pool.info().devices.iter().any(|d| d.class == c) {
+                return Err(ControlError::invalid(
+                    "class",
+                    format!("the pool has no {c} device"),
+                ));
+            }
+        }
+        let v = Volume {
+            id: new_id(),
+            tenant: tenant.clone(),
+            name: req.name.clone(),
+            size,
+            pool: DEFAULT_POOL.into(),
+            class: class.map(|c| c.to_string()),
+            origin: None,
+            state: VolumeState::Creating,
+            created: now(),
+            qos: Qos {
+                iops_limit: req.iops_limit,
+                bandwidth_limit: req
+                    .bandwidth_limit
+                    .as_ref()
+                    .map(SizeArg::bytes)
+                    .transpose()
+                    .map_err(|e| e.in_field("bandwidth_limit"))?,
+                ..Qos::default()
+            },
+        };
+        validate_qos(&v.qos)?;
+        // Fast answer for the common conflict; the transaction's comparison catches races.
+        if self.name_taken(&tenant, &v.name) {
+            return Err(ControlError::exists(Resource::Volume, &v.name));
+        }
+        self.with_tenant(&tenant, |t| {
+            check_quota(t, size, 1, 0)?;
+            check_iops(t, 0, &v.qos)?;
+            t.usage.capacity_bytes += size;
+            t.usage.volumes += 1;
+            t.usage.iops += v.qos.iops_limit.unwrap_or(0);
+            let mut txn = Txn::new()
+                .when(volume_name_key(&tenant, &v.name), 0)
+                .put(volume_name_key(&tenant, &v.name), enc(&v.id))
+                .put(volume_index(&v.id), enc(&tenant))
+                .put(volume_key(&tenant, &v.id), enc(&v));
+            if let Some(rid) = &req.request_id {
+                txn = txn
+                    .when(request_key(&tenant, rid), 0)
+                    .put(request_key(&tenant, rid), enc(&v.id));
+            }
+            Ok((txn, ()))
+        })
+        .map_err(|e| {
+            if e.is_busy() && self.name_taken(&tenant, &v.name) {
+                ControlError::exists(Resource::Volume, &v.name)
+            } else {
+                e
+            }
+        })?;
+        match self.pool.create_volume(&v.id, size, class) {
+            Ok(eid) => self.pool.set_qos(eid, v.qos.limits())?,
+            Err(e) => {
+                self.forget_volume(&v)?;
+                return Err(e.into());
+            }
+        }
+        self.set_state(&v, VolumeState::Available)
+    }
+
+    pub(super) fn name_taken(&self, tenant: &str, name: &str) -> bool {
+        matches!(self.store.get(&volume_name_key(tenant, name)), Ok(Some(_)))
+    }
+
+    pub(super) fn set_state(&self, v: &Volume, state: VolumeState) -> Result<Volume, ControlError> {
+        let mut v = v.clone();
+        v.state = state;
+        self.store
+            .txn(Txn::new().put(volume_key(&v.tenant, &v.id), enc(&v)))?;
+        Ok(v)
+    }
+
+    /// Removes a volume's records and gives back its usage.
+    pub(super) fn forget_volume(&self, v: &Volume) -> Result<(), ControlError> {
+        self.with_tenant(&v.tenant, |t| {
+            t.usage.capacity_bytes = t.usage.capacity_bytes.saturating_sub(v.size);
+            t.usage.volumes = t.usage.volumes.saturating_sub(1);
+            t.usage.iops = t.usage.iops.saturating_sub(v.qos.iops_limit.unwrap_or(0));
+            Ok((
+                Txn::new()
+                    .delete(volume_key(&v.tenant, &v.id))
+                    .delete(volume_index(&v.id))
+                    .delete(volume_name_key(&v.tenant, &v.name)),
+                (),
+            ))
+        })
+    }
+
+    /// A volume the caller may see.
+    pub fn get_volume(&self, p: &Principal, id: &str) -> Result<Volume, ControlError> {
+        let nf = || ControlError::not_found(Resource::Volume, id);
+        if id.is_empty() || id.len() > 64 || id.contains('/') {
+            return Err(nf());
+        }
+        let (tenant, _) = self.get::<String>(&volume_index(id))?.ok_or_else(nf)?;
+        if p.role != Role::Admin && p.tenant.as_deref() != Some(tenant.as_str()) {
+            return Err(nf());
+        }
+        Ok(self
+            .get::<Volume>(&volume_key(&tenant, id))?
+            .ok_or_else(nf)?
+            .0)
+    }
+
+    /// Lists volumes: the caller's tenant (an admin: all, or `tenant`), optionally one name,
+    /// in pages of `limit` after `page_token` (the last id of the previous page).
+    pub fn list_volumes(
+        &self,
+        p: &Principal,
+        tenant: Option<&str>,
+        name: Option<&str>,
+        limit: usize,
+        page_token: Option<&str>,
+    ) -> Result<(Vec<Volume>, Option<String>), ControlError> {
+        Self::require(p, Role::Reader)?;
+        let prefix = match (p.role, tenant, &p.tenant) {
+            (Role::Admin, Some(t), _) => format!("/volumes/{t}/"),
+            (Role::Admin, None, _) => "/volumes/".to_string(),
+            (_, Some(t), Some(own)) if t != own => return Ok((vec![], None)),
+            (_, _, Some(own)) => format!("/volumes/{own}/"),
+            _ => return Ok((vec![], None)),
+        };
+        if let Some(n) = name {
+            // Names are indexed per tenant: a direct look-up, not a scan.
+            let tenants: Vec<String> = match (p.role, tenant, &p.tenant) {
+                (Role::Admin, None, _) => self
+                    .list::<Tenant>("/tenants/", None, 0)?
+                    .into_iter()
+                    .map(|(_, t)| t.name)
+                    .collect(),
+                (Role::Admin, Some(t), _) => vec![t.to_string()],
+                (_, _, Some(own)) => vec![own.clone()],
+                _ => vec![],
+            };
+            let mut out = Vec::new();
+            for t in tenants {
+                if let Some((id, _)) = self.get::<String>(&volume_name_key(&t, n))? {
+                    if let Some((v, _)) = self.get::<Volume>(&volume_key(&t, &id))? {
+                        out.push(v);
+                    }
+                }
+            }
+            return Ok((out, None));
+        }
+        let limit = limit.clamp(1, 10_000);
+        let after = match page_token {
+            Some(tok) => {
+                let (tenant, _) = self
+                    .get::<String>(&volume_index(tok))?
+                    .ok_or_else(|| ControlError::invalid("page_token", "unknown page token"))?;
+                Some(volume_key(&tenant, tok))
+            }
+            None => None,
+        };
+        let items = self.list::<Volume>(&prefix, after.as_deref(), limit + 1)?;
+        let mut vols: Vec<Volume> = items.into_iter().map(|(_, v)| v).collect();
+        let next = if vols.len() > limit {
+            vols.truncate(limit);
+            vols.last().map(|v| v.id.clone())
+        } else {
+            None
+        };
+        Ok((vols, next))
+    }
+
+    /// Grows or shrinks a volume (shrinking over data is refused).
+    pub fn resize_volume(
+        &self,
+        p: &Principal,
+        id: &str,
+        size: SizeArg,
+    ) -> Result<Volume, ControlError> {
+        Self::require(p, Role::Member)?;
+        let v = self.get_volume(p, id)?;
+        let size = size.bytes()?;
+        let eid = self.engine_volume(&v)?;
+        let nv = self.set_size(&v, size, true)?;
+        if let Err(e) = self.pool.resize_volume(eid, size) {
+            self.set_size(&nv, v.size, false)?;
+            return Err(e.into());
+        }
+        Ok(nv)
+    }
+
+    /// Records a new size for a volume and its tenant's usage in one transaction (checking the
+    /// quota when `check`). Done before the engine changes; a crash in between is reconciled
+    /// at start (`recover`).
+    pub(super) fn set_size(
+        &self,
+        v: &Volume,
+        size: u64,
+        check: bool,
+    ) -> Result<Volume, ControlError> {
+        let mut nv = v.clone();
+        nv.size = size;
+        self.with_tenant(&v.tenant, |t| {
+            if check {
+                check_quota(t, size.saturating_sub(v.size), 0, 0)?;
+            }
+            t.usage.capacity_bytes = (t.usage.capacity_bytes + size).saturating_sub(v.size);
+            Ok((Txn::new().put(volume_key(&v.tenant, &v.id), enc(&nv)), ()))
+        })?;
+        Ok(nv)
+    }
+
+    /// Deletes a volume; with snapshots only when `force` (which deletes them too).
+    pub fn delete_volume(&self, p: &Principal, id: &str, force: bool) -> Result<(), ControlError> {
+        Self::require(p, Role::Member)?;
+        let v = self.get_volume(p, id)?;
+        let attached = self.store.get(&attachment_key(&v.id))?.is_some();
+        if attached && !force {
+            return Err(ControlError::InUse {
+                what: InUse::VolumeAttached,
+                message: format!("volume {} is attached; detach it first or force", v.name),
+            });
+        }
+        let snaps = self.volume_snapshots(&v)?;
+        if !snaps.is_empty() && !force {
+            return Err(ControlError::InUse {
+                what: InUse::VolumeHasSnapshots,
+                message: format!(
+                    "volume {} has {} snapshot(s); delete them first or force",
+                    v.name,
+                    snaps.len()
+                ),
+            });
+        }
+        let v = self.set_state(&v, VolumeState::Deleting)?;
+        self.finish_delete(&v)
+    }
+
+    pub(super) fn finish_delete(&self, v: &Volume) -> Result<(), ControlError> {
+        self.exports.write().remove(&v.id);
+        self.store.txn(Txn::new().delete(attachment_key(&v.id)))?;
+        if let Ok(eid) = self.pool.volume_id(&v.id) {
+            self.pool.delete_volume(eid, true)?;
+        }
+        for s in self.volume_snapshots(v)? {
+            self.forget_snapshot(&s)?;
+        }
+        self.forget_volume(v)
+    }
+}

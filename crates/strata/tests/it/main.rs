@@ -1,0 +1,13 @@
+//! The binary as a user runs it, one integration-test binary: `strata serve` (create, SIGTERM,
+//! restart, kill -9, data-dir lock), the REST API end to end (errors, quotas, the one
+//! authorization matrix through HTTP, the OpenAPI document against the live server), the CLI,
+//! QoS and metrics, switches, and NBD clients. The controller's own tables (authorization,
+//! quotas, recovery) run without the binary in `crates/strata-control/tests/it/`.
+
+mod api;
+mod cli;
+mod common;
+mod daemon;
+mod nbd;
+mod qos;
+mod switch;

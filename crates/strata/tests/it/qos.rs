@@ -1,0 +1,171 @@
+//! QoS, live figures and Prometheus metrics.
+
+use crate::common::*;
+use serde_json::{json, Value};
+
+#[test]
+fn qos_stats_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    d.call(
+        "POST",
+        "/v1/tenants",
+        &admin,
+        Some(json!({"name": "acme", "quota": {"iops": 1000}})),
+    );
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "v", "size": "1G", "tenant": "acme"})),
+    );
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("iops_limit")),
+        "{v}"
+    );
+    let (s, v) = d.call("POST", "/v1/volumes", &admin, Some(json!({"name": "v", "size": "1G", "tenant": "acme", "iops_limit": 800, "bandwidth_limit": "200M"})));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["qos"]["bandwidth_limit"], 200u64 << 20);
+    let id = v["id"].as_str().unwrap().to_string();
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "w", "size": "1G", "tenant": "acme", "iops_limit": 300})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (422, Some("quota_exceeded"))
+    );
+    let (s, v) = d.call(
+        "PUT",
+        &format!("/v1/volumes/{id}/qos"),
+        &admin,
+        Some(json!({"iops_limit": 500})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["qos"]["iops_limit"], 500);
+    assert_eq!(v["qos"]["bandwidth_limit"], Value::Null);
+    let (s, v) = d.call(
+        "PUT",
+        &format!("/v1/volumes/{id}/qos"),
+        &admin,
+        Some(json!({"iops_limit": 0})),
+    );
+    assert_eq!((s, v["error"]["field"].as_str()), (400, Some("iops_limit")));
+    let (_, t) = d.call("GET", "/v1/tenants/acme", &admin, None);
+    assert_eq!(t["usage"]["iops"], 500);
+    let (s, st) = d.call("GET", &format!("/v1/volumes/{id}/stats"), &admin, None);
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(st["qos"]["iops_limit"], 500);
+    assert!(st.get("latency_p99_us").is_some());
+    // Metrics: admin only, Prometheus text that promtool accepts.
+    let (s, _) = d.call("GET", "/metrics", "", None);
+    assert_eq!(s, 401);
+    let url = format!("{}/metrics", d.url);
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {admin}"), &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("strata_pool_capacity_bytes{pool=\"default\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("strata_volume_ops_total{{volume=\"{id}\"")),
+        "{text}"
+    );
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed");
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let res = check.wait_with_output().unwrap();
+    assert!(
+        res.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    // QoS survives a restart.
+    d.stop();
+    let d = Daemon::start(&dir.path().join("d"));
+    let (_, st) = d.call("GET", &format!("/v1/volumes/{id}/stats"), &admin, None);
+    assert_eq!(st["qos"]["iops_limit"], 500);
+    d.stop();
+}
+
+/// QoS through a real client: an IOPS limit holds back qemu-io's writes on an open NBD
+/// connection, lifting it frees the same connection at once, and the live figures show both.
+#[test]
+fn qos_change_reaches_an_open_nbd_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    d.call("POST", "/v1/tenants", &admin, Some(json!({"name": "ml"})));
+    let (_, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "q", "size": "16M", "tenant": "ml", "iops_limit": 20})),
+    );
+    let vid = v["id"].as_str().unwrap().to_string();
+    let (_, a) = d.call(
+        "POST",
+        &format!("/v1/volumes/{vid}/attachments"),
+        &admin,
+        None,
+    );
+    let uri = a["uri"].as_str().unwrap().to_string();
+    // 300 writes at 20 IOPS would take 15 s.
+    let mut args = vec!["-f".to_string(), "raw".to_string()];
+    for i in 0..300 {
+        args.push("-c".into());
+        args.push(format!("write -P 0x11 {} 4k", i * 4096));
+    }
+    args.push(uri);
+    let start = std::time::Instant::now();
+    let mut child = std::process::Command::new("qemu-io")
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-io is installed");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (_, st) = d.call("GET", &format!("/v1/volumes/{vid}/stats"), &admin, None);
+    let during = st["totals"]["writes"].as_u64().unwrap();
+    assert!(
+        during < 100,
+        "the limit did not hold: {during} writes in 1.5 s at 20 IOPS"
+    );
+    assert!(st["totals"]["throttled_us"].as_u64().unwrap() > 0, "{st}");
+    let (s, _) = d.call(
+        "PUT",
+        &format!("/v1/volumes/{vid}/qos"),
+        &admin,
+        Some(json!({})),
+    );
+    assert_eq!(s, 200);
+    assert!(child.wait().unwrap().success());
+    let took = start.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "the change did not reach the open connection: {took:?}"
+    );
+    let (_, st) = d.call("GET", &format!("/v1/volumes/{vid}/stats"), &admin, None);
+    assert!(st["totals"]["writes"].as_u64().unwrap() >= 300, "{st}");
+    assert!(st["iops"].as_f64().unwrap() > 0.0);
+    d.stop();
+}

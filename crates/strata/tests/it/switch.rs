@@ -1,0 +1,160 @@
+//! Virtual switches through the CLI, with network namespaces.
+
+use crate::common::*;
+use serde_json::Value;
+
+/// The switch through the daemon and the CLI, with real packets: two namespaces on VNI 100
+/// ping each other, a third on VNI 200 reaches neither and its frames are dropped; flows,
+/// counters, trace, and the switch coming back after a restart.
+#[test]
+fn switch_through_the_cli_with_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let d = Daemon::start(&data);
+    let tag = format!("{}", std::process::id() % 100_000);
+    let cli = |args: &[&str]| -> String {
+        let o = strata()
+            .args(args)
+            .arg("--endpoint")
+            .arg(&d.url)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "strata {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let ns: Vec<Netns> = (1..=3)
+        .map(|i| Netns::new(&format!("sc{tag}n{i}")))
+        .collect();
+    let taps: Vec<String> = (1..=3).map(|i| format!("sc{tag}t{i}")).collect();
+    cli(&["switch", "create", "br0"]);
+    cli(&["switch", "add-port", "br0", &taps[0], "--vni", "100"]);
+    cli(&["switch", "add-port", "br0", &taps[1], "--vni", "100"]);
+    cli(&["switch", "add-port", "br0", &taps[2], "--vni", "200"]);
+    for (i, (n, t)) in ns.iter().zip(&taps).enumerate() {
+        n.adopt(t, &format!("10.77.0.{}/24", i + 1));
+    }
+    assert!(ns[0].ping("10.77.0.2"), "same VNI must reach");
+    assert!(ns[1].ping("10.77.0.1"));
+    assert!(!ns[2].ping("10.77.0.1"), "another VNI must not reach");
+    assert!(!ns[0].ping("10.77.0.3"));
+    let ports: Value =
+        serde_json::from_str(&cli(&["switch", "ports", "br0", "-o", "json"])).unwrap();
+    let port = |n: &str| {
+        ports["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert!(port(&taps[0])["tx_packets"].as_u64().unwrap() >= 3);
+    assert!(
+        port(&taps[2])["rx_dropped"].as_u64().unwrap() >= 1,
+        "{ports}"
+    );
+    assert_eq!(
+        port(&taps[2])["tx_packets"],
+        0,
+        "nothing may reach the other tenant: {ports}"
+    );
+    let flows = cli(&["switch", "dump-flows", "br0"]);
+    assert!(
+        flows.contains("actions=normal") && flows.contains("n_packets="),
+        "{flows}"
+    );
+    // A flow that drops ICMP between the two: ping stops; deleting it restores it.
+    cli(&[
+        "switch",
+        "add-flow",
+        "br0",
+        "priority=40000,icmp,actions=drop",
+    ]);
+    assert!(!ns[0].ping("10.77.0.2"));
+    let trace = cli(&[
+        "switch",
+        "trace",
+        "br0",
+        &format!("in_port={},icmp,nw_src=10.77.0.1,nw_dst=10.77.0.2", taps[0]),
+    ]);
+    assert!(trace.contains("drop"), "{trace}");
+    // Restart: the switch, its ports and flows come back (the TAPs are reopened).
+    d.stop();
+    let d2 = Daemon::start(&data);
+    let o = strata()
+        .args([
+            "switch",
+            "dump-flows",
+            "br0",
+            "--endpoint",
+            &d2.url,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let flows = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        flows.contains("priority=40000") && flows.contains("icmp"),
+        "{flows}"
+    );
+    d2.stop();
+}
+
+/// A network namespace the test owns, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Netns {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", name])
+            .status();
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add (needs root and iproute2)");
+        Netns(name.to_string())
+    }
+    fn sh(&self, args: &[&str]) {
+        let mut v = vec!["netns", "exec", &self.0];
+        v.extend_from_slice(args);
+        let st = std::process::Command::new("ip").args(&v).status().unwrap();
+        assert!(st.success(), "ip {v:?}");
+    }
+    /// Moves `dev` (in the root namespace, where the daemon opened it) in here with `addr`.
+    fn adopt(&self, dev: &str, addr: &str) {
+        let st = std::process::Command::new("ip")
+            .args(["link", "set", dev, "netns", &self.0])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        self.sh(&["ip", "addr", "add", addr, "dev", dev]);
+        self.sh(&["ip", "link", "set", dev, "up"]);
+        self.sh(&["ip", "link", "set", "lo", "up"]);
+    }
+    fn ping(&self, dst: &str) -> bool {
+        std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &self.0, "ping", "-q", "-c", "2", "-i", "0.2", "-W", "1", dst,
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
