@@ -6,8 +6,10 @@
 
 mod api;
 mod cli;
+mod contract;
 mod common;
 mod daemon;
+mod hardening;
 mod nbd;
 mod qos;
 mod switch;

@@ -1,16 +1,13 @@
 //! The daemon against a hostile local user and hostile API clients: private files whatever
 //! the umask, one daemon per data dir, idle connections that cannot lock anyone out.
 
-#[allow(dead_code)] // each test binary uses a part of the helpers
-mod common;
-
 use std::net::TcpStream;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{strata, Daemon};
+use crate::common::{strata, Daemon};
 use serde_json::json;
 
 /// A tenant member with one 64 MiB volume, attached; returns (member token, volume id, URI).

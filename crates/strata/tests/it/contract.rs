@@ -4,13 +4,10 @@
 //! hold: documented status codes, content types and response schemas, invalid input refused,
 //! no server errors, deleted resources gone.
 
-#[allow(dead_code)] // each test binary uses a part of the helpers
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::Daemon;
+use crate::common::Daemon;
 use serde_json::json;
 
 /// The schemathesis CLI: `STRATA_SCHEMATHESIS`, else the venv `scripts/test` makes.
