@@ -33,7 +33,7 @@ done
 [ "${SKIP_OVS:-0}" = 1 ] || command -v ovs-vsctl >/dev/null ||
   { echo "missing ovs-vsctl (apt-get install openvswitch-switch), or SKIP_OVS=1" >&2; exit 1; }
 
-cargo build --release -q -p strata-net --example switchd
+cargo build --release -q -p strata-dataplane --example switchd
 SWITCHD="${CARGO_TARGET_DIR:-target}/release/examples/switchd"
 
 P="bn$$"                 # prefix of every namespace and link this script makes

@@ -26,5 +26,5 @@ fuzz_target!(|data: &[u8]| {
     for port in 1..=4 {
         let _ = sw.receive(now, port, data, &mut fx);
     }
-    let _ = sw.receive_vxlan(now, 4, 100, data, &mut fx);
+    let _ = sw.receive(now, strata_net::Ingress::vxlan(4, 100), data, &mut fx);
 });

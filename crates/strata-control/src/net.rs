@@ -1,5 +1,6 @@
 //! Virtual switches hosted by the daemon: desired state in the store (ports and flows), one
-//! dataplane thread per switch, rebuilt from the store at every start.
+//! dataplane per switch (its forwarding threads, one per CPU up to four, share the one
+//! switch), rebuilt from the store at every start.
 //!
 //! Order of a change: the dataplane first (it validates: a port that cannot be opened or a flow
 //! that does not parse changes nothing), then the store. Flows are stored as the switch's own
@@ -10,7 +11,7 @@ use std::net::Ipv4Addr;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use strata_net::dataplane::{Dataplane, DataplaneConfig, DataplaneError, PortSpec};
+use strata_dataplane::{Dataplane, DataplaneConfig, DataplaneError, PortSpec};
 use strata_net::Domain;
 use strata_state::{Store, Txn};
 

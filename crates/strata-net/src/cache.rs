@@ -15,7 +15,7 @@ use std::time::Duration;
 use hashbrown::HashTable;
 
 use crate::key::FlowKey;
-use crate::pipeline::Translation;
+use crate::types::Translation;
 
 /// Reference to a megaflow: slot plus generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,26 +19,8 @@ use std::collections::BTreeMap;
 use hashbrown::HashTable;
 
 use crate::key::{FlowKey, Match};
-use crate::pipeline::RuleId;
-
-/// A rule as the classifier sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClsEntry {
-    /// The rule.
-    pub id: RuleId,
-    /// Its priority.
-    pub priority: u16,
-    /// Installation sequence number (lower = earlier).
-    pub seq: u64,
-}
-
-impl ClsEntry {
-    /// True if `self` wins over `other`.
-    #[inline]
-    pub fn beats(&self, other: &ClsEntry) -> bool {
-        self.priority > other.priority || (self.priority == other.priority && self.seq < other.seq)
-    }
-}
+pub use crate::types::ClsEntry;
+use crate::types::RuleId;
 
 #[derive(Debug)]
 struct Bucket {

@@ -13,16 +13,19 @@
 //! - [`switch`]: ports, isolation domains, MAC learning, executing programs, rewriting frames.
 //! - [`vxlan`], [`csum`], [`gso`]: encapsulation, checksums, segmentation of offloaded frames.
 //! - [`trace`]: what a packet would hit, without side effects.
-//! - [`sys`] and [`dataplane`]: port I/O (TAP devices with offloads, VXLAN over UDP sockets,
-//!   epoll) and the forwarding thread that drives a [`Switch`]. The only code here that does
-//!   I/O, and `sys` the only place with `unsafe`.
+//! - [`types`]: the vocabulary every other file imports (rule ids, domains, translations,
+//!   filters, [`Ingress`] and [`Encap`]), so no two files import each other.
+//!
+//! Port I/O (TAP devices, VXLAN sockets, threads) is the `strata-dataplane` crate, which drives
+//! a [`Switch`]. This crate does no I/O and has no `unsafe` (`#![forbid(unsafe_code)]`).
 //!
 //! See docs/net-engine.md for the design and the invariants.
+
+#![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod classifier;
 pub mod csum;
-pub mod dataplane;
 pub mod flow;
 pub mod gso;
 pub mod key;
@@ -31,13 +34,14 @@ pub mod packet;
 pub mod pipeline;
 pub mod switch;
 pub mod syntax;
-pub mod sys;
 pub mod trace;
+pub mod types;
 pub mod vxlan;
 
 pub use flow::{Action, FlowRule, RuleError, SetField};
 pub use key::{Field, FlowKey, Match, PortNo};
 pub use packet::{parse_frame, Layout, ParseError};
-pub use pipeline::{Pipeline, RuleId};
-pub use switch::{Domain, Effects, PortConfig, PortKind, Switch, SwitchConfig};
+pub use pipeline::Pipeline;
+pub use switch::{Effects, PortConfig, PortKind, Switch, SwitchConfig};
 pub use syntax::{format_flow, parse_flow, FlowParseError, PortNames};
+pub use types::{Domain, Encap, FlowFilter, FlowStats, Ingress, RuleId, Translation};

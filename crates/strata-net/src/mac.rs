@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::key::PortNo;
-use crate::switch::Domain;
+use crate::types::Domain;
 
 /// Default ageing time (as the Linux bridge and OVS: 300 s).
 pub const DEFAULT_MAC_AGEING: Duration = Duration::from_secs(300);

@@ -31,48 +31,11 @@
 use std::time::Duration;
 
 use crate::cache::{Emc, MegaflowCache, MegaflowRef};
-use crate::classifier::{Classifier, ClsEntry};
+use crate::classifier::Classifier;
 use crate::flow::{apply_to_key, Action, FlowRule, RuleError, MAX_TABLE};
 use crate::key::{Field, FlowKey, KEY_WORDS};
-use crate::syntax::{FlowFilter, FlowStats};
-
-/// Handle of an installed rule (slot plus generation, so a stale handle never aliases).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RuleId {
-    slot: u32,
-    gen: u32,
-}
-
-impl RuleId {
-    #[cfg(test)]
-    pub(crate) fn new_for_test(n: u32) -> Self {
-        RuleId { slot: n, gen: 0 }
-    }
-}
-
-/// One table visited during translation.
-#[derive(Debug, Clone)]
-pub struct Visit {
-    /// The table.
-    pub table: u8,
-    /// The key as the table saw it (after earlier tables' actions).
-    pub key_in: FlowKey,
-    /// The winning rule, or `None` for a table miss.
-    pub hit: Option<ClsEntry>,
-}
-
-/// What the pipeline decided for a key.
-#[derive(Debug, Clone, Default)]
-pub struct Translation {
-    /// Actions to execute in order (no `GotoTable`).
-    pub ops: Vec<Action>,
-    /// Rules hit, in table order (their counters advance per packet).
-    pub hits: Vec<RuleId>,
-    /// Key bits consulted (the megaflow mask).
-    pub mask: FlowKey,
-    /// Tables visited.
-    pub visits: Vec<Visit>,
-}
+pub use crate::types::{ClsEntry, RuleId, Translation, Visit};
+use crate::types::{FlowFilter, FlowStats};
 
 /// Cache configuration.
 #[derive(Debug, Clone, Copy)]

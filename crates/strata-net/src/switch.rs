@@ -36,18 +36,11 @@ use crate::flow::{apply_to_key, Action, FlowRule, RuleError};
 use crate::key::{ethertype, ipproto, Field, FlowKey, PortNo, VLAN_PRESENT};
 use crate::mac::{MacTable, DEFAULT_MAC_AGEING, DEFAULT_MAC_CAPACITY};
 use crate::packet::{parse_frame, Layout, ParseError};
-use crate::pipeline::{CacheConfig, FlowDump, Pipeline, PipelineStats, RuleId, Translation};
+use crate::pipeline::{CacheConfig, FlowDump, Pipeline, PipelineStats};
 use crate::syntax::{parse_filter, parse_flow, FlowParseError, PortNames};
+pub use crate::types::{Domain, Encap, Ingress};
+use crate::types::{RuleId, Translation};
 use crate::vxlan::{self, VxlanError, VxlanTunnel, VXLAN_OVERHEAD_V4};
-
-/// A tenant isolation domain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Domain {
-    /// A VLAN (802.1Q VLAN id).
-    Vlan(u16),
-    /// A VXLAN network (VNI).
-    Vni(u32),
-}
 
 /// What kind of port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,9 +181,13 @@ pub struct SwitchStats {
 /// The output of processing: frames to send, all in one reusable buffer (no allocation per
 /// packet once the buffer has grown to its working size).
 ///
-/// In split mode (crate-private, used by the dataplane) a large frame is not copied whole: the
-/// buffer holds its first bytes (where every rewrite happens) and the emission names the rest
-/// as a range of the received frame, which the port layer writes as a second part.
+/// A frame for a VXLAN port is the *inner* frame plus an [`Encap`] (VNI, flow hash, tunnel):
+/// the engine never writes outer headers, the port layer does ([`Effects::outputs`]).
+///
+/// In split mode (used by the port layer, [`Effects::set_split`]) a large frame is not copied
+/// whole: the buffer holds its first bytes (where every rewrite happens) and the emission
+/// names the rest as a range of the received frame, which the port layer writes as a second
+/// part.
 #[derive(Debug, Default)]
 pub struct Effects {
     emits: Vec<Emit>,
@@ -198,13 +195,30 @@ pub struct Effects {
     split: bool,
 }
 
-/// One frame to send: `buf[start..start + len]` followed by `input[tail.0..tail.1]`.
+/// One frame to send: `buf[start..start + len]` followed by `input[tail.0..tail.1]`,
+/// encapsulated as `encap` says if it is for a tunnel.
 #[derive(Debug, Clone, Copy)]
 struct Emit {
     port: PortNo,
     start: usize,
     len: usize,
     tail: (usize, usize),
+    encap: Option<Encap>,
+}
+
+/// One output as the port layer reads it: the frame is `head` followed by `input[tail]`,
+/// `input` being the frame that was passed to [`Switch::receive`] (`tail` is empty unless
+/// split mode is on).
+#[derive(Debug, Clone)]
+pub struct Output<'a> {
+    /// Output port.
+    pub port: PortNo,
+    /// The first bytes of the frame (all of it when not split), as rewritten.
+    pub head: &'a [u8],
+    /// The rest of the frame, as a range of the received frame.
+    pub tail: std::ops::Range<usize>,
+    /// For a VXLAN port: the encapsulation to apply (the frame itself is the inner frame).
+    pub encap: Option<Encap>,
 }
 
 /// In split mode, frames longer than this keep everything past [`SPLIT_HEAD`] in place.
@@ -231,9 +245,10 @@ impl Effects {
     pub fn is_empty(&self) -> bool {
         self.emits.is_empty()
     }
-    /// (port, frame) pairs in emission order.
+    /// (port, frame) pairs in emission order. For a VXLAN port the frame is the inner frame;
+    /// [`Effects::encaps`] or [`Effects::outputs`] give the encapsulation.
     pub fn iter(&self) -> impl Iterator<Item = (PortNo, &[u8])> + '_ {
-        debug_assert!(!self.split, "split effects are read with iter_split");
+        debug_assert!(!self.split, "split effects are read with outputs");
         self.emits
             .iter()
             .map(|e| (e.port, &self.buf[e.start..e.start + e.len]))
@@ -242,21 +257,22 @@ impl Effects {
     pub fn ports(&self) -> Vec<PortNo> {
         self.emits.iter().map(|e| e.port).collect()
     }
-    /// Turns split mode on or off (see the type's documentation).
-    pub(crate) fn set_split(&mut self, on: bool) {
+    /// The encapsulation of each frame, in emission order (None for a non-tunnel port).
+    pub fn encaps(&self) -> impl Iterator<Item = Option<Encap>> + '_ {
+        self.emits.iter().map(|e| e.encap)
+    }
+    /// Turns split mode on or off (see the type's documentation). Only a caller that keeps the
+    /// received frame until it has written the outputs may turn it on.
+    pub fn set_split(&mut self, on: bool) {
         self.split = on;
     }
-    /// (port, head, tail) in emission order, where the frame is `head` followed by
-    /// `input[tail]`, `input` being the frame that was passed to the switch.
-    pub(crate) fn iter_split(
-        &self,
-    ) -> impl Iterator<Item = (PortNo, &[u8], std::ops::Range<usize>)> + '_ {
-        self.emits.iter().map(|e| {
-            (
-                e.port,
-                &self.buf[e.start..e.start + e.len],
-                e.tail.0..e.tail.1,
-            )
+    /// Every output in emission order, split or not.
+    pub fn outputs(&self) -> impl Iterator<Item = Output<'_>> + '_ {
+        self.emits.iter().map(|e| Output {
+            port: e.port,
+            head: &self.buf[e.start..e.start + e.len],
+            tail: e.tail.0..e.tail.1,
+            encap: e.encap,
         })
     }
 }
@@ -289,7 +305,6 @@ pub enum Disposition {
 struct Port {
     cfg: PortConfig,
     stats: PortStats,
-    ip_id: u16,
 }
 
 /// A frame as it is about to leave by some port: the key after adaptation, and the VNI if the
@@ -412,7 +427,6 @@ impl Switch {
             Port {
                 cfg,
                 stats: PortStats::default(),
-                ip_id: 0,
             },
         );
         Ok(no)
@@ -516,25 +530,27 @@ impl Switch {
         self.pipeline.expire(now)
     }
 
-    /// Processes a frame received on `in_port` at `now`, appending outputs to `fx` (call
-    /// `fx.clear()` between batches). Frames received on a VXLAN port are outer frames
-    /// (Ethernet/IPv4/UDP/VXLAN); use [`Switch::receive_vxlan`] if the I/O layer already
-    /// stripped the outer headers (a UDP socket).
+    /// Processes a frame that entered at `rx` at `now`, appending outputs to `fx` (call
+    /// `fx.clear()` between batches). The one ingress of the switch: `rx` names the port and,
+    /// for an inner frame the port layer decapsulated, the VNI it read (see [`Ingress`]). A
+    /// VXLAN port given a frame with no VNI takes it as a whole outer frame and decapsulates
+    /// it; a VNI on any other kind of port is refused (`rx_errors`).
     pub fn receive(
         &mut self,
         now: Duration,
-        in_port: PortNo,
+        rx: impl Into<Ingress>,
         frame: &[u8],
         fx: &mut Effects,
     ) -> Disposition {
+        let Ingress { port: in_port, vni } = rx.into();
         let Some(port) = self.ports.get_mut(&in_port) else {
             self.stats.unknown_port += 1;
             return Disposition::Dropped(DropReason::UnknownPort);
         };
         port.stats.rx_packets += 1;
         port.stats.rx_bytes += frame.len() as u64;
-        if let PortKind::Vxlan(t) = port.cfg.kind {
-            match vxlan::decap_ipv4(frame, t.dst_port) {
+        match (port.cfg.kind, vni) {
+            (PortKind::Vxlan(t), None) => match vxlan::decap_ipv4(frame, t.dst_port) {
                 Ok(d) => {
                     // Tail ranges name bytes of the caller's frame, not of the inner one.
                     let split = std::mem::replace(&mut fx.split, false);
@@ -546,33 +562,14 @@ impl Switch {
                     port.stats.rx_errors += 1;
                     Disposition::Dropped(DropReason::Tunnel(e))
                 }
+            },
+            (PortKind::Vxlan(_), Some(v)) => self.process(now, in_port, frame, Some(v), fx),
+            (_, Some(_)) => {
+                port.stats.rx_errors += 1;
+                Disposition::Dropped(DropReason::Tunnel(VxlanError::NotUdp))
             }
-        } else {
-            self.process(now, in_port, frame, None, fx)
+            (_, None) => self.process(now, in_port, frame, None, fx),
         }
-    }
-
-    /// Processes an inner frame that arrived on VXLAN port `in_port` with `vni` (the I/O layer
-    /// decapsulated it, e.g. read it from a UDP socket and ran [`vxlan::decap_payload`]).
-    pub fn receive_vxlan(
-        &mut self,
-        now: Duration,
-        in_port: PortNo,
-        vni: u32,
-        inner: &[u8],
-        fx: &mut Effects,
-    ) -> Disposition {
-        let Some(port) = self.ports.get_mut(&in_port) else {
-            self.stats.unknown_port += 1;
-            return Disposition::Dropped(DropReason::UnknownPort);
-        };
-        port.stats.rx_packets += 1;
-        port.stats.rx_bytes += inner.len() as u64;
-        if !matches!(port.cfg.kind, PortKind::Vxlan(_)) {
-            port.stats.rx_errors += 1;
-            return Disposition::Dropped(DropReason::Tunnel(VxlanError::NotUdp));
-        }
-        self.process(now, in_port, inner, Some(vni), fx)
     }
 
     /// Ingress classification of a parsed key: the packet's domain, with `tun_id` loaded where
@@ -805,14 +802,14 @@ impl Exec<'_> {
         };
         let fx = &mut *self.fx;
         let start = fx.buf.len();
-        let tunnel = match (port.cfg.kind, a.vni) {
-            (PortKind::Vxlan(t), Some(v)) => Some((t, v)),
+        let encap = match (port.cfg.kind, a.vni) {
+            (PortKind::Vxlan(tunnel), Some(vni)) => Some(Encap {
+                vni,
+                flow_hash: flow_hash(&a.key),
+                tunnel,
+            }),
             _ => None,
         };
-        if tunnel.is_some() {
-            fx.buf.resize(start + VXLAN_OVERHEAD_V4, 0);
-        }
-        let inner_start = fx.buf.len();
         let cut = if fx.split && self.frame.len() > SPLIT_MIN {
             SPLIT_HEAD
         } else {
@@ -828,34 +825,28 @@ impl Exec<'_> {
         );
         let tail = (cut, self.frame.len());
         let tail_len = tail.1 - tail.0;
-        if let Some((t, vni)) = tunnel {
-            let inner_len = fx.buf.len() - inner_start + tail_len;
-            let sport = vxlan::source_port(flow_hash(&a.key));
-            port.ip_id = port.ip_id.wrapping_add(1);
-            if vxlan::write_outer_ipv4(
-                &mut fx.buf[start..inner_start],
-                &t,
-                vni,
-                sport,
-                port.ip_id,
-                inner_len,
-            )
-            .is_err()
-            {
+        let len = fx.buf.len() - start;
+        // A tunnel port counts the frame as the underlay carries it (outer headers included),
+        // and refuses what no outer IPv4 length field can hold.
+        let overhead = if encap.is_some() {
+            if !vxlan::fits_ipv4(len + tail_len) {
                 fx.buf.truncate(start);
                 port.stats.tx_dropped += 1;
                 return;
             }
-        }
-        let len = fx.buf.len() - start;
+            VXLAN_OVERHEAD_V4
+        } else {
+            0
+        };
         fx.emits.push(Emit {
             port: p,
             start,
             len,
             tail,
+            encap,
         });
         port.stats.tx_packets += 1;
-        port.stats.tx_bytes += (len + tail_len) as u64;
+        port.stats.tx_bytes += (len + tail_len + overhead) as u64;
         self.outputs += 1;
     }
 }
@@ -1121,24 +1112,17 @@ mod tests {
             }
             let w: Vec<(PortNo, Vec<u8>)> = whole.iter().map(|(p, b)| (p, b.to_vec())).collect();
             let s: Vec<(PortNo, Vec<u8>)> = split
-                .iter_split()
-                .map(|(p, h, t)| (p, [h, &f[t]].concat()))
+                .outputs()
+                .map(|o| (o.port, [o.head, &f[o.tail]].concat()))
                 .collect();
-            // The outer IPv4 identification (and so its checksum) advances per datagram.
-            let norm = |v: Vec<(PortNo, Vec<u8>)>| -> Vec<(PortNo, Vec<u8>)> {
-                v.into_iter()
-                    .map(|(p, mut b)| {
-                        if p == 3 {
-                            b[18..20].fill(0);
-                            b[24..26].fill(0);
-                        }
-                        (p, b)
-                    })
-                    .collect()
-            };
             assert_eq!(w.len(), 2);
-            assert_eq!(norm(w), norm(s), "payload {payload}");
-            let copied: usize = split.iter_split().map(|(_, h, _)| h.len()).sum();
+            assert_eq!(w, s, "payload {payload}");
+            // The tunnel output is the inner frame plus the same encapsulation intent.
+            let we: Vec<Option<Encap>> = whole.encaps().collect();
+            let se: Vec<Option<Encap>> = split.encaps().collect();
+            assert_eq!(we, se);
+            assert_eq!(we.iter().filter(|e| e.is_some()).count(), 1);
+            let copied: usize = split.outputs().map(|o| o.head.len()).sum();
             if f.len() > SPLIT_MIN {
                 assert!(
                     copied < 2 * (SPLIT_HEAD + VXLAN_OVERHEAD_V4 + 4),

@@ -17,11 +17,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 
 use crate::flow::{Action, FlowRule, RuleError, SetField, DEFAULT_PRIORITY};
 use crate::key::{ethertype, fmt_mac, ipproto, mac_from_bytes, Field, Match, PortNo};
 use crate::key::{VLAN_PCP_MASK, VLAN_PRESENT, VLAN_VID_MASK};
+pub use crate::types::{FlowFilter, FlowStats};
 
 /// Port name ⇄ number table supplied by the caller (the switch's port list).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -660,19 +660,6 @@ pub fn parse_flow(s: &str, names: Option<&PortNames>) -> Result<FlowRule, FlowPa
     Ok(r)
 }
 
-/// A `del-flows`/`dump-flows` filter: table, match, optional priority (strict) and cookie.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FlowFilter {
-    /// Only this table (None = all).
-    pub table: Option<u8>,
-    /// Non-strict: rules whose match is covered by this one. Strict: exactly this match.
-    pub matches: Match,
-    /// Strict mode: the priority that must be equal.
-    pub priority: Option<u16>,
-    /// Only rules with this cookie.
-    pub cookie: Option<u64>,
-}
-
 /// Parses a `del-flows` filter (`""` means every flow). With `strict`, `priority=` is honoured
 /// and matches must be equal, as `ovs-ofctl --strict del-flows`.
 pub fn parse_filter(
@@ -971,17 +958,6 @@ pub fn format_flow(r: &FlowRule, names: Option<&PortNames>) -> String {
     out
 }
 
-/// Per-flow counters as dump-flows shows them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FlowStats {
-    /// Packets that hit the flow.
-    pub n_packets: u64,
-    /// Bytes of those packets.
-    pub n_bytes: u64,
-    /// Time since installation.
-    pub duration: Duration,
-}
-
 /// Formats a rule as `ovs-ofctl dump-flows` does, with counters. The parser accepts this form.
 pub fn format_flow_stats(r: &FlowRule, s: &FlowStats, names: Option<&PortNames>) -> String {
     let mut out = format!(
@@ -1015,6 +991,7 @@ pub const DEFAULT_FLOW_PRIORITY: u16 = DEFAULT_PRIORITY;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn names() -> PortNames {
         let mut n = PortNames::new();

@@ -11,10 +11,11 @@ use std::time::Duration;
 use crate::flow::{apply_to_key, Action, FlowRule};
 use crate::key::{ethertype, Field, FlowKey, PortNo};
 use crate::packet::{build_frame, parse_frame, ParseError};
-use crate::pipeline::RuleId;
-use crate::switch::{adapt, Domain, PortKind, Switch};
+use crate::switch::{adapt, PortKind, Switch};
 use crate::syntax::{format_actions, format_flow, format_match, parse_packet_spec};
 use crate::syntax::{FlowParseError, PortNames};
+use crate::types::Domain;
+use crate::types::RuleId;
 
 /// Why a trace could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,10 @@
-//! VXLAN (RFC 7348) over IPv4: header encode/decode, encapsulation, decapsulation.
+//! VXLAN (RFC 7348) over IPv4: the one codec of its headers (encode, decode, encapsulate,
+//! decapsulate) and the mapping of a flow hash to an outer UDP source port. Pure functions: the
+//! engine only *asks* for encapsulation ([`crate::Encap`]); the port layer calls these to write
+//! the bytes it sends.
 //!
-//! Outer frame built by [`encap_ipv4`] (byte offsets from the start of the frame):
+//! Outer frame built by [`encap_ipv4`] (byte offsets from the start of the frame; a raw IP
+//! socket sends bytes 14.. of it, written by [`write_ip_udp_vxlan`]):
 //!
 //! ```text
 //!  0..6   outer destination MAC (next hop toward the remote VTEP)
@@ -8,7 +12,7 @@
 //! 12..14  EtherType 0x0800
 //! 14..34  IPv4: 0x45, TOS, total length, identification, flags (DF optional), TTL, proto 17,
 //!         header checksum, local IP (26..30), remote IP (30..34)
-//! 34..42  UDP: source port (hash of the inner flow, 49152..=65535), destination port
+//! 34..42  UDP: source port (hash of the inner flow, in [`SourcePorts`]), destination port
 //!         (4789 by default), length, checksum 0 (allowed over IPv4; Linux's default)
 //! 42..50  VXLAN: flags (0x08 = I, VNI valid) at 42, reserved 43..46, VNI 46..49, reserved 49
 //! 50..    the inner Ethernet frame
@@ -123,12 +127,53 @@ pub fn decap_payload(p: &[u8]) -> Result<(u32, &[u8]), VxlanError> {
     Ok((vni, &p[VXLAN_HLEN..]))
 }
 
-/// Outer UDP source port from a hash of the inner flow (RFC 7348 §5: 49152–65535), so ECMP in
-/// the underlay spreads flows while keeping each flow on one path.
-pub fn source_port(flow_hash: u64) -> u16 {
-    let h = (flow_hash ^ (flow_hash >> 32) ^ (flow_hash >> 16)) as u16;
-    49152 | (h & 0x3fff)
+/// The range outer UDP source ports are taken from (RFC 7348 section 5 recommends the dynamic
+/// range 49152-65535, the default). Both ends are included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourcePorts {
+    /// Lowest port.
+    pub lo: u16,
+    /// Highest port (at least `lo`).
+    pub hi: u16,
 }
+
+impl Default for SourcePorts {
+    fn default() -> Self {
+        SourcePorts {
+            lo: 49152,
+            hi: 65535,
+        }
+    }
+}
+
+impl SourcePorts {
+    /// A range, or None if `lo > hi` or `lo` is 0.
+    pub fn new(lo: u16, hi: u16) -> Option<Self> {
+        (lo != 0 && lo <= hi).then_some(SourcePorts { lo, hi })
+    }
+    /// The source port of a flow: its hash mapped into the range, so every frame of a flow
+    /// gets the same port (one ECMP path) and different flows spread over the range.
+    pub fn pick(&self, flow_hash: u64) -> u16 {
+        let h = flow_hash ^ (flow_hash >> 32) ^ (flow_hash >> 16);
+        let span = (self.hi - self.lo) as u64 + 1;
+        self.lo + (h % span) as u16
+    }
+}
+
+/// Outer UDP source port from a hash of the inner flow in the default range (49152-65535).
+pub fn source_port(flow_hash: u64) -> u16 {
+    SourcePorts::default().pick(flow_hash)
+}
+
+/// True if an inner frame of `inner_len` bytes fits in one outer IPv4 packet (the total length
+/// field is 16 bits).
+pub fn fits_ipv4(inner_len: usize) -> bool {
+    IPV4_HLEN + UDP_HLEN + VXLAN_HLEN + inner_len <= u16::MAX as usize
+}
+
+/// Bytes of outer header in front of the inner frame when the sender writes from IPv4 on (a
+/// raw IP socket: the kernel adds the Ethernet header).
+pub const IP_UDP_VXLAN_LEN: usize = IPV4_HLEN + UDP_HLEN + VXLAN_HLEN;
 
 /// Appends the outer Ethernet/IPv4/UDP/VXLAN headers and `inner` to `out`.
 pub fn encap_ipv4(
@@ -167,18 +212,32 @@ pub fn write_outer_ipv4(
     ip_id: u16,
     inner_len: usize,
 ) -> Result<(), VxlanError> {
-    if vni > MAX_VNI || hdr.len() != VXLAN_OVERHEAD_V4 {
-        return Err(VxlanError::OutOfRange);
-    }
-    let udp_len = UDP_HLEN + VXLAN_HLEN + inner_len;
-    let tot = IPV4_HLEN + udp_len;
-    if tot > u16::MAX as usize {
+    if vni > MAX_VNI || hdr.len() != VXLAN_OVERHEAD_V4 || !fits_ipv4(inner_len) {
         return Err(VxlanError::OutOfRange);
     }
     hdr[0..6].copy_from_slice(&t.remote_mac);
     hdr[6..12].copy_from_slice(&t.local_mac);
     hdr[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut hdr[ETH_HLEN..ETH_HLEN + IPV4_HLEN];
+    write_ip_udp_vxlan(&mut hdr[ETH_HLEN..], t, vni, src_port, ip_id, inner_len)
+}
+
+/// Fills `hdr` (exactly [`IP_UDP_VXLAN_LEN`] bytes) with the outer IPv4, UDP and VXLAN headers
+/// for an inner frame of `inner_len` bytes: what a raw IP socket (`IP_HDRINCL`) sends in front
+/// of the inner frame. The UDP checksum is 0 (RFC 7348 allows it over IPv4; Linux's default).
+pub fn write_ip_udp_vxlan(
+    hdr: &mut [u8],
+    t: &VxlanTunnel,
+    vni: u32,
+    src_port: u16,
+    ip_id: u16,
+    inner_len: usize,
+) -> Result<(), VxlanError> {
+    if vni > MAX_VNI || hdr.len() != IP_UDP_VXLAN_LEN || !fits_ipv4(inner_len) {
+        return Err(VxlanError::OutOfRange);
+    }
+    let udp_len = UDP_HLEN + VXLAN_HLEN + inner_len;
+    let tot = IPV4_HLEN + udp_len;
+    let ip = &mut hdr[..IPV4_HLEN];
     ip[0] = 0x45;
     ip[1] = 0;
     ip[2..4].copy_from_slice(&(tot as u16).to_be_bytes());
@@ -191,12 +250,12 @@ pub fn write_outer_ipv4(
     ip[16..20].copy_from_slice(&t.remote_ip.octets());
     let c = csum::ipv4_header_checksum(ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let udp = &mut hdr[OUTER_UDP_OFFSET..OUTER_VXLAN_OFFSET];
+    let udp = &mut hdr[IPV4_HLEN..IPV4_HLEN + UDP_HLEN];
     udp[0..2].copy_from_slice(&src_port.to_be_bytes());
     udp[2..4].copy_from_slice(&t.dst_port.to_be_bytes());
     udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     udp[6..8].copy_from_slice(&[0, 0]);
-    hdr[OUTER_VXLAN_OFFSET..].copy_from_slice(&encode_header(vni));
+    hdr[IPV4_HLEN + UDP_HLEN..].copy_from_slice(&encode_header(vni));
     Ok(())
 }
 
@@ -281,6 +340,24 @@ pub fn decap_ipv4(frame: &[u8], dst_port: u16) -> Result<Decapped<'_>, VxlanErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_ports_stay_in_range_and_follow_the_hash() {
+        let r = SourcePorts::new(50000, 50003).unwrap();
+        let picks: std::collections::BTreeSet<u16> =
+            (0..64u64).map(|h| r.pick(h * 0x9e37_79b9)).collect();
+        assert!(
+            picks.iter().all(|p| (50000..=50003).contains(p)),
+            "{picks:?}"
+        );
+        assert!(picks.len() > 1, "hashes spread: {picks:?}");
+        assert_eq!(r.pick(12345), r.pick(12345));
+        assert!(SourcePorts::new(2, 1).is_none() && SourcePorts::new(0, 9).is_none());
+        let d = SourcePorts::default();
+        assert_eq!((d.lo, d.hi), (49152, 65535));
+        assert_eq!(d.pick(u64::MAX), source_port(u64::MAX));
+        assert_eq!(SourcePorts::new(7, 7).unwrap().pick(99), 7);
+    }
 
     #[test]
     fn header_layout_is_frozen() {

@@ -1,9 +1,7 @@
 //! Integration tests of the packet engine (one binary, modules per area).
 
 mod classifier_model;
-mod dataplane;
 mod golden;
-mod netenv;
 mod parsers;
 mod segmentation;
 mod tunnels;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use strata_net::switch::{Disposition, Domain, DropReason, Effects, PortConfig, Switch};
 use strata_net::vxlan::{self, VxlanTunnel, VXLAN_OVERHEAD_V4};
+use strata_net::{Encap, Ingress};
 
 use crate::eth_frame;
 
@@ -26,6 +27,19 @@ fn host(local: Ipv4Addr, remote: Ipv4Addr, vni: Option<u32>) -> Switch {
     sw
 }
 
+/// The one output of `fx`, encapsulated as its intent says: what the port layer of a raw or
+/// TAP underlay puts on the wire (source port from the default range, IP id 1).
+fn wire(fx: &Effects) -> (u32, Vec<u8>, Encap) {
+    let mut outs = fx.outputs();
+    let o = outs.next().expect("one output");
+    assert!(outs.next().is_none(), "exactly one output");
+    let e = o.encap.expect("a tunnel output carries its encapsulation");
+    let mut outer = Vec::new();
+    let sport = vxlan::source_port(e.flow_hash);
+    vxlan::encap_ipv4(&e.tunnel, e.vni, sport, 1, o.head, &mut outer).unwrap();
+    (o.port, outer, e)
+}
+
 #[test]
 fn two_switches_over_vxlan() {
     let h1 = Ipv4Addr::new(192, 168, 0, 1);
@@ -39,10 +53,24 @@ fn two_switches_over_vxlan() {
         s1.receive(now, 1, &inner, &mut fx),
         Disposition::Forwarded(1)
     );
-    let (p, outer) = fx.iter().next().unwrap();
+    let (_, sent) = fx.iter().next().unwrap();
+    assert_eq!(
+        sent,
+        &inner[..],
+        "the engine emits the inner frame, unchanged"
+    );
+    let (p, outer, e) = wire(&fx);
     assert_eq!(p, 2);
-    let outer = outer.to_vec();
+    assert_eq!(
+        (e.vni, e.tunnel.local_ip, e.tunnel.remote_ip),
+        (100, h1, h2)
+    );
     assert_eq!(outer.len(), inner.len() + VXLAN_OVERHEAD_V4);
+    assert_eq!(
+        s1.port_stats(2).unwrap().tx_bytes,
+        outer.len() as u64,
+        "a tunnel port counts what the underlay carries"
+    );
     let d = vxlan::decap_ipv4(&outer, 4789).unwrap();
     assert_eq!((d.vni, d.inner, d.src_ip), (100, &inner[..], h1));
     assert!(d.src_port >= 49152);
@@ -62,16 +90,22 @@ fn two_switches_over_vxlan() {
         s2.receive(now, 1, &reply, &mut fx),
         Disposition::Forwarded(1)
     );
-    let (p, outer2) = fx.iter().next().unwrap();
+    let (p, outer2, e2) = wire(&fx);
     assert_eq!(p, 2);
-    let d2 = vxlan::decap_ipv4(outer2, 4789).unwrap();
+    let d2 = vxlan::decap_ipv4(&outer2, 4789).unwrap();
     assert_eq!((d2.vni, d2.inner), (100, &reply[..]));
     let sport = d2.src_port;
-    // Same flow, same source port (ECMP stability).
+    // Same flow, same flow hash, so the same source port (ECMP stability).
     fx.clear();
     s2.receive(now, 1, &reply, &mut fx);
-    let d3 = vxlan::decap_ipv4(fx.iter().next().unwrap().1, 4789).unwrap();
+    let (_, outer3, e3) = wire(&fx);
+    assert_eq!(e3.flow_hash, e2.flow_hash);
+    let d3 = vxlan::decap_ipv4(&outer3, 4789).unwrap();
     assert_eq!(d3.src_port, sport);
+    // Another flow (other MACs) asks for another hash.
+    fx.clear();
+    s2.receive(now, 1, &eth_frame(B, BCAST), &mut fx);
+    assert_ne!(wire(&fx).2.flow_hash, e2.flow_hash);
 }
 
 #[test]
@@ -91,11 +125,11 @@ fn tunnel_ports_enforce_vni() {
     assert_eq!(sw.stats().isolation_drops, 1);
     // The UDP-socket path (outer headers already stripped) behaves the same.
     assert_eq!(
-        sw.receive_vxlan(now, 2, 200, &eth_frame(A, BCAST), &mut fx),
+        sw.receive(now, Ingress::vxlan(2, 200), &eth_frame(A, BCAST), &mut fx),
         Disposition::Dropped(DropReason::Isolation)
     );
     assert_eq!(
-        sw.receive_vxlan(now, 2, 100, &eth_frame(A, BCAST), &mut fx),
+        sw.receive(now, Ingress::vxlan(2, 100), &eth_frame(A, BCAST), &mut fx),
         Disposition::Forwarded(1)
     );
     // Garbage on a tunnel port is an rx error, not a panic.
@@ -104,6 +138,12 @@ fn tunnel_ports_enforce_vni() {
         Disposition::Dropped(DropReason::Tunnel(_))
     ));
     assert_eq!(sw.port_stats(2).unwrap().rx_errors, 1);
+    // A VNI given for a frame of a port that is no tunnel is refused the same way.
+    assert!(matches!(
+        sw.receive(now, Ingress::vxlan(1, 100), &eth_frame(A, BCAST), &mut fx),
+        Disposition::Dropped(DropReason::Tunnel(_))
+    ));
+    assert_eq!(sw.port_stats(1).unwrap().rx_errors, 1);
 }
 
 #[test]

@@ -21,8 +21,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
-use strata_net::dataplane::{Dataplane, DataplaneConfig, DataplaneStats, PortSpec};
-use strata_net::sys::SignalSet;
+use strata_dataplane::sys::SignalSet;
+use strata_dataplane::{Dataplane, DataplaneConfig, DataplaneStats, PortSpec};
 use strata_net::vxlan::VXLAN_PORT;
 use strata_net::Domain;
 

@@ -2,7 +2,7 @@
 //! Strata switches joined by VXLAN over a veth underlay, and a Strata switch talking VXLAN to
 //! the kernel's vxlan device. Needs root; each test makes and deletes its own namespaces.
 
-use strata_net::dataplane::{Dataplane, DataplaneConfig, DataplaneStats, PortSpec};
+use strata_dataplane::{Dataplane, DataplaneConfig, DataplaneStats, PortSpec};
 use strata_net::Domain;
 
 use crate::netenv::{require, unique, veth, Netns};

@@ -1,6 +1,6 @@
 //! TAP devices with the virtio-net header (`IFF_VNET_HDR`) and offloads (`TUNSETOFFLOAD`).
 //!
-//! Every frame read or written is preceded by a 12-byte [`crate::gso::VirtioNetHdr`] (the
+//! Every frame read or written is preceded by a 12-byte [`strata_net::gso::VirtioNetHdr`] (the
 //! `virtio_net_hdr_mrg_rxbuf` form: `TUNSETVNETHDRSZ 12`). We chose 12 over 10 because it is
 //! the form virtio 1.0 devices use and the one `gso.rs` already freezes; `num_buffers` is
 //! always 0 from the kernel and ignored on write.
@@ -22,7 +22,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use super::{cvt, cvt_size};
-use crate::gso::VIRTIO_NET_HDR_LEN;
+use strata_net::gso::VIRTIO_NET_HDR_LEN;
 
 /// `struct ifreq` as the TUN and SIOC* ioctls use it: a name and a 24-byte union, of which we
 /// use the leading `short` (flags), `int` (mtu) or `sockaddr` (hardware address).

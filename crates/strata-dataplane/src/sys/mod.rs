@@ -1,5 +1,6 @@
-//! Linux port I/O: TAP devices with virtio-net offloads, UDP sockets for VXLAN, epoll, eventfd
-//! and network namespaces. The only module of the crate allowed to use `unsafe`.
+//! Linux port I/O: TAP devices with virtio-net offloads, the VXLAN receive UDP socket and the
+//! raw IP socket VXLAN output goes out on, epoll, eventfd, network namespaces and synchronous
+//! signals. The only module of the crate allowed to use `unsafe`.
 //!
 //! Invariants:
 //! - every file descriptor is held in an [`OwnedFd`] (or a std socket), so it is closed exactly
@@ -9,6 +10,7 @@
 //!   kernel never writes past what we own.
 #![allow(unsafe_code)]
 
+pub mod raw;
 pub mod tap;
 
 use std::io;
@@ -16,6 +18,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+pub use raw::{route_mtu, RawIpSocket};
 pub use tap::{Tap, TapOptions};
 
 /// Maps a libc return value (-1 = error) to an `io::Result`.
@@ -159,7 +162,7 @@ pub fn enter_netns(path: &Path) -> io::Result<()> {
 /// `SO_NO_CHECK` (asm-generic/socket.h): send UDP datagrams with a zero checksum.
 const SO_NO_CHECK: libc::c_int = 11;
 
-fn setsockopt_int(
+pub(crate) fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
     opt: libc::c_int,
@@ -178,10 +181,10 @@ fn setsockopt_int(
     Ok(())
 }
 
-/// Opens the UDP socket of a VXLAN endpoint: bound to `local:port`, non-blocking, outer UDP
-/// checksum 0 (RFC 7348 allows it over IPv4 and it is the Linux vxlan default), no DF (the
-/// underlay may fragment, like the kernel's `df unset`), large buffers so bursts of segments
-/// are not dropped.
+/// Opens the receive socket of a VXLAN endpoint: bound to `local:port`, non-blocking, with
+/// large buffers so bursts of segments are not dropped. (Sending goes through a
+/// [`RawIpSocket`]; the send options below, UDP checksum 0 and no DF, only matter to a caller
+/// that sends on it.)
 pub fn vxlan_socket(local: Ipv4Addr, port: u16) -> io::Result<UdpSocket> {
     let s = UdpSocket::bind(SocketAddrV4::new(local, port))?;
     s.set_nonblocking(true)?;
@@ -205,11 +208,12 @@ pub fn vxlan_socket(local: Ipv4Addr, port: u16) -> io::Result<UdpSocket> {
     Ok(s)
 }
 
-/// Sends several datagrams to `dst` with one `sendmmsg` call. Each datagram is the
-/// concatenation of its two parts (a header and a body, so nothing is copied to join them).
-/// Returns how many were sent; the rest would block and are the caller's to drop or retry.
+/// Sends several datagrams (or, on a raw socket, IP packets) to `dst` with one `sendmmsg`
+/// call. Each is the concatenation of its two parts (a header and a body, so nothing is copied
+/// to join them). Returns how many were sent; the rest would block and are the caller's to
+/// drop or retry.
 pub fn send_datagrams(
-    sock: &UdpSocket,
+    sock: &impl AsRawFd,
     dst: SocketAddrV4,
     parts: &[(&[u8], &[u8])],
 ) -> io::Result<usize> {

@@ -28,7 +28,7 @@ pub fn require(tools: &[&str]) {
             .unwrap_or(false);
         assert!(
             found,
-            "`{t}` is required by this test (apt-get install iproute2 iputils-ping iperf3 ethtool)"
+            "`{t}` is required by this test (apt-get install iproute2 iputils-ping iperf3 ethtool tcpdump netcat-openbsd)"
         );
     }
 }

@@ -1,0 +1,106 @@
+//! What a dataplane is started with ([`DataplaneConfig`]) and what a port is made of
+//! ([`PortSpec`]). Plain data: validated where it is used.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use strata_net::vxlan::{self, SourcePorts};
+use strata_net::{Domain, SwitchConfig};
+
+/// A port to add, with the device behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSpec {
+    /// A TAP device (created if missing), optionally an access port of a tenant domain.
+    Tap {
+        /// Interface name (also the port name), at most 15 bytes.
+        name: String,
+        /// Isolation domain (None = trunk).
+        domain: Option<Domain>,
+        /// Negotiate checksum/TSO offloads (true unless testing the slow path).
+        offload: bool,
+    },
+    /// The host-side internal port: a TAP device left in the switch's namespace.
+    Internal {
+        /// Interface name (also the port name).
+        name: String,
+        /// Isolation domain (None = trunk).
+        domain: Option<Domain>,
+    },
+    /// A VXLAN tunnel over a UDP socket bound to `local:dst_port`. Ports with the same local
+    /// address and UDP port share one socket; received datagrams go to the port whose remote
+    /// address sent them.
+    Vxlan {
+        /// Port name.
+        name: String,
+        /// Local VTEP address (0.0.0.0 binds every address).
+        local: Ipv4Addr,
+        /// Remote VTEP address.
+        remote: Ipv4Addr,
+        /// Fixed VNI (the port is then in domain `Vni(vni)`); None = flow-based.
+        vni: Option<u32>,
+        /// UDP port, local and remote (4789 by default).
+        dst_port: u16,
+    },
+}
+
+impl PortSpec {
+    /// A TAP port with offloads.
+    pub fn tap(name: &str, domain: Option<Domain>) -> Self {
+        PortSpec::Tap {
+            name: name.to_string(),
+            domain,
+            offload: true,
+        }
+    }
+    /// A VXLAN port on the standard UDP port.
+    pub fn vxlan(name: &str, local: Ipv4Addr, remote: Ipv4Addr, vni: Option<u32>) -> Self {
+        PortSpec::Vxlan {
+            name: name.to_string(),
+            local,
+            remote,
+            vni,
+            dst_port: vxlan::VXLAN_PORT,
+        }
+    }
+    /// The port name.
+    pub fn name(&self) -> &str {
+        match self {
+            PortSpec::Tap { name, .. }
+            | PortSpec::Internal { name, .. }
+            | PortSpec::Vxlan { name, .. } => name,
+        }
+    }
+}
+
+/// Dataplane configuration.
+#[derive(Debug, Clone, Default)]
+pub struct DataplaneConfig {
+    /// Outer UDP source ports of VXLAN output: each inner flow's hash is mapped into this
+    /// range (RFC 7348 section 5; 49152-65535 by default).
+    pub vxlan_src_ports: SourcePorts,
+    /// Engine configuration.
+    pub switch: SwitchConfig,
+    /// Network namespace to run in (a path such as `/var/run/netns/NAME`): devices and sockets
+    /// are opened there. None = the caller's namespace.
+    pub netns: Option<PathBuf>,
+    /// Frames read from one port per wake-up before the others get a turn (0 = 64).
+    pub batch: usize,
+    /// Forwarding threads (0 = one per CPU, at most [`MAX_THREADS`]). Each reads its own queue
+    /// of every TAP port; all share one switch.
+    pub threads: usize,
+}
+
+/// Most forwarding threads `DataplaneConfig::threads = 0` starts.
+pub const MAX_THREADS: usize = 4;
+
+impl DataplaneConfig {
+    /// Threads this configuration starts.
+    pub fn thread_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_THREADS),
+            n => n,
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Port-layer counters ([`PortIoStats`], kept per thread and summed) and the snapshot of every
+//! counter a dataplane returns ([`DataplaneStats`]).
+
+use strata_net::key::PortNo;
+use strata_net::pipeline::PipelineStats;
+use strata_net::switch::{PortStats, SwitchStats};
+
+/// Port I/O counters (what the port layer did, beside the engine's [`PortStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortIoStats {
+    /// Offloaded (GSO) frames received.
+    pub rx_gso: u64,
+    /// Offloaded frames sent whole (the fast path).
+    pub tx_gso: u64,
+    /// Frames cut by software segmentation for this port (one count per segment produced).
+    pub tx_segments: u64,
+    /// Partial checksums completed in software for this port.
+    pub tx_csum_completed: u64,
+    /// Frames that could not be written (device down, queue full) or segmented.
+    pub tx_errors: u64,
+    /// Datagrams on a VXLAN socket from an unknown remote, or that did not decapsulate; TAP
+    /// reads that failed (the thread then stops reading that device).
+    pub rx_errors: u64,
+    /// Read or write system calls made (batching shows as fewer calls than frames).
+    pub syscalls: u64,
+}
+
+impl PortIoStats {
+    pub(crate) fn add(&mut self, o: &PortIoStats) {
+        self.rx_gso += o.rx_gso;
+        self.tx_gso += o.tx_gso;
+        self.tx_segments += o.tx_segments;
+        self.tx_csum_completed += o.tx_csum_completed;
+        self.tx_errors += o.tx_errors;
+        self.rx_errors += o.rx_errors;
+        self.syscalls += o.syscalls;
+    }
+}
+
+/// One port's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortCounters {
+    /// Port number.
+    pub number: PortNo,
+    /// Port name.
+    pub name: String,
+    /// Engine counters.
+    pub stats: PortStats,
+    /// Port-layer counters.
+    pub io: PortIoStats,
+}
+
+/// A snapshot of every counter.
+#[derive(Debug, Clone)]
+pub struct DataplaneStats {
+    /// Ports in number order.
+    pub ports: Vec<PortCounters>,
+    /// Switch-wide counters.
+    pub switch: SwitchStats,
+    /// Pipeline and cache counters.
+    pub pipeline: PipelineStats,
+    /// Datagrams received on VXLAN sockets from remotes no port names.
+    pub unknown_tunnel_remote: u64,
+    /// Frames read by each forwarding thread (index 0 is the leader): how the kernel spread
+    /// the flows over the TAP queues.
+    pub thread_rx_frames: Vec<u64>,
+}
+
+impl DataplaneStats {
+    /// The counters of port `name`.
+    pub fn port(&self, name: &str) -> Option<&PortCounters> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// One line per port then one for the switch, `key=value` separated by spaces:
+    /// `port name=tap1 no=1 rx_packets=.. rx_bytes=.. rx_dropped=.. rx_errors=.. tx_packets=..
+    /// tx_bytes=.. tx_dropped=.. rx_gso=.. tx_gso=.. tx_segments=.. tx_csum_completed=..
+    /// tx_errors=.. io_rx_errors=.. syscalls=..` and
+    /// `switch isolation_drops=.. unknown_port=.. output_to_unknown_port=.. unknown_tunnel_remote=..`,
+    /// then `threads rx_frames=N,N,..` (frames read by each forwarding thread).
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        for p in &self.ports {
+            let (st, io) = (&p.stats, &p.io);
+            let _ = writeln!(
+                s,
+                "port name={} no={} rx_packets={} rx_bytes={} rx_dropped={} rx_errors={} \
+                 tx_packets={} tx_bytes={} tx_dropped={} rx_gso={} tx_gso={} tx_segments={} \
+                 tx_csum_completed={} tx_errors={} io_rx_errors={} syscalls={}",
+                p.name,
+                p.number,
+                st.rx_packets,
+                st.rx_bytes,
+                st.rx_dropped,
+                st.rx_errors,
+                st.tx_packets,
+                st.tx_bytes,
+                st.tx_dropped,
+                io.rx_gso,
+                io.tx_gso,
+                io.tx_segments,
+                io.tx_csum_completed,
+                io.tx_errors,
+                io.rx_errors,
+                io.syscalls
+            );
+        }
+        let _ = writeln!(
+            s,
+            "switch isolation_drops={} unknown_port={} output_to_unknown_port={} \
+             unknown_tunnel_remote={}",
+            self.switch.isolation_drops,
+            self.switch.unknown_port,
+            self.switch.output_to_unknown_port,
+            self.unknown_tunnel_remote
+        );
+        let per: Vec<String> = self.thread_rx_frames.iter().map(u64::to_string).collect();
+        let _ = writeln!(s, "threads rx_frames={}", per.join(","));
+        s
+    }
+}
+
+pub(crate) fn empty_stats() -> DataplaneStats {
+    DataplaneStats {
+        ports: Vec::new(),
+        switch: SwitchStats::default(),
+        pipeline: PipelineStats::default(),
+        unknown_tunnel_remote: 0,
+        thread_rx_frames: Vec::new(),
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the port layer against real devices and real peers (one binary,
+//! modules per area). They need root; each test makes and deletes its own namespaces.
+
+mod dataplane;
+mod encap;
+mod netenv;
