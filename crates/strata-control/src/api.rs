@@ -130,8 +130,8 @@ fn engine_code(e: &strata_block::AdminError) -> ErrorCode {
     }
 }
 
-fn switch_code(e: &strata_net::dataplane::DataplaneError) -> ErrorCode {
-    use strata_net::dataplane::DataplaneError as D;
+fn switch_code(e: &strata_dataplane::DataplaneError) -> ErrorCode {
+    use strata_dataplane::DataplaneError as D;
     use strata_net::switch::PortError as P;
     use strata_net::{FlowParseError as F, RuleError as R};
     use ErrorCode as C;

@@ -126,7 +126,7 @@ pub enum ControlError {
     Store(#[from] strata_state::StoreError),
     /// A switch's dataplane refused or failed.
     #[error(transparent)]
-    Switch(#[from] strata_net::dataplane::DataplaneError),
+    Switch(#[from] strata_dataplane::DataplaneError),
     /// Something that should not happen did (a damaged record, a missing engine object).
     #[error("{0}")]
     Internal(String),

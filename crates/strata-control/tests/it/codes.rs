@@ -85,7 +85,7 @@ fn controller_errors_map_to_registered_codes_with_their_status() {
             503,
         ),
         (
-            strata_net::dataplane::DataplaneError::Stopped.into(),
+            strata_dataplane::DataplaneError::Stopped.into(),
             "dataplane_stopped",
             503,
         ),
@@ -104,7 +104,7 @@ fn controller_errors_map_to_registered_codes_with_their_status() {
 /// names, mapped by variant.
 #[test]
 fn switch_errors_keep_the_switchs_own_codes() {
-    use strata_net::dataplane::DataplaneError;
+    use strata_dataplane::DataplaneError;
     let flows = [
         "priority=1,nonsense=1,actions=drop",
         "priority=1,in_port",
