@@ -295,7 +295,10 @@ fn handshake_loop(
                         };
                         if let Some(admit) = &shared.config.admit {
                             if !admit.allows(&peer) {
-                                shared.stats.admissions_refused.fetch_add(1, Ordering::Relaxed);
+                                shared
+                                    .stats
+                                    .admissions_refused
+                                    .fetch_add(1, Ordering::Relaxed);
                                 neg.on_tls_refused();
                                 return Ok((chan, None));
                             }
@@ -343,8 +346,7 @@ fn fill_socket(
     let mut spin_until: Option<Instant> = None;
     while inb.avail() < need {
         if !spin.is_zero() {
-            match rustix::net::recv(s.as_fd(), inb.spare(), RecvFlags::DONTWAIT).map(|(n, _)| n)
-            {
+            match rustix::net::recv(s.as_fd(), inb.spare(), RecvFlags::DONTWAIT).map(|(n, _)| n) {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
                     inb.end += n;
@@ -377,7 +379,10 @@ fn fill_socket(
 }
 
 fn idle() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "no request within the idle timeout")
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no request within the idle timeout",
+    )
 }
 
 struct Flusher {
@@ -604,9 +609,7 @@ fn transmission(stream: Stream, shared: &Shared, session: &Session) -> Result<()
                 }
             }
             if let Err(e) = carry_out(&conn, work, &payload, &mut out) {
-                // The reply could not be sent: end the others' reads and writes too.
-                conn.role.lock().end.get_or_insert(Err(e.into()));
-                conn.writer.lock().shutdown();
+                fail(&conn, e);
                 break;
             }
         }
@@ -625,14 +628,20 @@ fn transmission(stream: Stream, shared: &Shared, session: &Session) -> Result<()
     end.map(|_| ())
 }
 
+/// A reply could not be sent: end the others' reads and writes too. The socket goes first:
+/// the role's holder may be blocked reading it, and only then lets go of the role.
+fn fail(conn: &Conn<'_>, e: io::Error) {
+    conn.writer.lock().shutdown();
+    conn.role.lock().end.get_or_insert(Err(e.into()));
+}
+
 /// A worker thread of the connection: takes the role in turn and carries out large requests.
 fn follow(conn: &Conn<'_>) {
     let mut payload = Vec::new();
     let mut out = OutBuf::with_capacity(0);
     while let Some(work) = lead(conn, &mut payload, &mut out) {
         if let Err(e) = carry_out(conn, work, &payload, &mut out) {
-            conn.role.lock().end.get_or_insert(Err(e.into()));
-            conn.writer.lock().shutdown();
+            fail(conn, e);
             return;
         }
     }
@@ -767,11 +776,18 @@ impl Transport for OverTls<'_> {
     fn stream_read(&mut self, req: &Request) -> io::Result<()> {
         let s = &mut *self.s;
         let (pool, stats) = (self.shared.catalog.pool(), &*self.shared.stats);
-        stream_read(pool, self.session, req, &mut self.scratch, stats, &mut |o| {
-            let r = s.write_all(o.as_slice());
-            o.clear(PIECE_KEEP);
-            r
-        })?;
+        stream_read(
+            pool,
+            self.session,
+            req,
+            &mut self.scratch,
+            stats,
+            &mut |o| {
+                let r = s.write_all(o.as_slice());
+                o.clear(PIECE_KEEP);
+                r
+            },
+        )?;
         self.scratch.clear(PIECE_KEEP);
         self.s.flush()
     }

@@ -247,11 +247,18 @@ impl Transport for Replay<'_> {
     fn stream_read(&mut self, req: &Request) -> io::Result<()> {
         let mut out = OutBuf::with_capacity(0);
         let reply = &mut self.reply;
-        stream_read(self.pool, self.session, req, &mut out, self.stats, &mut |o| {
-            reply.extend_from_slice(o.as_slice());
-            o.clear(OUT_KEEP);
-            Ok(())
-        })
+        stream_read(
+            self.pool,
+            self.session,
+            req,
+            &mut out,
+            self.stats,
+            &mut |o| {
+                reply.extend_from_slice(o.as_slice());
+                o.clear(OUT_KEEP);
+                Ok(())
+            },
+        )
     }
 
     fn flush(&mut self, handle: u64, out: &mut OutBuf) -> io::Result<bool> {

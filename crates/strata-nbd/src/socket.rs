@@ -3,10 +3,13 @@
 //! the large-I/O threads) obeys them without each remembering to.
 //!
 //! Invariants:
-//! - Writes: a write waits for the peer at most `write_timeout`, measured from the moment
-//!   the socket stopped accepting bytes (the first `EAGAIN` of the call), not per system call.
-//!   Each write is a non-blocking `send`; only when the kernel's buffer is full does it
-//!   `poll` for room, until that deadline. A peer that drains anything restarts the clock.
+//! - Writes: the peer may leave the socket full for at most `write_timeout`, measured from
+//!   the moment the socket stopped accepting bytes (the first `EAGAIN` since it last accepted
+//!   any), not per system call and not per writer: every thread of a connection writes
+//!   through one `Stream`, so one that waited for the lock does not start a new clock. Each
+//!   write is a non-blocking `send`; only when the kernel's buffer is full does it `poll` for
+//!   room, until that deadline. When it passes, the socket is shut down (every handle of it
+//!   wakes and fails) and the write fails with `TimedOut`.
 //! - Reads: with a deadline set ([`Stream::set_read_deadline`]) every read waits at most
 //!   until that instant, however many reads there are (the handshake deadline covers option
 //!   haggling and the TLS handshake as a whole). Without one, reads wait as the socket's
@@ -36,6 +39,8 @@ pub(crate) struct Stream {
     sock: Sock,
     write_timeout: Duration,
     read_deadline: Option<Instant>,
+    /// Since when the socket has accepted no byte of a pending write.
+    stalled: Option<Instant>,
 }
 
 fn timed_out(what: &str) -> io::Error {
@@ -48,6 +53,7 @@ impl Stream {
             sock,
             write_timeout,
             read_deadline: None,
+            stalled: None,
         }
     }
 
@@ -61,6 +67,7 @@ impl Stream {
             sock,
             write_timeout: self.write_timeout,
             read_deadline: self.read_deadline,
+            stalled: None,
         })
     }
 
@@ -150,15 +157,19 @@ impl Write for Stream {
         if buf.is_empty() {
             return Ok(0);
         }
-        let mut stalled: Option<Instant> = None;
         loop {
             match rustix::net::send(&*self, buf, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.stalled = None;
+                    return Ok(n);
+                }
                 Err(rustix::io::Errno::INTR) => {}
                 Err(rustix::io::Errno::AGAIN) => {
-                    let since = *stalled.get_or_insert_with(Instant::now);
-                    let left = (since + self.write_timeout).saturating_duration_since(Instant::now());
+                    let since = *self.stalled.get_or_insert_with(Instant::now);
+                    let left =
+                        (since + self.write_timeout).saturating_duration_since(Instant::now());
                     if left.is_zero() {
+                        self.shutdown();
                         return Err(timed_out("the peer stopped reading replies"));
                     }
                     let ts = Timespec {

@@ -392,7 +392,11 @@ pub fn stream_read(
         let off = r.offset + u64::from(done);
         let start = out.len();
         if chunks {
-            let flags = if done + n == r.len { REPLY_FLAG_DONE } else { 0 };
+            let flags = if done + n == r.len {
+                REPLY_FLAG_DONE
+            } else {
+                0
+            };
             put_chunk_header(out, flags, REPLY_TYPE_OFFSET_DATA, r.handle, n + 8);
             out.put(&off.to_be_bytes());
         }
