@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use strata_block::{DeviceSpec, MemDevice, Pool, Target};
 use strata_nbd::export::{Export, MetaContext};
 use strata_nbd::proto::{put_request, Request, CMD_WRITE};
-use strata_nbd::transmit::replay_requests;
+use strata_nbd::framing::replay_requests;
 use strata_nbd::Session;
 use strata_types::DeviceClass;
 

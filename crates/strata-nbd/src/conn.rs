@@ -1,9 +1,11 @@
-//! One connection's life on a socket: greeting, option haggling, then the transmission loop.
+//! One connection's life on a socket: greeting, option haggling (TLS included), then the
+//! transmission loop, and its way out through the state table ([`crate::state`]).
 //!
 //! # Concurrency model (why it is shaped like this: `docs/nbd.md`)
 //! One thread per connection reads requests, runs them on the pool inline and appends their
-//! replies to a batch buffer. The batch goes out in one `write` whenever the thread is about
-//! to block on the socket (nothing complete left to parse) or the batch passes
+//! replies to a batch buffer, through the framing loop every path shares
+//! ([`crate::framing::serve_requests`]). The batch goes out in one `write` whenever the thread
+//! is about to block on the socket (nothing complete left to parse) or the batch passes
 //! [`OUT_HIGH_WATER`]. A client with 32 requests in flight thus costs one `read` and one
 //! `write` per batch instead of per request, and no thread hand-off on the hot path.
 //!
@@ -20,8 +22,12 @@
 //! the core that received them. While such work runs, the socket's holder does not poll.
 //!
 //! Memory per connection is bounded: the input buffer holds at most one request and its
-//! payload (<= [`MAX_PAYLOAD`]), the reply batch at most one READ past the high-water mark,
-//! the flusher queue [`FLUSH_QUEUE`] handles, and each thread one [`BIG_MAX`] payload.
+//! payload (<= [`MAX_PAYLOAD`]), the reply batch at most [`OUT_HIGH_WATER`] plus one small
+//! reply, a READ longer than [`crate::transmit::READ_PIECE`] at most one piece per thread (it
+//! is read and sent piece by piece), the flusher queue [`FLUSH_QUEUE`] handles, and each
+//! thread one [`BIG_MAX`] WRITE payload. A peer that stops reading blocks the sends, which
+//! stops the reading of its requests; after `write_timeout` without a byte drained the socket
+//! write fails ([`crate::socket`]) and the connection ends.
 //!
 //! # TLS
 //! On TCP with TLS configured, `NBD_OPT_STARTTLS` switches the handshake to a rustls session
@@ -33,103 +39,35 @@
 //! TLS record, let alone a request, has arrived. The plain path is unchanged.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fd::AsFd;
 use rustix::net::RecvFlags;
 
 use parking_lot::Mutex;
 use strata_block::Pool;
 
+use crate::config::PeerInfo;
+use crate::context::Shared;
+pub use crate::framing::OUT_HIGH_WATER;
+use crate::framing::{serve_requests, Exit, FramingError, InBuf, Take, Transport, OUT_KEEP};
 use crate::negotiate::{HandshakeError, Negotiator, Session, Step, TlsMode};
 use crate::proto::*;
-use crate::server::Shared;
+use crate::registry::SessionInfo;
+use crate::socket::Stream;
+use crate::state::{ConnState, Event};
 use crate::tls::{self, TlsStream};
-use crate::transmit::{execute, piecewise, put_flush_reply, read_pieces, OutBuf, Outcome, Stats};
+use crate::transmit::{chunked, execute, put_flush_reply, stream_read, OutBuf, Outcome, Stats};
 
-/// Reply batch size that forces a write before the input is drained.
-pub const OUT_HIGH_WATER: usize = 256 << 10;
-/// Input buffer kept between requests (grown for larger WRITE payloads, then shrunk back).
-const IN_KEEP: usize = 2 << 20;
-/// Reply buffer kept between batches.
-const OUT_KEEP: usize = 2 << 20;
 /// Flushes queued to the flusher before the reader blocks (backpressure).
 pub const FLUSH_QUEUE: usize = 64;
-
-/// A connected socket of either family.
-#[derive(Debug)]
-pub enum Stream {
-    /// Unix domain socket.
-    Unix(UnixStream),
-    /// TCP.
-    Tcp(TcpStream),
-}
-
-impl Stream {
-    pub(crate) fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-        })
-    }
-
-    pub(crate) fn shutdown(&self) {
-        let _ = match self {
-            Stream::Unix(s) => s.shutdown(Shutdown::Both),
-            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
-        };
-    }
-
-    fn set_read_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_read_timeout(t),
-            Stream::Tcp(s) => s.set_read_timeout(t),
-        }
-    }
-
-    fn set_write_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_write_timeout(t),
-            Stream::Tcp(s) => s.set_write_timeout(t),
-        }
-    }
-}
-
-impl AsFd for Stream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Stream::Unix(s) => s.as_fd(),
-            Stream::Tcp(s) => s.as_fd(),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.read(buf),
-            Stream::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write(buf),
-            Stream::Tcp(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+/// Reply buffer a thread keeps for streamed READ pieces.
+const PIECE_KEEP: usize = 256 << 10;
 
 /// Why a connection ended (for the log and the counters).
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +84,36 @@ pub enum ConnError {
     /// The TLS handshake failed (no or a rejected client certificate, no common cipher, ...).
     #[error("TLS handshake: {0}")]
     Tls(io::Error),
+    /// A move the state table does not allow (a bug: the loops make only legal ones).
+    #[error(transparent)]
+    Illegal(#[from] crate::state::IllegalTransition),
+}
+
+impl From<FramingError> for ConnError {
+    fn from(e: FramingError) -> Self {
+        match e {
+            FramingError::Io(e) => ConnError::Io(e),
+            FramingError::Proto(e) => ConnError::Proto(e),
+        }
+    }
+}
+
+impl ConnError {
+    /// Whether a deadline ended the connection.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ConnError::Io(e) | ConnError::Tls(e) if e.kind() == io::ErrorKind::TimedOut)
+    }
+}
+
+/// What the server knows of an accepted connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Accepted {
+    /// Its id in the registry.
+    pub(crate) id: u64,
+    /// The identity its listener vouches for.
+    pub(crate) identity: Option<String>,
+    /// Its Unix listener's path.
+    pub(crate) listener: Option<PathBuf>,
 }
 
 /// The handshake's byte channel: the socket, then TLS over it after `NBD_OPT_STARTTLS`.
@@ -179,33 +147,38 @@ impl Write for Channel {
 }
 
 /// Serves one accepted connection to its end.
-pub(crate) fn serve(stream: Stream, shared: &Shared) -> Result<(), ConnError> {
+pub(crate) fn serve(mut stream: Stream, shared: &Shared, acc: &Accepted) -> Result<(), ConnError> {
     let cfg = &shared.config;
-    stream.set_read_timeout(Some(cfg.handshake_timeout))?;
-    stream.set_write_timeout(Some(cfg.write_timeout))?;
-    if let Stream::Tcp(t) = &stream {
-        t.set_nodelay(true)?;
-    }
-    let (chan, session) = handshake(stream, shared)?;
+    // One deadline for the whole handshake: options, the TLS handshake, options inside TLS.
+    stream.set_read_deadline(Some(Instant::now() + cfg.handshake_timeout))?;
+    stream.set_nodelay()?;
+    let (chan, session) = handshake(stream, shared, acc)?;
     let Some(session) = session else {
         return Ok(());
     };
+    let idle = (!cfg.idle_timeout.is_zero()).then_some(cfg.idle_timeout);
     match chan {
-        Channel::Plain(stream) => {
-            stream.set_read_timeout(None)?;
+        Channel::Plain(mut stream) => {
+            stream.set_read_deadline(None)?;
+            stream.set_read_timeout(idle)?;
             transmission(stream, shared, &session)
         }
-        Channel::Tls(t) => {
-            t.sock.set_read_timeout(None)?;
+        Channel::Tls(mut t) => {
+            t.sock.set_read_deadline(None)?;
+            t.sock.set_read_timeout(idle)?;
             transmission_tls(*t, shared, &session)
         }
     }
 }
 
-fn handshake(stream: Stream, shared: &Shared) -> Result<(Channel, Option<Session>), ConnError> {
+fn handshake(
+    stream: Stream,
+    shared: &Shared,
+    acc: &Accepted,
+) -> Result<(Channel, Option<Session>), ConnError> {
     // TLS is for TCP only: a Unix socket's peer is already known to the kernel.
-    let tls_config = match (&stream, &shared.config.tls) {
-        (Stream::Tcp(_), Some(c)) => Some(c.clone()),
+    let tls_config = match &shared.config.tls {
+        Some(c) if stream.is_tcp() => Some(c.clone()),
         _ => None,
     };
     let mode = match &tls_config {
@@ -213,8 +186,71 @@ fn handshake(stream: Stream, shared: &Shared) -> Result<(Channel, Option<Session
         Some(_) if shared.config.tls_required => TlsMode::Required,
         Some(_) => TlsMode::Optional,
     };
+    let source = stream.peer_addr();
     let mut neg = Negotiator::with_tls(mode);
-    let mut chan = Channel::Plain(stream);
+    neg.set_identity(acc.identity.clone());
+    let mut cert_serial = None;
+    let chan = Channel::Plain(stream);
+    let r = handshake_loop(chan, &mut neg, &mut cert_serial, shared, tls_config, source);
+    let (mut chan, step) = match r {
+        Ok(r) => r,
+        Err(e) => {
+            if e.is_timeout() {
+                let _ = neg.state().on(Event::Timeout);
+            }
+            return Err(e);
+        }
+    };
+    match step {
+        None => {
+            if let Channel::Tls(t) = &mut chan {
+                tls::close(t);
+            }
+            Ok((chan, None))
+        }
+        Some((session, out)) => {
+            let info = SessionInfo {
+                export: session.export.name.clone(),
+                volume: session.export.volume,
+                identity: neg.identity().map(str::to_string),
+                cert_serial,
+                source,
+                listener: acc.listener.clone(),
+            };
+            let cfg = &shared.config;
+            if !shared
+                .registry
+                .enter_transmission(acc.id, info, cfg.max_connections)
+            {
+                // No session slot: close instead of answering GO (EXPORT_NAME cannot carry
+                // an error, and a client told "go" would take the close for a crash).
+                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                neg.state().on(Event::Refused)?;
+                if let Channel::Tls(t) = &mut chan {
+                    tls::close(t);
+                }
+                return Ok((chan, None));
+            }
+            chan.write_all(&out)?;
+            chan.flush()?;
+            Ok((chan, Some(session)))
+        }
+    }
+}
+
+/// The option loop, over the channel it returns. `None`: the connection closes; `Some`: the
+/// session and the reply to its `GO`/`EXPORT_NAME`, not yet sent (the caller first takes a
+/// session slot).
+type Negotiated = (Channel, Option<(Session, Vec<u8>)>);
+
+fn handshake_loop(
+    mut chan: Channel,
+    neg: &mut Negotiator,
+    cert_serial: &mut Option<String>,
+    shared: &Shared,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    source: Option<std::net::SocketAddr>,
+) -> Result<Negotiated, ConnError> {
     chan.write_all(&greeting())?;
     let mut flags = [0u8; 4];
     chan.read_exact(&mut flags)?;
@@ -233,27 +269,42 @@ fn handshake(stream: Stream, shared: &Shared) -> Result<(Channel, Option<Session
         chan.read_exact(&mut data)?;
         out.clear();
         let step = neg.on_option(hdr, &data, &shared.catalog, &mut out);
+        if let Ok(Step::Transmission(s)) = step {
+            return Ok((chan, Some((*s, out))));
+        }
         chan.write_all(&out)?;
         chan.flush()?;
         match step? {
             Step::Continue => {}
-            Step::Close => {
-                if let Channel::Tls(t) = &mut chan {
-                    tls::close(t);
-                }
-                return Ok((chan, None));
-            }
-            Step::Transmission(s) => return Ok((chan, Some(*s))),
+            Step::Transmission(_) => unreachable!("returned above"),
+            Step::Close => return Ok((chan, None)),
             Step::StartTls => {
                 // The negotiator asks for this only on a plain TCP channel with TLS set up.
-                let (Channel::Plain(Stream::Tcp(sock)), Some(config)) = (chan, &tls_config) else {
+                let (Channel::Plain(sock), Some(config)) = (chan, &tls_config) else {
                     return Err(io::Error::other("STARTTLS on a channel without TLS").into());
                 };
                 match tls::accept(sock, config.clone()) {
-                    Ok((t, identity)) => {
+                    Ok((t, cert)) => {
                         shared.stats.tls_sessions.fetch_add(1, Ordering::Relaxed);
-                        neg.on_tls_established(identity)?;
                         chan = Channel::Tls(Box::new(t));
+                        let peer = PeerInfo {
+                            identity: cert.identity.clone(),
+                            cert_serial: cert.serial.clone(),
+                            not_after: cert.not_after,
+                            source,
+                        };
+                        if let Some(admit) = &shared.config.admit {
+                            if !admit.allows(&peer) {
+                                shared
+                                    .stats
+                                    .admissions_refused
+                                    .fetch_add(1, Ordering::Relaxed);
+                                neg.on_tls_refused();
+                                return Ok((chan, None));
+                            }
+                        }
+                        *cert_serial = cert.serial;
+                        neg.on_tls_established(cert.identity)?;
                     }
                     Err(e) => {
                         shared.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
@@ -266,98 +317,72 @@ fn handshake(stream: Stream, shared: &Shared) -> Result<(Channel, Option<Session
     }
 }
 
-/// Input buffer: `buf[start..end]` is received and not yet consumed.
-struct InBuf {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+/// The way out of transmission for how the framing loop ended.
+fn exit_event(r: &Result<Event, ConnError>, shared: &Shared) -> Event {
+    if shared.shutting_down.load(Ordering::Relaxed) {
+        return Event::Shutdown;
+    }
+    match r {
+        Ok(ev) => *ev,
+        Err(e) if e.is_timeout() => Event::Timeout,
+        Err(ConnError::Proto(_)) => Event::Violation,
+        Err(_) => Event::PeerGone,
+    }
 }
 
-impl InBuf {
-    fn avail(&self) -> usize {
-        self.end - self.start
-    }
-
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-            if self.buf.len() > IN_KEEP {
-                self.buf.truncate(IN_KEEP);
-                self.buf.shrink_to_fit();
-            }
-        }
-    }
-
-    /// Reads until at least `need` bytes are available; `false` on end of stream. Before
-    /// blocking, polls the socket without blocking for up to `spin`: a thread that sleeps
-    /// costs a wake-up (and, in a VM, an interrupt to a halted CPU) on the client's next
-    /// send, which is most of a 4 KiB request's cost at high queue depth.
-    fn fill(&mut self, s: &mut Stream, need: usize, spin: Duration) -> io::Result<bool> {
-        self.make_room(need);
-        let mut spin_until: Option<Instant> = None;
-        while self.avail() < need {
-            if !spin.is_zero() {
-                let buf = &mut self.buf[self.end..];
-                match rustix::net::recv(s.as_fd(), buf, RecvFlags::DONTWAIT).map(|(n, _)| n) {
-                    Ok(0) => return Ok(false),
-                    Ok(n) => {
-                        self.end += n;
+/// Reads until at least `need` bytes are available; `false` on end of stream. Before
+/// blocking, polls the socket without blocking for up to `spin`: a thread that sleeps costs a
+/// wake-up (and, in a VM, an interrupt to a halted CPU) on the client's next send, which is
+/// most of a 4 KiB request's cost at high queue depth. A blocking read that times out (the
+/// idle timeout) ends the connection only if no large request of it is being carried out.
+fn fill_socket(
+    inb: &mut InBuf,
+    s: &mut Stream,
+    need: usize,
+    spin: Duration,
+    busy: &AtomicUsize,
+) -> io::Result<bool> {
+    inb.make_room(need);
+    let mut spin_until: Option<Instant> = None;
+    while inb.avail() < need {
+        if !spin.is_zero() {
+            match rustix::net::recv(s.as_fd(), inb.spare(), RecvFlags::DONTWAIT).map(|(n, _)| n) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    inb.end += n;
+                    continue;
+                }
+                Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {
+                    let now = Instant::now();
+                    let until = *spin_until.get_or_insert(now + spin);
+                    if now < until {
+                        std::hint::spin_loop();
                         continue;
                     }
-                    Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {
-                        let now = Instant::now();
-                        let until = *spin_until.get_or_insert(now + spin);
-                        if now < until {
-                            std::hint::spin_loop();
-                            continue;
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match s.read(inb.spare()) {
+            Ok(0) => return Ok(false),
+            Ok(n) => inb.end += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if busy.load(Ordering::Relaxed) == 0 {
+                    return Err(idle());
                 }
             }
-            match s.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Ok(false),
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+            Err(e) => return Err(e),
         }
-        Ok(true)
     }
+    Ok(true)
+}
 
-    /// Makes room for `need` bytes from `start`.
-    fn make_room(&mut self, need: usize) {
-        if self.buf.len() - self.start < need {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            if self.buf.len() < need {
-                self.buf.resize(need, 0);
-            }
-        }
-    }
-
-    /// [`InBuf::fill`] for the TLS path: plain blocking reads of decrypted bytes. A peer that
-    /// closes TCP without a TLS close_notify ends the stream like one that sends it.
-    fn fill_blocking(&mut self, r: &mut impl Read, need: usize) -> io::Result<bool> {
-        self.make_room(need);
-        while self.avail() < need {
-            match r.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Ok(false),
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
+fn idle() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no request within the idle timeout",
+    )
 }
 
 struct Flusher {
@@ -422,8 +447,9 @@ struct Role {
     inb: InBuf,
     out: OutBuf,
     flush: Option<Flusher>,
-    /// Set by the thread that saw the connection end; every thread then returns.
-    end: Option<Result<(), ConnError>>,
+    /// Set by the thread that saw the connection end (with the table's event for it); every
+    /// thread then returns.
+    end: Option<Result<Event, ConnError>>,
 }
 
 /// What the threads of one connection share.
@@ -443,6 +469,103 @@ struct BigWork {
     req: Request,
 }
 
+/// Sends the reply of a streamed READ through the connection's writer: each data chunk
+/// whole, or the single frame under one hold of the writer so no other reply cuts into it.
+fn send_streamed(conn: &Conn<'_>, req: &Request, out: &mut OutBuf) -> io::Result<()> {
+    let (pool, session, stats) = (
+        conn.shared.catalog.pool(),
+        conn.session,
+        &*conn.shared.stats,
+    );
+    let r = if chunked(session, req) {
+        stream_read(pool, session, req, out, stats, &mut |o| {
+            let r = conn.writer.lock().write_all(o.as_slice());
+            o.clear(PIECE_KEEP);
+            r
+        })
+    } else {
+        let mut w = conn.writer.lock();
+        stream_read(pool, session, req, out, stats, &mut |o| {
+            let r = w.write_all(o.as_slice());
+            o.clear(PIECE_KEEP);
+            r
+        })
+    };
+    out.clear(PIECE_KEEP);
+    r
+}
+
+/// The plain path's transport: the role holder's socket, the flusher, the hand-off of large
+/// requests.
+struct Plain<'r, 'c, 'a> {
+    conn: &'c Conn<'a>,
+    stream: &'r mut Stream,
+    flush: &'r mut Option<Flusher>,
+    payload: &'r mut Vec<u8>,
+    scratch: &'r mut OutBuf,
+}
+
+impl Transport for Plain<'_, '_, '_> {
+    type Work = BigWork;
+
+    fn fill(&mut self, inb: &mut InBuf, need: usize) -> io::Result<bool> {
+        let busy = &self.conn.busy;
+        let spin = if busy.load(Ordering::Relaxed) > 0 {
+            Duration::ZERO
+        } else {
+            self.conn.shared.config.poll_spin
+        };
+        fill_socket(inb, self.stream, need, spin, busy)
+    }
+
+    fn send(&mut self, out: &mut OutBuf) -> io::Result<()> {
+        send_batch(&self.conn.writer, out)
+    }
+
+    fn stream_read(&mut self, req: &Request) -> io::Result<()> {
+        send_streamed(self.conn, req, self.scratch)
+    }
+
+    fn flush(&mut self, handle: u64, _out: &mut OutBuf) -> io::Result<bool> {
+        let conn = self.conn;
+        let f = match self.flush {
+            Some(f) => f,
+            None => self
+                .flush
+                .insert(spawn_flusher(conn.shared, conn.session, &conn.writer)?),
+        };
+        // An error: the flusher could not write, the connection is gone.
+        Ok(f.tx.send(handle).is_ok())
+    }
+
+    fn take(&mut self, req: &Request, inb: &mut InBuf) -> io::Result<Take<BigWork>> {
+        if !is_big(req) {
+            return Ok(Take::Inline);
+        }
+        if req.cmd == CMD_WRITE {
+            let len = req.len as usize;
+            if self.payload.len() < len {
+                self.payload.resize(len, 0);
+            }
+            // The part already received, then the rest straight from the socket.
+            let have = (inb.avail() - REQUEST_LEN).min(len);
+            self.payload[..have].copy_from_slice(&inb.data()[REQUEST_LEN..REQUEST_LEN + have]);
+            inb.consume(REQUEST_LEN + have);
+            if have < len {
+                match self.stream.read_exact(&mut self.payload[have..len]) {
+                    Ok(()) => {}
+                    // The client went away in the middle of a request.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Take::End),
+                    Err(e) => return Err(e),
+                }
+            }
+        } else {
+            inb.consume(REQUEST_LEN);
+        }
+        Ok(Take::HandOff(BigWork { req: *req }))
+    }
+}
+
 /// Transmission on a plain socket: leader/follower. Whichever thread holds the [`Role`]
 /// reads requests and runs small ones inline, batching their replies. A large READ or WRITE
 /// (a WRITE's payload read first, into the thread's own buffer) is carried out after the
@@ -458,11 +581,7 @@ fn transmission(stream: Stream, shared: &Shared, session: &Session) -> Result<()
         writer,
         role: Mutex::new(Role {
             stream,
-            inb: InBuf {
-                buf: vec![0; 256 << 10],
-                start: 0,
-                end: 0,
-            },
+            inb: InBuf::with_capacity(256 << 10),
             out: OutBuf::with_capacity(256 << 10),
             flush: None,
             end: None,
@@ -473,7 +592,7 @@ fn transmission(stream: Stream, shared: &Shared, session: &Session) -> Result<()
         let mut workers = Vec::new();
         let mut payload = Vec::new();
         let mut out = OutBuf::with_capacity(0);
-        while let Some(work) = lead(&conn, &mut payload) {
+        while let Some(work) = lead(&conn, &mut payload, &mut out) {
             if workers.is_empty() {
                 for _ in 0..BIG_WORKERS {
                     let conn = &conn;
@@ -489,184 +608,119 @@ fn transmission(stream: Stream, shared: &Shared, session: &Session) -> Result<()
                     }
                 }
             }
-            if !carry_out(&conn, work, &payload, &mut out) {
-                // The reply could not be sent: end the others' reads and writes too.
-                conn.writer.lock().shutdown();
+            if let Err(e) = carry_out(&conn, work, &payload, &mut out) {
+                fail(&conn, e);
                 break;
             }
         }
     });
     // Draining: answer what is buffered, let the flusher finish, then close.
     let mut role = conn.role.into_inner();
+    let end = role.end.take().unwrap_or(Ok(Event::PeerGone));
+    let state = ConnState::Transmission.on(exit_event(&end, shared))?;
     let _ = send_batch(&conn.writer, &mut role.out);
     if let Some(f) = role.flush.take() {
         drop(f.tx);
         let _ = f.thread.join();
     }
     role.stream.shutdown();
-    role.end.unwrap_or(Ok(()))
+    state.on(Event::Drained)?;
+    end.map(|_| ())
+}
+
+/// A reply could not be sent: end the others' reads and writes too. The socket goes first:
+/// the role's holder may be blocked reading it, and only then lets go of the role.
+fn fail(conn: &Conn<'_>, e: io::Error) {
+    conn.writer.lock().shutdown();
+    conn.role.lock().end.get_or_insert(Err(e.into()));
 }
 
 /// A worker thread of the connection: takes the role in turn and carries out large requests.
 fn follow(conn: &Conn<'_>) {
     let mut payload = Vec::new();
     let mut out = OutBuf::with_capacity(0);
-    while let Some(work) = lead(conn, &mut payload) {
-        if !carry_out(conn, work, &payload, &mut out) {
-            conn.writer.lock().shutdown();
+    while let Some(work) = lead(conn, &mut payload, &mut out) {
+        if let Err(e) = carry_out(conn, work, &payload, &mut out) {
+            fail(conn, e);
             return;
         }
     }
 }
 
-/// Carries out a large request and sends its reply; `false` if the reply could not be sent.
-fn carry_out(conn: &Conn<'_>, work: BigWork, payload: &[u8], out: &mut OutBuf) -> bool {
+/// Carries out a large request and sends its reply.
+fn carry_out(conn: &Conn<'_>, work: BigWork, payload: &[u8], out: &mut OutBuf) -> io::Result<()> {
     let (pool, session, stats) = (
         conn.shared.catalog.pool(),
         conn.session,
         &*conn.shared.stats,
     );
     let req = &work.req;
-    if piecewise(session, req) {
-        let mut send = |o: &mut OutBuf| {
-            let r = conn.writer.lock().write_all(o.as_slice());
-            o.clear(BIG_MAX as usize + 64);
-            r
-        };
-        let sent = read_pieces(pool, session, req, out, stats, &mut send);
-        out.clear(BIG_MAX as usize + 64);
-        conn.busy.fetch_sub(1, Ordering::Relaxed);
-        return sent.is_ok();
-    }
-    let data = if req.cmd == CMD_WRITE {
-        &payload[..req.len as usize]
+    let sent = if req.cmd == CMD_READ {
+        send_streamed(conn, req, out)
     } else {
-        &[][..]
+        if execute(pool, session, req, &payload[..req.len as usize], out, stats)
+            == Outcome::NeedsFlush
+        {
+            let r = pool.flush();
+            stats.flushes.fetch_add(1, Ordering::Relaxed);
+            put_flush_reply(out, session, req.handle, &r, stats);
+        }
+        let sent = conn.writer.lock().write_all(out.as_slice());
+        out.clear(PIECE_KEEP);
+        sent
     };
-    if execute(pool, session, req, data, out, stats) == Outcome::NeedsFlush {
-        let r = pool.flush();
-        stats.flushes.fetch_add(1, Ordering::Relaxed);
-        put_flush_reply(out, session, req.handle, &r, stats);
-    }
-    let sent = conn.writer.lock().write_all(out.as_slice());
-    out.clear(BIG_MAX as usize + 64);
     conn.busy.fetch_sub(1, Ordering::Relaxed);
-    sent.is_ok()
+    sent
 }
 
 /// Holds the role until a large request comes (returned, its WRITE payload in `payload`) or
 /// the connection ends (`None`).
-fn lead(conn: &Conn<'_>, payload: &mut Vec<u8>) -> Option<BigWork> {
+fn lead(conn: &Conn<'_>, payload: &mut Vec<u8>, scratch: &mut OutBuf) -> Option<BigWork> {
     let mut guard = conn.role.lock();
     if guard.end.is_some() {
         return None;
     }
-    match lead_inner(conn, &mut guard, payload) {
-        Ok(Some(w)) => {
-            conn.busy.fetch_add(1, Ordering::Relaxed);
-            // Small replies batched so far go now: nobody may take the role for a while.
-            let Role { out, .. } = &mut *guard;
-            if send_batch(&conn.writer, out).is_err() {
-                conn.busy.fetch_sub(1, Ordering::Relaxed);
-                guard.end = Some(Ok(()));
-                guard.stream.shutdown();
-                return None;
-            }
-            Some(w)
-        }
-        Ok(None) => {
-            guard.end = Some(Ok(()));
-            None
-        }
-        Err(e) => {
-            guard.end = Some(Err(e));
-            // Wake the others out of their reads and writes.
-            guard.stream.shutdown();
-            None
-        }
-    }
-}
-
-fn lead_inner(
-    conn: &Conn<'_>,
-    role: &mut Role,
-    payload: &mut Vec<u8>,
-) -> Result<Option<BigWork>, ConnError> {
-    let shared = conn.shared;
-    let pool = shared.catalog.pool();
     let Role {
         stream,
         inb,
         out,
         flush,
         ..
-    } = role;
-    loop {
-        let spin = if conn.busy.load(Ordering::Relaxed) > 0 {
-            Duration::ZERO
-        } else {
-            shared.config.poll_spin
-        };
-        if inb.avail() < REQUEST_LEN {
-            send_batch(&conn.writer, out)?;
-            if !inb.fill(stream, REQUEST_LEN, spin)? {
-                return Ok(None);
+    } = &mut *guard;
+    let mut t = Plain {
+        conn,
+        stream,
+        flush,
+        payload,
+        scratch,
+    };
+    let pool = conn.shared.catalog.pool();
+    let r = serve_requests(&mut t, inb, out, pool, conn.session, &conn.shared.stats);
+    match r {
+        Ok(Exit::HandOff(w)) => {
+            conn.busy.fetch_add(1, Ordering::Relaxed);
+            // Small replies batched so far go now: nobody may take the role for a while.
+            if let Err(e) = send_batch(&conn.writer, out) {
+                conn.busy.fetch_sub(1, Ordering::Relaxed);
+                guard.end = Some(Err(e.into()));
+                guard.stream.shutdown();
+                return None;
             }
+            Some(w)
         }
-        let req = parse_request(&inb.data()[..REQUEST_LEN])?;
-        if is_big(&req) {
-            if req.cmd == CMD_WRITE {
-                let len = req.len as usize;
-                if payload.len() < len {
-                    payload.resize(len, 0);
-                }
-                // The part already received, then the rest straight from the socket.
-                let have = (inb.avail() - REQUEST_LEN).min(len);
-                payload[..have].copy_from_slice(&inb.data()[REQUEST_LEN..REQUEST_LEN + have]);
-                inb.consume(REQUEST_LEN + have);
-                if have < len {
-                    send_batch(&conn.writer, out)?;
-                    match stream.read_exact(&mut payload[have..len]) {
-                        Ok(()) => {}
-                        // The client went away in the middle of a request.
-                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            } else {
-                inb.consume(REQUEST_LEN);
-            }
-            return Ok(Some(BigWork { req }));
+        Ok(Exit::End) => {
+            guard.end = Some(Ok(Event::PeerGone));
+            None
         }
-        let total = REQUEST_LEN + req.payload_len() as usize;
-        if inb.avail() < total {
-            send_batch(&conn.writer, out)?;
-            if !inb.fill(stream, total, spin)? {
-                // The client went away in the middle of a request.
-                return Ok(None);
-            }
+        Ok(Exit::Disconnect) => {
+            guard.end = Some(Ok(Event::Disconnect));
+            None
         }
-        let data = &inb.data()[REQUEST_LEN..total];
-        match execute(pool, conn.session, &req, data, out, &shared.stats) {
-            Outcome::Done => {}
-            Outcome::NeedsFlush => {
-                let f = match flush {
-                    Some(f) => f,
-                    None => flush.insert(spawn_flusher(shared, conn.session, &conn.writer)?),
-                };
-                if f.tx.send(req.handle).is_err() {
-                    // The flusher could not write: the connection is gone.
-                    return Ok(None);
-                }
-            }
-            Outcome::Disconnect => {
-                inb.consume(total);
-                return Ok(None);
-            }
-        }
-        inb.consume(total);
-        if out.len() >= OUT_HIGH_WATER {
-            send_batch(&conn.writer, out)?;
+        Err(e) => {
+            guard.end = Some(Err(e.into()));
+            // Wake the others out of their reads and writes.
+            guard.stream.shutdown();
+            None
         }
     }
 }
@@ -697,66 +751,79 @@ fn send_tls(s: &mut TlsStream, out: &mut OutBuf) -> io::Result<()> {
     r
 }
 
+/// The TLS path's transport: blocking reads of decrypted bytes, flushes inline.
+struct OverTls<'a> {
+    s: &'a mut TlsStream,
+    shared: &'a Shared,
+    session: &'a Session,
+    scratch: OutBuf,
+}
+
+impl Transport for OverTls<'_> {
+    type Work = ();
+
+    fn fill(&mut self, inb: &mut InBuf, need: usize) -> io::Result<bool> {
+        match inb.fill_from(self.s, need) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(idle()),
+            r => r,
+        }
+    }
+
+    fn send(&mut self, out: &mut OutBuf) -> io::Result<()> {
+        send_tls(self.s, out)
+    }
+
+    fn stream_read(&mut self, req: &Request) -> io::Result<()> {
+        let s = &mut *self.s;
+        let (pool, stats) = (self.shared.catalog.pool(), &*self.shared.stats);
+        stream_read(
+            pool,
+            self.session,
+            req,
+            &mut self.scratch,
+            stats,
+            &mut |o| {
+                let r = s.write_all(o.as_slice());
+                o.clear(PIECE_KEEP);
+                r
+            },
+        )?;
+        self.scratch.clear(PIECE_KEEP);
+        self.s.flush()
+    }
+
+    fn flush(&mut self, handle: u64, out: &mut OutBuf) -> io::Result<bool> {
+        let pool = self.shared.catalog.pool();
+        let r = pool.flush();
+        self.shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        put_flush_reply(out, self.session, handle, &r, &self.shared.stats);
+        Ok(true)
+    }
+}
+
 /// Transmission inside TLS (see the module doc): the plain loop's batching and memory bounds,
 /// without its threads and polling. Flushes run inline, so replies go out in request order.
 fn transmission_tls(mut s: TlsStream, shared: &Shared, session: &Session) -> Result<(), ConnError> {
-    let pool = shared.catalog.pool();
-    let mut inb = InBuf {
-        buf: vec![0; 256 << 10],
-        start: 0,
-        end: 0,
-    };
+    let mut inb = InBuf::with_capacity(256 << 10);
     let mut out = OutBuf::with_capacity(256 << 10);
-    let result: Result<(), ConnError> = loop {
-        if inb.avail() < REQUEST_LEN {
-            if let Err(e) = send_tls(&mut s, &mut out) {
-                break Err(e.into());
-            }
-            match inb.fill_blocking(&mut s, REQUEST_LEN) {
-                Ok(true) => {}
-                Ok(false) => break Ok(()),
-                Err(e) => break Err(e.into()),
-            }
-        }
-        let req = match parse_request(&inb.data()[..REQUEST_LEN]) {
-            Ok(r) => r,
-            Err(e) => break Err(e.into()),
-        };
-        let total = REQUEST_LEN + req.payload_len() as usize;
-        if inb.avail() < total {
-            if let Err(e) = send_tls(&mut s, &mut out) {
-                break Err(e.into());
-            }
-            match inb.fill_blocking(&mut s, total) {
-                Ok(true) => {}
-                // The client went away in the middle of a request.
-                Ok(false) => break Ok(()),
-                Err(e) => break Err(e.into()),
-            }
-        }
-        let payload = &inb.data()[REQUEST_LEN..total];
-        match execute(pool, session, &req, payload, &mut out, &shared.stats) {
-            Outcome::Done => {}
-            Outcome::NeedsFlush => {
-                let r = pool.flush();
-                shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
-                put_flush_reply(&mut out, session, req.handle, &r, &shared.stats);
-            }
-            Outcome::Disconnect => {
-                inb.consume(total);
-                break Ok(());
-            }
-        }
-        inb.consume(total);
-        if out.len() >= OUT_HIGH_WATER {
-            if let Err(e) = send_tls(&mut s, &mut out) {
-                break Err(e.into());
-            }
-        }
+    let mut t = OverTls {
+        s: &mut s,
+        shared,
+        session,
+        scratch: OutBuf::with_capacity(0),
     };
+    let pool = shared.catalog.pool();
+    let end: Result<Event, ConnError> =
+        match serve_requests(&mut t, &mut inb, &mut out, pool, session, &shared.stats) {
+            Ok(Exit::Disconnect) => Ok(Event::Disconnect),
+            Ok(Exit::End) | Ok(Exit::HandOff(())) => Ok(Event::PeerGone),
+            Err(e) => Err(e.into()),
+        };
+    let state = ConnState::Transmission.on(exit_event(&end, shared))?;
     // Draining: answer what is buffered, shut TLS down, close.
     let _ = send_tls(&mut s, &mut out);
     tls::close(&mut s);
-    let _ = s.sock.shutdown(Shutdown::Both);
-    result
+    s.sock.shutdown();
+    state.on(Event::Drained)?;
+    end.map(|_| ())
 }

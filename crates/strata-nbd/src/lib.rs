@@ -8,8 +8,13 @@
 //! - [`negotiate`]: option haggling, bytes in and bytes out.
 //! - [`export`]: export names and metadata contexts over a pool.
 //! - [`transmit`]: one request in, its reply out, over the pool.
-//! - [`tls`]: the rustls configuration, the handshake, client identities.
-//! - [`conn`] and [`server`]: sockets, threads, shutdown.
+//! - [`framing`]: the one request decoder and framing loop (sockets, TLS, replay).
+//! - [`tls`]: the rustls configuration, the handshake, client certificates.
+//! - [`config`]: limits, timeouts and hooks the daemon sets.
+//! - [`registry`]: open connections, their budgets and sessions.
+//! - `socket` (private): a socket with the read deadline and write timeout built in.
+//! - `context` (private): what every connection of a server shares.
+//! - [`conn`] and [`server`]: connections, listeners, shutdown.
 //!
 //! The design note with byte layouts and the concurrency model is `docs/nbd.md`.
 //!
@@ -23,17 +28,24 @@
 //! # Ok(()) }
 //! ```
 
+pub mod config;
 pub mod conn;
+mod context;
 pub mod export;
+pub mod framing;
 pub mod negotiate;
 pub mod proto;
+pub mod registry;
 pub mod server;
+mod socket;
 pub mod state;
 pub mod tls;
 pub mod transmit;
 
+pub use config::{Admit, PeerInfo, ServerConfig, UnixListenerOptions};
 pub use export::{Authorizer, Catalog, Export, ExportFilter, MetaContext};
 pub use negotiate::{HandshakeError, Negotiator, Session, Step, TlsMode};
-pub use server::{NbdServer, ServeError, ServerConfig};
-pub use tls::{client_identity, tls_server_config, TlsConfigError};
+pub use registry::SessionInfo;
+pub use server::{NbdServer, ServeError};
+pub use tls::{cert_info, client_identity, tls_server_config, CertInfo, TlsConfigError};
 pub use transmit::Stats;

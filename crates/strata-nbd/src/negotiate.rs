@@ -154,6 +154,19 @@ impl Negotiator {
         let _ = self.go(Event::Violation);
     }
 
+    /// The TLS handshake completed but the server's admission hook refused the client
+    /// (a revoked certificate): the connection is over.
+    pub fn on_tls_refused(&mut self) {
+        let _ = self.go(Event::Refused);
+    }
+
+    /// The identity the transport vouches for before any TLS (a Unix listener's, see
+    /// [`crate::UnixListenerOptions::identity`]); a TLS certificate's replaces it. Every
+    /// export lookup, `NBD_OPT_LIST` included, is authorized as it.
+    pub fn set_identity(&mut self, identity: Option<String>) {
+        self.identity = identity;
+    }
+
     /// The state.
     pub fn state(&self) -> ConnState {
         self.state

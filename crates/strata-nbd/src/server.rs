@@ -1,13 +1,20 @@
-//! The server: listeners, the connection registry, shutdown.
+//! The server: listeners, admission, shutdown, and the public API the daemon calls.
 //!
 //! Each listener has an accept thread; each connection a thread (see [`crate::conn`]). A
 //! connection that misbehaves ends itself only: its errors never reach the accept loop or
-//! another connection, and the number of connections is capped ([`ServerConfig`]).
+//! another connection. Admission is by budgets kept in the registry ([`crate::registry`]):
+//! unauthenticated TCP, TCP sessions, per source address, per Unix listener
+//! ([`ServerConfig`]); a connection over budget is closed on accept (counted in
+//! [`Stats::refused`]).
+//!
+//! Unix socket files are created with their mode (and owner) set before anyone can connect:
+//! bound in a fresh directory of mode 0700 beside the target path, given their mode and owner
+//! there, then renamed into place. So the umask never decides who may connect, and there is
+//! no moment where the socket is reachable with the wrong permissions.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,57 +22,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use strata_block::Pool;
 use thiserror::Error;
 
-use crate::conn::{serve, ConnError, Stream};
+use crate::config::{ServerConfig, UnixListenerOptions};
+use crate::conn::{serve, Accepted, ConnError};
+use crate::context::Shared;
 use crate::export::Catalog;
+use crate::registry::{Registry, SessionInfo, TcpLimits};
+use crate::socket::{Sock, Stream};
 use crate::transmit::Stats;
-
-/// Limits and timeouts of a server.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Most connections at once; more are closed on accept.
-    pub max_connections: usize,
-    /// Time a client has for the whole handshake (a client that connects and says nothing
-    /// holds a thread only this long).
-    pub handshake_timeout: Duration,
-    /// Time one socket write may block (a client that stops reading is disconnected then).
-    pub write_timeout: Duration,
-    /// How long a connection polls its socket before sleeping when it has no request to run
-    /// (zero: never poll). Polling saves the wake-up on the client's next request; it costs
-    /// at most this much CPU per idle period.
-    pub poll_spin: Duration,
-    /// Which volumes are exported (None: all of the pool's).
-    pub filter: Option<crate::export::ExportFilter>,
-    /// TLS for TCP connections (Unix sockets stay plain): with it, `NBD_OPT_STARTTLS` is
-    /// accepted and the handshake runs with this configuration, whose client-certificate
-    /// verifier decides who may connect ([`crate::tls_server_config`] builds one).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// On TCP, refuse every option before TLS (`NBD_REP_ERR_TLS_REQD`; `NBD_OPT_EXPORT_NAME`
-    /// closes the connection). Needs `tls`: [`NbdServer::serve_tcp`] fails without it.
-    pub tls_required: bool,
-    /// Which exports each client may open, given its identity (the Subject Common Name of its
-    /// TLS client certificate; `None` without TLS). Checked on every export lookup, after
-    /// `filter`; a refused export looks like a missing one.
-    pub authorize: Option<crate::export::Authorizer>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            max_connections: 256,
-            handshake_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(30),
-            poll_spin: Duration::from_micros(50),
-            filter: None,
-            tls: None,
-            tls_required: false,
-            authorize: None,
-        }
-    }
-}
 
 /// Errors starting a listener.
 #[derive(Debug, Error)]
@@ -81,6 +48,9 @@ pub enum ServeError {
     /// Something already listens on this Unix socket path.
     #[error("{0} is in use by a running server")]
     InUse(PathBuf),
+    /// The path exists and is not a socket: it is never replaced.
+    #[error("{0} exists and is not a socket")]
+    NotASocket(PathBuf),
     /// The server was shut down.
     #[error("server is shut down")]
     ShutDown,
@@ -92,21 +62,29 @@ pub enum ServeError {
     TlsNotConfigured,
 }
 
-pub(crate) struct Shared {
-    pub(crate) catalog: Catalog,
-    pub(crate) config: ServerConfig,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) shutting_down: AtomicBool,
-    conns: Mutex<HashMap<u64, Stream>>,
-    live: Condvar,
-    next_id: AtomicU64,
-}
-
 /// A listener as the server keeps it: a second handle to the listening socket (to wake the
-/// accept thread at shutdown) and the Unix path to remove.
+/// accept thread), the Unix path to remove, the accept thread.
 struct Listener {
+    id: u64,
+    stop: Stop,
     wake: std::os::fd::OwnedFd,
     path: Option<PathBuf>,
+    thread: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Stops accepting and waits for the accept thread; removes the socket file.
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // shutdown(2) on a listening socket makes a blocked accept return (EINVAL on Linux);
+        // the accept loop then sees the flag. No self-connect, so this works even if the
+        // socket file is already gone.
+        let _ = rustix::net::shutdown(&self.wake, rustix::net::Shutdown::Read);
+        let _ = self.thread.join();
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// An NBD server exporting the volumes and snapshots of one pool.
@@ -123,7 +101,8 @@ struct Listener {
 /// ```
 pub struct NbdServer {
     shared: Arc<Shared>,
-    listeners: Mutex<Vec<(Listener, JoinHandle<()>)>>,
+    listeners: Mutex<Vec<Listener>>,
+    next_listener: AtomicU64,
 }
 
 impl std::fmt::Debug for NbdServer {
@@ -133,6 +112,9 @@ impl std::fmt::Debug for NbdServer {
             .finish()
     }
 }
+
+/// A flag that stops an accept loop without stopping the server.
+type Stop = Arc<AtomicBool>;
 
 impl NbdServer {
     /// A server with default limits. It listens nowhere until `serve_*` is called.
@@ -149,11 +131,10 @@ impl NbdServer {
                 config,
                 stats: Arc::new(Stats::default()),
                 shutting_down: AtomicBool::new(false),
-                conns: Mutex::new(HashMap::new()),
-                live: Condvar::new(),
-                next_id: AtomicU64::new(1),
+                registry: Registry::default(),
             }),
             listeners: Mutex::new(Vec::new()),
+            next_listener: AtomicU64::new(1),
         }
     }
 
@@ -162,56 +143,118 @@ impl NbdServer {
         &self.shared.stats
     }
 
-    /// Connections open now.
+    /// Connections open now (every listener, every phase).
     pub fn connections(&self) -> usize {
-        self.shared.conns.lock().len()
+        self.shared.registry.len()
     }
 
-    /// Listens on a Unix socket at `path` (a stale socket file left by a dead server is
-    /// replaced; a live one is an error). Returns once listening.
+    /// Listens on a Unix socket at `path` with [`UnixListenerOptions::default`] (no
+    /// identity, mode 0600, the process's owner, [`ServerConfig::max_unix_connections`]).
+    /// A stale socket file left by a dead server is replaced; a live one is an error.
+    /// Returns once listening.
     pub fn serve_unix(&self, path: impl AsRef<Path>) -> Result<(), ServeError> {
+        self.serve_unix_with(
+            path,
+            UnixListenerOptions {
+                max_connections: self.shared.config.max_unix_connections,
+                ..UnixListenerOptions::default()
+            },
+        )
+    }
+
+    /// Listens on a Unix socket at `path` whose connections all carry `opts.identity` for
+    /// the [`crate::Authorizer`] (a tenant's own socket), with the file's mode and owner set
+    /// whatever the umask, and its own connection capacity. Returns once listening.
+    ///
+    /// ```no_run
+    /// # fn f(server: &strata_nbd::NbdServer) -> Result<(), strata_nbd::ServeError> {
+    /// server.serve_unix_with("/run/strata/tenants/acme.sock", strata_nbd::UnixListenerOptions {
+    ///     identity: Some("acme".into()),
+    ///     mode: 0o600,
+    ///     owner: Some((1001, 1001)),
+    ///     ..Default::default()
+    /// })?;
+    /// // later, when the tenant goes: stop listening and end its sessions
+    /// server.stop_unix("/run/strata/tenants/acme.sock");
+    /// # Ok(()) }
+    /// ```
+    pub fn serve_unix_with(
+        &self,
+        path: impl AsRef<Path>,
+        opts: UnixListenerOptions,
+    ) -> Result<(), ServeError> {
         let path = path.as_ref().to_path_buf();
         if self.shared.shutting_down.load(Ordering::SeqCst) {
             return Err(ServeError::ShutDown);
         }
+        let bind_err = |source: io::Error| ServeError::Bind {
+            addr: path.display().to_string(),
+            source,
+        };
         if let Ok(md) = std::fs::symlink_metadata(&path) {
-            if md.file_type().is_socket() {
-                if UnixStream::connect(&path).is_ok() {
-                    return Err(ServeError::InUse(path));
-                }
-                let _ = std::fs::remove_file(&path);
+            if !md.file_type().is_socket() {
+                return Err(ServeError::NotASocket(path));
+            }
+            if UnixStream::connect(&path).is_ok() {
+                return Err(ServeError::InUse(path));
             }
         }
-        let l = UnixListener::bind(&path).map_err(|source| ServeError::Bind {
-            addr: path.display().to_string(),
-            source,
-        })?;
-        let wake = l.try_clone().map_err(|source| ServeError::Bind {
-            addr: path.display().to_string(),
-            source,
-        })?;
+        let l = bind_private(&path, &opts).map_err(bind_err)?;
+        let wake = l.try_clone().map_err(bind_err)?;
+        let id = self.next_listener.fetch_add(1, Ordering::Relaxed);
+        let stop = Stop::default();
+        let stop2 = stop.clone();
         let shared = self.shared.clone();
+        let cap = opts.max_connections;
+        let accepted = Accepted {
+            id: 0,
+            identity: opts.identity,
+            listener: Some(path.clone()),
+        };
         let t = std::thread::Builder::new()
             .name("nbd-accept-unix".into())
             .spawn(move || {
                 for s in l.incoming() {
-                    if shared.shutting_down.load(Ordering::SeqCst) {
+                    if shared.shutting_down.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
                         break;
                     }
                     match s {
-                        Ok(s) => spawn_conn(&shared, Stream::Unix(s)),
+                        Ok(s) => {
+                            let s = Stream::new(Sock::Unix(s), shared.config.write_timeout);
+                            let conn = shared.registry.admit_unix(&s, id, cap);
+                            spawn_conn(&shared, s, conn, &accepted);
+                        }
                         // Out of file descriptors or similar: do not spin on it.
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
                 }
             })
             .map_err(ServeError::Thread)?;
-        let l = Listener {
+        self.listeners.lock().push(Listener {
+            id,
+            stop: stop2,
             wake: wake.into(),
             path: Some(path),
-        };
-        self.listeners.lock().push((l, t));
+            thread: t,
+        });
         Ok(())
+    }
+
+    /// Stops the Unix listener at `path` (the socket file is removed) and closes the
+    /// connections it accepted. `false` if no listener of this server is at `path`.
+    pub fn stop_unix(&self, path: impl AsRef<Path>) -> bool {
+        let path = path.as_ref();
+        let l = {
+            let mut ls = self.listeners.lock();
+            let Some(i) = ls.iter().position(|l| l.path.as_deref() == Some(path)) else {
+                return false;
+            };
+            ls.remove(i)
+        };
+        let id = l.id;
+        l.stop();
+        self.shared.registry.close_listener(id);
+        true
     }
 
     /// Listens on TCP; returns the bound address (useful with port 0). With
@@ -237,27 +280,65 @@ impl NbdServer {
             source,
         })?;
         let shared = self.shared.clone();
+        let cfg = &shared.config;
+        let limits = TcpLimits {
+            unauthenticated: cfg.max_unauthenticated,
+            per_source: cfg.max_per_source,
+        };
+        let accepted = Accepted {
+            id: 0,
+            identity: None,
+            listener: None,
+        };
+        let id = self.next_listener.fetch_add(1, Ordering::Relaxed);
+        let stop = Stop::default();
+        let stop2 = stop.clone();
         let t = std::thread::Builder::new()
             .name("nbd-accept-tcp".into())
             .spawn(move || {
                 for s in l.incoming() {
-                    if shared.shutting_down.load(Ordering::SeqCst) {
+                    if shared.shutting_down.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
                         break;
                     }
                     match s {
-                        Ok(s) => spawn_conn(&shared, Stream::Tcp(s)),
+                        Ok(s) => {
+                            let ip = s.peer_addr().map(|a| a.ip());
+                            let s = Stream::new(Sock::Tcp(s), shared.config.write_timeout);
+                            let conn = ip
+                                .ok()
+                                .and_then(|ip| shared.registry.admit_tcp(&s, ip, limits));
+                            spawn_conn(&shared, s, conn, &accepted);
+                        }
                         // Out of file descriptors or similar: do not spin on it.
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
                 }
             })
             .map_err(ServeError::Thread)?;
-        let l = Listener {
+        self.listeners.lock().push(Listener {
+            id,
+            stop: stop2,
             wake: wake.into(),
             path: None,
-        };
-        self.listeners.lock().push((l, t));
+            thread: t,
+        });
         Ok(local)
+    }
+
+    /// Closes every session in transmission that `pick` selects (a detached volume, a
+    /// revoked credential): their sockets are shut down at once, so they end within
+    /// milliseconds; replies in flight may be lost. Returns how many were closed.
+    /// Connections still in the handshake are not sessions yet: refuse their credential
+    /// through [`ServerConfig::admit`] and [`crate::Authorizer`].
+    ///
+    /// ```no_run
+    /// # fn f(server: &strata_nbd::NbdServer, vol: strata_block::VolumeId) {
+    /// let n = server.close_sessions(|s| s.volume == vol);
+    /// let m = server.close_sessions(|s| s.cert_serial.as_deref() == Some("1a2b"));
+    /// # let _ = (n, m); }
+    /// ```
+    pub fn close_sessions(&self, mut pick: impl FnMut(&SessionInfo) -> bool) -> usize {
+        self.shared.registry.close_sessions(&mut pick)
     }
 
     /// Stops listening, closes every connection and waits (up to 10 s) for their threads.
@@ -265,31 +346,11 @@ impl NbdServer {
     pub fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         let listeners: Vec<_> = self.listeners.lock().drain(..).collect();
-        for (l, t) in listeners {
-            // shutdown(2) on a listening socket makes a blocked accept return (EINVAL on
-            // Linux); the accept loop then sees the flag. No self-connect, so this works even
-            // if the socket file is already gone.
-            let _ = rustix::net::shutdown(&l.wake, rustix::net::Shutdown::Read);
-            let _ = t.join();
-            if let Some(p) = &l.path {
-                let _ = std::fs::remove_file(p);
-            }
+        for l in listeners {
+            l.stop();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut conns = self.shared.conns.lock();
-        for s in conns.values() {
-            s.shutdown();
-        }
-        while !conns.is_empty() {
-            if self
-                .shared
-                .live
-                .wait_until(&mut conns, deadline)
-                .timed_out()
-            {
-                break;
-            }
-        }
+        self.shared.registry.close_all(deadline);
     }
 }
 
@@ -297,6 +358,41 @@ impl Drop for NbdServer {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Binds a Unix socket at `path` that nobody but us can reach until it has `opts.mode` and
+/// `opts.owner`: bound in a new 0700 directory beside `path`, chmod/chown there, renamed into
+/// place (replacing a stale socket atomically).
+fn bind_private(path: &Path, opts: &UnixListenerOptions) -> io::Result<UnixListener> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let dir = parent.join(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    // The umask can only take bits away from 0700.
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let tmp = dir.join("s");
+    let r = (|| {
+        let l = UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(opts.mode & 0o7777))?;
+        if let Some((uid, gid)) = opts.owner {
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
+        }
+        std::fs::rename(&tmp, path)?;
+        Ok(l)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&dir);
+    r
 }
 
 /// Rate limit for connection-level log lines a client can trigger: at most this many per
@@ -315,46 +411,38 @@ fn may_log() -> bool {
     LOG_COUNT.fetch_add(1, Ordering::Relaxed) < LOGS_PER_SEC
 }
 
-fn spawn_conn(shared: &Arc<Shared>, stream: Stream) {
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    {
-        let mut conns = shared.conns.lock();
-        if conns.len() >= shared.config.max_connections
-            || shared.shutting_down.load(Ordering::SeqCst)
-        {
-            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            stream.shutdown();
-            return;
+/// Starts the thread of an admitted connection (`id`), or closes one that was refused
+/// (`None`).
+fn spawn_conn(shared: &Arc<Shared>, stream: Stream, id: Option<u64>, acc: &Accepted) {
+    let Some(id) = id.filter(|_| !shared.shutting_down.load(Ordering::SeqCst)) else {
+        if let Some(id) = id {
+            shared.registry.remove(id);
         }
-        match stream.try_clone() {
-            Ok(c) => {
-                conns.insert(id, c);
-            }
-            Err(_) => return,
-        }
-    }
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        stream.shutdown();
+        return;
+    };
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     let sh = shared.clone();
+    let acc = Accepted { id, ..acc.clone() };
     let spawned = std::thread::Builder::new()
         .name("nbd-conn".into())
         .spawn(move || {
-            let r = serve(stream, &sh);
+            let r = serve(stream, &sh, &acc);
             if let Err(e) = &r {
                 if matches!(e, ConnError::Proto(_) | ConnError::Handshake(_)) {
                     sh.stats.violations.fetch_add(1, Ordering::Relaxed);
+                }
+                if e.is_timeout() {
+                    sh.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 }
                 if may_log() {
                     tracing::debug!(conn = id, error = %e, "nbd connection ended");
                 }
             }
-            let mut conns = sh.conns.lock();
-            conns.remove(&id);
-            sh.live.notify_all();
+            sh.registry.remove(id);
         });
     if spawned.is_err() {
-        let mut conns = shared.conns.lock();
-        if let Some(s) = conns.remove(&id) {
-            s.shutdown();
-        }
+        shared.registry.remove(id);
     }
 }

@@ -1,9 +1,19 @@
 //! The connection state machine, as an explicit transition table.
 //!
-//! Every connection moves through these states; the I/O loop in [`crate::conn`] and the pure
-//! negotiator in [`crate::negotiate`] ask [`ConnState::on`] for each move, so an illegal one
-//! (a transmission request during option haggling, an option after `NBD_OPT_GO`) is an error
-//! that ends the connection instead of a silent corruption of the session. The diagram is in
+//! Every connection moves through these states, and every change of state is asked of
+//! [`ConnState::on`], so an illegal one (an option after `NBD_OPT_GO`, a second STARTTLS) is
+//! an error that ends the connection instead of a silent corruption of the session:
+//! - the pure negotiator ([`crate::negotiate`]) makes every handshake move, from the client
+//!   flags to `Transmission` or `Closed`, including the TLS handshake's end (`TlsEstablished`,
+//!   or `Violation` / `Refused` reported by the connection);
+//! - the connection ([`crate::conn`]) takes the state the negotiator ended in and makes the
+//!   rest: `Refused` when no transmission slot is free, then the way out of transmission
+//!   (`Disconnect`, `PeerGone`, `Violation`, `Timeout`, `Shutdown` to `Draining`, `Drained` to
+//!   `Closed`).
+//!
+//! The one move not looked up each time is `Request` (`Transmission` to itself), the hot
+//! path: the framing loop ([`crate::framing`]) runs only in `Transmission`, which it cannot
+//! leave but by returning, so every request it serves is that self-loop. The diagram is in
 //! `docs/nbd.md`.
 
 use thiserror::Error;
@@ -59,6 +69,12 @@ pub enum Event {
     Violation,
     /// The peer closed the connection or an I/O error happened.
     PeerGone,
+    /// A deadline passed: the handshake's, the idle timeout, or replies left unread for the
+    /// write timeout.
+    Timeout,
+    /// The server refused the client: its certificate (the admission hook), or no
+    /// transmission slot was free when it asked for an export.
+    Refused,
 }
 
 /// A move the table does not allow.
@@ -80,28 +96,35 @@ pub const TRANSITIONS: &[(ConnState, Event, ConnState)] = &[
     (AwaitClientFlags, Violation, Closed),
     (AwaitClientFlags, PeerGone, Closed),
     (AwaitClientFlags, Shutdown, Closed),
+    (AwaitClientFlags, Timeout, Closed),
     (Options, OptionAnswered, Options),
     (Options, EnterTransmission, Transmission),
     (Options, Abort, Closed),
     (Options, Violation, Closed),
     (Options, PeerGone, Closed),
     (Options, Shutdown, Closed),
+    (Options, Timeout, Closed),
     (Options, StartTls, TlsHandshake),
     (TlsHandshake, TlsEstablished, TlsOptions),
     (TlsHandshake, Violation, Closed),
     (TlsHandshake, PeerGone, Closed),
     (TlsHandshake, Shutdown, Closed),
+    (TlsHandshake, Timeout, Closed),
+    (TlsHandshake, Refused, Closed),
     (TlsOptions, OptionAnswered, TlsOptions),
     (TlsOptions, EnterTransmission, Transmission),
     (TlsOptions, Abort, Closed),
     (TlsOptions, Violation, Closed),
     (TlsOptions, PeerGone, Closed),
     (TlsOptions, Shutdown, Closed),
+    (TlsOptions, Timeout, Closed),
     (Transmission, Request, Transmission),
     (Transmission, Disconnect, Draining),
     (Transmission, Shutdown, Draining),
     (Transmission, Violation, Draining),
     (Transmission, PeerGone, Draining),
+    (Transmission, Timeout, Draining),
+    (Transmission, Refused, Closed),
     (Draining, Drained, Closed),
     (Draining, PeerGone, Closed),
     (Draining, Shutdown, Draining),
@@ -148,6 +171,21 @@ mod tests {
         assert!(Transmission.on(StartTls).is_err());
         assert!(AwaitClientFlags.on(StartTls).is_err());
         assert_eq!(TlsHandshake.on(Violation).unwrap(), Closed);
+        // A revoked certificate ends the connection before any option inside TLS.
+        assert_eq!(TlsHandshake.on(Refused).unwrap(), Closed);
+        assert!(TlsOptions.on(Refused).is_err());
+    }
+
+    #[test]
+    fn deadlines_end_every_phase() {
+        for s in [AwaitClientFlags, Options, TlsHandshake, TlsOptions] {
+            assert_eq!(s.on(Timeout).unwrap(), Closed, "{s:?}");
+        }
+        // In transmission what is in flight is answered first.
+        assert_eq!(Transmission.on(Timeout).unwrap(), Draining);
+        // No slot at GO: nothing was in flight.
+        assert_eq!(Transmission.on(Refused).unwrap(), Closed);
+        assert!(Draining.on(Timeout).is_err());
     }
 
     #[test]

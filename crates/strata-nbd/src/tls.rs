@@ -13,8 +13,8 @@
 //!   second provider linked into the binary by another crate cannot make building panic.
 
 use std::io;
-use std::net::TcpStream;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -22,8 +22,11 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConnection, StreamOwned};
 use thiserror::Error;
 
-/// A TLS session over a TCP connection, server side.
-pub(crate) type TlsStream = StreamOwned<ServerConnection, TcpStream>;
+use crate::socket::Stream;
+
+/// A TLS session over a TCP connection, server side. The socket is the connection's
+/// [`Stream`], so TLS records obey the same read deadline and write timeout as plain bytes.
+pub(crate) type TlsStream = StreamOwned<ServerConnection, Stream>;
 
 /// Why [`tls_server_config`] could not build a configuration.
 #[derive(Debug, Error)]
@@ -126,24 +129,58 @@ pub fn client_identity(cert_der: &[u8]) -> Option<String> {
     cn.as_str().ok().map(str::to_string)
 }
 
-/// Runs the server side of the TLS handshake on `sock` (whose read and write timeouts bound
-/// it). Returns the session and the client's identity from its verified end-entity
-/// certificate (`None` without one).
+/// What the server reads from a verified client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Subject Common Name ([`client_identity`]).
+    pub identity: Option<String>,
+    /// Serial number, lowercase hex of its bytes, no separators.
+    pub serial: Option<String>,
+    /// End of validity.
+    pub not_after: Option<SystemTime>,
+}
+
+/// [`CertInfo`] of a certificate (DER); fields it cannot read are `None`.
+pub fn cert_info(cert_der: &[u8]) -> CertInfo {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
+        return CertInfo::default();
+    };
+    let serial: String = cert
+        .tbs_certificate
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let t = cert.validity().not_after.timestamp();
+    let not_after = u64::try_from(t)
+        .ok()
+        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+    CertInfo {
+        identity: client_identity(cert_der),
+        serial: Some(serial),
+        not_after,
+    }
+}
+
+/// Runs the server side of the TLS handshake on `sock` (whose read deadline and write timeout
+/// bound it). Returns the session and what its verified end-entity certificate says (all
+/// `None` without one).
 pub(crate) fn accept(
-    mut sock: TcpStream,
+    mut sock: Stream,
     config: Arc<rustls::ServerConfig>,
-) -> io::Result<(TlsStream, Option<String>)> {
+) -> io::Result<(TlsStream, CertInfo)> {
     let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
     while conn.is_handshaking() {
         // Blocking socket: returns once the handshake is done, or fails (a rejected
         // certificate is InvalidData, after the alert has been sent).
         conn.complete_io(&mut sock)?;
     }
-    let identity = conn
+    let info = conn
         .peer_certificates()
         .and_then(|c| c.first())
-        .and_then(|c| client_identity(c));
-    Ok((StreamOwned::new(conn, sock), identity))
+        .map(|c| cert_info(c))
+        .unwrap_or_default();
+    Ok((StreamOwned::new(conn, sock), info))
 }
 
 /// Ends a TLS session politely (close_notify), best effort: the spec asks the server to shut

@@ -114,6 +114,11 @@ pub struct Stats {
     pub block_status: AtomicU64,
     /// Requests answered with an error.
     pub errors: AtomicU64,
+    /// TLS clients refused by [`crate::ServerConfig::admit`] after their handshake.
+    pub admissions_refused: AtomicU64,
+    /// Connections closed by a deadline: the handshake's, the idle timeout, or a peer that
+    /// left replies unread for `write_timeout`.
+    pub timeouts: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -320,19 +325,31 @@ fn read(pool: &Pool, s: &Session, r: &Request, out: &mut OutBuf, stats: &Stats) 
 /// page cache, checksummed and sent stays in the core's L2 cache throughout.
 pub const READ_PIECE: u32 = 128 << 10;
 
-/// Whether `r` may be answered piecewise by [`read_pieces`]: a READ longer than one piece,
-/// on a session with structured replies, without `NBD_CMD_FLAG_DF`.
-pub fn piecewise(s: &Session, r: &Request) -> bool {
-    r.cmd == CMD_READ && s.structured && r.flags & CMDF_DF == 0 && r.len > READ_PIECE
+/// Whether a READ is answered by [`stream_read`]: longer than one piece, so its reply is
+/// never held whole in memory (a client that stops reading then pins at most one piece).
+pub fn streamed(r: &Request) -> bool {
+    r.cmd == CMD_READ && r.len > READ_PIECE
 }
 
-/// Answers a READ (valid and [`piecewise`]) as a series of data chunks of [`READ_PIECE`]
-/// bytes, handing each to `send` as soon as it is read and verified, instead of reading the
-/// whole request first: a megabyte read whole is out of the L2 cache by the time it is sent.
-/// A failing piece ends the reply with an error chunk. The request counts once for QoS.
-/// `send` writes `out` whole (one chunk, never interleaved with another reply's bytes) and
-/// empties it.
-pub fn read_pieces(
+/// Whether [`stream_read`] answers `r` as a series of data chunks (structured replies without
+/// `NBD_CMD_FLAG_DF`), each complete in itself, rather than as one frame — a simple reply, or
+/// a single chunk — whose pieces the caller must send without another reply between them.
+pub fn chunked(s: &Session, r: &Request) -> bool {
+    s.structured && r.flags & CMDF_DF == 0
+}
+
+/// Answers a READ (one that is [`streamed`]) piece by piece, [`READ_PIECE`] bytes at a time,
+/// handing each to `send` as soon as it is read and verified instead of reading the whole
+/// request first: a megabyte read whole is out of the L2 cache by the time it is sent, and a
+/// client that stops reading would pin all of it. `send` writes `out` whole and empties it.
+///
+/// [`chunked`] replies are data chunks at their offsets, the last one DONE; a failing piece
+/// ends the reply with an error chunk. Otherwise the reply is one frame (simple reply header
+/// or one data chunk, then the data): a failure on the first piece is still an ordinary error
+/// reply, but once bytes of the frame have been sent it cannot be reported, and the result is
+/// an error that must end the connection (the spec's way out). The request counts once for
+/// QoS.
+pub fn stream_read(
     pool: &Pool,
     s: &Session,
     r: &Request,
@@ -360,19 +377,39 @@ pub fn read_pieces(
     if let Some(io) = &io {
         io.admit(u64::from(r.len));
     }
+    let chunks = chunked(s, r);
+    let frame_start = out.len();
+    if !chunks {
+        if s.structured {
+            put_offset_data_header(out, r.handle, r.offset, r.len);
+        } else {
+            put_simple_reply(out, 0, r.handle);
+        }
+    }
     let mut done = 0u32;
     while done < r.len {
         let n = READ_PIECE.min(r.len - done);
-        let last = done + n == r.len;
         let off = r.offset + u64::from(done);
-        let flags = if last { REPLY_FLAG_DONE } else { 0 };
         let start = out.len();
-        put_chunk_header(out, flags, REPLY_TYPE_OFFSET_DATA, r.handle, n + 8);
-        out.put(&off.to_be_bytes());
+        if chunks {
+            let flags = if done + n == r.len {
+                REPLY_FLAG_DONE
+            } else {
+                0
+            };
+            put_chunk_header(out, flags, REPLY_TYPE_OFFSET_DATA, r.handle, n + 8);
+            out.put(&off.to_be_bytes());
+        }
         let dst = out.tail(n as usize);
         if let Err(e) = pool.read_unmetered(s.export.target, off, dst) {
-            out.truncate(start);
             bump(&stats.errors, 1);
+            if !chunks && done > 0 {
+                out.truncate(frame_start);
+                return Err(std::io::Error::other(format!(
+                    "read failed after its reply began: {e}"
+                )));
+            }
+            out.truncate(if chunks { start } else { frame_start });
             reply_error(out, s, r.handle, errno_of(&e), &e.to_string());
             return send(out);
         }
@@ -433,35 +470,4 @@ fn block_status(pool: &Pool, s: &Session, r: &Request, out: &mut OutBuf, stats: 
     }
     bump(&stats.block_status, 1);
     Outcome::Done
-}
-
-/// Runs a client's transmission byte stream (request headers and WRITE payloads) through
-/// [`execute`] the way a connection does, running flushes inline; returns the reply bytes.
-/// Stops at a framing error, at `NBD_CMD_DISC`, or at the end of input. For the fuzz target
-/// and the never-panic tests.
-pub fn replay_requests(pool: &Pool, s: &Session, input: &[u8]) -> Vec<u8> {
-    let stats = Stats::default();
-    let mut out = OutBuf::with_capacity(4096);
-    let mut at = 0;
-    while input.len() - at >= REQUEST_LEN {
-        let Ok(r) = parse_request(&input[at..at + REQUEST_LEN]) else {
-            break;
-        };
-        at += REQUEST_LEN;
-        let n = r.payload_len() as usize;
-        if input.len() - at < n {
-            break;
-        }
-        let payload = &input[at..at + n];
-        at += n;
-        match execute(pool, s, &r, payload, &mut out, &stats) {
-            Outcome::Done => {}
-            Outcome::NeedsFlush => {
-                let res = pool.flush();
-                put_flush_reply(&mut out, s, r.handle, &res, &stats);
-            }
-            Outcome::Disconnect => break,
-        }
-    }
-    out.as_slice().to_vec()
 }

@@ -137,7 +137,12 @@ pub fn meta_data(export: &str, queries: &[&str]) -> Vec<u8> {
 impl Raw {
     /// Connects and checks the greeting.
     pub fn connect(h: &Harness) -> Raw {
-        let s = UnixStream::connect(&h.sock).unwrap();
+        Self::connect_path(&h.sock)
+    }
+
+    /// Connects to the Unix socket at `path` and checks the greeting.
+    pub fn connect_path(path: &std::path::Path) -> Raw {
+        let s = UnixStream::connect(path).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut r = Raw { s };
         let g = r.read_n(GREETING_LEN);
@@ -304,4 +309,100 @@ impl Raw {
         }
         (0, self.read_n(len as usize))
     }
+}
+
+/// A TCP connection from source address `src` (any 127.0.0.0/8 address is loopback), with
+/// the receive buffer `rcvbuf` if given (set before connecting, so the window stays small).
+pub fn tcp_from(src: &str, to: std::net::SocketAddr, rcvbuf: Option<usize>) -> std::net::TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    if let Some(n) = rcvbuf {
+        rustix::net::sockopt::set_socket_recv_buffer_size(&fd, n).unwrap();
+    }
+    let src: std::net::SocketAddr = format!("{src}:0").parse().unwrap();
+    rustix::net::bind(&fd, &src).unwrap();
+    rustix::net::connect(&fd, &to).unwrap();
+    let s = std::net::TcpStream::from(fd);
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Plain newstyle negotiation on any stream up to transmission (`NBD_OPT_GO` of `export`,
+/// structured replies first if asked). Panics unless it succeeds.
+pub fn go_on<S: Read + Write>(s: &mut S, export: &str, structured: bool) {
+    let mut g = vec![0; GREETING_LEN];
+    s.read_exact(&mut g).unwrap();
+    assert_eq!(g, greeting());
+    s.write_all(&3u32.to_be_bytes()).unwrap();
+    let opt = |s: &mut S, option: u32, data: &[u8]| -> Vec<u32> {
+        let mut b = IHAVEOPT.to_be_bytes().to_vec();
+        b.extend_from_slice(&option.to_be_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        b.extend_from_slice(data);
+        s.write_all(&b).unwrap();
+        let mut types = Vec::new();
+        loop {
+            let mut h = [0u8; 20];
+            s.read_exact(&mut h).unwrap();
+            let typ = be32(&h[12..]);
+            let mut d = vec![0; be32(&h[16..]) as usize];
+            s.read_exact(&mut d).unwrap();
+            types.push(typ);
+            if typ == REP_ACK || typ & (1 << 31) != 0 {
+                return types;
+            }
+        }
+    };
+    if structured {
+        assert_eq!(opt(s, OPT_STRUCTURED_REPLY, &[]), [REP_ACK]);
+    }
+    let t = opt(s, OPT_GO, &info_data(export, &[]));
+    assert_eq!(t.last(), Some(&REP_ACK), "{t:?}");
+}
+
+/// One simple-reply WRITE on any stream in transmission; its error.
+pub fn write_on<S: Read + Write>(s: &mut S, handle: u64, offset: u64, data: &[u8]) -> u32 {
+    let mut b = Vec::new();
+    put_request(
+        &mut b,
+        &Request {
+            flags: 0,
+            cmd: CMD_WRITE,
+            handle,
+            offset,
+            len: data.len() as u32,
+        },
+    );
+    b.extend_from_slice(data);
+    s.write_all(&b).unwrap();
+    let mut h = [0u8; SIMPLE_REPLY_LEN];
+    s.read_exact(&mut h).unwrap();
+    assert_eq!(be32(&h), SIMPLE_REPLY_MAGIC);
+    assert_eq!(be64(&h[8..]), handle);
+    be32(&h[4..])
+}
+
+/// Whether the peer closed `s` (EOF or reset) within its read timeout.
+pub fn peer_closed(s: &mut impl Read) -> bool {
+    let mut b = [0u8; 4096];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Waits up to `secs` for `f`.
+pub fn wait_until(secs: u64, f: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }

@@ -5,6 +5,8 @@
 
 mod clients;
 mod common;
+mod limits;
+mod listeners;
 mod parsers;
 mod protocol;
 mod tls;

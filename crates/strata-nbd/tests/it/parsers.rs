@@ -6,9 +6,9 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 use strata_block::{DeviceSpec, MemDevice, Pool, Target};
 use strata_nbd::export::{Export, MetaContext};
+use strata_nbd::framing::replay_requests;
 use strata_nbd::negotiate::replay_handshake;
 use strata_nbd::proto::*;
-use strata_nbd::transmit::replay_requests;
 use strata_nbd::{Catalog, Session};
 use strata_types::DeviceClass;
 

@@ -488,7 +488,7 @@ fn client_that_stops_reading_is_disconnected() {
 #[test]
 fn connection_limit_and_handshake_timeout() {
     let h = Harness::with_config(ServerConfig {
-        max_connections: 2,
+        max_unix_connections: 2,
         handshake_timeout: Duration::from_millis(300),
         ..ServerConfig::default()
     });

@@ -47,9 +47,21 @@ impl Ca {
     /// KeyUsage lacks keyEncipherment, even for ECDSA keys: "usage does not permit key
     /// encipherment". So both usages, as a CA for qemu clients must issue them.
     fn issue(&self, cn: &str, sans: &[&str], eku: ExtendedKeyUsagePurpose) -> (String, String) {
+        self.issue_with(cn, sans, eku, |_| {})
+    }
+
+    /// [`Ca::issue`] with the parameters adjusted by `f` (validity, serial).
+    fn issue_with(
+        &self,
+        cn: &str,
+        sans: &[&str],
+        eku: ExtendedKeyUsagePurpose,
+        f: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
         let mut p = CertificateParams::new(sans).unwrap();
+        f(&mut p);
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![eku];
         p.key_usages = vec![
@@ -65,6 +77,7 @@ impl Ca {
 /// `rogue/` (a client cert for CN `acme` from a CA the server does not trust).
 struct Pki {
     root: PathBuf,
+    ca: Ca,
 }
 
 impl Pki {
@@ -115,7 +128,20 @@ impl Pki {
         );
         Pki {
             root: root.to_path_buf(),
+            ca,
         }
+    }
+
+    /// A client dir `dir` with a certificate for `cn` whose parameters `f` adjusts.
+    fn add_client(&self, dir: &str, cn: &str, f: impl FnOnce(&mut CertificateParams)) {
+        let (cert, key) = self
+            .ca
+            .issue_with(cn, &[], ExtendedKeyUsagePurpose::ClientAuth, f);
+        let d = self.root.join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("ca-cert.pem"), self.ca.cert.pem()).unwrap();
+        std::fs::write(d.join("client-cert.pem"), cert).unwrap();
+        std::fs::write(d.join("client-key.pem"), key).unwrap();
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -179,17 +205,28 @@ struct TlsServer {
 }
 
 fn tls_server(required: bool, authorize: Option<Authorizer>) -> TlsServer {
+    tls_server_with(required, authorize, |_| {})
+}
+
+/// [`tls_server`] with more of the configuration set by `f`.
+fn tls_server_with(
+    required: bool,
+    authorize: Option<Authorizer>,
+    f: impl FnOnce(&mut ServerConfig),
+) -> TlsServer {
     let pki_dir = tempfile::Builder::new()
         .prefix("nbd-pki")
         .tempdir()
         .unwrap();
     let pki = Pki::create(pki_dir.path());
-    let h = Harness::with_config(ServerConfig {
+    let mut cfg = ServerConfig {
         tls: Some(pki.server_config()),
         tls_required: required,
         authorize,
         ..Default::default()
-    });
+    };
+    f(&mut cfg);
+    let h = Harness::with_config(cfg);
     h.volume("acme-disk", 4 * MIB);
     h.volume("other-disk", 4 * MIB);
     let addr = h.server.serve_tcp("127.0.0.1:0").unwrap();
@@ -374,12 +411,21 @@ fn raw_forced_tls_client_certificates_and_authorization() {
             (SIMPLE_REPLY_MAGIC, 0, handle)
         );
     }
-    let h = w.read_n(CHUNK_HEADER_LEN).unwrap();
-    assert_eq!(be32(&h), STRUCTURED_REPLY_MAGIC);
-    assert_eq!(be64(&h[8..]), 3);
-    let p = w.read_n(be32(&h[16..]) as usize).unwrap();
-    assert_eq!(be64(&p), 4096);
-    assert!(p[8..] == data[..], "data read back over TLS differs");
+    // The READ comes as data chunks in order (a large READ is sent piece by piece, as on
+    // a plain socket), the last one DONE.
+    let mut got = Vec::new();
+    loop {
+        let h = w.read_n(CHUNK_HEADER_LEN).unwrap();
+        assert_eq!(be32(&h), STRUCTURED_REPLY_MAGIC);
+        assert_eq!(be64(&h[8..]), 3);
+        let p = w.read_n(be32(&h[16..]) as usize).unwrap();
+        assert_eq!(be64(&p), 4096 + got.len() as u64);
+        got.extend_from_slice(&p[8..]);
+        if u16::from_be_bytes([h[4], h[5]]) & REPLY_FLAG_DONE != 0 {
+            break;
+        }
+    }
+    assert!(got == data[..], "data read back over TLS differs");
     w.send(&request(CMD_DISC, 0, 4, 0, 0)).unwrap();
     // The server shuts TLS down (close_notify): a clean end of stream.
     let mut rest = Vec::new();
@@ -548,4 +594,173 @@ fn plain_clients_are_refused_when_tls_is_required() {
     let s = t.h.server.stats();
     assert_eq!(s.tls_sessions.load(Ordering::Relaxed), 0);
     assert_eq!(s.reads.load(Ordering::Relaxed), 0);
+}
+
+/// STARTTLS as `dir`'s client, then GO on `export`: a session in transmission inside TLS.
+fn tls_session(t: &TlsServer, dir: &str, export: &str) -> Wire<Tls> {
+    let mut w = starttls(connect(t.addr), t.pki.client_config(dir)).unwrap();
+    w.opt(OPT_GO, &info_data(export, &[])).unwrap();
+    let rs = w.replies();
+    assert_eq!(rs.last().unwrap().typ, REP_ACK, "{rs:?}");
+    w
+}
+
+fn tls_write(w: &mut Wire<Tls>, handle: u64, data: &[u8]) -> u32 {
+    let mut req = request(CMD_WRITE, 0, handle, 0, data.len() as u32);
+    req.extend_from_slice(data);
+    w.send(&req).unwrap();
+    let h = w.read_n(SIMPLE_REPLY_LEN).unwrap();
+    assert_eq!(be64(&h[8..]), handle);
+    be32(&h[4..])
+}
+
+#[test]
+fn unauthenticated_flood_leaves_room_for_tls_and_unix_clients() {
+    let t = tls_server_with(true, Some(tenant_authorizer()), |c| {
+        c.max_unauthenticated = 12;
+        c.max_per_source = 4;
+        c.max_connections = 4;
+        c.authorize = Some(Authorizer::new(|export: &str, client: Option<&str>| {
+            // The admin socket (None) sees everything; tenants their own volumes.
+            let volume = export.split('@').next().unwrap_or(export);
+            client.is_none_or(|c| volume.starts_with(&format!("{c}-")))
+        }));
+    });
+    // A tenant session made before the flood.
+    let mut before = tls_session(&t, "acme", "acme-disk");
+    // 40 plain connections from two addresses that never start TLS: each address gets its
+    // 4, the rest are closed at once.
+    let mut flood = Vec::new();
+    for i in 0..40 {
+        let src = if i % 2 == 0 { "127.0.0.2" } else { "127.0.0.3" };
+        flood.push(tcp_from(src, t.addr, None));
+    }
+    wait_for("the flood to be sorted", || {
+        t.h.server.stats().refused.load(Ordering::Relaxed) >= 32
+    });
+    // A new TLS tenant from another address still gets in and does I/O, as do the session
+    // from before and a local client on the Unix socket.
+    let mut after = tls_session(&t, "other", "other-disk");
+    assert_eq!(tls_write(&mut after, 1, b"after the flood"), 0);
+    assert_eq!(tls_write(&mut before, 2, b"during the flood"), 0);
+    let (mut unix, _, _) = Raw::go(&t.h, "acme-disk", false, &[]);
+    assert_eq!(unix.write(3, 0, b"local"), 0);
+    assert_eq!(t.h.server.stats().refused.load(Ordering::Relaxed), 32);
+    drop(flood);
+}
+
+#[test]
+fn handshake_deadline_covers_tls_and_the_options_inside_it() {
+    let t = tls_server_with(true, Some(tenant_authorizer()), |c| {
+        c.handshake_timeout = Duration::from_millis(800);
+    });
+    let mut w = starttls(connect(t.addr), t.pki.client_config("acme")).unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(5) {
+        if w.opt(OPT_LIST, &[]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut ok = true;
+        loop {
+            match w.reply() {
+                Ok(r) if r.typ == REP_ACK => break,
+                Ok(_) => {}
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if !ok {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(closed, "endless options inside TLS were never cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A TLS client as `dir`: whether it could negotiate anything after the handshake.
+fn tls_client_gets_in(t: &TlsServer, dir: &str) -> bool {
+    let Ok(mut w) = starttls(connect(t.addr), t.pki.client_config(dir)) else {
+        return false;
+    };
+    if w.opt(OPT_LIST, &[]).is_err() {
+        return false;
+    }
+    matches!(w.reply(), Ok(r) if r.option == OPT_LIST)
+}
+
+#[test]
+fn expired_and_revoked_client_certificates_are_refused() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let t = tls_server_with(true, Some(tenant_authorizer()), move |c| {
+        c.admit = Some(strata_nbd::Admit::new(move |p: &strata_nbd::PeerInfo| {
+            seen2.lock().unwrap().push(p.clone());
+            p.cert_serial.as_deref() != Some("1a2b3c")
+        }));
+    });
+    t.pki.add_client("expired", "acme", |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    t.pki.add_client("revoked", "acme", |p| {
+        p.serial_number = Some(rcgen::SerialNumber::from(vec![0x1a, 0x2b, 0x3c]));
+    });
+    t.pki.add_client("valid", "acme", |p| {
+        p.serial_number = Some(rcgen::SerialNumber::from(vec![0x44]));
+    });
+    let stats = t.h.server.stats();
+    // Expired: the verifier fails the handshake; the hook is never asked.
+    assert!(!tls_client_gets_in(&t, "expired"));
+    wait_for("the failure to be counted", || {
+        stats.tls_failures.load(Ordering::Relaxed) == 1
+    });
+    assert!(seen.lock().unwrap().is_empty());
+    // Revoked: the handshake completes, the hook refuses, the connection closes.
+    assert!(!tls_client_gets_in(&t, "revoked"));
+    wait_for("the refusal to be counted", || {
+        stats.admissions_refused.load(Ordering::Relaxed) == 1
+    });
+    // A valid certificate of the same tenant gets in, and the hook saw who it was.
+    assert!(tls_client_gets_in(&t, "valid"));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].identity.as_deref(), Some("acme"));
+    assert_eq!(seen[1].cert_serial.as_deref(), Some("44"));
+    let not_after = seen[1].not_after.expect("not_after");
+    assert!(not_after > std::time::SystemTime::now());
+    assert_eq!(seen[1].source.map(|a| a.ip()), Some(t.addr.ip()));
+}
+
+#[test]
+fn close_sessions_sees_tls_identity_and_serial() {
+    let t = tls_server(true, Some(tenant_authorizer()));
+    t.pki.add_client("acme2", "acme", |p| {
+        p.serial_number = Some(rcgen::SerialNumber::from(vec![0x0a, 0xbc]));
+    });
+    let mut a = tls_session(&t, "acme2", "acme-disk");
+    let mut o = tls_session(&t, "other", "other-disk");
+    assert_eq!(tls_write(&mut a, 1, b"a"), 0);
+    let mut seen = Vec::new();
+    let n = t.h.server.close_sessions(|s| {
+        seen.push(s.clone());
+        s.cert_serial.as_deref() == Some("0abc")
+    });
+    assert_eq!(n, 1);
+    let acme = seen.iter().find(|s| s.export == "acme-disk").unwrap();
+    assert_eq!(acme.identity.as_deref(), Some("acme"));
+    assert!(acme.source.is_some() && acme.listener.is_none());
+    // The revoked session ends; the other goes on.
+    let mut b = [0u8; 1];
+    assert!(matches!(a.s.read(&mut b), Ok(0) | Err(_)));
+    assert_eq!(tls_write(&mut o, 2, b"o"), 0);
 }
