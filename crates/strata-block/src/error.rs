@@ -291,13 +291,11 @@ impl IoError {
         }
     }
 
-    /// The POSIX errno an NBD server should answer with.
+    /// The errno an NBD reply carries: the registry's for [`IoError::code`] (one map for the
+    /// engine and the server; a volume deleted under a connection is EIO, as the registry says).
     pub fn errno(&self) -> i32 {
-        match self {
-            IoError::OutOfRange { .. } | IoError::NotFound(_) => 22, // EINVAL
-            IoError::ReadOnly(_) => 1,                               // EPERM
-            IoError::OutOfSpace { .. } => 28,                        // ENOSPC
-            IoError::Checksum { .. } | IoError::Device { .. } | IoError::PoolFailed => 5, // EIO
-        }
+        self.code()
+            .nbd_errno()
+            .unwrap_or(strata_types::nbd_errno::EIO) as i32
     }
 }

@@ -137,16 +137,10 @@ pub enum Outcome {
     Disconnect,
 }
 
-/// The NBD error for an engine error. Every variant is mapped here, at the boundary.
+/// The NBD error for an engine error: the registry's errno for the error's stable code
+/// ([`IoError::errno`]), so the engine, the server and the API share one vocabulary.
 pub fn errno_of(e: &IoError) -> u32 {
-    match e {
-        IoError::OutOfRange { .. } => EINVAL,
-        IoError::ReadOnly(_) => EPERM,
-        IoError::OutOfSpace { .. } => ENOSPC,
-        // The export was deleted under the connection: nothing the client can retry.
-        IoError::NotFound(_) => EIO,
-        IoError::Checksum { .. } | IoError::Device { .. } | IoError::PoolFailed => EIO,
-    }
+    e.errno() as u32
 }
 
 fn reply_error(out: &mut OutBuf, s: &Session, handle: u64, errno: u32, msg: &str) {
@@ -470,4 +464,24 @@ fn block_status(pool: &Pool, s: &Session, r: &Request, out: &mut OutBuf, stats: 
     }
     bump(&stats.block_status, 1);
     Outcome::Done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_get_the_registrys_errno() {
+        // One vocabulary: the errno on the wire is the registry's for the error's code, and a
+        // volume deleted under a connection is EIO (it was EINVAL in the engine's own map).
+        let cases = [
+            (IoError::NotFound("v".into()), EIO),
+            (IoError::ReadOnly("s".into()), EPERM),
+            (IoError::PoolFailed, EIO),
+        ];
+        for (e, want) in cases {
+            assert_eq!(errno_of(&e), want, "{e}");
+            assert_eq!(Some(errno_of(&e)), e.code().nbd_errno(), "{e}");
+        }
+    }
 }
