@@ -233,3 +233,26 @@ fn idle_api_connections_cannot_lock_out_the_api_or_nbd() {
     drop(idle);
     d.stop();
 }
+
+#[test]
+fn a_client_that_pauses_between_calls_is_still_answered() {
+    // The header deadline and the idle timeout close pooled keep-alive connections under a
+    // long-lived client; its next call must still work (the client reconnects).
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(
+        &dir.path().join("d"),
+        &["--api-header-timeout", "1", "--api-idle-timeout", "2"],
+    );
+    let admin = d.admin();
+    for i in 0..3 {
+        let (s, v) = d.call(
+            "POST",
+            "/v1/tenants",
+            &admin,
+            Some(json!({"name": format!("p{i}")})),
+        );
+        assert_eq!(s, 201, "{v}");
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    d.stop();
+}
