@@ -430,7 +430,10 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 S::CREATED,
                 "tenant.create",
                 |Body(r): &Body<CreateTenant>| r.name.clone(),
-                |c, p, Body(r)| c.create_tenant(p, &r.name, r.quota.into()).map(Tenant::from),
+                |c, p, Body(r)| {
+                    c.create_tenant(p, &r.name, r.quota.into())
+                        .map(Tenant::from)
+                },
             ))
             .get(read(|c, p, ()| {
                 c.list_tenants(p).map(|t| TenantList {
@@ -440,11 +443,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         )
         .route(
             "/v1/tenants/{name}",
-            get(read(|c, p, name: String| c.get_tenant(p, &name).map(Tenant::from))).delete(
-                change(S::NO_CONTENT, "tenant.delete", String::clone, |c, p, name| {
-                    c.delete_tenant(p, &name)
-                }),
-            ),
+            get(read(|c, p, name: String| {
+                c.get_tenant(p, &name).map(Tenant::from)
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "tenant.delete",
+                String::clone,
+                |c, p, name| c.delete_tenant(p, &name),
+            )),
         )
         .route(
             "/v1/tenants/{name}/quota",
@@ -553,7 +560,9 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 |(id, _): &(String, AttachBody)| id.clone(),
                 attach,
             ))
-            .get(read(|c, p, id: String| c.attachment(p, &id).map(Attachment::from)))
+            .get(read(|c, p, id: String| {
+                c.attachment(p, &id).map(Attachment::from)
+            }))
             .delete(change(
                 S::NO_CONTENT,
                 "volume.detach",
@@ -571,11 +580,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         )
         .route(
             "/v1/snapshots/{id}",
-            get(read(|c, p, id: String| c.get_snapshot(p, &id).map(Snapshot::from))).delete(
-                change(S::NO_CONTENT, "snapshot.delete", String::clone, |c, p, id| {
-                    c.delete_snapshot(p, &id)
-                }),
-            ),
+            get(read(|c, p, id: String| {
+                c.get_snapshot(p, &id).map(Snapshot::from)
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "snapshot.delete",
+                String::clone,
+                |c, p, id| c.delete_snapshot(p, &id),
+            )),
         )
         .route(
             "/v1/snapshots/{id}/clone",
@@ -614,11 +627,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         )
         .route(
             "/v1/switches/{name}",
-            get(read(|c, p, name: String| c.get_switch(p, &name).map(Switch::from))).delete(
-                change(S::NO_CONTENT, "switch.delete", String::clone, |c, p, name| {
-                    c.delete_switch(p, &name)
-                }),
-            ),
+            get(read(|c, p, name: String| {
+                c.get_switch(p, &name).map(Switch::from)
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "switch.delete",
+                String::clone,
+                |c, p, name| c.delete_switch(p, &name),
+            )),
         )
         .route(
             "/v1/switches/{name}/ports",
@@ -674,10 +691,12 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         )
         .route(
             "/v1/switches/{name}/trace",
-            post(read(|c, p, (name, Body(r)): (String, Body<TraceRequest>)| {
-                let text = c.trace_switch(p, &name, &r.packet)?;
-                Ok(Trace { trace: text })
-            })),
+            post(read(
+                |c, p, (name, Body(r)): (String, Body<TraceRequest>)| {
+                    let text = c.trace_switch(p, &name, &r.packet)?;
+                    Ok(Trace { trace: text })
+                },
+            )),
         )
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint not found") })
         .layer(axum::middleware::map_response(framework_errors))
@@ -697,9 +716,15 @@ async fn framework_errors(r: Response) -> Response {
         return r;
     }
     let (code, message) = match status.as_u16() {
-        405 => (ErrorCode::MethodNotAllowed, "method not allowed on this path"),
+        405 => (
+            ErrorCode::MethodNotAllowed,
+            "method not allowed on this path",
+        ),
         413 => (ErrorCode::PayloadTooLarge, "request body too large"),
-        415 => (ErrorCode::UnsupportedMediaType, "the body must be application/json"),
+        415 => (
+            ErrorCode::UnsupportedMediaType,
+            "the body must be application/json",
+        ),
         404 => (ErrorCode::NotFound, "not found"),
         s if s >= 500 => (ErrorCode::Internal, "internal error"),
         _ => (ErrorCode::InvalidArgument, "malformed request"),
@@ -778,7 +803,11 @@ impl Input for NewVolume {
     }
 }
 
-fn get_volume(c: &Controller, p: &Principal, id: String) -> Result<wire::VolumeDetail, ControlError> {
+fn get_volume(
+    c: &Controller,
+    p: &Principal,
+    id: String,
+) -> Result<wire::VolumeDetail, ControlError> {
     let v = c.get_volume(p, &id)?;
     let info = c
         .pool()

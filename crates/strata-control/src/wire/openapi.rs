@@ -106,12 +106,7 @@ struct Op {
     errors: &'static [u16],
 }
 
-fn op(
-    method: HttpMethod,
-    path: &'static str,
-    id: &'static str,
-    summary: &'static str,
-) -> Op {
+fn op(method: HttpMethod, path: &'static str, id: &'static str, summary: &'static str) -> Op {
     Op {
         method,
         path,
@@ -181,23 +176,45 @@ fn operations() -> Vec<Op> {
             .build()
     };
     vec![
-        op(Get, "/v1/pools", "listPools", "List pools (admin)")
-            .ok(200, "pools", r::<PoolList>()),
-        op(Post, "/v1/tenants", "createTenant", "Create a tenant (admin)")
-            .body(r::<CreateTenant>())
-            .ok(201, "created", r::<Tenant>())
-            .errors(&[409]),
-        op(Get, "/v1/tenants", "listTenants", "List the tenants the caller may see")
-            .ok(200, "tenants", r::<TenantList>()),
-        op(Get, "/v1/tenants/{name}", "getTenant", "Show a tenant")
-            .ok(200, "the tenant", r::<Tenant>()),
-        op(Delete, "/v1/tenants/{name}", "deleteTenant", "Delete an empty tenant (admin)")
-            .none(204, "deleted")
-            .errors(&[409]),
-        op(Put, "/v1/tenants/{name}/quota", "setQuota", "Set a tenant's quota (admin)")
-            .body(r::<Quota>())
-            .ok(200, "the tenant", r::<Tenant>())
-            .errors(&[409, 422]),
+        op(Get, "/v1/pools", "listPools", "List pools (admin)").ok(200, "pools", r::<PoolList>()),
+        op(
+            Post,
+            "/v1/tenants",
+            "createTenant",
+            "Create a tenant (admin)",
+        )
+        .body(r::<CreateTenant>())
+        .ok(201, "created", r::<Tenant>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/tenants",
+            "listTenants",
+            "List the tenants the caller may see",
+        )
+        .ok(200, "tenants", r::<TenantList>()),
+        op(Get, "/v1/tenants/{name}", "getTenant", "Show a tenant").ok(
+            200,
+            "the tenant",
+            r::<Tenant>(),
+        ),
+        op(
+            Delete,
+            "/v1/tenants/{name}",
+            "deleteTenant",
+            "Delete an empty tenant (admin)",
+        )
+        .none(204, "deleted")
+        .errors(&[409]),
+        op(
+            Put,
+            "/v1/tenants/{name}/quota",
+            "setQuota",
+            "Set a tenant's quota (admin)",
+        )
+        .body(r::<Quota>())
+        .ok(200, "the tenant", r::<Tenant>())
+        .errors(&[409, 422]),
         op(Post, "/v1/tokens", "createToken", "Create an API token")
             .body(r::<CreateToken>())
             .ok(201, "created; the secret is shown once", r::<NewToken>()),
@@ -210,26 +227,43 @@ fn operations() -> Vec<Op> {
         .body(r::<CreateVolume>())
         .ok(201, "created", r::<Volume>())
         .errors(&[409, 422, 507]),
-        op(Get, "/v1/volumes", "listVolumes", "List volumes, a page at a time")
-            .query("tenant", free_text(1, NAME_MAX_LEN, false), "only this tenant's")
-            .query("name", free_text(1, NAME_MAX_LEN, false), "only this name")
-            .query("limit", int(1, LIST_LIMIT_MAX, false), "page size")
-            .query(
-                "page_token",
-                free_text(0, PAGE_TOKEN_MAX_LEN, false),
-                "where the page starts (next_page_token)",
-            )
-            .ok(200, "a page of volumes", r::<VolumePage>()),
-        op(Get, "/v1/volumes/{id}", "getVolume", "Show a volume")
-            .ok(200, "the volume", r::<VolumeDetail>()),
+        op(
+            Get,
+            "/v1/volumes",
+            "listVolumes",
+            "List volumes, a page at a time",
+        )
+        .query(
+            "tenant",
+            free_text(1, NAME_MAX_LEN, false),
+            "only this tenant's",
+        )
+        .query("name", free_text(1, NAME_MAX_LEN, false), "only this name")
+        .query("limit", int(1, LIST_LIMIT_MAX, false), "page size")
+        .query(
+            "page_token",
+            free_text(0, PAGE_TOKEN_MAX_LEN, false),
+            "where the page starts (next_page_token)",
+        )
+        .ok(200, "a page of volumes", r::<VolumePage>()),
+        op(Get, "/v1/volumes/{id}", "getVolume", "Show a volume").ok(
+            200,
+            "the volume",
+            r::<VolumeDetail>(),
+        ),
         op(Patch, "/v1/volumes/{id}", "resizeVolume", "Resize a volume")
             .body(r::<Resize>())
             .ok(200, "resized", r::<Volume>())
             .errors(&[409, 422, 507]),
-        op(Delete, "/v1/volumes/{id}", "deleteVolume", "Delete a volume")
-            .query("force", bool_schema(), "also its snapshots and attachment")
-            .none(204, "deleted")
-            .errors(&[409]),
+        op(
+            Delete,
+            "/v1/volumes/{id}",
+            "deleteVolume",
+            "Delete a volume",
+        )
+        .query("force", bool_schema(), "also its snapshots and attachment")
+        .none(204, "deleted")
+        .errors(&[409]),
         op(
             Post,
             "/v1/volumes/{id}/snapshots",
@@ -255,10 +289,15 @@ fn operations() -> Vec<Op> {
         .body(r::<Rollback>())
         .ok(200, "rolled back", r::<Volume>())
         .errors(&[409, 422, 507]),
-        op(Put, "/v1/volumes/{id}/qos", "setQos", "Set a volume's QoS limits")
-            .body(r::<SetQos>())
-            .ok(200, "the volume", r::<Volume>())
-            .errors(&[409, 422]),
+        op(
+            Put,
+            "/v1/volumes/{id}/qos",
+            "setQos",
+            "Set a volume's QoS limits",
+        )
+        .body(r::<SetQos>())
+        .ok(200, "the volume", r::<Volume>())
+        .errors(&[409, 422]),
         op(
             Get,
             "/v1/volumes/{id}/stats",
@@ -289,11 +328,19 @@ fn operations() -> Vec<Op> {
             "Stop exporting a volume",
         )
         .none(204, "detached"),
-        op(Get, "/v1/snapshots/{id}", "getSnapshot", "Show a snapshot")
-            .ok(200, "the snapshot", r::<Snapshot>()),
-        op(Delete, "/v1/snapshots/{id}", "deleteSnapshot", "Delete a snapshot")
-            .none(204, "deleted")
-            .errors(&[409]),
+        op(Get, "/v1/snapshots/{id}", "getSnapshot", "Show a snapshot").ok(
+            200,
+            "the snapshot",
+            r::<Snapshot>(),
+        ),
+        op(
+            Delete,
+            "/v1/snapshots/{id}",
+            "deleteSnapshot",
+            "Delete a snapshot",
+        )
+        .none(204, "deleted")
+        .errors(&[409]),
         op(
             Post,
             "/v1/snapshots/{id}/clone",
@@ -306,22 +353,48 @@ fn operations() -> Vec<Op> {
         op(Get, "/v1/audit", "listAudit", "The audit log (admin)")
             .query("limit", int(1, LIST_LIMIT_MAX, false), "at most this many")
             .ok(200, "entries", r::<AuditList>()),
-        op(Post, "/v1/switches", "createSwitch", "Create a switch (admin)")
-            .body(r::<CreateSwitch>())
-            .ok(201, "created", r::<Switch>())
-            .errors(&[409]),
-        op(Get, "/v1/switches", "listSwitches", "List switches (admin)")
-            .ok(200, "switches", r::<SwitchList>()),
-        op(Get, "/v1/switches/{name}", "getSwitch", "Show a switch")
-            .ok(200, "the switch", r::<Switch>()),
-        op(Delete, "/v1/switches/{name}", "deleteSwitch", "Delete a switch")
-            .none(204, "deleted"),
-        op(Post, "/v1/switches/{name}/ports", "addPort", "Add a port to a switch")
-            .body(r::<SwitchPort>())
-            .ok(201, "added", r::<Switch>())
-            .errors(&[409]),
-        op(Get, "/v1/switches/{name}/ports", "portCounters", "A switch's port counters")
-            .ok(200, "counters", r::<PortCounterList>()),
+        op(
+            Post,
+            "/v1/switches",
+            "createSwitch",
+            "Create a switch (admin)",
+        )
+        .body(r::<CreateSwitch>())
+        .ok(201, "created", r::<Switch>())
+        .errors(&[409]),
+        op(Get, "/v1/switches", "listSwitches", "List switches (admin)").ok(
+            200,
+            "switches",
+            r::<SwitchList>(),
+        ),
+        op(Get, "/v1/switches/{name}", "getSwitch", "Show a switch").ok(
+            200,
+            "the switch",
+            r::<Switch>(),
+        ),
+        op(
+            Delete,
+            "/v1/switches/{name}",
+            "deleteSwitch",
+            "Delete a switch",
+        )
+        .none(204, "deleted"),
+        op(
+            Post,
+            "/v1/switches/{name}/ports",
+            "addPort",
+            "Add a port to a switch",
+        )
+        .body(r::<SwitchPort>())
+        .ok(201, "added", r::<Switch>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/switches/{name}/ports",
+            "portCounters",
+            "A switch's port counters",
+        )
+        .ok(200, "counters", r::<PortCounterList>()),
         op(
             Delete,
             "/v1/switches/{name}/ports/{port}",
@@ -332,8 +405,13 @@ fn operations() -> Vec<Op> {
         op(Post, "/v1/switches/{name}/flows", "addFlow", "Add a flow")
             .body(r::<AddFlow>())
             .none(201, "added"),
-        op(Get, "/v1/switches/{name}/flows", "dumpFlows", "A switch's flows")
-            .ok(200, "flows", r::<FlowList>()),
+        op(
+            Get,
+            "/v1/switches/{name}/flows",
+            "dumpFlows",
+            "A switch's flows",
+        )
+        .ok(200, "flows", r::<FlowList>()),
         op(
             Post,
             "/v1/switches/{name}/flows/delete",
@@ -423,7 +501,10 @@ pub fn document() -> OpenApi {
         )
         .paths(paths.build())
         .components(Schemas::openapi().components)
-        .security(Some([SecurityRequirement::new("bearer", Vec::<String>::new())]))
+        .security(Some([SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]))
         .build();
     if let Some(c) = doc.components.as_mut() {
         c.add_security_scheme(

@@ -110,7 +110,13 @@ impl utoipa::ToSchema for VolumeSize {
 }
 impl utoipa::PartialSchema for Bandwidth {
     fn schema() -> RefOr<Schema> {
-        size(BANDWIDTH_MIN, BANDWIDTH_MAX, None, BANDWIDTH_PATTERN, "200M")
+        size(
+            BANDWIDTH_MIN,
+            BANDWIDTH_MAX,
+            None,
+            BANDWIDTH_PATTERN,
+            "200M",
+        )
     }
 }
 impl utoipa::ToSchema for Bandwidth {
