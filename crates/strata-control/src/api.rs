@@ -8,6 +8,10 @@
 //!   request's parts are parsed into the operation's [`Input`] (a bad body is `invalid_body`,
 //!   before anything else), the token is resolved, the controller method runs on the blocking
 //!   pool, and a change writes one audit entry with its outcome (`ok` or the error code).
+//! - Bodies and queries are the types of `wire/`, checked against their declared bounds
+//!   (`Check`) while parsing: out of bounds is `invalid_argument` before authentication.
+//! - Every error response is the JSON error body with a registered code, including those the
+//!   framework makes itself (`framework_errors`: 405, 413, 415, a path it cannot decode).
 
 use std::future::Future;
 use std::pin::Pin;
