@@ -8,6 +8,10 @@
 //!   request's parts are parsed into the operation's [`Input`] (a bad body is `invalid_body`,
 //!   before anything else), the token is resolved, the controller method runs on the blocking
 //!   pool, and a change writes one audit entry with its outcome (`ok` or the error code).
+//! - Bodies and queries are the types of `wire/`, checked against their declared bounds
+//!   (`Check`) while parsing: out of bounds is `invalid_argument` before authentication.
+//! - Every error response is the JSON error body with a registered code, including those the
+//!   framework makes itself (`framework_errors`: 405, 413, 415, a path it cannot decode).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,14 +24,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use strata_types::ErrorCode;
 
-use crate::controller::{Controller, CreateVolume, Principal, SizeArg};
+use crate::controller::{Controller, Principal};
 use crate::error::{ControlError, InUse, Resource, Service};
-use crate::model::{Qos, Quota, Role};
+use crate::wire::{self, Check};
 
-/// The OpenAPI document, checked in and served at `/v1/openapi.json`.
+/// The OpenAPI document, served at `/v1/openapi.json`: the checked-in file, which a test keeps
+/// equal to the one the wire types generate (`wire::openapi`).
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 type Ctl = Arc<Controller>;
@@ -62,10 +67,14 @@ impl ApiError {
     }
     /// The JSON body.
     pub fn body(&self) -> String {
-        serde_json::json!({"error": {
-            "code": self.code.as_str(), "message": self.message, "field": self.field,
-        }})
-        .to_string()
+        serde_json::to_string(&wire::ErrorBody {
+            error: wire::ErrorDetail {
+                code: self.code.as_str().to_string(),
+                message: self.message.clone(),
+                field: self.field.map(str::to_string),
+            },
+        })
+        .expect("serializable")
     }
 }
 
@@ -244,11 +253,11 @@ impl RequestParts<'_> {
     }
 }
 
-/// A JSON body.
+/// A JSON body, checked against its declared bounds.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
-/// A query string.
+/// A query string, checked against its declared bounds.
 #[derive(Debug)]
 pub struct Query<T>(pub T);
 
@@ -282,22 +291,26 @@ impl Input for (String, String) {
         Ok((r.param(0), r.param(1)))
     }
 }
-impl<T: DeserializeOwned + Send + 'static> Input for Body<T> {
+impl<T: DeserializeOwned + Check + Send + 'static> Input for Body<T> {
     fn from_request(r: &RequestParts<'_>) -> Result<Self, ApiError> {
-        parse_body(r.body).map(Body)
+        let b: T = parse_body(r.body)?;
+        b.check()?;
+        Ok(Body(b))
     }
 }
-impl<T: DeserializeOwned + Send + 'static> Input for Query<T> {
+impl<T: DeserializeOwned + Check + Send + 'static> Input for Query<T> {
     fn from_request(r: &RequestParts<'_>) -> Result<Self, ApiError> {
-        parse_query(r.uri).map(Query)
+        let q: T = parse_query(r.uri)?;
+        q.check()?;
+        Ok(Query(q))
     }
 }
-impl<T: DeserializeOwned + Send + 'static> Input for (String, Body<T>) {
+impl<T: DeserializeOwned + Check + Send + 'static> Input for (String, Body<T>) {
     fn from_request(r: &RequestParts<'_>) -> Result<Self, ApiError> {
         Ok((r.param(0), Body::from_request(r)?))
     }
 }
-impl<T: DeserializeOwned + Send + 'static> Input for (String, Query<T>) {
+impl<T: DeserializeOwned + Check + Send + 'static> Input for (String, Query<T>) {
     fn from_request(r: &RequestParts<'_>) -> Result<Self, ApiError> {
         Ok((r.param(0), Query::from_request(r)?))
     }
@@ -408,6 +421,7 @@ async fn call<T: Send + 'static>(
 
 /// The router for the whole API.
 pub fn router(ctl: Arc<Controller>) -> Router {
+    use wire::*;
     use StatusCode as S;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -420,13 +434,23 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 S::CREATED,
                 "tenant.create",
                 |Body(r): &Body<CreateTenant>| r.name.clone(),
-                |c, p, Body(r)| c.create_tenant(p, &r.name, r.quota),
+                |c, p, Body(r)| {
+                    c.create_tenant(p, &r.name, r.quota.into())
+                        .map(Tenant::from)
+                },
             ))
-            .get(read(|c, p, ()| c.list_tenants(p).map(items))),
+            .get(read(|c, p, ()| {
+                c.list_tenants(p).map(|t| TenantList {
+                    items: t.into_iter().map(Into::into).collect(),
+                })
+            })),
         )
         .route(
             "/v1/tenants/{name}",
-            get(read(|c, p, name: String| c.get_tenant(p, &name))).delete(change(
+            get(read(|c, p, name: String| {
+                c.get_tenant(p, &name).map(Tenant::from)
+            }))
+            .delete(change(
                 S::NO_CONTENT,
                 "tenant.delete",
                 String::clone,
@@ -439,7 +463,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 S::OK,
                 "tenant.set_quota",
                 |(n, _): &(String, Body<Quota>)| n.clone(),
-                |c, p, (name, Body(q))| c.set_quota(p, &name, q),
+                |c, p, (name, Body(q))| c.set_quota(p, &name, q.into()).map(Tenant::from),
             )),
         )
         .route(
@@ -448,7 +472,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 S::CREATED,
                 "token.create",
                 |Body(r): &Body<CreateToken>| r.tenant.clone().unwrap_or_default(),
-                create_token,
+                |c, p, Body(r)| {
+                    let (secret, rec) = c.create_token(p, r.tenant.as_deref(), r.role.into())?;
+                    Ok(NewToken {
+                        id: rec.id,
+                        tenant: rec.tenant,
+                        role: rec.role.into(),
+                        token: secret,
+                    })
+                },
             )),
         )
         .route(
@@ -457,17 +489,20 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 S::CREATED,
                 "volume.create",
                 |r: &NewVolume| r.0.name.clone(),
-                |c, p, NewVolume(r)| c.create_volume(p, r),
+                |c, p, NewVolume(r)| c.create_volume(p, r.into_request()?).map(Volume::from),
             ))
-            .get(read(|c, p, Query(q): Query<ListQuery>| {
-                c.list_volumes(
+            .get(read(|c, p, Query(q): Query<ListVolumes>| {
+                let (items, next) = c.list_volumes(
                     p,
                     q.tenant.as_deref(),
                     q.name.as_deref(),
-                    q.limit.unwrap_or(1000),
+                    q.limit.unwrap_or(wire::bounds::LIST_LIMIT_MAX) as usize,
                     q.page_token.as_deref(),
-                )
-                .map(|(items, next)| serde_json::json!({"items": items, "next_page_token": next}))
+                )?;
+                Ok(VolumePage {
+                    items: items.into_iter().map(Into::into).collect(),
+                    next_page_token: next,
+                })
             })),
         )
         .route(
@@ -477,12 +512,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                     S::OK,
                     "volume.resize",
                     first::<Body<Resize>>,
-                    |c, p, (id, Body(r))| c.resize_volume(p, &id, r.size),
+                    |c, p, (id, Body(r))| {
+                        let size = crate::SizeArg::Bytes(r.size.bytes("size")?);
+                        c.resize_volume(p, &id, size).map(Volume::from)
+                    },
                 ))
                 .delete(change(
                     S::NO_CONTENT,
                     "volume.delete",
-                    first::<Query<Force>>,
+                    first::<Query<DeleteVolume>>,
                     |c, p, (id, Query(f))| c.delete_volume(p, &id, f.force),
                 )),
         )
@@ -491,18 +529,22 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             post(change(
                 S::CREATED,
                 "snapshot.create",
-                first::<Body<Named>>,
-                |c, p, (id, Body(n))| c.create_snapshot(p, &id, &n.name),
+                first::<Body<NewName>>,
+                |c, p, (id, Body(n))| c.create_snapshot(p, &id, &n.name).map(Snapshot::from),
             ))
-            .get(read(|c, p, id: String| c.list_snapshots(p, &id).map(items))),
+            .get(read(|c, p, id: String| {
+                c.list_snapshots(p, &id).map(|s| SnapshotList {
+                    items: s.into_iter().map(Into::into).collect(),
+                })
+            })),
         )
         .route(
             "/v1/volumes/{id}/rollback",
             post(change(
                 S::OK,
                 "volume.rollback",
-                first::<Body<RollbackReq>>,
-                |c, p, (id, Body(r))| c.rollback(p, &id, &r.snapshot),
+                first::<Body<Rollback>>,
+                |c, p, (id, Body(r))| c.rollback(p, &id, &r.snapshot).map(Volume::from),
             )),
         )
         .route(
@@ -510,8 +552,8 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             put(change(
                 S::OK,
                 "volume.set_qos",
-                |(id, _): &(String, QosBody)| id.clone(),
-                |c, p, (id, QosBody(q))| c.set_qos(p, &id, q),
+                first::<Body<SetQos>>,
+                |c, p, (id, Body(q))| c.set_qos(p, &id, q.limits()?).map(Volume::from),
             )),
         )
         .route(
@@ -522,7 +564,9 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 |(id, _): &(String, AttachBody)| id.clone(),
                 attach,
             ))
-            .get(read(|c, p, id: String| c.attachment(p, &id)))
+            .get(read(|c, p, id: String| {
+                c.attachment(p, &id).map(Attachment::from)
+            }))
             .delete(change(
                 S::NO_CONTENT,
                 "volume.detach",
@@ -532,11 +576,18 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         )
         .route(
             "/v1/volumes/{id}/stats",
-            get(read(|c, p, id: String| c.volume_stats(p, &id))),
+            get(read(|c, p, id: String| {
+                let v = c.volume_stats(p, &id)?;
+                serde_json::from_value::<VolumeStats>(v)
+                    .map_err(|e| ControlError::internal(format!("volume figures: {e}")))
+            })),
         )
         .route(
             "/v1/snapshots/{id}",
-            get(read(|c, p, id: String| c.get_snapshot(p, &id))).delete(change(
+            get(read(|c, p, id: String| {
+                c.get_snapshot(p, &id).map(Snapshot::from)
+            }))
+            .delete(change(
                 S::NO_CONTENT,
                 "snapshot.delete",
                 String::clone,
@@ -548,14 +599,20 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             post(change(
                 S::CREATED,
                 "snapshot.clone",
-                first::<Body<Named>>,
-                |c, p, (id, Body(n))| c.clone_snapshot(p, &id, &n.name, n.request_id),
+                first::<Body<NewName>>,
+                |c, p, (id, Body(n))| {
+                    c.clone_snapshot(p, &id, &n.name, n.request_id)
+                        .map(Volume::from)
+                },
             )),
         )
         .route(
             "/v1/audit",
-            get(read(|c, p, Query(l): Query<Limit>| {
-                c.list_audit(p, l.limit.unwrap_or(1000)).map(items)
+            get(read(|c, p, Query(l): Query<ListAudit>| {
+                let limit = l.limit.unwrap_or(wire::bounds::LIST_LIMIT_MAX) as usize;
+                c.list_audit(p, limit).map(|e| AuditList {
+                    items: e.into_iter().map(Into::into).collect(),
+                })
             })),
         )
         .route(
@@ -563,14 +620,21 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             post(change(
                 S::CREATED,
                 "switch.create",
-                |Body(r): &Body<SwitchName>| r.name.clone(),
-                |c, p, Body(r)| c.create_switch(p, &r.name),
+                |Body(r): &Body<CreateSwitch>| r.name.clone(),
+                |c, p, Body(r)| c.create_switch(p, &r.name).map(Switch::from),
             ))
-            .get(read(|c, p, ()| c.list_switches(p).map(items))),
+            .get(read(|c, p, ()| {
+                c.list_switches(p).map(|s| SwitchList {
+                    items: s.into_iter().map(Into::into).collect(),
+                })
+            })),
         )
         .route(
             "/v1/switches/{name}",
-            get(read(|c, p, name: String| c.get_switch(p, &name))).delete(change(
+            get(read(|c, p, name: String| {
+                c.get_switch(p, &name).map(Switch::from)
+            }))
+            .delete(change(
                 S::NO_CONTENT,
                 "switch.delete",
                 String::clone,
@@ -582,12 +646,16 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             post(change(
                 S::CREATED,
                 "switch.add_port",
-                |(n, Body(port)): &(String, Body<crate::net::PortRecord>)| {
-                    format!("{n}/{}", port.name)
+                |(n, Body(port)): &(String, Body<SwitchPort>)| format!("{n}/{}", port.name),
+                |c, p, (name, Body(port))| {
+                    c.add_switch_port(p, &name, port.into()).map(Switch::from)
                 },
-                |c, p, (name, Body(port))| c.add_switch_port(p, &name, port),
             ))
-            .get(read(|c, p, name: String| c.switch_ports(p, &name))),
+            .get(read(|c, p, name: String| {
+                let v = c.switch_ports(p, &name)?;
+                serde_json::from_value::<PortCounterList>(v)
+                    .map_err(|e| ControlError::internal(format!("port counters: {e}")))
+            })),
         )
         .route(
             "/v1/switches/{name}/ports/{port}",
@@ -603,41 +671,82 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             post(change(
                 S::CREATED,
                 "switch.add_flow",
-                |(n, Body(r)): &(String, Body<FlowReq>)| format!("{n}: {}", r.flow),
+                |(n, Body(r)): &(String, Body<AddFlow>)| format!("{n}: {}", r.flow),
                 |c, p, (name, Body(r))| c.add_switch_flow(p, &name, &r.flow),
             ))
             .get(read(|c, p, name: String| {
                 let text = c.dump_switch_flows(p, &name)?;
-                Ok(serde_json::json!({ "flows": text.lines().collect::<Vec<_>>() }))
-            }))
-            .delete(change(
+                Ok(FlowList {
+                    flows: text.lines().map(str::to_string).collect(),
+                })
+            })),
+        )
+        .route(
+            "/v1/switches/{name}/flows/delete",
+            post(change(
                 S::OK,
                 "switch.del_flows",
-                |(n, Query(q)): &(String, Query<DelFlows>)| format!("{n}: {}", q.filter),
-                |c, p, (name, Query(q))| {
+                |(n, Body(q)): &(String, Body<DeleteFlows>)| format!("{n}: {}", q.filter),
+                |c, p, (name, Body(q))| {
                     let n = c.del_switch_flows(p, &name, &q.filter, q.strict)?;
-                    Ok(serde_json::json!({ "deleted": n }))
+                    Ok(Deleted { deleted: n as u64 })
                 },
             )),
         )
         .route(
             "/v1/switches/{name}/trace",
-            post(read(|c, p, (name, Body(r)): (String, Body<TraceReq>)| {
-                let text = c.trace_switch(p, &name, &r.packet)?;
-                Ok(serde_json::json!({ "trace": text }))
-            })),
+            post(read(
+                |c, p, (name, Body(r)): (String, Body<TraceRequest>)| {
+                    let text = c.trace_switch(p, &name, &r.packet)?;
+                    Ok(Trace { trace: text })
+                },
+            )),
         )
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint not found") })
+        .layer(axum::middleware::map_response(framework_errors))
         .with_state(ctl)
+}
+
+/// Every error is the JSON error body with a registered code: a response the framework made
+/// (an unknown method, a body over the limit, a path it could not decode) is rewritten, its
+/// status and headers (e.g. `Allow`) kept.
+async fn framework_errors(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (code, message) = match status.as_u16() {
+        405 => (
+            ErrorCode::MethodNotAllowed,
+            "method not allowed on this path",
+        ),
+        413 => (ErrorCode::PayloadTooLarge, "request body too large"),
+        415 => (
+            ErrorCode::UnsupportedMediaType,
+            "the body must be application/json",
+        ),
+        404 => (ErrorCode::NotFound, "not found"),
+        s if s >= 500 => (ErrorCode::Internal, "internal error"),
+        _ => (ErrorCode::InvalidArgument, "malformed request"),
+    };
+    let e = ApiError::new(code, message);
+    let (mut parts, _) = r.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    // The status stays the framework's; the code is the one registered for it.
+    Response::from_parts(parts, axum::body::Body::from(e.body()))
 }
 
 /// The audit resource of an operation on `/…/{id}` with a body or query: the id.
 fn first<B>(i: &(String, B)) -> String {
     i.0.clone()
-}
-
-fn items<T: Serialize>(items: Vec<T>) -> serde_json::Value {
-    serde_json::json!({ "items": items })
 }
 
 async fn openapi() -> Response {
@@ -649,96 +758,43 @@ async fn metrics(State(ctl): State<Ctl>, h: HeaderMap) -> Result<Response, ApiEr
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
-// ----- request and response shapes -----
+// ----- operations with more than a line -----
 
-#[derive(Serialize)]
-struct PoolView {
-    name: &'static str,
-    id: String,
-    block_size: u64,
-    capacity: u64,
-    allocated: u64,
-    free: u64,
-    pending_free: u64,
-    provisioned: u64,
-    devices: Vec<DeviceView>,
-}
-
-#[derive(Serialize)]
-struct DeviceView {
-    index: usize,
-    id: String,
-    path: String,
-    class: String,
-    capacity: u64,
-    allocated: u64,
-    metadata: bool,
-}
-
-fn list_pools(c: &Controller, p: &Principal) -> Result<serde_json::Value, ControlError> {
+fn list_pools(c: &Controller, p: &Principal) -> Result<wire::PoolList, ControlError> {
     let i = c.pool_info(p)?;
-    Ok(items(vec![PoolView {
-        name: crate::controller::DEFAULT_POOL,
-        id: i.id.to_string(),
-        block_size: i.block_size,
-        capacity: i.capacity,
-        allocated: i.allocated,
-        free: i.free,
-        pending_free: i.pending_free,
-        provisioned: i.provisioned,
-        devices: i
-            .devices
-            .into_iter()
-            .map(|d| DeviceView {
-                index: d.index,
-                id: d.id.to_string(),
-                path: d.label,
-                class: d.class.to_string(),
-                capacity: d.capacity,
-                allocated: d.allocated,
-                metadata: d.metadata,
-            })
-            .collect(),
-    }]))
-}
-
-#[derive(Deserialize)]
-struct CreateTenant {
-    name: String,
-    #[serde(default)]
-    quota: Quota,
-}
-
-#[derive(Deserialize)]
-struct CreateToken {
-    tenant: Option<String>,
-    role: String,
-}
-
-fn create_token(
-    c: &Controller,
-    p: &Principal,
-    Body(req): Body<CreateToken>,
-) -> Result<serde_json::Value, ControlError> {
-    let role = Role::parse(&req.role).ok_or_else(|| {
-        ControlError::invalid(
-            "role",
-            format!(
-                "unknown role {:?} (admin, tenant-admin, member, reader)",
-                req.role
-            ),
-        )
-    })?;
-    let (secret, rec) = c.create_token(p, req.tenant.as_deref(), role)?;
-    Ok(serde_json::json!({ "id": rec.id, "tenant": rec.tenant, "role": rec.role, "token": secret }))
+    Ok(wire::PoolList {
+        items: vec![wire::Pool {
+            name: crate::controller::DEFAULT_POOL.to_string(),
+            id: i.id.to_string(),
+            block_size: i.block_size,
+            capacity: i.capacity,
+            allocated: i.allocated,
+            free: i.free,
+            pending_free: i.pending_free,
+            provisioned: i.provisioned,
+            devices: i
+                .devices
+                .into_iter()
+                .map(|d| wire::Device {
+                    index: d.index as u64,
+                    id: d.id.to_string(),
+                    path: d.label,
+                    class: d.class.to_string(),
+                    capacity: d.capacity,
+                    allocated: d.allocated,
+                    metadata: d.metadata,
+                })
+                .collect(),
+        }],
+    })
 }
 
 /// A create-volume body; the `Idempotency-Key` header stands for a missing `request_id`.
-struct NewVolume(CreateVolume);
+struct NewVolume(wire::CreateVolume);
 
 impl Input for NewVolume {
     fn from_request(r: &RequestParts<'_>) -> Result<Self, ApiError> {
-        let mut req: CreateVolume = parse_body(r.body)?;
+        let mut req: wire::CreateVolume = parse_body(r.body)?;
         if req.request_id.is_none() {
             req.request_id = r
                 .headers
@@ -746,155 +802,55 @@ impl Input for NewVolume {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
         }
+        req.check()?;
         Ok(NewVolume(req))
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    tenant: Option<String>,
-    name: Option<String>,
-    limit: Option<usize>,
-    page_token: Option<String>,
-}
-
-#[derive(Serialize)]
-struct VolumeView {
-    #[serde(flatten)]
-    volume: crate::model::Volume,
-    allocated: u64,
-    snapshots: usize,
-}
-
-fn get_volume(c: &Controller, p: &Principal, id: String) -> Result<VolumeView, ControlError> {
+fn get_volume(
+    c: &Controller,
+    p: &Principal,
+    id: String,
+) -> Result<wire::VolumeDetail, ControlError> {
     let v = c.get_volume(p, &id)?;
     let info = c
         .pool()
         .volume_id(&v.id)
         .and_then(|e| c.pool().volume(e))
         .ok();
-    Ok(VolumeView {
+    Ok(wire::VolumeDetail {
         allocated: info.as_ref().map_or(0, |i| i.allocated),
-        snapshots: info.as_ref().map_or(0, |i| i.snapshots),
-        volume: v,
+        snapshots: info.as_ref().map_or(0, |i| i.snapshots as u64),
+        volume: v.into(),
     })
 }
 
-#[derive(Deserialize)]
-struct Resize {
-    size: SizeArg,
-}
-
-#[derive(Deserialize)]
-struct Force {
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Deserialize)]
-struct Named {
-    name: String,
-    request_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RollbackReq {
-    snapshot: String,
-}
-
-#[derive(Deserialize)]
-struct QosReq {
-    iops_limit: Option<u64>,
-    bandwidth_limit: Option<SizeArg>,
-    burst_iops: Option<u64>,
-    burst_bandwidth: Option<SizeArg>,
-}
-
-/// A QoS body with its sizes resolved (a bad size names its field).
-struct QosBody(Qos);
-
-impl Input for (String, QosBody) {
-    fn from_request(r: &RequestParts<'_>) -> Result<Self, ApiError> {
-        let q: QosReq = parse_body(r.body)?;
-        let bytes = |v: Option<SizeArg>, f: &'static str| {
-            v.map(|s| s.bytes().map_err(|e| e.in_field(f)))
-                .transpose()
-                .map_err(ApiError::from)
-        };
-        Ok((
-            r.param(0),
-            QosBody(Qos {
-                iops_limit: q.iops_limit,
-                bandwidth_limit: bytes(q.bandwidth_limit, "bandwidth_limit")?,
-                burst_iops: q.burst_iops,
-                burst_bandwidth: bytes(q.burst_bandwidth, "burst_bandwidth")?,
-            }),
-        ))
-    }
-}
-
-/// An attach body: `transport` is `unix` (default, also for an empty body) or `tcp` (TLS with
-/// a client certificate, returned once).
-#[derive(Deserialize, Default)]
-struct AttachBody {
-    transport: Option<String>,
-}
+/// An attach body; an empty body is `unix`.
+struct AttachBody(wire::Attach);
 
 impl Input for (String, AttachBody) {
     fn from_request(r: &RequestParts<'_>) -> Result<Self, ApiError> {
         let b = if r.body.is_empty() || r.body.as_ref() == b"null" {
-            AttachBody::default()
+            wire::Attach::default()
         } else {
             parse_body(r.body)?
         };
-        Ok((r.param(0), b))
+        Ok((r.param(0), AttachBody(b)))
     }
 }
 
 fn attach(
     c: &Controller,
     p: &Principal,
-    (id, b): (String, AttachBody),
-) -> Result<serde_json::Value, ControlError> {
-    match b.transport.as_deref() {
-        None | Some("unix") => Ok(serde_json::to_value(c.attach(p, &id)?).expect("json")),
-        Some("tcp") => {
+    (id, AttachBody(b)): (String, AttachBody),
+) -> Result<wire::Attachment, ControlError> {
+    match b.transport.unwrap_or_default() {
+        wire::Transport::Unix => c.attach(p, &id).map(Into::into),
+        wire::Transport::Tcp => {
             let (a, creds) = c.attach_tcp(p, &id)?;
-            let mut v = serde_json::to_value(&a).expect("json");
-            v["credentials"] = serde_json::to_value(&creds).expect("json");
-            Ok(v)
+            let mut a = wire::Attachment::from(a);
+            a.credentials = Some(creds.into());
+            Ok(a)
         }
-        Some(other) => Err(ControlError::invalid(
-            "transport",
-            format!("unknown transport {other:?} (unix, tcp)"),
-        )),
     }
-}
-
-#[derive(Deserialize)]
-struct SwitchName {
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct FlowReq {
-    flow: String,
-}
-
-#[derive(Deserialize)]
-struct DelFlows {
-    #[serde(default, rename = "match")]
-    filter: String,
-    #[serde(default)]
-    strict: bool,
-}
-
-#[derive(Deserialize)]
-struct TraceReq {
-    packet: String,
-}
-
-#[derive(Deserialize)]
-struct Limit {
-    limit: Option<usize>,
 }

@@ -146,8 +146,9 @@ registry! {
     StoreUnavailable = "store_unavailable", 503, Some(EIO);
     /// The NBD server is not running.
     NbdUnavailable = "nbd_unavailable", 503, None;
-    /// The daemon has no NBD TCP listener (`strata serve --nbd-listen`).
-    NbdTcpUnavailable = "nbd_tcp_unavailable", 503, None;
+    /// The daemon has no NBD TCP listener (`strata serve --nbd-listen`): a precondition the
+    /// caller can see and fix, so a conflict, not a server failure.
+    NbdTcpUnavailable = "nbd_tcp_unavailable", 409, None;
     /// The switch's dataplane thread has stopped.
     DataplaneStopped = "dataplane_stopped", 503, Some(ESHUTDOWN);
     // ----- storage engine -----
@@ -205,6 +206,13 @@ registry! {
     // ----- anything else -----
     /// Something that should not happen did.
     Internal = "internal", 500, Some(EIO);
+    // ----- HTTP framing -----
+    /// The path exists but not with this method.
+    MethodNotAllowed = "method_not_allowed", 405, None;
+    /// The request body is larger than the server takes.
+    PayloadTooLarge = "payload_too_large", 413, None;
+    /// The request body is not `application/json`.
+    UnsupportedMediaType = "unsupported_media_type", 415, None;
 }
 
 impl fmt::Display for ErrorCode {

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
+use strata_control::wire;
 use strata_types::format_size;
 
 /// Where `strata serve` listens unless told otherwise.
@@ -459,15 +460,16 @@ impl Client {
                 max_volumes,
                 max_snapshots,
             } => {
-                let quota = json!({
-                    "capacity_bytes": capacity.map(|c| strata_types::parse_size(&c)).transpose().map_err(anyhow::Error::msg)?,
-                    "volumes": max_volumes,
-                    "snapshots": max_snapshots,
-                });
+                let quota = wire::Quota {
+                    capacity_bytes: capacity.map(|c| bytes(&c, "capacity")).transpose()?,
+                    volumes: max_volumes,
+                    snapshots: max_snapshots,
+                    iops: None,
+                };
                 let v = self.req(
                     "POST",
                     "/v1/tenants",
-                    Some(json!({"name": name, "quota": quota})),
+                    body(&wire::CreateTenant { name, quota }),
                 )?;
                 self.print(&v, &cols)
             }
@@ -487,13 +489,17 @@ impl Client {
                 max_snapshots,
                 max_iops,
             } => {
-                let q = json!({
-                    "capacity_bytes": capacity.map(|c| strata_types::parse_size(&c)).transpose().map_err(anyhow::Error::msg)?,
-                    "volumes": max_volumes,
-                    "snapshots": max_snapshots,
-                    "iops": max_iops,
-                });
-                let v = self.req("PUT", &format!("/v1/tenants/{}/quota", enc(&name)), Some(q))?;
+                let q = wire::Quota {
+                    capacity_bytes: capacity.map(|c| bytes(&c, "capacity")).transpose()?,
+                    volumes: max_volumes,
+                    snapshots: max_snapshots,
+                    iops: max_iops,
+                };
+                let v = self.req(
+                    "PUT",
+                    &format!("/v1/tenants/{}/quota", enc(&name)),
+                    body(&q),
+                )?;
                 self.print(&v, &cols)
             }
         }
@@ -502,10 +508,16 @@ impl Client {
     /// `strata token create`.
     pub fn token(&self, cmd: TokenCmd) -> Result<()> {
         let TokenCmd::Create { tenant, role } = cmd;
+        let role: wire::Role =
+            serde_json::from_value(Value::String(role.clone())).map_err(|_| {
+                anyhow!(
+                    "invalid_argument: unknown role {role:?} (admin, tenant-admin, member, reader)"
+                )
+            })?;
         let v = self.req(
             "POST",
             "/v1/tokens",
-            Some(json!({"tenant": tenant, "role": role})),
+            body(&wire::CreateToken { tenant, role }),
         )?;
         self.print(
             &v,
@@ -538,12 +550,19 @@ impl Client {
                 iops_limit,
                 bandwidth_limit,
             } => {
-                let body = json!({
-                    "name": name, "size": size, "tenant": tenant, "pool": pool,
-                    "class": class, "request_id": request_id,
-                    "iops_limit": iops_limit, "bandwidth_limit": bandwidth_limit,
-                });
-                self.print(&self.req("POST", "/v1/volumes", Some(body))?, &cols)
+                let b = wire::CreateVolume {
+                    name,
+                    size: bytes(&size, "size")?.into(),
+                    tenant,
+                    pool,
+                    class,
+                    request_id,
+                    iops_limit,
+                    bandwidth_limit: bandwidth_limit
+                        .map(|b| bytes(&b, "bandwidth_limit").map(Into::into))
+                        .transpose()?,
+                };
+                self.print(&self.req("POST", "/v1/volumes", body(&b))?, &cols)
             }
             VolumeCmd::List { tenant } => {
                 let mut out: Vec<Value> = Vec::new();
@@ -589,11 +608,17 @@ impl Client {
                 tenant,
             } => {
                 let id = self.volume_id(&name, tenant.as_deref())?;
-                let body = json!({
-                    "iops_limit": iops_limit, "bandwidth_limit": bandwidth_limit,
-                    "burst_iops": burst_iops, "burst_bandwidth": burst_bandwidth,
-                });
-                let v = self.req("PUT", &format!("/v1/volumes/{id}/qos"), Some(body))?;
+                let rate = |v: Option<String>, f| {
+                    v.map(|b| bytes(&b, f).map(wire::Bandwidth::from))
+                        .transpose()
+                };
+                let q = wire::SetQos {
+                    iops_limit,
+                    bandwidth_limit: rate(bandwidth_limit, "bandwidth_limit")?,
+                    burst_iops,
+                    burst_bandwidth: rate(burst_bandwidth, "burst_bandwidth")?,
+                };
+                let v = self.req("PUT", &format!("/v1/volumes/{id}/qos"), body(&q))?;
                 self.print(
                     &v,
                     &[
@@ -610,11 +635,21 @@ impl Client {
                 credentials_dir,
             } => {
                 let id = self.volume_id(&name, tenant.as_deref())?;
-                let body = json!({"transport": if tcp { "tcp" } else { "unix" }});
-                let mut v =
-                    self.req("POST", &format!("/v1/volumes/{id}/attachments"), Some(body))?;
+                let transport = if tcp {
+                    wire::Transport::Tcp
+                } else {
+                    wire::Transport::Unix
+                };
+                let b = body(&wire::Attach {
+                    transport: Some(transport),
+                });
+                let mut v = self.req("POST", &format!("/v1/volumes/{id}/attachments"), b)?;
                 if tcp {
-                    write_credentials(&credentials_dir, &v["credentials"])?;
+                    let a: wire::Attachment = serde_json::from_value(v.clone())?;
+                    let c = a
+                        .credentials
+                        .ok_or_else(|| anyhow!("the server returned no credentials"))?;
+                    write_credentials(&credentials_dir, &c)?;
                     // The private key stays in the files, not on the terminal.
                     v.as_object_mut().map(|o| o.remove("credentials"));
                     v["credentials_dir"] = json!(credentials_dir.display().to_string());
@@ -669,7 +704,9 @@ impl Client {
                 let v = self.req(
                     "PATCH",
                     &format!("/v1/volumes/{id}"),
-                    Some(json!({"size": size})),
+                    body(&wire::Resize {
+                        size: bytes(&size, "size")?.into(),
+                    }),
                 )?;
                 self.print(&v, &cols)
             }
@@ -695,7 +732,10 @@ impl Client {
                 let v = self.req(
                     "POST",
                     &format!("/v1/snapshots/{sid}/clone"),
-                    Some(json!({"name": new_name})),
+                    body(&wire::NewName {
+                        name: new_name,
+                        request_id: None,
+                    }),
                 )?;
                 self.print(&v, &cols)
             }
@@ -709,7 +749,7 @@ impl Client {
                 let v = self.req(
                     "POST",
                     &format!("/v1/volumes/{vid}/rollback"),
-                    Some(json!({"snapshot": sid})),
+                    body(&wire::Rollback { snapshot: sid }),
                 )?;
                 self.print(&v, &cols)
             }
@@ -729,7 +769,10 @@ impl Client {
                 let v = self.req(
                     "POST",
                     &format!("/v1/volumes/{vid}/snapshots"),
-                    Some(json!({"name": name})),
+                    body(&wire::NewName {
+                        name,
+                        request_id: None,
+                    }),
                 )?;
                 self.print(&v, &cols)
             }
@@ -758,7 +801,11 @@ impl Client {
         let sw = |n: &str| format!("/v1/switches/{}", enc(n));
         match cmd {
             SwitchCmd::Create { name } => {
-                self.req("POST", "/v1/switches", Some(json!({"name": name})))?;
+                self.req(
+                    "POST",
+                    "/v1/switches",
+                    body(&wire::CreateSwitch { name: name.clone() }),
+                )?;
                 self.done(&format!("switch {name} created"))
             }
             SwitchCmd::List => {
@@ -786,9 +833,19 @@ impl Client {
                 vlan,
                 internal,
             } => {
-                let kind = if internal { "internal" } else { "tap" };
-                let body = json!({"name": port, "kind": kind, "vni": vni, "vlan": vlan});
-                self.req("POST", &format!("{}/ports", sw(&switch)), Some(body))?;
+                let kind = if internal {
+                    wire::PortKind::Internal
+                } else {
+                    wire::PortKind::Tap
+                };
+                let b = body(&wire::SwitchPort {
+                    name: port.clone(),
+                    kind: Some(kind),
+                    vni,
+                    vlan,
+                    ..Default::default()
+                });
+                self.req("POST", &format!("{}/ports", sw(&switch)), b)?;
                 self.done(&format!("port {port} added to {switch}"))
             }
             SwitchCmd::AddVxlan {
@@ -799,8 +856,16 @@ impl Client {
                 vni,
                 dstport,
             } => {
-                let body = json!({"name": port, "kind": "vxlan", "remote": remote, "local": local, "vni": vni, "dstport": dstport});
-                self.req("POST", &format!("{}/ports", sw(&switch)), Some(body))?;
+                let b = body(&wire::SwitchPort {
+                    name: port.clone(),
+                    kind: Some(wire::PortKind::Vxlan),
+                    vni,
+                    vlan: None,
+                    remote: Some(remote),
+                    local,
+                    dstport,
+                });
+                self.req("POST", &format!("{}/ports", sw(&switch)), b)?;
                 self.done(&format!("VXLAN port {port} added to {switch}"))
             }
             SwitchCmd::DelPort { switch, port } => {
@@ -831,7 +896,7 @@ impl Client {
                 self.req(
                     "POST",
                     &format!("{}/flows", sw(&switch)),
-                    Some(json!({"flow": flow})),
+                    body(&wire::AddFlow { flow }),
                 )?;
                 self.done("flow added")
             }
@@ -852,19 +917,18 @@ impl Client {
                 filter,
                 strict,
             } => {
-                let q = format!(
-                    "{}/flows?match={}&strict={strict}",
-                    sw(&switch),
-                    enc(filter.as_deref().unwrap_or(""))
-                );
-                let v = self.req("DELETE", &q, None)?;
+                let b = body(&wire::DeleteFlows {
+                    filter: filter.unwrap_or_default(),
+                    strict,
+                });
+                let v = self.req("POST", &format!("{}/flows/delete", sw(&switch)), b)?;
                 self.done(&format!("{} flow(s) deleted", v["deleted"]))
             }
             SwitchCmd::Trace { switch, packet } => {
                 let v = self.req(
                     "POST",
                     &format!("{}/trace", sw(&switch)),
-                    Some(json!({"packet": packet})),
+                    body(&wire::TraceRequest { packet }),
                 )?;
                 match self.out {
                     Output::Table => {
@@ -883,7 +947,9 @@ impl Client {
         let a = self.req(
             "POST",
             &format!("/v1/volumes/{id}/attachments"),
-            Some(json!({"transport": "unix"})),
+            body(&wire::Attach {
+                transport: Some(wire::Transport::Unix),
+            }),
         )?;
         let uri = a["uri"].as_str().unwrap_or_default();
         let (export, socket) = uri
@@ -969,18 +1035,15 @@ impl Client {
 }
 
 /// Writes TLS client credentials in the layout qemu and libnbd read; the key is 0600.
-fn write_credentials(dir: &Path, c: &Value) -> Result<()> {
+fn write_credentials(dir: &Path, c: &wire::Credentials) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (file, field, mode) in [
-        ("ca-cert.pem", "ca_cert", 0o644),
-        ("client-cert.pem", "cert", 0o644),
-        ("client-key.pem", "key", 0o600),
+    for (file, pem, mode) in [
+        ("ca-cert.pem", &c.ca_cert, 0o644),
+        ("client-cert.pem", &c.cert, 0o644),
+        ("client-key.pem", &c.key, 0o600),
     ] {
-        let pem = c[field]
-            .as_str()
-            .ok_or_else(|| anyhow!("the server returned no {field}"))?;
         let path = dir.join(file);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -1012,6 +1075,16 @@ fn cell(v: &Value, key: &str) -> String {
         (Value::String(s), _) => s.clone(),
         (other, _) => other.to_string(),
     }
+}
+
+/// A request body of the API's wire types.
+fn body<T: serde::Serialize>(t: &T) -> Option<Value> {
+    Some(serde_json::to_value(t).expect("wire types serialize"))
+}
+
+/// A size the user typed (`10G`, `1.5T`, bytes), in bytes; the server checks its bounds.
+fn bytes(s: &str, field: &str) -> Result<u64> {
+    strata_types::parse_size(s).map_err(|e| anyhow!("invalid_argument: {field}: {e}"))
 }
 
 /// Percent-encodes a query or path component.

@@ -72,7 +72,7 @@ fn controller_errors_map_to_registered_codes_with_their_status() {
                 message: "x".into(),
             },
             "nbd_tcp_unavailable",
-            503,
+            409,
         ),
         (
             strata_block::AdminError::MetadataFull.into(),

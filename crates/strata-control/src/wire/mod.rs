@@ -1,0 +1,43 @@
+//! The REST API's contract: every request and response body, query and error of `/v1`, one
+//! module per resource. The server (`api.rs`) parses and answers with these types and the CLI
+//! (`strata/src/client.rs`) sends and reads them, so a renamed field fails to compile on both
+//! sides; `openapi.rs` generates the OpenAPI document from them.
+//!
+//! # Invariants
+//! - Every numeric request field has a lower and an upper bound, named in `bounds.rs`, declared
+//!   in the document and enforced by `check` before the controller runs (`invalid_argument`,
+//!   naming the field).
+//! - These types are the contract, not the store's records (`model.rs`): a record may grow a
+//!   field without changing the API; the `From` conversions are the one place they meet.
+
+pub mod attachments;
+pub mod audit;
+pub mod bounds;
+pub mod error;
+pub mod openapi;
+pub mod pools;
+pub mod size;
+pub mod snapshots;
+pub mod switches;
+pub mod tenants;
+pub mod tokens;
+pub mod volumes;
+
+pub use attachments::*;
+pub use audit::*;
+pub use error::*;
+pub use pools::*;
+pub use size::*;
+pub use snapshots::*;
+pub use switches::*;
+pub use tenants::*;
+pub use tokens::*;
+pub use volumes::*;
+
+use crate::error::ControlError;
+
+/// A request whose fields are checked against their declared bounds before use.
+pub trait Check {
+    /// Refuses a field outside its declared bounds.
+    fn check(&self) -> Result<(), ControlError>;
+}

@@ -1,0 +1,543 @@
+//! The OpenAPI document, generated from the wire types: the schemas by `utoipa`'s derive, the
+//! operations from the table in [`document`] (one entry per route of `api.rs`, with every
+//! status the operation can answer). `crates/strata-control/openapi.json` is this document,
+//! checked in; the test `the_checked_in_document_is_the_generated_one` keeps the two equal
+//! (`STRATA_BLESS=1` rewrites the file).
+
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required,
+    ResponseBuilder, Schema,
+};
+use utoipa::{OpenApi as _, ToSchema};
+
+use super::bounds::*;
+use super::*;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(
+    ErrorBody,
+    ErrorDetail,
+    VolumeSize,
+    Bandwidth,
+    Quota,
+    Usage,
+    Tenant,
+    TenantList,
+    CreateTenant,
+    Role,
+    CreateToken,
+    NewToken,
+    CreateVolume,
+    VolumeState,
+    Qos,
+    Volume,
+    VolumeDetail,
+    VolumePage,
+    Resize,
+    Rollback,
+    SetQos,
+    IoTotals,
+    VolumeStats,
+    NewName,
+    Snapshot,
+    SnapshotList,
+    Transport,
+    Attach,
+    Credentials,
+    Attachment,
+    Device,
+    Pool,
+    PoolList,
+    AuditEntry,
+    AuditList,
+    CreateSwitch,
+    PortKind,
+    SwitchPort,
+    Switch,
+    SwitchList,
+    PortCounters,
+    PortCounterList,
+    AddFlow,
+    FlowList,
+    DeleteFlows,
+    Deleted,
+    TraceRequest,
+    super::switches::Trace,
+)))]
+struct Schemas;
+
+fn r<T: ToSchema>() -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(T::name()))
+}
+
+/// What an error status means, for the document.
+fn meaning(status: u16) -> &'static str {
+    match status {
+        400 => "invalid input (invalid_argument, invalid_body, ...)",
+        401 => "missing or unknown token",
+        403 => "role not allowed",
+        404 => "not found or not visible",
+        405 => "method not allowed",
+        409 => "conflict with the resource's state",
+        413 => "body too large",
+        422 => "quota exceeded",
+        503 => "a service the call needs is unavailable",
+        507 => "out of space",
+        _ => "error",
+    }
+}
+
+/// Statuses every operation may answer.
+const COMMON: &[u16] = &[400, 401, 403, 404, 503];
+
+struct Op {
+    method: HttpMethod,
+    path: &'static str,
+    id: &'static str,
+    summary: &'static str,
+    query: Vec<utoipa::openapi::path::Parameter>,
+    body: Option<RefOr<Schema>>,
+    ok: (u16, &'static str, Option<RefOr<Schema>>),
+    errors: &'static [u16],
+}
+
+fn op(method: HttpMethod, path: &'static str, id: &'static str, summary: &'static str) -> Op {
+    Op {
+        method,
+        path,
+        id,
+        summary,
+        query: vec![],
+        body: None,
+        ok: (200, "ok", None),
+        errors: &[],
+    }
+}
+
+impl Op {
+    fn body(mut self, s: RefOr<Schema>) -> Self {
+        self.body = Some(s);
+        self
+    }
+    fn ok(mut self, status: u16, what: &'static str, s: RefOr<Schema>) -> Self {
+        self.ok = (status, what, Some(s));
+        self
+    }
+    fn none(mut self, status: u16, what: &'static str) -> Self {
+        self.ok = (status, what, None);
+        self
+    }
+    fn errors(mut self, e: &'static [u16]) -> Self {
+        self.errors = e;
+        self
+    }
+    fn query(mut self, name: &str, s: impl Into<RefOr<Schema>>, what: &str) -> Self {
+        self.query.push(
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(what))
+                .schema(Some(s))
+                .build(),
+        );
+        self
+    }
+}
+
+fn json(s: RefOr<Schema>) -> utoipa::openapi::Content {
+    ContentBuilder::new().schema(Some(s)).build()
+}
+
+fn path_params(path: &str) -> Vec<utoipa::openapi::path::Parameter> {
+    path.split('/')
+        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|n| {
+            ParameterBuilder::new()
+                .name(n)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(free_text(1, 256, false)))
+                .build()
+        })
+        .collect()
+}
+
+fn operations() -> Vec<Op> {
+    use HttpMethod::*;
+    let bool_schema = || {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Boolean)
+            .build()
+    };
+    vec![
+        op(Get, "/v1/pools", "listPools", "List pools (admin)").ok(200, "pools", r::<PoolList>()),
+        op(
+            Post,
+            "/v1/tenants",
+            "createTenant",
+            "Create a tenant (admin)",
+        )
+        .body(r::<CreateTenant>())
+        .ok(201, "created", r::<Tenant>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/tenants",
+            "listTenants",
+            "List the tenants the caller may see",
+        )
+        .ok(200, "tenants", r::<TenantList>()),
+        op(Get, "/v1/tenants/{name}", "getTenant", "Show a tenant").ok(
+            200,
+            "the tenant",
+            r::<Tenant>(),
+        ),
+        op(
+            Delete,
+            "/v1/tenants/{name}",
+            "deleteTenant",
+            "Delete an empty tenant (admin)",
+        )
+        .none(204, "deleted")
+        .errors(&[409]),
+        op(
+            Put,
+            "/v1/tenants/{name}/quota",
+            "setQuota",
+            "Set a tenant's quota (admin)",
+        )
+        .body(r::<Quota>())
+        .ok(200, "the tenant", r::<Tenant>())
+        .errors(&[409, 422]),
+        op(Post, "/v1/tokens", "createToken", "Create an API token")
+            .body(r::<CreateToken>())
+            .ok(201, "created; the secret is shown once", r::<NewToken>()),
+        op(
+            Post,
+            "/v1/volumes",
+            "createVolume",
+            "Create a volume (idempotent under request_id or the Idempotency-Key header)",
+        )
+        .body(r::<CreateVolume>())
+        .ok(201, "created", r::<Volume>())
+        .errors(&[409, 422, 507]),
+        op(
+            Get,
+            "/v1/volumes",
+            "listVolumes",
+            "List volumes, a page at a time",
+        )
+        .query(
+            "tenant",
+            free_text(1, NAME_MAX_LEN, false),
+            "only this tenant's",
+        )
+        .query("name", free_text(1, NAME_MAX_LEN, false), "only this name")
+        .query("limit", int(1, LIST_LIMIT_MAX, false), "page size")
+        .query(
+            "page_token",
+            free_text(0, PAGE_TOKEN_MAX_LEN, false),
+            "where the page starts (next_page_token)",
+        )
+        .ok(200, "a page of volumes", r::<VolumePage>()),
+        op(Get, "/v1/volumes/{id}", "getVolume", "Show a volume").ok(
+            200,
+            "the volume",
+            r::<VolumeDetail>(),
+        ),
+        op(Patch, "/v1/volumes/{id}", "resizeVolume", "Resize a volume")
+            .body(r::<Resize>())
+            .ok(200, "resized", r::<Volume>())
+            .errors(&[409, 422, 507]),
+        op(
+            Delete,
+            "/v1/volumes/{id}",
+            "deleteVolume",
+            "Delete a volume",
+        )
+        .query("force", bool_schema(), "also its snapshots and attachment")
+        .none(204, "deleted")
+        .errors(&[409]),
+        op(
+            Post,
+            "/v1/volumes/{id}/snapshots",
+            "createSnapshot",
+            "Snapshot a volume (O(1))",
+        )
+        .body(r::<NewName>())
+        .ok(201, "created", r::<Snapshot>())
+        .errors(&[409, 422, 507]),
+        op(
+            Get,
+            "/v1/volumes/{id}/snapshots",
+            "listSnapshots",
+            "List a volume's snapshots",
+        )
+        .ok(200, "snapshots", r::<SnapshotList>()),
+        op(
+            Post,
+            "/v1/volumes/{id}/rollback",
+            "rollbackVolume",
+            "Roll a volume back to one of its snapshots",
+        )
+        .body(r::<Rollback>())
+        .ok(200, "rolled back", r::<Volume>())
+        .errors(&[409, 422, 507]),
+        op(
+            Put,
+            "/v1/volumes/{id}/qos",
+            "setQos",
+            "Set a volume's QoS limits",
+        )
+        .body(r::<SetQos>())
+        .ok(200, "the volume", r::<Volume>())
+        .errors(&[409, 422]),
+        op(
+            Get,
+            "/v1/volumes/{id}/stats",
+            "volumeStats",
+            "Live figures of a volume",
+        )
+        .ok(200, "figures", r::<VolumeStats>()),
+        op(
+            Post,
+            "/v1/volumes/{id}/attachments",
+            "attachVolume",
+            "Export a volume over NBD",
+        )
+        .body(r::<Attach>())
+        .ok(201, "attached", r::<Attachment>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/volumes/{id}/attachments",
+            "getAttachment",
+            "Show a volume's attachment",
+        )
+        .ok(200, "the attachment", r::<Attachment>()),
+        op(
+            Delete,
+            "/v1/volumes/{id}/attachments",
+            "detachVolume",
+            "Stop exporting a volume",
+        )
+        .none(204, "detached"),
+        op(Get, "/v1/snapshots/{id}", "getSnapshot", "Show a snapshot").ok(
+            200,
+            "the snapshot",
+            r::<Snapshot>(),
+        ),
+        op(
+            Delete,
+            "/v1/snapshots/{id}",
+            "deleteSnapshot",
+            "Delete a snapshot",
+        )
+        .none(204, "deleted")
+        .errors(&[409]),
+        op(
+            Post,
+            "/v1/snapshots/{id}/clone",
+            "cloneSnapshot",
+            "Clone a snapshot into a new volume (O(1))",
+        )
+        .body(r::<NewName>())
+        .ok(201, "created", r::<Volume>())
+        .errors(&[409, 422, 507]),
+        op(Get, "/v1/audit", "listAudit", "The audit log (admin)")
+            .query("limit", int(1, LIST_LIMIT_MAX, false), "at most this many")
+            .ok(200, "entries", r::<AuditList>()),
+        op(
+            Post,
+            "/v1/switches",
+            "createSwitch",
+            "Create a switch (admin)",
+        )
+        .body(r::<CreateSwitch>())
+        .ok(201, "created", r::<Switch>())
+        .errors(&[409]),
+        op(Get, "/v1/switches", "listSwitches", "List switches (admin)").ok(
+            200,
+            "switches",
+            r::<SwitchList>(),
+        ),
+        op(Get, "/v1/switches/{name}", "getSwitch", "Show a switch").ok(
+            200,
+            "the switch",
+            r::<Switch>(),
+        ),
+        op(
+            Delete,
+            "/v1/switches/{name}",
+            "deleteSwitch",
+            "Delete a switch",
+        )
+        .none(204, "deleted"),
+        op(
+            Post,
+            "/v1/switches/{name}/ports",
+            "addPort",
+            "Add a port to a switch",
+        )
+        .body(r::<SwitchPort>())
+        .ok(201, "added", r::<Switch>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/switches/{name}/ports",
+            "portCounters",
+            "A switch's port counters",
+        )
+        .ok(200, "counters", r::<PortCounterList>()),
+        op(
+            Delete,
+            "/v1/switches/{name}/ports/{port}",
+            "removePort",
+            "Remove a port",
+        )
+        .none(204, "removed"),
+        op(Post, "/v1/switches/{name}/flows", "addFlow", "Add a flow")
+            .body(r::<AddFlow>())
+            .none(201, "added"),
+        op(
+            Get,
+            "/v1/switches/{name}/flows",
+            "dumpFlows",
+            "A switch's flows",
+        )
+        .ok(200, "flows", r::<FlowList>()),
+        op(
+            Post,
+            "/v1/switches/{name}/flows/delete",
+            "deleteFlows",
+            "Delete the flows a match selects",
+        )
+        .body(r::<DeleteFlows>())
+        .ok(200, "how many", r::<Deleted>()),
+        op(
+            Post,
+            "/v1/switches/{name}/trace",
+            "traceSwitch",
+            "Trace a packet through a switch's pipeline",
+        )
+        .body(r::<TraceRequest>())
+        .ok(200, "the trace", r::<super::switches::Trace>()),
+    ]
+}
+
+/// The whole document.
+pub fn document() -> OpenApi {
+    let error = || json(r::<ErrorBody>());
+    let mut paths = PathsBuilder::new();
+    for o in operations() {
+        let mut b = OperationBuilder::new()
+            .operation_id(Some(o.id))
+            .summary(Some(o.summary));
+        let mut params = path_params(o.path);
+        params.extend(o.query);
+        if o.path == "/v1/volumes" && matches!(o.method, HttpMethod::Post) {
+            params.push(
+                ParameterBuilder::new()
+                    .name("Idempotency-Key")
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::False)
+                    .schema(Some(free_text(1, REQUEST_ID_MAX_LEN, false)))
+                    .build(),
+            );
+        }
+        if !params.is_empty() {
+            b = b.parameters(Some(params));
+        }
+        let has_body = o.body.is_some();
+        if let Some(s) = o.body {
+            b = b.request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content("application/json", json(s))
+                    .build(),
+            ));
+        }
+        let (status, what, schema) = o.ok;
+        let mut ok = ResponseBuilder::new().description(what);
+        if let Some(s) = schema {
+            ok = ok.content("application/json", json(s));
+        }
+        b = b.response(status.to_string(), ok.build());
+        let mut errs: Vec<u16> = COMMON.to_vec();
+        if has_body || o.method == HttpMethod::Post {
+            errs.push(413);
+        }
+        errs.extend(o.errors);
+        errs.sort_unstable();
+        errs.dedup();
+        for e in errs {
+            b = b.response(
+                e.to_string(),
+                ResponseBuilder::new()
+                    .description(meaning(e))
+                    .content("application/json", error())
+                    .build(),
+            );
+        }
+        paths = paths.path(o.path, PathItem::new(o.method, b.build()));
+    }
+    let mut doc = OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Strata API")
+                .version("1")
+                .description(Some(
+                    "Storage and network virtualization. Bearer-token authentication; errors \
+                     are {\"error\": {code, message, field}}. A resource the caller may not \
+                     see answers 404.",
+                ))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Schemas::openapi().components)
+        .security(Some([SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]))
+        .build();
+    if let Some(c) = doc.components.as_mut() {
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+    doc
+}
+
+/// The document as the checked-in file holds it (pretty JSON, a final newline).
+pub fn render() -> String {
+    let mut s = serde_json::to_string_pretty(&document()).expect("the document is JSON");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_checked_in_document_is_the_generated_one() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+        let generated = super::render();
+        if std::env::var_os("STRATA_BLESS").is_some() {
+            std::fs::write(path, &generated).expect("writing openapi.json");
+            return;
+        }
+        let checked_in = std::fs::read_to_string(path).expect("reading openapi.json");
+        assert!(
+            checked_in == generated,
+            "crates/strata-control/openapi.json differs from the document the wire types \
+             generate; regenerate it with `STRATA_BLESS=1 cargo test -p strata-control --lib \
+             openapi` and review the diff"
+        );
+    }
+}

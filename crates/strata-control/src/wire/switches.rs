@@ -1,0 +1,283 @@
+//! Virtual switches: ports, flows, trace.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::Object;
+use utoipa::ToSchema;
+
+use super::bounds::*;
+use super::Check;
+use crate::error::ControlError;
+use crate::net;
+
+fn name() -> Object {
+    text(NAME_PATTERN, NAME_MAX_LEN, false)
+}
+fn port_name() -> Object {
+    text(PORT_NAME_PATTERN, 15, false)
+}
+fn vni() -> Object {
+    int(0, VNI_MAX, true)
+}
+fn vlan() -> Object {
+    int(VLAN_MIN, VLAN_MAX, true)
+}
+fn udp_port() -> Object {
+    int(UDP_PORT_MIN, UDP_PORT_MAX, true)
+}
+fn flow() -> Object {
+    free_text(1, FLOW_MAX_LEN, false)
+}
+fn flow_match() -> Object {
+    free_text(0, FLOW_MAX_LEN, false)
+}
+fn packet() -> Object {
+    free_text(1, PACKET_MAX_LEN, false)
+}
+
+/// `POST /v1/switches`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreateSwitch {
+    /// Name.
+    #[schema(schema_with = name)]
+    pub name: String,
+}
+
+impl Check for CreateSwitch {
+    fn check(&self) -> Result<(), ControlError> {
+        check_text("name", &self.name, NAME_PATTERN)
+    }
+}
+
+/// What a port is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// A TAP interface (the default).
+    Tap,
+    /// The switch's own interface.
+    Internal,
+    /// A VXLAN tunnel to a remote VTEP.
+    Vxlan,
+}
+
+impl PortKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            PortKind::Tap => "tap",
+            PortKind::Internal => "internal",
+            PortKind::Vxlan => "vxlan",
+        }
+    }
+}
+
+/// A switch port, as requested (`POST /v1/switches/{name}/ports`) and as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SwitchPort {
+    /// Port (and, for TAP and internal ports, interface) name.
+    #[schema(schema_with = port_name)]
+    pub name: String,
+    /// Kind (default `tap`).
+    pub kind: Option<PortKind>,
+    /// VXLAN network: the port's isolation domain (or a VXLAN port's fixed VNI).
+    #[schema(schema_with = vni)]
+    pub vni: Option<u32>,
+    /// VLAN: the port's isolation domain (access port); not with `vni`.
+    #[schema(schema_with = vlan)]
+    pub vlan: Option<u16>,
+    /// VXLAN remote VTEP (VXLAN ports need it).
+    #[schema(value_type = Option<String>, format = Ipv4)]
+    pub remote: Option<Ipv4Addr>,
+    /// VXLAN local VTEP (default: any).
+    #[schema(value_type = Option<String>, format = Ipv4)]
+    pub local: Option<Ipv4Addr>,
+    /// VXLAN UDP port (default 4789).
+    #[schema(schema_with = udp_port)]
+    pub dstport: Option<u16>,
+}
+
+impl Check for SwitchPort {
+    fn check(&self) -> Result<(), ControlError> {
+        check_text("name", &self.name, PORT_NAME_PATTERN)?;
+        if let Some(v) = self.vni {
+            check_int("vni", v.into(), 0, VNI_MAX)?;
+        }
+        if let Some(v) = self.vlan {
+            check_int("vlan", v.into(), VLAN_MIN, VLAN_MAX)?;
+        }
+        if let Some(p) = self.dstport {
+            check_int("dstport", p.into(), UDP_PORT_MIN, UDP_PORT_MAX)?;
+        }
+        Ok(())
+    }
+}
+
+impl From<SwitchPort> for net::PortRecord {
+    fn from(p: SwitchPort) -> Self {
+        net::PortRecord {
+            name: p.name,
+            kind: p.kind.map(|k| k.as_str().to_string()),
+            vni: p.vni,
+            vlan: p.vlan,
+            remote: p.remote,
+            local: p.local,
+            dstport: p.dstport,
+        }
+    }
+}
+
+impl From<net::PortRecord> for SwitchPort {
+    fn from(p: net::PortRecord) -> Self {
+        SwitchPort {
+            kind: match p.kind.as_deref() {
+                Some("internal") => Some(PortKind::Internal),
+                Some("vxlan") => Some(PortKind::Vxlan),
+                Some(_) => Some(PortKind::Tap),
+                None => None,
+            },
+            name: p.name,
+            vni: p.vni,
+            vlan: p.vlan,
+            remote: p.remote,
+            local: p.local,
+            dstport: p.dstport,
+        }
+    }
+}
+
+/// A switch's desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Switch {
+    /// Name.
+    pub name: String,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// Ports in the order they were added.
+    pub ports: Vec<SwitchPort>,
+    /// Flows in `ovs-ofctl` syntax.
+    pub flows: Vec<String>,
+}
+
+impl From<net::SwitchRecord> for Switch {
+    fn from(s: net::SwitchRecord) -> Self {
+        Switch {
+            name: s.name,
+            created: s.created,
+            ports: s.ports.into_iter().map(Into::into).collect(),
+            flows: s.flows,
+        }
+    }
+}
+
+/// The switches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SwitchList {
+    /// Switches.
+    pub items: Vec<Switch>,
+}
+
+/// Counters of one port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PortCounters {
+    /// Port name.
+    pub name: String,
+    /// Port number.
+    pub number: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets not sent.
+    pub tx_dropped: u64,
+    /// GSO super-frames received.
+    pub rx_gso: u64,
+    /// GSO super-frames sent.
+    pub tx_gso: u64,
+    /// Segments sent.
+    pub tx_segments: u64,
+}
+
+/// The counters of a switch's ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PortCounterList {
+    /// Ports.
+    pub items: Vec<PortCounters>,
+    /// Packets dropped between isolation domains.
+    pub isolation_drops: u64,
+}
+
+/// `POST /v1/switches/{name}/flows`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AddFlow {
+    /// A flow in `ovs-ofctl` syntax, e.g. `priority=10,in_port=1,actions=output:2`.
+    #[schema(schema_with = flow)]
+    pub flow: String,
+}
+
+impl Check for AddFlow {
+    fn check(&self) -> Result<(), ControlError> {
+        check_len("flow", &self.flow, FLOW_MAX_LEN)
+    }
+}
+
+/// A switch's flows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FlowList {
+    /// Flows in `ovs-ofctl` syntax.
+    pub flows: Vec<String>,
+}
+
+/// `POST /v1/switches/{name}/flows/delete`: deletes the flows a match selects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeleteFlows {
+    /// A match in `ovs-ofctl` syntax (empty: every flow).
+    #[serde(default, rename = "match")]
+    #[schema(schema_with = flow_match)]
+    pub filter: String,
+    /// Only flows with exactly this match and priority.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+impl Check for DeleteFlows {
+    fn check(&self) -> Result<(), ControlError> {
+        check_len("match", &self.filter, FLOW_MAX_LEN)
+    }
+}
+
+/// How many flows were deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Deleted {
+    /// Flows deleted.
+    pub deleted: u64,
+}
+
+/// `POST /v1/switches/{name}/trace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TraceRequest {
+    /// A packet description, e.g. `in_port=1,dl_dst=ff:ff:ff:ff:ff:ff`.
+    #[schema(schema_with = packet)]
+    pub packet: String,
+}
+
+impl Check for TraceRequest {
+    fn check(&self) -> Result<(), ControlError> {
+        check_len("packet", &self.packet, PACKET_MAX_LEN)
+    }
+}
+
+/// What the pipeline did with the packet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Trace {
+    /// The trace, one step a line.
+    pub trace: String,
+}

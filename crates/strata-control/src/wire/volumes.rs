@@ -1,0 +1,351 @@
+//! Volumes: create, list, show, resize, delete, rollback, QoS and live figures.
+
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::ToSchema;
+
+use super::bounds::*;
+use super::size::{Bandwidth, VolumeSize};
+use super::Check;
+use crate::error::ControlError;
+use crate::model;
+
+fn name() -> Object {
+    text(NAME_PATTERN, NAME_MAX_LEN, false)
+}
+fn opt_name() -> Object {
+    text(NAME_PATTERN, NAME_MAX_LEN, true)
+}
+fn request_id() -> Object {
+    free_text(1, REQUEST_ID_MAX_LEN, true)
+}
+fn iops() -> Object {
+    int(IOPS_MIN, IOPS_MAX, true)
+}
+fn class() -> Object {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::String,
+            Type::Null,
+        ]))
+        .enum_values(Some(["hdd", "ssd", "nvme"]))
+        .build()
+}
+
+fn check_opt_name(field: &'static str, v: &Option<String>) -> Result<(), ControlError> {
+    v.as_deref()
+        .map_or(Ok(()), |v| check_text(field, v, NAME_PATTERN))
+}
+
+/// `POST /v1/volumes` (idempotent under `request_id` or the `Idempotency-Key` header).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreateVolume {
+    /// Name, unique within the tenant.
+    #[schema(schema_with = name)]
+    pub name: String,
+    /// Size.
+    pub size: VolumeSize,
+    /// Tenant (admins name it; others create in their own).
+    #[schema(schema_with = opt_name)]
+    pub tenant: Option<String>,
+    /// Pool (the default pool is `default`).
+    #[schema(schema_with = opt_name)]
+    pub pool: Option<String>,
+    /// Device class the volume's blocks come from.
+    #[schema(schema_with = class)]
+    pub class: Option<String>,
+    /// Client-chosen id making the create idempotent.
+    #[schema(schema_with = request_id)]
+    pub request_id: Option<String>,
+    /// IOPS limit.
+    #[schema(schema_with = iops)]
+    pub iops_limit: Option<u64>,
+    /// Bandwidth limit, bytes per second.
+    pub bandwidth_limit: Option<Bandwidth>,
+}
+
+impl CreateVolume {
+    /// The controller's request, sizes resolved and checked.
+    pub fn into_request(self) -> Result<crate::CreateVolume, ControlError> {
+        self.check()?;
+        Ok(crate::CreateVolume {
+            size: crate::SizeArg::Bytes(self.size.bytes("size")?),
+            bandwidth_limit: self
+                .bandwidth_limit
+                .map(|b| b.bytes("bandwidth_limit").map(crate::SizeArg::Bytes))
+                .transpose()?,
+            name: self.name,
+            tenant: self.tenant,
+            pool: self.pool,
+            class: self.class,
+            request_id: self.request_id,
+            iops_limit: self.iops_limit,
+        })
+    }
+}
+
+impl Check for CreateVolume {
+    fn check(&self) -> Result<(), ControlError> {
+        check_text("name", &self.name, NAME_PATTERN)?;
+        self.size.bytes("size")?;
+        check_opt_name("tenant", &self.tenant)?;
+        check_opt_name("pool", &self.pool)?;
+        if let Some(r) = &self.request_id {
+            if r.is_empty() {
+                return Err(ControlError::invalid("request_id", "1 to 128 characters"));
+            }
+            check_len("request_id", r, REQUEST_ID_MAX_LEN)?;
+        }
+        if let Some(i) = self.iops_limit {
+            check_int("iops_limit", i, IOPS_MIN, IOPS_MAX)?;
+        }
+        if let Some(b) = &self.bandwidth_limit {
+            b.bytes("bandwidth_limit")?;
+        }
+        Ok(())
+    }
+}
+
+/// Lifecycle of a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeState {
+    /// Being created.
+    Creating,
+    /// Usable.
+    Available,
+    /// Being removed.
+    Deleting,
+}
+
+/// A volume's performance limits; null means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Qos {
+    /// Operations per second.
+    pub iops_limit: Option<u64>,
+    /// Bytes per second.
+    pub bandwidth_limit: Option<u64>,
+    /// Operations allowed at once above the rate.
+    pub burst_iops: Option<u64>,
+    /// Bytes allowed at once above the rate.
+    pub burst_bandwidth: Option<u64>,
+}
+
+impl From<model::Qos> for Qos {
+    fn from(q: model::Qos) -> Self {
+        Qos {
+            iops_limit: q.iops_limit,
+            bandwidth_limit: q.bandwidth_limit,
+            burst_iops: q.burst_iops,
+            burst_bandwidth: q.burst_bandwidth,
+        }
+    }
+}
+
+/// A volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Volume {
+    /// Id (also the NBD export name).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Name, unique within the tenant.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Pool.
+    pub pool: String,
+    /// Device class restriction.
+    pub class: Option<String>,
+    /// Source snapshot id if cloned.
+    pub origin: Option<String>,
+    /// State.
+    pub state: VolumeState,
+    /// Performance limits.
+    pub qos: Qos,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+}
+
+impl From<model::Volume> for Volume {
+    fn from(v: model::Volume) -> Self {
+        Volume {
+            id: v.id,
+            tenant: v.tenant,
+            name: v.name,
+            size: v.size,
+            pool: v.pool,
+            class: v.class,
+            origin: v.origin,
+            state: match v.state {
+                model::VolumeState::Creating => VolumeState::Creating,
+                model::VolumeState::Available => VolumeState::Available,
+                model::VolumeState::Deleting => VolumeState::Deleting,
+            },
+            qos: v.qos.into(),
+            created: v.created,
+        }
+    }
+}
+
+/// A volume with its engine figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VolumeDetail {
+    /// The volume.
+    #[serde(flatten)]
+    pub volume: Volume,
+    /// Bytes allocated in the pool.
+    pub allocated: u64,
+    /// Number of snapshots.
+    pub snapshots: u64,
+}
+
+/// A page of volumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VolumePage {
+    /// Volumes.
+    pub items: Vec<Volume>,
+    /// The token of the next page, if there is one.
+    pub next_page_token: Option<String>,
+}
+
+/// The query of `GET /v1/volumes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListVolumes {
+    /// Only this tenant's (admins; others see their own).
+    pub tenant: Option<String>,
+    /// Only volumes of this name.
+    pub name: Option<String>,
+    /// Page size.
+    pub limit: Option<u64>,
+    /// Where the page starts (from `next_page_token`).
+    pub page_token: Option<String>,
+}
+
+impl Check for ListVolumes {
+    fn check(&self) -> Result<(), ControlError> {
+        if let Some(l) = self.limit {
+            check_int("limit", l, 1, LIST_LIMIT_MAX)?;
+        }
+        if let Some(t) = &self.page_token {
+            check_len("page_token", t, PAGE_TOKEN_MAX_LEN)?;
+        }
+        Ok(())
+    }
+}
+
+/// `PATCH /v1/volumes/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Resize {
+    /// The new size.
+    pub size: VolumeSize,
+}
+
+impl Check for Resize {
+    fn check(&self) -> Result<(), ControlError> {
+        self.size.bytes("size").map(|_| ())
+    }
+}
+
+/// The query of `DELETE /v1/volumes/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteVolume {
+    /// Delete its snapshots and attachment too.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /v1/volumes/{id}/rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Rollback {
+    /// The snapshot id to roll back to.
+    pub snapshot: String,
+}
+
+/// `PUT /v1/volumes/{id}/qos`: the new limits (absent or null: unlimited).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SetQos {
+    /// Operations per second.
+    #[schema(schema_with = iops)]
+    pub iops_limit: Option<u64>,
+    /// Bytes per second.
+    pub bandwidth_limit: Option<Bandwidth>,
+    /// Operations allowed at once above the rate (default: one second's worth).
+    #[schema(schema_with = iops)]
+    pub burst_iops: Option<u64>,
+    /// Bytes allowed at once above the rate (default: one second's worth).
+    pub burst_bandwidth: Option<Bandwidth>,
+}
+
+impl SetQos {
+    /// The limits, checked against the declared bounds.
+    pub fn limits(&self) -> Result<model::Qos, ControlError> {
+        let i = |f, v: Option<u64>| {
+            v.map(|v| check_int(f, v, IOPS_MIN, IOPS_MAX).map(|_| v))
+                .transpose()
+        };
+        let b = |f, v: &Option<Bandwidth>| v.as_ref().map(|v| v.bytes(f)).transpose();
+        Ok(model::Qos {
+            iops_limit: i("iops_limit", self.iops_limit)?,
+            bandwidth_limit: b("bandwidth_limit", &self.bandwidth_limit)?,
+            burst_iops: i("burst_iops", self.burst_iops)?,
+            burst_bandwidth: b("burst_bandwidth", &self.burst_bandwidth)?,
+        })
+    }
+}
+
+/// Cumulative I/O counters of a volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IoTotals {
+    /// Read requests.
+    pub reads: u64,
+    /// Write requests.
+    pub writes: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Time requests waited for QoS admission, microseconds.
+    pub throttled_us: u64,
+}
+
+/// Live figures of a volume over the last window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VolumeStats {
+    /// Volume id.
+    pub volume: String,
+    /// Volume name.
+    pub name: String,
+    /// Length of the window, seconds.
+    pub window_seconds: u64,
+    /// Operations per second.
+    pub iops: f64,
+    /// Bytes per second.
+    pub throughput_bytes: f64,
+    /// Median latency, microseconds.
+    pub latency_p50_us: u64,
+    /// 99th percentile latency, microseconds.
+    pub latency_p99_us: u64,
+    /// Limits in force.
+    pub qos: Qos,
+    /// Counters since start.
+    pub totals: IoTotals,
+}
+
+impl Check for Rollback {
+    fn check(&self) -> Result<(), ControlError> {
+        Ok(())
+    }
+}
+
+impl Check for DeleteVolume {
+    fn check(&self) -> Result<(), ControlError> {
+        Ok(())
+    }
+}
+
+impl Check for SetQos {
+    fn check(&self) -> Result<(), ControlError> {
+        self.limits().map(|_| ())
+    }
+}
