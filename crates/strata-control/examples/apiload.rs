@@ -48,7 +48,11 @@ impl Api {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.url);
         let r = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", &self.token).call(),
+            ("GET", _) => self
+                .agent
+                .get(&url)
+                .header("Authorization", &self.token)
+                .call(),
             ("DELETE", _) => self
                 .agent
                 .delete(&url)
@@ -148,10 +152,7 @@ fn clients(url: &str, token: &str, n: usize, secs: u64) {
     let (_, left) = admin.call("GET", "/v1/volumes?tenant=load&limit=1000", None);
     let left = left["items"].as_array().map_or(0, |a| a.len());
     let (_, t) = admin.call("GET", "/v1/tenants/load", None);
-    println!(
-        "volumes left {left}, tenant usage {}",
-        t["usage"].to_string()
-    );
+    println!("volumes left {left}, tenant usage {}", t["usage"]);
     println!("goal: 0 errors, p99 create < 50 ms, nothing left");
 }
 
@@ -170,7 +171,11 @@ fn flows(url: &str, token: &str, n: usize, data: &str) {
             i & 255
         );
         let t = Instant::now();
-        let (s, v) = api.call("POST", "/v1/switches/flows/flows", Some(json!({"flow": flow})));
+        let (s, v) = api.call(
+            "POST",
+            "/v1/switches/flows/flows",
+            Some(json!({"flow": flow})),
+        );
         lat.push(t.elapsed());
         assert!(s < 300, "flow {i}: {s} {v}");
         if (i + 1) % 5000 == 0 || i + 1 == 1000 {
@@ -190,11 +195,13 @@ fn flows(url: &str, token: &str, n: usize, data: &str) {
             std::thread::spawn(move || {
                 let api = Api::new(&url, &token);
                 for i in 0..50 {
-                    let flow = format!(
-                        "table=1,priority=10,ip,nw_src=10.200.{c}.{i}/32,actions=drop"
+                    let flow =
+                        format!("table=1,priority=10,ip,nw_src=10.200.{c}.{i}/32,actions=drop");
+                    let (s, _) = api.call(
+                        "POST",
+                        "/v1/switches/flows/flows",
+                        Some(json!({"flow": flow})),
                     );
-                    let (s, _) =
-                        api.call("POST", "/v1/switches/flows/flows", Some(json!({"flow": flow})));
                     if s >= 300 {
                         *errors.lock().unwrap() += 1;
                     }
