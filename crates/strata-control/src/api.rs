@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use strata_types::ErrorCode;
 
 use crate::controller::{Controller, CreateVolume, Principal, SizeArg};
-use crate::error::{ControlError, InUse, Resource, Service};
+use crate::error::{clip, ControlError, InUse, Resource, Service};
 use crate::model::{Qos, Quota, Role};
 
 /// The OpenAPI document, checked in and served at `/v1/openapi.json`.
@@ -254,6 +254,10 @@ pub struct Query<T>(pub T);
 
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
+        // serde echoes the offending value: a long message is clipped (a short one keeps its
+        // "expected ... at line L column C").
+        let e = e.to_string();
+        let e = if e.len() > 256 { clip(&e) } else { e };
         ApiError::new(
             ErrorCode::InvalidBody,
             format!("request body is not valid JSON for this call: {e}"),
@@ -583,7 +587,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 S::CREATED,
                 "switch.add_port",
                 |(n, Body(port)): &(String, Body<crate::net::PortRecord>)| {
-                    format!("{n}/{}", port.name)
+                    format!("{}/{}", clip(n), clip(&port.name))
                 },
                 |c, p, (name, Body(port))| c.add_switch_port(p, &name, port),
             ))
@@ -594,7 +598,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             delete(change(
                 S::NO_CONTENT,
                 "switch.remove_port",
-                |(n, port): &(String, String)| format!("{n}/{port}"),
+                |(n, port): &(String, String)| format!("{}/{}", clip(n), clip(port)),
                 |c, p, (name, port)| c.remove_switch_port(p, &name, &port),
             )),
         )
@@ -603,7 +607,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             post(change(
                 S::CREATED,
                 "switch.add_flow",
-                |(n, Body(r)): &(String, Body<FlowReq>)| format!("{n}: {}", r.flow),
+                |(n, Body(r)): &(String, Body<FlowReq>)| format!("{}: {}", clip(n), clip(&r.flow)),
                 |c, p, (name, Body(r))| c.add_switch_flow(p, &name, &r.flow),
             ))
             .get(read(|c, p, name: String| {
@@ -613,7 +617,9 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             .delete(change(
                 S::OK,
                 "switch.del_flows",
-                |(n, Query(q)): &(String, Query<DelFlows>)| format!("{n}: {}", q.filter),
+                |(n, Query(q)): &(String, Query<DelFlows>)| {
+                    format!("{}: {}", clip(n), clip(&q.filter))
+                },
                 |c, p, (name, Query(q))| {
                     let n = c.del_switch_flows(p, &name, &q.filter, q.strict)?;
                     Ok(serde_json::json!({ "deleted": n }))
@@ -725,7 +731,7 @@ fn create_token(
             "role",
             format!(
                 "unknown role {:?} (admin, tenant-admin, member, reader)",
-                req.role
+                clip(&req.role)
             ),
         )
     })?;
@@ -866,7 +872,7 @@ fn attach(
         }
         Some(other) => Err(ControlError::invalid(
             "transport",
-            format!("unknown transport {other:?} (unix, tcp)"),
+            format!("unknown transport {:?} (unix, tcp)", clip(other)),
         )),
     }
 }

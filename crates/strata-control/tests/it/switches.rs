@@ -433,7 +433,7 @@ fn error_messages_clip_the_input() {
     );
     assert_eq!(
         msg(c.add_switch_flow(&admin, "clip", &format!("ip,actions=output:{big}"))),
-        "bad_action_argument"
+        "unknown_port"
     );
     assert_eq!(
         msg(c
@@ -463,6 +463,17 @@ fn error_messages_clip_the_input() {
     assert_eq!(
         msg(c.remove_switch_port(&admin, "clip", &name)),
         "port_not_found"
+    );
+    // The same for the other resources' names (clipped where not-found and exists errors
+    // are built, and in the shared name check).
+    c.create_tenant(&admin, "t", Default::default()).unwrap();
+    let vol = c
+        .create_volume(&admin, crate::fixture::new_volume("t", &name, "1M"))
+        .map(drop);
+    assert_eq!(msg(vol), "invalid_argument");
+    assert_eq!(
+        msg(c.get_tenant(&admin, &name).map(drop)),
+        "tenant_not_found"
     );
     let port = strata_control::net::PortRecord {
         name: "p".into(),
