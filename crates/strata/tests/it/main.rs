@@ -6,8 +6,8 @@
 
 mod api;
 mod cli;
-mod common;
 mod contract;
+mod common;
 mod daemon;
 mod hardening;
 mod nbd;
