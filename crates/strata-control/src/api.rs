@@ -28,7 +28,7 @@ use serde::Serialize;
 use strata_types::ErrorCode;
 
 use crate::controller::{Controller, Principal};
-use crate::error::{ControlError, InUse, Resource, Service};
+use crate::error::{clip, ControlError, InUse, Resource, Service};
 use crate::wire::{self, Check};
 
 /// The OpenAPI document, served at `/v1/openapi.json`: the checked-in file, which a test keeps
@@ -263,6 +263,10 @@ pub struct Query<T>(pub T);
 
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
+        // serde echoes the offending value: a long message is clipped (a short one keeps its
+        // "expected ... at line L column C").
+        let e = e.to_string();
+        let e = if e.len() > 256 { clip(&e) } else { e };
         ApiError::new(
             ErrorCode::InvalidBody,
             format!("request body is not valid JSON for this call: {e}"),
@@ -273,7 +277,7 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 fn parse_query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
     axum::extract::Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, clip(&e.body_text())))
 }
 
 impl Input for () {
@@ -646,7 +650,9 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             post(change(
                 S::CREATED,
                 "switch.add_port",
-                |(n, Body(port)): &(String, Body<SwitchPort>)| format!("{n}/{}", port.name),
+                |(n, Body(port)): &(String, Body<SwitchPort>)| {
+                    format!("{}/{}", clip(n), clip(&port.name))
+                },
                 |c, p, (name, Body(port))| {
                     c.add_switch_port(p, &name, port.into()).map(Switch::from)
                 },
@@ -671,7 +677,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             post(change(
                 S::CREATED,
                 "switch.add_flow",
-                |(n, Body(r)): &(String, Body<AddFlow>)| format!("{n}: {}", r.flow),
+                |(n, Body(r)): &(String, Body<AddFlow>)| format!("{}: {}", clip(n), clip(&r.flow)),
                 |c, p, (name, Body(r))| c.add_switch_flow(p, &name, &r.flow),
             ))
             .get(read(|c, p, name: String| {
@@ -686,7 +692,9 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             post(change(
                 S::OK,
                 "switch.del_flows",
-                |(n, Body(q)): &(String, Body<DeleteFlows>)| format!("{n}: {}", q.filter),
+                |(n, Body(q)): &(String, Body<DeleteFlows>)| {
+                    format!("{}: {}", clip(n), clip(&q.filter))
+                },
                 |c, p, (name, Body(q))| {
                     let n = c.del_switch_flows(p, &name, &q.filter, q.strict)?;
                     Ok(Deleted { deleted: n as u64 })

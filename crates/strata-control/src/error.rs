@@ -7,8 +7,24 @@
 //! - A resource the caller may not see is [`ControlError::NotFound`], exactly like one that does
 //!   not exist, so existence never leaks.
 //! - [`ControlError::Invalid`] names the request field at fault; bad input changes nothing.
+//! - A message never carries more than a [`clip`] of what the caller sent: the names in
+//!   not-found and exists errors are clipped here, and every other place that echoes input
+//!   into a message clips it itself.
 
 use std::fmt;
+
+/// How much of a caller's input a message echoes, in characters.
+pub const CLIP_CHARS: usize = 64;
+
+/// `s` as an error message may echo it: whole when it has at most [`CLIP_CHARS`] characters,
+/// else its first [`CLIP_CHARS`] characters and its length ("…(N bytes)"), so a 100 KB input
+/// never comes back in a message (nor fills a log line).
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(CLIP_CHARS) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}…({} bytes)", &s[..end], s.len()),
+    }
+}
 
 /// The kinds of resource the control plane manages (for not-found and exists errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,14 +160,14 @@ impl ControlError {
     pub fn not_found(resource: Resource, name: impl fmt::Display) -> Self {
         ControlError::NotFound {
             resource,
-            name: name.to_string(),
+            name: clip(&name.to_string()),
         }
     }
     /// A name already taken.
     pub fn exists(resource: Resource, name: impl fmt::Display) -> Self {
         ControlError::Exists {
             resource,
-            name: name.to_string(),
+            name: clip(&name.to_string()),
         }
     }
     /// Forbidden for the caller's role.
@@ -175,5 +191,43 @@ impl ControlError {
     /// Something that should not happen did.
     pub fn internal(message: impl Into<String>) -> Self {
         ControlError::Internal(message.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_short_input_and_bounds_long_input() {
+        assert_eq!(clip("br0"), "br0");
+        let exact = "a".repeat(CLIP_CHARS);
+        assert_eq!(clip(&exact), exact);
+        let long = "x".repeat(100_000);
+        let c = clip(&long);
+        assert_eq!(c, format!("{}…(100000 bytes)", "x".repeat(CLIP_CHARS)));
+        // Cut on a character boundary, counted in characters.
+        let wide = "é".repeat(100);
+        assert_eq!(
+            clip(&wide),
+            format!("{}…(200 bytes)", "é".repeat(CLIP_CHARS))
+        );
+    }
+
+    #[test]
+    fn not_found_and_exists_clip_the_name() {
+        let name = "n".repeat(10_000);
+        assert!(
+            ControlError::not_found(Resource::Switch, &name)
+                .to_string()
+                .len()
+                < 200
+        );
+        assert!(
+            ControlError::exists(Resource::Volume, &name)
+                .to_string()
+                .len()
+                < 200
+        );
     }
 }

@@ -885,6 +885,7 @@ impl Client {
                         ("NO", "number"),
                         ("RX PKTS", "rx_packets"),
                         ("RX DROP", "rx_dropped"),
+                        ("RX ERR", "rx_errors"),
                         ("TX PKTS", "tx_packets"),
                         ("TX DROP", "tx_dropped"),
                         ("RX BYTES", "rx_bytes"),

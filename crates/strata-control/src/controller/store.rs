@@ -59,7 +59,13 @@ pub(super) fn enc<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 pub(super) fn validate_name(field: &'static str, name: &str) -> Result<(), ControlError> {
-    strata_block::pool::validate_name(name).map_err(|e| ControlError::invalid(field, e.to_string()))
+    strata_block::pool::validate_name(name).map_err(|e| match e {
+        strata_block::AdminError::InvalidName { why, .. } => ControlError::invalid(
+            field,
+            format!("invalid name {:?}: {why}", crate::error::clip(name)),
+        ),
+        other => ControlError::invalid(field, other.to_string()),
+    })
 }
 
 impl Controller {

@@ -6,3 +6,4 @@ mod codes;
 mod fixture;
 mod quotas;
 mod recovery;
+mod switches;

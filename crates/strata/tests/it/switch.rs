@@ -64,6 +64,11 @@ fn switch_through_the_cli_with_namespaces() {
         0,
         "nothing may reach the other tenant: {ports}"
     );
+    assert!(port(&taps[0]).get("rx_errors").is_some(), "{ports}");
+    // The table shows rx_errors too.
+    let table = cli(&["switch", "ports", "br0"]);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.contains("RX ERR"), "{table}");
     let flows = cli(&["switch", "dump-flows", "br0"]);
     assert!(
         flows.contains("actions=normal") && flows.contains("n_packets="),
@@ -84,6 +89,20 @@ fn switch_through_the_cli_with_namespaces() {
         &format!("in_port={},icmp,nw_src=10.77.0.1,nw_dst=10.77.0.2", taps[0]),
     ]);
     assert!(trace.contains("drop"), "{trace}");
+    // The same match and priority again replaces the rule (one stored flow, not two).
+    cli(&[
+        "switch",
+        "add-flow",
+        "br0",
+        "priority=40000,icmp,actions=drop",
+    ]);
+    cli(&[
+        "switch",
+        "add-flow",
+        "br0",
+        "table=1,priority=7,arp,actions=normal",
+    ]);
+    let before = rules(&cli(&["switch", "dump-flows", "br0"]));
     // Restart: the switch, its ports and flows come back (the TAPs are reopened).
     d.stop();
     let d2 = Daemon::start(&data);
@@ -104,7 +123,28 @@ fn switch_through_the_cli_with_namespaces() {
         flows.contains("priority=40000") && flows.contains("icmp"),
         "{flows}"
     );
+    assert_eq!(
+        rules(&flows),
+        before,
+        "restart must restore exactly the same rules"
+    );
     d2.stop();
+}
+
+/// `dump-flows` lines without what changes with time and traffic (duration, counters).
+fn rules(dump: &str) -> Vec<String> {
+    dump.lines()
+        .map(|l| {
+            l.split(", ")
+                .filter(|f| {
+                    !f.trim_start().starts_with("duration=")
+                        && !f.starts_with("n_packets=")
+                        && !f.starts_with("n_bytes=")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect()
 }
 
 /// A network namespace the test owns, deleted on drop.
