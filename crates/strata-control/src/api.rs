@@ -74,6 +74,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
     use ErrorCode as C;
     match e {
         ControlError::Unauthenticated => C::Unauthenticated,
+        ControlError::TokenExpired => C::TokenExpired,
         ControlError::Forbidden(_) => C::Forbidden,
         ControlError::NotFound { resource, .. } => match resource {
             Resource::Tenant => C::TenantNotFound,
@@ -83,6 +84,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Attachment => C::AttachmentNotFound,
             Resource::Switch => C::SwitchNotFound,
             Resource::Port => C::PortNotFound,
+            Resource::Token => C::TokenNotFound,
         },
         ControlError::Exists { resource, .. } => match resource {
             Resource::Tenant => C::TenantExists,
@@ -90,7 +92,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Snapshot => C::SnapshotExists,
             Resource::Switch => C::SwitchExists,
             Resource::Port => C::PortExists,
-            Resource::Pool | Resource::Attachment => C::AlreadyExists,
+            Resource::Pool | Resource::Attachment | Resource::Token => C::AlreadyExists,
         },
         ControlError::Invalid { .. } => C::InvalidArgument,
         ControlError::QuotaExceeded(_) => C::QuotaExceeded,
@@ -449,6 +451,18 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 "token.create",
                 |Body(r): &Body<CreateToken>| r.tenant.clone().unwrap_or_default(),
                 create_token,
+            ))
+            .get(read(|c, p, Query(q): Query<TokenQuery>| {
+                c.list_tokens(p, q.tenant.as_deref()).map(items)
+            })),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            delete(change(
+                S::NO_CONTENT,
+                "token.revoke",
+                String::clone,
+                |c, p, id| c.revoke_token(p, &id),
             )),
         )
         .route(
@@ -713,6 +727,13 @@ struct CreateTenant {
 struct CreateToken {
     tenant: Option<String>,
     role: String,
+    /// A duration (`30d`, `12h`) or `never` (admins); default 90 days.
+    expires: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    tenant: Option<String>,
 }
 
 fn create_token(
@@ -729,8 +750,12 @@ fn create_token(
             ),
         )
     })?;
-    let (secret, rec) = c.create_token(p, req.tenant.as_deref(), role)?;
-    Ok(serde_json::json!({ "id": rec.id, "tenant": rec.tenant, "role": rec.role, "token": secret }))
+    let (secret, rec) =
+        c.create_token_expiring(p, req.tenant.as_deref(), role, req.expires.as_deref())?;
+    Ok(serde_json::json!({
+        "id": rec.id, "tenant": rec.tenant, "role": rec.role, "token": secret,
+        "created": rec.created, "expires": rec.expires,
+    }))
 }
 
 /// A create-volume body; the `Idempotency-Key` header stands for a missing `request_id`.

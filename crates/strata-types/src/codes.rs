@@ -205,6 +205,11 @@ registry! {
     // ----- anything else -----
     /// Something that should not happen did.
     Internal = "internal", 500, Some(EIO);
+    // ----- credentials -----
+    /// The API token is past its expiry (a revoked token is unknown: `unauthenticated`).
+    TokenExpired = "token_expired", 401, Some(EPERM);
+    /// No such API token, or one the caller may not see.
+    TokenNotFound = "token_not_found", 404, None;
 }
 
 impl fmt::Display for ErrorCode {

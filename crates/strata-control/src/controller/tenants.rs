@@ -29,6 +29,7 @@ impl Controller {
             created: now(),
             quota,
             usage: Usage::default(),
+            socket_owner: None,
         };
         let r = self.store.txn(
             Txn::new()
