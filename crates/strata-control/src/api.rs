@@ -422,7 +422,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 S::CREATED,
                 "tenant.create",
                 |Body(r): &Body<CreateTenant>| r.name.clone(),
-                |c, p, Body(r)| c.create_tenant(p, &r.name, r.quota),
+                create_tenant,
             ))
             .get(read(|c, p, ()| c.list_tenants(p).map(items))),
         )
@@ -442,6 +442,28 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 "tenant.set_quota",
                 |(n, _): &(String, Body<Quota>)| n.clone(),
                 |c, p, (name, Body(q))| c.set_quota(p, &name, q),
+            )),
+        )
+        .route(
+            "/v1/tenants/{name}/socket-owner",
+            put(change(
+                S::OK,
+                "tenant.set_socket_owner",
+                |(n, _): &(String, Body<SocketOwnerReq>)| n.clone(),
+                |c, p, (name, Body(r))| c.set_socket_owner(p, &name, r.parse()?),
+            )),
+        )
+        .route(
+            "/v1/tenants/{name}/certificates",
+            get(read(|c, p, name: String| c.list_certificates(p, &name).map(items))),
+        )
+        .route(
+            "/v1/tenants/{name}/certificates/revoke",
+            post(change(
+                S::OK,
+                "tenant.revoke_certificates",
+                String::clone,
+                |c, p, name| c.revoke_certificates(p, &name),
             )),
         )
         .route(
@@ -721,6 +743,44 @@ struct CreateTenant {
     name: String,
     #[serde(default)]
     quota: Quota,
+    /// `UID[:GID]` owning the tenant's NBD socket.
+    socket_owner: Option<String>,
+}
+
+fn create_tenant(
+    c: &Controller,
+    p: &Principal,
+    Body(r): Body<CreateTenant>,
+) -> Result<crate::model::Tenant, ControlError> {
+    // Checked before anything is written.
+    let owner = SocketOwnerReq {
+        socket_owner: r.socket_owner,
+    }
+    .parse()?;
+    let t = c.create_tenant(p, &r.name, r.quota)?;
+    match owner {
+        Some(_) => c.set_socket_owner(p, &t.name, owner),
+        None => Ok(t),
+    }
+}
+
+#[derive(Deserialize)]
+struct SocketOwnerReq {
+    /// `UID[:GID]`, or null for the daemon's user.
+    socket_owner: Option<String>,
+}
+
+impl SocketOwnerReq {
+    fn parse(&self) -> Result<Option<crate::model::SocketOwner>, ControlError> {
+        self.socket_owner
+            .as_deref()
+            .map(|s| {
+                crate::model::SocketOwner::parse(s).ok_or_else(|| {
+                    ControlError::invalid("socket_owner", format!("{s:?} is not UID or UID:GID"))
+                })
+            })
+            .transpose()
+    }
 }
 
 #[derive(Deserialize)]
