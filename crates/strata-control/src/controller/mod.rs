@@ -45,6 +45,7 @@ mod volumes;
 
 pub use attachments::Exports;
 pub use auth::Principal;
+pub use certificates::Revoked;
 pub use volumes::{CreateVolume, SizeArg};
 
 use strata_block::Pool;
