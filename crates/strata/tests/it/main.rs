@@ -7,6 +7,7 @@
 mod api;
 mod cli;
 mod contract;
+mod credentials;
 mod common;
 mod daemon;
 mod hardening;
