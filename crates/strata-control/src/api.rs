@@ -455,7 +455,9 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         )
         .route(
             "/v1/tenants/{name}/certificates",
-            get(read(|c, p, name: String| c.list_certificates(p, &name).map(items))),
+            get(read(|c, p, name: String| {
+                c.list_certificates(p, &name).map(items)
+            })),
         )
         .route(
             "/v1/tenants/{name}/certificates/revoke",

@@ -244,7 +244,10 @@ mod tests {
         let end = unix(info.not_after.unwrap());
         assert_eq!(end, c2.not_after);
         let now = unix(SystemTime::now());
-        assert!(end <= now + DEFAULT_CLIENT_CERT_LIFETIME.as_secs() + 1, "{end} {now}");
+        assert!(
+            end <= now + DEFAULT_CLIENT_CERT_LIFETIME.as_secs() + 1,
+            "{end} {now}"
+        );
         assert!(end + 60 >= now + DEFAULT_CLIENT_CERT_LIFETIME.as_secs());
         assert_ne!(c1.serial, c2.serial);
         use std::os::unix::fs::PermissionsExt;

@@ -126,7 +126,9 @@ impl Controller {
             let mut upd = rec.clone();
             upd.last_used = Some(t);
             // Lost races (another request, a revoke) are fine: the record stays as it is.
-            let _ = self.store.txn(Txn::new().when(&key, rev).put(&key, enc(&upd)));
+            let _ = self
+                .store
+                .txn(Txn::new().when(&key, rev).put(&key, enc(&upd)));
         }
         Ok(Principal {
             token_id: rec.id,

@@ -109,11 +109,7 @@ impl Controller {
     }
 
     /// Closes the TLS sessions of tenant `t` whose certificate serial `pick` selects.
-    pub(super) fn close_certificate_sessions(
-        &self,
-        t: &str,
-        pick: impl Fn(&str) -> bool,
-    ) -> usize {
+    pub(super) fn close_certificate_sessions(&self, t: &str, pick: impl Fn(&str) -> bool) -> usize {
         let Some((server, _)) = self.nbd.server.read().clone() else {
             return 0;
         };

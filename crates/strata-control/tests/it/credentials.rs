@@ -26,7 +26,9 @@ fn tokens_expire_with_their_own_code_and_revoked_ones_are_unknown() {
     f.c.create_tenant(&f.admin, "t1", Default::default())
         .unwrap();
     // Default lifetime: 90 days.
-    let (_, rec) = f.c.create_token(&f.admin, Some("t1"), Role::Member).unwrap();
+    let (_, rec) =
+        f.c.create_token(&f.admin, Some("t1"), Role::Member)
+            .unwrap();
     let e = rec.expires.expect("new tokens expire by default");
     assert!(e.abs_diff(now() + 90 * 86_400) <= 2, "{e}");
     // A short one expires, and says so.
@@ -37,7 +39,9 @@ fn tokens_expire_with_their_own_code_and_revoked_ones_are_unknown() {
     std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(code(f.c.authenticate(&secret)), "token_expired");
     // Revoked: unknown, exactly like a token that never existed.
-    let (secret, rec) = f.c.create_token(&f.admin, Some("t1"), Role::Reader).unwrap();
+    let (secret, rec) =
+        f.c.create_token(&f.admin, Some("t1"), Role::Reader)
+            .unwrap();
     f.c.authenticate(&secret).unwrap();
     f.c.revoke_token(&f.admin, &rec.id).unwrap();
     assert_eq!(code(f.c.authenticate(&secret)), "unauthenticated");
@@ -55,19 +59,25 @@ fn expiry_rules_never_for_admins_only_and_bad_durations_name_the_field() {
         f.c.create_token_expiring(&f.admin, Some("t1"), Role::Member, Some("never"))
             .unwrap();
     assert_eq!(rec.expires, None);
-    let r = f.c.create_token_expiring(&ta, Some("t1"), Role::Member, Some("never"));
+    let r =
+        f.c.create_token_expiring(&ta, Some("t1"), Role::Member, Some("never"));
     assert_eq!(code(r), "forbidden");
     let (_, rec) =
         f.c.create_token_expiring(&ta, Some("t1"), Role::Member, Some("12h"))
             .unwrap();
     assert!(rec.expires.unwrap().abs_diff(now() + 12 * 3600) <= 2);
     for bad in ["soon", "12x", "0d", "-1d", "99999d"] {
-        let e = f
-            .c
-            .create_token_expiring(&ta, Some("t1"), Role::Member, Some(bad))
-            .expect_err(bad);
+        let e =
+            f.c.create_token_expiring(&ta, Some("t1"), Role::Member, Some(bad))
+                .expect_err(bad);
         assert!(
-            matches!(e, strata_control::ControlError::Invalid { field: "expires", .. }),
+            matches!(
+                e,
+                strata_control::ControlError::Invalid {
+                    field: "expires",
+                    ..
+                }
+            ),
             "{bad}: {e:?}"
         );
     }
@@ -94,13 +104,12 @@ fn listing_and_revoking_follow_the_roles_and_never_show_secrets() {
     let r1 = f.token("t1", Role::Reader);
     let m2 = f.token("t2", Role::Member);
     let ids = |p: &Principal, t: Option<&str>| -> Vec<String> {
-        let mut v: Vec<String> = f
-            .c
-            .list_tokens(p, t)
-            .unwrap()
-            .into_iter()
-            .map(|t| t.id)
-            .collect();
+        let mut v: Vec<String> =
+            f.c.list_tokens(p, t)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect();
         v.sort();
         v
     };
@@ -112,23 +121,29 @@ fn listing_and_revoking_follow_the_roles_and_never_show_secrets() {
     t1.sort();
     assert_eq!(ids(&f.admin, Some("t1")), t1);
     assert_eq!(ids(&f.admin, None).len(), 5, "bootstrap + 4");
-    assert_eq!(ids(&ta, None), t1, "a tenant admin sees its tenant's tokens");
+    assert_eq!(
+        ids(&ta, None),
+        t1,
+        "a tenant admin sees its tenant's tokens"
+    );
     assert_eq!(ids(&m1, None), vec![m1.token_id.clone()], "a member itself");
     assert_eq!(ids(&r1, None), vec![r1.token_id.clone()], "a reader itself");
     assert_eq!(code(f.c.list_tokens(&ta, Some("t2"))), "tenant_not_found");
     // No secret and no hash in what a listing serializes to.
     let text = serde_json::to_string(&f.c.list_tokens(&f.admin, None).unwrap()).unwrap();
-    assert!(!text.contains("\"st_") && !text.contains("\"token\""), "{text}");
+    assert!(
+        !text.contains("\"st_") && !text.contains("\"token\""),
+        "{text}"
+    );
     // last_used is recorded, at most once a minute.
-    let first = f
-        .c
-        .list_tokens(&f.admin, Some("t1"))
-        .unwrap()
-        .into_iter()
-        .find(|t| t.id == m1.token_id)
-        .unwrap()
-        .last_used
-        .expect("authenticated once by the fixture");
+    let first =
+        f.c.list_tokens(&f.admin, Some("t1"))
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id == m1.token_id)
+            .unwrap()
+            .last_used
+            .expect("authenticated once by the fixture");
     assert!(first.abs_diff(now()) <= 2);
     // Revocation scopes: outside them a token is not found.
     assert_eq!(code(f.c.revoke_token(&ta, &m2.token_id)), "token_not_found");
@@ -143,7 +158,9 @@ fn last_used_is_written_at_most_once_a_minute() {
     let f = Fixture::new();
     f.c.create_tenant(&f.admin, "t1", Default::default())
         .unwrap();
-    let (secret, rec) = f.c.create_token(&f.admin, Some("t1"), Role::Member).unwrap();
+    let (secret, rec) =
+        f.c.create_token(&f.admin, Some("t1"), Role::Member)
+            .unwrap();
     let seen = |f: &Fixture| {
         f.c.list_tokens(&f.admin, None)
             .unwrap()
@@ -157,7 +174,11 @@ fn last_used_is_written_at_most_once_a_minute() {
     let first = seen(&f).expect("recorded");
     std::thread::sleep(Duration::from_millis(1100));
     f.c.authenticate(&secret).unwrap();
-    assert_eq!(seen(&f), Some(first), "a second use within a minute writes nothing");
+    assert_eq!(
+        seen(&f),
+        Some(first),
+        "a second use within a minute writes nothing"
+    );
 }
 
 /// A controller over a memory pool with a real NBD server connected: tenant sockets in
@@ -201,12 +222,7 @@ impl Served {
         std::fs::create_dir(dir.path().join("sockets")).unwrap();
         c.connect_nbd(nbd.clone(), dir.path().join("sockets"))
             .unwrap();
-        Served {
-            c,
-            admin,
-            nbd,
-            dir,
-        }
+        Served { c, admin, nbd, dir }
     }
 
     fn attached(&self, tenant: &str, name: &str) -> (String, String) {
@@ -249,7 +265,11 @@ fn list(sock: &Path) -> Vec<String> {
 }
 
 fn size_of(uri: &str) -> Result<String, String> {
-    let o = Command::new("nbdinfo").arg("--size").arg(uri).output().unwrap();
+    let o = Command::new("nbdinfo")
+        .arg("--size")
+        .arg(uri)
+        .output()
+        .unwrap();
     if o.status.success() {
         Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
     } else {
@@ -280,17 +300,27 @@ fn a_tenant_socket_lists_and_opens_only_its_tenants_exports() {
     assert_eq!(list(&s.socket("beta")), vec![b1.clone()]);
     let mut all = vec![a1.clone(), b1.clone()];
     all.sort();
-    assert_eq!(list(&s.dir.path().join("nbd.sock")), all, "the admin socket");
+    assert_eq!(
+        list(&s.dir.path().join("nbd.sock")),
+        all,
+        "the admin socket"
+    );
     // Own export opens; the other tenant's through this socket does not.
     assert_eq!(size_of(&uri_a).unwrap(), (4u64 << 20).to_string());
     let cross = format!("nbd+unix:///{b1}?socket={}", s.socket("acme").display());
-    assert!(size_of(&cross).is_err(), "beta's export opened through acme's socket");
+    assert!(
+        size_of(&cross).is_err(),
+        "beta's export opened through acme's socket"
+    );
     assert!(size_of(&uri_b).is_ok());
     let admin_b = format!(
         "nbd+unix:///{b1}?socket={}",
         s.dir.path().join("nbd.sock").display()
     );
-    assert!(size_of(&admin_b).is_ok(), "the admin socket opens every export");
+    assert!(
+        size_of(&admin_b).is_ok(),
+        "the admin socket opens every export"
+    );
 }
 
 #[test]
@@ -303,17 +333,19 @@ fn tenant_sockets_follow_the_tenant_and_its_owner() {
         uid: 4242,
         gid: 4343,
     };
-    let t = s
-        .c
-        .set_socket_owner(&s.admin, "acme", Some(owner))
-        .unwrap();
+    let t = s.c.set_socket_owner(&s.admin, "acme", Some(owner)).unwrap();
     assert_eq!(t.socket_owner, Some(owner));
-    assert_eq!(s.c.get_tenant(&s.admin, "acme").unwrap().socket_owner, Some(owner));
+    assert_eq!(
+        s.c.get_tenant(&s.admin, "acme").unwrap().socket_owner,
+        Some(owner)
+    );
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(s.socket("acme")).unwrap();
     assert_eq!((md.uid(), md.gid()), (4242, 4343));
     let ta = {
-        let (sec, _) = s.c.create_token(&s.admin, Some("acme"), Role::TenantAdmin).unwrap();
+        let (sec, _) =
+            s.c.create_token(&s.admin, Some("acme"), Role::TenantAdmin)
+                .unwrap();
         s.c.authenticate(&sec).unwrap()
     };
     assert_eq!(code(s.c.set_socket_owner(&ta, "acme", None)), "forbidden");
@@ -324,7 +356,8 @@ fn tenant_sockets_follow_the_tenant_and_its_owner() {
 #[test]
 fn certificates_are_recorded_admitted_until_revoked() {
     let s = Served::new();
-    let pki = Arc::new(strata_control::pki::Pki::load_or_create(&s.dir.path().join("tls")).unwrap());
+    let pki =
+        Arc::new(strata_control::pki::Pki::load_or_create(&s.dir.path().join("tls")).unwrap());
     s.c.set_nbd_tcp("127.0.0.1:1".into(), pki);
     for t in ["acme", "beta"] {
         s.c.create_tenant(&s.admin, t, Default::default()).unwrap();
@@ -332,7 +365,10 @@ fn certificates_are_recorded_admitted_until_revoked() {
     let (id, _) = s.attached("acme", "d1");
     let (_, creds) = s.c.attach_tcp(&s.admin, &id).unwrap();
     let (_, creds2) = s.c.attach_tcp(&s.admin, &id).unwrap();
-    assert_ne!(creds.serial, creds2.serial, "a fresh certificate per attach");
+    assert_ne!(
+        creds.serial, creds2.serial,
+        "a fresh certificate per attach"
+    );
     assert!(creds.not_after.abs_diff(now() + 30 * 86_400) <= 2);
     let peer = |t: &str, serial: &str| strata_nbd::PeerInfo {
         identity: Some(t.into()),
@@ -341,15 +377,23 @@ fn certificates_are_recorded_admitted_until_revoked() {
         source: None,
     };
     assert!(s.c.certificate_admitted(&peer("acme", &creds.serial)));
-    assert!(!s.c.certificate_admitted(&peer("beta", &creds.serial)), "wrong tenant");
-    assert!(!s.c.certificate_admitted(&peer("acme", "01ab")), "never issued");
+    assert!(
+        !s.c.certificate_admitted(&peer("beta", &creds.serial)),
+        "wrong tenant"
+    );
+    assert!(
+        !s.c.certificate_admitted(&peer("acme", "01ab")),
+        "never issued"
+    );
     let listed = s.c.list_certificates(&s.admin, "acme").unwrap();
     assert_eq!(listed.len(), 2);
     // Detach revokes nothing.
     s.c.detach(&s.admin, &id).unwrap();
     assert!(s.c.certificate_admitted(&peer("acme", &creds.serial)));
     let member = {
-        let (sec, _) = s.c.create_token(&s.admin, Some("acme"), Role::Member).unwrap();
+        let (sec, _) =
+            s.c.create_token(&s.admin, Some("acme"), Role::Member)
+                .unwrap();
         s.c.authenticate(&sec).unwrap()
     };
     assert_eq!(code(s.c.revoke_certificates(&member, "acme")), "forbidden");
@@ -357,5 +401,8 @@ fn certificates_are_recorded_admitted_until_revoked() {
     assert_eq!(r.revoked, 2);
     assert!(!s.c.certificate_admitted(&peer("acme", &creds.serial)));
     assert!(!s.c.certificate_admitted(&peer("acme", &creds2.serial)));
-    assert_eq!(s.c.revoke_certificates(&s.admin, "acme").unwrap().revoked, 0);
+    assert_eq!(
+        s.c.revoke_certificates(&s.admin, "acme").unwrap().revoked,
+        0
+    );
 }

@@ -58,7 +58,18 @@ fn tokens_from_the_cli_expire_list_without_secrets_and_revoke() {
     let (ok, out, err) = cli(
         &d,
         &ta,
-        &["token", "create", "--tenant", "acme", "--role", "member", "--expires", "30d", "-o", "json"],
+        &[
+            "token",
+            "create",
+            "--tenant",
+            "acme",
+            "--role",
+            "member",
+            "--expires",
+            "30d",
+            "-o",
+            "json",
+        ],
     );
     assert!(ok, "{err}");
     let made: Value = serde_json::from_str(&out).unwrap();
@@ -71,7 +82,16 @@ fn tokens_from_the_cli_expire_list_without_secrets_and_revoke() {
     let (ok, _, err) = cli(
         &d,
         &ta,
-        &["token", "create", "--tenant", "acme", "--role", "member", "--expires", "never"],
+        &[
+            "token",
+            "create",
+            "--tenant",
+            "acme",
+            "--role",
+            "member",
+            "--expires",
+            "never",
+        ],
     );
     assert!(!ok && err.contains("never expire"), "{err}");
     // The new token works once, then shows up in the tenant admin's list with its last use.
@@ -88,12 +108,18 @@ fn tokens_from_the_cli_expire_list_without_secrets_and_revoke() {
     assert_eq!(mine["expires"].as_u64(), Some(exp));
     // The table has the documented columns.
     let (ok, out, _) = cli(&d, &ta, &["token", "list"]);
-    assert!(ok && out.contains("EXPIRES") && out.contains("LAST USED"), "{out}");
+    assert!(
+        ok && out.contains("EXPIRES") && out.contains("LAST USED"),
+        "{out}"
+    );
     // Revoked: 401 unauthenticated, the same as an unknown token.
     let (ok, _, err) = cli(&d, &ta, &["token", "revoke", &id]);
     assert!(ok, "{err}");
     let (s, v) = d.call("GET", "/v1/volumes", &secret, None);
-    assert_eq!((s, v["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
     // An expired token has its own code.
     let (_, v) = d.call(
         "POST",
@@ -104,7 +130,11 @@ fn tokens_from_the_cli_expire_list_without_secrets_and_revoke() {
     let short = v["token"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(2100));
     let (s, v) = d.call("GET", "/v1/volumes", &short, None);
-    assert_eq!((s, v["error"]["code"].as_str()), (401, Some("token_expired")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("token_expired")),
+        "{v}"
+    );
     // The bootstrap admin token keeps working and is listed as such.
     let (s, v) = d.call("GET", "/v1/tokens", &admin, None);
     assert_eq!(s, 200);
@@ -185,7 +215,12 @@ fn each_tenant_has_its_own_socket_showing_only_its_exports() {
     let d = Daemon::start(&data);
     assert_eq!(listed(&sock_a), vec![a.clone()]);
     let admin = d.admin();
-    let (s, _) = d.call("DELETE", &format!("/v1/volumes/{b}/attachments"), &admin, None);
+    let (s, _) = d.call(
+        "DELETE",
+        &format!("/v1/volumes/{b}/attachments"),
+        &admin,
+        None,
+    );
     assert_eq!(s, 204);
     let (s, _) = d.call("DELETE", &format!("/v1/volumes/{b}"), &admin, None);
     assert_eq!(s, 204);
@@ -259,7 +294,10 @@ fn detach_ends_a_running_reader_within_a_second_and_new_opens_fail() {
     let uri = uri.trim().to_string();
     let (mut child, rx) = read_loop(&["-f".into(), "raw".into(), uri.clone()]);
     // Reading for a while without failing.
-    assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err(), "the reader failed early");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "the reader failed early"
+    );
     let t0 = Instant::now();
     let (ok, _, err) = cli(&d, &ta, &["volume", "detach", "disk"]);
     assert!(ok, "{err}");
@@ -267,7 +305,10 @@ fn detach_ends_a_running_reader_within_a_second_and_new_opens_fail() {
         .recv_timeout(Duration::from_secs(5))
         .expect("the reader went on after detach");
     let took = failed.saturating_duration_since(t0);
-    assert!(took < Duration::from_secs(1), "the reader failed {took:?} after detach");
+    assert!(
+        took < Duration::from_secs(1),
+        "the reader failed {took:?} after detach"
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert!(!opens(&uri), "a detached export opened");
@@ -284,7 +325,14 @@ fn revoking_a_tenants_certificates_ends_its_tls_sessions_and_refuses_them() {
     let (ok, uri, err) = cli(
         &d,
         &ta,
-        &["volume", "attach", "disk", "--tcp", "--credentials-dir", creds.to_str().unwrap()],
+        &[
+            "volume",
+            "attach",
+            "disk",
+            "--tcp",
+            "--credentials-dir",
+            creds.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{err}");
     let uri = uri.trim().to_string();
@@ -304,13 +352,23 @@ fn revoking_a_tenants_certificates_ends_its_tls_sessions_and_refuses_them() {
     let (host, port) = hostport.split_once(':').unwrap();
     let (mut child, rx) = read_loop(&[
         "--object".into(),
-        format!("tls-creds-x509,id=tls0,endpoint=client,dir={}", creds.display()),
+        format!(
+            "tls-creds-x509,id=tls0,endpoint=client,dir={}",
+            creds.display()
+        ),
         "--image-opts".into(),
         format!("driver=nbd,host={host},port={port},export={export},tls-creds=tls0"),
     ]);
-    assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err(), "the reader failed early");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "the reader failed early"
+    );
     let t0 = Instant::now();
-    let (ok, out, err) = cli(&d, &ta, &["tenant", "revoke-certificates", "acme", "-o", "json"]);
+    let (ok, out, err) = cli(
+        &d,
+        &ta,
+        &["tenant", "revoke-certificates", "acme", "-o", "json"],
+    );
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["revoked"], json!(1));
@@ -319,7 +377,10 @@ fn revoking_a_tenants_certificates_ends_its_tls_sessions_and_refuses_them() {
         .recv_timeout(Duration::from_secs(5))
         .expect("the TLS reader went on after revocation");
     let took = failed.saturating_duration_since(t0);
-    assert!(took < Duration::from_secs(1), "ended {took:?} after revocation");
+    assert!(
+        took < Duration::from_secs(1),
+        "ended {took:?} after revocation"
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert!(!opens(&with_certs), "a revoked certificate opened");
@@ -327,7 +388,14 @@ fn revoking_a_tenants_certificates_ends_its_tls_sessions_and_refuses_them() {
     let (ok, _, err) = cli(
         &d,
         &ta,
-        &["volume", "attach", "disk", "--tcp", "--credentials-dir", creds.to_str().unwrap()],
+        &[
+            "volume",
+            "attach",
+            "disk",
+            "--tcp",
+            "--credentials-dir",
+            creds.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{err}");
     assert!(opens(&with_certs));

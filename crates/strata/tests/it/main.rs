@@ -6,9 +6,9 @@
 
 mod api;
 mod cli;
+mod common;
 mod contract;
 mod credentials;
-mod common;
 mod daemon;
 mod hardening;
 mod nbd;
