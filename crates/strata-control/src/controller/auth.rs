@@ -171,7 +171,7 @@ impl Controller {
             }
         }
         let lifetime = match expires.map(str::trim) {
-            None | Some("") => Some(DEFAULT_TOKEN_LIFETIME),
+            None => Some(DEFAULT_TOKEN_LIFETIME),
             Some("never") if p.role == Role::Admin => None,
             Some("never") => {
                 return Err(ControlError::forbidden(

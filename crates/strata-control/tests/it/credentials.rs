@@ -66,7 +66,7 @@ fn expiry_rules_never_for_admins_only_and_bad_durations_name_the_field() {
         f.c.create_token_expiring(&ta, Some("t1"), Role::Member, Some("12h"))
             .unwrap();
     assert!(rec.expires.unwrap().abs_diff(now() + 12 * 3600) <= 2);
-    for bad in ["soon", "12x", "0d", "-1d", "99999d"] {
+    for bad in ["", " ", "soon", "12x", "0d", "-1d", "99999d"] {
         let e =
             f.c.create_token_expiring(&ta, Some("t1"), Role::Member, Some(bad))
                 .expect_err(bad);
