@@ -83,6 +83,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
     use ErrorCode as C;
     match e {
         ControlError::Unauthenticated => C::Unauthenticated,
+        ControlError::TokenExpired => C::TokenExpired,
         ControlError::Forbidden(_) => C::Forbidden,
         ControlError::NotFound { resource, .. } => match resource {
             Resource::Tenant => C::TenantNotFound,
@@ -92,6 +93,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Attachment => C::AttachmentNotFound,
             Resource::Switch => C::SwitchNotFound,
             Resource::Port => C::PortNotFound,
+            Resource::Token => C::TokenNotFound,
         },
         ControlError::Exists { resource, .. } => match resource {
             Resource::Tenant => C::TenantExists,
@@ -99,7 +101,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Snapshot => C::SnapshotExists,
             Resource::Switch => C::SwitchExists,
             Resource::Port => C::PortExists,
-            Resource::Pool | Resource::Attachment => C::AlreadyExists,
+            Resource::Pool | Resource::Attachment | Resource::Token => C::AlreadyExists,
         },
         ControlError::Invalid { .. } => C::InvalidArgument,
         ControlError::QuotaExceeded(_) => C::QuotaExceeded,
@@ -439,8 +441,13 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 "tenant.create",
                 |Body(r): &Body<CreateTenant>| r.name.clone(),
                 |c, p, Body(r)| {
-                    c.create_tenant(p, &r.name, r.quota.into())
-                        .map(Tenant::from)
+                    // Checked before anything is written.
+                    let owner = wire::parse_socket_owner(r.socket_owner.as_deref())?;
+                    let t = c.create_tenant(p, &r.name, r.quota.into())?;
+                    match owner {
+                        Some(_) => c.set_socket_owner(p, &t.name, owner).map(Tenant::from),
+                        None => Ok(Tenant::from(t)),
+                    }
                 },
             ))
             .get(read(|c, p, ()| {
@@ -471,20 +478,77 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )),
         )
         .route(
+            "/v1/tenants/{name}/socket-owner",
+            put(change(
+                S::OK,
+                "tenant.set_socket_owner",
+                |(n, _): &(String, Body<wire::SetSocketOwner>)| n.clone(),
+                |c, p, (name, Body(r))| {
+                    let owner = wire::parse_socket_owner(r.socket_owner.as_deref())?;
+                    c.set_socket_owner(p, &name, owner).map(Tenant::from)
+                },
+            )),
+        )
+        .route(
+            "/v1/tenants/{name}/certificates",
+            get(read(|c, p, name: String| {
+                c.list_certificates(p, &name)
+                    .map(|l| wire::CertificateList {
+                        items: l.into_iter().map(Into::into).collect(),
+                    })
+            })),
+        )
+        .route(
+            "/v1/tenants/{name}/certificates/revoke",
+            post(change(
+                S::OK,
+                "tenant.revoke_certificates",
+                String::clone,
+                |c, p, name| {
+                    c.revoke_certificates(p, &name).map(|r| wire::Revoked {
+                        revoked: r.revoked as u64,
+                        sessions_closed: r.sessions_closed as u64,
+                    })
+                },
+            )),
+        )
+        .route(
             "/v1/tokens",
             post(change(
                 S::CREATED,
                 "token.create",
                 |Body(r): &Body<CreateToken>| r.tenant.clone().unwrap_or_default(),
                 |c, p, Body(r)| {
-                    let (secret, rec) = c.create_token(p, r.tenant.as_deref(), r.role.into())?;
+                    let (secret, rec) = c.create_token_expiring(
+                        p,
+                        r.tenant.as_deref(),
+                        r.role.into(),
+                        r.expires.as_deref(),
+                    )?;
                     Ok(NewToken {
                         id: rec.id,
                         tenant: rec.tenant,
                         role: rec.role.into(),
                         token: secret,
+                        created: rec.created,
+                        expires: rec.expires,
                     })
                 },
+            ))
+            .get(read(|c, p, Query(q): Query<wire::TokenQuery>| {
+                c.list_tokens(p, q.tenant.as_deref())
+                    .map(|t| wire::TokenList {
+                        items: t.into_iter().map(Into::into).collect(),
+                    })
+            })),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            delete(change(
+                S::NO_CONTENT,
+                "token.revoke",
+                String::clone,
+                |c, p, id| c.revoke_token(p, &id),
             )),
         )
         .route(

@@ -43,6 +43,8 @@ pub enum Resource {
     Switch,
     /// A port of a switch.
     Port,
+    /// An API token (named by its public id).
+    Token,
 }
 
 impl fmt::Display for Resource {
@@ -55,6 +57,7 @@ impl fmt::Display for Resource {
             Resource::Attachment => "attachment of volume",
             Resource::Switch => "switch",
             Resource::Port => "port",
+            Resource::Token => "token",
         })
     }
 }
@@ -85,6 +88,9 @@ pub enum ControlError {
     /// A missing or unknown API token.
     #[error("missing or unknown API token")]
     Unauthenticated,
+    /// A known API token past its expiry.
+    #[error("the API token expired; ask for a new one")]
+    TokenExpired,
     /// Authenticated, but the role may not do this.
     #[error("{0}")]
     Forbidden(String),

@@ -101,6 +101,30 @@ pub struct Tenant {
     pub quota: Quota,
     /// Current use.
     pub usage: Usage,
+    /// Owner (uid, gid) of the tenant's NBD socket `DATA_DIR/sockets/NAME.sock`; `None`:
+    /// the daemon's own user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_owner: Option<SocketOwner>,
+}
+
+/// Who owns a tenant's NBD socket file (mode 0600: only this user, and root, may connect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketOwner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+impl SocketOwner {
+    /// Parses `UID` or `UID:GID` (a missing group is the user id).
+    pub fn parse(s: &str) -> Option<SocketOwner> {
+        let (u, g) = s.split_once(':').unwrap_or((s, s));
+        Some(SocketOwner {
+            uid: u.trim().parse().ok()?,
+            gid: g.trim().parse().ok()?,
+        })
+    }
 }
 
 /// A stored API token (the secret itself is never stored, only its SHA-256).
@@ -114,6 +138,52 @@ pub struct TokenRecord {
     pub role: Role,
     /// Creation time.
     pub created: u64,
+    /// Expiry time, seconds since the epoch (`None`: never; admin tokens only).
+    #[serde(default)]
+    pub expires: Option<u64>,
+    /// Last time the token authenticated a request, recorded at most once a minute.
+    #[serde(default)]
+    pub last_used: Option<u64>,
+}
+
+/// A token as `GET /v1/tokens` shows it: everything but the secret (and its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Public id.
+    pub id: String,
+    /// Tenant (None for admin tokens).
+    pub tenant: Option<String>,
+    /// Role.
+    pub role: Role,
+    /// Creation time.
+    pub created: u64,
+    /// Expiry time (`None`: never).
+    pub expires: Option<u64>,
+    /// Last use (to the minute).
+    pub last_used: Option<u64>,
+    /// Whether it is past its expiry (it then answers `token_expired`).
+    pub expired: bool,
+    /// Whether it is the bootstrap admin token (never expires, not revocable by the API).
+    pub bootstrap: bool,
+}
+
+/// A TLS client certificate the daemon's CA issued for a tenant (`attach --tcp`); the NBD
+/// server admits a certificate only while its record exists and is not revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRecord {
+    /// Serial, lowercase hex (as the NBD server reports it).
+    pub serial: String,
+    /// The tenant it names (its Common Name).
+    pub tenant: String,
+    /// The volume whose attachment issued it.
+    pub volume: String,
+    /// Issue time.
+    pub issued: u64,
+    /// End of validity.
+    pub not_after: u64,
+    /// Revocation time, once revoked.
+    #[serde(default)]
+    pub revoked: Option<u64>,
 }
 
 /// Lifecycle of a volume record relative to the engine.

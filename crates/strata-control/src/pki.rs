@@ -3,13 +3,35 @@
 //! certificate issued at each start, and a client certificate issued per TCP attachment whose
 //! Subject Common Name is the tenant: the NBD server opens an export for a TLS client only if
 //! the export's volume belongs to the tenant its certificate names.
+//!
+//! # Invariants
+//! - Every certificate has a bounded lifetime: client certificates
+//!   [`DEFAULT_CLIENT_CERT_LIFETIME`] unless the caller asks for another, the server's
+//!   [`SERVER_CERT_LIFETIME`] (it is issued again at each start), the CA ten years.
+//! - Every client certificate has a fresh random serial of [`SERIAL_LEN`] bytes whose first
+//!   byte is in `0x01..=0x7f`, so its DER encoding is exactly those bytes and the NBD server's
+//!   hex of the raw serial equals [`Credentials::serial`]: the control plane records it and
+//!   the admit hook looks it up.
 
 use std::path::{Path, PathBuf};
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
 };
+
+/// Lifetime of a client certificate `attach --tcp` hands out.
+pub const DEFAULT_CLIENT_CERT_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+/// Lifetime of the server certificate (issued again at every start).
+pub const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+/// Lifetime of a new CA.
+const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// Bytes of a certificate serial.
+pub const SERIAL_LEN: usize = 16;
+/// Certificates start to be valid this long before they are issued (clock skew).
+const BACKDATE: Duration = Duration::from_secs(300);
 
 /// PKI failures.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +58,28 @@ pub struct Credentials {
     pub cert: String,
     /// Its private key.
     pub key: String,
+    /// Its serial, lowercase hex.
+    pub serial: String,
+    /// End of its validity, seconds since the epoch.
+    pub not_after: u64,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn datetime(secs: u64) -> time::OffsetDateTime {
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+    time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A fresh serial (see the module invariants).
+fn new_serial() -> Vec<u8> {
+    use rand::RngCore;
+    let mut b = [0u8; SERIAL_LEN];
+    rand::thread_rng().fill_bytes(&mut b);
+    b[0] = (b[0] & 0x7f).max(1);
+    b.to_vec()
 }
 
 /// The certificate authority.
@@ -93,6 +137,9 @@ impl Pki {
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let t = unix(SystemTime::now());
+        params.not_before = datetime(t.saturating_sub(BACKDATE.as_secs()));
+        params.not_after = datetime(t + CA_LIFETIME.as_secs());
         let ca = params.self_signed(&ca_key)?;
         let ca_pem = ca.pem();
         write_private(&key_path, &ca_key.serialize_pem())?;
@@ -105,9 +152,21 @@ impl Pki {
         &self.ca_pem
     }
 
-    fn issue(&self, names: Vec<String>, cn: &str, server: bool) -> Result<Credentials, PkiError> {
+    fn issue(
+        &self,
+        names: Vec<String>,
+        cn: &str,
+        server: bool,
+        lifetime: Duration,
+    ) -> Result<Credentials, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names)?;
+        let serial = new_serial();
+        let t = unix(SystemTime::now());
+        let not_after = t.saturating_add(lifetime.as_secs());
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        params.not_before = datetime(t.saturating_sub(BACKDATE.as_secs()));
+        params.not_after = datetime(not_after);
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
         params.distinguished_name = dn;
@@ -126,17 +185,25 @@ impl Pki {
             ca_cert: self.ca_pem.clone(),
             cert: cert.pem(),
             key: key.serialize_pem(),
+            serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
+            not_after,
         })
     }
 
     /// A server certificate for the given host names and addresses.
     pub fn server(&self, names: &[String]) -> Result<Credentials, PkiError> {
-        self.issue(names.to_vec(), "strata-nbd", true)
+        self.issue(names.to_vec(), "strata-nbd", true, SERVER_CERT_LIFETIME)
     }
 
-    /// A client certificate whose Common Name is `identity` (the tenant).
+    /// A client certificate whose Common Name is `identity` (the tenant), valid for
+    /// [`DEFAULT_CLIENT_CERT_LIFETIME`].
     pub fn client(&self, identity: &str) -> Result<Credentials, PkiError> {
-        self.issue(Vec::new(), identity, false)
+        self.client_for(identity, DEFAULT_CLIENT_CERT_LIFETIME)
+    }
+
+    /// A client certificate for `identity` valid for `lifetime` from now.
+    pub fn client_for(&self, identity: &str, lifetime: Duration) -> Result<Credentials, PkiError> {
+        self.issue(Vec::new(), identity, false, lifetime)
     }
 }
 
@@ -169,11 +236,42 @@ mod tests {
                 .unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         }
+        // Bounded lifetime, and the serial the NBD server will read is the one recorded.
+        let der = pem_der(&c2.cert);
+        let info = strata_nbd::cert_info(&der);
+        assert_eq!(info.serial.as_deref(), Some(c2.serial.as_str()));
+        assert_eq!(info.identity.as_deref(), Some("acme"));
+        let end = unix(info.not_after.unwrap());
+        assert_eq!(end, c2.not_after);
+        let now = unix(SystemTime::now());
+        assert!(
+            end <= now + DEFAULT_CLIENT_CERT_LIFETIME.as_secs() + 1,
+            "{end} {now}"
+        );
+        assert!(end + 60 >= now + DEFAULT_CLIENT_CERT_LIFETIME.as_secs());
+        assert_ne!(c1.serial, c2.serial);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("ca-key.pem"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// The DER bytes of a PEM certificate (one block).
+    fn pem_der(pem: &str) -> Vec<u8> {
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let o = std::process::Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b64.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        o.stdout
     }
 }

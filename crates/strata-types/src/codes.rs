@@ -213,6 +213,11 @@ registry! {
     PayloadTooLarge = "payload_too_large", 413, None;
     /// The request body is not `application/json`.
     UnsupportedMediaType = "unsupported_media_type", 415, None;
+    // ----- credentials -----
+    /// The API token is past its expiry (a revoked token is unknown: `unauthenticated`).
+    TokenExpired = "token_expired", 401, Some(EPERM);
+    /// No such API token, or one the caller may not see.
+    TokenNotFound = "token_not_found", 404, None;
 }
 
 impl fmt::Display for ErrorCode {

@@ -37,7 +37,14 @@ pub enum TenantCmd {
         /// Snapshot count quota.
         #[arg(long)]
         max_snapshots: Option<u64>,
+        /// Owner of the tenant's NBD socket DATA_DIR/sockets/NAME.sock (mode 0600), as
+        /// UID[:GID]: the local user (or container) that may open the tenant's volumes.
+        #[arg(long)]
+        socket_owner: Option<String>,
     },
+    /// Revokes every TLS client certificate issued for the tenant (`attach --tcp`) and
+    /// closes the NBD sessions they opened; attach again for a new one.
+    RevokeCertificates { name: String },
     /// Lists tenants.
     List,
     /// Shows a tenant with its quota and usage.
@@ -68,7 +75,19 @@ pub enum TokenCmd {
         /// admin, tenant-admin, member or reader.
         #[arg(long)]
         role: String,
+        /// Lifetime: 30d, 12h, 90m, 2w, or `never` (admins only). Default 90d.
+        #[arg(long)]
+        expires: Option<String>,
     },
+    /// Lists the tokens you may see (never their secrets): admins all, tenant admins their
+    /// tenant's, members and readers their own.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revokes a token by its id: it is refused from then on.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -459,6 +478,7 @@ impl Client {
                 capacity,
                 max_volumes,
                 max_snapshots,
+                socket_owner,
             } => {
                 let quota = wire::Quota {
                     capacity_bytes: capacity.map(|c| bytes(&c, "capacity")).transpose()?,
@@ -469,9 +489,24 @@ impl Client {
                 let v = self.req(
                     "POST",
                     "/v1/tenants",
-                    body(&wire::CreateTenant { name, quota }),
+                    body(&wire::CreateTenant {
+                        name,
+                        quota,
+                        socket_owner,
+                    }),
                 )?;
                 self.print(&v, &cols)
+            }
+            TenantCmd::RevokeCertificates { name } => {
+                let path = format!("/v1/tenants/{}/certificates/revoke", enc(&name));
+                let v = self.req("POST", &path, None)?;
+                match self.out {
+                    Output::Table => self.done(&format!(
+                        "{} certificate(s) of tenant {name} revoked, {} session(s) closed",
+                        v["revoked"], v["sessions_closed"]
+                    )),
+                    _ => self.print(&v, &[]),
+                }
             }
             TenantCmd::List => self.print(&self.req("GET", "/v1/tenants", None)?, &cols),
             TenantCmd::Show { name } => self.print(
@@ -505,29 +540,57 @@ impl Client {
         }
     }
 
-    /// `strata token create`.
+    /// `strata token create|list|revoke`.
     pub fn token(&self, cmd: TokenCmd) -> Result<()> {
-        let TokenCmd::Create { tenant, role } = cmd;
-        let role: wire::Role =
-            serde_json::from_value(Value::String(role.clone())).map_err(|_| {
-                anyhow!(
-                    "invalid_argument: unknown role {role:?} (admin, tenant-admin, member, reader)"
+        let cols = [
+            ("ID", "id"),
+            ("TENANT", "tenant"),
+            ("ROLE", "role"),
+            ("CREATED", "created:time"),
+            ("EXPIRES", "expires:time"),
+            ("LAST USED", "last_used:time"),
+        ];
+        match cmd {
+            TokenCmd::Create {
+                tenant,
+                role,
+                expires,
+            } => {
+                let role: wire::Role = serde_json::from_value(Value::String(role.clone()))
+                    .map_err(|_| {
+                        anyhow!(
+                            "invalid_argument: unknown role {role:?} (admin, tenant-admin, member, reader)"
+                        )
+                    })?;
+                let v = self.req(
+                    "POST",
+                    "/v1/tokens",
+                    body(&wire::CreateToken {
+                        tenant,
+                        role,
+                        expires,
+                    }),
+                )?;
+                self.print(
+                    &v,
+                    &[
+                        ("ID", "id"),
+                        ("TENANT", "tenant"),
+                        ("ROLE", "role"),
+                        ("EXPIRES", "expires:time"),
+                        ("TOKEN", "token"),
+                    ],
                 )
-            })?;
-        let v = self.req(
-            "POST",
-            "/v1/tokens",
-            body(&wire::CreateToken { tenant, role }),
-        )?;
-        self.print(
-            &v,
-            &[
-                ("ID", "id"),
-                ("TENANT", "tenant"),
-                ("ROLE", "role"),
-                ("TOKEN", "token"),
-            ],
-        )
+            }
+            TokenCmd::List { tenant } => {
+                let q = tenant.map_or(String::new(), |t| format!("?tenant={}", enc(&t)));
+                self.print(&self.req("GET", &format!("/v1/tokens{q}"), None)?, &cols)
+            }
+            TokenCmd::Revoke { id } => {
+                self.req("DELETE", &format!("/v1/tokens/{}", enc(&id)), None)?;
+                self.done(&format!("token {id} revoked"))
+            }
+        }
     }
 
     /// `strata volume ...`.
@@ -651,7 +714,11 @@ impl Client {
                         .ok_or_else(|| anyhow!("the server returned no credentials"))?;
                     write_credentials(&credentials_dir, &c)?;
                     // The private key stays in the files, not on the terminal.
+                    let serial = v["credentials"]["serial"].clone();
+                    let not_after = v["credentials"]["not_after"].clone();
                     v.as_object_mut().map(|o| o.remove("credentials"));
+                    v["certificate_serial"] = serial;
+                    v["certificate_not_after"] = not_after;
                     v["credentials_dir"] = json!(credentials_dir.display().to_string());
                 }
                 match self.out {
@@ -1058,7 +1125,8 @@ fn write_credentials(dir: &Path, c: &wire::Credentials) -> Result<()> {
     Ok(())
 }
 
-/// Renders `key` (dotted path, optional `:size` suffix) of a JSON object for a table cell.
+/// Renders `key` (dotted path, optional `:size`, `:time`, ... suffix) of a JSON object for a
+/// table cell.
 fn cell(v: &Value, key: &str) -> String {
     let (path, fmt) = key.split_once(':').unwrap_or((key, ""));
     let mut cur = v;
@@ -1072,6 +1140,7 @@ fn cell(v: &Value, key: &str) -> String {
             format!("{}/s", format_size(n.as_f64().unwrap_or(0.0) as u64))
         }
         (Value::Number(n), "us") => format!("{}us", n),
+        (Value::Number(n), "time") => n.as_u64().map_or_else(|| n.to_string(), utc_time),
         (Value::Null, _) => "-".into(),
         (Value::String(s), _) => s.clone(),
         (other, _) => other.to_string(),
@@ -1088,6 +1157,25 @@ fn bytes(s: &str, field: &str) -> Result<u64> {
     strata_types::parse_size(s).map_err(|e| anyhow!("invalid_argument: {field}: {e}"))
 }
 
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM` UTC (civil-from-days, proleptic Gregorian).
+fn utc_time(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
 /// Percent-encodes a query or path component.
 fn enc(s: &str) -> String {
     s.bytes()
@@ -1098,4 +1186,16 @@ fn enc(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_render_in_utc() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00");
+        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00");
+        assert_eq!(utc_time(1_796_118_420), "2026-12-01 09:47");
+    }
 }

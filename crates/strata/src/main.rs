@@ -252,6 +252,9 @@ fn write_admin_token(path: &Path, secret: &str) -> Result<()> {
     Ok(())
 }
 
+/// The directory of the tenants' NBD sockets (`TENANT.sock`) under the data dir.
+const TENANT_SOCKETS: &str = "sockets";
+
 fn serve(
     dir: &Path,
     listen: &str,
@@ -273,14 +276,17 @@ fn serve(
         tracing::info!(path = %dir.join("admin.token").display(), "admin token written");
     }
     let ctl = Arc::new(ctl);
-    // The NBD server exports attached volumes only: on a Unix socket in the data dir (local
-    // clients, guarded by file permissions) and, when asked, on TCP with TLS required, where a
-    // client certificate opens only its tenant's volumes.
+    // The NBD server exports attached volumes only: on the admin socket `nbd.sock` (every
+    // attached volume), on one socket per tenant in `sockets/` (that tenant's only), and, when
+    // asked, on TCP with TLS required, where a certificate the daemon issued and did not revoke
+    // opens only its tenant's volumes. The data dir is 0700: reaching a socket at all takes
+    // the daemon's user or a bind mount (docs/nbd.md).
     let exports = ctl.exports();
     let mut cfg = strata_nbd::ServerConfig {
         filter: Some(strata_nbd::ExportFilter(Arc::new(move |name: &str| {
             exports.read().contains(name)
         }))),
+        authorize: Some(ctl.nbd_authorizer()),
         ..Default::default()
     };
     let mut pki = None;
@@ -306,18 +312,18 @@ fn serve(
             .map_err(|e| anyhow::anyhow!("NBD TLS configuration: {e}"))?,
         );
         cfg.tls_required = true;
-        let c = ctl.clone();
-        cfg.authorize = Some(strata_nbd::Authorizer::new(move |export, who| {
-            c.may_open(export, who)
-        }));
+        cfg.admit = Some(ctl.nbd_admit());
         pki = Some(p);
     }
-    let nbd = strata_nbd::NbdServer::with_config(pool.clone(), cfg);
+    let nbd = Arc::new(strata_nbd::NbdServer::with_config(pool.clone(), cfg));
     let sock = std::path::absolute(dir.join("nbd.sock"))?;
     nbd.serve_unix(&sock)
         .with_context(|| format!("NBD listener on {}", sock.display()))?;
     datadir::set_mode(&sock, datadir::FILE_MODE)?;
     ctl.set_nbd_socket(sock);
+    datadir::create(dir, &[Path::new(TENANT_SOCKETS)])?;
+    ctl.connect_nbd(nbd.clone(), std::path::absolute(dir.join(TENANT_SOCKETS))?)
+        .map_err(|e| anyhow::anyhow!("opening the tenants' NBD sockets: {e}"))?;
     if let (Some(addr), Some(p)) = (nbd_listen, pki) {
         let bound = nbd
             .serve_tcp(addr)

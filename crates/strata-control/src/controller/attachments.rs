@@ -2,8 +2,16 @@
 //!
 //! # Invariants
 //! - The export set the NBD server serves is exactly the attached volumes (reloaded at start).
-//! - A TLS client opens an export only when its certificate names the volume's tenant.
-//! - Attaching is idempotent: a second attach returns the first attachment.
+//! - A TLS client opens an export only when its certificate names the volume's tenant; a
+//!   client of a tenant's socket only when the socket is that tenant's; a client of the admin
+//!   socket any attached export ([`Controller::may_open`]).
+//! - Attaching is idempotent: a second attach returns the first attachment. Its `uri` is on
+//!   the tenant's socket (`DATA_DIR/sockets/TENANT.sock`) once the NBD server is connected
+//!   ([`Controller::connect_nbd`]), else on the admin socket; it is computed when returned, so
+//!   records written by older versions show the current socket.
+//! - Each `attach --tcp` issues a fresh certificate (bounded lifetime, recorded per tenant
+//!   before it is returned: `certificates.rs`).
+//! - Detaching stops new opens at once and closes the volume's open sessions.
 
 use strata_state::Txn;
 
@@ -17,8 +25,9 @@ use crate::model::*;
 pub type Exports = std::sync::Arc<parking_lot::RwLock<std::collections::HashSet<String>>>;
 
 impl Controller {
-    /// its certificate names the volume's tenant (`identity`); a client without TLS reaches
-    /// only the Unix socket, guarded by file permissions.
+    /// Whether a client with `identity` may see and open `export`: it must be attached, and
+    /// `identity` (the tenant its TLS certificate or its Unix socket names) must be the
+    /// volume's tenant; `None` is the admin socket, which opens every attached export.
     pub fn may_open(&self, export: &str, identity: Option<&str>) -> bool {
         let vol = export.split('@').next().unwrap_or_default();
         if !self.exports.read().contains(vol) {
@@ -49,6 +58,7 @@ impl Controller {
         let creds = pki
             .client(&a.tenant)
             .map_err(|e| ControlError::internal(e.to_string()))?;
+        self.record_certificate(&a.tenant, &a.volume, &creds)?;
         Ok((a, creds))
     }
 
@@ -57,7 +67,7 @@ impl Controller {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, id)?;
         if let Some((a, _)) = self.get::<Attachment>(&attachment_key(&v.id))? {
-            return Ok(a);
+            return Ok(self.present(a));
         }
         let socket = self
             .nbd_socket
@@ -88,24 +98,42 @@ impl Controller {
             return self.attachment(p, id);
         }
         self.exports.write().insert(a.export.clone());
-        Ok(a)
+        Ok(self.present(a))
+    }
+
+    /// An attachment with the URIs of the sockets and listener running now.
+    fn present(&self, mut a: Attachment) -> Attachment {
+        let socket = self
+            .tenant_socket(&a.tenant)
+            .or_else(|| self.nbd_socket.read().clone());
+        if let Some(s) = socket {
+            a.uri = format!("nbd+unix:///{}?socket={}", a.export, s.display());
+        }
+        a.tcp_uri = self
+            .nbd_tcp
+            .read()
+            .as_ref()
+            .map(|(addr, _)| format!("nbds://{addr}/{}", a.export));
+        a
     }
 
     /// A volume's attachment.
     pub fn attachment(&self, p: &Principal, id: &str) -> Result<Attachment, ControlError> {
         let v = self.get_volume(p, id)?;
         self.get::<Attachment>(&attachment_key(&v.id))?
-            .map(|(a, _)| a)
+            .map(|(a, _)| self.present(a))
             .ok_or_else(|| ControlError::not_found(Resource::Attachment, &v.name))
     }
 
-    /// Stops exporting a volume to new NBD connections.
+    /// Stops exporting a volume: new opens fail at once, open sessions are closed.
     pub fn detach(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Member)?;
         let a = self.attachment(p, id)?;
         self.store
             .txn(Txn::new().delete(attachment_key(&a.volume)))?;
         self.exports.write().remove(&a.export);
+        let closed = self.close_volume_sessions(&a.volume);
+        tracing::debug!(volume = %a.volume, closed, "detached");
         Ok(())
     }
 }

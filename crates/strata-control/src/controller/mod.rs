@@ -10,6 +10,9 @@
 //! - `tenants.rs`: tenants, quotas and the quota transaction (`with_tenant`).
 //! - `volumes.rs`, `snapshots.rs`, `qos.rs`: the volume lifecycle over the engine.
 //! - `attachments.rs`: NBD exports of volumes and who may open them.
+//! - `nbd_link.rs`: the running NBD server: tenant sockets, the authorize and admit hooks,
+//!   closing the sessions of a detached volume or a revoked tenant.
+//! - `certificates.rs`: TLS client certificates issued per tenant, and their revocation.
 //! - `figures.rs`: live statistics and Prometheus metrics.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
 //! - `audit.rs`: the audit log.
@@ -29,7 +32,9 @@
 mod attachments;
 mod audit;
 mod auth;
+mod certificates;
 mod figures;
+mod nbd_link;
 mod qos;
 mod recovery;
 mod snapshots;
@@ -40,6 +45,7 @@ mod volumes;
 
 pub use attachments::Exports;
 pub use auth::Principal;
+pub use certificates::Revoked;
 pub use volumes::{CreateVolume, SizeArg};
 
 use strata_block::Pool;
@@ -59,6 +65,8 @@ pub struct Controller {
     exports: Exports,
     /// The NBD TCP listener's address and the CA that issues its client certificates.
     nbd_tcp: parking_lot::RwLock<Option<(String, std::sync::Arc<crate::pki::Pki>)>>,
+    /// The NBD server itself, once the daemon connected it (tenant sockets, sessions).
+    nbd: nbd_link::NbdLink,
 }
 
 impl std::fmt::Debug for Controller {

@@ -26,6 +26,7 @@ impl Controller {
             nbd_socket: Default::default(),
             exports: Default::default(),
             nbd_tcp: Default::default(),
+            nbd: Default::default(),
         };
         c.recover()?;
         c.switches.restore(c.store.as_ref())?;

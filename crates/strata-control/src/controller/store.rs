@@ -29,6 +29,9 @@ pub(super) fn new_id() -> String {
 pub(super) fn attachment_key(vol: &str) -> String {
     format!("/attachments/{vol}")
 }
+pub(super) fn cert_key(t: &str, serial: &str) -> String {
+    format!("/certs/{t}/{serial}")
+}
 pub(super) fn tenant_key(t: &str) -> String {
     format!("/tenants/{t}")
 }

@@ -4,7 +4,7 @@
 //! - A tenant's `usage` is changed in the same transaction as the change that uses it, with a
 //!   comparison on the tenant record's revision ([`Controller::with_tenant`]); a transaction
 //!   that lost a race is retried with fresh figures, so quotas and usage never drift.
-//! - Only an empty tenant is deleted; its tokens stop working with it.
+//! - Only an empty tenant is deleted; its tokens, NBD socket and certificates go with it.
 
 use strata_state::Txn;
 
@@ -29,6 +29,7 @@ impl Controller {
             created: now(),
             quota,
             usage: Usage::default(),
+            socket_owner: None,
         };
         let r = self.store.txn(
             Txn::new()
@@ -38,6 +39,7 @@ impl Controller {
         if !r.succeeded {
             return Err(ControlError::exists(Resource::Tenant, name));
         }
+        self.tenant_created(&t);
         Ok(t)
     }
 
@@ -106,7 +108,8 @@ impl Controller {
                 self.store.txn(Txn::new().delete(key))?;
             }
         }
-        Ok(())
+        // Its NBD socket, sessions and certificates go with it.
+        self.tenant_deleted(name)
     }
 
     /// Applies a change to a tenant's record and other keys in one transaction, retrying when

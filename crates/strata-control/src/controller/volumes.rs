@@ -352,6 +352,7 @@ impl Controller {
 
     pub(super) fn finish_delete(&self, v: &Volume) -> Result<(), ControlError> {
         self.exports.write().remove(&v.id);
+        self.close_volume_sessions(&v.id);
         self.store.txn(Txn::new().delete(attachment_key(&v.id)))?;
         if let Ok(eid) = self.pool.volume_id(&v.id) {
             self.pool.delete_volume(eid, true)?;

@@ -32,6 +32,10 @@ pub struct Credentials {
     pub cert: String,
     /// Its private key.
     pub key: String,
+    /// The certificate's serial, lowercase hex (what revocation and the NBD server name).
+    pub serial: String,
+    /// End of the certificate's validity, seconds since the epoch.
+    pub not_after: u64,
 }
 
 /// A volume exported to NBD clients.
@@ -76,6 +80,8 @@ impl From<crate::pki::Credentials> for Credentials {
             ca_cert: c.ca_cert,
             cert: c.cert,
             key: c.key,
+            serial: c.serial,
+            not_after: c.not_after,
         }
     }
 }

@@ -22,6 +22,11 @@ pub const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
 pub const NAME_MAX_LEN: usize = 128;
 /// A switch port (and interface) name.
 pub const PORT_NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,15}$";
+/// The owner of a tenant's NBD socket: `UID` or `UID:GID`.
+pub const SOCKET_OWNER_PATTERN: &str = "^[0-9]{1,10}(:[0-9]{1,10})?$";
+/// A token lifetime: a count of seconds, minutes, hours, days or weeks, or `never` (admins
+/// only).
+pub const EXPIRES_PATTERN: &str = "^([1-9][0-9]{0,7}[smhdw]|never)$";
 /// Longest request id (idempotency key).
 pub const REQUEST_ID_MAX_LEN: usize = 128;
 

@@ -32,6 +32,12 @@ use super::*;
     Role,
     CreateToken,
     NewToken,
+    TokenInfo,
+    TokenList,
+    SetSocketOwner,
+    Certificate,
+    CertificateList,
+    Revoked,
     CreateVolume,
     VolumeState,
     Qos,
@@ -215,9 +221,44 @@ fn operations() -> Vec<Op> {
         .body(r::<Quota>())
         .ok(200, "the tenant", r::<Tenant>())
         .errors(&[409, 422]),
+        op(
+            Put,
+            "/v1/tenants/{name}/socket-owner",
+            "setSocketOwner",
+            "Set the owner of a tenant's NBD socket (admin)",
+        )
+        .body(r::<SetSocketOwner>())
+        .ok(200, "the tenant", r::<Tenant>()),
+        op(
+            Get,
+            "/v1/tenants/{name}/certificates",
+            "listCertificates",
+            "List the TLS client certificates issued for a tenant (tenant admin)",
+        )
+        .ok(200, "certificates", r::<CertificateList>()),
+        op(
+            Post,
+            "/v1/tenants/{name}/certificates/revoke",
+            "revokeCertificates",
+            "Revoke every certificate of a tenant and close its TLS sessions (tenant admin)",
+        )
+        .ok(200, "what was revoked", r::<Revoked>()),
         op(Post, "/v1/tokens", "createToken", "Create an API token")
             .body(r::<CreateToken>())
             .ok(201, "created; the secret is shown once", r::<NewToken>()),
+        op(
+            Get,
+            "/v1/tokens",
+            "listTokens",
+            "List the tokens the caller may see (never their secrets)",
+        )
+        .query(
+            "tenant",
+            free_text(1, NAME_MAX_LEN, false),
+            "only this tenant's",
+        )
+        .ok(200, "tokens", r::<TokenList>()),
+        op(Delete, "/v1/tokens/{id}", "revokeToken", "Revoke a token").none(204, "revoked"),
         op(
             Post,
             "/v1/volumes",

@@ -95,6 +95,8 @@ pub struct Tenant {
     pub quota: Quota,
     /// Current use.
     pub usage: Usage,
+    /// Owner of the tenant's NBD socket (`UID:GID`); null: the daemon's user.
+    pub socket_owner: Option<String>,
 }
 
 impl From<model::Tenant> for Tenant {
@@ -109,6 +111,7 @@ impl From<model::Tenant> for Tenant {
                 snapshots: t.usage.snapshots,
                 iops: t.usage.iops,
             },
+            socket_owner: t.socket_owner.map(|o| format!("{}:{}", o.uid, o.gid)),
         }
     }
 }
@@ -129,11 +132,102 @@ pub struct CreateTenant {
     /// Limits (default: none).
     #[serde(default)]
     pub quota: Quota,
+    /// Owner of the tenant's NBD socket, `UID` or `UID:GID` (default: the daemon's user).
+    #[serde(default)]
+    #[schema(schema_with = socket_owner)]
+    pub socket_owner: Option<String>,
+}
+
+fn socket_owner() -> Object {
+    text(SOCKET_OWNER_PATTERN, 21, true)
+}
+
+/// Parses a checked `UID[:GID]`.
+pub fn parse_socket_owner(s: Option<&str>) -> Result<Option<model::SocketOwner>, ControlError> {
+    s.map(|s| {
+        digits_pair(s)
+            .then(|| model::SocketOwner::parse(s))
+            .flatten()
+            .ok_or_else(|| {
+                ControlError::invalid("socket_owner", "a socket owner is UID or UID:GID (numbers)")
+            })
+    })
+    .transpose()
+}
+
+/// [`SOCKET_OWNER_PATTERN`] by hand: 1 to 10 digits, optionally `:` and 1 to 10 more.
+fn digits_pair(s: &str) -> bool {
+    let digits = |p: &str| (1..=10).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    match s.split_once(':') {
+        Some((u, g)) => digits(u) && digits(g),
+        None => digits(s),
+    }
 }
 
 impl Check for CreateTenant {
     fn check(&self) -> Result<(), ControlError> {
         check_text("name", &self.name, NAME_PATTERN)?;
+        parse_socket_owner(self.socket_owner.as_deref())?;
         self.quota.check()
     }
+}
+
+/// `PUT /v1/tenants/{name}/socket-owner`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SetSocketOwner {
+    /// `UID` or `UID:GID`; null: the daemon's user.
+    #[schema(schema_with = socket_owner)]
+    pub socket_owner: Option<String>,
+}
+
+impl Check for SetSocketOwner {
+    fn check(&self) -> Result<(), ControlError> {
+        parse_socket_owner(self.socket_owner.as_deref()).map(drop)
+    }
+}
+
+/// A TLS client certificate issued for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Certificate {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The tenant it names.
+    pub tenant: String,
+    /// The volume whose attachment issued it.
+    pub volume: String,
+    /// Issue time, seconds since the epoch.
+    pub issued: u64,
+    /// End of validity, seconds since the epoch.
+    pub not_after: u64,
+    /// Revocation time, once revoked.
+    pub revoked: Option<u64>,
+}
+
+impl From<model::CertRecord> for Certificate {
+    fn from(c: model::CertRecord) -> Self {
+        Certificate {
+            serial: c.serial,
+            tenant: c.tenant,
+            volume: c.volume,
+            issued: c.issued,
+            not_after: c.not_after,
+            revoked: c.revoked,
+        }
+    }
+}
+
+/// A tenant's certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CertificateList {
+    /// Certificates.
+    pub items: Vec<Certificate>,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Revoked {
+    /// Certificates newly revoked.
+    pub revoked: u64,
+    /// Open TLS sessions closed.
+    pub sessions_closed: u64,
 }

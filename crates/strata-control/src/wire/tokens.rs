@@ -58,15 +58,86 @@ pub struct CreateToken {
     pub tenant: Option<String>,
     /// Role.
     pub role: Role,
+    /// Lifetime: `30d`, `12h`, `90m`, `2w`, or `never` (admin callers only); default 90 days.
+    #[serde(default)]
+    #[schema(schema_with = expires)]
+    pub expires: Option<String>,
+}
+
+fn expires() -> Object {
+    text(EXPIRES_PATTERN, 7, true)
 }
 
 impl Check for CreateToken {
+    fn check(&self) -> Result<(), ControlError> {
+        if let Some(e) = &self.expires {
+            check_text("expires", e, EXPIRES_PATTERN)?;
+        }
+        match &self.tenant {
+            Some(t) => check_text("tenant", t, NAME_PATTERN),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `GET /v1/tokens?tenant=T`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenQuery {
+    /// Only this tenant's tokens.
+    #[schema(schema_with = tenant)]
+    pub tenant: Option<String>,
+}
+
+impl Check for TokenQuery {
     fn check(&self) -> Result<(), ControlError> {
         match &self.tenant {
             Some(t) => check_text("tenant", t, NAME_PATTERN),
             None => Ok(()),
         }
     }
+}
+
+/// A token as listed: everything but its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    /// Public id.
+    pub id: String,
+    /// Tenant (none for admin tokens).
+    pub tenant: Option<String>,
+    /// Role.
+    pub role: Role,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// Expiry time (null: never).
+    pub expires: Option<u64>,
+    /// Last use, to the minute.
+    pub last_used: Option<u64>,
+    /// Past its expiry (it answers `token_expired`).
+    pub expired: bool,
+    /// The bootstrap admin token (never expires, not revocable through the API).
+    pub bootstrap: bool,
+}
+
+impl From<model::TokenView> for TokenInfo {
+    fn from(t: model::TokenView) -> Self {
+        TokenInfo {
+            id: t.id,
+            tenant: t.tenant,
+            role: t.role.into(),
+            created: t.created,
+            expires: t.expires,
+            last_used: t.last_used,
+            expired: t.expired,
+            bootstrap: t.bootstrap,
+        }
+    }
+}
+
+/// The tokens the caller may see.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenList {
+    /// Tokens.
+    pub items: Vec<TokenInfo>,
 }
 
 /// A new token: the secret is shown once.
@@ -80,4 +151,8 @@ pub struct NewToken {
     pub role: Role,
     /// The secret to send as `Authorization: Bearer`.
     pub token: String,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// Expiry time (null: never).
+    pub expires: Option<u64>,
 }

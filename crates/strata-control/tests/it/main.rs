@@ -3,6 +3,7 @@
 
 mod authz;
 mod codes;
+mod credentials;
 mod fixture;
 mod quotas;
 mod recovery;

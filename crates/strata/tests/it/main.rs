@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod common;
 mod contract;
+mod credentials;
 mod daemon;
 mod hardening;
 mod nbd;
