@@ -94,6 +94,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
         },
         ControlError::Invalid { .. } => C::InvalidArgument,
         ControlError::QuotaExceeded(_) => C::QuotaExceeded,
+        ControlError::PoolOvercommitted(_) => C::PoolOvercommitted,
         ControlError::InUse { what, .. } => match what {
             InUse::VolumeHasSnapshots => C::VolumeHasSnapshots,
             InUse::VolumeAttached => C::VolumeAttached,

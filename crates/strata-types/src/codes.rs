@@ -205,6 +205,9 @@ registry! {
     // ----- anything else -----
     /// Something that should not happen did.
     Internal = "internal", 500, Some(EIO);
+    // ----- added in phase 2 (kept at the end to ease merging) -----
+    /// The pool's volumes would provision more than its overcommit ratio allows.
+    PoolOvercommitted = "pool_overcommitted", 507, Some(ENOSPC);
 }
 
 impl fmt::Display for ErrorCode {

@@ -11,6 +11,7 @@
 //! - `volumes.rs`, `snapshots.rs`, `qos.rs`: the volume lifecycle over the engine.
 //! - `attachments.rs`: NBD exports of volumes and who may open them.
 //! - `figures.rs`: live statistics and Prometheus metrics.
+//! - `pools.rs`: pool settings (the overcommit limit) and the pool's provisioned figure.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
 //! - `audit.rs`: the audit log.
 //! - `recovery.rs`: [`Controller::open`], which reconciles the store and the engine at start.
@@ -30,6 +31,7 @@ mod attachments;
 mod audit;
 mod auth;
 mod figures;
+mod pools;
 mod qos;
 mod recovery;
 mod snapshots;
@@ -40,6 +42,7 @@ mod volumes;
 
 pub use attachments::Exports;
 pub use auth::Principal;
+pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
 pub use volumes::{CreateVolume, SizeArg};
 
 use strata_block::Pool;
@@ -59,7 +62,13 @@ pub struct Controller {
     exports: Exports,
     /// The NBD TCP listener's address and the CA that issues its client certificates.
     nbd_tcp: parking_lot::RwLock<Option<(String, std::sync::Arc<crate::pki::Pki>)>>,
+    /// One lock per tenant serializing this process's quota transactions on it (`with_tenant`).
+    tenant_locks: parking_lot::Mutex<std::collections::HashMap<String, TenantLock>>,
+    /// The pool's provisioned figure and its threshold crossings (`pools.rs`).
+    allocation: parking_lot::Mutex<pools::Allocation>,
 }
+
+type TenantLock = std::sync::Arc<parking_lot::Mutex<()>>;
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
