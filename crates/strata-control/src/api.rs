@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use strata_types::ErrorCode;
 
-use crate::controller::{Controller, CreateVolume, Principal, SizeArg};
+use crate::controller::{Controller, CreateVolume, Principal, SetPoolSettings, SizeArg};
 use crate::error::{ControlError, InUse, Resource, Service};
 use crate::model::{Qos, Quota, Role};
 
@@ -415,6 +415,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/v1/pools", get(read(|c, p, ()| list_pools(c, p))))
+        .route(
+            "/v1/pools/{id}/settings",
+            get(read(|c, p, id: String| c.get_pool_settings(p, &id))).put(change(
+                S::OK,
+                "pool.set_settings",
+                |(id, _): &(String, Body<SetPoolSettings>)| id.clone(),
+                |c, p, (id, Body(r))| c.set_pool_settings(p, &id, r.overcommit.ratio()?),
+            )),
+        )
         .route(
             "/v1/tenants",
             post(change(

@@ -8,6 +8,8 @@ pub mod model;
 pub mod net;
 pub mod pki;
 
-pub use controller::{Controller, CreateVolume, Principal, SizeArg};
+pub use controller::{
+    Controller, CreateVolume, OvercommitArg, PoolSettingsView, Principal, SetPoolSettings, SizeArg,
+};
 pub use error::{ControlError, InUse, Resource, Service};
 pub use model::*;
