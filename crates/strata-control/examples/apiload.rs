@@ -48,7 +48,11 @@ impl Api {
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.url);
         let r = match (method, body) {
-            ("GET", _) => self.agent.get(&url).header("Authorization", &self.token).call(),
+            ("GET", _) => self
+                .agent
+                .get(&url)
+                .header("Authorization", &self.token)
+                .call(),
             ("DELETE", _) => self
                 .agent
                 .delete(&url)
@@ -170,7 +174,11 @@ fn flows(url: &str, token: &str, n: usize, data: &str) {
             i & 255
         );
         let t = Instant::now();
-        let (s, v) = api.call("POST", "/v1/switches/flows/flows", Some(json!({"flow": flow})));
+        let (s, v) = api.call(
+            "POST",
+            "/v1/switches/flows/flows",
+            Some(json!({"flow": flow})),
+        );
         lat.push(t.elapsed());
         assert!(s < 300, "flow {i}: {s} {v}");
         if (i + 1) % 5000 == 0 || i + 1 == 1000 {
@@ -190,11 +198,13 @@ fn flows(url: &str, token: &str, n: usize, data: &str) {
             std::thread::spawn(move || {
                 let api = Api::new(&url, &token);
                 for i in 0..50 {
-                    let flow = format!(
-                        "table=1,priority=10,ip,nw_src=10.200.{c}.{i}/32,actions=drop"
+                    let flow =
+                        format!("table=1,priority=10,ip,nw_src=10.200.{c}.{i}/32,actions=drop");
+                    let (s, _) = api.call(
+                        "POST",
+                        "/v1/switches/flows/flows",
+                        Some(json!({"flow": flow})),
                     );
-                    let (s, _) =
-                        api.call("POST", "/v1/switches/flows/flows", Some(json!({"flow": flow})));
                     if s >= 300 {
                         *errors.lock().unwrap() += 1;
                     }

@@ -142,7 +142,10 @@ impl Controller {
     }
 
     /// The in-process lock of a tenant's quota transactions.
-    pub(super) fn tenant_lock(&self, tenant: &str) -> parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()> {
+    pub(super) fn tenant_lock(
+        &self,
+        tenant: &str,
+    ) -> parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()> {
         let lock = self
             .tenant_locks
             .lock()
@@ -192,7 +195,9 @@ pub(super) fn charge(t: &mut Tenant, release: Charge, take: Charge) -> Result<()
     let u = &t.usage;
     let one = |what: &str, used: u64, rel: u64, add: u64, max: Option<u64>| {
         let base = used.saturating_sub(rel);
-        let new = base.checked_add(add).filter(|n| *n <= max.unwrap_or(u64::MAX));
+        let new = base
+            .checked_add(add)
+            .filter(|n| *n <= max.unwrap_or(u64::MAX));
         match new {
             Some(n) => Ok(n),
             None if add <= rel.min(used) => Ok(base + add),
@@ -210,9 +215,27 @@ pub(super) fn charge(t: &mut Tenant, release: Charge, take: Charge) -> Result<()
         }
     };
     let usage = Usage {
-        capacity_bytes: one("capacity", u.capacity_bytes, release.bytes, take.bytes, q.capacity_bytes)?,
-        volumes: one("volume", u.volumes, release.volumes, take.volumes, q.volumes)?,
-        snapshots: one("snapshot", u.snapshots, release.snapshots, take.snapshots, q.snapshots)?,
+        capacity_bytes: one(
+            "capacity",
+            u.capacity_bytes,
+            release.bytes,
+            take.bytes,
+            q.capacity_bytes,
+        )?,
+        volumes: one(
+            "volume",
+            u.volumes,
+            release.volumes,
+            take.volumes,
+            q.volumes,
+        )?,
+        snapshots: one(
+            "snapshot",
+            u.snapshots,
+            release.snapshots,
+            take.snapshots,
+            q.snapshots,
+        )?,
         iops: one("IOPS", u.iops, release.iops, take.iops, q.iops)?,
     };
     t.usage = usage;
