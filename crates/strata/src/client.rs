@@ -420,6 +420,25 @@ impl Client {
             .ok_or_else(|| anyhow!("snapshot_not_found: snapshot {name} not found"))
     }
 
+    /// `strata pool set NAME --overcommit R`.
+    pub fn pool_set(&self, name: &str, overcommit: &str) -> Result<()> {
+        let body = match overcommit.parse::<f64>() {
+            Ok(r) => json!({ "overcommit": r }),
+            Err(_) => json!({ "overcommit": overcommit }),
+        };
+        let v = self.req("PUT", &format!("/v1/pools/{name}/settings"), Some(body))?;
+        self.print(
+            &v,
+            &[
+                ("POOL", "pool"),
+                ("OVERCOMMIT", "overcommit"),
+                ("CAPACITY", "capacity_bytes:size"),
+                ("PROVISIONED", "provisioned_bytes:size"),
+                ("LIMIT", "limit_bytes:size"),
+            ],
+        )
+    }
+
     /// `strata pool list|show`.
     pub fn pools(&self, name: Option<&str>) -> Result<()> {
         let v = self.req("GET", "/v1/pools", None)?;

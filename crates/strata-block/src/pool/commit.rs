@@ -3,6 +3,11 @@
 //! commit, writes the buffered ops as one journal record (or a full checkpoint into the other
 //! slot when the journal is full), syncs the metadata device, and only then returns the blocks
 //! those ops freed to the allocator. A commit that fails marks the pool failed.
+//!
+//! Group commit: commits are serialized, and each carries every op appended before its cut,
+//! so management operations that arrive while one commit syncs share the next. A management
+//! operation counts itself (`MetaState::applied`); the journal state records how many are
+//! durable, and a caller whose operation a commit already carried returns without syncing.
 
 use std::sync::atomic::Ordering;
 
@@ -26,18 +31,34 @@ impl Pool {
     /// checkpoint when the journal is full), sync the metadata device, then release the blocks
     /// those ops freed.
     pub(super) fn commit(&self) -> Result<(), IoError> {
+        self.commit_through(u64::MAX)
+    }
+
+    /// Makes management operation `op` (a value of `MetaState::applied`) durable: returns at
+    /// once if a commit already did (it carried every op applied before its cut), otherwise
+    /// commits everything so far. `u64::MAX`: commit everything so far in any case.
+    pub(super) fn commit_through(&self, op: u64) -> Result<(), IoError> {
         let inner = &*self.inner;
         let mut js = inner.commit.lock();
         if inner.failed.load(Ordering::SeqCst) {
             return Err(IoError::PoolFailed);
         }
+        if js.durable >= op {
+            return Ok(());
+        }
         let m = &inner.devs[inner.meta_dev];
         let jl = m.sb.journal_len;
+        let cut;
         let (ops, frees, checkpoint) = {
             let _cut = inner.epoch_gate.write();
             let mut ms = inner.meta.lock();
+            // Every op applied before this cut goes out in this commit.
+            cut = ms.applied;
             if ms.buf.buf.is_empty() && ms.pending_free.is_empty() {
                 drop(ms);
+                // Commits are serialized and a failed one stops the pool: with nothing
+                // buffered, every op applied so far is durable.
+                js.durable = cut;
                 // Nothing new in the metadata, but writes may still sit in device caches.
                 return self.sync_data();
             }
@@ -98,6 +119,7 @@ impl Pool {
             return Err(e);
         }
         js.seq = seq;
+        js.durable = cut;
         let mut ms = inner.meta.lock();
         for p in frees {
             let (d, b) = split_paddr(p);

@@ -6,8 +6,8 @@
 
 mod api;
 mod cli;
-mod contract;
 mod common;
+mod contract;
 mod daemon;
 mod hardening;
 mod nbd;
