@@ -2,8 +2,12 @@
 //!
 //! # Invariants
 //! - A tenant's `usage` is changed in the same transaction as the change that uses it, with a
-//!   comparison on the tenant record's revision ([`Controller::with_tenant`]); a transaction
-//!   that lost a race is retried with fresh figures, so quotas and usage never drift.
+//!   comparison on the tenant record's revision ([`Controller::with_tenant`]); this process's
+//!   transactions on one tenant are serialized by a per-tenant lock, and one that lost to
+//!   another process is retried with fresh figures, so quotas and usage never drift and local
+//!   contention never answers `busy`.
+//! - Usage arithmetic is checked ([`charge`]): a sum that would pass its quota, or `u64::MAX`
+//!   without one, is refused; it never wraps.
 //! - Only an empty tenant is deleted; its tokens stop working with it.
 
 use strata_state::Txn;
