@@ -152,10 +152,7 @@ fn clients(url: &str, token: &str, n: usize, secs: u64) {
     let (_, left) = admin.call("GET", "/v1/volumes?tenant=load&limit=1000", None);
     let left = left["items"].as_array().map_or(0, |a| a.len());
     let (_, t) = admin.call("GET", "/v1/tenants/load", None);
-    println!(
-        "volumes left {left}, tenant usage {}",
-        t["usage"].to_string()
-    );
+    println!("volumes left {left}, tenant usage {}", t["usage"]);
     println!("goal: 0 errors, p99 create < 50 ms, nothing left");
 }
 

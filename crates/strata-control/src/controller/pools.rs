@@ -69,7 +69,7 @@ impl OvercommitArg {
             OvercommitArg::Text(t) if t.eq_ignore_ascii_case("unlimited") => return Ok(None),
             OvercommitArg::Text(t) => t.trim().parse::<f64>().map_err(|_| bad())?,
         };
-        if !r.is_finite() || r < 0.0 || r > 1e6 {
+        if !r.is_finite() || !(0.0..=1e6).contains(&r) {
             return Err(bad());
         }
         Ok((r != 0.0).then_some(r))

@@ -71,7 +71,10 @@ impl SizeArg {
 
 /// A volume size: a positive multiple of the block size, at most the engine's maximum.
 pub(super) fn validate_size(size: u64) -> Result<(), ControlError> {
-    if size == 0 || size % strata_block::BLOCK_SIZE != 0 || size > strata_block::MAX_VOLUME_SIZE {
+    if size == 0
+        || !size.is_multiple_of(strata_block::BLOCK_SIZE)
+        || size > strata_block::MAX_VOLUME_SIZE
+    {
         return Err(ControlError::invalid(
             "size",
             format!("size {size} must be a positive multiple of 4096 bytes, at most 1 PiB"),

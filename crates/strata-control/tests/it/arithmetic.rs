@@ -131,7 +131,7 @@ impl Model {
 }
 
 fn valid_size(s: u64) -> bool {
-    s > 0 && s % 4096 == 0 && s <= strata_block::MAX_VOLUME_SIZE
+    s > 0 && s.is_multiple_of(4096) && s <= strata_block::MAX_VOLUME_SIZE
 }
 
 fn as_u128(u: &Usage) -> [u128; 4] {

@@ -29,7 +29,7 @@ fn the_default_ratio_refuses_a_petabyte_on_a_small_pool() {
         "insufficient storage"
     );
     // Up to four times the capacity (in whole MiB) is accepted, one more MiB is not.
-    let limit_mib = capacity(&f) * 4 >> 20;
+    let limit_mib = (capacity(&f) * 4) >> 20;
     let a = f
         .volume("acme", "a", &format!("{}M", limit_mib - 1))
         .unwrap();
