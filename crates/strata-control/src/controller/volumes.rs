@@ -425,7 +425,9 @@ impl Controller {
     /// `deleting`, which a retry of the delete or the next start completes.
     pub(super) fn finish_delete(&self, v: &Volume) -> Result<(), ControlError> {
         self.exports.write().remove(&v.id);
-        self.store.txn(Txn::new().delete(attachment_key(&v.id)))?;
+        if self.store.get(&attachment_key(&v.id))?.is_some() {
+            self.store.txn(Txn::new().delete(attachment_key(&v.id)))?;
+        }
         if let Ok(eid) = self.pool.volume_id(&v.id) {
             if let Err(e) = self.pool.delete_volume(eid, true) {
                 if self.pool.volume_id(&v.id).is_ok() {
