@@ -170,13 +170,15 @@ impl Controller {
 
     /// Runs `record` (the store transaction that changes a volume size from `old` to `new`
     /// bytes: `0` for absent) with the provisioned figure locked; when `check`, refuses growth
-    /// past the overcommit limit (an undo is not checked); on success moves the figure.
+    /// past the overcommit limit (an undo is not checked); moves the figure when `record`
+    /// says it recorded the change (`true`: a replayed request or a record already gone is
+    /// not a change).
     pub(super) fn provision<T>(
         &self,
         old: u64,
         new: u64,
         check: bool,
-        record: impl FnOnce() -> Result<T, ControlError>,
+        record: impl FnOnce() -> Result<(T, bool), ControlError>,
     ) -> Result<T, ControlError> {
         let mut a = self.allocation.lock();
         let after = a.provisioned.saturating_sub(old as u128) + new as u128;
@@ -195,9 +197,11 @@ impl Controller {
                 }
             }
         }
-        let out = record()?;
-        a.provisioned = after;
-        self.observe_allocation(&mut a, &s);
+        let (out, recorded) = record()?;
+        if recorded {
+            a.provisioned = after;
+            self.observe_allocation(&mut a, &s);
+        }
         Ok(out)
     }
 

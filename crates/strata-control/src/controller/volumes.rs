@@ -185,7 +185,7 @@ impl Controller {
                 // the comparisons below only guard against other processes.
                 if let Some(rid) = request_id {
                     if let Some((id, _)) = self.get::<String>(&request_key(tenant, rid))? {
-                        return Ok((Txn::new(), Some(id)));
+                        return Ok((Txn::new(), (Some(id), false)));
                     }
                 }
                 if self.name_taken(tenant, &v.name) {
@@ -203,7 +203,7 @@ impl Controller {
                         .when(request_key(tenant, rid), 0)
                         .put(request_key(tenant, rid), enc(&v.id));
                 }
-                Ok((txn, None))
+                Ok((txn, (None, true)))
             })
         })
     }
@@ -236,7 +236,7 @@ impl Controller {
         self.provision(cur.size, 0, false, || {
             self.with_tenant(&v.tenant, |t| {
                 let Some((cur, rev)) = self.get::<Volume>(&key)? else {
-                    return Ok((Txn::new(), ()));
+                    return Ok((Txn::new(), ((), false)));
                 };
                 charge(t, Charge::volume(cur.size, &cur.qos), Charge::default())?;
                 Ok((
@@ -245,7 +245,7 @@ impl Controller {
                         .delete(key.clone())
                         .delete(volume_index(&v.id))
                         .delete(volume_name_key(&v.tenant, &v.name)),
-                    (),
+                    ((), true),
                 ))
             })
         })
@@ -358,39 +358,49 @@ impl Controller {
         check: bool,
     ) -> Result<Volume, ControlError> {
         let key = volume_key(&v.tenant, &v.id);
-        let old = self
-            .get::<Volume>(&key)?
-            .ok_or_else(|| ControlError::not_found(Resource::Volume, &v.id))?
-            .0
-            .size;
-        // Unchecked (an undo, or the engine's size kept at start): never refused.
-        self.provision(old, size, check, || {
-            self.with_tenant(&v.tenant, |t| {
-                let (mut nv, rev) = self
-                    .get::<Volume>(&key)?
-                    .ok_or_else(|| ControlError::not_found(Resource::Volume, &v.id))?;
-                let take = Charge {
-                    bytes: size,
-                    ..Charge::default()
-                };
-                let release = Charge {
-                    bytes: nv.size,
-                    ..Charge::default()
-                };
-                if check {
-                    charge(t, release, take)?;
-                } else {
-                    // An undo gives back what the change took: no quota applies.
-                    t.usage.capacity_bytes = t
-                        .usage
-                        .capacity_bytes
-                        .saturating_sub(nv.size)
-                        .saturating_add(size);
-                }
-                nv.size = size;
-                Ok((Txn::new().when(&key, rev).put(&key, enc(&nv)), nv))
-            })
-        })
+        loop {
+            let old = self
+                .get::<Volume>(&key)?
+                .ok_or_else(|| ControlError::not_found(Resource::Volume, &v.id))?
+                .0
+                .size;
+            // Unchecked (an undo, or the engine's size kept at start): never refused.
+            let done = self.provision(old, size, check, || {
+                self.with_tenant(&v.tenant, |t| {
+                    let (mut nv, rev) = self
+                        .get::<Volume>(&key)?
+                        .ok_or_else(|| ControlError::not_found(Resource::Volume, &v.id))?;
+                    if nv.size != old {
+                        // Resized meanwhile: the pool's figure was checked for another size.
+                        return Ok((Txn::new(), (None, false)));
+                    }
+                    let take = Charge {
+                        bytes: size,
+                        ..Charge::default()
+                    };
+                    let release = Charge {
+                        bytes: old,
+                        ..Charge::default()
+                    };
+                    if check {
+                        charge(t, release, take)?;
+                    } else {
+                        // An undo gives back what the change took: no quota applies.
+                        t.usage.capacity_bytes = t
+                            .usage
+                            .capacity_bytes
+                            .saturating_sub(old)
+                            .saturating_add(size);
+                    }
+                    nv.size = size;
+                    let txn = Txn::new().when(&key, rev).put(&key, enc(&nv));
+                    Ok((txn, (Some(nv), true)))
+                })
+            })?;
+            if let Some(nv) = done {
+                return Ok(nv);
+            }
+        }
     }
 
     /// Deletes a volume; with snapshots only when `force` (which deletes them too).

@@ -273,6 +273,13 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         prop_assert_eq!(want, got, "step {}: {:?}", i, st);
         let u = f.c.get_tenant(&f.admin, "t").unwrap().usage;
         prop_assert_eq!(as_u128(&u), m.usage(), "usage after step {}: {:?}", i, st);
+        let pool = f.c.get_pool_settings(&f.admin, "default").unwrap();
+        prop_assert_eq!(
+            pool.provisioned_bytes,
+            m.usage()[0],
+            "pool after step {}",
+            i
+        );
     }
     Ok(())
 }
