@@ -19,9 +19,15 @@
 //! # Consistency between the store and the engine
 //! A volume is first recorded as `creating` (in the same store transaction that checks the
 //! quota and reserves the name), then created in the engine, then marked `available`. A delete
-//! marks `deleting`, deletes in the engine, then removes the records. [`Controller::open`]
-//! finishes or undoes whatever a crash interrupted, so the two never disagree for long and a
-//! restart (also after `kill -9`) recovers everything acknowledged.
+//! marks `deleting`, deletes in the engine, then removes the records; if the engine refuses,
+//! the volume is `available` again in the same call. [`Controller::open`] finishes or undoes
+//! whatever a crash interrupted, so the two never disagree for long and a restart (also after
+//! `kill -9`) recovers everything acknowledged.
+//!
+//! # Concurrency
+//! This process's quota transactions on one tenant are serialized by a per-tenant lock, and
+//! size changes by the pool's allocation lock (taken first), so concurrent requests never
+//! lose a compare-and-swap to each other: an error always means the change was not applied.
 //!
 //! # Visibility
 //! A caller sees its own tenant's resources (an admin sees all). Anything else answers
