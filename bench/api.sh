@@ -32,6 +32,9 @@ start() {
   for _ in $(seq 1 100); do grep -q "strata serving" "$dir/log" 2>/dev/null && break; sleep 0.1; done
   addr=$(grep -o 'listen=[0-9.:]*' "$dir/log" | head -1 | cut -d= -f2)
   token=$(cat "$dir/data/admin.token")
+  # The list figures need 10,000 volumes, far past the default 4x overcommit of the pool.
+  target/release/strata --endpoint "http://$addr" --token "$token" \
+    pool set default --overcommit unlimited > /dev/null
 }
 stop() { kill "$pid"; wait "$pid" || true; pid=; }
 

@@ -105,6 +105,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
         },
         ControlError::Invalid { .. } => C::InvalidArgument,
         ControlError::QuotaExceeded(_) => C::QuotaExceeded,
+        ControlError::PoolOvercommitted(_) => C::PoolOvercommitted,
         ControlError::InUse { what, .. } => match what {
             InUse::VolumeHasSnapshots => C::VolumeHasSnapshots,
             InUse::VolumeAttached => C::VolumeAttached,
@@ -434,6 +435,21 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/v1/pools", get(read(|c, p, ()| list_pools(c, p))))
+        .route(
+            "/v1/pools/{id}/settings",
+            get(read(|c, p, id: String| {
+                c.get_pool_settings(p, &id).map(PoolSettings::from)
+            }))
+            .put(change(
+                S::OK,
+                "pool.set_settings",
+                |(id, _): &(String, Body<SetPoolSettings>)| clip(id),
+                |c, p, (id, Body(r))| {
+                    c.set_pool_settings(p, &id, r.ratio())
+                        .map(PoolSettings::from)
+                },
+            )),
+        )
         .route(
             "/v1/tenants",
             post(change(

@@ -121,6 +121,9 @@ pub enum ControlError {
     /// The tenant's quota does not allow the change.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The pool's volumes would provision more than its overcommit ratio allows.
+    #[error("{0}")]
+    PoolOvercommitted(String),
     /// The resource is in use and cannot be removed (unless forced, where that exists).
     #[error("{message}")]
     InUse {

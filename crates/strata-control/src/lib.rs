@@ -9,6 +9,8 @@ pub mod net;
 pub mod pki;
 pub mod wire;
 
-pub use controller::{Controller, CreateVolume, Principal, SizeArg};
+pub use controller::{
+    Controller, CreateVolume, OvercommitArg, PoolSettingsView, Principal, SetPoolSettings, SizeArg,
+};
 pub use error::{ControlError, InUse, Resource, Service};
 pub use model::*;

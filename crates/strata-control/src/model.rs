@@ -65,6 +65,28 @@ pub struct Usage {
     pub iops: u64,
 }
 
+/// The overcommit ratio a pool has until an admin sets another: its volumes may provision four
+/// times its data capacity. Thin volumes of datasets and checkpoints fill a good part of their
+/// size, so much more than that is a promise the pool cannot keep; much less gives up most of
+/// thin provisioning's benefit (room to grow without a resize).
+pub const DEFAULT_OVERCOMMIT: f64 = 4.0;
+
+/// A pool's settings, kept under `/pool-settings/{pool}` (absent: the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PoolSettings {
+    /// Most the sum of the pool's volume sizes may reach, as a multiple of its data capacity;
+    /// `None`: unlimited.
+    pub overcommit: Option<f64>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            overcommit: Some(DEFAULT_OVERCOMMIT),
+        }
+    }
+}
+
 /// A volume's performance limits. `None`: unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Qos {

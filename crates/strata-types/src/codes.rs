@@ -218,6 +218,9 @@ registry! {
     TokenExpired = "token_expired", 401, Some(EPERM);
     /// No such API token, or one the caller may not see.
     TokenNotFound = "token_not_found", 404, None;
+    // ----- added in phase 2 (kept at the end to ease merging) -----
+    /// The pool's volumes would provision more than its overcommit ratio allows.
+    PoolOvercommitted = "pool_overcommitted", 507, Some(ENOSPC);
 }
 
 impl fmt::Display for ErrorCode {

@@ -440,6 +440,33 @@ impl Client {
             .ok_or_else(|| anyhow!("snapshot_not_found: snapshot {name} not found"))
     }
 
+    /// `strata pool set NAME --overcommit R`.
+    pub fn pool_set(&self, name: &str, overcommit: &str) -> Result<()> {
+        let b = match overcommit.parse::<f64>() {
+            Ok(r) => body(&wire::SetPoolSettings {
+                overcommit: Some(r),
+            })
+            .expect("json"),
+            Err(_) if overcommit.eq_ignore_ascii_case("unlimited") => {
+                body(&wire::SetPoolSettings { overcommit: None }).expect("json")
+            }
+            Err(_) => bail!(
+                "invalid_argument: --overcommit takes a ratio such as 4 or 1.5, or 0 or unlimited"
+            ),
+        };
+        let v = self.req("PUT", &format!("/v1/pools/{name}/settings"), Some(b))?;
+        self.print(
+            &v,
+            &[
+                ("POOL", "pool"),
+                ("OVERCOMMIT", "overcommit"),
+                ("CAPACITY", "capacity_bytes:size"),
+                ("PROVISIONED", "provisioned_bytes:size"),
+                ("LIMIT", "limit_bytes:size"),
+            ],
+        )
+    }
+
     /// `strata pool list|show`.
     pub fn pools(&self, name: Option<&str>) -> Result<()> {
         let v = self.req("GET", "/v1/pools", None)?;

@@ -125,6 +125,15 @@ enum PoolCmd {
         #[arg(long)]
         offline: bool,
     },
+    /// Changes a pool's settings (admin).
+    Set {
+        /// Pool name.
+        name: String,
+        /// Most the volumes may provision, as a multiple of the capacity (`0` or `unlimited`:
+        /// no limit).
+        #[arg(long)]
+        overcommit: String,
+    },
 }
 
 fn main() {
@@ -186,6 +195,9 @@ fn run() -> Result<()> {
                 Cmd::Pool {
                     cmd: PoolCmd::Show { name, .. },
                 } => c.pools(Some(&name)),
+                Cmd::Pool {
+                    cmd: PoolCmd::Set { name, overcommit },
+                } => c.pool_set(&name, &overcommit),
                 Cmd::Tenant { cmd } => c.tenant(cmd),
                 Cmd::Token { cmd } => c.token(cmd),
                 Cmd::Volume { cmd } => c.volume(cmd),

@@ -214,17 +214,20 @@ impl Pool {
     }
 
     /// Runs a management operation: `plan` validates against the state and returns the ops;
-    /// they are applied, journaled and committed before returning. With I/O excluded (gate),
-    /// a layer never changes shape under a read or write in flight.
+    /// they are applied and journaled with I/O excluded (gate), so a layer never changes shape
+    /// under a read or write in flight, then committed before returning. The commit runs
+    /// outside the gate: operations that arrive while one commit syncs are applied meanwhile
+    /// and go out together in the next commit (group commit), and a caller whose ops another
+    /// commit already made durable returns without syncing again.
     fn admin<T>(
         &self,
         plan: impl FnOnce(&mut MetaState) -> Result<(Vec<Op>, T), AdminError>,
     ) -> Result<T, AdminError> {
-        let _g = self.inner.gate.write();
-        if self.inner.failed.load(Ordering::SeqCst) {
-            return Err(AdminError::Failed(PoolFailure::EarlierFailure));
-        }
-        let out = {
+        let (out, seq) = {
+            let _g = self.inner.gate.write();
+            if self.inner.failed.load(Ordering::SeqCst) {
+                return Err(AdminError::Failed(PoolFailure::EarlierFailure));
+            }
             let mut m = self.inner.meta.lock();
             let (ops, out) = plan(&mut m)?;
             for op in &ops {
@@ -237,9 +240,10 @@ impl Pool {
                 release(&mut m, &mut freed);
                 m.freed = freed;
             }
-            out
+            m.applied += 1;
+            (out, m.applied)
         };
-        self.commit()
+        self.commit_through(seq)
             .map_err(|e| AdminError::Failed(PoolFailure::Commit(e)))?;
         Ok(out)
     }

@@ -3,6 +3,11 @@
 //! commit, writes the buffered ops as one journal record (or a full checkpoint into the other
 //! slot when the journal is full), syncs the metadata device, and only then returns the blocks
 //! those ops freed to the allocator. A commit that fails marks the pool failed.
+//!
+//! Group commit: commits are serialized, and each carries every op appended before its cut,
+//! so management operations that arrive while one commit syncs share the next. A management
+//! operation counts itself (`MetaState::applied`); the journal state records how many are
+//! durable, and a caller whose operation a commit already carried returns without syncing.
 
 use std::sync::atomic::Ordering;
 
@@ -26,18 +31,34 @@ impl Pool {
     /// checkpoint when the journal is full), sync the metadata device, then release the blocks
     /// those ops freed.
     pub(super) fn commit(&self) -> Result<(), IoError> {
+        self.commit_through(u64::MAX)
+    }
+
+    /// Makes management operation `op` (a value of `MetaState::applied`) durable: returns at
+    /// once if a commit already did (it carried every op applied before its cut), otherwise
+    /// commits everything so far. `u64::MAX`: commit everything so far in any case.
+    pub(super) fn commit_through(&self, op: u64) -> Result<(), IoError> {
         let inner = &*self.inner;
         let mut js = inner.commit.lock();
         if inner.failed.load(Ordering::SeqCst) {
             return Err(IoError::PoolFailed);
         }
+        if js.durable >= op {
+            return Ok(());
+        }
         let m = &inner.devs[inner.meta_dev];
         let jl = m.sb.journal_len;
+        let cut;
         let (ops, frees, checkpoint) = {
             let _cut = inner.epoch_gate.write();
             let mut ms = inner.meta.lock();
+            // Every op applied before this cut goes out in this commit.
+            cut = ms.applied;
             if ms.buf.buf.is_empty() && ms.pending_free.is_empty() {
                 drop(ms);
+                // Commits are serialized and a failed one stops the pool: with nothing
+                // buffered, every op applied so far is durable.
+                js.durable = cut;
                 // Nothing new in the metadata, but writes may still sit in device caches.
                 return self.sync_data();
             }
@@ -98,6 +119,7 @@ impl Pool {
             return Err(e);
         }
         js.seq = seq;
+        js.durable = cut;
         let mut ms = inner.meta.lock();
         for p in frees {
             let (d, b) = split_paddr(p);
@@ -158,4 +180,82 @@ pub(super) fn write_checkpoint(
     );
     dev.write_at(payload, base + BS)?;
     dev.write_at(&head, base)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use strata_types::DeviceClass;
+
+    use crate::device::{BlockDevice, MemDevice};
+    use crate::{DeviceSpec, Pool};
+
+    /// A memory device whose syncs take a millisecond (a fast SSD's flush) and are counted.
+    #[derive(Debug)]
+    struct SlowSync {
+        inner: Arc<MemDevice>,
+        syncs: AtomicU64,
+    }
+
+    impl BlockDevice for SlowSync {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+            self.inner.read_at(buf, off)
+        }
+        fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+            self.inner.write_at(buf, off)
+        }
+        fn sync(&self) -> std::io::Result<()> {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            self.inner.sync()
+        }
+        fn describe(&self) -> String {
+            "slow-sync".into()
+        }
+    }
+
+    #[test]
+    fn an_operation_another_commit_made_durable_does_not_sync_again() {
+        let dev = Arc::new(SlowSync {
+            inner: MemDevice::new(64 << 20, "m"),
+            syncs: AtomicU64::new(0),
+        });
+        let pool = Pool::create(vec![DeviceSpec {
+            device: dev.clone(),
+            class: DeviceClass::Ssd,
+        }])
+        .unwrap();
+        let syncs = || dev.syncs.load(Ordering::SeqCst);
+        pool.create_volume("a", 1 << 20, None).unwrap();
+        let applied = pool.inner.meta.lock().applied;
+        let before = syncs();
+        pool.commit_through(applied).unwrap();
+        assert_eq!(syncs(), before, "already durable: no sync");
+
+        // Concurrent operations share commits: fewer metadata syncs than operations.
+        let before = syncs();
+        std::thread::scope(|s| {
+            for t in 0..16 {
+                let pool = &pool;
+                s.spawn(move || {
+                    for i in 0..8 {
+                        pool.create_volume(&format!("v{t}-{i}"), 1 << 20, None)
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let n = syncs() - before;
+        // Measured: about 50 with the durable count, about 96 without it (a caller whose ops
+        // went out with another's commits the ops appended after them), 128 when each
+        // operation committed alone.
+        assert!(n < 80, "{n} syncs for 128 operations");
+        assert_eq!(pool.inner.meta.lock().applied, 129);
+        assert_eq!(pool.inner.commit.lock().durable, 129);
+    }
 }

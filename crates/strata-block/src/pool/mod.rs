@@ -213,6 +213,8 @@ pub(crate) struct MetaState {
     max_entries: u64,
     /// QoS state and live figures per volume (runtime only; limits are set by the caller).
     io: crate::map::IdMap<u64, Arc<VolumeIo>>,
+    /// Management operations applied so far (their ops are in `buf` or committed).
+    applied: u64,
 }
 
 #[derive(Debug)]
@@ -223,6 +225,8 @@ pub(crate) struct JournalState {
     pos: u64,
     /// Slot (0 or 1) holding the newest checkpoint.
     slot: u64,
+    /// Management operations (counted as `MetaState::applied`) made durable so far.
+    durable: u64,
 }
 
 #[derive(Debug)]

@@ -79,6 +79,33 @@ impl Controller {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{pool=\"{pool}\"}} {v}"
             );
         }
+        let (ratio, overcommit, crossings) = self.allocation_figures()?;
+        let _ = writeln!(
+            o,
+            "# HELP strata_pool_allocated_ratio Sum of volume sizes over the pool's allocation \
+             limit (capacity times overcommit; capacity when unlimited).\n\
+             # TYPE strata_pool_allocated_ratio gauge\n\
+             strata_pool_allocated_ratio{{pool=\"{pool}\"}} {ratio}"
+        );
+        let over = overcommit.map_or("+Inf".to_string(), |r| r.to_string());
+        let _ = writeln!(
+            o,
+            "# HELP strata_pool_overcommit_ratio Most the volumes may provision, as a multiple of \
+             the capacity.\n# TYPE strata_pool_overcommit_ratio gauge\n\
+             strata_pool_overcommit_ratio{{pool=\"{pool}\"}} {over}"
+        );
+        let _ = writeln!(
+            o,
+            "# HELP strata_pool_allocation_threshold_crossings_total Times the allocated ratio \
+             passed a threshold (percent of the limit) upwards.\n\
+             # TYPE strata_pool_allocation_threshold_crossings_total counter"
+        );
+        for (t, n) in super::pools::THRESHOLDS.iter().zip(crossings) {
+            let _ = writeln!(
+                o,
+                "strata_pool_allocation_threshold_crossings_total{{pool=\"{pool}\",threshold=\"{t}\"}} {n}"
+            );
+        }
         let vols: Vec<Volume> = self
             .list::<Volume>("/volumes/", None, 0)?
             .into_iter()

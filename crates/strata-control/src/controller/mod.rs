@@ -14,6 +14,7 @@
 //!   closing the sessions of a detached volume or a revoked tenant.
 //! - `certificates.rs`: TLS client certificates issued per tenant, and their revocation.
 //! - `figures.rs`: live statistics and Prometheus metrics.
+//! - `pools.rs`: pool settings (the overcommit limit) and the pool's provisioned figure.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
 //! - `audit.rs`: the audit log.
 //! - `recovery.rs`: [`Controller::open`], which reconciles the store and the engine at start.
@@ -21,9 +22,15 @@
 //! # Consistency between the store and the engine
 //! A volume is first recorded as `creating` (in the same store transaction that checks the
 //! quota and reserves the name), then created in the engine, then marked `available`. A delete
-//! marks `deleting`, deletes in the engine, then removes the records. [`Controller::open`]
-//! finishes or undoes whatever a crash interrupted, so the two never disagree for long and a
-//! restart (also after `kill -9`) recovers everything acknowledged.
+//! marks `deleting`, deletes in the engine, then removes the records; if the engine refuses,
+//! the volume is `available` again in the same call. [`Controller::open`] finishes or undoes
+//! whatever a crash interrupted, so the two never disagree for long and a restart (also after
+//! `kill -9`) recovers everything acknowledged.
+//!
+//! # Concurrency
+//! This process's quota transactions on one tenant are serialized by a per-tenant lock, and
+//! size changes by the pool's allocation lock (taken first), so concurrent requests never
+//! lose a compare-and-swap to each other: an error always means the change was not applied.
 //!
 //! # Visibility
 //! A caller sees its own tenant's resources (an admin sees all). Anything else answers
@@ -35,6 +42,7 @@ mod auth;
 mod certificates;
 mod figures;
 mod nbd_link;
+mod pools;
 mod qos;
 mod recovery;
 mod snapshots;
@@ -46,6 +54,7 @@ mod volumes;
 pub use attachments::Exports;
 pub use auth::Principal;
 pub use certificates::Revoked;
+pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
 pub use volumes::{CreateVolume, SizeArg};
 
 use strata_block::Pool;
@@ -67,7 +76,13 @@ pub struct Controller {
     nbd_tcp: parking_lot::RwLock<Option<(String, std::sync::Arc<crate::pki::Pki>)>>,
     /// The NBD server itself, once the daemon connected it (tenant sockets, sessions).
     nbd: nbd_link::NbdLink,
+    /// One lock per tenant serializing this process's quota transactions on it (`with_tenant`).
+    tenant_locks: parking_lot::Mutex<std::collections::HashMap<String, TenantLock>>,
+    /// The pool's provisioned figure and its threshold crossings (`pools.rs`).
+    allocation: parking_lot::Mutex<pools::Allocation>,
 }
+
+type TenantLock = std::sync::Arc<parking_lot::Mutex<()>>;
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

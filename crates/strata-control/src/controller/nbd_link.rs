@@ -127,20 +127,14 @@ impl Controller {
         owner: Option<SocketOwner>,
     ) -> Result<Tenant, ControlError> {
         Self::require(p, Role::Admin)?;
-        for _ in 0..RETRIES {
-            let (mut t, rev) = self.visible_tenant(p, name)?;
+        self.visible_tenant(p, name)?;
+        // Under the tenant's lock, like every other change of the tenant record.
+        let t = self.with_tenant(name, |t| {
             t.socket_owner = owner;
-            let r = self.store.txn(
-                Txn::new()
-                    .when(tenant_key(name), rev)
-                    .put(tenant_key(name), enc(&t)),
-            )?;
-            if r.succeeded {
-                self.open_tenant_socket(&t)?;
-                return Ok(t);
-            }
-        }
-        Err(ControlError::Busy("too much contention, retry".into()))
+            Ok((Txn::new(), t.clone()))
+        })?;
+        self.open_tenant_socket(&t)?;
+        Ok(t)
     }
 
     /// The authorizer the NBD server asks on every export lookup and list (see the module

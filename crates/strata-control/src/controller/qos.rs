@@ -9,9 +9,9 @@ use strata_state::Txn;
 
 use super::auth::Principal;
 use super::store::*;
-use super::tenants::check_iops;
+use super::tenants::{charge, require_iops_limit, Charge};
 use super::Controller;
-use crate::error::ControlError;
+use crate::error::{ControlError, Resource};
 use crate::model::*;
 
 impl Controller {
@@ -20,13 +20,19 @@ impl Controller {
         Self::require(p, Role::Member)?;
         validate_qos(&qos)?;
         let v = self.get_volume(p, id)?;
-        let mut nv = v.clone();
-        nv.qos = qos;
-        self.with_tenant(&v.tenant, |t| {
-            let old = v.qos.iops_limit.unwrap_or(0);
-            check_iops(t, old, &qos)?;
-            t.usage.iops = t.usage.iops - old.min(t.usage.iops) + qos.iops_limit.unwrap_or(0);
-            Ok((Txn::new().put(volume_key(&v.tenant, &v.id), enc(&nv)), ()))
+        let key = volume_key(&v.tenant, &v.id);
+        let nv = self.with_tenant(&v.tenant, |t| {
+            let (mut nv, rev) = self
+                .get::<Volume>(&key)?
+                .ok_or_else(|| ControlError::not_found(Resource::Volume, &v.id))?;
+            require_iops_limit(t, &qos)?;
+            let iops = |q: &Qos| Charge {
+                iops: q.iops_limit.unwrap_or(0),
+                ..Charge::default()
+            };
+            charge(t, iops(&nv.qos), iops(&qos))?;
+            nv.qos = qos;
+            Ok((Txn::new().when(&key, rev).put(&key, enc(&nv)), nv))
         })?;
         self.pool.set_qos(self.engine_volume(&v)?, qos.limits())?;
         Ok(nv)

@@ -6,7 +6,8 @@
 //!   `deleting` record is finished.
 //! - QoS limits are applied to the engine again; a recorded size the engine does not have is
 //!   carried out, or the engine's size kept when it cannot be.
-//! - Usage is derived state: it is recounted from the records.
+//! - Usage is derived state: it is recounted from the records, and so is the pool's
+//!   provisioned figure (`pools.rs`).
 //! - Attachments are reloaded into the export set; stored switches are rebuilt.
 
 use strata_block::Pool;
@@ -27,6 +28,8 @@ impl Controller {
             exports: Default::default(),
             nbd_tcp: Default::default(),
             nbd: Default::default(),
+            tenant_locks: Default::default(),
+            allocation: Default::default(),
         };
         c.recover()?;
         c.switches.restore(c.store.as_ref())?;
@@ -47,14 +50,20 @@ impl Controller {
     /// Sets every tenant's usage to what its volume and snapshot records add up to.
     pub(super) fn recount_usage(&self) -> Result<(), ControlError> {
         let mut counted: std::collections::HashMap<String, Usage> = Default::default();
+        let mut provisioned = 0u128;
         for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+            // Every record was charged with checked sums, so these fit; saturate all the same
+            // rather than wrap on records edited by hand.
             let u = counted.entry(v.tenant.clone()).or_default();
-            u.capacity_bytes += v.size;
-            u.volumes += 1;
-            u.iops += v.qos.iops_limit.unwrap_or(0);
+            u.capacity_bytes = u.capacity_bytes.saturating_add(v.size);
+            u.volumes = u.volumes.saturating_add(1);
+            u.iops = u.iops.saturating_add(v.qos.iops_limit.unwrap_or(0));
+            provisioned += u128::from(v.size);
         }
+        self.set_provisioned(provisioned)?;
         for (_, s) in self.list::<Snapshot>("/snapshots/", None, 0)? {
-            counted.entry(s.tenant.clone()).or_default().snapshots += 1;
+            let u = counted.entry(s.tenant.clone()).or_default();
+            u.snapshots = u.snapshots.saturating_add(1);
         }
         for (_, t) in self.list::<Tenant>("/tenants/", None, 0)? {
             let want = counted.remove(&t.name).unwrap_or_default();

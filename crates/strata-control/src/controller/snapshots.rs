@@ -10,7 +10,7 @@ use strata_state::Txn;
 
 use super::auth::Principal;
 use super::store::*;
-use super::tenants::{check_iops, check_quota};
+use super::tenants::{charge, Charge};
 use super::{Controller, DEFAULT_POOL};
 use crate::error::{ControlError, Resource};
 use crate::model::*;
@@ -47,8 +47,14 @@ impl Controller {
             created: now(),
         };
         self.with_tenant(&v.tenant, |t| {
-            check_quota(t, 0, 0, 1)?;
-            t.usage.snapshots += 1;
+            if self.store.get(&snapshot_name_key(&v.id, name))?.is_some() {
+                return Err(ControlError::exists(Resource::Snapshot, name));
+            }
+            let one = Charge {
+                snapshots: 1,
+                ..Charge::default()
+            };
+            charge(t, Charge::default(), one)?;
             Ok((
                 Txn::new()
                     .when(snapshot_name_key(&v.id, name), 0)
@@ -57,14 +63,6 @@ impl Controller {
                     .put(snapshot_key(&s.tenant, &s.id), enc(&s)),
                 (),
             ))
-        })
-        .map_err(|e| {
-            if e.is_busy() && matches!(self.store.get(&snapshot_name_key(&v.id, name)), Ok(Some(_)))
-            {
-                ControlError::exists(Resource::Snapshot, name)
-            } else {
-                e
-            }
         })?;
         let eid = self.engine_volume(&v)?;
         if let Err(e) = self.pool.create_snapshot(eid, &s.id) {
@@ -74,12 +72,23 @@ impl Controller {
         Ok(s)
     }
 
+    /// Removes a snapshot's records and gives back its count, once (a second call finds no
+    /// record and changes nothing).
     pub(super) fn forget_snapshot(&self, s: &Snapshot) -> Result<(), ControlError> {
+        let key = snapshot_key(&s.tenant, &s.id);
         self.with_tenant(&s.tenant, |t| {
-            t.usage.snapshots = t.usage.snapshots.saturating_sub(1);
+            let Some((_, rev)) = self.get::<Snapshot>(&key)? else {
+                return Ok((Txn::new(), ()));
+            };
+            let one = Charge {
+                snapshots: 1,
+                ..Charge::default()
+            };
+            charge(t, one, Charge::default())?;
             Ok((
                 Txn::new()
-                    .delete(snapshot_key(&s.tenant, &s.id))
+                    .when(&key, rev)
+                    .delete(key.clone())
                     .delete(snapshot_index(&s.id))
                     .delete(snapshot_name_key(&s.volume, &s.name)),
                 (),
@@ -163,30 +172,9 @@ impl Controller {
         if self.name_taken(&v.tenant, name) {
             return Err(ControlError::exists(Resource::Volume, name));
         }
-        self.with_tenant(&s.tenant, |t| {
-            check_quota(t, v.size, 1, 0)?;
-            check_iops(t, 0, &v.qos)?;
-            t.usage.capacity_bytes += v.size;
-            t.usage.volumes += 1;
-            let mut txn = Txn::new()
-                .when(volume_name_key(&v.tenant, name), 0)
-                .put(volume_name_key(&v.tenant, name), enc(&v.id))
-                .put(volume_index(&v.id), enc(&v.tenant))
-                .put(volume_key(&v.tenant, &v.id), enc(&v));
-            if let Some(rid) = &request_id {
-                txn = txn
-                    .when(request_key(&v.tenant, rid), 0)
-                    .put(request_key(&v.tenant, rid), enc(&v.id));
-            }
-            Ok((txn, ()))
-        })
-        .map_err(|e| {
-            if e.is_busy() && self.name_taken(&v.tenant, name) {
-                ControlError::exists(Resource::Volume, name)
-            } else {
-                e
-            }
-        })?;
+        if let Some(id) = self.record_new_volume(&v, request_id.as_deref())? {
+            return self.get_volume(p, &id);
+        }
         let sid = self.engine_snapshot(&s)?;
         if let Err(e) = self.pool.clone_snapshot(sid, &v.id, None) {
             self.forget_volume(&v)?;

@@ -13,9 +13,6 @@ use serde::Serialize;
 use super::Controller;
 use crate::error::ControlError;
 
-/// How many times a transaction that lost a race is retried.
-pub(super) const RETRIES: usize = 16;
-
 pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -2,8 +2,12 @@
 //!
 //! # Invariants
 //! - A tenant's `usage` is changed in the same transaction as the change that uses it, with a
-//!   comparison on the tenant record's revision ([`Controller::with_tenant`]); a transaction
-//!   that lost a race is retried with fresh figures, so quotas and usage never drift.
+//!   comparison on the tenant record's revision ([`Controller::with_tenant`]); this process's
+//!   transactions on one tenant are serialized by a per-tenant lock, and one that lost to
+//!   another process is retried with fresh figures, so quotas and usage never drift and local
+//!   contention never answers `busy`.
+//! - Usage arithmetic is checked ([`charge`]): a sum that would pass its quota, or `u64::MAX`
+//!   without one, is refused; it never wraps.
 //! - Only an empty tenant is deleted; its tokens, NBD socket and certificates go with it.
 
 use strata_state::Txn;
@@ -61,7 +65,8 @@ impl Controller {
         Ok(self.visible_tenant(p, name)?.0)
     }
 
-    /// Sets a tenant's quota (admin).
+    /// Sets a tenant's quota (admin). A quota below the current usage is accepted: it refuses
+    /// growth, never takes anything away.
     pub fn set_quota(
         &self,
         p: &Principal,
@@ -69,24 +74,18 @@ impl Controller {
         quota: Quota,
     ) -> Result<Tenant, ControlError> {
         Self::require(p, Role::Admin)?;
-        for _ in 0..RETRIES {
-            let (mut t, rev) = self.visible_tenant(p, name)?;
+        self.visible_tenant(p, name)?;
+        self.with_tenant(name, |t| {
             t.quota = quota.clone();
-            let r = self.store.txn(
-                Txn::new()
-                    .when(tenant_key(name), rev)
-                    .put(tenant_key(name), enc(&t)),
-            )?;
-            if r.succeeded {
-                return Ok(t);
-            }
-        }
-        Err(ControlError::Busy("too much contention, retry".into()))
+            Ok((Txn::new(), t.clone()))
+        })
     }
 
     /// Deletes an empty tenant (admin).
     pub fn delete_tenant(&self, p: &Principal, name: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Admin)?;
+        self.visible_tenant(p, name)?;
+        let _local = self.tenant_lock(name);
         let (t, rev) = self.visible_tenant(p, name)?;
         if t.usage.volumes > 0 || t.usage.snapshots > 0 {
             return Err(ControlError::InUse {
@@ -112,14 +111,21 @@ impl Controller {
         self.tenant_deleted(name)
     }
 
-    /// Applies a change to a tenant's record and other keys in one transaction, retrying when
-    /// another change to the tenant won the race. `f` checks quotas on the fresh record.
+    /// Applies a change to a tenant's record and other keys in one transaction. `f` checks
+    /// quotas and its own preconditions on the fresh record (and may read other keys: nothing
+    /// of this process changes the tenant meanwhile). Changes to one tenant from this process
+    /// are serialized by its in-process lock, so they never lose a compare-and-swap to each
+    /// other; a transaction that lost to another process (a shared store) is retried with
+    /// fresh figures, with a growing pause, for up to [`CONTENTION_LIMIT`].
     pub(super) fn with_tenant<T>(
         &self,
         tenant: &str,
         mut f: impl FnMut(&mut Tenant) -> Result<(Txn, T), ControlError>,
     ) -> Result<T, ControlError> {
-        for _ in 0..RETRIES {
+        let _local = self.tenant_lock(tenant);
+        let start = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_micros(100);
+        loop {
             let (mut t, rev) = self
                 .get::<Tenant>(&tenant_key(tenant))?
                 .ok_or_else(|| ControlError::not_found(Resource::Tenant, tenant))?;
@@ -131,18 +137,122 @@ impl Controller {
             if self.store.txn(txn)?.succeeded {
                 return Ok(out);
             }
+            if start.elapsed() > CONTENTION_LIMIT {
+                return Err(ControlError::Busy(format!(
+                    "tenant {tenant} kept changing for {} s; retry",
+                    CONTENTION_LIMIT.as_secs()
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
-        Err(ControlError::Busy("too much contention, retry".into()))
+    }
+
+    /// The in-process lock of a tenant's quota transactions.
+    pub(super) fn tenant_lock(
+        &self,
+        tenant: &str,
+    ) -> parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()> {
+        let lock = self
+            .tenant_locks
+            .lock()
+            .entry(tenant.to_string())
+            .or_default()
+            .clone();
+        lock.lock_arc()
     }
 }
 
-/// The tenant's IOPS quota bounds the sum of its volumes' IOPS limits; under such a quota
-/// every volume needs a limit.
-pub(super) fn check_iops(t: &Tenant, old: u64, q: &Qos) -> Result<(), ControlError> {
-    let Some(max) = t.quota.iops else {
-        return Ok(());
+/// How long a quota transaction keeps retrying when other processes sharing the store keep
+/// changing the tenant (never reached by one process alone: its changes are serialized).
+pub(super) const CONTENTION_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a change takes from or gives back to a tenant's usage, per dimension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Charge {
+    /// Bytes of volume size.
+    pub bytes: u64,
+    /// Volumes.
+    pub volumes: u64,
+    /// Snapshots.
+    pub snapshots: u64,
+    /// Sum of IOPS limits.
+    pub iops: u64,
+}
+
+impl Charge {
+    /// One volume of `size` bytes with `qos`.
+    pub fn volume(size: u64, qos: &Qos) -> Charge {
+        Charge {
+            bytes: size,
+            volumes: 1,
+            iops: qos.iops_limit.unwrap_or(0),
+            ..Charge::default()
+        }
+    }
+}
+
+/// Replaces `release` by `take` in the tenant's usage, checking each dimension that grows
+/// against its quota (an absent quota is `u64::MAX`: a sum that does not fit a `u64` is over
+/// it). All or nothing: on a refusal the usage is untouched. A dimension that does not grow is
+/// never refused, so a shrink or a delete works also over a lowered quota. Giving back more
+/// than is used (a drifted record) stops at zero; the recount at start repairs it.
+pub(super) fn charge(t: &mut Tenant, release: Charge, take: Charge) -> Result<(), ControlError> {
+    let q = &t.quota;
+    let u = &t.usage;
+    let one = |what: &str, used: u64, rel: u64, add: u64, max: Option<u64>| {
+        let base = used.saturating_sub(rel);
+        let new = base
+            .checked_add(add)
+            .filter(|n| *n <= max.unwrap_or(u64::MAX));
+        match new {
+            Some(n) => Ok(n),
+            None if add <= rel.min(used) => Ok(base + add),
+            None => Err(ControlError::QuotaExceeded(match max {
+                Some(m) => format!(
+                    "tenant {} {what} quota is {m}; {base} used, {add} more requested",
+                    t.name
+                ),
+                None => format!(
+                    "tenant {} {what} would pass {} ({base} used, {add} more requested)",
+                    t.name,
+                    u64::MAX
+                ),
+            })),
+        }
     };
-    let Some(new) = q.iops_limit else {
+    let usage = Usage {
+        capacity_bytes: one(
+            "capacity",
+            u.capacity_bytes,
+            release.bytes,
+            take.bytes,
+            q.capacity_bytes,
+        )?,
+        volumes: one(
+            "volume",
+            u.volumes,
+            release.volumes,
+            take.volumes,
+            q.volumes,
+        )?,
+        snapshots: one(
+            "snapshot",
+            u.snapshots,
+            release.snapshots,
+            take.snapshots,
+            q.snapshots,
+        )?,
+        iops: one("IOPS", u.iops, release.iops, take.iops, q.iops)?,
+    };
+    t.usage = usage;
+    Ok(())
+}
+
+/// Under a tenant IOPS quota every volume needs an IOPS limit (the sum is checked by
+/// [`charge`]).
+pub(super) fn require_iops_limit(t: &Tenant, q: &Qos) -> Result<(), ControlError> {
+    if t.quota.iops.is_some() && q.iops_limit.is_none() {
         return Err(ControlError::invalid(
             "iops_limit",
             format!(
@@ -150,33 +260,6 @@ pub(super) fn check_iops(t: &Tenant, old: u64, q: &Qos) -> Result<(), ControlErr
                 t.name
             ),
         ));
-    };
-    let used = t.usage.iops.saturating_sub(old);
-    if used + new > max {
-        return Err(ControlError::QuotaExceeded(format!(
-            "tenant {} IOPS quota is {max}; {used} used, {new} more requested",
-            t.name
-        )));
     }
-    Ok(())
-}
-
-pub(super) fn check_quota(
-    t: &Tenant,
-    bytes: u64,
-    volumes: u64,
-    snapshots: u64,
-) -> Result<(), ControlError> {
-    let q = &t.quota;
-    let over = |what: &str, used: u64, add: u64, max: Option<u64>| match max {
-        Some(m) if used.saturating_add(add) > m => Err(ControlError::QuotaExceeded(format!(
-            "tenant {} {what} quota is {m}; {used} used, {add} more requested",
-            t.name
-        ))),
-        _ => Ok(()),
-    };
-    over("capacity", t.usage.capacity_bytes, bytes, q.capacity_bytes)?;
-    over("volume", t.usage.volumes, volumes, q.volumes)?;
-    over("snapshot", t.usage.snapshots, snapshots, q.snapshots)?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use strata_types::DeviceClass;
 use super::auth::Principal;
 use super::qos::validate_qos;
 use super::store::*;
-use super::tenants::{check_iops, check_quota};
+use super::tenants::{charge, require_iops_limit, Charge};
 use super::{Controller, DEFAULT_POOL};
 use crate::error::{ControlError, InUse, Resource};
 use crate::model::*;
@@ -69,6 +69,20 @@ impl SizeArg {
     }
 }
 
+/// A volume size: a positive multiple of the block size, at most the engine's maximum.
+pub(super) fn validate_size(size: u64) -> Result<(), ControlError> {
+    if size == 0
+        || !size.is_multiple_of(strata_block::BLOCK_SIZE)
+        || size > strata_block::MAX_VOLUME_SIZE
+    {
+        return Err(ControlError::invalid(
+            "size",
+            format!("size {size} must be a positive multiple of 4096 bytes, at most 1 PiB"),
+        ));
+    }
+    Ok(())
+}
+
 impl Controller {
     pub(super) fn engine_volume(&self, v: &Volume) -> Result<VolumeId, ControlError> {
         self.pool
@@ -91,13 +105,7 @@ impl Controller {
         }
         validate_name("name", &req.name)?;
         let size = req.size.bytes()?;
-        if size == 0 || size % strata_block::BLOCK_SIZE != 0 || size > strata_block::MAX_VOLUME_SIZE
-        {
-            return Err(ControlError::invalid(
-                "size",
-                format!("size {size} must be a positive multiple of 4096 bytes, at most 1 PiB"),
-            ));
-        }
+        validate_size(size)?;
         if let Some(pool) = &req.pool {
             if pool != DEFAULT_POOL {
                 return Err(ControlError::not_found(Resource::Pool, pool));
@@ -144,31 +152,10 @@ impl Controller {
         if self.name_taken(&tenant, &v.name) {
             return Err(ControlError::exists(Resource::Volume, &v.name));
         }
-        self.with_tenant(&tenant, |t| {
-            check_quota(t, size, 1, 0)?;
-            check_iops(t, 0, &v.qos)?;
-            t.usage.capacity_bytes += size;
-            t.usage.volumes += 1;
-            t.usage.iops += v.qos.iops_limit.unwrap_or(0);
-            let mut txn = Txn::new()
-                .when(volume_name_key(&tenant, &v.name), 0)
-                .put(volume_name_key(&tenant, &v.name), enc(&v.id))
-                .put(volume_index(&v.id), enc(&tenant))
-                .put(volume_key(&tenant, &v.id), enc(&v));
-            if let Some(rid) = &req.request_id {
-                txn = txn
-                    .when(request_key(&tenant, rid), 0)
-                    .put(request_key(&tenant, rid), enc(&v.id));
-            }
-            Ok((txn, ()))
-        })
-        .map_err(|e| {
-            if e.is_busy() && self.name_taken(&tenant, &v.name) {
-                ControlError::exists(Resource::Volume, &v.name)
-            } else {
-                e
-            }
-        })?;
+        if let Some(id) = self.record_new_volume(&v, req.request_id.as_deref())? {
+            // The same request id won a race with this call: answer what it created.
+            return self.get_volume(p, &id);
+        }
         match self.pool.create_volume(&v.id, size, class) {
             Ok(eid) => self.pool.set_qos(eid, v.qos.limits())?,
             Err(e) => {
@@ -183,27 +170,84 @@ impl Controller {
         matches!(self.store.get(&volume_name_key(tenant, name)), Ok(Some(_)))
     }
 
-    pub(super) fn set_state(&self, v: &Volume, state: VolumeState) -> Result<Volume, ControlError> {
-        let mut v = v.clone();
-        v.state = state;
-        self.store
-            .txn(Txn::new().put(volume_key(&v.tenant, &v.id), enc(&v)))?;
-        Ok(v)
+    /// Records a new volume as `creating` (a create or a clone), charging its tenant and the
+    /// pool in the one transaction that also reserves its name and request id. Returns the id
+    /// an earlier call with the same request id created, if one did (nothing is recorded then).
+    pub(super) fn record_new_volume(
+        &self,
+        v: &Volume,
+        request_id: Option<&str>,
+    ) -> Result<Option<String>, ControlError> {
+        let tenant = &v.tenant;
+        self.provision(0, v.size, true, || {
+            self.with_tenant(tenant, |t| {
+                // Preconditions are checked here, on fresh state under the tenant's lock;
+                // the comparisons below only guard against other processes.
+                if let Some(rid) = request_id {
+                    if let Some((id, _)) = self.get::<String>(&request_key(tenant, rid))? {
+                        return Ok((Txn::new(), (Some(id), false)));
+                    }
+                }
+                if self.name_taken(tenant, &v.name) {
+                    return Err(ControlError::exists(Resource::Volume, &v.name));
+                }
+                require_iops_limit(t, &v.qos)?;
+                charge(t, Charge::default(), Charge::volume(v.size, &v.qos))?;
+                let mut txn = Txn::new()
+                    .when(volume_name_key(tenant, &v.name), 0)
+                    .put(volume_name_key(tenant, &v.name), enc(&v.id))
+                    .put(volume_index(&v.id), enc(tenant))
+                    .put(volume_key(tenant, &v.id), enc(v));
+                if let Some(rid) = request_id {
+                    txn = txn
+                        .when(request_key(tenant, rid), 0)
+                        .put(request_key(tenant, rid), enc(&v.id));
+                }
+                Ok((txn, (None, true)))
+            })
+        })
     }
 
-    /// Removes a volume's records and gives back its usage.
+    /// Moves a volume record to `state`, keeping whatever else changed in it meanwhile.
+    pub(super) fn set_state(&self, v: &Volume, state: VolumeState) -> Result<Volume, ControlError> {
+        let key = volume_key(&v.tenant, &v.id);
+        loop {
+            let (mut cur, rev) = self
+                .get::<Volume>(&key)?
+                .ok_or_else(|| ControlError::not_found(Resource::Volume, &v.id))?;
+            cur.state = state;
+            if self
+                .store
+                .txn(Txn::new().when(&key, rev).put(&key, enc(&cur)))?
+                .succeeded
+            {
+                return Ok(cur);
+            }
+        }
+    }
+
+    /// Removes a volume's records and gives back its usage, once: a second call (a concurrent
+    /// delete, a retry) finds no record and changes nothing.
     pub(super) fn forget_volume(&self, v: &Volume) -> Result<(), ControlError> {
-        self.with_tenant(&v.tenant, |t| {
-            t.usage.capacity_bytes = t.usage.capacity_bytes.saturating_sub(v.size);
-            t.usage.volumes = t.usage.volumes.saturating_sub(1);
-            t.usage.iops = t.usage.iops.saturating_sub(v.qos.iops_limit.unwrap_or(0));
-            Ok((
-                Txn::new()
-                    .delete(volume_key(&v.tenant, &v.id))
-                    .delete(volume_index(&v.id))
-                    .delete(volume_name_key(&v.tenant, &v.name)),
-                (),
-            ))
+        let key = volume_key(&v.tenant, &v.id);
+        let Some((cur, _)) = self.get::<Volume>(&key)? else {
+            return Ok(());
+        };
+        self.provision(cur.size, 0, false, || {
+            self.with_tenant(&v.tenant, |t| {
+                let Some((cur, rev)) = self.get::<Volume>(&key)? else {
+                    return Ok((Txn::new(), ((), false)));
+                };
+                charge(t, Charge::volume(cur.size, &cur.qos), Charge::default())?;
+                Ok((
+                    Txn::new()
+                        .when(&key, rev)
+                        .delete(key.clone())
+                        .delete(volume_index(&v.id))
+                        .delete(volume_name_key(&v.tenant, &v.name)),
+                    ((), true),
+                ))
+            })
         })
     }
 
@@ -294,6 +338,7 @@ impl Controller {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, id)?;
         let size = size.bytes()?;
+        validate_size(size)?;
         let eid = self.engine_volume(&v)?;
         let nv = self.set_size(&v, size, true)?;
         if let Err(e) = self.pool.resize_volume(eid, size) {
@@ -304,24 +349,58 @@ impl Controller {
     }
 
     /// Records a new size for a volume and its tenant's usage in one transaction (checking the
-    /// quota when `check`). Done before the engine changes; a crash in between is reconciled
-    /// at start (`recover`).
+    /// quota and the pool's overcommit limit when `check`). Done before the engine changes; a
+    /// crash in between is reconciled at start (`recover`).
     pub(super) fn set_size(
         &self,
         v: &Volume,
         size: u64,
         check: bool,
     ) -> Result<Volume, ControlError> {
-        let mut nv = v.clone();
-        nv.size = size;
-        self.with_tenant(&v.tenant, |t| {
-            if check {
-                check_quota(t, size.saturating_sub(v.size), 0, 0)?;
+        let key = volume_key(&v.tenant, &v.id);
+        loop {
+            let old = self
+                .get::<Volume>(&key)?
+                .ok_or_else(|| ControlError::not_found(Resource::Volume, &v.id))?
+                .0
+                .size;
+            // Unchecked (an undo, or the engine's size kept at start): never refused.
+            let done = self.provision(old, size, check, || {
+                self.with_tenant(&v.tenant, |t| {
+                    let (mut nv, rev) = self
+                        .get::<Volume>(&key)?
+                        .ok_or_else(|| ControlError::not_found(Resource::Volume, &v.id))?;
+                    if nv.size != old {
+                        // Resized meanwhile: the pool's figure was checked for another size.
+                        return Ok((Txn::new(), (None, false)));
+                    }
+                    let take = Charge {
+                        bytes: size,
+                        ..Charge::default()
+                    };
+                    let release = Charge {
+                        bytes: old,
+                        ..Charge::default()
+                    };
+                    if check {
+                        charge(t, release, take)?;
+                    } else {
+                        // An undo gives back what the change took: no quota applies.
+                        t.usage.capacity_bytes = t
+                            .usage
+                            .capacity_bytes
+                            .saturating_sub(old)
+                            .saturating_add(size);
+                    }
+                    nv.size = size;
+                    let txn = Txn::new().when(&key, rev).put(&key, enc(&nv));
+                    Ok((txn, (Some(nv), true)))
+                })
+            })?;
+            if let Some(nv) = done {
+                return Ok(nv);
             }
-            t.usage.capacity_bytes = (t.usage.capacity_bytes + size).saturating_sub(v.size);
-            Ok((Txn::new().put(volume_key(&v.tenant, &v.id), enc(&nv)), ()))
-        })?;
-        Ok(nv)
+        }
     }
 
     /// Deletes a volume; with snapshots only when `force` (which deletes them too).
@@ -350,12 +429,23 @@ impl Controller {
         self.finish_delete(&v)
     }
 
+    /// Carries a delete through from `deleting`: the export and attachment, the engine, the
+    /// snapshots' and the volume's records. If the engine refuses, the volume is `available`
+    /// again (rolled back in the same call); a failure after the engine step leaves it
+    /// `deleting`, which a retry of the delete or the next start completes.
     pub(super) fn finish_delete(&self, v: &Volume) -> Result<(), ControlError> {
         self.exports.write().remove(&v.id);
         self.close_volume_sessions(&v.id);
-        self.store.txn(Txn::new().delete(attachment_key(&v.id)))?;
+        if self.store.get(&attachment_key(&v.id))?.is_some() {
+            self.store.txn(Txn::new().delete(attachment_key(&v.id)))?;
+        }
         if let Ok(eid) = self.pool.volume_id(&v.id) {
-            self.pool.delete_volume(eid, true)?;
+            if let Err(e) = self.pool.delete_volume(eid, true) {
+                if self.pool.volume_id(&v.id).is_ok() {
+                    self.set_state(v, VolumeState::Available)?;
+                }
+                return Err(e.into());
+            }
         }
         for s in self.volume_snapshots(v)? {
             self.forget_snapshot(&s)?;

@@ -59,6 +59,8 @@ use super::*;
     Device,
     Pool,
     PoolList,
+    PoolSettings,
+    SetPoolSettings,
     AuditEntry,
     AuditList,
     CreateSwitch,
@@ -183,6 +185,21 @@ fn operations() -> Vec<Op> {
     };
     vec![
         op(Get, "/v1/pools", "listPools", "List pools (admin)").ok(200, "pools", r::<PoolList>()),
+        op(
+            Get,
+            "/v1/pools/{id}/settings",
+            "getPoolSettings",
+            "Show a pool's settings and the figures they bound (admin)",
+        )
+        .ok(200, "the settings", r::<PoolSettings>()),
+        op(
+            Put,
+            "/v1/pools/{id}/settings",
+            "setPoolSettings",
+            "Change a pool's overcommit ratio (admin)",
+        )
+        .body(r::<SetPoolSettings>())
+        .ok(200, "the settings", r::<PoolSettings>()),
         op(
             Post,
             "/v1/tenants",

@@ -31,6 +31,9 @@ impl Fixture {
         let c = Controller::open(Box::new(store), pool).unwrap();
         let secret = c.bootstrap_admin().unwrap().unwrap();
         let admin = c.authenticate(&secret).unwrap();
+        // These tests make volumes of gigabytes on a small pool: no overcommit limit
+        // (`overcommit.rs` tests the limit).
+        c.set_pool_settings(&admin, "default", None).unwrap();
         Fixture {
             c,
             admin,

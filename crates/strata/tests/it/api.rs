@@ -199,6 +199,9 @@ fn authorization_matrix() {
     for t in ["acme", "other"] {
         d.call("POST", "/v1/tenants", &admin, Some(json!({"name": t})));
     }
+    // Many 1G fixtures on the 8G test pool: no overcommit limit (tested in qos.rs).
+    let lift = json!({"overcommit": null});
+    d.call("PUT", "/v1/pools/default/settings", &admin, Some(lift));
     let tok = |tenant: &str, role: &str| -> String {
         let (s, v) = d.call(
             "POST",
