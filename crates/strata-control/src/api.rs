@@ -8,8 +8,10 @@
 //!   request's parts are parsed into the operation's [`Input`] (a bad body is `invalid_body`,
 //!   before anything else), the token is resolved, the controller method runs on the blocking
 //!   pool, and a change writes one audit entry with its outcome (`ok` or the error code).
+//! - A request without a bearer token is `unauthenticated` (401) before anything else; the
+//!   token is resolved (store) only after the input parsed.
 //! - Bodies and queries are the types of `wire/`, checked against their declared bounds
-//!   (`Check`) while parsing: out of bounds is `invalid_argument` before authentication.
+//!   (`Check`) while parsing: out of bounds is `invalid_argument` before the token is resolved.
 //! - Every error response is the JSON error body with a registered code, including those the
 //!   framework makes itself (`framework_errors`: 405, 413, 415, a path it cannot decode).
 
@@ -130,10 +132,10 @@ fn engine_code(e: &strata_block::AdminError) -> ErrorCode {
         E::VolumeNotFound(_) => C::VolumeNotFound,
         E::SnapshotNotFound(_) => C::SnapshotNotFound,
         E::AlreadyExists { .. } => C::AlreadyExists,
-        E::InvalidName { .. }
-        | E::InvalidSize { .. }
-        | E::ClassUnavailable(_)
-        | E::NotOfVolume { .. } => C::InvalidArgument,
+        E::InvalidName { .. } | E::InvalidSize { .. } | E::NotOfVolume { .. } => {
+            C::InvalidArgument
+        }
+        E::ClassUnavailable(_) => C::ClassUnavailable,
         E::ShrinkOverData { .. } => C::ShrinkOverData,
         E::HasSnapshots { .. } => C::VolumeHasSnapshots,
         E::MetadataFull => C::OutOfSpace,
@@ -147,6 +149,24 @@ fn switch_code(e: &strata_dataplane::DataplaneError) -> ErrorCode {
     use strata_net::{FlowParseError as F, RuleError as R};
     use ErrorCode as C;
     match e {
+        // An address the host does not have, or a UDP port another socket holds: the host's
+        // state, not a server failure.
+        D::Io { source, .. }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::AddrInUse
+            ) =>
+        {
+            C::PortAddressUnavailable
+        }
+        // A TAP the kernel will not open under that name: the name is a host interface that
+        // is not a TAP (`lo`, `eth0`) or one the kernel keeps (`all`, `default`): taken.
+        D::Io { what, source }
+            if what.starts_with("opening TAP")
+                && source.kind() == std::io::ErrorKind::InvalidInput =>
+        {
+            C::PortExists
+        }
         D::Io { .. } => C::PortIoError,
         D::DuplicateRemote(_) => C::VxlanRemoteExists,
         D::Stopped => C::DataplaneStopped,
@@ -364,6 +384,11 @@ fn operation<I: Input, T: Serialize + Send + 'static>(
                 headers: &headers,
                 body: &body,
             };
+            // No credentials at all is answered first (401), whatever the rest of the
+            // request: the token itself is resolved after parsing.
+            if bearer(&headers).is_empty() {
+                return ApiError::from(ControlError::Unauthenticated).into_response();
+            }
             let input = match I::from_request(&parts) {
                 Ok(i) => i,
                 Err(e) => return e.into_response(),
@@ -400,19 +425,24 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
         .into_response()
 }
 
+/// The bearer token of a request (empty when there is none).
+fn bearer(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
 /// Runs a controller call off the async threads, authenticated.
 async fn call<T: Send + 'static>(
     ctl: &Ctl,
     headers: &HeaderMap,
     f: impl FnOnce(&Controller, &Principal) -> Result<T, ControlError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let token = bearer(headers);
     let ctl = ctl.clone();
     tokio::task::spawn_blocking(move || {
         let p = ctl.authenticate(&token)?;

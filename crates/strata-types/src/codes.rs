@@ -218,6 +218,12 @@ registry! {
     TokenExpired = "token_expired", 401, Some(EPERM);
     /// No such API token, or one the caller may not see.
     TokenNotFound = "token_not_found", 404, None;
+    // ----- the contract (state, not schema) -----
+    /// The pool has no device of the requested class (the pool's state, not the request's
+    /// form).
+    ClassUnavailable = "class_unavailable", 409, None;
+    /// A VXLAN port's local address is not on this host, or its UDP port is taken.
+    PortAddressUnavailable = "port_address_unavailable", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

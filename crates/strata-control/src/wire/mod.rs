@@ -22,6 +22,7 @@ pub mod switches;
 pub mod tenants;
 pub mod tokens;
 pub mod volumes;
+pub mod whole;
 
 pub use attachments::*;
 pub use audit::*;

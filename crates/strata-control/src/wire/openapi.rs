@@ -254,7 +254,7 @@ fn operations() -> Vec<Op> {
         )
         .query(
             "tenant",
-            free_text(1, NAME_MAX_LEN, false),
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
             "only this tenant's",
         )
         .ok(200, "tokens", r::<TokenList>()),
@@ -276,14 +276,18 @@ fn operations() -> Vec<Op> {
         )
         .query(
             "tenant",
-            free_text(1, NAME_MAX_LEN, false),
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
             "only this tenant's",
         )
-        .query("name", free_text(1, NAME_MAX_LEN, false), "only this name")
+        .query(
+            "name",
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
+            "only this name",
+        )
         .query("limit", int(1, LIST_LIMIT_MAX, false), "page size")
         .query(
             "page_token",
-            free_text(0, PAGE_TOKEN_MAX_LEN, false),
+            text(PAGE_TOKEN_PATTERN, PAGE_TOKEN_MAX_LEN, false),
             "where the page starts (next_page_token)",
         )
         .ok(200, "a page of volumes", r::<VolumePage>()),
