@@ -132,9 +132,7 @@ fn engine_code(e: &strata_block::AdminError) -> ErrorCode {
         E::VolumeNotFound(_) => C::VolumeNotFound,
         E::SnapshotNotFound(_) => C::SnapshotNotFound,
         E::AlreadyExists { .. } => C::AlreadyExists,
-        E::InvalidName { .. } | E::InvalidSize { .. } | E::NotOfVolume { .. } => {
-            C::InvalidArgument
-        }
+        E::InvalidName { .. } | E::InvalidSize { .. } | E::NotOfVolume { .. } => C::InvalidArgument,
         E::ClassUnavailable(_) => C::ClassUnavailable,
         E::ShrinkOverData { .. } => C::ShrinkOverData,
         E::HasSnapshots { .. } => C::VolumeHasSnapshots,
@@ -284,6 +282,13 @@ pub struct Body<T>(pub T);
 pub struct Query<T>(pub T);
 
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    // Every body is a JSON object: serde would also read a struct from an array of its fields.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            "request body is not valid JSON for this call: expected a JSON object",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         // serde echoes the offending value: a long message is clipped (a short one keeps its
         // "expected ... at line L column C").
@@ -897,12 +902,23 @@ struct NewVolume(wire::CreateVolume);
 impl Input for NewVolume {
     fn from_request(r: &RequestParts<'_>) -> Result<Self, ApiError> {
         let mut req: wire::CreateVolume = parse_body(r.body)?;
+        // The header is checked whenever it is sent, even when `request_id` wins over it.
+        let key = match r.headers.get("idempotency-key") {
+            Some(v) => {
+                let k = v.to_str().unwrap_or("");
+                if k.is_empty() || k.len() > wire::bounds::REQUEST_ID_MAX_LEN {
+                    return Err(ControlError::invalid(
+                        "Idempotency-Key",
+                        "1 to 128 visible ASCII characters",
+                    )
+                    .into());
+                }
+                Some(k.to_string())
+            }
+            None => None,
+        };
         if req.request_id.is_none() {
-            req.request_id = r
-                .headers
-                .get("idempotency-key")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            req.request_id = key;
         }
         req.check()?;
         Ok(NewVolume(req))

@@ -112,9 +112,9 @@ impl Controller {
         };
         if let Some(c) = class {
             if !self.pool.info().devices.iter().any(|d| d.class == c) {
-                return Err(ControlError::invalid(
-                    "class",
-                    format!("the pool has no {c} device"),
+                // The pool's state, not the request's form: `class_unavailable` (409).
+                return Err(ControlError::Engine(
+                    strata_block::AdminError::ClassUnavailable(c),
                 ));
             }
         }

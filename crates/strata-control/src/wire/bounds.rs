@@ -26,11 +26,12 @@ pub const PORT_NAME_PATTERN: &str = "^[A-Za-z][A-Za-z0-9._-]{0,14}$";
 /// An IPv4 address in dotted-quad form (no leading zeros).
 pub const IPV4_PATTERN: &str = "^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}\
 (25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$";
-/// A tenant's name: [`NAME_PATTERN`] cut to 63 bytes, so `sockets/NAME.sock` fits a Unix
-/// socket path (108 bytes) under a data dir of up to 36 bytes.
-pub const TENANT_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
+/// A tenant's name: [`NAME_PATTERN`] cut to 32 bytes, so its NBD socket (bound as
+/// `sockets/.NAME.sock.PID.SEQ.tmp/s`, then renamed) fits `sun_path` (107 bytes) under a data
+/// dir of up to 40 bytes.
+pub const TENANT_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$";
 /// Longest tenant name, in bytes.
-pub const TENANT_NAME_MAX_LEN: usize = 63;
+pub const TENANT_NAME_MAX_LEN: usize = 32;
 /// The owner of a tenant's NBD socket: `UID` or `UID:GID` (up to 9 digits each, so always a
 /// 32-bit id).
 pub const SOCKET_OWNER_PATTERN: &str = "^[0-9]{1,9}(:[0-9]{1,9})?$";

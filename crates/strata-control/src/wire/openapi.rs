@@ -356,7 +356,17 @@ fn operations() -> Vec<Op> {
             "attachVolume",
             "Export a volume over NBD",
         )
-        .body(r::<Attach>())
+        .body(RefOr::T(Schema::OneOf(
+            utoipa::openapi::schema::OneOfBuilder::new()
+                .description(Some("the transport; null (or no body) is `unix`"))
+                .item(r::<Attach>())
+                .item(
+                    utoipa::openapi::schema::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::Null)
+                        .build(),
+                )
+                .build(),
+        )))
         .ok(201, "attached", r::<Attachment>())
         .errors(&[409]),
         op(

@@ -127,11 +127,11 @@ pub struct TenantList {
 /// `POST /v1/tenants`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreateTenant {
-    /// Name (at most 63 bytes: its NBD socket's path must fit).
+    /// Name (at most 32 bytes: its NBD socket's path must fit).
     #[schema(schema_with = tenant_name)]
     pub name: String,
     /// Limits (default: none).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::object")]
     pub quota: Quota,
     /// Owner of the tenant's NBD socket, `UID` or `UID:GID` (default: the daemon's user).
     #[serde(default)]

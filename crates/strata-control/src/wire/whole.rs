@@ -18,7 +18,7 @@ const U64_END: f64 = 18_446_744_073_709_551_616.0;
 
 /// A whole float as a `u64`, if it is one.
 pub fn whole(f: f64) -> Option<u64> {
-    (f.is_finite() && f.fract() == 0.0 && f >= 0.0 && f < U64_END).then_some(f as u64)
+    (f.fract() == 0.0 && (0.0..U64_END).contains(&f)).then_some(f as u64)
 }
 
 struct Whole<T>(PhantomData<T>);
