@@ -8,8 +8,10 @@
 //!   request's parts are parsed into the operation's [`Input`] (a bad body is `invalid_body`,
 //!   before anything else), the token is resolved, the controller method runs on the blocking
 //!   pool, and a change writes one audit entry with its outcome (`ok` or the error code).
+//! - A request without a bearer token is `unauthenticated` (401) before anything else; the
+//!   token is resolved (store) only after the input parsed.
 //! - Bodies and queries are the types of `wire/`, checked against their declared bounds
-//!   (`Check`) while parsing: out of bounds is `invalid_argument` before authentication.
+//!   (`Check`) while parsing: out of bounds is `invalid_argument` before the token is resolved.
 //! - Every error response is the JSON error body with a registered code, including those the
 //!   framework makes itself (`framework_errors`: 405, 413, 415, a path it cannot decode).
 
@@ -106,6 +108,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
         ControlError::Invalid { .. } => C::InvalidArgument,
         ControlError::QuotaExceeded(_) => C::QuotaExceeded,
         ControlError::PoolOvercommitted(_) => C::PoolOvercommitted,
+        ControlError::TraceInPortUnknown(_) => C::TraceInPortUnknown,
         ControlError::InUse { what, .. } => match what {
             InUse::VolumeHasSnapshots => C::VolumeHasSnapshots,
             InUse::VolumeAttached => C::VolumeAttached,
@@ -131,10 +134,8 @@ fn engine_code(e: &strata_block::AdminError) -> ErrorCode {
         E::VolumeNotFound(_) => C::VolumeNotFound,
         E::SnapshotNotFound(_) => C::SnapshotNotFound,
         E::AlreadyExists { .. } => C::AlreadyExists,
-        E::InvalidName { .. }
-        | E::InvalidSize { .. }
-        | E::ClassUnavailable(_)
-        | E::NotOfVolume { .. } => C::InvalidArgument,
+        E::InvalidName { .. } | E::InvalidSize { .. } | E::NotOfVolume { .. } => C::InvalidArgument,
+        E::ClassUnavailable(_) => C::ClassUnavailable,
         E::ShrinkOverData { .. } => C::ShrinkOverData,
         E::HasSnapshots { .. } => C::VolumeHasSnapshots,
         E::MetadataFull => C::OutOfSpace,
@@ -148,6 +149,24 @@ fn switch_code(e: &strata_dataplane::DataplaneError) -> ErrorCode {
     use strata_net::{FlowParseError as F, RuleError as R};
     use ErrorCode as C;
     match e {
+        // An address the host does not have, or a UDP port another socket holds: the host's
+        // state, not a server failure.
+        D::Io { source, .. }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::AddrInUse
+            ) =>
+        {
+            C::PortAddressUnavailable
+        }
+        // A TAP the kernel will not open under that name: the name is a host interface that
+        // is not a TAP (`lo`, `eth0`) or one the kernel keeps (`all`, `default`): taken.
+        D::Io { what, source }
+            if what.starts_with("opening TAP")
+                && source.kind() == std::io::ErrorKind::InvalidInput =>
+        {
+            C::PortExists
+        }
         D::Io { .. } => C::PortIoError,
         D::DuplicateRemote(_) => C::VxlanRemoteExists,
         D::Stopped => C::DataplaneStopped,
@@ -265,6 +284,13 @@ pub struct Body<T>(pub T);
 pub struct Query<T>(pub T);
 
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    // Every body is a JSON object: serde would also read a struct from an array of its fields.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            "request body is not valid JSON for this call: expected a JSON object",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         // serde echoes the offending value: a long message is clipped (a short one keeps its
         // "expected ... at line L column C").
@@ -365,6 +391,11 @@ fn operation<I: Input, T: Serialize + Send + 'static>(
                 headers: &headers,
                 body: &body,
             };
+            // No credentials at all is answered first (401), whatever the rest of the
+            // request: the token itself is resolved after parsing.
+            if bearer(&headers).is_empty() {
+                return ApiError::from(ControlError::Unauthenticated).into_response();
+            }
             let input = match I::from_request(&parts) {
                 Ok(i) => i,
                 Err(e) => return e.into_response(),
@@ -401,19 +432,24 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
         .into_response()
 }
 
+/// The bearer token of a request (empty when there is none).
+fn bearer(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
 /// Runs a controller call off the async threads, authenticated.
 async fn call<T: Send + 'static>(
     ctl: &Ctl,
     headers: &HeaderMap,
     f: impl FnOnce(&Controller, &Principal) -> Result<T, ControlError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let token = bearer(headers);
     let ctl = ctl.clone();
     tokio::task::spawn_blocking(move || {
         let p = ctl.authenticate(&token)?;
@@ -883,12 +919,23 @@ struct NewVolume(wire::CreateVolume);
 impl Input for NewVolume {
     fn from_request(r: &RequestParts<'_>) -> Result<Self, ApiError> {
         let mut req: wire::CreateVolume = parse_body(r.body)?;
+        // The header is checked whenever it is sent, even when `request_id` wins over it.
+        let key = match r.headers.get("idempotency-key") {
+            Some(v) => {
+                let k = v.to_str().unwrap_or("");
+                if k.is_empty() || k.len() > wire::bounds::REQUEST_ID_MAX_LEN {
+                    return Err(ControlError::invalid(
+                        "Idempotency-Key",
+                        "1 to 128 visible ASCII characters",
+                    )
+                    .into());
+                }
+                Some(k.to_string())
+            }
+            None => None,
+        };
         if req.request_id.is_none() {
-            req.request_id = r
-                .headers
-                .get("idempotency-key")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            req.request_id = key;
         }
         req.check()?;
         Ok(NewVolume(req))

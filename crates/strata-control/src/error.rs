@@ -124,6 +124,10 @@ pub enum ControlError {
     /// The pool's volumes would provision more than its overcommit ratio allows.
     #[error("{0}")]
     PoolOvercommitted(String),
+    /// A packet to trace names an input port the switch does not have (the switch's state, not
+    /// the description's form: the switch itself exists).
+    #[error("the switch has no port {0}")]
+    TraceInPortUnknown(String),
     /// The resource is in use and cannot be removed (unless forced, where that exists).
     #[error("{message}")]
     InUse {

@@ -463,6 +463,10 @@ impl Switches {
             .map_err(|e| {
                 let e = match e {
                     strata_net::trace::TraceError::Parse(p) => clip_flow(p).to_string(),
+                    // The switch has no such port: its state, not the description's form.
+                    strata_net::trace::TraceError::UnknownPort(n) => {
+                        return ControlError::TraceInPortUnknown(crate::error::clip(&n.to_string()))
+                    }
                     other => other.to_string(),
                 };
                 ControlError::invalid("packet", e)

@@ -136,7 +136,7 @@ registry! {
     ReadOnly = "read_only", 409, Some(EPERM);
     // ----- limits -----
     /// The tenant's quota does not allow the change.
-    QuotaExceeded = "quota_exceeded", 422, Some(ENOSPC);
+    QuotaExceeded = "quota_exceeded", 409, Some(ENOSPC);
     /// The pool cannot hold the data.
     OutOfSpace = "out_of_space", 507, Some(ENOSPC);
     // ----- the daemon's parts -----
@@ -221,6 +221,14 @@ registry! {
     // ----- added in phase 2 (kept at the end to ease merging) -----
     /// The pool's volumes would provision more than its overcommit ratio allows.
     PoolOvercommitted = "pool_overcommitted", 507, Some(ENOSPC);
+    // ----- the contract (state, not schema) -----
+    /// The pool has no device of the requested class (the pool's state, not the request's
+    /// form).
+    ClassUnavailable = "class_unavailable", 409, None;
+    /// A VXLAN port's local address is not on this host, or its UDP port is taken.
+    PortAddressUnavailable = "port_address_unavailable", 409, None;
+    /// A packet to trace enters through a port the switch does not have.
+    TraceInPortUnknown = "trace_in_port_unknown", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

@@ -310,9 +310,11 @@ impl Controller {
     ) -> Result<String, ControlError> {
         match (p.role, requested, &p.tenant) {
             (Role::Admin, Some(t), _) => Ok(t.to_string()),
-            (Role::Admin, None, _) => Err(ControlError::invalid(
-                "tenant",
-                "admins must name the tenant to act in",
+            // An admin belongs to no tenant, so "my own tenant" is not something its role
+            // can act in: a role refusal, not malformed input (the same body is valid for
+            // every other role).
+            (Role::Admin, None, _) => Err(ControlError::forbidden(
+                "admins belong to no tenant: name the tenant to act in",
             )),
             (_, Some(t), Some(own)) if t != own => {
                 Err(ControlError::not_found(Resource::Tenant, t))

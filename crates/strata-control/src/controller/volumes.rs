@@ -120,9 +120,9 @@ impl Controller {
         };
         if let Some(c) = class {
             if !self.pool.info().devices.iter().any(|d| d.class == c) {
-                return Err(ControlError::invalid(
-                    "class",
-                    format!("the pool has no {c} device"),
+                // The pool's state, not the request's form: `class_unavailable` (409).
+                return Err(ControlError::Engine(
+                    strata_block::AdminError::ClassUnavailable(c),
                 ));
             }
         }
@@ -268,7 +268,8 @@ impl Controller {
     }
 
     /// Lists volumes: the caller's tenant (an admin: all, or `tenant`), optionally one name,
-    /// in pages of `limit` after `page_token` (the last id of the previous page).
+    /// in pages of `limit` after `page_token` (`TENANT/ID` of the last volume of the previous
+    /// page).
     pub fn list_volumes(
         &self,
         p: &Principal,
@@ -308,20 +309,16 @@ impl Controller {
             return Ok((out, None));
         }
         let limit = limit.clamp(1, 10_000);
-        let after = match page_token {
-            Some(tok) => {
-                let (tenant, _) = self
-                    .get::<String>(&volume_index(tok))?
-                    .ok_or_else(|| ControlError::invalid("page_token", "unknown page token"))?;
-                Some(volume_key(&tenant, tok))
-            }
-            None => None,
-        };
+        // A page token is `TENANT/ID` of the last volume of the previous page: the page goes
+        // on after that key, whether or not the volume still exists (a volume deleted between
+        // two pages does not end the listing), and the prefix keeps it within what the caller
+        // may see.
+        let after = page_token.map(|tok| format!("/volumes/{tok}"));
         let items = self.list::<Volume>(&prefix, after.as_deref(), limit + 1)?;
         let mut vols: Vec<Volume> = items.into_iter().map(|(_, v)| v).collect();
         let next = if vols.len() > limit {
             vols.truncate(limit);
-            vols.last().map(|v| v.id.clone())
+            vols.last().map(|v| format!("{}/{}", v.tenant, v.id))
         } else {
             None
         };

@@ -20,13 +20,28 @@ use crate::error::ControlError;
 pub const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
 /// Longest name, in bytes.
 pub const NAME_MAX_LEN: usize = 128;
-/// A switch port (and interface) name.
-pub const PORT_NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,15}$";
-/// The owner of a tenant's NBD socket: `UID` or `UID:GID`.
-pub const SOCKET_OWNER_PATTERN: &str = "^[0-9]{1,10}(:[0-9]{1,10})?$";
+/// A switch port (and interface) name: starts with a letter (never read as a port number in
+/// flow syntax, never `.` or `..`), at most 15 bytes (the kernel's interface name limit).
+pub const PORT_NAME_PATTERN: &str = "^[A-Za-z][A-Za-z0-9._-]{0,14}$";
+/// An IPv4 address in dotted-quad form (no leading zeros).
+pub const IPV4_PATTERN: &str = "^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}\
+(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$";
+/// A tenant's name: [`NAME_PATTERN`] cut to 32 bytes, so its NBD socket (bound as
+/// `sockets/.NAME.sock.PID.SEQ.tmp/s`, then renamed) fits `sun_path` (107 bytes) under a data
+/// dir of up to 40 bytes.
+pub const TENANT_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$";
+/// Longest tenant name, in bytes.
+pub const TENANT_NAME_MAX_LEN: usize = 32;
+/// The owner of a tenant's NBD socket: `UID` or `UID:GID` (up to 9 digits each, so always a
+/// 32-bit id).
+pub const SOCKET_OWNER_PATTERN: &str = "^[0-9]{1,9}(:[0-9]{1,9})?$";
 /// A token lifetime: a count of seconds, minutes, hours, days or weeks, or `never` (admins
-/// only).
-pub const EXPIRES_PATTERN: &str = "^([1-9][0-9]{0,7}[smhdw]|never)$";
+/// only). It only spells lifetimes within the longest one (3650 days): up to 99,999,999 s,
+/// 999,999 min, 9,999 h, 3650 d, 99 w.
+pub const EXPIRES_PATTERN: &str = "^([1-9][0-9]{0,7}s|[1-9][0-9]{0,5}m|[1-9][0-9]{0,3}h\
+|([1-9][0-9]{0,2}|[1-2][0-9]{3}|3[0-5][0-9]{2}|36[0-4][0-9]|3650)d|[1-9][0-9]?w|never)$";
+/// Longest lifetime text (`99999999s`).
+pub const EXPIRES_MAX_LEN: usize = 9;
 /// Longest request id (idempotency key).
 pub const REQUEST_ID_MAX_LEN: usize = 128;
 
@@ -62,6 +77,8 @@ pub const QUOTA_IOPS_MAX: u64 = 1 << 50;
 pub const LIST_LIMIT_MAX: u64 = 1000;
 /// Longest page token.
 pub const PAGE_TOKEN_MAX_LEN: usize = 256;
+/// A page token: `TENANT/ID` of the last item of the previous page.
+pub const PAGE_TOKEN_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}/[A-Za-z0-9-]{1,64}$";
 
 /// Largest VXLAN network identifier (24 bits).
 pub const VNI_MAX: u64 = (1 << 24) - 1;
@@ -75,6 +92,22 @@ pub const UDP_PORT_MIN: u64 = 1;
 pub const UDP_PORT_MAX: u64 = 65535;
 /// Longest flow rule or match text.
 pub const FLOW_MAX_LEN: usize = 4096;
+/// A flow in the canonical form the document spells: optional `table`, `priority`, `in_port`
+/// (a number), `dl_src`, `dl_dst` in that order, then `actions=` with `drop` or up to four of
+/// `output:N`, `normal`, `flood`. Every text it matches is a flow the switch accepts; the
+/// server also reads the rest of the `ovs-ofctl` syntax (see `docs/control-plane.md`).
+pub const FLOW_PATTERN: &str = "^(table=(0|[1-9][0-9]?),)?(priority=(0|[1-9][0-9]{0,3}),)?\
+(in_port=[1-9][0-9]{0,3},)?(dl_src=[0-9a-f]{2}(:[0-9a-f]{2}){5},)?\
+(dl_dst=[0-9a-f]{2}(:[0-9a-f]{2}){5},)?\
+actions=(drop|(output:[1-9][0-9]{0,3}|normal|flood)(,(output:[1-9][0-9]{0,3}|normal|flood)){0,3})$";
+/// A flow match in canonical form (empty: every flow): `table`, `priority`, `in_port` in that
+/// order, each optional.
+pub const FLOW_MATCH_PATTERN: &str = "^(table=(0|[1-9][0-9]?)(,priority=(0|[1-9][0-9]{0,3}))?\
+(,in_port=[1-9][0-9]{0,3})?|priority=(0|[1-9][0-9]{0,3})(,in_port=[1-9][0-9]{0,3})?\
+|in_port=[1-9][0-9]{0,3})?$";
+/// A traced packet in canonical form: `in_port` (a number), optionally `dl_src`, `dl_dst`.
+pub const PACKET_PATTERN: &str = "^in_port=[1-9][0-9]{0,3}(,dl_src=[0-9a-f]{2}(:[0-9a-f]{2}){5})?\
+(,dl_dst=[0-9a-f]{2}(:[0-9a-f]{2}){5})?$";
 /// Longest packet description given to trace.
 pub const PACKET_MAX_LEN: usize = 4096;
 

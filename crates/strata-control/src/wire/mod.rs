@@ -22,6 +22,7 @@ pub mod switches;
 pub mod tenants;
 pub mod tokens;
 pub mod volumes;
+pub mod whole;
 
 pub use attachments::*;
 pub use audit::*;
@@ -35,6 +36,19 @@ pub use tokens::*;
 pub use volumes::*;
 
 use crate::error::ControlError;
+
+/// `#[serde(deserialize_with = "super::object")]` for a nested request struct: only a JSON
+/// object (serde would also read a struct from an array of its fields in order, which the
+/// schema's `type: object` refuses).
+pub fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::Deserialize;
+    let m = serde_json::Map::deserialize(d)?;
+    serde_json::from_value(serde_json::Value::Object(m)).map_err(serde::de::Error::custom)
+}
 
 /// A request whose fields are checked against their declared bounds before use.
 pub trait Check {

@@ -91,9 +91,8 @@ fn meaning(status: u16) -> &'static str {
         403 => "role not allowed",
         404 => "not found or not visible",
         405 => "method not allowed",
-        409 => "conflict with the resource's state",
+        409 => "conflict with the state of a resource (exists, in use, quota, ...)",
         413 => "body too large",
-        422 => "quota exceeded",
         503 => "a service the call needs is unavailable",
         507 => "out of space",
         _ => "error",
@@ -237,7 +236,7 @@ fn operations() -> Vec<Op> {
         )
         .body(r::<Quota>())
         .ok(200, "the tenant", r::<Tenant>())
-        .errors(&[409, 422]),
+        .errors(&[409]),
         op(
             Put,
             "/v1/tenants/{name}/socket-owner",
@@ -271,7 +270,7 @@ fn operations() -> Vec<Op> {
         )
         .query(
             "tenant",
-            free_text(1, NAME_MAX_LEN, false),
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
             "only this tenant's",
         )
         .ok(200, "tokens", r::<TokenList>()),
@@ -284,7 +283,7 @@ fn operations() -> Vec<Op> {
         )
         .body(r::<CreateVolume>())
         .ok(201, "created", r::<Volume>())
-        .errors(&[409, 422, 507]),
+        .errors(&[409, 507]),
         op(
             Get,
             "/v1/volumes",
@@ -293,14 +292,18 @@ fn operations() -> Vec<Op> {
         )
         .query(
             "tenant",
-            free_text(1, NAME_MAX_LEN, false),
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
             "only this tenant's",
         )
-        .query("name", free_text(1, NAME_MAX_LEN, false), "only this name")
+        .query(
+            "name",
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
+            "only this name",
+        )
         .query("limit", int(1, LIST_LIMIT_MAX, false), "page size")
         .query(
             "page_token",
-            free_text(0, PAGE_TOKEN_MAX_LEN, false),
+            text(PAGE_TOKEN_PATTERN, PAGE_TOKEN_MAX_LEN, false),
             "where the page starts (next_page_token)",
         )
         .ok(200, "a page of volumes", r::<VolumePage>()),
@@ -312,7 +315,7 @@ fn operations() -> Vec<Op> {
         op(Patch, "/v1/volumes/{id}", "resizeVolume", "Resize a volume")
             .body(r::<Resize>())
             .ok(200, "resized", r::<Volume>())
-            .errors(&[409, 422, 507]),
+            .errors(&[409, 507]),
         op(
             Delete,
             "/v1/volumes/{id}",
@@ -330,7 +333,7 @@ fn operations() -> Vec<Op> {
         )
         .body(r::<NewName>())
         .ok(201, "created", r::<Snapshot>())
-        .errors(&[409, 422, 507]),
+        .errors(&[409, 507]),
         op(
             Get,
             "/v1/volumes/{id}/snapshots",
@@ -346,7 +349,7 @@ fn operations() -> Vec<Op> {
         )
         .body(r::<Rollback>())
         .ok(200, "rolled back", r::<Volume>())
-        .errors(&[409, 422, 507]),
+        .errors(&[409, 507]),
         op(
             Put,
             "/v1/volumes/{id}/qos",
@@ -355,7 +358,7 @@ fn operations() -> Vec<Op> {
         )
         .body(r::<SetQos>())
         .ok(200, "the volume", r::<Volume>())
-        .errors(&[409, 422]),
+        .errors(&[409]),
         op(
             Get,
             "/v1/volumes/{id}/stats",
@@ -369,7 +372,17 @@ fn operations() -> Vec<Op> {
             "attachVolume",
             "Export a volume over NBD",
         )
-        .body(r::<Attach>())
+        .body(RefOr::T(Schema::OneOf(
+            utoipa::openapi::schema::OneOfBuilder::new()
+                .description(Some("the transport; null (or no body) is `unix`"))
+                .item(r::<Attach>())
+                .item(
+                    utoipa::openapi::schema::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::Null)
+                        .build(),
+                )
+                .build(),
+        )))
         .ok(201, "attached", r::<Attachment>())
         .errors(&[409]),
         op(
@@ -407,7 +420,7 @@ fn operations() -> Vec<Op> {
         )
         .body(r::<NewName>())
         .ok(201, "created", r::<Volume>())
-        .errors(&[409, 422, 507]),
+        .errors(&[409, 507]),
         op(Get, "/v1/audit", "listAudit", "The audit log (admin)")
             .query("limit", int(1, LIST_LIMIT_MAX, false), "at most this many")
             .ok(200, "entries", r::<AuditList>()),
@@ -485,7 +498,8 @@ fn operations() -> Vec<Op> {
             "Trace a packet through a switch's pipeline",
         )
         .body(r::<TraceRequest>())
-        .ok(200, "the trace", r::<super::switches::Trace>()),
+        .ok(200, "the trace", r::<super::switches::Trace>())
+        .errors(&[409]),
     ]
 }
 

@@ -15,13 +15,44 @@ use super::bounds::*;
 use crate::error::ControlError;
 
 /// Bytes, or a text size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum SizeValue {
     /// Bytes.
     Bytes(u64),
     /// A text size, e.g. `"10G"`.
     Text(String),
+}
+
+/// Bytes (an integer, whole floats such as `4096.0` included: JSON Schema counts them as
+/// integers) or a text.
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a number of bytes or a size text such as \"10G\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SizeValue, E> {
+                u64::try_from(v)
+                    .map(SizeValue::Bytes)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<SizeValue, E> {
+                super::whole::whole(v)
+                    .map(SizeValue::Bytes)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Float(v), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl SizeValue {
@@ -151,5 +182,16 @@ mod tests {
         assert!(b(SizeValue::Bytes(0)).is_err());
         assert!(b(SizeValue::Bytes(BANDWIDTH_MAX + 1)).is_err());
         assert!(b(SizeValue::Text("1T".into())).is_err());
+    }
+
+    #[test]
+    fn a_whole_float_is_bytes_and_a_fraction_is_refused() {
+        let read = |s: &str| serde_json::from_str::<SizeValue>(s).map_err(|e| e.to_string());
+        assert_eq!(read("525824000.0"), Ok(SizeValue::Bytes(525824000)));
+        assert_eq!(read("4096"), Ok(SizeValue::Bytes(4096)));
+        assert_eq!(read("\"10G\""), Ok(SizeValue::Text("10G".into())));
+        for bad in ["1.5", "-4096", "true", "null", "[]"] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
     }
 }

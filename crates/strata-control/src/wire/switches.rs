@@ -3,7 +3,8 @@
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::Object;
+use utoipa::openapi::schema::{AnyOfBuilder, Object, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 use super::bounds::*;
@@ -27,13 +28,19 @@ fn udp_port() -> Object {
     int(UDP_PORT_MIN, UDP_PORT_MAX, true)
 }
 fn flow() -> Object {
-    free_text(1, FLOW_MAX_LEN, false)
+    text(FLOW_PATTERN, FLOW_MAX_LEN, false)
 }
 fn flow_match() -> Object {
-    free_text(0, FLOW_MAX_LEN, false)
+    text(FLOW_MATCH_PATTERN, FLOW_MAX_LEN, false)
 }
 fn packet() -> Object {
-    free_text(1, PACKET_MAX_LEN, false)
+    text(PACKET_PATTERN, PACKET_MAX_LEN, false)
+}
+fn ipv4(nullable: bool) -> Object {
+    text(IPV4_PATTERN, 15, nullable)
+}
+fn null() -> Object {
+    ObjectBuilder::new().schema_type(Type::Null).build()
 }
 
 /// `POST /v1/switches`.
@@ -72,29 +79,91 @@ impl PortKind {
     }
 }
 
-/// A switch port, as requested (`POST /v1/switches/{name}/ports`) and as stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// A switch port, as requested (`POST /v1/switches/{name}/ports`) and as stored. Its schema
+/// (the `PartialSchema` below) states the rules between fields: a TAP or internal port takes a
+/// VNI or a VLAN (not both), a VXLAN port needs `remote` and takes no VLAN.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchPort {
     /// Port (and, for TAP and internal ports, interface) name.
-    #[schema(schema_with = port_name)]
     pub name: String,
     /// Kind (default `tap`).
     pub kind: Option<PortKind>,
     /// VXLAN network: the port's isolation domain (or a VXLAN port's fixed VNI).
-    #[schema(schema_with = vni)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
     pub vni: Option<u32>,
     /// VLAN: the port's isolation domain (access port); not with `vni`.
-    #[schema(schema_with = vlan)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
     pub vlan: Option<u16>,
     /// VXLAN remote VTEP (VXLAN ports need it).
-    #[schema(value_type = Option<String>, format = Ipv4)]
     pub remote: Option<Ipv4Addr>,
     /// VXLAN local VTEP (default: any).
-    #[schema(value_type = Option<String>, format = Ipv4)]
     pub local: Option<Ipv4Addr>,
     /// VXLAN UDP port (default 4789).
-    #[schema(schema_with = udp_port)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
     pub dstport: Option<u16>,
+}
+
+/// One branch of [`SwitchPort`]'s schema.
+fn port_branch(
+    kinds: &[Option<&str>],
+    vni: Object,
+    vlan: Object,
+    remote: Object,
+    required: &[&str],
+) -> Object {
+    let kind = ObjectBuilder::new()
+        .schema_type(if kinds.contains(&None) {
+            SchemaType::from_iter([Type::String, Type::Null])
+        } else {
+            Type::String.into()
+        })
+        .enum_values(Some(kinds.iter().map(|k| match k {
+            Some(k) => serde_json::Value::from(*k),
+            None => serde_json::Value::Null,
+        })))
+        .build();
+    let mut b = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("name", port_name())
+        .property("kind", kind)
+        .property("vni", vni)
+        .property("vlan", vlan)
+        .property("remote", remote)
+        .property("local", ipv4(true))
+        .property("dstport", udp_port());
+    for r in required {
+        b = b.required(*r);
+    }
+    b.build()
+}
+
+impl utoipa::PartialSchema for SwitchPort {
+    fn schema() -> RefOr<Schema> {
+        let local = [Some("tap"), Some("internal"), None];
+        RefOr::T(Schema::AnyOf(
+            AnyOfBuilder::new()
+                .description(Some(
+                    "A TAP (the default) or internal port in a VXLAN network (`vni`) or a VLAN \
+                     (`vlan`), not both; or a VXLAN tunnel port (`kind: vxlan`) to `remote`, \
+                     with an optional fixed `vni`, `local` address and `dstport` (4789).",
+                ))
+                .item(port_branch(&local, vni(), null(), ipv4(true), &["name"]))
+                .item(port_branch(&local, null(), vlan(), ipv4(true), &["name"]))
+                .item(port_branch(
+                    &[Some("vxlan")],
+                    vni(),
+                    null(),
+                    ipv4(false),
+                    &["name", "kind", "remote"],
+                ))
+                .build(),
+        ))
+    }
+}
+impl ToSchema for SwitchPort {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "SwitchPort".into()
+    }
 }
 
 impl Check for SwitchPort {

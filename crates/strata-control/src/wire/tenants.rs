@@ -18,23 +18,24 @@ fn count() -> Object {
 fn iops() -> Object {
     int(0, QUOTA_IOPS_MAX, true)
 }
-pub(super) fn name() -> Object {
-    text(NAME_PATTERN, NAME_MAX_LEN, false)
-}
 
 /// Limits on what a tenant may hold; absent or null means unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Quota {
     /// Sum of volume sizes, in bytes.
+    #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = capacity)]
     pub capacity_bytes: Option<u64>,
     /// Number of volumes.
+    #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = count)]
     pub volumes: Option<u64>,
     /// Number of snapshots.
+    #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = count)]
     pub snapshots: Option<u64>,
     /// Sum of volume IOPS limits.
+    #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = iops)]
     pub iops: Option<u64>,
 }
@@ -126,16 +127,20 @@ pub struct TenantList {
 /// `POST /v1/tenants`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreateTenant {
-    /// Name.
-    #[schema(schema_with = name)]
+    /// Name (at most 32 bytes: its NBD socket's path must fit).
+    #[schema(schema_with = tenant_name)]
     pub name: String,
     /// Limits (default: none).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::object")]
     pub quota: Quota,
     /// Owner of the tenant's NBD socket, `UID` or `UID:GID` (default: the daemon's user).
     #[serde(default)]
     #[schema(schema_with = socket_owner)]
     pub socket_owner: Option<String>,
+}
+
+fn tenant_name() -> Object {
+    text(TENANT_NAME_PATTERN, TENANT_NAME_MAX_LEN, false)
 }
 
 fn socket_owner() -> Object {
@@ -155,9 +160,9 @@ pub fn parse_socket_owner(s: Option<&str>) -> Result<Option<model::SocketOwner>,
     .transpose()
 }
 
-/// [`SOCKET_OWNER_PATTERN`] by hand: 1 to 10 digits, optionally `:` and 1 to 10 more.
+/// [`SOCKET_OWNER_PATTERN`] by hand: 1 to 9 digits, optionally `:` and 1 to 9 more.
 fn digits_pair(s: &str) -> bool {
-    let digits = |p: &str| (1..=10).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
+    let digits = |p: &str| (1..=9).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit());
     match s.split_once(':') {
         Some((u, g)) => digits(u) && digits(g),
         None => digits(s),
@@ -166,7 +171,7 @@ fn digits_pair(s: &str) -> bool {
 
 impl Check for CreateTenant {
     fn check(&self) -> Result<(), ControlError> {
-        check_text("name", &self.name, NAME_PATTERN)?;
+        check_text("name", &self.name, TENANT_NAME_PATTERN)?;
         parse_socket_owner(self.socket_owner.as_deref())?;
         self.quota.check()
     }

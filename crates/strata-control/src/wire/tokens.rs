@@ -1,7 +1,8 @@
 //! API tokens.
 
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::Object;
+use utoipa::openapi::schema::{Object, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 use super::bounds::*;
@@ -49,23 +50,65 @@ impl From<model::Role> for Role {
     }
 }
 
-/// `POST /v1/tokens`: an admin token names no tenant; the others name theirs (a tenant admin's
-/// own by default).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `POST /v1/tokens`: an admin token names no tenant; the others name theirs. The document
+/// says so with a `oneOf` on the role (see the `PartialSchema` below).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateToken {
     /// The tenant the token acts for.
-    #[schema(schema_with = tenant)]
     pub tenant: Option<String>,
     /// Role.
     pub role: Role,
     /// Lifetime: `30d`, `12h`, `90m`, `2w`, or `never` (admin callers only); default 90 days.
     #[serde(default)]
-    #[schema(schema_with = expires)]
     pub expires: Option<String>,
 }
 
 fn expires() -> Object {
-    text(EXPIRES_PATTERN, 7, true)
+    text(EXPIRES_PATTERN, EXPIRES_MAX_LEN, true)
+}
+
+/// One branch of [`CreateToken`]'s schema: the roles it covers and its tenant field.
+fn token_branch(roles: &[&str], tenant: Object, required: &[&str]) -> Object {
+    let role = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(roles.iter().copied()))
+        .build();
+    let mut b = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("role", role)
+        .property("tenant", tenant)
+        .property("expires", expires());
+    for r in required {
+        b = b.required(*r);
+    }
+    b.build()
+}
+
+impl utoipa::PartialSchema for CreateToken {
+    fn schema() -> RefOr<Schema> {
+        let no_tenant = ObjectBuilder::new().schema_type(Type::Null).build();
+        let admin = token_branch(&["admin"], no_tenant, &["role"]);
+        let scoped = token_branch(
+            &["tenant-admin", "member", "reader"],
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
+            &["role", "tenant"],
+        );
+        RefOr::T(Schema::OneOf(
+            OneOfBuilder::new()
+                .description(Some(
+                    "An admin token (no tenant) or a token of one tenant. `expires`: `30d`, \
+                     `12h`, `90m`, `2w`, or `never` (admin callers only); default 90 days.",
+                ))
+                .item(admin)
+                .item(scoped)
+                .build(),
+        ))
+    }
+}
+impl ToSchema for CreateToken {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CreateToken".into()
+    }
 }
 
 impl Check for CreateToken {

@@ -58,6 +58,7 @@ pub struct CreateVolume {
     #[schema(schema_with = request_id)]
     pub request_id: Option<String>,
     /// IOPS limit.
+    #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = iops)]
     pub iops_limit: Option<u64>,
     /// Bandwidth limit, bytes per second.
@@ -224,11 +225,14 @@ pub struct ListVolumes {
 
 impl Check for ListVolumes {
     fn check(&self) -> Result<(), ControlError> {
+        check_opt_name("tenant", &self.tenant)?;
+        check_opt_name("name", &self.name)?;
         if let Some(l) = self.limit {
             check_int("limit", l, 1, LIST_LIMIT_MAX)?;
         }
         if let Some(t) = &self.page_token {
             check_len("page_token", t, PAGE_TOKEN_MAX_LEN)?;
+            check_text("page_token", t, PAGE_TOKEN_PATTERN)?;
         }
         Ok(())
     }
@@ -266,11 +270,13 @@ pub struct Rollback {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SetQos {
     /// Operations per second.
+    #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = iops)]
     pub iops_limit: Option<u64>,
     /// Bytes per second.
     pub bandwidth_limit: Option<Bandwidth>,
     /// Operations allowed at once above the rate (default: one second's worth).
+    #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = iops)]
     pub burst_iops: Option<u64>,
     /// Bytes allowed at once above the rate (default: one second's worth).

@@ -55,7 +55,7 @@ fn controller_errors_map_to_registered_codes_with_their_status() {
         (
             ControlError::QuotaExceeded("x".into()),
             "quota_exceeded",
-            422,
+            409,
         ),
         (
             ControlError::InUse {

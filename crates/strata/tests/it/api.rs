@@ -104,7 +104,7 @@ fn creates_are_idempotent_and_quotas_hold() {
     );
     assert_eq!(
         (s, v["error"]["code"].as_str()),
-        (422, Some("quota_exceeded"))
+        (409, Some("quota_exceeded"))
     );
     assert_eq!(
         d.call(
@@ -124,7 +124,7 @@ fn creates_are_idempotent_and_quotas_hold() {
     );
     assert_eq!(
         (s, v["error"]["code"].as_str()),
-        (422, Some("quota_exceeded")),
+        (409, Some("quota_exceeded")),
         "volume count quota"
     );
     let id = v1["id"].as_str().unwrap();
@@ -144,7 +144,7 @@ fn creates_are_idempotent_and_quotas_hold() {
         &admin,
         Some(json!({"name": "s2"})),
     );
-    assert_eq!(s, 422, "snapshot quota");
+    assert_eq!(s, 409, "snapshot quota");
     let (_, t) = d.call("GET", "/v1/tenants/acme", &admin, None);
     assert_eq!(
         t["usage"],

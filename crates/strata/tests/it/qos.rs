@@ -37,7 +37,7 @@ fn qos_stats_and_metrics() {
     );
     assert_eq!(
         (s, v["error"]["code"].as_str()),
-        (422, Some("quota_exceeded"))
+        (409, Some("quota_exceeded"))
     );
     let (s, v) = d.call(
         "PUT",
