@@ -220,7 +220,7 @@ registry! {
     TokenNotFound = "token_not_found", 404, None;
     // ----- added in phase 2 (kept at the end to ease merging) -----
     /// The pool's volumes would provision more than its overcommit ratio allows.
-    PoolOvercommitted = "pool_overcommitted", 507, Some(ENOSPC);
+    PoolOvercommitted = "pool_overcommitted", 409, Some(ENOSPC);
     // ----- the contract (state, not schema) -----
     /// The pool has no device of the requested class (the pool's state, not the request's
     /// form).

@@ -250,16 +250,14 @@ pub(super) fn charge(t: &mut Tenant, release: Charge, take: Charge) -> Result<()
 }
 
 /// Under a tenant IOPS quota every volume needs an IOPS limit (the sum is checked by
-/// [`charge`]).
+/// [`charge`]). A volume without one would take unbounded IOPS, so it exceeds the quota: the
+/// tenant's state refuses it, not the request's form (a 409, like every quota refusal).
 pub(super) fn require_iops_limit(t: &Tenant, q: &Qos) -> Result<(), ControlError> {
     if t.quota.iops.is_some() && q.iops_limit.is_none() {
-        return Err(ControlError::invalid(
-            "iops_limit",
-            format!(
-                "tenant {} has an IOPS quota: every volume needs an iops_limit",
-                t.name
-            ),
-        ));
+        return Err(ControlError::QuotaExceeded(format!(
+            "tenant {} has an IOPS quota: every volume needs an iops_limit",
+            t.name
+        )));
     }
     Ok(())
 }

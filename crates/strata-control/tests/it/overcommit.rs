@@ -25,8 +25,8 @@ fn the_default_ratio_refuses_a_petabyte_on_a_small_pool() {
     assert_eq!(code(f.volume("acme", "huge", "1P")), "pool_overcommitted");
     assert_eq!(
         status(&f.volume("acme", "huge", "1P"), 201),
-        507,
-        "insufficient storage"
+        409,
+        "the pool's state refuses it"
     );
     // Up to four times the capacity (in whole MiB) is accepted, one more MiB is not.
     let limit_mib = (capacity(&f) * 4) >> 20;

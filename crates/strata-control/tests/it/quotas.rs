@@ -63,9 +63,10 @@ fn iops_quota_bounds_the_sum_of_limits() {
     f.c.create_tenant(&f.admin, "acme", q).unwrap();
     let member = f.token("acme", Role::Member);
     let mut req = new_volume("acme", "a", "1G");
+    // No limit under an IOPS quota would be unbounded IOPS: over the quota.
     assert_eq!(
         code(f.c.create_volume(&member, req.clone())),
-        "invalid_argument"
+        "quota_exceeded"
     );
     req.iops_limit = Some(800);
     let a = f.c.create_volume(&member, req).unwrap();

@@ -171,7 +171,7 @@ fn qos_change_reaches_an_open_nbd_connection() {
 }
 
 /// The pool's overcommit limit through the binary: 4x by default (a petabyte on an 8 GiB
-/// pool is refused with 507 `pool_overcommitted`), `strata pool set default --overcommit`
+/// pool is refused with 409 `pool_overcommitted`), `strata pool set default --overcommit`
 /// changes or lifts it, and the allocation figures are in `/metrics`.
 #[test]
 fn pool_overcommit_is_a_setting_an_admin_changes() {
@@ -184,7 +184,7 @@ fn pool_overcommit_is_a_setting_an_admin_changes() {
     let (s, v) = d.call("POST", "/v1/volumes", &admin, Some(huge.clone()));
     assert_eq!(
         (s, v["error"]["code"].as_str()),
-        (507, Some("pool_overcommitted")),
+        (409, Some("pool_overcommitted")),
         "{v}"
     );
     let (s, v) = d.call("GET", "/v1/pools/default/settings", &admin, None);
