@@ -20,9 +20,10 @@ fn qos_stats_and_metrics() {
         &admin,
         Some(json!({"name": "v", "size": "1G", "tenant": "acme"})),
     );
+    // Under an IOPS quota a volume without a limit would take unbounded IOPS: over the quota.
     assert_eq!(
-        (s, v["error"]["field"].as_str()),
-        (400, Some("iops_limit")),
+        (s, v["error"]["code"].as_str()),
+        (409, Some("quota_exceeded")),
         "{v}"
     );
     let (s, v) = d.call("POST", "/v1/volumes", &admin, Some(json!({"name": "v", "size": "1G", "tenant": "acme", "iops_limit": 800, "bandwidth_limit": "200M"})));
