@@ -1,14 +1,13 @@
 //! Concurrent changes on one tenant: no call gets an error for a change that was applied, and
 //! nothing is left half-done; a delete interrupted after the engine step is completed at start.
 
-use std::sync::Arc;
-
-use strata_block::{BlockDevice, DeviceSpec, MemDevice, Pool};
-use strata_control::{Controller, Principal, Quota, Role, Tenant, Volume, VolumeState};
+use strata_block::{DeviceSpec, MemDevice, Pool};
+use strata_control::{Quota, Tenant, Volume, VolumeState};
 use strata_state::{RedbStore, Store, Txn};
 use strata_types::DeviceClass;
 
 use crate::fixture::*;
+use crate::recovery::{admin, open};
 
 #[test]
 fn thirty_two_threads_creating_and_deleting_get_no_error_and_leave_nothing() {
@@ -64,19 +63,6 @@ fn thirty_two_threads_creating_and_deleting_get_no_error_and_leave_nothing() {
             .provisioned_bytes,
         0
     );
-}
-
-fn admin() -> Principal {
-    Principal {
-        token_id: "t".into(),
-        tenant: None,
-        role: Role::Admin,
-    }
-}
-
-fn open(dir: &std::path::Path, dev: &Arc<MemDevice>) -> Controller {
-    let pool = Pool::open(vec![dev.clone() as Arc<dyn BlockDevice>]).unwrap();
-    Controller::open(Box::new(RedbStore::open(dir.join("s.redb")).unwrap()), pool).unwrap()
 }
 
 #[test]

@@ -8,7 +8,8 @@ use strata_control::{Controller, CreateVolume, Principal, Role, SizeArg, Tenant,
 use strata_state::{RedbStore, Store, Txn};
 use strata_types::DeviceClass;
 
-fn admin() -> Principal {
+/// An admin principal, as the bootstrap token authenticates.
+pub(crate) fn admin() -> Principal {
     Principal {
         token_id: "t".into(),
         tenant: None,
@@ -16,7 +17,8 @@ fn admin() -> Principal {
     }
 }
 
-fn open(dir: &std::path::Path, dev: &Arc<MemDevice>) -> Controller {
+/// A controller over the pool on `dev` and a redb store in `dir` (reopened as after a crash).
+pub(crate) fn open(dir: &std::path::Path, dev: &Arc<MemDevice>) -> Controller {
     let pool = Pool::open(vec![dev.clone() as Arc<dyn BlockDevice>]).unwrap();
     Controller::open(Box::new(RedbStore::open(dir.join("s.redb")).unwrap()), pool).unwrap()
 }
