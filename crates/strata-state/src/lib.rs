@@ -95,8 +95,8 @@ pub struct Event {
     pub value: Option<Vec<u8>>,
 }
 
-/// Store failures.
-#[derive(Debug, Error)]
+/// Store failures. `Clone`, so one failed group commit can answer each of its writers.
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// The backend failed.
     #[error("state store: {0}")]

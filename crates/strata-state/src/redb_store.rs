@@ -95,19 +95,6 @@ fn be<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// A copy of an error for every writer of a failed batch.
-fn copy_err(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Backend(m) => StoreError::Backend(m.clone()),
-        StoreError::Compacted { requested, oldest } => StoreError::Compacted {
-            requested: *requested,
-            oldest: *oldest,
-        },
-        StoreError::Corrupt(k) => StoreError::Corrupt(k.clone()),
-        StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
-    }
-}
-
 fn decode_kv(key: &str, raw: &[u8]) -> Result<KeyValue, StoreError> {
     if raw.len() < 16 {
         return Err(StoreError::Corrupt(key.to_string()));
@@ -438,7 +425,7 @@ impl Store for RedbStore {
                 }
                 Err(e) => {
                     for (t, _) in &batch {
-                        g.done.insert(*t, Err(copy_err(&e)));
+                        g.done.insert(*t, Err(e.clone()));
                     }
                 }
             }

@@ -7,7 +7,9 @@
 //! # Files
 //! - `store.rs`: store keys and the record helpers (get, list, encode), ids and time.
 //! - `auth.rs`: tokens, authentication and roles (`require`, `visible_tenant`, `acting_tenant`).
-//! - `tenants.rs`: tenants, quotas and the quota transaction (`with_tenant`).
+//! - `tenants.rs`: tenants, quotas and their arithmetic (`charge`).
+//! - `tenant_txn.rs`: the quota transaction (`with_tenant`): a tenant's changes staged into
+//!   batches, one durable commit per batch.
 //! - `volumes.rs`, `snapshots.rs`, `qos.rs`: the volume lifecycle over the engine.
 //! - `attachments.rs`: NBD exports of volumes and who may open them.
 //! - `nbd_link.rs`: the running NBD server: tenant sockets, the authorize and admit hooks,
@@ -28,9 +30,11 @@
 //! `kill -9`) recovers everything acknowledged.
 //!
 //! # Concurrency
-//! This process's quota transactions on one tenant are serialized by a per-tenant lock, and
-//! size changes by the pool's allocation lock (taken first), so concurrent requests never
-//! lose a compare-and-swap to each other: an error always means the change was not applied.
+//! This process's quota transactions on one tenant are staged in order into batches, each
+//! committed as one transaction (`tenant_txn.rs`), and size changes reserve their growth of
+//! the pool's provisioned figure before they commit (`pools.rs`), so concurrent requests
+//! never lose a compare-and-swap to each other and no lock is held across a durable commit
+//! but the store's own: an error always means the change was not applied.
 //!
 //! # Visibility
 //! A caller sees its own tenant's resources (an admin sees all). Anything else answers
@@ -48,6 +52,7 @@ mod recovery;
 mod snapshots;
 mod store;
 mod switches;
+mod tenant_txn;
 mod tenants;
 mod volumes;
 
@@ -76,13 +81,11 @@ pub struct Controller {
     nbd_tcp: parking_lot::RwLock<Option<(String, std::sync::Arc<crate::pki::Pki>)>>,
     /// The NBD server itself, once the daemon connected it (tenant sockets, sessions).
     nbd: nbd_link::NbdLink,
-    /// One lock per tenant serializing this process's quota transactions on it (`with_tenant`).
-    tenant_locks: parking_lot::Mutex<std::collections::HashMap<String, TenantLock>>,
+    /// Per tenant, the batches this process's quota transactions are staged into.
+    tenant_pipes: tenant_txn::TenantPipes,
     /// The pool's provisioned figure and its threshold crossings (`pools.rs`).
     allocation: parking_lot::Mutex<pools::Allocation>,
 }
-
-type TenantLock = std::sync::Arc<parking_lot::Mutex<()>>;
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -169,10 +169,14 @@ impl Controller {
     }
 
     /// Runs `record` (the store transaction that changes a volume size from `old` to `new`
-    /// bytes: `0` for absent) with the provisioned figure locked; when `check`, refuses growth
-    /// past the overcommit limit (an undo is not checked); moves the figure when `record`
-    /// says it recorded the change (`true`: a replayed request or a record already gone is
-    /// not a change).
+    /// bytes: `0` for absent); when `check`, refuses growth past the overcommit limit (an
+    /// undo is not checked); moves the figure when `record` says it recorded the change
+    /// (`true`: a replayed request or a record already gone is not a change).
+    ///
+    /// Growth is reserved in the figure before `record` runs and given back if it records
+    /// nothing, so concurrent changes are checked against each other without holding the lock
+    /// across their durable commits; a shrink counts once it is recorded. The figure may so
+    /// run ahead of the records for the length of a commit, never behind.
     pub(super) fn provision<T>(
         &self,
         old: u64,
@@ -180,29 +184,42 @@ impl Controller {
         check: bool,
         record: impl FnOnce() -> Result<(T, bool), ControlError>,
     ) -> Result<T, ControlError> {
-        let mut a = self.allocation.lock();
-        let after = a.provisioned.saturating_sub(old as u128) + new as u128;
-        let s = self.pool_settings(DEFAULT_POOL)?;
-        if check && new > old {
-            let capacity = self.pool.info().capacity;
-            if let Some(l) = limit(capacity, &s) {
-                if after > l {
-                    return Err(ControlError::PoolOvercommitted(format!(
-                        "pool {DEFAULT_POOL} allows {l} bytes of volumes ({capacity} bytes × \
-                         overcommit {}); {} provisioned, {} more requested",
-                        s.overcommit.unwrap_or_default(),
-                        a.provisioned,
-                        new - old
-                    )));
+        let growth = u128::from(new.saturating_sub(old));
+        let shrink = u128::from(old.saturating_sub(new));
+        {
+            let mut a = self.allocation.lock();
+            if check && growth > 0 {
+                let s = self.pool_settings(DEFAULT_POOL)?;
+                let capacity = self.pool.info().capacity;
+                if let Some(l) = limit(capacity, &s) {
+                    let after = a.provisioned.saturating_sub(old as u128) + new as u128;
+                    if after > l {
+                        return Err(ControlError::PoolOvercommitted(format!(
+                            "pool {DEFAULT_POOL} allows {l} bytes of volumes ({capacity} bytes \
+                             × overcommit {}); {} provisioned, {} more requested",
+                            s.overcommit.unwrap_or_default(),
+                            a.provisioned,
+                            new - old
+                        )));
+                    }
                 }
             }
+            a.provisioned += growth;
         }
-        let (out, recorded) = record()?;
-        if recorded {
-            a.provisioned = after;
-            self.observe_allocation(&mut a, &s);
+        let result = record();
+        let s = self.pool_settings(DEFAULT_POOL);
+        let mut a = self.allocation.lock();
+        match &result {
+            Ok((_, true)) => a.provisioned = a.provisioned.saturating_sub(shrink),
+            _ => a.provisioned = a.provisioned.saturating_sub(growth),
         }
-        Ok(out)
+        // Settings that cannot be read now only delay the threshold figures to the next
+        // change: the change itself is decided and must be answered as it went.
+        if let Ok(s) = &s {
+            self.observe_allocation(&mut a, s);
+        }
+        drop(a);
+        result.map(|(out, _)| out)
     }
 
     /// Sets the provisioned figure (start: counted from the records).

@@ -28,7 +28,7 @@ impl Controller {
             exports: Default::default(),
             nbd_tcp: Default::default(),
             nbd: Default::default(),
-            tenant_locks: Default::default(),
+            tenant_pipes: Default::default(),
             allocation: Default::default(),
         };
         c.recover()?;

@@ -2,10 +2,10 @@
 //!
 //! # Invariants
 //! - A tenant's `usage` is changed in the same transaction as the change that uses it, with a
-//!   comparison on the tenant record's revision ([`Controller::with_tenant`]); this process's
-//!   transactions on one tenant are serialized by a per-tenant lock, and one that lost to
-//!   another process is retried with fresh figures, so quotas and usage never drift and local
-//!   contention never answers `busy`.
+//!   comparison on the tenant record's revision (`with_tenant`, in `tenant_txn.rs`): this
+//!   process's changes of one tenant are staged in order and never lose to each other, and one
+//!   that lost to another process runs again on fresh figures, so quotas and usage never drift
+//!   and local contention never answers `busy`.
 //! - Usage arithmetic is checked ([`charge`]): a sum that would pass its quota, or `u64::MAX`
 //!   without one, is refused; it never wraps.
 //! - Only an empty tenant is deleted; its tokens, NBD socket and certificates go with it.
@@ -85,22 +85,24 @@ impl Controller {
     pub fn delete_tenant(&self, p: &Principal, name: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Admin)?;
         self.visible_tenant(p, name)?;
-        let _local = self.tenant_lock(name);
-        let (t, rev) = self.visible_tenant(p, name)?;
-        if t.usage.volumes > 0 || t.usage.snapshots > 0 {
-            return Err(ControlError::InUse {
-                what: InUse::TenantNotEmpty,
-                message: format!("tenant {name} still has volumes or snapshots"),
-            });
-        }
-        let r = self.store.txn(
-            Txn::new()
-                .when(tenant_key(name), rev)
-                .delete(tenant_key(name)),
-        )?;
-        if !r.succeeded {
-            return Err(ControlError::Busy("tenant changed meanwhile, retry".into()));
-        }
+        self.tenant_exclusive(name, || {
+            let (t, rev) = self.visible_tenant(p, name)?;
+            if t.usage.volumes > 0 || t.usage.snapshots > 0 {
+                return Err(ControlError::InUse {
+                    what: InUse::TenantNotEmpty,
+                    message: format!("tenant {name} still has volumes or snapshots"),
+                });
+            }
+            let r = self.store.txn(
+                Txn::new()
+                    .when(tenant_key(name), rev)
+                    .delete(tenant_key(name)),
+            )?;
+            if !r.succeeded {
+                return Err(ControlError::Busy("tenant changed meanwhile, retry".into()));
+            }
+            Ok(())
+        })?;
         // Tokens of the tenant stop working.
         for (key, tok) in self.list::<TokenRecord>("/tokens/", None, 0)? {
             if tok.tenant.as_deref() == Some(name) {
@@ -110,62 +112,7 @@ impl Controller {
         // Its NBD socket, sessions and certificates go with it.
         self.tenant_deleted(name)
     }
-
-    /// Applies a change to a tenant's record and other keys in one transaction. `f` checks
-    /// quotas and its own preconditions on the fresh record (and may read other keys: nothing
-    /// of this process changes the tenant meanwhile). Changes to one tenant from this process
-    /// are serialized by its in-process lock, so they never lose a compare-and-swap to each
-    /// other; a transaction that lost to another process (a shared store) is retried with
-    /// fresh figures, with a growing pause, for up to [`CONTENTION_LIMIT`].
-    pub(super) fn with_tenant<T>(
-        &self,
-        tenant: &str,
-        mut f: impl FnMut(&mut Tenant) -> Result<(Txn, T), ControlError>,
-    ) -> Result<T, ControlError> {
-        let _local = self.tenant_lock(tenant);
-        let start = std::time::Instant::now();
-        let mut pause = std::time::Duration::from_micros(100);
-        loop {
-            let (mut t, rev) = self
-                .get::<Tenant>(&tenant_key(tenant))?
-                .ok_or_else(|| ControlError::not_found(Resource::Tenant, tenant))?;
-            let (mut txn, out) = f(&mut t)?;
-            txn.compare
-                .push(strata_state::Compare::ModRevision(tenant_key(tenant), rev));
-            txn.success
-                .push(strata_state::Op::Put(tenant_key(tenant), enc(&t)));
-            if self.store.txn(txn)?.succeeded {
-                return Ok(out);
-            }
-            if start.elapsed() > CONTENTION_LIMIT {
-                return Err(ControlError::Busy(format!(
-                    "tenant {tenant} kept changing for {} s; retry",
-                    CONTENTION_LIMIT.as_secs()
-                )));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(std::time::Duration::from_millis(50));
-        }
-    }
-
-    /// The in-process lock of a tenant's quota transactions.
-    pub(super) fn tenant_lock(
-        &self,
-        tenant: &str,
-    ) -> parking_lot::ArcMutexGuard<parking_lot::RawMutex, ()> {
-        let lock = self
-            .tenant_locks
-            .lock()
-            .entry(tenant.to_string())
-            .or_default()
-            .clone();
-        lock.lock_arc()
-    }
 }
-
-/// How long a quota transaction keeps retrying when other processes sharing the store keep
-/// changing the tenant (never reached by one process alone: its changes are serialized).
-pub(super) const CONTENTION_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a change takes from or gives back to a tenant's usage, per dimension.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

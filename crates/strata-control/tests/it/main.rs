@@ -10,4 +10,5 @@ mod fixture;
 mod overcommit;
 mod quotas;
 mod recovery;
+mod staging;
 mod switches;
