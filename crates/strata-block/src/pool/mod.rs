@@ -27,9 +27,13 @@
 //!   partial blocks, rewrites in place), and a reader that found a bad checksum against them.
 //! - `gate`: data I/O holds it shared, management operations and trims exclusively, so a layer
 //!   never changes shape under an I/O in flight.
-//! - `epoch_gate`: a writer holds it shared from deciding to rewrite blocks in place until the
-//!   map update; a commit's epoch cut holds it exclusively.
-//! - `commit` serializes commits. Lock order: gate, stripe, epoch_gate, commit, meta.
+//! - `epoch_gate`: a write request holds it shared from its reservation (where it counts the
+//!   blocks it may rewrite in place) to its last chunk's map update; a commit's epoch cut holds
+//!   it exclusively. So no commit turns an in-place block into a redirect under a request, and
+//!   the reservation covers every chunk.
+//! - `commit` serializes commits. Lock order: gate, epoch_gate, stripe, meta; a commit takes
+//!   `commit` then `epoch_gate`, so a writer holding `epoch_gate` never waits for a commit (it
+//!   commits after releasing it).
 //!
 //! # Files (one operation family each; they import this module, never each other in a loop)
 //! - `mod.rs`: the pool type, its shared state, and look-ups (info, volumes, snapshots).
@@ -237,7 +241,7 @@ pub(crate) struct Inner {
     meta: Mutex<MetaState>,
     gate: RwLock<()>,
     /// Writers overwriting current-epoch blocks in place hold it shared; a commit's epoch cut
-    /// holds it exclusively. Lock order: gate, stripe, epoch_gate, commit, meta; a writer never
+    /// holds it exclusively. Lock order: gate, epoch_gate, stripe, meta; a writer never
     /// holds it while committing.
     epoch_gate: RwLock<()>,
     stripes: Box<[RwLock<()>]>,

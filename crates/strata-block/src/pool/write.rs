@@ -33,19 +33,34 @@ impl Pool {
             return Ok(());
         }
         let (b0, b1) = (offset / BS, (offset + data.len() as u64).div_ceil(BS));
-        let mut res = self.reserve(volume, top, class, b0, b1)?;
+        // The epoch gate is held from the reservation to the last chunk's map update: no
+        // commit cuts the epoch in between, so the blocks counted as rewritable in place stay
+        // so, and the reservation covers every chunk (all or nothing on a full pool).
+        let (eg, mut res) = self.reserve(volume, top, class, b0, b1)?;
         let mut done = 0usize;
         let mut r = Ok(());
+        let mut need_commit = false;
         while done < data.len() {
             let off = offset + done as u64;
             let n = ((CHUNK_BYTES - off % CHUNK_BYTES) as usize).min(data.len() - done);
-            r = self.write_chunk(volume, top, class, off, &data[done..done + n], &mut res);
-            if r.is_err() {
-                break;
+            match self.write_chunk(volume, top, class, off, &data[done..done + n], &mut res) {
+                Ok(c) => need_commit |= c,
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
             }
             done += n;
         }
+        drop(eg);
         self.unreserve(&mut res);
+        if need_commit {
+            // The journal buffer passed its size: commit now that the gate is released.
+            let c = self.commit();
+            if r.is_ok() {
+                r = c;
+            }
+        }
         r
     }
 
@@ -55,6 +70,8 @@ impl Pool {
     /// commit that makes the redirect durable frees the old copies). Blocks of the current
     /// epoch are rewritten in place and need nothing. If space is short only because frees
     /// are not yet durable, commits once and retries; otherwise fails with nothing changed.
+    /// Returns the epoch gate, held shared, with the reservation: the caller keeps it until
+    /// its last map update, so the count of in-place blocks stays true.
     fn reserve(
         &self,
         volume: VolumeId,
@@ -62,9 +79,10 @@ impl Pool {
         class: Option<DeviceClass>,
         b0: u64,
         b1: u64,
-    ) -> Result<Reservation, IoError> {
+    ) -> Result<(RwLockReadGuard<'_, ()>, Reservation), IoError> {
         for attempt in 0..2 {
             let pending = {
+                let eg = self.inner.epoch_gate.read();
                 let mut m = self.inner.meta.lock();
                 let epoch = m.state.epoch;
                 let layer = &m.state.layers[&top];
@@ -86,7 +104,8 @@ impl Pool {
                         && m.alloc
                             .alloc(redirect, class, Take::IncludingReserve, &mut runs);
                     debug_assert!(ok, "space was counted");
-                    return Ok(Reservation { runs });
+                    drop(m);
+                    return Ok((eg, Reservation { runs }));
                 }
                 !m.pending_free.is_empty()
             };
@@ -197,7 +216,9 @@ impl Pool {
         self.commit()
     }
     /// Writes one chunk (at most 1 MiB, inside one aligned chunk) under its stripe lock, in
-    /// four steps: merge partial blocks, place, write runs, record the map.
+    /// four steps: merge partial blocks, place, write runs, record the map. The caller holds
+    /// the epoch gate shared (from its reservation). Returns whether the journal buffer is
+    /// large enough to commit (the caller commits once it released the gate).
     fn write_chunk(
         &self,
         volume: VolumeId,
@@ -206,20 +227,15 @@ impl Pool {
         off: u64,
         data: &[u8],
         res: &mut Reservation,
-    ) -> Result<(), IoError> {
+    ) -> Result<bool, IoError> {
         let b0 = off / BS;
         let _s = self.stripe(volume.0, b0 / CHUNK_BLOCKS).write();
         let mut scratch = SmallVec::new();
         let src = self.merge_partial(volume, top, off, data, &mut scratch)?;
         let csums: SmallVec<[u32; 32]> = src.chunks(BSU).map(checksum).collect();
-        let (eg, placed) = self.place(volume, top, class, b0, src.len() / BSU, res)?;
+        let placed = self.place(volume, top, class, b0, src.len() / BSU, res)?;
         self.write_runs(&placed, src)?;
-        let need_commit = self.record_map(top, b0, &placed, &csums);
-        drop(eg);
-        if need_commit {
-            self.commit()?;
-        }
-        Ok(())
+        Ok(self.record_map(top, b0, &placed, &csums))
     }
 
     /// Step 1: the chunk's bytes as whole blocks. An aligned write is used as it is; a partial
@@ -269,15 +285,12 @@ impl Pool {
         Ok(&scratch[..])
     }
 
-    /// Step 2: where each of the `n` blocks from `b0` goes, with the epoch gate held (returned
-    /// to the caller, who keeps it until the map update). A block of the top layer written in
-    /// the current epoch is referenced by no durable metadata, so it is rewritten in place;
+    /// Step 2: where each of the `n` blocks from `b0` goes. A block of the top layer written
+    /// in the current epoch is referenced by no durable metadata, so it is rewritten in place;
     /// every other block takes one from the request's reservation (redirect-on-write: a block
-    /// durable metadata references is never written). Invariant: while the gate is held no
-    /// commit cuts the epoch, so an in-place block cannot become durable under the rewrite.
-    /// Only a commit between the reservation and this step (which can turn current-epoch
-    /// blocks into older ones) can leave the reservation short; the rest is then allocated
-    /// here, the reserve included, since those blocks are redirects.
+    /// durable metadata references is never written). Invariant: the caller holds the epoch
+    /// gate from its reservation on, so no commit cuts the epoch, an in-place block cannot
+    /// become durable under the rewrite, and the reservation holds every block needed here.
     fn place(
         &self,
         volume: VolumeId,
@@ -286,10 +299,8 @@ impl Pool {
         b0: u64,
         n: usize,
         res: &mut Reservation,
-    ) -> Result<(RwLockReadGuard<'_, ()>, Placed), IoError> {
-        let mut attempt = 0;
-        loop {
-            let eg = self.inner.epoch_gate.read();
+    ) -> Result<Placed, IoError> {
+        {
             let mut m = self.inner.meta.lock();
             let epoch = m.state.epoch;
             let layer = &m.state.layers[&top];
@@ -322,23 +333,13 @@ impl Pool {
                 pbs.fill(u64::MAX);
             } else {
                 let got = res.take(need, &mut runs);
-                let short = need - got;
-                let room = m.state.entries + short <= m.max_entries;
-                if short > 0
-                    && !(room
-                        && m.alloc
-                            .alloc(short, class, Take::IncludingReserve, &mut runs))
-                {
+                if got < need {
+                    // The reservation counted these blocks under the same epoch: only a
+                    // broken invariant gets here. Refuse the chunk rather than overwrite.
+                    debug_assert!(false, "reservation short by {} blocks", need - got);
                     res.give_back(runs);
-                    let pending = !m.pending_free.is_empty();
                     drop(m);
-                    drop(eg);
-                    if attempt == 1 || !pending {
-                        return Err(self.out_of_space(volume));
-                    }
-                    attempt += 1;
-                    self.commit()?;
-                    continue;
+                    return Err(self.out_of_space(volume));
                 }
             }
             let mut next = runs
@@ -348,7 +349,7 @@ impl Pool {
                 *p = next.next().expect("allocated as many as needed");
             }
             drop(m);
-            return Ok((eg, Placed { pbs, fresh: runs }));
+            Ok(Placed { pbs, fresh: runs })
         }
     }
 
