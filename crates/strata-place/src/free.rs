@@ -118,8 +118,8 @@ impl<'a> FreeState<'a> {
         {
             return false;
         }
-        for k in 0..4 {
-            free.res[k] -= need[k];
+        for (have, n) in free.res.iter_mut().zip(need) {
+            *have -= n;
         }
         for &g in &part.gpus {
             free.gpu_free[g as usize] = false;
@@ -132,8 +132,8 @@ impl<'a> FreeState<'a> {
         let i = self.node_index(&part.node).expect("part of a known node");
         let free = &mut self.nodes[i];
         let need = part_res(part);
-        for k in 0..4 {
-            free.res[k] += need[k];
+        for (have, n) in free.res.iter_mut().zip(need) {
+            *have += n;
         }
         for &g in &part.gpus {
             free.gpu_free[g as usize] = true;

@@ -138,7 +138,7 @@ fn build(
             let have = free_models.get(model).copied().unwrap_or(0);
             push_gpu_sum(&mut constraints, jobs, cands, &x, list, have);
         }
-        for (_, list) in &per_island {
+        for list in per_island.values() {
             let have = cands[list[0]].slot_free;
             push_gpu_sum(&mut constraints, jobs, cands, &x, list, have);
         }

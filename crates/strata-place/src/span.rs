@@ -18,6 +18,12 @@ use std::collections::BTreeMap;
 use crate::free::{demand, FreeState};
 use crate::model::{Cluster, Job, Part};
 
+/// A spanning job's choice: the label value, (node index, GPUs) per part, the GPU model.
+pub(crate) type SpanChoice = (String, Vec<(usize, u32)>, String);
+
+/// Ranking of a group choice: nodes used, GPUs left over, label value, model.
+type Rank<'a> = (usize, u32, &'a str, &'a str);
+
 /// The most GPUs of a model (any model when `None`) any one node has, free or not.
 pub(crate) fn largest_node(cluster: &Cluster, model: Option<&str>) -> u32 {
     cluster
@@ -49,11 +55,7 @@ pub(crate) fn part_demand(job: &Job, count: u32) -> [u64; 4] {
 
 /// Nodes and GPU counts a spanning job would use within one label group, or `None`.
 /// `ignore_use` plans as if every node were empty (for "what would draining make room for").
-pub(crate) fn choose(
-    free: &FreeState<'_>,
-    job: &Job,
-    ignore_use: bool,
-) -> Option<(String, Vec<(usize, u32)>, String)> {
+pub(crate) fn choose(free: &FreeState<'_>, job: &Job, ignore_use: bool) -> Option<SpanChoice> {
     let label = job.same_label.as_deref()?;
     let cluster = free.cluster;
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -70,7 +72,7 @@ pub(crate) fn choose(
         .collect();
     models.sort_unstable();
     models.dedup();
-    let mut best: Option<((usize, u32, &str, &str), Vec<(usize, u32)>)> = None;
+    let mut best: Option<(Rank<'_>, Vec<(usize, u32)>)> = None;
     for (value, nodes) in &groups {
         for &model in &models {
             let mut avail: Vec<(u32, usize)> = nodes

@@ -68,7 +68,7 @@ fn island_busy_names_the_node_to_drain() {
              draining {busy_node} would make room"
         )
     );
-    assert_eq!(e.drain, [busy_node.clone()]);
+    assert_eq!(e.drain, std::slice::from_ref(busy_node));
 }
 
 #[test]
