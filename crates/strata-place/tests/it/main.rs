@@ -1,0 +1,6 @@
+//! Integration tests of the placement engine (one binary, modules by concern).
+
+mod build;
+mod explain;
+mod plan;
+mod props;
