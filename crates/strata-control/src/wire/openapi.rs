@@ -25,6 +25,7 @@ use super::*;
     VolumeSize,
     Bandwidth,
     Quota,
+    QuotaPatch,
     Usage,
     Tenant,
     TenantList,
@@ -47,6 +48,7 @@ use super::*;
     Resize,
     Rollback,
     SetQos,
+    QosPatch,
     IoTotals,
     VolumeStats,
     NewName,
@@ -238,6 +240,15 @@ fn operations() -> Vec<Op> {
         .ok(200, "the tenant", r::<Tenant>())
         .errors(&[409]),
         op(
+            Patch,
+            "/v1/tenants/{name}/quota",
+            "updateQuota",
+            "Change only the named limits of a tenant's quota; null removes one (admin)",
+        )
+        .body(r::<QuotaPatch>())
+        .ok(200, "the tenant", r::<Tenant>())
+        .errors(&[409]),
+        op(
             Put,
             "/v1/tenants/{name}/socket-owner",
             "setSocketOwner",
@@ -360,6 +371,15 @@ fn operations() -> Vec<Op> {
         .ok(200, "the volume", r::<Volume>())
         .errors(&[409]),
         op(
+            Patch,
+            "/v1/volumes/{id}/qos",
+            "updateQos",
+            "Change only the named QoS limits of a volume; null removes one",
+        )
+        .body(r::<QosPatch>())
+        .ok(200, "the volume", r::<Volume>())
+        .errors(&[409]),
+        op(
             Get,
             "/v1/volumes/{id}/stats",
             "volumeStats",
@@ -421,9 +441,23 @@ fn operations() -> Vec<Op> {
         .body(r::<NewName>())
         .ok(201, "created", r::<Volume>())
         .errors(&[409, 507]),
-        op(Get, "/v1/audit", "listAudit", "The audit log (admin)")
-            .query("limit", int(1, LIST_LIMIT_MAX, false), "at most this many")
-            .ok(200, "entries", r::<AuditList>()),
+        op(
+            Get,
+            "/v1/audit",
+            "listAudit",
+            "The audit log, newest first (admin)",
+        )
+        .query(
+            "limit",
+            int(1, LIST_LIMIT_MAX, false),
+            "at most this many, the newest",
+        )
+        .query(
+            "since",
+            int(0, TIME_MAX, false),
+            "only entries at or after this time, seconds since the epoch",
+        )
+        .ok(200, "entries", r::<AuditList>()),
         op(
             Post,
             "/v1/switches",
