@@ -725,6 +725,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )),
         )
         .route(
+            "/v1/attachments",
+            get(read(|c, p, Query(q): Query<wire::ListAttachments>| {
+                c.list_attachments(p, q.tenant.as_deref())
+                    .map(|a| wire::AttachmentList {
+                        items: a.into_iter().map(Into::into).collect(),
+                    })
+            })),
+        )
+        .route(
             "/v1/volumes/{id}/stats",
             get(read(|c, p, id: String| {
                 let v = c.volume_stats(p, &id)?;

@@ -196,6 +196,12 @@ pub enum VolumeCmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Lists the attached volumes (NBD exports) you may see, with their URIs.
+    Attachments {
+        /// Only this tenant's (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Stops exporting a volume to new NBD connections.
     Detach {
         /// Volume name.
@@ -933,6 +939,36 @@ impl Client {
                 tenant,
                 quiet,
             } => self.import(&name, &file, tenant.as_deref(), quiet),
+            VolumeCmd::Attachments { tenant } => {
+                let q = tenant.map_or(String::new(), |t| format!("?tenant={}", enc(&t)));
+                let mut v = self.req("GET", &format!("/v1/attachments{q}"), None)?;
+                // Names beside ids, from the volumes the caller sees.
+                let vols = self.req("GET", "/v1/volumes?limit=1000", None)?;
+                let names: std::collections::HashMap<String, Value> = vols["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| Some((x["id"].as_str()?.to_string(), x["name"].clone())))
+                    .collect();
+                for a in v["items"].as_array_mut().into_iter().flatten() {
+                    let name = a["volume"]
+                        .as_str()
+                        .and_then(|id| names.get(id))
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    a["name"] = name;
+                }
+                self.print(
+                    &v,
+                    &[
+                        ("NAME", "name"),
+                        ("TENANT", "tenant"),
+                        ("SINCE (UTC)", "created:time"),
+                        ("URI", "uri"),
+                        ("VOLUME", "volume"),
+                    ],
+                )
+            }
             VolumeCmd::Detach { name, tenant } => {
                 let id = self.volume_id(&name, tenant.as_deref())?;
                 self.req("DELETE", &format!("/v1/volumes/{id}/attachments"), None)?;
@@ -1200,6 +1236,14 @@ impl Client {
     fn import(&self, name: &str, file: &Path, tenant: Option<&str>, quiet: bool) -> Result<()> {
         use std::io::Read;
         let id = self.volume_id(name, tenant)?;
+        // The import attaches only for its own copy: a volume it found detached it leaves
+        // detached, whatever happens (`Detach` on drop).
+        let was_attached = match self.req("GET", &format!("/v1/volumes/{id}/attachments"), None) {
+            Ok(_) => true,
+            Err(e) if e.to_string().starts_with("attachment_not_found") => false,
+            Err(e) => return Err(e),
+        };
+        let _detach = (!was_attached).then(|| Detach { c: self, id: &id });
         let a = self.req(
             "POST",
             &format!("/v1/volumes/{id}/attachments"),
@@ -1294,6 +1338,21 @@ impl Client {
             Output::Yaml => outln!("result: {msg}"),
         }
         Ok(())
+    }
+}
+
+/// Detaches a volume when dropped (an import's own attachment, on every way out).
+struct Detach<'a> {
+    c: &'a Client,
+    id: &'a str,
+}
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        let path = format!("/v1/volumes/{}/attachments", self.id);
+        if let Err(e) = self.c.req("DELETE", &path, None) {
+            eprintln!("warning: the volume stays attached: {e:#}");
+        }
     }
 }
 

@@ -58,6 +58,7 @@ use super::*;
     Attach,
     Credentials,
     Attachment,
+    AttachmentList,
     Device,
     Pool,
     PoolList,
@@ -111,6 +112,8 @@ struct Op {
     summary: &'static str,
     query: Vec<utoipa::openapi::path::Parameter>,
     body: Option<RefOr<Schema>>,
+    /// The body may be left out (the operation has a default for it).
+    body_optional: bool,
     ok: (u16, &'static str, Option<RefOr<Schema>>),
     errors: &'static [u16],
 }
@@ -123,6 +126,7 @@ fn op(method: HttpMethod, path: &'static str, id: &'static str, summary: &'stati
         summary,
         query: vec![],
         body: None,
+        body_optional: false,
         ok: (200, "ok", None),
         errors: &[],
     }
@@ -131,6 +135,11 @@ fn op(method: HttpMethod, path: &'static str, id: &'static str, summary: &'stati
 impl Op {
     fn body(mut self, s: RefOr<Schema>) -> Self {
         self.body = Some(s);
+        self
+    }
+    fn optional_body(mut self, s: RefOr<Schema>) -> Self {
+        self.body = Some(s);
+        self.body_optional = true;
         self
     }
     fn ok(mut self, status: u16, what: &'static str, s: RefOr<Schema>) -> Self {
@@ -381,6 +390,18 @@ fn operations() -> Vec<Op> {
         .errors(&[409]),
         op(
             Get,
+            "/v1/attachments",
+            "listAttachments",
+            "List the attachments the caller may see",
+        )
+        .query(
+            "tenant",
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
+            "only this tenant's",
+        )
+        .ok(200, "attachments", r::<AttachmentList>()),
+        op(
+            Get,
             "/v1/volumes/{id}/stats",
             "volumeStats",
             "Live figures of a volume",
@@ -392,7 +413,7 @@ fn operations() -> Vec<Op> {
             "attachVolume",
             "Export a volume over NBD",
         )
-        .body(RefOr::T(Schema::OneOf(
+        .optional_body(RefOr::T(Schema::OneOf(
             utoipa::openapi::schema::OneOfBuilder::new()
                 .description(Some("the transport; null (or no body) is `unix`"))
                 .item(r::<Attach>())
@@ -564,7 +585,11 @@ pub fn document() -> OpenApi {
         if let Some(s) = o.body {
             b = b.request_body(Some(
                 RequestBodyBuilder::new()
-                    .required(Some(Required::True))
+                    .required(Some(if o.body_optional {
+                        Required::False
+                    } else {
+                        Required::True
+                    }))
                     .content("application/json", json(s))
                     .build(),
             ));

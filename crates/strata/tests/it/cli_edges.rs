@@ -521,3 +521,48 @@ fn a_closed_pipe_ends_the_cli_quietly() {
     assert!(err.is_empty(), "{err}");
     assert_eq!(o.status.code(), Some(141));
 }
+
+#[test]
+fn a_second_switch_vxlan_port_on_the_same_address_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let a = d.admin();
+    let a = Some(a.as_str());
+    // A UDP port nobody holds now.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    for sw in ["s1", "s2"] {
+        assert!(cli(&d, a, &["switch", "create", sw]).ok);
+    }
+    let vx = |sw: &str, remote: &str| {
+        cli(
+            &d,
+            a,
+            &[
+                "switch",
+                "add-vxlan",
+                sw,
+                "vx",
+                "--remote",
+                remote,
+                "--local",
+                "127.0.0.1",
+                "--dstport",
+                &port,
+            ],
+        )
+    };
+    let r = vx("s1", "127.0.0.2");
+    assert!(r.ok, "{}", r.err);
+    let r = vx("s2", "127.0.0.3");
+    assert!(
+        !r.ok && r.err.contains("HTTP 409") && r.err.contains("port_address_unavailable"),
+        "{}",
+        r.err
+    );
+    d.stop();
+}
