@@ -113,6 +113,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             InUse::VolumeHasSnapshots => C::VolumeHasSnapshots,
             InUse::VolumeAttached => C::VolumeAttached,
             InUse::TenantNotEmpty => C::TenantNotEmpty,
+            InUse::RequestIdReused => C::RequestIdReused,
         },
         ControlError::Busy(_) => C::Busy,
         ControlError::Unavailable { service, .. } => match service {
@@ -405,12 +406,22 @@ fn operation<I: Input, T: Serialize + Send + 'static>(
                     return f(c, p, input);
                 };
                 let resource = what(&input);
+                // The tenant acted on: the caller's, else the one the resource names (looked
+                // up before a delete removes it), else the one a create answers with.
+                let before = p
+                    .tenant
+                    .clone()
+                    .or_else(|| c.audit_tenant(action, &resource));
                 let r = f(c, p, input);
+                let tenant = before.or_else(|| {
+                    let v = serde_json::to_value(r.as_ref().ok()?).ok()?;
+                    v.get("tenant")?.as_str().map(str::to_string)
+                });
                 let outcome = match &r {
                     Ok(_) => "ok",
                     Err(e) => code_of(e).as_str(),
                 };
-                c.audit(p, p.tenant.as_deref(), action, &resource, outcome);
+                c.audit(p, tenant.as_deref(), action, &resource, outcome);
                 r
             })
             .await;
@@ -527,6 +538,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 "tenant.set_quota",
                 |(n, _): &(String, Body<Quota>)| n.clone(),
                 |c, p, (name, Body(q))| c.set_quota(p, &name, q.into()).map(Tenant::from),
+            ))
+            .patch(change(
+                S::OK,
+                "tenant.update_quota",
+                |(n, _): &(String, Body<QuotaPatch>)| n.clone(),
+                |c, p, (name, Body(q))| {
+                    c.update_quota(p, &name, |cur| q.apply(cur))
+                        .map(Tenant::from)
+                },
             )),
         )
         .route(
@@ -674,6 +694,16 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 "volume.set_qos",
                 first::<Body<SetQos>>,
                 |c, p, (id, Body(q))| c.set_qos(p, &id, q.limits()?).map(Volume::from),
+            ))
+            .patch(change(
+                S::OK,
+                "volume.update_qos",
+                first::<Body<QosPatch>>,
+                |c, p, (id, Body(q))| {
+                    let change = q.change()?;
+                    c.update_qos(p, &id, |cur| change.apply(cur))
+                        .map(Volume::from)
+                },
             )),
         )
         .route(
@@ -693,6 +723,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 String::clone,
                 |c, p, id| c.detach(p, &id),
             )),
+        )
+        .route(
+            "/v1/attachments",
+            get(read(|c, p, Query(q): Query<wire::ListAttachments>| {
+                c.list_attachments(p, q.tenant.as_deref())
+                    .map(|a| wire::AttachmentList {
+                        items: a.into_iter().map(Into::into).collect(),
+                    })
+            })),
         )
         .route(
             "/v1/volumes/{id}/stats",
@@ -730,7 +769,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             "/v1/audit",
             get(read(|c, p, Query(l): Query<ListAudit>| {
                 let limit = l.limit.unwrap_or(wire::bounds::LIST_LIMIT_MAX) as usize;
-                c.list_audit(p, limit).map(|e| AuditList {
+                c.list_audit_since(p, limit, l.since).map(|e| AuditList {
                     items: e.into_iter().map(Into::into).collect(),
                 })
             })),

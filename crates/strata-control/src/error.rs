@@ -71,6 +71,8 @@ pub enum InUse {
     VolumeAttached,
     /// The tenant still has volumes or snapshots.
     TenantNotEmpty,
+    /// The request id names an earlier create of another volume.
+    RequestIdReused,
 }
 
 /// A part of the daemon a call needs and that is not running.

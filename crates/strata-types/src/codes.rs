@@ -229,6 +229,9 @@ registry! {
     PortAddressUnavailable = "port_address_unavailable", 409, None;
     /// A packet to trace enters through a port the switch does not have.
     TraceInPortUnknown = "trace_in_port_unknown", 409, None;
+    // ----- the CLI's rough edges -----
+    /// The request id was used before for a create with other arguments (another name).
+    RequestIdReused = "request_id_reused", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

@@ -2,6 +2,7 @@
 //! On an API error it prints the server's code and message and exits non-zero.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
@@ -9,8 +10,13 @@ use serde_json::{json, Value};
 use strata_control::wire;
 use strata_types::format_size;
 
-/// Where `strata serve` listens unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7480";
+use crate::config::{Target, TokenSource};
+
+/// What a 401 answer tells the user to do.
+const TOKEN_HINT: &str = "Pass a token with --token or STRATA_TOKEN, or save one with \
+     `strata login --endpoint URL --token TOKEN`; a new daemon's admin token is in \
+     DATA_DIR/admin.token (and in the CLI config its first start wrote), and \
+     `strata token create` makes tenant tokens";
 
 /// Output format.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -27,6 +33,7 @@ pub enum Output {
 pub enum TenantCmd {
     /// Creates a tenant.
     Create {
+        /// Tenant name.
         name: String,
         /// Capacity quota (e.g. 1T).
         #[arg(long)]
@@ -44,24 +51,40 @@ pub enum TenantCmd {
     },
     /// Revokes every TLS client certificate issued for the tenant (`attach --tcp`) and
     /// closes the NBD sessions they opened; attach again for a new one.
-    RevokeCertificates { name: String },
+    RevokeCertificates {
+        /// Tenant name.
+        name: String,
+    },
     /// Lists tenants.
     List,
     /// Shows a tenant with its quota and usage.
-    Show { name: String },
-    /// Deletes an empty tenant.
-    Delete { name: String },
-    /// Sets a tenant's quota.
-    SetQuota {
+    Show {
+        /// Tenant name.
         name: String,
-        #[arg(long)]
+    },
+    /// Deletes an empty tenant.
+    Delete {
+        /// Tenant name.
+        name: String,
+    },
+    /// Changes a tenant's quota: only the limits named change, the others stay as they are;
+    /// `unlimited` removes a limit (e.g. `--max-iops 500 --capacity unlimited`).
+    SetQuota {
+        /// Tenant name.
+        name: String,
+        /// Capacity quota, the sum of volume sizes (e.g. 1T), or `unlimited`.
+        #[arg(long, value_name = "SIZE|unlimited")]
         capacity: Option<String>,
-        #[arg(long)]
-        max_volumes: Option<u64>,
-        #[arg(long)]
-        max_snapshots: Option<u64>,
-        #[arg(long)]
-        max_iops: Option<u64>,
+        /// Most volumes, or `unlimited`.
+        #[arg(long, value_name = "N|unlimited")]
+        max_volumes: Option<String>,
+        /// Most snapshots, or `unlimited`.
+        #[arg(long, value_name = "N|unlimited")]
+        max_snapshots: Option<String>,
+        /// Most IOPS, the sum of the volumes' IOPS limits (every volume then needs one), or
+        /// `unlimited`.
+        #[arg(long, value_name = "N|unlimited")]
+        max_iops: Option<String>,
     },
 }
 
@@ -87,18 +110,22 @@ pub enum TokenCmd {
         tenant: Option<String>,
     },
     /// Revokes a token by its id: it is refused from then on.
-    Revoke { id: String },
+    Revoke {
+        /// Token id (from `strata token list`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum VolumeCmd {
     /// Creates a thin volume.
     Create {
+        /// Volume name.
         name: String,
         /// Size, e.g. 10G.
         #[arg(long)]
         size: String,
-        /// Tenant (admins).
+        /// Tenant to create in (admins; default: the `default` tenant the first start made).
         #[arg(long)]
         tenant: Option<String>,
         /// Pool.
@@ -107,7 +134,8 @@ pub enum VolumeCmd {
         /// Device class: hdd, ssd or nvme.
         #[arg(long)]
         class: Option<String>,
-        /// Makes the create idempotent.
+        /// Makes the create idempotent: a retry with the same id answers the volume it made;
+        /// the same id with another name is refused (request_id_reused).
         #[arg(long)]
         request_id: Option<String>,
         /// IOPS limit.
@@ -118,26 +146,32 @@ pub enum VolumeCmd {
         bandwidth_limit: Option<String>,
     },
     /// Adjusts a volume's performance limits (applies to open connections within a second).
+    /// Only the limits named change, the others stay as they are; `none` removes a limit
+    /// (e.g. `--bandwidth-limit 200M` keeps the IOPS limit, `--iops-limit none` drops it).
     SetQos {
+        /// Volume name.
         name: String,
-        /// IOPS limit (omit for none).
-        #[arg(long)]
-        iops_limit: Option<u64>,
-        /// Bandwidth limit per second, e.g. 200M (omit for none).
-        #[arg(long)]
+        /// IOPS limit, or `none`.
+        #[arg(long, value_name = "N|none")]
+        iops_limit: Option<String>,
+        /// Bandwidth limit per second, e.g. 200M, or `none`.
+        #[arg(long, value_name = "RATE|none")]
         bandwidth_limit: Option<String>,
-        /// IOPS burst.
-        #[arg(long)]
-        burst_iops: Option<u64>,
-        /// Bandwidth burst, e.g. 1G.
-        #[arg(long)]
+        /// IOPS burst above the limit (default: one second's worth), or `none`.
+        #[arg(long, value_name = "N|none")]
+        burst_iops: Option<String>,
+        /// Bandwidth burst above the limit, e.g. 1G (default: one second's worth), or `none`.
+        #[arg(long, value_name = "SIZE|none")]
         burst_bandwidth: Option<String>,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Exports a volume over NBD and prints the URI a client opens.
     Attach {
+        /// Volume name.
         name: String,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
         /// Over TCP with TLS: also fetch a client certificate into --credentials-dir.
@@ -151,65 +185,92 @@ pub enum VolumeCmd {
     /// Copies a local raw image into a volume over NBD, with a progress bar. All-zero
     /// 1 MiB stretches are skipped, so the volume stays thin.
     Import {
+        /// Volume name.
         name: String,
         /// The raw image file.
         file: std::path::PathBuf,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
     },
+    /// Lists the attached volumes (NBD exports) you may see, with their URIs.
+    Attachments {
+        /// Only this tenant's (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Stops exporting a volume to new NBD connections.
     Detach {
+        /// Volume name.
         name: String,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Live IOPS, throughput and latency of a volume over the last minute.
     Stats {
+        /// Volume name.
         name: String,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Lists volumes.
     List {
+        /// Only this tenant's volumes (admins); a tenant that does not exist is not found.
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Shows a volume.
     Show {
+        /// Volume name.
         name: String,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Grows or shrinks a volume.
     Resize {
+        /// Volume name.
         name: String,
+        /// New size, e.g. 20G.
         #[arg(long)]
         size: String,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Deletes a volume (with its snapshots only if --force).
     Delete {
+        /// Volume name.
         name: String,
+        /// Also delete the volume's snapshots.
         #[arg(long)]
         force: bool,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Creates a volume from a snapshot (`VOLUME@SNAPSHOT`).
     Clone {
+        /// The snapshot, as VOLUME@SNAPSHOT.
         snapshot: String,
+        /// Name of the new volume.
         new_name: String,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Returns a volume to one of its snapshots.
     Rollback {
+        /// Volume name.
         volume: String,
+        /// Snapshot name (of that volume).
         snapshot: String,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
     },
@@ -219,21 +280,29 @@ pub enum VolumeCmd {
 pub enum SnapshotCmd {
     /// Snapshots a volume.
     Create {
+        /// Volume name.
         volume: String,
+        /// Snapshot name.
         name: String,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Lists a volume's snapshots.
     List {
+        /// Volume name.
         volume: String,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
     },
     /// Deletes a snapshot.
     Delete {
+        /// Volume name.
         volume: String,
+        /// Snapshot name.
         name: String,
+        /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
     },
@@ -242,14 +311,22 @@ pub enum SnapshotCmd {
 #[derive(Subcommand, Debug)]
 pub enum SwitchCmd {
     /// Creates a switch (with the learning flow `priority=0,actions=normal`).
-    Create { name: String },
+    Create {
+        /// Switch name.
+        name: String,
+    },
     /// Lists switches.
     List,
     /// Deletes a switch and closes its ports.
-    Delete { name: String },
+    Delete {
+        /// Switch name.
+        name: String,
+    },
     /// Adds a TAP port (the device is created if missing).
     AddPort {
+        /// Switch name.
         switch: String,
+        /// Port name, also the TAP device's name.
         port: String,
         /// Tenant network (VNI) the port belongs to.
         #[arg(long)]
@@ -263,28 +340,52 @@ pub enum SwitchCmd {
     },
     /// Adds a VXLAN tunnel port.
     AddVxlan {
+        /// Switch name.
         switch: String,
+        /// Port name.
         port: String,
+        /// Remote VTEP address.
         #[arg(long)]
         remote: std::net::Ipv4Addr,
+        /// Local VTEP address to send from and receive on (default: any).
         #[arg(long)]
         local: Option<std::net::Ipv4Addr>,
+        /// The tunnel's fixed VNI (default: the VNI of each packet's port).
         #[arg(long)]
         vni: Option<u32>,
+        /// UDP port of the tunnel (default 4789).
         #[arg(long)]
         dstport: Option<u16>,
     },
     /// Removes a port.
-    DelPort { switch: String, port: String },
+    DelPort {
+        /// Switch name.
+        switch: String,
+        /// Port name.
+        port: String,
+    },
     /// Port counters.
-    Ports { switch: String },
+    Ports {
+        /// Switch name.
+        switch: String,
+    },
     /// Adds a flow, e.g. "table=0,priority=100,ip,nw_dst=10.0.0.0/24,actions=output:tap1".
-    AddFlow { switch: String, flow: String },
+    AddFlow {
+        /// Switch name.
+        switch: String,
+        /// The flow, in ovs-ofctl syntax.
+        flow: String,
+    },
     /// Prints the flows with their counters.
-    DumpFlows { switch: String },
+    DumpFlows {
+        /// Switch name.
+        switch: String,
+    },
     /// Deletes the flows matching MATCH (all without one).
     DelFlows {
+        /// Switch name.
         switch: String,
+        /// Flow match, e.g. "table=0,ip" (all flows without one).
         #[arg(name = "MATCH")]
         filter: Option<String>,
         /// Only the flow with exactly this match and priority.
@@ -292,45 +393,41 @@ pub enum SwitchCmd {
         strict: bool,
     },
     /// Shows the flows a packet hits in each table and what it becomes.
-    Trace { switch: String, packet: String },
+    Trace {
+        /// Switch name.
+        switch: String,
+        /// The packet, e.g. "in_port=tap1,dl_src=02:00:00:00:00:01,dl_dst=ff:ff:ff:ff:ff:ff".
+        packet: String,
+    },
 }
 
 /// An API client.
 pub struct Client {
     base: String,
     token: String,
+    source: TokenSource,
+    timeout: Duration,
     out: Output,
     agent: ureq::Agent,
 }
 
 impl Client {
-    /// Resolves endpoint and token: flags/env first, else the local daemon's defaults.
-    pub fn new(
-        endpoint: Option<String>,
-        token: Option<String>,
-        data_dir: &Path,
-        out: Output,
-    ) -> Result<Client> {
-        let base = endpoint
-            .unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}"))
-            .trim_end_matches('/')
-            .to_string();
-        let token = match token {
-            Some(t) => t,
-            None => std::fs::read_to_string(data_dir.join("admin.token"))
-                .map(|t| t.trim().to_string())
-                .unwrap_or_default(),
-        };
+    /// A client of the daemon `target` (see `config::resolve`); each request is given up
+    /// after `timeout`, connecting included.
+    pub fn new(target: Target, timeout: Duration, out: Output) -> Client {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .timeout_global(Some(timeout))
             .build()
             .into();
-        Ok(Client {
-            base,
-            token,
+        Client {
+            base: target.base,
+            token: target.token,
+            source: target.source,
+            timeout,
             out,
             agent,
-        })
+        }
     }
 
     fn req(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
@@ -353,10 +450,12 @@ impl Client {
                 r.header("Authorization", &auth).send_json(&b)
             }
         };
-        let mut resp =
-            resp.with_context(|| format!("cannot reach the Strata API at {}", self.base))?;
+        let mut resp = resp.map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let text = match resp.body_mut().read_to_string() {
+            Ok(t) => t,
+            Err(e) => return Err(self.unreachable(e)),
+        };
         let v: Value = if text.is_empty() {
             Value::Null
         } else {
@@ -365,15 +464,76 @@ impl Client {
         if status >= 400 {
             let code = v["error"]["code"].as_str().unwrap_or("http_error");
             let msg = v["error"]["message"].as_str().unwrap_or("request failed");
+            if status == 401 {
+                bail!(
+                    "{code}: {msg} (HTTP 401; token from {}). {}",
+                    self.source,
+                    TOKEN_HINT
+                );
+            }
             bail!("{code}: {msg} (HTTP {status})");
         }
         Ok(v)
     }
 
+    /// A transport error, with what to do about it.
+    fn unreachable(&self, e: ureq::Error) -> anyhow::Error {
+        let base = &self.base;
+        let start = format!(
+            "is `strata serve` running? Start it with `strata serve` (data in ./strata-data, \
+             listening on {}), or name the daemon with --endpoint HOST:PORT or save it with \
+             `strata login --endpoint URL --token TOKEN`",
+            crate::config::DEFAULT_LISTEN
+        );
+        match e {
+            ureq::Error::Timeout(_) => anyhow!(
+                "timeout: no answer from the Strata API at {base} within {} s: the daemon is \
+                 busy or what listens there is not Strata; retry with a longer --timeout, or \
+                 check the address",
+                self.timeout.as_secs_f64()
+            ),
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                anyhow!("unreachable: cannot connect to the Strata API at {base} (connection refused): {start}")
+            }
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => anyhow!(
+                "timeout: no answer from the Strata API at {base} within {} s: retry with a \
+                 longer --timeout, or check the address",
+                self.timeout.as_secs_f64()
+            ),
+            ureq::Error::HostNotFound => {
+                anyhow!("unreachable: the host of {base} is not found: check --endpoint")
+            }
+            other => {
+                anyhow!("unreachable: cannot reach the Strata API at {base} ({other}): {start}")
+            }
+        }
+    }
+
+    /// `strata login`: checks the token against the endpoint, then saves both.
+    pub fn login(&self, path: &Path) -> Result<()> {
+        if self.token.is_empty() {
+            bail!("invalid_argument: name the token with --token (or STRATA_TOKEN)");
+        }
+        // Any authenticated read proves the token: every role may list what it sees.
+        self.req("GET", "/v1/tenants", None)?;
+        crate::config::save(
+            path,
+            &crate::config::Config {
+                endpoint: Some(self.base.clone()),
+                token: Some(self.token.clone()),
+            },
+        )?;
+        self.done(&format!(
+            "logged in to {}; saved in {}",
+            self.base,
+            path.display()
+        ))
+    }
+
     fn print(&self, v: &Value, columns: &[(&str, &str)]) -> Result<()> {
         match self.out {
-            Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
-            Output::Yaml => print!("{}", serde_yaml::to_string(v)?),
+            Output::Json => outln!("{}", serde_json::to_string_pretty(v)?),
+            Output::Yaml => out!("{}", serde_yaml::to_string(v)?),
             Output::Table => {
                 let rows: Vec<&Value> = match v.get("items").and_then(Value::as_array) {
                     Some(items) => items.iter().collect(),
@@ -404,12 +564,12 @@ impl Client {
                         .trim_end()
                         .to_string()
                 };
-                println!(
+                outln!(
                     "{}",
                     line(columns.iter().map(|(h, _)| h.to_string()).collect())
                 );
                 for c in cells {
-                    println!("{}", line(c));
+                    outln!("{}", line(c));
                 }
             }
         }
@@ -551,14 +711,19 @@ impl Client {
                 max_snapshots,
                 max_iops,
             } => {
-                let q = wire::Quota {
-                    capacity_bytes: capacity.map(|c| bytes(&c, "capacity")).transpose()?,
-                    volumes: max_volumes,
-                    snapshots: max_snapshots,
-                    iops: max_iops,
+                let q = wire::QuotaPatch {
+                    capacity_bytes: limit(capacity, "capacity", |c| bytes(c, "capacity"))?,
+                    volumes: limit(max_volumes, "max-volumes", |n| count(n, "max-volumes"))?,
+                    snapshots: limit(max_snapshots, "max-snapshots", |n| {
+                        count(n, "max-snapshots")
+                    })?,
+                    iops: limit(max_iops, "max-iops", |n| count(n, "max-iops"))?,
                 };
+                if q == wire::QuotaPatch::default() {
+                    bail!("invalid_argument: name at least one limit to change (see --help)");
+                }
                 let v = self.req(
-                    "PUT",
+                    "PATCH",
                     &format!("/v1/tenants/{}/quota", enc(&name)),
                     body(&q),
                 )?;
@@ -697,18 +862,20 @@ impl Client {
                 burst_bandwidth,
                 tenant,
             } => {
+                let rate = |v: Option<String>, f: &'static str| {
+                    limit(v, f, |b| bytes(b, f).map(wire::Bandwidth::from))
+                };
+                let q = wire::QosPatch {
+                    iops_limit: limit(iops_limit, "iops-limit", |n| count(n, "iops-limit"))?,
+                    bandwidth_limit: rate(bandwidth_limit, "bandwidth-limit")?,
+                    burst_iops: limit(burst_iops, "burst-iops", |n| count(n, "burst-iops"))?,
+                    burst_bandwidth: rate(burst_bandwidth, "burst-bandwidth")?,
+                };
+                if q == wire::QosPatch::default() {
+                    bail!("invalid_argument: name at least one limit to change (see --help)");
+                }
                 let id = self.volume_id(&name, tenant.as_deref())?;
-                let rate = |v: Option<String>, f| {
-                    v.map(|b| bytes(&b, f).map(wire::Bandwidth::from))
-                        .transpose()
-                };
-                let q = wire::SetQos {
-                    iops_limit,
-                    bandwidth_limit: rate(bandwidth_limit, "bandwidth_limit")?,
-                    burst_iops,
-                    burst_bandwidth: rate(burst_bandwidth, "burst_bandwidth")?,
-                };
-                let v = self.req("PUT", &format!("/v1/volumes/{id}/qos"), body(&q))?;
+                let v = self.req("PATCH", &format!("/v1/volumes/{id}/qos"), body(&q))?;
                 self.print(
                     &v,
                     &[
@@ -750,7 +917,7 @@ impl Client {
                 }
                 match self.out {
                     Output::Table if tcp => {
-                        println!("{}", v["tcp_uri"].as_str().unwrap_or_default());
+                        outln!("{}", v["tcp_uri"].as_str().unwrap_or_default());
                         eprintln!(
                             "client certificate written to {} (e.g. nbdinfo '{}?tls-certificates={}')",
                             credentials_dir.display(),
@@ -760,7 +927,7 @@ impl Client {
                         Ok(())
                     }
                     Output::Table => {
-                        println!("{}", v["uri"].as_str().unwrap_or_default());
+                        outln!("{}", v["uri"].as_str().unwrap_or_default());
                         Ok(())
                     }
                     _ => self.print(&v, &[]),
@@ -772,6 +939,36 @@ impl Client {
                 tenant,
                 quiet,
             } => self.import(&name, &file, tenant.as_deref(), quiet),
+            VolumeCmd::Attachments { tenant } => {
+                let q = tenant.map_or(String::new(), |t| format!("?tenant={}", enc(&t)));
+                let mut v = self.req("GET", &format!("/v1/attachments{q}"), None)?;
+                // Names beside ids, from the volumes the caller sees.
+                let vols = self.req("GET", "/v1/volumes?limit=1000", None)?;
+                let names: std::collections::HashMap<String, Value> = vols["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| Some((x["id"].as_str()?.to_string(), x["name"].clone())))
+                    .collect();
+                for a in v["items"].as_array_mut().into_iter().flatten() {
+                    let name = a["volume"]
+                        .as_str()
+                        .and_then(|id| names.get(id))
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    a["name"] = name;
+                }
+                self.print(
+                    &v,
+                    &[
+                        ("NAME", "name"),
+                        ("TENANT", "tenant"),
+                        ("SINCE (UTC)", "created:time"),
+                        ("URI", "uri"),
+                        ("VOLUME", "volume"),
+                    ],
+                )
+            }
             VolumeCmd::Detach { name, tenant } => {
                 let id = self.volume_id(&name, tenant.as_deref())?;
                 self.req("DELETE", &format!("/v1/volumes/{id}/attachments"), None)?;
@@ -1000,7 +1197,7 @@ impl Client {
                 match self.out {
                     Output::Table => {
                         for l in v["flows"].as_array().into_iter().flatten() {
-                            println!("{}", l.as_str().unwrap_or_default());
+                            outln!("{}", l.as_str().unwrap_or_default());
                         }
                         Ok(())
                     }
@@ -1027,7 +1224,7 @@ impl Client {
                 )?;
                 match self.out {
                     Output::Table => {
-                        print!("{}", v["trace"].as_str().unwrap_or_default());
+                        out!("{}", v["trace"].as_str().unwrap_or_default());
                         Ok(())
                     }
                     _ => self.print(&v, &[]),
@@ -1039,6 +1236,14 @@ impl Client {
     fn import(&self, name: &str, file: &Path, tenant: Option<&str>, quiet: bool) -> Result<()> {
         use std::io::Read;
         let id = self.volume_id(name, tenant)?;
+        // The import attaches only for its own copy: a volume it found detached it leaves
+        // detached, whatever happens (`Detach` on drop).
+        let was_attached = match self.req("GET", &format!("/v1/volumes/{id}/attachments"), None) {
+            Ok(_) => true,
+            Err(e) if e.to_string().starts_with("attachment_not_found") => false,
+            Err(e) => return Err(e),
+        };
+        let _detach = (!was_attached).then(|| Detach { c: self, id: &id });
         let a = self.req(
             "POST",
             &format!("/v1/volumes/{id}/attachments"),
@@ -1104,14 +1309,21 @@ impl Client {
         ))
     }
 
-    /// `strata audit`.
-    pub fn audit(&self, limit: usize) -> Result<()> {
-        let v = self.req("GET", &format!("/v1/audit?limit={limit}"), None)?;
+    /// `strata audit`: the newest `limit` entries (from `since` on), newest first.
+    pub fn audit(&self, limit: usize, since: Option<&str>) -> Result<()> {
+        let mut q = format!("/v1/audit?limit={limit}");
+        if let Some(s) = since {
+            let now = crate::times::now();
+            let t = crate::times::not_future(crate::times::parse_since(s, now)?, now)?;
+            q.push_str(&format!("&since={t}"));
+        }
+        let v = self.req("GET", &q, None)?;
         self.print(
             &v,
             &[
-                ("TIME", "time"),
+                ("TIME (UTC)", "time:seconds"),
                 ("ACTOR", "actor"),
+                ("TENANT", "tenant"),
                 ("ACTION", "action"),
                 ("RESOURCE", "resource"),
                 ("OUTCOME", "outcome"),
@@ -1121,11 +1333,26 @@ impl Client {
 
     fn done(&self, msg: &str) -> Result<()> {
         match self.out {
-            Output::Table => println!("{msg}"),
-            Output::Json => println!("{}", json!({"result": msg})),
-            Output::Yaml => println!("result: {msg}"),
+            Output::Table => outln!("{msg}"),
+            Output::Json => outln!("{}", json!({"result": msg})),
+            Output::Yaml => outln!("result: {msg}"),
         }
         Ok(())
+    }
+}
+
+/// Detaches a volume when dropped (an import's own attachment, on every way out).
+struct Detach<'a> {
+    c: &'a Client,
+    id: &'a str,
+}
+
+impl Drop for Detach<'_> {
+    fn drop(&mut self) {
+        let path = format!("/v1/volumes/{}/attachments", self.id);
+        if let Err(e) = self.c.req("DELETE", &path, None) {
+            eprintln!("warning: the volume stays attached: {e:#}");
+        }
     }
 }
 
@@ -1168,6 +1395,10 @@ fn cell(v: &Value, key: &str) -> String {
         }
         (Value::Number(n), "us") => format!("{}us", n),
         (Value::Number(n), "time") => n.as_u64().map_or_else(|| n.to_string(), utc_time),
+        (Value::Number(n), "seconds") => n.as_u64().map_or_else(
+            || n.to_string(),
+            |t| format!("{}:{:02}", utc_time(t), t % 60),
+        ),
         (Value::Null, _) => "-".into(),
         (Value::String(s), _) => s.clone(),
         (other, _) => other.to_string(),
@@ -1182,6 +1413,31 @@ fn body<T: serde::Serialize>(t: &T) -> Option<Value> {
 /// A size the user typed (`10G`, `1.5T`, bytes), in bytes; the server checks its bounds.
 fn bytes(s: &str, field: &str) -> Result<u64> {
     strata_types::parse_size(s).map_err(|e| anyhow!("invalid_argument: {field}: {e}"))
+}
+
+/// A limit the user typed for a partial update: absent stays absent (unchanged), `none` or
+/// `unlimited` is `Some(None)` (removed), anything else is parsed by `parse`.
+fn limit<T>(
+    v: Option<String>,
+    flag: &str,
+    parse: impl Fn(&str) -> Result<T>,
+) -> Result<Option<Option<T>>> {
+    match v.as_deref() {
+        None => Ok(None),
+        Some(s) if s.eq_ignore_ascii_case("none") || s.eq_ignore_ascii_case("unlimited") => {
+            Ok(Some(None))
+        }
+        Some(s) => parse(s)
+            .map(|v| Some(Some(v)))
+            .with_context(|| format!("--{flag} {s:?}")),
+    }
+}
+
+/// A count the user typed.
+fn count(s: &str, flag: &str) -> Result<u64> {
+    s.parse().map_err(|_| {
+        anyhow!("invalid_argument: --{flag} takes a number, `none` or `unlimited`, not {s:?}")
+    })
 }
 
 /// Seconds since the epoch as `YYYY-MM-DD HH:MM` UTC (civil-from-days, proleptic Gregorian).

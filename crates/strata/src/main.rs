@@ -1,18 +1,22 @@
 //! `strata`: the daemon (`strata serve`) and the command-line interface to its API.
 
+#[macro_use]
+mod out;
 mod client;
+mod config;
 mod datadir;
 mod http;
 mod nbdclient;
+mod startup;
+mod times;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use strata_block::{BlockDevice, DeviceSpec, FileDevice, Pool};
-use strata_types::{format_size, parse_size, DeviceClass};
+use strata_block::Pool;
+use strata_types::format_size;
 
 use client::{Client, Output};
 
@@ -23,23 +27,24 @@ use client::{Client, Output};
     about = "Storage and network virtualization for AI data centers"
 )]
 struct Cli {
-    /// API endpoint (default: the local daemon).
+    /// API endpoint: HOST:PORT or an http(s) URL (default: the CLI config's, else the local
+    /// daemon at 127.0.0.1:7480).
     #[arg(long, global = true, env = "STRATA_ENDPOINT")]
     endpoint: Option<String>,
-    /// API token (default: the local daemon's admin.token, when readable).
+    /// API token (default: --data-dir's admin.token, else the CLI config's for its endpoint,
+    /// else ./strata-data/admin.token when readable).
     #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, global = true, default_value = "table")]
     output: Output,
-    /// The local daemon's data dir (for the default endpoint and token).
-    #[arg(
-        long,
-        global = true,
-        default_value = "./strata-data",
-        env = "STRATA_DATA_DIR"
-    )]
-    data_dir: PathBuf,
+    /// The local daemon's data dir (serve: where it keeps its state; CLI: whose admin.token
+    /// to use). Default ./strata-data.
+    #[arg(long, global = true, env = "STRATA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Give up a request after this long without an answer: 30s, 2m, 500ms, or seconds.
+    #[arg(long, global = true, default_value = "30s", env = "STRATA_TIMEOUT")]
+    timeout: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -50,7 +55,7 @@ enum Cmd {
     /// dir, a default file-backed pool and DIR/admin.token.
     Serve {
         /// Address the API listens on.
-        #[arg(long, default_value = client::DEFAULT_LISTEN)]
+        #[arg(long, default_value = config::DEFAULT_LISTEN)]
         listen: String,
         /// Size of the default pool's sparse device file, created on first start.
         #[arg(long, default_value = "64G")]
@@ -99,12 +104,20 @@ enum Cmd {
         #[command(subcommand)]
         cmd: client::SwitchCmd,
     },
-    /// The audit log (admin).
+    /// The audit log (admin), newest first.
     Audit {
         /// Most entries to show.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Only entries from this time on: RFC 3339 (2026-12-01T09:30:00Z) or a span before
+        /// now (10m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
     },
+    /// Checks a token against an endpoint and saves both in the CLI config (see
+    /// `$STRATA_CONFIG`, default ~/.config/strata/config.yaml, mode 0600), so later commands
+    /// find the daemon from any directory.
+    Login,
     /// Prints a shell completion script (e.g. `strata completion bash > /etc/bash_completion.d/strata`).
     Completion {
         /// Shell.
@@ -145,6 +158,10 @@ fn main() {
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
     match cli.cmd {
         Cmd::Serve {
             listen,
@@ -164,7 +181,7 @@ fn run() -> Result<()> {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             serve(
-                &cli.data_dir,
+                &data_dir,
                 &listen,
                 &default_pool_size,
                 nbd_listen.as_deref(),
@@ -178,18 +195,39 @@ fn run() -> Result<()> {
         }
         Cmd::Completion { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut script);
+            out::write_bytes(&script);
             Ok(())
         }
         Cmd::Pool {
             cmd: PoolCmd::Show { offline: true, .. },
         } => {
-            let (_lock, pool) = open_data_dir(&cli.data_dir, None)?;
+            let (_lock, pool) = startup::open_data_dir(&data_dir, None)?;
             print_pool(&pool);
             Ok(())
         }
+        Cmd::Login => {
+            let Some(endpoint) = cli.endpoint.as_deref() else {
+                bail!("invalid_argument: name the daemon with --endpoint HOST:PORT (or URL)");
+            };
+            let path = config::path().ok_or_else(|| {
+                anyhow::anyhow!("no place for the CLI config: set STRATA_CONFIG or HOME")
+            })?;
+            let target = config::Target {
+                base: config::normalize_endpoint(endpoint)?,
+                token: cli.token.clone().unwrap_or_default(),
+                source: config::TokenSource::Flag,
+            };
+            Client::new(target, parse_timeout(&cli.timeout)?, cli.output).login(&path)
+        }
         cmd => {
-            let c = Client::new(cli.endpoint, cli.token, &cli.data_dir, cli.output)?;
+            let target = config::resolve(
+                cli.endpoint.as_deref(),
+                cli.token.clone(),
+                cli.data_dir.as_deref(),
+            )?;
+            let c = Client::new(target, parse_timeout(&cli.timeout)?, cli.output);
             match cmd {
                 Cmd::Pool { cmd: PoolCmd::List } => c.pools(None),
                 Cmd::Pool {
@@ -202,66 +240,37 @@ fn run() -> Result<()> {
                 Cmd::Token { cmd } => c.token(cmd),
                 Cmd::Volume { cmd } => c.volume(cmd),
                 Cmd::Snapshot { cmd } => c.snapshot(cmd),
-                Cmd::Audit { limit } => c.audit(limit),
+                Cmd::Audit { limit, since } => c.audit(limit, since.as_deref()),
                 Cmd::Switch { cmd } => c.switch(cmd),
-                Cmd::Serve { .. } | Cmd::Completion { .. } => unreachable!("handled above"),
+                Cmd::Serve { .. } | Cmd::Completion { .. } | Cmd::Login => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
 }
 
-/// Takes the data dir's lock and opens (or, with `create_size`, first creates) the default pool.
-/// The dir and everything in it are made private first (`datadir`).
-fn open_data_dir(dir: &Path, create_size: Option<u64>) -> Result<(datadir::DirLock, Pool)> {
-    let pool_rel = Path::new("pools").join("default");
-    let pool_dir = dir.join(&pool_rel);
-    if create_size.is_some() {
-        datadir::create(dir, &[&pool_rel])?;
-    } else if !pool_dir.exists() {
-        bail!(
-            "{} holds no Strata data (run `strata serve` first)",
-            dir.display()
-        );
-    }
-    let lock = datadir::lock(dir)?;
-    let narrowed = datadir::enforce_modes(dir)?;
-    if narrowed > 0 {
-        tracing::warn!(entries = narrowed, dir = %dir.display(), "modes under the data dir narrowed");
-    }
-    let dev_path = pool_dir.join("dev0.img");
-    let pool = if dev_path.exists() {
-        let dev: Arc<dyn BlockDevice> = Arc::new(FileDevice::open(&dev_path)?);
-        Pool::open(vec![dev]).with_context(|| format!("opening pool in {}", pool_dir.display()))?
-    } else if let Some(size) = create_size {
-        let dev = Arc::new(FileDevice::create_file(&dev_path, size)?);
-        // Whatever mode the engine gave it under this umask, the image is the owner's only.
-        datadir::set_mode(&dev_path, datadir::FILE_MODE)?;
-        tracing::info!(path = %dev_path.display(), size, "creating default pool");
-        Pool::create(vec![DeviceSpec {
-            device: dev,
-            class: DeviceClass::Ssd,
-        }])?
-    } else {
-        bail!("{} has no default pool device", pool_dir.display());
+/// A duration the user typed: `30s`, `2m`, `500ms`, `1h`, or plain seconds.
+fn parse_timeout(s: &str) -> Result<std::time::Duration> {
+    use std::time::Duration;
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| anyhow::anyhow!("invalid_argument: --timeout {s:?}: e.g. 30s, 2m, 500ms"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => bail!("invalid_argument: --timeout {s:?}: the unit is ms, s, m or h"),
     };
-    Ok((lock, pool))
-}
-
-/// Writes the admin token readable by its owner only.
-fn write_admin_token(path: &Path, secret: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(secret.as_bytes())?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    Ok(())
+    Ok(Duration::from_secs_f64(secs.min(86_400.0)))
 }
 
 /// The directory of the tenants' NBD sockets (`TENANT.sock`) under the data dir.
@@ -274,19 +283,7 @@ fn serve(
     nbd_listen: Option<&str>,
     api_limits: http::Limits,
 ) -> Result<()> {
-    let size = parse_size(size).map_err(anyhow::Error::msg)?;
-    let (_lock, pool) = open_data_dir(dir, Some(size))?;
-    let store =
-        strata_state::RedbStore::open(dir.join("state.redb")).context("opening the state store")?;
-    let ctl = strata_control::Controller::open(Box::new(store), pool.clone())
-        .map_err(|e| anyhow::anyhow!("recovering control-plane state: {e}"))?;
-    if let Some(secret) = ctl
-        .bootstrap_admin()
-        .map_err(|e| anyhow::anyhow!("creating the admin token: {e}"))?
-    {
-        write_admin_token(&dir.join("admin.token"), &secret)?;
-        tracing::info!(path = %dir.join("admin.token").display(), "admin token written");
-    }
+    let (_lock, pool, ctl, first_secret) = startup::init(dir, size)?;
     let ctl = Arc::new(ctl);
     // The NBD server exports attached volumes only: on the admin socket `nbd.sock` (every
     // attached volume), on one socket per tenant in `sockets/` (that tenant's only), and, when
@@ -361,6 +358,9 @@ fn serve(
         // Handlers first: a SIGTERM that arrives once we say "serving" must stop us cleanly.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        if let Some(secret) = &first_secret {
+            startup::save_cli_config(&listener.local_addr()?, secret);
+        }
         let info = pool.info();
         tracing::info!(
             pool = %info.id,
@@ -424,20 +424,23 @@ const FD_RESERVE: u64 = 2048;
 
 fn print_pool(pool: &Pool) {
     let i = pool.info();
-    println!("pool {}", i.id);
-    println!(
+    outln!("pool {}", i.id);
+    outln!(
         "capacity {}  allocated {}  free {}  provisioned {}",
         format_size(i.capacity),
         format_size(i.allocated),
         format_size(i.free),
         format_size(i.provisioned)
     );
-    println!(
+    outln!(
         "{:<4} {:<6} {:>10} {:>10}  PATH",
-        "IDX", "CLASS", "CAPACITY", "USED"
+        "IDX",
+        "CLASS",
+        "CAPACITY",
+        "USED"
     );
     for d in &i.devices {
-        println!(
+        outln!(
             "{:<4} {:<6} {:>10} {:>10}  {}{}",
             d.index,
             d.class,
@@ -445,6 +448,44 @@ fn print_pool(pool: &Pool) {
             format_size(d.allocated),
             d.label,
             if d.metadata { " (metadata)" } else { "" }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command and every argument of the whole tree has help text (`--help` is the
+    /// manual a new user reads first).
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", c.get_name());
+            if c.get_about().is_none() && path != "strata" {
+                missing.push(format!("{path} (the command)"));
+            }
+            for a in c.get_arguments() {
+                if a.is_hide_set() || matches!(a.get_id().as_str(), "help" | "version") {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for s in c.get_subcommands() {
+                if s.get_name() != "help" {
+                    walk(s, &path, missing);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without help text:\n{}",
+            missing.join("\n")
         );
     }
 }

@@ -125,6 +125,30 @@ impl Controller {
             .ok_or_else(|| ControlError::not_found(Resource::Attachment, &v.name))
     }
 
+    /// The attachments the caller may see (an admin: all, or one tenant's; others: their
+    /// tenant's), in volume id order.
+    pub fn list_attachments(
+        &self,
+        p: &Principal,
+        tenant: Option<&str>,
+    ) -> Result<Vec<Attachment>, ControlError> {
+        Self::require(p, Role::Reader)?;
+        if let Some(t) = tenant {
+            self.visible_tenant(p, t)?;
+        }
+        let only = tenant.map(str::to_string).or_else(|| match p.role {
+            Role::Admin => None,
+            _ => p.tenant.clone(),
+        });
+        Ok(self
+            .list::<Attachment>("/attachments/", None, 0)?
+            .into_iter()
+            .map(|(_, a)| a)
+            .filter(|a| only.as_ref().is_none_or(|t| *t == a.tenant))
+            .map(|a| self.present(a))
+            .collect())
+    }
+
     /// Stops exporting a volume: new opens fail at once, open sessions are closed.
     pub fn detach(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Member)?;

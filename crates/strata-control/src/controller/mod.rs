@@ -68,6 +68,10 @@ use strata_state::Store;
 /// The one pool the daemon has today.
 pub const DEFAULT_POOL: &str = "default";
 
+/// The tenant the daemon's first start makes, where an admin's volume creates act when they
+/// name no tenant.
+pub const DEFAULT_TENANT: &str = "default";
+
 /// The control plane.
 pub struct Controller {
     store: Box<dyn Store>,

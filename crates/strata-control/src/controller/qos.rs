@@ -16,15 +16,29 @@ use crate::model::*;
 
 impl Controller {
     /// Changes a volume's limits; open connections see the change within 20 ms.
+    /// Every limit not given is removed.
     pub fn set_qos(&self, p: &Principal, id: &str, qos: Qos) -> Result<Volume, ControlError> {
-        Self::require(p, Role::Member)?;
         validate_qos(&qos)?;
+        self.update_qos(p, id, |_| qos)
+    }
+
+    /// Changes a volume's limits with `f`, applied to the fresh record inside the tenant's
+    /// transaction (`PATCH`: only the limits named change, the others stay).
+    pub fn update_qos(
+        &self,
+        p: &Principal,
+        id: &str,
+        f: impl Fn(Qos) -> Qos,
+    ) -> Result<Volume, ControlError> {
+        Self::require(p, Role::Member)?;
         let v = self.get_volume(p, id)?;
         let key = volume_key(&v.tenant, &v.id);
         let nv = self.with_tenant(&v.tenant, |t| {
             let (mut nv, rev) = self
                 .get::<Volume>(&key)?
                 .ok_or_else(|| ControlError::not_found(Resource::Volume, &v.id))?;
+            let qos = f(nv.qos);
+            validate_qos(&qos)?;
             require_iops_limit(t, &qos)?;
             let iops = |q: &Qos| Charge {
                 iops: q.iops_limit.unwrap_or(0),
@@ -34,7 +48,8 @@ impl Controller {
             nv.qos = qos;
             Ok((Txn::new().when(&key, rev).put(&key, enc(&nv)), nv))
         })?;
-        self.pool.set_qos(self.engine_volume(&v)?, qos.limits())?;
+        self.pool
+            .set_qos(self.engine_volume(&v)?, nv.qos.limits())?;
         Ok(nv)
     }
 }

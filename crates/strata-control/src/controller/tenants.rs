@@ -65,18 +65,30 @@ impl Controller {
         Ok(self.visible_tenant(p, name)?.0)
     }
 
-    /// Sets a tenant's quota (admin). A quota below the current usage is accepted: it refuses
-    /// growth, never takes anything away.
+    /// Sets a tenant's whole quota (admin): every limit not given is removed. A quota below
+    /// the current usage is accepted: it refuses growth, never takes anything away.
     pub fn set_quota(
         &self,
         p: &Principal,
         name: &str,
         quota: Quota,
     ) -> Result<Tenant, ControlError> {
+        self.update_quota(p, name, |_| quota.clone())
+    }
+
+    /// Changes a tenant's quota with `f` (admin), applied to the fresh record inside the
+    /// tenant's transaction, so a change of one limit never undoes a concurrent change of
+    /// another (`PATCH`: only the limits named change).
+    pub fn update_quota(
+        &self,
+        p: &Principal,
+        name: &str,
+        f: impl Fn(Quota) -> Quota,
+    ) -> Result<Tenant, ControlError> {
         Self::require(p, Role::Admin)?;
         self.visible_tenant(p, name)?;
         self.with_tenant(name, |t| {
-            t.quota = quota.clone();
+            t.quota = f(t.quota.clone());
             Ok((Txn::new(), t.clone()))
         })
     }

@@ -16,7 +16,7 @@ use super::auth::Principal;
 use super::qos::validate_qos;
 use super::store::*;
 use super::tenants::{charge, require_iops_limit, Charge};
-use super::{Controller, DEFAULT_POOL};
+use super::{Controller, DEFAULT_POOL, DEFAULT_TENANT};
 use crate::error::{ControlError, InUse, Resource};
 use crate::model::*;
 
@@ -93,14 +93,20 @@ impl Controller {
     /// Creates a volume. Idempotent under `request_id`.
     pub fn create_volume(&self, p: &Principal, req: CreateVolume) -> Result<Volume, ControlError> {
         Self::require(p, Role::Member)?;
-        let tenant = self.acting_tenant(p, req.tenant.as_deref())?;
+        // An admin belongs to no tenant: naming none, it creates in the default tenant the
+        // first start made.
+        let requested = match (p.role, req.tenant.as_deref()) {
+            (Role::Admin, None) => Some(DEFAULT_TENANT),
+            (_, t) => t,
+        };
+        let tenant = self.acting_tenant(p, requested)?;
         self.visible_tenant(p, &tenant)?;
         if let Some(rid) = &req.request_id {
             if rid.is_empty() || rid.len() > 128 {
                 return Err(ControlError::invalid("request_id", "1 to 128 characters"));
             }
             if let Some((id, _)) = self.get::<String>(&request_key(&tenant, rid))? {
-                return self.get_volume(p, &id);
+                return self.same_request(self.get_volume(p, &id)?, &req.name, rid);
             }
         }
         validate_name("name", &req.name)?;
@@ -154,7 +160,8 @@ impl Controller {
         }
         if let Some(id) = self.record_new_volume(&v, req.request_id.as_deref())? {
             // The same request id won a race with this call: answer what it created.
-            return self.get_volume(p, &id);
+            let rid = req.request_id.as_deref().unwrap_or_default();
+            return self.same_request(self.get_volume(p, &id)?, &req.name, rid);
         }
         match self.pool.create_volume(&v.id, size, class) {
             Ok(eid) => self.pool.set_qos(eid, v.qos.limits())?,
@@ -164,6 +171,29 @@ impl Controller {
             }
         }
         self.set_state(&v, VolumeState::Available)
+    }
+
+    /// The volume an earlier create with request id `rid` made, when it is the one asked for
+    /// again (same name); another name is a conflict, not a silent answer with the earlier one.
+    pub(super) fn same_request(
+        &self,
+        earlier: Volume,
+        name: &str,
+        rid: &str,
+    ) -> Result<Volume, ControlError> {
+        if earlier.name != name {
+            return Err(ControlError::InUse {
+                what: InUse::RequestIdReused,
+                message: format!(
+                    "request id {:?} created volume {} before; a create of {} needs another \
+                     request id",
+                    crate::error::clip(rid),
+                    earlier.name,
+                    crate::error::clip(name)
+                ),
+            });
+        }
+        Ok(earlier)
     }
 
     pub(super) fn name_taken(&self, tenant: &str, name: &str) -> bool {
@@ -279,6 +309,11 @@ impl Controller {
         page_token: Option<&str>,
     ) -> Result<(Vec<Volume>, Option<String>), ControlError> {
         Self::require(p, Role::Reader)?;
+        // A tenant named is one that exists and the caller sees: else not found, never an
+        // empty list that reads like "no volumes there".
+        if let Some(t) = tenant {
+            self.visible_tenant(p, t)?;
+        }
         let prefix = match (p.role, tenant, &p.tenant) {
             (Role::Admin, Some(t), _) => format!("/volumes/{t}/"),
             (Role::Admin, None, _) => "/volumes/".to_string(),

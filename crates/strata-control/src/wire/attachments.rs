@@ -91,3 +91,26 @@ impl super::Check for Attach {
         Ok(())
     }
 }
+
+/// The attachments the caller may see.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AttachmentList {
+    /// Attachments.
+    pub items: Vec<Attachment>,
+}
+
+/// The query of `GET /v1/attachments`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListAttachments {
+    /// Only this tenant's.
+    pub tenant: Option<String>,
+}
+
+impl super::Check for ListAttachments {
+    fn check(&self) -> Result<(), crate::error::ControlError> {
+        use super::bounds::{check_text, NAME_PATTERN};
+        self.tenant
+            .as_deref()
+            .map_or(Ok(()), |t| check_text("tenant", t, NAME_PATTERN))
+    }
+}

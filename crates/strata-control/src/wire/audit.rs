@@ -45,16 +45,20 @@ pub struct AuditList {
     pub items: Vec<AuditEntry>,
 }
 
-/// The query of `GET /v1/audit`.
+/// The query of `GET /v1/audit`: the newest `limit` entries from `since` on, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListAudit {
-    /// At most this many entries.
+    /// At most this many entries (the newest).
     pub limit: Option<u64>,
+    /// Only entries at or after this time, seconds since the epoch.
+    pub since: Option<u64>,
 }
 
 impl Check for ListAudit {
     fn check(&self) -> Result<(), ControlError> {
         self.limit
-            .map_or(Ok(()), |l| check_int("limit", l, 1, LIST_LIMIT_MAX))
+            .map_or(Ok(()), |l| check_int("limit", l, 1, LIST_LIMIT_MAX))?;
+        self.since
+            .map_or(Ok(()), |t| check_int("since", t, 0, TIME_MAX))
     }
 }

@@ -75,6 +75,8 @@ pub const QUOTA_IOPS_MAX: u64 = 1 << 50;
 
 /// Largest page of a list.
 pub const LIST_LIMIT_MAX: u64 = 1000;
+/// Latest time a query names, seconds since the epoch (9999-12-31T23:59:59Z).
+pub const TIME_MAX: u64 = 253_402_300_799;
 /// Longest page token.
 pub const PAGE_TOKEN_MAX_LEN: usize = 256;
 /// A page token: `TENANT/ID` of the last item of the previous page.

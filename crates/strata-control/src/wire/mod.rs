@@ -15,6 +15,7 @@ pub mod audit;
 pub mod bounds;
 pub mod error;
 pub mod openapi;
+pub mod patch;
 pub mod pools;
 pub mod size;
 pub mod snapshots;

@@ -25,6 +25,7 @@ use super::*;
     VolumeSize,
     Bandwidth,
     Quota,
+    QuotaPatch,
     Usage,
     Tenant,
     TenantList,
@@ -47,6 +48,7 @@ use super::*;
     Resize,
     Rollback,
     SetQos,
+    QosPatch,
     IoTotals,
     VolumeStats,
     NewName,
@@ -56,6 +58,7 @@ use super::*;
     Attach,
     Credentials,
     Attachment,
+    AttachmentList,
     Device,
     Pool,
     PoolList,
@@ -109,6 +112,8 @@ struct Op {
     summary: &'static str,
     query: Vec<utoipa::openapi::path::Parameter>,
     body: Option<RefOr<Schema>>,
+    /// The body may be left out (the operation has a default for it).
+    body_optional: bool,
     ok: (u16, &'static str, Option<RefOr<Schema>>),
     errors: &'static [u16],
 }
@@ -121,6 +126,7 @@ fn op(method: HttpMethod, path: &'static str, id: &'static str, summary: &'stati
         summary,
         query: vec![],
         body: None,
+        body_optional: false,
         ok: (200, "ok", None),
         errors: &[],
     }
@@ -129,6 +135,11 @@ fn op(method: HttpMethod, path: &'static str, id: &'static str, summary: &'stati
 impl Op {
     fn body(mut self, s: RefOr<Schema>) -> Self {
         self.body = Some(s);
+        self
+    }
+    fn optional_body(mut self, s: RefOr<Schema>) -> Self {
+        self.body = Some(s);
+        self.body_optional = true;
         self
     }
     fn ok(mut self, status: u16, what: &'static str, s: RefOr<Schema>) -> Self {
@@ -235,6 +246,15 @@ fn operations() -> Vec<Op> {
             "Set a tenant's quota (admin)",
         )
         .body(r::<Quota>())
+        .ok(200, "the tenant", r::<Tenant>())
+        .errors(&[409]),
+        op(
+            Patch,
+            "/v1/tenants/{name}/quota",
+            "updateQuota",
+            "Change only the named limits of a tenant's quota; null removes one (admin)",
+        )
+        .body(r::<QuotaPatch>())
         .ok(200, "the tenant", r::<Tenant>())
         .errors(&[409]),
         op(
@@ -360,6 +380,27 @@ fn operations() -> Vec<Op> {
         .ok(200, "the volume", r::<Volume>())
         .errors(&[409]),
         op(
+            Patch,
+            "/v1/volumes/{id}/qos",
+            "updateQos",
+            "Change only the named QoS limits of a volume; null removes one",
+        )
+        .body(r::<QosPatch>())
+        .ok(200, "the volume", r::<Volume>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/attachments",
+            "listAttachments",
+            "List the attachments the caller may see",
+        )
+        .query(
+            "tenant",
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
+            "only this tenant's",
+        )
+        .ok(200, "attachments", r::<AttachmentList>()),
+        op(
             Get,
             "/v1/volumes/{id}/stats",
             "volumeStats",
@@ -372,7 +413,7 @@ fn operations() -> Vec<Op> {
             "attachVolume",
             "Export a volume over NBD",
         )
-        .body(RefOr::T(Schema::OneOf(
+        .optional_body(RefOr::T(Schema::OneOf(
             utoipa::openapi::schema::OneOfBuilder::new()
                 .description(Some("the transport; null (or no body) is `unix`"))
                 .item(r::<Attach>())
@@ -421,9 +462,23 @@ fn operations() -> Vec<Op> {
         .body(r::<NewName>())
         .ok(201, "created", r::<Volume>())
         .errors(&[409, 507]),
-        op(Get, "/v1/audit", "listAudit", "The audit log (admin)")
-            .query("limit", int(1, LIST_LIMIT_MAX, false), "at most this many")
-            .ok(200, "entries", r::<AuditList>()),
+        op(
+            Get,
+            "/v1/audit",
+            "listAudit",
+            "The audit log, newest first (admin)",
+        )
+        .query(
+            "limit",
+            int(1, LIST_LIMIT_MAX, false),
+            "at most this many, the newest",
+        )
+        .query(
+            "since",
+            int(0, TIME_MAX, false),
+            "only entries at or after this time, seconds since the epoch",
+        )
+        .ok(200, "entries", r::<AuditList>()),
         op(
             Post,
             "/v1/switches",
@@ -530,7 +585,11 @@ pub fn document() -> OpenApi {
         if let Some(s) = o.body {
             b = b.request_body(Some(
                 RequestBodyBuilder::new()
-                    .required(Some(Required::True))
+                    .required(Some(if o.body_optional {
+                        Required::False
+                    } else {
+                        Required::True
+                    }))
                     .content("application/json", json(s))
                     .build(),
             ));

@@ -72,6 +72,68 @@ impl From<model::Quota> for Quota {
     }
 }
 
+/// `PATCH /v1/tenants/{name}/quota`: changes only the limits named (`wire::patch`): an
+/// absent field keeps its limit, `null` removes it (unlimited), a value sets it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaPatch {
+    /// Sum of volume sizes, in bytes.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = capacity)]
+    pub capacity_bytes: Option<Option<u64>>,
+    /// Number of volumes.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = count)]
+    pub volumes: Option<Option<u64>>,
+    /// Number of snapshots.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = count)]
+    pub snapshots: Option<Option<u64>>,
+    /// Sum of volume IOPS limits.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = iops)]
+    pub iops: Option<Option<u64>>,
+}
+
+impl Check for QuotaPatch {
+    fn check(&self) -> Result<(), ControlError> {
+        let opt = |f, v: Option<Option<u64>>, max| {
+            v.flatten().map_or(Ok(()), |v| check_int(f, v, 0, max))
+        };
+        opt("capacity_bytes", self.capacity_bytes, QUOTA_CAPACITY_MAX)?;
+        opt("volumes", self.volumes, QUOTA_COUNT_MAX)?;
+        opt("snapshots", self.snapshots, QUOTA_COUNT_MAX)?;
+        opt("iops", self.iops, QUOTA_IOPS_MAX)
+    }
+}
+
+impl QuotaPatch {
+    /// `q` with this patch applied.
+    pub fn apply(&self, mut q: model::Quota) -> model::Quota {
+        use super::patch::apply;
+        apply(&mut q.capacity_bytes, &self.capacity_bytes);
+        apply(&mut q.volumes, &self.volumes);
+        apply(&mut q.snapshots, &self.snapshots);
+        apply(&mut q.iops, &self.iops);
+        q
+    }
+}
+
 /// What a tenant uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {

@@ -355,3 +355,97 @@ impl Check for SetQos {
         self.limits().map(|_| ())
     }
 }
+
+/// `PATCH /v1/volumes/{id}/qos`: changes only the limits named (`wire::patch`): an absent
+/// field keeps its limit, `null` removes it (unlimited), a value sets it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QosPatch {
+    /// Operations per second.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = iops)]
+    pub iops_limit: Option<Option<u64>>,
+    /// Bytes per second.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::value",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Bandwidth>)]
+    pub bandwidth_limit: Option<Option<Bandwidth>>,
+    /// Operations allowed at once above the rate.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = iops)]
+    pub burst_iops: Option<Option<u64>>,
+    /// Bytes allowed at once above the rate.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::value",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Bandwidth>)]
+    pub burst_bandwidth: Option<Option<Bandwidth>>,
+}
+
+/// A checked [`QosPatch`]: each field absent (`None`), removed (`Some(None)`) or set, in the
+/// record's units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QosChange {
+    /// Operations per second.
+    pub iops_limit: Option<Option<u64>>,
+    /// Bytes per second.
+    pub bandwidth_limit: Option<Option<u64>>,
+    /// IOPS burst.
+    pub burst_iops: Option<Option<u64>>,
+    /// Bandwidth burst.
+    pub burst_bandwidth: Option<Option<u64>>,
+}
+
+impl QosPatch {
+    /// The change, checked against the declared bounds.
+    pub fn change(&self) -> Result<QosChange, ControlError> {
+        let i = |f, v: Option<Option<u64>>| {
+            v.map(|v| {
+                v.map(|v| check_int(f, v, IOPS_MIN, IOPS_MAX).map(|_| v))
+                    .transpose()
+            })
+            .transpose()
+        };
+        let b = |f, v: &Option<Option<Bandwidth>>| {
+            v.as_ref()
+                .map(|v| v.as_ref().map(|v| v.bytes(f)).transpose())
+                .transpose()
+        };
+        Ok(QosChange {
+            iops_limit: i("iops_limit", self.iops_limit)?,
+            bandwidth_limit: b("bandwidth_limit", &self.bandwidth_limit)?,
+            burst_iops: i("burst_iops", self.burst_iops)?,
+            burst_bandwidth: b("burst_bandwidth", &self.burst_bandwidth)?,
+        })
+    }
+}
+
+impl QosChange {
+    /// `q` with this change applied.
+    pub fn apply(&self, mut q: model::Qos) -> model::Qos {
+        use super::patch::apply;
+        apply(&mut q.iops_limit, &self.iops_limit);
+        apply(&mut q.bandwidth_limit, &self.bandwidth_limit);
+        apply(&mut q.burst_iops, &self.burst_iops);
+        apply(&mut q.burst_bandwidth, &self.burst_bandwidth);
+        q
+    }
+}
+
+impl Check for QosPatch {
+    fn check(&self) -> Result<(), ControlError> {
+        self.change().map(|_| ())
+    }
+}

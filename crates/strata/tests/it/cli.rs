@@ -108,13 +108,39 @@ fn import_copies_an_image_and_keeps_zeros_thin() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("8.0M of zeros skipped"), "{out}");
-    let (_, a) = d.call(
+    // The import attached only for its copy: the volume is detached again.
+    let (s, a) = d.call(
         "GET",
         &format!("/v1/volumes/{vid}/attachments"),
         &admin,
         None,
     );
+    assert_eq!(
+        (s, a["error"]["code"].as_str()),
+        (404, Some("attachment_not_found"))
+    );
+    let (_, a) = d.call(
+        "POST",
+        &format!("/v1/volumes/{vid}/attachments"),
+        &admin,
+        Some(json!({})),
+    );
     let uri = a["uri"].as_str().unwrap();
+    // `volume attachments` lists it, by name, with its URI.
+    let o = strata()
+        .args(["volume", "attachments", "--endpoint", &d.url, "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success()
+            && listed
+                .lines()
+                .any(|l| l.starts_with("ds ") && l.contains(uri)),
+        "{listed}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = std::process::Command::new("qemu-img")
         .args(["compare", "-f", "raw", "-F", "raw"])
         .arg(&file)

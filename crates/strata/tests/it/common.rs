@@ -7,8 +7,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The binary, with the CLI config (`config.rs`) in a place of this test process: tests never
+/// read or write the real home's.
 pub fn strata() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+    c.env(
+        "STRATA_CONFIG",
+        std::env::temp_dir().join(format!("strata-it-{}.config.yaml", std::process::id())),
+    );
+    c
 }
 
 pub struct Daemon {
@@ -37,6 +44,8 @@ impl Daemon {
             ])
             .arg(data)
             .args(extra)
+            // Each daemon's first start writes its own CLI config beside its data dir.
+            .env("STRATA_CONFIG", data.with_extension("config.yaml"))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())

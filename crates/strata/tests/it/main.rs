@@ -6,6 +6,7 @@
 
 mod api;
 mod cli;
+mod cli_edges;
 mod common;
 mod contract;
 mod credentials;
