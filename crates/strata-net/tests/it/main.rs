@@ -1,6 +1,8 @@
 //! Integration tests of the packet engine (one binary, modules per area).
 
 mod classifier_model;
+mod conntrack;
+mod ct_util;
 mod golden;
 mod parsers;
 mod segmentation;
