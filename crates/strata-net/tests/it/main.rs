@@ -2,6 +2,7 @@
 
 mod classifier_model;
 mod conntrack;
+mod conntrack_model;
 mod ct_util;
 mod golden;
 mod parsers;
