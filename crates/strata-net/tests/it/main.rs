@@ -5,6 +5,7 @@ mod conntrack;
 mod conntrack_model;
 mod ct_util;
 mod golden;
+mod l4_parse;
 mod parsers;
 mod segmentation;
 mod tunnels;
