@@ -227,8 +227,12 @@ impl Conntrack {
     }
 
     fn classify(&mut self, now: Duration, zone: u16, pkt: &CtPacket) -> Verdict {
-        if let L4::IcmpError { inner, .. } = &pkt.l4 {
-            return self.related(now, zone, pkt, inner);
+        match &pkt.l4 {
+            L4::IcmpError { inner, .. } => return self.related(now, zone, pkt, inner),
+            // Never looked up: their port-less tuple could collide with a real entry's.
+            L4::Fragment => return Verdict::invalid(InvalidReason::Fragment),
+            L4::IcmpOther { .. } => return Verdict::invalid(InvalidReason::Untrackable),
+            _ => {}
         }
         let key = CtKey::of(zone, &pkt.tuple);
         let hash = key.hash(self.cfg.hash_seed);
@@ -272,7 +276,7 @@ impl Conntrack {
                     }
                     e.packets[dir.idx()] += 1;
                     e.bytes[dir.idx()] += pkt.ip_len as u64;
-                    e.deadline = now + timeout(&timeouts, &e.proto, e.replied);
+                    e.deadline = now.saturating_add(timeout(&timeouts, &e.proto, e.replied));
                     v.state = if e.replied {
                         CtState::Established
                     } else {
@@ -319,8 +323,12 @@ impl Conntrack {
         pkt: &CtPacket,
         mark: CtMark,
     ) -> Result<CtId, CommitError> {
-        if matches!(pkt.l4, L4::IcmpError { .. }) {
-            return Err(CommitError::NotNew(CtState::Related));
+        match pkt.l4 {
+            L4::IcmpError { .. } => return Err(CommitError::NotNew(CtState::Related)),
+            L4::Fragment | L4::IcmpOther { .. } => {
+                return Err(CommitError::NotNew(CtState::Invalid))
+            }
+            _ => {}
         }
         let key = CtKey::of(zone, &pkt.tuple);
         let hash = key.hash(self.cfg.hash_seed);
@@ -341,8 +349,10 @@ impl Conntrack {
         }
         let proto = opener(pkt).map_err(|_| CommitError::NotNew(CtState::Invalid))?;
         let max = self.cfg.limits.max_entries;
+        // At a limit, reclaim expired entries first, but sweep at most once per second: a flood
+        // of refused SYNs must not rescan the current bucket for each one.
         if self.table.len() >= max {
-            self.expire(now);
+            self.expire_if_due(now);
             if self.table.len() >= max {
                 self.counters.table_full += 1;
                 return Err(CommitError::TableFull(max));
@@ -350,14 +360,14 @@ impl Conntrack {
         }
         if let Some(limit) = self.zone_limit(zone) {
             if self.table.zone_len(zone) >= limit {
-                self.expire(now);
+                self.expire_if_due(now);
                 if self.table.zone_len(zone) >= limit {
                     self.counters.zone_full += 1;
                     return Err(CommitError::ZoneFull { zone, limit });
                 }
             }
         }
-        let deadline = now + timeout(&self.cfg.timeouts, &proto, false);
+        let deadline = now.saturating_add(timeout(&self.cfg.timeouts, &proto, false));
         let e = Entry::new(key, hash, pkt.tuple, proto, mark, now, deadline, pkt.ip_len);
         self.counters.committed += 1;
         Ok(self.table.insert(e, zone))
@@ -369,6 +379,12 @@ impl Conntrack {
         let n = self.table.sweep(now);
         self.counters.expired += n;
         n
+    }
+
+    fn expire_if_due(&mut self, now: Duration) {
+        if self.table.sweep_due(now) {
+            self.expire(now);
+        }
     }
 
     /// Sets the mark of a live entry; false if it is gone.

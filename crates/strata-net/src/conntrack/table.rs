@@ -240,6 +240,11 @@ impl Table {
         removed
     }
 
+    /// True if a sweep at `now` has a second to visit that the last sweep did not.
+    pub fn sweep_due(&self, now: Duration) -> bool {
+        self.wheel.swept_up_to() < now.as_secs()
+    }
+
     /// Live slots (for dumps and flushes; O(capacity)).
     pub fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
         self.slots

@@ -82,6 +82,11 @@ impl Wheel {
         from..from + n
     }
 
+    /// The second the last sweep reached (its bucket is visited again by the next sweep).
+    pub fn swept_up_to(&self) -> u64 {
+        self.next_tick
+    }
+
     /// The slot at `idx` of `bucket`, if any.
     pub fn get(&self, bucket: u32, idx: u32) -> Option<u32> {
         self.buckets[bucket as usize].get(idx as usize).copied()

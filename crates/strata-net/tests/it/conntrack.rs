@@ -538,3 +538,72 @@ fn counters_are_exact() {
     assert_eq!(inv, vec![1, 1, 1, 1, 1, 1, 0, 0]);
     assert_eq!(c.committed, 1);
 }
+
+#[test]
+fn port_less_packets_never_match_an_entry() {
+    let mut ct = Conntrack::default();
+    // An echo with id 0 has ports (0, 0), like an ICMP timestamp request's port-less tuple.
+    let ping = parse(&ip(C, S, 1, &echo(false, true, 0)));
+    let id = ct.commit(secs(0), 0, &ping, mark(1)).unwrap();
+    let ts = parse(&ip(C, S, 1, &[13, 0, 0, 0, 0, 0, 0, 0]));
+    assert_eq!(
+        ct.process(secs(1), 0, &ts).reason,
+        Some(InvalidReason::Untrackable)
+    );
+    assert_eq!(
+        ct.commit(secs(1), 0, &ts, mark(2)),
+        Err(CommitError::NotNew(CtState::Invalid))
+    );
+    // A later fragment of a UDP flow with ports (0, 0).
+    let q = parse(&ip(C, S, 17, &udp(0, 0, 0)));
+    ct.commit(secs(0), 0, &q, mark(3)).unwrap();
+    let mut frag = ip(C, S, 17, &udp(9, 9, 0));
+    frag[7] = 8;
+    let frag = parse(&frag);
+    assert_eq!(
+        ct.process(secs(1), 0, &frag).reason,
+        Some(InvalidReason::Fragment)
+    );
+    assert_eq!(
+        ct.commit(secs(1), 0, &frag, mark(4)),
+        Err(CommitError::NotNew(CtState::Invalid))
+    );
+    assert_eq!(ct.get(id).unwrap().mark, mark(1));
+    assert!(ct.entries().all(|e| e.mark == mark(1) || e.mark == mark(3)));
+}
+
+#[test]
+fn refused_commits_at_the_limit_sweep_at_most_once_a_second() {
+    let cfg = CtConfig {
+        limits: Limits {
+            max_entries: 2,
+            zone_default: None,
+        },
+        timeouts: Timeouts {
+            udp: Duration::from_millis(29_500),
+            ..Timeouts::default()
+        },
+        ..CtConfig::default()
+    };
+    let mut ct = Conntrack::new(cfg);
+    let q = |port: u16| parse(&ip(C, S, 17, &udp(port, 53, 0)));
+    ct.commit(secs(0), 0, &q(1), CtMark::default()).unwrap();
+    ct.commit(secs(0), 0, &q(2), CtMark::default()).unwrap();
+    ct.expire(secs(29));
+    // Both are due at 29.5 s. A refused commit does not sweep again within second 29 (so a
+    // flood of refused SYNs costs no rescans); the slots come back with second 30's sweep.
+    for p in 3..10u16 {
+        let now = secs(29) + Duration::from_millis(600 + p as u64);
+        assert!(ct.commit(now, 0, &q(p), CtMark::default()).is_err());
+    }
+    assert_eq!(ct.counters().table_full, 7);
+    // A lookup of an expired entry removes it at once.
+    let now = secs(29) + Duration::from_millis(900);
+    assert_eq!(ct.process(now, 0, &q(1)).entry, None);
+    assert_eq!((ct.len(), ct.counters().expired), (1, 1));
+    assert!(ct.commit(secs(30), 0, &q(20), CtMark::default()).is_ok());
+    // Full again: in second 30 the sweep runs and reclaims the other one.
+    assert!(ct.commit(secs(30), 0, &q(21), CtMark::default()).is_ok());
+    assert_eq!((ct.len(), ct.counters().expired), (2, 2));
+    ct.check().unwrap();
+}
