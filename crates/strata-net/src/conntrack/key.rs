@@ -41,14 +41,22 @@ fn bits(a: IpAddr) -> (u128, bool) {
 impl CtKey {
     /// The key of `t` in `zone`.
     pub fn of(zone: u16, t: &Tuple) -> CtKey {
+        CtKey::with_side(zone, t).0
+    }
+
+    /// The key of `t` in `zone`, and whether `t`'s source is the lower endpoint (which, compared
+    /// with the same fact for the opening packet, gives a packet's direction).
+    #[inline]
+    pub fn with_side(zone: u16, t: &Tuple) -> (CtKey, bool) {
         let (s, v6) = bits(t.src);
         let (d, _) = bits(t.dst);
-        let (lo, hi) = if (s, t.sport) <= (d, t.dport) {
+        let src_lo = (s, t.sport) <= (d, t.dport);
+        let (lo, hi) = if src_lo {
             ((s, t.sport), (d, t.dport))
         } else {
             ((d, t.dport), (s, t.sport))
         };
-        CtKey {
+        let k = CtKey {
             lo_addr: lo.0,
             hi_addr: hi.0,
             lo_port: lo.1,
@@ -56,6 +64,28 @@ impl CtKey {
             zone,
             proto: t.proto,
             v6,
+        };
+        (k, src_lo)
+    }
+
+    /// The tuple of a packet sent from the lower endpoint (`from_lo`) or from the higher one.
+    pub fn tuple(&self, from_lo: bool) -> Tuple {
+        let addr = |a: u128| {
+            if self.v6 {
+                IpAddr::V6(a.into())
+            } else {
+                IpAddr::V4((a as u32).into())
+            }
+        };
+        let lo = (addr(self.lo_addr), self.lo_port);
+        let hi = (addr(self.hi_addr), self.hi_port);
+        let (s, d) = if from_lo { (lo, hi) } else { (hi, lo) };
+        Tuple {
+            src: s.0,
+            dst: d.0,
+            sport: s.1,
+            dport: d.1,
+            proto: self.proto,
         }
     }
 
@@ -99,6 +129,9 @@ mod tests {
             proto: 6,
         };
         assert_eq!(CtKey::of(3, &t), CtKey::of(3, &t.reversed()));
+        let (k, lo) = CtKey::with_side(3, &t);
+        assert_eq!((k.tuple(lo), k.tuple(!lo)), (t, t.reversed()));
+        assert_ne!(lo, CtKey::with_side(3, &t.reversed()).1);
         assert_ne!(CtKey::of(3, &t), CtKey::of(4, &t));
         assert_eq!(
             CtKey::of(3, &t).hash(1),

@@ -116,9 +116,11 @@ fn timeout(t: &Timeouts, p: &ProtoState, replied: bool) -> Duration {
     }
 }
 
-/// Direction of a packet with tuple `t` in a connection opened by `orig`.
-fn dir_of(orig: &Tuple, t: &Tuple) -> Dir {
-    if t.src == orig.src && t.sport == orig.sport && t.dst == orig.dst && t.dport == orig.dport {
+/// Direction of a packet whose source is the lower endpoint (`src_lo`) in a connection opened
+/// from the lower endpoint (`orig_lo`) or not.
+#[inline]
+fn dir_of(orig_lo: bool, src_lo: bool) -> Dir {
+    if orig_lo == src_lo {
         Dir::Original
     } else {
         Dir::Reply
@@ -234,13 +236,13 @@ impl Conntrack {
             L4::IcmpOther { .. } => return Verdict::invalid(InvalidReason::Untrackable),
             _ => {}
         }
-        let key = CtKey::of(zone, &pkt.tuple);
+        let (key, src_lo) = CtKey::with_side(zone, &pkt.tuple);
         let hash = key.hash(self.cfg.hash_seed);
         if let Some(slot) = self.find_live(now, &key, hash) {
             let id = self.table.id_of(slot);
             let timeouts = self.cfg.timeouts;
             let e = self.table.at_mut(slot);
-            let dir = dir_of(&e.orig, &pkt.tuple);
+            let dir = dir_of(e.orig_lo, src_lo);
             let ok = match (&mut e.proto, &pkt.l4) {
                 (ProtoState::Tcp(c), L4::Tcp(seg)) => match c.update(dir, seg) {
                     Outcome::Accept => Ok(()),
@@ -297,7 +299,7 @@ impl Conntrack {
         if pkt.tuple.dst != inner.src {
             return Verdict::invalid(InvalidReason::IcmpUnrelated);
         }
-        let key = CtKey::of(zone, inner);
+        let (key, inner_lo) = CtKey::with_side(zone, inner);
         let hash = key.hash(self.cfg.hash_seed);
         let Some(slot) = self.find_live(now, &key, hash) else {
             return Verdict::invalid(InvalidReason::IcmpUnrelated);
@@ -306,7 +308,7 @@ impl Conntrack {
         Verdict {
             state: CtState::Related,
             entry: Some(self.table.id_of(slot)),
-            dir: dir_of(&e.orig, inner).flip(),
+            dir: dir_of(e.orig_lo, inner_lo).flip(),
             mark: e.mark,
             reason: None,
         }
@@ -330,7 +332,7 @@ impl Conntrack {
             }
             _ => {}
         }
-        let key = CtKey::of(zone, &pkt.tuple);
+        let (key, src_lo) = CtKey::with_side(zone, &pkt.tuple);
         let hash = key.hash(self.cfg.hash_seed);
         if let Some(slot) = self.find_live(now, &key, hash) {
             let reopen = match (&self.table.at(slot).proto, &pkt.l4) {
@@ -368,7 +370,7 @@ impl Conntrack {
             }
         }
         let deadline = now.saturating_add(timeout(&self.cfg.timeouts, &proto, false));
-        let e = Entry::new(key, hash, pkt.tuple, proto, mark, now, deadline, pkt.ip_len);
+        let e = Entry::new(key, hash, src_lo, proto, mark, now, deadline, pkt.ip_len);
         self.counters.committed += 1;
         Ok(self.table.insert(e, zone))
     }
@@ -430,7 +432,7 @@ impl Conntrack {
         ConnInfo {
             id: self.table.id_of(slot),
             zone: e.key.zone,
-            orig: e.orig,
+            orig: e.key.tuple(e.orig_lo),
             proto: match e.proto {
                 ProtoState::Tcp(c) => ConnProto::Tcp(c.state),
                 ProtoState::Udp => ConnProto::Udp,

@@ -15,7 +15,6 @@ use crate::conntrack::key::CtKey;
 use crate::conntrack::tcp::TcpConn;
 use crate::conntrack::types::{CtId, CtMark};
 use crate::conntrack::wheel::{bucket_of, Wheel, WheelPos};
-use crate::l4::Tuple;
 
 /// Protocol state of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +36,9 @@ pub struct Entry {
     pub key: CtKey,
     /// Its hash.
     pub hash: u64,
-    /// The tuple of the packet that opened it.
-    pub orig: Tuple,
+    /// The opening packet came from the key's lower endpoint (`key.tuple(orig_lo)` is its
+    /// tuple).
+    pub orig_lo: bool,
     /// Protocol state.
     pub proto: ProtoState,
     /// A packet was accepted in the reply direction.
@@ -63,7 +63,7 @@ impl Entry {
     pub fn new(
         key: CtKey,
         hash: u64,
-        orig: Tuple,
+        orig_lo: bool,
         proto: ProtoState,
         mark: CtMark,
         now: Duration,
@@ -73,7 +73,7 @@ impl Entry {
         Entry {
             key,
             hash,
-            orig,
+            orig_lo,
             proto,
             replied: false,
             mark,
