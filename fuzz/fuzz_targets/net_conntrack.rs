@@ -11,7 +11,10 @@ use strata_net::conntrack::{Conntrack, CtConfig, CtMark, Limits};
 
 fuzz_target!(|data: &[u8]| {
     let cfg = CtConfig {
-        limits: Limits { max_entries: 8, zone_default: Some(4) },
+        limits: Limits {
+            max_entries: 8,
+            zone_default: Some(4),
+        },
         ..CtConfig::default()
     };
     let mut ct = Conntrack::new(cfg);
@@ -26,7 +29,15 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(p) = strata_net::l4::parse_ip(pkt) {
             ct.process(now, zone, &p);
             if ctl & 4 != 0 {
-                let _ = ct.commit(now, zone, &p, CtMark { mark: *len as u32, label: 0 });
+                let _ = ct.commit(
+                    now,
+                    zone,
+                    &p,
+                    CtMark {
+                        mark: *len as u32,
+                        label: 0,
+                    },
+                );
             }
         } else {
             ct.malformed();
