@@ -12,6 +12,8 @@
 //!   flat action program, the megaflow cache and exact-match cache in front of it.
 //! - [`switch`]: ports, isolation domains, MAC learning, executing programs, rewriting frames.
 //! - [`vxlan`], [`csum`], [`gso`]: encapsulation, checksums, segmentation of offloaded frames.
+//! - [`conntrack`] with [`l4`]: connection tracking (TCP state and windows, UDP, ICMP, related
+//!   errors, per-zone limits, expiry), on IP/L4 headers read further than the flow key needs.
 //! - [`trace`]: what a packet would hit, without side effects.
 //! - [`types`]: the vocabulary every other file imports (rule ids, domains, translations,
 //!   filters, [`Ingress`] and [`Encap`]), so no two files import each other.
@@ -25,10 +27,12 @@
 
 pub mod cache;
 pub mod classifier;
+pub mod conntrack;
 pub mod csum;
 pub mod flow;
 pub mod gso;
 pub mod key;
+pub mod l4;
 pub mod mac;
 pub mod packet;
 pub mod pipeline;

@@ -1,7 +1,11 @@
 //! Integration tests of the packet engine (one binary, modules per area).
 
 mod classifier_model;
+mod conntrack;
+mod conntrack_model;
+mod ct_util;
 mod golden;
+mod l4_parse;
 mod parsers;
 mod segmentation;
 mod tunnels;

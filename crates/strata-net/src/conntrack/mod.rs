@@ -1,0 +1,476 @@
+//! Connection tracking: the engine that security groups, the load balancer and NAT build on.
+//!
+//! Pure and driven like the rest of the crate: the caller passes the time, the zone and a parsed
+//! packet ([`crate::l4::parse_ip`]), and gets a [`Verdict`]. Nothing here reads a clock or does
+//! I/O. The semantics follow OVS's `ct()` action:
+//!
+//! - [`Conntrack::process`] classifies a packet as `New`, `Established`, `Related` or `Invalid`
+//!   and, for a packet of a tracked connection, advances its state (TCP state machine and window
+//!   tracking) and refreshes its timeout. A packet of no tracked connection creates nothing.
+//! - [`Conntrack::commit`] creates the entry for a `New` packet (the pipeline calls it once it
+//!   decided to allow the connection), within the global and per-zone limits, and sets its
+//!   [`CtMark`]. On a packet of an existing connection it only sets the mark.
+//! - [`Conntrack::expire`] reclaims expired entries; call it about once a second. Expiry is exact
+//!   without it: a lookup never returns an entry past its deadline.
+//!
+//! Per protocol: TCP (see [`tcp`]); UDP and other IP protocols are pseudo-connections, `New` until
+//! the other side answers; ICMP/ICMPv6 echo pairs request and reply by echo id; an ICMP error that
+//! quotes a packet of a tracked connection, and is addressed to that packet's sender, is
+//! `Related`; neighbour discovery and other ICMP messages are `Invalid` (`untrackable`), so the
+//! switch must let them bypass conntrack where they are wanted. Later fragments are `Invalid`
+//! (`fragment`): the caller reassembles first, as Linux does.
+//!
+//! Invariants: a packet given to `process` counts in exactly one verdict counter; an `Invalid`
+//! packet changes no entry; the table never holds more than `max_entries` entries, nor more than
+//! a zone's limit in that zone; the structures of [`table`] stay consistent (checked by
+//! `Conntrack::check` in tests).
+
+pub mod config;
+pub mod key;
+pub mod table;
+pub mod tcp;
+pub mod types;
+pub mod wheel;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub use config::{CtConfig, Limits, Timeouts};
+pub use key::CtKey;
+pub use tcp::{TcpConn, TcpState};
+pub use types::{CommitError, CtCounters, CtId, CtMark, CtState, Dir, InvalidReason, Verdict};
+
+use crate::l4::{CtPacket, Tuple, L4};
+use table::{Entry, ProtoState, Table};
+use tcp::Outcome;
+
+/// What a dump shows of a connection's protocol state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnProto {
+    /// TCP in this state.
+    Tcp(TcpState),
+    /// UDP.
+    Udp,
+    /// ICMP echo.
+    Echo,
+    /// Another protocol.
+    Other,
+}
+
+/// A tracked connection, as [`Conntrack::get`] and [`Conntrack::entries`] show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Handle.
+    pub id: CtId,
+    /// Zone.
+    pub zone: u16,
+    /// Tuple of the opening packet.
+    pub orig: Tuple,
+    /// Protocol state.
+    pub proto: ConnProto,
+    /// The other side answered.
+    pub replied: bool,
+    /// Mark and label.
+    pub mark: CtMark,
+    /// Committed at.
+    pub created: Duration,
+    /// Expires at unless refreshed.
+    pub deadline: Duration,
+    /// Packets per direction (original, reply).
+    pub packets: [u64; 2],
+    /// IP bytes per direction.
+    pub bytes: [u64; 2],
+}
+
+/// The connection tracker.
+#[derive(Debug)]
+pub struct Conntrack {
+    cfg: CtConfig,
+    table: Table,
+    zone_limits: HashMap<u16, Option<u32>>,
+    counters: CtCounters,
+}
+
+impl Default for Conntrack {
+    fn default() -> Self {
+        Conntrack::new(CtConfig::default())
+    }
+}
+
+fn timeout(t: &Timeouts, p: &ProtoState, replied: bool) -> Duration {
+    match p {
+        ProtoState::Tcp(c) => match c.state {
+            TcpState::SynSent | TcpState::SynSent2 => t.tcp_syn_sent,
+            TcpState::SynRecv => t.tcp_syn_recv,
+            TcpState::Established => t.tcp_established,
+            TcpState::FinWait => t.tcp_fin_wait,
+            TcpState::CloseWait => t.tcp_close_wait,
+            TcpState::LastAck => t.tcp_last_ack,
+            TcpState::TimeWait => t.tcp_time_wait,
+            TcpState::Close => t.tcp_close,
+        },
+        ProtoState::Udp if replied => t.udp_stream,
+        ProtoState::Udp => t.udp,
+        ProtoState::Echo => t.icmp,
+        ProtoState::Other => t.generic,
+    }
+}
+
+/// Direction of a packet whose source is the lower endpoint (`src_lo`) in a connection opened
+/// from the lower endpoint (`orig_lo`) or not.
+#[inline]
+fn dir_of(orig_lo: bool, src_lo: bool) -> Dir {
+    if orig_lo == src_lo {
+        Dir::Original
+    } else {
+        Dir::Reply
+    }
+}
+
+/// What a packet of no connection would open, or why it cannot.
+fn opener(pkt: &CtPacket) -> Result<ProtoState, InvalidReason> {
+    match &pkt.l4 {
+        L4::Tcp(seg) => TcpConn::open(seg).map(ProtoState::Tcp),
+        L4::Udp => Ok(ProtoState::Udp),
+        L4::Echo { request: true } => Ok(ProtoState::Echo),
+        L4::Echo { request: false } => Err(InvalidReason::NoConnection),
+        L4::Other => Ok(ProtoState::Other),
+        L4::IcmpError { .. } => Err(InvalidReason::IcmpUnrelated),
+        L4::IcmpOther { .. } => Err(InvalidReason::Untrackable),
+        L4::Fragment => Err(InvalidReason::Fragment),
+    }
+}
+
+impl Conntrack {
+    /// An empty tracker.
+    pub fn new(cfg: CtConfig) -> Conntrack {
+        Conntrack {
+            cfg,
+            table: Table::default(),
+            zone_limits: HashMap::new(),
+            counters: CtCounters::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CtConfig {
+        &self.cfg
+    }
+
+    /// Counters since creation.
+    pub fn counters(&self) -> &CtCounters {
+        &self.counters
+    }
+
+    /// Live entries (expired ones not yet swept included).
+    pub fn len(&self) -> usize {
+        self.table.len() as usize
+    }
+
+    /// True if no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Entries held in `zone`.
+    pub fn zone_len(&self, zone: u16) -> usize {
+        self.table.zone_len(zone) as usize
+    }
+
+    /// Sets the entry limit of `zone` (`None`: no zone limit, only the global one). Existing
+    /// entries beyond a lowered limit stay; new commits in the zone are refused until it is
+    /// below.
+    pub fn set_zone_limit(&mut self, zone: u16, limit: Option<u32>) {
+        self.zone_limits.insert(zone, limit);
+    }
+
+    /// The limit in force for `zone`.
+    pub fn zone_limit(&self, zone: u16) -> Option<u32> {
+        self.zone_limits
+            .get(&zone)
+            .copied()
+            .unwrap_or(self.cfg.limits.zone_default)
+    }
+
+    fn count(&mut self, v: Verdict) -> Verdict {
+        match v.state {
+            CtState::New => self.counters.new += 1,
+            CtState::Established => self.counters.established += 1,
+            CtState::Related => self.counters.related += 1,
+            CtState::Invalid => {
+                let r = v.reason.unwrap_or(InvalidReason::Malformed);
+                self.counters.invalid[r as usize] += 1;
+            }
+        }
+        v
+    }
+
+    /// Counts a packet that could not be parsed (`Invalid`, `malformed`) and returns its verdict,
+    /// so that every packet offered to the tracker is counted once.
+    pub fn malformed(&mut self) -> Verdict {
+        self.count(Verdict::invalid(InvalidReason::Malformed))
+    }
+
+    /// The live slot of `key`, removing it first if its deadline passed.
+    fn find_live(&mut self, now: Duration, key: &CtKey, hash: u64) -> Option<u32> {
+        let slot = self.table.find(key, hash)?;
+        if self.table.at(slot).deadline <= now {
+            self.table.remove(slot);
+            self.counters.expired += 1;
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Classifies `pkt` in `zone` and advances its connection (see the module doc).
+    pub fn process(&mut self, now: Duration, zone: u16, pkt: &CtPacket) -> Verdict {
+        let v = self.classify(now, zone, pkt);
+        self.count(v)
+    }
+
+    fn classify(&mut self, now: Duration, zone: u16, pkt: &CtPacket) -> Verdict {
+        match &pkt.l4 {
+            L4::IcmpError { inner, .. } => return self.related(now, zone, pkt, inner),
+            // Never looked up: their port-less tuple could collide with a real entry's.
+            L4::Fragment => return Verdict::invalid(InvalidReason::Fragment),
+            L4::IcmpOther { .. } => return Verdict::invalid(InvalidReason::Untrackable),
+            _ => {}
+        }
+        let (key, src_lo) = CtKey::with_side(zone, &pkt.tuple);
+        let hash = key.hash(self.cfg.hash_seed);
+        if let Some(slot) = self.find_live(now, &key, hash) {
+            let id = self.table.id_of(slot);
+            let timeouts = self.cfg.timeouts;
+            let e = self.table.at_mut(slot);
+            let dir = dir_of(e.orig_lo, src_lo);
+            let ok = match (&mut e.proto, &pkt.l4) {
+                (ProtoState::Tcp(c), L4::Tcp(seg)) => match c.update(dir, seg) {
+                    Outcome::Accept => Ok(()),
+                    Outcome::Reject(r) => Err(r),
+                    Outcome::Reopen => {
+                        self.table.remove(slot);
+                        self.counters.reopened += 1;
+                        return opener(pkt).map_or_else(Verdict::invalid, |_| Verdict::new_conn());
+                    }
+                },
+                (ProtoState::Echo, L4::Echo { request }) => {
+                    if *request == (dir == Dir::Original) {
+                        Ok(())
+                    } else {
+                        Err(InvalidReason::NoConnection)
+                    }
+                }
+                (ProtoState::Udp, L4::Udp) | (ProtoState::Other, L4::Other) => Ok(()),
+                _ => Err(InvalidReason::Malformed),
+            };
+            let mut v = Verdict {
+                state: CtState::Invalid,
+                entry: Some(id),
+                dir,
+                mark: e.mark,
+                reason: None,
+            };
+            match ok {
+                Err(r) => v.reason = Some(r),
+                Ok(()) => {
+                    if dir == Dir::Reply {
+                        e.replied = true;
+                    }
+                    e.packets[dir.idx()] += 1;
+                    e.bytes[dir.idx()] += pkt.ip_len as u64;
+                    e.deadline = now.saturating_add(timeout(&timeouts, &e.proto, e.replied));
+                    v.state = if e.replied {
+                        CtState::Established
+                    } else {
+                        CtState::New
+                    };
+                }
+            }
+            return v;
+        }
+        match opener(pkt) {
+            Ok(_) => Verdict::new_conn(),
+            Err(r) => Verdict::invalid(r),
+        }
+    }
+
+    fn related(&mut self, now: Duration, zone: u16, pkt: &CtPacket, inner: &Tuple) -> Verdict {
+        // The error goes back to the sender of the quoted packet.
+        if pkt.tuple.dst != inner.src {
+            return Verdict::invalid(InvalidReason::IcmpUnrelated);
+        }
+        let (key, inner_lo) = CtKey::with_side(zone, inner);
+        let hash = key.hash(self.cfg.hash_seed);
+        let Some(slot) = self.find_live(now, &key, hash) else {
+            return Verdict::invalid(InvalidReason::IcmpUnrelated);
+        };
+        let e = self.table.at(slot);
+        Verdict {
+            state: CtState::Related,
+            entry: Some(self.table.id_of(slot)),
+            dir: dir_of(e.orig_lo, inner_lo).flip(),
+            mark: e.mark,
+            reason: None,
+        }
+    }
+
+    /// Commits the connection of `pkt` with `mark`: creates its entry if the packet opens one
+    /// (a `New` packet: TCP SYN, UDP, echo request, other protocol), or sets the mark of the
+    /// entry it belongs to. Refused, with nothing changed, when the table or the zone is full or
+    /// the packet cannot open a connection.
+    pub fn commit(
+        &mut self,
+        now: Duration,
+        zone: u16,
+        pkt: &CtPacket,
+        mark: CtMark,
+    ) -> Result<CtId, CommitError> {
+        match pkt.l4 {
+            L4::IcmpError { .. } => return Err(CommitError::NotNew(CtState::Related)),
+            L4::Fragment | L4::IcmpOther { .. } => {
+                return Err(CommitError::NotNew(CtState::Invalid))
+            }
+            _ => {}
+        }
+        let (key, src_lo) = CtKey::with_side(zone, &pkt.tuple);
+        let hash = key.hash(self.cfg.hash_seed);
+        if let Some(slot) = self.find_live(now, &key, hash) {
+            let reopen = match (&self.table.at(slot).proto, &pkt.l4) {
+                (ProtoState::Tcp(c), L4::Tcp(seg)) => {
+                    matches!(c.state, TcpState::TimeWait | TcpState::Close)
+                        && TcpConn::can_open(seg)
+                }
+                _ => false,
+            };
+            if !reopen {
+                self.table.at_mut(slot).mark = mark;
+                return Ok(self.table.id_of(slot));
+            }
+            self.table.remove(slot);
+            self.counters.reopened += 1;
+        }
+        let proto = opener(pkt).map_err(|_| CommitError::NotNew(CtState::Invalid))?;
+        let max = self.cfg.limits.max_entries;
+        // At a limit, reclaim expired entries first, but sweep at most once per second: a flood
+        // of refused SYNs must not rescan the current bucket for each one.
+        if self.table.len() >= max {
+            self.expire_if_due(now);
+            if self.table.len() >= max {
+                self.counters.table_full += 1;
+                return Err(CommitError::TableFull(max));
+            }
+        }
+        if let Some(limit) = self.zone_limit(zone) {
+            if self.table.zone_len(zone) >= limit {
+                self.expire_if_due(now);
+                if self.table.zone_len(zone) >= limit {
+                    self.counters.zone_full += 1;
+                    return Err(CommitError::ZoneFull { zone, limit });
+                }
+            }
+        }
+        let deadline = now.saturating_add(timeout(&self.cfg.timeouts, &proto, false));
+        let e = Entry::new(key, hash, src_lo, proto, mark, now, deadline, pkt.ip_len);
+        self.counters.committed += 1;
+        Ok(self.table.insert(e, zone))
+    }
+
+    /// Removes entries whose timeout passed; returns how many. Amortized O(1) per entry (see
+    /// [`wheel`]).
+    pub fn expire(&mut self, now: Duration) -> u64 {
+        let n = self.table.sweep(now);
+        self.counters.expired += n;
+        n
+    }
+
+    fn expire_if_due(&mut self, now: Duration) {
+        if self.table.sweep_due(now) {
+            self.expire(now);
+        }
+    }
+
+    /// Sets the mark of a live entry; false if it is gone.
+    pub fn set_mark(&mut self, id: CtId, mark: CtMark) -> bool {
+        match self.table.slot_of(id) {
+            Some(s) => {
+                self.table.at_mut(s).mark = mark;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes a live entry (a security-group change that applies to existing connections);
+    /// false if it is gone.
+    pub fn remove(&mut self, id: CtId) -> bool {
+        match self.table.slot_of(id) {
+            Some(s) => {
+                self.table.remove(s);
+                self.counters.removed += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every entry of `zone`; returns how many. O(table capacity).
+    pub fn flush_zone(&mut self, zone: u16) -> usize {
+        let slots: Vec<u32> = self
+            .table
+            .live_slots()
+            .filter(|&s| self.table.at(s).key.zone == zone)
+            .collect();
+        for &s in &slots {
+            self.table.remove(s);
+        }
+        self.counters.removed += slots.len() as u64;
+        slots.len()
+    }
+
+    fn info(&self, slot: u32) -> ConnInfo {
+        let e = self.table.at(slot);
+        ConnInfo {
+            id: self.table.id_of(slot),
+            zone: e.key.zone,
+            orig: e.key.tuple(e.orig_lo),
+            proto: match e.proto {
+                ProtoState::Tcp(c) => ConnProto::Tcp(c.state),
+                ProtoState::Udp => ConnProto::Udp,
+                ProtoState::Echo => ConnProto::Echo,
+                ProtoState::Other => ConnProto::Other,
+            },
+            replied: e.replied,
+            mark: e.mark,
+            created: e.created,
+            deadline: e.deadline,
+            packets: e.packets,
+            bytes: e.bytes,
+        }
+    }
+
+    /// A live entry.
+    pub fn get(&self, id: CtId) -> Option<ConnInfo> {
+        self.table.slot_of(id).map(|s| self.info(s))
+    }
+
+    /// The entry `tuple` in `zone` belongs to (either direction), expired or not.
+    pub fn lookup(&self, zone: u16, tuple: &Tuple) -> Option<ConnInfo> {
+        let key = CtKey::of(zone, tuple);
+        let s = self.table.find(&key, key.hash(self.cfg.hash_seed))?;
+        Some(self.info(s))
+    }
+
+    /// Every held entry (O(table capacity); for dumps).
+    pub fn entries(&self) -> impl Iterator<Item = ConnInfo> + '_ {
+        self.table.live_slots().map(|s| self.info(s))
+    }
+
+    /// Checks the table's invariants and the limits (for tests).
+    pub fn check(&self) -> Result<(), String> {
+        self.table.check()?;
+        if self.table.len() > self.cfg.limits.max_entries {
+            return Err("more entries than max_entries".into());
+        }
+        Ok(())
+    }
+}
