@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::export::{Authorizer, ExportFilter};
+use crate::export::{Authorizer, ExportFilter, SnapshotNames};
 
 /// Limits and timeouts of a server.
 #[derive(Debug, Clone)]
@@ -61,6 +61,10 @@ pub struct ServerConfig {
     /// unexpired); `false` closes the connection before any option is read. For revocation:
     /// refuse the serials that were revoked.
     pub admit: Option<Admit>,
+    /// Resolves the snapshot part of `VOLUME@SNAPSHOT` and of `strata:changed-since:SNAPSHOT`
+    /// to the engine's snapshot name, so clients may use the names their users gave
+    /// snapshots; a name it does not resolve is taken as the engine's name itself.
+    pub snapshot_names: Option<SnapshotNames>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +83,7 @@ impl Default for ServerConfig {
             tls_required: false,
             authorize: None,
             admit: None,
+            snapshot_names: None,
         }
     }
 }

@@ -142,12 +142,34 @@ impl std::fmt::Debug for Authorizer {
     }
 }
 
+/// Maps (volume's engine name, snapshot name as a client sent it) to the engine's snapshot
+/// name, or `None` when it knows no such name (the name is then tried as the engine's own).
+#[derive(Clone)]
+pub struct SnapshotNames(pub std::sync::Arc<SnapshotNamesFn>);
+
+/// The mapping a [`SnapshotNames`] wraps.
+pub type SnapshotNamesFn = dyn Fn(&str, &str) -> Option<String> + Send + Sync;
+
+impl SnapshotNames {
+    /// Wraps a mapping function.
+    pub fn new(f: impl Fn(&str, &str) -> Option<String> + Send + Sync + 'static) -> Self {
+        SnapshotNames(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for SnapshotNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotNames")
+    }
+}
+
 /// The exports of one pool.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pool: Pool,
     filter: Option<ExportFilter>,
     authorize: Option<Authorizer>,
+    snapshot_names: Option<SnapshotNames>,
 }
 
 impl Catalog {
@@ -157,6 +179,7 @@ impl Catalog {
             pool,
             filter: None,
             authorize: None,
+            snapshot_names: None,
         }
     }
 
@@ -166,6 +189,7 @@ impl Catalog {
             pool,
             filter,
             authorize: None,
+            snapshot_names: None,
         }
     }
 
@@ -173,6 +197,28 @@ impl Catalog {
     pub fn with_authorizer(mut self, authorize: Option<Authorizer>) -> Self {
         self.authorize = authorize;
         self
+    }
+
+    /// The same exports, with snapshot names resolved by `names` (see [`SnapshotNames`]).
+    pub fn with_snapshot_names(mut self, names: Option<SnapshotNames>) -> Self {
+        self.snapshot_names = names;
+        self
+    }
+
+    /// The engine's id of the snapshot `name` of `volume`: the name resolved through
+    /// [`SnapshotNames`] if it knows it, else taken as the engine's own name.
+    fn snapshot(&self, volume: VolumeId, name: &str) -> Option<SnapshotId> {
+        let vol_name = self.pool.volume(volume).ok()?.name;
+        if let Some(engine) = self
+            .snapshot_names
+            .as_ref()
+            .and_then(|n| (n.0)(&vol_name, name))
+        {
+            if let Ok(id) = self.pool.snapshot_id(volume, &engine) {
+                return Some(id);
+            }
+        }
+        self.pool.snapshot_id(volume, name).ok()
     }
 
     fn admits(&self, volume: &str) -> bool {
@@ -215,10 +261,7 @@ impl Catalog {
         let volume = self.pool.volume_id(vol_name).ok()?;
         let (target, read_only) = match snap_name {
             None => (Target::Volume(volume), false),
-            Some(s) => (
-                Target::Snapshot(self.pool.snapshot_id(volume, s).ok()?),
-                true,
-            ),
+            Some(s) => (Target::Snapshot(self.snapshot(volume, s)?), true),
         };
         let size = self.pool.size_of(target).ok()?;
         Some(Export {
@@ -286,7 +329,7 @@ impl Catalog {
             if e.read_only || snap.is_empty() {
                 return Vec::new();
             }
-            if let Ok(id) = self.pool.snapshot_id(e.volume, snap) {
+            if let Some(id) = self.snapshot(e.volume, snap) {
                 return vec![MetaContext::ChangedSince {
                     name: snap.to_string(),
                     snapshot: id,

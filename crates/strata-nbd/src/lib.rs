@@ -43,7 +43,7 @@ pub mod tls;
 pub mod transmit;
 
 pub use config::{Admit, PeerInfo, ServerConfig, UnixListenerOptions};
-pub use export::{Authorizer, Catalog, Export, ExportFilter, MetaContext};
+pub use export::{Authorizer, Catalog, Export, ExportFilter, MetaContext, SnapshotNames};
 pub use negotiate::{HandshakeError, Negotiator, Session, Step, TlsMode};
 pub use registry::SessionInfo;
 pub use server::{NbdServer, ServeError};

@@ -127,7 +127,8 @@ impl NbdServer {
         NbdServer {
             shared: Arc::new(Shared {
                 catalog: Catalog::with_filter(pool, config.filter.clone())
-                    .with_authorizer(config.authorize.clone()),
+                    .with_authorizer(config.authorize.clone())
+                    .with_snapshot_names(config.snapshot_names.clone()),
                 config,
                 stats: Arc::new(Stats::default()),
                 shutting_down: AtomicBool::new(false),

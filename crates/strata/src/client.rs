@@ -169,7 +169,7 @@ pub enum VolumeCmd {
     },
     /// Exports a volume over NBD and prints the URI a client opens.
     Attach {
-        /// Volume name.
+        /// Volume name, or VOLUME@SNAPSHOT to export a snapshot read-only (by its name or id).
         name: String,
         /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
@@ -594,7 +594,7 @@ impl Client {
         let v = self.req("GET", &format!("/v1/volumes/{vol_id}/snapshots"), None)?;
         v["items"]
             .as_array()
-            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .and_then(|a| a.iter().find(|s| s["name"] == name || s["id"] == name))
             .and_then(|s| s["id"].as_str())
             .map(str::to_string)
             .ok_or_else(|| anyhow!("snapshot_not_found: snapshot {name} not found"))
@@ -891,7 +891,16 @@ impl Client {
                 tcp,
                 credentials_dir,
             } => {
+                // `VOL@SNAP` exports a snapshot read-only: the volume's attachment serves it
+                // under the export name `ID@SNAP` (the daemon resolves snapshot names).
+                let (name, snap) = match name.split_once('@') {
+                    Some((v, s)) => (v.to_string(), Some(s.to_string())),
+                    None => (name, None),
+                };
                 let id = self.volume_id(&name, tenant.as_deref())?;
+                if let Some(s) = &snap {
+                    self.snapshot_id(&id, s)?;
+                }
                 let transport = if tcp {
                     wire::Transport::Tcp
                 } else {
@@ -914,6 +923,18 @@ impl Client {
                     v["certificate_serial"] = serial;
                     v["certificate_not_after"] = not_after;
                     v["credentials_dir"] = json!(credentials_dir.display().to_string());
+                }
+                if let Some(s) = &snap {
+                    let export = v["export"].as_str().unwrap_or_default().to_string();
+                    let with = format!("{export}@{s}");
+                    for k in ["uri", "tcp_uri"] {
+                        if let Some(u) = v[k].as_str() {
+                            v[k] = json!(u.replacen(&format!("/{export}"), &format!("/{with}"), 1));
+                        }
+                    }
+                    v["export"] = json!(with);
+                    v["snapshot"] = json!(s);
+                    v["read_only"] = json!(true);
                 }
                 match self.out {
                     Output::Table if tcp => {

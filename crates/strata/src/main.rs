@@ -296,6 +296,7 @@ fn serve(
             exports.read().contains(name)
         }))),
         authorize: Some(ctl.nbd_authorizer()),
+        snapshot_names: Some(ctl.nbd_snapshot_names()),
         ..Default::default()
     };
     let mut pki = None;

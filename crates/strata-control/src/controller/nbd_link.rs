@@ -137,6 +137,23 @@ impl Controller {
         Ok(t)
     }
 
+    /// Resolves the snapshot names users gave to the engine's (the snapshot's id), so NBD
+    /// clients may open `VOLUME@NAME` and ask for `strata:changed-since:NAME`; ids keep
+    /// working (the engine's own names).
+    pub fn nbd_snapshot_names(self: &Arc<Self>) -> strata_nbd::SnapshotNames {
+        let c: Weak<Controller> = Arc::downgrade(self);
+        strata_nbd::SnapshotNames::new(move |volume, name| {
+            let c = c.upgrade()?;
+            if name.is_empty() || name.contains('/') {
+                return None;
+            }
+            c.get::<String>(&snapshot_name_key(volume, name))
+                .ok()
+                .flatten()
+                .map(|(id, _)| id)
+        })
+    }
+
     /// The authorizer the NBD server asks on every export lookup and list (see the module
     /// invariants).
     pub fn nbd_authorizer(self: &Arc<Self>) -> strata_nbd::Authorizer {

@@ -256,3 +256,106 @@ fn tcp_attachments_need_the_tenants_certificate() {
     assert!(!o.status.success(), "a plain TCP client was served");
     d.stop();
 }
+
+/// Snapshots by name where ids work (issue 11, issue 16 point 6): `strata volume attach
+/// VOL@SNAP` exports the snapshot read-only under a URI qemu opens, and
+/// `strata:changed-since:NAME` answers BLOCK_STATUS as `strata:changed-since:ID` does.
+#[test]
+fn snapshots_by_name_attach_read_only_and_answer_changed_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    let cli = |args: &[&str]| -> std::process::Output {
+        strata()
+            .args(args)
+            .args(["--endpoint", &d.url, "--token", &admin])
+            .output()
+            .unwrap()
+    };
+    let ok = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    ok(&cli(&["tenant", "create", "ml"]));
+    ok(&cli(&[
+        "volume", "create", "ckpt", "--size", "16M", "--tenant", "ml",
+    ]));
+    let uri = ok(&cli(&["volume", "attach", "ckpt", "--tenant", "ml"]));
+    let qemu_io = |uri: &str, cmds: &[&str]| -> std::process::Output {
+        let mut c = std::process::Command::new("qemu-io");
+        c.args(["-f", "raw"]);
+        for cmd in cmds {
+            c.args(["-c", cmd]);
+        }
+        c.arg(uri)
+            .output()
+            .expect("qemu-io (qemu-utils) is installed")
+    };
+    let o = qemu_io(&uri, &["write -P 0x11 0 2M", "flush"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok(&cli(&[
+        "snapshot", "create", "ckpt", "before", "--tenant", "ml",
+    ]));
+    let o = qemu_io(&uri, &["write -P 0x22 1M 64k", "flush"]);
+    assert!(o.status.success());
+
+    // The snapshot by name: read-only, with the content from before the second write.
+    let snap_uri = ok(&cli(&["volume", "attach", "ckpt@before", "--tenant", "ml"]));
+    assert!(snap_uri.contains("@before"), "{snap_uri}");
+    let o = std::process::Command::new("qemu-io")
+        .args(["-r", "-f", "raw", "-c", "read -P 0x11 0 2M", &snap_uri])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && !out.contains("Pattern verification failed"),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The server flags the export read-only (its refusal of writes, EPERM, is tested in
+    // strata-nbd's `snapshot_export_is_read_only`).
+    let o = std::process::Command::new("nbdinfo")
+        .args(["--json", &snap_uri])
+        .output()
+        .expect("nbdinfo (libnbd-bin) is installed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["exports"][0]["is_read_only"], true, "{info}");
+    // An unknown snapshot name is refused by the CLI with its code.
+    let o = cli(&["volume", "attach", "ckpt@nosuch", "--tenant", "ml"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("snapshot_not_found"));
+
+    // changed-since by name: exactly the 64 KiB written after the snapshot is flagged.
+    let changed = |ctx: &str| -> String {
+        let o = std::process::Command::new("nbdinfo")
+            .arg(format!("--map={ctx}"))
+            .arg(&uri)
+            .output()
+            .expect("nbdinfo (libnbd-bin) is installed");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let by_name = changed("strata:changed-since:before");
+    let flagged: Vec<&str> = by_name
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("1"))
+        .collect();
+    assert_eq!(flagged.len(), 1, "{by_name}");
+    let f: Vec<&str> = flagged[0].split_whitespace().collect();
+    assert_eq!((f[0], f[1]), ("1048576", "65536"), "{by_name}");
+    let (_, snaps) = d.call(
+        "GET",
+        &format!("/v1/volumes/{}/snapshots", uri_export(&uri)),
+        &admin,
+        None,
+    );
+    let sid = snaps["items"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(changed(&format!("strata:changed-since:{sid}")), by_name);
+}
+
+/// The export name in an `nbd+unix:///EXPORT?socket=...` URI.
+fn uri_export(uri: &str) -> String {
+    let rest = uri.trim_start_matches("nbd+unix:///");
+    rest.split('?').next().unwrap().to_string()
+}
