@@ -176,6 +176,9 @@ pub enum AdminError {
         /// Volume name.
         volume: String,
     },
+    /// A snapshot group names one volume twice.
+    #[error("volume {0} is named twice in one snapshot group")]
+    DuplicateMember(String),
     /// The pool's metadata area is full.
     #[error("pool metadata area is full")]
     MetadataFull,
@@ -191,9 +194,9 @@ impl AdminError {
             AdminError::VolumeNotFound(_) => ErrorCode::VolumeNotFound,
             AdminError::SnapshotNotFound(_) => ErrorCode::SnapshotNotFound,
             AdminError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            AdminError::InvalidName { .. } | AdminError::InvalidSize { .. } => {
-                ErrorCode::InvalidArgument
-            }
+            AdminError::InvalidName { .. }
+            | AdminError::InvalidSize { .. }
+            | AdminError::DuplicateMember(_) => ErrorCode::InvalidArgument,
             AdminError::ShrinkOverData { .. }
             | AdminError::HasSnapshots { .. }
             | AdminError::NotOfVolume { .. } => ErrorCode::Conflict,

@@ -134,6 +134,52 @@ impl Pool {
         })
     }
 
+    /// Snapshots several volumes at one instant (a checkpoint group): one `(volume, name)`
+    /// each, all or none. The snapshots are taken with all I/O excluded, so no write is in
+    /// one snapshot and missing from another, and journaled in one commit record, so a crash
+    /// keeps all of them or none. Durable on return, and so is every write before it.
+    pub fn create_snapshots(
+        &self,
+        members: &[(VolumeId, &str)],
+    ) -> Result<Vec<SnapshotId>, AdminError> {
+        for (_, name) in members {
+            validate_name(name)?;
+        }
+        self.admin(|m| {
+            let mut seen = std::collections::HashSet::new();
+            let mut ops = Vec::with_capacity(members.len());
+            let mut ids = Vec::with_capacity(members.len());
+            let created = now();
+            for &(volume, name) in members {
+                vol(&m.state, volume)?;
+                if !seen.insert(volume) {
+                    return Err(AdminError::DuplicateMember(volume.0.to_string()));
+                }
+                if m.state
+                    .snapshots
+                    .values()
+                    .any(|s| s.volume == volume && s.name == name)
+                {
+                    return Err(AdminError::AlreadyExists {
+                        kind: "snapshot",
+                        name: name.into(),
+                    });
+                }
+                let id = SnapshotId(m.state.alloc_id());
+                let layer = m.state.alloc_id();
+                ops.push(Op::CreateSnapshot {
+                    id,
+                    volume,
+                    layer,
+                    name: name.into(),
+                    created,
+                });
+                ids.push(id);
+            }
+            Ok((ops, ids))
+        })
+    }
+
     /// Deletes a snapshot; frees exactly the blocks nothing else references.
     pub fn delete_snapshot(&self, id: SnapshotId) -> Result<(), AdminError> {
         self.admin(|m| {

@@ -6,6 +6,7 @@ mod corruption;
 mod crash;
 mod files;
 mod full_pool;
+mod groups;
 mod model;
 mod placement;
 
