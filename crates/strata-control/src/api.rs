@@ -96,6 +96,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Switch => C::SwitchNotFound,
             Resource::Port => C::PortNotFound,
             Resource::Token => C::TokenNotFound,
+            Resource::SnapshotGroup => C::SnapshotGroupNotFound,
         },
         ControlError::Exists { resource, .. } => match resource {
             Resource::Tenant => C::TenantExists,
@@ -103,6 +104,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Snapshot => C::SnapshotExists,
             Resource::Switch => C::SwitchExists,
             Resource::Port => C::PortExists,
+            Resource::SnapshotGroup => C::SnapshotGroupExists,
             Resource::Pool | Resource::Attachment | Resource::Token => C::AlreadyExists,
         },
         ControlError::Invalid { .. } => C::InvalidArgument,
@@ -114,6 +116,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             InUse::VolumeAttached => C::VolumeAttached,
             InUse::TenantNotEmpty => C::TenantNotEmpty,
             InUse::RequestIdReused => C::RequestIdReused,
+            InUse::SnapshotInGroup => C::SnapshotInGroup,
         },
         ControlError::Busy(_) => C::Busy,
         ControlError::Unavailable { service, .. } => match service {
@@ -135,7 +138,10 @@ fn engine_code(e: &strata_block::AdminError) -> ErrorCode {
         E::VolumeNotFound(_) => C::VolumeNotFound,
         E::SnapshotNotFound(_) => C::SnapshotNotFound,
         E::AlreadyExists { .. } => C::AlreadyExists,
-        E::InvalidName { .. } | E::InvalidSize { .. } | E::NotOfVolume { .. } => C::InvalidArgument,
+        E::InvalidName { .. }
+        | E::InvalidSize { .. }
+        | E::NotOfVolume { .. }
+        | E::DuplicateMember(_) => C::InvalidArgument,
         E::ClassUnavailable(_) => C::ClassUnavailable,
         E::ShrinkOverData { .. } => C::ShrinkOverData,
         E::HasSnapshots { .. } => C::VolumeHasSnapshots,
@@ -762,6 +768,58 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 |c, p, (id, Body(n))| {
                     c.clone_snapshot(p, &id, &n.name, n.request_id)
                         .map(Volume::from)
+                },
+            )),
+        )
+        .route(
+            "/v1/snapshot-groups",
+            post(change(
+                S::CREATED,
+                "snapshot_group.create",
+                |Body(r): &Body<CreateSnapshotGroup>| r.name.clone(),
+                |c, p, Body(r)| {
+                    c.create_snapshot_group(
+                        p,
+                        crate::controller::NewGroup {
+                            name: r.name,
+                            volumes: r.volumes,
+                            series: r.series,
+                            keep: r.keep.map(|k| k as u32),
+                        },
+                    )
+                    .map(SnapshotGroup::from)
+                },
+            ))
+            .get(read(|c, p, Query(q): Query<ListGroups>| {
+                c.list_snapshot_groups(p, q.tenant.as_deref())
+                    .map(|l| SnapshotGroupList {
+                        items: l.into_iter().map(Into::into).collect(),
+                    })
+            })),
+        )
+        .route(
+            "/v1/snapshot-groups/{id}",
+            get(read(|c, p, id: String| {
+                c.get_snapshot_group(p, &id).map(SnapshotGroup::from)
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "snapshot_group.delete",
+                String::clone,
+                |c, p, id| c.delete_snapshot_group(p, &id),
+            )),
+        )
+        .route(
+            "/v1/snapshot-groups/{id}/clone",
+            post(change(
+                S::CREATED,
+                "snapshot_group.clone",
+                first::<Body<CloneGroup>>,
+                |c, p, (id, Body(r))| {
+                    c.clone_snapshot_group(p, &id, &r.prefix)
+                        .map(|v| ClonedVolumes {
+                            items: v.into_iter().map(Into::into).collect(),
+                        })
                 },
             )),
         )

@@ -45,6 +45,8 @@ pub enum Resource {
     Port,
     /// An API token (named by its public id).
     Token,
+    /// A checkpoint group of snapshots.
+    SnapshotGroup,
 }
 
 impl fmt::Display for Resource {
@@ -58,6 +60,7 @@ impl fmt::Display for Resource {
             Resource::Switch => "switch",
             Resource::Port => "port",
             Resource::Token => "token",
+            Resource::SnapshotGroup => "snapshot group",
         })
     }
 }
@@ -73,6 +76,8 @@ pub enum InUse {
     TenantNotEmpty,
     /// The request id names an earlier create of another volume.
     RequestIdReused,
+    /// The snapshot is a member of a checkpoint group.
+    SnapshotInGroup,
 }
 
 /// A part of the daemon a call needs and that is not running.

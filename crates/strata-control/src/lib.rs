@@ -10,7 +10,8 @@ pub mod pki;
 pub mod wire;
 
 pub use controller::{
-    Controller, CreateVolume, OvercommitArg, PoolSettingsView, Principal, SetPoolSettings, SizeArg,
+    Controller, CreateVolume, NewGroup, OvercommitArg, PoolSettingsView, Principal,
+    SetPoolSettings, SizeArg,
 };
 pub use error::{ControlError, InUse, Resource, Service};
 pub use model::*;

@@ -261,6 +261,38 @@ pub struct Snapshot {
     pub size: u64,
     /// Creation time.
     pub created: u64,
+    /// The checkpoint group it was taken in, if any (deleted only with the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// A checkpoint group: snapshots of several volumes taken at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotGroup {
+    /// Id.
+    pub id: String,
+    /// Owning tenant (of every member volume).
+    pub tenant: String,
+    /// Name, unique within the tenant; also each member snapshot's name.
+    pub name: String,
+    /// The series retention counts groups in, if any.
+    pub series: Option<String>,
+    /// Creation time.
+    pub created: u64,
+    /// `false` while recorded and not yet taken in the engine (a crash then is undone at
+    /// start).
+    pub ready: bool,
+    /// Its snapshots: (volume id, snapshot id), in the order the volumes were named.
+    pub members: Vec<GroupMember>,
+}
+
+/// One volume's snapshot in a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// Volume id.
+    pub volume: String,
+    /// Snapshot id.
+    pub snapshot: String,
 }
 
 /// One audit log entry.

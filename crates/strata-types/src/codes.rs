@@ -232,6 +232,13 @@ registry! {
     // ----- the CLI's rough edges -----
     /// The request id was used before for a create with other arguments (another name).
     RequestIdReused = "request_id_reused", 409, None;
+    // ----- checkpoint groups -----
+    /// No such snapshot group (or not visible to the caller).
+    SnapshotGroupNotFound = "snapshot_group_not_found", 404, None;
+    /// A snapshot group by that name exists in the tenant.
+    SnapshotGroupExists = "snapshot_group_exists", 409, None;
+    /// The snapshot belongs to a group: delete the group instead.
+    SnapshotInGroup = "snapshot_in_group", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

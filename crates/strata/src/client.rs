@@ -306,6 +306,60 @@ pub enum SnapshotCmd {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Snapshots several volumes at one crash-consistent instant (a checkpoint group: the
+    /// shards of one job's checkpoint). Each member snapshot is named NAME, so VOL@NAME
+    /// attaches it.
+    CreateGroup {
+        /// Group name.
+        name: String,
+        /// Volume names, each once, all of one tenant.
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        /// Tenant of the volumes (admins, when a name is in several tenants).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Series the group belongs to, for retention.
+        #[arg(long)]
+        series: Option<String>,
+        /// Keep only the newest N groups of the series (older ones are deleted after this one
+        /// is taken). Needs --series.
+        #[arg(long, requires = "series")]
+        keep: Option<u64>,
+    },
+    /// Lists checkpoint groups.
+    ListGroups {
+        /// Only this tenant's (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Shows a checkpoint group and its members.
+    ShowGroup {
+        /// Group name.
+        name: String,
+        /// Tenant of the group (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Deletes a checkpoint group and its snapshots.
+    DeleteGroup {
+        /// Group name.
+        name: String,
+        /// Tenant of the group (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Clones every member of a group into a new volume named PREFIX-VOLUME (all or none):
+    /// a new job starting from a checkpoint.
+    CloneGroup {
+        /// Group name.
+        name: String,
+        /// Prefix of the new volumes' names.
+        #[arg(long)]
+        prefix: String,
+        /// Tenant of the group (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1105,7 +1159,131 @@ impl Client {
                 self.req("DELETE", &format!("/v1/snapshots/{sid}"), None)?;
                 self.done(&format!("snapshot {volume}@{name} deleted"))
             }
+            SnapshotCmd::CreateGroup {
+                name,
+                volumes,
+                tenant,
+                series,
+                keep,
+            } => {
+                let ids = volumes
+                    .iter()
+                    .map(|v| self.volume_id(v, tenant.as_deref()))
+                    .collect::<Result<Vec<_>>>()?;
+                let v = self.req(
+                    "POST",
+                    "/v1/snapshot-groups",
+                    body(&wire::CreateSnapshotGroup {
+                        name,
+                        volumes: ids,
+                        series,
+                        keep,
+                    }),
+                )?;
+                self.print_group(v)
+            }
+            SnapshotCmd::ListGroups { tenant } => {
+                let q = tenant.map_or(String::new(), |t| format!("?tenant={}", enc(&t)));
+                let mut v = self.req("GET", &format!("/v1/snapshot-groups{q}"), None)?;
+                if let Some(items) = v["items"].as_array_mut() {
+                    for g in items {
+                        g["volumes"] = json!(g["members"].as_array().map_or(0, Vec::len));
+                    }
+                }
+                self.print(
+                    &v,
+                    &[
+                        ("NAME", "name"),
+                        ("TENANT", "tenant"),
+                        ("SERIES", "series"),
+                        ("VOLUMES", "volumes"),
+                        ("CREATED", "created"),
+                        ("ID", "id"),
+                    ],
+                )
+            }
+            SnapshotCmd::ShowGroup { name, tenant } => {
+                let id = self.group_id(&name, tenant.as_deref())?;
+                let v = self.req("GET", &format!("/v1/snapshot-groups/{id}"), None)?;
+                self.print_group(v)
+            }
+            SnapshotCmd::DeleteGroup { name, tenant } => {
+                let id = self.group_id(&name, tenant.as_deref())?;
+                self.req("DELETE", &format!("/v1/snapshot-groups/{id}"), None)?;
+                self.done(&format!("checkpoint group {name} deleted"))
+            }
+            SnapshotCmd::CloneGroup {
+                name,
+                prefix,
+                tenant,
+            } => {
+                let id = self.group_id(&name, tenant.as_deref())?;
+                let v = self.req(
+                    "POST",
+                    &format!("/v1/snapshot-groups/{id}/clone"),
+                    body(&wire::CloneGroup { prefix }),
+                )?;
+                self.print(&v, &[("NAME", "name"), ("SIZE", "size:size"), ("ID", "id")])
+            }
         }
+    }
+
+    /// A group's id from its name (in `tenant`, or the caller's).
+    fn group_id(&self, name: &str, tenant: Option<&str>) -> Result<String> {
+        let q = tenant.map_or(String::new(), |t| format!("?tenant={}", enc(t)));
+        let v = self.req("GET", &format!("/v1/snapshot-groups{q}"), None)?;
+        let found: Vec<&Value> = v["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|g| g["name"] == name || g["id"] == name)
+                    .collect()
+            })
+            .unwrap_or_default();
+        match found.len() {
+            0 => bail!("snapshot_group_not_found: checkpoint group {name} not found"),
+            1 => Ok(found[0]["id"].as_str().unwrap_or_default().to_string()),
+            _ => bail!("checkpoint group {name} exists in several tenants: name one with --tenant"),
+        }
+    }
+
+    /// A group with its members' volume names.
+    fn print_group(&self, mut v: Value) -> Result<()> {
+        if let Output::Table = self.out {
+            let members: Vec<Value> = v["members"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| {
+                    let name = self
+                        .req(
+                            "GET",
+                            &format!("/v1/volumes/{}", m["volume"].as_str().unwrap_or_default()),
+                            None,
+                        )
+                        .map(|vol| vol["name"].clone())
+                        .unwrap_or(Value::Null);
+                    json!({"volume": name, "volume_id": m["volume"], "snapshot": m["snapshot"]})
+                })
+                .collect();
+            outln!(
+                "checkpoint group {} ({} volumes, tenant {})",
+                v["name"].as_str().unwrap_or_default(),
+                members.len(),
+                v["tenant"].as_str().unwrap_or_default()
+            );
+            v = json!({ "items": members });
+            return self.print(
+                &v,
+                &[
+                    ("VOLUME", "volume"),
+                    ("SNAPSHOT", "snapshot"),
+                    ("VOLUME ID", "volume_id"),
+                ],
+            );
+        }
+        self.print(&v, &[])
     }
 
     /// `strata switch ...`.

@@ -11,6 +11,7 @@
 //! - `tenant_txn.rs`: the quota transaction (`with_tenant`): a tenant's changes staged into
 //!   batches, one durable commit per batch.
 //! - `volumes.rs`, `snapshots.rs`, `qos.rs`: the volume lifecycle over the engine.
+//! - `groups.rs`: checkpoint groups (snapshots of several volumes at one instant).
 //! - `attachments.rs`: NBD exports of volumes and who may open them.
 //! - `nbd_link.rs`: the running NBD server: tenant sockets, the authorize and admit hooks,
 //!   closing the sessions of a detached volume or a revoked tenant.
@@ -45,6 +46,7 @@ mod audit;
 mod auth;
 mod certificates;
 mod figures;
+mod groups;
 mod nbd_link;
 mod pools;
 mod qos;
@@ -59,6 +61,7 @@ mod volumes;
 pub use attachments::Exports;
 pub use auth::Principal;
 pub use certificates::Revoked;
+pub use groups::{NewGroup, GROUP_MAX_MEMBERS};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
 pub use volumes::{CreateVolume, SizeArg};
 

@@ -41,7 +41,7 @@ impl Controller {
         for (_, a) in self.list::<Attachment>("/attachments/", None, 0)? {
             self.exports.write().insert(a.export);
         }
-        let r = self.recover_volumes();
+        let r = self.recover_volumes().and_then(|()| self.recover_groups());
         // Usage is derived state: recount it from the records, whatever a crash left behind.
         self.recount_usage()?;
         r

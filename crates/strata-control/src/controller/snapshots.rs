@@ -12,7 +12,7 @@ use super::auth::Principal;
 use super::store::*;
 use super::tenants::{charge, Charge};
 use super::{Controller, DEFAULT_POOL};
-use crate::error::{ControlError, Resource};
+use crate::error::{ControlError, InUse, Resource};
 use crate::model::*;
 
 impl Controller {
@@ -45,6 +45,7 @@ impl Controller {
             name: name.to_string(),
             size: v.size,
             created: now(),
+            group: None,
         };
         self.with_tenant(&v.tenant, |t| {
             if self.store.get(&snapshot_name_key(&v.id, name))?.is_some() {
@@ -135,6 +136,15 @@ impl Controller {
     pub fn delete_snapshot(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Member)?;
         let s = self.get_snapshot(p, id)?;
+        if let Some(g) = &s.group {
+            return Err(ControlError::InUse {
+                what: InUse::SnapshotInGroup,
+                message: format!(
+                    "snapshot {} belongs to checkpoint group {g}: delete the group",
+                    s.name
+                ),
+            });
+        }
         if let Ok(sid) = self.engine_snapshot(&s) {
             self.pool.delete_snapshot(sid)?;
         }

@@ -50,6 +50,15 @@ pub(super) fn snapshot_index(id: &str) -> String {
 pub(super) fn snapshot_name_key(vol: &str, name: &str) -> String {
     format!("/snapshot-names/{vol}/{name}")
 }
+pub(super) fn group_key(t: &str, id: &str) -> String {
+    format!("/snapshot-groups/{t}/{id}")
+}
+pub(super) fn group_index(id: &str) -> String {
+    format!("/snapshot-group-ids/{id}")
+}
+pub(super) fn group_name_key(t: &str, name: &str) -> String {
+    format!("/snapshot-group-names/{t}/{name}")
+}
 pub(super) fn request_key(t: &str, rid: &str) -> String {
     format!("/requests/{t}/{rid}")
 }

@@ -54,6 +54,12 @@ use super::*;
     NewName,
     Snapshot,
     SnapshotList,
+    CreateSnapshotGroup,
+    CloneGroup,
+    GroupMember,
+    SnapshotGroup,
+    SnapshotGroupList,
+    ClonedVolumes,
     Transport,
     Attach,
     Credentials,
@@ -461,6 +467,50 @@ fn operations() -> Vec<Op> {
         )
         .body(r::<NewName>())
         .ok(201, "created", r::<Volume>())
+        .errors(&[409, 507]),
+        op(
+            Post,
+            "/v1/snapshot-groups",
+            "createSnapshotGroup",
+            "Snapshot several volumes at one instant (a checkpoint group)",
+        )
+        .body(r::<CreateSnapshotGroup>())
+        .ok(201, "taken", r::<SnapshotGroup>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/snapshot-groups",
+            "listSnapshotGroups",
+            "List the checkpoint groups the caller may see",
+        )
+        .query(
+            "tenant",
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
+            "only this tenant's",
+        )
+        .ok(200, "groups", r::<SnapshotGroupList>()),
+        op(
+            Get,
+            "/v1/snapshot-groups/{id}",
+            "getSnapshotGroup",
+            "Show a checkpoint group",
+        )
+        .ok(200, "the group", r::<SnapshotGroup>()),
+        op(
+            Delete,
+            "/v1/snapshot-groups/{id}",
+            "deleteSnapshotGroup",
+            "Delete a checkpoint group and its snapshots",
+        )
+        .none(204, "deleted"),
+        op(
+            Post,
+            "/v1/snapshot-groups/{id}/clone",
+            "cloneSnapshotGroup",
+            "Clone every member of a group into a new volume PREFIX-VOLUME (all or none)",
+        )
+        .body(r::<CloneGroup>())
+        .ok(201, "created", r::<ClonedVolumes>())
         .errors(&[409, 507]),
         op(
             Get,

@@ -56,6 +56,9 @@ pub struct Snapshot {
     pub size: u64,
     /// Creation time, seconds since the epoch.
     pub created: u64,
+    /// Id of the checkpoint group it belongs to, if any.
+    #[schema(nullable)]
+    pub group: Option<String>,
 }
 
 impl From<model::Snapshot> for Snapshot {
@@ -67,6 +70,7 @@ impl From<model::Snapshot> for Snapshot {
             name: s.name,
             size: s.size,
             created: s.created,
+            group: s.group,
         }
     }
 }

@@ -11,6 +11,7 @@ mod common;
 mod contract;
 mod credentials;
 mod daemon;
+mod groups;
 mod hardening;
 mod nbd;
 mod qos;
