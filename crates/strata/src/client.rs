@@ -1176,8 +1176,7 @@ impl Client {
                     body(&wire::CreateSnapshotGroup {
                         name,
                         volumes: ids,
-                        series,
-                        keep,
+                        series: series.map(|name| wire::Series { name, keep }),
                     }),
                 )?;
                 self.print_group(v)

@@ -16,9 +16,6 @@ pub const KEEP_MAX: u64 = 10_000;
 fn name() -> Object {
     text(NAME_PATTERN, NAME_MAX_LEN, false)
 }
-fn opt_name() -> Object {
-    text(NAME_PATTERN, NAME_MAX_LEN, true)
-}
 fn volume_ids() -> Array {
     ArrayBuilder::new()
         .items(name())
@@ -40,10 +37,20 @@ pub struct CreateSnapshotGroup {
     /// Ids of the volumes, each once, all of one tenant.
     #[schema(schema_with = volume_ids)]
     pub volumes: Vec<String>,
-    /// The series retention counts the group in.
-    #[schema(schema_with = opt_name)]
-    pub series: Option<String>,
-    /// Keep the newest this many groups of the series (needs `series`).
+    /// The series the group belongs to, and its retention.
+    #[schema(nullable)]
+    pub series: Option<Series>,
+}
+
+/// A series of checkpoint groups (a job's hourly checkpoints, say) and how many it keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Series {
+    /// Series name.
+    #[schema(schema_with = name)]
+    pub name: String,
+    /// Keep the newest this many groups of the series; older ones are deleted once the new
+    /// one is taken. Absent: keep all.
     #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = keep)]
     pub keep: Option<u64>,
@@ -54,20 +61,17 @@ impl Check for CreateSnapshotGroup {
         check_text("name", &self.name, NAME_PATTERN)?;
         let max = crate::controller::GROUP_MAX_MEMBERS;
         if self.volumes.is_empty() || self.volumes.len() > max {
-            return Err(ControlError::invalid(
-                "volumes",
-                format!("1 to {max} volumes"),
-            ));
+            return Err(ControlError::invalid("volumes", format!("1 to {max} volumes")));
         }
         for v in &self.volumes {
             check_text("volumes", v, NAME_PATTERN)?;
         }
         if let Some(s) = &self.series {
-            check_text("series", s, NAME_PATTERN)?;
-        }
-        if let Some(k) = self.keep {
-            if !(1..=KEEP_MAX).contains(&k) {
-                return Err(ControlError::invalid("keep", format!("1 to {KEEP_MAX}")));
+            check_text("series.name", &s.name, NAME_PATTERN)?;
+            if let Some(k) = s.keep {
+                if !(1..=KEEP_MAX).contains(&k) {
+                    return Err(ControlError::invalid("series.keep", format!("1 to {KEEP_MAX}")));
+                }
             }
         }
         Ok(())

@@ -55,6 +55,7 @@ use super::*;
     Snapshot,
     SnapshotList,
     CreateSnapshotGroup,
+    Series,
     CloneGroup,
     GroupMember,
     SnapshotGroup,
