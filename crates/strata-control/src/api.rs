@@ -783,11 +783,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                         crate::controller::NewGroup {
                             name: r.name,
                             volumes: r.volumes,
-                            keep: r
-                                .series
-                                .as_ref()
-                                .and_then(|s| s.keep)
-                                .map(|k| k as u32),
+                            keep: r.series.as_ref().and_then(|s| s.keep).map(|k| k as u32),
                             series: r.series.map(|s| s.name),
                         },
                     )

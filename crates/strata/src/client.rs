@@ -101,6 +101,9 @@ pub enum TokenCmd {
         /// Lifetime: 30d, 12h, 90m, 2w, or `never` (admins only). Default 90d.
         #[arg(long)]
         expires: Option<String>,
+        /// Print only the secret (for `export STRATA_TOKEN=$(strata token create ... -q)`).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Lists the tokens you may see (never their secrets): admins all, tenant admins their
     /// tenant's, members and readers their own.
@@ -801,6 +804,7 @@ impl Client {
                 tenant,
                 role,
                 expires,
+                quiet,
             } => {
                 let role: wire::Role = serde_json::from_value(Value::String(role.clone()))
                     .map_err(|_| {
@@ -817,6 +821,10 @@ impl Client {
                         expires,
                     }),
                 )?;
+                if quiet {
+                    outln!("{}", v["token"].as_str().unwrap_or_default());
+                    return Ok(());
+                }
                 self.print(
                     &v,
                     &[

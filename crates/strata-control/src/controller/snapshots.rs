@@ -167,6 +167,13 @@ impl Controller {
             }
         }
         validate_name("name", name)?;
+        // A clone keeps its origin volume's limits (so it fits an IOPS quota as the origin
+        // does, and a job cloned from a checkpoint runs under the same limits); `set-qos`
+        // changes them afterwards. An origin deleted meanwhile leaves none.
+        let qos = self
+            .get::<Volume>(&volume_key(&s.tenant, &s.volume))?
+            .map(|(o, _)| o.qos)
+            .unwrap_or_default();
         let v = Volume {
             id: new_id(),
             tenant: s.tenant.clone(),
@@ -177,7 +184,7 @@ impl Controller {
             origin: Some(s.id.clone()),
             state: VolumeState::Creating,
             created: now(),
-            qos: Qos::default(),
+            qos,
         };
         if self.name_taken(&v.tenant, name) {
             return Err(ControlError::exists(Resource::Volume, name));
@@ -186,9 +193,12 @@ impl Controller {
             return self.get_volume(p, &id);
         }
         let sid = self.engine_snapshot(&s)?;
-        if let Err(e) = self.pool.clone_snapshot(sid, &v.id, None) {
-            self.forget_volume(&v)?;
-            return Err(e.into());
+        match self.pool.clone_snapshot(sid, &v.id, None) {
+            Ok(eid) => self.pool.set_qos(eid, v.qos.limits())?,
+            Err(e) => {
+                self.forget_volume(&v)?;
+                return Err(e.into());
+            }
         }
         self.set_state(&v, VolumeState::Available)
     }

@@ -61,7 +61,10 @@ impl Check for CreateSnapshotGroup {
         check_text("name", &self.name, NAME_PATTERN)?;
         let max = crate::controller::GROUP_MAX_MEMBERS;
         if self.volumes.is_empty() || self.volumes.len() > max {
-            return Err(ControlError::invalid("volumes", format!("1 to {max} volumes")));
+            return Err(ControlError::invalid(
+                "volumes",
+                format!("1 to {max} volumes"),
+            ));
         }
         for v in &self.volumes {
             check_text("volumes", v, NAME_PATTERN)?;
@@ -70,7 +73,10 @@ impl Check for CreateSnapshotGroup {
             check_text("series.name", &s.name, NAME_PATTERN)?;
             if let Some(k) = s.keep {
                 if !(1..=KEEP_MAX).contains(&k) {
-                    return Err(ControlError::invalid("series.keep", format!("1 to {KEEP_MAX}")));
+                    return Err(ControlError::invalid(
+                        "series.keep",
+                        format!("1 to {KEEP_MAX}"),
+                    ));
                 }
             }
         }

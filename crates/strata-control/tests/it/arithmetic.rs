@@ -223,11 +223,14 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     continue;
                 };
                 n += 1;
+                // A clone keeps its origin volume's IOPS limit (none if the origin is gone).
+                let iops = m.vols.iter().find(|x| x.0 == s.1).and_then(|x| x.2);
                 let mut after = before;
                 after[0] += u128::from(s.2);
                 after[1] += 1;
-                let want = if m.quota.iops.is_some() {
-                    // A clone has no IOPS limit: unbounded IOPS are over an IOPS quota.
+                after[3] += u128::from(iops.unwrap_or(0));
+                let want = if m.quota.iops.is_some() && iops.is_none() {
+                    // Without a limit: unbounded IOPS are over an IOPS quota.
                     "quota_exceeded"
                 } else if m.allows(after) {
                     "ok"
@@ -236,7 +239,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 };
                 let r = f.c.clone_snapshot(&f.admin, &s.0, &format!("c{n}"), None);
                 if let Ok(v) = &r {
-                    m.vols.push((v.id.clone(), s.2, None));
+                    m.vols.push((v.id.clone(), s.2, iops));
                 }
                 (want, outcome(r))
             }

@@ -33,7 +33,21 @@ impl Daemon {
 
     /// Starts `strata serve` with extra arguments.
     pub fn start_with(data: &Path, extra: &[&str]) -> Daemon {
-        let mut child = strata()
+        Self::start_in(data, extra, None)
+    }
+
+    /// Starts `strata serve` with extra arguments, inside network namespace `netns` if given
+    /// (its `url` is then reachable only from inside it).
+    pub fn start_in(data: &Path, extra: &[&str], netns: Option<&str>) -> Daemon {
+        let mut cmd = match netns {
+            None => strata(),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_strata")]);
+                c
+            }
+        };
+        let mut child = cmd
             .args([
                 "serve",
                 "--listen",

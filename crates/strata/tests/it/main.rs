@@ -15,4 +15,5 @@ mod groups;
 mod hardening;
 mod nbd;
 mod qos;
+mod readme;
 mod switch;
