@@ -45,6 +45,10 @@ pub enum Resource {
     Port,
     /// An API token (named by its public id).
     Token,
+    /// A node of the placement pool.
+    Node,
+    /// A job (named `TENANT/NAME`).
+    Job,
 }
 
 impl fmt::Display for Resource {
@@ -58,6 +62,8 @@ impl fmt::Display for Resource {
             Resource::Switch => "switch",
             Resource::Port => "port",
             Resource::Token => "token",
+            Resource::Node => "node",
+            Resource::Job => "job",
         })
     }
 }
@@ -138,6 +144,9 @@ pub enum ControlError {
         /// A message naming the resource.
         message: String,
     },
+    /// A plan was made from a placement revision that is no longer current.
+    #[error("{0}")]
+    PlanStale(String),
     /// Another change won the race (too often): retry.
     #[error("{0}")]
     Busy(String),

@@ -232,6 +232,17 @@ registry! {
     // ----- the CLI's rough edges -----
     /// The request id was used before for a create with other arguments (another name).
     RequestIdReused = "request_id_reused", 409, None;
+    // ----- placement: nodes, jobs, plans -----
+    /// No such node (or the name is not one the pool has).
+    NodeNotFound = "node_not_found", 404, None;
+    /// A real node of that name exists: a declaration may not replace it.
+    NodeExists = "node_exists", 409, None;
+    /// No such job, or one of a tenant the caller may not see.
+    JobNotFound = "job_not_found", 404, None;
+    /// The tenant already has a job of that name.
+    JobExists = "job_exists", 409, None;
+    /// The placement state changed since the plan's revision: plan again.
+    PlanStale = "plan_stale", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

@@ -18,6 +18,9 @@
 //! - `figures.rs`: live statistics and Prometheus metrics.
 //! - `pools.rs`: pool settings (the overcommit limit) and the pool's provisioned figure.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
+//! - `nodes.rs`: the placement pool's nodes (the local one, declared ones, cordons) and the
+//!   placement revision.
+//! - `jobs.rs`: jobs over `strata-place`: create, delete, the admission queue, dry-run plans.
 //! - `audit.rs`: the audit log.
 //! - `recovery.rs`: [`Controller::open`], which reconciles the store and the engine at start.
 //!
@@ -45,7 +48,9 @@ mod audit;
 mod auth;
 mod certificates;
 mod figures;
+mod jobs;
 mod nbd_link;
+mod nodes;
 mod pools;
 mod qos;
 mod recovery;
@@ -59,6 +64,8 @@ mod volumes;
 pub use attachments::Exports;
 pub use auth::Principal;
 pub use certificates::Revoked;
+pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
+pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
 pub use volumes::{CreateVolume, SizeArg};
 
