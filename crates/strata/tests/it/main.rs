@@ -12,6 +12,7 @@ mod contract;
 mod credentials;
 mod daemon;
 mod hardening;
+mod jobs;
 mod nbd;
 mod qos;
 mod switch;
