@@ -120,6 +120,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             InUse::RequestIdReused => C::RequestIdReused,
         },
         ControlError::PlanStale(_) => C::PlanStale,
+        ControlError::InventoryInvalid(_) => C::InventoryInvalid,
         ControlError::Busy(_) => C::Busy,
         ControlError::Unavailable { service, .. } => match service {
             Service::Nbd => C::NbdUnavailable,

@@ -144,6 +144,9 @@ pub enum ControlError {
         /// A message naming the resource.
         message: String,
     },
+    /// A node inventory document that cannot be taken (format, or clash with the pool).
+    #[error("{0}")]
+    InventoryInvalid(String),
     /// A plan was made from a placement revision that is no longer current.
     #[error("{0}")]
     PlanStale(String),

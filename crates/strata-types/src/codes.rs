@@ -243,6 +243,10 @@ registry! {
     JobExists = "job_exists", 409, None;
     /// The placement state changed since the plan's revision: plan again.
     PlanStale = "plan_stale", 409, None;
+    /// The inventory document cannot be taken: not the inventory format, or nodes that clash
+    /// with the pool (a 409 like the contract's other state codes: the body's schema, a
+    /// string, cannot say what a valid YAML inventory is).
+    InventoryInvalid = "inventory_invalid", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

@@ -118,9 +118,9 @@ impl Controller {
     ) -> Result<Vec<NodeView>, ControlError> {
         Self::require(p, Role::Admin)?;
         let nodes = strata_place::inventory::nodes_from_yaml(inventory)
-            .map_err(|e| ControlError::invalid("inventory", crate::error::clip(&e.to_string())))?;
+            .map_err(|e| ControlError::InventoryInvalid(crate::error::clip(&e.to_string())))?;
         if nodes.is_empty() {
-            return Err(ControlError::invalid("inventory", "no nodes declared"));
+            return Err(ControlError::InventoryInvalid("no nodes declared".into()));
         }
         let snap = self.placement_state()?;
         let mut cluster = snap.cluster();
