@@ -97,6 +97,8 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Port => C::PortNotFound,
             Resource::Token => C::TokenNotFound,
             Resource::SnapshotGroup => C::SnapshotGroupNotFound,
+            Resource::Node => C::NodeNotFound,
+            Resource::Job => C::JobNotFound,
         },
         ControlError::Exists { resource, .. } => match resource {
             Resource::Tenant => C::TenantExists,
@@ -105,6 +107,8 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Switch => C::SwitchExists,
             Resource::Port => C::PortExists,
             Resource::SnapshotGroup => C::SnapshotGroupExists,
+            Resource::Node => C::NodeExists,
+            Resource::Job => C::JobExists,
             Resource::Pool | Resource::Attachment | Resource::Token => C::AlreadyExists,
         },
         ControlError::Invalid { .. } => C::InvalidArgument,
@@ -118,6 +122,8 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             InUse::RequestIdReused => C::RequestIdReused,
             InUse::SnapshotInGroup => C::SnapshotInGroup,
         },
+        ControlError::PlanStale(_) => C::PlanStale,
+        ControlError::InventoryInvalid(_) => C::InventoryInvalid,
         ControlError::Busy(_) => C::Busy,
         ControlError::Unavailable { service, .. } => match service {
             Service::Nbd => C::NbdUnavailable,
@@ -923,6 +929,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 },
             )),
         )
+        .merge(placement_routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint not found") })
         .layer(axum::middleware::map_response(framework_errors))
         .with_state(ctl)
@@ -1085,4 +1092,80 @@ fn attach(
             Ok(a)
         }
     }
+}
+
+// ----- placement: nodes, jobs, plans (one block) -----
+
+/// The routes of the placement pool: nodes, jobs and dry-run plans.
+fn placement_routes() -> Router<Ctl> {
+    use wire::*;
+    use StatusCode as S;
+    fn node_list(v: Vec<crate::controller::NodeView>) -> NodeList {
+        NodeList {
+            items: v.into_iter().map(Into::into).collect(),
+        }
+    }
+    Router::new()
+        .route(
+            "/v1/nodes",
+            get(read(|c, p, ()| c.list_nodes(p).map(node_list))).post(change(
+                S::CREATED,
+                "node.declare",
+                |_: &Body<DeclareNodes>| "inventory".to_string(),
+                |c, p, Body(d)| c.declare_nodes(p, &d.inventory).map(node_list),
+            )),
+        )
+        .route(
+            "/v1/nodes/{name}",
+            get(read(|c, p, name: String| {
+                c.get_node(p, &name).map(NodeInfo::from)
+            })),
+        )
+        .route(
+            "/v1/nodes/{name}/cordon",
+            post(change(S::OK, "node.cordon", String::clone, |c, p, name| {
+                c.set_cordon(p, &name, true).map(NodeInfo::from)
+            })),
+        )
+        .route(
+            "/v1/nodes/{name}/uncordon",
+            post(change(
+                S::OK,
+                "node.uncordon",
+                String::clone,
+                |c, p, name| c.set_cordon(p, &name, false).map(NodeInfo::from),
+            )),
+        )
+        .route(
+            "/v1/jobs",
+            post(change(
+                S::CREATED,
+                "job.create",
+                |Body(j): &Body<CreateJob>| clip(&j.name),
+                |c, p, Body(j)| c.create_job(p, j.into_request()).map(JobInfo::from),
+            ))
+            .get(read(|c, p, Query(q): Query<JobQuery>| {
+                c.list_jobs(p, q.tenant.as_deref()).map(|v| JobList {
+                    items: v.into_iter().map(Into::into).collect(),
+                })
+            })),
+        )
+        .route(
+            "/v1/jobs/{name}",
+            get(read(|c, p, (name, Query(q)): (String, Query<JobQuery>)| {
+                c.get_job(p, q.tenant.as_deref(), &name).map(JobInfo::from)
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "job.delete",
+                first::<Query<JobQuery>>,
+                |c, p, (name, Query(q))| c.delete_job(p, q.tenant.as_deref(), &name),
+            )),
+        )
+        .route(
+            "/v1/plans",
+            post(read(|c, p, Body(j): Body<CreateJob>| {
+                c.plan_job(p, j.into_request()).map(PlanResult::from)
+            })),
+        )
 }

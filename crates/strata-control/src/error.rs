@@ -47,6 +47,10 @@ pub enum Resource {
     Token,
     /// A checkpoint group of snapshots.
     SnapshotGroup,
+    /// A node of the placement pool.
+    Node,
+    /// A job (named `TENANT/NAME`).
+    Job,
 }
 
 impl fmt::Display for Resource {
@@ -61,6 +65,8 @@ impl fmt::Display for Resource {
             Resource::Port => "port",
             Resource::Token => "token",
             Resource::SnapshotGroup => "snapshot group",
+            Resource::Node => "node",
+            Resource::Job => "job",
         })
     }
 }
@@ -143,6 +149,12 @@ pub enum ControlError {
         /// A message naming the resource.
         message: String,
     },
+    /// A node inventory document that cannot be taken (format, or clash with the pool).
+    #[error("{0}")]
+    InventoryInvalid(String),
+    /// A plan was made from a placement revision that is no longer current.
+    #[error("{0}")]
+    PlanStale(String),
     /// Another change won the race (too often): retry.
     #[error("{0}")]
     Busy(String),

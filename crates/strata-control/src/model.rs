@@ -49,6 +49,9 @@ pub struct Quota {
     pub snapshots: Option<u64>,
     /// Sum of volume IOPS limits.
     pub iops: Option<u64>,
+    /// GPUs of the tenant's jobs (pending and running).
+    #[serde(default)]
+    pub gpus: Option<u64>,
 }
 
 /// What a tenant uses, kept in its record and updated in the same transaction as the change.
@@ -63,6 +66,9 @@ pub struct Usage {
     /// Sum of volume IOPS limits.
     #[serde(default)]
     pub iops: u64,
+    /// GPUs of the tenant's jobs (pending and running).
+    #[serde(default)]
+    pub gpus: u64,
 }
 
 /// The overcommit ratio a pool has until an admin sets another: its volumes may provision four

@@ -239,6 +239,21 @@ registry! {
     SnapshotGroupExists = "snapshot_group_exists", 409, None;
     /// The snapshot belongs to a group: delete the group instead.
     SnapshotInGroup = "snapshot_in_group", 409, None;
+    // ----- placement: nodes, jobs, plans -----
+    /// No such node (or the name is not one the pool has).
+    NodeNotFound = "node_not_found", 404, None;
+    /// A real node of that name exists: a declaration may not replace it.
+    NodeExists = "node_exists", 409, None;
+    /// No such job, or one of a tenant the caller may not see.
+    JobNotFound = "job_not_found", 404, None;
+    /// The tenant already has a job of that name.
+    JobExists = "job_exists", 409, None;
+    /// The placement state changed since the plan's revision: plan again.
+    PlanStale = "plan_stale", 409, None;
+    /// The inventory document cannot be taken: not the inventory format, or nodes that clash
+    /// with the pool (a 409 like the contract's other state codes: the body's schema, a
+    /// string, cannot say what a valid YAML inventory is).
+    InventoryInvalid = "inventory_invalid", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

@@ -12,6 +12,9 @@ use strata_types::format_size;
 
 use crate::config::{Target, TokenSource};
 
+mod placement;
+pub use placement::{JobCmd, NodeCmd};
+
 /// What a 401 answer tells the user to do.
 const TOKEN_HINT: &str = "Pass a token with --token or STRATA_TOKEN, or save one with \
      `strata login --endpoint URL --token TOKEN`; a new daemon's admin token is in \
@@ -85,6 +88,9 @@ pub enum TenantCmd {
         /// `unlimited`.
         #[arg(long, value_name = "N|unlimited")]
         max_iops: Option<String>,
+        /// Most GPUs of the tenant's jobs, pending and running, or `unlimited`.
+        #[arg(long, alias = "max-gpus", value_name = "N|unlimited")]
+        gpus: Option<String>,
     },
 }
 
@@ -729,6 +735,7 @@ impl Client {
                     volumes: max_volumes,
                     snapshots: max_snapshots,
                     iops: None,
+                    gpus: None,
                 };
                 let v = self.req(
                     "POST",
@@ -767,6 +774,7 @@ impl Client {
                 max_volumes,
                 max_snapshots,
                 max_iops,
+                gpus,
             } => {
                 let q = wire::QuotaPatch {
                     capacity_bytes: limit(capacity, "capacity", |c| bytes(c, "capacity"))?,
@@ -775,6 +783,7 @@ impl Client {
                         count(n, "max-snapshots")
                     })?,
                     iops: limit(max_iops, "max-iops", |n| count(n, "max-iops"))?,
+                    gpus: limit(gpus, "gpus", |n| count(n, "gpus"))?,
                 };
                 if q == wire::QuotaPatch::default() {
                     bail!("invalid_argument: name at least one limit to change (see --help)");

@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod datadir;
 mod http;
+mod inventory;
 mod nbdclient;
 mod startup;
 mod times;
@@ -73,6 +74,9 @@ enum Cmd {
         /// Seconds after which an API connection that moves no byte is closed.
         #[arg(long, default_value_t = 120)]
         api_idle_timeout: u64,
+        /// This machine's name in the placement pool (default: the hostname).
+        #[arg(long)]
+        node: Option<String>,
     },
     /// Pools.
     Pool {
@@ -103,6 +107,16 @@ enum Cmd {
     Switch {
         #[command(subcommand)]
         cmd: client::SwitchCmd,
+    },
+    /// Nodes of the placement pool: inventory, hypothetical nodes for planning, cordons.
+    Node {
+        #[command(subcommand)]
+        cmd: client::NodeCmd,
+    },
+    /// Jobs placed on the pool's GPUs, CPU and memory (gang: all or nothing), with a queue.
+    Job {
+        #[command(subcommand)]
+        cmd: client::JobCmd,
     },
     /// The audit log (admin), newest first.
     Audit {
@@ -170,6 +184,7 @@ fn run() -> Result<()> {
             api_max_connections,
             api_header_timeout,
             api_idle_timeout,
+            node,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -182,6 +197,7 @@ fn run() -> Result<()> {
                 .init();
             serve(
                 &data_dir,
+                node.as_deref(),
                 &listen,
                 &default_pool_size,
                 nbd_listen.as_deref(),
@@ -242,6 +258,8 @@ fn run() -> Result<()> {
                 Cmd::Snapshot { cmd } => c.snapshot(cmd),
                 Cmd::Audit { limit, since } => c.audit(limit, since.as_deref()),
                 Cmd::Switch { cmd } => c.switch(cmd),
+                Cmd::Node { cmd } => c.node(cmd),
+                Cmd::Job { cmd } => c.job(cmd),
                 Cmd::Serve { .. } | Cmd::Completion { .. } | Cmd::Login => {
                     unreachable!("handled above")
                 }
@@ -278,6 +296,7 @@ const TENANT_SOCKETS: &str = "sockets";
 
 fn serve(
     dir: &Path,
+    node: Option<&str>,
     listen: &str,
     size: &str,
     nbd_listen: Option<&str>,
@@ -285,6 +304,10 @@ fn serve(
 ) -> Result<()> {
     let (_lock, pool, ctl, first_secret) = startup::init(dir, size)?;
     let ctl = Arc::new(ctl);
+    // The local node joins the placement pool with what this machine has.
+    let node_name = node.map_or_else(inventory::hostname, str::to_string);
+    ctl.register_local_node(inventory::local_node(&node_name, &pool))
+        .context("registering the local node")?;
     // The NBD server exports attached volumes only: on the admin socket `nbd.sock` (every
     // attached volume), on one socket per tenant in `sockets/` (that tenant's only), and, when
     // asked, on TCP with TLS required, where a certificate the daemon issued and did not revoke

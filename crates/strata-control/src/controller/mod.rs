@@ -19,6 +19,9 @@
 //! - `figures.rs`: live statistics and Prometheus metrics.
 //! - `pools.rs`: pool settings (the overcommit limit) and the pool's provisioned figure.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
+//! - `nodes.rs`: the placement pool's nodes (the local one, declared ones, cordons) and the
+//!   placement revision.
+//! - `jobs.rs`: jobs over `strata-place`: create, delete, the admission queue, dry-run plans.
 //! - `audit.rs`: the audit log.
 //! - `recovery.rs`: [`Controller::open`], which reconciles the store and the engine at start.
 //!
@@ -47,7 +50,9 @@ mod auth;
 mod certificates;
 mod figures;
 mod groups;
+mod jobs;
 mod nbd_link;
+mod nodes;
 mod pools;
 mod qos;
 mod recovery;
@@ -62,6 +67,8 @@ pub use attachments::Exports;
 pub use auth::Principal;
 pub use certificates::Revoked;
 pub use groups::{NewGroup, GROUP_MAX_MEMBERS};
+pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
+pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
 pub use volumes::{CreateVolume, SizeArg};
 

@@ -47,7 +47,7 @@ impl Controller {
         r
     }
 
-    /// Sets every tenant's usage to what its volume and snapshot records add up to.
+    /// Sets every tenant's usage to what its volume, snapshot and job records add up to.
     pub(super) fn recount_usage(&self) -> Result<(), ControlError> {
         let mut counted: std::collections::HashMap<String, Usage> = Default::default();
         let mut provisioned = 0u128;
@@ -64,6 +64,10 @@ impl Controller {
         for (_, s) in self.list::<Snapshot>("/snapshots/", None, 0)? {
             let u = counted.entry(s.tenant.clone()).or_default();
             u.snapshots = u.snapshots.saturating_add(1);
+        }
+        for (tenant, gpus) in self.job_gpus()? {
+            let u = counted.entry(tenant).or_default();
+            u.gpus = u.gpus.saturating_add(gpus);
         }
         for (_, t) in self.list::<Tenant>("/tenants/", None, 0)? {
             let want = counted.remove(&t.name).unwrap_or_default();

@@ -99,10 +99,10 @@ impl Controller {
         self.visible_tenant(p, name)?;
         self.tenant_exclusive(name, || {
             let (t, rev) = self.visible_tenant(p, name)?;
-            if t.usage.volumes > 0 || t.usage.snapshots > 0 {
+            if t.usage.volumes > 0 || t.usage.snapshots > 0 || t.usage.gpus > 0 {
                 return Err(ControlError::InUse {
                     what: InUse::TenantNotEmpty,
-                    message: format!("tenant {name} still has volumes or snapshots"),
+                    message: format!("tenant {name} still has volumes, snapshots or GPU jobs"),
                 });
             }
             let r = self.store.txn(
@@ -137,6 +137,8 @@ pub(super) struct Charge {
     pub snapshots: u64,
     /// Sum of IOPS limits.
     pub iops: u64,
+    /// GPUs of jobs.
+    pub gpus: u64,
 }
 
 impl Charge {
@@ -203,6 +205,7 @@ pub(super) fn charge(t: &mut Tenant, release: Charge, take: Charge) -> Result<()
             q.snapshots,
         )?,
         iops: one("IOPS", u.iops, release.iops, take.iops, q.iops)?,
+        gpus: one("GPU", u.gpus, release.gpus, take.gpus, q.gpus)?,
     };
     t.usage = usage;
     Ok(())

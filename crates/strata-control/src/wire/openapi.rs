@@ -86,6 +86,20 @@ use super::*;
     Deleted,
     TraceRequest,
     super::switches::Trace,
+    // placement: nodes, jobs, plans
+    NodeGpus,
+    NodeDevice,
+    NodeInfo,
+    NodeList,
+    DeclareNodes,
+    CreateJob,
+    JobState,
+    JobPart,
+    JobExplanation,
+    JobInfo,
+    JobList,
+    PlanMove,
+    PlanResult,
 )))]
 struct Schemas;
 
@@ -191,6 +205,85 @@ fn path_params(path: &str) -> Vec<utoipa::openapi::path::Parameter> {
                 .build()
         })
         .collect()
+}
+
+/// The placement operations (nodes, jobs, plans): one block, kept apart from the rest.
+fn placement_operations() -> Vec<Op> {
+    use HttpMethod::*;
+    let tenant_query = || text(NAME_PATTERN, NAME_MAX_LEN, false);
+    vec![
+        op(
+            Get,
+            "/v1/nodes",
+            "listNodes",
+            "List the placement pool's nodes",
+        )
+        .ok(200, "nodes", r::<NodeList>()),
+        op(
+            Post,
+            "/v1/nodes",
+            "declareNodes",
+            "Declare hypothetical nodes for planning from a YAML inventory (admin)",
+        )
+        .body(r::<DeclareNodes>())
+        .ok(201, "the declared nodes", r::<NodeList>())
+        .errors(&[409]),
+        op(Get, "/v1/nodes/{name}", "getNode", "Show a node").ok(200, "the node", r::<NodeInfo>()),
+        op(
+            Post,
+            "/v1/nodes/{name}/cordon",
+            "cordonNode",
+            "Cordon a node: it takes no new jobs (admin)",
+        )
+        .ok(200, "the node", r::<NodeInfo>())
+        .errors(&[409]),
+        op(
+            Post,
+            "/v1/nodes/{name}/uncordon",
+            "uncordonNode",
+            "Uncordon a node and admit waiting jobs (admin)",
+        )
+        .ok(200, "the node", r::<NodeInfo>())
+        .errors(&[409]),
+        op(
+            Post,
+            "/v1/jobs",
+            "createJob",
+            "Create a job: it starts if it fits, else waits in the queue (pending)",
+        )
+        .body(r::<CreateJob>())
+        .ok(201, "created", r::<JobInfo>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/jobs",
+            "listJobs",
+            "List the jobs the caller may see",
+        )
+        .query("tenant", tenant_query(), "only this tenant's (admins)")
+        .ok(200, "jobs", r::<JobList>()),
+        op(Get, "/v1/jobs/{name}", "getJob", "Show a job")
+            .query("tenant", tenant_query(), "the job's tenant (admins)")
+            .ok(200, "the job", r::<JobInfo>()),
+        op(
+            Delete,
+            "/v1/jobs/{name}",
+            "deleteJob",
+            "Delete a job; waiting jobs are admitted",
+        )
+        .query("tenant", tenant_query(), "the job's tenant (admins)")
+        .none(204, "deleted")
+        .errors(&[409]),
+        op(
+            Post,
+            "/v1/plans",
+            "planJob",
+            "Dry run: where a job would run, or why it would wait; changes nothing",
+        )
+        .body(r::<CreateJob>())
+        .ok(200, "the plan", r::<PlanResult>())
+        .errors(&[409]),
+    ]
 }
 
 fn operations() -> Vec<Op> {
@@ -613,7 +706,7 @@ fn operations() -> Vec<Op> {
 pub fn document() -> OpenApi {
     let error = || json(r::<ErrorBody>());
     let mut paths = PathsBuilder::new();
-    for o in operations() {
+    for o in operations().into_iter().chain(placement_operations()) {
         let mut b = OperationBuilder::new()
             .operation_id(Some(o.id))
             .summary(Some(o.summary));

@@ -38,6 +38,10 @@ pub struct Quota {
     #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = iops)]
     pub iops: Option<u64>,
+    /// GPUs of the tenant's jobs, pending and running.
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = count)]
+    pub gpus: Option<u64>,
 }
 
 impl Check for Quota {
@@ -46,7 +50,8 @@ impl Check for Quota {
         opt("capacity_bytes", self.capacity_bytes, QUOTA_CAPACITY_MAX)?;
         opt("volumes", self.volumes, QUOTA_COUNT_MAX)?;
         opt("snapshots", self.snapshots, QUOTA_COUNT_MAX)?;
-        opt("iops", self.iops, QUOTA_IOPS_MAX)
+        opt("iops", self.iops, QUOTA_IOPS_MAX)?;
+        opt("gpus", self.gpus, QUOTA_COUNT_MAX)
     }
 }
 
@@ -57,6 +62,7 @@ impl From<Quota> for model::Quota {
             volumes: q.volumes,
             snapshots: q.snapshots,
             iops: q.iops,
+            gpus: q.gpus,
         }
     }
 }
@@ -68,6 +74,7 @@ impl From<model::Quota> for Quota {
             volumes: q.volumes,
             snapshots: q.snapshots,
             iops: q.iops,
+            gpus: q.gpus,
         }
     }
 }
@@ -108,6 +115,14 @@ pub struct QuotaPatch {
     )]
     #[schema(schema_with = iops)]
     pub iops: Option<Option<u64>>,
+    /// GPUs of the tenant's jobs.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = count)]
+    pub gpus: Option<Option<u64>>,
 }
 
 impl Check for QuotaPatch {
@@ -118,7 +133,8 @@ impl Check for QuotaPatch {
         opt("capacity_bytes", self.capacity_bytes, QUOTA_CAPACITY_MAX)?;
         opt("volumes", self.volumes, QUOTA_COUNT_MAX)?;
         opt("snapshots", self.snapshots, QUOTA_COUNT_MAX)?;
-        opt("iops", self.iops, QUOTA_IOPS_MAX)
+        opt("iops", self.iops, QUOTA_IOPS_MAX)?;
+        opt("gpus", self.gpus, QUOTA_COUNT_MAX)
     }
 }
 
@@ -130,6 +146,7 @@ impl QuotaPatch {
         apply(&mut q.volumes, &self.volumes);
         apply(&mut q.snapshots, &self.snapshots);
         apply(&mut q.iops, &self.iops);
+        apply(&mut q.gpus, &self.gpus);
         q
     }
 }
@@ -145,6 +162,8 @@ pub struct Usage {
     pub snapshots: u64,
     /// Sum of volume IOPS limits.
     pub iops: u64,
+    /// GPUs of jobs.
+    pub gpus: u64,
 }
 
 /// A tenant.
@@ -173,6 +192,7 @@ impl From<model::Tenant> for Tenant {
                 volumes: t.usage.volumes,
                 snapshots: t.usage.snapshots,
                 iops: t.usage.iops,
+                gpus: t.usage.gpus,
             },
             socket_owner: t.socket_owner.map(|o| format!("{}:{}", o.uid, o.gid)),
         }

@@ -83,6 +83,7 @@ fn quota() -> impl Strategy<Value = Quota> {
         volumes: v,
         snapshots: s,
         iops: i,
+        gpus: None,
     })
 }
 

@@ -7,6 +7,7 @@ mod codes;
 mod concurrency;
 mod credentials;
 mod fixture;
+mod jobs;
 mod overcommit;
 mod quotas;
 mod recovery;

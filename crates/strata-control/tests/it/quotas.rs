@@ -13,6 +13,7 @@ fn creates_are_idempotent_and_quotas_hold() {
         volumes: Some(2),
         snapshots: Some(1),
         iops: None,
+        gpus: None,
     };
     f.c.create_tenant(&f.admin, "acme", q).unwrap();
     let mut req = new_volume("acme", "a", "1G");

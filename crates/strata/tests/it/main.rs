@@ -13,6 +13,7 @@ mod credentials;
 mod daemon;
 mod groups;
 mod hardening;
+mod jobs;
 mod nbd;
 mod qos;
 mod readme;

@@ -1,0 +1,366 @@
+//! Jobs on the placement pool and dry-run plans.
+//!
+//! Quantities are plain integers: bytes for memory, bits per second for network bandwidth,
+//! bytes per second for storage throughput (the CLI turns `512G` into them).
+
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::Object;
+use utoipa::ToSchema;
+
+use super::bounds::*;
+use super::Check;
+use crate::controller::{self, JobRecord, JobState as CJobState, PlanView};
+use crate::error::ControlError;
+
+/// Most GPUs one job asks for.
+pub const JOB_GPUS_MAX: u64 = 65_536;
+/// Most CPU cores one job asks for.
+pub const JOB_CPU_MAX: u64 = 1 << 24;
+/// Most memory one job asks for: 1 EiB.
+pub const JOB_MEMORY_MAX: u64 = 1 << 60;
+/// Most network bandwidth or storage throughput one job asks for (per second).
+pub const JOB_RATE_MAX: u64 = 1 << 60;
+/// Highest job priority.
+pub const JOB_PRIORITY_MAX: u64 = 1_000_000;
+/// Largest placement revision a create names.
+pub const REVISION_MAX: u64 = (1 << 53) - 1;
+/// A GPU model or label name.
+pub const MODEL_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+/// Longest GPU model or label name.
+pub const MODEL_MAX_LEN: usize = 64;
+
+fn name() -> Object {
+    text(NAME_PATTERN, NAME_MAX_LEN, false)
+}
+fn opt_name() -> Object {
+    text(NAME_PATTERN, NAME_MAX_LEN, true)
+}
+fn opt_model() -> Object {
+    text(MODEL_PATTERN, MODEL_MAX_LEN, true)
+}
+fn gpus() -> Object {
+    int(0, JOB_GPUS_MAX, true)
+}
+fn cpu() -> Object {
+    int(0, JOB_CPU_MAX, true)
+}
+fn memory() -> Object {
+    int(0, JOB_MEMORY_MAX, true)
+}
+fn rate() -> Object {
+    int(0, JOB_RATE_MAX, true)
+}
+fn priority() -> Object {
+    int(0, JOB_PRIORITY_MAX, true)
+}
+fn revision() -> Object {
+    int(0, REVISION_MAX, true)
+}
+
+/// `POST /v1/jobs` and `POST /v1/plans`: what a job asks for. All of it or none (gang).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreateJob {
+    /// Name, unique within the tenant.
+    #[schema(schema_with = name)]
+    pub name: String,
+    /// Tenant (admins name it; others create in their own).
+    #[serde(default)]
+    #[schema(schema_with = opt_name)]
+    pub tenant: Option<String>,
+    /// GPUs, all of one model (default 0).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = gpus)]
+    pub gpus: Option<u64>,
+    /// GPU model wanted (default: any one model).
+    #[serde(default)]
+    #[schema(schema_with = opt_model)]
+    pub gpu_model: Option<String>,
+    /// CPU cores (default 0).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = cpu)]
+    pub cpu_cores: Option<u64>,
+    /// Memory, bytes (default 0).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = memory)]
+    pub memory_bytes: Option<u64>,
+    /// Network bandwidth, bits per second (default 0).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = rate)]
+    pub bandwidth_bps: Option<u64>,
+    /// Storage throughput, bytes per second (default 0).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = rate)]
+    pub storage_bps: Option<u64>,
+    /// All GPUs in one NVLink island.
+    #[serde(default)]
+    pub same_island: Option<bool>,
+    /// May span nodes sharing this label's value (e.g. `rack`) when no one node could hold it.
+    #[serde(default)]
+    #[schema(schema_with = opt_model)]
+    pub same_label: Option<String>,
+    /// Higher goes first (default 0).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = priority)]
+    pub priority: Option<u64>,
+    /// Create only if the placement revision is still this one (the `revision` of a plan);
+    /// else `plan_stale`. Ignored by `POST /v1/plans`.
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = revision)]
+    pub revision: Option<u64>,
+}
+
+impl Check for CreateJob {
+    fn check(&self) -> Result<(), ControlError> {
+        check_text("name", &self.name, NAME_PATTERN)?;
+        if let Some(t) = &self.tenant {
+            check_text("tenant", t, NAME_PATTERN)?;
+        }
+        if let Some(m) = &self.gpu_model {
+            check_text("gpu_model", m, MODEL_PATTERN)?;
+        }
+        if let Some(l) = &self.same_label {
+            check_text("same_label", l, MODEL_PATTERN)?;
+        }
+        let opt = |f, v: Option<u64>, max| v.map_or(Ok(()), |v| check_int(f, v, 0, max));
+        opt("gpus", self.gpus, JOB_GPUS_MAX)?;
+        opt("cpu_cores", self.cpu_cores, JOB_CPU_MAX)?;
+        opt("memory_bytes", self.memory_bytes, JOB_MEMORY_MAX)?;
+        opt("bandwidth_bps", self.bandwidth_bps, JOB_RATE_MAX)?;
+        opt("storage_bps", self.storage_bps, JOB_RATE_MAX)?;
+        opt("priority", self.priority, JOB_PRIORITY_MAX)?;
+        opt("revision", self.revision, REVISION_MAX)
+    }
+}
+
+impl CreateJob {
+    /// The controller's request (bounds checked: every count fits its engine type).
+    pub fn into_request(self) -> controller::CreateJob {
+        let small = |v: Option<u64>| v.unwrap_or(0).min(u64::from(u32::MAX)) as u32;
+        controller::CreateJob {
+            job: strata_place::Job {
+                tenant: String::new(),
+                name: self.name.clone(),
+                priority: small(self.priority),
+                gpus: small(self.gpus),
+                gpu_model: self.gpu_model,
+                cpu_cores: small(self.cpu_cores),
+                memory_bytes: self.memory_bytes.unwrap_or(0),
+                bandwidth_bps: self.bandwidth_bps.unwrap_or(0),
+                storage_bps: self.storage_bps.unwrap_or(0),
+                same_island: self.same_island.unwrap_or(false),
+                same_label: self.same_label,
+            },
+            name: self.name,
+            tenant: self.tenant,
+            revision: self.revision,
+        }
+    }
+}
+
+/// `GET /v1/jobs`, `GET|DELETE /v1/jobs/{name}`: the tenant (admins; others see their own).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobQuery {
+    /// Tenant.
+    pub tenant: Option<String>,
+}
+
+impl Check for JobQuery {
+    fn check(&self) -> Result<(), ControlError> {
+        match &self.tenant {
+            Some(t) => check_text("tenant", t, NAME_PATTERN),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting in the queue for room; `explanation` says why.
+    Pending,
+    /// Placed.
+    Running,
+}
+
+/// The share of a job on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobPart {
+    /// Node.
+    pub node: String,
+    /// GPU indexes on that node.
+    pub gpus: Vec<u32>,
+    /// CPU cores.
+    pub cpu_cores: u32,
+    /// Memory, bytes.
+    pub memory_bytes: u64,
+    /// Bandwidth, bits per second.
+    pub bandwidth_bps: u64,
+    /// Storage throughput, bytes per second.
+    pub storage_bps: u64,
+}
+
+impl From<strata_place::Part> for JobPart {
+    fn from(p: strata_place::Part) -> Self {
+        JobPart {
+            node: p.node,
+            gpus: p.gpus,
+            cpu_cores: p.cpu_cores,
+            memory_bytes: p.memory_bytes,
+            bandwidth_bps: p.bandwidth_bps,
+            storage_bps: p.storage_bps,
+        }
+    }
+}
+
+/// Why a job does not fit, in the user's terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobExplanation {
+    /// One sentence, e.g. "needs 16 H200 in one NVLink island; the largest free island has 8;
+    /// draining node-3 would make room".
+    pub message: String,
+    /// The constraint families that bind: gpu_model, cordoned, island, gpus, cpu, memory,
+    /// bandwidth, storage_throughput, label_group, combination, queue.
+    pub binding: Vec<String>,
+    /// Nodes whose draining would make room.
+    pub drain: Vec<String>,
+}
+
+impl From<strata_place::Explanation> for JobExplanation {
+    fn from(e: strata_place::Explanation) -> Self {
+        JobExplanation {
+            message: e.message,
+            binding: e.binding,
+            drain: e.drain,
+        }
+    }
+}
+
+/// A job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobInfo {
+    /// Tenant.
+    pub tenant: String,
+    /// Name.
+    pub name: String,
+    /// Pending or running.
+    pub state: JobState,
+    /// Priority.
+    pub priority: u32,
+    /// GPUs.
+    pub gpus: u32,
+    /// GPU model asked for.
+    pub gpu_model: Option<String>,
+    /// CPU cores.
+    pub cpu_cores: u32,
+    /// Memory, bytes.
+    pub memory_bytes: u64,
+    /// Bandwidth, bits per second.
+    pub bandwidth_bps: u64,
+    /// Storage throughput, bytes per second.
+    pub storage_bps: u64,
+    /// One NVLink island.
+    pub same_island: bool,
+    /// Label a spanning job keeps to.
+    pub same_label: Option<String>,
+    /// Where it runs (empty while pending).
+    pub placement: Vec<JobPart>,
+    /// Nodes it runs on, comma-separated (for tables).
+    pub nodes: String,
+    /// Why it waits (pending only).
+    pub explanation: Option<JobExplanation>,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+}
+
+impl From<JobRecord> for JobInfo {
+    fn from(r: JobRecord) -> Self {
+        let j = r.job;
+        JobInfo {
+            nodes: r
+                .parts
+                .iter()
+                .map(|p| p.node.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            tenant: j.tenant,
+            name: j.name,
+            state: match r.state {
+                CJobState::Pending => JobState::Pending,
+                CJobState::Running => JobState::Running,
+            },
+            priority: j.priority,
+            gpus: j.gpus,
+            gpu_model: j.gpu_model,
+            cpu_cores: j.cpu_cores,
+            memory_bytes: j.memory_bytes,
+            bandwidth_bps: j.bandwidth_bps,
+            storage_bps: j.storage_bps,
+            same_island: j.same_island,
+            same_label: j.same_label,
+            placement: r.parts.into_iter().map(Into::into).collect(),
+            explanation: r.explanation.map(Into::into),
+            created: r.created,
+        }
+    }
+}
+
+/// Jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// Jobs, by tenant and name.
+    pub items: Vec<JobInfo>,
+}
+
+/// One change a plan would make.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlanMove {
+    /// The job, `TENANT/NAME`.
+    pub job: String,
+    /// Nodes it leaves (empty: it starts).
+    pub from: Vec<String>,
+    /// Nodes it goes to.
+    pub to: Vec<String>,
+}
+
+/// `POST /v1/plans`: what creating the job now would do. Nothing is changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlanResult {
+    /// The placement revision the plan was made from: pass it as `revision` to
+    /// `POST /v1/jobs` to create the job only while the plan holds.
+    pub revision: u64,
+    /// Tenant.
+    pub tenant: String,
+    /// Job name.
+    pub name: String,
+    /// Whether it would start now (else it would wait in the queue).
+    pub fits: bool,
+    /// Where it would run.
+    pub placement: Vec<JobPart>,
+    /// What would change.
+    pub moves: Vec<PlanMove>,
+    /// Why it would wait (the binding constraints, what draining would make room).
+    pub explanation: Option<JobExplanation>,
+}
+
+impl From<PlanView> for PlanResult {
+    fn from(p: PlanView) -> Self {
+        PlanResult {
+            revision: p.revision,
+            tenant: p.job.tenant,
+            name: p.job.name,
+            fits: p.fits,
+            placement: p.parts.into_iter().map(Into::into).collect(),
+            moves: p
+                .moves
+                .into_iter()
+                .map(|m| PlanMove {
+                    job: m.job.to_string(),
+                    from: m.from,
+                    to: m.to,
+                })
+                .collect(),
+            explanation: p.explanation.map(Into::into),
+        }
+    }
+}
