@@ -5,8 +5,14 @@
 //!   nothing but its caller; nothing is queued inside the engine. Waiting happens in slices of
 //!   at most [`MAX_SLEEP`], re-reading the limits each time, so a change takes effect on
 //!   requests already waiting within that slice.
-//! - Figures: counters since start (for Prometheus) and a ring of one-second buckets over the
-//!   last minute (IOPS, throughput, latency percentiles), fed by every request.
+//! - The burst is the bucket's depth. A bucket starts full and refills while idle, so a run of
+//!   T seconds can take `rate * T + depth`; the default depth is a tenth of a second's worth
+//!   ([`default_burst`]) so a 5 s run stays within 2% of its limit.
+//! - One bucket pair per volume, shared by every caller (engine and NBD connections alike).
+//! - Figures: counters since start (for Prometheus) and a ring of one-second slots: rates over
+//!   the last 1, 10 and 60 whole seconds (the second under way is not counted) and latency
+//!   percentiles over the last minute, fed by every request. Callers time a request from
+//!   before [`VolumeIo::admit`], so latency includes the admission wait.
 //!
 //! [`Bucket`] takes time as an argument, so the arithmetic is tested without sleeping.
 
@@ -20,8 +26,10 @@ pub const MAX_SLEEP: Duration = Duration::from_millis(20);
 /// Latency histogram buckets: bucket i counts latencies below 2^i microseconds (the last one
 /// everything slower).
 pub const LAT_BUCKETS: usize = 24;
-/// Seconds of history for the live figures.
+/// Whole seconds of history for the live figures.
 pub const WINDOW: usize = 60;
+/// Slots in the ring: the whole seconds of [`WINDOW`] and the second under way.
+const RING: usize = WINDOW + 1;
 
 /// Limits of one volume. `None`: unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,10 +38,24 @@ pub struct QosLimits {
     pub iops: Option<u64>,
     /// Bytes per second.
     pub bandwidth: Option<u64>,
-    /// Operations that may be spent at once above the rate (default: one second's worth).
+    /// Depth of the IOPS bucket: operations that may be spent at once after an idle spell
+    /// (default: [`default_burst`] of the rate, a tenth of a second's worth).
     pub burst_iops: Option<u64>,
-    /// Bytes that may be spent at once (default: one second's worth).
+    /// Depth of the bandwidth bucket in bytes (default: a tenth of a second's worth).
     pub burst_bandwidth: Option<u64>,
+}
+
+/// Fraction of a second's worth of tokens a bucket holds when no burst is set.
+pub const DEFAULT_BURST_SECS: f64 = 0.1;
+
+/// The bucket depth for `rate` when no burst is given: a tenth of a second's worth (at least
+/// one). Why a tenth: a bucket starts full and refills while idle, so a run of T seconds can
+/// take `rate * T + depth`; a depth of one second's worth let a 5 s run exceed its limit by
+/// 20%, a tenth keeps it within 2%, and still absorbs the jitter of a client's queue (a
+/// request that needs more than the depth waits for a full bucket and leaves it in debt, so
+/// large requests still pass and the long-run rate holds).
+pub fn default_burst(rate: u64) -> u64 {
+    ((rate as f64 * DEFAULT_BURST_SECS).ceil() as u64).max(1)
 }
 
 /// A token bucket with time given by the caller (nanoseconds on any monotonic clock).
@@ -46,9 +68,9 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// A full bucket.
+    /// A full bucket; `burst: None` is [`default_burst`].
     pub fn new(rate: u64, burst: Option<u64>, now: u64) -> Self {
-        let capacity = burst.unwrap_or(rate).max(1) as f64;
+        let capacity = burst.unwrap_or_else(|| default_burst(rate)).max(1) as f64;
         Bucket {
             rate: rate.max(1) as f64,
             capacity,
@@ -61,7 +83,7 @@ impl Bucket {
     pub fn set(&mut self, rate: u64, burst: Option<u64>, now: u64) {
         self.refill(now);
         self.rate = rate.max(1) as f64;
-        self.capacity = burst.unwrap_or(rate).max(1) as f64;
+        self.capacity = burst.unwrap_or_else(|| default_burst(rate)).max(1) as f64;
         self.tokens = self.tokens.min(self.capacity);
     }
 
@@ -108,18 +130,35 @@ impl Second {
     }
 }
 
-/// Live figures of one volume over the last minute.
+/// The windows of the live rates, seconds.
+pub const RATE_WINDOWS: [u64; 3] = [1, 10, 60];
+
+/// IOPS and throughput over one window.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LiveStats {
+pub struct Rate {
+    /// Whole seconds the window covers (shorter than asked while the volume's figures are
+    /// younger than the window).
+    pub secs: u64,
     /// Operations per second.
     pub iops: f64,
     /// Bytes per second.
     pub throughput: f64,
+}
+
+/// Live figures of one volume: rates over the last 1, 10 and 60 whole seconds (the second
+/// under way is not counted, so an idle volume reads 0 one second after its last request),
+/// and latency percentiles over the last minute. A request's latency runs from its arrival
+/// at the engine (or at the NBD server) to its completion, so it includes the time it waited
+/// for QoS admission.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LiveStats {
+    /// One per [`RATE_WINDOWS`] entry, in that order.
+    pub rates: [Rate; 3],
     /// Median latency, microseconds (upper bound of its histogram bucket).
     pub p50_us: u64,
     /// 99th percentile latency, microseconds.
     pub p99_us: u64,
-    /// Seconds the figures cover.
+    /// Seconds the percentiles cover.
     pub window_secs: u64,
 }
 
@@ -177,7 +216,7 @@ impl VolumeIo {
             epoch: Instant::now(),
             limits: Mutex::new((QosLimits::default(), None, None)),
             limited: std::sync::atomic::AtomicBool::new(false),
-            ring: (0..WINDOW).map(|_| Second::new()).collect(),
+            ring: (0..RING).map(|_| Second::new()).collect(),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             read_bytes: AtomicU64::new(0),
@@ -258,6 +297,10 @@ impl VolumeIo {
 
     /// Records a finished request.
     pub fn record(&self, write: bool, bytes: u64, latency: Duration) {
+        self.record_in(self.epoch.elapsed().as_secs(), write, bytes, latency);
+    }
+
+    fn record_in(&self, sec: u64, write: bool, bytes: u64, latency: Duration) {
         let us = latency.as_micros() as u64;
         let b = lat_bucket(us);
         if write {
@@ -269,8 +312,7 @@ impl VolumeIo {
         }
         self.latency[b].fetch_add(1, Ordering::Relaxed);
         self.latency_sum.fetch_add(us, Ordering::Relaxed);
-        let sec = self.epoch.elapsed().as_secs();
-        let slot = &self.ring[(sec % WINDOW as u64) as usize];
+        let slot = &self.ring[(sec % RING as u64) as usize];
         if slot.at.load(Ordering::Relaxed) != sec && slot.at.swap(sec, Ordering::AcqRel) != sec {
             slot.ops.store(0, Ordering::Relaxed);
             slot.bytes.store(0, Ordering::Relaxed);
@@ -283,27 +325,42 @@ impl VolumeIo {
         slot.lat[b].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Figures over the last minute (or since the volume was opened, if less).
+    /// Figures over the last whole seconds (see [`LiveStats`]).
     pub fn live(&self) -> LiveStats {
-        let now = self.epoch.elapsed();
-        let sec = now.as_secs();
-        let mut ops = 0;
-        let mut bytes = 0;
+        self.live_at(self.epoch.elapsed().as_secs())
+    }
+
+    /// [`VolumeIo::live`] as seen during second `sec` of the volume's clock.
+    fn live_at(&self, sec: u64) -> LiveStats {
+        // Slot sums for whole seconds sec-1, sec-2, ... back to sec-WINDOW.
+        let mut ops = [0u64; WINDOW];
+        let mut bytes = [0u64; WINDOW];
         let mut lat = [0u64; LAT_BUCKETS];
         for s in &self.ring {
             let at = s.at.load(Ordering::Acquire);
-            if at == u64::MAX || at + (WINDOW as u64) <= sec || at > sec {
+            if at == u64::MAX || at >= sec || at + (WINDOW as u64) < sec {
                 continue;
             }
-            ops += s.ops.load(Ordering::Relaxed);
-            bytes += s.bytes.load(Ordering::Relaxed);
+            let age = (sec - 1 - at) as usize;
+            ops[age] = s.ops.load(Ordering::Relaxed);
+            bytes[age] = s.bytes.load(Ordering::Relaxed);
             for (a, b) in lat.iter_mut().zip(s.lat.iter()) {
                 *a += b.load(Ordering::Relaxed);
             }
         }
-        let span = now.as_secs_f64().clamp(1.0, WINDOW as f64);
+        let rates = RATE_WINDOWS.map(|w| {
+            let secs = w.min(sec);
+            let n = secs as usize;
+            let d = secs.max(1) as f64;
+            Rate {
+                secs,
+                iops: ops[..n].iter().sum::<u64>() as f64 / d,
+                throughput: bytes[..n].iter().sum::<u64>() as f64 / d,
+            }
+        });
+        let total: u64 = lat.iter().sum();
         let pct = |p: f64| -> u64 {
-            let target = (ops as f64 * p).ceil() as u64;
+            let target = (total as f64 * p).ceil() as u64;
             let mut acc = 0;
             for (i, n) in lat.iter().enumerate() {
                 acc += n;
@@ -314,12 +371,17 @@ impl VolumeIo {
             0
         };
         LiveStats {
-            iops: ops as f64 / span,
-            throughput: bytes as f64 / span,
+            rates,
             p50_us: pct(0.5),
             p99_us: pct(0.99),
-            window_secs: span as u64,
+            window_secs: sec.min(WINDOW as u64),
         }
+    }
+
+    /// Records a finished request as if during second `sec` (tests).
+    #[cfg(test)]
+    fn record_at(&self, sec: u64, bytes: u64, latency: Duration) {
+        self.record_in(sec, false, bytes, latency);
     }
 
     /// Counters since start.
@@ -368,6 +430,27 @@ mod tests {
         assert!((999..=1001).contains(&n), "{n}");
     }
 
+    /// Greedy demand for 5 s from a bucket that filled while idle: the default depth keeps
+    /// the total within 5% of the rate (a one-second depth gave 6 s worth, +20%).
+    #[test]
+    fn default_burst_keeps_a_five_second_run_within_five_percent() {
+        for (rate, n) in [(400u64, 1u64), (8 << 20, 65536)] {
+            let mut b = Bucket::new(rate, None, 0);
+            let (mut t, mut taken) = (0u64, 0u64);
+            while t < 5 * S {
+                match b.try_take(n, t) {
+                    Ok(()) => taken += n,
+                    // A wait shorter than a nanosecond rounds to zero: step on regardless.
+                    Err(w) => t += (w.as_nanos() as u64).max(1),
+                }
+            }
+            let ratio = taken as f64 / (5 * rate) as f64;
+            assert!((0.99..=1.05).contains(&ratio), "rate {rate}: {ratio}");
+        }
+        assert_eq!(default_burst(400), 40);
+        assert_eq!(default_burst(3), 1);
+    }
+
     #[test]
     fn requests_larger_than_the_burst_pass_with_a_full_bucket() {
         let mut b = Bucket::new(1000, Some(100), 0);
@@ -394,18 +477,49 @@ mod tests {
         assert!(waited < Duration::from_millis(400), "{waited:?}");
     }
 
+    /// Rates over 1, 10 and 60 whole seconds: an idle volume reads 0 over 1 s one second
+    /// after its last request and over 10 s ten seconds after (not an average over a window
+    /// that grows to a minute).
+    #[test]
+    fn rates_over_one_ten_and_sixty_seconds() {
+        let io = VolumeIo::new();
+        // 100 requests of 4 KiB in each of seconds 0..20.
+        for sec in 0..20 {
+            for _ in 0..100 {
+                io.record_at(sec, 4096, Duration::from_micros(100));
+            }
+        }
+        let l = io.live_at(20);
+        assert_eq!(l.rates.map(|r| r.secs), [1, 10, 20]);
+        assert_eq!(l.rates.map(|r| r.iops), [100.0, 100.0, 100.0]);
+        assert_eq!(l.rates[0].throughput, 409_600.0);
+        let l = io.live_at(21);
+        assert_eq!(l.rates.map(|r| r.iops), [0.0, 90.0, 2000.0 / 21.0]);
+        let l = io.live_at(30);
+        assert_eq!(l.rates[1].iops, 0.0);
+        assert_eq!(l.rates[2].iops, 2000.0 / 30.0);
+        let l = io.live_at(80);
+        assert_eq!(l.rates[2].iops, 0.0);
+        assert_eq!(l.p50_us, 0);
+        // A slot reused after a minute holds only its new second.
+        io.record_at(81, 4096, Duration::from_micros(100));
+        assert_eq!(io.live_at(82).rates.map(|r| r.iops), [1.0, 0.1, 1.0 / 60.0]);
+    }
+
     #[test]
     fn live_figures_and_percentiles() {
         let io = VolumeIo::new();
         for _ in 0..98 {
-            io.record(false, 4096, Duration::from_micros(10));
+            io.record_in(0, false, 4096, Duration::from_micros(10));
         }
-        io.record(true, 4096, Duration::from_micros(1000));
-        io.record(true, 4096, Duration::from_micros(1000));
-        let l = io.live();
+        io.record_in(0, true, 4096, Duration::from_micros(1000));
+        io.record_in(0, true, 4096, Duration::from_micros(1000));
+        // The second under way is not counted yet; one second later it is.
+        assert_eq!(io.live_at(0).rates[0].iops, 0.0);
+        let l = io.live_at(1);
         assert_eq!(l.p50_us, 16);
         assert_eq!(l.p99_us, 1024);
-        assert!(l.iops > 0.0);
+        assert_eq!(l.rates[0].iops, 100.0);
         let t = io.totals();
         assert_eq!((t.reads, t.writes, t.read_bytes), (98, 2, 98 * 4096));
         assert_eq!(t.latency.iter().sum::<u64>(), 100);

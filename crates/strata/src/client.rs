@@ -166,10 +166,15 @@ pub enum VolumeCmd {
         /// Bandwidth limit per second, e.g. 200M, or `none`.
         #[arg(long, value_name = "RATE|none")]
         bandwidth_limit: Option<String>,
-        /// IOPS burst above the limit (default: one second's worth), or `none`.
+        /// IOPS burst: the depth of the token bucket, i.e. how many operations may go at once
+        /// after an idle spell before the rate applies (default, or `none`: a tenth of a
+        /// second's worth of the limit, so a 5 s run stays within 2% of it; a deeper bucket
+        /// lets a run of T seconds take limit*T + burst).
         #[arg(long, value_name = "N|none")]
         burst_iops: Option<String>,
-        /// Bandwidth burst above the limit, e.g. 1G (default: one second's worth), or `none`.
+        /// Bandwidth burst, e.g. 1G: the depth of the byte bucket, as for `--burst-iops`
+        /// (default, or `none`: a tenth of a second's worth). A request larger than the depth
+        /// still passes once the bucket is full, and leaves it in debt.
         #[arg(long, value_name = "SIZE|none")]
         burst_bandwidth: Option<String>,
         /// Tenant of the volume (admins, when the name is in several tenants).
@@ -219,7 +224,9 @@ pub enum VolumeCmd {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Live IOPS, throughput and latency of a volume over the last minute.
+    /// Live IOPS and throughput of a volume over the last 1, 10 and 60 whole seconds, and
+    /// its latency percentiles over the last minute as a client sees them (from arrival to
+    /// reply, including the wait for QoS admission).
     Stats {
         /// Volume name.
         name: String,
@@ -1073,12 +1080,15 @@ impl Client {
                     &v,
                     &[
                         ("NAME", "name"),
-                        ("IOPS", "iops:f1"),
-                        ("THROUGHPUT", "throughput_bytes:rate"),
+                        ("IOPS 1S", "iops_1s:f1"),
+                        ("IOPS 10S", "iops_10s:f1"),
+                        ("IOPS 60S", "iops_60s:f1"),
+                        ("THRU 1S", "throughput_1s:rate"),
+                        ("THRU 10S", "throughput_10s:rate"),
+                        ("THRU 60S", "throughput_60s:rate"),
                         ("P50", "latency_p50_us:us"),
                         ("P99", "latency_p99_us:us"),
                         ("IOPS LIMIT", "qos.iops_limit"),
-                        ("WINDOW", "window_seconds"),
                     ],
                 )
             }

@@ -315,22 +315,37 @@ pub struct IoTotals {
     pub throttled_us: u64,
 }
 
-/// Live figures of a volume over the last window.
+/// Live figures of a volume: rates over the last 1, 10 and 60 whole seconds (the second
+/// under way is not counted; a volume younger than a window divides by its age), latency
+/// percentiles over the last minute, from a request's arrival to its completion (so they
+/// include the time it waited for QoS admission).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct VolumeStats {
     /// Volume id.
     pub volume: String,
     /// Volume name.
     pub name: String,
-    /// Length of the window, seconds.
+    /// Seconds the latency percentiles cover (at most 60).
     pub window_seconds: u64,
-    /// Operations per second.
+    /// Operations per second over the last second (the same as `iops_1s`).
     pub iops: f64,
-    /// Bytes per second.
+    /// Bytes per second over the last second (the same as `throughput_1s`).
     pub throughput_bytes: f64,
-    /// Median latency, microseconds.
+    /// Operations per second over the last second.
+    pub iops_1s: f64,
+    /// Operations per second over the last 10 seconds.
+    pub iops_10s: f64,
+    /// Operations per second over the last 60 seconds.
+    pub iops_60s: f64,
+    /// Bytes per second over the last second.
+    pub throughput_1s: f64,
+    /// Bytes per second over the last 10 seconds.
+    pub throughput_10s: f64,
+    /// Bytes per second over the last 60 seconds.
+    pub throughput_60s: f64,
+    /// Median latency, microseconds (upper bound of its power-of-two bucket).
     pub latency_p50_us: u64,
-    /// 99th percentile latency, microseconds.
+    /// 99th percentile latency, microseconds (upper bound of its power-of-two bucket).
     pub latency_p99_us: u64,
     /// Limits in force.
     pub qos: Qos,
