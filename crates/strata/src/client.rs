@@ -717,7 +717,23 @@ impl Client {
                 ("FREE", "free:size"),
                 ("PROVISIONED", "provisioned:size"),
             ],
-        )
+        )?;
+        // `show` also lists the pool's devices (JSON and YAML carry them in `devices`).
+        if let (Some(_), Output::Table) = (name, &self.out) {
+            outln!("");
+            self.print(
+                &json!({"items": v["devices"]}),
+                &[
+                    ("DEVICE", "index"),
+                    ("PATH", "path"),
+                    ("CLASS", "class"),
+                    ("CAPACITY", "capacity:size"),
+                    ("ALLOCATED", "allocated:size"),
+                    ("METADATA", "metadata"),
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     /// `strata tenant ...`.

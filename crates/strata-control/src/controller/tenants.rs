@@ -99,10 +99,13 @@ impl Controller {
         self.visible_tenant(p, name)?;
         self.tenant_exclusive(name, || {
             let (t, rev) = self.visible_tenant(p, name)?;
-            if t.usage.volumes > 0 || t.usage.snapshots > 0 || t.usage.gpus > 0 {
+            // Jobs count too, GPU or not: a CPU-only job uses no counted quota.
+            let jobs = self.store.range(&format!("/jobs/{name}/"), None, 1)?.0;
+            if t.usage.volumes > 0 || t.usage.snapshots > 0 || t.usage.gpus > 0 || !jobs.is_empty()
+            {
                 return Err(ControlError::InUse {
                     what: InUse::TenantNotEmpty,
-                    message: format!("tenant {name} still has volumes, snapshots or GPU jobs"),
+                    message: format!("tenant {name} still has volumes, snapshots or jobs"),
                 });
             }
             let r = self.store.txn(

@@ -566,3 +566,22 @@ fn a_second_switch_vxlan_port_on_the_same_address_is_a_conflict() {
     );
     d.stop();
 }
+
+/// Point 10: `pool show` lists the pool's devices, as its help promises.
+#[test]
+fn pool_show_lists_the_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    let r = cli(&d, Some(&admin), &["pool", "show", "default"]);
+    assert!(r.ok, "{}", r.err);
+    let dev = d.data.join("pools/default/dev0.img");
+    assert!(
+        r.out.contains("DEVICE") && r.out.contains(&dev.display().to_string()),
+        "{}",
+        r.out
+    );
+    assert!(r.out.contains("ssd"), "{}", r.out);
+    let j = cli(&d, Some(&admin), &["pool", "show", "default", "-o", "json"]).json();
+    assert_eq!(j["devices"][0]["path"], dev.display().to_string().as_str());
+}

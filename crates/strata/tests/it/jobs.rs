@@ -326,3 +326,21 @@ fn the_local_node_reports_the_gpus_nvidia_smi_sees() {
     let (_, v) = d.call("GET", "/v1/nodes/local-1", &d.admin(), None);
     assert_eq!(v["gpu_count"].as_u64(), Some(want), "{v}");
 }
+
+/// A tenant with jobs is not empty, GPU jobs or not: deleting it is refused while a CPU-only
+/// job remains (it would be orphaned), and works once the job is gone.
+#[test]
+fn a_tenant_with_only_cpu_jobs_is_not_deleted() {
+    let (_dir, d, admin) = setup();
+    let acme = token(&d, "acme", "member");
+    let cpu = json!({"name": "etl", "gpus": 0, "cpu_cores": 2, "memory_bytes": 1u64 << 30});
+    let (s, v) = d.call("POST", "/v1/jobs", &acme, Some(cpu));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = d.call("DELETE", "/v1/tenants/acme", &admin, None);
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "tenant_not_empty", "{v}");
+    let (s, _) = d.call("DELETE", "/v1/jobs/etl", &acme, None);
+    assert_eq!(s, 204);
+    let (s, v) = d.call("DELETE", "/v1/tenants/acme", &admin, None);
+    assert_eq!(s, 204, "{v}");
+}
