@@ -141,6 +141,34 @@ pub trait Store: Send + Sync {
     fn wait(&self, after: u64, timeout: std::time::Duration) -> Result<u64, StoreError>;
 }
 
+/// A shared store is a store: a test (or a process) can keep a handle on the store it gave the
+/// controller, to look at it or to wrap it.
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        (**self).get(key)
+    }
+    fn range(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, u64), StoreError> {
+        (**self).range(prefix, after, limit)
+    }
+    fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
+        (**self).txn(txn)
+    }
+    fn revision(&self) -> Result<u64, StoreError> {
+        (**self).revision()
+    }
+    fn changes(&self, prefix: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        (**self).changes(prefix, after, limit)
+    }
+    fn wait(&self, after: u64, timeout: std::time::Duration) -> Result<u64, StoreError> {
+        (**self).wait(after, timeout)
+    }
+}
+
 /// Convenience: put a key unconditionally.
 pub fn put(store: &dyn Store, key: &str, value: &[u8]) -> Result<u64, StoreError> {
     Ok(store.txn(Txn::new().put(key, value))?.revision)

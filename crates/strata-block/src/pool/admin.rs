@@ -106,32 +106,8 @@ impl Pool {
 
     /// Takes a snapshot in O(1). Durable on return, and so is every write before it.
     pub fn create_snapshot(&self, volume: VolumeId, name: &str) -> Result<SnapshotId, AdminError> {
-        validate_name(name)?;
-        self.admin(|m| {
-            vol(&m.state, volume)?;
-            if m.state
-                .snapshots
-                .values()
-                .any(|s| s.volume == volume && s.name == name)
-            {
-                return Err(AdminError::AlreadyExists {
-                    kind: "snapshot",
-                    name: name.into(),
-                });
-            }
-            let id = SnapshotId(m.state.alloc_id());
-            let layer = m.state.alloc_id();
-            Ok((
-                vec![Op::CreateSnapshot {
-                    id,
-                    volume,
-                    layer,
-                    name: name.into(),
-                    created: now(),
-                }],
-                id,
-            ))
-        })
+        let ids = self.create_snapshots(&[(volume, name)])?;
+        Ok(ids[0])
     }
 
     /// Snapshots several volumes at one instant (a checkpoint group): one `(volume, name)`

@@ -90,40 +90,11 @@ fn setup(dir: &std::path::Path, delay: Duration, quota: Quota) -> (Controller, A
         lost: AtomicUsize::new(0),
         interfere: AtomicBool::new(false),
     });
-    let c = Controller::open(Box::new(Shared(store.clone())), pool).unwrap();
+    let c = Controller::open(Box::new(store.clone()), pool).unwrap();
     c.set_pool_settings(&admin(), "default", None).unwrap();
     c.create_tenant(&admin(), "load", quota).unwrap();
     store.tenant_commits.store(0, Ordering::SeqCst);
     (c, store)
-}
-
-/// The store shared between the controller and the test.
-struct Shared(Arc<Instrumented>);
-
-impl Store for Shared {
-    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.0.get(key)
-    }
-    fn range(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<KeyValue>, u64), StoreError> {
-        self.0.range(prefix, after, limit)
-    }
-    fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
-        self.0.txn(txn)
-    }
-    fn revision(&self) -> Result<u64, StoreError> {
-        self.0.revision()
-    }
-    fn changes(&self, prefix: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.0.changes(prefix, after, limit)
-    }
-    fn wait(&self, after: u64, timeout: Duration) -> Result<u64, StoreError> {
-        self.0.wait(after, timeout)
-    }
 }
 
 /// `n` threads each run `f(i)` at once; their results in thread order.
