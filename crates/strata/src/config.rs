@@ -157,12 +157,18 @@ pub struct Target {
     pub source: TokenSource,
 }
 
+/// The file in a data dir that records where its daemon's API listens.
+pub const ENDPOINT_FILE: &str = "endpoint";
+
 /// Resolves endpoint and token.
 ///
-/// - endpoint: `--endpoint`/`STRATA_ENDPOINT`, else the config's, else [`DEFAULT_LISTEN`];
+/// - endpoint: `--endpoint`/`STRATA_ENDPOINT`; else the one the local data dir records
+///   (`--data-dir`, default `./strata-data`: `DIR/endpoint`, written by `strata serve` at every
+///   start); else the config's; else [`DEFAULT_LISTEN`];
 /// - token: `--token`/`STRATA_TOKEN`; else the `admin.token` of a data dir named with
-///   `--data-dir`/`STRATA_DATA_DIR`; else the config's token when the endpoint is the config's;
-///   else `./strata-data/admin.token` when readable (the local daemon's default).
+///   `--data-dir`/`STRATA_DATA_DIR`, or of the local data dir whose endpoint is used; else the
+///   config's token when the endpoint is the config's; else `./strata-data/admin.token` when
+///   readable (the local daemon's default).
 pub fn resolve(
     endpoint: Option<&str>,
     token: Option<String>,
@@ -179,9 +185,16 @@ pub fn resolve(
         .map(normalize_endpoint)
         .transpose()
         .map_err(|e| anyhow!("{e:#} (in the CLI config)"))?;
-    let base = match endpoint {
-        Some(e) => normalize_endpoint(e)?,
-        None => cfg_endpoint
+    // A local data dir (named, or ./strata-data) that records its daemon's endpoint wins over
+    // the saved config: that is the daemon beside the user.
+    let local_dir = data_dir.unwrap_or(Path::new(DEFAULT_DATA_DIR));
+    let local_endpoint = fs::read_to_string(local_dir.join(ENDPOINT_FILE))
+        .ok()
+        .and_then(|e| normalize_endpoint(e.trim()).ok());
+    let base = match (endpoint, &local_endpoint) {
+        (Some(e), _) => normalize_endpoint(e)?,
+        (None, Some(l)) => l.clone(),
+        (None, None) => cfg_endpoint
             .clone()
             .unwrap_or_else(|| format!("http://{DEFAULT_LISTEN}")),
     };
@@ -195,6 +208,8 @@ pub fn resolve(
         Some((t, TokenSource::Flag))
     } else if let Some(d) = data_dir {
         read_admin(d)
+    } else if local_endpoint.as_deref() == Some(base.as_str()) {
+        read_admin(local_dir)
     } else {
         None
     };

@@ -382,6 +382,7 @@ fn serve(
         // Handlers first: a SIGTERM that arrives once we say "serving" must stop us cleanly.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        startup::record_endpoint(dir, &listener.local_addr()?)?;
         if let Some(secret) = &first_secret {
             startup::save_cli_config(&listener.local_addr()?, secret);
         }

@@ -215,6 +215,21 @@ fn open_pool(dir: &Path, create_size: Option<u64>) -> Result<Pool> {
 
 /// Writes the admin token readable by its owner only.
 fn write_admin_token(path: &Path, secret: &str) -> Result<()> {
+    write_private(path, secret)
+}
+
+/// Records where this daemon's API listens in `DIR/endpoint` (0600), at every start: the CLI
+/// run beside a data dir finds its daemon there before any saved config, so a config left by
+/// another daemon (a test's, a temporary one's) never sends it elsewhere.
+pub fn record_endpoint(dir: &Path, addr: &std::net::SocketAddr) -> Result<()> {
+    write_private(
+        &dir.join(crate::config::ENDPOINT_FILE),
+        &format!("http://{addr}\n"),
+    )
+}
+
+/// Writes `text` to `path` through a temporary file, mode 0600 whatever the umask.
+fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -224,7 +239,7 @@ fn write_admin_token(path: &Path, secret: &str) -> Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(secret.as_bytes())?;
+    f.write_all(text.as_bytes())?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;
     Ok(())

@@ -585,3 +585,39 @@ fn pool_show_lists_the_devices() {
     let j = cli(&d, Some(&admin), &["pool", "show", "default", "-o", "json"]).json();
     assert_eq!(j["devices"][0]["path"], dev.display().to_string().as_str());
 }
+
+/// Point 3, found again by hand: a config saved by another daemon (a temporary one on an
+/// ephemeral port, long gone) must not send the CLI away from the daemon beside it. The data
+/// dir records its daemon's endpoint (`DIR/endpoint`, 0600), and the CLI run in the dir that
+/// holds `./strata-data` goes there, with that dir's admin token.
+#[test]
+fn the_daemon_beside_the_cli_wins_over_a_stale_config() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("strata-data"));
+    let rec = d.data.join("endpoint");
+    assert_eq!(std::fs::read_to_string(&rec).unwrap().trim(), d.url);
+    assert_eq!(
+        std::fs::metadata(&rec).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let stale = dir.path().join("stale-config.yaml");
+    std::fs::write(&stale, "endpoint: http://127.0.0.1:9\ntoken: not-a-token\n").unwrap();
+    let mut c = strata();
+    c.args(["volume", "list"])
+        .current_dir(dir.path())
+        .env("STRATA_CONFIG", &stale)
+        .env_remove("STRATA_TOKEN")
+        .env_remove("STRATA_ENDPOINT");
+    let r = run(c);
+    assert!(r.ok, "{}", r.err);
+    // Elsewhere, the config still decides (and here it names a dead daemon).
+    let mut c = strata();
+    c.args(["volume", "list"])
+        .current_dir(std::env::temp_dir())
+        .env("STRATA_CONFIG", &stale)
+        .env_remove("STRATA_TOKEN")
+        .env_remove("STRATA_ENDPOINT");
+    let r = run(c);
+    assert!(!r.ok && r.err.contains("127.0.0.1:9"), "{}", r.err);
+}
