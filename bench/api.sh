@@ -24,6 +24,8 @@ dir=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }; rm -rf "$dir"; }
 trap cleanup EXIT
+# The daemons here are temporary: their first start must not save them as the user's daemon.
+export STRATA_CONFIG="$dir/config.yaml"
 start() {
   rm -rf "$dir/data" "$dir/log"
   target/release/strata serve --data-dir "$dir/data" --listen 127.0.0.1:0 \
