@@ -541,12 +541,6 @@ impl Match {
     }
 }
 
-impl fmt::Debug for Match {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Match({})", crate::syntax::format_match(self, None))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -988,6 +988,14 @@ pub fn format_flow_stats(r: &FlowRule, s: &FlowStats, names: Option<&PortNames>)
 /// Default priority, re-exported for callers building rules.
 pub const DEFAULT_FLOW_PRIORITY: u16 = DEFAULT_PRIORITY;
 
+/// A match prints as the text it was parsed from (the `key` module leaves its `Debug` here, so
+/// the key does not import its own syntax).
+impl std::fmt::Debug for Match {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Match({})", format_match(self, None))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ mod plan;
 pub mod rebalance;
 mod slots;
 mod span;
+mod validate;
 
 pub use error::{BandwidthError, CopyError, LoadError, ModelError};
 pub use explain::Explanation;
