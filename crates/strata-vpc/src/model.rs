@@ -1,0 +1,217 @@
+//! The objects of a tenant network, as stored. Plain data: nothing here decides anything.
+//!
+//! # Invariants (kept by the control plane, which validates before it stores)
+//! - A subnet's CIDR lies inside its network's CIDR and overlaps no other subnet of it; its
+//!   gateway is a host address of the subnet.
+//! - A port's IP is a host address of its subnet, unique in the network, not the gateway; its
+//!   MAC is unicast and unique on the node.
+//! - A router connects subnets of one network; a subnet is on at most one router.
+//! - `vni`, `zone` (the connection-tracking zone) and `key` (the subnet's logical-switch
+//!   number, the flows' `metadata`) are allocated by the control plane and unique.
+//! - A security group's rules have ids unique within it; a rule's remote group is a group of
+//!   the same tenant.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// A tenant's virtual private network: an address space and a VNI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Name, unique within the tenant.
+    pub name: String,
+    /// Address space of its subnets.
+    pub cidr: Ipv4Net,
+    /// VXLAN network identifier (allocated, unique in the cluster).
+    pub vni: u32,
+    /// Connection-tracking zone of its traffic (allocated, unique on the node).
+    pub zone: u16,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// Bumped at every change.
+    pub generation: u64,
+}
+
+/// An IPv4 subnet of a network: one L2 segment with a gateway and, optionally, DHCP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    /// Id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Network id.
+    pub network: String,
+    /// Name, unique within the network.
+    pub name: String,
+    /// Its addresses.
+    pub cidr: Ipv4Net,
+    /// The gateway (router interface) address.
+    pub gateway: Ipv4Addr,
+    /// The gateway's MAC (allocated).
+    pub gateway_mac: [u8; 6],
+    /// Whether the switch answers DHCP for the subnet's ports.
+    pub dhcp: bool,
+    /// DNS servers handed out by DHCP.
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    /// Logical-switch number: the flows' `metadata` for this subnet (allocated, unique).
+    pub key: u32,
+    /// Creation time.
+    pub created: u64,
+    /// Bumped at every change.
+    pub generation: u64,
+}
+
+/// A port: one interface on a subnet, bound to a device on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    /// Id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Network id.
+    pub network: String,
+    /// Subnet id.
+    pub subnet: String,
+    /// Name, unique within the network.
+    pub name: String,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// Its IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Security groups (ids); traffic to and from the port passes their rules.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    /// The device on the node (a TAP the switch opened), what a VM or namespace plugs into.
+    pub device: String,
+    /// Creation time.
+    pub created: u64,
+    /// Bumped at every change.
+    pub generation: u64,
+}
+
+/// A router: routes between the subnets attached to it (on every node, locally).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Router {
+    /// Id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Network id.
+    pub network: String,
+    /// Name, unique within the network.
+    pub name: String,
+    /// Subnet ids attached (each router interface is the subnet's gateway).
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    /// Creation time.
+    pub created: u64,
+    /// Bumped at every change.
+    pub generation: u64,
+}
+
+/// Which way a rule looks: traffic arriving at a port, or leaving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// To the port.
+    Ingress,
+    /// From the port.
+    Egress,
+}
+
+/// What protocol a rule admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Any IPv4 traffic.
+    Any,
+    /// TCP (ports apply).
+    Tcp,
+    /// UDP (ports apply).
+    Udp,
+    /// ICMP.
+    Icmp,
+}
+
+/// Where the other end of a connection may be.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Remote {
+    /// Anywhere.
+    Any,
+    /// An address range.
+    Cidr(Ipv4Net),
+    /// The ports of a security group (by id).
+    Group(String),
+}
+
+/// A rule as asked for (without its id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RuleSpec {
+    /// Ingress or egress.
+    pub direction: Direction,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Destination port range (TCP/UDP only), inclusive.
+    pub ports: Option<(u16, u16)>,
+    /// The other end.
+    pub remote: Remote,
+}
+
+/// A rule of a security group: an allow (security groups only allow; the default denies).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SgRule {
+    /// Id, unique within the group.
+    pub id: String,
+    /// What it allows.
+    #[serde(flatten)]
+    pub spec: RuleSpec,
+}
+
+/// A security group: a set of allow rules, stateful (replies and related traffic pass).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    /// Id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Name, unique within the tenant.
+    pub name: String,
+    /// Rules.
+    #[serde(default)]
+    pub rules: Vec<SgRule>,
+    /// When rules change, whether connections already open are judged again by the new
+    /// rules (true) or keep flowing (false, the default, as Neutron).
+    #[serde(default)]
+    pub reevaluate_existing: bool,
+    /// Creation time.
+    pub created: u64,
+    /// Bumped at every change.
+    pub generation: u64,
+}
+
+impl SecurityGroup {
+    /// The rules a new group starts with, as Neutron's: all egress allowed, no ingress.
+    pub fn default_rules() -> Vec<RuleSpec> {
+        vec![RuleSpec {
+            direction: Direction::Egress,
+            protocol: Protocol::Any,
+            ports: None,
+            remote: Remote::Any,
+        }]
+    }
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
