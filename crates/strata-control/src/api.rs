@@ -99,6 +99,12 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::SnapshotGroup => C::SnapshotGroupNotFound,
             Resource::Node => C::NodeNotFound,
             Resource::Job => C::JobNotFound,
+            Resource::Network => C::NetworkNotFound,
+            Resource::Subnet => C::SubnetNotFound,
+            Resource::NetworkPort => C::NetworkPortNotFound,
+            Resource::Router => C::RouterNotFound,
+            Resource::SecurityGroup => C::SecurityGroupNotFound,
+            Resource::SecurityGroupRule => C::SecurityGroupRuleNotFound,
         },
         ControlError::Exists { resource, .. } => match resource {
             Resource::Tenant => C::TenantExists,
@@ -109,6 +115,12 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::SnapshotGroup => C::SnapshotGroupExists,
             Resource::Node => C::NodeExists,
             Resource::Job => C::JobExists,
+            Resource::Network => C::NetworkExists,
+            Resource::Subnet => C::SubnetExists,
+            Resource::NetworkPort => C::NetworkPortExists,
+            Resource::Router => C::RouterExists,
+            Resource::SecurityGroup => C::SecurityGroupExists,
+            Resource::SecurityGroupRule => C::AlreadyExists,
             Resource::Pool | Resource::Attachment | Resource::Token => C::AlreadyExists,
         },
         ControlError::Invalid { .. } => C::InvalidArgument,
@@ -121,6 +133,9 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             InUse::TenantNotEmpty => C::TenantNotEmpty,
             InUse::RequestIdReused => C::RequestIdReused,
             InUse::SnapshotInGroup => C::SnapshotInGroup,
+            InUse::NetworkNotEmpty => C::NetworkNotEmpty,
+            InUse::SecurityGroupInUse => C::SecurityGroupInUse,
+            InUse::AddressInUse => C::AddressInUse,
         },
         ControlError::PlanStale(_) => C::PlanStale,
         ControlError::InventoryInvalid(_) => C::InventoryInvalid,
@@ -826,6 +841,196 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                         .map(|v| ClonedVolumes {
                             items: v.into_iter().map(Into::into).collect(),
                         })
+                },
+            )),
+        )
+        .route(
+            "/v1/networks",
+            post(change(
+                S::CREATED,
+                "network.create",
+                |Body(r): &Body<CreateNetwork>| r.name.clone(),
+                |c, p, Body(r)| {
+                    let cidr = r.range()?;
+                    c.create_network(p, r.tenant.as_deref(), &r.name, cidr)
+                        .map(Network::from)
+                },
+            ))
+            .get(read(|c, p, Query(q): Query<TenantQuery>| {
+                c.list_networks(p, q.tenant.as_deref())
+                    .map(|l| NetworkList {
+                        items: l.into_iter().map(Into::into).collect(),
+                    })
+            })),
+        )
+        .route(
+            "/v1/networks/{id}",
+            get(read(|c, p, id: String| {
+                c.get_network(p, &id).map(Network::from)
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "network.delete",
+                String::clone,
+                |c, p, id| c.delete_network(p, &id),
+            )),
+        )
+        .route(
+            "/v1/networks/{id}/subnets",
+            post(change(
+                S::CREATED,
+                "subnet.create",
+                first::<Body<CreateSubnet>>,
+                |c, p, (id, Body(r))| c.create_subnet(p, &id, r.into_new()?).map(Subnet::from),
+            ))
+            .get(read(|c, p, id: String| {
+                c.list_subnets(p, &id).map(|l| SubnetList {
+                    items: l.into_iter().map(Into::into).collect(),
+                })
+            })),
+        )
+        .route(
+            "/v1/networks/{id}/ports",
+            post(change(
+                S::CREATED,
+                "network_port.create",
+                first::<Body<CreateNetworkPort>>,
+                |c, p, (id, Body(r))| c.create_port(p, &id, r.into_new()?).map(NetworkPort::from),
+            ))
+            .get(read(|c, p, id: String| {
+                c.list_ports(p, &id).map(|l| NetworkPortList {
+                    items: l.into_iter().map(Into::into).collect(),
+                })
+            })),
+        )
+        .route(
+            "/v1/networks/{id}/routers",
+            post(change(
+                S::CREATED,
+                "router.create",
+                first::<Body<CreateRouter>>,
+                |c, p, (id, Body(r))| {
+                    c.create_router(p, &id, &r.name, &r.subnets)
+                        .map(NetworkRouter::from)
+                },
+            ))
+            .get(read(|c, p, id: String| {
+                c.list_routers(p, &id).map(|l| NetworkRouterList {
+                    items: l.into_iter().map(Into::into).collect(),
+                })
+            })),
+        )
+        .route(
+            "/v1/subnets/{id}",
+            get(read(|c, p, id: String| {
+                c.get_subnet(p, &id).map(Subnet::from)
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "subnet.delete",
+                String::clone,
+                |c, p, id| c.delete_subnet(p, &id),
+            )),
+        )
+        .route(
+            "/v1/network-ports/{id}",
+            get(read(|c, p, id: String| {
+                c.get_port(p, &id).map(NetworkPort::from)
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "network_port.delete",
+                String::clone,
+                |c, p, id| c.delete_port(p, &id),
+            )),
+        )
+        .route(
+            "/v1/network-ports/{id}/security-groups",
+            put(change(
+                S::OK,
+                "network_port.set_security_groups",
+                first::<Body<SetSecurityGroups>>,
+                |c, p, (id, Body(r))| {
+                    c.set_port_groups(p, &id, &r.security_groups)
+                        .map(NetworkPort::from)
+                },
+            )),
+        )
+        .route(
+            "/v1/routers/{id}",
+            get(read(|c, p, id: String| {
+                c.get_router(p, &id).map(NetworkRouter::from)
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "router.delete",
+                String::clone,
+                |c, p, id| c.delete_router(p, &id),
+            )),
+        )
+        .route(
+            "/v1/routers/{id}/subnets",
+            put(change(
+                S::OK,
+                "router.set_subnets",
+                first::<Body<SetRouterSubnets>>,
+                |c, p, (id, Body(r))| {
+                    c.set_router_subnets(p, &id, &r.subnets)
+                        .map(NetworkRouter::from)
+                },
+            )),
+        )
+        .route(
+            "/v1/security-groups",
+            post(change(
+                S::CREATED,
+                "security_group.create",
+                |Body(r): &Body<CreateSecurityGroup>| r.name.clone(),
+                |c, p, Body(r)| {
+                    c.create_security_group(p, r.tenant.as_deref(), &r.name, r.reevaluate_existing)
+                        .map(SecurityGroup::from)
+                },
+            ))
+            .get(read(|c, p, Query(q): Query<TenantQuery>| {
+                c.list_security_groups(p, q.tenant.as_deref())
+                    .map(|l| SecurityGroupList {
+                        items: l.into_iter().map(Into::into).collect(),
+                    })
+            })),
+        )
+        .route(
+            "/v1/security-groups/{id}",
+            get(read(|c, p, id: String| {
+                c.get_security_group(p, &id).map(SecurityGroup::from)
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "security_group.delete",
+                String::clone,
+                |c, p, id| c.delete_security_group(p, &id),
+            )),
+        )
+        .route(
+            "/v1/security-groups/{id}/rules",
+            post(change(
+                S::CREATED,
+                "security_group.add_rule",
+                first::<Body<CreateRule>>,
+                |c, p, (id, Body(r))| {
+                    c.add_security_group_rule(p, &id, r.into_new()?)
+                        .map(SecurityGroup::from)
+                },
+            )),
+        )
+        .route(
+            "/v1/security-groups/{id}/rules/{rule}",
+            delete(change(
+                S::OK,
+                "security_group.delete_rule",
+                |(g, r): &(String, String)| format!("{g}/{r}"),
+                |c, p, (g, r)| {
+                    c.delete_security_group_rule(p, &g, &r)
+                        .map(SecurityGroup::from)
                 },
             )),
         )

@@ -51,6 +51,18 @@ pub enum Resource {
     Node,
     /// A job (named `TENANT/NAME`).
     Job,
+    /// A tenant network.
+    Network,
+    /// A subnet of a network.
+    Subnet,
+    /// A port of a tenant network.
+    NetworkPort,
+    /// A router of a network.
+    Router,
+    /// A security group.
+    SecurityGroup,
+    /// A rule of a security group.
+    SecurityGroupRule,
 }
 
 impl fmt::Display for Resource {
@@ -67,6 +79,12 @@ impl fmt::Display for Resource {
             Resource::SnapshotGroup => "snapshot group",
             Resource::Node => "node",
             Resource::Job => "job",
+            Resource::Network => "network",
+            Resource::Subnet => "subnet",
+            Resource::NetworkPort => "network port",
+            Resource::Router => "router",
+            Resource::SecurityGroup => "security group",
+            Resource::SecurityGroupRule => "security group rule",
         })
     }
 }
@@ -84,6 +102,12 @@ pub enum InUse {
     RequestIdReused,
     /// The snapshot is a member of a checkpoint group.
     SnapshotInGroup,
+    /// A network or subnet still has what lives in it.
+    NetworkNotEmpty,
+    /// A security group is used by ports or named by rules.
+    SecurityGroupInUse,
+    /// An address, range or MAC is taken, or none is free.
+    AddressInUse,
 }
 
 /// A part of the daemon a call needs and that is not running.

@@ -52,6 +52,12 @@ pub struct Quota {
     /// GPUs of the tenant's jobs (pending and running).
     #[serde(default)]
     pub gpus: Option<u64>,
+    /// Number of networks.
+    #[serde(default)]
+    pub networks: Option<u64>,
+    /// Number of network ports.
+    #[serde(default)]
+    pub ports: Option<u64>,
 }
 
 /// What a tenant uses, kept in its record and updated in the same transaction as the change.
@@ -69,6 +75,12 @@ pub struct Usage {
     /// GPUs of the tenant's jobs (pending and running).
     #[serde(default)]
     pub gpus: u64,
+    /// Networks.
+    #[serde(default)]
+    pub networks: u64,
+    /// Network ports.
+    #[serde(default)]
+    pub ports: u64,
 }
 
 /// The overcommit ratio a pool has until an admin sets another: its volumes may provision four

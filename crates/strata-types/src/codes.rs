@@ -254,6 +254,35 @@ registry! {
     /// with the pool (a 409 like the contract's other state codes: the body's schema, a
     /// string, cannot say what a valid YAML inventory is).
     InventoryInvalid = "inventory_invalid", 409, None;
+    // ----- tenant networks -----
+    /// No such network (or not visible to the caller).
+    NetworkNotFound = "network_not_found", 404, None;
+    /// The tenant already has a network of that name.
+    NetworkExists = "network_exists", 409, None;
+    /// No such subnet.
+    SubnetNotFound = "subnet_not_found", 404, None;
+    /// The network already has a subnet of that name.
+    SubnetExists = "subnet_exists", 409, None;
+    /// No such network port.
+    NetworkPortNotFound = "network_port_not_found", 404, None;
+    /// The network already has a port of that name.
+    NetworkPortExists = "network_port_exists", 409, None;
+    /// No such router.
+    RouterNotFound = "router_not_found", 404, None;
+    /// The network already has a router of that name.
+    RouterExists = "router_exists", 409, None;
+    /// No such security group.
+    SecurityGroupNotFound = "security_group_not_found", 404, None;
+    /// The tenant already has a security group of that name.
+    SecurityGroupExists = "security_group_exists", 409, None;
+    /// No such rule in the security group.
+    SecurityGroupRuleNotFound = "security_group_rule_not_found", 404, None;
+    /// The network (or subnet) still has subnets, ports or routers: delete those first.
+    NetworkNotEmpty = "network_not_empty", 409, None;
+    /// The security group is still used by a port or named by another group's rule.
+    SecurityGroupInUse = "security_group_in_use", 409, None;
+    /// The address (or subnet range, or MAC) is taken, or the subnet has no free address.
+    AddressInUse = "address_in_use", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

@@ -55,11 +55,7 @@ pub fn check_network(cidr: Ipv4Net) -> Result<(), IpamError> {
 }
 
 /// Checks a new subnet against its network and the network's other subnets.
-pub fn check_subnet(
-    network: Ipv4Net,
-    others: &[Ipv4Net],
-    cidr: Ipv4Net,
-) -> Result<(), IpamError> {
+pub fn check_subnet(network: Ipv4Net, others: &[Ipv4Net], cidr: Ipv4Net) -> Result<(), IpamError> {
     check_network(cidr)?;
     if !network.contains(&cidr) {
         return Err(IpamError::Outside {
@@ -188,7 +184,11 @@ pub fn port_masks(lo: u16, hi: u16) -> Vec<(u16, u16)> {
     let (mut lo, hi) = (u32::from(lo), u32::from(hi));
     while lo <= hi {
         // The largest aligned block starting at lo that stays within hi.
-        let mut size = if lo == 0 { 1 << 16 } else { lo & lo.wrapping_neg() };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            lo & lo.wrapping_neg()
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -256,7 +256,10 @@ mod tests {
         }
         assert_eq!(got, vec![2, 3, 4, 5, 6]);
         used.remove(&Ipv4Addr::new(10, 0, 1, 4));
-        assert_eq!(allocate_ip(c, gw, &used).unwrap(), Ipv4Addr::new(10, 0, 1, 4));
+        assert_eq!(
+            allocate_ip(c, gw, &used).unwrap(),
+            Ipv4Addr::new(10, 0, 1, 4)
+        );
         assert!(check_port_ip(c, gw, &used, Ipv4Addr::new(10, 0, 1, 7)).is_err());
         assert!(check_port_ip(c, gw, &used, gw).is_err());
     }
@@ -272,7 +275,10 @@ mod tests {
         assert!(parse_mac("01:00:5e:00:00:01").is_err());
         assert!(parse_mac("00:00:00:00:00:00").is_err());
         assert!(parse_mac("02:53:00:00:00").is_err());
-        assert_eq!(parse_mac("02:53:0a:0b:0c:0d").unwrap(), [2, 0x53, 10, 11, 12, 13]);
+        assert_eq!(
+            parse_mac("02:53:0a:0b:0c:0d").unwrap(),
+            [2, 0x53, 10, 11, 12, 13]
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use strata_types::format_size;
 
 use crate::config::{Target, TokenSource};
 
+mod networks;
 mod placement;
+pub use networks::{NetworkCmd, RouterCmd, SecurityGroupCmd, SubnetCmd};
 pub use placement::{JobCmd, NodeCmd};
 
 /// What a 401 answer tells the user to do.
@@ -22,7 +24,7 @@ const TOKEN_HINT: &str = "Pass a token with --token or STRATA_TOKEN, or save one
      `strata token create` makes tenant tokens";
 
 /// Output format.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     /// Aligned columns for people.
     Table,
@@ -91,6 +93,12 @@ pub enum TenantCmd {
         /// Most GPUs of the tenant's jobs, pending and running, or `unlimited`.
         #[arg(long, alias = "max-gpus", value_name = "N|unlimited")]
         gpus: Option<String>,
+        /// Most networks, or `unlimited`.
+        #[arg(long, value_name = "N|unlimited")]
+        max_networks: Option<String>,
+        /// Most network ports, or `unlimited`.
+        #[arg(long, value_name = "N|unlimited")]
+        max_ports: Option<String>,
     },
 }
 
@@ -759,6 +767,8 @@ impl Client {
                     snapshots: max_snapshots,
                     iops: None,
                     gpus: None,
+                    networks: None,
+                    ports: None,
                 };
                 let v = self.req(
                     "POST",
@@ -798,6 +808,8 @@ impl Client {
                 max_snapshots,
                 max_iops,
                 gpus,
+                max_networks,
+                max_ports,
             } => {
                 let q = wire::QuotaPatch {
                     capacity_bytes: limit(capacity, "capacity", |c| bytes(c, "capacity"))?,
@@ -807,6 +819,10 @@ impl Client {
                     })?,
                     iops: limit(max_iops, "max-iops", |n| count(n, "max-iops"))?,
                     gpus: limit(gpus, "gpus", |n| count(n, "gpus"))?,
+                    networks: limit(max_networks, "max-networks", |n| {
+                        count(n, "max-networks")
+                    })?,
+                    ports: limit(max_ports, "max-ports", |n| count(n, "max-ports"))?,
                 };
                 if q == wire::QuotaPatch::default() {
                     bail!("invalid_argument: name at least one limit to change (see --help)");

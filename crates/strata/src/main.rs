@@ -108,6 +108,26 @@ enum Cmd {
         #[command(subcommand)]
         cmd: client::SwitchCmd,
     },
+    /// Tenant networks (VPCs) and their ports.
+    Network {
+        #[command(subcommand)]
+        cmd: client::NetworkCmd,
+    },
+    /// Subnets of a network: a range, a gateway, DHCP.
+    Subnet {
+        #[command(subcommand)]
+        cmd: client::SubnetCmd,
+    },
+    /// Routers between the subnets of a network.
+    Router {
+        #[command(subcommand)]
+        cmd: client::RouterCmd,
+    },
+    /// Security groups: stateful allow rules for ports (default deny ingress).
+    SecurityGroup {
+        #[command(subcommand)]
+        cmd: client::SecurityGroupCmd,
+    },
     /// Nodes of the placement pool: inventory, hypothetical nodes for planning, cordons.
     Node {
         #[command(subcommand)]
@@ -260,6 +280,10 @@ fn run() -> Result<()> {
                 Cmd::Switch { cmd } => c.switch(cmd),
                 Cmd::Node { cmd } => c.node(cmd),
                 Cmd::Job { cmd } => c.job(cmd),
+                Cmd::Network { cmd } => c.network(cmd),
+                Cmd::Subnet { cmd } => c.subnet(cmd),
+                Cmd::Router { cmd } => c.router(cmd),
+                Cmd::SecurityGroup { cmd } => c.security_group(cmd),
                 Cmd::Serve { .. } | Cmd::Completion { .. } | Cmd::Login => {
                     unreachable!("handled above")
                 }

@@ -19,6 +19,8 @@
 //! - `figures.rs`: live statistics and Prometheus metrics.
 //! - `pools.rs`: pool settings (the overcommit limit) and the pool's provisioned figure.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
+//! - `networks.rs`: tenant networks (networks, subnets, ports, routers, security groups),
+//!   compiled by `strata-vpc` onto the node's integration switch.
 //! - `nodes.rs`: the placement pool's nodes (the local one, declared ones, cordons) and the
 //!   placement revision.
 //! - `jobs.rs`: jobs over `strata-place`: create, delete, the admission queue, dry-run plans.
@@ -52,6 +54,7 @@ mod figures;
 mod groups;
 mod jobs;
 mod nbd_link;
+mod networks;
 mod nodes;
 mod pools;
 mod qos;
@@ -68,6 +71,7 @@ pub use auth::Principal;
 pub use certificates::Revoked;
 pub use groups::{NewGroup, GROUP_MAX_MEMBERS};
 pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
+pub use networks::{NewPort, NewRule, NewSubnet, DEFAULT_GROUP};
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
 pub use volumes::{CreateVolume, SizeArg};
@@ -99,6 +103,8 @@ pub struct Controller {
     tenant_pipes: tenant_txn::TenantPipes,
     /// The pool's provisioned figure and its threshold crossings (`pools.rs`).
     allocation: parking_lot::Mutex<pools::Allocation>,
+    /// Tenant networks on this node: topology, compiler, integration switch (`networks.rs`).
+    vpc: networks::Vpc,
 }
 
 impl std::fmt::Debug for Controller {

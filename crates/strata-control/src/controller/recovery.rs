@@ -30,9 +30,11 @@ impl Controller {
             nbd: Default::default(),
             tenant_pipes: Default::default(),
             allocation: Default::default(),
+            vpc: Default::default(),
         };
         c.recover()?;
         c.switches.restore(c.store.as_ref())?;
+        c.restore_networks()?;
         Ok(c)
     }
 
@@ -47,7 +49,8 @@ impl Controller {
         r
     }
 
-    /// Sets every tenant's usage to what its volume, snapshot and job records add up to.
+    /// Sets every tenant's usage to what its volume, snapshot, job, network and port records add
+    /// up to.
     pub(super) fn recount_usage(&self) -> Result<(), ControlError> {
         let mut counted: std::collections::HashMap<String, Usage> = Default::default();
         let mut provisioned = 0u128;
@@ -68,6 +71,11 @@ impl Controller {
         for (tenant, gpus) in self.job_gpus()? {
             let u = counted.entry(tenant).or_default();
             u.gpus = u.gpus.saturating_add(gpus);
+        }
+        for (tenant, networks, ports) in self.network_counts()? {
+            let u = counted.entry(tenant).or_default();
+            u.networks = networks;
+            u.ports = ports;
         }
         for (_, t) in self.list::<Tenant>("/tenants/", None, 0)? {
             let want = counted.remove(&t.name).unwrap_or_default();

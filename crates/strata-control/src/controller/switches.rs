@@ -112,5 +112,6 @@ impl Controller {
     /// Stops the switches (daemon shutdown).
     pub fn shutdown(&self) {
         self.switches.stop_all();
+        self.stop_networks();
     }
 }

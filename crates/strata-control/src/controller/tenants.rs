@@ -101,11 +101,18 @@ impl Controller {
             let (t, rev) = self.visible_tenant(p, name)?;
             // Jobs count too, GPU or not: a CPU-only job uses no counted quota.
             let jobs = self.store.range(&format!("/jobs/{name}/"), None, 1)?.0;
-            if t.usage.volumes > 0 || t.usage.snapshots > 0 || t.usage.gpus > 0 || !jobs.is_empty()
+            if t.usage.volumes > 0
+                || t.usage.snapshots > 0
+                || t.usage.gpus > 0
+                || t.usage.networks > 0
+                || t.usage.ports > 0
+                || !jobs.is_empty()
             {
                 return Err(ControlError::InUse {
                     what: InUse::TenantNotEmpty,
-                    message: format!("tenant {name} still has volumes, snapshots or jobs"),
+                    message: format!(
+                        "tenant {name} still has volumes, snapshots, jobs or networks"
+                    ),
                 });
             }
             let r = self.store.txn(
@@ -142,6 +149,10 @@ pub(super) struct Charge {
     pub iops: u64,
     /// GPUs of jobs.
     pub gpus: u64,
+    /// Networks.
+    pub networks: u64,
+    /// Network ports.
+    pub ports: u64,
 }
 
 impl Charge {
@@ -209,6 +220,14 @@ pub(super) fn charge(t: &mut Tenant, release: Charge, take: Charge) -> Result<()
         )?,
         iops: one("IOPS", u.iops, release.iops, take.iops, q.iops)?,
         gpus: one("GPU", u.gpus, release.gpus, take.gpus, q.gpus)?,
+        networks: one(
+            "network",
+            u.networks,
+            release.networks,
+            take.networks,
+            q.networks,
+        )?,
+        ports: one("port", u.ports, release.ports, take.ports, q.ports)?,
     };
     t.usage = usage;
     Ok(())

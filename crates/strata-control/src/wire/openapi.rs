@@ -100,6 +100,28 @@ use super::*;
     JobList,
     PlanMove,
     PlanResult,
+    // tenant networks
+    CreateNetwork,
+    Network,
+    NetworkList,
+    CreateSubnet,
+    Subnet,
+    SubnetList,
+    CreateNetworkPort,
+    NetworkPort,
+    NetworkPortList,
+    SetSecurityGroups,
+    CreateRouter,
+    SetRouterSubnets,
+    NetworkRouter,
+    NetworkRouterList,
+    CreateSecurityGroup,
+    RuleDirection,
+    RuleProtocol,
+    CreateRule,
+    SecurityGroupRule,
+    SecurityGroup,
+    SecurityGroupList,
 )))]
 struct Schemas;
 
@@ -606,6 +628,202 @@ fn operations() -> Vec<Op> {
         .body(r::<CloneGroup>())
         .ok(201, "created", r::<ClonedVolumes>())
         .errors(&[409, 507]),
+        op(
+            Post,
+            "/v1/networks",
+            "createNetwork",
+            "Create a tenant network (a VPC)",
+        )
+        .body(r::<CreateNetwork>())
+        .ok(201, "created", r::<Network>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/networks",
+            "listNetworks",
+            "List the networks the caller may see",
+        )
+        .query(
+            "tenant",
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
+            "only this tenant's",
+        )
+        .ok(200, "networks", r::<NetworkList>()),
+        op(
+            Get,
+            "/v1/networks/{id}",
+            "getNetwork",
+            "Show a network (by id or name)",
+        )
+        .ok(200, "the network", r::<Network>()),
+        op(
+            Delete,
+            "/v1/networks/{id}",
+            "deleteNetwork",
+            "Delete an empty network",
+        )
+        .none(204, "deleted")
+        .errors(&[409]),
+        op(
+            Post,
+            "/v1/networks/{id}/subnets",
+            "createSubnet",
+            "Create a subnet of a network",
+        )
+        .body(r::<CreateSubnet>())
+        .ok(201, "created", r::<Subnet>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/networks/{id}/subnets",
+            "listSubnets",
+            "List a network's subnets",
+        )
+        .ok(200, "subnets", r::<SubnetList>()),
+        op(
+            Post,
+            "/v1/networks/{id}/ports",
+            "createNetworkPort",
+            "Create a port: an address, a MAC and a TAP device on this node",
+        )
+        .body(r::<CreateNetworkPort>())
+        .ok(201, "created", r::<NetworkPort>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/networks/{id}/ports",
+            "listNetworkPorts",
+            "List a network's ports",
+        )
+        .ok(200, "ports", r::<NetworkPortList>()),
+        op(
+            Post,
+            "/v1/networks/{id}/routers",
+            "createRouter",
+            "Create a router between subnets of a network",
+        )
+        .body(r::<CreateRouter>())
+        .ok(201, "created", r::<NetworkRouter>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/networks/{id}/routers",
+            "listRouters",
+            "List a network's routers",
+        )
+        .ok(200, "routers", r::<NetworkRouterList>()),
+        op(Get, "/v1/subnets/{id}", "getSubnet", "Show a subnet").ok(
+            200,
+            "the subnet",
+            r::<Subnet>(),
+        ),
+        op(
+            Delete,
+            "/v1/subnets/{id}",
+            "deleteSubnet",
+            "Delete a subnet no port or router uses",
+        )
+        .none(204, "deleted")
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/network-ports/{id}",
+            "getNetworkPort",
+            "Show a port",
+        )
+        .ok(200, "the port", r::<NetworkPort>()),
+        op(
+            Delete,
+            "/v1/network-ports/{id}",
+            "deleteNetworkPort",
+            "Delete a port and its device",
+        )
+        .none(204, "deleted")
+        .errors(&[409]),
+        op(
+            Put,
+            "/v1/network-ports/{id}/security-groups",
+            "setPortSecurityGroups",
+            "Set a port's security groups",
+        )
+        .body(r::<SetSecurityGroups>())
+        .ok(200, "the port", r::<NetworkPort>())
+        .errors(&[409]),
+        op(Get, "/v1/routers/{id}", "getRouter", "Show a router").ok(
+            200,
+            "the router",
+            r::<NetworkRouter>(),
+        ),
+        op(
+            Delete,
+            "/v1/routers/{id}",
+            "deleteRouter",
+            "Delete a router",
+        )
+        .none(204, "deleted")
+        .errors(&[409]),
+        op(
+            Put,
+            "/v1/routers/{id}/subnets",
+            "setRouterSubnets",
+            "Set the subnets a router connects",
+        )
+        .body(r::<SetRouterSubnets>())
+        .ok(200, "the router", r::<NetworkRouter>())
+        .errors(&[409]),
+        op(
+            Post,
+            "/v1/security-groups",
+            "createSecurityGroup",
+            "Create a security group (all egress allowed, no ingress)",
+        )
+        .body(r::<CreateSecurityGroup>())
+        .ok(201, "created", r::<SecurityGroup>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/security-groups",
+            "listSecurityGroups",
+            "List the security groups the caller may see",
+        )
+        .query(
+            "tenant",
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
+            "only this tenant's",
+        )
+        .ok(200, "groups", r::<SecurityGroupList>()),
+        op(
+            Get,
+            "/v1/security-groups/{id}",
+            "getSecurityGroup",
+            "Show a security group",
+        )
+        .ok(200, "the group", r::<SecurityGroup>()),
+        op(
+            Delete,
+            "/v1/security-groups/{id}",
+            "deleteSecurityGroup",
+            "Delete a security group no port uses",
+        )
+        .none(204, "deleted")
+        .errors(&[409]),
+        op(
+            Post,
+            "/v1/security-groups/{id}/rules",
+            "addSecurityGroupRule",
+            "Add an allow rule",
+        )
+        .body(r::<CreateRule>())
+        .ok(201, "the group", r::<SecurityGroup>())
+        .errors(&[409]),
+        op(
+            Delete,
+            "/v1/security-groups/{id}/rules/{rule}",
+            "deleteSecurityGroupRule",
+            "Remove a rule",
+        )
+        .ok(200, "the group", r::<SecurityGroup>())
+        .errors(&[409]),
         op(
             Get,
             "/v1/audit",

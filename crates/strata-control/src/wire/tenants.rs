@@ -42,6 +42,14 @@ pub struct Quota {
     #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = count)]
     pub gpus: Option<u64>,
+    /// Number of networks.
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = count)]
+    pub networks: Option<u64>,
+    /// Number of network ports.
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = count)]
+    pub ports: Option<u64>,
 }
 
 impl Check for Quota {
@@ -51,7 +59,9 @@ impl Check for Quota {
         opt("volumes", self.volumes, QUOTA_COUNT_MAX)?;
         opt("snapshots", self.snapshots, QUOTA_COUNT_MAX)?;
         opt("iops", self.iops, QUOTA_IOPS_MAX)?;
-        opt("gpus", self.gpus, QUOTA_COUNT_MAX)
+        opt("gpus", self.gpus, QUOTA_COUNT_MAX)?;
+        opt("networks", self.networks, QUOTA_COUNT_MAX)?;
+        opt("ports", self.ports, QUOTA_COUNT_MAX)
     }
 }
 
@@ -63,6 +73,8 @@ impl From<Quota> for model::Quota {
             snapshots: q.snapshots,
             iops: q.iops,
             gpus: q.gpus,
+            networks: q.networks,
+            ports: q.ports,
         }
     }
 }
@@ -75,6 +87,8 @@ impl From<model::Quota> for Quota {
             snapshots: q.snapshots,
             iops: q.iops,
             gpus: q.gpus,
+            networks: q.networks,
+            ports: q.ports,
         }
     }
 }
@@ -123,6 +137,22 @@ pub struct QuotaPatch {
     )]
     #[schema(schema_with = count)]
     pub gpus: Option<Option<u64>>,
+    /// Networks.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = count)]
+    pub networks: Option<Option<u64>>,
+    /// Network ports.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = count)]
+    pub ports: Option<Option<u64>>,
 }
 
 impl Check for QuotaPatch {
@@ -134,7 +164,9 @@ impl Check for QuotaPatch {
         opt("volumes", self.volumes, QUOTA_COUNT_MAX)?;
         opt("snapshots", self.snapshots, QUOTA_COUNT_MAX)?;
         opt("iops", self.iops, QUOTA_IOPS_MAX)?;
-        opt("gpus", self.gpus, QUOTA_COUNT_MAX)
+        opt("gpus", self.gpus, QUOTA_COUNT_MAX)?;
+        opt("networks", self.networks, QUOTA_COUNT_MAX)?;
+        opt("ports", self.ports, QUOTA_COUNT_MAX)
     }
 }
 
@@ -147,6 +179,8 @@ impl QuotaPatch {
         apply(&mut q.snapshots, &self.snapshots);
         apply(&mut q.iops, &self.iops);
         apply(&mut q.gpus, &self.gpus);
+        apply(&mut q.networks, &self.networks);
+        apply(&mut q.ports, &self.ports);
         q
     }
 }
@@ -164,6 +198,10 @@ pub struct Usage {
     pub iops: u64,
     /// GPUs of jobs.
     pub gpus: u64,
+    /// Networks.
+    pub networks: u64,
+    /// Network ports.
+    pub ports: u64,
 }
 
 /// A tenant.
@@ -193,6 +231,8 @@ impl From<model::Tenant> for Tenant {
                 snapshots: t.usage.snapshots,
                 iops: t.usage.iops,
                 gpus: t.usage.gpus,
+                networks: t.usage.networks,
+                ports: t.usage.ports,
             },
             socket_owner: t.socket_owner.map(|o| format!("{}:{}", o.uid, o.gid)),
         }

@@ -84,6 +84,8 @@ fn quota() -> impl Strategy<Value = Quota> {
         snapshots: s,
         iops: i,
         gpus: None,
+        networks: None,
+        ports: None,
     })
 }
 

@@ -14,6 +14,8 @@ fn creates_are_idempotent_and_quotas_hold() {
         snapshots: Some(1),
         iops: None,
         gpus: None,
+        networks: None,
+        ports: None,
     };
     f.c.create_tenant(&f.admin, "acme", q).unwrap();
     let mut req = new_volume("acme", "a", "1G");

@@ -111,7 +111,10 @@ impl Flow {
         if self.matches.is_empty() {
             format!("table={},priority={}", self.table, self.priority)
         } else {
-            format!("table={},priority={},{}", self.table, self.priority, self.matches)
+            format!(
+                "table={},priority={},{}",
+                self.table, self.priority, self.matches
+            )
         }
     }
 
@@ -211,10 +214,18 @@ impl Compiler {
 
     /// The register value of a port's group set (what `reg5` holds for its packets).
     pub fn set_of_port(&self, port: &str) -> Option<u32> {
-        self.port_set.get(port).and_then(|k| self.set_ids.get(k)).copied()
+        self.port_set
+            .get(port)
+            .and_then(|k| self.set_ids.get(k))
+            .copied()
     }
 
-    fn apply(&mut self, topo: &Topology, changes: &[Change], mut touched: BTreeSet<Owner>) -> Delta {
+    fn apply(
+        &mut self,
+        topo: &Topology,
+        changes: &[Change],
+        mut touched: BTreeSet<Owner>,
+    ) -> Delta {
         if self.owners.is_empty() {
             touched.insert(Owner::Global);
         }
@@ -374,7 +385,10 @@ impl Compiler {
                 self.next_set += 1;
                 self.set_ids.insert(k.clone(), self.next_set);
             }
-            self.set_ports.entry(k.clone()).or_default().insert(id.to_string());
+            self.set_ports
+                .entry(k.clone())
+                .or_default()
+                .insert(id.to_string());
             self.port_set.insert(id.to_string(), k.clone());
             touched.insert(Owner::Set(k));
         }

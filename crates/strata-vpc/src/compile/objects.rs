@@ -19,7 +19,11 @@ pub const DHCP_LEASE_SECS: u32 = 86_400;
 pub const DHCP_MTU: u16 = 1450;
 
 fn prefix_mask(p: u8) -> Ipv4Addr {
-    Ipv4Addr::from(if p == 0 { 0 } else { u32::MAX << (32 - u32::from(p)) })
+    Ipv4Addr::from(if p == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(p))
+    })
 }
 
 pub(super) fn subnet(topo: &Topology, id: &str) -> Vec<Flow> {
@@ -53,7 +57,10 @@ pub(super) fn subnet(topo: &Topology, id: &str) -> Vec<Flow> {
             100,
             &format!("metadata={k:#x},ip"),
             &format!("ct(zone={},table={T_FWD})", net.zone),
-            &format!("network {}: connection tracking in zone {}", net.name, net.zone),
+            &format!(
+                "network {}: connection tracking in zone {}",
+                net.name, net.zone
+            ),
         ),
         Flow::new(
             T_FWD,
@@ -262,7 +269,10 @@ pub(crate) fn describe(group: &str, r: &SgRule) -> String {
         (Direction::Ingress, Remote::Group(g)) => ("from", format!("group {g}")),
         (Direction::Egress, Remote::Group(g)) => ("to", format!("group {g}")),
     };
-    format!("security group {group} rule {}: {dir} {proto}{ports} {word} {remote}", r.id)
+    format!(
+        "security group {group} rule {}: {dir} {proto}{ports} {word} {remote}",
+        r.id
+    )
 }
 
 pub(super) fn set(topo: &Topology, k: &SetKey, set: u32) -> Vec<Flow> {
@@ -318,8 +328,15 @@ pub(super) fn set(topo: &Topology, k: &SetKey, set: u32) -> Vec<Flow> {
                     .collect(),
             };
             let (table, state, field, actions) = match r.spec.direction {
-                Direction::Egress => (T_EGRESS, "+new+trk", "nw_dst", format!("goto_table:{T_INGRESS_SET}")),
-                Direction::Ingress if reevaluate => (T_INGRESS, "-rpl+trk", "nw_src", commit.clone()),
+                Direction::Egress => (
+                    T_EGRESS,
+                    "+new+trk",
+                    "nw_dst",
+                    format!("goto_table:{T_INGRESS_SET}"),
+                ),
+                Direction::Ingress if reevaluate => {
+                    (T_INGRESS, "-rpl+trk", "nw_src", commit.clone())
+                }
                 Direction::Ingress => (T_INGRESS, "+new+trk", "nw_src", commit.clone()),
             };
             for pm in proto_matches(r) {

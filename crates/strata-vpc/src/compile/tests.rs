@@ -54,7 +54,13 @@ fn port(id: &str, s: &Subnet, host: u8, groups: &[&str]) -> Port {
     }
 }
 
-fn rule(id: &str, dir: Direction, proto: Protocol, ports: Option<(u16, u16)>, remote: Remote) -> SgRule {
+fn rule(
+    id: &str,
+    dir: Direction,
+    proto: Protocol,
+    ports: Option<(u16, u16)>,
+    remote: Remote,
+) -> SgRule {
     SgRule {
         id: id.into(),
         spec: RuleSpec {
@@ -80,8 +86,10 @@ fn group(id: &str, rules: Vec<SgRule>) -> SecurityGroup {
 
 fn base() -> Topology {
     let mut t = Topology::default();
-    t.networks.insert("n1".into(), network("n1", "10.1.0.0/16", 1));
-    t.networks.insert("n2".into(), network("n2", "10.1.0.0/16", 2));
+    t.networks
+        .insert("n1".into(), network("n1", "10.1.0.0/16", 1));
+    t.networks
+        .insert("n2".into(), network("n2", "10.1.0.0/16", 2));
     for s in [
         subnet("s1", "n1", "10.1.1.0/24", 1),
         subnet("s2", "n1", "10.1.2.0/24", 2),
@@ -94,8 +102,20 @@ fn base() -> Topology {
         group(
             "web",
             vec![
-                rule("r1", Direction::Ingress, Protocol::Tcp, Some((80, 80)), Remote::Any),
-                rule("r2", Direction::Ingress, Protocol::Tcp, Some((8000, 8099)), Remote::Group("db".into())),
+                rule(
+                    "r1",
+                    Direction::Ingress,
+                    Protocol::Tcp,
+                    Some((80, 80)),
+                    Remote::Any,
+                ),
+                rule(
+                    "r2",
+                    Direction::Ingress,
+                    Protocol::Tcp,
+                    Some((8000, 8099)),
+                    Remote::Group("db".into()),
+                ),
                 rule("r3", Direction::Egress, Protocol::Any, None, Remote::Any),
             ],
         ),
@@ -105,8 +125,20 @@ fn base() -> Topology {
         group(
             "db",
             vec![
-                rule("r1", Direction::Ingress, Protocol::Tcp, Some((5432, 5432)), Remote::Group("web".into())),
-                rule("r2", Direction::Egress, Protocol::Any, None, Remote::Cidr("10.1.0.0/16".parse().unwrap())),
+                rule(
+                    "r1",
+                    Direction::Ingress,
+                    Protocol::Tcp,
+                    Some((5432, 5432)),
+                    Remote::Group("web".into()),
+                ),
+                rule(
+                    "r2",
+                    Direction::Egress,
+                    Protocol::Any,
+                    None,
+                    Remote::Cidr("10.1.0.0/16".parse().unwrap()),
+                ),
             ],
         ),
     );
@@ -128,7 +160,10 @@ fn normalized(c: &Compiler) -> Vec<String> {
             for (v, n) in &names {
                 f = f.replace(&format!("reg5={v},"), &format!("reg5={n},"));
                 f = f.replace(&format!("reg5={v}\n"), &format!("reg5={n}\n"));
-                f = f.replace(&format!("set_field:{v}->reg5"), &format!("set_field:{n}->reg5"));
+                f = f.replace(
+                    &format!("set_field:{v}->reg5"),
+                    &format!("set_field:{n}->reg5"),
+                );
             }
             f
         })
@@ -144,7 +179,10 @@ fn apply(table: &mut BTreeMap<String, String>, d: &Delta) {
         table.insert(head, f.clone());
     }
     for r in &d.remove {
-        assert!(table.remove(r).is_some(), "removes a flow that is not there: {r}");
+        assert!(
+            table.remove(r).is_some(),
+            "removes a flow that is not there: {r}"
+        );
     }
 }
 
@@ -174,13 +212,19 @@ fn a_topology_compiles_to_the_pipeline() {
     assert!(d.remove.is_empty());
     let all = d.add.join("\n");
     // Port security, ARP answer, DHCP, delivery, output for each port.
-    assert!(all.contains("in_port=1,dl_src=02:53:00:00:01:0a,ip,nw_src=10.1.1.10"), "{all}");
+    assert!(
+        all.contains("in_port=1,dl_src=02:53:00:00:01:0a,ip,nw_src=10.1.1.10"),
+        "{all}"
+    );
     assert!(all.contains("arp_reply:02:53:00:00:01:0a,in_port"));
     assert!(all.contains("dhcp_reply(yiaddr=10.1.1.10,netmask=255.255.255.0,router=10.1.1.1"));
     assert!(all.contains("dns=10.0.0.53"));
     assert!(all.contains("actions=output:2"));
     // Routing both ways between the router's subnets, with TTL and unreachable errors.
-    assert!(all.contains("metadata=0x1,dl_dst=02:53:ff:00:00:01,ip,nw_dst=10.1.2.0/24"), "{all}");
+    assert!(
+        all.contains("metadata=0x1,dl_dst=02:53:ff:00:00:01,ip,nw_dst=10.1.2.0/24"),
+        "{all}"
+    );
     assert!(all.contains("metadata=0x2,dl_dst=02:53:ff:00:00:02,ip,nw_dst=10.1.1.0/24"));
     assert!(all.contains("icmp_error(type=11,code=0,src=10.1.1.1)"));
     assert!(all.contains("icmp_error(type=3,code=0,src=10.1.2.1)"));
@@ -188,17 +232,28 @@ fn a_topology_compiles_to_the_pipeline() {
     assert!(all.contains("metadata=0x3,ip,") && all.contains("ct(zone=2,table=30)"));
     assert!(!all.contains("metadata=0x3,dl_dst=02:53:ff:00:00:03,ip,nw_dst="));
     // web's remote-group rule names b's address; db's names a's.
-    assert!(all.contains("tcp,tp_dst=0x1f40/0xffc0,nw_src=10.1.2.20"), "{all}");
+    assert!(
+        all.contains("tcp,tp_dst=0x1f40/0xffc0,nw_src=10.1.2.20"),
+        "{all}"
+    );
     assert!(all.contains("tcp,tp_dst=5432,nw_src=10.1.1.10"));
     assert_eq!(c.n_flows(), d.add.len());
     // Every cookie explains itself.
     for f in &d.add {
-        let cookie = f.split("cookie=").nth(1).unwrap().split(',').next().unwrap();
+        let cookie = f
+            .split("cookie=")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
         let cookie = u64::from_str_radix(cookie.trim_start_matches("0x"), 16).unwrap();
         assert!(c.explain(cookie).is_some(), "{f}");
     }
     // Compiling the same topology again changes nothing.
-    assert!(c.changed(&t, &[Change::Port("a".into()), Change::Group("web".into())]).is_empty());
+    assert!(c
+        .changed(&t, &[Change::Port("a".into()), Change::Group("web".into())])
+        .is_empty());
 }
 
 #[test]
@@ -304,8 +359,17 @@ fn run(t: &mut Topology, op: &Op, n: &mut u32) -> Vec<Change> {
                 2 => (Direction::Egress, Protocol::Tcp),
                 _ => (Direction::Ingress, Protocol::Icmp),
             };
-            let grp = t.groups.entry(gid.to_string()).or_insert_with(|| group(gid, vec![]));
-            grp.rules.push(rule(&format!("x{n}"), dir, proto, Some((*p, p + 7)), remote));
+            let grp = t
+                .groups
+                .entry(gid.to_string())
+                .or_insert_with(|| group(gid, vec![]));
+            grp.rules.push(rule(
+                &format!("x{n}"),
+                dir,
+                proto,
+                Some((*p, p + 7)),
+                remote,
+            ));
             vec![Change::Group(gid.to_string())]
         }
         Op::DelRule(g) => {
@@ -342,7 +406,10 @@ fn run(t: &mut Topology, op: &Op, n: &mut u32) -> Vec<Change> {
         }
         Op::Reevaluate(g, b) => {
             let gid = GROUPS[*g as usize];
-            let grp = t.groups.entry(gid.to_string()).or_insert_with(|| group(gid, vec![]));
+            let grp = t
+                .groups
+                .entry(gid.to_string())
+                .or_insert_with(|| group(gid, vec![]));
             grp.reevaluate_existing = *b;
             vec![Change::Group(gid.to_string())]
         }

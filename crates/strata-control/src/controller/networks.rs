@@ -1,0 +1,1202 @@
+//! Tenant networks: networks, subnets, ports, routers and security groups, stored as records,
+//! held in memory as one [`Topology`], compiled to the node's integration switch by the
+//! incremental compiler of `strata-vpc`.
+//!
+//! # Invariants
+//! - One mutex ([`Vpc`]) serializes every network change on this node: validate against the
+//!   topology, write the store (counted objects through the tenant's quota transaction), then
+//!   change the topology and apply the compiler's delta to the switch. A refusal changes
+//!   nothing; a store failure leaves the topology and the switch as they were (a port's TAP,
+//!   opened before the store write so that a device that cannot be opened refuses the port, is
+//!   closed again).
+//! - The switch holds exactly the compiled flows of the topology: at start the topology is
+//!   read from the store and compiled whole into a new switch; afterwards only deltas.
+//! - Network names are unique per tenant; subnet, port and router names per network; group
+//!   names per tenant. VNIs are unique in the store, zones and subnet keys too.
+//! - A network is deleted only when it has no subnets, ports or routers; a subnet only when no
+//!   port or router uses it; a group only when no port uses it and no other group's rule names
+//!   it.
+//! - Every port has at least one security group: a port created without any gets the
+//!   tenant's `default` group (made on first use, as Neutron's: all egress, and ingress from
+//!   the group's own members).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use strata_dataplane::{Dataplane, DataplaneConfig, PortSpec};
+use strata_state::Txn;
+use strata_vpc::ipam::{self, IpamError};
+use strata_vpc::model::fmt_mac;
+use strata_vpc::{
+    Change, Compiler, Delta, Direction, Network, Port, Protocol, Remote, Router, RuleSpec,
+    SecurityGroup, SgRule, Subnet, Topology,
+};
+
+use super::auth::Principal;
+use super::store::*;
+use super::tenants::{charge, Charge};
+use super::{Controller, DEFAULT_TENANT};
+use crate::error::{ControlError, InUse, Resource};
+use crate::model::Role;
+
+/// First VNI handed to a network (below it: the range admins use on hand-made switches).
+pub const VNI_FIRST: u32 = 10_000;
+/// Last VNI (24 bits).
+pub const VNI_LAST: u32 = (1 << 24) - 1;
+/// Name of the group a port gets when it names none.
+pub const DEFAULT_GROUP: &str = "default";
+
+/// The node's tenant-network state: the topology, its compiler, and the switch.
+#[derive(Default)]
+pub struct Vpc {
+    inner: Mutex<VpcState>,
+}
+
+impl std::fmt::Debug for Vpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vpc").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct VpcState {
+    topo: Topology,
+    compiler: Compiler,
+    dp: Option<Dataplane>,
+}
+
+fn ipam_err(field: &'static str, e: IpamError) -> ControlError {
+    match e {
+        IpamError::InUse(_) | IpamError::Exhausted(_) | IpamError::Overlaps(..) => {
+            ControlError::InUse {
+                what: InUse::AddressInUse,
+                message: e.to_string(),
+            }
+        }
+        _ => ControlError::invalid(field, e.to_string()),
+    }
+}
+
+fn dp_err(e: strata_dataplane::DataplaneError) -> ControlError {
+    ControlError::internal(format!("integration switch: {e}"))
+}
+
+fn key(kind: &str, id: &str) -> String {
+    format!("/vpc/{kind}/{id}")
+}
+fn name_key(kind: &str, scope: &str, name: &str) -> String {
+    format!("/vpc-names/{kind}/{scope}/{name}")
+}
+
+/// What `create_subnet` is asked.
+#[derive(Debug, Clone)]
+pub struct NewSubnet {
+    /// Name.
+    pub name: String,
+    /// Range.
+    pub cidr: Ipv4Net,
+    /// Gateway (default: the first host).
+    pub gateway: Option<Ipv4Addr>,
+    /// DHCP on.
+    pub dhcp: bool,
+    /// DNS servers handed out.
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// What `create_port` is asked.
+#[derive(Debug, Clone)]
+pub struct NewPort {
+    /// Name.
+    pub name: String,
+    /// Subnet (id or name).
+    pub subnet: String,
+    /// Address (default: the lowest free).
+    pub ip: Option<Ipv4Addr>,
+    /// MAC (default: allocated).
+    pub mac: Option<String>,
+    /// Security groups (ids or names; default: the tenant's `default`).
+    pub security_groups: Option<Vec<String>>,
+}
+
+/// A rule as asked for.
+#[derive(Debug, Clone)]
+pub struct NewRule {
+    /// Direction.
+    pub direction: Direction,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Port range.
+    pub ports: Option<(u16, u16)>,
+    /// Remote CIDR.
+    pub remote_cidr: Option<Ipv4Net>,
+    /// Remote group (id or name).
+    pub remote_group: Option<String>,
+}
+
+impl Controller {
+    fn vpc_put<T: Serialize>(txn: Txn, kind: &str, id: &str, v: &T) -> Txn {
+        txn.put(key(kind, id), enc(v))
+    }
+
+    fn vpc_all<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>, ControlError> {
+        Ok(self
+            .list::<T>(&format!("/vpc/{kind}/"), None, 0)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Reads the topology from the store and compiles it whole onto a new switch (at start).
+    pub(super) fn restore_networks(&self) -> Result<(), ControlError> {
+        let mut st = self.vpc.inner.lock();
+        let mut topo = Topology::default();
+        for n in self.vpc_all::<Network>("networks")? {
+            topo.networks.insert(n.id.clone(), n);
+        }
+        for s in self.vpc_all::<Subnet>("subnets")? {
+            topo.subnets.insert(s.id.clone(), s);
+        }
+        for p in self.vpc_all::<Port>("ports")? {
+            topo.ports.insert(p.id.clone(), p);
+        }
+        for r in self.vpc_all::<Router>("routers")? {
+            topo.routers.insert(r.id.clone(), r);
+        }
+        for g in self.vpc_all::<SecurityGroup>("groups")? {
+            topo.groups.insert(g.id.clone(), g);
+        }
+        st.topo = topo;
+        if st.topo.ports.is_empty() {
+            return Ok(());
+        }
+        let ports: Vec<Port> = st.topo.ports.values().cloned().collect();
+        for p in ports {
+            match Self::open_device(&mut st, &p.device) {
+                Ok(of) => {
+                    st.topo.bound.insert(p.id.clone(), of);
+                }
+                Err(e) => tracing::error!(port = %p.name, %e, "cannot open the port's device"),
+            }
+        }
+        let VpcState { topo, compiler, dp } = &mut *st;
+        let delta = compiler.full(topo);
+        if let Some(dp) = dp {
+            Self::apply_delta(dp, delta)?;
+        }
+        Ok(())
+    }
+
+    fn dataplane(st: &mut VpcState) -> Result<&Dataplane, ControlError> {
+        if st.dp.is_none() {
+            let dp = Dataplane::spawn(DataplaneConfig::default()).map_err(dp_err)?;
+            // A new switch has no flows: the whole topology goes on it.
+            let mut fresh = Compiler::new();
+            let delta = fresh.full(&st.topo);
+            Self::apply_delta(&dp, delta)?;
+            st.compiler = fresh;
+            st.dp = Some(dp);
+        }
+        Ok(st.dp.as_ref().expect("just set"))
+    }
+
+    fn open_device(st: &mut VpcState, device: &str) -> Result<u32, ControlError> {
+        let dp = Self::dataplane(st)?;
+        let no = dp
+            .add_port(PortSpec::Tap {
+                name: device.to_string(),
+                domain: None,
+                offload: true,
+            })
+            .map_err(|e| ControlError::invalid("device", e.to_string()))?;
+        Ok(no)
+    }
+
+    fn apply_delta(dp: &Dataplane, delta: Delta) -> Result<(), ControlError> {
+        if delta.is_empty() {
+            return Ok(());
+        }
+        let r = dp
+            .with_switch(move |sw, now| -> Result<(), String> {
+                for f in &delta.add {
+                    sw.add_flow(now, f).map_err(|e| format!("{f}: {e}"))?;
+                }
+                for f in &delta.remove {
+                    sw.del_flows(f, true).map_err(|e| format!("{f}: {e}"))?;
+                }
+                Ok(())
+            })
+            .map_err(dp_err)?;
+        // A compiled flow the engine refuses is a compiler bug, not the caller's.
+        r.map_err(|e| ControlError::internal(format!("compiled flow refused: {e}")))
+    }
+
+    /// Applies `changes` (the topology already updated) to the switch.
+    fn recompile(st: &mut VpcState, changes: &[Change]) -> Result<(), ControlError> {
+        let VpcState { topo, compiler, dp } = st;
+        let delta = compiler.changed(topo, changes);
+        match dp {
+            Some(dp) => Self::apply_delta(dp, delta),
+            None => Ok(()),
+        }
+    }
+
+    fn creating_tenant(&self, p: &Principal, tenant: Option<&str>) -> Result<String, ControlError> {
+        Self::require(p, Role::Member)?;
+        let requested = match (p.role, tenant) {
+            (Role::Admin, None) => Some(DEFAULT_TENANT),
+            (_, t) => t,
+        };
+        let t = self.acting_tenant(p, requested)?;
+        self.visible_tenant(p, &t)?;
+        Ok(t)
+    }
+
+    fn sees(p: &Principal, tenant: &str) -> bool {
+        p.role == Role::Admin || p.tenant.as_deref() == Some(tenant)
+    }
+
+    fn find_network<'a>(
+        st: &'a VpcState,
+        p: &Principal,
+        id: &str,
+    ) -> Result<&'a Network, ControlError> {
+        let t = &st.topo;
+        t.networks
+            .get(id)
+            .or_else(|| {
+                t.networks
+                    .values()
+                    .find(|n| n.name == id && p.tenant.as_deref().is_none_or(|own| own == n.tenant))
+            })
+            .filter(|n| Self::sees(p, &n.tenant))
+            .ok_or_else(|| ControlError::not_found(Resource::Network, id))
+    }
+
+    fn find_subnet<'a>(
+        st: &'a VpcState,
+        p: &Principal,
+        net: Option<&str>,
+        id: &str,
+    ) -> Result<&'a Subnet, ControlError> {
+        st.topo
+            .subnets
+            .get(id)
+            .or_else(|| {
+                st.topo.subnets.values().find(|s| {
+                    s.name == id
+                        && net.is_none_or(|n| n == s.network)
+                        && p.tenant.as_deref().is_none_or(|own| own == s.tenant)
+                })
+            })
+            .filter(|s| Self::sees(p, &s.tenant))
+            .ok_or_else(|| ControlError::not_found(Resource::Subnet, id))
+    }
+
+    fn find_port<'a>(st: &'a VpcState, p: &Principal, id: &str) -> Result<&'a Port, ControlError> {
+        st.topo
+            .ports
+            .get(id)
+            .or_else(|| {
+                st.topo
+                    .ports
+                    .values()
+                    .find(|x| x.name == id && p.tenant.as_deref().is_none_or(|own| own == x.tenant))
+            })
+            .filter(|x| Self::sees(p, &x.tenant))
+            .ok_or_else(|| ControlError::not_found(Resource::NetworkPort, id))
+    }
+
+    fn find_router<'a>(
+        st: &'a VpcState,
+        p: &Principal,
+        id: &str,
+    ) -> Result<&'a Router, ControlError> {
+        st.topo
+            .routers
+            .get(id)
+            .or_else(|| {
+                st.topo
+                    .routers
+                    .values()
+                    .find(|x| x.name == id && p.tenant.as_deref().is_none_or(|own| own == x.tenant))
+            })
+            .filter(|x| Self::sees(p, &x.tenant))
+            .ok_or_else(|| ControlError::not_found(Resource::Router, id))
+    }
+
+    fn find_group<'a>(
+        st: &'a VpcState,
+        p: &Principal,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<&'a SecurityGroup, ControlError> {
+        st.topo
+            .groups
+            .get(id)
+            .or_else(|| {
+                st.topo.groups.values().find(|g| {
+                    g.name == id
+                        && tenant
+                            .or(p.tenant.as_deref())
+                            .is_none_or(|own| own == g.tenant)
+                })
+            })
+            .filter(|g| Self::sees(p, &g.tenant) && tenant.is_none_or(|t| t == g.tenant))
+            .ok_or_else(|| ControlError::not_found(Resource::SecurityGroup, id))
+    }
+
+    // ----- networks -----
+
+    /// Creates a network (a VPC): its range, a VNI and a conntrack zone.
+    pub fn create_network(
+        &self,
+        p: &Principal,
+        tenant: Option<&str>,
+        name: &str,
+        cidr: Ipv4Net,
+    ) -> Result<Network, ControlError> {
+        let tenant = self.creating_tenant(p, tenant)?;
+        validate_name("name", name)?;
+        ipam::check_network(cidr).map_err(|e| ipam_err("cidr", e))?;
+        let mut st = self.vpc.inner.lock();
+        if st
+            .topo
+            .networks
+            .values()
+            .any(|n| n.tenant == tenant && n.name == name)
+        {
+            return Err(ControlError::exists(Resource::Network, name));
+        }
+        let vnis: BTreeSet<u32> = st.topo.networks.values().map(|n| n.vni).collect();
+        let zones: BTreeSet<u32> = st
+            .topo
+            .networks
+            .values()
+            .map(|n| u32::from(n.zone))
+            .collect();
+        let vni =
+            ipam::lowest_free(&vnis, VNI_FIRST, VNI_LAST).ok_or_else(|| ControlError::InUse {
+                what: InUse::AddressInUse,
+                message: "no VNI is free".into(),
+            })?;
+        let zone = ipam::lowest_free(&zones, 1, u32::from(u16::MAX)).ok_or_else(|| {
+            ControlError::InUse {
+                what: InUse::AddressInUse,
+                message: "no conntrack zone is free".into(),
+            }
+        })? as u16;
+        let n = Network {
+            id: new_id(),
+            tenant: tenant.clone(),
+            name: name.to_string(),
+            cidr,
+            vni,
+            zone,
+            created: now(),
+            generation: 1,
+        };
+        self.with_tenant(&tenant, |t| {
+            charge(
+                t,
+                Charge::default(),
+                Charge {
+                    networks: 1,
+                    ..Charge::default()
+                },
+            )?;
+            let nk = name_key("network", &tenant, name);
+            let txn = Txn::new().when(nk.clone(), 0).put(nk, enc(&n.id));
+            Ok((Self::vpc_put(txn, "networks", &n.id, &n), ()))
+        })?;
+        st.topo.networks.insert(n.id.clone(), n.clone());
+        Self::recompile(&mut st, &[Change::Network(n.id.clone())])?;
+        Ok(n)
+    }
+
+    /// Networks the caller sees (an admin: all, or one tenant's).
+    pub fn list_networks(
+        &self,
+        p: &Principal,
+        tenant: Option<&str>,
+    ) -> Result<Vec<Network>, ControlError> {
+        Self::require(p, Role::Reader)?;
+        if let Some(t) = tenant {
+            self.visible_tenant(p, t)?;
+        }
+        let st = self.vpc.inner.lock();
+        Ok(st
+            .topo
+            .networks
+            .values()
+            .filter(|n| Self::sees(p, &n.tenant) && tenant.is_none_or(|t| t == n.tenant))
+            .cloned()
+            .collect())
+    }
+
+    /// A network by id or name.
+    pub fn get_network(&self, p: &Principal, id: &str) -> Result<Network, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        Self::find_network(&st, p, id).cloned()
+    }
+
+    /// Deletes an empty network.
+    pub fn delete_network(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let n = Self::find_network(&st, p, id)?.clone();
+        let t = &st.topo;
+        if t.subnets.values().any(|s| s.network == n.id)
+            || t.routers.values().any(|r| r.network == n.id)
+            || t.ports.values().any(|x| x.network == n.id)
+        {
+            return Err(ControlError::InUse {
+                what: InUse::NetworkNotEmpty,
+                message: format!("network {} still has subnets, ports or routers", n.name),
+            });
+        }
+        self.with_tenant(&n.tenant, |t| {
+            charge(
+                t,
+                Charge {
+                    networks: 1,
+                    ..Charge::default()
+                },
+                Charge::default(),
+            )?;
+            Ok((
+                Txn::new()
+                    .delete(key("networks", &n.id))
+                    .delete(name_key("network", &n.tenant, &n.name)),
+                (),
+            ))
+        })?;
+        st.topo.networks.remove(&n.id);
+        Self::recompile(&mut st, &[Change::Network(n.id)])
+    }
+
+    // ----- subnets -----
+
+    /// Creates a subnet of a network.
+    pub fn create_subnet(
+        &self,
+        p: &Principal,
+        network: &str,
+        req: NewSubnet,
+    ) -> Result<Subnet, ControlError> {
+        Self::require(p, Role::Member)?;
+        validate_name("name", &req.name)?;
+        let mut st = self.vpc.inner.lock();
+        let n = Self::find_network(&st, p, network)?.clone();
+        let t = &st.topo;
+        if t.subnets
+            .values()
+            .any(|s| s.network == n.id && s.name == req.name)
+        {
+            return Err(ControlError::exists(Resource::Subnet, &req.name));
+        }
+        let others: Vec<Ipv4Net> = t
+            .subnets
+            .values()
+            .filter(|s| s.network == n.id)
+            .map(|s| s.cidr)
+            .collect();
+        ipam::check_subnet(n.cidr, &others, req.cidr).map_err(|e| ipam_err("cidr", e))?;
+        let gateway = req
+            .gateway
+            .unwrap_or_else(|| ipam::default_gateway(req.cidr));
+        ipam::check_host(req.cidr, gateway).map_err(|e| ipam_err("gateway", e))?;
+        let keys: BTreeSet<u32> = t.subnets.values().map(|s| s.key).collect();
+        let macs = Self::macs(t);
+        let id = new_id();
+        let s = Subnet {
+            id: id.clone(),
+            tenant: n.tenant.clone(),
+            network: n.id.clone(),
+            name: req.name.clone(),
+            cidr: req.cidr,
+            gateway,
+            gateway_mac: ipam::allocate_mac(ipam::fnv(&id), &macs),
+            dhcp: req.dhcp,
+            dns: req.dns,
+            key: ipam::lowest_free(&keys, 1, u32::MAX).unwrap_or(u32::MAX),
+            created: now(),
+            generation: 1,
+        };
+        let nk = name_key("subnet", &n.id, &s.name);
+        let txn = Self::vpc_put(
+            Txn::new().when(nk.clone(), 0).put(nk, enc(&s.id)),
+            "subnets",
+            &s.id,
+            &s,
+        );
+        self.commit_vpc(txn)?;
+        st.topo.subnets.insert(s.id.clone(), s.clone());
+        Self::recompile(&mut st, &[Change::Subnet(s.id.clone())])?;
+        Ok(s)
+    }
+
+    fn commit_vpc(&self, txn: Txn) -> Result<(), ControlError> {
+        if self.store.txn(txn)?.succeeded {
+            Ok(())
+        } else {
+            Err(ControlError::Busy(
+                "the network state was changed by another writer; retry".into(),
+            ))
+        }
+    }
+
+    fn macs(t: &Topology) -> BTreeSet<[u8; 6]> {
+        t.ports
+            .values()
+            .map(|p| p.mac)
+            .chain(t.subnets.values().map(|s| s.gateway_mac))
+            .collect()
+    }
+
+    /// Subnets of a network.
+    pub fn list_subnets(&self, p: &Principal, network: &str) -> Result<Vec<Subnet>, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        let n = Self::find_network(&st, p, network)?;
+        Ok(st
+            .topo
+            .subnets
+            .values()
+            .filter(|s| s.network == n.id)
+            .cloned()
+            .collect())
+    }
+
+    /// A subnet by id (or name within the caller's tenant).
+    pub fn get_subnet(&self, p: &Principal, id: &str) -> Result<Subnet, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        Self::find_subnet(&st, p, None, id).cloned()
+    }
+
+    /// Deletes a subnet no port or router uses.
+    pub fn delete_subnet(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let s = Self::find_subnet(&st, p, None, id)?.clone();
+        if st.topo.ports.values().any(|x| x.subnet == s.id)
+            || st.topo.routers.values().any(|r| r.subnets.contains(&s.id))
+        {
+            return Err(ControlError::InUse {
+                what: InUse::NetworkNotEmpty,
+                message: format!("subnet {} still has ports or a router", s.name),
+            });
+        }
+        self.commit_vpc(
+            Txn::new()
+                .delete(key("subnets", &s.id))
+                .delete(name_key("subnet", &s.network, &s.name)),
+        )?;
+        st.topo.subnets.remove(&s.id);
+        Self::recompile(&mut st, &[Change::Subnet(s.id)])
+    }
+
+    // ----- security groups -----
+
+    fn group_record(
+        tenant: &str,
+        name: &str,
+        reevaluate: bool,
+        specs: Vec<RuleSpec>,
+    ) -> SecurityGroup {
+        SecurityGroup {
+            id: new_id(),
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            rules: specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, spec)| SgRule {
+                    id: format!("r{}", i + 1),
+                    spec,
+                })
+                .collect(),
+            reevaluate_existing: reevaluate,
+            created: now(),
+            generation: 1,
+        }
+    }
+
+    /// Creates a security group with Neutron's starting rules (all egress).
+    pub fn create_security_group(
+        &self,
+        p: &Principal,
+        tenant: Option<&str>,
+        name: &str,
+        reevaluate_existing: bool,
+    ) -> Result<SecurityGroup, ControlError> {
+        let tenant = self.creating_tenant(p, tenant)?;
+        validate_name("name", name)?;
+        let mut st = self.vpc.inner.lock();
+        if st
+            .topo
+            .groups
+            .values()
+            .any(|g| g.tenant == tenant && g.name == name)
+        {
+            return Err(ControlError::exists(Resource::SecurityGroup, name));
+        }
+        let g = Self::group_record(
+            &tenant,
+            name,
+            reevaluate_existing,
+            SecurityGroup::default_rules(),
+        );
+        self.store_group(&g, true)?;
+        st.topo.groups.insert(g.id.clone(), g.clone());
+        Self::recompile(&mut st, &[Change::Group(g.id.clone())])?;
+        Ok(g)
+    }
+
+    fn store_group(&self, g: &SecurityGroup, new: bool) -> Result<(), ControlError> {
+        let mut txn = Txn::new();
+        if new {
+            let nk = name_key("group", &g.tenant, &g.name);
+            txn = txn.when(nk.clone(), 0).put(nk, enc(&g.id));
+        }
+        self.commit_vpc(Self::vpc_put(txn, "groups", &g.id, g))
+    }
+
+    /// The tenant's `default` group, made on first use.
+    fn default_group(&self, st: &mut VpcState, tenant: &str) -> Result<String, ControlError> {
+        if let Some(g) = st
+            .topo
+            .groups
+            .values()
+            .find(|g| g.tenant == tenant && g.name == DEFAULT_GROUP)
+        {
+            return Ok(g.id.clone());
+        }
+        let mut g =
+            Self::group_record(tenant, DEFAULT_GROUP, false, SecurityGroup::default_rules());
+        g.rules.push(SgRule {
+            id: format!("r{}", g.rules.len() + 1),
+            spec: RuleSpec {
+                direction: Direction::Ingress,
+                protocol: Protocol::Any,
+                ports: None,
+                remote: Remote::Group(g.id.clone()),
+            },
+        });
+        self.store_group(&g, true)?;
+        let id = g.id.clone();
+        st.topo.groups.insert(id.clone(), g);
+        Self::recompile(st, &[Change::Group(id.clone())])?;
+        Ok(id)
+    }
+
+    /// Security groups the caller sees.
+    pub fn list_security_groups(
+        &self,
+        p: &Principal,
+        tenant: Option<&str>,
+    ) -> Result<Vec<SecurityGroup>, ControlError> {
+        Self::require(p, Role::Reader)?;
+        if let Some(t) = tenant {
+            self.visible_tenant(p, t)?;
+        }
+        let st = self.vpc.inner.lock();
+        Ok(st
+            .topo
+            .groups
+            .values()
+            .filter(|g| Self::sees(p, &g.tenant) && tenant.is_none_or(|t| t == g.tenant))
+            .cloned()
+            .collect())
+    }
+
+    /// A group by id or name.
+    pub fn get_security_group(
+        &self,
+        p: &Principal,
+        id: &str,
+    ) -> Result<SecurityGroup, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        Self::find_group(&st, p, None, id).cloned()
+    }
+
+    /// Adds a rule; it applies to new connections at once (and to open ones if the group
+    /// reevaluates them).
+    pub fn add_security_group_rule(
+        &self,
+        p: &Principal,
+        group: &str,
+        req: NewRule,
+    ) -> Result<SecurityGroup, ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let mut g = Self::find_group(&st, p, None, group)?.clone();
+        let remote = match (req.remote_cidr, &req.remote_group) {
+            (Some(_), Some(_)) => {
+                return Err(ControlError::invalid(
+                    "remote_group",
+                    "a rule names a remote CIDR or a remote group, not both",
+                ))
+            }
+            (Some(c), None) => Remote::Cidr(c.trunc()),
+            (None, Some(r)) => {
+                Remote::Group(Self::find_group(&st, p, Some(&g.tenant), r)?.id.clone())
+            }
+            (None, None) => Remote::Any,
+        };
+        if let Some((lo, hi)) = req.ports {
+            if !matches!(req.protocol, Protocol::Tcp | Protocol::Udp) {
+                return Err(ControlError::invalid(
+                    "port_min",
+                    "ports apply to tcp and udp only",
+                ));
+            }
+            if lo > hi || lo == 0 {
+                return Err(ControlError::invalid(
+                    "port_min",
+                    "1 <= port_min <= port_max",
+                ));
+            }
+        }
+        let spec = RuleSpec {
+            direction: req.direction,
+            protocol: req.protocol,
+            ports: req.ports,
+            remote,
+        };
+        if g.rules.iter().any(|r| r.spec == spec) {
+            return Ok(g);
+        }
+        let next = g
+            .rules
+            .iter()
+            .filter_map(|r| r.id.strip_prefix('r').and_then(|n| n.parse::<u64>().ok()))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        g.rules.push(SgRule {
+            id: format!("r{next}"),
+            spec,
+        });
+        g.generation += 1;
+        self.store_group(&g, false)?;
+        let id = g.id.clone();
+        st.topo.groups.insert(id.clone(), g.clone());
+        Self::recompile(&mut st, &[Change::Group(id)])?;
+        Ok(g)
+    }
+
+    /// Removes a rule.
+    pub fn delete_security_group_rule(
+        &self,
+        p: &Principal,
+        group: &str,
+        rule: &str,
+    ) -> Result<SecurityGroup, ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let mut g = Self::find_group(&st, p, None, group)?.clone();
+        let before = g.rules.len();
+        g.rules.retain(|r| r.id != rule);
+        if g.rules.len() == before {
+            return Err(ControlError::not_found(Resource::SecurityGroupRule, rule));
+        }
+        g.generation += 1;
+        self.store_group(&g, false)?;
+        let id = g.id.clone();
+        st.topo.groups.insert(id.clone(), g.clone());
+        Self::recompile(&mut st, &[Change::Group(id)])?;
+        Ok(g)
+    }
+
+    /// Deletes a group no port uses and no other group names.
+    pub fn delete_security_group(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let g = Self::find_group(&st, p, None, id)?.clone();
+        let used = st
+            .topo
+            .ports
+            .values()
+            .any(|x| x.security_groups.contains(&g.id))
+            || st.topo.groups.values().any(|o| {
+                o.id != g.id
+                    && o.rules
+                        .iter()
+                        .any(|r| matches!(&r.spec.remote, Remote::Group(x) if *x == g.id))
+            });
+        if used {
+            return Err(ControlError::InUse {
+                what: InUse::SecurityGroupInUse,
+                message: format!(
+                    "security group {} is used by ports or named by rules",
+                    g.name
+                ),
+            });
+        }
+        self.commit_vpc(
+            Txn::new()
+                .delete(key("groups", &g.id))
+                .delete(name_key("group", &g.tenant, &g.name)),
+        )?;
+        st.topo.groups.remove(&g.id);
+        Self::recompile(&mut st, &[Change::Group(g.id)])
+    }
+
+    // ----- ports -----
+
+    /// Creates a port on a subnet: its address and MAC, a TAP on this node, its flows.
+    pub fn create_port(
+        &self,
+        p: &Principal,
+        network: &str,
+        req: NewPort,
+    ) -> Result<Port, ControlError> {
+        Self::require(p, Role::Member)?;
+        validate_name("name", &req.name)?;
+        let mut st = self.vpc.inner.lock();
+        let n = Self::find_network(&st, p, network)?.clone();
+        let s = Self::find_subnet(&st, p, Some(&n.id), &req.subnet)?.clone();
+        if s.network != n.id {
+            return Err(ControlError::not_found(Resource::Subnet, &req.subnet));
+        }
+        if st
+            .topo
+            .ports
+            .values()
+            .any(|x| x.network == n.id && x.name == req.name)
+        {
+            return Err(ControlError::exists(Resource::NetworkPort, &req.name));
+        }
+        let used: BTreeSet<Ipv4Addr> = st
+            .topo
+            .ports
+            .values()
+            .filter(|x| x.subnet == s.id)
+            .map(|x| x.ip)
+            .collect();
+        let ip = match req.ip {
+            Some(ip) => {
+                ipam::check_port_ip(s.cidr, s.gateway, &used, ip).map_err(|e| ipam_err("ip", e))?;
+                ip
+            }
+            None => ipam::allocate_ip(s.cidr, s.gateway, &used).map_err(|e| ipam_err("ip", e))?,
+        };
+        let macs = Self::macs(&st.topo);
+        let id = new_id();
+        let mac = match &req.mac {
+            Some(m) => {
+                let m = ipam::parse_mac(m).map_err(|e| ipam_err("mac", e))?;
+                if macs.contains(&m) {
+                    return Err(ControlError::InUse {
+                        what: InUse::AddressInUse,
+                        message: format!("MAC {} is in use", fmt_mac(&m)),
+                    });
+                }
+                m
+            }
+            None => ipam::allocate_mac(ipam::fnv(&id), &macs),
+        };
+        let groups = match &req.security_groups {
+            Some(gs) if !gs.is_empty() => {
+                let mut out = Vec::new();
+                for g in gs {
+                    let gid = Self::find_group(&st, p, Some(&n.tenant), g)?.id.clone();
+                    if !out.contains(&gid) {
+                        out.push(gid);
+                    }
+                }
+                out
+            }
+            _ => vec![self.default_group(&mut st, &n.tenant)?],
+        };
+        let port = Port {
+            device: format!("sp{:08x}", ipam::fnv(&id) as u32),
+            id,
+            tenant: n.tenant.clone(),
+            network: n.id.clone(),
+            subnet: s.id.clone(),
+            name: req.name.clone(),
+            mac,
+            ip,
+            security_groups: groups,
+            created: now(),
+            generation: 1,
+        };
+        // The device first: one that cannot be opened refuses the port.
+        let of = Self::open_device(&mut st, &port.device)?;
+        let stored = self.with_tenant(&n.tenant, |t| {
+            charge(
+                t,
+                Charge::default(),
+                Charge {
+                    ports: 1,
+                    ..Charge::default()
+                },
+            )?;
+            let nk = name_key("port", &n.id, &port.name);
+            let txn = Txn::new().when(nk.clone(), 0).put(nk, enc(&port.id));
+            Ok((Self::vpc_put(txn, "ports", &port.id, &port), ()))
+        });
+        if let Err(e) = stored {
+            if let Some(dp) = &st.dp {
+                let _ = dp.remove_port(&port.device);
+            }
+            return Err(e);
+        }
+        st.topo.ports.insert(port.id.clone(), port.clone());
+        st.topo.bound.insert(port.id.clone(), of);
+        Self::recompile(&mut st, &[Change::Port(port.id.clone())])?;
+        Ok(port)
+    }
+
+    /// Ports of a network.
+    pub fn list_ports(&self, p: &Principal, network: &str) -> Result<Vec<Port>, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        let n = Self::find_network(&st, p, network)?;
+        Ok(st
+            .topo
+            .ports
+            .values()
+            .filter(|x| x.network == n.id)
+            .cloned()
+            .collect())
+    }
+
+    /// A port by id (or name within the caller's tenant).
+    pub fn get_port(&self, p: &Principal, id: &str) -> Result<Port, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        Self::find_port(&st, p, id).cloned()
+    }
+
+    /// Sets a port's security groups.
+    pub fn set_port_groups(
+        &self,
+        p: &Principal,
+        id: &str,
+        groups: &[String],
+    ) -> Result<Port, ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let mut port = Self::find_port(&st, p, id)?.clone();
+        let mut ids = Vec::new();
+        for g in groups {
+            let gid = Self::find_group(&st, p, Some(&port.tenant), g)?.id.clone();
+            if !ids.contains(&gid) {
+                ids.push(gid);
+            }
+        }
+        if ids.is_empty() {
+            ids.push(self.default_group(&mut st, &port.tenant)?);
+        }
+        port.security_groups = ids;
+        port.generation += 1;
+        self.commit_vpc(Self::vpc_put(Txn::new(), "ports", &port.id, &port))?;
+        st.topo.ports.insert(port.id.clone(), port.clone());
+        Self::recompile(&mut st, &[Change::Port(port.id.clone())])?;
+        Ok(port)
+    }
+
+    /// Deletes a port: its flows, its record, its TAP.
+    pub fn delete_port(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let port = Self::find_port(&st, p, id)?.clone();
+        self.with_tenant(&port.tenant, |t| {
+            charge(
+                t,
+                Charge {
+                    ports: 1,
+                    ..Charge::default()
+                },
+                Charge::default(),
+            )?;
+            Ok((
+                Txn::new().delete(key("ports", &port.id)).delete(name_key(
+                    "port",
+                    &port.network,
+                    &port.name,
+                )),
+                (),
+            ))
+        })?;
+        st.topo.ports.remove(&port.id);
+        st.topo.bound.remove(&port.id);
+        Self::recompile(&mut st, &[Change::Port(port.id.clone())])?;
+        if let Some(dp) = &st.dp {
+            if let Err(e) = dp.remove_port(&port.device) {
+                tracing::warn!(port = %port.name, %e, "closing the port's device");
+            }
+        }
+        Ok(())
+    }
+
+    // ----- routers -----
+
+    fn check_router_subnets(
+        st: &VpcState,
+        p: &Principal,
+        n: &Network,
+        router: Option<&str>,
+        subnets: &[String],
+    ) -> Result<Vec<String>, ControlError> {
+        let mut out = Vec::new();
+        for s in subnets {
+            let sub = Self::find_subnet(st, p, Some(&n.id), s)?;
+            if sub.network != n.id {
+                return Err(ControlError::not_found(Resource::Subnet, s));
+            }
+            if let Some(other) = st
+                .topo
+                .routers
+                .values()
+                .find(|r| Some(r.id.as_str()) != router && r.subnets.contains(&sub.id))
+            {
+                return Err(ControlError::InUse {
+                    what: InUse::AddressInUse,
+                    message: format!("subnet {} is on router {} already", sub.name, other.name),
+                });
+            }
+            if !out.contains(&sub.id) {
+                out.push(sub.id.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a router connecting subnets of one network.
+    pub fn create_router(
+        &self,
+        p: &Principal,
+        network: &str,
+        name: &str,
+        subnets: &[String],
+    ) -> Result<Router, ControlError> {
+        Self::require(p, Role::Member)?;
+        validate_name("name", name)?;
+        let mut st = self.vpc.inner.lock();
+        let n = Self::find_network(&st, p, network)?.clone();
+        if st
+            .topo
+            .routers
+            .values()
+            .any(|r| r.network == n.id && r.name == name)
+        {
+            return Err(ControlError::exists(Resource::Router, name));
+        }
+        let subs = Self::check_router_subnets(&st, p, &n, None, subnets)?;
+        let r = Router {
+            id: new_id(),
+            tenant: n.tenant.clone(),
+            network: n.id.clone(),
+            name: name.to_string(),
+            subnets: subs,
+            created: now(),
+            generation: 1,
+        };
+        let nk = name_key("router", &n.id, name);
+        self.commit_vpc(Self::vpc_put(
+            Txn::new().when(nk.clone(), 0).put(nk, enc(&r.id)),
+            "routers",
+            &r.id,
+            &r,
+        ))?;
+        st.topo.routers.insert(r.id.clone(), r.clone());
+        Self::recompile(&mut st, &[Change::Router(r.id.clone())])?;
+        Ok(r)
+    }
+
+    /// Sets the subnets a router connects.
+    pub fn set_router_subnets(
+        &self,
+        p: &Principal,
+        id: &str,
+        subnets: &[String],
+    ) -> Result<Router, ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let mut r = Self::find_router(&st, p, id)?.clone();
+        let n = st.topo.networks[&r.network].clone();
+        r.subnets = Self::check_router_subnets(&st, p, &n, Some(&r.id), subnets)?;
+        r.generation += 1;
+        self.commit_vpc(Self::vpc_put(Txn::new(), "routers", &r.id, &r))?;
+        st.topo.routers.insert(r.id.clone(), r.clone());
+        Self::recompile(&mut st, &[Change::Router(r.id.clone())])?;
+        Ok(r)
+    }
+
+    /// Routers of a network.
+    pub fn list_routers(&self, p: &Principal, network: &str) -> Result<Vec<Router>, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        let n = Self::find_network(&st, p, network)?;
+        Ok(st
+            .topo
+            .routers
+            .values()
+            .filter(|r| r.network == n.id)
+            .cloned()
+            .collect())
+    }
+
+    /// A router by id (or name within the caller's tenant).
+    pub fn get_router(&self, p: &Principal, id: &str) -> Result<Router, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        Self::find_router(&st, p, id).cloned()
+    }
+
+    /// Deletes a router.
+    pub fn delete_router(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let r = Self::find_router(&st, p, id)?.clone();
+        self.commit_vpc(
+            Txn::new()
+                .delete(key("routers", &r.id))
+                .delete(name_key("router", &r.network, &r.name)),
+        )?;
+        st.topo.routers.remove(&r.id);
+        Self::recompile(&mut st, &[Change::Router(r.id)])
+    }
+
+    // ----- figures -----
+
+    /// The compiled flows on this node's integration switch, and what each cookie stands
+    /// for (admin: the whole switch).
+    pub fn network_flows(&self, p: &Principal) -> Result<String, ControlError> {
+        Self::require(p, Role::Admin)?;
+        let st = self.vpc.inner.lock();
+        match &st.dp {
+            Some(dp) => dp.dump_flows().map_err(dp_err),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// Counts of networks and ports per tenant, for the usage recount at start.
+    pub(super) fn network_counts(&self) -> Result<Vec<(String, u64, u64)>, ControlError> {
+        let mut m: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for n in self.vpc_all::<Network>("networks")? {
+            m.entry(n.tenant).or_default().0 += 1;
+        }
+        for x in self.vpc_all::<Port>("ports")? {
+            m.entry(x.tenant).or_default().1 += 1;
+        }
+        Ok(m.into_iter().map(|(t, (a, b))| (t, a, b)).collect())
+    }
+
+    /// Stops the integration switch (at shutdown).
+    pub fn stop_networks(&self) {
+        if let Some(dp) = self.vpc.inner.lock().dp.take() {
+            dp.stop();
+        }
+    }
+}

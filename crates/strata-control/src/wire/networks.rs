@@ -1,0 +1,654 @@
+//! Tenant networks: networks, subnets, ports, routers and security groups.
+
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{Array, ArrayBuilder, Object};
+use utoipa::ToSchema;
+
+use super::bounds::*;
+use super::Check;
+use crate::error::ControlError;
+
+/// An IPv4 prefix `A.B.C.D/N`.
+pub const CIDR_PATTERN: &str = "^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}\
+(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/([0-9]|[12][0-9]|3[0-2])$";
+/// A MAC `aa:bb:cc:dd:ee:ff`.
+pub const MAC_PATTERN: &str = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$";
+/// Most DNS servers a subnet hands out, groups a port has, subnets a router connects.
+pub const LIST_MAX: usize = 16;
+
+fn name() -> Object {
+    text(NAME_PATTERN, NAME_MAX_LEN, false)
+}
+fn opt_name() -> Object {
+    text(NAME_PATTERN, NAME_MAX_LEN, true)
+}
+fn cidr() -> Object {
+    text(CIDR_PATTERN, 18, false)
+}
+fn opt_cidr() -> Object {
+    text(CIDR_PATTERN, 18, true)
+}
+fn opt_ip() -> Object {
+    text(IPV4_PATTERN, 15, true)
+}
+fn opt_mac() -> Object {
+    text(MAC_PATTERN, 17, true)
+}
+fn names() -> Array {
+    ArrayBuilder::new()
+        .items(name())
+        .max_items(Some(LIST_MAX))
+        .build()
+}
+fn ips() -> Array {
+    ArrayBuilder::new()
+        .items(text(IPV4_PATTERN, 15, false))
+        .max_items(Some(LIST_MAX))
+        .build()
+}
+fn port_no() -> Object {
+    int(1, 65535, true)
+}
+
+fn parse_cidr(field: &'static str, s: &str) -> Result<ipnet::Ipv4Net, ControlError> {
+    check_text(field, s, CIDR_PATTERN)?;
+    s.parse()
+        .map_err(|_| ControlError::invalid(field, format!("{s:?} is not A.B.C.D/N")))
+}
+
+fn parse_ip(field: &'static str, s: &str) -> Result<std::net::Ipv4Addr, ControlError> {
+    check_text(field, s, IPV4_PATTERN)?;
+    s.parse()
+        .map_err(|_| ControlError::invalid(field, format!("{s:?} is not A.B.C.D")))
+}
+
+fn check_list(
+    field: &'static str,
+    v: &[String],
+    pattern: &'static str,
+) -> Result<(), ControlError> {
+    if v.len() > LIST_MAX {
+        return Err(ControlError::invalid(field, format!("at most {LIST_MAX}")));
+    }
+    v.iter().try_for_each(|x| check_text(field, x, pattern))
+}
+
+/// `POST /v1/networks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNetwork {
+    /// Name, unique within the tenant.
+    #[schema(schema_with = name)]
+    pub name: String,
+    /// Address space of its subnets (`10.0.0.0/16`).
+    #[schema(schema_with = cidr)]
+    pub cidr: String,
+    /// Tenant (admins; others create in their own).
+    #[serde(default)]
+    #[schema(schema_with = opt_name)]
+    pub tenant: Option<String>,
+}
+
+impl Check for CreateNetwork {
+    fn check(&self) -> Result<(), ControlError> {
+        check_text("name", &self.name, NAME_PATTERN)?;
+        parse_cidr("cidr", &self.cidr)?;
+        if let Some(t) = &self.tenant {
+            check_text("tenant", t, NAME_PATTERN)?;
+        }
+        Ok(())
+    }
+}
+
+impl CreateNetwork {
+    /// The range, parsed (after `check`).
+    pub fn range(&self) -> Result<ipnet::Ipv4Net, ControlError> {
+        parse_cidr("cidr", &self.cidr)
+    }
+}
+
+/// A network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Network {
+    /// Id.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Name.
+    pub name: String,
+    /// Address space.
+    pub cidr: String,
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+}
+
+impl From<strata_vpc::Network> for Network {
+    fn from(n: strata_vpc::Network) -> Self {
+        Network {
+            id: n.id,
+            tenant: n.tenant,
+            name: n.name,
+            cidr: n.cidr.to_string(),
+            vni: n.vni,
+            created: n.created,
+        }
+    }
+}
+
+/// Networks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkList {
+    /// Items.
+    pub items: Vec<Network>,
+}
+
+/// `?tenant=` of the network and security-group lists.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuery {
+    /// Only this tenant's.
+    pub tenant: Option<String>,
+}
+
+impl Check for TenantQuery {
+    fn check(&self) -> Result<(), ControlError> {
+        match &self.tenant {
+            Some(t) => check_text("tenant", t, NAME_PATTERN),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `POST /v1/networks/{id}/subnets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubnet {
+    /// Name, unique within the network.
+    #[schema(schema_with = name)]
+    pub name: String,
+    /// Range, inside the network's.
+    #[schema(schema_with = cidr)]
+    pub cidr: String,
+    /// Gateway address (default: the first host).
+    #[serde(default)]
+    #[schema(schema_with = opt_ip)]
+    pub gateway: Option<String>,
+    /// Answer DHCP for the subnet's ports (default true).
+    #[serde(default)]
+    pub dhcp: Option<bool>,
+    /// DNS servers DHCP hands out.
+    #[serde(default)]
+    #[schema(schema_with = ips)]
+    pub dns: Vec<String>,
+}
+
+impl Check for CreateSubnet {
+    fn check(&self) -> Result<(), ControlError> {
+        check_text("name", &self.name, NAME_PATTERN)?;
+        parse_cidr("cidr", &self.cidr)?;
+        if let Some(g) = &self.gateway {
+            parse_ip("gateway", g)?;
+        }
+        check_list("dns", &self.dns, IPV4_PATTERN)
+    }
+}
+
+impl CreateSubnet {
+    /// The controller's form (after `check`).
+    pub fn into_new(self) -> Result<crate::controller::NewSubnet, ControlError> {
+        Ok(crate::controller::NewSubnet {
+            cidr: parse_cidr("cidr", &self.cidr)?,
+            gateway: self
+                .gateway
+                .as_deref()
+                .map(|g| parse_ip("gateway", g))
+                .transpose()?,
+            dhcp: self.dhcp.unwrap_or(true),
+            dns: self
+                .dns
+                .iter()
+                .map(|d| parse_ip("dns", d))
+                .collect::<Result<_, _>>()?,
+            name: self.name,
+        })
+    }
+}
+
+/// A subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Subnet {
+    /// Id.
+    pub id: String,
+    /// Network id.
+    pub network: String,
+    /// Name.
+    pub name: String,
+    /// Range.
+    pub cidr: String,
+    /// Gateway address.
+    pub gateway: String,
+    /// Gateway MAC.
+    pub gateway_mac: String,
+    /// DHCP on.
+    pub dhcp: bool,
+    /// DNS servers handed out.
+    pub dns: Vec<String>,
+    /// Creation time.
+    pub created: u64,
+}
+
+impl From<strata_vpc::Subnet> for Subnet {
+    fn from(s: strata_vpc::Subnet) -> Self {
+        Subnet {
+            id: s.id,
+            network: s.network,
+            name: s.name,
+            cidr: s.cidr.to_string(),
+            gateway: s.gateway.to_string(),
+            gateway_mac: strata_vpc::model::fmt_mac(&s.gateway_mac),
+            dhcp: s.dhcp,
+            dns: s.dns.iter().map(ToString::to_string).collect(),
+            created: s.created,
+        }
+    }
+}
+
+/// Subnets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SubnetList {
+    /// Items.
+    pub items: Vec<Subnet>,
+}
+
+/// `POST /v1/networks/{id}/ports`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNetworkPort {
+    /// Name, unique within the network.
+    #[schema(schema_with = name)]
+    pub name: String,
+    /// Subnet (id or name).
+    #[schema(schema_with = name)]
+    pub subnet: String,
+    /// Address (default: the lowest free one).
+    #[serde(default)]
+    #[schema(schema_with = opt_ip)]
+    pub ip: Option<String>,
+    /// MAC (default: allocated).
+    #[serde(default)]
+    #[schema(schema_with = opt_mac)]
+    pub mac: Option<String>,
+    /// Security groups, ids or names (default: the tenant's `default` group).
+    #[serde(default)]
+    #[schema(schema_with = names)]
+    pub security_groups: Vec<String>,
+}
+
+impl Check for CreateNetworkPort {
+    fn check(&self) -> Result<(), ControlError> {
+        check_text("name", &self.name, NAME_PATTERN)?;
+        check_text("subnet", &self.subnet, NAME_PATTERN)?;
+        if let Some(ip) = &self.ip {
+            parse_ip("ip", ip)?;
+        }
+        if let Some(m) = &self.mac {
+            check_text("mac", m, MAC_PATTERN)?;
+        }
+        check_list("security_groups", &self.security_groups, NAME_PATTERN)
+    }
+}
+
+impl CreateNetworkPort {
+    /// The controller's form (after `check`).
+    pub fn into_new(self) -> Result<crate::controller::NewPort, ControlError> {
+        Ok(crate::controller::NewPort {
+            ip: self.ip.as_deref().map(|i| parse_ip("ip", i)).transpose()?,
+            security_groups: Some(self.security_groups),
+            name: self.name,
+            subnet: self.subnet,
+            mac: self.mac,
+        })
+    }
+}
+
+/// A port of a tenant network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkPort {
+    /// Id.
+    pub id: String,
+    /// Network id.
+    pub network: String,
+    /// Subnet id.
+    pub subnet: String,
+    /// Name.
+    pub name: String,
+    /// MAC.
+    pub mac: String,
+    /// IPv4 address.
+    pub ip: String,
+    /// Security group ids.
+    pub security_groups: Vec<String>,
+    /// The TAP device on this node that a VM or namespace plugs into.
+    pub device: String,
+    /// Creation time.
+    pub created: u64,
+}
+
+impl From<strata_vpc::Port> for NetworkPort {
+    fn from(p: strata_vpc::Port) -> Self {
+        NetworkPort {
+            id: p.id,
+            network: p.network,
+            subnet: p.subnet,
+            name: p.name,
+            mac: strata_vpc::model::fmt_mac(&p.mac),
+            ip: p.ip.to_string(),
+            security_groups: p.security_groups,
+            device: p.device,
+            created: p.created,
+        }
+    }
+}
+
+/// Ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkPortList {
+    /// Items.
+    pub items: Vec<NetworkPort>,
+}
+
+/// `PUT /v1/network-ports/{id}/security-groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSecurityGroups {
+    /// Group ids or names (empty: the tenant's `default`).
+    #[schema(schema_with = names)]
+    pub security_groups: Vec<String>,
+}
+
+impl Check for SetSecurityGroups {
+    fn check(&self) -> Result<(), ControlError> {
+        check_list("security_groups", &self.security_groups, NAME_PATTERN)
+    }
+}
+
+/// `POST /v1/networks/{id}/routers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRouter {
+    /// Name, unique within the network.
+    #[schema(schema_with = name)]
+    pub name: String,
+    /// Subnets it connects (ids or names).
+    #[serde(default)]
+    #[schema(schema_with = names)]
+    pub subnets: Vec<String>,
+}
+
+impl Check for CreateRouter {
+    fn check(&self) -> Result<(), ControlError> {
+        check_text("name", &self.name, NAME_PATTERN)?;
+        check_list("subnets", &self.subnets, NAME_PATTERN)
+    }
+}
+
+/// `PUT /v1/routers/{id}/subnets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRouterSubnets {
+    /// Subnets it connects (ids or names).
+    #[schema(schema_with = names)]
+    pub subnets: Vec<String>,
+}
+
+impl Check for SetRouterSubnets {
+    fn check(&self) -> Result<(), ControlError> {
+        check_list("subnets", &self.subnets, NAME_PATTERN)
+    }
+}
+
+/// A router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkRouter {
+    /// Id.
+    pub id: String,
+    /// Network id.
+    pub network: String,
+    /// Name.
+    pub name: String,
+    /// Subnet ids it connects.
+    pub subnets: Vec<String>,
+    /// Creation time.
+    pub created: u64,
+}
+
+impl From<strata_vpc::Router> for NetworkRouter {
+    fn from(r: strata_vpc::Router) -> Self {
+        NetworkRouter {
+            id: r.id,
+            network: r.network,
+            name: r.name,
+            subnets: r.subnets,
+            created: r.created,
+        }
+    }
+}
+
+/// Routers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkRouterList {
+    /// Items.
+    pub items: Vec<NetworkRouter>,
+}
+
+/// `POST /v1/security-groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecurityGroup {
+    /// Name, unique within the tenant.
+    #[schema(schema_with = name)]
+    pub name: String,
+    /// Tenant (admins; others create in their own).
+    #[serde(default)]
+    #[schema(schema_with = opt_name)]
+    pub tenant: Option<String>,
+    /// Judge open connections again when the rules change (default false: they keep flowing).
+    #[serde(default)]
+    pub reevaluate_existing: bool,
+}
+
+impl Check for CreateSecurityGroup {
+    fn check(&self) -> Result<(), ControlError> {
+        check_text("name", &self.name, NAME_PATTERN)?;
+        if let Some(t) = &self.tenant {
+            check_text("tenant", t, NAME_PATTERN)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which way a rule looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleDirection {
+    /// Traffic to the port.
+    Ingress,
+    /// Traffic from the port.
+    Egress,
+}
+
+/// What protocol a rule allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleProtocol {
+    /// Any IPv4.
+    Any,
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP.
+    Icmp,
+}
+
+/// `POST /v1/security-groups/{id}/rules`: an allow rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRule {
+    /// Direction.
+    pub direction: RuleDirection,
+    /// Protocol (default any).
+    #[serde(default)]
+    pub protocol: Option<RuleProtocol>,
+    /// Lowest destination port (tcp, udp).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = port_no)]
+    pub port_min: Option<u64>,
+    /// Highest destination port (default: port_min).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = port_no)]
+    pub port_max: Option<u64>,
+    /// The other end's range.
+    #[serde(default)]
+    #[schema(schema_with = opt_cidr)]
+    pub remote_cidr: Option<String>,
+    /// The other end's group (id or name).
+    #[serde(default)]
+    #[schema(schema_with = opt_name)]
+    pub remote_group: Option<String>,
+}
+
+impl Check for CreateRule {
+    fn check(&self) -> Result<(), ControlError> {
+        for (f, v) in [("port_min", self.port_min), ("port_max", self.port_max)] {
+            if let Some(v) = v {
+                check_int(f, v, 1, 65535)?;
+            }
+        }
+        if let Some(c) = &self.remote_cidr {
+            parse_cidr("remote_cidr", c)?;
+        }
+        if let Some(g) = &self.remote_group {
+            check_text("remote_group", g, NAME_PATTERN)?;
+        }
+        Ok(())
+    }
+}
+
+impl CreateRule {
+    /// The controller's form (after `check`).
+    pub fn into_new(self) -> Result<crate::controller::NewRule, ControlError> {
+        use strata_vpc::{Direction as D, Protocol as P};
+        let ports = match (self.port_min, self.port_max) {
+            (None, None) => None,
+            (Some(lo), hi) => Some((lo as u16, hi.unwrap_or(lo) as u16)),
+            (None, Some(_)) => {
+                return Err(ControlError::invalid("port_min", "port_max needs port_min"))
+            }
+        };
+        Ok(crate::controller::NewRule {
+            direction: match self.direction {
+                RuleDirection::Ingress => D::Ingress,
+                RuleDirection::Egress => D::Egress,
+            },
+            protocol: match self.protocol.unwrap_or(RuleProtocol::Any) {
+                RuleProtocol::Any => P::Any,
+                RuleProtocol::Tcp => P::Tcp,
+                RuleProtocol::Udp => P::Udp,
+                RuleProtocol::Icmp => P::Icmp,
+            },
+            ports,
+            remote_cidr: self
+                .remote_cidr
+                .as_deref()
+                .map(|c| parse_cidr("remote_cidr", c))
+                .transpose()?,
+            remote_group: self.remote_group,
+        })
+    }
+}
+
+/// A rule of a security group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecurityGroupRule {
+    /// Id within the group.
+    pub id: String,
+    /// Direction.
+    pub direction: RuleDirection,
+    /// Protocol.
+    pub protocol: RuleProtocol,
+    /// Lowest destination port.
+    pub port_min: Option<u16>,
+    /// Highest destination port.
+    pub port_max: Option<u16>,
+    /// The other end's range.
+    pub remote_cidr: Option<String>,
+    /// The other end's group id.
+    pub remote_group: Option<String>,
+}
+
+/// A security group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecurityGroup {
+    /// Id.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Name.
+    pub name: String,
+    /// Open connections judged again when rules change.
+    pub reevaluate_existing: bool,
+    /// Rules (allows; anything else is denied).
+    pub rules: Vec<SecurityGroupRule>,
+    /// Creation time.
+    pub created: u64,
+}
+
+impl From<strata_vpc::SecurityGroup> for SecurityGroup {
+    fn from(g: strata_vpc::SecurityGroup) -> Self {
+        use strata_vpc::{Direction as D, Protocol as P, Remote as R};
+        SecurityGroup {
+            id: g.id,
+            tenant: g.tenant,
+            name: g.name,
+            reevaluate_existing: g.reevaluate_existing,
+            rules: g
+                .rules
+                .into_iter()
+                .map(|r| SecurityGroupRule {
+                    id: r.id,
+                    direction: match r.spec.direction {
+                        D::Ingress => RuleDirection::Ingress,
+                        D::Egress => RuleDirection::Egress,
+                    },
+                    protocol: match r.spec.protocol {
+                        P::Any => RuleProtocol::Any,
+                        P::Tcp => RuleProtocol::Tcp,
+                        P::Udp => RuleProtocol::Udp,
+                        P::Icmp => RuleProtocol::Icmp,
+                    },
+                    port_min: r.spec.ports.map(|p| p.0),
+                    port_max: r.spec.ports.map(|p| p.1),
+                    remote_cidr: match &r.spec.remote {
+                        R::Cidr(c) => Some(c.to_string()),
+                        _ => None,
+                    },
+                    remote_group: match r.spec.remote {
+                        R::Group(g) => Some(g),
+                        _ => None,
+                    },
+                })
+                .collect(),
+            created: g.created,
+        }
+    }
+}
+
+/// Security groups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecurityGroupList {
+    /// Items.
+    pub items: Vec<SecurityGroup>,
+}

@@ -1,0 +1,571 @@
+//! `strata network ...`, `strata subnet ...`, `strata router ...`, `strata security-group ...`:
+//! tenant networks. Objects are named by id or by name (within the caller's tenant).
+
+use anyhow::{anyhow, Result};
+use clap::Subcommand;
+use serde_json::Value;
+use strata_control::wire;
+
+use super::{body, enc, Client, Output};
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Creates a network (a VPC) with its address space; Strata picks the VNI.
+    Create {
+        /// Network name.
+        name: String,
+        /// Address space of its subnets, e.g. 10.0.0.0/16.
+        #[arg(long)]
+        cidr: String,
+        /// Tenant (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Lists networks.
+    List {
+        /// Only this tenant's (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Shows a network.
+    Show {
+        /// Network id or name.
+        network: String,
+    },
+    /// Deletes an empty network.
+    Delete {
+        /// Network id or name.
+        network: String,
+    },
+    /// Adds a port: an address, a MAC and a TAP device on this node to plug a VM or
+    /// namespace into.
+    AddPort {
+        /// Network id or name.
+        network: String,
+        /// Port name.
+        name: String,
+        /// Subnet id or name.
+        #[arg(long)]
+        subnet: String,
+        /// Address (default: the lowest free one).
+        #[arg(long)]
+        ip: Option<String>,
+        /// MAC (default: allocated).
+        #[arg(long)]
+        mac: Option<String>,
+        /// Security group (repeat; default: the tenant's `default` group).
+        #[arg(long = "security-group", value_name = "GROUP")]
+        security_groups: Vec<String>,
+    },
+    /// Lists a network's ports.
+    Ports {
+        /// Network id or name.
+        network: String,
+    },
+    /// Shows a port.
+    ShowPort {
+        /// Port id or name.
+        port: String,
+    },
+    /// Deletes a port and its device.
+    DelPort {
+        /// Port id or name.
+        port: String,
+    },
+    /// Sets a port's security groups (none given: the tenant's `default`).
+    SetGroups {
+        /// Port id or name.
+        port: String,
+        /// Groups, ids or names.
+        groups: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SubnetCmd {
+    /// Creates a subnet of a network.
+    Create {
+        /// Network id or name.
+        network: String,
+        /// Subnet name.
+        name: String,
+        /// Its range, inside the network's, e.g. 10.0.1.0/24.
+        #[arg(long)]
+        cidr: String,
+        /// Gateway (default: the first host).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Do not answer DHCP.
+        #[arg(long)]
+        no_dhcp: bool,
+        /// DNS server handed out by DHCP (repeat).
+        #[arg(long = "dns", value_name = "IP")]
+        dns: Vec<String>,
+    },
+    /// Lists a network's subnets.
+    List {
+        /// Network id or name.
+        network: String,
+    },
+    /// Shows a subnet.
+    Show {
+        /// Subnet id or name.
+        subnet: String,
+    },
+    /// Deletes a subnet no port or router uses.
+    Delete {
+        /// Subnet id or name.
+        subnet: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RouterCmd {
+    /// Creates a router between subnets of one network.
+    Create {
+        /// Network id or name.
+        network: String,
+        /// Router name.
+        name: String,
+        /// Subnet to connect (repeat).
+        #[arg(long = "subnet", value_name = "SUBNET")]
+        subnets: Vec<String>,
+    },
+    /// Lists a network's routers.
+    List {
+        /// Network id or name.
+        network: String,
+    },
+    /// Shows a router.
+    Show {
+        /// Router id or name.
+        router: String,
+    },
+    /// Sets the subnets a router connects.
+    SetSubnets {
+        /// Router id or name.
+        router: String,
+        /// Subnets, ids or names.
+        subnets: Vec<String>,
+    },
+    /// Deletes a router.
+    Delete {
+        /// Router id or name.
+        router: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecurityGroupCmd {
+    /// Creates a group: all egress allowed, no ingress (add rules to allow).
+    Create {
+        /// Group name.
+        name: String,
+        /// Tenant (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// When rules change, judge open connections again (default: they keep flowing).
+        #[arg(long)]
+        reevaluate_existing: bool,
+    },
+    /// Lists groups.
+    List {
+        /// Only this tenant's (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Shows a group and its rules.
+    Show {
+        /// Group id or name.
+        group: String,
+    },
+    /// Deletes a group no port uses.
+    Delete {
+        /// Group id or name.
+        group: String,
+    },
+    /// Adds an allow rule.
+    AddRule {
+        /// Group id or name.
+        group: String,
+        /// ingress or egress.
+        #[arg(long, default_value = "ingress")]
+        direction: String,
+        /// any, tcp, udp or icmp.
+        #[arg(long, default_value = "any")]
+        protocol: String,
+        /// Destination port or range (tcp, udp): 80 or 8000-8099.
+        #[arg(long)]
+        port: Option<String>,
+        /// The other end's range.
+        #[arg(long)]
+        remote_cidr: Option<String>,
+        /// The other end's group (id or name).
+        #[arg(long)]
+        remote_group: Option<String>,
+    },
+    /// Removes a rule.
+    DeleteRule {
+        /// Group id or name.
+        group: String,
+        /// Rule id (r1, r2, ...).
+        rule: String,
+    },
+}
+
+fn parse_ports(p: &str) -> Result<(u64, u64)> {
+    let bad = || anyhow!("--port {p:?}: a port (80) or a range (8000-8099)");
+    let (lo, hi) = match p.split_once('-') {
+        Some((a, b)) => (a, b),
+        None => (p, p),
+    };
+    Ok((
+        lo.parse().map_err(|_| bad())?,
+        hi.parse().map_err(|_| bad())?,
+    ))
+}
+
+const NET_COLS: &[(&str, &str)] = &[
+    ("NAME", "name"),
+    ("CIDR", "cidr"),
+    ("VNI", "vni"),
+    ("TENANT", "tenant"),
+    ("ID", "id"),
+];
+const SUBNET_COLS: &[(&str, &str)] = &[
+    ("NAME", "name"),
+    ("CIDR", "cidr"),
+    ("GATEWAY", "gateway"),
+    ("DHCP", "dhcp"),
+    ("ID", "id"),
+];
+const PORT_COLS: &[(&str, &str)] = &[
+    ("NAME", "name"),
+    ("IP", "ip"),
+    ("MAC", "mac"),
+    ("DEVICE", "device"),
+    ("ID", "id"),
+];
+const ROUTER_COLS: &[(&str, &str)] = &[("NAME", "name"), ("SUBNETS", "subnets"), ("ID", "id")];
+const GROUP_COLS: &[(&str, &str)] = &[
+    ("NAME", "name"),
+    ("RULES", "n_rules"),
+    ("TENANT", "tenant"),
+    ("ID", "id"),
+];
+const RULE_COLS: &[(&str, &str)] = &[
+    ("RULE", "id"),
+    ("DIRECTION", "direction"),
+    ("PROTOCOL", "protocol"),
+    ("PORTS", "ports"),
+    ("REMOTE", "remote"),
+];
+
+impl Client {
+    /// `strata network ...`.
+    pub fn network(&self, cmd: NetworkCmd) -> Result<()> {
+        let net = |n: &str| format!("/v1/networks/{}", enc(n));
+        let port = |n: &str| format!("/v1/network-ports/{}", enc(n));
+        match cmd {
+            NetworkCmd::Create { name, cidr, tenant } => {
+                let v = self.req(
+                    "POST",
+                    "/v1/networks",
+                    body(&wire::CreateNetwork { name, cidr, tenant }),
+                )?;
+                self.print(&v, NET_COLS)
+            }
+            NetworkCmd::List { tenant } => {
+                let q = tenant.map_or(String::new(), |t| format!("?tenant={}", enc(&t)));
+                self.print(
+                    &self.req("GET", &format!("/v1/networks{q}"), None)?,
+                    NET_COLS,
+                )
+            }
+            NetworkCmd::Show { network } => {
+                self.print(&self.req("GET", &net(&network), None)?, NET_COLS)
+            }
+            NetworkCmd::Delete { network } => {
+                self.req("DELETE", &net(&network), None)?;
+                self.done(&format!("network {network} deleted"))
+            }
+            NetworkCmd::AddPort {
+                network,
+                name,
+                subnet,
+                ip,
+                mac,
+                security_groups,
+            } => {
+                let v = self.req(
+                    "POST",
+                    &format!("{}/ports", net(&network)),
+                    body(&wire::CreateNetworkPort {
+                        name,
+                        subnet,
+                        ip,
+                        mac,
+                        security_groups,
+                    }),
+                )?;
+                if self.out == Output::Table {
+                    let s = self.req(
+                        "GET",
+                        &format!("/v1/subnets/{}", enc(str_of(&v["subnet"]))),
+                        None,
+                    )?;
+                    let prefix = str_of(&s["cidr"]).rsplit('/').next().unwrap_or("");
+                    outln!(
+                        "port {} created: plug into TAP device {} (MAC {}, address {}/{prefix}, gateway {}{})",
+                        str_of(&v["name"]),
+                        str_of(&v["device"]),
+                        str_of(&v["mac"]),
+                        str_of(&v["ip"]),
+                        str_of(&s["gateway"]),
+                        if s["dhcp"] == Value::Bool(true) { ", or by DHCP" } else { "" }
+                    );
+                    Ok(())
+                } else {
+                    self.print(&v, PORT_COLS)
+                }
+            }
+            NetworkCmd::Ports { network } => self.print(
+                &self.req("GET", &format!("{}/ports", net(&network)), None)?,
+                PORT_COLS,
+            ),
+            NetworkCmd::ShowPort { port: p } => {
+                self.print(&self.req("GET", &port(&p), None)?, PORT_COLS)
+            }
+            NetworkCmd::DelPort { port: p } => {
+                self.req("DELETE", &port(&p), None)?;
+                self.done(&format!("port {p} deleted"))
+            }
+            NetworkCmd::SetGroups { port: p, groups } => {
+                let v = self.req(
+                    "PUT",
+                    &format!("{}/security-groups", port(&p)),
+                    body(&wire::SetSecurityGroups {
+                        security_groups: groups,
+                    }),
+                )?;
+                self.print(&v, PORT_COLS)
+            }
+        }
+    }
+
+    /// `strata subnet ...`.
+    pub fn subnet(&self, cmd: SubnetCmd) -> Result<()> {
+        let sub = |n: &str| format!("/v1/subnets/{}", enc(n));
+        match cmd {
+            SubnetCmd::Create {
+                network,
+                name,
+                cidr,
+                gateway,
+                no_dhcp,
+                dns,
+            } => {
+                let v = self.req(
+                    "POST",
+                    &format!("/v1/networks/{}/subnets", enc(&network)),
+                    body(&wire::CreateSubnet {
+                        name,
+                        cidr,
+                        gateway,
+                        dhcp: Some(!no_dhcp),
+                        dns,
+                    }),
+                )?;
+                self.print(&v, SUBNET_COLS)
+            }
+            SubnetCmd::List { network } => self.print(
+                &self.req(
+                    "GET",
+                    &format!("/v1/networks/{}/subnets", enc(&network)),
+                    None,
+                )?,
+                SUBNET_COLS,
+            ),
+            SubnetCmd::Show { subnet } => {
+                self.print(&self.req("GET", &sub(&subnet), None)?, SUBNET_COLS)
+            }
+            SubnetCmd::Delete { subnet } => {
+                self.req("DELETE", &sub(&subnet), None)?;
+                self.done(&format!("subnet {subnet} deleted"))
+            }
+        }
+    }
+
+    /// `strata router ...`.
+    pub fn router(&self, cmd: RouterCmd) -> Result<()> {
+        let rt = |n: &str| format!("/v1/routers/{}", enc(n));
+        let show = |mut v: Value| {
+            if self.out != Output::Table {
+                return self.print(&v, ROUTER_COLS);
+            }
+            if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
+                for r in items {
+                    flatten_list(r, "subnets");
+                }
+            } else {
+                flatten_list(&mut v, "subnets");
+            }
+            self.print(&v, ROUTER_COLS)
+        };
+        match cmd {
+            RouterCmd::Create {
+                network,
+                name,
+                subnets,
+            } => show(self.req(
+                "POST",
+                &format!("/v1/networks/{}/routers", enc(&network)),
+                body(&wire::CreateRouter { name, subnets }),
+            )?),
+            RouterCmd::List { network } => show(self.req(
+                "GET",
+                &format!("/v1/networks/{}/routers", enc(&network)),
+                None,
+            )?),
+            RouterCmd::Show { router } => show(self.req("GET", &rt(&router), None)?),
+            RouterCmd::SetSubnets { router, subnets } => show(self.req(
+                "PUT",
+                &format!("{}/subnets", rt(&router)),
+                body(&wire::SetRouterSubnets { subnets }),
+            )?),
+            RouterCmd::Delete { router } => {
+                self.req("DELETE", &rt(&router), None)?;
+                self.done(&format!("router {router} deleted"))
+            }
+        }
+    }
+
+    /// `strata security-group ...`.
+    pub fn security_group(&self, cmd: SecurityGroupCmd) -> Result<()> {
+        let grp = |n: &str| format!("/v1/security-groups/{}", enc(n));
+        match cmd {
+            SecurityGroupCmd::Create {
+                name,
+                tenant,
+                reevaluate_existing,
+            } => {
+                let v = self.req(
+                    "POST",
+                    "/v1/security-groups",
+                    body(&wire::CreateSecurityGroup {
+                        name,
+                        tenant,
+                        reevaluate_existing,
+                    }),
+                )?;
+                self.print_security_group(v)
+            }
+            SecurityGroupCmd::List { tenant } => {
+                let q = tenant.map_or(String::new(), |t| format!("?tenant={}", enc(&t)));
+                let mut v = self.req("GET", &format!("/v1/security-groups{q}"), None)?;
+                if self.out == Output::Table {
+                    if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
+                        for g in items {
+                            g["n_rules"] = g["rules"].as_array().map_or(0, Vec::len).into();
+                        }
+                    }
+                }
+                self.print(&v, GROUP_COLS)
+            }
+            SecurityGroupCmd::Show { group } => {
+                self.print_security_group(self.req("GET", &grp(&group), None)?)
+            }
+            SecurityGroupCmd::Delete { group } => {
+                self.req("DELETE", &grp(&group), None)?;
+                self.done(&format!("security group {group} deleted"))
+            }
+            SecurityGroupCmd::AddRule {
+                group,
+                direction,
+                protocol,
+                port,
+                remote_cidr,
+                remote_group,
+            } => {
+                let direction = match direction.as_str() {
+                    "ingress" => wire::RuleDirection::Ingress,
+                    "egress" => wire::RuleDirection::Egress,
+                    d => return Err(anyhow!("--direction {d:?}: ingress or egress")),
+                };
+                let protocol = match protocol.as_str() {
+                    "any" => wire::RuleProtocol::Any,
+                    "tcp" => wire::RuleProtocol::Tcp,
+                    "udp" => wire::RuleProtocol::Udp,
+                    "icmp" => wire::RuleProtocol::Icmp,
+                    p => return Err(anyhow!("--protocol {p:?}: any, tcp, udp or icmp")),
+                };
+                let ports = port.as_deref().map(parse_ports).transpose()?;
+                let v = self.req(
+                    "POST",
+                    &format!("{}/rules", grp(&group)),
+                    body(&wire::CreateRule {
+                        direction,
+                        protocol: Some(protocol),
+                        port_min: ports.map(|p| p.0),
+                        port_max: ports.map(|p| p.1),
+                        remote_cidr,
+                        remote_group,
+                    }),
+                )?;
+                self.print_security_group(v)
+            }
+            SecurityGroupCmd::DeleteRule { group, rule } => {
+                let v = self.req(
+                    "DELETE",
+                    &format!("{}/rules/{}", grp(&group), enc(&rule)),
+                    None,
+                )?;
+                self.print_security_group(v)
+            }
+        }
+    }
+
+    /// A group: as JSON whole, as a table its rules.
+    fn print_security_group(&self, v: Value) -> Result<()> {
+        if self.out != Output::Table {
+            return self.print(&v, GROUP_COLS);
+        }
+        outln!(
+            "security group {} ({})",
+            str_of(&v["name"]),
+            str_of(&v["id"])
+        );
+        let rules: Vec<Value> = v["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut r| {
+                r["ports"] = match (r["port_min"].as_u64(), r["port_max"].as_u64()) {
+                    (Some(a), Some(b)) if a == b => a.to_string().into(),
+                    (Some(a), Some(b)) => format!("{a}-{b}").into(),
+                    _ => "all".into(),
+                };
+                r["remote"] = match (r["remote_cidr"].as_str(), r["remote_group"].as_str()) {
+                    (Some(c), _) => c.into(),
+                    (_, Some(g)) => format!("group {g}").into(),
+                    _ => "anywhere".into(),
+                };
+                r
+            })
+            .collect();
+        self.print(&serde_json::json!({ "items": rules }), RULE_COLS)
+    }
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// A list field shown as one comma-separated cell.
+fn flatten_list(v: &mut Value, field: &str) {
+    if let Some(a) = v[field].as_array() {
+        let s: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+        v[field] = s.join(",").into();
+    }
+}
