@@ -981,6 +981,14 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )),
         )
         .route(
+            "/v1/network-flows",
+            get(read(|c, p, ()| {
+                c.network_flows(p).map(|t| FlowList {
+                    flows: t.lines().map(str::to_string).collect(),
+                })
+            })),
+        )
+        .route(
             "/v1/security-groups",
             post(change(
                 S::CREATED,

@@ -819,9 +819,7 @@ impl Client {
                     })?,
                     iops: limit(max_iops, "max-iops", |n| count(n, "max-iops"))?,
                     gpus: limit(gpus, "gpus", |n| count(n, "gpus"))?,
-                    networks: limit(max_networks, "max-networks", |n| {
-                        count(n, "max-networks")
-                    })?,
+                    networks: limit(max_networks, "max-networks", |n| count(n, "max-networks"))?,
                     ports: limit(max_ports, "max-ports", |n| count(n, "max-ports"))?,
                 };
                 if q == wire::QuotaPatch::default() {

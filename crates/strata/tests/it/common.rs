@@ -159,3 +159,84 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A network namespace the test owns, deleted on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(name: &str) -> Netns {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", name])
+            .status();
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add (needs root and iproute2)");
+        Netns(name.to_string())
+    }
+    pub fn sh(&self, args: &[&str]) {
+        let mut v = vec!["netns", "exec", &self.0];
+        v.extend_from_slice(args);
+        let st = std::process::Command::new("ip").args(&v).status().unwrap();
+        assert!(st.success(), "ip {v:?}");
+    }
+    /// Moves `dev` (in the root namespace, where the daemon opened it) in here with `addr`.
+    pub fn adopt(&self, dev: &str, addr: &str) {
+        let st = std::process::Command::new("ip")
+            .args(["link", "set", dev, "netns", &self.0])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        self.sh(&["ip", "addr", "add", addr, "dev", dev]);
+        self.sh(&["ip", "link", "set", dev, "up"]);
+        self.sh(&["ip", "link", "set", "lo", "up"]);
+    }
+    pub fn ping(&self, dst: &str) -> bool {
+        std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &self.0, "ping", "-q", "-c", "2", "-i", "0.2", "-W", "1", dst,
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+}
+
+impl Netns {
+    /// Runs a command inside; its output and whether it succeeded.
+    pub fn run(&self, args: &[&str]) -> (bool, String) {
+        let mut v = vec!["netns", "exec", &self.0];
+        v.extend_from_slice(args);
+        let o = std::process::Command::new("ip").args(&v).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    }
+    /// Moves `dev` in here with its MAC set and no address (for DHCP).
+    pub fn adopt_bare(&self, dev: &str, mac: &str) {
+        let st = std::process::Command::new("ip")
+            .args(["link", "set", dev, "netns", &self.0])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        self.sh(&["ip", "link", "set", dev, "address", mac]);
+        self.sh(&["ip", "link", "set", dev, "up"]);
+        self.sh(&["ip", "link", "set", "lo", "up"]);
+        // The veth-style partial checksums of a TAP's kernel side: offloads off, as a NIC
+        // would fill them in.
+        let _ = self.run(&["ethtool", "-K", dev, "tx", "off"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
