@@ -140,7 +140,9 @@ fn parse_exec(s: &str, ct: &mut CtAction) -> Result<(), CtErr> {
         let f = a
             .strip_prefix("set_field:")
             .ok_or_else(|| bad("exec takes set_field:V[/M]->ct_mark"))?;
-        let (v, field) = f.split_once("->").ok_or_else(|| bad("expected V->ct_mark"))?;
+        let (v, field) = f
+            .split_once("->")
+            .ok_or_else(|| bad("expected V->ct_mark"))?;
         if field.trim() != "ct_mark" {
             return Err(bad("exec can only set ct_mark"));
         }

@@ -353,7 +353,9 @@ impl CtAction {
                 if !self.commit {
                     return Err(RuleError::BadCt("nat(src=|dst=) needs commit"));
                 }
-                if r.ip_hi < r.ip_lo || r.port_hi < r.port_lo || (r.port_lo == 0) != (r.port_hi == 0)
+                if r.ip_hi < r.ip_lo
+                    || r.port_hi < r.port_lo
+                    || (r.port_lo == 0) != (r.port_hi == 0)
                 {
                     return Err(RuleError::BadCt("NAT range ends before it starts"));
                 }

@@ -74,7 +74,10 @@ fn mix(mut h: u64) -> u64 {
 }
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// The smallest prime `>= n`.
@@ -285,7 +288,13 @@ mod tests {
     #[test]
     fn spread_follows_weights_within_ten_percent() {
         let weights = [1u32, 2, 3, 4];
-        let g = LbGroup::new(weights.iter().enumerate().map(|(i, &w)| be(i as u8, w)).collect());
+        let g = LbGroup::new(
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| be(i as u8, w))
+                .collect(),
+        );
         let mut count = [0usize; 4];
         let ts = tuples(10_000, 7);
         for t in &ts {
@@ -313,7 +322,10 @@ mod tests {
         // Removal as the switch does it: the group is replaced, keeping its table size.
         let mut groups = LbGroups::default();
         groups.set(1, all.clone());
-        groups.set(1, all.iter().copied().filter(|b| b.ip != all[3].ip).collect());
+        groups.set(
+            1,
+            all.iter().copied().filter(|b| b.ip != all[3].ip).collect(),
+        );
         let removed = groups.get(1).unwrap().clone();
         assert_eq!(removed.table_size(), g.table_size());
         let ts = tuples(10_000, 11);
@@ -332,7 +344,10 @@ mod tests {
             // Keys of the removed backend must move (about 1/N); of the others, only a few.
             let frac = (moved + was_victim) as f64 / ts.len() as f64;
             assert!(frac < 1.5 / n as f64, "moved {frac}");
-            assert!(moved as f64 / (ts.len() as f64) < 0.05, "others moved {moved}");
+            assert!(
+                moved as f64 / (ts.len() as f64) < 0.05,
+                "others moved {moved}"
+            );
         }
         // Down does not resize the table: same as removal only in which keys move, not size.
         assert_eq!(down.table_size(), g.table_size());
@@ -347,8 +362,16 @@ mod tests {
         assert_eq!(table_size_for(10, 0), 1601);
         assert_eq!(table_size_for(9, 1601), 1601, "one backend less keeps M");
         assert_eq!(table_size_for(16, 1601), 1601);
-        assert_eq!(table_size_for(17, 1601), prime_at_least(3200), "too small grows");
-        assert_eq!(table_size_for(4, 1601), 1601, "within 4x of fresh (401) keeps M");
+        assert_eq!(
+            table_size_for(17, 1601),
+            prime_at_least(3200),
+            "too small grows"
+        );
+        assert_eq!(
+            table_size_for(4, 1601),
+            1601,
+            "within 4x of fresh (401) keeps M"
+        );
         assert_eq!(table_size_for(1, 1601), 101, "beyond 4x of fresh shrinks");
         assert_eq!(table_size_for(0, 1601), 0);
     }
@@ -377,7 +400,10 @@ mod tests {
                 g.pick(t, 9) != g.pick(&o, 9)
             })
             .count();
-        assert!(differs > 100, "without affinity the port matters ({differs})");
+        assert!(
+            differs > 100,
+            "without affinity the port matters ({differs})"
+        );
     }
 
     #[test]

@@ -34,10 +34,10 @@ use std::time::Duration;
 use crate::conntrack::{Conntrack, CtConfig};
 use crate::csum;
 use crate::ct_exec::{self, CtDrop, Tracker};
-use crate::l4::CtPacket;
-use crate::lb::{Backend, LbGroups};
 use crate::flow::{apply_to_key, Action, FlowRule, RuleError};
 use crate::key::{ethertype, ipproto, Field, FlowKey, PortNo, VLAN_PRESENT};
+use crate::l4::CtPacket;
+use crate::lb::{Backend, LbGroups};
 use crate::mac::{MacTable, DEFAULT_MAC_AGEING, DEFAULT_MAC_CAPACITY};
 use crate::packet::{parse_frame, Layout, ParseError};
 use crate::pipeline::{CacheConfig, FlowDump, Pipeline, PipelineStats};
@@ -582,7 +582,13 @@ impl Switch {
 
     /// Marks a backend of group `id` up or down (health checks), without touching flows: a
     /// down backend gets no new connections. False if there is no such group or backend.
-    pub fn set_lb_backend_up(&mut self, id: u32, ip: std::net::Ipv4Addr, port: u16, up: bool) -> bool {
+    pub fn set_lb_backend_up(
+        &mut self,
+        id: u32,
+        ip: std::net::Ipv4Addr,
+        port: u16,
+        up: bool,
+    ) -> bool {
         self.lbs.get_mut(id).is_some_and(|g| g.set_up(ip, port, up))
     }
 

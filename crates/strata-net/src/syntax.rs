@@ -910,7 +910,11 @@ pub fn format_match(m: &Match, names: Option<&PortNames>) -> String {
     }
     let (v, mm) = g(Field::CtState);
     if mm != 0 {
-        let _ = write!(out, ",ct_state={}", ct_syntax::format_ct_state(v as u8, mm as u8));
+        let _ = write!(
+            out,
+            ",ct_state={}",
+            ct_syntax::format_ct_state(v as u8, mm as u8)
+        );
     }
     let (v, mm) = g(Field::CtZone);
     fmt_dec_masked(&mut out, "ct_zone", v, mm, 0xffff);

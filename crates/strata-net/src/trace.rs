@@ -4,6 +4,12 @@
 //! flow syntax is built into a real frame and parsed back, so the key is exactly what a frame
 //! on the wire would give (defaults such as TTL 64 included); `tun_id`, `metadata` and
 //! registers, which are not on the wire, are taken from the description.
+//!
+//! A `ct(...)` action peeks at the tracker (its verdict for this packet, nothing changes; a
+//! commit is reported, not made) and a `table=` recirculation is traced as a further pass. As
+//! the built TCP frame is a PSH+ACK segment, a trace of a new connection would be `+inv`: a
+//! `ct_state=` in the description (e.g. `ct_state=+new`) is used as the state of every ct
+//! step instead, as OVS's `ofproto/trace --ct-next` does.
 
 use std::fmt;
 use std::time::Duration;
@@ -11,9 +17,9 @@ use std::time::Duration;
 use crate::conntrack::CtState;
 use crate::ct_exec::{self, CtDrop, CtStep, Tracker};
 use crate::flow::{apply_to_key, Action, CtAction, FlowRule};
-use crate::switch::MAX_RECIRC;
 use crate::key::{ethertype, Field, FlowKey, PortNo};
 use crate::packet::{build_frame, parse_frame, ParseError};
+use crate::switch::MAX_RECIRC;
 use crate::switch::{adapt, PortKind, Switch};
 use crate::syntax::{format_actions, format_flow, format_match, parse_packet_spec};
 use crate::syntax::{FlowParseError, PortNames};
@@ -135,6 +141,10 @@ impl Switch {
         self.port_cfg(in_port)
             .ok_or(TraceError::UnknownPort(in_port))?;
         let spec_key = m.value;
+        // `ct_state=` in the description stands for the verdict of every ct step (as OVS's
+        // `ofproto/trace --ct-next`): the tracker is then not consulted for the state.
+        let forced = (m.field_mask(Field::CtState) != 0)
+            .then(|| spec_key.ct_state() | crate::key::ct_state::TRK);
         let frame = build_frame(&spec_key, 0);
         let (mut key, layout) = parse_frame(&frame, in_port).map_err(TraceError::Build)?;
         let ctpkt = ct_exec::parse(&frame, &layout, &key);
@@ -165,12 +175,21 @@ impl Switch {
         while next < passes.len() {
             let key = passes[next];
             next += 1;
-            self.trace_pass(&mut t, key, domain, now, ctpkt.as_ref(), &mut passes);
+            self.trace_pass(
+                &mut t,
+                key,
+                domain,
+                now,
+                ctpkt.as_ref(),
+                forced,
+                &mut passes,
+            );
         }
         Ok(t)
     }
 
     /// One pass of the pipeline (the first, or a recirculation); new passes go to `passes`.
+    #[allow(clippy::too_many_arguments)]
     fn trace_pass(
         &self,
         t: &mut Trace,
@@ -178,6 +197,7 @@ impl Switch {
         domain: Option<Domain>,
         now: Duration,
         ctpkt: Option<&crate::l4::CtPacket>,
+        forced: Option<u8>,
         passes: &mut Vec<FlowKey>,
     ) {
         let in_port = key.in_port();
@@ -201,9 +221,7 @@ impl Switch {
         let mut k = key;
         for op in &trans.ops {
             match *op {
-                Action::Output(p) if p != in_port => {
-                    self.trace_emit(t, p, domain, &k, Via::Output)
-                }
+                Action::Output(p) if p != in_port => self.trace_emit(t, p, domain, &k, Via::Output),
                 Action::Output(_) => {}
                 Action::OutputInPort => self.trace_emit(t, in_port, domain, &k, Via::Output),
                 Action::Flood => self.trace_flood(t, in_port, in_tunnel, domain, &k),
@@ -222,7 +240,12 @@ impl Switch {
                 Action::Ct(a) => {
                     let (ct, lbs) = self.ct_parts();
                     let seed = ct.config().hash_seed;
-                    let s = ct_exec::step(Tracker::Peek(ct), lbs, seed, now, &a, ctpkt, &mut k);
+                    let mut s = ct_exec::step(Tracker::Peek(ct), lbs, seed, now, &a, ctpkt, &mut k);
+                    if let Some(f) = forced {
+                        s.state = f;
+                        s.drop = None;
+                        s.committed = a.commit && f & crate::key::ct_state::NEW != 0;
+                    }
                     let recirc = a
                         .table
                         .filter(|_| s.drop.is_none() && passes.len() <= MAX_RECIRC);
@@ -434,7 +457,9 @@ fn ct_text(c: &TraceCt) -> String {
     }
     match c.step.drop {
         Some(CtDrop::Commit(e)) => s.push_str(&format!(", drop: {e}")),
-        Some(CtDrop::NoBackend(id)) => s.push_str(&format!(", drop: lb group {id} has no backend up")),
+        Some(CtDrop::NoBackend(id)) => {
+            s.push_str(&format!(", drop: lb group {id} has no backend up"))
+        }
         None => {}
     }
     match c.recirc {

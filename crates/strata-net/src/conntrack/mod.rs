@@ -52,7 +52,11 @@ enum Effect {
     /// A SYN reopens a closed tuple: remove the old entry.
     Reopen(u32),
     /// An accepted packet: store the advanced protocol state, count, refresh.
-    Accept { slot: u32, proto: ProtoState, dir: Dir },
+    Accept {
+        slot: u32,
+        proto: ProtoState,
+        dir: Dir,
+    },
 }
 
 use crate::l4::{CtPacket, Tuple, L4};
@@ -323,7 +327,8 @@ impl Conntrack {
                         Outcome::Accept => Ok(()),
                         Outcome::Reject(r) => Err(r),
                         Outcome::Reopen => {
-                            let v = opener(pkt).map_or_else(Verdict::invalid, |_| Verdict::new_conn());
+                            let v =
+                                opener(pkt).map_or_else(Verdict::invalid, |_| Verdict::new_conn());
                             return (v, Effect::Reopen(slot));
                         }
                     },
@@ -409,7 +414,8 @@ impl Conntrack {
         pkt: &CtPacket,
         mark: CtMark,
     ) -> Result<CtId, CommitError> {
-        self.commit_nat(now, zone, pkt, mark, None).map(|(id, _)| id)
+        self.commit_nat(now, zone, pkt, mark, None)
+            .map(|(id, _)| id)
     }
 
     /// [`Conntrack::commit`] with a translation for a new connection: picks the first free
