@@ -80,6 +80,55 @@ pub enum Action {
     },
     /// Continue in a higher-numbered table (must be the last action).
     GotoTable(u8),
+    /// Connection tracking, OVS `ct(...)`: see [`CtAction`] and docs/net-engine.md.
+    Ct(CtAction),
+}
+
+/// `ct(commit,zone=N,table=T,exec(set_field:V/M->ct_mark),nat(...)|lb(id=N))`.
+///
+/// The packet is looked up in `zone` (and committed with `commit`). With `table`, a copy is
+/// recirculated: it is classified again from table `table` with `ct_state`, `ct_zone` and
+/// `ct_mark` from the verdict (and NAT applied); the current action list goes on with the key
+/// as it was (OVS's fork). Without `table`, only NAT (if any) changes the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CtAction {
+    /// Create the connection if the packet is new (and set the mark).
+    pub commit: bool,
+    /// Conntrack zone.
+    pub zone: u16,
+    /// Recirculate to this table.
+    pub table: Option<u8>,
+    /// `exec(set_field:V/M->ct_mark)`: bits written into the connection's mark on commit.
+    pub mark: Option<(u32, u32)>,
+    /// Address translation.
+    pub nat: Option<CtNat>,
+}
+
+/// NAT inside `ct` (IPv4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CtNat {
+    /// `nat`: apply the connection's translation, if it has one (both directions).
+    Existing,
+    /// `nat(src=IP[-IP][:PORT[-PORT]])`: source translation of new connections.
+    Src(NatRange),
+    /// `nat(dst=IP[-IP][:PORT[-PORT]])`: destination translation of new connections.
+    Dst(NatRange),
+    /// `lb(id=N)`: destination translation to a backend of load-balancer group N, chosen by
+    /// Maglev hashing of the connection's 5-tuple.
+    Lb(u32),
+}
+
+/// Addresses and ports a NAT may use. `port_lo == 0` means "keep the port if free".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NatRange {
+    /// First address.
+    pub ip_lo: Ipv4Addr,
+    /// Last address (inclusive, `>= ip_lo`).
+    pub ip_hi: Ipv4Addr,
+    /// First port (0: none given).
+    pub port_lo: u16,
+    /// Last port (inclusive).
+    pub port_hi: u16,
 }
 
 /// A flow rule as `add-flow` takes it.
@@ -147,6 +196,10 @@ pub enum RuleError {
     /// VLAN id above 4095 or PCP above 7.
     #[error("VLAN value {0} out of range")]
     BadVlan(u16),
+    /// A `ct` argument that needs `commit` (NAT to an address, `lb`, `exec`), or a NAT range
+    /// whose end is before its start.
+    #[error("ct: {0}")]
+    BadCt(&'static str),
 }
 
 impl RuleError {
@@ -159,6 +212,7 @@ impl RuleError {
             RuleError::TableOutOfRange(_) => "table_out_of_range",
             RuleError::BadRegister(_) => "bad_register",
             RuleError::BadVlan(_) => "bad_vlan",
+            RuleError::BadCt(_) => "bad_ct",
         }
     }
 }
@@ -242,6 +296,7 @@ impl FlowRule {
                         });
                     }
                 }
+                Action::Ct(ct) => ct.validate()?,
                 Action::ModVlanVid(v) if v > 0x0fff => return Err(RuleError::BadVlan(v)),
                 Action::ModVlanPcp(p) if p > 7 => return Err(RuleError::BadVlan(p as u16)),
                 Action::SetField(sf) => match sf {
@@ -278,6 +333,37 @@ impl FlowRule {
                 },
                 _ => {}
             }
+        }
+        Ok(())
+    }
+}
+
+impl CtAction {
+    fn validate(&self) -> Result<(), RuleError> {
+        if let Some(t) = self.table {
+            if t > MAX_TABLE {
+                return Err(RuleError::TableOutOfRange(t));
+            }
+        }
+        if !self.commit && self.mark.is_some() {
+            return Err(RuleError::BadCt("exec(...) needs commit"));
+        }
+        match self.nat {
+            Some(CtNat::Src(r) | CtNat::Dst(r)) => {
+                if !self.commit {
+                    return Err(RuleError::BadCt("nat(src=|dst=) needs commit"));
+                }
+                if r.ip_hi < r.ip_lo
+                    || r.port_hi < r.port_lo
+                    || (r.port_lo == 0) != (r.port_hi == 0)
+                {
+                    return Err(RuleError::BadCt("NAT range ends before it starts"));
+                }
+            }
+            Some(CtNat::Lb(_)) if !self.commit => {
+                return Err(RuleError::BadCt("lb(...) needs commit"))
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -22,17 +22,24 @@
 //! | 14   | tp_src:16, tp_dst:16, arp_op:16 (ICMP type/code live in tp_src/tp_dst, as in OVS) |
 //! | 15   | arp_sha:48                   |
 //! | 16   | arp_tha:48                   |
+//! | 17   | ct_mark:32, ct_zone:16, ct_state:8, recirc:8 (conntrack results; see below) |
 //!
 //! `vlan_tci` follows OpenFlow: bit 12 (0x1000, the CFI position) means "a tag is present",
 //! so an untagged packet has `vlan_tci == 0` and `dl_vlan=0` can be told apart from "no VLAN".
 //! MAC addresses are stored as the big-endian number of their six bytes; IPv4 addresses as
 //! `u32::from(Ipv4Addr)`.
+//!
+//! Word 17 is not read from the wire: `ct_state` ([`ct_state`] flags), `ct_zone` and `ct_mark`
+//! are 0 until a `ct(...,table=T)` action recirculates the packet with its conntrack verdict,
+//! so an untracked packet matches `ct_state=-trk`. `recirc` is 0 on the first pass and `T + 1`
+//! on a pass that a recirculation started at table `T`; no rule matches it, but every
+//! translation consults it in full, so a cached pass never answers for another start table.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Number of 64-bit words in a [`FlowKey`].
-pub const KEY_WORDS: usize = 17;
+pub const KEY_WORDS: usize = 18;
 
 /// An OpenFlow-style port number.
 pub type PortNo = u32;
@@ -63,6 +70,37 @@ pub mod ethertype {
     pub const IPV6: u16 = 0x86dd;
     /// Placeholder for 802.3 frames whose type field is a length (as OVS's `FLOW_DL_TYPE_NONE`).
     pub const NONE: u16 = 0x05ff;
+}
+
+/// `ct_state` flag bits, with OVS's values.
+pub mod ct_state {
+    /// The packet could start a connection (none tracked, or the other side never answered).
+    pub const NEW: u8 = 0x01;
+    /// Part of a connection that has seen packets both ways.
+    pub const EST: u8 = 0x02;
+    /// An ICMP error about a tracked connection.
+    pub const REL: u8 = 0x04;
+    /// In the reply direction of its connection.
+    pub const RPL: u8 = 0x08;
+    /// Not acceptable to the tracker.
+    pub const INV: u8 = 0x10;
+    /// The packet went through conntrack.
+    pub const TRK: u8 = 0x20;
+    /// Its connection has a source translation.
+    pub const SNAT: u8 = 0x40;
+    /// Its connection has a destination translation.
+    pub const DNAT: u8 = 0x80;
+    /// Flag names in the order `ct_state=` prints them.
+    pub const NAMES: [(&str, u8); 8] = [
+        ("new", NEW),
+        ("est", EST),
+        ("rel", REL),
+        ("rpl", RPL),
+        ("inv", INV),
+        ("trk", TRK),
+        ("snat", SNAT),
+        ("dnat", DNAT),
+    ];
 }
 
 /// IP protocol numbers the engine knows.
@@ -127,6 +165,14 @@ pub enum Field {
     ArpSha,
     /// ARP target hardware address.
     ArpTha,
+    /// Conntrack mark of the packet's connection (after a recirculating `ct`).
+    CtMark,
+    /// Conntrack zone the packet was looked up in.
+    CtZone,
+    /// Conntrack state flags ([`ct_state`]).
+    CtState,
+    /// Recirculation: 0 on the first pass, `T + 1` on a pass started at table `T` by `ct`.
+    Recirc,
 }
 
 impl Field {
@@ -157,6 +203,10 @@ impl Field {
             Field::ArpOp => (14, 32, 16),
             Field::ArpSha => (15, 0, 48),
             Field::ArpTha => (16, 0, 48),
+            Field::CtMark => (17, 0, 32),
+            Field::CtZone => (17, 32, 16),
+            Field::CtState => (17, 48, 8),
+            Field::Recirc => (17, 56, 8),
         }
     }
 
@@ -327,6 +377,19 @@ impl FlowKey {
         mac_to_bytes(self.get(Field::ArpTha))
     }
 
+    /// Conntrack state flags.
+    pub fn ct_state(&self) -> u8 {
+        self.get(Field::CtState) as u8
+    }
+    /// Conntrack zone.
+    pub fn ct_zone(&self) -> u16 {
+        self.get(Field::CtZone) as u16
+    }
+    /// Conntrack mark.
+    pub fn ct_mark(&self) -> u32 {
+        self.get(Field::CtMark) as u32
+    }
+
     /// Sets the IPv6 source.
     pub fn set_ipv6_src(&mut self, a: Ipv6Addr) {
         let v = u128::from(a);
@@ -467,6 +530,12 @@ impl fmt::Debug for FlowKey {
                     &format_args!("{}", fmt_mac(self.get(Field::ArpTha))),
                 );
         }
+        if self.w[17] != 0 {
+            d.field("ct_state", &format_args!("{:#04x}", self.ct_state()))
+                .field("ct_zone", &self.ct_zone())
+                .field("ct_mark", &format_args!("{:#x}", self.ct_mark()))
+                .field("recirc", &self.get(Field::Recirc));
+        }
         d.finish()
     }
 }
@@ -578,6 +647,10 @@ mod tests {
             Field::ArpOp,
             Field::ArpSha,
             Field::ArpTha,
+            Field::CtMark,
+            Field::CtZone,
+            Field::CtState,
+            Field::Recirc,
         ];
         let mut seen = FlowKey::ZERO;
         for f in fields {

@@ -24,6 +24,10 @@
 //! - EMC entries are never searched: they point at a megaflow slot and generation, and die with
 //!   it.
 //!
+//! Conntrack: a `ct(...,table=T)` is an ordinary action of the translation (executed per
+//! packet); the pass it starts is a separate classification of the key with `ct_*` filled in
+//! and `recirc = T + 1`, cached on its own like any key. See docs/net-engine.md.
+//!
 //! Why this is sound: fields written by actions are added to the consulted mask in full, so for
 //! every packet in a megaflow's region the key seen by each table agrees with the recorded
 //! `key_in` on every bit of `mask`, and is free on the others.
@@ -332,9 +336,11 @@ impl Pipeline {
         t.ops.clear();
         t.hits.clear();
         t.visits.clear();
-        t.mask = FlowKey::ZERO;
+        // A recirculated pass starts at its table; every pass consults `recirc` in full, so a
+        // cached pass is found again only by packets on the same pass.
+        t.mask = field_mask(Field::Recirc);
         let mut k = *key;
-        let mut table = 0u8;
+        let mut table = key.get(Field::Recirc).saturating_sub(1) as u8;
         loop {
             let hit = self.tables[table as usize].lookup(&k, &mut t.mask);
             t.visits.push(Visit {

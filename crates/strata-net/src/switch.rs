@@ -31,9 +31,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::conntrack::{Conntrack, CtConfig};
 use crate::csum;
+use crate::ct_exec::{self, CtDrop, Tracker};
 use crate::flow::{apply_to_key, Action, FlowRule, RuleError};
 use crate::key::{ethertype, ipproto, Field, FlowKey, PortNo, VLAN_PRESENT};
+use crate::l4::CtPacket;
+use crate::lb::{Backend, LbGroups};
 use crate::mac::{MacTable, DEFAULT_MAC_AGEING, DEFAULT_MAC_CAPACITY};
 use crate::packet::{parse_frame, Layout, ParseError};
 use crate::pipeline::{CacheConfig, FlowDump, Pipeline, PipelineStats};
@@ -154,6 +158,8 @@ pub struct SwitchConfig {
     pub mac_ageing: Duration,
     /// MAC table bound.
     pub mac_capacity: usize,
+    /// Connection tracking (its `hash_seed` also keys the load balancer's hash).
+    pub ct: CtConfig,
 }
 
 impl Default for SwitchConfig {
@@ -162,6 +168,7 @@ impl Default for SwitchConfig {
             cache: CacheConfig::default(),
             mac_ageing: DEFAULT_MAC_AGEING,
             mac_capacity: DEFAULT_MAC_CAPACITY,
+            ct: CtConfig::default(),
         }
     }
 }
@@ -176,7 +183,19 @@ pub struct SwitchStats {
     pub unknown_port: u64,
     /// Outputs to a port number that does not exist.
     pub output_to_unknown_port: u64,
+    /// Packets dropped by `ct(commit...)`: conntrack table or zone full.
+    pub ct_commit_refused: u64,
+    /// Packets dropped by `ct(commit,nat(...))`: no free NAT address and port.
+    pub nat_exhausted: u64,
+    /// Packets dropped by `ct(commit,lb(id=N))`: no such group, or no backend up.
+    pub lb_no_backend: u64,
+    /// Recirculations not done because the packet had reached [`MAX_RECIRC`].
+    pub recirc_limit: u64,
 }
+
+/// Recirculations (`ct(...,table=T)` passes) one packet may take; more are dropped and
+/// counted (`recirc_limit`), so a rule set that recirculates in a loop cannot spin.
+pub const MAX_RECIRC: usize = 8;
 
 /// The output of processing: frames to send, all in one reusable buffer (no allocation per
 /// packet once the buffer has grown to its working size).
@@ -367,6 +386,8 @@ pub struct Switch {
     pipeline: Pipeline,
     macs: MacTable,
     stats: SwitchStats,
+    ct: Conntrack,
+    lbs: LbGroups,
 }
 
 impl Default for Switch {
@@ -388,6 +409,8 @@ impl Switch {
             pipeline: Pipeline::new(cfg.cache),
             macs: MacTable::new(cfg.mac_ageing, cfg.mac_capacity),
             stats: SwitchStats::default(),
+            ct: Conntrack::new(cfg.ct),
+            lbs: LbGroups::default(),
         }
     }
 
@@ -524,10 +547,64 @@ impl Switch {
         s
     }
 
-    /// Runs timeouts: expired rules (returned) and aged MAC entries and megaflows.
+    /// Runs timeouts: expired rules (returned) and aged MAC entries, megaflows and
+    /// connections.
     pub fn expire(&mut self, now: Duration) -> Vec<FlowRule> {
         self.macs.expire(now);
+        self.ct.expire(now);
         self.pipeline.expire(now)
+    }
+
+    /// The connection tracker (one per switch; zones separate tenants).
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.ct
+    }
+
+    /// The connection tracker, to set zone limits or flush zones.
+    pub fn conntrack_mut(&mut self) -> &mut Conntrack {
+        &mut self.ct
+    }
+
+    /// Sets (or replaces) load-balancer group `id` for `ct(commit,...,lb(id=N))`: backends as
+    /// (address, port, weight), all up. Connections already pinned keep their backend.
+    pub fn set_lb_group(&mut self, id: u32, backends: Vec<(std::net::Ipv4Addr, u16, u32)>) {
+        let b = backends
+            .into_iter()
+            .map(|(ip, port, weight)| Backend {
+                ip,
+                port,
+                weight,
+                up: true,
+            })
+            .collect();
+        self.lbs.set(id, b);
+    }
+
+    /// Marks a backend of group `id` up or down (health checks), without touching flows: a
+    /// down backend gets no new connections. False if there is no such group or backend.
+    pub fn set_lb_backend_up(
+        &mut self,
+        id: u32,
+        ip: std::net::Ipv4Addr,
+        port: u16,
+        up: bool,
+    ) -> bool {
+        self.lbs.get_mut(id).is_some_and(|g| g.set_up(ip, port, up))
+    }
+
+    /// Session affinity for group `id` (backend chosen by source address only).
+    pub fn set_lb_affinity(&mut self, id: u32, on: bool) -> bool {
+        self.lbs.get_mut(id).map(|g| g.set_affinity(on)).is_some()
+    }
+
+    /// Removes group `id`; false if it did not exist.
+    pub fn remove_lb_group(&mut self, id: u32) -> bool {
+        self.lbs.remove(id)
+    }
+
+    /// The load-balancer groups.
+    pub fn lb_groups(&self) -> &LbGroups {
+        &self.lbs
     }
 
     /// Processes a frame that entered at `rx` at `now`, appending outputs to `fx` (call
@@ -603,11 +680,16 @@ impl Switch {
         if self.pipeline.next_deadline().is_some_and(|d| now >= d) {
             self.pipeline.expire(now);
         }
+        if self.ct.sweep_due(now) {
+            self.ct.expire(now);
+        }
         let Switch {
             ports,
             pipeline,
             macs,
             stats,
+            ct,
+            lbs,
             ..
         } = self;
         let (parsed, layout) = match parse_frame(frame, in_port) {
@@ -632,7 +714,15 @@ impl Switch {
             return Disposition::Dropped(DropReason::Isolation);
         };
         let trans = pipeline.classify(&key, frame.len() as u64, now);
+        let seed = ct.config().hash_seed;
         let mut ex = Exec {
+            ct,
+            lbs,
+            seed,
+            ctpkt: None,
+            pending: [FlowKey::ZERO; MAX_RECIRC],
+            n_pending: 0,
+            n_recirc: 0,
             ports,
             macs,
             stats,
@@ -648,6 +738,14 @@ impl Switch {
             refused: 0,
         };
         ex.run(trans, key);
+        // Recirculations, in the order their ct actions ran: each pass is its own lookup.
+        let mut next = 0;
+        while next < ex.n_pending {
+            let k = ex.pending[next];
+            next += 1;
+            let trans = pipeline.classify(&k, frame.len() as u64, now);
+            ex.run(trans, k);
+        }
         let (outputs, refused) = (ex.outputs, ex.refused);
         if outputs == 0 {
             if let Some(p) = self.ports.get_mut(&in_port) {
@@ -673,6 +771,10 @@ impl Switch {
         Self::ingress(&port.cfg, key, vni)
     }
 
+    pub(crate) fn ct_parts(&self) -> (&Conntrack, &LbGroups) {
+        (&self.ct, &self.lbs)
+    }
+
     pub(crate) fn port_cfg(&self, p: PortNo) -> Option<&PortConfig> {
         self.ports.get(&p).map(|p| &p.cfg)
     }
@@ -684,6 +786,15 @@ impl Switch {
 
 /// Per-packet execution state.
 struct Exec<'a> {
+    ct: &'a mut Conntrack,
+    lbs: &'a LbGroups,
+    seed: u64,
+    /// The packet's headers for conntrack, read at its first ct action.
+    ctpkt: Option<Option<CtPacket>>,
+    /// Recirculated passes still to run (keys with ct fields and `recirc` set).
+    pending: [FlowKey; MAX_RECIRC],
+    n_pending: usize,
+    n_recirc: usize,
     ports: &'a mut BTreeMap<PortNo, Port>,
     macs: &'a mut MacTable,
     stats: &'a mut SwitchStats,
@@ -745,11 +856,58 @@ impl Exec<'_> {
                     }
                     apply_to_key(op, &mut k);
                 }
+                Action::Ct(a) => {
+                    if !self.conntrack(&a, &mut k) {
+                        return;
+                    }
+                }
                 _ => {
                     apply_to_key(op, &mut k);
                 }
             }
         }
+    }
+
+    /// One ct action; false if it drops the packet (the rest of this pass does not run).
+    fn conntrack(&mut self, a: &crate::flow::CtAction, k: &mut FlowKey) -> bool {
+        let (frame, layout, parsed) = (self.frame, self.layout, self.parsed);
+        let pkt = *self
+            .ctpkt
+            .get_or_insert_with(|| ct_exec::parse(frame, layout, parsed));
+        let s = ct_exec::step(
+            Tracker::Live(self.ct),
+            self.lbs,
+            self.seed,
+            self.now,
+            a,
+            pkt.as_ref(),
+            k,
+        );
+        match s.drop {
+            Some(CtDrop::Commit(crate::conntrack::CommitError::NatExhausted)) => {
+                self.stats.nat_exhausted += 1;
+                return false;
+            }
+            Some(CtDrop::Commit(_)) => {
+                self.stats.ct_commit_refused += 1;
+                return false;
+            }
+            Some(CtDrop::NoBackend(_)) => {
+                self.stats.lb_no_backend += 1;
+                return false;
+            }
+            None => {}
+        }
+        if let Some(t) = a.table {
+            if self.n_recirc < MAX_RECIRC {
+                self.pending[self.n_pending] = ct_exec::recirc_key(k, &s, a.zone, t);
+                self.n_pending += 1;
+                self.n_recirc += 1;
+            } else {
+                self.stats.recirc_limit += 1;
+            }
+        }
+        true
     }
 
     fn learn(&mut self, k: &FlowKey) {

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::ct_syntax;
 use crate::flow::{Action, FlowRule, RuleError, SetField, DEFAULT_PRIORITY};
 use crate::key::{ethertype, fmt_mac, ipproto, mac_from_bytes, Field, Match, PortNo};
 use crate::key::{VLAN_PCP_MASK, VLAN_PRESENT, VLAN_VID_MASK};
@@ -453,6 +454,18 @@ fn parse_head(toks: &[&str], names: Option<&PortNames>, mode: Mode) -> R<FlowRul
                 let (a, b) = parse_uint_masked(k, v, u64::MAX)?;
                 m.set_masked(Field::Metadata, a, b);
             }
+            "ct_state" => {
+                let (a, b) = ct_syntax::parse_ct_state(v).map_err(|(t, r)| bad(k, &t, r))?;
+                m.set_masked(Field::CtState, a as u64, b as u64);
+            }
+            "ct_zone" => {
+                let (a, b) = parse_uint_masked(k, v, 0xffff)?;
+                m.set_masked(Field::CtZone, a, b);
+            }
+            "ct_mark" => {
+                let (a, b) = parse_uint_masked(k, v, u32::MAX as u64)?;
+                m.set_masked(Field::CtMark, a, b);
+            }
             reg if reg.starts_with("reg") => {
                 let n = reg[3..].parse::<u8>().unwrap_or(0);
                 let (a, b) = parse_uint_masked(k, v, u32::MAX as u64)?;
@@ -505,6 +518,9 @@ fn canonical_field(k: &str) -> Option<&'static str> {
         "reg5" => "reg5",
         "reg6" => "reg6",
         "reg7" => "reg7",
+        "ct_state" => "ct_state",
+        "ct_zone" => "ct_zone",
+        "ct_mark" => "ct_mark",
         _ => return None,
     })
 }
@@ -545,9 +561,20 @@ fn parse_set_field(arg: &str, names: Option<&PortNames>) -> R<SetField> {
 
 fn parse_actions(s: &str, names: Option<&PortNames>) -> R<Vec<Action>> {
     let mut out = Vec::new();
-    for raw in s.split(',') {
+    for raw in ct_syntax::split_top(s) {
         let tok = raw.trim();
         if tok.is_empty() {
+            continue;
+        }
+        if let Some(args) = tok.strip_prefix("ct(").and_then(|t| t.strip_suffix(')')) {
+            let ct = ct_syntax::parse_ct(args).map_err(|(arg, reason)| {
+                FlowParseError::BadActionArg {
+                    action: "ct".into(),
+                    arg,
+                    reason,
+                }
+            })?;
+            out.push(Action::Ct(ct));
             continue;
         }
         let (name, arg) = match tok.split_once(':') {
@@ -881,6 +908,18 @@ pub fn format_match(m: &Match, names: Option<&PortNames>) -> String {
         let (v, mm) = g(Field::Reg(r));
         fmt_hex_masked(&mut out, &format!("reg{r}"), v, mm, u32::MAX as u64);
     }
+    let (v, mm) = g(Field::CtState);
+    if mm != 0 {
+        let _ = write!(
+            out,
+            ",ct_state={}",
+            ct_syntax::format_ct_state(v as u8, mm as u8)
+        );
+    }
+    let (v, mm) = g(Field::CtZone);
+    fmt_dec_masked(&mut out, "ct_zone", v, mm, 0xffff);
+    let (v, mm) = g(Field::CtMark);
+    fmt_hex_masked(&mut out, "ct_mark", v, mm, u32::MAX as u64);
     if out.starts_with(',') {
         out.remove(0);
     }
@@ -909,6 +948,10 @@ pub fn format_actions(actions: &[Action], names: Option<&PortNames>) -> String {
             Action::ModVlanPcp(p) => write!(out, "mod_vlan_pcp:{p}"),
             Action::SetTunnel(t) => write!(out, "set_tunnel:{t:#x}"),
             Action::GotoTable(t) => write!(out, "goto_table:{t}"),
+            Action::Ct(ct) => {
+                ct_syntax::format_ct(&mut out, &ct);
+                Ok(())
+            }
             Action::WriteMetadata { value, mask } => {
                 if mask == u64::MAX {
                     write!(out, "write_metadata:{value:#x}")

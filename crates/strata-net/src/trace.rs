@@ -4,13 +4,22 @@
 //! flow syntax is built into a real frame and parsed back, so the key is exactly what a frame
 //! on the wire would give (defaults such as TTL 64 included); `tun_id`, `metadata` and
 //! registers, which are not on the wire, are taken from the description.
+//!
+//! A `ct(...)` action peeks at the tracker (its verdict for this packet, nothing changes; a
+//! commit is reported, not made) and a `table=` recirculation is traced as a further pass. As
+//! the built TCP frame is a PSH+ACK segment, a trace of a new connection would be `+inv`: a
+//! `ct_state=` in the description (e.g. `ct_state=+new`) is used as the state of every ct
+//! step instead, as OVS's `ofproto/trace --ct-next` does.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::flow::{apply_to_key, Action, FlowRule};
+use crate::conntrack::CtState;
+use crate::ct_exec::{self, CtDrop, CtStep, Tracker};
+use crate::flow::{apply_to_key, Action, CtAction, FlowRule};
 use crate::key::{ethertype, Field, FlowKey, PortNo};
 use crate::packet::{build_frame, parse_frame, ParseError};
+use crate::switch::MAX_RECIRC;
 use crate::switch::{adapt, PortKind, Switch};
 use crate::syntax::{format_actions, format_flow, format_match, parse_packet_spec};
 use crate::syntax::{FlowParseError, PortNames};
@@ -82,6 +91,19 @@ pub struct TraceOutput {
     pub vni: Option<u32>,
 }
 
+/// One `ct` action met on the way (conntrack is peeked: nothing changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceCt {
+    /// Index in `steps` of the table whose rule ran the action.
+    pub after_step: usize,
+    /// The action.
+    pub action: CtAction,
+    /// What conntrack would say and do.
+    pub step: CtStep,
+    /// The table the packet would recirculate to (None: no `table=`, or the limit was hit).
+    pub recirc: Option<u8>,
+}
+
 /// The result of a trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trace {
@@ -99,6 +121,10 @@ pub struct Trace {
     pub outputs: Vec<TraceOutput>,
     /// Outputs refused for crossing isolation domains.
     pub refused: Vec<PortNo>,
+    /// Conntrack steps, in the order they ran (passes run one after the other).
+    pub ct: Vec<TraceCt>,
+    /// Index in `steps` where each recirculated pass starts.
+    recirc_starts: Vec<usize>,
     names: PortNames,
 }
 
@@ -112,14 +138,16 @@ impl Switch {
             return Err(TraceError::NoInPort);
         }
         let in_port = m.value.in_port();
-        let port = self
-            .port_cfg(in_port)
-            .ok_or(TraceError::UnknownPort(in_port))?
-            .clone();
+        self.port_cfg(in_port)
+            .ok_or(TraceError::UnknownPort(in_port))?;
         let spec_key = m.value;
+        // `ct_state=` in the description stands for the verdict of every ct step (as OVS's
+        // `ofproto/trace --ct-next`): the tracker is then not consulted for the state.
+        let forced = (m.field_mask(Field::CtState) != 0)
+            .then(|| spec_key.ct_state() | crate::key::ct_state::TRK);
         let frame = build_frame(&spec_key, 0);
         let (mut key, layout) = parse_frame(&frame, in_port).map_err(TraceError::Build)?;
-        let _ = layout;
+        let ctpkt = ct_exec::parse(&frame, &layout, &key);
         for f in [Field::TunId, Field::Metadata] {
             key.set(f, spec_key.get(f));
         }
@@ -135,12 +163,51 @@ impl Switch {
             final_key: key,
             outputs: Vec::new(),
             refused: Vec::new(),
+            ct: Vec::new(),
+            recirc_starts: Vec::new(),
             names,
         };
         let Some(domain) = domain else {
             return Ok(t);
         };
+        let mut passes = vec![key];
+        let mut next = 0;
+        while next < passes.len() {
+            let key = passes[next];
+            next += 1;
+            self.trace_pass(
+                &mut t,
+                key,
+                domain,
+                now,
+                ctpkt.as_ref(),
+                forced,
+                &mut passes,
+            );
+        }
+        Ok(t)
+    }
+
+    /// One pass of the pipeline (the first, or a recirculation); new passes go to `passes`.
+    #[allow(clippy::too_many_arguments)]
+    fn trace_pass(
+        &self,
+        t: &mut Trace,
+        key: FlowKey,
+        domain: Option<Domain>,
+        now: Duration,
+        ctpkt: Option<&crate::l4::CtPacket>,
+        forced: Option<u8>,
+        passes: &mut Vec<FlowKey>,
+    ) {
+        let in_port = key.in_port();
+        let in_tunnel = self
+            .port_cfg(in_port)
+            .is_some_and(|c| matches!(c.kind, PortKind::Vxlan(_)));
         let trans = self.pipeline().translate(&key);
+        if key.get(Field::Recirc) != 0 {
+            t.recirc_starts.push(t.steps.len());
+        }
         for v in &trans.visits {
             t.steps.push(TraceStep {
                 table: v.table,
@@ -150,17 +217,14 @@ impl Switch {
                     .and_then(|h| self.pipeline().rule(h.id).map(|r| (h.id, r.clone()))),
             });
         }
-        t.actions = trans.ops.clone();
-        let in_tunnel = matches!(port.kind, PortKind::Vxlan(_));
+        t.actions.extend_from_slice(&trans.ops);
         let mut k = key;
         for op in &trans.ops {
             match *op {
-                Action::Output(p) if p != in_port => {
-                    self.trace_emit(&mut t, p, domain, &k, Via::Output)
-                }
+                Action::Output(p) if p != in_port => self.trace_emit(t, p, domain, &k, Via::Output),
                 Action::Output(_) => {}
-                Action::OutputInPort => self.trace_emit(&mut t, in_port, domain, &k, Via::Output),
-                Action::Flood => self.trace_flood(&mut t, in_port, in_tunnel, domain, &k),
+                Action::OutputInPort => self.trace_emit(t, in_port, domain, &k, Via::Output),
+                Action::Flood => self.trace_flood(t, in_port, in_tunnel, domain, &k),
                 Action::LearnMac => {}
                 Action::Normal => {
                     let dst = k.get(Field::EthDst);
@@ -169,8 +233,33 @@ impl Switch {
                         .flatten();
                     match known {
                         Some(p) if p == in_port => {}
-                        Some(p) => self.trace_emit(&mut t, p, domain, &k, Via::Learned),
-                        None => self.trace_flood(&mut t, in_port, in_tunnel, domain, &k),
+                        Some(p) => self.trace_emit(t, p, domain, &k, Via::Learned),
+                        None => self.trace_flood(t, in_port, in_tunnel, domain, &k),
+                    }
+                }
+                Action::Ct(a) => {
+                    let (ct, lbs) = self.ct_parts();
+                    let seed = ct.config().hash_seed;
+                    let mut s = ct_exec::step(Tracker::Peek(ct), lbs, seed, now, &a, ctpkt, &mut k);
+                    if let Some(f) = forced {
+                        s.state = f;
+                        s.drop = None;
+                        s.committed = a.commit && f & crate::key::ct_state::NEW != 0;
+                    }
+                    let recirc = a
+                        .table
+                        .filter(|_| s.drop.is_none() && passes.len() <= MAX_RECIRC);
+                    if let Some(tb) = recirc {
+                        passes.push(ct_exec::recirc_key(&k, &s, a.zone, tb));
+                    }
+                    t.ct.push(TraceCt {
+                        after_step: t.steps.len().saturating_sub(1),
+                        action: a,
+                        step: s,
+                        recirc,
+                    });
+                    if s.drop.is_some() {
+                        break;
                     }
                 }
                 _ => {
@@ -179,7 +268,6 @@ impl Switch {
             }
         }
         t.final_key = k;
-        Ok(t)
     }
 
     fn trace_emit(&self, t: &mut Trace, p: PortNo, d: Option<Domain>, k: &FlowKey, via: Via) {
@@ -263,6 +351,13 @@ fn key_text(k: &FlowKey, names: &PortNames) -> String {
             m.set_exact(Field::TpDst, k.tp_dst() as u64);
         }
     }
+    if k.ct_state() != 0 {
+        m.set_masked(Field::CtState, k.ct_state() as u64, k.ct_state() as u64);
+        m.set_exact(Field::CtZone, k.ct_zone() as u64);
+        if k.ct_mark() != 0 {
+            m.set_exact(Field::CtMark, k.ct_mark() as u64);
+        }
+    }
     format_match(&m, Some(names))
 }
 
@@ -280,10 +375,16 @@ impl fmt::Display for Trace {
             }
             Some(d) => writeln!(f, "Domain: {}", domain_text(d))?,
         }
-        for s in &self.steps {
+        for (i, s) in self.steps.iter().enumerate() {
+            if self.recirc_starts.contains(&i) {
+                writeln!(f, "\nRecirculated: {}", key_text(&s.key_in, &self.names))?;
+            }
             match &s.rule {
                 Some((_, r)) => writeln!(f, "\n{}. {}", s.table, format_flow(r, n))?,
                 None => writeln!(f, "\n{}. No match: drop.", s.table)?,
+            }
+            for c in self.ct.iter().filter(|c| c.after_step == i) {
+                writeln!(f, "    {}", ct_text(c))?;
             }
         }
         writeln!(
@@ -321,6 +422,54 @@ impl fmt::Display for Trace {
         }
         Ok(())
     }
+}
+
+fn ct_text(c: &TraceCt) -> String {
+    let v = &c.step.verdict;
+    let mut s = format!("ct(zone={}): ", c.action.zone);
+    s.push_str(match v.state {
+        CtState::New => "new",
+        CtState::Established => "established",
+        CtState::Related => "related",
+        CtState::Invalid => "invalid",
+    });
+    if let Some(r) = v.reason {
+        s.push_str(&format!(" ({})", r.code()));
+    }
+    if c.step.state & crate::key::ct_state::RPL != 0 {
+        s.push_str(", reply");
+    }
+    s.push_str(&format!(
+        ", ct_state={}",
+        crate::ct_syntax::format_ct_state(c.step.state, 0xff)
+    ));
+    if c.step.committed {
+        s.push_str(", commit");
+    }
+    if let Some(b) = v.nat.filter(|_| c.step.nat) {
+        let (src, dst) = b.rewrite(v.dir);
+        if let Some(e) = src {
+            s.push_str(&format!(", nat src->{}:{}", e.addr, e.port));
+        }
+        if let Some(e) = dst {
+            s.push_str(&format!(", nat dst->{}:{}", e.addr, e.port));
+        }
+    }
+    match c.step.drop {
+        Some(CtDrop::Commit(e)) => s.push_str(&format!(", drop: {e}")),
+        Some(CtDrop::NoBackend(id)) => {
+            s.push_str(&format!(", drop: lb group {id} has no backend up"))
+        }
+        None => {}
+    }
+    match c.recirc {
+        Some(t) => s.push_str(&format!(", recirculate to table {t}")),
+        None if c.action.table.is_some() && c.step.drop.is_none() => {
+            s.push_str(", recirculation limit reached")
+        }
+        None => {}
+    }
+    s
 }
 
 fn domain_text(d: Option<Domain>) -> String {

@@ -27,6 +27,7 @@
 
 pub mod config;
 pub mod key;
+pub mod nat;
 pub mod table;
 pub mod tcp;
 pub mod types;
@@ -38,10 +39,28 @@ use std::time::Duration;
 pub use config::{CtConfig, Limits, Timeouts};
 pub use key::CtKey;
 pub use tcp::{TcpConn, TcpState};
-pub use types::{CommitError, CtCounters, CtId, CtMark, CtState, Dir, InvalidReason, Verdict};
+pub use types::{
+    CommitError, CtCounters, CtId, CtMark, CtState, Dir, Endpoint, InvalidReason, NatBinding,
+    NatKind, NatRequest, Verdict,
+};
+
+/// What `process` changes for a packet, decided by the read-only `judge`.
+enum Effect {
+    None,
+    /// The entry found is past its deadline: remove it.
+    Expired(u32),
+    /// A SYN reopens a closed tuple: remove the old entry.
+    Reopen(u32),
+    /// An accepted packet: store the advanced protocol state, count, refresh.
+    Accept {
+        slot: u32,
+        proto: ProtoState,
+        dir: Dir,
+    },
+}
 
 use crate::l4::{CtPacket, Tuple, L4};
-use table::{Entry, ProtoState, Table};
+use table::{Entry, NatEntry, ProtoState, Table};
 use tcp::Outcome;
 
 /// What a dump shows of a connection's protocol state.
@@ -222,96 +241,166 @@ impl Conntrack {
         Some(slot)
     }
 
+    /// The slot of `key` unless expired (`Err(slot)`: found but past its deadline).
+    fn find_peek(&self, now: Duration, key: &CtKey, hash: u64) -> Option<Result<u32, u32>> {
+        let slot = self.table.find(key, hash)?;
+        Some(if self.table.at(slot).deadline <= now {
+            Err(slot)
+        } else {
+            Ok(slot)
+        })
+    }
+
+    /// Direction of a packet whose key (normalized with `src_lo`) found `e`: by the entry's
+    /// key, or by its NAT reply key.
+    fn dir_in(e: &Entry, key: &CtKey, src_lo: bool) -> Dir {
+        match &e.nat {
+            Some(n) if e.key != *key => {
+                if src_lo == n.reply_lo {
+                    Dir::Reply
+                } else {
+                    Dir::Original
+                }
+            }
+            _ => dir_of(e.orig_lo, src_lo),
+        }
+    }
+
     /// Classifies `pkt` in `zone` and advances its connection (see the module doc).
     pub fn process(&mut self, now: Duration, zone: u16, pkt: &CtPacket) -> Verdict {
-        let v = self.classify(now, zone, pkt);
+        let (v, effect) = self.judge(now, zone, pkt);
+        match effect {
+            Effect::None => {}
+            Effect::Expired(slot) => {
+                self.table.remove(slot);
+                self.counters.expired += 1;
+            }
+            Effect::Reopen(slot) => {
+                self.table.remove(slot);
+                self.counters.reopened += 1;
+            }
+            Effect::Accept { slot, proto, dir } => {
+                let timeouts = self.cfg.timeouts;
+                let e = self.table.at_mut(slot);
+                e.proto = proto;
+                if dir == Dir::Reply {
+                    e.replied = true;
+                }
+                e.packets[dir.idx()] += 1;
+                e.bytes[dir.idx()] += pkt.ip_len as u64;
+                e.deadline = now.saturating_add(timeout(&timeouts, &e.proto, e.replied));
+            }
+        }
         self.count(v)
     }
 
-    fn classify(&mut self, now: Duration, zone: u16, pkt: &CtPacket) -> Verdict {
+    /// The verdict `process` would give, changing nothing (no state, no counter, no expiry):
+    /// what `trace` shows.
+    pub fn peek(&self, now: Duration, zone: u16, pkt: &CtPacket) -> Verdict {
+        self.judge(now, zone, pkt).0
+    }
+
+    /// The verdict for `pkt` and the change `process` applies for it. Read-only, so `peek`
+    /// and `process` cannot disagree.
+    fn judge(&self, now: Duration, zone: u16, pkt: &CtPacket) -> (Verdict, Effect) {
         match &pkt.l4 {
             L4::IcmpError { inner, .. } => return self.related(now, zone, pkt, inner),
             // Never looked up: their port-less tuple could collide with a real entry's.
-            L4::Fragment => return Verdict::invalid(InvalidReason::Fragment),
-            L4::IcmpOther { .. } => return Verdict::invalid(InvalidReason::Untrackable),
+            L4::Fragment => return (Verdict::invalid(InvalidReason::Fragment), Effect::None),
+            L4::IcmpOther { .. } => {
+                return (Verdict::invalid(InvalidReason::Untrackable), Effect::None)
+            }
             _ => {}
         }
         let (key, src_lo) = CtKey::with_side(zone, &pkt.tuple);
         let hash = key.hash(self.cfg.hash_seed);
-        if let Some(slot) = self.find_live(now, &key, hash) {
-            let id = self.table.id_of(slot);
-            let timeouts = self.cfg.timeouts;
-            let e = self.table.at_mut(slot);
-            let dir = dir_of(e.orig_lo, src_lo);
-            let ok = match (&mut e.proto, &pkt.l4) {
-                (ProtoState::Tcp(c), L4::Tcp(seg)) => match c.update(dir, seg) {
-                    Outcome::Accept => Ok(()),
-                    Outcome::Reject(r) => Err(r),
-                    Outcome::Reopen => {
-                        self.table.remove(slot);
-                        self.counters.reopened += 1;
-                        return opener(pkt).map_or_else(Verdict::invalid, |_| Verdict::new_conn());
+        let mut effect = Effect::None;
+        match self.find_peek(now, &key, hash) {
+            Some(Err(slot)) => effect = Effect::Expired(slot),
+            Some(Ok(slot)) => {
+                let id = self.table.id_of(slot);
+                let e = self.table.at(slot);
+                let dir = Self::dir_in(e, &key, src_lo);
+                let mut proto = e.proto;
+                let ok = match (&mut proto, &pkt.l4) {
+                    (ProtoState::Tcp(c), L4::Tcp(seg)) => match c.update(dir, seg) {
+                        Outcome::Accept => Ok(()),
+                        Outcome::Reject(r) => Err(r),
+                        Outcome::Reopen => {
+                            let v =
+                                opener(pkt).map_or_else(Verdict::invalid, |_| Verdict::new_conn());
+                            return (v, Effect::Reopen(slot));
+                        }
+                    },
+                    (ProtoState::Echo, L4::Echo { request }) => {
+                        if *request == (dir == Dir::Original) {
+                            Ok(())
+                        } else {
+                            Err(InvalidReason::NoConnection)
+                        }
                     }
-                },
-                (ProtoState::Echo, L4::Echo { request }) => {
-                    if *request == (dir == Dir::Original) {
-                        Ok(())
-                    } else {
-                        Err(InvalidReason::NoConnection)
+                    (ProtoState::Udp, L4::Udp) | (ProtoState::Other, L4::Other) => Ok(()),
+                    _ => Err(InvalidReason::Malformed),
+                };
+                let mut v = Verdict {
+                    state: CtState::Invalid,
+                    entry: Some(id),
+                    dir,
+                    mark: e.mark,
+                    reason: None,
+                    nat: e.nat.as_ref().map(|n| n.binding),
+                };
+                match ok {
+                    Err(r) => v.reason = Some(r),
+                    Ok(()) => {
+                        v.state = if e.replied || dir == Dir::Reply {
+                            CtState::Established
+                        } else {
+                            CtState::New
+                        };
+                        return (v, Effect::Accept { slot, proto, dir });
                     }
                 }
-                (ProtoState::Udp, L4::Udp) | (ProtoState::Other, L4::Other) => Ok(()),
-                _ => Err(InvalidReason::Malformed),
-            };
-            let mut v = Verdict {
-                state: CtState::Invalid,
-                entry: Some(id),
-                dir,
-                mark: e.mark,
-                reason: None,
-            };
-            match ok {
-                Err(r) => v.reason = Some(r),
-                Ok(()) => {
-                    if dir == Dir::Reply {
-                        e.replied = true;
-                    }
-                    e.packets[dir.idx()] += 1;
-                    e.bytes[dir.idx()] += pkt.ip_len as u64;
-                    e.deadline = now.saturating_add(timeout(&timeouts, &e.proto, e.replied));
-                    v.state = if e.replied {
-                        CtState::Established
-                    } else {
-                        CtState::New
-                    };
-                }
+                return (v, Effect::None);
             }
-            return v;
+            None => {}
         }
-        match opener(pkt) {
+        let v = match opener(pkt) {
             Ok(_) => Verdict::new_conn(),
             Err(r) => Verdict::invalid(r),
-        }
+        };
+        (v, effect)
     }
 
-    fn related(&mut self, now: Duration, zone: u16, pkt: &CtPacket, inner: &Tuple) -> Verdict {
+    fn related(
+        &self,
+        now: Duration,
+        zone: u16,
+        pkt: &CtPacket,
+        inner: &Tuple,
+    ) -> (Verdict, Effect) {
+        let unrelated = Verdict::invalid(InvalidReason::IcmpUnrelated);
         // The error goes back to the sender of the quoted packet.
         if pkt.tuple.dst != inner.src {
-            return Verdict::invalid(InvalidReason::IcmpUnrelated);
+            return (unrelated, Effect::None);
         }
         let (key, inner_lo) = CtKey::with_side(zone, inner);
         let hash = key.hash(self.cfg.hash_seed);
-        let Some(slot) = self.find_live(now, &key, hash) else {
-            return Verdict::invalid(InvalidReason::IcmpUnrelated);
+        let slot = match self.find_peek(now, &key, hash) {
+            None => return (unrelated, Effect::None),
+            Some(Err(slot)) => return (unrelated, Effect::Expired(slot)),
+            Some(Ok(slot)) => slot,
         };
         let e = self.table.at(slot);
-        Verdict {
+        let v = Verdict {
             state: CtState::Related,
             entry: Some(self.table.id_of(slot)),
-            dir: dir_of(e.orig_lo, inner_lo).flip(),
+            dir: Self::dir_in(e, &key, inner_lo).flip(),
             mark: e.mark,
             reason: None,
-        }
+            nat: e.nat.as_ref().map(|n| n.binding),
+        };
+        (v, Effect::None)
     }
 
     /// Commits the connection of `pkt` with `mark`: creates its entry if the packet opens one
@@ -325,6 +414,22 @@ impl Conntrack {
         pkt: &CtPacket,
         mark: CtMark,
     ) -> Result<CtId, CommitError> {
+        self.commit_nat(now, zone, pkt, mark, None)
+            .map(|(id, _)| id)
+    }
+
+    /// [`Conntrack::commit`] with a translation for a new connection: picks the first free
+    /// address and port of `nat` (see [`nat`]) and indexes the translated reply tuple. A packet
+    /// of an existing connection keeps that connection's translation (returned). Refused with
+    /// `NatExhausted` (counted in `nat_exhausted`) when no address and port is free.
+    pub fn commit_nat(
+        &mut self,
+        now: Duration,
+        zone: u16,
+        pkt: &CtPacket,
+        mark: CtMark,
+        nat: Option<NatRequest>,
+    ) -> Result<(CtId, Option<NatBinding>), CommitError> {
         match pkt.l4 {
             L4::IcmpError { .. } => return Err(CommitError::NotNew(CtState::Related)),
             L4::Fragment | L4::IcmpOther { .. } => {
@@ -343,8 +448,10 @@ impl Conntrack {
                 _ => false,
             };
             if !reopen {
-                self.table.at_mut(slot).mark = mark;
-                return Ok(self.table.id_of(slot));
+                let e = self.table.at_mut(slot);
+                e.mark = mark;
+                let b = e.nat.as_ref().map(|n| n.binding);
+                return Ok((self.table.id_of(slot), b));
             }
             self.table.remove(slot);
             self.counters.reopened += 1;
@@ -369,10 +476,24 @@ impl Conntrack {
                 }
             }
         }
+        let natted = match nat {
+            None => None,
+            Some(req) => match nat::choose(&self.table, self.cfg.hash_seed, zone, pkt, &req) {
+                Some(n) => Some(n),
+                None => {
+                    self.counters.nat_exhausted += 1;
+                    return Err(CommitError::NatExhausted);
+                }
+            },
+        };
         let deadline = now.saturating_add(timeout(&self.cfg.timeouts, &proto, false));
-        let e = Entry::new(key, hash, src_lo, proto, mark, now, deadline, pkt.ip_len);
+        let mut e = Entry::new(key, hash, src_lo, proto, mark, now, deadline, pkt.ip_len);
+        let binding = natted.as_ref().map(|n: &NatEntry| n.binding);
+        // An identity translation (the range holds the packet's own endpoint) needs no
+        // second key.
+        e.nat = natted.filter(|n| n.rkey != key).map(Box::new);
         self.counters.committed += 1;
-        Ok(self.table.insert(e, zone))
+        Ok((self.table.insert(e, zone), binding))
     }
 
     /// Removes entries whose timeout passed; returns how many. Amortized O(1) per entry (see
@@ -381,6 +502,12 @@ impl Conntrack {
         let n = self.table.sweep(now);
         self.counters.expired += n;
         n
+    }
+
+    /// True if [`Conntrack::expire`] at `now` has a second to sweep that the last one did not
+    /// (an O(1) check the switch makes per packet).
+    pub fn sweep_due(&self, now: Duration) -> bool {
+        !self.table.is_empty() && self.table.sweep_due(now)
     }
 
     fn expire_if_due(&mut self, now: Duration) {

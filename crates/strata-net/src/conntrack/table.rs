@@ -2,7 +2,9 @@
 //! and the expiry wheel. No policy lives here (limits and states are the tracker's); this file
 //! keeps the four structures consistent.
 //!
-//! Invariants: every live entry is in the index once (under its key's hash) and in the wheel
+//! Invariants: every live entry is in the index once under its key's hash, plus once under its
+//! reply key's hash if it is NATed (the translated reply tuple differs from the original
+//! tuple reversed, so replies need their own key), and in the wheel
 //! once (at `entry.pos`); `len` and the zone counts equal the number of live entries (in each
 //! zone); a freed slot's generation is bumped, so a [`CtId`] of a removed entry finds nothing.
 
@@ -13,7 +15,7 @@ use hashbrown::HashTable;
 
 use crate::conntrack::key::CtKey;
 use crate::conntrack::tcp::TcpConn;
-use crate::conntrack::types::{CtId, CtMark};
+use crate::conntrack::types::{CtId, CtMark, NatBinding};
 use crate::conntrack::wheel::{bucket_of, Wheel, WheelPos};
 
 /// Protocol state of an entry.
@@ -53,8 +55,23 @@ pub struct Entry {
     pub packets: [u64; 2],
     /// IP bytes accepted per direction.
     pub bytes: [u64; 2],
+    /// Translation, with the key of the translated reply tuple (boxed: most entries have none).
+    pub nat: Option<Box<NatEntry>>,
     /// Position in the wheel.
     pos: WheelPos,
+}
+
+/// The NAT part of an entry.
+#[derive(Debug, Clone)]
+pub struct NatEntry {
+    /// The translation.
+    pub binding: NatBinding,
+    /// Key of the translated reply tuple (never equal to the entry's key).
+    pub rkey: CtKey,
+    /// Its hash.
+    pub rhash: u64,
+    /// A reply's source is `rkey`'s lower endpoint.
+    pub reply_lo: bool,
 }
 
 impl Entry {
@@ -81,6 +98,7 @@ impl Entry {
             deadline,
             packets: [1, 0],
             bytes: [ip_len as u64, 0],
+            nat: None,
             pos: WheelPos::default(),
         }
     }
@@ -119,16 +137,15 @@ impl Table {
         self.zones.get(&zone).copied().unwrap_or(0)
     }
 
-    /// The slot holding `key`, if any (expired or not).
+    /// The slot holding `key` as its key or its NAT reply key, if any (expired or not).
     #[inline]
     pub fn find(&self, key: &CtKey, hash: u64) -> Option<u32> {
         self.index
             .find(hash, |&(h, s)| {
                 h == hash
-                    && self.slots[s as usize]
-                        .entry
-                        .as_ref()
-                        .is_some_and(|e| e.key == *key)
+                    && self.slots[s as usize].entry.as_ref().is_some_and(|e| {
+                        e.key == *key || e.nat.as_ref().is_some_and(|n| n.rkey == *key)
+                    })
             })
             .map(|&(_, s)| s)
     }
@@ -179,8 +196,12 @@ impl Table {
         };
         e.pos = self.wheel.insert(slot, e.deadline.as_secs());
         let hash = e.hash;
+        let rhash = e.nat.as_ref().map(|n| n.rhash);
         self.slots[slot as usize].entry = Some(e);
         self.index.insert_unique(hash, (hash, slot), |&(h, _)| h);
+        if let Some(rh) = rhash {
+            self.index.insert_unique(rh, (rh, slot), |&(h, _)| h);
+        }
         *self.zones.entry(zone).or_insert(0) += 1;
         self.len += 1;
         self.id_of(slot)
@@ -194,6 +215,11 @@ impl Table {
         self.free.push(slot);
         if let Ok(found) = self.index.find_entry(e.hash, |&(_, s)| s == slot) {
             found.remove();
+        }
+        if let Some(n) = &e.nat {
+            if let Ok(found) = self.index.find_entry(n.rhash, |&(_, s)| s == slot) {
+                found.remove();
+            }
         }
         if let Some(moved) = self.wheel.remove(e.pos) {
             if let Some(m) = self.slots[moved as usize].entry.as_mut() {
@@ -257,7 +283,11 @@ impl Table {
     /// Checks the invariants of the module doc (tests use it).
     pub fn check(&self) -> Result<(), String> {
         let live = self.live_slots().count() as u32;
-        if live != self.len || self.index.len() as u32 != self.len {
+        let natted = self
+            .live_slots()
+            .filter(|&s| self.at(s).nat.is_some())
+            .count() as u32;
+        if live != self.len || self.index.len() as u32 != self.len + natted {
             return Err(format!(
                 "len {} live {} index {}",
                 self.len,
@@ -276,6 +306,11 @@ impl Table {
             }
             if self.find(&e.key, e.hash) != Some(s) {
                 return Err(format!("slot {s} not found by its key"));
+            }
+            if let Some(n) = &e.nat {
+                if n.rkey == e.key || self.find(&n.rkey, n.rhash) != Some(s) {
+                    return Err(format!("slot {s} not found by its reply key"));
+                }
             }
             *zones.entry(e.key.zone).or_insert(0) += 1;
         }

@@ -1,5 +1,5 @@
 //! The vocabulary of connection tracking: verdicts, directions, entry handles, marks, invalid
-//! reasons and counters. This file imports nothing from the other conntrack files, so every one
+//! reasons, NAT bindings and counters. This file imports nothing from the other conntrack files, so every one
 //! of them may import it.
 
 /// The state a packet is classified in (what a flow matches as `ct_state`).
@@ -107,6 +107,63 @@ impl InvalidReason {
     }
 }
 
+/// Which side of a connection a NAT rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NatKind {
+    /// Source NAT: original packets leave from `to`; replies to `to` go back to `from`.
+    Src,
+    /// Destination NAT: original packets go to `to`; replies from `to` come from `from`.
+    Dst,
+}
+
+/// An address and port (the port is the echo id for ICMP echo, 0 without ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// Address.
+    pub addr: std::net::IpAddr,
+    /// Port.
+    pub port: u16,
+}
+
+/// The translation of a NATed connection, fixed at commit.
+///
+/// For `Src`, `from` is the opener's source and `to` what it became; for `Dst`, `from` is the
+/// destination the opener addressed and `to` the one it reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NatBinding {
+    /// Which side.
+    pub kind: NatKind,
+    /// Before translation.
+    pub from: Endpoint,
+    /// After translation.
+    pub to: Endpoint,
+}
+
+impl NatBinding {
+    /// The rewrite a packet of direction `dir` gets: `(new source, new destination)`.
+    pub fn rewrite(&self, dir: Dir) -> (Option<Endpoint>, Option<Endpoint>) {
+        match (self.kind, dir) {
+            (NatKind::Src, Dir::Original) => (Some(self.to), None),
+            (NatKind::Src, Dir::Reply) => (None, Some(self.from)),
+            (NatKind::Dst, Dir::Original) => (None, Some(self.to)),
+            (NatKind::Dst, Dir::Reply) => (Some(self.from), None),
+        }
+    }
+}
+
+/// What `commit_nat` may translate to: IPv4 addresses `addrs.0..=addrs.1` and ports
+/// `ports.0..=ports.1` (`(0, 0)`: keep the port if it is free; for source NAT, any port from
+/// 1024 otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NatRequest {
+    /// Source or destination.
+    pub kind: NatKind,
+    /// First and last address.
+    pub addrs: (std::net::Ipv4Addr, std::net::Ipv4Addr),
+    /// First and last port, or `(0, 0)`.
+    pub ports: (u16, u16),
+}
+
 /// The answer for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
@@ -121,6 +178,8 @@ pub struct Verdict {
     pub mark: CtMark,
     /// Set when `state` is `Invalid`.
     pub reason: Option<InvalidReason>,
+    /// The connection's translation, if it has one.
+    pub nat: Option<NatBinding>,
 }
 
 impl Verdict {
@@ -131,6 +190,7 @@ impl Verdict {
             dir: Dir::Original,
             mark: CtMark::default(),
             reason: Some(reason),
+            nat: None,
         }
     }
     pub(crate) fn new_conn() -> Verdict {
@@ -140,6 +200,7 @@ impl Verdict {
             dir: Dir::Original,
             mark: CtMark::default(),
             reason: None,
+            nat: None,
         }
     }
     /// True for `Established` or `Related`: traffic of a connection already accepted (what a
@@ -166,6 +227,9 @@ pub enum CommitError {
     /// The packet is not one that may start a connection (it was not classified `New`).
     #[error("packet cannot start a connection ({0:?})")]
     NotNew(CtState),
+    /// Every address and port of the NAT range is taken for this remote endpoint.
+    #[error("NAT range exhausted")]
+    NatExhausted,
 }
 
 impl CommitError {
@@ -175,6 +239,7 @@ impl CommitError {
             CommitError::TableFull(_) => "ct_table_full",
             CommitError::ZoneFull { .. } => "ct_zone_full",
             CommitError::NotNew(_) => "ct_not_new",
+            CommitError::NatExhausted => "ct_nat_exhausted",
         }
     }
 }
@@ -203,6 +268,8 @@ pub struct CtCounters {
     pub table_full: u64,
     /// Commits refused: zone full.
     pub zone_full: u64,
+    /// NAT commits refused: no free address and port in the range.
+    pub nat_exhausted: u64,
 }
 
 impl CtCounters {

@@ -3,6 +3,7 @@
 mod classifier_model;
 mod conntrack;
 mod conntrack_model;
+mod ct_pipeline;
 mod ct_util;
 mod golden;
 mod l4_parse;

@@ -235,8 +235,55 @@ fn action_strategy(ip: bool, v6: bool, l4: bool, tagged: bool) -> BoxedStrategy<
             mask: m
         }),
         set_field_strategy(ip, v6, l4, tagged).prop_map(Action::SetField),
+        ct_strategy().prop_map(Action::Ct),
     ]
     .boxed()
+}
+
+fn ct_strategy() -> impl Strategy<Value = strata_net::flow::CtAction> {
+    use strata_net::flow::{CtAction, CtNat, NatRange};
+    let range = (any::<u32>(), 0u32..4, 0u16..3, any::<u16>(), any::<u16>()).prop_map(
+        |(ip, n, kind, p, q)| {
+            let ip_lo = std::net::Ipv4Addr::from(ip.min(u32::MAX - 4));
+            let ip_hi = std::net::Ipv4Addr::from(u32::from(ip_lo) + n);
+            let (port_lo, port_hi) = match kind {
+                0 => (0, 0),
+                _ => (p.clamp(1, q.max(1)), q.max(p).max(1)),
+            };
+            NatRange {
+                ip_lo,
+                ip_hi,
+                port_lo,
+                port_hi,
+            }
+        },
+    );
+    let nat = prop_oneof![
+        Just(None),
+        Just(Some(CtNat::Existing)),
+        range.clone().prop_map(|r| Some(CtNat::Src(r))),
+        range.prop_map(|r| Some(CtNat::Dst(r))),
+        any::<u32>().prop_map(|g| Some(CtNat::Lb(g))),
+    ];
+    (
+        any::<bool>(),
+        any::<u16>(),
+        prop::option::of(0u8..=254),
+        prop::option::of((any::<u32>(), any::<u32>())),
+        nat,
+    )
+        .prop_map(|(commit, zone, table, mark, nat)| {
+            // exec, nat(src|dst=) and lb need commit.
+            let needs =
+                mark.is_some() || matches!(nat, Some(CtNat::Src(_) | CtNat::Dst(_) | CtNat::Lb(_)));
+            CtAction {
+                commit: commit || needs,
+                zone,
+                table,
+                mark: mark.map(|(v, m)| (v & m, m)),
+                nat,
+            }
+        })
 }
 
 fn prefix_mask32(p: u32) -> u32 {
