@@ -72,6 +72,8 @@ pub enum NetworkCmd {
         /// Port id or name.
         port: String,
     },
+    /// The flows tenant networks compiled to on this node, with their counters (admin).
+    Flows,
     /// Sets a port's security groups (none given: the tenant's `default`).
     SetGroups {
         /// Port id or name.
@@ -339,6 +341,17 @@ impl Client {
             NetworkCmd::DelPort { port: p } => {
                 self.req("DELETE", &port(&p), None)?;
                 self.done(&format!("port {p} deleted"))
+            }
+            NetworkCmd::Flows => {
+                let v = self.req("GET", "/v1/network-flows", None)?;
+                if self.out == Output::Table {
+                    for f in v["flows"].as_array().into_iter().flatten() {
+                        outln!("{}", str_of(f));
+                    }
+                    Ok(())
+                } else {
+                    self.print(&v, &[])
+                }
             }
             NetworkCmd::SetGroups { port: p, groups } => {
                 let v = self.req(

@@ -15,6 +15,7 @@ mod groups;
 mod hardening;
 mod jobs;
 mod nbd;
+mod networks;
 mod qos;
 mod readme;
 mod switch;

@@ -48,18 +48,25 @@ fn s(v: &Value, k: &str) -> String {
 fn plug(ns: &Netns, port: &Value, prefix: u8, gw: &str) {
     ns.adopt_bare(&s(port, "device"), &s(port, "mac"));
     let dev = s(port, "device");
-    ns.sh(&["ip", "addr", "add", &format!("{}/{prefix}", s(port, "ip")), "dev", &dev]);
+    ns.sh(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{}/{prefix}", s(port, "ip")),
+        "dev",
+        &dev,
+    ]);
     ns.sh(&["ip", "route", "add", "default", "via", gw, "dev", &dev]);
 }
 
-/// The packet count of the one flow whose line contains `needle`.
+/// The packet count of the one flow of table 30 whose line contains `needle`.
 fn flow_packets(flows: &Value, needle: &str) -> u64 {
     let lines: Vec<&str> = flows["flows"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(Value::as_str)
-        .filter(|l| l.contains(needle))
+        .filter(|l| l.contains("table=30,") && l.contains(needle))
         .collect();
     assert_eq!(lines.len(), 1, "one flow with {needle:?}: {lines:?}");
     let n = lines[0].split("n_packets=").nth(1).unwrap();
@@ -76,15 +83,52 @@ fn tenant_networks_with_dhcp_routing_security_groups_and_isolation() {
 
     let n1 = cli.json(&["network", "create", "n1", "--cidr", "10.60.0.0/16"]);
     assert!(n1["vni"].as_u64().unwrap() >= 10_000, "{n1}");
-    cli.ok(&["subnet", "create", "n1", "a", "--cidr", "10.60.1.0/24", "--dns", "10.60.0.53"]);
+    cli.ok(&[
+        "subnet",
+        "create",
+        "n1",
+        "a",
+        "--cidr",
+        "10.60.1.0/24",
+        "--dns",
+        "10.60.0.53",
+    ]);
     cli.ok(&["subnet", "create", "n1", "b", "--cidr", "10.60.2.0/24"]);
-    let r = cli.json(&["router", "create", "n1", "r", "--subnet", "a", "--subnet", "b"]);
+    let r = cli.json(&[
+        "router", "create", "n1", "r", "--subnet", "a", "--subnet", "b",
+    ]);
     assert_eq!(r["subnets"].as_array().unwrap().len(), 2, "{r}");
     cli.ok(&["security-group", "create", "web"]);
     cli.ok(&["security-group", "add-rule", "web", "--protocol", "icmp"]);
-    cli.ok(&["security-group", "add-rule", "web", "--protocol", "tcp", "--port", "5201"]);
-    let p1 = cli.json(&["network", "add-port", "n1", "p1", "--subnet", "a", "--security-group", "web"]);
-    let p2 = cli.json(&["network", "add-port", "n1", "p2", "--subnet", "b", "--security-group", "web"]);
+    cli.ok(&[
+        "security-group",
+        "add-rule",
+        "web",
+        "--protocol",
+        "tcp",
+        "--port",
+        "5201",
+    ]);
+    let p1 = cli.json(&[
+        "network",
+        "add-port",
+        "n1",
+        "p1",
+        "--subnet",
+        "a",
+        "--security-group",
+        "web",
+    ]);
+    let p2 = cli.json(&[
+        "network",
+        "add-port",
+        "n1",
+        "p2",
+        "--subnet",
+        "b",
+        "--security-group",
+        "web",
+    ]);
     let p3 = cli.json(&["network", "add-port", "n1", "p3", "--subnet", "a"]);
     assert_eq!(s(&p1, "ip"), "10.60.1.2", "{p1}");
     assert_eq!(s(&p2, "ip"), "10.60.2.2", "{p2}");
@@ -92,7 +136,9 @@ fn tenant_networks_with_dhcp_routing_security_groups_and_isolation() {
     let (ok, text) = cli.run(&["network", "show-port", "p1"]);
     assert!(ok && text.contains(&s(&p1, "device")), "{text}");
 
-    let ns: Vec<Netns> = (1..=4).map(|i| Netns::new(&format!("tn{tag}n{i}"))).collect();
+    let ns: Vec<Netns> = (1..=4)
+        .map(|i| Netns::new(&format!("tn{tag}n{i}")))
+        .collect();
 
     // p1 by DHCP, with a real client.
     ns[0].adopt_bare(&s(&p1, "device"), &s(&p1, "mac"));
@@ -114,7 +160,18 @@ fn tenant_networks_with_dhcp_routing_security_groups_and_isolation() {
     }
     let dev1 = s(&p1, "device");
     let (ok, out) = ns[0].run(&[
-        "busybox", "udhcpc", "-i", &dev1, "-f", "-q", "-n", "-t", "5", "-T", "1", "-s",
+        "busybox",
+        "udhcpc",
+        "-i",
+        &dev1,
+        "-f",
+        "-q",
+        "-n",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-s",
         script.to_str().unwrap(),
     ]);
     assert!(ok, "udhcpc: {out}");
@@ -138,14 +195,22 @@ fn tenant_networks_with_dhcp_routing_security_groups_and_isolation() {
     assert!(ns[0].ping("10.60.2.2"), "routed a -> b");
     assert!(ns[1].ping("10.60.1.2"), "routed b -> a");
     let (_, ttl) = ns[0].run(&["ping", "-c", "1", "-W", "1", "10.60.2.2"]);
-    assert!(ttl.contains("ttl=63"), "one router hop decrements the TTL: {ttl}");
+    assert!(
+        ttl.contains("ttl=63"),
+        "one router hop decrements the TTL: {ttl}"
+    );
 
     // Security groups: p3 is in `default` (ingress only from its members), p1 and p2 in `web`.
-    assert!(!ns[0].ping("10.60.1.3"), "default group denies icmp from a non-member");
+    assert!(
+        !ns[0].ping("10.60.1.3"),
+        "default group denies icmp from a non-member"
+    );
     assert!(ns[2].ping("10.60.1.2"), "web allows icmp from anywhere");
     // TCP 5201 is allowed (and its replies, established); 7000 is not, until a rule says so.
     let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns[1].0, "iperf3", "-s", "-1", "-p", "5201"])
+        .args([
+            "netns", "exec", &ns[1].0, "iperf3", "-s", "-1", "-p", "5201",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -154,7 +219,10 @@ fn tenant_networks_with_dhcp_routing_security_groups_and_isolation() {
     let (ok, out) = ns[0].run(&["iperf3", "-c", "10.60.2.2", "-p", "5201", "-t", "1"]);
     let _ = server.kill();
     let _ = server.wait();
-    assert!(ok, "iperf3 through the router and the security groups: {out}");
+    assert!(
+        ok,
+        "iperf3 through the router and the security groups: {out}"
+    );
     let listen = |ns: &Netns, port: &str| {
         std::process::Command::new("ip")
             .args(["netns", "exec", &ns.0, "nc", "-l", "-k", port])
@@ -166,30 +234,73 @@ fn tenant_networks_with_dhcp_routing_security_groups_and_isolation() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let (ok, _) = ns[0].run(&["nc", "-z", "-w", "2", "10.60.2.2", "7000"]);
     assert!(!ok, "tcp 7000 has no rule");
-    cli.ok(&["security-group", "add-rule", "web", "--protocol", "tcp", "--port", "7000-7001"]);
+    cli.ok(&[
+        "security-group",
+        "add-rule",
+        "web",
+        "--protocol",
+        "tcp",
+        "--port",
+        "7000-7001",
+    ]);
     let (ok, out) = ns[0].run(&["nc", "-z", "-w", "2", "10.60.2.2", "7000"]);
     assert!(ok, "a new rule applies to new connections at once: {out}");
     let _ = l.kill();
     let _ = l.wait();
-    // A remote-group rule: default allows ingress from default members only; p3 joins web
-    // too, and web's members may now reach... p3 keeps default: add p1 to default and p1
-    // reaches p3.
+    // A remote-group rule: `default` admits ingress from its own members only, so p1 reaches
+    // p3 once it is a member too.
     cli.ok(&["network", "set-groups", "p1", "web", "default"]);
-    assert!(ns[0].ping("10.60.1.3"), "a member of default reaches default's port");
+    assert!(
+        ns[0].ping("10.60.1.3"),
+        "a member of default reaches default's port"
+    );
 
     // Isolation: another network with an overlapping subnet cannot reach n1's ports, even
     // aimed at p1's MAC; each frame dies in its own subnet's table, counted exactly.
     cli.ok(&["network", "create", "n2", "--cidr", "10.60.0.0/16"]);
     cli.ok(&["subnet", "create", "n2", "q", "--cidr", "10.60.1.0/24"]);
-    let q1 = cli.json(&["network", "add-port", "n2", "q1", "--subnet", "q", "--ip", "10.60.1.99"]);
+    let q1 = cli.json(&[
+        "network",
+        "add-port",
+        "n2",
+        "q1",
+        "--subnet",
+        "q",
+        "--ip",
+        "10.60.1.99",
+    ]);
     plug(&ns[3], &q1, 24, "10.60.1.1");
     let dev4 = s(&q1, "device");
-    ns[3].sh(&["ip", "neigh", "add", "10.60.1.2", "lladdr", &s(&p1, "mac"), "dev", &dev4]);
-    let before = cli.json(&["network", "flows"]);
-    let needle = "subnet q (10.60.1.0/24): no port has that MAC";
-    let _ = needle;
-    let rx_before = flow_packets(&before, "n_packets");
-    let _ = rx_before;
-    assert!(!ns[3].ping("10.60.1.2"), "another network must not reach p1");
-    let _ = before;
+    ns[3].sh(&[
+        "ip",
+        "neigh",
+        "add",
+        "10.60.1.2",
+        "lladdr",
+        &s(&p1, "mac"),
+        "dev",
+        &dev4,
+    ]);
+    // Subnet keys go in creation order: a=1, b=2, q=3; q's "no port has that MAC" drop is
+    // the flow every frame of n2 aimed at another MAC ends in.
+    let q_drop = "priority=1,metadata=0x3 ";
+    let before = flow_packets(&cli.json(&["network", "flows"]), q_drop);
+    assert!(
+        !ns[3].ping("10.60.1.2"),
+        "another network must not reach p1"
+    );
+    let after = flow_packets(&cli.json(&["network", "flows"]), q_drop);
+    assert_eq!(
+        after - before,
+        2,
+        "both echo requests die in n2's own table"
+    );
+    // Deleting what is in use is refused with a stable code; emptied, it all goes.
+    let (ok, out) = cli.run(&["network", "delete", "n2"]);
+    assert!(!ok && out.contains("network_not_empty"), "{out}");
+    cli.ok(&["network", "del-port", "q1"]);
+    cli.ok(&["subnet", "delete", "q"]);
+    cli.ok(&["network", "delete", "n2"]);
+    let nets = cli.json(&["network", "list"]);
+    assert_eq!(nets["items"].as_array().unwrap().len(), 1, "{nets}");
 }
