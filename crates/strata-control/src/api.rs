@@ -957,6 +957,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )),
         )
         .route(
+            "/v1/network-ports/{id}/trace",
+            post(read(
+                |c, p, (id, Body(r)): (String, Body<TraceNetworkPacket>)| {
+                    c.trace_network_port(p, &id, r.into_trace()?)
+                        .map(NetworkTrace::from)
+                },
+            )),
+        )
+        .route(
             "/v1/routers/{id}",
             get(read(|c, p, id: String| {
                 c.get_router(p, &id).map(NetworkRouter::from)

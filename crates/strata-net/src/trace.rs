@@ -424,6 +424,13 @@ impl fmt::Display for Trace {
     }
 }
 
+impl TraceCt {
+    /// One line: the zone, the verdict, the state a recirculation sees, commit and NAT.
+    pub fn describe(&self) -> String {
+        ct_text(self)
+    }
+}
+
 fn ct_text(c: &TraceCt) -> String {
     let v = &c.step.verdict;
     let mut s = format!("ct(zone={}): ", c.action.zone);

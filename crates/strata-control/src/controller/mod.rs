@@ -71,7 +71,9 @@ pub use auth::Principal;
 pub use certificates::Revoked;
 pub use groups::{NewGroup, GROUP_MAX_MEMBERS};
 pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
-pub use networks::{NewPort, NewRule, NewSubnet, DEFAULT_GROUP};
+pub use networks::{
+    NetworkTrace, NewPort, NewRule, NewSubnet, TraceFrom, TraceLine, DEFAULT_GROUP,
+};
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
 pub use volumes::{CreateVolume, SizeArg};

@@ -652,3 +652,105 @@ pub struct SecurityGroupList {
     /// Items.
     pub items: Vec<SecurityGroup>,
 }
+
+/// A conntrack state for a trace: `+new`, `+est`, `+est+rpl`, ...
+pub const CT_STATE_PATTERN: &str = "^([+-](new|est|rel|rpl|inv|trk|snat|dnat))+$";
+
+fn opt_ct_state() -> Object {
+    text(CT_STATE_PATTERN, 64, true)
+}
+
+/// `POST /v1/network-ports/{id}/trace`: a packet from the port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TraceNetworkPacket {
+    /// Destination address.
+    #[schema(schema_with = ip)]
+    pub to: String,
+    /// Protocol (default any: an ICMP echo request).
+    #[serde(default)]
+    pub protocol: Option<RuleProtocol>,
+    /// Destination port (tcp: 80, udp: 53 unless given).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = port_no)]
+    pub port: Option<u64>,
+    /// The state every conntrack step is taken to give (default `+new`).
+    #[serde(default)]
+    #[schema(schema_with = opt_ct_state)]
+    pub ct_state: Option<String>,
+}
+
+fn ip() -> Object {
+    text(IPV4_PATTERN, 15, false)
+}
+
+impl Check for TraceNetworkPacket {
+    fn check(&self) -> Result<(), ControlError> {
+        parse_ip("to", &self.to)?;
+        if let Some(p) = self.port {
+            check_int("port", p, 1, 65535)?;
+        }
+        if let Some(c) = &self.ct_state {
+            check_text("ct_state", c, CT_STATE_PATTERN)?;
+        }
+        Ok(())
+    }
+}
+
+impl TraceNetworkPacket {
+    /// The controller's form (after `check`).
+    pub fn into_trace(self) -> Result<crate::controller::TraceFrom, ControlError> {
+        use strata_vpc::Protocol as P;
+        Ok(crate::controller::TraceFrom {
+            to: parse_ip("to", &self.to)?,
+            protocol: match self.protocol.unwrap_or(RuleProtocol::Any) {
+                RuleProtocol::Any => P::Any,
+                RuleProtocol::Tcp => P::Tcp,
+                RuleProtocol::Udp => P::Udp,
+                RuleProtocol::Icmp => P::Icmp,
+            },
+            port: self.port.map(|p| p as u16),
+            ct_state: self.ct_state,
+        })
+    }
+}
+
+/// One rule a traced packet met.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkTraceStep {
+    /// Table.
+    pub table: u8,
+    /// What the rule stands for: the port, subnet, router or security-group rule it came from.
+    pub what: String,
+}
+
+/// A packet's way through a tenant network, in the tenant's terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkTrace {
+    /// The packet.
+    pub packet: String,
+    /// The rules it met, in order.
+    pub steps: Vec<NetworkTraceStep>,
+    /// Where it ends: delivered, answered by the switch, or dropped and by what.
+    pub verdict: String,
+    /// Ports it reaches.
+    pub delivered_to: Vec<String>,
+}
+
+impl From<crate::controller::NetworkTrace> for NetworkTrace {
+    fn from(t: crate::controller::NetworkTrace) -> Self {
+        NetworkTrace {
+            packet: t.packet,
+            steps: t
+                .steps
+                .into_iter()
+                .map(|s| NetworkTraceStep {
+                    table: s.table,
+                    what: s.what,
+                })
+                .collect(),
+            verdict: t.verdict,
+            delivered_to: t.delivered_to,
+        }
+    }
+}

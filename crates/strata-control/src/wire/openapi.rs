@@ -122,6 +122,9 @@ use super::*;
     SecurityGroupRule,
     SecurityGroup,
     SecurityGroupList,
+    TraceNetworkPacket,
+    NetworkTraceStep,
+    NetworkTrace,
 )))]
 struct Schemas;
 
@@ -749,6 +752,14 @@ fn operations() -> Vec<Op> {
         .body(r::<SetSecurityGroups>())
         .ok(200, "the port", r::<NetworkPort>())
         .errors(&[409]),
+        op(
+            Post,
+            "/v1/network-ports/{id}/trace",
+            "traceNetworkPacket",
+            "Trace a packet from a port, told by the objects and rules it meets",
+        )
+        .body(r::<TraceNetworkPacket>())
+        .ok(200, "the trace", r::<NetworkTrace>()),
         op(Get, "/v1/routers/{id}", "getRouter", "Show a router").ok(
             200,
             "the router",

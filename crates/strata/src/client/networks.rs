@@ -74,6 +74,24 @@ pub enum NetworkCmd {
     },
     /// The flows tenant networks compiled to on this node, with their counters (admin).
     Flows,
+    /// Traces a packet from a port: which port, subnet, router and security-group rule it
+    /// meets, conntrack's verdict, and where it ends.
+    Trace {
+        /// Port id or name the packet leaves.
+        port: String,
+        /// Destination address.
+        #[arg(long)]
+        to: String,
+        /// any (an ICMP echo), tcp, udp or icmp.
+        #[arg(long, default_value = "any")]
+        protocol: String,
+        /// Destination port (tcp, udp).
+        #[arg(long)]
+        port_number: Option<u64>,
+        /// The state conntrack steps give: +new (default), +est, +est+rpl, ...
+        #[arg(long)]
+        ct_state: Option<String>,
+    },
     /// Sets a port's security groups (none given: the tenant's `default`).
     SetGroups {
         /// Port id or name.
@@ -215,6 +233,16 @@ pub enum SecurityGroupCmd {
     },
 }
 
+fn protocol_arg(p: &str) -> Result<wire::RuleProtocol> {
+    Ok(match p {
+        "any" => wire::RuleProtocol::Any,
+        "tcp" => wire::RuleProtocol::Tcp,
+        "udp" => wire::RuleProtocol::Udp,
+        "icmp" => wire::RuleProtocol::Icmp,
+        p => return Err(anyhow!("--protocol {p:?}: any, tcp, udp or icmp")),
+    })
+}
+
 fn parse_ports(p: &str) -> Result<(u64, u64)> {
     let bad = || anyhow!("--port {p:?}: a port (80) or a range (8000-8099)");
     let (lo, hi) = match p.split_once('-') {
@@ -341,6 +369,33 @@ impl Client {
             NetworkCmd::DelPort { port: p } => {
                 self.req("DELETE", &port(&p), None)?;
                 self.done(&format!("port {p} deleted"))
+            }
+            NetworkCmd::Trace {
+                port: p,
+                to,
+                protocol,
+                port_number,
+                ct_state,
+            } => {
+                let v = self.req(
+                    "POST",
+                    &format!("{}/trace", port(&p)),
+                    body(&wire::TraceNetworkPacket {
+                        to,
+                        protocol: Some(protocol_arg(&protocol)?),
+                        port: port_number,
+                        ct_state,
+                    }),
+                )?;
+                if self.out != Output::Table {
+                    return self.print(&v, &[]);
+                }
+                outln!("{}", str_of(&v["packet"]));
+                for st in v["steps"].as_array().into_iter().flatten() {
+                    outln!("  table {:>2}  {}", st["table"], str_of(&st["what"]));
+                }
+                outln!("{}", str_of(&v["verdict"]));
+                Ok(())
             }
             NetworkCmd::Flows => {
                 let v = self.req("GET", "/v1/network-flows", None)?;
@@ -505,13 +560,7 @@ impl Client {
                     "egress" => wire::RuleDirection::Egress,
                     d => return Err(anyhow!("--direction {d:?}: ingress or egress")),
                 };
-                let protocol = match protocol.as_str() {
-                    "any" => wire::RuleProtocol::Any,
-                    "tcp" => wire::RuleProtocol::Tcp,
-                    "udp" => wire::RuleProtocol::Udp,
-                    "icmp" => wire::RuleProtocol::Icmp,
-                    p => return Err(anyhow!("--protocol {p:?}: any, tcp, udp or icmp")),
-                };
+                let protocol = protocol_arg(&protocol)?;
                 let ports = port.as_deref().map(parse_ports).transpose()?;
                 let v = self.req(
                     "POST",
