@@ -8,6 +8,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::key::{ethertype, ipproto, Field, FlowKey, Match, PortNo, VLAN_PRESENT};
+use crate::respond::{icmp::error_type_ok, DhcpConfig};
 
 /// Highest table id (tables are 0..=254, as in OpenFlow where 255 means "all").
 pub const MAX_TABLE: u8 = 254;
@@ -46,7 +47,10 @@ pub enum SetField {
 }
 
 /// One action. An empty action list means drop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Not `Copy`: `dhcp_reply` carries its configuration (lists, a name) in a box, so the enum
+/// stays three words.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Send to a port (never back to the input port: use [`Action::OutputInPort`] for that).
     Output(PortNo),
@@ -80,6 +84,38 @@ pub enum Action {
     },
     /// Continue in a higher-numbered table (must be the last action).
     GotoTable(u8),
+    /// IPv4 TTL / IPv6 hop limit minus one; a TTL of 0 or 1 drops the packet (`ttl_expired`).
+    DecTtl,
+    /// Turn the IPv4 packet into an ICMP error sent back to its source, from `src` (a reply
+    /// action: see [`Action::is_reply`]).
+    IcmpError {
+        /// ICMP type (3 or 11).
+        icmp_type: u8,
+        /// ICMP code.
+        code: u8,
+        /// IPv4 source of the error (the router's address).
+        src: Ipv4Addr,
+    },
+    /// Turn an ICMPv4 echo request into its reply (a reply action).
+    IcmpEchoReply,
+    /// Turn an ARP request into the reply from this MAC (a reply action).
+    ArpReply(u64),
+    /// Answer a DHCP request as this server (a reply action).
+    DhcpReply(Box<DhcpConfig>),
+}
+
+impl Action {
+    /// True for the actions that turn the packet into an answer to its sender. Only outputs
+    /// may follow one in a rule, so no later table ever matches on an answer.
+    pub fn is_reply(&self) -> bool {
+        matches!(
+            self,
+            Action::IcmpError { .. }
+                | Action::IcmpEchoReply
+                | Action::ArpReply(_)
+                | Action::DhcpReply(_)
+        )
+    }
 }
 
 /// A flow rule as `add-flow` takes it.
@@ -147,6 +183,17 @@ pub enum RuleError {
     /// VLAN id above 4095 or PCP above 7.
     #[error("VLAN value {0} out of range")]
     BadVlan(u16),
+    /// A reply action followed by something other than `output`/`in_port`.
+    #[error("{0} must be followed by outputs only")]
+    ReplyNotLast(&'static str),
+    /// A reply action's argument is not acceptable.
+    #[error("bad argument for {action}: {reason}")]
+    BadReplyArg {
+        /// The action.
+        action: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 impl RuleError {
@@ -159,6 +206,8 @@ impl RuleError {
             RuleError::TableOutOfRange(_) => "table_out_of_range",
             RuleError::BadRegister(_) => "bad_register",
             RuleError::BadVlan(_) => "bad_vlan",
+            RuleError::ReplyNotLast(_) => "reply_not_last",
+            RuleError::BadReplyArg { .. } => "bad_action_argument",
         }
     }
 }
@@ -226,7 +275,16 @@ impl FlowRule {
         // nw_frag is never set by the parser of flow syntax, only kept for completeness.
         let tagged = m.field_mask(Field::VlanTci) as u16 & VLAN_PRESENT != 0
             && m.field_value(Field::VlanTci) as u16 & VLAN_PRESENT != 0;
+        let mut reply: Option<&'static str> = None;
         for (i, a) in self.actions.iter().enumerate() {
+            if let Some(r) = reply {
+                if !matches!(a, Action::Output(_) | Action::OutputInPort) {
+                    return Err(RuleError::ReplyNotLast(r));
+                }
+            }
+            if a.is_reply() {
+                reply = Some(validate_reply(a, m)?);
+            }
             match *a {
                 Action::GotoTable(t) => {
                     if i + 1 != self.actions.len() {
@@ -276,11 +334,70 @@ impl FlowRule {
                     SetField::Reg(r, _) if r > 7 => return Err(RuleError::BadRegister(r)),
                     _ => {}
                 },
+                Action::DecTtl if !is_ip(m) => {
+                    return Err(RuleError::MissingPrerequisite {
+                        field: "dec_ttl",
+                        requires: "ip or ipv6",
+                    })
+                }
                 _ => {}
             }
         }
         Ok(())
     }
+}
+
+fn has_exact(m: &Match, f: Field, v: u64) -> bool {
+    m.field_mask(f) == f.full() && m.field_value(f) == v
+}
+
+/// Prerequisites and arguments of a reply action; returns its name.
+fn validate_reply(a: &Action, m: &Match) -> Result<&'static str, RuleError> {
+    let v4 = has_eth_type(m, ethertype::IPV4);
+    let (name, ok, requires) = match a {
+        Action::IcmpError {
+            icmp_type, code, ..
+        } => {
+            if !error_type_ok(*icmp_type, *code) {
+                return Err(RuleError::BadReplyArg {
+                    action: "icmp_error",
+                    reason: "type/code must be 11/0-1 or 3/0-15 except 3/4",
+                });
+            }
+            ("icmp_error", v4, "ip")
+        }
+        Action::IcmpEchoReply => (
+            "icmp_echo_reply",
+            v4 && has_proto(m, ipproto::ICMP) && has_exact(m, Field::TpSrc, 8),
+            "icmp,icmp_type=8",
+        ),
+        Action::ArpReply(mac) => {
+            if mac & 0x0100_0000_0000 != 0 || *mac == 0 || mac >> 48 != 0 {
+                return Err(RuleError::BadReplyArg {
+                    action: "arp_reply",
+                    reason: "not a unicast MAC",
+                });
+            }
+            let arp = has_eth_type(m, ethertype::ARP) && has_exact(m, Field::ArpOp, 1);
+            ("arp_reply", arp, "arp,arp_op=1")
+        }
+        Action::DhcpReply(c) => {
+            c.check().map_err(|reason| RuleError::BadReplyArg {
+                action: "dhcp_reply",
+                reason,
+            })?;
+            let udp = v4 && has_proto(m, ipproto::UDP) && has_exact(m, Field::TpDst, 67);
+            ("dhcp_reply", udp, "udp,tp_dst=67")
+        }
+        _ => return Ok("?"),
+    };
+    if !ok {
+        return Err(RuleError::MissingPrerequisite {
+            field: name,
+            requires,
+        });
+    }
+    Ok(name)
 }
 
 /// Applies the key-changing part of an action to `key`, returning the field(s) it wrote as a
@@ -353,6 +470,12 @@ pub fn apply_to_key(a: &Action, key: &mut FlowKey) -> Option<Field> {
             Some(Field::VlanTci)
         }
         Action::SetTunnel(v) => Some(set(key, Field::TunId, v)),
+        Action::DecTtl => {
+            // Translation models the forwarded packet; execution drops a TTL of 0 or 1.
+            let t = key.nw_ttl();
+            key.set(Field::NwTtl, t.saturating_sub(1) as u64);
+            Some(Field::NwTtl)
+        }
         Action::WriteMetadata { value, mask } => {
             key.set_masked(Field::Metadata, value, mask);
             Some(Field::Metadata)

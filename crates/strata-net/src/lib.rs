@@ -36,6 +36,7 @@ pub mod l4;
 pub mod mac;
 pub mod packet;
 pub mod pipeline;
+pub mod respond;
 pub mod switch;
 pub mod syntax;
 pub mod trace;

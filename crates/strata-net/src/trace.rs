@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::flow::{apply_to_key, Action, FlowRule};
 use crate::key::{ethertype, Field, FlowKey, PortNo};
 use crate::packet::{build_frame, parse_frame, ParseError};
-use crate::switch::{adapt, PortKind, Switch};
+use crate::respond::{self, ReplyDrop};
+use crate::switch::{adapt, answer_key, reply_frame, PortKind, Switch};
 use crate::syntax::{format_actions, format_flow, format_match, parse_packet_spec};
 use crate::syntax::{FlowParseError, PortNames};
 use crate::types::Domain;
@@ -99,6 +100,8 @@ pub struct Trace {
     pub outputs: Vec<TraceOutput>,
     /// Outputs refused for crossing isolation domains.
     pub refused: Vec<PortNo>,
+    /// Set when `dec_ttl` or a responder would drop the packet (later actions do not run).
+    pub reply_drop: Option<ReplyDrop>,
     names: PortNames,
 }
 
@@ -119,7 +122,7 @@ impl Switch {
         let spec_key = m.value;
         let frame = build_frame(&spec_key, 0);
         let (mut key, layout) = parse_frame(&frame, in_port).map_err(TraceError::Build)?;
-        let _ = layout;
+        let parsed = key;
         for f in [Field::TunId, Field::Metadata] {
             key.set(f, spec_key.get(f));
         }
@@ -135,6 +138,7 @@ impl Switch {
             final_key: key,
             outputs: Vec::new(),
             refused: Vec::new(),
+            reply_drop: None,
             names,
         };
         let Some(domain) = domain else {
@@ -153,8 +157,34 @@ impl Switch {
         t.actions = trans.ops.clone();
         let in_tunnel = matches!(port.kind, PortKind::Vxlan(_));
         let mut k = key;
+        let (mut cur, mut ans) = (Vec::new(), Vec::new());
         for op in &trans.ops {
+            let refused = match *op {
+                Action::DecTtl => respond::dec_ttl(&mut k).err(),
+                Action::ArpReply(mac) => respond::arp::reply(&mut k, mac).err(),
+                Action::IcmpEchoReply => respond::icmp::echo_reply(&mut k).err(),
+                Action::IcmpError { .. } | Action::DhcpReply(_) => {
+                    let tpid = if layout.vlan {
+                        layout.tpid
+                    } else {
+                        ethertype::VLAN
+                    };
+                    match reply_frame(op, &frame, &layout, &parsed, &k, tpid, &mut cur, &mut ans) {
+                        Ok((_, ak, _)) => {
+                            k = answer_key(&ak, &k);
+                            None
+                        }
+                        Err(d) => Some(d),
+                    }
+                }
+                _ => None,
+            };
+            if refused.is_some() {
+                t.reply_drop = refused;
+                break;
+            }
             match *op {
+                _ if op.is_reply() || *op == Action::DecTtl => {}
                 Action::Output(p) if p != in_port => {
                     self.trace_emit(&mut t, p, domain, &k, Via::Output)
                 }
@@ -243,6 +273,11 @@ fn key_text(k: &FlowKey, names: &PortNames) -> String {
         ethertype::IPV4 | ethertype::ARP => {
             m.set_exact(Field::NwSrc, k.get(Field::NwSrc));
             m.set_exact(Field::NwDst, k.get(Field::NwDst));
+            if k.eth_type() == ethertype::ARP {
+                for f in [Field::ArpOp, Field::ArpSha, Field::ArpTha] {
+                    m.set_exact(f, k.get(f));
+                }
+            }
         }
         ethertype::IPV6 => {
             for f in [
@@ -292,6 +327,9 @@ impl fmt::Display for Trace {
             key_text(&self.final_key, &self.names)
         )?;
         writeln!(f, "Actions: {}", format_actions(&self.actions, n))?;
+        if let Some(d) = self.reply_drop {
+            writeln!(f, "Dropped by action: {}", d.code())?;
+        }
         if self.outputs.is_empty() {
             writeln!(f, "Datapath: drop")?;
         }
