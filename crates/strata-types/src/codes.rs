@@ -254,6 +254,8 @@ registry! {
     /// with the pool (a 409 like the contract's other state codes: the body's schema, a
     /// string, cannot say what a valid YAML inventory is).
     InventoryInvalid = "inventory_invalid", 409, None;
+    /// A reply action (`arp_reply`, `icmp_error`, ...) followed by something other than outputs.
+    ReplyNotLast = "reply_not_last", 400, None;
 }
 
 impl fmt::Display for ErrorCode {
