@@ -1099,7 +1099,7 @@ fn rewrite_ttl_icmp(b: &mut [u8], l3: usize, l4: Option<usize>, orig: &FlowKey, 
         if let Some(cpos) = l4_csum_pos(b, l4, ipproto::ICMP) {
             let l4 = cpos - 2;
             let old = rd16(b, l4);
-            let new = ((k.tp_src() as u16 & 0xff) << 8) | (k.tp_dst() & 0xff);
+            let new = ((k.tp_src() & 0xff) << 8) | (k.tp_dst() & 0xff);
             wr16(b, l4, new);
             let c = rd16(b, cpos);
             wr16(b, cpos, csum::update16(c, old, new));
