@@ -511,6 +511,16 @@ mod tests {
     }
 
     #[test]
+    fn an_action_stays_three_words() {
+        // Translations hold action lists on the fast path: dhcp_reply's box keeps them small.
+        assert!(
+            std::mem::size_of::<Action>() <= 24,
+            "{}",
+            std::mem::size_of::<Action>()
+        );
+    }
+
+    #[test]
     fn mod_vlan_vid_pushes_when_untagged() {
         let mut k = FlowKey::ZERO;
         apply_to_key(&Action::ModVlanVid(20), &mut k);

@@ -27,6 +27,11 @@
 //! a packet of `Vlan(v)` tagged with `v`; a VXLAN port gets them encapsulated with the VNI of
 //! their domain. Flooding from a VXLAN port never goes back to a VXLAN port (split horizon, so
 //! a full mesh of tunnels does not loop).
+//!
+//! `dec_ttl` and the reply actions (`arp_reply`, `icmp_echo_reply`, `icmp_error`,
+//! `dhcp_reply`, in `respond/`) run at execution time: a refusal drops the packet with a
+//! [`DropReason::Reply`] counted in `SwitchStats::replies`, and an answer built as a new frame
+//! leaves by the outputs that follow it, in the ingress domain like any other output.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
