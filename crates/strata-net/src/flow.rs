@@ -5,7 +5,7 @@
 //! `goto_table` must be the last action and must go to a higher table, so a pipeline walk visits
 //! at most 255 tables and can never loop.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::key::{ethertype, ipproto, Field, FlowKey, Match, PortNo, VLAN_PRESENT};
 use crate::respond::{icmp::error_type_ok, DhcpConfig};
@@ -86,15 +86,15 @@ pub enum Action {
     GotoTable(u8),
     /// IPv4 TTL / IPv6 hop limit minus one; a TTL of 0 or 1 drops the packet (`ttl_expired`).
     DecTtl,
-    /// Turn the IPv4 packet into an ICMP error sent back to its source, from `src` (a reply
-    /// action: see [`Action::is_reply`]).
+    /// Turn the packet into an ICMP error sent back to its source, from `src` (a reply
+    /// action: see [`Action::is_reply`]): ICMPv4 if `src` is IPv4, ICMPv6 if it is IPv6.
     IcmpError {
-        /// ICMP type (3 or 11).
+        /// ICMP type (v4: 3 or 11; v6: 1 or 3).
         icmp_type: u8,
         /// ICMP code.
         code: u8,
-        /// IPv4 source of the error (the router's address).
-        src: Ipv4Addr,
+        /// Source of the error (the router's address); its family is the packet's.
+        src: IpAddr,
     },
     /// Turn an ICMPv4 echo request into its reply (a reply action).
     IcmpEchoReply,
@@ -356,15 +356,22 @@ fn validate_reply(a: &Action, m: &Match) -> Result<&'static str, RuleError> {
     let v4 = has_eth_type(m, ethertype::IPV4);
     let (name, ok, requires) = match a {
         Action::IcmpError {
-            icmp_type, code, ..
+            icmp_type,
+            code,
+            src,
         } => {
-            if !error_type_ok(*icmp_type, *code) {
+            let v6 = src.is_ipv6();
+            if !error_type_ok(v6, *icmp_type, *code) {
                 return Err(RuleError::BadReplyArg {
                     action: "icmp_error",
-                    reason: "type/code must be 11/0-1 or 3/0-15 except 3/4",
+                    reason: "type/code must be 11/0-1 or 3/0-15 except 3/4 (IPv6: 3/0-1, 1/0-6)",
                 });
             }
-            ("icmp_error", v4, "ip")
+            if v6 {
+                ("icmp_error", has_eth_type(m, ethertype::IPV6), "ipv6")
+            } else {
+                ("icmp_error", v4, "ip")
+            }
         }
         Action::IcmpEchoReply => (
             "icmp_echo_reply",

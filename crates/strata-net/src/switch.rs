@@ -984,8 +984,13 @@ pub(crate) fn reply_frame(
         Action::IcmpError {
             icmp_type,
             code,
-            src,
+            src: std::net::IpAddr::V4(src),
         } => respond::icmp::error(cur, &cl, &ck, icmp_type, code, src, ans)?,
+        Action::IcmpError {
+            icmp_type,
+            code,
+            src: std::net::IpAddr::V6(src),
+        } => respond::icmp::error_v6(cur, &cl, &ck, icmp_type, code, src, ans)?,
         Action::DhcpReply(ref c) => respond::dhcp::reply(cur, &cl, &ck, c, ans)?,
         _ => return Err(refused),
     };

@@ -616,7 +616,10 @@ fn parse_paren_action(tok: &str) -> R<Option<Action>> {
             Action::IcmpError {
                 icmp_type: num("type", 0xff)?.ok_or_else(|| required("type"))? as u8,
                 code: num("code", 0xff)?.unwrap_or(0) as u8,
-                src: v4("src")?.ok_or_else(|| required("src"))?,
+                src: get("src")
+                    .ok_or_else(|| required("src"))?
+                    .parse::<std::net::IpAddr>()
+                    .map_err(|_| err("src", "not an IP address"))?,
             }
         }
         "dhcp_reply" => {

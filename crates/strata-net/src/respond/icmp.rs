@@ -1,5 +1,5 @@
-//! ICMPv4 answers of a router: `icmp_echo_reply` (a key rewrite) and `icmp_error` (a new
-//! packet, RFC 792).
+//! ICMP answers of a router: `icmp_echo_reply` (a key rewrite) and `icmp_error` (a new
+//! packet: ICMPv4 as RFC 792 says, ICMPv6 as RFC 4443 says).
 //!
 //! `icmp_error(type=T,code=C,src=IP)` writes, for the IPv4 packet at hand:
 //!
@@ -14,13 +14,20 @@
 //! not a query: 0, 8, 9, 10, 13..18), a non-first fragment, a packet sent to a group MAC, to
 //! 255.255.255.255 or a multicast address, or one whose source is not a single host (0.0.0.0,
 //! 127/8, multicast, class E).
+//!
+//! With an IPv6 `src` it writes the ICMPv6 error (RFC 4443): Ethernet swapped as above, IPv6
+//! (hop limit 64, next header 58) from `src` to the packet's source, type, code, checksum over
+//! the IPv6 pseudo header, 4 unused bytes, then as much of the packet as keeps the error within
+//! the minimum IPv6 MTU (1280 bytes). It never answers (RFC 4443 2.4 (e)): an ICMPv6 error
+//! (type below 128), a packet to a group MAC or a multicast address, or from `::`, `::1` or a
+//! multicast source.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{mac_is_group, ReplyDrop, ReplyKind};
 use crate::csum;
 use crate::key::{ethertype, ipproto, Field, FlowKey, FRAG_LATER};
-use crate::packet::{Layout, IPV4_HLEN};
+use crate::packet::{Layout, IPV4_HLEN, IPV6_HLEN};
 
 /// ICMP echo reply.
 pub const ECHO_REPLY: u8 = 0;
@@ -44,14 +51,74 @@ pub(crate) fn not_one_host(a: Ipv4Addr) -> bool {
     a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.octets()[0] >= 240
 }
 
-/// Whether `icmp_error` accepts this (type, code): time exceeded 0/1, unreachable 0..=15
-/// except 4 (fragmentation needed carries a next-hop MTU this action does not know).
-pub fn error_type_ok(ty: u8, code: u8) -> bool {
-    match ty {
-        DEST_UNREACHABLE => code <= 15 && code != 4,
-        TIME_EXCEEDED => code <= 1,
+/// ICMPv6 destination unreachable.
+pub const V6_DEST_UNREACHABLE: u8 = 1;
+/// ICMPv6 time exceeded.
+pub const V6_TIME_EXCEEDED: u8 = 3;
+/// The minimum IPv6 MTU, which an ICMPv6 error never exceeds.
+pub const IPV6_MIN_MTU: usize = 1280;
+
+/// Whether `icmp_error` accepts this (type, code). ICMPv4: time exceeded 0/1, unreachable
+/// 0..=15 except 4 (fragmentation needed carries a next-hop MTU this action does not know).
+/// ICMPv6: time exceeded 0/1, unreachable 0..=6.
+pub fn error_type_ok(v6: bool, ty: u8, code: u8) -> bool {
+    match (v6, ty) {
+        (false, DEST_UNREACHABLE) => code <= 15 && code != 4,
+        (false, TIME_EXCEEDED) => code <= 1,
+        (true, V6_DEST_UNREACHABLE) => code <= 6,
+        (true, V6_TIME_EXCEEDED) => code <= 1,
         _ => false,
     }
+}
+
+/// Appends to `out` the ICMPv6 error `ty`/`code` from `src` about the IPv6 packet in `frame`
+/// (parsed as `k`, `lay`); untagged Ethernet, like [`error`].
+pub fn error_v6(
+    frame: &[u8],
+    lay: &Layout,
+    k: &FlowKey,
+    ty: u8,
+    code: u8,
+    src: Ipv6Addr,
+    out: &mut Vec<u8>,
+) -> Result<ReplyKind, ReplyDrop> {
+    if k.eth_type() != ethertype::IPV6 {
+        return Err(ReplyDrop::IcmpErrorRefused);
+    }
+    if k.nw_proto() == ipproto::ICMPV6 && k.tp_src() < 128 {
+        return Err(ReplyDrop::IcmpErrorRefused);
+    }
+    let (osrc, odst) = (k.ipv6_src(), k.ipv6_dst());
+    if mac_is_group(k.get(Field::EthDst))
+        || mac_is_group(k.get(Field::EthSrc))
+        || odst.is_multicast()
+        || osrc.is_multicast()
+        || osrc.is_unspecified()
+        || osrc.is_loopback()
+    {
+        return Err(ReplyDrop::IcmpErrorRefused);
+    }
+    let l3 = lay.l3 as usize;
+    let end = (lay.l3_end as usize).min(frame.len());
+    if l3 + IPV6_HLEN > end {
+        return Err(ReplyDrop::IcmpErrorRefused);
+    }
+    let quote = &frame[l3..end.min(l3 + IPV6_MIN_MTU - IPV6_HLEN - 8)];
+    let start = out.len();
+    out.extend_from_slice(&k.eth_src());
+    out.extend_from_slice(&k.eth_dst());
+    out.extend_from_slice(&ethertype::IPV6.to_be_bytes());
+    let plen = (8 + quote.len()) as u16;
+    out.extend_from_slice(&[0x60, 0, 0, 0]);
+    out.extend_from_slice(&plen.to_be_bytes());
+    out.extend_from_slice(&[ipproto::ICMPV6, REPLY_TTL]);
+    out.extend_from_slice(&src.octets());
+    out.extend_from_slice(&osrc.octets());
+    out.extend_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(quote);
+    let b = &mut out[start..];
+    csum::fill_l4_checksum(b, 14, 14 + IPV6_HLEN);
+    Ok(ReplyKind::IcmpError)
 }
 
 /// Rewrites the key of an ICMPv4 echo request into its reply: Ethernet and IP addresses

@@ -258,7 +258,19 @@ fn reply_strategy() -> BoxedStrategy<(u8, Action)> {
                 Action::IcmpError {
                     icmp_type: t,
                     code: c,
-                    src
+                    src: src.into()
+                }
+            )),
+        (
+            prop::sample::select(vec![(3u8, 0u8), (3, 1), (1, 0), (1, 4), (1, 6)]),
+            any::<u128>()
+        )
+            .prop_map(|((t, c), src)| (
+                4u8,
+                Action::IcmpError {
+                    icmp_type: t,
+                    code: c,
+                    src: Ipv6Addr::from(src).into()
                 }
             )),
         Just((1u8, Action::IcmpEchoReply)),
@@ -440,6 +452,7 @@ fn rule_strategy() -> impl Strategy<Value = FlowRule> {
                     }
                     let (et, proto, field) = match kind {
                         0 => (0x0800, None, None),
+                        4 => (0x86dd, None, None),
                         1 => (0x0800, Some(1), Some((Field::TpSrc, 8))),
                         2 => (0x0806, None, Some((Field::ArpOp, 1))),
                         _ => (0x0800, Some(17), Some((Field::TpDst, 67))),

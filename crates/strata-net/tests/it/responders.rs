@@ -173,6 +173,53 @@ fn ttl_one_gets_time_exceeded_from_the_router() {
 }
 
 #[test]
+fn hop_limit_one_gets_an_icmpv6_time_exceeded() {
+    let (mut sw, a, _) = router();
+    sw.add_flow(
+        T0,
+        "priority=200,ipv6,nw_ttl=1,actions=icmp_error(type=3,code=0,src=fd00::1),in_port",
+    )
+    .unwrap();
+    sw.add_flow(T0, "priority=100,ipv6,actions=dec_ttl,output:up")
+        .unwrap();
+    let (vm6, gw6): (Ipv6Addr, Ipv6Addr) = ("fd00::5".parse().unwrap(), "fd00::1".parse().unwrap());
+    let mut k = FlowKey::ZERO;
+    k.set(Field::EthSrc, VM);
+    k.set(Field::EthDst, GW);
+    k.set(Field::EthType, 0x86dd);
+    k.set(Field::NwProto, 17);
+    k.set(Field::NwTtl, 1);
+    k.set_ipv6_src(vm6);
+    k.set_ipv6_dst("fd01::9".parse::<Ipv6Addr>().unwrap());
+    k.set(Field::TpSrc, 4000);
+    k.set(Field::TpDst, 33434);
+    for (payload, quoted) in [(100, 40 + 8 + 100), (1400, 1280 - 48)] {
+        let f = build_frame(&k, payload);
+        let (d, out) = one(&mut sw, a, &f);
+        assert_eq!(d, Disposition::Forwarded(1));
+        let o = &out[0].1;
+        let (rk, rl) = parse_frame(o, a).unwrap();
+        assert_eq!((rk.get(Field::EthDst), rk.get(Field::EthSrc)), (VM, GW));
+        assert_eq!((rk.ipv6_src(), rk.ipv6_dst()), (gw6, vm6));
+        assert_eq!((rk.nw_proto(), rk.nw_ttl()), (58, 64));
+        assert_eq!((rk.tp_src(), rk.tp_dst()), (3, 0));
+        assert_eq!(o.len(), 14 + 40 + 8 + quoted, "payload {payload}");
+        assert!(o.len() - 14 <= 1280);
+        assert!(csum::verify_l4_checksum(o, 14, rl.l4.unwrap() as usize));
+        assert_eq!(&o[62..], &f[14..14 + quoted]);
+    }
+    // Never about an ICMPv6 error.
+    k.set(Field::NwProto, 58);
+    k.set(Field::TpSrc, 1);
+    k.set(Field::TpDst, 0);
+    assert_eq!(
+        one(&mut sw, a, &build_frame(&k, 40)).0,
+        Disposition::Dropped(DropReason::Reply(ReplyDrop::IcmpErrorRefused))
+    );
+    assert_eq!(sw.stats().replies.icmp_errors, 2);
+}
+
+#[test]
 fn icmp_error_keeps_the_vlan_of_a_trunk() {
     let mut sw = Switch::default();
     let t = sw.add_port(PortConfig::tap("trunk", None)).unwrap();
@@ -350,6 +397,7 @@ fn reply_actions_parse_format_and_refuse() {
         "ip,actions=dec_ttl,output:2",
         "ipv6,actions=dec_ttl,in_port",
         "ip,nw_ttl=1,actions=icmp_error(type=11,code=0,src=10.0.0.1),in_port",
+        "ipv6,nw_ttl=1,actions=icmp_error(type=3,code=0,src=fd00::1),in_port",
         "icmp,icmp_type=8,actions=icmp_echo_reply,in_port",
         "arp,arp_op=1,actions=arp_reply:02:00:00:00:00:01,in_port",
         "udp,tp_dst=67,actions=dhcp_reply(yiaddr=10.0.0.5,netmask=255.255.255.0,router=10.0.0.1,dns=10.0.0.2;10.0.0.3,lease=3600,server=10.0.0.1,server_mac=02:00:00:00:00:fe,mtu=1450,domain=tenant.example),in_port",
@@ -405,6 +453,18 @@ fn reply_actions_parse_format_and_refuse() {
         "bad_action_argument"
     );
     assert_eq!(code("ip,actions=frobnicate(x=1)"), "unknown_action");
+    assert_eq!(
+        code("ip,actions=icmp_error(type=3,src=fd00::1)"),
+        "missing_prerequisite"
+    );
+    assert_eq!(
+        code("ipv6,actions=icmp_error(type=11,src=fd00::1)"),
+        "bad_action_argument"
+    );
+    assert_eq!(
+        code("ipv6,actions=icmp_error(type=3,src=fd00::zz)"),
+        "bad_action_argument"
+    );
     assert_eq!(
         code("udp,tp_dst=67,actions=dhcp_reply(yiaddr=10.0.0.5,server=10.0.0.1)"),
         "bad_action_argument"
