@@ -5,9 +5,10 @@
 //! `goto_table` must be the last action and must go to a higher table, so a pipeline walk visits
 //! at most 255 tables and can never loop.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::key::{ethertype, ipproto, Field, FlowKey, Match, PortNo, VLAN_PRESENT};
+use crate::respond::{icmp::error_type_ok, DhcpConfig};
 
 /// Highest table id (tables are 0..=254, as in OpenFlow where 255 means "all").
 pub const MAX_TABLE: u8 = 254;
@@ -46,7 +47,10 @@ pub enum SetField {
 }
 
 /// One action. An empty action list means drop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Not `Copy`: `dhcp_reply` carries its configuration (lists, a name) in a box, so the enum
+/// stays five words (the size of `ct(...)`'s inline arguments).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Send to a port (never back to the input port: use [`Action::OutputInPort`] for that).
     Output(PortNo),
@@ -82,6 +86,38 @@ pub enum Action {
     GotoTable(u8),
     /// Connection tracking, OVS `ct(...)`: see [`CtAction`] and docs/net-engine.md.
     Ct(CtAction),
+    /// IPv4 TTL / IPv6 hop limit minus one; a TTL of 0 or 1 drops the packet (`ttl_expired`).
+    DecTtl,
+    /// Turn the packet into an ICMP error sent back to its source, from `src` (a reply
+    /// action: see [`Action::is_reply`]): ICMPv4 if `src` is IPv4, ICMPv6 if it is IPv6.
+    IcmpError {
+        /// ICMP type (v4: 3 or 11; v6: 1 or 3).
+        icmp_type: u8,
+        /// ICMP code.
+        code: u8,
+        /// Source of the error (the router's address); its family is the packet's.
+        src: IpAddr,
+    },
+    /// Turn an ICMPv4 echo request into its reply (a reply action).
+    IcmpEchoReply,
+    /// Turn an ARP request into the reply from this MAC (a reply action).
+    ArpReply(u64),
+    /// Answer a DHCP request as this server (a reply action).
+    DhcpReply(Box<DhcpConfig>),
+}
+
+impl Action {
+    /// True for the actions that turn the packet into an answer to its sender. Only outputs
+    /// may follow one in a rule, so no later table ever matches on an answer.
+    pub fn is_reply(&self) -> bool {
+        matches!(
+            self,
+            Action::IcmpError { .. }
+                | Action::IcmpEchoReply
+                | Action::ArpReply(_)
+                | Action::DhcpReply(_)
+        )
+    }
 }
 
 /// `ct(commit,zone=N,table=T,exec(set_field:V/M->ct_mark),nat(...)|lb(id=N))`.
@@ -200,6 +236,17 @@ pub enum RuleError {
     /// whose end is before its start.
     #[error("ct: {0}")]
     BadCt(&'static str),
+    /// A reply action followed by something other than `output`/`in_port`.
+    #[error("{0} must be followed by outputs only")]
+    ReplyNotLast(&'static str),
+    /// A reply action's argument is not acceptable.
+    #[error("bad argument for {action}: {reason}")]
+    BadReplyArg {
+        /// The action.
+        action: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 impl RuleError {
@@ -213,6 +260,8 @@ impl RuleError {
             RuleError::BadRegister(_) => "bad_register",
             RuleError::BadVlan(_) => "bad_vlan",
             RuleError::BadCt(_) => "bad_ct",
+            RuleError::ReplyNotLast(_) => "reply_not_last",
+            RuleError::BadReplyArg { .. } => "bad_action_argument",
         }
     }
 }
@@ -280,7 +329,16 @@ impl FlowRule {
         // nw_frag is never set by the parser of flow syntax, only kept for completeness.
         let tagged = m.field_mask(Field::VlanTci) as u16 & VLAN_PRESENT != 0
             && m.field_value(Field::VlanTci) as u16 & VLAN_PRESENT != 0;
+        let mut reply: Option<&'static str> = None;
         for (i, a) in self.actions.iter().enumerate() {
+            if let Some(r) = reply {
+                if !matches!(a, Action::Output(_) | Action::OutputInPort) {
+                    return Err(RuleError::ReplyNotLast(r));
+                }
+            }
+            if a.is_reply() {
+                reply = Some(validate_reply(a, m)?);
+            }
             match *a {
                 Action::GotoTable(t) => {
                     if i + 1 != self.actions.len() {
@@ -331,6 +389,12 @@ impl FlowRule {
                     SetField::Reg(r, _) if r > 7 => return Err(RuleError::BadRegister(r)),
                     _ => {}
                 },
+                Action::DecTtl if !is_ip(m) => {
+                    return Err(RuleError::MissingPrerequisite {
+                        field: "dec_ttl",
+                        requires: "ip or ipv6",
+                    })
+                }
                 _ => {}
             }
         }
@@ -367,6 +431,66 @@ impl CtAction {
         }
         Ok(())
     }
+}
+
+fn has_exact(m: &Match, f: Field, v: u64) -> bool {
+    m.field_mask(f) == f.full() && m.field_value(f) == v
+}
+
+/// Prerequisites and arguments of a reply action; returns its name.
+fn validate_reply(a: &Action, m: &Match) -> Result<&'static str, RuleError> {
+    let v4 = has_eth_type(m, ethertype::IPV4);
+    let (name, ok, requires) = match a {
+        Action::IcmpError {
+            icmp_type,
+            code,
+            src,
+        } => {
+            let v6 = src.is_ipv6();
+            if !error_type_ok(v6, *icmp_type, *code) {
+                return Err(RuleError::BadReplyArg {
+                    action: "icmp_error",
+                    reason: "type/code must be 11/0-1 or 3/0-15 except 3/4 (IPv6: 3/0-1, 1/0-6)",
+                });
+            }
+            if v6 {
+                ("icmp_error", has_eth_type(m, ethertype::IPV6), "ipv6")
+            } else {
+                ("icmp_error", v4, "ip")
+            }
+        }
+        Action::IcmpEchoReply => (
+            "icmp_echo_reply",
+            v4 && has_proto(m, ipproto::ICMP) && has_exact(m, Field::TpSrc, 8),
+            "icmp,icmp_type=8",
+        ),
+        Action::ArpReply(mac) => {
+            if mac & 0x0100_0000_0000 != 0 || *mac == 0 || mac >> 48 != 0 {
+                return Err(RuleError::BadReplyArg {
+                    action: "arp_reply",
+                    reason: "not a unicast MAC",
+                });
+            }
+            let arp = has_eth_type(m, ethertype::ARP) && has_exact(m, Field::ArpOp, 1);
+            ("arp_reply", arp, "arp,arp_op=1")
+        }
+        Action::DhcpReply(c) => {
+            c.check().map_err(|reason| RuleError::BadReplyArg {
+                action: "dhcp_reply",
+                reason,
+            })?;
+            let udp = v4 && has_proto(m, ipproto::UDP) && has_exact(m, Field::TpDst, 67);
+            ("dhcp_reply", udp, "udp,tp_dst=67")
+        }
+        _ => return Ok("?"),
+    };
+    if !ok {
+        return Err(RuleError::MissingPrerequisite {
+            field: name,
+            requires,
+        });
+    }
+    Ok(name)
 }
 
 /// Applies the key-changing part of an action to `key`, returning the field(s) it wrote as a
@@ -439,6 +563,12 @@ pub fn apply_to_key(a: &Action, key: &mut FlowKey) -> Option<Field> {
             Some(Field::VlanTci)
         }
         Action::SetTunnel(v) => Some(set(key, Field::TunId, v)),
+        Action::DecTtl => {
+            // Translation models the forwarded packet; execution drops a TTL of 0 or 1.
+            let t = key.nw_ttl();
+            key.set(Field::NwTtl, t.saturating_sub(1) as u64);
+            Some(Field::NwTtl)
+        }
         Action::WriteMetadata { value, mask } => {
             key.set_masked(Field::Metadata, value, mask);
             Some(Field::Metadata)
@@ -471,6 +601,18 @@ mod tests {
         assert_eq!(r.validate(), Err(RuleError::GotoNotLast));
         r.actions = vec![Action::Flood, Action::GotoTable(4)];
         assert_eq!(r.validate(), Ok(()));
+    }
+
+    #[test]
+    fn an_action_stays_five_words() {
+        // Translations hold action lists on the fast path: dhcp_reply's box keeps them small.
+        // `ct(...)` keeps its arguments inline (zone, table, mark, a NAT range: 36 bytes), as
+        // a box would cost a pointer chase per tracked packet; five words is the bound.
+        assert!(
+            std::mem::size_of::<Action>() <= 40,
+            "{}",
+            std::mem::size_of::<Action>()
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`vxlan`], [`csum`], [`gso`]: encapsulation, checksums, segmentation of offloaded frames.
 //! - [`conntrack`] with [`l4`]: connection tracking (TCP state and windows, UDP, ICMP, related
 //!   errors, per-zone limits, expiry), on IP/L4 headers read further than the flow key needs.
+//! - [`respond`]: `dec_ttl` and the actions that answer a packet (ARP, ICMP echo and errors,
+//!   DHCP), for the distributed router.
 //! - [`trace`]: what a packet would hit, without side effects.
 //! - [`types`]: the vocabulary every other file imports (rule ids, domains, translations,
 //!   filters, [`Ingress`] and [`Encap`]), so no two files import each other.
@@ -39,6 +41,7 @@ pub mod lb;
 pub mod mac;
 pub mod packet;
 pub mod pipeline;
+pub mod respond;
 pub mod switch;
 pub mod syntax;
 pub mod trace;

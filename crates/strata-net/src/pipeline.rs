@@ -360,7 +360,7 @@ impl Pipeline {
                 if let Some(f) = apply_to_key(a, &mut k) {
                     t.mask.or_assign(&field_mask(f));
                 }
-                t.ops.push(*a);
+                t.ops.push(a.clone());
             }
             match next {
                 Some(n) if n > table => table = n,

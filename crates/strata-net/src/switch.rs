@@ -27,6 +27,11 @@
 //! a packet of `Vlan(v)` tagged with `v`; a VXLAN port gets them encapsulated with the VNI of
 //! their domain. Flooding from a VXLAN port never goes back to a VXLAN port (split horizon, so
 //! a full mesh of tunnels does not loop).
+//!
+//! `dec_ttl` and the reply actions (`arp_reply`, `icmp_echo_reply`, `icmp_error`,
+//! `dhcp_reply`, in `respond/`) run at execution time: a refusal drops the packet with a
+//! [`DropReason::Reply`] counted in `SwitchStats::replies`, and an answer built as a new frame
+//! leaves by the outputs that follow it, in the ingress domain like any other output.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -41,6 +46,7 @@ use crate::lb::{Backend, LbGroups};
 use crate::mac::{MacTable, DEFAULT_MAC_AGEING, DEFAULT_MAC_CAPACITY};
 use crate::packet::{parse_frame, Layout, ParseError};
 use crate::pipeline::{CacheConfig, FlowDump, Pipeline, PipelineStats};
+use crate::respond::{self, ReplyDrop, ReplyKind, ReplyStats};
 use crate::syntax::{parse_filter, parse_flow, FlowParseError, PortNames};
 pub use crate::types::{Domain, Encap, Ingress};
 use crate::types::{RuleId, Translation};
@@ -191,6 +197,8 @@ pub struct SwitchStats {
     pub lb_no_backend: u64,
     /// Recirculations not done because the packet had reached [`MAX_RECIRC`].
     pub recirc_limit: u64,
+    /// `dec_ttl` and the responders: drops by reason, answers made (docs/net-engine.md).
+    pub replies: ReplyStats,
 }
 
 /// Recirculations (`ct(...,table=T)` passes) one packet may take; more are dropped and
@@ -309,6 +317,8 @@ pub enum DropReason {
     Isolation,
     /// Table miss, `drop`, or a flood with nobody else in the domain.
     NoOutput,
+    /// `dec_ttl` or a responder refused the packet (counted in `SwitchStats::replies`).
+    Reply(ReplyDrop),
 }
 
 /// What happened to a received frame.
@@ -388,6 +398,8 @@ pub struct Switch {
     stats: SwitchStats,
     ct: Conntrack,
     lbs: LbGroups,
+    /// Reused buffers of the frame-building responders (the packet as rewritten, the answer).
+    reply_bufs: (Vec<u8>, Vec<u8>),
 }
 
 impl Default for Switch {
@@ -411,6 +423,7 @@ impl Switch {
             stats: SwitchStats::default(),
             ct: Conntrack::new(cfg.ct),
             lbs: LbGroups::default(),
+            reply_bufs: Default::default(),
         }
     }
 
@@ -690,6 +703,7 @@ impl Switch {
             stats,
             ct,
             lbs,
+            reply_bufs,
             ..
         } = self;
         let (parsed, layout) = match parse_frame(frame, in_port) {
@@ -736,6 +750,8 @@ impl Switch {
             now,
             outputs: 0,
             refused: 0,
+            bufs: reply_bufs,
+            reply_drop: None,
         };
         ex.run(trans, key);
         // Recirculations, in the order their ct actions ran: each pass is its own lookup.
@@ -746,10 +762,13 @@ impl Switch {
             let trans = pipeline.classify(&k, frame.len() as u64, now);
             ex.run(trans, k);
         }
-        let (outputs, refused) = (ex.outputs, ex.refused);
+        let (outputs, refused, reply_drop) = (ex.outputs, ex.refused, ex.reply_drop);
         if outputs == 0 {
             if let Some(p) = self.ports.get_mut(&in_port) {
                 p.stats.rx_dropped += 1;
+            }
+            if let Some(d) = reply_drop {
+                return Disposition::Dropped(DropReason::Reply(d));
             }
             return Disposition::Dropped(if refused > 0 {
                 DropReason::Isolation
@@ -808,6 +827,19 @@ struct Exec<'a> {
     now: Duration,
     outputs: usize,
     refused: usize,
+    bufs: &'a mut (Vec<u8>, Vec<u8>),
+    /// Set when `dec_ttl` or a responder dropped the packet (the rest of the actions is skipped).
+    reply_drop: Option<ReplyDrop>,
+}
+
+/// The frame outputs are made from: the received one, or an answer a responder built.
+#[derive(Clone, Copy)]
+struct Src<'b> {
+    frame: &'b [u8],
+    layout: &'b Layout,
+    parsed: &'b FlowKey,
+    /// True for a built answer: never split (its bytes are not the caller's frame).
+    built: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -825,8 +857,24 @@ impl Exec<'_> {
         } else {
             ethertype::VLAN
         };
-        for op in &trans.ops {
+        for (i, op) in trans.ops.iter().enumerate() {
             match *op {
+                Action::DecTtl | Action::ArpReply(_) | Action::IcmpEchoReply => {
+                    let r = match *op {
+                        Action::DecTtl => respond::dec_ttl(&mut k).map(|_| None),
+                        Action::ArpReply(mac) => respond::arp::reply(&mut k, mac).map(Some),
+                        _ => respond::icmp::echo_reply(&mut k).map(Some),
+                    };
+                    match r {
+                        Ok(kind) => kind
+                            .into_iter()
+                            .for_each(|x| self.stats.replies.count_reply(x)),
+                        Err(d) => return self.refuse(d),
+                    }
+                }
+                Action::IcmpError { .. } | Action::DhcpReply(_) => {
+                    return self.answer(op, &k, tpid, &trans.ops[i + 1..]);
+                }
                 Action::Output(p) => {
                     // OpenFlow: output to the input port only via `in_port`.
                     if p != self.in_port {
@@ -910,6 +958,50 @@ impl Exec<'_> {
         true
     }
 
+    fn refuse(&mut self, d: ReplyDrop) {
+        self.stats.replies.count_drop(d);
+        self.reply_drop = Some(d);
+    }
+
+    /// A frame-building responder: builds the answer, then runs the outputs that follow it
+    /// (validation allows nothing else after a reply action) on the answer.
+    fn answer(&mut self, op: &Action, k: &FlowKey, tpid: u16, rest: &[Action]) {
+        let (mut cur, mut ans) = std::mem::take(self.bufs);
+        let src = Src {
+            frame: self.frame,
+            layout: self.layout,
+            parsed: self.parsed,
+            built: false,
+        };
+        match reply_frame(
+            op, src.frame, src.layout, src.parsed, k, tpid, &mut cur, &mut ans,
+        ) {
+            Err(d) => self.refuse(d),
+            Ok((kind, akey, alay)) => {
+                self.stats.replies.count_reply(kind);
+                let nk = answer_key(&akey, k);
+                let src = Src {
+                    frame: &ans,
+                    layout: &alay,
+                    parsed: &akey,
+                    built: true,
+                };
+                for a in rest {
+                    match *a {
+                        Action::Output(p) if p != self.in_port => {
+                            self.emit_src(src, p, &nk, tpid, Mode::Explicit)
+                        }
+                        Action::OutputInPort => {
+                            self.emit_src(src, self.in_port, &nk, tpid, Mode::Explicit)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        *self.bufs = (cur, ans);
+    }
+
     fn learn(&mut self, k: &FlowKey) {
         self.macs
             .learn(self.domain, k.get(Field::EthSrc), self.in_port, self.now);
@@ -946,6 +1038,16 @@ impl Exec<'_> {
     }
 
     fn emit(&mut self, p: PortNo, k: &FlowKey, tpid: u16, mode: Mode) {
+        let src = Src {
+            frame: self.frame,
+            layout: self.layout,
+            parsed: self.parsed,
+            built: false,
+        };
+        self.emit_src(src, p, k, tpid, mode)
+    }
+
+    fn emit_src(&mut self, src: Src<'_>, p: PortNo, k: &FlowKey, tpid: u16, mode: Mode) {
         let Some(port) = self.ports.get_mut(&p) else {
             self.stats.output_to_unknown_port += 1;
             return;
@@ -968,20 +1070,24 @@ impl Exec<'_> {
             }),
             _ => None,
         };
-        let cut = if fx.split && self.frame.len() > SPLIT_MIN {
+        let cut = if fx.split && !src.built && src.frame.len() > SPLIT_MIN {
             SPLIT_HEAD
         } else {
-            self.frame.len()
+            src.frame.len()
         };
         materialize(
-            &self.frame[..cut],
-            self.layout,
-            self.parsed,
+            &src.frame[..cut],
+            src.layout,
+            src.parsed,
             &a.key,
             tpid,
             &mut fx.buf,
         );
-        let tail = (cut, self.frame.len());
+        let tail = if src.built {
+            (0, 0)
+        } else {
+            (cut, src.frame.len())
+        };
         let tail_len = tail.1 - tail.0;
         let len = fx.buf.len() - start;
         // A tunnel port counts the frame as the underlay carries it (outer headers included),
@@ -1007,6 +1113,60 @@ impl Exec<'_> {
         port.stats.tx_bytes += (len + tail_len + overhead) as u64;
         self.outputs += 1;
     }
+}
+
+/// Builds the answer of a frame-building responder (`icmp_error`, `dhcp_reply`) to the packet
+/// `frame` (parsed as `parsed`, now `k` after the actions before it): the packet as rewritten
+/// so far goes to `cur`, the answer to `ans`, parsed back into its key and layout. Used by
+/// execution and by `trace`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn reply_frame(
+    op: &Action,
+    frame: &[u8],
+    layout: &Layout,
+    parsed: &FlowKey,
+    k: &FlowKey,
+    tpid: u16,
+    cur: &mut Vec<u8>,
+    ans: &mut Vec<u8>,
+) -> Result<(ReplyKind, FlowKey, Layout), ReplyDrop> {
+    cur.clear();
+    ans.clear();
+    materialize(frame, layout, parsed, k, tpid, cur);
+    let refused = match op {
+        Action::DhcpReply(_) => ReplyDrop::DhcpMalformed,
+        _ => ReplyDrop::IcmpErrorRefused,
+    };
+    let (ck, cl) = parse_frame(cur, k.in_port()).map_err(|_| refused)?;
+    let kind = match *op {
+        Action::IcmpError {
+            icmp_type,
+            code,
+            src: std::net::IpAddr::V4(src),
+        } => respond::icmp::error(cur, &cl, &ck, icmp_type, code, src, ans)?,
+        Action::IcmpError {
+            icmp_type,
+            code,
+            src: std::net::IpAddr::V6(src),
+        } => respond::icmp::error_v6(cur, &cl, &ck, icmp_type, code, src, ans)?,
+        Action::DhcpReply(ref c) => respond::dhcp::reply(cur, &cl, &ck, c, ans)?,
+        _ => return Err(refused),
+    };
+    let (ak, al) = parse_frame(ans, k.in_port()).map_err(|_| refused)?;
+    Ok((kind, ak, al))
+}
+
+/// The key an answer leaves with: its own header fields, and what is not on the wire (port,
+/// tunnel id, metadata, registers) and the VLAN tag from the packet it answers.
+pub(crate) fn answer_key(answer: &FlowKey, k: &FlowKey) -> FlowKey {
+    let mut nk = *answer;
+    for f in [Field::InPort, Field::VlanTci, Field::TunId, Field::Metadata] {
+        nk.set(f, k.get(f));
+    }
+    for r in 0..8 {
+        nk.set(Field::Reg(r), k.get(Field::Reg(r)));
+    }
+    nk
 }
 
 /// Hash of the inner flow for the VXLAN source port: addresses, protocol and ports, so one
@@ -1060,7 +1220,58 @@ pub fn materialize(
     match orig.eth_type() {
         ethertype::IPV4 if lay.l3_end as usize > l3_in => rewrite_v4(b, l3, l4, orig, k),
         ethertype::IPV6 if lay.l3_end as usize > l3_in => rewrite_v6(b, l3, l4, orig, k),
+        ethertype::ARP => rewrite_arp(b, l3, orig, k),
         _ => {}
+    }
+}
+
+/// ARP body fields the key holds (op, sha, spa, tha, tpa), written where they differ
+/// (`arp_reply`).
+fn rewrite_arp(b: &mut [u8], l3: usize, orig: &FlowKey, k: &FlowKey) {
+    let Some(body) = b.get_mut(l3..l3 + crate::packet::ARP_LEN) else {
+        return;
+    };
+    if orig.arp_op() != k.arp_op() {
+        body[6..8].copy_from_slice(&k.arp_op().to_be_bytes());
+    }
+    for (off, old, new) in [
+        (8, orig.arp_sha(), k.arp_sha()),
+        (18, orig.arp_tha(), k.arp_tha()),
+    ] {
+        if old != new {
+            body[off..off + 6].copy_from_slice(&new);
+        }
+    }
+    for (off, old, new) in [
+        (14, orig.nw_src(), k.nw_src()),
+        (24, orig.nw_dst(), k.nw_dst()),
+    ] {
+        if old != new {
+            body[off..off + 4].copy_from_slice(&new.octets());
+        }
+    }
+}
+
+/// TTL (`dec_ttl`, answers) and ICMP type/code (`icmp_echo_reply`), with incremental checksums.
+fn rewrite_ttl_icmp(b: &mut [u8], l3: usize, l4: Option<usize>, orig: &FlowKey, k: &FlowKey) {
+    if orig.nw_ttl() != k.nw_ttl() {
+        let at = l3 + 8;
+        let old = rd16(b, at);
+        let new = ((k.nw_ttl() as u16) << 8) | (old & 0xff);
+        wr16(b, at, new);
+        let hc = rd16(b, l3 + 10);
+        wr16(b, l3 + 10, csum::update16(hc, old, new));
+    }
+    let icmp = orig.nw_proto() == ipproto::ICMP;
+    if icmp && (orig.tp_src(), orig.tp_dst()) != (k.tp_src(), k.tp_dst()) {
+        if let Some(cpos) = l4_csum_pos(b, l4, ipproto::ICMP) {
+            let l4 = cpos - 2;
+            let old = rd16(b, l4);
+            let new = ((k.tp_src() & 0xff) << 8) | (k.tp_dst() & 0xff);
+            wr16(b, l4, new);
+            let c = rd16(b, cpos);
+            wr16(b, cpos, csum::update16(c, old, new));
+        }
     }
 }
 
@@ -1134,6 +1345,7 @@ fn rewrite_v4(b: &mut [u8], l3: usize, l4: Option<usize>, orig: &FlowKey, k: &Fl
         }
     }
     rewrite_ports(b, l4, proto, orig, k);
+    rewrite_ttl_icmp(b, l3, l4, orig, k);
 }
 
 fn rewrite_v6(b: &mut [u8], l3: usize, l4: Option<usize>, orig: &FlowKey, k: &FlowKey) {
@@ -1162,6 +1374,9 @@ fn rewrite_v6(b: &mut [u8], l3: usize, l4: Option<usize>, orig: &FlowKey, k: &Fl
         }
     }
     rewrite_ports(b, l4, proto, orig, k);
+    if orig.nw_ttl() != k.nw_ttl() {
+        b[l3 + 7] = k.nw_ttl(); // the hop limit; no IPv6 header checksum
+    }
 }
 
 #[cfg(test)]

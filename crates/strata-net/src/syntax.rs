@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Fields are separated by commas or whitespace; everything after `actions=` is the action
-//! list (comma separated). Port references are numbers or names resolved through a
+//! list (comma separated; commas inside an action's parentheses, as in
+//! `icmp_error(type=11,code=0,src=10.0.0.1)`, belong to that action). Port references are numbers or names resolved through a
 //! [`PortNames`] table given by the caller. [`format_flow`] prints a rule back so that
 //! `parse_flow(format_flow(r)) == r`; [`format_flow_stats`] prints the `dump-flows` form, whose
 //! extra `duration=`, `n_packets=` and `n_bytes=` fields the parser accepts and ignores.
@@ -22,6 +23,7 @@ use crate::ct_syntax;
 use crate::flow::{Action, FlowRule, RuleError, SetField, DEFAULT_PRIORITY};
 use crate::key::{ethertype, fmt_mac, ipproto, mac_from_bytes, Field, Match, PortNo};
 use crate::key::{VLAN_PCP_MASK, VLAN_PRESENT, VLAN_VID_MASK};
+use crate::respond::DhcpConfig;
 pub use crate::types::{FlowFilter, FlowStats};
 
 /// Port name ⇄ number table supplied by the caller (the switch's port list).
@@ -559,6 +561,145 @@ fn parse_set_field(arg: &str, names: Option<&PortNames>) -> R<SetField> {
     })
 }
 
+/// The actions written `name(key=value,...)`: `icmp_error(...)` and `dhcp_reply(...)`.
+/// `Ok(None)` if `tok` is not of that form.
+fn parse_paren_action(tok: &str) -> R<Option<Action>> {
+    let Some(open) = tok.find('(') else {
+        return Ok(None);
+    };
+    if tok.find(':').is_some_and(|c| c < open) {
+        return Ok(None);
+    }
+    let name = tok[..open].trim();
+    let err = |arg: &str, reason| FlowParseError::BadActionArg {
+        action: name.to_string(),
+        arg: arg.to_string(),
+        reason,
+    };
+    let inner = tok[open + 1..]
+        .strip_suffix(')')
+        .ok_or_else(|| err(tok, "unbalanced parentheses"))?;
+    let mut args: Vec<(&str, &str)> = Vec::new();
+    for a in inner.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| err(a, "expected key=value"))?;
+        let k = k.trim();
+        if args.iter().any(|(x, _)| *x == k) {
+            return Err(err(a, "argument given twice"));
+        }
+        args.push((k, v.trim()));
+    }
+    let get = |k: &str| args.iter().find(|(x, _)| *x == k).map(|(_, v)| *v);
+    let v4 = |k: &str| -> R<Option<Ipv4Addr>> {
+        get(k)
+            .map(|v| v.parse().map_err(|_| err(v, "not an IPv4 address")))
+            .transpose()
+    };
+    let num = |k: &str, max: u64| -> R<Option<u64>> {
+        get(k)
+            .map(|v| parse_uint(k, v, max).map_err(|_| err(v, "not a number in range")))
+            .transpose()
+    };
+    let known = |allowed: &[&str]| -> R<()> {
+        match args.iter().find(|(k, _)| !allowed.contains(k)) {
+            Some((k, _)) => Err(err(k, "unknown argument")),
+            None => Ok(()),
+        }
+    };
+    let required = |k: &'static str| err(k, "required argument missing");
+    let a = match name {
+        "icmp_error" => {
+            known(&["type", "code", "src"])?;
+            Action::IcmpError {
+                icmp_type: num("type", 0xff)?.ok_or_else(|| required("type"))? as u8,
+                code: num("code", 0xff)?.unwrap_or(0) as u8,
+                src: get("src")
+                    .ok_or_else(|| required("src"))?
+                    .parse::<std::net::IpAddr>()
+                    .map_err(|_| err("src", "not an IP address"))?,
+            }
+        }
+        "dhcp_reply" => {
+            known(&[
+                "yiaddr",
+                "netmask",
+                "prefix",
+                "router",
+                "dns",
+                "lease",
+                "server",
+                "server_mac",
+                "mtu",
+                "domain",
+            ])?;
+            let server_mac = get("server_mac").ok_or_else(|| required("server_mac"))?;
+            let mut c = DhcpConfig::new(
+                v4("yiaddr")?.ok_or_else(|| required("yiaddr"))?,
+                v4("server")?.ok_or_else(|| required("server"))?,
+                parse_mac("server_mac", server_mac).map_err(|_| err(server_mac, "not a MAC"))?,
+            );
+            c.netmask = v4("netmask")?;
+            if let Some(p) = num("prefix", 32)? {
+                if c.netmask.is_some() {
+                    return Err(err("prefix", "give netmask or prefix, not both"));
+                }
+                c.netmask = Some(Ipv4Addr::from(
+                    u32::MAX.checked_shl(32 - p as u32).unwrap_or(0),
+                ));
+            }
+            c.router = v4("router")?;
+            if let Some(d) = get("dns") {
+                for a in d.split(';') {
+                    c.dns.push(
+                        a.trim()
+                            .parse()
+                            .map_err(|_| err(a, "not an IPv4 address"))?,
+                    );
+                }
+            }
+            c.lease = num("lease", u32::MAX as u64)?.unwrap_or(c.lease as u64) as u32;
+            c.mtu = num("mtu", 0xffff)?.map(|m| m as u16);
+            c.domain = get("domain").map(str::to_string);
+            Action::DhcpReply(Box::new(c))
+        }
+        _ => {
+            return Err(FlowParseError::UnknownAction {
+                token: tok.to_string(),
+            })
+        }
+    };
+    Ok(Some(a))
+}
+
+fn format_dhcp(out: &mut String, c: &DhcpConfig) -> std::fmt::Result {
+    write!(out, "dhcp_reply(yiaddr={}", c.yiaddr)?;
+    if let Some(m) = c.netmask {
+        write!(out, ",netmask={m}")?;
+    }
+    if let Some(r) = c.router {
+        write!(out, ",router={r}")?;
+    }
+    for (i, d) in c.dns.iter().enumerate() {
+        write!(out, "{}{d}", if i == 0 { ",dns=" } else { ";" })?;
+    }
+    write!(
+        out,
+        ",lease={},server={},server_mac={}",
+        c.lease,
+        c.server,
+        fmt_mac(c.server_mac)
+    )?;
+    if let Some(m) = c.mtu {
+        write!(out, ",mtu={m}")?;
+    }
+    if let Some(d) = &c.domain {
+        write!(out, ",domain={d}")?;
+    }
+    out.push(')');
+    Ok(())
+}
+
 fn parse_actions(s: &str, names: Option<&PortNames>) -> R<Vec<Action>> {
     let mut out = Vec::new();
     for raw in ct_syntax::split_top(s) {
@@ -575,6 +716,10 @@ fn parse_actions(s: &str, names: Option<&PortNames>) -> R<Vec<Action>> {
                 }
             })?;
             out.push(Action::Ct(ct));
+            continue;
+        }
+        if let Some(a) = parse_paren_action(tok)? {
+            out.push(a);
             continue;
         }
         let (name, arg) = match tok.split_once(':') {
@@ -661,6 +806,9 @@ fn parse_actions(s: &str, names: Option<&PortNames>) -> R<Vec<Action>> {
             "mod_nw_dst" => Action::SetField(SetField::NwDst(parse_v4(name, need(name)?)?)),
             "mod_tp_src" => Action::SetField(SetField::TpSrc(num(name, 0xffff)? as u16)),
             "mod_tp_dst" => Action::SetField(SetField::TpDst(num(name, 0xffff)? as u16)),
+            "dec_ttl" => no_arg(Action::DecTtl)?,
+            "icmp_echo_reply" => no_arg(Action::IcmpEchoReply)?,
+            "arp_reply" => Action::ArpReply(parse_mac(name, need(name)?)?),
             _ => {
                 // A bare port number is `output:N`, as in ovs-ofctl.
                 if tok.bytes().all(|c| c.is_ascii_digit()) {
@@ -974,6 +1122,15 @@ pub fn format_actions(actions: &[Action], names: Option<&PortNames>) -> String {
                 SetField::Reg(r, v) => write!(out, "set_field:{v:#x}->reg{r}"),
                 SetField::Metadata(v) => write!(out, "set_field:{v:#x}->metadata"),
             },
+            Action::DecTtl => write!(out, "dec_ttl"),
+            Action::IcmpError {
+                icmp_type,
+                code,
+                src,
+            } => write!(out, "icmp_error(type={icmp_type},code={code},src={src})"),
+            Action::IcmpEchoReply => write!(out, "icmp_echo_reply"),
+            Action::ArpReply(m) => write!(out, "arp_reply:{}", fmt_mac(m)),
+            Action::DhcpReply(ref c) => format_dhcp(&mut out, c),
         };
     }
     out

@@ -19,8 +19,9 @@ use crate::ct_exec::{self, CtDrop, CtStep, Tracker};
 use crate::flow::{apply_to_key, Action, CtAction, FlowRule};
 use crate::key::{ethertype, Field, FlowKey, PortNo};
 use crate::packet::{build_frame, parse_frame, ParseError};
+use crate::respond::{self, ReplyDrop};
 use crate::switch::MAX_RECIRC;
-use crate::switch::{adapt, PortKind, Switch};
+use crate::switch::{adapt, answer_key, reply_frame, PortKind, Switch};
 use crate::syntax::{format_actions, format_flow, format_match, parse_packet_spec};
 use crate::syntax::{FlowParseError, PortNames};
 use crate::types::Domain;
@@ -125,6 +126,8 @@ pub struct Trace {
     pub ct: Vec<TraceCt>,
     /// Index in `steps` where each recirculated pass starts.
     recirc_starts: Vec<usize>,
+    /// Set when `dec_ttl` or a responder would drop the packet (later actions do not run).
+    pub reply_drop: Option<ReplyDrop>,
     names: PortNames,
 }
 
@@ -148,6 +151,7 @@ impl Switch {
         let frame = build_frame(&spec_key, 0);
         let (mut key, layout) = parse_frame(&frame, in_port).map_err(TraceError::Build)?;
         let ctpkt = ct_exec::parse(&frame, &layout, &key);
+        let parsed = key;
         for f in [Field::TunId, Field::Metadata] {
             key.set(f, spec_key.get(f));
         }
@@ -165,6 +169,7 @@ impl Switch {
             refused: Vec::new(),
             ct: Vec::new(),
             recirc_starts: Vec::new(),
+            reply_drop: None,
             names,
         };
         let Some(domain) = domain else {
@@ -175,15 +180,16 @@ impl Switch {
         while next < passes.len() {
             let key = passes[next];
             next += 1;
-            self.trace_pass(
-                &mut t,
-                key,
-                domain,
-                now,
-                ctpkt.as_ref(),
-                forced,
-                &mut passes,
-            );
+            let built = Built {
+                frame: &frame,
+                layout: &layout,
+                parsed: &parsed,
+                ctpkt: ctpkt.as_ref(),
+            };
+            self.trace_pass(&mut t, key, domain, now, built, forced, &mut passes);
+            if t.reply_drop.is_some() {
+                break;
+            }
         }
         Ok(t)
     }
@@ -196,10 +202,13 @@ impl Switch {
         key: FlowKey,
         domain: Option<Domain>,
         now: Duration,
-        ctpkt: Option<&crate::l4::CtPacket>,
+        built: Built<'_>,
         forced: Option<u8>,
         passes: &mut Vec<FlowKey>,
     ) {
+        let ctpkt = built.ctpkt;
+        let (frame, layout, parsed) = (built.frame, built.layout, built.parsed);
+        let (mut cur, mut ans) = (Vec::new(), Vec::new());
         let in_port = key.in_port();
         let in_tunnel = self
             .port_cfg(in_port)
@@ -220,7 +229,32 @@ impl Switch {
         t.actions.extend_from_slice(&trans.ops);
         let mut k = key;
         for op in &trans.ops {
+            let refused = match *op {
+                Action::DecTtl => respond::dec_ttl(&mut k).err(),
+                Action::ArpReply(mac) => respond::arp::reply(&mut k, mac).err(),
+                Action::IcmpEchoReply => respond::icmp::echo_reply(&mut k).err(),
+                Action::IcmpError { .. } | Action::DhcpReply(_) => {
+                    let tpid = if layout.vlan {
+                        layout.tpid
+                    } else {
+                        ethertype::VLAN
+                    };
+                    match reply_frame(op, frame, layout, parsed, &k, tpid, &mut cur, &mut ans) {
+                        Ok((_, ak, _)) => {
+                            k = answer_key(&ak, &k);
+                            None
+                        }
+                        Err(d) => Some(d),
+                    }
+                }
+                _ => None,
+            };
+            if refused.is_some() {
+                t.reply_drop = refused;
+                break;
+            }
             match *op {
+                _ if op.is_reply() || *op == Action::DecTtl => {}
                 Action::Output(p) if p != in_port => self.trace_emit(t, p, domain, &k, Via::Output),
                 Action::Output(_) => {}
                 Action::OutputInPort => self.trace_emit(t, in_port, domain, &k, Via::Output),
@@ -237,10 +271,10 @@ impl Switch {
                         None => self.trace_flood(t, in_port, in_tunnel, domain, &k),
                     }
                 }
-                Action::Ct(a) => {
+                Action::Ct(ref a) => {
                     let (ct, lbs) = self.ct_parts();
                     let seed = ct.config().hash_seed;
-                    let mut s = ct_exec::step(Tracker::Peek(ct), lbs, seed, now, &a, ctpkt, &mut k);
+                    let mut s = ct_exec::step(Tracker::Peek(ct), lbs, seed, now, a, ctpkt, &mut k);
                     if let Some(f) = forced {
                         s.state = f;
                         s.drop = None;
@@ -254,7 +288,7 @@ impl Switch {
                     }
                     t.ct.push(TraceCt {
                         after_step: t.steps.len().saturating_sub(1),
-                        action: a,
+                        action: *a,
                         step: s,
                         recirc,
                     });
@@ -269,7 +303,18 @@ impl Switch {
         }
         t.final_key = k;
     }
+}
 
+/// The frame a trace built, as parsed, shared by every pass.
+#[derive(Clone, Copy)]
+struct Built<'a> {
+    frame: &'a [u8],
+    layout: &'a crate::packet::Layout,
+    parsed: &'a FlowKey,
+    ctpkt: Option<&'a crate::l4::CtPacket>,
+}
+
+impl Switch {
     fn trace_emit(&self, t: &mut Trace, p: PortNo, d: Option<Domain>, k: &FlowKey, via: Via) {
         let Some(cfg) = self.port_cfg(p) else { return };
         match adapt(cfg, d, k) {
@@ -331,6 +376,11 @@ fn key_text(k: &FlowKey, names: &PortNames) -> String {
         ethertype::IPV4 | ethertype::ARP => {
             m.set_exact(Field::NwSrc, k.get(Field::NwSrc));
             m.set_exact(Field::NwDst, k.get(Field::NwDst));
+            if k.eth_type() == ethertype::ARP {
+                for f in [Field::ArpOp, Field::ArpSha, Field::ArpTha] {
+                    m.set_exact(f, k.get(f));
+                }
+            }
         }
         ethertype::IPV6 => {
             for f in [
@@ -393,6 +443,9 @@ impl fmt::Display for Trace {
             key_text(&self.final_key, &self.names)
         )?;
         writeln!(f, "Actions: {}", format_actions(&self.actions, n))?;
+        if let Some(d) = self.reply_drop {
+            writeln!(f, "Dropped by action: {}", d.code())?;
+        }
         if self.outputs.is_empty() {
             writeln!(f, "Datapath: drop")?;
         }

@@ -169,7 +169,7 @@ fn linear(rules: &[(u64, FlowRule)], key: &FlowKey) -> Vec<Action> {
                 next = Some(*t);
             } else {
                 apply_to_key(a, &mut k);
-                ops.push(*a);
+                ops.push(a.clone());
             }
         }
         match next {

@@ -8,6 +8,7 @@ mod ct_util;
 mod golden;
 mod l4_parse;
 mod parsers;
+mod responders;
 mod segmentation;
 mod tunnels;
 

@@ -218,7 +218,80 @@ fn set_field_strategy(ip: bool, v6: bool, l4: bool, tagged: bool) -> BoxedStrate
     prop::strategy::Union::new(opts).boxed()
 }
 
+/// A reply action with the match kind it needs (0 ip, 1 icmp echo request, 2 arp request,
+/// 3 udp to port 67).
+fn reply_strategy() -> BoxedStrategy<(u8, Action)> {
+    let host = (1u32..0xdfff_ffff)
+        .prop_filter("a host", |a| a >> 24 != 127)
+        .prop_map(Ipv4Addr::from);
+    let unicast = mac_strategy()
+        .prop_map(|m| (m & !0x0100_0000_0000) | 2)
+        .boxed();
+    let dhcp = (
+        (host.clone(), host.clone(), unicast.clone()),
+        (
+            prop::option::of(0u32..=32),
+            prop::option::of(host.clone()),
+            prop::collection::vec(host.clone(), 0..4),
+            1u32..,
+            prop::option::of(68u16..),
+            prop::option::of("[a-z0-9]{1,10}(\\.[a-z0-9-]{1,10}){0,3}"),
+        ),
+    )
+        .prop_map(|((y, s, mac), (p, r, dns, lease, mtu, dom))| {
+            let mut c = strata_net::respond::DhcpConfig::new(y, s, mac);
+            c.netmask = p.map(|p| Ipv4Addr::from(u32::MAX.checked_shl(32 - p).unwrap_or(0)));
+            c.router = r;
+            c.dns = dns;
+            c.lease = lease;
+            c.mtu = mtu;
+            c.domain = dom;
+            (3u8, Action::DhcpReply(Box::new(c)))
+        });
+    prop_oneof![
+        (
+            prop::sample::select(vec![(11u8, 0u8), (11, 1), (3, 0), (3, 1), (3, 3), (3, 13)]),
+            host
+        )
+            .prop_map(|((t, c), src)| (
+                0u8,
+                Action::IcmpError {
+                    icmp_type: t,
+                    code: c,
+                    src: src.into()
+                }
+            )),
+        (
+            prop::sample::select(vec![(3u8, 0u8), (3, 1), (1, 0), (1, 4), (1, 6)]),
+            any::<u128>()
+        )
+            .prop_map(|((t, c), src)| (
+                4u8,
+                Action::IcmpError {
+                    icmp_type: t,
+                    code: c,
+                    src: Ipv6Addr::from(src).into()
+                }
+            )),
+        Just((1u8, Action::IcmpEchoReply)),
+        unicast.prop_map(|m| (2u8, Action::ArpReply(m))),
+        dhcp,
+    ]
+    .boxed()
+}
+
 fn action_strategy(ip: bool, v6: bool, l4: bool, tagged: bool) -> BoxedStrategy<Action> {
+    if ip || v6 {
+        return prop_oneof![
+            9 => action_strategy_base(ip, v6, l4, tagged),
+            1 => Just(Action::DecTtl),
+        ]
+        .boxed();
+    }
+    action_strategy_base(ip, v6, l4, tagged)
+}
+
+fn action_strategy_base(ip: bool, v6: bool, l4: bool, tagged: bool) -> BoxedStrategy<Action> {
     prop_oneof![
         (1u32..0xffff_ff00).prop_map(Action::Output),
         Just(Action::OutputInPort),
@@ -349,10 +422,11 @@ fn rule_strategy() -> impl Strategy<Value = FlowRule> {
                 ),
                 prop::option::of(any::<u8>()),
                 Just((et, proto, tagged, ip, l4, v4ish, v6)),
+                prop::option::weighted(0.2, reply_strategy()),
             )
         })
         .prop_map(
-            |((table, prio, cookie, idle, hard), fields, mut actions, goto, flags)| {
+            |((table, prio, cookie, idle, hard), fields, mut actions, goto, flags, reply)| {
                 let (et, proto, tagged, ip, l4, v4ish, v6) = flags;
                 let (port, src, dst, vlan, nw, v6addr, tp, meta, reg, tun) = fields;
                 let mut m = Match::ANY;
@@ -416,6 +490,31 @@ fn rule_strategy() -> impl Strategy<Value = FlowRule> {
                     if g > table && g <= 254 {
                         actions.push(Action::GotoTable(g));
                     }
+                }
+                if let Some((kind, a)) = reply {
+                    // The reply's prerequisites, outputs around it.
+                    let mut r = Match::ANY;
+                    if let Some(p) = port {
+                        r.set_exact(Field::InPort, p as u64);
+                    }
+                    let (et, proto, field) = match kind {
+                        0 => (0x0800, None, None),
+                        4 => (0x86dd, None, None),
+                        1 => (0x0800, Some(1), Some((Field::TpSrc, 8))),
+                        2 => (0x0806, None, Some((Field::ArpOp, 1))),
+                        _ => (0x0800, Some(17), Some((Field::TpDst, 67))),
+                    };
+                    r.set_exact(Field::EthType, et);
+                    if let Some(p) = proto {
+                        r.set_exact(Field::NwProto, p);
+                    }
+                    if let Some((f, v)) = field {
+                        r.set_exact(f, v);
+                    }
+                    m = r;
+                    actions.retain(|a| matches!(a, Action::Output(_) | Action::OutputInPort));
+                    actions.push(a);
+                    actions.push(Action::OutputInPort);
                 }
                 FlowRule {
                     table,
