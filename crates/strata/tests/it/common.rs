@@ -167,6 +167,7 @@ impl Netns {
     pub fn new(name: &str) -> Netns {
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", name])
+            .stderr(std::process::Stdio::null())
             .status();
         let ok = std::process::Command::new("ip")
             .args(["netns", "add", name])
