@@ -6,11 +6,20 @@
 //! applies its writes only if every comparison of a key's `mod_revision` holds (0 = "absent");
 //! a watch replays every change after a given revision, then follows live changes.
 //!
+//! A transaction that changes nothing (its comparisons fail, it has no writes, or it only
+//! deletes absent keys) does not move the revision.
+//!
 //! [`RedbStore`] keeps keys, values and a bounded change history in one redb file; each
-//! transaction is one durable redb commit.
+//! transaction is one durable redb commit. [`EtcdStore`] keeps them in an etcd cluster under a
+//! root prefix, with etcd's revisions and history. Both refuse the same bad input
+//! ([`MAX_KEY`], [`MAX_VALUE`]) before anything is written.
 
+mod check;
+mod etcd_store;
 mod redb_store;
 
+pub use check::{MAX_KEY, MAX_VALUE};
+pub use etcd_store::{EtcdConfig, EtcdStore, DEFAULT_ROOT, DEFAULT_TIMEOUT};
 pub use redb_store::RedbStore;
 
 use thiserror::Error;

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
+use crate::check::check_txn;
 use crate::{Compare, Event, KeyValue, Op, Store, StoreError, Txn, TxnResult};
 
 const KV: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("kv");
@@ -43,10 +44,6 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 pub const HISTORY: u64 = 10_000;
 /// Bytes of encoded changes the history may hold.
 pub const HISTORY_BYTES: u64 = 32 << 20;
-/// Longest key accepted.
-pub const MAX_KEY: usize = 1024;
-/// Largest value accepted.
-pub const MAX_VALUE: usize = 1 << 20;
 /// Most transactions one group commit carries (a bound on the leader's work and memory).
 pub const MAX_BATCH: usize = 256;
 /// Mode of the store file, whatever the process umask: it holds every tenant's records.
@@ -247,8 +244,10 @@ impl RedbStore {
             });
         }
         let rev = cur + 1;
-        let mut log = Vec::new();
-        log.extend_from_slice(&(txn.success.len() as u32).to_le_bytes());
+        // The count of changes is patched in at the end: deleting an absent key is no change
+        // (as in etcd), and a transaction of nothing but such deletes keeps the revision.
+        let mut log = vec![0u8; 4];
+        let mut changes = 0u32;
         for op in &txn.success {
             let (k, v) = match op {
                 Op::Put(k, v) => {
@@ -264,10 +263,13 @@ impl RedbStore {
                     (k, Some(v))
                 }
                 Op::Delete(k) => {
-                    kv.remove(k.as_str()).map_err(be)?;
+                    if kv.remove(k.as_str()).map_err(be)?.is_none() {
+                        continue;
+                    }
                     (k, None)
                 }
             };
+            changes += 1;
             log.extend_from_slice(&(k.len() as u32).to_le_bytes());
             log.extend_from_slice(k.as_bytes());
             log.push(u8::from(v.is_some()));
@@ -275,6 +277,13 @@ impl RedbStore {
             log.extend_from_slice(&(v.len() as u32).to_le_bytes());
             log.extend_from_slice(v);
         }
+        if changes == 0 {
+            return Ok(TxnResult {
+                succeeded: true,
+                revision: cur,
+            });
+        }
+        log[..4].copy_from_slice(&changes.to_le_bytes());
         let mut lt = w.open_table(LOG).map_err(be)?;
         lt.insert(rev, log.as_slice()).map_err(be)?;
         let mut meta = w.open_table(META).map_err(be)?;
@@ -316,16 +325,6 @@ impl RedbStore {
         meta.insert("log_bytes", bytes).map_err(be)?;
         Ok(())
     }
-}
-
-fn check_key(k: &str) -> Result<(), StoreError> {
-    if k.is_empty() || k.len() > MAX_KEY {
-        return Err(StoreError::Invalid(format!(
-            "key length {} (1..={MAX_KEY})",
-            k.len()
-        )));
-    }
-    Ok(())
 }
 
 impl Store for RedbStore {
@@ -375,23 +374,7 @@ impl Store for RedbStore {
     }
 
     fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
-        for op in &txn.success {
-            match op {
-                Op::Put(k, v) => {
-                    check_key(k)?;
-                    if v.len() > MAX_VALUE {
-                        return Err(StoreError::Invalid(format!(
-                            "value of {} bytes (at most {MAX_VALUE})",
-                            v.len()
-                        )));
-                    }
-                }
-                Op::Delete(k) => check_key(k)?,
-            }
-        }
-        for Compare::ModRevision(k, _) in &txn.compare {
-            check_key(k)?;
-        }
+        check_txn(&txn)?;
         let mut g = self.group.lock();
         let ticket = g.next_ticket;
         g.next_ticket += 1;

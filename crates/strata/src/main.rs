@@ -77,6 +77,10 @@ enum Cmd {
         /// This machine's name in the placement pool (default: the hostname).
         #[arg(long)]
         node: Option<String>,
+        /// Where control-plane state is kept: `etcd://HOST:PORT[,HOST:PORT...]` for an etcd
+        /// cluster (default: the embedded store, DATA_DIR/state.redb).
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Pools.
     Pool {
@@ -205,6 +209,7 @@ fn run() -> Result<()> {
             api_header_timeout,
             api_idle_timeout,
             node,
+            store,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -217,6 +222,7 @@ fn run() -> Result<()> {
                 .init();
             serve(
                 &data_dir,
+                store.as_deref(),
                 node.as_deref(),
                 &listen,
                 &default_pool_size,
@@ -320,13 +326,14 @@ const TENANT_SOCKETS: &str = "sockets";
 
 fn serve(
     dir: &Path,
+    store: Option<&str>,
     node: Option<&str>,
     listen: &str,
     size: &str,
     nbd_listen: Option<&str>,
     api_limits: http::Limits,
 ) -> Result<()> {
-    let (_lock, pool, ctl, first_secret) = startup::init(dir, size)?;
+    let (_lock, pool, ctl, first_secret) = startup::init(dir, size, store)?;
     let ctl = Arc::new(ctl);
     // The local node joins the placement pool with what this machine has.
     let node_name = node.map_or_else(inventory::hostname, str::to_string);

@@ -33,9 +33,22 @@ pub type Opened = (
 );
 
 /// Opens the data dir for `strata serve`, creating it on a first start (see the invariants).
-pub fn init(dir: &Path, size: &str) -> Result<Opened> {
+/// With `store` (`etcd://...`), control-plane state is in that etcd cluster, which must answer
+/// before anything is created.
+pub fn init(dir: &Path, size: &str, store: Option<&str>) -> Result<Opened> {
     let size = parse_size(size)
         .map_err(|e| anyhow!("invalid_argument: --default-pool-size {size:?}: {e}"))?;
+    let etcd = match store {
+        None => None,
+        Some(url) => {
+            let cfg = strata_state::EtcdConfig::from_url(url)
+                .map_err(|e| anyhow!("invalid_argument: --store: {e}"))?;
+            let s = strata_state::EtcdStore::connect(cfg)
+                .with_context(|| format!("connecting to the etcd state store at {url}"))?;
+            tracing::info!(store = url, root = s.root(), "state in etcd");
+            Some(s)
+        }
+    };
     let existed = dir.exists();
     let fresh = is_fresh(dir);
     if fresh {
@@ -59,7 +72,7 @@ pub fn init(dir: &Path, size: &str) -> Result<Opened> {
             return Err(e);
         }
     };
-    match open_all(dir, size, fresh) {
+    match open_all(dir, size, fresh, etcd) {
         Ok((pool, ctl, secret)) => Ok((lock, pool, ctl, secret)),
         Err(e) if fresh => {
             undo_first_start(dir, existed);
@@ -98,6 +111,7 @@ fn open_all(
     dir: &Path,
     size: u64,
     fresh: bool,
+    etcd: Option<strata_state::EtcdStore>,
 ) -> Result<(Pool, strata_control::Controller, Option<String>)> {
     let pool = open_pool(dir, Some(size)).map_err(|e| {
         if !fresh && !dir.join(STATE).exists() {
@@ -110,9 +124,13 @@ fn open_all(
             e
         }
     })?;
-    let store =
-        strata_state::RedbStore::open(dir.join(STATE)).context("opening the state store")?;
-    let ctl = strata_control::Controller::open(Box::new(store), pool.clone())
+    let store: Box<dyn strata_state::Store> = match etcd {
+        Some(s) => Box::new(s),
+        None => Box::new(
+            strata_state::RedbStore::open(dir.join(STATE)).context("opening the state store")?,
+        ),
+    };
+    let ctl = strata_control::Controller::open(store, pool.clone())
         .map_err(|e| anyhow!("recovering control-plane state: {e}"))?;
     let secret = ctl
         .bootstrap_admin()

@@ -11,6 +11,7 @@ mod common;
 mod contract;
 mod credentials;
 mod daemon;
+mod etcd_store;
 mod groups;
 mod hardening;
 mod jobs;
