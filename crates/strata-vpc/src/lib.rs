@@ -21,5 +21,6 @@ pub mod model;
 pub use compile::{Change, Compiler, Delta, Topology};
 pub use ipam::IpamError;
 pub use model::{
-    Direction, Network, Port, Protocol, Remote, Router, RuleSpec, SecurityGroup, SgRule, Subnet,
+    Direction, FloatingIp, Network, Port, Protocol, Remote, Router, RouterGateway, RuleSpec,
+    SecurityGroup, SgRule, Subnet,
 };

@@ -31,7 +31,48 @@ pub struct Network {
     pub vni: u32,
     /// Connection-tracking zone of its traffic (allocated, unique on the node).
     pub zone: u16,
+    /// An external network (admin-made): it stands for the outside. Routers take their
+    /// gateway address on it, floating IPs come from it, and its ports are not filtered.
+    #[serde(default)]
+    pub external: bool,
     /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// Bumped at every change.
+    pub generation: u64,
+}
+
+/// A router's leg on an external network: its address there, SNAT behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterGateway {
+    /// External network id.
+    pub network: String,
+    /// External subnet id the address is from.
+    pub subnet: String,
+    /// The router's address on it (the SNAT address of its subnets).
+    pub ip: Ipv4Addr,
+    /// The router's MAC on it.
+    pub mac: [u8; 6],
+    /// Conntrack zone of the router's NAT (allocated, unique on the node).
+    pub zone: u16,
+}
+
+/// A floating IP: an external address mapped 1:1 to a port (DNAT in, SNAT out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIp {
+    /// Id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// External network id.
+    pub network: String,
+    /// External subnet id the address is from.
+    pub subnet: String,
+    /// The external address.
+    pub ip: Ipv4Addr,
+    /// The port it maps to (None: allocated, not associated).
+    #[serde(default)]
+    pub port: Option<String>,
+    /// Creation time.
     pub created: u64,
     /// Bumped at every change.
     pub generation: u64,
@@ -109,6 +150,9 @@ pub struct Router {
     /// Subnet ids attached (each router interface is the subnet's gateway).
     #[serde(default)]
     pub subnets: Vec<String>,
+    /// Its leg on an external network, if it has one.
+    #[serde(default)]
+    pub gateway: Option<RouterGateway>,
     /// Creation time.
     pub created: u64,
     /// Bumped at every change.

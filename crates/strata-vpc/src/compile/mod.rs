@@ -25,7 +25,7 @@ pub mod tables;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::ipam::fnv;
-use crate::model::{Network, Port, Router, SecurityGroup, Subnet};
+use crate::model::{FloatingIp, Network, Port, Router, SecurityGroup, Subnet};
 
 /// Everything the compiler reads: the tenant objects, and which ports are bound on this
 /// node (port id to switch port number).
@@ -41,6 +41,8 @@ pub struct Topology {
     pub routers: BTreeMap<String, Router>,
     /// Security groups by id.
     pub groups: BTreeMap<String, SecurityGroup>,
+    /// Floating IPs by id.
+    pub floating_ips: BTreeMap<String, FloatingIp>,
     /// Ports bound on this node: id to the switch's port number.
     pub bound: BTreeMap<String, u32>,
 }
@@ -58,6 +60,8 @@ pub enum Change {
     Router(String),
     /// A security group or its rules.
     Group(String),
+    /// A floating IP or its association.
+    FloatingIp(String),
 }
 
 /// The flows to change on the switch: add (or replace) first, then remove.
@@ -131,6 +135,7 @@ enum Owner {
     Global,
     Subnet(String),
     Port(String),
+    Router(String),
     Set(SetKey),
 }
 
@@ -178,6 +183,7 @@ impl Compiler {
         changes.extend(topo.ports.keys().cloned().map(Change::Port));
         changes.extend(topo.routers.keys().cloned().map(Change::Router));
         changes.extend(topo.groups.keys().cloned().map(Change::Group));
+        changes.extend(topo.floating_ips.keys().cloned().map(Change::FloatingIp));
         // Owners no longer in the topology go too.
         let mut touched: BTreeSet<Owner> = self.owners.keys().cloned().collect();
         touched.insert(Owner::Global);
@@ -233,6 +239,12 @@ impl Compiler {
         for c in changes {
             if let Change::Port(id) = c {
                 self.touch_port(topo, id, &mut touched);
+                // A floating IP's flows name its port's address.
+                if topo.floating_ips.values().any(|f| f.port.as_deref() == Some(id)) {
+                    for r in topo.routers.values().filter(|r| r.gateway.is_some()) {
+                        touched.insert(Owner::Router(r.id.clone()));
+                    }
+                }
             }
         }
         for c in changes {
@@ -248,6 +260,13 @@ impl Compiler {
                 }
                 Change::Subnet(id) => {
                     touched.insert(Owner::Subnet(id.clone()));
+                    for r in topo.routers.values() {
+                        let on = r.subnets.contains(id)
+                            || r.gateway.as_ref().is_some_and(|g| &g.subnet == id);
+                        if on {
+                            touched.insert(Owner::Router(r.id.clone()));
+                        }
+                    }
                     for p in topo.ports.values().filter(|p| &p.subnet == id) {
                         touched.insert(Owner::Port(p.id.clone()));
                     }
@@ -256,6 +275,7 @@ impl Compiler {
                     }
                 }
                 Change::Router(id) => {
+                    touched.insert(Owner::Router(id.clone()));
                     let old = self.router_subnets.remove(id).unwrap_or_default();
                     let new = topo.routers.get(id).map(|r| r.subnets.clone());
                     for s in old.iter().chain(new.iter().flatten()) {
@@ -263,6 +283,17 @@ impl Compiler {
                     }
                     if let Some(new) = new {
                         self.router_subnets.insert(id.clone(), new);
+                    }
+                }
+                Change::FloatingIp(_) => {
+                    // Few routers have an external leg: each is compiled again.
+                    for r in topo.routers.values().filter(|r| r.gateway.is_some()) {
+                        touched.insert(Owner::Router(r.id.clone()));
+                    }
+                    for id in self.owners.keys() {
+                        if let Owner::Router(r) = id {
+                            touched.insert(Owner::Router(r.clone()));
+                        }
                     }
                 }
                 Change::Group(id) => {
@@ -355,6 +386,10 @@ impl Compiler {
             let mut groups = p.security_groups.clone();
             groups.sort();
             groups.dedup();
+            // Ports of an external network stand for the outside: no groups filter them.
+            if topo.networks.get(&p.network).is_some_and(|n| n.external) {
+                groups.clear();
+            }
             SetKey {
                 network: p.network.clone(),
                 groups,
@@ -398,6 +433,7 @@ impl Compiler {
         let flows = match owner {
             Owner::Global => tables::global(),
             Owner::Subnet(id) => objects::subnet(topo, id),
+            Owner::Router(id) => objects::router(topo, id),
             Owner::Port(id) => match self.port_set.get(id).and_then(|k| self.set_ids.get(k)) {
                 Some(&set) => objects::port(topo, id, set),
                 None => Vec::new(),

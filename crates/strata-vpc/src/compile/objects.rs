@@ -103,6 +103,28 @@ pub(super) fn subnet(topo: &Topology, id: &str) -> Vec<Flow> {
             ));
         }
     }
+    // Out through the router's external leg, for what no inside subnet holds.
+    let leg = topo
+        .routers
+        .values()
+        .filter(|r| r.subnets.iter().any(|x| x == id))
+        .find_map(|r| r.gateway.as_ref().map(|g| (r, g)));
+    if let Some((r, g)) = leg {
+        if let Some(x) = topo.subnets.get(&g.subnet) {
+            out.push(Flow::new(
+                T_FWD,
+                120,
+                &format!("metadata={k:#x},dl_dst={gmac},ip"),
+                &format!(
+                    "dec_ttl,set_field:{}->eth_src,set_field:{}->reg4,write_metadata:{:#x},goto_table:{T_SNAT}",
+                    fmt_mac(&g.mac),
+                    g.zone,
+                    x.key
+                ),
+                &format!("{who}: out through router {} to the external network", r.name),
+            ));
+        }
+    }
     out.push(Flow::new(
         T_FWD,
         150,
@@ -310,6 +332,24 @@ pub(super) fn set(topo: &Topology, k: &SetKey, set: u32) -> Vec<Flow> {
             &format!("{who}: established"),
         ));
     }
+    if net.external {
+        // The outside is not filtered: everything in, everything out, still tracked.
+        out.push(Flow::new(
+            T_EGRESS,
+            200,
+            &format!("reg5={set},ct_state=+new+trk,ip"),
+            &format!("goto_table:{T_INGRESS_SET}"),
+            &format!("{who}: external network, unfiltered"),
+        ));
+        out.push(Flow::new(
+            T_INGRESS,
+            200,
+            &format!("reg5={set},ct_state=+new+trk,ip"),
+            &format!("ct(commit,zone={}),goto_table:{T_OUT}", net.zone),
+            &format!("{who}: external network, unfiltered"),
+        ));
+        return out;
+    }
     let commit = format!(
         "ct(commit,zone={},exec(set_field:{mark:#x}->ct_mark)),goto_table:{T_OUT}",
         net.zone
@@ -349,6 +389,93 @@ pub(super) fn set(topo: &Topology, k: &SetKey, set: u32) -> Vec<Flow> {
                 }
             }
         }
+    }
+    out
+}
+
+/// A router's external leg: its address and floating IPs answered and translated on the
+/// external subnet, SNAT of its subnets out, and the way back in.
+pub(super) fn router(topo: &Topology, id: &str) -> Vec<Flow> {
+    let Some(r) = topo.routers.get(id) else {
+        return Vec::new();
+    };
+    let Some(g) = &r.gateway else {
+        return Vec::new();
+    };
+    let Some(x) = topo.subnets.get(&g.subnet) else {
+        return Vec::new();
+    };
+    let (kx, z, rip) = (x.key, g.zone, g.ip);
+    let rmac = fmt_mac(&g.mac);
+    let who = format!("router {} ({rip} on {})", r.name, x.name);
+    let inside: Vec<&crate::model::Subnet> =
+        r.subnets.iter().filter_map(|s| topo.subnets.get(s)).collect();
+    let mut out = vec![
+        Flow::new(
+            T_LOCAL,
+            100,
+            &format!("metadata={kx:#x},arp,arp_op=1,arp_tpa={rip}"),
+            &format!("arp_reply:{rmac},in_port"),
+            &format!("{who}: its external address answers ARP"),
+        ),
+        Flow::new(
+            T_FWD,
+            200,
+            &format!("metadata={kx:#x},dl_dst={rmac},ip,nw_dst={rip}"),
+            &format!("set_field:{z}->reg4,ct(zone={z},nat,table={T_DNAT})"),
+            &format!("{who}: replies to its SNAT, translated back"),
+        ),
+    ];
+    for sub in &inside {
+        out.push(Flow::new(
+            T_SNAT,
+            100,
+            &format!("reg4={z},ip,nw_src={}", sub.cidr),
+            &format!("ct(commit,zone={z},nat(src={rip}:1024-65535),table={T_NEIGH})"),
+            &format!("{who}: SNAT of subnet {} to {rip}", sub.name),
+        ));
+        out.push(Flow::new(
+            T_DNAT,
+            100,
+            &format!("reg4={z},ip,nw_dst={}", sub.cidr),
+            &format!(
+                "dec_ttl,set_field:{}->eth_src,write_metadata:{:#x},goto_table:{T_NEIGH}",
+                fmt_mac(&sub.gateway_mac),
+                sub.key
+            ),
+            &format!("{who}: in to subnet {}", sub.name),
+        ));
+    }
+    for f in topo.floating_ips.values() {
+        let Some(p) = f.port.as_ref().and_then(|p| topo.ports.get(p)) else {
+            continue;
+        };
+        if f.network != g.network || !r.subnets.contains(&p.subnet) {
+            continue;
+        }
+        let (fip, pip) = (f.ip, p.ip);
+        let why = format!("{who}: floating IP {fip} of port {}", p.name);
+        out.push(Flow::new(
+            T_LOCAL,
+            100,
+            &format!("metadata={kx:#x},arp,arp_op=1,arp_tpa={fip}"),
+            &format!("arp_reply:{rmac},in_port"),
+            &why,
+        ));
+        out.push(Flow::new(
+            T_FWD,
+            200,
+            &format!("metadata={kx:#x},dl_dst={rmac},ip,nw_dst={fip}"),
+            &format!("set_field:{z}->reg4,ct(commit,zone={z},nat(dst={pip}),table={T_DNAT})"),
+            &why,
+        ));
+        out.push(Flow::new(
+            T_SNAT,
+            200,
+            &format!("reg4={z},ip,nw_src={pip}"),
+            &format!("ct(commit,zone={z},nat(src={fip}),table={T_NEIGH})"),
+            &why,
+        ));
     }
     out
 }

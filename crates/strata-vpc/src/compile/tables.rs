@@ -8,6 +8,8 @@
 //! | 20 | connection tracking in the network's zone, then table 30 | `ct_state` |
 //! | 30 | L2 by destination MAC, or routing at the gateway MAC (TTL, ICMP errors) | `reg7` = destination port |
 //! | 35 | after routing: the destination address to its port | `eth_dst`, `reg7` |
+//! | 36 | out through a router's external leg: SNAT (or a floating IP's 1:1), then table 35 on the external subnet | `reg4` = the router's NAT zone |
+//! | 32 | in through a router's external leg after conntrack undid or made the NAT: routed to the inside subnet | |
 //! | 40, 41 | egress security groups of the source port | `reg5` = its group set |
 //! | 50, 51 | ingress security groups of the destination port; commit | `reg5`, `ct_mark` |
 //! | 60 | output to the destination port | |
@@ -22,6 +24,10 @@ pub const T_CT: u8 = 20;
 pub const T_FWD: u8 = 30;
 /// Routed address to port.
 pub const T_NEIGH: u8 = 35;
+/// SNAT out of a router's external leg.
+pub const T_SNAT: u8 = 36;
+/// In through a router's external leg, after NAT.
+pub const T_DNAT: u8 = 32;
 /// Egress group set of the source port.
 pub const T_EGRESS_SET: u8 = 40;
 /// Egress rules.

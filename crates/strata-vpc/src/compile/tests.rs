@@ -14,6 +14,7 @@ fn network(id: &str, cidr: &str, zone: u16) -> Network {
         cidr: cidr.parse().unwrap(),
         vni: 1000 + u32::from(zone),
         zone,
+        external: false,
         created: 0,
         generation: 1,
     }
@@ -90,7 +91,11 @@ fn base() -> Topology {
         .insert("n1".into(), network("n1", "10.1.0.0/16", 1));
     t.networks
         .insert("n2".into(), network("n2", "10.1.0.0/16", 2));
+    let mut ext = network("ext", "203.0.113.0/24", 9);
+    ext.external = true;
+    t.networks.insert("ext".into(), ext);
     for s in [
+        subnet("sx", "ext", "203.0.113.0/24", 9),
         subnet("s1", "n1", "10.1.1.0/24", 1),
         subnet("s2", "n1", "10.1.2.0/24", 2),
         subnet("s3", "n2", "10.1.1.0/24", 3),
@@ -203,6 +208,7 @@ fn a_topology_compiles_to_the_pipeline() {
             network: "n1".into(),
             name: "r".into(),
             subnets: vec!["s1".into(), "s2".into()],
+            gateway: None,
             created: 0,
             generation: 1,
         },
@@ -294,6 +300,9 @@ enum Op {
     Attach(u8, bool),
     Dhcp(u8, bool),
     Reevaluate(u8, bool),
+    Gateway(bool),
+    Fip(u8, Option<u8>),
+    Outside(u8, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -308,6 +317,9 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..2, any::<bool>()).prop_map(|(s, b)| Op::Attach(s, b)),
         (0u8..3, any::<bool>()).prop_map(|(s, b)| Op::Dhcp(s, b)),
         (0u8..3, any::<bool>()).prop_map(|(g, b)| Op::Reevaluate(g, b)),
+        any::<bool>().prop_map(Op::Gateway),
+        (0u8..2, proptest::option::of(0u8..12)).prop_map(|(f, p)| Op::Fip(f, p)),
+        (0u8..2, any::<bool>()).prop_map(|(o, b)| Op::Outside(o, b)),
     ]
 }
 
@@ -386,6 +398,7 @@ fn run(t: &mut Topology, op: &Op, n: &mut u32) -> Vec<Change> {
                 network: "n1".into(),
                 name: "r".into(),
                 subnets: vec![],
+                gateway: None,
                 created: 0,
                 generation: 1,
             });
@@ -403,6 +416,55 @@ fn run(t: &mut Topology, op: &Op, n: &mut u32) -> Vec<Change> {
             // A rename shows in the router peers' explanations too.
             sub.name = format!("{sid}-{b}");
             vec![Change::Subnet(sid.to_string())]
+        }
+        Op::Gateway(on) => {
+            let r = t.routers.entry("r".into()).or_insert_with(|| Router {
+                id: "r".into(),
+                tenant: "t".into(),
+                network: "n1".into(),
+                name: "r".into(),
+                subnets: vec![],
+                gateway: None,
+                created: 0,
+                generation: 1,
+            });
+            r.gateway = on.then(|| RouterGateway {
+                network: "ext".into(),
+                subnet: "sx".into(),
+                ip: Ipv4Addr::new(203, 0, 113, 3),
+                mac: [2, 0x53, 0xee, 0, 0, 3],
+                zone: 77,
+            });
+            vec![Change::Router("r".into())]
+        }
+        Op::Fip(f, p) => {
+            let id = format!("f{f}");
+            t.floating_ips.insert(
+                id.clone(),
+                FloatingIp {
+                    id: id.clone(),
+                    tenant: "t".into(),
+                    network: "ext".into(),
+                    subnet: "sx".into(),
+                    ip: Ipv4Addr::new(203, 0, 113, 10 + f),
+                    port: p.map(|p| format!("p{p}")),
+                    created: 0,
+                    generation: 1,
+                },
+            );
+            vec![Change::FloatingIp(id)]
+        }
+        Op::Outside(o, b) => {
+            let id = format!("o{o}");
+            if *b {
+                let sx = t.subnets["sx"].clone();
+                t.ports.insert(id.clone(), port(&id, &sx, 100 + o, &["web"]));
+                t.bound.insert(id.clone(), 100 + u32::from(*o));
+            } else {
+                t.ports.remove(&id);
+                t.bound.remove(&id);
+            }
+            vec![Change::Port(id)]
         }
         Op::Reevaluate(g, b) => {
             let gid = GROUPS[*g as usize];
@@ -465,13 +527,40 @@ fn every_compiled_flow_is_a_valid_switch_flow() {
             network: "n1".into(),
             name: "r".into(),
             subnets: vec!["s1".into(), "s2".into()],
+            gateway: None,
             created: 0,
             generation: 1,
         },
     );
+    t.routers.get_mut("r").unwrap().gateway = Some(RouterGateway {
+        network: "ext".into(),
+        subnet: "sx".into(),
+        ip: Ipv4Addr::new(203, 0, 113, 3),
+        mac: [2, 0x53, 0xee, 0, 0, 3],
+        zone: 77,
+    });
+    t.floating_ips.insert(
+        "f".into(),
+        FloatingIp {
+            id: "f".into(),
+            tenant: "t".into(),
+            network: "ext".into(),
+            subnet: "sx".into(),
+            ip: Ipv4Addr::new(203, 0, 113, 10),
+            port: Some("b".into()),
+            created: 0,
+            generation: 1,
+        },
+    );
+    let sx = t.subnets["sx"].clone();
+    t.ports.insert("o".into(), port("o", &sx, 2, &[]));
+    t.bound.insert("o".into(), 3);
     let mut c = Compiler::new();
     let d = c.full(&t);
     assert!(d.add.len() > 60);
+    let all = d.add.join("\n");
+    assert!(all.contains("nat(src=203.0.113.3:1024-65535)"), "{all}");
+    assert!(all.contains("nat(dst=10.1.2.20)") && all.contains("nat(src=203.0.113.10)"), "{all}");
     for f in &d.add {
         let r = strata_net::parse_flow(f, None).unwrap_or_else(|e| panic!("{f}: {e}"));
         r.validate().unwrap_or_else(|e| panic!("{f}: {e}"));
