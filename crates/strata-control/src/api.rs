@@ -105,6 +105,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Router => C::RouterNotFound,
             Resource::SecurityGroup => C::SecurityGroupNotFound,
             Resource::SecurityGroupRule => C::SecurityGroupRuleNotFound,
+            Resource::FloatingIp => C::FloatingIpNotFound,
         },
         ControlError::Exists { resource, .. } => match resource {
             Resource::Tenant => C::TenantExists,
@@ -120,7 +121,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::NetworkPort => C::NetworkPortExists,
             Resource::Router => C::RouterExists,
             Resource::SecurityGroup => C::SecurityGroupExists,
-            Resource::SecurityGroupRule => C::AlreadyExists,
+            Resource::SecurityGroupRule | Resource::FloatingIp => C::AlreadyExists,
             Resource::Pool | Resource::Attachment | Resource::Token => C::AlreadyExists,
         },
         ControlError::Invalid { .. } => C::InvalidArgument,
@@ -852,7 +853,7 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 |Body(r): &Body<CreateNetwork>| r.name.clone(),
                 |c, p, Body(r)| {
                     let cidr = r.range()?;
-                    c.create_network(p, r.tenant.as_deref(), &r.name, cidr)
+                    c.create_network(p, r.tenant.as_deref(), &r.name, cidr, r.external)
                         .map(Network::from)
                 },
             ))
@@ -919,6 +920,60 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                     items: l.into_iter().map(Into::into).collect(),
                 })
             })),
+        )
+        .route(
+            "/v1/routers/{id}/gateway",
+            put(change(
+                S::OK,
+                "router.set_gateway",
+                first::<Body<SetRouterGateway>>,
+                |c, p, (id, Body(r))| {
+                    c.set_router_gateway(p, &id, r.network.as_deref())
+                        .map(NetworkRouter::from)
+                },
+            )),
+        )
+        .route(
+            "/v1/floating-ips",
+            post(change(
+                S::CREATED,
+                "floating_ip.create",
+                |Body(r): &Body<CreateFloatingIp>| r.network.clone(),
+                |c, p, Body(r)| {
+                    c.create_floating_ip(p, r.tenant.as_deref(), &r.network, r.port.as_deref())
+                        .map(FloatingIp::from)
+                },
+            ))
+            .get(read(|c, p, Query(q): Query<TenantQuery>| {
+                c.list_floating_ips(p, q.tenant.as_deref())
+                    .map(|l| FloatingIpList {
+                        items: l.into_iter().map(Into::into).collect(),
+                    })
+            })),
+        )
+        .route(
+            "/v1/floating-ips/{id}",
+            get(read(|c, p, id: String| {
+                c.get_floating_ip(p, &id).map(FloatingIp::from)
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "floating_ip.delete",
+                String::clone,
+                |c, p, id| c.delete_floating_ip(p, &id),
+            )),
+        )
+        .route(
+            "/v1/floating-ips/{id}/port",
+            put(change(
+                S::OK,
+                "floating_ip.associate",
+                first::<Body<AssociateFloatingIp>>,
+                |c, p, (id, Body(r))| {
+                    c.associate_floating_ip(p, &id, r.port.as_deref())
+                        .map(FloatingIp::from)
+                },
+            )),
         )
         .route(
             "/v1/subnets/{id}",

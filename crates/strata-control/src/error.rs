@@ -63,6 +63,8 @@ pub enum Resource {
     SecurityGroup,
     /// A rule of a security group.
     SecurityGroupRule,
+    /// A floating IP.
+    FloatingIp,
 }
 
 impl fmt::Display for Resource {
@@ -85,6 +87,7 @@ impl fmt::Display for Resource {
             Resource::Router => "router",
             Resource::SecurityGroup => "security group",
             Resource::SecurityGroupRule => "security group rule",
+            Resource::FloatingIp => "floating IP",
         })
     }
 }

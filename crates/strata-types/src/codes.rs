@@ -283,6 +283,8 @@ registry! {
     SecurityGroupInUse = "security_group_in_use", 409, None;
     /// The address (or subnet range, or MAC) is taken, or the subnet has no free address.
     AddressInUse = "address_in_use", 409, None;
+    /// No such floating IP (or not visible to the caller).
+    FloatingIpNotFound = "floating_ip_not_found", 404, None;
     /// A reply action (`arp_reply`, `icmp_error`, ...) followed by something other than outputs.
     ReplyNotLast = "reply_not_last", 400, None;
 }

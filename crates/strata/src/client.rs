@@ -14,7 +14,7 @@ use crate::config::{Target, TokenSource};
 
 mod networks;
 mod placement;
-pub use networks::{NetworkCmd, RouterCmd, SecurityGroupCmd, SubnetCmd};
+pub use networks::{FloatingIpCmd, NetworkCmd, RouterCmd, SecurityGroupCmd, SubnetCmd};
 pub use placement::{JobCmd, NodeCmd};
 
 /// What a 401 answer tells the user to do.

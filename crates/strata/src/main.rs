@@ -127,6 +127,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: client::RouterCmd,
     },
+    /// Floating IPs: external addresses mapped 1:1 to ports.
+    FloatingIp {
+        #[command(subcommand)]
+        cmd: client::FloatingIpCmd,
+    },
     /// Security groups: stateful allow rules for ports (default deny ingress).
     SecurityGroup {
         #[command(subcommand)]
@@ -290,6 +295,7 @@ fn run() -> Result<()> {
                 Cmd::Subnet { cmd } => c.subnet(cmd),
                 Cmd::Router { cmd } => c.router(cmd),
                 Cmd::SecurityGroup { cmd } => c.security_group(cmd),
+                Cmd::FloatingIp { cmd } => c.floating_ip(cmd),
                 Cmd::Serve { .. } | Cmd::Completion { .. } | Cmd::Login => {
                     unreachable!("handled above")
                 }

@@ -32,8 +32,8 @@ use strata_state::Txn;
 use strata_vpc::ipam::{self, IpamError};
 use strata_vpc::model::fmt_mac;
 use strata_vpc::{
-    Change, Compiler, Delta, Direction, Network, Port, Protocol, Remote, Router, RuleSpec,
-    SecurityGroup, SgRule, Subnet, Topology,
+    Change, Compiler, Delta, Direction, FloatingIp, Network, Port, Protocol, Remote, Router,
+    RouterGateway, RuleSpec, SecurityGroup, SgRule, Subnet, Topology,
 };
 
 use super::auth::Principal;
@@ -203,6 +203,9 @@ impl Controller {
         }
         for g in self.vpc_all::<SecurityGroup>("groups")? {
             topo.groups.insert(g.id.clone(), g);
+        }
+        for f in self.vpc_all::<FloatingIp>("floating-ips")? {
+            topo.floating_ips.insert(f.id.clone(), f);
         }
         st.topo = topo;
         if st.topo.ports.is_empty() {
@@ -393,7 +396,11 @@ impl Controller {
         tenant: Option<&str>,
         name: &str,
         cidr: Ipv4Net,
+        external: bool,
     ) -> Result<Network, ControlError> {
+        if external {
+            Self::require(p, Role::Admin)?;
+        }
         let tenant = self.creating_tenant(p, tenant)?;
         validate_name("name", name)?;
         ipam::check_network(cidr).map_err(|e| ipam_err("cidr", e))?;
@@ -407,12 +414,7 @@ impl Controller {
             return Err(ControlError::exists(Resource::Network, name));
         }
         let vnis: BTreeSet<u32> = st.topo.networks.values().map(|n| n.vni).collect();
-        let zones: BTreeSet<u32> = st
-            .topo
-            .networks
-            .values()
-            .map(|n| u32::from(n.zone))
-            .collect();
+        let zones = Self::zones(&st.topo);
         let vni =
             ipam::lowest_free(&vnis, VNI_FIRST, VNI_LAST).ok_or_else(|| ControlError::InUse {
                 what: InUse::AddressInUse,
@@ -431,6 +433,7 @@ impl Controller {
             cidr,
             vni,
             zone,
+            external,
             created: now(),
             generation: 1,
         };
@@ -584,12 +587,50 @@ impl Controller {
             ))
         }
     }
+    /// Conntrack zones in use: networks' and routers' NAT.
+    fn zones(t: &Topology) -> BTreeSet<u32> {
+        t.networks
+            .values()
+            .map(|n| u32::from(n.zone))
+            .chain(
+                t.routers
+                    .values()
+                    .filter_map(|r| r.gateway.as_ref().map(|g| u32::from(g.zone))),
+            )
+            .collect()
+    }
+
+    /// Addresses of a subnet in use: ports, router legs and floating IPs.
+    fn used_ips(t: &Topology, subnet: &str) -> BTreeSet<Ipv4Addr> {
+        t.ports
+            .values()
+            .filter(|x| x.subnet == subnet)
+            .map(|x| x.ip)
+            .chain(t.routers.values().filter_map(|r| {
+                r.gateway
+                    .as_ref()
+                    .filter(|g| g.subnet == subnet)
+                    .map(|g| g.ip)
+            }))
+            .chain(
+                t.floating_ips
+                    .values()
+                    .filter(|f| f.subnet == subnet)
+                    .map(|f| f.ip),
+            )
+            .collect()
+    }
 
     fn macs(t: &Topology) -> BTreeSet<[u8; 6]> {
         t.ports
             .values()
             .map(|p| p.mac)
             .chain(t.subnets.values().map(|s| s.gateway_mac))
+            .chain(
+                t.routers
+                    .values()
+                    .filter_map(|r| r.gateway.as_ref().map(|g| g.mac)),
+            )
             .collect()
     }
 
@@ -620,7 +661,10 @@ impl Controller {
         let mut st = self.vpc.inner.lock();
         let s = Self::find_subnet(&st, p, None, id)?.clone();
         if st.topo.ports.values().any(|x| x.subnet == s.id)
-            || st.topo.routers.values().any(|r| r.subnets.contains(&s.id))
+            || st.topo.routers.values().any(|r| {
+                r.subnets.contains(&s.id) || r.gateway.as_ref().is_some_and(|g| g.subnet == s.id)
+            })
+            || st.topo.floating_ips.values().any(|f| f.subnet == s.id)
         {
             return Err(ControlError::InUse {
                 what: InUse::NetworkNotEmpty,
@@ -909,13 +953,7 @@ impl Controller {
         {
             return Err(ControlError::exists(Resource::NetworkPort, &req.name));
         }
-        let used: BTreeSet<Ipv4Addr> = st
-            .topo
-            .ports
-            .values()
-            .filter(|x| x.subnet == s.id)
-            .map(|x| x.ip)
-            .collect();
+        let used = Self::used_ips(&st.topo, &s.id);
         let ip = match req.ip {
             Some(ip) => {
                 ipam::check_port_ip(s.cidr, s.gateway, &used, ip).map_err(|e| ipam_err("ip", e))?;
@@ -939,6 +977,8 @@ impl Controller {
             None => ipam::allocate_mac(ipam::fnv(&id), &macs),
         };
         let groups = match &req.security_groups {
+            // The outside is not filtered (its ports stand for it).
+            _ if n.external => Vec::new(),
             Some(gs) if !gs.is_empty() => {
                 let mut out = Vec::new();
                 for g in gs {
@@ -1045,6 +1085,18 @@ impl Controller {
         Self::require(p, Role::Member)?;
         let mut st = self.vpc.inner.lock();
         let port = Self::find_port(&st, p, id)?.clone();
+        // Its floating IPs stay allocated, no longer associated (as Neutron does).
+        let fips: Vec<FloatingIp> = st
+            .topo
+            .floating_ips
+            .values()
+            .filter(|f| f.port.as_deref() == Some(port.id.as_str()))
+            .map(|f| FloatingIp {
+                port: None,
+                generation: f.generation + 1,
+                ..f.clone()
+            })
+            .collect();
         self.with_tenant(&port.tenant, |t| {
             charge(
                 t,
@@ -1054,18 +1106,24 @@ impl Controller {
                 },
                 Charge::default(),
             )?;
-            Ok((
-                Txn::new().delete(key("ports", &port.id)).delete(name_key(
-                    "port",
-                    &port.network,
-                    &port.name,
-                )),
-                (),
-            ))
+            let mut txn = Txn::new().delete(key("ports", &port.id)).delete(name_key(
+                "port",
+                &port.network,
+                &port.name,
+            ));
+            for f in &fips {
+                txn = Self::vpc_put(txn, "floating-ips", &f.id, f);
+            }
+            Ok((txn, ()))
         })?;
         st.topo.ports.remove(&port.id);
         st.topo.bound.remove(&port.id);
-        Self::recompile(&mut st, &[Change::Port(port.id.clone())])?;
+        let mut changes = vec![Change::Port(port.id.clone())];
+        for f in fips {
+            changes.push(Change::FloatingIp(f.id.clone()));
+            st.topo.floating_ips.insert(f.id.clone(), f);
+        }
+        Self::recompile(&mut st, &changes)?;
         if let Some(dp) = &st.dp {
             if let Err(e) = dp.remove_port(&port.device) {
                 tracing::warn!(port = %port.name, %e, "closing the port's device");
@@ -1134,6 +1192,7 @@ impl Controller {
             network: n.id.clone(),
             name: name.to_string(),
             subnets: subs,
+            gateway: None,
             created: now(),
             generation: 1,
         };
@@ -1201,6 +1260,245 @@ impl Controller {
         )?;
         st.topo.routers.remove(&r.id);
         Self::recompile(&mut st, &[Change::Router(r.id)])
+    } // ----- external legs and floating IPs -----
+
+    /// An external network (the admin's, seen by every tenant) and the subnet its addresses
+    /// come from (its first).
+    fn external_subnet(st: &VpcState, network: &str) -> Result<(Network, Subnet), ControlError> {
+        let n = st
+            .topo
+            .networks
+            .values()
+            .find(|n| n.external && (n.id == network || n.name == network))
+            .cloned()
+            .ok_or_else(|| ControlError::not_found(Resource::Network, network))?;
+        let s = st
+            .topo
+            .subnets
+            .values()
+            .filter(|s| s.network == n.id)
+            .min_by_key(|s| (s.created, s.key))
+            .cloned()
+            .ok_or_else(|| {
+                ControlError::invalid(
+                    "network",
+                    format!("external network {} has no subnet", n.name),
+                )
+            })?;
+        Ok((n, s))
+    }
+
+    /// Gives a router a leg on an external network (an address there, SNAT of its subnets
+    /// behind it), or takes it away (`None`).
+    pub fn set_router_gateway(
+        &self,
+        p: &Principal,
+        id: &str,
+        network: Option<&str>,
+    ) -> Result<Router, ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let mut r = Self::find_router(&st, p, id)?.clone();
+        r.gateway = match network {
+            None => None,
+            Some(net) => {
+                let (n, s) = Self::external_subnet(&st, net)?;
+                if r.gateway.as_ref().is_some_and(|g| g.network == n.id) {
+                    return Ok(r);
+                }
+                let ip = ipam::allocate_ip(s.cidr, s.gateway, &Self::used_ips(&st.topo, &s.id))
+                    .map_err(|e| ipam_err("network", e))?;
+                let zone = ipam::lowest_free(&Self::zones(&st.topo), 1, u32::from(u16::MAX))
+                    .ok_or_else(|| ControlError::InUse {
+                        what: InUse::AddressInUse,
+                        message: "no conntrack zone is free".into(),
+                    })? as u16;
+                let seed = ipam::fnv(&format!("{}-gateway", r.id));
+                Some(RouterGateway {
+                    network: n.id.clone(),
+                    subnet: s.id.clone(),
+                    ip,
+                    mac: ipam::allocate_mac(seed, &Self::macs(&st.topo)),
+                    zone,
+                })
+            }
+        };
+        if r.gateway.is_none() {
+            let leg: Vec<&FloatingIp> = st
+                .topo
+                .floating_ips
+                .values()
+                .filter(|f| {
+                    f.port
+                        .as_ref()
+                        .and_then(|x| st.topo.ports.get(x))
+                        .is_some_and(|x| r.subnets.contains(&x.subnet))
+                })
+                .collect();
+            if let Some(f) = leg.first() {
+                return Err(ControlError::InUse {
+                    what: InUse::AddressInUse,
+                    message: format!("floating IP {} needs the router's leg; free it first", f.ip),
+                });
+            }
+        }
+        r.generation += 1;
+        self.commit_vpc(Self::vpc_put(Txn::new(), "routers", &r.id, &r))?;
+        st.topo.routers.insert(r.id.clone(), r.clone());
+        Self::recompile(&mut st, &[Change::Router(r.id.clone())])?;
+        Ok(r)
+    }
+
+    fn find_fip<'a>(
+        st: &'a VpcState,
+        p: &Principal,
+        id: &str,
+    ) -> Result<&'a FloatingIp, ControlError> {
+        st.topo
+            .floating_ips
+            .get(id)
+            .or_else(|| {
+                st.topo.floating_ips.values().find(|f| {
+                    f.ip.to_string() == id && p.tenant.as_deref().is_none_or(|own| own == f.tenant)
+                })
+            })
+            .filter(|f| Self::sees(p, &f.tenant))
+            .ok_or_else(|| ControlError::not_found(Resource::FloatingIp, id))
+    }
+
+    /// The port a floating IP of `network` may map to: the tenant's, on a subnet of a router
+    /// with a leg on that network, and with no other floating IP.
+    fn fip_port(
+        st: &VpcState,
+        p: &Principal,
+        network: &str,
+        tenant: &str,
+        port: &str,
+        this: Option<&str>,
+    ) -> Result<String, ControlError> {
+        let x = Self::find_port(st, p, port)?;
+        if x.tenant != tenant {
+            return Err(ControlError::not_found(Resource::NetworkPort, port));
+        }
+        let routed = st.topo.routers.values().any(|r| {
+            r.subnets.contains(&x.subnet)
+                && r.gateway.as_ref().is_some_and(|g| g.network == network)
+        });
+        if !routed {
+            return Err(ControlError::invalid(
+                "port",
+                format!(
+                    "port {} is on no subnet of a router with a leg on that external network",
+                    x.name
+                ),
+            ));
+        }
+        if let Some(o) = st
+            .topo
+            .floating_ips
+            .values()
+            .find(|f| f.port.as_deref() == Some(x.id.as_str()) && Some(f.id.as_str()) != this)
+        {
+            return Err(ControlError::InUse {
+                what: InUse::AddressInUse,
+                message: format!("port {} has floating IP {} already", x.name, o.ip),
+            });
+        }
+        Ok(x.id.clone())
+    }
+
+    /// Allocates a floating IP on an external network, mapped to a port if one is given.
+    pub fn create_floating_ip(
+        &self,
+        p: &Principal,
+        tenant: Option<&str>,
+        network: &str,
+        port: Option<&str>,
+    ) -> Result<FloatingIp, ControlError> {
+        let tenant = self.creating_tenant(p, tenant)?;
+        let mut st = self.vpc.inner.lock();
+        let (n, s) = Self::external_subnet(&st, network)?;
+        let port = port
+            .map(|x| Self::fip_port(&st, p, &n.id, &tenant, x, None))
+            .transpose()?;
+        let ip = ipam::allocate_ip(s.cidr, s.gateway, &Self::used_ips(&st.topo, &s.id))
+            .map_err(|e| ipam_err("network", e))?;
+        let f = FloatingIp {
+            id: new_id(),
+            tenant,
+            network: n.id.clone(),
+            subnet: s.id.clone(),
+            ip,
+            port,
+            created: now(),
+            generation: 1,
+        };
+        self.commit_vpc(Self::vpc_put(
+            Txn::new().when(key("floating-ips", &f.id), 0),
+            "floating-ips",
+            &f.id,
+            &f,
+        ))?;
+        st.topo.floating_ips.insert(f.id.clone(), f.clone());
+        Self::recompile(&mut st, &[Change::FloatingIp(f.id.clone())])?;
+        Ok(f)
+    }
+
+    /// Maps a floating IP to a port, or frees it of one (`None`).
+    pub fn associate_floating_ip(
+        &self,
+        p: &Principal,
+        id: &str,
+        port: Option<&str>,
+    ) -> Result<FloatingIp, ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let mut f = Self::find_fip(&st, p, id)?.clone();
+        f.port = port
+            .map(|x| Self::fip_port(&st, p, &f.network, &f.tenant, x, Some(&f.id)))
+            .transpose()?;
+        f.generation += 1;
+        self.commit_vpc(Self::vpc_put(Txn::new(), "floating-ips", &f.id, &f))?;
+        st.topo.floating_ips.insert(f.id.clone(), f.clone());
+        Self::recompile(&mut st, &[Change::FloatingIp(f.id.clone())])?;
+        Ok(f)
+    }
+
+    /// Floating IPs the caller sees.
+    pub fn list_floating_ips(
+        &self,
+        p: &Principal,
+        tenant: Option<&str>,
+    ) -> Result<Vec<FloatingIp>, ControlError> {
+        Self::require(p, Role::Reader)?;
+        if let Some(t) = tenant {
+            self.visible_tenant(p, t)?;
+        }
+        let st = self.vpc.inner.lock();
+        Ok(st
+            .topo
+            .floating_ips
+            .values()
+            .filter(|f| Self::sees(p, &f.tenant) && tenant.is_none_or(|t| t == f.tenant))
+            .cloned()
+            .collect())
+    }
+
+    /// A floating IP by id or address.
+    pub fn get_floating_ip(&self, p: &Principal, id: &str) -> Result<FloatingIp, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        Self::find_fip(&st, p, id).cloned()
+    }
+
+    /// Releases a floating IP.
+    pub fn delete_floating_ip(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let f = Self::find_fip(&st, p, id)?.clone();
+        self.commit_vpc(Txn::new().delete(key("floating-ips", &f.id)))?;
+        st.topo.floating_ips.remove(&f.id);
+        Self::recompile(&mut st, &[Change::FloatingIp(f.id)])
     }
 
     // ----- trace -----

@@ -87,6 +87,10 @@ pub struct CreateNetwork {
     #[serde(default)]
     #[schema(schema_with = opt_name)]
     pub tenant: Option<String>,
+    /// An external network (admins): it stands for the outside; routers take a leg on it,
+    /// floating IPs come from it, its ports are not filtered.
+    #[serde(default)]
+    pub external: bool,
 }
 
 impl Check for CreateNetwork {
@@ -120,6 +124,8 @@ pub struct Network {
     pub cidr: String,
     /// VXLAN network identifier.
     pub vni: u32,
+    /// Stands for the outside.
+    pub external: bool,
     /// Creation time, seconds since the epoch.
     pub created: u64,
 }
@@ -132,6 +138,7 @@ impl From<strata_vpc::Network> for Network {
             name: n.name,
             cidr: n.cidr.to_string(),
             vni: n.vni,
+            external: n.external,
             created: n.created,
         }
     }
@@ -420,8 +427,121 @@ pub struct NetworkRouter {
     pub name: String,
     /// Subnet ids it connects.
     pub subnets: Vec<String>,
+    /// Its leg on an external network.
+    pub gateway: Option<RouterGatewayInfo>,
     /// Creation time.
     pub created: u64,
+}
+
+/// A router's leg on an external network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RouterGatewayInfo {
+    /// External network id.
+    pub network: String,
+    /// The router's address there (its subnets' SNAT address).
+    pub ip: String,
+}
+
+/// `PUT /v1/routers/{id}/gateway`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRouterGateway {
+    /// External network (id or name); null takes the leg away.
+    #[schema(schema_with = opt_name)]
+    pub network: Option<String>,
+}
+
+impl Check for SetRouterGateway {
+    fn check(&self) -> Result<(), ControlError> {
+        match &self.network {
+            Some(n) => check_text("network", n, NAME_PATTERN),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `POST /v1/floating-ips`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFloatingIp {
+    /// External network (id or name).
+    #[schema(schema_with = name)]
+    pub network: String,
+    /// Port to map it to (id or name).
+    #[serde(default)]
+    #[schema(schema_with = opt_name)]
+    pub port: Option<String>,
+    /// Tenant (admins).
+    #[serde(default)]
+    #[schema(schema_with = opt_name)]
+    pub tenant: Option<String>,
+}
+
+impl Check for CreateFloatingIp {
+    fn check(&self) -> Result<(), ControlError> {
+        check_text("network", &self.network, NAME_PATTERN)?;
+        for (f, v) in [("port", &self.port), ("tenant", &self.tenant)] {
+            if let Some(v) = v {
+                check_text(f, v, NAME_PATTERN)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `PUT /v1/floating-ips/{id}/port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssociateFloatingIp {
+    /// Port (id or name); null frees the address of its port.
+    #[schema(schema_with = opt_name)]
+    pub port: Option<String>,
+}
+
+impl Check for AssociateFloatingIp {
+    fn check(&self) -> Result<(), ControlError> {
+        match &self.port {
+            Some(n) => check_text("port", n, NAME_PATTERN),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A floating IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FloatingIp {
+    /// Id.
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// External network id.
+    pub network: String,
+    /// The external address.
+    pub ip: String,
+    /// The port it maps to.
+    pub port: Option<String>,
+    /// Creation time.
+    pub created: u64,
+}
+
+impl From<strata_vpc::FloatingIp> for FloatingIp {
+    fn from(f: strata_vpc::FloatingIp) -> Self {
+        FloatingIp {
+            id: f.id,
+            tenant: f.tenant,
+            network: f.network,
+            ip: f.ip.to_string(),
+            port: f.port,
+            created: f.created,
+        }
+    }
+}
+
+/// Floating IPs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FloatingIpList {
+    /// Items.
+    pub items: Vec<FloatingIp>,
 }
 
 impl From<strata_vpc::Router> for NetworkRouter {
@@ -431,6 +551,10 @@ impl From<strata_vpc::Router> for NetworkRouter {
             network: r.network,
             name: r.name,
             subnets: r.subnets,
+            gateway: r.gateway.map(|g| RouterGatewayInfo {
+                network: g.network,
+                ip: g.ip.to_string(),
+            }),
             created: r.created,
         }
     }

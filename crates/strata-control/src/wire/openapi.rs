@@ -121,10 +121,15 @@ use super::*;
     CreateRule,
     SecurityGroupRule,
     SecurityGroup,
-    SecurityGroupList,
-    TraceNetworkPacket,
+    SecurityGroupList,    TraceNetworkPacket,
     NetworkTraceStep,
     NetworkTrace,
+    RouterGatewayInfo,
+    SetRouterGateway,
+    CreateFloatingIp,
+    AssociateFloatingIp,
+    FloatingIp,
+    FloatingIpList,
 )))]
 struct Schemas;
 
@@ -760,6 +765,59 @@ fn operations() -> Vec<Op> {
         )
         .body(r::<TraceNetworkPacket>())
         .ok(200, "the trace", r::<NetworkTrace>()),
+        op(
+            Put,
+            "/v1/routers/{id}/gateway",
+            "setRouterGateway",
+            "Give a router a leg on an external network (SNAT of its subnets), or take it away",
+        )
+        .body(r::<SetRouterGateway>())
+        .ok(200, "the router", r::<NetworkRouter>())
+        .errors(&[409]),
+        op(
+            Post,
+            "/v1/floating-ips",
+            "createFloatingIp",
+            "Allocate a floating IP on an external network, mapped 1:1 to a port",
+        )
+        .body(r::<CreateFloatingIp>())
+        .ok(201, "allocated", r::<FloatingIp>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/floating-ips",
+            "listFloatingIps",
+            "List the floating IPs the caller may see",
+        )
+        .query(
+            "tenant",
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
+            "only this tenant's",
+        )
+        .ok(200, "floating IPs", r::<FloatingIpList>()),
+        op(
+            Get,
+            "/v1/floating-ips/{id}",
+            "getFloatingIp",
+            "Show a floating IP (by id or address)",
+        )
+        .ok(200, "the floating IP", r::<FloatingIp>()),
+        op(
+            Delete,
+            "/v1/floating-ips/{id}",
+            "deleteFloatingIp",
+            "Release a floating IP",
+        )
+        .none(204, "released"),
+        op(
+            Put,
+            "/v1/floating-ips/{id}/port",
+            "associateFloatingIp",
+            "Map a floating IP to a port, or free it of one",
+        )
+        .body(r::<AssociateFloatingIp>())
+        .ok(200, "the floating IP", r::<FloatingIp>())
+        .errors(&[409]),
         op(Get, "/v1/routers/{id}", "getRouter", "Show a router").ok(
             200,
             "the router",

@@ -240,7 +240,11 @@ impl Compiler {
             if let Change::Port(id) = c {
                 self.touch_port(topo, id, &mut touched);
                 // A floating IP's flows name its port's address.
-                if topo.floating_ips.values().any(|f| f.port.as_deref() == Some(id)) {
+                if topo
+                    .floating_ips
+                    .values()
+                    .any(|f| f.port.as_deref() == Some(id))
+                {
                     for r in topo.routers.values().filter(|r| r.gateway.is_some()) {
                         touched.insert(Owner::Router(r.id.clone()));
                     }

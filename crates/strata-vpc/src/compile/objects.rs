@@ -111,9 +111,10 @@ pub(super) fn subnet(topo: &Topology, id: &str) -> Vec<Flow> {
         .find_map(|r| r.gateway.as_ref().map(|g| (r, g)));
     if let Some((r, g)) = leg {
         if let Some(x) = topo.subnets.get(&g.subnet) {
+            // Above "no route" (150), below the inside routes (200).
             out.push(Flow::new(
                 T_FWD,
-                120,
+                175,
                 &format!("metadata={k:#x},dl_dst={gmac},ip"),
                 &format!(
                     "dec_ttl,set_field:{}->eth_src,set_field:{}->reg4,write_metadata:{:#x},goto_table:{T_SNAT}",
@@ -408,8 +409,11 @@ pub(super) fn router(topo: &Topology, id: &str) -> Vec<Flow> {
     let (kx, z, rip) = (x.key, g.zone, g.ip);
     let rmac = fmt_mac(&g.mac);
     let who = format!("router {} ({rip} on {})", r.name, x.name);
-    let inside: Vec<&crate::model::Subnet> =
-        r.subnets.iter().filter_map(|s| topo.subnets.get(s)).collect();
+    let inside: Vec<&crate::model::Subnet> = r
+        .subnets
+        .iter()
+        .filter_map(|s| topo.subnets.get(s))
+        .collect();
     let mut out = vec![
         Flow::new(
             T_LOCAL,

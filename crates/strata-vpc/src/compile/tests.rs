@@ -458,7 +458,8 @@ fn run(t: &mut Topology, op: &Op, n: &mut u32) -> Vec<Change> {
             let id = format!("o{o}");
             if *b {
                 let sx = t.subnets["sx"].clone();
-                t.ports.insert(id.clone(), port(&id, &sx, 100 + o, &["web"]));
+                t.ports
+                    .insert(id.clone(), port(&id, &sx, 100 + o, &["web"]));
                 t.bound.insert(id.clone(), 100 + u32::from(*o));
             } else {
                 t.ports.remove(&id);
@@ -515,7 +516,8 @@ fn every_compiled_flow_is_a_valid_switch_flow() {
     let s1 = t.subnets["s1"].clone();
     let s2 = t.subnets["s2"].clone();
     t.ports.insert("a".into(), port("a", &s1, 10, &["web"]));
-    t.ports.insert("b".into(), port("b", &s2, 20, &["db", "web"]));
+    t.ports
+        .insert("b".into(), port("b", &s2, 20, &["db", "web"]));
     t.bound.insert("a".into(), 1);
     t.bound.insert("b".into(), 2);
     t.groups.get_mut("web").unwrap().reevaluate_existing = true;
@@ -560,7 +562,10 @@ fn every_compiled_flow_is_a_valid_switch_flow() {
     assert!(d.add.len() > 60);
     let all = d.add.join("\n");
     assert!(all.contains("nat(src=203.0.113.3:1024-65535)"), "{all}");
-    assert!(all.contains("nat(dst=10.1.2.20)") && all.contains("nat(src=203.0.113.10)"), "{all}");
+    assert!(
+        all.contains("nat(dst=10.1.2.20)") && all.contains("nat(src=203.0.113.10)"),
+        "{all}"
+    );
     for f in &d.add {
         let r = strata_net::parse_flow(f, None).unwrap_or_else(|e| panic!("{f}: {e}"));
         r.validate().unwrap_or_else(|e| panic!("{f}: {e}"));

@@ -20,6 +20,10 @@ pub enum NetworkCmd {
         /// Tenant (admins).
         #[arg(long)]
         tenant: Option<String>,
+        /// An external network (admins): the outside, where routers take a leg and floating
+        /// IPs come from.
+        #[arg(long)]
+        external: bool,
     },
     /// Lists networks.
     List {
@@ -168,10 +172,65 @@ pub enum RouterCmd {
         /// Subnets, ids or names.
         subnets: Vec<String>,
     },
+    /// Gives a router a leg on an external network: an address there, SNAT of its subnets.
+    SetGateway {
+        /// Router id or name.
+        router: String,
+        /// External network id or name.
+        network: String,
+    },
+    /// Takes a router's external leg away.
+    ClearGateway {
+        /// Router id or name.
+        router: String,
+    },
     /// Deletes a router.
     Delete {
         /// Router id or name.
         router: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FloatingIpCmd {
+    /// Allocates a floating IP on an external network, mapped 1:1 to a port if given.
+    Create {
+        /// External network id or name.
+        network: String,
+        /// Port id or name.
+        #[arg(long)]
+        port: Option<String>,
+        /// Tenant (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Lists floating IPs.
+    List {
+        /// Only this tenant's (admins).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Shows a floating IP.
+    Show {
+        /// Floating IP id or address.
+        ip: String,
+    },
+    /// Maps a floating IP to a port.
+    Associate {
+        /// Floating IP id or address.
+        ip: String,
+        /// Port id or name.
+        port: String,
+    },
+    /// Frees a floating IP of its port.
+    Disassociate {
+        /// Floating IP id or address.
+        ip: String,
+    },
+    /// Releases a floating IP.
+    Delete {
+        /// Floating IP id or address.
+        ip: String,
     },
 }
 
@@ -276,7 +335,19 @@ const PORT_COLS: &[(&str, &str)] = &[
     ("DEVICE", "device"),
     ("ID", "id"),
 ];
-const ROUTER_COLS: &[(&str, &str)] = &[("NAME", "name"), ("SUBNETS", "subnets"), ("ID", "id")];
+const ROUTER_COLS: &[(&str, &str)] = &[
+    ("NAME", "name"),
+    ("SUBNETS", "subnets"),
+    ("GATEWAY", "gateway.ip"),
+    ("ID", "id"),
+];
+const FIP_COLS: &[(&str, &str)] = &[
+    ("IP", "ip"),
+    ("PORT", "port"),
+    ("NETWORK", "network"),
+    ("TENANT", "tenant"),
+    ("ID", "id"),
+];
 const GROUP_COLS: &[(&str, &str)] = &[
     ("NAME", "name"),
     ("RULES", "n_rules"),
@@ -297,11 +368,21 @@ impl Client {
         let net = |n: &str| format!("/v1/networks/{}", enc(n));
         let port = |n: &str| format!("/v1/network-ports/{}", enc(n));
         match cmd {
-            NetworkCmd::Create { name, cidr, tenant } => {
+            NetworkCmd::Create {
+                name,
+                cidr,
+                tenant,
+                external,
+            } => {
                 let v = self.req(
                     "POST",
                     "/v1/networks",
-                    body(&wire::CreateNetwork { name, cidr, tenant }),
+                    body(&wire::CreateNetwork {
+                        name,
+                        cidr,
+                        tenant,
+                        external,
+                    }),
                 )?;
                 self.print(&v, NET_COLS)
             }
@@ -501,11 +582,62 @@ impl Client {
                 &format!("{}/subnets", rt(&router)),
                 body(&wire::SetRouterSubnets { subnets }),
             )?),
+            RouterCmd::SetGateway { router, network } => show(self.req(
+                "PUT",
+                &format!("{}/gateway", rt(&router)),
+                body(&wire::SetRouterGateway {
+                    network: Some(network),
+                }),
+            )?),
+            RouterCmd::ClearGateway { router } => show(self.req(
+                "PUT",
+                &format!("{}/gateway", rt(&router)),
+                body(&wire::SetRouterGateway { network: None }),
+            )?),
             RouterCmd::Delete { router } => {
                 self.req("DELETE", &rt(&router), None)?;
                 self.done(&format!("router {router} deleted"))
             }
         }
+    }
+    /// `strata floating-ip ...`.
+    pub fn floating_ip(&self, cmd: FloatingIpCmd) -> Result<()> {
+        let fip = |n: &str| format!("/v1/floating-ips/{}", enc(n));
+        let v = match cmd {
+            FloatingIpCmd::Create {
+                network,
+                port,
+                tenant,
+            } => self.req(
+                "POST",
+                "/v1/floating-ips",
+                body(&wire::CreateFloatingIp {
+                    network,
+                    port,
+                    tenant,
+                }),
+            )?,
+            FloatingIpCmd::List { tenant } => {
+                let q = tenant.map_or(String::new(), |t| format!("?tenant={}", enc(&t)));
+                self.req("GET", &format!("/v1/floating-ips{q}"), None)?
+            }
+            FloatingIpCmd::Show { ip } => self.req("GET", &fip(&ip), None)?,
+            FloatingIpCmd::Associate { ip, port } => self.req(
+                "PUT",
+                &format!("{}/port", fip(&ip)),
+                body(&wire::AssociateFloatingIp { port: Some(port) }),
+            )?,
+            FloatingIpCmd::Disassociate { ip } => self.req(
+                "PUT",
+                &format!("{}/port", fip(&ip)),
+                body(&wire::AssociateFloatingIp { port: None }),
+            )?,
+            FloatingIpCmd::Delete { ip } => {
+                self.req("DELETE", &fip(&ip), None)?;
+                return self.done(&format!("floating IP {ip} released"));
+            }
+        };
+        self.print(&v, FIP_COLS)
     }
 
     /// `strata security-group ...`.

@@ -46,17 +46,57 @@ fn s(v: &Value, k: &str) -> String {
 
 /// A port plugged into a namespace with a static address (its MAC set as the port's).
 fn plug(ns: &Netns, port: &Value, prefix: u8, gw: &str) {
+    plug_on_link(ns, port, prefix);
+    let dev = s(port, "device");
+    ns.sh(&["ip", "route", "add", "default", "via", gw, "dev", &dev]);
+}
+
+/// A port plugged in with its address and no default route.
+fn plug_on_link(ns: &Netns, port: &Value, prefix: u8) {
     ns.adopt_bare(&s(port, "device"), &s(port, "mac"));
     let dev = s(port, "device");
-    ns.sh(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{}/{prefix}", s(port, "ip")),
-        "dev",
-        &dev,
-    ]);
-    ns.sh(&["ip", "route", "add", "default", "via", gw, "dev", &dev]);
+    let addr = format!("{}/{prefix}", s(port, "ip"));
+    ns.sh(&["ip", "addr", "add", &addr, "dev", &dev]);
+}
+
+/// An HTTP server in a namespace; its log (one line per request, client address first).
+struct Http {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Http {
+    fn start(ns: &Netns, bind: &str, log: std::path::PathBuf) -> Http {
+        let f = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                bind,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        Http { child, log }
+    }
+    fn clients(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The packet count of the one flow of table 30 whose line contains `needle`.
@@ -303,4 +343,172 @@ fn tenant_networks_with_dhcp_routing_security_groups_and_isolation() {
     cli.ok(&["network", "delete", "n2"]);
     let nets = cli.json(&["network", "list"]);
     assert_eq!(nets["items"].as_array().unwrap().len(), 1, "{nets}");
+}
+
+/// SNAT of a tenant subnet to the outside (an external network the admin made, its port in a
+/// namespace), and a floating IP: reachable from outside at its address, and the port's own
+/// traffic leaves with it.
+#[test]
+fn snat_to_the_outside_and_a_floating_ip_inbound() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let d = Daemon::start(&data);
+    let cli = Cli { d: &d, data: &data };
+    let tag = format!("{}", std::process::id() % 100_000);
+
+    let ext = cli.json(&[
+        "network",
+        "create",
+        "ext",
+        "--cidr",
+        "203.0.113.0/24",
+        "--external",
+    ]);
+    assert_eq!(ext["external"], true, "{ext}");
+    cli.ok(&[
+        "subnet",
+        "create",
+        "ext",
+        "out",
+        "--cidr",
+        "203.0.113.0/24",
+        "--no-dhcp",
+    ]);
+    let up = cli.json(&["network", "add-port", "ext", "uplink", "--subnet", "out"]);
+    assert_eq!(s(&up, "ip"), "203.0.113.2", "{up}");
+    assert!(up["security_groups"].as_array().unwrap().is_empty(), "{up}");
+    cli.ok(&["network", "create", "n1", "--cidr", "10.61.0.0/16"]);
+    cli.ok(&["subnet", "create", "n1", "a", "--cidr", "10.61.1.0/24"]);
+    cli.ok(&["router", "create", "n1", "r", "--subnet", "a"]);
+    let r = cli.json(&["router", "set-gateway", "r", "ext"]);
+    assert_eq!(r["gateway"]["ip"], "203.0.113.3", "{r}");
+    cli.ok(&["security-group", "create", "web"]);
+    cli.ok(&[
+        "security-group",
+        "add-rule",
+        "web",
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+    ]);
+    let p1 = cli.json(&["network", "add-port", "n1", "p1", "--subnet", "a"]);
+    let p2 = cli.json(&[
+        "network",
+        "add-port",
+        "n1",
+        "p2",
+        "--subnet",
+        "a",
+        "--security-group",
+        "web",
+    ]);
+    let fip = cli.json(&["floating-ip", "create", "ext", "--port", "p2"]);
+    assert_eq!(s(&fip, "ip"), "203.0.113.4", "{fip}");
+    // A port that already has one cannot take another; the error is stable.
+    let (ok, out) = cli.run(&["floating-ip", "create", "ext", "--port", "p2"]);
+    assert!(!ok && out.contains("address_in_use"), "{out}");
+
+    let ns: Vec<Netns> = (1..=3)
+        .map(|i| Netns::new(&format!("tx{tag}n{i}")))
+        .collect();
+    plug_on_link(&ns[0], &up, 24);
+    plug(&ns[1], &p1, 24, "10.61.1.1");
+    plug(&ns[2], &p2, 24, "10.61.1.1");
+
+    // SNAT: p1 reaches the outside, which sees the router's address.
+    let outside = Http::start(&ns[0], "203.0.113.2", dir.path().join("outside.log"));
+    let (ok, out) = ns[1].run(&[
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        "-o",
+        "/dev/null",
+        "http://203.0.113.2:8080/",
+    ]);
+    if !ok {
+        let (_, trace) = cli.run(&[
+            "network", "trace", "p1", "--to", "203.0.113.2", "--protocol", "tcp",
+            "--port-number", "8080",
+        ]);
+        let (_, flows) = cli.run(&["network", "flows"]);
+        panic!("curl from p1 to the outside: {out}\n{trace}\n{flows}");
+    }
+    let seen = outside.clients();
+    assert!(
+        seen.contains("203.0.113.3 "),
+        "the outside sees the router's address: {seen}"
+    );
+    assert!(
+        !seen.contains("10.61.1."),
+        "no inside address leaks out: {seen}"
+    );
+    // p2 leaves with its floating IP.
+    let (ok, out) = ns[2].run(&[
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        "-o",
+        "/dev/null",
+        "http://203.0.113.2:8080/",
+    ]);
+    assert!(ok, "curl from p2 to the outside: {out}");
+    assert!(
+        outside.clients().contains("203.0.113.4 "),
+        "{}",
+        outside.clients()
+    );
+    drop(outside);
+
+    // Inbound to the floating IP: DNAT to p2, whose group allows tcp 8080.
+    let inside = Http::start(&ns[2], "0.0.0.0", dir.path().join("inside.log"));
+    let (ok, out) = ns[0].run(&[
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        "-o",
+        "/dev/null",
+        "http://203.0.113.4:8080/",
+    ]);
+    assert!(ok, "curl from the outside to the floating IP: {out}");
+    assert!(
+        inside.clients().contains("203.0.113.2 "),
+        "{}",
+        inside.clients()
+    );
+    // The router's own address forwards nothing inbound, and p1 has no floating IP.
+    let (ok, _) = ns[0].run(&[
+        "curl",
+        "-s",
+        "-m",
+        "2",
+        "-o",
+        "/dev/null",
+        "http://203.0.113.3:8080/",
+    ]);
+    assert!(!ok, "nothing is forwarded to the router's address");
+    drop(inside);
+
+    // Freed of its port, the floating IP forwards nothing; deleting the port frees it too.
+    cli.ok(&["floating-ip", "disassociate", "203.0.113.4"]);
+    let _inside = Http::start(&ns[2], "0.0.0.0", dir.path().join("inside2.log"));
+    let (ok, _) = ns[0].run(&[
+        "curl",
+        "-s",
+        "-m",
+        "2",
+        "-o",
+        "/dev/null",
+        "http://203.0.113.4:8080/",
+    ]);
+    assert!(!ok, "a free floating IP forwards nothing");
+    cli.ok(&["floating-ip", "associate", "203.0.113.4", "p2"]);
+    cli.ok(&["network", "del-port", "p2"]);
+    let f = cli.json(&["floating-ip", "show", "203.0.113.4"]);
+    assert!(f["port"].is_null(), "{f}");
+    let (ok, out) = cli.run(&["router", "clear-gateway", "r"]);
+    assert!(ok, "{out}");
 }
