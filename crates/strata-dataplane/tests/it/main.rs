@@ -4,3 +4,4 @@
 mod dataplane;
 mod encap;
 mod netenv;
+mod veth;
