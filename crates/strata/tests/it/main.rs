@@ -19,3 +19,4 @@ mod networks;
 mod qos;
 mod readme;
 mod switch;
+mod veth;
