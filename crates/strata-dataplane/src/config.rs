@@ -97,9 +97,17 @@ impl PortSpec {
     }
 }
 
-/// The peer name of a veth port: the one given, else the port name + "p".
+/// The peer name of a veth port: the one given, else the port name + "p" (a 15-byte name
+/// loses its last character first, so the default always fits an interface name).
 pub fn veth_peer_name(name: &str, peer: Option<&str>) -> String {
-    peer.map_or_else(|| format!("{name}p"), str::to_string)
+    if let Some(p) = peer {
+        return p.to_string();
+    }
+    let mut end = name.len().min(14);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}p", &name[..end])
 }
 
 /// Dataplane configuration.

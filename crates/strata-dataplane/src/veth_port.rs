@@ -38,6 +38,10 @@ impl Worker {
         vnet_hdr: bool,
     ) -> Result<PortNo, DataplaneError> {
         let name = cfg.name.clone();
+        if peer == name {
+            // Both ends cannot have one name: the peer's is taken by the port itself.
+            return Err(DataplaneError::DeviceExists(name));
+        }
         for n in [name.as_str(), peer] {
             if n.is_empty() || n.len() > 15 || n.contains('/') {
                 return Err(DataplaneError::io(

@@ -95,6 +95,19 @@ fn veth_ports_forward_and_clean_up() {
         !link_exists(&host, &other),
         "a taken peer name makes no host end"
     );
+    // A peer named as the port itself.
+    let e = dp
+        .add_port(PortSpec::Veth {
+            name: other.clone(),
+            peer: Some(other.clone()),
+            domain: None,
+            vnet_hdr: true,
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&e, DataplaneError::DeviceExists(n) if *n == other),
+        "{e:?}"
+    );
     // An interface the host already has under the port's name (made by someone else).
     let theirs = format!("{other}z");
     host.exec(&[
