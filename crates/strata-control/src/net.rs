@@ -210,7 +210,8 @@ impl Switches {
         Ok(view)
     }
 
-    /// Stops and forgets a switch (its TAP devices are closed), with every key below it.
+    /// Stops and forgets a switch (its TAP devices are closed, its veth pairs deleted), with
+    /// every key below it.
     pub fn delete(&self, store: &dyn Store, name: &str) -> Result<(), ControlError> {
         let mut running = self.running.lock();
         let hosted = running.get(name).cloned();
@@ -253,9 +254,13 @@ impl Switches {
         &self,
         store: &dyn Store,
         sw: &str,
-        port: PortRecord,
+        mut port: PortRecord,
     ) -> Result<SwitchRecord, ControlError> {
         let spec = port.spec()?;
+        // A veth port stores the peer name it was made with, so the record says it.
+        if let PortSpec::Veth { peer, .. } = &spec {
+            port.peer.clone_from(peer);
+        }
         let hosted = self.hosted(sw)?;
         let mut h = hosted.lock();
         h.dp()?.add_port(spec).map_err(dp_err)?;
@@ -307,14 +312,22 @@ impl Switches {
         let h = hosted.lock();
         let st = h.dp()?.stats().map_err(dp_err)?;
         Ok(serde_json::json!({
-            "items": st.ports.iter().map(|p| serde_json::json!({
+            "items": st.ports.iter().map(|p| {
+                let rec = h.ports.get(&p.name).map(|s| &s.port);
+                let mut v = serde_json::json!({
                 "name": p.name, "number": p.number,
+                "kind": rec.and_then(|r| r.kind.clone()).unwrap_or_else(|| "tap".into()),
                 "rx_packets": p.stats.rx_packets, "rx_bytes": p.stats.rx_bytes,
                 "rx_dropped": p.stats.rx_dropped, "rx_errors": p.stats.rx_errors,
                 "tx_packets": p.stats.tx_packets, "tx_bytes": p.stats.tx_bytes,
                 "tx_dropped": p.stats.tx_dropped,
                 "rx_gso": p.io.rx_gso, "tx_gso": p.io.tx_gso, "tx_segments": p.io.tx_segments,
-            })).collect::<Vec<_>>(),
+                });
+                if let Some(peer) = rec.and_then(|r| r.peer.clone()) {
+                    v["peer"] = peer.into();
+                }
+                v
+            }).collect::<Vec<_>>(),
             "isolation_drops": st.switch.isolation_drops,
         }))
     }

@@ -3,6 +3,7 @@
 //! ```text
 //! switchd [--netns NAME|PATH] [--tap NAME[:vni=N|:vlan=N][:nooffload]]...
 //!         [--internal NAME[:vni=N|:vlan=N]]...
+//!         [--veth NAME[:peer=PEER][:vni=N|:vlan=N][:novnet]]...
 //!         [--vxlan NAME:local=IP:remote=IP[:vni=N][:dstport=4789]]...
 //!         [--flow "FLOW"]... [--stats-file F] [--batch N] [--threads N]
 //! ```
@@ -58,6 +59,29 @@ fn parse_tap(arg: &str, internal: bool) -> Result<PortSpec> {
     })
 }
 
+fn parse_veth(arg: &str) -> Result<PortSpec> {
+    let mut it = arg.split(':');
+    let name = it.next().unwrap_or_default().to_string();
+    let (mut domain, mut peer, mut vnet_hdr) = (None, None, true);
+    for opt in it {
+        if opt == "novnet" {
+            vnet_hdr = false;
+        } else if let Some(p) = opt.strip_prefix("peer=") {
+            peer = Some(p.to_string());
+        } else if let Some(d) = parse_domain(opt)? {
+            domain = Some(d);
+        } else {
+            bail!("unknown veth option `{opt}` in `{arg}`");
+        }
+    }
+    Ok(PortSpec::Veth {
+        name,
+        peer,
+        domain,
+        vnet_hdr,
+    })
+}
+
 fn parse_vxlan(arg: &str) -> Result<PortSpec> {
     let mut it = arg.split(':');
     let name = it.next().unwrap_or_default().to_string();
@@ -107,6 +131,7 @@ fn main() -> Result<()> {
         match a.as_str() {
             "--tap" => ports.push(parse_tap(&val()?, false)?),
             "--internal" => ports.push(parse_tap(&val()?, true)?),
+            "--veth" => ports.push(parse_veth(&val()?)?),
             "--vxlan" => ports.push(parse_vxlan(&val()?)?),
             "--flow" => flows.push(val()?),
             "--stats-file" => stats_file = Some(PathBuf::from(val()?)),
@@ -123,7 +148,7 @@ fn main() -> Result<()> {
             "-h" | "--help" => {
                 println!(
                     "switchd [--netns NS] [--tap NAME[:vni=N|:vlan=N][:nooffload]]... \
-                     [--internal NAME] [--vxlan NAME:local=IP:remote=IP[:vni=N][:dstport=P]]... \
+                     [--internal NAME] [--veth NAME[:peer=P][:novnet]]... [--vxlan NAME:local=IP:remote=IP[:vni=N][:dstport=P]]... \
                      [--flow FLOW]... [--stats-file F] [--batch N] [--threads N]"
                 );
                 return Ok(());

@@ -26,6 +26,21 @@ pub enum PortSpec {
         /// Isolation domain (None = trunk).
         domain: Option<Domain>,
     },
+    /// A veth pair made for the port: the host end `name` stays with the switch, which reads
+    /// and writes it with an `AF_PACKET` socket; the peer is what a container gets (`ip link
+    /// set PEER netns X`). Both ends are deleted when the port is removed or the switch stops.
+    /// A name (or peer name) already taken fails with [`crate::DataplaneError::DeviceExists`].
+    Veth {
+        /// Host end's interface name (also the port name), at most 15 bytes.
+        name: String,
+        /// Peer's interface name (None = `name` + "p").
+        peer: Option<String>,
+        /// Isolation domain (None = trunk).
+        domain: Option<Domain>,
+        /// Exchange virtio-net headers with the socket (`PACKET_VNET_HDR`): GSO and partial
+        /// checksums pass whole (true unless measuring without).
+        vnet_hdr: bool,
+    },
     /// A VXLAN tunnel over a UDP socket bound to `local:dst_port`. Ports with the same local
     /// address and UDP port share one socket; received datagrams go to the port whose remote
     /// address sent them.
@@ -52,6 +67,15 @@ impl PortSpec {
             offload: true,
         }
     }
+    /// A veth port with offloads and the default peer name.
+    pub fn veth(name: &str, domain: Option<Domain>) -> Self {
+        PortSpec::Veth {
+            name: name.to_string(),
+            peer: None,
+            domain,
+            vnet_hdr: true,
+        }
+    }
     /// A VXLAN port on the standard UDP port.
     pub fn vxlan(name: &str, local: Ipv4Addr, remote: Ipv4Addr, vni: Option<u32>) -> Self {
         PortSpec::Vxlan {
@@ -67,9 +91,23 @@ impl PortSpec {
         match self {
             PortSpec::Tap { name, .. }
             | PortSpec::Internal { name, .. }
+            | PortSpec::Veth { name, .. }
             | PortSpec::Vxlan { name, .. } => name,
         }
     }
+}
+
+/// The peer name of a veth port: the one given, else the port name + "p" (a 15-byte name
+/// loses its last character first, so the default always fits an interface name).
+pub fn veth_peer_name(name: &str, peer: Option<&str>) -> String {
+    if let Some(p) = peer {
+        return p.to_string();
+    }
+    let mut end = name.len().min(14);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}p", &name[..end])
 }
 
 /// Dataplane configuration.

@@ -3,8 +3,8 @@
 //!
 //! | output port | what is written |
 //! |---|---|
-//! | TAP with offloads | the frame whole, with the input's virtio-net header (offsets moved by a pushed or popped VLAN tag) |
-//! | TAP without offloads | `gso::segment` output: MSS-sized frames with complete checksums |
+//! | TAP with offloads, veth with `PACKET_VNET_HDR` | the frame whole, with the input's virtio-net header (offsets moved by a pushed or popped VLAN tag; a veth takes its first 10 bytes) |
+//! | TAP without offloads, veth without vnet header | `gso::segment` output: MSS-sized frames with complete checksums |
 //! | VXLAN | the inner frame segmented and checksummed the same way, each segment encapsulated by `encap` |
 
 use std::collections::BTreeMap;
@@ -13,7 +13,10 @@ use strata_net::csum;
 use strata_net::gso::{self, VirtioNetHdr};
 use strata_net::key::{ethertype, PortNo};
 
-use crate::port::{Bufs, Dev, PortIo};
+use strata_net::Effects;
+
+use crate::port::{Dev, PortIo, TxBufs};
+use crate::ring::PACKET_VNET_HDR_LEN;
 use crate::stats::PortIoStats;
 
 /// Length of the Ethernet header of `f` (14, or 18 with one VLAN tag).
@@ -100,34 +103,65 @@ fn joined<'a>(buf: &'a mut Vec<u8>, head: &'a [u8], tail: &[u8]) -> &'a [u8] {
     buf
 }
 
-/// Writes every frame of `bufs.fx` to its port. `hdr` describes the received frame, which is
-/// `bufs.rx[input]`. The effects are split (see [`strata_net::Effects`]): each frame is a rewritten head
+/// A device that takes whole Ethernet frames, with or without offloads: a TAP queue or a veth
+/// host end's packet socket.
+enum FrameDev<'a> {
+    Tap(&'a crate::sys::Tap),
+    Veth(&'a crate::sys::PacketSocket),
+}
+
+impl FrameDev<'_> {
+    fn offload(&self) -> bool {
+        match self {
+            FrameDev::Tap(t) => t.offload(),
+            FrameDev::Veth(s) => s.vnet_hdr(),
+        }
+    }
+    fn send_parts(
+        &self,
+        h: &[u8; gso::VIRTIO_NET_HDR_LEN],
+        head: &[u8],
+        tail: &[u8],
+    ) -> std::io::Result<usize> {
+        match self {
+            FrameDev::Tap(t) => t.send_parts(h, head, tail),
+            // A packet socket's header is the 10-byte form: the same fields without
+            // `num_buffers`.
+            FrameDev::Veth(s) => s.send_parts(&h[..PACKET_VNET_HDR_LEN], head, tail),
+        }
+    }
+}
+
+/// Writes every frame of `fx` to its port. `hdr` describes the received frame, `input`. The effects are split (see [`strata_net::Effects`]): each frame is a rewritten head
 /// and a tail still in the receive buffer, written together with one `writev`, so a 64 KiB
 /// frame is not copied in user space. Only outputs that must cut or checksum the frame (VXLAN,
 /// a TAP without offloads) join the two first.
 pub(crate) fn deliver(
     ports: &mut BTreeMap<PortNo, PortIo>,
-    bufs: &mut Bufs,
+    fx: &Effects,
+    bufs: &mut TxBufs,
     hdr: &VirtioNetHdr,
-    input: std::ops::Range<usize>,
+    input: &[u8],
 ) {
-    let Bufs {
-        rx,
-        fx,
+    let TxBufs {
         segs,
         scratch,
         joined: join_buf,
         frags,
     } = bufs;
-    let input = &rx[input];
     let offloaded = hdr.gso_type != gso::GSO_NONE || hdr.flags & gso::F_NEEDS_CSUM != 0;
     for out in fx.outputs() {
         let (head, tail) = (out.head, &input[out.tail.clone()]);
         let Some(port) = ports.get_mut(&out.port) else {
             continue;
         };
-        match &port.dev {
-            Dev::Tap(tap) => {
+        let dev = match &port.dev {
+            Dev::Tap(t) => Some(FrameDev::Tap(t)),
+            Dev::Veth(v) => Some(FrameDev::Veth(&v.sock)),
+            Dev::Vxlan { .. } => None,
+        };
+        match (&port.dev, dev) {
+            (_, Some(tap)) => {
                 if !offloaded {
                     let h = VirtioNetHdr {
                         flags: hdr.flags & gso::F_DATA_VALID,
@@ -170,7 +204,7 @@ pub(crate) fn deliver(
                             let zero = VirtioNetHdr::default().to_bytes();
                             for s in segs.iter() {
                                 port.io.syscalls += 1;
-                                if tap.send(&zero, s).is_err() {
+                                if tap.send_parts(&zero, s, &[]).is_err() {
                                     port.io.tx_errors += 1;
                                 }
                             }
@@ -179,7 +213,7 @@ pub(crate) fn deliver(
                     }
                 }
             }
-            Dev::Vxlan { tx, .. } => {
+            (Dev::Vxlan { tx, .. }, _) => {
                 let Some(e) = out.encap else {
                     port.io.tx_errors += 1;
                     continue;
@@ -208,6 +242,7 @@ pub(crate) fn deliver(
                 count_sw_offload(&mut port.io, &h, n);
                 tx.send(&e, segs.iter(), frags, &mut port.io);
             }
+            (_, None) => port.io.tx_errors += 1,
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum DataplaneError {
         /// Highest port asked for.
         hi: u16,
     },
+    /// An interface by that name (or the veth peer's name) already exists on the host.
+    #[error("an interface named {0} already exists")]
+    DeviceExists(String),
     /// The dataplane thread is gone.
     #[error("the dataplane has stopped")]
     Stopped,
@@ -50,6 +53,8 @@ impl DataplaneError {
             DataplaneError::Flow(e) => e.code(),
             DataplaneError::DuplicateRemote(_) => "vxlan_remote_exists",
             DataplaneError::BadSourcePorts { .. } => "bad_vxlan_src_ports",
+            // The name is taken, as for a port of the switch: the same code (409).
+            DataplaneError::DeviceExists(_) => "port_exists",
             DataplaneError::Stopped => "dataplane_stopped",
         }
     }

@@ -1,14 +1,16 @@
 //! # strata-dataplane: the port layer of Strata's virtual switch
 //!
 //! Forwarding threads that share one [`strata_net::Switch`] and read the devices of its ports
-//! (TAP devices, VXLAN sockets) with epoll, run each frame through the switch and write the
+//! (TAP devices, veth pairs through an `AF_PACKET` ring, VXLAN sockets) with epoll, run each frame through the switch and write the
 //! effects. The packet engine (`strata-net`) decides; this crate does the I/O.
 //!
 //! Where things are:
 //! - [`handle`]: [`Dataplane`], the public handle (spawn, ports, flows, counters, stop);
 //!   [`config`]: [`DataplaneConfig`] and [`PortSpec`]; [`error`]: [`DataplaneError`].
 //! - `worker`: the forwarding threads, the leader's command loop and port installation.
-//! - `tap_port`: TAP ports (open the queues, read frames); `vxlan_port`: VXLAN ports (the
+//! - `tap_port`: TAP ports (open the queues, read frames); `veth_port`: veth ports (make the
+//!   pair, open the packet socket on its host end, read its ring; `ring` walks one block of
+//!   it); `vxlan_port`: VXLAN ports (the
 //!   receive socket, read datagrams); `encap`: the one writer of VXLAN outer headers and the
 //!   raw IP socket that sends them.
 //! - `deliver`: the transmit path (offloads, partial checksums, segmentation).
@@ -47,13 +49,15 @@ mod encap;
 pub mod error;
 pub mod handle;
 mod port;
+mod ring;
 pub mod stats;
 pub mod sys;
 mod tap_port;
+mod veth_port;
 mod vxlan_port;
 mod worker;
 
-pub use config::{DataplaneConfig, PortSpec, MAX_THREADS};
+pub use config::{veth_peer_name, DataplaneConfig, PortSpec, MAX_THREADS};
 pub use deliver::fix_partial_csum;
 pub use error::DataplaneError;
 pub use handle::Dataplane;

@@ -9,7 +9,7 @@ use strata_net::Effects;
 
 use crate::encap::VxlanTx;
 use crate::stats::PortIoStats;
-use crate::sys::Tap;
+use crate::sys::{PacketSocket, Tap, VethPair};
 
 /// Receive buffer: the virtio-net header plus the largest frame a TAP hands over (64 KiB of
 /// IP plus Ethernet and VLAN headers), rounded up.
@@ -21,9 +21,32 @@ pub(crate) enum Dev {
     /// This thread's queue of the TAP (shared with other threads if the device has fewer
     /// queues than there are threads).
     Tap(Arc<Tap>),
+    /// A veth port's host end: its packet socket (one thread reads the ring, any thread
+    /// sends).
+    Veth(Arc<Veth>),
     /// The VXLAN port's sender (any thread may send on it). `idx` names the receive socket,
     /// which only the leader reads.
     Vxlan { tx: Arc<VxlanTx>, idx: usize },
+}
+
+/// A veth port's device: the pair (deleted when the last thread drops this) and the socket
+/// on its host end. Field order: the socket closes before the pair is deleted.
+#[derive(Debug)]
+pub(crate) struct Veth {
+    pub(crate) sock: PacketSocket,
+    /// Held for its `Drop`, which deletes both ends.
+    pub(crate) _pair: VethPair,
+}
+
+impl Dev {
+    /// The fd this thread waits on when it reads the port, if the port is read by epoll.
+    pub(crate) fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            Dev::Tap(t) => Some(t.raw()),
+            Dev::Veth(v) => Some(v.sock.raw()),
+            Dev::Vxlan { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -34,11 +57,18 @@ pub(crate) struct PortIo {
     pub(crate) io: PortIoStats,
 }
 
-/// Reusable buffers of the hot path.
+/// Reusable buffers of the hot path: the receive buffer, the engine's effects, and what the
+/// transmit path needs.
 #[derive(Debug)]
 pub(crate) struct Bufs {
     pub(crate) rx: Vec<u8>,
     pub(crate) fx: Effects,
+    pub(crate) tx: TxBufs,
+}
+
+/// The transmit path's scratch space.
+#[derive(Debug)]
+pub(crate) struct TxBufs {
     pub(crate) segs: Segments,
     pub(crate) scratch: Vec<u8>,
     pub(crate) joined: Vec<u8>,
@@ -53,10 +83,12 @@ impl Bufs {
         Bufs {
             rx: vec![0; RX_BUF],
             fx,
-            segs: Segments::new(),
-            scratch: Vec::with_capacity(RX_BUF),
-            joined: Vec::with_capacity(RX_BUF),
-            frags: Vec::with_capacity(RX_BUF + 4096),
+            tx: TxBufs {
+                segs: Segments::new(),
+                scratch: Vec::with_capacity(RX_BUF),
+                joined: Vec::with_capacity(RX_BUF),
+                frags: Vec::with_capacity(RX_BUF + 4096),
+            },
         }
     }
 }

@@ -83,15 +83,16 @@ impl Worker {
                 io.rx_gso += 1;
             }
             self.rx_frames += 1;
-            let Bufs { rx, fx, .. } = &mut self.bufs;
+            let Bufs { rx, fx, tx } = &mut self.bufs;
+            let frame = &rx[VIRTIO_NET_HDR_LEN..n];
             fx.clear();
             {
                 let mut sw = self.shared.lock();
                 let now = self.shared.now();
-                sw.receive(now, Ingress::port(no), &rx[VIRTIO_NET_HDR_LEN..n], fx);
+                sw.receive(now, Ingress::port(no), frame, fx);
             }
             if !fx.is_empty() {
-                deliver(&mut self.ports, &mut self.bufs, &hdr, VIRTIO_NET_HDR_LEN..n);
+                deliver(&mut self.ports, fx, tx, &hdr, frame);
             }
         }
     }

@@ -151,7 +151,7 @@ impl Worker {
             if let Some(p) = self.ports.get_mut(&no) {
                 p.io.syscalls += 1;
             }
-            let Bufs { rx, fx, .. } = &mut self.bufs;
+            let Bufs { rx, fx, tx } = &mut self.bufs;
             let (vni, inner) = match vxlan::decap_payload(&rx[..n]) {
                 Ok(x) => x,
                 Err(_) => {
@@ -161,7 +161,6 @@ impl Worker {
                     continue;
                 }
             };
-            let inner_start = n - inner.len();
             fx.clear();
             {
                 let mut sw = self.shared.lock();
@@ -169,12 +168,7 @@ impl Worker {
                 sw.receive(now, Ingress::vxlan(no, vni), inner, fx);
             }
             if !fx.is_empty() {
-                deliver(
-                    &mut self.ports,
-                    &mut self.bufs,
-                    &VirtioNetHdr::default(),
-                    inner_start..n,
-                );
+                deliver(&mut self.ports, fx, tx, &VirtioNetHdr::default(), inner);
             }
         }
     }

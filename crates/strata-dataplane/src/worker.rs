@@ -1,7 +1,7 @@
 //! The forwarding threads: the leader (thread 0: control commands, expiry, VXLAN receive
 //! sockets, port installation) and its peers, each with its own epoll, buffers and handle of
-//! every port's device. The receive paths are in `tap_port` and `vxlan_port`, the transmit
-//! path in `deliver`.
+//! every port's device. The receive paths are in `tap_port`, `veth_port` and `vxlan_port`, the
+//! transmit path in `deliver`.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -221,7 +221,11 @@ impl Worker {
             } else if tok & TOKEN_UDP != 0 {
                 self.rx_udp((tok & !TOKEN_UDP) as usize);
             } else {
-                self.rx_tap(tok as PortNo);
+                let no = tok as PortNo;
+                match self.ports.get(&no).map(|p| &p.dev) {
+                    Some(Dev::Veth(_)) => self.rx_veth(no),
+                    _ => self.rx_tap(no),
+                }
             }
         }
         Ok(ctl)
@@ -310,8 +314,8 @@ impl Worker {
 
     /// Takes this thread's handle of port `no`'s device, and reads it if it is ours.
     fn attach(&mut self, no: PortNo, p: PortIo) -> io::Result<()> {
-        if let (true, Dev::Tap(t)) = (p.rx, &p.dev) {
-            self.epoll.add(t.raw(), no as u64)?;
+        if let (true, Some(fd)) = (p.rx, p.dev.rx_fd()) {
+            self.epoll.add(fd, no as u64)?;
         }
         self.ports.insert(no, p);
         Ok(())
@@ -320,8 +324,8 @@ impl Worker {
     /// Drops this thread's handle of port `no`'s device.
     fn detach(&mut self, no: PortNo) -> Option<PortIo> {
         let p = self.ports.remove(&no)?;
-        if let (true, Dev::Tap(t)) = (p.rx, &p.dev) {
-            let _ = self.epoll.delete(t.raw());
+        if let (true, Some(fd)) = (p.rx, p.dev.rx_fd()) {
+            let _ = self.epoll.delete(fd);
         }
         Some(p)
     }
@@ -384,6 +388,16 @@ impl Worker {
                 cfg.kind = PortKind::Internal;
                 self.add_tap(cfg, true)
             }
+            PortSpec::Veth {
+                name,
+                peer,
+                domain,
+                vnet_hdr,
+            } => self.add_veth(
+                PortConfig::tap(&name, domain),
+                &crate::config::veth_peer_name(&name, peer.as_deref()),
+                vnet_hdr,
+            ),
             PortSpec::Vxlan {
                 name,
                 local,

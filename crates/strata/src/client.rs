@@ -400,7 +400,8 @@ pub enum SwitchCmd {
         /// Switch name.
         name: String,
     },
-    /// Adds a TAP port (the device is created if missing).
+    /// Adds a TAP port (the device is created if missing), or with --veth a veth pair whose
+    /// peer goes to a container (`ip link set PEER netns X`).
     AddPort {
         /// Switch name.
         switch: String,
@@ -413,8 +414,14 @@ pub enum SwitchCmd {
         #[arg(long)]
         vlan: Option<u16>,
         /// Make it the host-side internal port.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "veth")]
         internal: bool,
+        /// Make a veth pair: PORT is the switch's end, the peer the container's.
+        #[arg(long)]
+        veth: bool,
+        /// The veth peer's name (default: PORT + "p").
+        #[arg(long, requires = "veth")]
+        peer: Option<String>,
     },
     /// Adds a VXLAN tunnel port.
     AddVxlan {
@@ -1378,20 +1385,36 @@ impl Client {
                 vni,
                 vlan,
                 internal,
+                veth,
+                peer,
             } => {
                 let kind = if internal {
                     wire::PortKind::Internal
+                } else if veth {
+                    wire::PortKind::Veth
                 } else {
                     wire::PortKind::Tap
                 };
                 let b = body(&wire::SwitchPort {
                     name: port.clone(),
                     kind: Some(kind),
+                    peer,
                     vni,
                     vlan,
                     ..Default::default()
                 });
-                self.req("POST", &format!("{}/ports", sw(&switch)), b)?;
+                let v = self.req("POST", &format!("{}/ports", sw(&switch)), b)?;
+                if veth {
+                    let peer = v["ports"]
+                        .as_array()
+                        .and_then(|ps| ps.iter().find(|p| p["name"] == port.as_str()))
+                        .and_then(|p| p["peer"].as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    return self.done(&format!(
+                        "veth port {port} added to {switch} (peer {peer}: ip link set {peer} netns NS)"
+                    ));
+                }
                 self.done(&format!("port {port} added to {switch}"))
             }
             SwitchCmd::AddVxlan {
@@ -1405,6 +1428,7 @@ impl Client {
                 let b = body(&wire::SwitchPort {
                     name: port.clone(),
                     kind: Some(wire::PortKind::Vxlan),
+                    peer: None,
                     vni,
                     vlan: None,
                     remote: Some(remote),
@@ -1429,6 +1453,8 @@ impl Client {
                     &[
                         ("PORT", "name"),
                         ("NO", "number"),
+                        ("KIND", "kind"),
+                        ("PEER", "peer"),
                         ("RX PKTS", "rx_packets"),
                         ("RX DROP", "rx_dropped"),
                         ("RX ERR", "rx_errors"),

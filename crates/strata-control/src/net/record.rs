@@ -45,9 +45,12 @@ pub struct SwitchRecord {
 pub struct PortRecord {
     /// Port (and, for TAP and internal ports, interface) name.
     pub name: String,
-    /// `tap` (default), `internal` or `vxlan`.
+    /// `tap` (default: a record without a kind is a TAP), `internal`, `veth` or `vxlan`.
     #[serde(default)]
     pub kind: Option<String>,
+    /// veth: the peer's interface name (default: the port name + "p").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// VXLAN network: the port's isolation domain (or a VXLAN port's fixed VNI).
     pub vni: Option<u32>,
     /// VLAN: the port's isolation domain (access port).
@@ -63,13 +66,7 @@ pub struct PortRecord {
 impl PortRecord {
     /// The dataplane's port for this request, validated.
     pub(super) fn spec(&self) -> Result<PortSpec, ControlError> {
-        if self.name.is_empty()
-            || self.name.len() > 15
-            || !self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        {
+        if !valid_ifname(&self.name) {
             return Err(ControlError::invalid(
                 "name",
                 "a port name is 1 to 15 letters, digits, '-', '_' or '.'",
@@ -88,8 +85,27 @@ impl PortRecord {
             (None, Some(_)) => return Err(ControlError::invalid("vlan", "a VLAN id is 1 to 4094")),
             (None, None) => None,
         };
-        match self.kind.as_deref().unwrap_or("tap") {
+        let kind = self.kind.as_deref().unwrap_or("tap");
+        if self.peer.is_some() && kind != "veth" {
+            return Err(ControlError::invalid("peer", "only a veth port has a peer"));
+        }
+        match kind {
             "tap" => Ok(PortSpec::tap(&self.name, domain)),
+            "veth" => {
+                let peer = strata_dataplane::veth_peer_name(&self.name, self.peer.as_deref());
+                if !valid_ifname(&peer) {
+                    return Err(ControlError::invalid(
+                        "peer",
+                        "a veth peer name is 1 to 15 letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                Ok(PortSpec::Veth {
+                    name: self.name.clone(),
+                    peer: Some(peer),
+                    domain,
+                    vnet_hdr: true,
+                })
+            }
             "internal" => Ok(PortSpec::Internal {
                 name: self.name.clone(),
                 domain,
@@ -114,10 +130,21 @@ impl PortRecord {
             }
             other => Err(ControlError::invalid(
                 "kind",
-                format!("unknown port kind {:?} (tap, internal, vxlan)", clip(other)),
+                format!(
+                    "unknown port kind {:?} (tap, internal, veth, vxlan)",
+                    clip(other)
+                ),
             )),
         }
     }
+}
+
+/// 1 to 15 letters, digits, '-', '_' or '.': a name the kernel takes for an interface.
+fn valid_ifname(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 15
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// The value under `/switches/{sw}`.
@@ -309,4 +336,75 @@ pub(super) fn migrate(store: &dyn Store, mut l: Loaded) -> Result<Loaded, Contro
     tracing::info!(switch = %sw, ports = l.ports.len(), flows = l.flows.len(),
         "switch record migrated to one key per port and flow");
     Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port stored before veth ports existed (no `kind`, no `peer`) is still a TAP.
+    #[test]
+    fn a_record_without_kind_is_a_tap() {
+        let old: StoredPort = serde_json::from_str(r#"{"seq":3,"name":"t1","vni":100}"#).unwrap();
+        assert_eq!(old.port.kind, None);
+        assert_eq!(
+            old.port.spec().unwrap(),
+            PortSpec::tap("t1", Some(Domain::Vni(100)))
+        );
+        let out = String::from_utf8(json(&old)).unwrap();
+        assert!(
+            !out.contains("peer"),
+            "no new field written for a TAP: {out}"
+        );
+    }
+
+    #[test]
+    fn veth_records_round_trip_and_validate() {
+        let p = PortRecord {
+            name: "ve1".into(),
+            kind: Some("veth".into()),
+            vlan: Some(7),
+            ..Default::default()
+        };
+        assert_eq!(
+            p.spec().unwrap(),
+            PortSpec::Veth {
+                name: "ve1".into(),
+                peer: Some("ve1p".into()),
+                domain: Some(Domain::Vlan(7)),
+                vnet_hdr: true,
+            }
+        );
+        let named = PortRecord {
+            peer: Some("ctr0".into()),
+            ..p.clone()
+        };
+        let back: PortRecord = serde_json::from_slice(&json(&named)).unwrap();
+        assert_eq!(back, named);
+        assert!(matches!(
+            back.spec().unwrap(),
+            PortSpec::Veth { peer: Some(ref q), .. } if q == "ctr0"
+        ));
+        let bad = |r: PortRecord| r.spec().unwrap_err().to_string();
+        // A 15-byte name's default peer still fits an interface name.
+        let long = PortRecord {
+            name: "a".repeat(15),
+            ..p.clone()
+        };
+        assert!(matches!(
+            long.spec().unwrap(),
+            PortSpec::Veth { peer: Some(ref q), .. } if *q == format!("{}p", "a".repeat(14))
+        ));
+        assert!(bad(PortRecord {
+            peer: Some("x/y".into()),
+            ..p.clone()
+        })
+        .contains("peer"));
+        assert!(bad(PortRecord {
+            kind: None,
+            peer: Some("x".into()),
+            ..p
+        })
+        .contains("only a veth"));
+    }
 }

@@ -65,6 +65,8 @@ pub enum PortKind {
     Tap,
     /// The switch's own interface.
     Internal,
+    /// A veth pair: the host end is the port, the peer goes to a container.
+    Veth,
     /// A VXLAN tunnel to a remote VTEP.
     Vxlan,
 }
@@ -74,20 +76,25 @@ impl PortKind {
         match self {
             PortKind::Tap => "tap",
             PortKind::Internal => "internal",
+            PortKind::Veth => "veth",
             PortKind::Vxlan => "vxlan",
         }
     }
 }
 
 /// A switch port, as requested (`POST /v1/switches/{name}/ports`) and as stored. Its schema
-/// (the `PartialSchema` below) states the rules between fields: a TAP or internal port takes a
-/// VNI or a VLAN (not both), a VXLAN port needs `remote` and takes no VLAN.
+/// (the `PartialSchema` below) states the rules between fields: a TAP, internal or veth port
+/// takes a VNI or a VLAN (not both), only a veth port takes `peer`, a VXLAN port needs
+/// `remote` and takes no VLAN.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchPort {
-    /// Port (and, for TAP and internal ports, interface) name.
+    /// Port (and, for TAP, internal and veth ports, interface) name.
     pub name: String,
     /// Kind (default `tap`).
     pub kind: Option<PortKind>,
+    /// veth: the peer's interface name (default: the port name + "p").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// VXLAN network: the port's isolation domain (or a VXLAN port's fixed VNI).
     #[serde(default, deserialize_with = "super::whole::opt")]
     pub vni: Option<u32>,
@@ -109,6 +116,7 @@ fn port_branch(
     vni: Object,
     vlan: Object,
     remote: Object,
+    peer: Object,
     required: &[&str],
 ) -> Object {
     let kind = ObjectBuilder::new()
@@ -126,6 +134,7 @@ fn port_branch(
         .schema_type(Type::Object)
         .property("name", port_name())
         .property("kind", kind)
+        .property("peer", peer)
         .property("vni", vni)
         .property("vlan", vlan)
         .property("remote", remote)
@@ -140,20 +149,55 @@ fn port_branch(
 impl utoipa::PartialSchema for SwitchPort {
     fn schema() -> RefOr<Schema> {
         let local = [Some("tap"), Some("internal"), None];
+        let veth = [Some("veth")];
+        let peer = || text(PORT_NAME_PATTERN, 15, true);
         RefOr::T(Schema::AnyOf(
             AnyOfBuilder::new()
                 .description(Some(
                     "A TAP (the default) or internal port in a VXLAN network (`vni`) or a VLAN \
-                     (`vlan`), not both; or a VXLAN tunnel port (`kind: vxlan`) to `remote`, \
-                     with an optional fixed `vni`, `local` address and `dstport` (4789).",
+                     (`vlan`), not both; a veth port (`kind: veth`, the same domains) with an \
+                     optional `peer` name (default: the name + \"p\"); or a VXLAN tunnel port \
+                     (`kind: vxlan`) to `remote`, with an optional fixed `vni`, `local` \
+                     address and `dstport` (4789).",
                 ))
-                .item(port_branch(&local, vni(), null(), ipv4(true), &["name"]))
-                .item(port_branch(&local, null(), vlan(), ipv4(true), &["name"]))
+                .item(port_branch(
+                    &local,
+                    vni(),
+                    null(),
+                    ipv4(true),
+                    null(),
+                    &["name"],
+                ))
+                .item(port_branch(
+                    &local,
+                    null(),
+                    vlan(),
+                    ipv4(true),
+                    null(),
+                    &["name"],
+                ))
+                .item(port_branch(
+                    &veth,
+                    vni(),
+                    null(),
+                    null(),
+                    peer(),
+                    &["name", "kind"],
+                ))
+                .item(port_branch(
+                    &veth,
+                    null(),
+                    vlan(),
+                    null(),
+                    peer(),
+                    &["name", "kind"],
+                ))
                 .item(port_branch(
                     &[Some("vxlan")],
                     vni(),
                     null(),
                     ipv4(false),
+                    null(),
                     &["name", "kind", "remote"],
                 ))
                 .build(),
@@ -169,6 +213,9 @@ impl ToSchema for SwitchPort {
 impl Check for SwitchPort {
     fn check(&self) -> Result<(), ControlError> {
         check_text("name", &self.name, PORT_NAME_PATTERN)?;
+        if let Some(p) = &self.peer {
+            check_text("peer", p, PORT_NAME_PATTERN)?;
+        }
         if let Some(v) = self.vni {
             check_int("vni", v.into(), 0, VNI_MAX)?;
         }
@@ -187,6 +234,7 @@ impl From<SwitchPort> for net::PortRecord {
         net::PortRecord {
             name: p.name,
             kind: p.kind.map(|k| k.as_str().to_string()),
+            peer: p.peer,
             vni: p.vni,
             vlan: p.vlan,
             remote: p.remote,
@@ -201,11 +249,13 @@ impl From<net::PortRecord> for SwitchPort {
         SwitchPort {
             kind: match p.kind.as_deref() {
                 Some("internal") => Some(PortKind::Internal),
+                Some("veth") => Some(PortKind::Veth),
                 Some("vxlan") => Some(PortKind::Vxlan),
                 Some(_) => Some(PortKind::Tap),
                 None => None,
             },
             name: p.name,
+            peer: p.peer,
             vni: p.vni,
             vlan: p.vlan,
             remote: p.remote,
@@ -251,6 +301,12 @@ pub struct SwitchList {
 pub struct PortCounters {
     /// Port name.
     pub name: String,
+    /// Kind (`tap`, `internal`, `veth`, `vxlan`).
+    #[serde(default)]
+    pub kind: String,
+    /// veth: the peer's interface name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// Port number.
     pub number: u64,
     /// Packets received.

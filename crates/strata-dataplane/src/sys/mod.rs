@@ -1,4 +1,5 @@
-//! Linux port I/O: TAP devices with virtio-net offloads, the VXLAN receive UDP socket and the
+//! Linux port I/O: TAP devices with virtio-net offloads, veth pairs (rtnetlink) and the
+//! `AF_PACKET` sockets with a mapped ring that read and write their host ends, the VXLAN receive UDP socket and the
 //! raw IP socket VXLAN output goes out on, epoll, eventfd, network namespaces and synchronous
 //! signals. The only module of the crate allowed to use `unsafe`.
 //!
@@ -10,6 +11,8 @@
 //!   kernel never writes past what we own.
 #![allow(unsafe_code)]
 
+pub mod netlink;
+pub mod packet;
 pub mod raw;
 pub mod tap;
 
@@ -18,8 +21,10 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+pub use netlink::{if_index, VethPair};
+pub use packet::{PacketOptions, PacketSocket};
 pub use raw::{route_mtu, RawIpSocket};
-pub use tap::{Tap, TapOptions};
+pub use tap::{set_link_up, Tap, TapOptions};
 
 /// Maps a libc return value (-1 = error) to an `io::Result`.
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {

@@ -5,3 +5,4 @@ mod dataplane;
 mod encap;
 mod netenv;
 mod responders;
+mod veth;

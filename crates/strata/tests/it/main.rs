@@ -20,3 +20,4 @@ mod networks;
 mod qos;
 mod readme;
 mod switch;
+mod veth;

@@ -429,8 +429,15 @@ fn snat_to_the_outside_and_a_floating_ip_inbound() {
     ]);
     if !ok {
         let (_, trace) = cli.run(&[
-            "network", "trace", "p1", "--to", "203.0.113.2", "--protocol", "tcp",
-            "--port-number", "8080",
+            "network",
+            "trace",
+            "p1",
+            "--to",
+            "203.0.113.2",
+            "--protocol",
+            "tcp",
+            "--port-number",
+            "8080",
         ]);
         let (_, flows) = cli.run(&["network", "flows"]);
         panic!("curl from p1 to the outside: {out}\n{trace}\n{flows}");

@@ -1,0 +1,185 @@
+//! veth ports: making the pair, opening the packet socket on its host end, and the receive
+//! path of its ring. The pair itself is `sys::netlink`, the socket and ring `sys::packet`, the
+//! walk over a retired block `ring`.
+//!
+//! Invariants:
+//! - One thread reads a veth port's ring (thread `port number % threads`, so two ports of one
+//!   switch are read by different threads when there are two); every thread may send on its
+//!   socket.
+//! - The pair lives exactly as long as the port: it is made before the port joins the switch
+//!   and deleted when the last thread drops its handle (port removal, switch stop, or a
+//!   failed add).
+//! - A frame the kernel cut short (it did not fit the block) is counted in `rx_errors` and
+//!   dropped, never forwarded truncated.
+
+use std::sync::Arc;
+
+use strata_net::gso::{self, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+use strata_net::key::PortNo;
+use strata_net::switch::PortConfig;
+use strata_net::Ingress;
+
+use crate::deliver::deliver;
+use crate::error::DataplaneError;
+use crate::port::{Bufs, Dev, PortIo, Veth};
+use crate::ring::{self, RingFrame, PACKET_VNET_HDR_LEN};
+use crate::stats::PortIoStats;
+use crate::sys::{self, PacketOptions, PacketSocket, VethPair};
+use crate::worker::Worker;
+
+/// Blocks read from one ring per wake-up before the other ports get a turn.
+const BLOCKS_PER_WAKE: usize = 4;
+
+impl Worker {
+    pub(crate) fn add_veth(
+        &mut self,
+        cfg: PortConfig,
+        peer: &str,
+        vnet_hdr: bool,
+    ) -> Result<PortNo, DataplaneError> {
+        let name = cfg.name.clone();
+        if peer == name {
+            // Both ends cannot have one name: the peer's is taken by the port itself.
+            return Err(DataplaneError::DeviceExists(name));
+        }
+        for n in [name.as_str(), peer] {
+            if n.is_empty() || n.len() > 15 || n.contains('/') {
+                return Err(DataplaneError::io(
+                    format!("creating veth {name}"),
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("bad interface name `{n}` (1 to 15 bytes, no `/`)"),
+                    ),
+                ));
+            }
+            if sys::if_index(n).is_some() {
+                return Err(DataplaneError::DeviceExists(n.to_string()));
+            }
+        }
+        let pair = VethPair::create(&name, peer).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                DataplaneError::DeviceExists(name.clone())
+            } else {
+                DataplaneError::io(format!("creating veth {name}"), e)
+            }
+        })?;
+        // From here on, dropping `pair` deletes both ends again.
+        let opened = (|| {
+            sys::set_link_up(&name)?;
+            // The host end is the switch's wire, not a host interface: no IPv6 link-local
+            // address, router solicitations or neighbour discovery of its own (best effort).
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+            let idx = sys::if_index(&name)
+                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+            PacketSocket::open(
+                idx,
+                PacketOptions {
+                    vnet_hdr,
+                    ..PacketOptions::default()
+                },
+            )
+        })();
+        let sock = opened
+            .map_err(|e| DataplaneError::io(format!("opening packet socket on {name}"), e))?;
+        let dev = Arc::new(Veth { sock, _pair: pair });
+        let no = self.shared.lock().add_port(cfg)?;
+        let threads = self.threads();
+        let reader = no as usize % threads;
+        let devs = (0..threads)
+            .map(|i| PortIo {
+                dev: Dev::Veth(dev.clone()),
+                rx: i == reader,
+                io: PortIoStats::default(),
+            })
+            .collect();
+        drop(dev);
+        if let Err(e) = self.install(no, devs) {
+            let _ = self.shared.lock().remove_port(&name);
+            return Err(e);
+        }
+        Ok(no)
+    }
+
+    /// Reads up to [`BLOCKS_PER_WAKE`] retired blocks of veth port `no`'s ring and forwards
+    /// every frame in them.
+    pub(crate) fn rx_veth(&mut self, no: PortNo) {
+        let Some(PortIo {
+            dev: Dev::Veth(v),
+            io,
+            ..
+        }) = self.ports.get_mut(&no)
+        else {
+            return;
+        };
+        io.syscalls += 1;
+        let v = v.clone();
+        let vnet = v.sock.vnet_hdr();
+        v.sock.rx_blocks(BLOCKS_PER_WAKE, |block| {
+            let mut it = ring::frames(block, vnet);
+            for f in it.by_ref() {
+                self.rx_ring_frame(no, &f);
+            }
+            if it.bad {
+                if let Some(p) = self.ports.get_mut(&no) {
+                    p.io.rx_errors += 1;
+                }
+            }
+        });
+    }
+
+    fn rx_ring_frame(&mut self, no: PortNo, f: &RingFrame<'_>) {
+        if f.len > f.data.len() {
+            if let Some(p) = self.ports.get_mut(&no) {
+                p.io.rx_errors += 1;
+            }
+            return;
+        }
+        let mut hdr = match f.vnet {
+            Some(h) => {
+                let mut b = [0u8; VIRTIO_NET_HDR_LEN];
+                b[..PACKET_VNET_HDR_LEN].copy_from_slice(h);
+                match VirtioNetHdr::parse(&b) {
+                    Ok(h) => h,
+                    Err(_) => return,
+                }
+            }
+            None => VirtioNetHdr::default(),
+        };
+        if hdr.gso_type != gso::GSO_NONE {
+            if let Some(p) = self.ports.get_mut(&no) {
+                p.io.rx_gso += 1;
+            }
+        }
+        self.rx_frames += 1;
+        let Bufs { rx, fx, tx } = &mut self.bufs;
+        // The kernel took an 802.1Q tag out of the frame (veth offloads VLAN receive): put
+        // it back where it was, so the switch sees the frame as sent, and move the offload
+        // offsets with it.
+        let frame: &[u8] = match f.vlan {
+            Some((tpid, tci)) if f.data.len() >= 12 && f.data.len() + 4 <= rx.len() => {
+                let n = f.data.len();
+                rx[..12].copy_from_slice(&f.data[..12]);
+                rx[12..14].copy_from_slice(&tpid.to_be_bytes());
+                rx[14..16].copy_from_slice(&tci.to_be_bytes());
+                rx[16..n + 4].copy_from_slice(&f.data[12..]);
+                if hdr.flags & gso::F_NEEDS_CSUM != 0 {
+                    hdr.csum_start += 4;
+                }
+                if hdr.hdr_len != 0 {
+                    hdr.hdr_len += 4;
+                }
+                &rx[..n + 4]
+            }
+            _ => f.data,
+        };
+        fx.clear();
+        {
+            let mut sw = self.shared.lock();
+            let now = self.shared.now();
+            sw.receive(now, Ingress::port(no), frame, fx);
+        }
+        if !fx.is_empty() {
+            deliver(&mut self.ports, fx, tx, &hdr, frame);
+        }
+    }
+}
