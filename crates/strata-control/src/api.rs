@@ -137,6 +137,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             InUse::NetworkNotEmpty => C::NetworkNotEmpty,
             InUse::SecurityGroupInUse => C::SecurityGroupInUse,
             InUse::AddressInUse => C::AddressInUse,
+            InUse::NetworkSpecConflict => C::NetworkSpecConflict,
         },
         ControlError::PlanStale(_) => C::PlanStale,
         ControlError::InventoryInvalid(_) => C::InventoryInvalid,

@@ -111,6 +111,8 @@ pub enum InUse {
     SecurityGroupInUse,
     /// An address, range or MAC is taken, or none is free.
     AddressInUse,
+    /// Fields contradict each other or the network objects they name.
+    NetworkSpecConflict,
 }
 
 /// A part of the daemon a call needs and that is not running.

@@ -10,8 +10,8 @@ pub mod pki;
 pub mod wire;
 
 pub use controller::{
-    Controller, CreateVolume, NewGroup, OvercommitArg, PoolSettingsView, Principal,
-    SetPoolSettings, SizeArg,
+    Controller, CreateVolume, NetworkTrace, NewGroup, NewPort, NewRule, NewSubnet, OvercommitArg,
+    PoolSettingsView, Principal, SetPoolSettings, SizeArg, TraceFrom,
 };
 pub use error::{ControlError, InUse, Resource, Service};
 pub use model::*;

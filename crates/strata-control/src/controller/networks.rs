@@ -77,7 +77,16 @@ fn ipam_err(field: &'static str, e: IpamError) -> ControlError {
                 message: e.to_string(),
             }
         }
-        _ => ControlError::invalid(field, e.to_string()),
+        _ => conflict(format!("{field}: {e}")),
+    }
+}
+
+/// Fields that contradict each other or the objects they name: a 409 (the schema cannot say
+/// it), never a 400 for a body the document accepts.
+fn conflict(message: impl Into<String>) -> ControlError {
+    ControlError::InUse {
+        what: InUse::NetworkSpecConflict,
+        message: message.into(),
     }
 }
 
@@ -249,7 +258,7 @@ impl Controller {
                 domain: None,
                 offload: true,
             })
-            .map_err(|e| ControlError::invalid("device", e.to_string()))?;
+            .map_err(|e| ControlError::internal(format!("opening the port's device: {e}")))?;
         Ok(no)
     }
 
@@ -403,6 +412,8 @@ impl Controller {
         }
         let tenant = self.creating_tenant(p, tenant)?;
         validate_name("name", name)?;
+        // `10.0.0.1/16` names `10.0.0.0/16`: host bits are cleared.
+        let cidr = cidr.trunc();
         ipam::check_network(cidr).map_err(|e| ipam_err("cidr", e))?;
         let mut st = self.vpc.inner.lock();
         if st
@@ -543,6 +554,10 @@ impl Controller {
             .filter(|s| s.network == n.id)
             .map(|s| s.cidr)
             .collect();
+        let req = NewSubnet {
+            cidr: req.cidr.trunc(),
+            ..req
+        };
         ipam::check_subnet(n.cidr, &others, req.cidr).map_err(|e| ipam_err("cidr", e))?;
         let gateway = req
             .gateway
@@ -818,8 +833,7 @@ impl Controller {
         let mut g = Self::find_group(&st, p, None, group)?.clone();
         let remote = match (req.remote_cidr, &req.remote_group) {
             (Some(_), Some(_)) => {
-                return Err(ControlError::invalid(
-                    "remote_group",
+                return Err(conflict(
                     "a rule names a remote CIDR or a remote group, not both",
                 ))
             }
@@ -831,16 +845,10 @@ impl Controller {
         };
         if let Some((lo, hi)) = req.ports {
             if !matches!(req.protocol, Protocol::Tcp | Protocol::Udp) {
-                return Err(ControlError::invalid(
-                    "port_min",
-                    "ports apply to tcp and udp only",
-                ));
+                return Err(conflict("ports apply to tcp and udp only"));
             }
             if lo > hi || lo == 0 {
-                return Err(ControlError::invalid(
-                    "port_min",
-                    "1 <= port_min <= port_max",
-                ));
+                return Err(conflict("1 <= port_min <= port_max"));
             }
         }
         let spec = RuleSpec {
@@ -1279,12 +1287,7 @@ impl Controller {
             .filter(|s| s.network == n.id)
             .min_by_key(|s| (s.created, s.key))
             .cloned()
-            .ok_or_else(|| {
-                ControlError::invalid(
-                    "network",
-                    format!("external network {} has no subnet", n.name),
-                )
-            })?;
+            .ok_or_else(|| conflict(format!("external network {} has no subnet", n.name)))?;
         Ok((n, s))
     }
 
@@ -1385,13 +1388,10 @@ impl Controller {
                 && r.gateway.as_ref().is_some_and(|g| g.network == network)
         });
         if !routed {
-            return Err(ControlError::invalid(
-                "port",
-                format!(
-                    "port {} is on no subnet of a router with a leg on that external network",
-                    x.name
-                ),
-            ));
+            return Err(conflict(format!(
+                "port {} is on no subnet of a router with a leg on that external network",
+                x.name
+            )));
         }
         if let Some(o) = st
             .topo
@@ -1517,10 +1517,7 @@ impl Controller {
         let st = self.vpc.inner.lock();
         let from = Self::find_port(&st, p, port)?.clone();
         let Some(&of) = st.topo.bound.get(&from.id) else {
-            return Err(ControlError::invalid(
-                "port",
-                "the port is not bound on this node",
-            ));
+            return Err(conflict("the port is not bound on this node"));
         };
         let s =
             st.topo.subnets.get(&from.subnet).ok_or_else(|| {

@@ -11,8 +11,12 @@ use crate::error::ControlError;
 /// An IPv4 prefix `A.B.C.D/N`.
 pub const CIDR_PATTERN: &str = "^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}\
 (25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/([0-9]|[12][0-9]|3[0-2])$";
-/// A MAC `aa:bb:cc:dd:ee:ff`.
-pub const MAC_PATTERN: &str = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$";
+/// A network or subnet range: an IPv4 prefix of length 0 to 30 (a /31 or /32 holds no host
+/// besides its network and broadcast addresses). Host bits are cleared.
+pub const NET_CIDR_PATTERN: &str = "^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}\
+(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/([0-9]|[12][0-9]|30)$";
+/// A unicast MAC `aa:bb:cc:dd:ee:ff` (the first octet even). All zeros is refused as taken.
+pub const MAC_PATTERN: &str = "^[0-9A-Fa-f][02468AaCcEe](:[0-9A-Fa-f]{2}){5}$";
 /// Most DNS servers a subnet hands out, groups a port has, subnets a router connects.
 pub const LIST_MAX: usize = 16;
 
@@ -23,7 +27,7 @@ fn opt_name() -> Object {
     text(NAME_PATTERN, NAME_MAX_LEN, true)
 }
 fn cidr() -> Object {
-    text(CIDR_PATTERN, 18, false)
+    text(NET_CIDR_PATTERN, 18, false)
 }
 fn opt_cidr() -> Object {
     text(CIDR_PATTERN, 18, true)
@@ -96,6 +100,7 @@ pub struct CreateNetwork {
 impl Check for CreateNetwork {
     fn check(&self) -> Result<(), ControlError> {
         check_text("name", &self.name, NAME_PATTERN)?;
+        check_text("cidr", &self.cidr, NET_CIDR_PATTERN)?;
         parse_cidr("cidr", &self.cidr)?;
         if let Some(t) = &self.tenant {
             check_text("tenant", t, NAME_PATTERN)?;
@@ -194,6 +199,7 @@ pub struct CreateSubnet {
 impl Check for CreateSubnet {
     fn check(&self) -> Result<(), ControlError> {
         check_text("name", &self.name, NAME_PATTERN)?;
+        check_text("cidr", &self.cidr, NET_CIDR_PATTERN)?;
         parse_cidr("cidr", &self.cidr)?;
         if let Some(g) = &self.gateway {
             parse_ip("gateway", g)?;
@@ -669,7 +675,10 @@ impl CreateRule {
             (None, None) => None,
             (Some(lo), hi) => Some((lo as u16, hi.unwrap_or(lo) as u16)),
             (None, Some(_)) => {
-                return Err(ControlError::invalid("port_min", "port_max needs port_min"))
+                return Err(ControlError::InUse {
+                    what: crate::error::InUse::NetworkSpecConflict,
+                    message: "port_max needs port_min".into(),
+                })
             }
         };
         Ok(crate::controller::NewRule {

@@ -8,6 +8,7 @@ mod concurrency;
 mod credentials;
 mod fixture;
 mod jobs;
+mod networks;
 mod overcommit;
 mod quotas;
 mod recovery;
