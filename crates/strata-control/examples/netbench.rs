@@ -92,7 +92,7 @@ impl Layout {
             2 => Rule::TcpRange(8000, 8099, Self::cidr(n)),
             _ => Rule::Tcp(
                 1000 + r as u16,
-                (r % 4 != 0).then(|| Self::subnet_cidr(n, r % 2)),
+                (!r.is_multiple_of(4)).then(|| Self::subnet_cidr(n, r % 2)),
             ),
         }
     }
@@ -255,6 +255,20 @@ fn strata(args: &[String]) {
     }
     let t_ports = t2.elapsed();
     let total = t0.elapsed();
+    // Whether a change costs more as the layout grows: the first and the last tenth.
+    let tenth = |v: &[Duration]| {
+        let k = (v.len() / 10).max(1);
+        let (mut a, mut b) = (v[..k].to_vec(), v[v.len() - k..].to_vec());
+        (ms(pct(&mut a, 0.5)), ms(pct(&mut b, 0.5)))
+    };
+    let (r_first, r_last) = tenth(&rule_lat);
+    let (p_first, p_last) = tenth(&port_lat);
+    eprintln!(
+        "  p50 of the first and last tenth: rule add {r_first:.2} -> {r_last:.2} ms, \
+         port add {p_first:.2} -> {p_last:.2} ms"
+    );
+    println!("port_first_p50_ms {p_first:.2}");
+    println!("port_last_p50_ms {p_last:.2}");
     let t = Instant::now();
     let flows = api.flows();
     let t_dump = t.elapsed();
