@@ -519,3 +519,115 @@ fn snat_to_the_outside_and_a_floating_ip_inbound() {
     let (ok, out) = cli.run(&["router", "clear-gateway", "r"]);
     assert!(ok, "{out}");
 }
+
+/// Everything a tenant network is comes back after a restart: the objects, each port's
+/// device, and the same compiled flows.
+#[test]
+fn tenant_networks_come_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let flows = |cli: &Cli<'_>| -> Vec<String> {
+        let v = cli.json(&["network", "flows"]);
+        let mut f: Vec<String> = v["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|l| {
+                // The rule without its counters and age.
+                let t = l.split("table=").nth(1).unwrap_or("");
+                let rest = l.split("n_bytes=").nth(1).unwrap_or("");
+                let rest = rest.split_once(", ").map_or("", |x| x.1);
+                // Switch port and group-set numbers are handed out again at start, in
+                // another order: compare the rules with them blanked (the trace below checks
+                // the wiring end to end).
+                let mut r = format!("{}|{rest}", t.split(',').next().unwrap_or(""));
+                for reg in ["reg5", "reg6", "reg7"] {
+                    r = blank_number(&r, &format!("{reg}=0x"), "");
+                    r = blank_number(&r, "set_field:0x", &format!("->{reg}"));
+                }
+                r
+            })
+            .collect();
+        f.sort();
+        f
+    };
+    let (before, device) = {
+        let d = Daemon::start(&data);
+        let cli = Cli { d: &d, data: &data };
+        cli.ok(&["network", "create", "n1", "--cidr", "10.62.0.0/16"]);
+        cli.ok(&["subnet", "create", "n1", "a", "--cidr", "10.62.1.0/24"]);
+        cli.ok(&["subnet", "create", "n1", "b", "--cidr", "10.62.2.0/24"]);
+        cli.ok(&[
+            "router", "create", "n1", "r", "--subnet", "a", "--subnet", "b",
+        ]);
+        cli.ok(&["security-group", "create", "web"]);
+        cli.ok(&[
+            "security-group",
+            "add-rule",
+            "web",
+            "--protocol",
+            "tcp",
+            "--port",
+            "80",
+        ]);
+        let p = cli.json(&[
+            "network",
+            "add-port",
+            "n1",
+            "p1",
+            "--subnet",
+            "a",
+            "--security-group",
+            "web",
+        ]);
+        cli.ok(&["network", "add-port", "n1", "p2", "--subnet", "b"]);
+        let f = flows(&cli);
+        assert!(f.len() > 40, "{f:?}");
+        d.stop();
+        (f, s(&p, "device"))
+    };
+    let d = Daemon::start(&data);
+    let cli = Cli { d: &d, data: &data };
+    assert_eq!(flows(&cli), before, "the same flows after a restart");
+    let ports = cli.json(&["network", "ports", "n1"]);
+    assert_eq!(ports["items"].as_array().unwrap().len(), 2, "{ports}");
+    let st = std::process::Command::new("ip")
+        .args(["link", "show", "dev", &device])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "the port's device is open again");
+    let (ok, t) = cli.run(&[
+        "network",
+        "trace",
+        "p2",
+        "--to",
+        "10.62.1.2",
+        "--protocol",
+        "tcp",
+        "--port-number",
+        "80",
+    ]);
+    assert!(ok && t.contains("delivered to p1"), "{t}");
+}
+
+/// `text` with the hex digits after each `before` (and ending just before `after`, if given)
+/// replaced by `N`.
+fn blank_number(text: &str, before: &str, after: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(before) {
+        let (head, tail) = rest.split_at(i + before.len());
+        let n = tail.bytes().take_while(u8::is_ascii_hexdigit).count();
+        if after.is_empty() || tail[n..].starts_with(after) {
+            out.push_str(head);
+            out.push('N');
+            rest = &tail[n..];
+        } else {
+            out.push_str(head);
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}

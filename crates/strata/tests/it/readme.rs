@@ -78,7 +78,10 @@ fn the_readme_walkthrough_runs_as_written() {
     // vm1 through the router and the https rule.
     assert!(out.contains("plug into TAP device sp"), "{out}");
     assert!(out.contains("delivered to vm1"), "{out}");
-    assert!(out.contains("security group https rule r2: ingress tcp port 443"), "{out}");
+    assert!(
+        out.contains("security group https rule r2: ingress tcp port 443"),
+        "{out}"
+    );
     // The trace is the block's last command: its verdict is an output to tap1, not a drop.
     let last = out
         .lines()
