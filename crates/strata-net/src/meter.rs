@@ -460,7 +460,7 @@ mod tests {
     fn default_burst_is_ten_milliseconds_with_a_floor() {
         assert_eq!(default_burst(1_000_000_000), 1_250_000);
         assert_eq!(default_burst(10_000_000), DEFAULT_BURST_FLOOR);
-        assert!(DEFAULT_BURST_FLOOR >= MAX_FRAME_BYTES);
+        const { assert!(DEFAULT_BURST_FLOOR >= MAX_FRAME_BYTES) };
     }
 
     #[test]
