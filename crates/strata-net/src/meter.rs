@@ -41,9 +41,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Bytes of the largest frame the switch meets: a 65,535-byte IPv4 TSO packet with an
-/// Ethernet header and one VLAN tag. A burst smaller than this would drop such a frame always.
-pub const MAX_FRAME_BYTES: u64 = 65_553;
+/// Bytes of the largest frame the switch meets (the parser refuses longer ones; a TSO frame
+/// from a TAP is at most 64 KiB with its headers). A burst smaller than this would drop such a
+/// frame always, so `set_meter` refuses it.
+pub const MAX_FRAME_BYTES: u64 = 65_535;
 
 /// Default burst: the bytes of this much time at the rate...
 pub const DEFAULT_BURST_TIME: Duration = Duration::from_millis(10);
