@@ -46,16 +46,16 @@ use std::time::Duration;
 /// frame always, so `set_meter` refuses it.
 pub const MAX_FRAME_BYTES: u64 = 65_535;
 
-/// Default burst: the bytes of this much time at the rate...
-pub const DEFAULT_BURST_TIME: Duration = Duration::from_millis(10);
-/// ...and never less than this (two maximal TSO frames), see docs/net-engine.md ("Meters and
-/// slices") for the measurements behind both.
+/// Default burst: the bytes of this much time at the rate (TCP needs it: docs/net-engine.md,
+/// "Meters and slices")...
+pub const DEFAULT_BURST_TIME: Duration = Duration::from_millis(250);
+/// ...and never less than this (two maximal TSO frames).
 pub const DEFAULT_BURST_FLOOR: u64 = 128 * 1024;
 
 /// Token units per bit: buckets count in 10⁻⁹ bit, so `rate_bps × elapsed_ns` is exact.
 const UNITS_PER_BIT: i128 = 1_000_000_000;
 
-/// The default burst of a rate: `max(rate × 10 ms, 128 KiB)` in bytes.
+/// The default burst of a rate: `max(rate × 250 ms, 128 KiB)` in bytes.
 pub fn default_burst(rate_bps: u64) -> u64 {
     let t = (rate_bps as u128 * DEFAULT_BURST_TIME.as_nanos() / 8 / 1_000_000_000) as u64;
     t.max(DEFAULT_BURST_FLOOR)
@@ -459,8 +459,8 @@ mod tests {
 
     #[test]
     fn default_burst_is_ten_milliseconds_with_a_floor() {
-        assert_eq!(default_burst(1_000_000_000), 1_250_000);
-        assert_eq!(default_burst(10_000_000), DEFAULT_BURST_FLOOR);
+        assert_eq!(default_burst(1_000_000_000), 31_250_000);
+        assert_eq!(default_burst(4_000_000), DEFAULT_BURST_FLOOR);
         const { assert!(DEFAULT_BURST_FLOOR >= MAX_FRAME_BYTES) };
     }
 

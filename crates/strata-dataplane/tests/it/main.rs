@@ -3,5 +3,6 @@
 
 mod dataplane;
 mod encap;
+mod meters;
 mod netenv;
 mod responders;
