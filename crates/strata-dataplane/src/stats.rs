@@ -3,6 +3,7 @@
 
 use strata_net::key::PortNo;
 use strata_net::pipeline::PipelineStats;
+use strata_net::rates::PortRates;
 use strata_net::switch::{PortStats, SwitchStats};
 
 /// Port I/O counters (what the port layer did, beside the engine's [`PortStats`]).
@@ -48,6 +49,44 @@ pub struct PortCounters {
     pub stats: PortStats,
     /// Port-layer counters.
     pub io: PortIoStats,
+    /// Drops by reason: the engine's (`PortStats::drops`) then the port layer's (`tx_error`:
+    /// a write failed or the queue was full; `rx_io_error`: a read failed), nonzero only.
+    pub drops: Vec<(&'static str, u64)>,
+    /// Engine rates over the last 1 s and 10 s (`strata_net::rates`), at the snapshot.
+    pub rates: PortRates,
+}
+
+impl PortCounters {
+    pub(crate) fn new(
+        number: PortNo,
+        name: String,
+        stats: PortStats,
+        io: PortIoStats,
+        rates: PortRates,
+    ) -> Self {
+        let mut drops = stats.drops();
+        for (code, n) in [("tx_error", io.tx_errors), ("rx_io_error", io.rx_errors)] {
+            if n > 0 {
+                drops.push((code, n));
+            }
+        }
+        PortCounters {
+            number,
+            name,
+            stats,
+            io,
+            drops,
+            rates,
+        }
+    }
+
+    /// Drops of one reason (0 if none).
+    pub fn dropped(&self, code: &str) -> u64 {
+        self.drops
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(0, |(_, n)| *n)
+    }
 }
 
 /// A snapshot of every counter.
@@ -75,7 +114,8 @@ impl DataplaneStats {
     /// One line per port then one for the switch, `key=value` separated by spaces:
     /// `port name=tap1 no=1 rx_packets=.. rx_bytes=.. rx_dropped=.. rx_errors=.. tx_packets=..
     /// tx_bytes=.. tx_dropped=.. rx_gso=.. tx_gso=.. tx_segments=.. tx_csum_completed=..
-    /// tx_errors=.. io_rx_errors=.. syscalls=..` and
+    /// tx_errors=.. io_rx_errors=.. syscalls=.. rx_bps_1s=.. rx_bps_10s=.. tx_bps_1s=..
+    /// tx_bps_10s=.. drops=reason:N,reason:N` (`drops=-` when none) and
     /// `switch isolation_drops=.. unknown_port=.. output_to_unknown_port=.. unknown_tunnel_remote=..`,
     /// then `threads rx_frames=N,N,..` (frames read by each forwarding thread).
     pub fn to_text(&self) -> String {
@@ -87,7 +127,8 @@ impl DataplaneStats {
                 s,
                 "port name={} no={} rx_packets={} rx_bytes={} rx_dropped={} rx_errors={} \
                  tx_packets={} tx_bytes={} tx_dropped={} rx_gso={} tx_gso={} tx_segments={} \
-                 tx_csum_completed={} tx_errors={} io_rx_errors={} syscalls={}",
+                 tx_csum_completed={} tx_errors={} io_rx_errors={} syscalls={} rx_bps_1s={} \
+                 rx_bps_10s={} tx_bps_1s={} tx_bps_10s={} drops={}",
                 p.name,
                 p.number,
                 st.rx_packets,
@@ -103,7 +144,12 @@ impl DataplaneStats {
                 io.tx_csum_completed,
                 io.tx_errors,
                 io.rx_errors,
-                io.syscalls
+                io.syscalls,
+                p.rates.last_1s.rx_bps,
+                p.rates.last_10s.rx_bps,
+                p.rates.last_1s.tx_bps,
+                p.rates.last_10s.tx_bps,
+                drops_text(&p.drops),
             );
         }
         let _ = writeln!(
@@ -119,6 +165,14 @@ impl DataplaneStats {
         let _ = writeln!(s, "threads rx_frames={}", per.join(","));
         s
     }
+}
+
+fn drops_text(d: &[(&'static str, u64)]) -> String {
+    if d.is_empty() {
+        return "-".into();
+    }
+    let v: Vec<String> = d.iter().map(|(c, n)| format!("{c}:{n}")).collect();
+    v.join(",")
 }
 
 pub(crate) fn empty_stats() -> DataplaneStats {

@@ -455,14 +455,18 @@ impl Worker {
         }
         let unknown_tunnel_remote = lead.unknown_tunnel_remote;
         let sw = self.shared.lock();
+        let now = self.shared.now();
         DataplaneStats {
             ports: sw
                 .ports()
-                .map(|(n, cfg, st)| PortCounters {
-                    number: n,
-                    name: cfg.name.clone(),
-                    stats: st,
-                    io: io.get(&n).copied().unwrap_or_default(),
+                .map(|(n, cfg, st)| {
+                    PortCounters::new(
+                        n,
+                        cfg.name.clone(),
+                        st,
+                        io.get(&n).copied().unwrap_or_default(),
+                        sw.port_rates(n, now).unwrap_or_default(),
+                    )
                 })
                 .collect(),
             switch: sw.stats(),

@@ -104,6 +104,9 @@ pub enum Action {
     ArpReply(u64),
     /// Answer a DHCP request as this server (a reply action).
     DhcpReply(Box<DhcpConfig>),
+    /// Run the packet through meter N (`meter:N`, ids from 1): over its rate, the packet is
+    /// dropped here and the rest of the list does not run (see `meter.rs`).
+    Meter(u32),
 }
 
 impl Action {
@@ -239,6 +242,9 @@ pub enum RuleError {
     /// A reply action followed by something other than `output`/`in_port`.
     #[error("{0} must be followed by outputs only")]
     ReplyNotLast(&'static str),
+    /// `meter:0` (meter ids start at 1, as in OpenFlow).
+    #[error("meter ids start at 1")]
+    BadMeterId,
     /// A reply action's argument is not acceptable.
     #[error("bad argument for {action}: {reason}")]
     BadReplyArg {
@@ -261,7 +267,7 @@ impl RuleError {
             RuleError::BadVlan(_) => "bad_vlan",
             RuleError::BadCt(_) => "bad_ct",
             RuleError::ReplyNotLast(_) => "reply_not_last",
-            RuleError::BadReplyArg { .. } => "bad_action_argument",
+            RuleError::BadReplyArg { .. } | RuleError::BadMeterId => "bad_action_argument",
         }
     }
 }
@@ -355,6 +361,7 @@ impl FlowRule {
                     }
                 }
                 Action::Ct(ct) => ct.validate()?,
+                Action::Meter(0) => return Err(RuleError::BadMeterId),
                 Action::ModVlanVid(v) if v > 0x0fff => return Err(RuleError::BadVlan(v)),
                 Action::ModVlanPcp(p) if p > 7 => return Err(RuleError::BadVlan(p as u16)),
                 Action::SetField(sf) => match sf {

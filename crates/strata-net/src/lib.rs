@@ -16,6 +16,10 @@
 //!   errors, per-zone limits, expiry), on IP/L4 headers read further than the flow key needs.
 //! - [`respond`]: `dec_ttl` and the actions that answer a packet (ARP, ICMP echo and errors,
 //!   DHCP), for the distributed router.
+//! - [`meter`]: meters (token-bucket caps) and links (work-conserving minimum guarantees), the
+//!   engine half of bandwidth slices.
+//! - [`drops`]: every drop reason with a stable name, counted per port; [`rates`]: per-port
+//!   rates over 1 s and 10 s from counter samples.
 //! - [`trace`]: what a packet would hit, without side effects.
 //! - [`types`]: the vocabulary every other file imports (rule ids, domains, translations,
 //!   filters, [`Ingress`] and [`Encap`]), so no two files import each other.
@@ -33,14 +37,17 @@ pub mod conntrack;
 pub mod csum;
 pub mod ct_exec;
 mod ct_syntax;
+pub mod drops;
 pub mod flow;
 pub mod gso;
 pub mod key;
 pub mod l4;
 pub mod lb;
 pub mod mac;
+pub mod meter;
 pub mod packet;
 pub mod pipeline;
+pub mod rates;
 pub mod respond;
 pub mod switch;
 pub mod syntax;
@@ -48,10 +55,13 @@ pub mod trace;
 pub mod types;
 pub mod vxlan;
 
+pub use drops::{DropCode, DropCounts};
 pub use flow::{Action, FlowRule, RuleError, SetField};
 pub use key::{Field, FlowKey, Match, PortNo};
+pub use meter::{MeterConfig, MeterError, MeterStats, MeterVerdict};
 pub use packet::{parse_frame, Layout, ParseError};
 pub use pipeline::Pipeline;
+pub use rates::{PortRates, Rates};
 pub use switch::{Effects, PortConfig, PortKind, Switch, SwitchConfig};
 pub use syntax::{format_flow, parse_flow, FlowParseError, PortNames};
 pub use types::{Domain, Encap, FlowFilter, FlowStats, Ingress, RuleId, Translation};

@@ -39,13 +39,16 @@ use std::time::Duration;
 use crate::conntrack::{Conntrack, CtConfig};
 use crate::csum;
 use crate::ct_exec::{self, CtDrop, Tracker};
+use crate::drops::{DropCode, DropCounts};
 use crate::flow::{apply_to_key, Action, FlowRule, RuleError};
 use crate::key::{ethertype, ipproto, Field, FlowKey, PortNo, VLAN_PRESENT};
 use crate::l4::CtPacket;
 use crate::lb::{Backend, LbGroups};
 use crate::mac::{MacTable, DEFAULT_MAC_AGEING, DEFAULT_MAC_CAPACITY};
+use crate::meter::{MeterConfig, MeterError, MeterStats, Meters};
 use crate::packet::{parse_frame, Layout, ParseError};
 use crate::pipeline::{CacheConfig, FlowDump, Pipeline, PipelineStats};
+use crate::rates::{PortRates, RateWindow, Totals, SAMPLE_EVERY};
 use crate::respond::{self, ReplyDrop, ReplyKind, ReplyStats};
 use crate::syntax::{parse_filter, parse_flow, FlowParseError, PortNames};
 pub use crate::types::{Domain, Encap, Ingress};
@@ -117,8 +120,32 @@ pub struct PortStats {
     pub tx_packets: u64,
     /// Bytes emitted.
     pub tx_bytes: u64,
-    /// Outputs to this port refused (isolation).
+    /// Outputs to this port refused (isolation, too big for the tunnel).
     pub tx_dropped: u64,
+    /// Drops by reason: those of frames received here (summing to `rx_dropped + rx_errors`)
+    /// and of outputs refused here (summing to `tx_dropped`); see `drops.rs`.
+    pub drops: DropCounts,
+}
+
+impl PortStats {
+    /// The reasons that dropped something here, with their counts (`strata network stats`).
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
+        self.drops
+            .nonzero()
+            .into_iter()
+            .map(|(c, n)| (c.code(), n))
+            .collect()
+    }
+
+    fn totals(&self) -> Totals {
+        Totals {
+            rx_packets: self.rx_packets,
+            rx_bytes: self.rx_bytes,
+            tx_packets: self.tx_packets,
+            tx_bytes: self.tx_bytes,
+            drops: self.drops.rx_total() + self.drops.tx_total(),
+        }
+    }
 }
 
 /// Why a port operation failed.
@@ -197,6 +224,9 @@ pub struct SwitchStats {
     pub lb_no_backend: u64,
     /// Recirculations not done because the packet had reached [`MAX_RECIRC`].
     pub recirc_limit: u64,
+    /// Packets dropped by `meter:N`: over the rate, or no such meter (per meter in
+    /// [`Switch::meter_stats`]).
+    pub meter_drops: u64,
     /// `dec_ttl` and the responders: drops by reason, answers made (docs/net-engine.md).
     pub replies: ReplyStats,
 }
@@ -319,6 +349,8 @@ pub enum DropReason {
     NoOutput,
     /// `dec_ttl` or a responder refused the packet (counted in `SwitchStats::replies`).
     Reply(ReplyDrop),
+    /// Over the rate of this meter, or no such meter (`meter:N`).
+    Meter(u32),
 }
 
 /// What happened to a received frame.
@@ -334,6 +366,7 @@ pub enum Disposition {
 struct Port {
     cfg: PortConfig,
     stats: PortStats,
+    rates: RateWindow,
 }
 
 /// A frame as it is about to leave by some port: the key after adaptation, and the VNI if the
@@ -398,8 +431,13 @@ pub struct Switch {
     stats: SwitchStats,
     ct: Conntrack,
     lbs: LbGroups,
+    meters: Meters,
     /// Reused buffers of the frame-building responders (the packet as rewritten, the answer).
     reply_bufs: (Vec<u8>, Vec<u8>),
+    /// When the ports' counters are sampled next for their rates (`rates.rs`).
+    next_sample: Duration,
+    /// The latest `now` seen (a port added later starts its rate window there).
+    last_now: Duration,
 }
 
 impl Default for Switch {
@@ -423,7 +461,10 @@ impl Switch {
             stats: SwitchStats::default(),
             ct: Conntrack::new(cfg.ct),
             lbs: LbGroups::default(),
+            meters: Meters::default(),
             reply_bufs: Default::default(),
+            next_sample: Duration::ZERO,
+            last_now: Duration::ZERO,
         }
     }
 
@@ -463,6 +504,7 @@ impl Switch {
             Port {
                 cfg,
                 stats: PortStats::default(),
+                rates: RateWindow::new(self.last_now, Totals::default()),
             },
         );
         Ok(no)
@@ -563,6 +605,7 @@ impl Switch {
     /// Runs timeouts: expired rules (returned) and aged MAC entries, megaflows and
     /// connections.
     pub fn expire(&mut self, now: Duration) -> Vec<FlowRule> {
+        self.sample_rates(now);
         self.macs.expire(now);
         self.ct.expire(now);
         self.pipeline.expire(now)
@@ -620,6 +663,56 @@ impl Switch {
         &self.lbs
     }
 
+    /// Creates or replaces meter `id` for `meter:N` (see `meter.rs` for the admission rule). A
+    /// replaced meter keeps its counters; its buckets start full.
+    pub fn set_meter(&mut self, id: u32, cfg: MeterConfig) -> Result<(), MeterError> {
+        self.meters.set_meter(id, cfg)
+    }
+
+    /// Removes meter `id`; false if there was none. Flows naming it then drop their packets
+    /// (`meter_missing`).
+    pub fn remove_meter(&mut self, id: u32) -> bool {
+        self.meters.remove_meter(id)
+    }
+
+    /// Counters of meter `id`.
+    pub fn meter_stats(&self, id: u32) -> Option<MeterStats> {
+        self.meters.meter(id).map(|(_, s)| s)
+    }
+
+    /// Creates or resizes link `id`, the capacity that meters with guarantees on it share.
+    pub fn set_link(&mut self, id: u32, capacity_bps: u64) -> Result<(), MeterError> {
+        self.meters.set_link(id, capacity_bps)
+    }
+
+    /// Removes link `id` (false if there was none); refused while a meter names it.
+    pub fn remove_link(&mut self, id: u32) -> Result<bool, MeterError> {
+        self.meters.remove_link(id)
+    }
+
+    /// The meters and links.
+    pub fn meters(&self) -> &Meters {
+        &self.meters
+    }
+
+    /// Rates of port `port` over the last 1 s and 10 s, at `now`.
+    pub fn port_rates(&self, port: PortNo, now: Duration) -> Option<PortRates> {
+        let p = self.ports.get(&port)?;
+        Some(p.rates.port_rates(now, p.stats.totals()))
+    }
+
+    /// Samples every port's counters for their rates if the interval has passed.
+    fn sample_rates(&mut self, now: Duration) {
+        self.last_now = self.last_now.max(now);
+        if now < self.next_sample {
+            return;
+        }
+        for p in self.ports.values_mut() {
+            p.rates.sample(now, p.stats.totals());
+        }
+        self.next_sample = now + SAMPLE_EVERY;
+    }
+
     /// Processes a frame that entered at `rx` at `now`, appending outputs to `fx` (call
     /// `fx.clear()` between batches). The one ingress of the switch: `rx` names the port and,
     /// for an inner frame the port layer decapsulated, the VNI it read (see [`Ingress`]). A
@@ -633,6 +726,9 @@ impl Switch {
         fx: &mut Effects,
     ) -> Disposition {
         let Ingress { port: in_port, vni } = rx.into();
+        if now >= self.next_sample {
+            self.sample_rates(now);
+        }
         let Some(port) = self.ports.get_mut(&in_port) else {
             self.stats.unknown_port += 1;
             return Disposition::Dropped(DropReason::UnknownPort);
@@ -650,12 +746,14 @@ impl Switch {
                 }
                 Err(e) => {
                     port.stats.rx_errors += 1;
+                    port.stats.drops.count(DropCode::TunnelError);
                     Disposition::Dropped(DropReason::Tunnel(e))
                 }
             },
             (PortKind::Vxlan(_), Some(v)) => self.process(now, in_port, frame, Some(v), fx),
             (_, Some(_)) => {
                 port.stats.rx_errors += 1;
+                port.stats.drops.count(DropCode::TunnelError);
                 Disposition::Dropped(DropReason::Tunnel(VxlanError::NotUdp))
             }
             (_, None) => self.process(now, in_port, frame, None, fx),
@@ -703,6 +801,7 @@ impl Switch {
             stats,
             ct,
             lbs,
+            meters,
             reply_bufs,
             ..
         } = self;
@@ -711,6 +810,7 @@ impl Switch {
             Err(e) => {
                 if let Some(p) = ports.get_mut(&in_port) {
                     p.stats.rx_errors += 1;
+                    p.stats.drops.count(DropCode::ParseError);
                 }
                 return Disposition::Dropped(DropReason::Parse(e));
             }
@@ -724,6 +824,7 @@ impl Switch {
             stats.isolation_drops += 1;
             if let Some(p) = ports.get_mut(&in_port) {
                 p.stats.rx_dropped += 1;
+                p.stats.drops.count(DropCode::Isolation);
             }
             return Disposition::Dropped(DropReason::Isolation);
         };
@@ -732,6 +833,7 @@ impl Switch {
         let mut ex = Exec {
             ct,
             lbs,
+            meters,
             seed,
             ctpkt: None,
             pending: [FlowKey::ZERO; MAX_RECIRC],
@@ -752,6 +854,9 @@ impl Switch {
             refused: 0,
             bufs: reply_bufs,
             reply_drop: None,
+            meter_drop: None,
+            cause: None,
+            miss: false,
         };
         ex.run(trans, key);
         // Recirculations, in the order their ct actions ran: each pass is its own lookup.
@@ -763,12 +868,22 @@ impl Switch {
             ex.run(trans, k);
         }
         let (outputs, refused, reply_drop) = (ex.outputs, ex.refused, ex.reply_drop);
+        let (meter_drop, cause, miss) = (ex.meter_drop, ex.cause, ex.miss);
         if outputs == 0 {
+            let code = cause.unwrap_or(if miss {
+                DropCode::TableMiss
+            } else {
+                DropCode::DropAction
+            });
             if let Some(p) = self.ports.get_mut(&in_port) {
                 p.stats.rx_dropped += 1;
+                p.stats.drops.count(code);
             }
             if let Some(d) = reply_drop {
                 return Disposition::Dropped(DropReason::Reply(d));
+            }
+            if let Some(id) = meter_drop {
+                return Disposition::Dropped(DropReason::Meter(id));
             }
             return Disposition::Dropped(if refused > 0 {
                 DropReason::Isolation
@@ -807,6 +922,7 @@ impl Switch {
 struct Exec<'a> {
     ct: &'a mut Conntrack,
     lbs: &'a LbGroups,
+    meters: &'a mut Meters,
     seed: u64,
     /// The packet's headers for conntrack, read at its first ct action.
     ctpkt: Option<Option<CtPacket>>,
@@ -830,6 +946,12 @@ struct Exec<'a> {
     bufs: &'a mut (Vec<u8>, Vec<u8>),
     /// Set when `dec_ttl` or a responder dropped the packet (the rest of the actions is skipped).
     reply_drop: Option<ReplyDrop>,
+    /// Set when a meter dropped the packet (its id).
+    meter_drop: Option<u32>,
+    /// The last reason met that could make the packet die (`drops.rs`).
+    cause: Option<DropCode>,
+    /// A pass ended in a table miss.
+    miss: bool,
 }
 
 /// The frame outputs are made from: the received one, or an answer a responder built.
@@ -857,8 +979,16 @@ impl Exec<'_> {
         } else {
             ethertype::VLAN
         };
+        if trans.visits.last().is_some_and(|v| v.hit.is_none()) {
+            self.miss = true;
+        }
         for (i, op) in trans.ops.iter().enumerate() {
             match *op {
+                Action::Meter(id) => {
+                    if !self.meter(id) {
+                        return;
+                    }
+                }
                 Action::DecTtl | Action::ArpReply(_) | Action::IcmpEchoReply => {
                     let r = match *op {
                         Action::DecTtl => respond::dec_ttl(&mut k).map(|_| None),
@@ -934,14 +1064,17 @@ impl Exec<'_> {
         match s.drop {
             Some(CtDrop::Commit(crate::conntrack::CommitError::NatExhausted)) => {
                 self.stats.nat_exhausted += 1;
+                self.cause = Some(DropCode::NatExhausted);
                 return false;
             }
             Some(CtDrop::Commit(_)) => {
                 self.stats.ct_commit_refused += 1;
+                self.cause = Some(DropCode::CtCommitRefused);
                 return false;
             }
             Some(CtDrop::NoBackend(_)) => {
                 self.stats.lb_no_backend += 1;
+                self.cause = Some(DropCode::LbNoBackend);
                 return false;
             }
             None => {}
@@ -953,14 +1086,30 @@ impl Exec<'_> {
                 self.n_recirc += 1;
             } else {
                 self.stats.recirc_limit += 1;
+                self.cause = Some(DropCode::RecircLimit);
             }
         }
         true
     }
 
+    /// `meter:N`: false if the meter drops the packet (the rest of this pass does not run).
+    fn meter(&mut self, id: u32) -> bool {
+        let len = self.frame.len() as u64;
+        let code = match self.meters.admit(id, len, self.now) {
+            Some(v) if v.admitted() => return true,
+            Some(_) => DropCode::Meter,
+            None => DropCode::MeterMissing,
+        };
+        self.stats.meter_drops += 1;
+        self.meter_drop = Some(id);
+        self.cause = Some(code);
+        false
+    }
+
     fn refuse(&mut self, d: ReplyDrop) {
         self.stats.replies.count_drop(d);
         self.reply_drop = Some(d);
+        self.cause = Some(DropCode::Reply(d));
     }
 
     /// A frame-building responder: builds the answer, then runs the outputs that follow it
@@ -1008,6 +1157,14 @@ impl Exec<'_> {
     }
 
     fn flood(&mut self, k: &FlowKey, tpid: u16) {
+        let before = self.outputs;
+        self.flood_all(k, tpid);
+        if self.outputs == before {
+            self.cause = Some(DropCode::NoFloodTarget);
+        }
+    }
+
+    fn flood_all(&mut self, k: &FlowKey, tpid: u16) {
         // Collect candidates first: emit needs the map mutably. Stack buffer, no allocation for
         // switches up to 64 ports; beyond that, chunks.
         let mut start: PortNo = 0;
@@ -1050,13 +1207,16 @@ impl Exec<'_> {
     fn emit_src(&mut self, src: Src<'_>, p: PortNo, k: &FlowKey, tpid: u16, mode: Mode) {
         let Some(port) = self.ports.get_mut(&p) else {
             self.stats.output_to_unknown_port += 1;
+            self.cause = Some(DropCode::OutputToUnknownPort);
             return;
         };
         let Some(a) = adapt(&port.cfg, self.domain, k) else {
             if mode == Mode::Explicit {
                 port.stats.tx_dropped += 1;
+                port.stats.drops.count(DropCode::TxIsolation);
                 self.stats.isolation_drops += 1;
                 self.refused += 1;
+                self.cause = Some(DropCode::Isolation);
             }
             return;
         };
@@ -1096,6 +1256,7 @@ impl Exec<'_> {
             if !vxlan::fits_ipv4(len + tail_len) {
                 fx.buf.truncate(start);
                 port.stats.tx_dropped += 1;
+                port.stats.drops.count(DropCode::TxTooBig);
                 return;
             }
             VXLAN_OVERHEAD_V4

@@ -809,6 +809,16 @@ fn parse_actions(s: &str, names: Option<&PortNames>) -> R<Vec<Action>> {
             "dec_ttl" => no_arg(Action::DecTtl)?,
             "icmp_echo_reply" => no_arg(Action::IcmpEchoReply)?,
             "arp_reply" => Action::ArpReply(parse_mac(name, need(name)?)?),
+            "meter" => match num(name, u32::MAX as u64)? {
+                0 => {
+                    return Err(FlowParseError::BadActionArg {
+                        action: name.into(),
+                        arg: "0".into(),
+                        reason: "meter ids start at 1",
+                    })
+                }
+                n => Action::Meter(n as u32),
+            },
             _ => {
                 // A bare port number is `output:N`, as in ovs-ofctl.
                 if tok.bytes().all(|c| c.is_ascii_digit()) {
@@ -1131,6 +1141,7 @@ pub fn format_actions(actions: &[Action], names: Option<&PortNames>) -> String {
             Action::IcmpEchoReply => write!(out, "icmp_echo_reply"),
             Action::ArpReply(m) => write!(out, "arp_reply:{}", fmt_mac(m)),
             Action::DhcpReply(ref c) => format_dhcp(&mut out, c),
+            Action::Meter(n) => write!(out, "meter:{n}"),
         };
     }
     out

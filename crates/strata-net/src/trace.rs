@@ -5,7 +5,8 @@
 //! on the wire would give (defaults such as TTL 64 included); `tun_id`, `metadata` and
 //! registers, which are not on the wire, are taken from the description.
 //!
-//! A `ct(...)` action peeks at the tracker (its verdict for this packet, nothing changes; a
+//! A `meter:N` action peeks at the meter (`meter N: would admit/drop`, its buckets untouched);
+//! a drop ends the pass as it would on the wire. A `ct(...)` action peeks at the tracker (its verdict for this packet, nothing changes; a
 //! commit is reported, not made) and a `table=` recirculation is traced as a further pass. As
 //! the built TCP frame is a PSH+ACK segment, a trace of a new connection would be `+inv`: a
 //! `ct_state=` in the description (e.g. `ct_state=+new`) is used as the state of every ct
@@ -18,6 +19,7 @@ use crate::conntrack::CtState;
 use crate::ct_exec::{self, CtDrop, CtStep, Tracker};
 use crate::flow::{apply_to_key, Action, CtAction, FlowRule};
 use crate::key::{ethertype, Field, FlowKey, PortNo};
+use crate::meter::MeterVerdict;
 use crate::packet::{build_frame, parse_frame, ParseError};
 use crate::respond::{self, ReplyDrop};
 use crate::switch::MAX_RECIRC;
@@ -105,6 +107,24 @@ pub struct TraceCt {
     pub recirc: Option<u8>,
 }
 
+/// One `meter:N` met on the way (peeked: no tokens taken, no counter moved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceMeter {
+    /// Index in `steps` of the table whose rule ran the action.
+    pub after_step: usize,
+    /// The meter.
+    pub id: u32,
+    /// What it would decide for this packet now (None: no such meter, the packet would drop).
+    pub verdict: Option<MeterVerdict>,
+}
+
+impl TraceMeter {
+    /// True if the meter would let the packet go on.
+    pub fn admits(&self) -> bool {
+        self.verdict.is_some_and(MeterVerdict::admitted)
+    }
+}
+
 /// The result of a trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trace {
@@ -124,6 +144,8 @@ pub struct Trace {
     pub refused: Vec<PortNo>,
     /// Conntrack steps, in the order they ran (passes run one after the other).
     pub ct: Vec<TraceCt>,
+    /// Meters met, in order.
+    pub meters: Vec<TraceMeter>,
     /// Index in `steps` where each recirculated pass starts.
     recirc_starts: Vec<usize>,
     /// Set when `dec_ttl` or a responder would drop the packet (later actions do not run).
@@ -168,6 +190,7 @@ impl Switch {
             outputs: Vec::new(),
             refused: Vec::new(),
             ct: Vec::new(),
+            meters: Vec::new(),
             recirc_starts: Vec::new(),
             reply_drop: None,
             names,
@@ -260,6 +283,17 @@ impl Switch {
                 Action::OutputInPort => self.trace_emit(t, in_port, domain, &k, Via::Output),
                 Action::Flood => self.trace_flood(t, in_port, in_tunnel, domain, &k),
                 Action::LearnMac => {}
+                Action::Meter(id) => {
+                    let m = TraceMeter {
+                        after_step: t.steps.len().saturating_sub(1),
+                        id,
+                        verdict: self.meters().peek(id, frame.len() as u64, now),
+                    };
+                    t.meters.push(m);
+                    if !m.admits() {
+                        break;
+                    }
+                }
                 Action::Normal => {
                     let dst = k.get(Field::EthDst);
                     let known = (dst & 0x0100_0000_0000 == 0)
@@ -435,6 +469,12 @@ impl fmt::Display for Trace {
             }
             for c in self.ct.iter().filter(|c| c.after_step == i) {
                 writeln!(f, "    {}", ct_text(c))?;
+            }
+            for m in self.meters.iter().filter(|m| m.after_step == i) {
+                match m.verdict {
+                    Some(v) => writeln!(f, "    meter {}: {}", m.id, v.text())?,
+                    None => writeln!(f, "    meter {}: no such meter, would drop", m.id)?,
+                }
             }
         }
         writeln!(

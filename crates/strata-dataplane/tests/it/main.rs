@@ -3,6 +3,7 @@
 
 mod dataplane;
 mod encap;
+mod meters;
 mod netenv;
 mod responders;
 mod veth;

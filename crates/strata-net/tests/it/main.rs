@@ -7,6 +7,7 @@ mod ct_pipeline;
 mod ct_util;
 mod golden;
 mod l4_parse;
+mod meters;
 mod parsers;
 mod responders;
 mod segmentation;

@@ -309,6 +309,7 @@ fn action_strategy_base(ip: bool, v6: bool, l4: bool, tagged: bool) -> BoxedStra
         }),
         set_field_strategy(ip, v6, l4, tagged).prop_map(Action::SetField),
         ct_strategy().prop_map(Action::Ct),
+        (1u32..=u32::MAX).prop_map(Action::Meter),
     ]
     .boxed()
 }
