@@ -23,6 +23,9 @@ pub struct Dataplane {
     thread: Option<JoinHandle<DataplaneStats>>,
 }
 
+/// Interface names the kernel keeps for itself.
+pub const RESERVED_NAMES: [&str; 2] = ["all", "default"];
+
 impl Dataplane {
     /// Starts the forwarding threads (in `cfg.netns` if given), with no ports and no rules.
     pub fn spawn(cfg: DataplaneConfig) -> Result<Dataplane, DataplaneError> {
@@ -70,6 +73,19 @@ impl Dataplane {
 
     /// Adds a port, opening its device (TAPs are created if missing and brought up).
     pub fn add_port(&self, spec: PortSpec) -> Result<PortNo, DataplaneError> {
+        // The kernel keeps `all` and `default` for its per-interface settings
+        // (`/proc/sys/net/*/conf/`): no device may take them, as if they existed.
+        let names: Vec<&str> = match &spec {
+            PortSpec::Tap { name, .. } | PortSpec::Internal { name, .. } => vec![name],
+            PortSpec::Veth { name, peer, .. } => [Some(name.as_str()), peer.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let Some(n) = names.iter().find(|n| RESERVED_NAMES.contains(n)) {
+            return Err(DataplaneError::DeviceExists(n.to_string()));
+        }
         let (t, r) = mpsc::channel();
         self.send(Cmd::AddPort(spec, t))?;
         r.recv().map_err(|_| DataplaneError::Stopped)?

@@ -153,6 +153,15 @@ fn veth_ports_through_the_cli() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("port_exists") && err.contains("lo"), "{err}");
     assert!(!link_exists(&format!("vc{tag}x")), "no half-made pair");
+    // The names the kernel keeps for itself are taken too (`default` once answered a 500).
+    for reserved in ["default", "all"] {
+        let o = run(&["switch", "add-port", "vsw", reserved, "--veth"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("port_exists"), "{err}");
+        let o = run(&["switch", "add-port", "vsw", reserved]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("port_exists"), "{err}");
+    }
     assert_eq!(ports()["items"].as_array().unwrap().len(), 3);
     // Removal deletes the pair, the end in the namespace too.
     cli(&["switch", "del-port", "vsw", &va]);
