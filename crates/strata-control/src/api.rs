@@ -878,6 +878,12 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )),
         )
         .route(
+            "/v1/networks/{id}/stats",
+            get(read(|c, p, id: String| {
+                c.network_stats(p, &id).map(NetworkStats::from)
+            })),
+        )
+        .route(
             "/v1/networks/{id}/subnets",
             post(change(
                 S::CREATED,

@@ -72,7 +72,8 @@ pub use certificates::Revoked;
 pub use groups::{NewGroup, GROUP_MAX_MEMBERS};
 pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
 pub use networks::{
-    NetworkTrace, NewPort, NewRule, NewSubnet, TraceFrom, TraceLine, DEFAULT_GROUP,
+    NetworkStats, NetworkTrace, NewPort, NewRule, NewSubnet, PortFigures, TraceFrom, TraceLine,
+    DEFAULT_GROUP,
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};

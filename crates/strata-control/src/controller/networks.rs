@@ -166,6 +166,45 @@ pub struct NetworkTrace {
     pub delivered_to: Vec<String>,
 }
 
+/// One port's figures (or a network's sums).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortFigures {
+    /// Port name (empty for sums).
+    pub port: String,
+    /// Its device.
+    pub device: String,
+    /// Packets the port sent into the switch.
+    pub rx_packets: u64,
+    /// Bytes the port sent into the switch.
+    pub rx_bytes: u64,
+    /// Packets the switch delivered to the port.
+    pub tx_packets: u64,
+    /// Bytes the switch delivered to the port.
+    pub tx_bytes: u64,
+    /// Bits per second in, over the last second.
+    pub rx_bps_1s: u64,
+    /// Bits per second in, over the last 10 seconds.
+    pub rx_bps_10s: u64,
+    /// Bits per second out, over the last second.
+    pub tx_bps_1s: u64,
+    /// Bits per second out, over the last 10 seconds.
+    pub tx_bps_10s: u64,
+    /// Drops by reason (the input port's reasons for what it sent, the output's for what it
+    /// was sent).
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+/// A network's figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkStats {
+    /// Network name.
+    pub network: String,
+    /// Per port.
+    pub ports: Vec<PortFigures>,
+    /// Sums over its ports.
+    pub total: PortFigures,
+}
+
 /// A rule as asked for.
 #[derive(Debug, Clone)]
 pub struct NewRule {
@@ -1601,6 +1640,66 @@ impl Controller {
     }
 
     // ----- figures -----
+
+    /// A network's figures: per port (bytes, packets, rates over 1 s and 10 s, drops by
+    /// reason, from the switch's counters of the port's device) and their sums. A port's
+    /// counters are what its device sent into the switch (`rx`) and got from it (`tx`).
+    pub fn network_stats(
+        &self,
+        p: &Principal,
+        network: &str,
+    ) -> Result<NetworkStats, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        let n = Self::find_network(&st, p, network)?.clone();
+        let counters = match &st.dp {
+            Some(dp) => dp.stats().map_err(dp_err)?.ports,
+            None => Vec::new(),
+        };
+        let mut ports: Vec<PortFigures> = Vec::new();
+        for x in st.topo.ports.values().filter(|x| x.network == n.id) {
+            let Some(c) = counters.iter().find(|c| c.name == x.device) else {
+                continue;
+            };
+            let mut drops: std::collections::BTreeMap<String, u64> = Default::default();
+            for (code, k) in &c.drops {
+                *drops.entry((*code).to_string()).or_default() += k;
+            }
+            ports.push(PortFigures {
+                port: x.name.clone(),
+                device: x.device.clone(),
+                rx_packets: c.stats.rx_packets,
+                rx_bytes: c.stats.rx_bytes,
+                tx_packets: c.stats.tx_packets,
+                tx_bytes: c.stats.tx_bytes,
+                rx_bps_1s: c.rates.last_1s.rx_bps,
+                rx_bps_10s: c.rates.last_10s.rx_bps,
+                tx_bps_1s: c.rates.last_1s.tx_bps,
+                tx_bps_10s: c.rates.last_10s.tx_bps,
+                drops,
+            });
+        }
+        ports.sort_by(|a, b| a.port.cmp(&b.port));
+        let mut total = PortFigures::default();
+        for f in &ports {
+            total.rx_packets += f.rx_packets;
+            total.rx_bytes += f.rx_bytes;
+            total.tx_packets += f.tx_packets;
+            total.tx_bytes += f.tx_bytes;
+            total.rx_bps_1s += f.rx_bps_1s;
+            total.rx_bps_10s += f.rx_bps_10s;
+            total.tx_bps_1s += f.tx_bps_1s;
+            total.tx_bps_10s += f.tx_bps_10s;
+            for (k, v) in &f.drops {
+                *total.drops.entry(k.clone()).or_default() += v;
+            }
+        }
+        Ok(NetworkStats {
+            network: n.name,
+            ports,
+            total,
+        })
+    }
 
     /// The compiled flows on this node's integration switch, and what each cookie stands
     /// for (admin: the whole switch).

@@ -887,3 +887,70 @@ impl From<crate::controller::NetworkTrace> for NetworkTrace {
         }
     }
 }
+
+/// One port's figures (or, with an empty name, a network's sums).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkPortStats {
+    /// Port name (empty in the total).
+    pub port: String,
+    /// Its device.
+    pub device: String,
+    /// Packets the port sent into the switch.
+    pub rx_packets: u64,
+    /// Bytes the port sent into the switch.
+    pub rx_bytes: u64,
+    /// Packets the switch delivered to the port.
+    pub tx_packets: u64,
+    /// Bytes the switch delivered to the port.
+    pub tx_bytes: u64,
+    /// Bits per second in over the last second.
+    pub rx_bps_1s: u64,
+    /// Bits per second in over the last 10 seconds.
+    pub rx_bps_10s: u64,
+    /// Bits per second out over the last second.
+    pub tx_bps_1s: u64,
+    /// Bits per second out over the last 10 seconds.
+    pub tx_bps_10s: u64,
+    /// Drops by reason (`table_miss`, `drop_action`, `ct_invalid`, `ttl_expired`, `meter`,
+    /// ...): where in the switch a packet died.
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+/// A network's figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkStats {
+    /// Network name.
+    pub network: String,
+    /// Per port.
+    pub ports: Vec<NetworkPortStats>,
+    /// Sums over its ports.
+    pub total: NetworkPortStats,
+}
+
+impl From<crate::controller::PortFigures> for NetworkPortStats {
+    fn from(f: crate::controller::PortFigures) -> Self {
+        NetworkPortStats {
+            port: f.port,
+            device: f.device,
+            rx_packets: f.rx_packets,
+            rx_bytes: f.rx_bytes,
+            tx_packets: f.tx_packets,
+            tx_bytes: f.tx_bytes,
+            rx_bps_1s: f.rx_bps_1s,
+            rx_bps_10s: f.rx_bps_10s,
+            tx_bps_1s: f.tx_bps_1s,
+            tx_bps_10s: f.tx_bps_10s,
+            drops: f.drops,
+        }
+    }
+}
+
+impl From<crate::controller::NetworkStats> for NetworkStats {
+    fn from(s: crate::controller::NetworkStats) -> Self {
+        NetworkStats {
+            network: s.network,
+            ports: s.ports.into_iter().map(Into::into).collect(),
+            total: s.total.into(),
+        }
+    }
+}

@@ -130,6 +130,8 @@ use super::*;
     AssociateFloatingIp,
     FloatingIp,
     FloatingIpList,
+    NetworkPortStats,
+    NetworkStats,
 )))]
 struct Schemas;
 

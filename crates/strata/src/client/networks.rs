@@ -78,6 +78,12 @@ pub enum NetworkCmd {
     },
     /// The flows tenant networks compiled to on this node, with their counters (admin).
     Flows,
+    /// A network's figures: per port bytes, packets, bandwidth over 1 s and 10 s, drops by
+    /// reason; and their sums.
+    Stats {
+        /// Network id or name.
+        network: String,
+    },
     /// Traces a packet from a port: which port, subnet, router and security-group rule it
     /// meets, conntrack's verdict, and where it ends.
     Trace {
@@ -477,6 +483,44 @@ impl Client {
                 }
                 outln!("{}", str_of(&v["verdict"]));
                 Ok(())
+            }
+            NetworkCmd::Stats { network } => {
+                let mut v = self.req("GET", &format!("{}/stats", net(&network)), None)?;
+                if self.out != Output::Table {
+                    return self.print(&v, &[]);
+                }
+                let mut rows: Vec<Value> = v["ports"].as_array().cloned().unwrap_or_default();
+                let mut total = v["total"].take();
+                total["port"] = "(total)".into();
+                rows.push(total);
+                for r in &mut rows {
+                    let drops: Vec<String> = r["drops"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, n)| format!("{k}={n}"))
+                        .collect();
+                    r["drop_list"] = drops.join(",").into();
+                    for k in ["rx_bps_1s", "tx_bps_1s", "rx_bps_10s", "tx_bps_10s"] {
+                        let mbit = r[k].as_u64().unwrap_or(0) as f64 / 1e6;
+                        r[format!("{k}_m")] = format!("{mbit:.1}").into();
+                    }
+                }
+                self.print(
+                    &serde_json::json!({ "items": rows }),
+                    &[
+                        ("PORT", "port"),
+                        ("RX PKTS", "rx_packets"),
+                        ("RX BYTES", "rx_bytes"),
+                        ("TX PKTS", "tx_packets"),
+                        ("TX BYTES", "tx_bytes"),
+                        ("RX Mb/s 1s", "rx_bps_1s_m"),
+                        ("TX Mb/s 1s", "tx_bps_1s_m"),
+                        ("RX Mb/s 10s", "rx_bps_10s_m"),
+                        ("TX Mb/s 10s", "tx_bps_10s_m"),
+                        ("DROPS", "drop_list"),
+                    ],
+                )
             }
             NetworkCmd::Flows => {
                 let v = self.req("GET", "/v1/network-flows", None)?;

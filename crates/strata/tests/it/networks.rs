@@ -335,6 +335,27 @@ fn tenant_networks_with_dhcp_routing_security_groups_and_isolation() {
         2,
         "both echo requests die in n2's own table"
     );
+    // The figures say the same: q1's frames died by a drop flow, per reason.
+    let st = cli.json(&["network", "stats", "n2"]);
+    let q = &st["ports"][0];
+    assert_eq!(q["port"], "q1", "{st}");
+    assert!(q["drops"]["drop_action"].as_u64().unwrap_or(0) >= 2, "{st}");
+    let st1 = cli.json(&["network", "stats", "n1"]);
+    let ports = st1["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 3, "{st1}");
+    let p1s = ports.iter().find(|p| p["port"] == "p1").unwrap();
+    assert!(p1s["rx_packets"].as_u64().unwrap() >= 10, "{st1}");
+    assert!(p1s["tx_bytes"].as_u64().unwrap() > 0, "{st1}");
+    let sum: u64 = ports
+        .iter()
+        .map(|p| p["rx_packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(st1["total"]["rx_packets"].as_u64().unwrap(), sum, "{st1}");
+    let (ok, table) = cli.run(&["network", "stats", "n1"]);
+    assert!(
+        ok && table.contains("(total)") && table.contains("DROPS"),
+        "{table}"
+    );
     // Deleting what is in use is refused with a stable code; emptied, it all goes.
     let (ok, out) = cli.run(&["network", "delete", "n2"]);
     assert!(!ok && out.contains("network_not_empty"), "{out}");
