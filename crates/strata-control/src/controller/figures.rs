@@ -185,6 +185,7 @@ impl Controller {
         let _ = write!(o, "# HELP strata_volume_bytes_total Bytes read or written.\n# TYPE strata_volume_bytes_total counter\n{bytes}");
         let _ = write!(o, "# HELP strata_volume_latency_seconds Request latency, admission wait included.\n# TYPE strata_volume_latency_seconds histogram\n{lat}");
         let _ = write!(o, "# HELP strata_volume_throttled_seconds_total Time requests waited for QoS admission.\n# TYPE strata_volume_throttled_seconds_total counter\n{thr}");
+        self.network_metrics(p, &mut o)?;
         Ok(o)
     }
 }

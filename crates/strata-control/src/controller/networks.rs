@@ -1712,6 +1712,75 @@ impl Controller {
         }
     }
 
+    /// Tenant-network figures in Prometheus text, per port: packets and bytes each way,
+    /// bandwidth over 1 s and 10 s, drops by reason (appended to `/metrics`).
+    pub(super) fn network_metrics(
+        &self,
+        p: &Principal,
+        o: &mut String,
+    ) -> Result<(), ControlError> {
+        use std::fmt::Write;
+        let nets: Vec<Network> = self
+            .vpc
+            .inner
+            .lock()
+            .topo
+            .networks
+            .values()
+            .cloned()
+            .collect();
+        let (mut pk, mut by, mut bw, mut dr) =
+            (String::new(), String::new(), String::new(), String::new());
+        for n in nets {
+            let st = self.network_stats(p, &n.id)?;
+            for f in &st.ports {
+                let l = format!(
+                    "tenant=\"{}\",network=\"{}\",port=\"{}\"",
+                    n.tenant, n.name, f.port
+                );
+                let _ = writeln!(
+                    pk,
+                    "strata_network_port_packets_total{{{l},dir=\"rx\"}} {}",
+                    f.rx_packets
+                );
+                let _ = writeln!(
+                    pk,
+                    "strata_network_port_packets_total{{{l},dir=\"tx\"}} {}",
+                    f.tx_packets
+                );
+                let _ = writeln!(
+                    by,
+                    "strata_network_port_bytes_total{{{l},dir=\"rx\"}} {}",
+                    f.rx_bytes
+                );
+                let _ = writeln!(
+                    by,
+                    "strata_network_port_bytes_total{{{l},dir=\"tx\"}} {}",
+                    f.tx_bytes
+                );
+                for (dir, w, v) in [
+                    ("rx", "1s", f.rx_bps_1s),
+                    ("rx", "10s", f.rx_bps_10s),
+                    ("tx", "1s", f.tx_bps_1s),
+                    ("tx", "10s", f.tx_bps_10s),
+                ] {
+                    let _ = writeln!(bw, "strata_network_port_bytes_per_second{{{l},dir=\"{dir}\",window=\"{w}\"}} {}", v / 8);
+                }
+                for (reason, v) in &f.drops {
+                    let _ = writeln!(
+                        dr,
+                        "strata_network_port_drops_total{{{l},reason=\"{reason}\"}} {v}"
+                    );
+                }
+            }
+        }
+        let _ = write!(o, "# HELP strata_network_port_packets_total Packets a tenant port sent (rx) and was delivered (tx).\n# TYPE strata_network_port_packets_total counter\n{pk}");
+        let _ = write!(o, "# HELP strata_network_port_bytes_total Bytes a tenant port sent (rx) and was delivered (tx).\n# TYPE strata_network_port_bytes_total counter\n{by}");
+        let _ = write!(o, "# HELP strata_network_port_bytes_per_second Bandwidth of a tenant port over a window.\n# TYPE strata_network_port_bytes_per_second gauge\n{bw}");
+        let _ = write!(o, "# HELP strata_network_port_drops_total Packets of a tenant port dropped, by where they died.\n# TYPE strata_network_port_drops_total counter\n{dr}");
+        Ok(())
+    }
+
     /// Counts of networks and ports per tenant, for the usage recount at start.
     pub(super) fn network_counts(&self) -> Result<Vec<(String, u64, u64)>, ControlError> {
         let mut m: std::collections::BTreeMap<String, (u64, u64)> = Default::default();

@@ -356,6 +356,45 @@ fn tenant_networks_with_dhcp_routing_security_groups_and_isolation() {
         ok && table.contains("(total)") && table.contains("DROPS"),
         "{table}"
     );
+    // And /metrics, as Prometheus text promtool accepts.
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {}", d.admin())])
+        .arg(format!("{}/metrics", d.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let q1 = "tenant=\"default\",network=\"n2\",port=\"q1\"";
+    assert!(
+        text.contains(&format!(
+            "strata_network_port_drops_total{{{q1},reason=\"drop_action\"}}"
+        )),
+        "{text}"
+    );
+    let p1 = "tenant=\"default\",network=\"n1\",port=\"p1\"";
+    assert!(text.contains(&format!(
+        "strata_network_port_bytes_total{{{p1},dir=\"rx\"}}"
+    )));
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed");
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let res = check.wait_with_output().unwrap();
+    assert!(
+        res.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
     // Deleting what is in use is refused with a stable code; emptied, it all goes.
     let (ok, out) = cli.run(&["network", "delete", "n2"]);
     assert!(!ok && out.contains("network_not_empty"), "{out}");
