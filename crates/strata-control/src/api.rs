@@ -878,6 +878,30 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )),
         )
         .route(
+            "/v1/networks/{id}/bandwidth",
+            put(change(
+                S::OK,
+                "network.set_bandwidth",
+                first::<Body<SetNetworkBandwidth>>,
+                |c, p, (id, Body(r))| {
+                    c.set_network_bandwidth(p, &id, r.cap_bps)
+                        .map(Network::from)
+                },
+            )),
+        )
+        .route(
+            "/v1/network-ports/{id}/bandwidth",
+            put(change(
+                S::OK,
+                "network_port.set_bandwidth",
+                first::<Body<SetPortBandwidth>>,
+                |c, p, (id, Body(r))| {
+                    c.set_port_bandwidth(p, &id, r.cap_bps, r.min_bps)
+                        .map(NetworkPort::from)
+                },
+            )),
+        )
+        .route(
             "/v1/networks/{id}/stats",
             get(read(|c, p, id: String| {
                 c.network_stats(p, &id).map(NetworkStats::from)

@@ -18,7 +18,7 @@ pub mod compile;
 pub mod ipam;
 pub mod model;
 
-pub use compile::{Change, Compiler, Delta, Topology};
+pub use compile::{network_meter, port_meter, Change, Compiler, Delta, MeterSpec, Topology};
 pub use ipam::IpamError;
 pub use model::{
     Direction, FloatingIp, Network, Port, Protocol, Remote, Router, RouterGateway, RuleSpec,

@@ -32,9 +32,12 @@ pub struct Network {
     /// Connection-tracking zone of its traffic (allocated, unique on the node).
     pub zone: u16,
     /// An external network (admin-made): it stands for the outside. Routers take their
-    /// gateway address on it, floating IPs come from it, and its ports are not filtered.
-    #[serde(default)]
+    /// gateway address on it, floating IPs come from it, and its ports are not filtered.    #[serde(default)]
     pub external: bool,
+    /// Cap on what all its ports send together, bits per second; also the capacity its
+    /// ports' guarantees share.
+    #[serde(default)]
+    pub cap_bps: Option<u64>,
     /// Creation time, seconds since the epoch.
     pub created: u64,
     /// Bumped at every change.
@@ -130,6 +133,13 @@ pub struct Port {
     pub security_groups: Vec<String>,
     /// The device on the node (a TAP the switch opened), what a VM or namespace plugs into.
     pub device: String,
+    /// Cap on what the port sends, bits per second.
+    #[serde(default)]
+    pub cap_bps: Option<u64>,
+    /// Guarantee of what the port may send under contention, bits per second, within its
+    /// network's cap (work-conserving: idle guarantees are lent out).
+    #[serde(default)]
+    pub min_bps: Option<u64>,
     /// Creation time.
     pub created: u64,
     /// Bumped at every change.

@@ -131,6 +131,8 @@ pub struct Network {
     pub vni: u32,
     /// Stands for the outside.
     pub external: bool,
+    /// Cap on what its ports send together, bits per second.
+    pub cap_bps: Option<u64>,
     /// Creation time, seconds since the epoch.
     pub created: u64,
 }
@@ -144,6 +146,7 @@ impl From<strata_vpc::Network> for Network {
             cidr: n.cidr.to_string(),
             vni: n.vni,
             external: n.external,
+            cap_bps: n.cap_bps,
             created: n.created,
         }
     }
@@ -345,6 +348,10 @@ pub struct NetworkPort {
     pub security_groups: Vec<String>,
     /// The TAP device on this node that a VM or namespace plugs into.
     pub device: String,
+    /// Cap on what it sends, bits per second.
+    pub cap_bps: Option<u64>,
+    /// Guarantee under contention, bits per second (a share of the network's cap).
+    pub min_bps: Option<u64>,
     /// Creation time.
     pub created: u64,
 }
@@ -360,6 +367,8 @@ impl From<strata_vpc::Port> for NetworkPort {
             ip: p.ip.to_string(),
             security_groups: p.security_groups,
             device: p.device,
+            cap_bps: p.cap_bps,
+            min_bps: p.min_bps,
             created: p.created,
         }
     }
@@ -952,5 +961,56 @@ impl From<crate::controller::NetworkStats> for NetworkStats {
             ports: s.ports.into_iter().map(Into::into).collect(),
             total: s.total.into(),
         }
+    }
+}
+
+/// Most bits per second a cap or guarantee names (1 Tbit/s).
+pub const BPS_MAX: u64 = 1_000_000_000_000;
+
+fn bps() -> Object {
+    int(1, BPS_MAX, true)
+}
+
+/// `PUT /v1/networks/{id}/bandwidth`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetNetworkBandwidth {
+    /// Cap on what its ports send together, bits per second (null: none).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = bps)]
+    pub cap_bps: Option<u64>,
+}
+
+impl Check for SetNetworkBandwidth {
+    fn check(&self) -> Result<(), ControlError> {
+        match self.cap_bps {
+            Some(v) => check_int("cap_bps", v, 1, BPS_MAX),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `PUT /v1/network-ports/{id}/bandwidth`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPortBandwidth {
+    /// Cap on what the port sends, bits per second (null: none).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = bps)]
+    pub cap_bps: Option<u64>,
+    /// Guarantee under contention, bits per second, a share of the network's cap (null: none).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = bps)]
+    pub min_bps: Option<u64>,
+}
+
+impl Check for SetPortBandwidth {
+    fn check(&self) -> Result<(), ControlError> {
+        for (f, v) in [("cap_bps", self.cap_bps), ("min_bps", self.min_bps)] {
+            if let Some(v) = v {
+                check_int(f, v, 1, BPS_MAX)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -64,20 +64,53 @@ pub enum Change {
     FloatingIp(String),
 }
 
-/// The flows to change on the switch: add (or replace) first, then remove.
+/// The flows (and meters) to change on the switch, in this order: links and meters set,
+/// flows added (or replaced), flows removed, meters and links removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delta {
     /// Whole flows in `add-flow` syntax.
     pub add: Vec<String>,
     /// Strict `del-flows` filters (table, priority, match).
     pub remove: Vec<String>,
+    /// Links (shared capacities) to set: id, bits per second.
+    pub set_links: Vec<(u32, u64)>,
+    /// Meters to set.
+    pub set_meters: Vec<(u32, MeterSpec)>,
+    /// Meters to remove.
+    pub remove_meters: Vec<u32>,
+    /// Links to remove.
+    pub remove_links: Vec<u32>,
 }
 
 impl Delta {
     /// Whether nothing changes.
     pub fn is_empty(&self) -> bool {
-        self.add.is_empty() && self.remove.is_empty()
+        self.add.is_empty()
+            && self.remove.is_empty()
+            && self.set_links.is_empty()
+            && self.set_meters.is_empty()
+            && self.remove_meters.is_empty()
+            && self.remove_links.is_empty()
     }
+}
+
+/// A meter the switch should have: a cap, and a guarantee on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeterSpec {
+    /// Cap, bits per second.
+    pub rate_bps: u64,
+    /// Guarantee and the link it is on.
+    pub min: Option<(u64, u32)>,
+}
+
+/// Meter of a port: its switch port number (unique on the switch).
+pub fn port_meter(of: u32) -> u32 {
+    of & 0x7fff_ffff
+}
+
+/// Meter of a network (and the link its ports' guarantees share): its zone, high bit set.
+pub fn network_meter(zone: u16) -> u32 {
+    0x8000_0000 | u32::from(zone)
 }
 
 /// One compiled flow.
@@ -165,6 +198,9 @@ pub struct Compiler {
     router_subnets: BTreeMap<String, Vec<String>>,
     /// The last set register value handed out.
     next_set: u32,
+    /// The meters and links on the switch.
+    meters: BTreeMap<u32, MeterSpec>,
+    links: BTreeMap<u32, u64>,
     /// Cookie to explanation, with how many flows use it.
     cookies: HashMap<u64, (String, usize)>,
 }
@@ -258,6 +294,10 @@ impl Compiler {
                     for s in topo.subnets.values().filter(|s| &s.network == id) {
                         touched.insert(Owner::Subnet(s.id.clone()));
                     }
+                    // Its cap is a meter on each of its ports' frames.
+                    for p in topo.ports.values().filter(|p| &p.network == id) {
+                        touched.insert(Owner::Port(p.id.clone()));
+                    }
                     for k in self.set_ids.keys().filter(|k| &k.network == id) {
                         touched.insert(Owner::Set(k.clone()));
                     }
@@ -310,6 +350,7 @@ impl Compiler {
             }
         }
         let mut delta = Delta::default();
+        self.meter_delta(topo, &mut delta);
         for owner in touched {
             let new = self.compile_owner(topo, &owner);
             let old = self.owners.remove(&owner).unwrap_or_default();
@@ -337,6 +378,79 @@ impl Compiler {
             }
         }
         delta
+    }
+    /// The meters and links the topology asks for, against those on the switch. O(ports),
+    /// done at every change: cheap beside the flows, and always exact.
+    fn meter_delta(&mut self, topo: &Topology, d: &mut Delta) {
+        let mut links: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut meters: BTreeMap<u32, MeterSpec> = BTreeMap::new();
+        for n in topo.networks.values() {
+            if let Some(cap) = n.cap_bps {
+                let id = network_meter(n.zone);
+                links.insert(id, cap);
+                meters.insert(
+                    id,
+                    MeterSpec {
+                        rate_bps: cap,
+                        min: None,
+                    },
+                );
+            }
+        }
+        for p in topo.ports.values() {
+            let Some(&of) = topo.bound.get(&p.id) else {
+                continue;
+            };
+            let net = topo.networks.get(&p.network);
+            let link = net.and_then(|n| n.cap_bps.map(|c| (network_meter(n.zone), c)));
+            let min = p.min_bps.zip(link).map(|(m, (l, _))| (m, l));
+            let rate = match (p.cap_bps, min, link) {
+                (Some(c), _, _) => c,
+                // A guarantee alone: capped by the network.
+                (None, Some(_), Some((_, c))) => c,
+                _ => continue,
+            };
+            meters.insert(
+                port_meter(of),
+                MeterSpec {
+                    rate_bps: rate,
+                    min,
+                },
+            );
+        }
+        for (id, c) in &links {
+            if self.links.get(id) != Some(c) {
+                d.set_links.push((*id, *c));
+            }
+        }
+        for (id, m) in &meters {
+            if self.meters.get(id) != Some(m) {
+                d.set_meters.push((*id, *m));
+            }
+        }
+        d.remove_meters
+            .extend(self.meters.keys().filter(|k| !meters.contains_key(k)));
+        d.remove_links
+            .extend(self.links.keys().filter(|k| !links.contains_key(k)));
+        self.meters = meters;
+        self.links = links;
+    }
+
+    /// The meters a port's frames pass, as actions (its own, then its network's).
+    pub(crate) fn meters_of(topo: &Topology, port: &Port) -> String {
+        let mut a = String::new();
+        let of = topo.bound.get(&port.id).copied();
+        let net = topo.networks.get(&port.network);
+        let net_cap = net.and_then(|n| n.cap_bps);
+        if let Some(of) = of {
+            if port.cap_bps.is_some() || (port.min_bps.is_some() && net_cap.is_some()) {
+                a.push_str(&format!("meter:{},", port_meter(of)));
+            }
+        }
+        if let (Some(n), Some(_)) = (net, net_cap) {
+            a.push_str(&format!("meter:{},", network_meter(n.zone)));
+        }
+        a
     }
 
     fn unref_cookie(&mut self, c: u64) {

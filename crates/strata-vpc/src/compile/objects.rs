@@ -147,7 +147,10 @@ pub(super) fn port(topo: &Topology, id: &str, set: u32) -> Vec<Flow> {
     let mac = fmt_mac(&p.mac);
     let ip = p.ip;
     let who = format!("port {} ({ip}, {mac})", p.name);
-    let enter = format!("write_metadata:{k:#x},set_field:{of}->reg6,goto_table:{T_LOCAL}");
+    let enter = format!(
+        "{}write_metadata:{k:#x},set_field:{of}->reg6,goto_table:{T_LOCAL}",
+        super::Compiler::meters_of(topo, p)
+    );
     let mut out = vec![
         Flow::new(
             T_PORT,

@@ -15,6 +15,7 @@ fn network(id: &str, cidr: &str, zone: u16) -> Network {
         vni: 1000 + u32::from(zone),
         zone,
         external: false,
+        cap_bps: None,
         created: 0,
         generation: 1,
     }
@@ -50,6 +51,8 @@ fn port(id: &str, s: &Subnet, host: u8, groups: &[&str]) -> Port {
         ip,
         security_groups: groups.iter().map(|g| g.to_string()).collect(),
         device: format!("tap-{id}"),
+        cap_bps: None,
+        min_bps: None,
         created: 0,
         generation: 1,
     }
@@ -179,6 +182,15 @@ fn normalized(c: &Compiler) -> Vec<String> {
 
 /// A switch's table as the deltas leave it: head (table, priority, match) to the flow.
 fn apply(table: &mut BTreeMap<String, String>, d: &Delta) {
+    for (id, m) in &d.set_meters {
+        table.insert(format!("meter {id}"), format!("{m:?}"));
+    }
+    for id in &d.remove_meters {
+        assert!(
+            table.remove(&format!("meter {id}")).is_some(),
+            "removes meter {id}"
+        );
+    }
     for f in &d.add {
         let head = f.split(",cookie=").next().unwrap().to_string();
         table.insert(head, f.clone());
@@ -303,6 +315,8 @@ enum Op {
     Gateway(bool),
     Fip(u8, Option<u8>),
     Outside(u8, bool),
+    NetCap(Option<u64>),
+    PortCap(u8, Option<u64>, Option<u64>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -320,6 +334,15 @@ fn op() -> impl Strategy<Value = Op> {
         any::<bool>().prop_map(Op::Gateway),
         (0u8..2, proptest::option::of(0u8..12)).prop_map(|(f, p)| Op::Fip(f, p)),
         (0u8..2, any::<bool>()).prop_map(|(o, b)| Op::Outside(o, b)),
+        proptest::option::of(1u64..4).prop_map(|c| Op::NetCap(c.map(|c| c * 1_000_000_000))),
+        (
+            0u8..12,
+            proptest::option::of(1u64..4),
+            proptest::option::of(1u64..4)
+        )
+            .prop_map(|(p, c, m)| {
+                Op::PortCap(p, c.map(|c| c * 100_000_000), m.map(|m| m * 10_000_000))
+            }),
     ]
 }
 
@@ -467,6 +490,18 @@ fn run(t: &mut Topology, op: &Op, n: &mut u32) -> Vec<Change> {
             }
             vec![Change::Port(id)]
         }
+        Op::NetCap(c) => {
+            t.networks.get_mut("n1").unwrap().cap_bps = *c;
+            vec![Change::Network("n1".into())]
+        }
+        Op::PortCap(p, c, m) => {
+            let id = format!("p{p}");
+            if let Some(port) = t.ports.get_mut(&id) {
+                port.cap_bps = *c;
+                port.min_bps = *m;
+            }
+            vec![Change::Port(id)]
+        }
         Op::Reevaluate(g, b) => {
             let gid = GROUPS[*g as usize];
             let grp = t
@@ -499,11 +534,28 @@ proptest! {
             let mut fresh = Compiler::new();
             fresh.full(&t);
             prop_assert_eq!(normalized(&c), normalized(&fresh), "after {:?}", op);
-            let mut held: Vec<String> = table.values().cloned().collect();
+            let mut held: Vec<String> =
+                table.iter().filter(|(k, _)| !k.starts_with("meter ")).map(|(_, v)| v.clone()).collect();
             held.sort();
             let mut want = c.flows();
             want.sort();
             prop_assert_eq!(held, want);
+            // The meters held are exactly those a fresh compile asks for, and every meter a
+            // flow names is there.
+            let mut fresh_meters = Compiler::new();
+            let fd = fresh_meters.full(&t);
+            let want_m: BTreeMap<String, String> =
+                fd.set_meters.iter().map(|(id, m)| (format!("meter {id}"), format!("{m:?}"))).collect();
+            let have_m: BTreeMap<String, String> =
+                table.iter().filter(|(k, _)| k.starts_with("meter ")).map(|(k, v)| (k.clone(), v.clone())).collect();
+            prop_assert_eq!(&have_m, &want_m);
+            for f in table.values() {
+                for part in f.split(&[',', '='][..]) {
+                    if let Some(id) = part.strip_prefix("meter:") {
+                        prop_assert!(have_m.contains_key(&format!("meter {id}")), "{} names a missing meter", f);
+                    }
+                }
+            }
         }
     }
 }
@@ -554,6 +606,10 @@ fn every_compiled_flow_is_a_valid_switch_flow() {
             generation: 1,
         },
     );
+    t.networks.get_mut("n1").unwrap().cap_bps = Some(1_000_000_000);
+    let b = t.ports.get_mut("b").unwrap();
+    b.cap_bps = Some(200_000_000);
+    b.min_bps = Some(100_000_000);
     let sx = t.subnets["sx"].clone();
     t.ports.insert("o".into(), port("o", &sx, 2, &[]));
     t.bound.insert("o".into(), 3);
@@ -562,6 +618,18 @@ fn every_compiled_flow_is_a_valid_switch_flow() {
     assert!(d.add.len() > 60);
     let all = d.add.join("\n");
     assert!(all.contains("nat(src=203.0.113.3:1024-65535)"), "{all}");
+    assert!(
+        all.contains("actions=meter:2,meter:2147483649,write_metadata"),
+        "{all}"
+    );
+    assert_eq!(d.set_links, vec![(network_meter(1), 1_000_000_000)]);
+    assert!(d.set_meters.contains(&(
+        2,
+        MeterSpec {
+            rate_bps: 200_000_000,
+            min: Some((100_000_000, network_meter(1)))
+        }
+    )));
     assert!(
         all.contains("nat(dst=10.1.2.20)") && all.contains("nat(src=203.0.113.10)"),
         "{all}"

@@ -78,6 +78,27 @@ pub enum NetworkCmd {
     },
     /// The flows tenant networks compiled to on this node, with their counters (admin).
     Flows,
+    /// Caps what a network's ports send together, bits per second (`1G`; `none` clears):
+    /// also the capacity its ports' guarantees share.
+    SetBandwidth {
+        /// Network id or name.
+        network: String,
+        /// Cap, e.g. 10G (K, M, G, T: powers of 1000), or none.
+        #[arg(long)]
+        cap: String,
+    },
+    /// Caps what a port sends and guarantees it a share of its network's cap under
+    /// contention (work-conserving: an idle guarantee is lent out). Absent: none.
+    SetPortBandwidth {
+        /// Port id or name.
+        port: String,
+        /// Cap, e.g. 200M, or none.
+        #[arg(long)]
+        cap: Option<String>,
+        /// Guarantee, e.g. 100M, or none.
+        #[arg(long)]
+        min: Option<String>,
+    },
     /// A network's figures: per port bytes, packets, bandwidth over 1 s and 10 s, drops by
     /// reason; and their sums.
     Stats {
@@ -298,6 +319,16 @@ pub enum SecurityGroupCmd {
     },
 }
 
+/// Bits per second: `200M`, `10G` (powers of 1000), or `none`.
+fn bits(v: Option<String>, flag: &str) -> Result<Option<u64>> {
+    match v.as_deref() {
+        None | Some("none") => Ok(None),
+        Some(s) => strata_place::inventory::parse_quantity(s)
+            .map(Some)
+            .ok_or_else(|| anyhow!("invalid_argument: --{flag} {s:?}: bits per second such as 200M or 10G, or none")),
+    }
+}
+
 fn protocol_arg(p: &str) -> Result<wire::RuleProtocol> {
     Ok(match p {
         "any" => wire::RuleProtocol::Any,
@@ -483,6 +514,27 @@ impl Client {
                 }
                 outln!("{}", str_of(&v["verdict"]));
                 Ok(())
+            }
+            NetworkCmd::SetBandwidth { network, cap } => {
+                let v = self.req(
+                    "PUT",
+                    &format!("{}/bandwidth", net(&network)),
+                    body(&wire::SetNetworkBandwidth {
+                        cap_bps: bits(Some(cap), "cap")?,
+                    }),
+                )?;
+                self.print(&v, NET_COLS)
+            }
+            NetworkCmd::SetPortBandwidth { port: p, cap, min } => {
+                let v = self.req(
+                    "PUT",
+                    &format!("{}/bandwidth", port(&p)),
+                    body(&wire::SetPortBandwidth {
+                        cap_bps: bits(cap, "cap")?,
+                        min_bps: bits(min, "min")?,
+                    }),
+                )?;
+                self.print(&v, PORT_COLS)
             }
             NetworkCmd::Stats { network } => {
                 let mut v = self.req("GET", &format!("{}/stats", net(&network)), None)?;

@@ -691,3 +691,143 @@ fn blank_number(text: &str, before: &str, after: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// Mbit/s an iperf3 client in `ns` sent to `to:port` over `secs` (its own JSON report).
+fn iperf_mbit(ns: &Netns, to: &str, port: &str, secs: &str) -> f64 {
+    let (ok, out) = ns.run(&["iperf3", "-c", to, "-p", port, "-t", secs, "-J"]);
+    assert!(ok, "iperf3 to {to}:{port}: {out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["end"]["sum_sent"]["bits_per_second"].as_f64().unwrap() / 1e6
+}
+
+fn iperf_server(ns: &Netns, port: &str) -> std::process::Child {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0, "iperf3", "-s", "-p", port])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Bandwidth slices through the API: a port's cap holds TCP near it (meter drops counted by
+/// reason), and under contention two ports each get at least their guarantee within the
+/// network's cap. Refusals (a guarantee without a network cap, guarantees above it) are 409s.
+#[test]
+fn port_caps_and_guarantees_shape_real_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let d = Daemon::start(&data);
+    let cli = Cli { d: &d, data: &data };
+    let tag = format!("{}", std::process::id() % 100_000);
+    cli.ok(&["network", "create", "n1", "--cidr", "10.63.0.0/16"]);
+    cli.ok(&["subnet", "create", "n1", "a", "--cidr", "10.63.1.0/24"]);
+    cli.ok(&["security-group", "create", "perf"]);
+    cli.ok(&[
+        "security-group",
+        "add-rule",
+        "perf",
+        "--protocol",
+        "tcp",
+        "--port",
+        "5201-5202",
+    ]);
+    let ports: Vec<Value> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|n| {
+            cli.json(&[
+                "network",
+                "add-port",
+                "n1",
+                n,
+                "--subnet",
+                "a",
+                "--security-group",
+                "perf",
+            ])
+        })
+        .collect();
+    let ns: Vec<Netns> = (1..=3)
+        .map(|i| Netns::new(&format!("tb{tag}n{i}")))
+        .collect();
+    for (n, p) in ns.iter().zip(&ports) {
+        plug(n, p, 24, "10.63.1.1");
+    }
+    let mut servers = vec![iperf_server(&ns[1], "5201"), iperf_server(&ns[1], "5202")];
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    // Refusals change nothing.
+    let (ok, out) = cli.run(&["network", "set-port-bandwidth", "p1", "--min", "100M"]);
+    assert!(
+        !ok && out.contains("network_spec_conflict"),
+        "a guarantee needs a network cap: {out}"
+    );
+    let (ok, out) = cli.run(&[
+        "network",
+        "set-port-bandwidth",
+        "p1",
+        "--cap",
+        "100M",
+        "--min",
+        "200M",
+    ]);
+    assert!(!ok && out.contains("network_spec_conflict"), "{out}");
+
+    // A cap of 200 Mbit/s on what p1 sends.
+    let p = cli.json(&["network", "set-port-bandwidth", "p1", "--cap", "200M"]);
+    assert_eq!(p["cap_bps"], 200_000_000, "{p}");
+    let got = iperf_mbit(&ns[0], "10.63.1.3", "5201", "4");
+    assert!(
+        (150.0..=215.0).contains(&got),
+        "p1 capped at 200 Mbit/s sent {got:.1}"
+    );
+    let st = cli.json(&["network", "stats", "n1"]);
+    let p1 = st["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["port"] == "p1")
+        .unwrap()
+        .clone();
+    assert!(
+        p1["drops"]["meter"].as_u64().unwrap_or(0) > 0,
+        "the cap's drops by reason: {st}"
+    );
+
+    // Guarantees within a network cap of 600 Mbit/s: p1 400, p3 100, both sending at once.
+    cli.ok(&["network", "set-bandwidth", "n1", "--cap", "600M"]);
+    let (ok, out) = cli.run(&["network", "set-port-bandwidth", "p3", "--min", "700M"]);
+    assert!(
+        !ok && out.contains("network_spec_conflict"),
+        "guarantees above the cap: {out}"
+    );
+    cli.ok(&["network", "set-port-bandwidth", "p1", "--min", "400M"]);
+    cli.ok(&["network", "set-port-bandwidth", "p3", "--min", "100M"]);
+    let a = std::thread::scope(|s| {
+        let h = s.spawn(|| iperf_mbit(&ns[2], "10.63.1.3", "5202", "4"));
+        let a = iperf_mbit(&ns[0], "10.63.1.3", "5201", "4");
+        (a, h.join().unwrap())
+    });
+    let (p1_mbit, p3_mbit) = a;
+    eprintln!(
+        "cap 200: {got:.1} Mbit/s; guarantees 400/100 under a 600 cap: {p1_mbit:.1} + {p3_mbit:.1}"
+    );
+    assert!(
+        p1_mbit >= 0.9 * 400.0,
+        "p1 guaranteed 400 got {p1_mbit:.1} (p3 {p3_mbit:.1})"
+    );
+    assert!(
+        p3_mbit >= 0.9 * 100.0,
+        "p3 guaranteed 100 got {p3_mbit:.1} (p1 {p1_mbit:.1})"
+    );
+    assert!(
+        p1_mbit + p3_mbit <= 1.15 * 600.0,
+        "the network cap: {p1_mbit:.1} + {p3_mbit:.1}"
+    );
+    // Clearing the cap while guarantees stand is refused.
+    let (ok, out) = cli.run(&["network", "set-bandwidth", "n1", "--cap", "none"]);
+    assert!(!ok && out.contains("network_spec_conflict"), "{out}");
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}
