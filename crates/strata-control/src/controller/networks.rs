@@ -1898,6 +1898,15 @@ impl Controller {
         Ok(())
     }
 
+    /// Whether the tenant still has security groups or floating IPs (not counted by a quota,
+    /// but they would outlive a deleted tenant).
+    pub(super) fn tenant_has_network_objects(&self, tenant: &str) -> bool {
+        let st = self.vpc.inner.lock();
+        st.topo.groups.values().any(|g| g.tenant == tenant)
+            || st.topo.floating_ips.values().any(|f| f.tenant == tenant)
+            || st.topo.networks.values().any(|n| n.tenant == tenant)
+    }
+
     /// Counts of networks and ports per tenant, for the usage recount at start.
     pub(super) fn network_counts(&self) -> Result<Vec<(String, u64, u64)>, ControlError> {
         let mut m: std::collections::BTreeMap<String, (u64, u64)> = Default::default();

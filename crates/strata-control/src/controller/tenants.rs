@@ -107,11 +107,12 @@ impl Controller {
                 || t.usage.networks > 0
                 || t.usage.ports > 0
                 || !jobs.is_empty()
+                || self.tenant_has_network_objects(name)
             {
                 return Err(ControlError::InUse {
                     what: InUse::TenantNotEmpty,
                     message: format!(
-                        "tenant {name} still has volumes, snapshots, jobs or networks"
+                        "tenant {name} still has volumes, snapshots, jobs, networks, security groups or floating IPs"
                     ),
                 });
             }

@@ -76,6 +76,17 @@ fn tenants_see_only_their_networks_and_quotas_count_them() {
         "security_group_not_found"
     );
     let g = f.c.add_security_group_rule(&a, "web", rule("web")).unwrap();
+    // A tenant with network objects is not deleted: a group alone counts too.
+    f.c.create_tenant(&f.admin, "solo", Quota::default())
+        .unwrap();
+    let solo = f.token("solo", Role::Member);
+    f.c.create_security_group(&solo, None, "g", false).unwrap();
+    assert_eq!(
+        code(f.c.delete_tenant(&f.admin, "solo")),
+        "tenant_not_empty"
+    );
+    f.c.delete_security_group(&solo, "g").unwrap();
+    f.c.delete_tenant(&f.admin, "solo").unwrap();
     assert_eq!(g.rules.len(), 2, "the starting egress rule and the new one");
     assert_eq!(
         code(f.c.delete_security_group_rule(&a, "web", "r9")),
