@@ -217,10 +217,11 @@ pub struct Cluster {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn node(name: &str, gpus: u32) -> Node {
+    /// A node of `gpus` H200s, for the tests of this crate.
+    pub(crate) fn node(name: &str, gpus: u32) -> Node {
         Node {
             name: name.into(),
             cpu_cores: 64,

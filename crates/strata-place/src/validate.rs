@@ -98,25 +98,7 @@ fn validate_node(node: &Node) -> Result<(), ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::GpuGroup;
-
-    fn node(name: &str, gpus: u32) -> Node {
-        Node {
-            name: name.into(),
-            cpu_cores: 64,
-            memory_bytes: 1 << 40,
-            gpus: vec![GpuGroup {
-                model: "H200".into(),
-                count: gpus,
-                memory_bytes: 141 << 30,
-            }],
-            islands: vec![],
-            nic_bps: 400_000_000_000,
-            storage: vec![],
-            labels: BTreeMap::new(),
-            cordoned: false,
-        }
-    }
+    use crate::model::tests::node;
 
     #[test]
     fn validate_rejects_bad_islands_and_duplicates() {

@@ -19,7 +19,7 @@
 //! - `figures.rs`: live statistics and Prometheus metrics.
 //! - `pools.rs`: pool settings (the overcommit limit) and the pool's provisioned figure.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
-//! - `networks.rs`: tenant networks (networks, subnets, ports, routers, security groups),
+//! - `networks/`: tenant networks (networks, subnets, ports, routers, security groups),
 //!   compiled by `strata-vpc` onto the node's integration switch.
 //! - `nodes.rs`: the placement pool's nodes (the local one, declared ones, cordons) and the
 //!   placement revision.
@@ -106,7 +106,7 @@ pub struct Controller {
     tenant_pipes: tenant_txn::TenantPipes,
     /// The pool's provisioned figure and its threshold crossings (`pools.rs`).
     allocation: parking_lot::Mutex<pools::Allocation>,
-    /// Tenant networks on this node: topology, compiler, integration switch (`networks.rs`).
+    /// Tenant networks on this node: topology, compiler, integration switch (`networks/`).
     vpc: networks::Vpc,
 }
 

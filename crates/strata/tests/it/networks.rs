@@ -374,27 +374,7 @@ fn tenant_networks_with_dhcp_routing_security_groups_and_isolation() {
     assert!(text.contains(&format!(
         "strata_network_port_bytes_total{{{p1},dir=\"rx\"}}"
     )));
-    let mut check = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is installed");
-    use std::io::Write;
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let res = check.wait_with_output().unwrap();
-    assert!(
-        res.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
-    );
+    promtool_check(&text);
     // Deleting what is in use is refused with a stable code; emptied, it all goes.
     let (ok, out) = cli.run(&["network", "delete", "n2"]);
     assert!(!ok && out.contains("network_not_empty"), "{out}");

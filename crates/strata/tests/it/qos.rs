@@ -80,27 +80,7 @@ fn qos_stats_and_metrics() {
         text.contains(&format!("strata_volume_ops_total{{volume=\"{id}\"")),
         "{text}"
     );
-    let mut check = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is installed");
-    use std::io::Write;
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let res = check.wait_with_output().unwrap();
-    assert!(
-        res.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
-    );
+    promtool_check(&text);
     // QoS survives a restart.
     d.stop();
     let d = Daemon::start(&dir.path().join("d"));

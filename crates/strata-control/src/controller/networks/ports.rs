@@ -1,0 +1,209 @@
+//! Ports: an address, a MAC and a device on this node, with their groups.
+
+use super::*;
+
+impl Controller {
+    /// Creates a port on a subnet: its address and MAC, a TAP on this node, its flows.
+    pub fn create_port(
+        &self,
+        p: &Principal,
+        network: &str,
+        req: NewPort,
+    ) -> Result<Port, ControlError> {
+        Self::require(p, Role::Member)?;
+        validate_name("name", &req.name)?;
+        let mut st = self.vpc.inner.lock();
+        let n = Self::find_network(&st, p, network)?.clone();
+        let s = Self::find_subnet(&st, p, Some(&n.id), &req.subnet)?.clone();
+        if s.network != n.id {
+            return Err(ControlError::not_found(Resource::Subnet, &req.subnet));
+        }
+        if st
+            .topo
+            .ports
+            .values()
+            .any(|x| x.network == n.id && x.name == req.name)
+        {
+            return Err(ControlError::exists(Resource::NetworkPort, &req.name));
+        }
+        let used = Self::used_ips(&st.topo, &s.id);
+        let ip = match req.ip {
+            Some(ip) => {
+                ipam::check_port_ip(s.cidr, s.gateway, &used, ip).map_err(|e| ipam_err("ip", e))?;
+                ip
+            }
+            None => ipam::allocate_ip(s.cidr, s.gateway, &used).map_err(|e| ipam_err("ip", e))?,
+        };
+        let macs = Self::macs(&st.topo);
+        let id = new_id();
+        let mac = match &req.mac {
+            Some(m) => {
+                let m = ipam::parse_mac(m).map_err(|e| ipam_err("mac", e))?;
+                if macs.contains(&m) {
+                    return Err(ControlError::InUse {
+                        what: InUse::AddressInUse,
+                        message: format!("MAC {} is in use", fmt_mac(&m)),
+                    });
+                }
+                m
+            }
+            None => ipam::allocate_mac(ipam::fnv(&id), &macs),
+        };
+        let groups = match &req.security_groups {
+            // The outside is not filtered (its ports stand for it).
+            _ if n.external => Vec::new(),
+            Some(gs) if !gs.is_empty() => {
+                let mut out = Vec::new();
+                for g in gs {
+                    let gid = Self::find_group(&st, p, Some(&n.tenant), g)?.id.clone();
+                    if !out.contains(&gid) {
+                        out.push(gid);
+                    }
+                }
+                out
+            }
+            _ => vec![self.default_group(&mut st, &n.tenant)?],
+        };
+        let port = Port {
+            device: format!("sp{:08x}", ipam::fnv(&id) as u32),
+            id,
+            tenant: n.tenant.clone(),
+            network: n.id.clone(),
+            subnet: s.id.clone(),
+            name: req.name.clone(),
+            mac,
+            ip,
+            security_groups: groups,
+            cap_bps: None,
+            min_bps: None,
+            created: now(),
+            generation: 1,
+        };
+        // The device first: one that cannot be opened refuses the port.
+        let of = Self::open_device(&mut st, &port.device)?;
+        let stored = self.with_tenant(&n.tenant, |t| {
+            charge(
+                t,
+                Charge::default(),
+                Charge {
+                    ports: 1,
+                    ..Charge::default()
+                },
+            )?;
+            let nk = name_key("port", &n.id, &port.name);
+            let txn = Txn::new().when(nk.clone(), 0).put(nk, enc(&port.id));
+            Ok((Self::vpc_put(txn, "ports", &port.id, &port), ()))
+        });
+        if let Err(e) = stored {
+            if let Some(dp) = &st.dp {
+                let _ = dp.remove_port(&port.device);
+            }
+            return Err(e);
+        }
+        st.topo.ports.insert(port.id.clone(), port.clone());
+        st.topo.bound.insert(port.id.clone(), of);
+        Self::recompile(&mut st, &[Change::Port(port.id.clone())])?;
+        Ok(port)
+    }
+
+    /// Ports of a network.
+    pub fn list_ports(&self, p: &Principal, network: &str) -> Result<Vec<Port>, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        let n = Self::find_network(&st, p, network)?;
+        Ok(st
+            .topo
+            .ports
+            .values()
+            .filter(|x| x.network == n.id)
+            .cloned()
+            .collect())
+    }
+
+    /// A port by id (or name within the caller's tenant).
+    pub fn get_port(&self, p: &Principal, id: &str) -> Result<Port, ControlError> {
+        Self::require(p, Role::Reader)?;
+        let st = self.vpc.inner.lock();
+        Self::find_port(&st, p, id).cloned()
+    }
+
+    /// Sets a port's security groups.
+    pub fn set_port_groups(
+        &self,
+        p: &Principal,
+        id: &str,
+        groups: &[String],
+    ) -> Result<Port, ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let mut port = Self::find_port(&st, p, id)?.clone();
+        let mut ids = Vec::new();
+        for g in groups {
+            let gid = Self::find_group(&st, p, Some(&port.tenant), g)?.id.clone();
+            if !ids.contains(&gid) {
+                ids.push(gid);
+            }
+        }
+        if ids.is_empty() {
+            ids.push(self.default_group(&mut st, &port.tenant)?);
+        }
+        port.security_groups = ids;
+        port.generation += 1;
+        self.commit_vpc(Self::vpc_put(Txn::new(), "ports", &port.id, &port))?;
+        st.topo.ports.insert(port.id.clone(), port.clone());
+        Self::recompile(&mut st, &[Change::Port(port.id.clone())])?;
+        Ok(port)
+    }
+
+    /// Deletes a port: its flows, its record, its TAP.
+    pub fn delete_port(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
+        Self::require(p, Role::Member)?;
+        let mut st = self.vpc.inner.lock();
+        let port = Self::find_port(&st, p, id)?.clone();
+        // Its floating IPs stay allocated, no longer associated (as Neutron does).
+        let fips: Vec<FloatingIp> = st
+            .topo
+            .floating_ips
+            .values()
+            .filter(|f| f.port.as_deref() == Some(port.id.as_str()))
+            .map(|f| FloatingIp {
+                port: None,
+                generation: f.generation + 1,
+                ..f.clone()
+            })
+            .collect();
+        self.with_tenant(&port.tenant, |t| {
+            charge(
+                t,
+                Charge {
+                    ports: 1,
+                    ..Charge::default()
+                },
+                Charge::default(),
+            )?;
+            let mut txn = Txn::new().delete(key("ports", &port.id)).delete(name_key(
+                "port",
+                &port.network,
+                &port.name,
+            ));
+            for f in &fips {
+                txn = Self::vpc_put(txn, "floating-ips", &f.id, f);
+            }
+            Ok((txn, ()))
+        })?;
+        st.topo.ports.remove(&port.id);
+        st.topo.bound.remove(&port.id);
+        let mut changes = vec![Change::Port(port.id.clone())];
+        for f in fips {
+            changes.push(Change::FloatingIp(f.id.clone()));
+            st.topo.floating_ips.insert(f.id.clone(), f);
+        }
+        Self::recompile(&mut st, &changes)?;
+        if let Some(dp) = &st.dp {
+            if let Err(e) = dp.remove_port(&port.device) {
+                tracing::warn!(port = %port.name, %e, "closing the port's device");
+            }
+        }
+        Ok(())
+    }
+}
