@@ -152,9 +152,7 @@ impl Controller {
                 ))
             }
             (Some(c), None) => Remote::Cidr(c.trunc()),
-            (None, Some(r)) => {
-                Remote::Group(Self::find_group(&st, p, Some(&g.tenant), r)?.id.clone())
-            }
+            (None, Some(r)) => Remote::Group(Self::tenant_group(&st, p, &g.tenant, r)?),
             (None, None) => Remote::Any,
         };
         if let Some((lo, hi)) = req.ports {

@@ -412,6 +412,27 @@ impl Controller {
         lookup(&st.topo.routers, p, None, id, |_| true, Resource::Router)
     }
 
+    /// A group of `tenant` named by a rule or a port. One the caller sees in another tenant
+    /// is a contradiction of the request (409), not an absence: only its own tenant's groups
+    /// may be named.
+    fn tenant_group(
+        st: &VpcState,
+        p: &Principal,
+        tenant: &str,
+        id: &str,
+    ) -> Result<String, ControlError> {
+        match Self::find_group(st, p, Some(tenant), id) {
+            Ok(g) => Ok(g.id.clone()),
+            Err(e) => match Self::find_group(st, p, None, id) {
+                Ok(g) => Err(conflict(format!(
+                    "security group {} is tenant {}'s; name one of tenant {tenant}",
+                    g.name, g.tenant
+                ))),
+                Err(_) => Err(e),
+            },
+        }
+    }
+
     /// A group by id or name, of `tenant` if given (rules and ports name their own tenant's).
     fn find_group<'a>(
         st: &'a VpcState,

@@ -117,7 +117,10 @@ impl Controller {
     ) -> Result<String, ControlError> {
         let x = Self::find_port(st, p, port)?;
         if x.tenant != tenant {
-            return Err(ControlError::not_found(Resource::NetworkPort, port));
+            return Err(conflict(format!(
+                "port {} is tenant {}'s, not {tenant}'s",
+                x.name, x.tenant
+            )));
         }
         let routed = st.topo.routers.values().any(|r| {
             r.subnets.contains(&x.subnet)

@@ -16,7 +16,10 @@ impl Controller {
         let n = Self::find_network(&st, p, network)?.clone();
         let s = Self::find_subnet(&st, p, Some(&n.id), &req.subnet)?.clone();
         if s.network != n.id {
-            return Err(ControlError::not_found(Resource::Subnet, &req.subnet));
+            return Err(conflict(format!(
+                "subnet {} is not of network {}",
+                s.name, n.name
+            )));
         }
         if st
             .topo
@@ -55,7 +58,7 @@ impl Controller {
             Some(gs) if !gs.is_empty() => {
                 let mut out = Vec::new();
                 for g in gs {
-                    let gid = Self::find_group(&st, p, Some(&n.tenant), g)?.id.clone();
+                    let gid = Self::tenant_group(&st, p, &n.tenant, g)?;
                     if !out.contains(&gid) {
                         out.push(gid);
                     }
@@ -64,8 +67,20 @@ impl Controller {
             }
             _ => vec![self.default_group(&mut st, &n.tenant)?],
         };
+        // The device is named after a hash of the id, moved on past a name another port
+        // (or the host) has: two ports never share a device.
+        let mut seed = ipam::fnv(&id) as u32;
+        let device = loop {
+            let d = format!("sp{seed:08x}");
+            let taken = st.topo.ports.values().any(|x| x.device == d)
+                || std::path::Path::new("/sys/class/net").join(&d).exists();
+            if !taken {
+                break d;
+            }
+            seed = seed.wrapping_add(1);
+        };
         let port = Port {
-            device: format!("sp{:08x}", ipam::fnv(&id) as u32),
+            device,
             id,
             tenant: n.tenant.clone(),
             network: n.id.clone(),
@@ -139,7 +154,7 @@ impl Controller {
         let mut port = Self::find_port(&st, p, id)?.clone();
         let mut ids = Vec::new();
         for g in groups {
-            let gid = Self::find_group(&st, p, Some(&port.tenant), g)?.id.clone();
+            let gid = Self::tenant_group(&st, p, &port.tenant, g)?;
             if !ids.contains(&gid) {
                 ids.push(gid);
             }

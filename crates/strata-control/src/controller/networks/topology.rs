@@ -310,7 +310,10 @@ impl Controller {
         for s in subnets {
             let sub = Self::find_subnet(st, p, Some(&n.id), s)?;
             if sub.network != n.id {
-                return Err(ControlError::not_found(Resource::Subnet, s));
+                return Err(conflict(format!(
+                    "subnet {} is not of network {}",
+                    sub.name, n.name
+                )));
             }
             if let Some(other) = st
                 .topo
