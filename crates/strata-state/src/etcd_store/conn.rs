@@ -10,8 +10,8 @@
 //! - every call ends within its deadline (the store's timeout, or the caller's for `wait`):
 //!   each attempt is bounded, and `run` gives up waiting a little after the deadline even if
 //!   the runtime were stuck;
-//! - a member that refuses, times out or answers `Unavailable` (no leader, leader changed,
-//!   stopping) is skipped and the next one is tried until the deadline; the member that last
+//! - a member that refuses, times out, drops the request (`Cancelled`: killed under it) or
+//!   answers `Unavailable` (no leader, leader changed, stopping) is skipped and the next one is tried until the deadline; the member that last
 //!   answered is tried first. Other errors are the answer and are not retried.
 
 use std::future::Future;
@@ -65,9 +65,14 @@ fn backend(what: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("etcd: {what}"))
 }
 
-/// Whether another member (or a later attempt) may answer where this one failed.
+/// Whether another member (or a later attempt) may answer where this one failed. A member
+/// killed while a request is in flight shows as `Cancelled` (its connection went away under
+/// the stream), as much a dead member as a refused connection.
 fn retryable(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded)
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+    )
 }
 
 impl Conn {
