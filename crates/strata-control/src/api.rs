@@ -125,6 +125,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Pool | Resource::Attachment | Resource::Token => C::AlreadyExists,
         },
         ControlError::Invalid { .. } => C::InvalidArgument,
+        ControlError::Unresolved { .. } => C::ReferenceNotFound,
         ControlError::QuotaExceeded(_) => C::QuotaExceeded,
         ControlError::PoolOvercommitted(_) => C::PoolOvercommitted,
         ControlError::TraceInPortUnknown(_) => C::TraceInPortUnknown,
@@ -242,6 +243,7 @@ fn field_of(e: &ControlError) -> Option<&'static str> {
     use strata_block::AdminError as E;
     match e {
         ControlError::Invalid { field, .. } => Some(field),
+        ControlError::Unresolved { field, .. } => Some(field),
         ControlError::Exists {
             resource: Resource::Volume | Resource::Snapshot,
             ..

@@ -144,6 +144,17 @@ pub enum ControlError {
         /// Its name or id as asked.
         name: String,
     },
+    /// An object the request body names is missing or not visible (the body contradicts the
+    /// state: a 409, while a missing object of the path is a [`ControlError::NotFound`]).
+    #[error("{resource} {name} (named by {field}) not found")]
+    Unresolved {
+        /// Which kind.
+        resource: Resource,
+        /// Its name or id as given.
+        name: String,
+        /// The body field that names it.
+        field: &'static str,
+    },
     /// The name is taken.
     #[error("{resource} {name} already exists")]
     Exists {
@@ -234,6 +245,18 @@ impl ControlError {
     /// Forbidden for the caller's role.
     pub fn forbidden(message: impl Into<String>) -> Self {
         ControlError::Forbidden(message.into())
+    }
+    /// A [`ControlError::NotFound`] of an object named by the body field `field` becomes
+    /// [`ControlError::Unresolved`]; other errors pass unchanged. Use as `map_err(named_by(..))`.
+    pub fn named_by(field: &'static str) -> impl Fn(ControlError) -> ControlError {
+        move |e| match e {
+            ControlError::NotFound { resource, name } => ControlError::Unresolved {
+                resource,
+                name,
+                field,
+            },
+            other => other,
+        }
     }
     /// Renames the field of an [`ControlError::Invalid`] (a shared parser, a specific field).
     pub fn in_field(self, f: &'static str) -> Self {

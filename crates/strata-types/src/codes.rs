@@ -286,6 +286,11 @@ registry! {
     /// outside its network, a gateway or address outside its subnet, a rule with two remotes
     /// or with ports on a protocol without them): a 409, as the schema cannot say it.
     NetworkSpecConflict = "network_spec_conflict", 409, None;
+    /// An object the request body names (a port's subnet or groups, a router's subnets, a
+    /// floating IP's port, a group's volumes) does not exist or is not visible. The path's
+    /// object was found, so this is the request contradicting the state (409), not a missing
+    /// resource (404): the `field` names the part of the body at fault.
+    ReferenceNotFound = "reference_not_found", 409, None;
     /// No such floating IP (or not visible to the caller).
     FloatingIpNotFound = "floating_ip_not_found", 404, None;
     /// A reply action (`arp_reply`, `icmp_error`, ...) followed by something other than outputs.

@@ -67,7 +67,9 @@ impl Controller {
         }
         let mut vols: Vec<Volume> = Vec::with_capacity(req.volumes.len());
         for id in &req.volumes {
-            let v = self.get_volume(p, id)?;
+            let v = self
+                .get_volume(p, id)
+                .map_err(ControlError::named_by("volumes"))?;
             if vols.iter().any(|o| o.id == v.id) {
                 return Err(ControlError::invalid(
                     "volumes",

@@ -114,7 +114,10 @@ impl Controller {
         validate_size(size)?;
         if let Some(pool) = &req.pool {
             if pool != DEFAULT_POOL {
-                return Err(ControlError::not_found(Resource::Pool, pool));
+                return Err(ControlError::named_by("pool")(ControlError::not_found(
+                    Resource::Pool,
+                    pool,
+                )));
             }
         }
         let class = match &req.class {

@@ -80,3 +80,11 @@ pub fn status<T>(r: &Result<T, ControlError>, ok: u16) -> u16 {
 pub fn code<T: std::fmt::Debug>(r: Result<T, ControlError>) -> &'static str {
     api::code_of(&r.expect_err("an error")).as_str()
 }
+
+/// The body field an unresolved-reference error names (panics on any other outcome).
+pub fn named<T: std::fmt::Debug>(r: Result<T, ControlError>) -> &'static str {
+    match r {
+        Err(ControlError::Unresolved { field, .. }) => field,
+        other => panic!("not an unresolved reference: {other:?}"),
+    }
+}

@@ -73,7 +73,8 @@ fn tenants_see_only_their_networks_and_quotas_count_them() {
     };
     assert_eq!(
         code(f.c.add_security_group_rule(&a, &ga.id, rule(&gb.id))),
-        "security_group_not_found"
+        "reference_not_found",
+        "not visible, as if absent"
     );
     let g = f.c.add_security_group_rule(&a, "web", rule("web")).unwrap();
     // A tenant with network objects is not deleted: a group alone counts too.
@@ -144,7 +145,28 @@ fn bad_ranges_and_addresses_are_refused_with_stable_codes_and_change_nothing() {
         code(f.c.create_port(p, "n", port("10.0.2.5"))),
         "network_spec_conflict"
     );
+    // Objects the body names that are not there: the request contradicts the state (409,
+    // with the field), while the network of the path was found.
+    let mut ghost = port("10.0.1.5");
+    ghost.subnet = "nope".into();
+    assert_eq!(
+        code(f.c.create_port(p, "n", ghost.clone())),
+        "reference_not_found"
+    );
+    assert_eq!(named(f.c.create_port(p, "n", ghost)), "subnet");
+    let mut ghost = port("10.0.1.5");
+    ghost.security_groups = Some(vec!["nope".into()]);
+    assert_eq!(named(f.c.create_port(p, "n", ghost)), "security_groups");
+    assert_eq!(
+        named(f.c.create_router(p, "n", "r", &["nope".into()])),
+        "subnets"
+    );
+    assert_eq!(
+        code(f.c.create_port(p, "nope", port("10.0.1.5"))),
+        "network_not_found"
+    );
     assert!(f.c.list_ports(p, "n").unwrap().is_empty());
+    assert!(f.c.list_routers(p, "n").unwrap().is_empty());
     // A network with a subnet is not deleted; emptied, it is.
     assert_eq!(code(f.c.delete_network(p, "n")), "network_not_empty");
     f.c.delete_subnet(p, "a").unwrap();

@@ -152,7 +152,10 @@ impl Controller {
                 ))
             }
             (Some(c), None) => Remote::Cidr(c.trunc()),
-            (None, Some(r)) => Remote::Group(Self::tenant_group(&st, p, &g.tenant, r)?),
+            (None, Some(r)) => Remote::Group(
+                Self::tenant_group(&st, p, &g.tenant, r)
+                    .map_err(ControlError::named_by("remote_group"))?,
+            ),
             (None, None) => Remote::Any,
         };
         if let Some((lo, hi)) = req.ports {

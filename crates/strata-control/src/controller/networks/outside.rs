@@ -115,7 +115,7 @@ impl Controller {
         port: &str,
         this: Option<&str>,
     ) -> Result<String, ControlError> {
-        let x = Self::find_port(st, p, port)?;
+        let x = Self::find_port(st, p, port).map_err(ControlError::named_by("port"))?;
         if x.tenant != tenant {
             return Err(conflict(format!(
                 "port {} is tenant {}'s, not {tenant}'s",

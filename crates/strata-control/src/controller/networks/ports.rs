@@ -14,7 +14,9 @@ impl Controller {
         validate_name("name", &req.name)?;
         let mut st = self.vpc.inner.lock();
         let n = Self::find_network(&st, p, network)?.clone();
-        let s = Self::find_subnet(&st, p, Some(&n.id), &req.subnet)?.clone();
+        let s = Self::find_subnet(&st, p, Some(&n.id), &req.subnet)
+            .map_err(ControlError::named_by("subnet"))?
+            .clone();
         if s.network != n.id {
             return Err(conflict(format!(
                 "subnet {} is not of network {}",
@@ -58,7 +60,8 @@ impl Controller {
             Some(gs) if !gs.is_empty() => {
                 let mut out = Vec::new();
                 for g in gs {
-                    let gid = Self::tenant_group(&st, p, &n.tenant, g)?;
+                    let gid = Self::tenant_group(&st, p, &n.tenant, g)
+                        .map_err(ControlError::named_by("security_groups"))?;
                     if !out.contains(&gid) {
                         out.push(gid);
                     }
@@ -154,7 +157,8 @@ impl Controller {
         let mut port = Self::find_port(&st, p, id)?.clone();
         let mut ids = Vec::new();
         for g in groups {
-            let gid = Self::tenant_group(&st, p, &port.tenant, g)?;
+            let gid = Self::tenant_group(&st, p, &port.tenant, g)
+                .map_err(ControlError::named_by("security_groups"))?;
             if !ids.contains(&gid) {
                 ids.push(gid);
             }

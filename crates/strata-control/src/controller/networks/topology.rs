@@ -308,7 +308,8 @@ impl Controller {
     ) -> Result<Vec<String>, ControlError> {
         let mut out = Vec::new();
         for s in subnets {
-            let sub = Self::find_subnet(st, p, Some(&n.id), s)?;
+            let sub = Self::find_subnet(st, p, Some(&n.id), s)
+                .map_err(ControlError::named_by("subnets"))?;
             if sub.network != n.id {
                 return Err(conflict(format!(
                     "subnet {} is not of network {}",
