@@ -109,18 +109,9 @@ impl Controller {
         p: &Principal,
         tenant: Option<&str>,
     ) -> Result<Vec<SecurityGroup>, ControlError> {
-        Self::require(p, Role::Reader)?;
-        if let Some(t) = tenant {
-            self.visible_tenant(p, t)?;
-        }
+        self.tenant_scope(p, tenant)?;
         let st = self.vpc.inner.lock();
-        Ok(st
-            .topo
-            .groups
-            .values()
-            .filter(|g| Self::sees(p, &g.tenant) && tenant.is_none_or(|t| t == g.tenant))
-            .cloned()
-            .collect())
+        Ok(seen(p, tenant, st.topo.groups.values(), |x| &x.tenant))
     }
 
     /// A group by id or name.

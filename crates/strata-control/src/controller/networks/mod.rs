@@ -451,6 +451,43 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// The checks of a tenant-scoped list: a reader's call, and the tenant asked for (if any)
+    /// visible to the caller (an unknown one is `tenant_not_found`, not an empty list).
+    fn tenant_scope(&self, p: &Principal, tenant: Option<&str>) -> Result<(), ControlError> {
+        Self::require(p, Role::Reader)?;
+        if let Some(t) = tenant {
+            self.visible_tenant(p, t)?;
+        }
+        Ok(())
+    }
+}
+
+/// The objects the caller sees, of `tenant` if given.
+fn seen<'a, T: Clone + 'a>(
+    p: &Principal,
+    tenant: Option<&str>,
+    items: impl Iterator<Item = &'a T>,
+    tenant_of: impl Fn(&T) -> &String,
+) -> Vec<T> {
+    items
+        .filter(|x| {
+            let own = tenant_of(x);
+            Controller::sees(p, own) && tenant.is_none_or(|t| t == own)
+        })
+        .cloned()
+        .collect()
+}
+
+/// The objects of network `id` (the network was looked up, so the caller sees them all).
+fn of_network<'a, T: Clone + 'a>(
+    id: &str,
+    items: impl Iterator<Item = &'a T>,
+    network_of: impl Fn(&T) -> &String,
+) -> Vec<T> {
+    items.filter(|x| network_of(x) == id).cloned().collect()
+}
+
 /// What every named tenant object has.
 trait Owned {
     fn tenant(&self) -> &str;

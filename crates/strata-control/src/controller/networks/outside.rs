@@ -209,18 +209,11 @@ impl Controller {
         p: &Principal,
         tenant: Option<&str>,
     ) -> Result<Vec<FloatingIp>, ControlError> {
-        Self::require(p, Role::Reader)?;
-        if let Some(t) = tenant {
-            self.visible_tenant(p, t)?;
-        }
+        self.tenant_scope(p, tenant)?;
         let st = self.vpc.inner.lock();
-        Ok(st
-            .topo
-            .floating_ips
-            .values()
-            .filter(|f| Self::sees(p, &f.tenant) && tenant.is_none_or(|t| t == f.tenant))
-            .cloned()
-            .collect())
+        Ok(seen(p, tenant, st.topo.floating_ips.values(), |x| {
+            &x.tenant
+        }))
     }
 
     /// A floating IP by id or address.

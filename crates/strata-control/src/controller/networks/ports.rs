@@ -129,13 +129,7 @@ impl Controller {
         Self::require(p, Role::Reader)?;
         let st = self.vpc.inner.lock();
         let n = Self::find_network(&st, p, network)?;
-        Ok(st
-            .topo
-            .ports
-            .values()
-            .filter(|x| x.network == n.id)
-            .cloned()
-            .collect())
+        Ok(of_network(&n.id, st.topo.ports.values(), |x| &x.network))
     }
 
     /// A port by id (or name within the caller's tenant).

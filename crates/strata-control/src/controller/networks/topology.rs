@@ -78,18 +78,9 @@ impl Controller {
         p: &Principal,
         tenant: Option<&str>,
     ) -> Result<Vec<Network>, ControlError> {
-        Self::require(p, Role::Reader)?;
-        if let Some(t) = tenant {
-            self.visible_tenant(p, t)?;
-        }
+        self.tenant_scope(p, tenant)?;
         let st = self.vpc.inner.lock();
-        Ok(st
-            .topo
-            .networks
-            .values()
-            .filter(|n| Self::sees(p, &n.tenant) && tenant.is_none_or(|t| t == n.tenant))
-            .cloned()
-            .collect())
+        Ok(seen(p, tenant, st.topo.networks.values(), |x| &x.tenant))
     }
 
     /// A network by id or name.
@@ -258,13 +249,7 @@ impl Controller {
         Self::require(p, Role::Reader)?;
         let st = self.vpc.inner.lock();
         let n = Self::find_network(&st, p, network)?;
-        Ok(st
-            .topo
-            .subnets
-            .values()
-            .filter(|s| s.network == n.id)
-            .cloned()
-            .collect())
+        Ok(of_network(&n.id, st.topo.subnets.values(), |x| &x.network))
     }
 
     /// A subnet by id (or name within the caller's tenant).
@@ -401,13 +386,7 @@ impl Controller {
         Self::require(p, Role::Reader)?;
         let st = self.vpc.inner.lock();
         let n = Self::find_network(&st, p, network)?;
-        Ok(st
-            .topo
-            .routers
-            .values()
-            .filter(|r| r.network == n.id)
-            .cloned()
-            .collect())
+        Ok(of_network(&n.id, st.topo.routers.values(), |x| &x.network))
     }
 
     /// A router by id (or name within the caller's tenant).
