@@ -38,11 +38,7 @@ impl Controller {
             _ => {}
         }
         n.cap_bps = cap_bps;
-        n.generation += 1;
-        self.commit_vpc(Self::vpc_put(Txn::new(), "networks", &n.id, &n))?;
-        st.topo.networks.insert(n.id.clone(), n.clone());
-        Self::recompile(&mut st, &[Change::Network(n.id.clone())])?;
-        Ok(n)
+        self.update_record(&mut st, n)
     }
 
     /// Sets a port's cap and guarantee (bits per second; `None` clears). A guarantee is a
@@ -89,10 +85,6 @@ impl Controller {
         }
         port.cap_bps = cap_bps;
         port.min_bps = min_bps;
-        port.generation += 1;
-        self.commit_vpc(Self::vpc_put(Txn::new(), "ports", &port.id, &port))?;
-        st.topo.ports.insert(port.id.clone(), port.clone());
-        Self::recompile(&mut st, &[Change::Port(port.id.clone())])?;
-        Ok(port)
+        self.update_record(&mut st, port)
     }
 }

@@ -177,12 +177,7 @@ impl Controller {
             id: format!("r{next}"),
             spec,
         });
-        g.generation += 1;
-        self.store_group(&g, false)?;
-        let id = g.id.clone();
-        st.topo.groups.insert(id.clone(), g.clone());
-        Self::recompile(&mut st, &[Change::Group(id)])?;
-        Ok(g)
+        self.update_record(&mut st, g)
     }
 
     /// Removes a rule.
@@ -200,12 +195,7 @@ impl Controller {
         if g.rules.len() == before {
             return Err(ControlError::not_found(Resource::SecurityGroupRule, rule));
         }
-        g.generation += 1;
-        self.store_group(&g, false)?;
-        let id = g.id.clone();
-        st.topo.groups.insert(id.clone(), g.clone());
-        Self::recompile(&mut st, &[Change::Group(id)])?;
-        Ok(g)
+        self.update_record(&mut st, g)
     }
 
     /// Deletes a group no port uses and no other group names.

@@ -488,6 +488,57 @@ fn of_network<'a, T: Clone + 'a>(
     items.filter(|x| network_of(x) == id).cloned().collect()
 }
 
+/// A network object as stored: its key kind, its table in the topology and the change that
+/// recompiles it. [`Controller::update_record`] is the one way an existing object changes.
+trait Record: Serialize + Clone {
+    /// The key kind under `vpc/` (`networks`, `ports`, ...).
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn bump(&mut self);
+    fn table(topo: &mut Topology) -> &mut std::collections::BTreeMap<String, Self>;
+    fn change(id: String) -> Change;
+}
+
+macro_rules! record {
+    ($($t:ty, $kind:literal, $table:ident, $change:ident);* $(;)?) => {$(
+        impl Record for $t {
+            const KIND: &'static str = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn bump(&mut self) {
+                self.generation += 1;
+            }
+            fn table(topo: &mut Topology) -> &mut std::collections::BTreeMap<String, Self> {
+                &mut topo.$table
+            }
+            fn change(id: String) -> Change {
+                Change::$change(id)
+            }
+        }
+    )*};
+}
+record!(
+    Network, "networks", networks, Network;
+    Port, "ports", ports, Port;
+    Router, "routers", routers, Router;
+    SecurityGroup, "groups", groups, Group;
+    FloatingIp, "floating-ips", floating_ips, FloatingIp;
+);
+
+impl Controller {
+    /// Stores a changed object under a new generation, puts it in the topology and applies
+    /// the flows it changes: the tail every update shares (under the caller's lock).
+    fn update_record<T: Record>(&self, st: &mut VpcState, mut x: T) -> Result<T, ControlError> {
+        x.bump();
+        self.commit_vpc(Self::vpc_put(Txn::new(), T::KIND, x.id(), &x))?;
+        let id = x.id().to_string();
+        T::table(&mut st.topo).insert(id.clone(), x.clone());
+        Self::recompile(st, &[T::change(id)])?;
+        Ok(x)
+    }
+}
+
 /// What every named tenant object has.
 trait Owned {
     fn tenant(&self) -> &str;

@@ -81,11 +81,7 @@ impl Controller {
                 });
             }
         }
-        r.generation += 1;
-        self.commit_vpc(Self::vpc_put(Txn::new(), "routers", &r.id, &r))?;
-        st.topo.routers.insert(r.id.clone(), r.clone());
-        Self::recompile(&mut st, &[Change::Router(r.id.clone())])?;
-        Ok(r)
+        self.update_record(&mut st, r)
     }
 
     pub(in crate::controller) fn find_fip<'a>(
@@ -196,11 +192,7 @@ impl Controller {
         f.port = port
             .map(|x| Self::fip_port(&st, p, &f.network, &f.tenant, x, Some(&f.id)))
             .transpose()?;
-        f.generation += 1;
-        self.commit_vpc(Self::vpc_put(Txn::new(), "floating-ips", &f.id, &f))?;
-        st.topo.floating_ips.insert(f.id.clone(), f.clone());
-        Self::recompile(&mut st, &[Change::FloatingIp(f.id.clone())])?;
-        Ok(f)
+        self.update_record(&mut st, f)
     }
 
     /// Floating IPs the caller sees.

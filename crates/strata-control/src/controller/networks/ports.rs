@@ -161,11 +161,7 @@ impl Controller {
             ids.push(self.default_group(&mut st, &port.tenant)?);
         }
         port.security_groups = ids;
-        port.generation += 1;
-        self.commit_vpc(Self::vpc_put(Txn::new(), "ports", &port.id, &port))?;
-        st.topo.ports.insert(port.id.clone(), port.clone());
-        Self::recompile(&mut st, &[Change::Port(port.id.clone())])?;
-        Ok(port)
+        self.update_record(&mut st, port)
     }
 
     /// Deletes a port: its flows, its record, its TAP.

@@ -374,11 +374,7 @@ impl Controller {
         let mut r = Self::find_router(&st, p, id)?.clone();
         let n = st.topo.networks[&r.network].clone();
         r.subnets = Self::check_router_subnets(&st, p, &n, Some(&r.id), subnets)?;
-        r.generation += 1;
-        self.commit_vpc(Self::vpc_put(Txn::new(), "routers", &r.id, &r))?;
-        st.topo.routers.insert(r.id.clone(), r.clone());
-        Self::recompile(&mut st, &[Change::Router(r.id.clone())])?;
-        Ok(r)
+        self.update_record(&mut st, r)
     }
 
     /// Routers of a network.
