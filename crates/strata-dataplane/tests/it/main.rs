@@ -3,6 +3,7 @@
 
 mod dataplane;
 mod encap;
+mod meterbed;
 mod meters;
 mod netenv;
 mod responders;
