@@ -27,6 +27,7 @@ pub mod map;
 pub mod meta;
 pub mod pool;
 pub mod qos;
+pub mod share;
 pub mod testing;
 
 pub use device::{BlockDevice, FileDevice, MemDevice};
@@ -35,3 +36,4 @@ pub use format::{BLOCK_SIZE, MAX_VOLUME_SIZE};
 pub use meta::{SnapshotId, VolumeId};
 pub use pool::{DeviceInfo, DeviceSpec, Pool, PoolInfo, SnapshotInfo, Target, VolumeInfo};
 pub use qos::{LiveStats, QosLimits, Totals, VolumeIo};
+pub use share::{Capacity, ClassId, ClassShare, PoolShare};

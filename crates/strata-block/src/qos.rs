@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::share::{ClassId, PoolShare};
+
 /// Longest single sleep of a waiting request.
 pub const MAX_SLEEP: Duration = Duration::from_millis(20);
 /// Latency histogram buckets: bucket i counts latencies below 2^i microseconds (the last one
@@ -91,6 +93,12 @@ impl Bucket {
         let dt = now.saturating_sub(self.last) as f64 / 1e9;
         self.tokens = (self.tokens + dt * self.rate).min(self.capacity);
         self.last = now.max(self.last);
+    }
+
+    /// Takes `n` tokens whatever the level: the bucket may go into debt, repaid by the refill.
+    pub fn take_debt(&mut self, n: u64, now: u64) {
+        self.refill(now);
+        self.tokens -= n as f64;
     }
 
     /// Takes `n` tokens if there are enough (a request larger than the burst needs a full
@@ -196,6 +204,10 @@ pub struct VolumeIo {
     latency: [AtomicU64; LAT_BUCKETS],
     latency_sum: AtomicU64,
     throttled: AtomicU64,
+    /// The pool's fair share and this volume's class in it (its tenant's), once set.
+    class: Mutex<Option<(std::sync::Arc<PoolShare>, ClassId)>>,
+    /// Whether `class` is set: volumes outside any class skip its lock.
+    in_class: std::sync::atomic::AtomicBool,
 }
 
 /// Histogram bucket of a latency.
@@ -224,7 +236,20 @@ impl VolumeIo {
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            class: Mutex::new(None),
+            in_class: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Puts the volume's requests in `class` of the pool's fair share (see [`crate::share`]).
+    pub fn set_class(&self, share: std::sync::Arc<PoolShare>, class: ClassId) {
+        *self.class.lock() = Some((share, class));
+        self.in_class.store(true, Ordering::SeqCst);
+    }
+
+    /// The volume's share class, if set.
+    pub fn class(&self) -> Option<ClassId> {
+        self.class.lock().as_ref().map(|(_, c)| *c)
     }
 
     fn now_ns(&self) -> u64 {
@@ -254,8 +279,27 @@ impl VolumeIo {
         self.limits.lock().0
     }
 
-    /// Blocks until a request of `bytes` may proceed. Returns the time it waited.
+    /// Blocks until a request of `bytes` may proceed: first the volume's own limits, then
+    /// its class's turn at the pool (when the pool's capacity is set). Returns the time it
+    /// waited.
     pub fn admit(&self, bytes: u64) -> Duration {
+        let own = self.admit_own(bytes);
+        if !self.in_class.load(Ordering::Relaxed) {
+            return own;
+        }
+        let class = self.class.lock().clone();
+        let Some((share, id)) = class else {
+            return own;
+        };
+        let shared = share.admit(id, bytes);
+        if !shared.is_zero() {
+            self.throttled
+                .fetch_add(shared.as_micros() as u64, Ordering::Relaxed);
+        }
+        own + shared
+    }
+
+    fn admit_own(&self, bytes: u64) -> Duration {
         if !self.limited.load(Ordering::Relaxed) {
             return Duration::ZERO;
         }

@@ -247,6 +247,8 @@ pub(crate) struct Inner {
     stripes: Box<[RwLock<()>]>,
     commit: Mutex<JournalState>,
     failed: AtomicBool,
+    /// The tenants' fair shares of the pool's capacity (runtime only: set by the caller).
+    share: Arc<crate::share::PoolShare>,
     /// Journal buffer size that triggers a commit.
     auto_commit: usize,
 }
@@ -392,7 +394,23 @@ impl Pool {
         Ok(resolve_target(&m.state, t.into())?.1)
     }
 
-    /// Reads `buf.len()` bytes at `offset`. Unwritten space reads as zeros; a block whose    /// The QoS state and figures of a volume.
+    /// Reads `buf.len()` bytes at `offset`. Unwritten space reads as zeros; a block whose    /// The pool's fair share between classes (tenants, rebuild, scrub): its capacity and the
+    /// classes' weights are set on it; [`Pool::set_volume_class`] puts a volume in a class.
+    pub fn share(&self) -> &Arc<crate::share::PoolShare> {
+        &self.inner.share
+    }
+
+    /// Puts `volume`'s requests in `class` of the pool's fair share.
+    pub fn set_volume_class(
+        &self,
+        volume: VolumeId,
+        class: crate::share::ClassId,
+    ) -> Result<(), IoError> {
+        self.io(volume)?.set_class(self.inner.share.clone(), class);
+        Ok(())
+    }
+
+    /// The QoS state and figures of a volume.
     pub fn io(&self, volume: VolumeId) -> Result<Arc<VolumeIo>, IoError> {
         let mut m = self.inner.meta.lock();
         if !m.state.volumes.contains_key(&volume) {

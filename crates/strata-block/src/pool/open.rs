@@ -348,6 +348,7 @@ impl Pool {
                     durable: 0,
                 }),
                 failed: AtomicBool::new(false),
+                share: Default::default(),
                 auto_commit: ((m.sb.journal_len / 4) as usize).clamp(64 << 10, AUTO_COMMIT_MAX),
                 devs,
             }),
