@@ -492,6 +492,11 @@ impl ReplicaSet {
         Ok(())
     }
 
+    /// The target a copy is held by now (to read a copy directly: scrub, tests).
+    pub fn copy_target(&self, copy: usize) -> Arc<dyn CopyTarget> {
+        self.target(copy)
+    }
+
     fn target(&self, copy: usize) -> Arc<dyn CopyTarget> {
         self.targets.read()[copy].clone()
     }

@@ -1,8 +1,8 @@
 //! The resync job, driven by the caller: each [`ReplicaSet::resync_step`] copies regions onto
 //! the lowest-index resyncing copy until a byte budget is spent, and reports progress, so the
 //! caller throttles it (a token bucket, QoS shares) and shows it. A region is copied under its
-//! exclusive region lock, from a healthy copy (the least loaded); a region that reads as zeros
-//! becomes a trim on the target (a rebuilt thin volume stays thin). When no region is left the
+//! exclusive region lock, from a healthy copy (the least loaded); the 4 KiB blocks that read as
+//! zeros become trims on the target (a rebuilt thin volume stays thin). When no region is left the
 //! target is flushed and only then healthy (its flag stored in sync).
 
 use std::sync::atomic::Ordering;
@@ -11,8 +11,39 @@ use super::{fault_copy, push_event, ReplicaSet};
 use crate::error::ReplicaError;
 use crate::intent::CopyFlag;
 use crate::state::{next, Cause, CopyState, Input, StateKind};
-use crate::target::CopyError;
+use crate::target::{CopyError, CopyTarget};
 use crate::types::{region_range, MAX_COPIES};
+
+/// Granularity of zero detection when a region is written onto a copy (the engine's block).
+const ZERO_GRAIN: usize = 4096;
+
+/// Writes `buf` at `start` of `t` as runs: runs of non-zero 4 KiB blocks are written, runs of
+/// zero blocks are trimmed (so a rebuilt thin volume stays thin, and a stale copy's old data
+/// there is discarded).
+fn copy_runs(t: &dyn CopyTarget, start: u64, buf: &[u8]) -> Result<(), CopyError> {
+    let zero = |i: usize| {
+        buf[i * ZERO_GRAIN..((i + 1) * ZERO_GRAIN).min(buf.len())]
+            .iter()
+            .all(|&b| b == 0)
+    };
+    let blocks = buf.len().div_ceil(ZERO_GRAIN);
+    let mut i = 0;
+    while i < blocks {
+        let z = zero(i);
+        let mut j = i + 1;
+        while j < blocks && zero(j) == z {
+            j += 1;
+        }
+        let (s, e) = (i * ZERO_GRAIN, (j * ZERO_GRAIN).min(buf.len()));
+        if z {
+            t.write_zeroes(start + s as u64, (e - s) as u64, true)?;
+        } else {
+            t.write(start + s as u64, &buf[s..e])?;
+        }
+        i = j;
+    }
+    Ok(())
+}
 
 /// Where a resync stands after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +87,7 @@ impl ReplicaSet {
             let r = {
                 let _g = self.lock_regions(region..region + 1, true);
                 self.read_source(copy, start, &mut buf)?;
-                let t = self.target(copy);
-                if buf.iter().all(|&b| b == 0) {
-                    t.write_zeroes(start, len, true)
-                } else {
-                    t.write(start, &buf)
-                }
+                copy_runs(&*self.target(copy), start, &buf)
             };
             let mut il = self.intent.lock();
             let mut st = self.st.lock();
