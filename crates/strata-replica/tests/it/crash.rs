@@ -25,8 +25,13 @@ const BS: usize = 4096;
 enum Cut {
     /// At the k-th device sync from the start of the workload.
     AtSync(u64),
-    /// Before copy 1 takes the w-th write (copy 0 already has it).
+    /// Before copy 1 takes the w-th write (copy 0 already has it), and the process dies
+    /// there: the intent log takes no more stores, so copy 1's failure is never recorded.
     MidWrite(u32),
+    /// Before copy 1 takes the f-th flush (copy 0's is durable), and the process dies there.
+    MidFlush(u32),
+    /// After the w-th operation, with nothing in flight: no copy ever saw an error.
+    Idle(u32),
 }
 
 fn new_pool(dev: Arc<CrashDevice>) -> (Pool, Arc<dyn CopyTarget>) {
@@ -66,7 +71,11 @@ fn crash_run(seed: u64, cut: Cut) {
     let mut durable = model.clone();
     let mut touched = BTreeSet::new();
     let mut writes = 0u32;
-    for _ in 0..60 {
+    let mut flushes = 0u32;
+    for i in 0..60 {
+        if matches!(cut, Cut::Idle(w) if w == i) {
+            break;
+        }
         if rng.gen_range(0..10) < 7 {
             let off = rng.gen_range(0..VOL - 1);
             let len = rng.gen_range(1..64 << 10).min(VOL - off);
@@ -74,8 +83,11 @@ fn crash_run(seed: u64, cut: Cut) {
             touched.extend(off / BS as u64..(off + len).div_ceil(BS as u64));
             if let Cut::MidWrite(w) = cut {
                 if w == writes {
-                    let d = dom.clone();
-                    hook.on_next_write(move || d.cut_now());
+                    let (d, l) = (dom.clone(), log.clone());
+                    hook.on_next_write(move || {
+                        d.cut_now();
+                        l.set_fail(true);
+                    });
                 }
             }
             writes += 1;
@@ -84,6 +96,16 @@ fn crash_run(seed: u64, cut: Cut) {
             }
             model[off as usize..(off + len) as usize].copy_from_slice(&data);
         } else {
+            if let Cut::MidFlush(f) = cut {
+                if f == flushes {
+                    let (d, l) = (dom.clone(), log.clone());
+                    hook.on_next_flush(move || {
+                        d.cut_now();
+                        l.set_fail(true);
+                    });
+                }
+            }
+            flushes += 1;
             if set.flush().is_err() {
                 break;
             }
@@ -92,6 +114,7 @@ fn crash_run(seed: u64, cut: Cut) {
         }
     }
     dom.cut_now();
+    log.set_fail(false);
 
     let set = ReplicaSet::open(vec![reopen(&devs[0]), reopen(&devs[1])], Box::new(log)).unwrap();
     resync_all(&set);
@@ -127,6 +150,20 @@ fn power_cut_at_a_sync_then_resync_makes_the_copies_agree() {
 fn power_cut_in_the_middle_of_a_replicated_write_then_resync_makes_the_copies_agree() {
     for seed in 0..16u64 {
         crash_run(100 + seed, Cut::MidWrite((seed * 3 % 40) as u32));
+    }
+}
+
+#[test]
+fn power_cut_between_the_copies_flushes_then_resync_makes_the_copies_agree() {
+    for seed in 0..16u64 {
+        crash_run(300 + seed, Cut::MidFlush((seed % 8) as u32));
+    }
+}
+
+#[test]
+fn power_cut_between_writes_then_resync_makes_the_copies_agree() {
+    for seed in 0..16u64 {
+        crash_run(200 + seed, Cut::Idle(5 + (seed * 7 % 50) as u32));
     }
 }
 

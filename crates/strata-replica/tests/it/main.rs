@@ -123,13 +123,14 @@ pub fn resync_all(set: &ReplicaSet) {
 
 type Hook = Box<dyn FnOnce() + Send>;
 
-/// A target that runs a hook (once, when armed) before its next read or write: to cut the
+/// A target that runs a hook (once, when armed) after its next read or before its next write or flush: to cut the
 /// power in the middle of a replicated write, or to race a client write against a resync.
 #[derive(Debug)]
 pub struct HookTarget {
     pub inner: Arc<dyn CopyTarget>,
     on_read: Mutex<Option<HookBox>>,
     on_write: Mutex<Option<HookBox>>,
+    on_flush: Mutex<Option<HookBox>>,
 }
 
 pub struct HookBox(Hook);
@@ -146,6 +147,7 @@ impl HookTarget {
             inner,
             on_read: Mutex::new(None),
             on_write: Mutex::new(None),
+            on_flush: Mutex::new(None),
         })
     }
     pub fn on_next_read(&self, f: impl FnOnce() + Send + 'static) {
@@ -154,6 +156,9 @@ impl HookTarget {
     pub fn on_next_write(&self, f: impl FnOnce() + Send + 'static) {
         *self.on_write.lock() = Some(HookBox(Box::new(f)));
     }
+    pub fn on_next_flush(&self, f: impl FnOnce() + Send + 'static) {
+        *self.on_flush.lock() = Some(HookBox(Box::new(f)));
+    }
 }
 
 impl CopyTarget for HookTarget {
@@ -161,11 +166,13 @@ impl CopyTarget for HookTarget {
         self.inner.size()
     }
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), CopyError> {
+        // After the read: a racing writer then changes what was just read.
+        let r = self.inner.read(offset, buf);
         let hook = self.on_read.lock().take();
         if let Some(h) = hook {
             (h.0)();
         }
-        self.inner.read(offset, buf)
+        r
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), CopyError> {
         let hook = self.on_write.lock().take();
@@ -178,6 +185,10 @@ impl CopyTarget for HookTarget {
         self.inner.write_zeroes(offset, len, unmap)
     }
     fn flush(&self) -> Result<(), CopyError> {
+        let hook = self.on_flush.lock().take();
+        if let Some(h) = hook {
+            (h.0)();
+        }
         self.inner.flush()
     }
     fn describe(&self) -> String {
