@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Every move not in [`next`]'s table is refused with [`IllegalTransition`] and changes
-//! nothing. Each accepted move is recorded as an [`Event`] the caller drains.
+//! nothing. Each accepted move is recorded as an [`Event`] the caller drains; opening a set
+//! records one event per copy with `from == to`, its initial state and why.
 
 use thiserror::Error;
 
