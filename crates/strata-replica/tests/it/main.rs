@@ -3,6 +3,7 @@
 //! power-cut device.
 
 mod basics;
+mod concurrency;
 mod crash;
 mod model;
 mod repair;
