@@ -46,10 +46,18 @@ pub enum ReplicaError {
     /// Every healthy copy failed the operation (the last error is given).
     #[error("no healthy copy could serve the {op}: {last}")]
     NoHealthyCopy {
-        /// "read", "write", "flush" or "open".
+        /// "read", "write", "flush" or "resync".
         op: &'static str,
         /// The last copy's error.
         last: CopyError,
+    },
+    /// A copy given to create, reattach or replace did not answer.
+    #[error("copy {copy} does not answer: {source}")]
+    CopyUnreachable {
+        /// The copy's index.
+        copy: usize,
+        /// Its error.
+        source: CopyError,
     },
     /// There is no healthy copy at all.
     #[error("the volume has no healthy copy")]
@@ -96,6 +104,7 @@ impl ReplicaError {
             | ReplicaError::NoSuchCopy(_)
             | ReplicaError::SizeMismatch { .. } => ErrorCode::InvalidArgument,
             ReplicaError::NoHealthyCopy { last, .. } => last.code(),
+            ReplicaError::CopyUnreachable { source, .. } => source.code(),
             ReplicaError::Unavailable => ErrorCode::IoError,
             ReplicaError::Intent(IntentError::Io { .. }) => ErrorCode::IoError,
             ReplicaError::Intent(IntentError::Corrupt { .. }) | ReplicaError::LogMismatch(_) => {

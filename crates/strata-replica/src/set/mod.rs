@@ -175,7 +175,7 @@ impl ReplicaSet {
         for (i, t) in targets.iter().enumerate() {
             let s = t
                 .size()
-                .map_err(|last| ReplicaError::NoHealthyCopy { op: "create", last })?;
+                .map_err(|source| ReplicaError::CopyUnreachable { copy: i, source })?;
             match size {
                 None => size = Some(s),
                 Some(expected) if expected != s => {
@@ -443,7 +443,7 @@ impl ReplicaSet {
         }
         let size = target
             .size()
-            .map_err(|last| ReplicaError::NoHealthyCopy { op: "open", last })?;
+            .map_err(|source| ReplicaError::CopyUnreachable { copy, source })?;
         if size != self.size {
             return Err(ReplicaError::SizeMismatch {
                 copy,

@@ -107,8 +107,20 @@ fn illegal_moves_are_refused_and_change_nothing() {
         set.replace(1, small.copy()),
         Err(ReplicaError::SizeMismatch { .. })
     ));
+    // Nor one that does not answer.
+    let gone = Domain::new("gone", VOL);
+    gone.pool.delete_volume(gone.vol, true).unwrap();
+    let e = set.reattach(1, gone.copy()).unwrap_err();
+    assert!(
+        matches!(e, ReplicaError::CopyUnreachable { copy: 1, .. }),
+        "{e}"
+    );
+    assert_eq!(e.code(), ErrorCode::IoError);
     assert_eq!(set.copies()[1].state, CopyState::Faulted);
-    assert!(set.write(VOL, &[1]).is_err());
+    assert!(matches!(
+        set.write(VOL, &[1]),
+        Err(ReplicaError::OutOfRange { .. })
+    ));
 }
 
 #[test]
