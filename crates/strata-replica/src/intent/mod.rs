@@ -4,8 +4,8 @@
 //! # Invariants (kept by [`crate::ReplicaSet`])
 //! - A region is in the stored record before the first write into it after a flush is sent to
 //!   any copy; a stored record therefore covers every region whose copies may disagree.
-//! - Bits are cleared only after a flush that every copy completed while all were healthy, and
-//!   lazily: the in-memory set loses them at once, the stored record at the next store (the
+//! - Bits are cleared only after a flush that every copy completed while all were healthy,
+//!   only for regions a whole flush interval left unwritten, and lazily: the in-memory set loses them at once, the stored record at the next store (the
 //!   next first write into a clean region, a fault, or [`crate::ReplicaSet::sync_intent`]). The
 //!   stored set is always a superset of the in-memory one.
 //! - While any copy is not healthy no bit is cleared, so the stored bits also cover every

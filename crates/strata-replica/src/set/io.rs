@@ -264,15 +264,19 @@ impl ReplicaSet {
     }
 
     /// Makes every write acknowledged before it durable on every copy that takes writes. When
-    /// all copies were healthy throughout and all flushed, the intent bits of regions not
-    /// written since the flush began are cleared (in memory; stored lazily).
+    /// all copies were healthy throughout and all flushed, the intent bits of regions written
+    /// neither since the previous flush began nor since this one began are cleared (in memory;
+    /// stored lazily).
     pub fn flush(&self) -> Result<(), ReplicaError> {
         let _f = self.flush.lock();
         let mut writers: SmallVec<[usize; MAX_COPIES]> = SmallVec::new();
+        let prev;
         let all_healthy = {
             let mut st = self.st.lock();
-            // The cut: regions written from now on, or still being written, keep their bits.
-            st.epoch = st.inflight.keys().copied().collect();
+            // The cut: regions written from now on, or still being written, keep their bits;
+            // so do those written since the previous cut (`prev`), see below.
+            let inflight = st.inflight.keys().copied().collect();
+            prev = std::mem::replace(&mut st.epoch, inflight);
             for (i, c) in st.copies.iter().enumerate() {
                 if c.state != CopyState::Faulted {
                     writers.push(i);
@@ -298,8 +302,14 @@ impl ReplicaSet {
             && st.copies.iter().all(|c| c.state == CopyState::Healthy);
         if all_healthy && clean {
             let before = il.rec.dirty.len();
+            // A bit is cleared only once its region went a whole flush interval unwritten:
+            // a region rewritten between every two flushes keeps its bit, so its writes store
+            // nothing (md delays its clears for the same reason). The cost: after a crash the
+            // resync also covers regions written in the interval before the last flush.
             let epoch = &st.epoch;
-            il.rec.dirty.retain(|r| epoch.contains(r));
+            il.rec
+                .dirty
+                .retain(|r| epoch.contains(r) || prev.contains(r));
             if il.rec.dirty.len() != before {
                 il.clear_pending = true;
             }

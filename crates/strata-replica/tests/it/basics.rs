@@ -134,6 +134,15 @@ fn intent_bits_are_marked_before_writes_and_cleared_after_a_full_flush() {
     set.write(REGION_SIZE, &[2; 20]).unwrap();
     assert_eq!(log.stores(), stores + 1);
     set.flush().unwrap();
+    // Written in the interval before this flush: kept one more interval (a hot region's
+    // rewrites store nothing).
+    assert_eq!(set.intent_regions(), [0, 1].into_iter().collect());
+    set.write(0, &[3; 20]).unwrap();
+    assert_eq!(log.stores(), stores + 1);
+    set.flush().unwrap();
+    // Region 1 went a whole interval unwritten: cleared; region 0 was rewritten: kept.
+    assert_eq!(set.intent_regions(), [0].into_iter().collect());
+    set.flush().unwrap();
     // Cleared in memory at once, in the stored record lazily.
     assert!(set.intent_regions().is_empty());
     assert_eq!(log.peek().unwrap().dirty.len(), 2);

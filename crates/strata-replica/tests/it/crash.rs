@@ -180,6 +180,7 @@ fn a_file_log_makes_a_reopened_set_resync_the_regions_it_marked() {
     .unwrap();
     set.write(0, &pattern(1, 0, 8192)).unwrap();
     set.flush().unwrap();
+    set.flush().unwrap();
     set.write(2 * REGION_SIZE, &pattern(2, 0, 8192)).unwrap();
     drop(set);
     // As after a crash between the copies' writes: copy 1 holds other bytes in region 2.
