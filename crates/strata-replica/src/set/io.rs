@@ -64,10 +64,12 @@ impl ReplicaSet {
                     if let CopyError::Gone { .. } = e {
                         if self.others_healthy(&st, i) {
                             fault_copy(&mut il, &mut st, i, Cause::Gone(e.to_string()));
+                            let upto = il.flag_change;
                             drop(st);
-                            // Best effort: if the store fails the record stays unsaved and
+                            drop(il);
+                            // Best effort: if the store fails the change stays unstored and
                             // the next write stores it before it is sent.
-                            let _ = il.save_if_needed();
+                            let _ = self.persist(upto);
                         }
                     } else {
                         failed.push(i);
@@ -133,8 +135,10 @@ impl ReplicaSet {
             if let Some(cause) = cause {
                 if self.others_healthy(&st, i) {
                     fault_copy(&mut il, &mut st, i, cause);
+                    let upto = il.flag_change;
                     drop(st);
-                    let _ = il.save_if_needed();
+                    drop(il);
+                    let _ = self.persist(upto);
                 }
             }
         }
@@ -170,18 +174,15 @@ impl ReplicaSet {
         let regs = regions_of(offset, len);
         let _g = self.lock_regions(regs.clone(), false);
         let mut writers: SmallVec<[usize; MAX_COPIES]> = SmallVec::new();
-        {
+        let upto = {
             let mut il = self.intent.lock();
-            // Mark before any copy sees the write: after a crash the log covers it.
-            if regs.clone().any(|r| !il.rec.dirty.contains(&r)) {
-                il.rec.dirty.extend(regs.clone());
-                il.unsaved = true;
-            }
-            il.save_if_needed()?;
             let mut st = self.st.lock();
             if !st.copies.iter().any(|c| c.state == CopyState::Healthy) {
                 return Err(ReplicaError::Unavailable);
             }
+            // Mark, and register the regions as in flight in the same critical section: no
+            // flush clears the bits before this write is done.
+            let need = il.mark(regs.clone());
             for r in regs.clone() {
                 st.epoch.insert(r);
                 *st.inflight.entry(r).or_default() += 1;
@@ -192,6 +193,14 @@ impl ReplicaSet {
                     _ => writers.push(i),
                 }
             }
+            need
+        };
+        // Nothing is sent to a copy before the log holds its regions' marks and every copy
+        // flag changed so far. Writers waiting here share one store; writers whose marks are
+        // stored do not wait for others'.
+        if let Err(e) = self.persist(upto) {
+            self.unregister(regs);
+            return Err(e);
         }
         let mut results = Results::new();
         for &i in &writers {
@@ -201,20 +210,20 @@ impl ReplicaSet {
             self.load[i].fetch_sub(1, Ordering::Relaxed);
             results.push((i, r));
         }
-        let mut il = self.intent.lock();
-        let mut st = self.st.lock();
-        for r in regs {
-            let n = st.inflight.get_mut(&r).expect("registered above");
-            *n -= 1;
-            if *n == 0 {
-                st.inflight.remove(&r);
-            }
-        }
-        let r = self.settle(&mut il, &mut st, &results, "write", Cause::WriteError);
-        drop(st);
+        let (r, upto) = {
+            let mut il = self.intent.lock();
+            let mut st = self.st.lock();
+            unregister(&mut st, regs);
+            let r = self.settle(&mut il, &mut st, &results, "write", Cause::WriteError);
+            (r, il.flag_change)
+        };
         // The faults are stored before the write is acknowledged.
-        il.save_if_needed()?;
+        self.persist(upto)?;
         r
+    }
+
+    fn unregister(&self, regs: std::ops::Range<u64>) {
+        unregister(&mut self.st.lock(), regs);
     }
 
     /// Applies the outcome of one operation on several copies: faults the copies that failed,
@@ -314,8 +323,21 @@ impl ReplicaSet {
                 il.clear_pending = true;
             }
         }
+        let upto = il.flag_change;
         drop(st);
-        il.save_if_needed()?;
+        drop(il);
+        self.persist(upto)?;
         r
+    }
+}
+
+/// Ends a write's registration of its regions as in flight.
+fn unregister(st: &mut SetState, regs: std::ops::Range<u64>) {
+    for r in regs {
+        let n = st.inflight.get_mut(&r).expect("registered by the write");
+        *n -= 1;
+        if *n == 0 {
+            st.inflight.remove(&r);
+        }
     }
 }

@@ -18,9 +18,12 @@
 //!
 //! # Concurrency
 //! `stripes` are region locks (writes shared; resync and repair exclusive; always taken in
-//! ascending stripe order). Lock order: flush, stripes, intent, st, targets. No lock is held
-//! across copy I/O except the stripes and, for a flush, `flush` (flushes are serialized so the
-//! epoch one flush cuts is the one it clears against). The set spawns no thread: copies are
+//! ascending stripe order). Lock order: flush, stripes, log, intent, st, targets. No lock is
+//! held across copy I/O except the stripes and, for a flush, `flush` (flushes are serialized so
+//! the epoch one flush cuts is the one it clears against); `log` is held across a store of the
+//! intent record only. A write registers its regions as in flight in the same critical section
+//! that marks them, so no flush clears a bit between a write's mark and its I/O, and it sends
+//! nothing before a store carried its mark. The set spawns no thread: copies are
 //! written one after another by the calling thread (a local copy's write is a copy into the
 //! page cache; a remote target will pipeline behind the same trait).
 //!
@@ -41,7 +44,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use smallvec::SmallVec;
 
-use crate::error::{IntentError, ReplicaError};
+use crate::error::ReplicaError;
 use crate::intent::{CopyFlag, IntentLog, IntentRecord};
 use crate::state::{next, Cause, CopyState, Event, Input, StateKind};
 use crate::target::CopyTarget;
@@ -110,32 +113,55 @@ struct SetState {
 
 #[derive(Debug)]
 struct IntentSide {
-    log: Box<dyn IntentLog>,
-    /// `dirty` here is the in-memory bit set: a subset of the stored one unless `unsaved`.
+    /// `dirty` here is the in-memory bit set: a subset of the stored one once `stored`
+    /// reaches `change`.
     rec: IntentRecord,
-    /// The record changed (bits added, a flag changed) and is not stored yet: no write may be
-    /// sent to a copy, and none acknowledged, until a store succeeds.
-    unsaved: bool,
+    /// Counts the changes that must be stored (bits added, flags changed).
+    change: u64,
+    /// The highest `change` a successful store carried.
+    stored: u64,
+    /// Marks not yet stored: region -> the change that added it. A write into such a region
+    /// waits for that change, not for every change.
+    unstored: BTreeMap<u64, u64>,
+    /// The last change that altered a copy flag: every write waits for it, so no write is
+    /// acknowledged while the log could still name a copy that lacks it in sync.
+    flag_change: u64,
     /// Bits were cleared in memory and not yet in the stored record (harmless; stored lazily).
     clear_pending: bool,
 }
 
 impl IntentSide {
-    fn save(&mut self) -> Result<(), IntentError> {
-        self.rec.generation += 1;
-        self.log.store(&self.rec)?;
-        self.unsaved = false;
-        self.clear_pending = false;
-        Ok(())
+    /// Notes a change that must be stored; returns the value `persist` must reach.
+    fn changed(&mut self) -> u64 {
+        self.change += 1;
+        self.change
     }
-    fn save_if_needed(&mut self) -> Result<(), IntentError> {
-        if self.unsaved {
-            self.save()?;
+    /// Notes a change of a copy flag.
+    fn flag_changed(&mut self) -> u64 {
+        self.flag_change = self.changed();
+        self.flag_change
+    }
+    /// Marks `regions` (those not marked yet) and returns the change a write into them must
+    /// see stored: its own marks, other writers' unstored marks of the same regions, and the
+    /// last flag change.
+    fn mark(&mut self, regions: Range<u64>) -> u64 {
+        let mut need = self.flag_change;
+        let mut added = None;
+        for r in regions {
+            if self.rec.dirty.insert(r) {
+                let c = *added.get_or_insert_with(|| {
+                    self.change += 1;
+                    self.change
+                });
+                self.unstored.insert(r, c);
+            }
+            if let Some(&c) = self.unstored.get(&r) {
+                need = need.max(c);
+            }
         }
-        Ok(())
+        need
     }
 }
-
 /// A replicated volume. Shared between threads by reference (`&self` everywhere).
 #[derive(Debug)]
 pub struct ReplicaSet {
@@ -145,6 +171,10 @@ pub struct ReplicaSet {
     load: Vec<AtomicU64>,
     st: Mutex<SetState>,
     intent: Mutex<IntentSide>,
+    /// The log's storage. Held across a store (and only then), never while `intent` or `st`
+    /// is held: writers whose marks are stored go on meanwhile, and writers waiting for a
+    /// mark share the next store (group commit).
+    log: Mutex<Box<dyn IntentLog>>,
     stripes: Box<[RwLock<()>]>,
     flush: Mutex<()>,
 }
@@ -201,7 +231,7 @@ impl ReplicaSet {
         };
         let states = vec![(CopyState::Healthy, RegionSet::new()); targets.len()];
         let set = Self::build(size, targets, log, rec, states);
-        set.intent.lock().save()?;
+        set.persist(1)?;
         Ok(set)
     }
 
@@ -297,7 +327,7 @@ impl ReplicaSet {
                 push_event(&mut st, i, to, to, cause);
             }
         }
-        set.intent.lock().save()?;
+        set.persist(1)?;
         Ok(set)
     }
 
@@ -330,11 +360,14 @@ impl ReplicaSet {
                 next_seq: 0,
             }),
             intent: Mutex::new(IntentSide {
-                log,
                 rec,
-                unsaved: false,
+                change: 1,
+                stored: 0,
+                unstored: BTreeMap::new(),
+                flag_change: 1,
                 clear_pending: false,
             }),
+            log: Mutex::new(log),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             flush: Mutex::new(()),
         }
@@ -386,10 +419,38 @@ impl ReplicaSet {
     /// Stores the intent record if bits were cleared since the last store (call when idle and
     /// before a clean stop, so the next open resyncs less).
     pub fn sync_intent(&self) -> Result<(), ReplicaError> {
-        let mut il = self.intent.lock();
-        if il.unsaved || il.clear_pending {
-            il.save()?;
+        let upto = {
+            let mut il = self.intent.lock();
+            if il.clear_pending {
+                il.changed()
+            } else {
+                il.change
+            }
+        };
+        self.persist(upto)
+    }
+
+    /// Returns once a store carried change `upto` (storing the record now if none did).
+    /// Callers hold neither `intent` nor `st`.
+    fn persist(&self, upto: u64) -> Result<(), ReplicaError> {
+        if self.intent.lock().stored >= upto {
+            return Ok(());
         }
+        let mut log = self.log.lock();
+        let (rec, carries) = {
+            let mut il = self.intent.lock();
+            if il.stored >= upto {
+                // Another caller's store, taken while this one waited, carried it.
+                return Ok(());
+            }
+            il.rec.generation += 1;
+            il.clear_pending = false;
+            (il.rec.clone(), il.change)
+        };
+        log.store(&rec)?;
+        let mut il = self.intent.lock();
+        il.stored = il.stored.max(carries);
+        il.unstored.retain(|_, c| *c > carries);
         Ok(())
     }
 
@@ -408,9 +469,10 @@ impl ReplicaSet {
             return Err(ReplicaError::Unavailable);
         }
         fault_copy(&mut il, &mut st, copy, Cause::Operator);
+        let upto = il.flag_change;
         drop(st);
-        il.save_if_needed()?;
-        Ok(())
+        drop(il);
+        self.persist(upto)
     }
 
     /// A faulted copy came back with its old contents (its device returned, its pool was
@@ -486,10 +548,10 @@ impl ReplicaSet {
         c.incarnation += 1;
         self.targets.write()[copy] = target;
         push_event(&mut st, copy, from, StateKind::Resyncing, cause);
-        il.unsaved = true;
+        let upto = il.flag_changed();
         drop(st);
-        il.save()?;
-        Ok(())
+        drop(il);
+        self.persist(upto)
     }
 
     /// The target a copy is held by now (to read a copy directly: scrub, tests).
@@ -560,7 +622,7 @@ fn push_event(st: &mut SetState, copy: usize, from: StateKind, to: StateKind, ca
 }
 
 /// Faults `copy` (no-op if it is faulted already): its dirty set becomes every region it may
-/// lack, its flag stale (a new copy stays new). The caller stores the record (`unsaved`).
+/// lack, its flag stale (a new copy stays new). The caller then persists `il.flag_change`.
 fn fault_copy(il: &mut IntentSide, st: &mut SetState, copy: usize, cause: Cause) {
     let from = st.copies[copy].state.kind();
     if next(copy, from, Input::Fail).is_err() {
@@ -573,7 +635,7 @@ fn fault_copy(il: &mut IntentSide, st: &mut SetState, copy: usize, cause: Cause)
     c.incarnation += 1;
     if il.rec.copies[copy] == CopyFlag::InSync {
         il.rec.copies[copy] = CopyFlag::Stale;
-        il.unsaved = true;
+        il.flag_changed();
     }
     push_event(st, copy, from, StateKind::Faulted, cause);
 }

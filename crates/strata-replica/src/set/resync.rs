@@ -107,8 +107,10 @@ impl ReplicaSet {
                 Err(e) => {
                     st.copies[copy].stats.write_errors += 1;
                     fault_copy(&mut il, &mut st, copy, Cause::ResyncError(e.to_string()));
+                    let upto = il.flag_change;
                     drop(st);
-                    il.save_if_needed()?;
+                    drop(il);
+                    self.persist(upto)?;
                     return Ok(Some(self.progress(copy, false, true)));
                 }
             }
@@ -181,8 +183,10 @@ impl ReplicaSet {
         if let Err(e) = r {
             st.copies[copy].stats.write_errors += 1;
             fault_copy(&mut il, &mut st, copy, Cause::ResyncError(e.to_string()));
+            let upto = il.flag_change;
             drop(st);
-            il.save_if_needed()?;
+            drop(il);
+            self.persist(upto)?;
             return Ok(self.progress(copy, false, true));
         }
         let (done, total) = match st.copies[copy].state {
@@ -202,9 +206,10 @@ impl ReplicaSet {
             Cause::ResyncComplete,
         );
         il.rec.copies[copy] = CopyFlag::InSync;
-        il.unsaved = true;
+        let upto = il.flag_changed();
         drop(st);
-        il.save()?;
+        drop(il);
+        self.persist(upto)?;
         Ok(ResyncProgress {
             copy,
             done,

@@ -5,6 +5,7 @@
 mod basics;
 mod concurrency;
 mod crash;
+mod intent;
 mod model;
 mod repair;
 mod resync;
