@@ -517,7 +517,10 @@ mod tests {
             now += MS / 10;
         }
         assert_eq!(before, 0);
-        assert!((a as i64 - b as i64).abs() <= 10, "{a} vs {b}: no catching up");
+        assert!(
+            (a as i64 - b as i64).abs() <= 10,
+            "{a} vs {b}: no catching up"
+        );
     }
 
     #[test]

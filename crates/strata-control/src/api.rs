@@ -529,6 +529,21 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )),
         )
         .route(
+            "/v1/pools/{id}/share",
+            get(read(|c, p, id: String| {
+                c.get_pool_share(p, &id).map(wire::PoolShare::from)
+            }))
+            .put(change(
+                S::OK,
+                "pool.set_share",
+                |(id, _): &(String, Body<wire::PoolShare>)| clip(id),
+                |c, p, (id, Body(s))| {
+                    c.set_pool_share(p, &id, s.into())
+                        .map(wire::PoolShare::from)
+                },
+            )),
+        )
+        .route(
             "/v1/tenants",
             post(change(
                 S::CREATED,
@@ -560,6 +575,21 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 "tenant.delete",
                 String::clone,
                 |c, p, name| c.delete_tenant(p, &name),
+            )),
+        )
+        .route(
+            "/v1/tenants/{name}/share",
+            get(read(|c, p, name: String| {
+                c.get_tenant_share(p, &name).map(wire::TenantShare::from)
+            }))
+            .put(change(
+                S::OK,
+                "tenant.set_share",
+                |(n, _): &(String, Body<wire::SetTenantShare>)| clip(n),
+                |c, p, (name, Body(s))| {
+                    c.set_tenant_share(p, &name, s.into())
+                        .map(wire::TenantShare::from)
+                },
             )),
         )
         .route(

@@ -10,8 +10,9 @@ pub mod pki;
 pub mod wire;
 
 pub use controller::{
-    Controller, CreateVolume, NetworkTrace, NewGroup, NewPort, NewRule, NewSubnet, OvercommitArg,
-    PoolSettingsView, Principal, SetPoolSettings, SizeArg, TraceFrom,
+    class_of, Controller, CreateVolume, NetworkTrace, NewGroup, NewPort, NewRule, NewSubnet,
+    OvercommitArg, PoolSettingsView, PoolShareRecord, Principal, SetPoolSettings, SizeArg,
+    TenantShareRecord, TenantShareView, TraceFrom,
 };
 pub use error::{ControlError, InUse, Resource, Service};
 pub use model::*;

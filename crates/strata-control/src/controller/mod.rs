@@ -59,6 +59,7 @@ mod nodes;
 mod pools;
 mod qos;
 mod recovery;
+mod shares;
 mod snapshots;
 mod store;
 mod switches;
@@ -77,6 +78,7 @@ pub use networks::{
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
+pub use shares::{class_of, PoolShareRecord, TenantShareRecord, TenantShareView, WEIGHT_MAX};
 pub use volumes::{CreateVolume, SizeArg};
 
 use strata_block::Pool;

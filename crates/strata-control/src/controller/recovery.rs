@@ -43,7 +43,10 @@ impl Controller {
         for (_, a) in self.list::<Attachment>("/attachments/", None, 0)? {
             self.exports.write().insert(a.export);
         }
-        let r = self.recover_volumes().and_then(|()| self.recover_groups());
+        let r = self
+            .recover_shares()
+            .and_then(|()| self.recover_volumes())
+            .and_then(|()| self.recover_groups());
         // Usage is derived state: recount it from the records, whatever a crash left behind.
         self.recount_usage()?;
         r
@@ -96,7 +99,7 @@ impl Controller {
                 VolumeState::Available => {
                     // Limits are desired state: the engine learns them again at every start.
                     if let Ok(eid) = self.pool.volume_id(&v.id) {
-                        self.pool.set_qos(eid, v.qos.limits())?;
+                        self.apply_io(eid, &v)?;
                         // A resize or rollback recorded but not carried out before a crash:
                         // carry it out, or keep the engine's size if it cannot be.
                         let have = self.pool.volume(eid)?.size;

@@ -194,7 +194,7 @@ impl Controller {
         }
         let sid = self.engine_snapshot(&s)?;
         match self.pool.clone_snapshot(sid, &v.id, None) {
-            Ok(eid) => self.pool.set_qos(eid, v.qos.limits())?,
+            Ok(eid) => self.apply_io(eid, &v)?,
             Err(e) => {
                 self.forget_volume(&v)?;
                 return Err(e.into());

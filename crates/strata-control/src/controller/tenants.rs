@@ -119,13 +119,16 @@ impl Controller {
             let r = self.store.txn(
                 Txn::new()
                     .when(tenant_key(name), rev)
-                    .delete(tenant_key(name)),
+                    .delete(tenant_key(name))
+                    .delete(super::shares::tenant_share_key(name)),
             )?;
             if !r.succeeded {
                 return Err(ControlError::Busy("tenant changed meanwhile, retry".into()));
             }
             Ok(())
         })?;
+        // A tenant made again under the name starts from the default share.
+        self.apply_tenant_share(name, Default::default());
         // Tokens of the tenant stop working.
         for (key, tok) in self.list::<TokenRecord>("/tokens/", None, 0)? {
             if tok.tenant.as_deref() == Some(name) {

@@ -167,7 +167,7 @@ impl Controller {
             return self.same_request(self.get_volume(p, &id)?, &req.name, rid);
         }
         match self.pool.create_volume(&v.id, size, class) {
-            Ok(eid) => self.pool.set_qos(eid, v.qos.limits())?,
+            Ok(eid) => self.apply_io(eid, &v)?,
             Err(e) => {
                 self.forget_volume(&v)?;
                 return Err(e.into());

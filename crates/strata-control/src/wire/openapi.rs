@@ -71,6 +71,9 @@ use super::*;
     PoolList,
     PoolSettings,
     SetPoolSettings,
+    PoolShare,
+    SetTenantShare,
+    TenantShare,
     AuditEntry,
     AuditList,
     CreateSwitch,
@@ -344,6 +347,36 @@ fn operations() -> Vec<Op> {
         )
         .body(r::<SetPoolSettings>())
         .ok(200, "the settings", r::<PoolSettings>()),
+        op(
+            Get,
+            "/v1/pools/{id}/share",
+            "getPoolShare",
+            "Show the capacity the pool shares between tenants (admin)",
+        )
+        .ok(200, "the capacity", r::<PoolShare>()),
+        op(
+            Put,
+            "/v1/pools/{id}/share",
+            "setPoolShare",
+            "Set the capacity the pool shares between tenants by weight; none turns sharing off (admin)",
+        )
+        .body(r::<PoolShare>())
+        .ok(200, "the capacity", r::<PoolShare>()),
+        op(
+            Get,
+            "/v1/tenants/{name}/share",
+            "getTenantShare",
+            "Show a tenant's share of the pool and what it got",
+        )
+        .ok(200, "the share", r::<TenantShare>()),
+        op(
+            Put,
+            "/v1/tenants/{name}/share",
+            "setTenantShare",
+            "Set a tenant's weight and reservation (admin)",
+        )
+        .body(r::<SetTenantShare>())
+        .ok(200, "the share", r::<TenantShare>()),
         op(
             Post,
             "/v1/tenants",

@@ -12,5 +12,6 @@ mod networks;
 mod overcommit;
 mod quotas;
 mod recovery;
+mod shares;
 mod staging;
 mod switches;
