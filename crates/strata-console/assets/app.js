@@ -82,6 +82,8 @@ async function show() {
   main.replaceChildren(h('p', { class: 'loading' }, 'Loading…'));
   try {
     stop = (await page.render(main, route().params, who)) ?? null;
+    // A keyboard user who picked a page in the nav lands on it, not back at the top.
+    if (document.activeElement?.closest('#nav')) main.focus({ preventScroll: true });
   } catch (e) {
     main.replaceChildren(errorBox(e));
   }
@@ -99,6 +101,8 @@ function chrome() {
   toggle.hidden = !signedIn;
   signOutButton.hidden = !signedIn;
   whoBox.textContent = !signedIn ? '' : who.admin ? 'admin' : `tenant ${who.tenants.join(', ')}`;
+  // Pages only an admin can use (the API refuses them to a tenant anyway).
+  for (const li of nav.querySelectorAll('[data-admin]')) li.hidden = !who?.admin;
 }
 
 function setNav(open) {

@@ -4,11 +4,12 @@
 // keeping any scene state).
 
 export class LineChart {
-  constructor(canvas, { series, format, floor = 1, capacity = 60 }) {
+  constructor(canvas, { series, format, floor = 1, binary = false, capacity = 60 }) {
     this.canvas = canvas;
     this.series = series; // [{ name, color }]
     this.format = format;
     this.floor = floor; // the y axis's least top, so an idle chart has readable ticks
+    this.binary = binary; // bytes: ticks round in KiB, MiB, GiB
     this.capacity = capacity;
     this.samples = []; // arrays of numbers, one per series
   }
@@ -32,12 +33,15 @@ export class LineChart {
     const g = c.getContext('2d');
     g.setTransform(ratio, 0, 0, ratio, 0, 0);
     g.clearRect(0, 0, w, hgt);
-    const pad = { left: 64, right: 8, top: 8, bottom: 18 };
-    const pw = w - pad.left - pad.right;
-    const ph = hgt - pad.top - pad.bottom;
-    const max = niceMax(Math.max(this.floor, ...this.samples.flat()));
+    const max = niceMax(Math.max(this.floor, ...this.samples.flat()), this.binary);
     const style = getComputedStyle(c);
     g.font = `11px ${style.fontFamily}`;
+    const ticks = [0, 1, 2, 3, 4].map((i) => this.format((max * i) / 4));
+    // The y labels' column is as wide as the widest label.
+    const labelWidth = Math.max(...ticks.map((t) => g.measureText(t).width));
+    const pad = { left: Math.ceil(labelWidth) + 10, right: 8, top: 8, bottom: 18 };
+    const pw = w - pad.left - pad.right;
+    const ph = hgt - pad.top - pad.bottom;
     g.fillStyle = style.color;
     g.strokeStyle = 'rgba(128,128,128,0.3)';
     g.lineWidth = 1;
@@ -49,7 +53,7 @@ export class LineChart {
       g.moveTo(pad.left, y + 0.5);
       g.lineTo(pad.left + pw, y + 0.5);
       g.stroke();
-      g.fillText(this.format((max * i) / 4), pad.left - 6, y);
+      g.fillText(ticks[i], pad.left - 6, y);
     }
     g.textAlign = 'left';
     g.textBaseline = 'alphabetic';
@@ -71,10 +75,14 @@ export class LineChart {
   }
 }
 
-// The smallest 1, 2 or 5 times a power of ten at or above v (1 for an idle chart).
-function niceMax(v) {
+// The smallest 1, 2 or 5 times a power of ten at or above v (1 for an idle chart); with
+// `binary`, counted in the largest power of 1024 below v, so byte ticks read 25 MiB, not 23.8.
+function niceMax(v, binary) {
   if (v <= 0) return 1;
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+  let unit = 1;
+  while (binary && v / unit >= 1024) unit *= 1024;
+  const x = v / unit;
+  const p = 10 ** Math.floor(Math.log10(x));
+  for (const m of [1, 2, 5, 10]) if (m * p >= x) return m * p * unit;
+  return 10 * p * unit;
 }

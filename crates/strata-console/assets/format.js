@@ -10,7 +10,8 @@ export function bytes(n) {
     v /= 1024;
     i += 1;
   }
-  return `${i === 0 ? v : v.toFixed(v < 10 ? 2 : 1)} ${UNITS[i]}`;
+  const digits = v < 10 ? 2 : v < 100 ? 1 : 0;
+  return `${i === 0 ? v : v.toFixed(digits)} ${UNITS[i]}`;
 }
 
 export function rate(n) {

@@ -38,7 +38,7 @@ export async function render(main, [id]) {
   const cLat = canvas('latency over the last minute');
   const charts = [
     new LineChart(cIops, { series: [{ name: 'IOPS', color: '#2563eb' }], format: fmt.count, floor: 10 }),
-    new LineChart(cTput, { series: [{ name: 'throughput', color: '#059669' }], format: fmt.rate, floor: 1 << 20 }),
+    new LineChart(cTput, { series: [{ name: 'throughput', color: '#059669' }], format: fmt.rate, floor: 1 << 20, binary: true }),
     new LineChart(cLat, { series: [{ name: 'p50', color: '#d97706' }, { name: 'p99', color: '#dc2626' }], format: fmt.micros, floor: 1000 }),
   ];
   const statsStatus = status();
