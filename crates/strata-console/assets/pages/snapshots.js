@@ -9,6 +9,7 @@ export async function render(main) {
   const st = status();
   const snapBox = h('div');
   const groupBox = h('div');
+  let groupNames = new Map(); // group id -> name, for the snapshots' Group column
 
   const drawSnaps = async () => {
     const vols = await all('/v1/volumes');
@@ -19,13 +20,14 @@ export async function render(main) {
       { label: 'Volume', value: (s) => link(`#/volumes/${enc(s.volume)}`, s.volumeName) },
       { label: 'Tenant', value: (s) => s.tenant },
       { label: 'Size', value: (s) => fmt.bytes(s.size) },
-      { label: 'Group', value: (s) => s.group ?? '' },
+      { label: 'Group', value: (s) => (s.group ? groupNames.get(s.group) ?? s.group : '') },
       { label: 'Created', value: (s) => fmt.time(s.created) },
     ], lists.flat(), 'No snapshots yet.'));
   };
 
   const drawGroups = async () => {
     const groups = (await get('/v1/snapshot-groups')).items;
+    groupNames = new Map(groups.map((g) => [g.id, g.name]));
     groupBox.replaceChildren(table([
       { label: 'Group', value: (g) => g.name },
       { label: 'Tenant', value: (g) => g.tenant },
@@ -48,14 +50,18 @@ export async function render(main) {
               act(st, async () => {
                 await del(`/v1/snapshot-groups/${enc(g.id)}`);
                 return `Deleted group ${g.name}.`;
-              }, () => Promise.all([drawGroups(), drawSnaps()]));
+              }, refresh);
             }
           }, 'danger')),
       },
     ], groups, 'No checkpoint groups yet.'));
   };
 
-  await Promise.all([drawSnaps(), drawGroups()]);
+  const refresh = async () => {
+    await drawGroups();
+    await drawSnaps();
+  };
+  await refresh();
   const create = form('Create a checkpoint group', [
     { name: 'name', label: 'Group name', required: true },
     { name: 'volumes', label: 'Volumes (names or ids, comma separated)', required: true },
@@ -64,7 +70,7 @@ export async function render(main) {
       name: v.name,
       volumes: v.volumes.split(',').map((s) => s.trim()).filter(Boolean),
     });
-    await Promise.all([drawGroups(), drawSnaps()]);
+    await refresh();
     return `Checkpoint group ${g.name} taken.`;
   });
 

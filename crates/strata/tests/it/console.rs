@@ -318,6 +318,26 @@ fn console_signs_in_creates_a_volume_and_charts_it_under_fio() {
         "return document.querySelector('#nav a[href=\"#/switches\"]').offsetParent !== null;";
     assert_eq!(b.js(offered, json!([])), true);
     b.screenshot("overview-1280.png");
+    // Every page renders for an admin without an error.
+    for (page, title) in [
+        ("snapshots", "Snapshots and checkpoint groups"),
+        ("switches", "Switches"),
+        ("tenants", "Tenants, quotas and tokens"),
+        ("audit", "Audit log"),
+        ("networks", "Networks, subnets and security groups"),
+        ("nodes", "Nodes"),
+        ("jobs", "Jobs"),
+    ] {
+        b.goto(&format!("{}/#/{page}", d.url));
+        wait_for(&format!("the {page} page"), Duration::from_secs(15), || {
+            (b.text("main h1") == title).then_some(())
+        });
+        let errors = b.js(
+            "return [...document.querySelectorAll('main .error')].map((e) => e.textContent);",
+            json!([]),
+        );
+        assert_eq!(errors, json!([]), "{page}");
+    }
 
     // Create a volume through the form; it is listed.
     b.goto(&format!("{}/#/volumes", d.url));
