@@ -21,6 +21,9 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The W3C name of an element reference in WebDriver answers.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// How long a page may take to show what is waited for (generous: CI runs suites in parallel
+/// on two cores).
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A chromedriver process on a free loopback port, and one browser session in it.
 struct Browser {
@@ -149,16 +152,12 @@ impl Browser {
         )
     }
 
-    /// The element `css` selects, waiting up to 15 s for it to appear.
+    /// The element `css` selects, waiting up to [`WAIT`] for it to appear.
     fn find(&self, css: &str) -> String {
-        wait_for(
-            &format!("an element {css}"),
-            Duration::from_secs(15),
-            || {
-                let v = self.js("return document.querySelector(arguments[0]);", json!([css]));
-                v[ELEMENT].as_str().map(str::to_string)
-            },
-        )
+        wait_for(&format!("an element {css}"), WAIT, || {
+            let v = self.js("return document.querySelector(arguments[0]);", json!([css]));
+            v[ELEMENT].as_str().map(str::to_string)
+        })
     }
 
     fn click(&self, css: &str) {
@@ -187,17 +186,13 @@ impl Browser {
 
     /// The rendered text of `css` (waiting for it to exist).
     fn text(&self, css: &str) -> String {
-        wait_for(
-            &format!("the text of {css}"),
-            Duration::from_secs(15),
-            || {
-                let v = self.js(
-                    "return document.querySelector(arguments[0])?.innerText ?? null;",
-                    json!([css]),
-                );
-                v.as_str().map(str::to_string)
-            },
-        )
+        wait_for(&format!("the text of {css}"), WAIT, || {
+            let v = self.js(
+                "return document.querySelector(arguments[0])?.innerText ?? null;",
+                json!([css]),
+            );
+            v.as_str().map(str::to_string)
+        })
     }
 
     fn resize(&self, width: u32, height: u32) {
@@ -309,7 +304,7 @@ fn console_signs_in_creates_a_volume_and_charts_it_under_fio() {
 
     // Sign in as the admin: the overview shows the pool.
     b.sign_in(&d.url, &admin);
-    wait_for("the overview", Duration::from_secs(15), || {
+    wait_for("the overview", WAIT, || {
         b.text("main h1").contains("Overview").then_some(())
     });
     assert!(b.text("main").contains("Pool"), "{}", b.text("main"));
@@ -329,7 +324,7 @@ fn console_signs_in_creates_a_volume_and_charts_it_under_fio() {
         ("jobs", "Jobs"),
     ] {
         b.goto(&format!("{}/#/{page}", d.url));
-        wait_for(&format!("the {page} page"), Duration::from_secs(15), || {
+        wait_for(&format!("the {page} page"), WAIT, || {
             (b.text("main h1") == title).then_some(())
         });
         let errors = b.js(
@@ -346,7 +341,7 @@ fn console_signs_in_creates_a_volume_and_charts_it_under_fio() {
     b.type_into(&format!("{f} input[name='size']"), "64M");
     b.click(&format!("{f} select[name='tenant'] option[value='ml']"));
     b.click(&format!("{f} button[type='submit']"));
-    wait_for("the form's confirmation", Duration::from_secs(15), || {
+    wait_for("the form's confirmation", WAIT, || {
         b.text(&format!("{f} .status"))
             .contains("Created volume web-vol")
             .then_some(())
@@ -360,7 +355,7 @@ fn console_signs_in_creates_a_volume_and_charts_it_under_fio() {
     b.type_into(&format!("{f} input[name='name']"), "bad-vol");
     b.type_into(&format!("{f} input[name='size']"), "3");
     b.click(&format!("{f} button[type='submit']"));
-    let err = wait_for("the error box", Duration::from_secs(15), || {
+    let err = wait_for("the error box", WAIT, || {
         let t = b.js(
             "return document.querySelector(arguments[0])?.textContent ?? null;",
             json!([format!("{f} .error .code")]),
@@ -370,7 +365,7 @@ fn console_signs_in_creates_a_volume_and_charts_it_under_fio() {
     assert!(err.starts_with("invalid_"), "{err}");
 
     // Open its page, export it over NBD from the page, and run fio: the chart's IOPS move.
-    let href = wait_for("the volume's link", Duration::from_secs(15), || {
+    let href = wait_for("the volume's link", WAIT, || {
         let v = b.js(
             "return [...document.querySelectorAll('#volume-list a')] \
              .find((a) => a.textContent === 'web-vol')?.getAttribute('href') ?? null;",
@@ -379,7 +374,7 @@ fn console_signs_in_creates_a_volume_and_charts_it_under_fio() {
         v.as_str().map(str::to_string)
     });
     b.click(&format!("#volume-list a[href='{href}']"));
-    wait_for("the volume page", Duration::from_secs(15), || {
+    wait_for("the volume page", WAIT, || {
         b.text("main h1").contains("web-vol").then_some(())
     });
     b.find("#stat-iops[data-value]");
@@ -421,7 +416,7 @@ fn console_signs_in_creates_a_volume_and_charts_it_under_fio() {
     // The collapsible nav at phone width: hidden, then opened by its button.
     b.goto(&format!("{}/#/overview", d.url));
     let nav_shown = "return getComputedStyle(document.getElementById('nav')).display !== 'none';";
-    wait_for("the overview", Duration::from_secs(15), || {
+    wait_for("the overview", WAIT, || {
         b.text("main h1").contains("Overview").then_some(())
     });
     assert_eq!(b.js(nav_shown, json!([])), false);
@@ -449,11 +444,11 @@ fn console_signs_in_creates_a_volume_and_charts_it_under_fio() {
     b.click("#sign-out");
     b.find("#token");
     b.sign_in(&d.url, &member);
-    wait_for("the member's overview", Duration::from_secs(15), || {
+    wait_for("the member's overview", WAIT, || {
         b.text("#who").contains("ml").then_some(())
     });
     b.goto(&format!("{}/#/volumes", d.url));
-    let names = wait_for("the member's volume list", Duration::from_secs(15), || {
+    let names = wait_for("the member's volume list", WAIT, || {
         let n = listed_volumes(&b);
         (!n.is_empty()).then_some(n)
     });
