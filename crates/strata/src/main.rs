@@ -440,7 +440,9 @@ fn serve(
         };
         http::serve(
             listener,
-            strata_control::api::router(ctl.clone()),
+            // The console answers `/` and `/console/...` only; every other path, `/v1` and
+            // its JSON 404s included, is the API's.
+            strata_console::router().merge(strata_control::api::router(ctl.clone())),
             api_limits,
             Arc::new(http::Counters::default()),
             shutdown,

@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod cli_edges;
 mod common;
+mod console;
 mod contract;
 mod credentials;
 mod daemon;
