@@ -100,6 +100,24 @@ pub enum TenantCmd {
         #[arg(long, value_name = "N|unlimited")]
         max_ports: Option<String>,
     },
+    /// Sets a tenant's share of a saturated pool (admin): its weight against the other
+    /// tenants (default 100) and the operations per second it gets first. Both are replaced.
+    /// It binds only where the pool's capacity is set (`strata pool set-share`).
+    SetShare {
+        /// Tenant name.
+        name: String,
+        /// Relative weight, 1 to 10000 (default 100).
+        #[arg(long, value_name = "N")]
+        weight: Option<u32>,
+        /// Operations per second reserved for the tenant.
+        #[arg(long, value_name = "N")]
+        reservation_iops: Option<u64>,
+    },
+    /// Shows a tenant's share and the requests it had admitted through it.
+    ShowShare {
+        /// Tenant name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -685,6 +703,29 @@ impl Client {
             .ok_or_else(|| anyhow!("snapshot_not_found: snapshot {name} not found"))
     }
 
+    /// `strata pool set-share NAME [--iops-capacity N] [--bandwidth-capacity SIZE]`.
+    pub fn pool_set_share(
+        &self,
+        name: &str,
+        iops_capacity: Option<u64>,
+        bandwidth_capacity: Option<&str>,
+    ) -> Result<()> {
+        let s = wire::PoolShare {
+            iops_capacity,
+            bandwidth_capacity: bandwidth_capacity
+                .map(|b| bytes(b, "bandwidth-capacity"))
+                .transpose()?,
+        };
+        let v = self.req("PUT", &format!("/v1/pools/{}/share", enc(name)), body(&s))?;
+        self.print(&v, &POOL_SHARE_COLS)
+    }
+
+    /// `strata pool show-share NAME`.
+    pub fn pool_show_share(&self, name: &str) -> Result<()> {
+        let v = self.req("GET", &format!("/v1/pools/{}/share", enc(name)), None)?;
+        self.print(&v, &POOL_SHARE_COLS)
+    }
+
     /// `strata pool set NAME --overcommit R`.
     pub fn pool_set(&self, name: &str, overcommit: &str) -> Result<()> {
         let b = match overcommit.parse::<f64>() {
@@ -808,6 +849,26 @@ impl Client {
                 self.req("DELETE", &format!("/v1/tenants/{}", enc(&name)), None)?;
                 self.done(&format!("tenant {name} deleted"))
             }
+            TenantCmd::SetShare {
+                name,
+                weight,
+                reservation_iops,
+            } => {
+                let s = wire::SetTenantShare {
+                    weight,
+                    reservation_iops,
+                };
+                let v = self.req(
+                    "PUT",
+                    &format!("/v1/tenants/{}/share", enc(&name)),
+                    body(&s),
+                )?;
+                self.print(&v, &SHARE_COLS)
+            }
+            TenantCmd::ShowShare { name } => self.print(
+                &self.req("GET", &format!("/v1/tenants/{}/share", enc(&name)), None)?,
+                &SHARE_COLS,
+            ),
             TenantCmd::SetQuota {
                 name,
                 capacity,
@@ -1692,6 +1753,20 @@ fn body<T: serde::Serialize>(t: &T) -> Option<Value> {
 }
 
 /// A size the user typed (`10G`, `1.5T`, bytes), in bytes; the server checks its bounds.
+/// Columns of a tenant's share.
+const SHARE_COLS: [(&str, &str); 4] = [
+    ("TENANT", "tenant"),
+    ("WEIGHT", "weight"),
+    ("RESERVED IOPS", "reservation_iops"),
+    ("ADMITTED", "admitted"),
+];
+
+/// Columns of a pool's shared capacity.
+const POOL_SHARE_COLS: [(&str, &str); 2] = [
+    ("IOPS CAPACITY", "iops_capacity"),
+    ("BANDWIDTH CAPACITY", "bandwidth_capacity:size"),
+];
+
 fn bytes(s: &str, field: &str) -> Result<u64> {
     strata_types::parse_size(s).map_err(|e| anyhow!("invalid_argument: {field}: {e}"))
 }

@@ -190,6 +190,25 @@ enum PoolCmd {
         #[arg(long)]
         overcommit: String,
     },
+    /// Sets what the pool's devices sustain, which tenants then share by weight when their
+    /// requests wait for it (admin; see `strata tenant set-share`). Naming neither turns
+    /// sharing off: every request is admitted at once (per-volume limits still apply).
+    SetShare {
+        /// Pool name.
+        name: String,
+        /// Operations per second the pool's devices sustain.
+        #[arg(long, value_name = "N")]
+        iops_capacity: Option<u64>,
+        /// Bytes per second the pool's devices sustain (e.g. 2G).
+        #[arg(long, value_name = "SIZE")]
+        bandwidth_capacity: Option<String>,
+    },
+    /// Shows the capacity the pool shares between tenants (admin).
+    ShowShare {
+        /// Pool name.
+        #[arg(default_value = "default")]
+        name: String,
+    },
 }
 
 fn main() {
@@ -280,6 +299,17 @@ fn run() -> Result<()> {
                 Cmd::Pool {
                     cmd: PoolCmd::Show { name, .. },
                 } => c.pools(Some(&name)),
+                Cmd::Pool {
+                    cmd:
+                        PoolCmd::SetShare {
+                            name,
+                            iops_capacity,
+                            bandwidth_capacity,
+                        },
+                } => c.pool_set_share(&name, iops_capacity, bandwidth_capacity.as_deref()),
+                Cmd::Pool {
+                    cmd: PoolCmd::ShowShare { name },
+                } => c.pool_show_share(&name),
                 Cmd::Pool {
                     cmd: PoolCmd::Set { name, overcommit },
                 } => c.pool_set(&name, &overcommit),
