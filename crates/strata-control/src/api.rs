@@ -273,6 +273,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        // A server error is the daemon's fault or its parts' (store, engine, switch): the
+        // operator needs it in the log, not only the client in its answer.
+        if status.is_server_error() {
+            tracing::error!(code = %self.code, status = status.as_u16(), "{}", self.message);
+        }
         (
             status,
             [(header::CONTENT_TYPE, "application/json")],

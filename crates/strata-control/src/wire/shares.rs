@@ -7,6 +7,11 @@ use utoipa::ToSchema;
 use crate::controller::{PoolShareRecord, TenantShareRecord, TenantShareView, WEIGHT_MAX};
 use crate::error::ControlError;
 
+/// Most operations per second a capacity or reservation may name (10^12).
+pub const IOPS_MAX: u64 = 1_000_000_000_000;
+/// Most bytes per second a capacity may name (10^15: a petabyte per second).
+pub const BANDWIDTH_MAX: u64 = 1_000_000_000_000_000;
+
 /// `PUT /v1/pools/{id}/share` and its answer: what the pool's devices sustain. With either
 /// set, tenants whose requests wait for the pool are served by weight (reservations first);
 /// with neither, the pool admits every request at once.
@@ -14,23 +19,23 @@ use crate::error::ControlError;
 #[serde(deny_unknown_fields)]
 pub struct PoolShare {
     /// Operations per second (null: not set).
-    #[serde(default)]
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(minimum = 1, maximum = 1000000000000u64)]
     pub iops_capacity: Option<u64>,
     /// Bytes per second (null: not set).
-    #[serde(default)]
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(minimum = 1, maximum = 1000000000000000u64)]
     pub bandwidth_capacity: Option<u64>,
 }
 
 impl super::Check for PoolShare {
     fn check(&self) -> Result<(), ControlError> {
-        for (field, v) in [
-            ("iops_capacity", self.iops_capacity),
-            ("bandwidth_capacity", self.bandwidth_capacity),
+        for (field, v, max) in [
+            ("iops_capacity", self.iops_capacity, IOPS_MAX),
+            ("bandwidth_capacity", self.bandwidth_capacity, BANDWIDTH_MAX),
         ] {
-            if v == Some(0) {
-                return Err(ControlError::invalid(field, "a positive figure, or null"));
+            if v.is_some_and(|v| v == 0 || v > max) {
+                return Err(ControlError::invalid(field, format!("1 to {max}, or null")));
             }
         }
         Ok(())
@@ -61,12 +66,12 @@ impl From<PoolShareRecord> for PoolShare {
 #[serde(deny_unknown_fields)]
 pub struct SetTenantShare {
     /// Relative weight (default 100).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(minimum = 1, maximum = 10000)]
     pub weight: Option<u32>,
     /// Operations per second reserved (null: none).
-    #[serde(default)]
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(minimum = 1, maximum = 1000000000000u64)]
     pub reservation_iops: Option<u64>,
 }
 
@@ -78,10 +83,13 @@ impl super::Check for SetTenantShare {
                 format!("1 to {WEIGHT_MAX}"),
             ));
         }
-        if self.reservation_iops == Some(0) {
+        if self
+            .reservation_iops
+            .is_some_and(|r| r == 0 || r > IOPS_MAX)
+        {
             return Err(ControlError::invalid(
                 "reservation_iops",
-                "a positive figure, or null",
+                format!("1 to {IOPS_MAX}, or null"),
             ));
         }
         Ok(())

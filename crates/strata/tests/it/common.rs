@@ -23,7 +23,12 @@ pub struct Daemon {
     pub url: String,
     pub data: PathBuf,
     agent: ureq::Agent,
+    /// The last warning and error lines the daemon logged (at most [`KEPT_LOG_LINES`]).
+    warnings: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
+
+/// Warning and error lines a [`Daemon`] keeps for a failing test to show.
+const KEPT_LOG_LINES: usize = 100;
 
 impl Daemon {
     /// Starts `strata serve` and waits until it is serving.
@@ -77,8 +82,24 @@ impl Daemon {
             }
             assert!(Instant::now() < deadline, "serve did not start");
         };
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        let warnings: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>> =
+            Default::default();
+        let kept = warnings.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while matches!(err.read_line(&mut line), Ok(n) if n > 0) {
+                if line.contains(" WARN ") || line.contains(" ERROR ") {
+                    let mut k = kept.lock().unwrap();
+                    if k.len() == KEPT_LOG_LINES {
+                        k.pop_front();
+                    }
+                    k.push_back(line.trim_end().to_string());
+                }
+                line.clear();
+            }
+        });
         Daemon {
+            warnings,
             child,
             url: format!("http://{addr}"),
             data: data.to_path_buf(),
@@ -87,6 +108,14 @@ impl Daemon {
                 .build()
                 .into(),
         }
+    }
+
+    /// The warning and error lines the daemon logged lately, one per line (for the message
+    /// of a failing test).
+    #[allow(dead_code)]
+    pub fn warnings(&self) -> String {
+        let k = self.warnings.lock().unwrap();
+        k.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
     /// The daemon's process id.

@@ -43,8 +43,9 @@ fn run(d: &Daemon, token: &str, seconds: u32) {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
-        "schemathesis found failures:\n{out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
+        "schemathesis found failures:\n{out}\n{}\nthe daemon's last warnings and errors:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        d.warnings()
     );
 }
 
