@@ -71,6 +71,12 @@ impl Pool {
         out
     }
 
+    /// The data keys the live metadata holds, wrapped (never in plain text), by id.
+    pub fn data_keys(&self) -> Vec<(KeyId, KeyRecord)> {
+        let m = self.inner.meta.lock();
+        m.state.keys.iter().map(|(k, r)| (*k, r.clone())).collect()
+    }
+
     /// The id of the pool's master key, if it was given one.
     pub fn master_key_id(&self) -> Option<String> {
         self.inner.meta.lock().wrapper.as_ref().map(|w| w.key_id())
