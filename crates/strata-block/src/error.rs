@@ -187,7 +187,9 @@ pub enum AdminError {
     NoMasterKey,
     /// A data key the operation needs is locked (the pool was opened without its master key
     /// or with another one).
-    #[error("data key {key} is wrapped by master key {master_key_id}, which the pool was not given")]
+    #[error(
+        "data key {key} is wrapped by master key {master_key_id}, which the pool was not given"
+    )]
     KeyUnavailable {
         /// The data key.
         key: u64,

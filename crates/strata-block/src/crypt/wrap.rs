@@ -260,9 +260,8 @@ pub struct EnvKey {
 impl EnvKey {
     /// Reads the key from the environment variable `var`.
     pub fn from_var(var: &str) -> Result<EnvKey, KeyError> {
-        let v = Zeroizing::new(
-            std::env::var(var).map_err(|_| KeyError::EnvMissing(var.to_string()))?,
-        );
+        let v =
+            Zeroizing::new(std::env::var(var).map_err(|_| KeyError::EnvMissing(var.to_string()))?);
         EnvKey::parse(var, &v)
     }
 
@@ -326,7 +325,10 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read(&p).unwrap().len(), 32);
-        assert!(KeyFile::generate(&p).is_err(), "an existing file is not replaced");
+        assert!(
+            KeyFile::generate(&p).is_err(),
+            "an existing file is not replaced"
+        );
         let again = KeyFile::open(&p).unwrap();
         assert_eq!(again.key_id(), k.key_id());
         let dk = DataKey::generate();

@@ -461,7 +461,12 @@ mod tests {
             (1..u64::MAX, record()).prop_map(|(id, record)| Op::CreateKey { id, record }),
             proptest::collection::vec((any::<u64>(), record()), 1..4)
                 .prop_map(|keys| Op::Rewrap { keys }),
-            (any::<u64>(), any::<u64>(), "[a-z]{1,20}", proptest::option::of(1..u64::MAX))
+            (
+                any::<u64>(),
+                any::<u64>(),
+                "[a-z]{1,20}",
+                proptest::option::of(1..u64::MAX)
+            )
                 .prop_map(|(id, layer, name, key)| Op::CreateVolume {
                     id: VolumeId(id),
                     layer,
@@ -471,13 +476,24 @@ mod tests {
                     created: 7,
                     key,
                 }),
-            (any::<u64>(), any::<u64>(), any::<u64>(), 1..40usize, any::<bool>(), any::<u8>())
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                1..40usize,
+                any::<bool>(),
+                any::<u8>()
+            )
                 .prop_map(|(layer, vblock, pblock, n, sealed, t)| Op::MapRun {
                     layer,
                     vblock,
                     pblock,
                     csums: (0..n as u32).collect(),
-                    tags: if sealed { vec![[t; TAG_LEN]; n] } else { vec![] },
+                    tags: if sealed {
+                        vec![[t; TAG_LEN]; n]
+                    } else {
+                        vec![]
+                    },
                 }),
         ]
     }

@@ -56,7 +56,11 @@ impl Pool {
         let mut ciphers = crate::map::IdMap::default();
         for (&k, rec) in &m.state.keys {
             let key = (rec.master == id)
-                .then(|| wrapper.unwrap(&rec.wrapped, &context(self.inner.id, k)).ok())
+                .then(|| {
+                    wrapper
+                        .unwrap(&rec.wrapped, &context(self.inner.id, k))
+                        .ok()
+                })
                 .flatten();
             match key {
                 Some(key) => {
@@ -152,10 +156,13 @@ impl Pool {
         self.admin(|m| {
             let mut keys = Vec::with_capacity(m.state.keys.len());
             for (&k, rec) in &m.state.keys {
-                let c = m.ciphers.get(&k).ok_or_else(|| AdminError::KeyUnavailable {
-                    key: k,
-                    master_key_id: rec.master.clone(),
-                })?;
+                let c = m
+                    .ciphers
+                    .get(&k)
+                    .ok_or_else(|| AdminError::KeyUnavailable {
+                        key: k,
+                        master_key_id: rec.master.clone(),
+                    })?;
                 let wrapped = new
                     .wrap(c.key(), &context(self.inner.id, k))
                     .map_err(AdminError::Key)?;

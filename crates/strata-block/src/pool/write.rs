@@ -434,8 +434,7 @@ impl Pool {
         let n = pbs.len();
         let mut m = self.inner.meta.lock();
         let mut freed = std::mem::take(&mut m.freed);
-        let patched =
-            placed.fresh.is_empty() && patch_in_place(&mut m, top, b0, pbs, csums, tags);
+        let patched = placed.fresh.is_empty() && patch_in_place(&mut m, top, b0, pbs, csums, tags);
         let mut k = 0usize;
         while k < n {
             let mut len = 1;
@@ -480,7 +479,9 @@ fn patch_in_place(
         let hit = m.patchable.range(..=(layer, vb)).next_back().and_then(
             |(&(l, start), &(pos, len, p0, size))| {
                 // An entry of a lower layer may sort last: it is no hit.
-                let i = vb.checked_sub(start).filter(|_| l == layer && size == item)?;
+                let i = vb
+                    .checked_sub(start)
+                    .filter(|_| l == layer && size == item)?;
                 (i < u64::from(len) && p0 + i == pb).then_some(pos + item * i as usize)
             },
         );

@@ -58,7 +58,8 @@ struct MSnap {
 
 /// Runs one workload; cuts the power at the `cut`-th sync after set-up (None: at the end).
 /// With `encrypted`, the pool has a master key and volume `a` is encrypted (`b` stays plain,
-/// so both kinds share the pool, its journal and its checkpoints). Returns how many syncs
+/// so both kinds share the pool, its journal and its checkpoints), and some reads give way
+/// to metadata compaction. Returns how many syncs
 /// the workload issued before the cut.
 fn run(seed: u64, cut: Option<u64>, ops: usize, encrypted: bool) -> u64 {
     let ctx = format!("seed {seed} cut {cut:?} ops {ops} encrypted {encrypted}");
@@ -172,6 +173,13 @@ fn run(seed: u64, cut: Option<u64>, ops: usize, encrypted: bool) -> u64 {
                 }
                 None => true,
             }
+        } else if encrypted && p >= 97 {
+            // Compaction (checkpoints in both slots, journal cleared) commits everything.
+            let r = pool.compact_metadata().is_ok();
+            if r {
+                vols.iter_mut().for_each(MVol::settle);
+            }
+            r
         } else {
             let m = &vols[vi];
             let mut buf = vec![0u8; len];

@@ -34,7 +34,9 @@ fn key_code(r: Result<(), IoError>) -> String {
 fn a_flushed_marker_is_in_no_device_byte() {
     let (pool, mems) = mem_pool(&[(16, DeviceClass::Ssd), (8, DeviceClass::Hdd)]);
     pool.set_key_wrapper(test_key(1));
-    let enc = pool.create_encrypted_volume("secret", 4 << 20, None).unwrap();
+    let enc = pool
+        .create_encrypted_volume("secret", 4 << 20, None)
+        .unwrap();
     let plain = pool.create_volume("public", 4 << 20, None).unwrap();
     let data = marker(64 * BS);
     // Whole blocks, a partial block (read-modify-write), and a rewrite in place.
@@ -48,7 +50,10 @@ fn a_flushed_marker_is_in_no_device_byte() {
     let mut part = vec![0u8; 300];
     pool.read(enc, 70 * BS as u64 + 100, &mut part).unwrap();
     assert!(part == data[..300]);
-    assert!(!on_devices(&mems, &data[..32]), "plaintext found on a device");
+    assert!(
+        !on_devices(&mems, &data[..32]),
+        "plaintext found on a device"
+    );
     // The scan finds the marker where it is written in plain text (it can fail).
     pool.write(plain, 0, &data[..BS]).unwrap();
     pool.flush().unwrap();
@@ -74,7 +79,11 @@ fn snapshots_and_clones_read_the_origins_data_under_its_key() {
     let c = pool.clone_snapshot(s, "c", None).unwrap();
     let (vi, ci) = (pool.volume(v).unwrap(), pool.volume(c).unwrap());
     let enc = vi.encryption.clone().expect("encrypted");
-    assert_eq!(ci.encryption, Some(enc.clone()), "a clone shares its origin's key");
+    assert_eq!(
+        ci.encryption,
+        Some(enc.clone()),
+        "a clone shares its origin's key"
+    );
     assert!(enc.available);
     assert_eq!(enc.master_key_id, test_key(2).key_id());
     assert_eq!(pool.data_keys().len(), 1, "one lineage, one key");
@@ -117,10 +126,22 @@ fn a_wrong_or_missing_master_key_locks_only_the_encrypted_volumes() {
         assert!(buf.iter().all(|&b| b == 9));
         pool.write(plain, 4 * BS as u64, &[8u8; BS]).unwrap();
         // Encrypted data is refused with the typed error: reads, writes, trims, snapshots.
-        assert_eq!(key_code(pool.read(enc, 0, &mut buf)), "volume_key_unavailable");
-        assert_eq!(key_code(pool.read(snap, 0, &mut buf)), "volume_key_unavailable");
-        assert_eq!(key_code(pool.write(enc, 0, &[1u8; BS])), "volume_key_unavailable");
-        assert_eq!(key_code(pool.trim(enc, 0, BS as u64)), "volume_key_unavailable");
+        assert_eq!(
+            key_code(pool.read(enc, 0, &mut buf)),
+            "volume_key_unavailable"
+        );
+        assert_eq!(
+            key_code(pool.read(snap, 0, &mut buf)),
+            "volume_key_unavailable"
+        );
+        assert_eq!(
+            key_code(pool.write(enc, 0, &[1u8; BS])),
+            "volume_key_unavailable"
+        );
+        assert_eq!(
+            key_code(pool.trim(enc, 0, BS as u64)),
+            "volume_key_unavailable"
+        );
         let e = pool.read(enc, 0, &mut buf).unwrap_err();
         assert!(e.to_string().contains(&test_key(3).key_id()), "{e}");
         let info = pool.volume(enc).unwrap().encryption.unwrap();
@@ -138,7 +159,9 @@ fn a_wrong_or_missing_master_key_locks_only_the_encrypted_volumes() {
 #[test]
 fn creating_an_encrypted_volume_needs_a_master_key() {
     let (pool, _) = mem_pool(&[(16, DeviceClass::Ssd)]);
-    let e = pool.create_encrypted_volume("e", 1 << 20, None).unwrap_err();
+    let e = pool
+        .create_encrypted_volume("e", 1 << 20, None)
+        .unwrap_err();
     assert_eq!(e.code().as_str(), "volume_key_unavailable");
     assert!(pool.volumes().is_empty());
     assert!(pool.rotate_master_key(test_key(1)).is_err());
@@ -170,6 +193,15 @@ fn rotation_rewraps_every_key_without_rewriting_data() {
         assert_eq!(r1.master, test_key(6).key_id());
     }
     assert_eq!(pool.master_key_id(), Some(test_key(6).key_id()));
+    // The old wrapped forms stay in older records until compaction removes them.
+    assert!(on_devices(&mems, &before[0].1.wrapped));
+    pool.compact_metadata().unwrap();
+    for (_, r) in &before {
+        assert!(
+            !on_devices(&mems, &r.wrapped),
+            "an old wrapped key survived compaction"
+        );
+    }
     // Still served in this process, then after a reopen with the new key.
     let mut buf = vec![0u8; 8 * BS];
     pool.read(a, 0, &mut buf).unwrap();
@@ -182,8 +214,14 @@ fn rotation_rewraps_every_key_without_rewriting_data() {
     drop(pool);
     // The old key opens nothing any more.
     let pool = reopen_with(&mems, Some(test_key(5)));
-    assert_eq!(key_code(pool.read(a, 0, &mut buf)), "volume_key_unavailable");
-    assert_eq!(key_code(pool.read(b, 0, &mut buf)), "volume_key_unavailable");
+    assert_eq!(
+        key_code(pool.read(a, 0, &mut buf)),
+        "volume_key_unavailable"
+    );
+    assert_eq!(
+        key_code(pool.read(b, 0, &mut buf)),
+        "volume_key_unavailable"
+    );
     // And a rotation is refused while a key is locked (nothing changes).
     let e = pool.rotate_master_key(test_key(7)).unwrap_err();
     assert_eq!(e.code().as_str(), "volume_key_unavailable");
@@ -195,7 +233,9 @@ fn deleting_the_last_volume_of_a_key_erases_it() {
     let (pool, mems) = mem_pool(&[(16, DeviceClass::Ssd)]);
     pool.set_key_wrapper(test_key(8));
     let v = pool.create_encrypted_volume("v", 1 << 20, None).unwrap();
-    let other = pool.create_encrypted_volume("other", 1 << 20, None).unwrap();
+    let other = pool
+        .create_encrypted_volume("other", 1 << 20, None)
+        .unwrap();
     pool.write(v, 0, &marker(4 * BS)).unwrap();
     let s = pool.create_snapshot(v, "s").unwrap();
     let c = pool.clone_snapshot(s, "c", None).unwrap();
@@ -209,16 +249,44 @@ fn deleting_the_last_volume_of_a_key_erases_it() {
     pool.read(c, 0, &mut buf).unwrap();
     assert!(buf == marker(4 * BS));
     // The last volume of the lineage goes: its wrapped key leaves the live metadata.
+    let wrapped = keys
+        .iter()
+        .find(|(k, _)| *k == vkey)
+        .unwrap()
+        .1
+        .wrapped
+        .clone();
+    assert!(
+        on_devices(&mems, &wrapped),
+        "the journal holds the wrapped key"
+    );
     pool.delete_volume(c, false).unwrap();
     let left = pool.data_keys();
     assert_eq!(left.len(), 1);
     assert_ne!(left[0].0, vkey);
-    assert_eq!(Some(left[0].0), pool.volume(other).unwrap().encryption.map(|e| e.key));
+    assert_eq!(
+        Some(left[0].0),
+        pool.volume(other).unwrap().encryption.map(|e| e.key)
+    );
     pool.check_consistency().unwrap();
     // Replay erases it too.
     drop(pool);
     let pool = reopen_with(&mems, Some(test_key(8)));
     assert_eq!(pool.data_keys().len(), 1);
+    // Until the metadata is compacted, older records still hold the wrapped form; after,
+    // no byte of it is left on the media, and the pool opens and serves as before.
+    assert!(on_devices(&mems, &wrapped));
+    pool.write(other, 0, &[6u8; BS]).unwrap();
+    pool.compact_metadata().unwrap();
+    assert!(
+        !on_devices(&mems, &wrapped),
+        "compaction left the erased key on a device"
+    );
+    drop(pool);
+    let pool = reopen_with(&mems, Some(test_key(8)));
+    let mut one = vec![0u8; BS];
+    pool.read(other, 0, &mut one).unwrap();
+    assert!(one.iter().all(|&b| b == 6));
     pool.delete_volume(other, false).unwrap();
     assert!(pool.data_keys().is_empty());
     pool.check_consistency().unwrap();
