@@ -12,6 +12,13 @@
 //! flush, and every block it references holds exactly the bytes whose CRC it records: each
 //! block reads back old or new, never an error.
 //!
+//! # Encryption at rest
+//! A volume created encrypted has its lineage's data key (shared by its snapshots and clones).
+//! Its blocks are sealed after placement (the nonce is the physical block, so it is known only
+//! then) and their CRC is taken over the ciphertext; the tag is recorded beside the CRC in the
+//! same map-run op, so the durability argument above covers it unchanged. A volume whose key is
+//! locked (no master key, or another one) refuses every I/O before touching a device.
+//!
 //! # Space
 //! Every device keeps a reserve of free blocks that new (thin) allocations may not take:
 //! only a redirect of a block the volume's top layer already holds may use it, so rewriting

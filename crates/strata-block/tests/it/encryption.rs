@@ -154,6 +154,14 @@ fn a_wrong_or_missing_master_key_locks_only_the_encrypted_volumes() {
         assert!(buf == marker(4 * BS));
         pool.flush().unwrap();
     }
+    // Locked, the lineage can still be managed: snapshot, clone, delete (no key needed).
+    let pool = reopen_with(&mems, None);
+    let s2 = pool.create_snapshot(enc, "s2").unwrap();
+    let c = pool.clone_snapshot(s2, "c", None).unwrap();
+    assert!(!pool.volume(c).unwrap().encryption.unwrap().available);
+    pool.delete_volume(c, false).unwrap();
+    assert_eq!(pool.data_keys().len(), 1);
+    pool.check_consistency().unwrap();
 }
 
 #[test]
