@@ -51,6 +51,22 @@ pub fn test_key(b: u8) -> Arc<dyn KeyWrapper> {
     Arc::new(MasterKey::from_bytes(&[b; 32]))
 }
 
+/// The master key the suites parameterized over encryption use.
+pub fn suite_key(encrypted: bool) -> Option<Arc<dyn KeyWrapper>> {
+    encrypted.then(|| test_key(0x5e))
+}
+
+/// Creates a volume, encrypted (giving the pool the suite's master key) or plain.
+pub fn new_volume(pool: &Pool, name: &str, size: u64, encrypted: bool) -> strata_block::VolumeId {
+    match suite_key(encrypted) {
+        Some(k) => {
+            pool.set_key_wrapper(k);
+            pool.create_encrypted_volume(name, size, None).unwrap()
+        }
+        None => pool.create_volume(name, size, None).unwrap(),
+    }
+}
+
 /// Reopens a pool from memory devices with a master key (or none).
 pub fn reopen_with(mems: &[Arc<MemDevice>], key: Option<Arc<dyn KeyWrapper>>) -> Pool {
     Pool::open_with_keys(
