@@ -182,23 +182,6 @@ pub enum AdminError {
     /// The pool's metadata area is full.
     #[error("pool metadata area is full")]
     MetadataFull,
-    /// An encrypted volume was asked for, or keys rotated, on a pool given no master key.
-    #[error("the pool has no master key: give one to create encrypted volumes")]
-    NoMasterKey,
-    /// A data key the operation needs is locked (the pool was opened without its master key
-    /// or with another one).
-    #[error(
-        "data key {key} is wrapped by master key {master_key_id}, which the pool was not given"
-    )]
-    KeyUnavailable {
-        /// The data key.
-        key: u64,
-        /// The master key that wraps it.
-        master_key_id: String,
-    },
-    /// The master key failed to wrap a data key.
-    #[error("master key: {0}")]
-    Key(#[source] crate::crypt::KeyError),
     /// Making the change durable failed; the pool stopped accepting changes.
     #[error("pool failed: {0}")]
     Failed(#[source] PoolFailure),
@@ -219,11 +202,46 @@ impl AdminError {
             | AdminError::NotOfVolume { .. } => ErrorCode::Conflict,
             AdminError::ClassUnavailable(_) => ErrorCode::InvalidArgument,
             AdminError::MetadataFull => ErrorCode::OutOfSpace,
-            AdminError::NoMasterKey | AdminError::KeyUnavailable { .. } => {
+            AdminError::Failed(_) => ErrorCode::IoError,
+        }
+    }
+}
+
+/// Creating encrypted volumes and rotating the master key: the management errors, and those
+/// of keys (a type of its own, so callers that match every [`AdminError`] keep compiling).
+#[derive(Debug, Error)]
+pub enum KeyAdminError {
+    /// A management error (name, size, class, durability).
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// An encrypted volume was asked for, or keys rotated, on a pool given no master key.
+    #[error("the pool has no master key: give one to create encrypted volumes")]
+    NoMasterKey,
+    /// A data key the operation needs is locked (the pool was opened without its master key
+    /// or with another one).
+    #[error(
+        "data key {key} is wrapped by master key {master_key_id}, which the pool was not given"
+    )]
+    KeyUnavailable {
+        /// The data key.
+        key: u64,
+        /// The master key that wraps it.
+        master_key_id: String,
+    },
+    /// The master key failed to wrap a data key.
+    #[error("master key: {0}")]
+    Key(#[source] crate::crypt::KeyError),
+}
+
+impl KeyAdminError {
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            KeyAdminError::Admin(e) => e.code(),
+            KeyAdminError::NoMasterKey | KeyAdminError::KeyUnavailable { .. } => {
                 ErrorCode::VolumeKeyUnavailable
             }
-            AdminError::Key(_) => ErrorCode::IoError,
-            AdminError::Failed(_) => ErrorCode::IoError,
+            KeyAdminError::Key(_) => ErrorCode::IoError,
         }
     }
 }

@@ -32,7 +32,7 @@ pub mod testing;
 
 pub use crypt::{EnvKey, KeyError, KeyFile, KeyWrapper, MasterKey};
 pub use device::{BlockDevice, FileDevice, MemDevice};
-pub use error::{AdminError, IoError, OpenError, PoolFailure};
+pub use error::{AdminError, IoError, KeyAdminError, OpenError, PoolFailure};
 pub use format::{BLOCK_SIZE, MAX_VOLUME_SIZE};
 pub use meta::{SnapshotId, VolumeId};
 pub use pool::{

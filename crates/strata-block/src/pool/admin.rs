@@ -247,14 +247,14 @@ impl Pool {
     /// outside the gate: operations that arrive while one commit syncs are applied meanwhile
     /// and go out together in the next commit (group commit), and a caller whose ops another
     /// commit already made durable returns without syncing again.
-    pub(super) fn admin<T>(
+    pub(super) fn admin<T, E: From<AdminError>>(
         &self,
-        plan: impl FnOnce(&mut MetaState) -> Result<(Vec<Op>, T), AdminError>,
-    ) -> Result<T, AdminError> {
+        plan: impl FnOnce(&mut MetaState) -> Result<(Vec<Op>, T), E>,
+    ) -> Result<T, E> {
         let (out, seq) = {
             let _g = self.inner.gate.write();
             if self.inner.failed.load(Ordering::SeqCst) {
-                return Err(AdminError::Failed(PoolFailure::EarlierFailure));
+                return Err(AdminError::Failed(PoolFailure::EarlierFailure).into());
             }
             let mut m = self.inner.meta.lock();
             let (ops, out) = plan(&mut m)?;

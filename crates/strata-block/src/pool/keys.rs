@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::crypt::{BlockCipher, DataKey, KeyWrapper};
 use crate::device::BlockDevice;
-use crate::error::{AdminError, OpenError};
+use crate::error::{AdminError, KeyAdminError, OpenError};
 use crate::meta::{KeyId, KeyRecord, Op, VolumeId};
 
 use super::admin::validate_new_volume;
@@ -93,7 +93,7 @@ impl Pool {
         name: &str,
         size: u64,
         class: Option<DeviceClass>,
-    ) -> Result<VolumeId, AdminError> {
+    ) -> Result<VolumeId, KeyAdminError> {
         validate_new_volume(name, size)?;
         let wrapper = self
             .inner
@@ -101,20 +101,21 @@ impl Pool {
             .lock()
             .wrapper
             .clone()
-            .ok_or(AdminError::NoMasterKey)?;
+            .ok_or(KeyAdminError::NoMasterKey)?;
         let dk = DataKey::generate();
         self.admin(|m| {
             if m.state.volume_by_name(name).is_some() {
                 return Err(AdminError::AlreadyExists {
                     kind: "volume",
                     name: name.into(),
-                });
+                }
+                .into());
             }
             self.check_class(class)?;
             let key = m.state.alloc_id();
             let wrapped = wrapper
                 .wrap(&dk, &context(self.inner.id, key))
-                .map_err(AdminError::Key)?;
+                .map_err(KeyAdminError::Key)?;
             let id = VolumeId(m.state.alloc_id());
             let layer = m.state.alloc_id();
             m.ciphers
@@ -148,9 +149,9 @@ impl Pool {
     /// old master key no longer opens anything written from then on; the old wrapped forms
     /// remain in the older checkpoint slot and journal records until they are overwritten
     /// (`docs/encryption.md`).
-    pub fn rotate_master_key(&self, new: Arc<dyn KeyWrapper>) -> Result<(), AdminError> {
+    pub fn rotate_master_key(&self, new: Arc<dyn KeyWrapper>) -> Result<(), KeyAdminError> {
         if self.inner.meta.lock().wrapper.is_none() {
-            return Err(AdminError::NoMasterKey);
+            return Err(KeyAdminError::NoMasterKey);
         }
         let master = new.key_id();
         self.admin(|m| {
@@ -159,13 +160,13 @@ impl Pool {
                 let c = m
                     .ciphers
                     .get(&k)
-                    .ok_or_else(|| AdminError::KeyUnavailable {
+                    .ok_or_else(|| KeyAdminError::KeyUnavailable {
                         key: k,
                         master_key_id: rec.master.clone(),
                     })?;
                 let wrapped = new
                     .wrap(c.key(), &context(self.inner.id, k))
-                    .map_err(AdminError::Key)?;
+                    .map_err(KeyAdminError::Key)?;
                 keys.push((
                     k,
                     KeyRecord {

@@ -84,11 +84,10 @@ fn run(seed: u64, cut: Option<u64>, ops: usize, encrypted: bool) -> u64 {
     for (name, blocks) in [("a", 96usize), ("b", 64)] {
         let size = (blocks * BS) as u64;
         let id = if encrypted && name == "a" {
-            pool.create_encrypted_volume(name, size, None)
+            pool.create_encrypted_volume(name, size, None).unwrap()
         } else {
-            pool.create_volume(name, size, None)
-        }
-        .unwrap();
+            pool.create_volume(name, size, None).unwrap()
+        };
         vols.push(MVol {
             id,
             name: name.into(),

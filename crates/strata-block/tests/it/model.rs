@@ -154,10 +154,11 @@ fn run(acts: Vec<Act>, kind: Volumes) -> Result<(), TestCaseError> {
                 n += 1;
                 let name = format!("v{n}");
                 let id = match kind {
-                    Volumes::Plain => pool.create_volume(&name, blocks * BS, None),
-                    Volumes::Encrypted => pool.create_encrypted_volume(&name, blocks * BS, None),
-                }
-                .unwrap();
+                    Volumes::Plain => pool.create_volume(&name, blocks * BS, None).unwrap(),
+                    Volumes::Encrypted => pool
+                        .create_encrypted_volume(&name, blocks * BS, None)
+                        .unwrap(),
+                };
                 prop_assert_eq!(
                     pool.volume(id).unwrap().encryption.is_some(),
                     kind == Volumes::Encrypted
