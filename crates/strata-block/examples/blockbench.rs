@@ -1,6 +1,8 @@
 //! Engine benchmark: Strata volumes on a file device beside plain pread/pwrite on a file of the
 //! same size, in one run, same access sequence, page cache warm for both. Prints a table with
-//! the ratio. Also times snapshot creation on a 1 GiB and a 1 TiB thin volume.
+//! the ratio, and the same workloads on an encrypted volume of the same pool with its ratio to
+//! the plain volume (the cost of encryption at rest). Also times snapshot creation on a 1 GiB
+//! and a 1 TiB thin volume.
 //!
 //! Run with `bash bench/block.sh` (or `cargo run --release -p strata-block --example blockbench
 //! -- --size-mib 1024 --secs 3 --dir /tmp`).
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strata_block::{DeviceSpec, FileDevice, Pool, VolumeId};
+use strata_block::{DeviceSpec, FileDevice, MasterKey, Pool, VolumeId};
 use strata_types::DeviceClass;
 
 struct Args {
@@ -163,7 +165,8 @@ fn main() {
     // full, and redirect-on-write needs free space to absorb overwrites between commits.
     // Its blocks are allocated up front, as a block device's are: otherwise the file system's
     // block allocation on first touch of a sparse file would be measured, not the engine.
-    let dev_size = 2 * a.size + (64 << 20);
+    // Two volumes (plain and encrypted): twice that.
+    let dev_size = 4 * a.size + (128 << 20);
     let dev_path = dir.path().join("dev0.img");
     {
         let f = std::fs::File::create(&dev_path).unwrap();
@@ -183,12 +186,20 @@ fn main() {
     .unwrap();
     let vol = pool.create_volume("bench", a.size, None).unwrap();
     let eng = Engine(pool.clone(), vol);
+    pool.set_key_wrapper(Arc::new(MasterKey::generate().0));
+    let evol = pool
+        .create_encrypted_volume("bench-enc", a.size, None)
+        .unwrap();
+    let enc = Engine(pool.clone(), evol);
     eprintln!(
         "filling {} MiB on both (page cache warm afterwards)...",
         a.size >> 20
     );
     fill(&raw, a.size);
     fill(&eng, a.size);
+    if a.only.is_none() {
+        fill(&enc, a.size);
+    }
     pool.flush().unwrap();
 
     println!(
@@ -197,8 +208,8 @@ fn main() {
         a.secs
     );
     println!(
-        "{:<36} {:>14} {:>14} {:>8}",
-        "workload", "raw file", "strata", "ratio"
+        "{:<36} {:>14} {:>14} {:>8} {:>14} {:>10}",
+        "workload", "raw file", "strata", "ratio", "encrypted", "enc/plain"
     );
     let all = [
         Work::RandRead4k,
@@ -243,9 +254,11 @@ fn main() {
         // Alternate raw and engine twice and keep the best of each: the machine is noisy.
         let mut r = 0f64;
         let mut s = 0f64;
+        let mut e = 0f64;
         for _ in 0..2 {
             r = r.max(run(&raw, w, a.size, a.secs / 2.0));
             s = s.max(run(&eng, w, a.size, a.secs / 2.0));
+            e = e.max(run(&enc, w, a.size, a.secs / 2.0));
         }
         pool.flush().unwrap();
         let unit = |x: f64| {
@@ -256,11 +269,13 @@ fn main() {
             }
         };
         println!(
-            "{:<36} {:>14} {:>14} {:>7.2}x",
+            "{:<36} {:>14} {:>14} {:>7.2}x {:>14} {:>9.2}x",
             format!("{}{suffix}", w.name()),
             unit(r),
             unit(s),
-            s / r
+            s / r,
+            unit(e),
+            e / s
         );
     }
 

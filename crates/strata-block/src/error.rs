@@ -207,6 +207,45 @@ impl AdminError {
     }
 }
 
+/// Creating encrypted volumes and rotating the master key: the management errors, and those
+/// of keys (a type of its own, so callers that match every [`AdminError`] keep compiling).
+#[derive(Debug, Error)]
+pub enum KeyAdminError {
+    /// A management error (name, size, class, durability).
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// An encrypted volume was asked for, or keys rotated, on a pool given no master key.
+    #[error("the pool has no master key: give one to create encrypted volumes")]
+    NoMasterKey,
+    /// A data key the operation needs is locked (the pool was opened without its master key
+    /// or with another one).
+    #[error(
+        "data key {key} is wrapped by master key {master_key_id}, which the pool was not given"
+    )]
+    KeyUnavailable {
+        /// The data key.
+        key: u64,
+        /// The master key that wraps it.
+        master_key_id: String,
+    },
+    /// The master key failed to wrap a data key.
+    #[error("master key: {0}")]
+    Key(#[source] crate::crypt::KeyError),
+}
+
+impl KeyAdminError {
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            KeyAdminError::Admin(e) => e.code(),
+            KeyAdminError::NoMasterKey | KeyAdminError::KeyUnavailable { .. } => {
+                ErrorCode::VolumeKeyUnavailable
+            }
+            KeyAdminError::Key(_) => ErrorCode::IoError,
+        }
+    }
+}
+
 /// Why a metadata op cannot apply. Live, the pool checks first so this does not happen; in
 /// replay it means the metadata is damaged.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -268,6 +307,23 @@ pub enum IoError {
         /// Byte offset on the device.
         device_offset: u64,
     },
+    /// A block's checksum matched but it did not authenticate under its key (its bytes and
+    /// checksum were both changed): the data is not returned.
+    #[error("{target}: block at offset {offset} failed authentication")]
+    Authentication {
+        /// Volume or snapshot name.
+        target: String,
+        /// Byte offset of the block in the volume.
+        offset: u64,
+    },
+    /// The volume is encrypted and its data key is locked: no byte of it is served.
+    #[error("{target} is encrypted and its key is unavailable (wrapped by master key {master_key_id}; the pool was opened without it)")]
+    KeyUnavailable {
+        /// Volume or snapshot name.
+        target: String,
+        /// The master key that wraps its data key.
+        master_key_id: String,
+    },
     /// A device failed.
     #[error("device {device}: {source}")]
     Device {
@@ -289,7 +345,10 @@ impl IoError {
             IoError::OutOfRange { .. } => ErrorCode::InvalidArgument,
             IoError::ReadOnly(_) => ErrorCode::ReadOnly,
             IoError::OutOfSpace { .. } => ErrorCode::OutOfSpace,
-            IoError::Checksum { .. } => ErrorCode::ChecksumMismatch,
+            IoError::Checksum { .. } | IoError::Authentication { .. } => {
+                ErrorCode::ChecksumMismatch
+            }
+            IoError::KeyUnavailable { .. } => ErrorCode::VolumeKeyUnavailable,
             IoError::Device { .. } | IoError::PoolFailed => ErrorCode::IoError,
         }
     }

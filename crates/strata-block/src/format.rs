@@ -293,12 +293,14 @@ pub fn align_up(v: u64, a: u64) -> u64 {
 
 /// Sizes of the metadata area for a pool of `total_bytes` raw capacity.
 ///
-/// A checkpoint slot must hold the whole mapping state: about 20 bytes per mapped block, plus
-/// tombstones; we reserve 24 bytes per data block of the pool plus 1 MiB of headroom. The
-/// journal takes 1/64 of the pool, between 1 MiB and 256 MiB.
+/// A checkpoint slot must hold the whole mapping state: about 20 bytes per mapped block (36
+/// for a block of an encrypted volume, with its tag), plus tombstones; we reserve 40 bytes
+/// per data block of the pool plus 1 MiB of headroom (pools formatted before encryption
+/// reserved 24: they hold encrypted volumes too, up to what their slot holds). The journal
+/// takes 1/64 of the pool, between 1 MiB and 256 MiB.
 pub fn meta_sizes(total_bytes: u64) -> (u64, u64) {
     let blocks = total_bytes / BLOCK_SIZE;
-    let ckpt = align_up((1 << 20) + blocks * 24, ALIGN);
+    let ckpt = align_up((1 << 20) + blocks * 40, ALIGN);
     let journal = align_up((total_bytes / 64).clamp(1 << 20, 256 << 20), ALIGN);
     (ckpt, journal)
 }

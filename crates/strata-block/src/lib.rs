@@ -20,6 +20,7 @@
 
 pub mod alloc;
 pub mod codec;
+pub mod crypt;
 pub mod device;
 pub mod error;
 pub mod format;
@@ -30,10 +31,14 @@ pub mod qos;
 pub mod share;
 pub mod testing;
 
+pub use crypt::{EnvKey, KeyError, KeyFile, KeyWrapper, MasterKey};
 pub use device::{BlockDevice, FileDevice, MemDevice};
-pub use error::{AdminError, IoError, OpenError, PoolFailure};
+pub use error::{AdminError, IoError, KeyAdminError, OpenError, PoolFailure};
 pub use format::{BLOCK_SIZE, MAX_VOLUME_SIZE};
 pub use meta::{SnapshotId, VolumeId};
-pub use pool::{DeviceInfo, DeviceSpec, Pool, PoolInfo, SnapshotInfo, Target, VolumeInfo};
+pub use pool::{
+    DeviceInfo, DeviceSpec, EncryptionInfo, KeyUnlock, Pool, PoolInfo, SnapshotInfo, Target,
+    VolumeInfo,
+};
 pub use qos::{LiveStats, QosLimits, Totals, VolumeIo};
 pub use share::{Capacity, ClassId, ClassShare, PoolShare};

@@ -295,6 +295,11 @@ registry! {
     FloatingIpNotFound = "floating_ip_not_found", 404, None;
     /// A reply action (`arp_reply`, `icmp_error`, ...) followed by something other than outputs.
     ReplyNotLast = "reply_not_last", 400, None;
+    // ----- encryption at rest -----
+    /// The volume is encrypted and its data key cannot be unwrapped: the pool was opened
+    /// without a master key or with another one. Its data is not served; unencrypted volumes
+    /// are unaffected.
+    VolumeKeyUnavailable = "volume_key_unavailable", 503, Some(EIO);
 }
 
 impl fmt::Display for ErrorCode {

@@ -24,6 +24,23 @@ pub fn split_paddr(p: u64) -> (usize, u64) {
     ((p >> PBLOCK_SHIFT) as usize, p & ((1 << PBLOCK_SHIFT) - 1))
 }
 
+/// Identifies a data key (from the shared id sequence; 0 is "none" on disk).
+pub type KeyId = u64;
+
+/// Longest master key id recorded with a wrapped key.
+pub const MAX_MASTER_ID: usize = 64;
+/// Longest wrapped data key.
+pub const MAX_WRAPPED: usize = 256;
+
+/// A data key as the metadata holds it: wrapped by a master key, never in plain text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Id of the master key that wrapped it ([`crate::crypt::KeyWrapper::key_id`]).
+    pub master: String,
+    /// The wrapped key.
+    pub wrapped: Vec<u8>,
+}
+
 /// Longest volume or snapshot name.
 pub const MAX_NAME: usize = 128;
 

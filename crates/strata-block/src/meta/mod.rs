@@ -25,7 +25,8 @@
 //! of entries; no physical block appears twice.
 //!
 //! # Files
-//! - `ids.rs`: the vocabulary (volume, snapshot and layer ids, physical addresses, names).
+//! - `ids.rs`: the vocabulary (volume, snapshot, layer and key ids, physical addresses, names,
+//!   the wrapped-key record).
 //! - `state.rs`: the [`State`] and its transitions ([`State::apply`], used live and in replay).
 //! - `op.rs`: the journal ops and their byte encoding.
 //! - `checkpoint.rs`: the checkpoint codec (the whole state as bytes).
@@ -41,6 +42,9 @@ mod state;
 pub use crate::error::ApplyError;
 pub use crate::map::{Entry, ZERO};
 pub use checkpoint::STATE_VERSION;
-pub use ids::{paddr, split_paddr, LayerId, SnapshotId, VolumeId, MAX_NAME, PBLOCK_SHIFT};
+pub use ids::{
+    paddr, split_paddr, KeyId, KeyRecord, LayerId, SnapshotId, VolumeId, MAX_MASTER_ID, MAX_NAME,
+    MAX_WRAPPED, PBLOCK_SHIFT,
+};
 pub use op::{encode_map_run, Op};
 pub use state::{DeviceMeta, Layer, Owner, SnapshotMeta, State, VolumeMeta};

@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use strata_types::DeviceClass;
 use uuid::Uuid;
 
+use crate::crypt::BlockTag;
 use crate::error::ApplyError;
 use crate::map::{BlockMap, Entry, IdMap};
 
-use super::ids::{split_paddr, LayerId, SnapshotId, VolumeId};
+use super::ids::{split_paddr, KeyId, KeyRecord, LayerId, SnapshotId, VolumeId};
 use super::op::Op;
 
 /// Who holds a layer.
@@ -38,6 +39,8 @@ pub struct Layer {
     pub map: BlockMap,
     /// Number of non-tombstone entries (derived).
     pub mapped: u64,
+    /// The data key of the layer's lineage (every layer of one tree has the same), if any.
+    pub key: Option<KeyId>,
 }
 
 /// A volume.
@@ -57,6 +60,8 @@ pub struct VolumeMeta {
     pub origin: Option<SnapshotId>,
     /// Seconds since the epoch.
     pub created: u64,
+    /// Data key (an encrypted volume), shared with its snapshots and clones.
+    pub key: Option<KeyId>,
 }
 
 /// A snapshot.
@@ -112,6 +117,13 @@ pub struct State {
     pub entries: u64,
     /// Current commit epoch (in memory only).
     pub epoch: u32,
+    /// Wrapped data keys by id. A key lives while a volume uses it: deleting the last
+    /// volume of a lineage removes its record (crypto-erase).
+    pub keys: BTreeMap<KeyId, KeyRecord>,
+    /// Authentication tag of every mapped block of an encrypted layer, by physical address
+    /// (each physical block is referenced once, so the address names the entry). Kept beside
+    /// the maps so plain volumes pay nothing for it.
+    pub tags: IdMap<u64, BlockTag>,
 }
 
 /// Block size as u64, local shorthand.
@@ -191,7 +203,44 @@ impl State {
     /// Applies `op`; blocks it frees are pushed to `freed`. Validates before changing anything:
     /// on error the state is untouched.
     pub fn apply(&mut self, op: &Op, freed: &mut Vec<Entry>) -> Result<(), ApplyError> {
+        let start = freed.len();
+        self.apply_inner(op, freed)?;
+        self.forget_tags(&freed[start..]);
+        Ok(())
+    }
+
+    /// Freed blocks keep no tag: the block's next use writes its own.
+    fn forget_tags(&mut self, freed: &[Entry]) {
+        if self.tags.is_empty() {
+            return;
+        }
+        for e in freed {
+            self.tags.remove(&e.pblock);
+        }
+    }
+
+    /// The key a volume's data is sealed with, if it is encrypted.
+    pub fn key_of_layer(&self, layer: LayerId) -> Option<KeyId> {
+        self.layers.get(&layer).and_then(|l| l.key)
+    }
+
+    fn apply_inner(&mut self, op: &Op, freed: &mut Vec<Entry>) -> Result<(), ApplyError> {
         match op {
+            Op::CreateKey { id, record } => {
+                if *id == 0 || self.keys.contains_key(id) {
+                    return bad("key id in use");
+                }
+                self.bump_id(*id);
+                self.keys.insert(*id, record.clone());
+            }
+            Op::Rewrap { keys } => {
+                if keys.iter().any(|(id, _)| !self.keys.contains_key(id)) {
+                    return bad("rewrap of a key that does not exist");
+                }
+                for (id, r) in keys {
+                    self.keys.insert(*id, r.clone());
+                }
+            }
             Op::CreateVolume {
                 id,
                 layer,
@@ -199,6 +248,7 @@ impl State {
                 size,
                 class,
                 created,
+                key,
             } => {
                 if self.volumes.contains_key(id) || self.layers.contains_key(layer) {
                     return bad("volume or layer id in use");
@@ -206,9 +256,12 @@ impl State {
                 if self.volume_by_name(name).is_some() {
                     return bad(format!("volume name {name:?} in use"));
                 }
+                if key.is_some_and(|k| !self.keys.contains_key(&k)) {
+                    return bad("volume of a key that does not exist");
+                }
                 self.bump_id(id.0);
                 self.bump_id(*layer);
-                self.new_layer(*layer, None, Owner::Volume(*id));
+                self.new_layer(*layer, None, Owner::Volume(*id), *key);
                 self.volumes.insert(
                     *id,
                     VolumeMeta {
@@ -219,6 +272,7 @@ impl State {
                         class: *class,
                         origin: None,
                         created: *created,
+                        key: *key,
                     },
                 );
             }
@@ -229,10 +283,18 @@ impl State {
                 if self.snapshots.values().any(|s| s.volume == *id) {
                     return bad("volume has snapshots");
                 }
-                let top = v.top;
+                let (top, key) = (v.top, v.key);
                 self.volumes.remove(id);
                 self.layers.get_mut(&top).expect("top layer").owner = Owner::None;
                 self.collect(top, freed);
+                // Crypto-erase: the last volume of a lineage takes its key with it (the
+                // lineage's layers went with it: a snapshot never outlives its volume, and a
+                // clone is a volume of the lineage).
+                if let Some(k) = key {
+                    if !self.volumes.values().any(|v| v.key == Some(k)) {
+                        self.keys.remove(&k);
+                    }
+                }
             }
             Op::ResizeVolume { id, size } => {
                 let Some(v) = self.volumes.get(id) else {
@@ -253,7 +315,11 @@ impl State {
                 vblock,
                 pblock,
                 csums,
-            } => self.map_run(*layer, *vblock, *pblock, csums, freed)?,
+                tags,
+            } => {
+                let tags = (!tags.is_empty()).then_some(&tags[..]);
+                self.map_run(*layer, *vblock, *pblock, csums, tags, freed)?
+            }
             Op::Trim { layer, start, end } => {
                 let Some(Owner::Volume(vid)) = self.layers.get(layer).map(|l| l.owner) else {
                     return bad("trim of a layer that is not a volume's top");
@@ -283,11 +349,11 @@ impl State {
                 {
                     return bad("snapshot name in use");
                 }
-                let (old, size) = (v.top, v.size);
+                let (old, size, key) = (v.top, v.size, v.key);
                 self.bump_id(id.0);
                 self.bump_id(*layer);
                 self.layers.get_mut(&old).expect("top").owner = Owner::Snapshot(*id);
-                self.new_layer(*layer, Some(old), Owner::Volume(*volume));
+                self.new_layer(*layer, Some(old), Owner::Volume(*volume), key);
                 self.volumes.get_mut(volume).expect("volume").top = *layer;
                 self.snapshots.insert(
                     *id,
@@ -326,9 +392,11 @@ impl State {
                     return bad("volume name in use");
                 }
                 let (base, size) = (s.layer, s.size);
+                // A clone shares its origin's key: the blocks it reads are sealed with it.
+                let key = self.layers[&base].key;
                 self.bump_id(id.0);
                 self.bump_id(*layer);
-                self.new_layer(*layer, Some(base), Owner::Volume(*id));
+                self.new_layer(*layer, Some(base), Owner::Volume(*id), key);
                 self.volumes.insert(
                     *id,
                     VolumeMeta {
@@ -339,6 +407,7 @@ impl State {
                         class: *class,
                         origin: Some(*snapshot),
                         created: *created,
+                        key,
                     },
                 );
             }
@@ -357,9 +426,9 @@ impl State {
                 if self.layers.contains_key(layer) {
                     return bad("layer id in use");
                 }
-                let (old, base, size) = (v.top, s.layer, s.size);
+                let (old, base, size, key) = (v.top, s.layer, s.size, v.key);
                 self.bump_id(*layer);
-                self.new_layer(*layer, Some(base), Owner::Volume(*volume));
+                self.new_layer(*layer, Some(base), Owner::Volume(*volume), key);
                 let v = self.volumes.get_mut(volume).expect("volume");
                 v.top = *layer;
                 v.size = size;
@@ -371,19 +440,28 @@ impl State {
     }
 
     /// Maps `csums.len()` consecutive virtual blocks of a volume's top layer to consecutive
-    /// physical blocks (the write path's op, taken by slice so it allocates nothing).
+    /// physical blocks (the write path's op, taken by slice so it allocates nothing). An
+    /// encrypted layer's run carries one tag per block; a plain one's none.
     pub fn map_run(
         &mut self,
         layer: LayerId,
         vblock: u64,
         pblock: u64,
         csums: &[u32],
+        tags: Option<&[BlockTag]>,
         freed: &mut Vec<Entry>,
     ) -> Result<(), ApplyError> {
         let n = csums.len() as u64;
-        let Some(Owner::Volume(vid)) = self.layers.get(&layer).map(|l| l.owner) else {
+        let Some((Owner::Volume(vid), key)) = self.layers.get(&layer).map(|l| (l.owner, l.key))
+        else {
             return bad("map into a layer that is not a volume's top");
         };
+        match (key, tags) {
+            (None, None) => {}
+            (Some(_), Some(t)) if t.len() == csums.len() => {}
+            (None, Some(_)) => return bad("tags for a layer that is not encrypted"),
+            _ => return bad("an encrypted layer's run without a tag per block"),
+        }
         let vsize = self.volumes[&vid].size;
         if n == 0
             || vblock
@@ -397,6 +475,7 @@ impl State {
             return bad("physical block out of range");
         }
         let epoch = self.epoch;
+        let first_freed = freed.len();
         let l = self.layers.get_mut(&layer).expect("layer");
         let mut added = 0;
         for (i, &csum) in csums.iter().enumerate() {
@@ -417,10 +496,24 @@ impl State {
             }
         }
         self.entries += added;
+        // Blocks this run replaced lose their tags before the run's own are recorded (the
+        // run's blocks were free or rewritten in place, never among those it replaced).
+        self.forget_tags(&freed[first_freed..]);
+        if let Some(tags) = tags {
+            for (i, t) in tags.iter().enumerate() {
+                self.tags.insert(pblock + i as u64, *t);
+            }
+        }
         Ok(())
     }
 
-    fn new_layer(&mut self, id: LayerId, parent: Option<LayerId>, owner: Owner) {
+    fn new_layer(
+        &mut self,
+        id: LayerId,
+        parent: Option<LayerId>,
+        owner: Owner,
+        key: Option<KeyId>,
+    ) {
         if let Some(p) = parent {
             self.layers.get_mut(&p).expect("parent").children.push(id);
         }
@@ -432,6 +525,7 @@ impl State {
                 owner,
                 map: BlockMap::new(),
                 mapped: 0,
+                key,
             },
         );
     }
@@ -602,9 +696,44 @@ impl State {
         if entries != self.entries {
             return Err(format!("entries {} != {entries}", self.entries));
         }
+        // Keys: a lineage shares one key; every key a layer names exists and is used by a
+        // volume; exactly the mapped blocks of encrypted layers have tags.
+        let mut sealed = 0usize;
+        for (&id, l) in &self.layers {
+            if let Some(p) = l.parent {
+                if self.layers[&p].key != l.key {
+                    return Err(format!("layer {id}: key differs from its parent's"));
+                }
+            }
+            if let Some(k) = l.key {
+                if !self.keys.contains_key(&k) {
+                    return Err(format!("layer {id}: key {k} does not exist"));
+                }
+                for e in l.map.values().filter(|e| !e.is_zero()) {
+                    if !self.tags.contains_key(&e.pblock) {
+                        return Err(format!("layer {id}: block {:#x} has no tag", e.pblock));
+                    }
+                    sealed += 1;
+                }
+            }
+        }
+        if sealed != self.tags.len() {
+            return Err(format!(
+                "{} tags for {sealed} encrypted blocks",
+                self.tags.len()
+            ));
+        }
+        for &k in self.keys.keys() {
+            if !self.volumes.values().any(|v| v.key == Some(k)) {
+                return Err(format!("key {k} is used by no volume"));
+            }
+        }
         for v in self.volumes.values() {
             if self.layers.get(&v.top).map(|l| l.owner) != Some(Owner::Volume(v.id)) {
                 return Err(format!("volume {}: top layer not owned by it", v.id.0));
+            }
+            if self.layers[&v.top].key != v.key {
+                return Err(format!("volume {}: key differs from its layer's", v.id.0));
             }
         }
         for s in self.snapshots.values() {
@@ -661,6 +790,7 @@ pub(super) mod tests {
                 size: blocks * BS,
                 class: None,
                 created: 0,
+                key: None,
             },
         );
         (id, layer)
@@ -680,6 +810,7 @@ pub(super) mod tests {
                 vblock: vb,
                 pblock: pb,
                 csums: vec![7; n],
+                tags: vec![],
             },
         )
     }

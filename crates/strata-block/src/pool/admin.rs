@@ -15,6 +15,11 @@ use crate::qos::QosLimits;
 use super::commit::release;
 use super::{now, validate_name, vol, MetaState, Pool, BS};
 
+pub(super) fn validate_new_volume(name: &str, size: u64) -> Result<(), AdminError> {
+    validate_name(name)?;
+    validate_size(size)
+}
+
 fn validate_size(size: u64) -> Result<(), AdminError> {
     let why = if size == 0 {
         "must be greater than zero".to_string()
@@ -56,6 +61,7 @@ impl Pool {
                     size,
                     class,
                     created: now(),
+                    key: None,
                 }],
                 id,
             ))
@@ -226,7 +232,7 @@ impl Pool {
         })
     }
 
-    fn check_class(&self, class: Option<DeviceClass>) -> Result<(), AdminError> {
+    pub(super) fn check_class(&self, class: Option<DeviceClass>) -> Result<(), AdminError> {
         match class {
             Some(c) if !self.inner.devs.iter().any(|d| d.sb.class == c) => {
                 Err(AdminError::ClassUnavailable(c))
@@ -241,14 +247,14 @@ impl Pool {
     /// outside the gate: operations that arrive while one commit syncs are applied meanwhile
     /// and go out together in the next commit (group commit), and a caller whose ops another
     /// commit already made durable returns without syncing again.
-    fn admin<T>(
+    pub(super) fn admin<T, E: From<AdminError>>(
         &self,
-        plan: impl FnOnce(&mut MetaState) -> Result<(Vec<Op>, T), AdminError>,
-    ) -> Result<T, AdminError> {
+        plan: impl FnOnce(&mut MetaState) -> Result<(Vec<Op>, T), E>,
+    ) -> Result<T, E> {
         let (out, seq) = {
             let _g = self.inner.gate.write();
             if self.inner.failed.load(Ordering::SeqCst) {
-                return Err(AdminError::Failed(PoolFailure::EarlierFailure));
+                return Err(AdminError::Failed(PoolFailure::EarlierFailure).into());
             }
             let mut m = self.inner.meta.lock();
             let (ops, out) = plan(&mut m)?;
@@ -262,6 +268,9 @@ impl Pool {
                 release(&mut m, &mut freed);
                 m.freed = freed;
             }
+            // A key whose last volume went is erased from memory too.
+            let m = &mut *m;
+            m.ciphers.retain(|k, _| m.state.keys.contains_key(k));
             m.applied += 1;
             (out, m.applied)
         };

@@ -128,6 +128,64 @@ impl Pool {
         Ok(())
     }
 
+    /// Leaves nothing older than the current metadata on the metadata device: commits, then
+    /// writes the whole state as a checkpoint into both slots and clears the journal. After
+    /// it, a deleted lineage's wrapped key (crypto-erase) and the old master key's wrapped
+    /// forms (rotation) are gone from the media, not only from the live metadata. Excludes
+    /// I/O and management operations while it runs (one checkpoint write per slot and one
+    /// pass over the journal: up to 2 × C + J bytes). Safe against a power cut at any point:
+    /// each checkpoint is newer than every journal record, so replay stops at once.
+    pub fn compact_metadata(&self) -> Result<(), IoError> {
+        let _g = self.inner.gate.write();
+        self.commit()?;
+        let inner = &*self.inner;
+        let mut js = inner.commit.lock();
+        if inner.failed.load(Ordering::SeqCst) {
+            return Err(IoError::PoolFailed);
+        }
+        let payload = {
+            let _cut = inner.epoch_gate.write();
+            let ms = inner.meta.lock();
+            debug_assert!(ms.buf.buf.is_empty(), "the gate excludes every op");
+            ms.state.encode()
+        };
+        let m = &inner.devs[inner.meta_dev];
+        let wrap = |source| IoError::Device {
+            device: m.dev.describe(),
+            source,
+        };
+        if payload.len() as u64 > m.sb.ckpt_len - BS {
+            return Err(wrap(std::io::Error::other(
+                "checkpoint larger than its slot",
+            )));
+        }
+        let res = (|| {
+            for _ in 0..2 {
+                let (slot, seq) = (1 - js.slot, js.seq + 1);
+                write_checkpoint(m.dev.as_ref(), &m.sb, inner.id, slot, seq, &payload)
+                    .map_err(wrap)?;
+                m.dev.sync().map_err(wrap)?;
+                js.slot = slot;
+                js.seq = seq;
+                js.pos = 0;
+            }
+            let zeros = vec![0u8; 1 << 20];
+            let mut off = 0;
+            while off < m.sb.journal_len {
+                let n = (m.sb.journal_len - off).min(zeros.len() as u64) as usize;
+                m.dev
+                    .write_at(&zeros[..n], m.sb.journal_offset + off)
+                    .map_err(wrap)?;
+                off += n as u64;
+            }
+            m.dev.sync().map_err(wrap)
+        })();
+        if res.is_err() {
+            inner.failed.store(true, Ordering::SeqCst);
+        }
+        res
+    }
+
     fn sync_data(&self) -> Result<(), IoError> {
         for d in &self.inner.devs {
             if d.dirty.swap(false, Ordering::SeqCst) {

@@ -12,6 +12,13 @@
 //! flush, and every block it references holds exactly the bytes whose CRC it records: each
 //! block reads back old or new, never an error.
 //!
+//! # Encryption at rest
+//! A volume created encrypted has its lineage's data key (shared by its snapshots and clones).
+//! Its blocks are sealed after placement (the nonce is the physical block, so it is known only
+//! then) and their CRC is taken over the ciphertext; the tag is recorded beside the CRC in the
+//! same map-run op, so the durability argument above covers it unchanged. A volume whose key is
+//! locked (no master key, or another one) refuses every I/O before touching a device.
+//!
 //! # Space
 //! Every device keeps a reserve of free blocks that new (thin) allocations may not take:
 //! only a redirect of a block the volume's top layer already holds may use it, so rewriting
@@ -43,9 +50,12 @@
 //! - `read.rs`: the read path, block status and changed blocks.
 //! - `write.rs`: the write path (reserve, merge, place, write runs, record), zeroes and trim.
 //! - `commit.rs`: commit (epoch cut, syncs, journal record or checkpoint) and block release.
+//! - `keys.rs`: encryption at rest (encrypted volumes, the master key, rotation); the block
+//!   cipher itself is `crate::crypt`, applied by `write.rs` and `read.rs`.
 
 mod admin;
 mod commit;
+mod keys;
 mod open;
 mod read;
 mod write;
@@ -60,11 +70,14 @@ use uuid::Uuid;
 
 use crate::alloc::Allocator;
 use crate::codec::Writer;
+use crate::crypt::{BlockCipher, KeyWrapper, TAG_LEN};
 use crate::device::BlockDevice;
 use crate::error::{AdminError, IoError};
-use crate::format::{Superblock, BLOCK_SIZE};
+use crate::format::{Superblock, BLOCK_SIZE, ENTRY_ENCODED_LEN};
 use crate::map::Entry;
-use crate::meta::{LayerId, SnapshotId, SnapshotMeta, State, VolumeId, VolumeMeta, MAX_NAME};
+use crate::meta::{
+    KeyId, LayerId, SnapshotId, SnapshotMeta, State, VolumeId, VolumeMeta, MAX_NAME,
+};
 use crate::qos::VolumeIo;
 
 const BS: u64 = BLOCK_SIZE;
@@ -127,6 +140,28 @@ pub struct VolumeInfo {
     pub snapshots: usize,
     /// Creation time (seconds since the epoch).
     pub created: u64,
+    /// Encryption at rest, if the volume is encrypted.
+    pub encryption: Option<EncryptionInfo>,
+}
+
+/// How a volume (or its lineage) is encrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionInfo {
+    /// The data key's id (shared by the volume's snapshots and clones).
+    pub key: KeyId,
+    /// The id of the master key that wraps it.
+    pub master_key_id: String,
+    /// Whether the data key is unwrapped, so the volume serves I/O.
+    pub available: bool,
+}
+
+/// What [`Pool::set_key_wrapper`] could unlock.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyUnlock {
+    /// Data keys unwrapped.
+    pub unlocked: Vec<KeyId>,
+    /// Data keys that did not unwrap, with the master key id each is wrapped by.
+    pub locked: Vec<(KeyId, String)>,
 }
 
 /// A snapshot as reported to callers.
@@ -204,21 +239,55 @@ pub(crate) struct MetaState {
     buf: Writer,
     /// The map-run ops in `buf` that are still the newest op for their blocks:
     /// (layer, first vblock) -> (offset of the first checksum in `buf`, blocks, first
-    /// pblock). A rewrite in place of blocks mapped by one of them patches its checksums
+    /// pblock, bytes per block's item: 4, or 20 with an encrypted block's tag). A rewrite in place of blocks mapped by one of them patches its checksums
     /// instead of appending an op, so rewriting the same blocks again and again within an
     /// epoch does not grow the journal record (nor force commits). Cleared whenever an op
     /// of another kind is appended and when a commit takes `buf`.
-    patchable: std::collections::BTreeMap<(LayerId, u64), (usize, u32, u64)>,
+    patchable: std::collections::BTreeMap<(LayerId, u64), (usize, u32, u64, usize)>,
     /// Blocks freed by ops not yet committed.
     pending_free: Vec<u64>,
     /// Scratch for `State::apply`.
     freed: Vec<Entry>,
-    /// Entries the checkpoint slot can hold.
-    max_entries: u64,
+    /// Bytes of checkpoint payload the mapping entries may take (the slot, less headroom).
+    meta_budget: u64,
+    /// Unwrapped data keys, by key id (a key absent here is locked: its volumes refuse I/O).
+    ciphers: crate::map::IdMap<KeyId, Arc<BlockCipher>>,
+    /// The master key given to the pool, if any.
+    wrapper: Option<Arc<dyn KeyWrapper>>,
     /// QoS state and live figures per volume (runtime only; limits are set by the caller).
     io: crate::map::IdMap<u64, Arc<VolumeIo>>,
     /// Management operations applied so far (their ops are in `buf` or committed).
     applied: u64,
+}
+
+impl MetaState {
+    /// Whether `n` more entries (`sealed`: of an encrypted layer, with a tag each) fit the
+    /// checkpoint slot.
+    fn entries_fit(&self, n: u64, sealed: bool) -> bool {
+        let tag = TAG_LEN as u64;
+        let per = ENTRY_ENCODED_LEN + if sealed { tag } else { 0 };
+        self.state.entries * ENTRY_ENCODED_LEN + self.state.tags.len() as u64 * tag + n * per
+            <= self.meta_budget
+    }
+
+    /// The cipher a layer's blocks are sealed with: `Ok(None)` for a plain layer, an error
+    /// naming `t` when its key is locked.
+    fn cipher_of(&self, layer: LayerId, t: Target) -> Result<Option<Arc<BlockCipher>>, IoError> {
+        let Some(k) = self.state.key_of_layer(layer) else {
+            return Ok(None);
+        };
+        match self.ciphers.get(&k) {
+            Some(c) => Ok(Some(c.clone())),
+            None => Err(IoError::KeyUnavailable {
+                target: target_name(&self.state, t),
+                master_key_id: self
+                    .state
+                    .keys
+                    .get(&k)
+                    .map_or_else(String::new, |r| r.master.clone()),
+            }),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -342,7 +411,7 @@ impl Pool {
     /// Describes one volume.
     pub fn volume(&self, id: VolumeId) -> Result<VolumeInfo, AdminError> {
         let m = self.inner.meta.lock();
-        volume_info(&m.state, id).ok_or_else(|| AdminError::VolumeNotFound(id.0.to_string()))
+        volume_info(&m, id).ok_or_else(|| AdminError::VolumeNotFound(id.0.to_string()))
     }
 
     /// All volumes, ordered by id.
@@ -351,7 +420,7 @@ impl Pool {
         m.state
             .volumes
             .keys()
-            .filter_map(|&id| volume_info(&m.state, id))
+            .filter_map(|&id| volume_info(&m, id))
             .collect()
     }
 
@@ -432,26 +501,25 @@ impl Pool {
         Ok(())
     }
 
-    fn writable(
-        &self,
-        volume: VolumeId,
-        offset: u64,
-        len: u64,
-    ) -> Result<(LayerId, Option<DeviceClass>), IoError> {
+    /// The volume's top layer, class and cipher (an encrypted volume whose key is locked
+    /// refuses), after checking the pool and the range.
+    fn writable(&self, volume: VolumeId, offset: u64, len: u64) -> Result<Writable, IoError> {
         if self.inner.failed.load(Ordering::SeqCst) {
             return Err(IoError::PoolFailed);
         }
-        let (top, size, class) = {
+        let (w, size) = {
             let m = self.inner.meta.lock();
             let v = m
                 .state
                 .volumes
                 .get(&volume)
                 .ok_or_else(|| IoError::NotFound(format!("volume {}", volume.0)))?;
-            (v.top, v.size, v.class)
+            let (top, size, class) = (v.top, v.size, v.class);
+            let cipher = m.cipher_of(top, Target::Volume(volume))?;
+            (Writable { top, class, cipher }, size)
         };
         self.check_range(Target::Volume(volume), offset, len, size)?;
-        Ok((top, class))
+        Ok(w)
     }
 
     fn stripe(&self, key: u64, chunk: u64) -> &RwLock<()> {
@@ -481,6 +549,13 @@ impl Pool {
     }
 }
 
+/// What a write needs to know about its volume.
+pub(crate) struct Writable {
+    top: LayerId,
+    class: Option<DeviceClass>,
+    cipher: Option<Arc<BlockCipher>>,
+}
+
 fn vol(state: &State, id: VolumeId) -> Result<&VolumeMeta, AdminError> {
     state
         .volumes
@@ -488,7 +563,8 @@ fn vol(state: &State, id: VolumeId) -> Result<&VolumeMeta, AdminError> {
         .ok_or_else(|| AdminError::VolumeNotFound(id.0.to_string()))
 }
 
-fn volume_info(state: &State, id: VolumeId) -> Option<VolumeInfo> {
+fn volume_info(m: &MetaState, id: VolumeId) -> Option<VolumeInfo> {
+    let state = &m.state;
     let v = state.volumes.get(&id)?;
     Some(VolumeInfo {
         id,
@@ -499,6 +575,14 @@ fn volume_info(state: &State, id: VolumeId) -> Option<VolumeInfo> {
         origin: v.origin,
         snapshots: state.snapshots.values().filter(|s| s.volume == id).count(),
         created: v.created,
+        encryption: v.key.map(|k| EncryptionInfo {
+            key: k,
+            master_key_id: state
+                .keys
+                .get(&k)
+                .map_or_else(String::new, |r| r.master.clone()),
+            available: m.ciphers.contains_key(&k),
+        }),
     })
 }
 

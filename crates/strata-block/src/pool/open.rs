@@ -322,7 +322,7 @@ impl Pool {
                 }
             }
         }
-        let max_entries = (m.sb.ckpt_len - BS - (256 << 10)) / ENTRY_ENCODED_LEN;
+        let meta_budget = m.sb.ckpt_len - BS - (256 << 10);
         Ok(Pool {
             inner: Arc::new(Inner {
                 id: pool,
@@ -334,7 +334,9 @@ impl Pool {
                     pending_free: Vec::new(),
                     freed: Vec::new(),
                     patchable: std::collections::BTreeMap::new(),
-                    max_entries,
+                    meta_budget,
+                    ciphers: Default::default(),
+                    wrapper: None,
                     io: Default::default(),
                     applied: 0,
                 }),

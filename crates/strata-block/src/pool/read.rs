@@ -7,6 +7,7 @@
 
 use smallvec::SmallVec;
 
+use crate::crypt::{BlockCipher, BlockTag};
 use crate::error::IoError;
 use crate::format::crc32c;
 use crate::map::Entry;
@@ -57,6 +58,8 @@ impl Pool {
             let mut stripe = None;
             loop {
                 let mut ents: SmallVec<[Option<Entry>; 8]> = SmallVec::new();
+                let mut tags: SmallVec<[BlockTag; 8]> = SmallVec::new();
+                let cipher;
                 {
                     let m = self.inner.meta.lock();
                     let (top, size) = resolve_target(&m.state, t)?;
@@ -72,13 +75,26 @@ impl Pool {
                             size,
                         });
                     }
+                    // An encrypted target whose key is locked serves no byte.
+                    cipher = m.cipher_of(top, t)?;
                     let b0 = off / BS;
                     let nb = (off + n as u64).div_ceil(BS) - b0;
                     ents.extend((b0..b0 + nb).map(|vb| m.state.resolve(top, vb)));
+                    if cipher.is_some() {
+                        // Taken with the entries, under the same lock: a tag always belongs
+                        // to the checksum it is read with.
+                        tags.extend(ents.iter().map(|e| {
+                            e.filter(|e| !e.is_zero())
+                                .and_then(|e| m.state.tags.get(&e.pblock).copied())
+                                .unwrap_or_default()
+                        }));
+                    }
                 }
-                match self.read_chunk(off, &mut buf[done..done + n], &ents) {
+                let seal = cipher.as_deref().map(|c| (c, &tags[..]));
+                match self.read_chunk(off, &mut buf[done..done + n], &ents, seal) {
                     Ok(()) => break,
                     Err(ReadFail::Device(e)) => return Err(e),
+                    Err(ReadFail::Auth(vb)) => return Err(self.auth_error(t, vb)),
                     Err(ReadFail::Mismatch(vb, e)) => {
                         let now = {
                             let m = self.inner.meta.lock();
@@ -208,8 +224,15 @@ impl Pool {
         Ok(out)
     }
 
-    /// Reads one chunk given its resolved entries.
-    fn read_chunk(&self, off: u64, buf: &mut [u8], ents: &[Option<Entry>]) -> Result<(), ReadFail> {
+    /// Reads one chunk given its resolved entries (and, for an encrypted target, its cipher
+    /// and the entries' tags): each block's checksum is checked, then its tag.
+    fn read_chunk(
+        &self,
+        off: u64,
+        buf: &mut [u8],
+        ents: &[Option<Entry>],
+        seal: Option<(&BlockCipher, &[BlockTag])>,
+    ) -> Result<(), ReadFail> {
         let b0 = off / BS;
         let end = off + buf.len() as u64;
         let n = (end.div_ceil(BS) - b0) as usize;
@@ -229,7 +252,7 @@ impl Pool {
             };
             if bend - bstart < BS {
                 let mut blk = [0u8; BSU];
-                self.read_verified(vb, e, &mut blk)?;
+                self.read_verified(vb, e, seal.map(|(c, t)| (c, t[i])), &mut blk)?;
                 let s = (bstart - vb * BS) as usize;
                 buf[dst.clone()].copy_from_slice(&blk[s..s + dst.len()]);
                 i += 1;
@@ -247,8 +270,13 @@ impl Pool {
             self.read_run(e.pblock, region).map_err(ReadFail::Device)?;
             for j in 0..k {
                 let ej = ents[i + j].expect("mapped");
-                if checksum(&region[j * BSU..(j + 1) * BSU]) != ej.csum {
+                let blk = &mut region[j * BSU..(j + 1) * BSU];
+                if checksum(blk) != ej.csum {
                     return Err(ReadFail::Mismatch(vb + j as u64, ej));
+                }
+                if let Some((c, tags)) = seal {
+                    c.open(ej.pblock, vb + j as u64, blk, &tags[i + j])
+                        .map_err(|_| ReadFail::Auth(vb + j as u64))?;
                 }
             }
             i += k;
@@ -267,18 +295,41 @@ impl Pool {
             })
     }
 
-    /// Reads one block and checks it against its entry.
+    /// Reads one block and checks it against its entry; an encrypted block (`seal`: its
+    /// cipher and tag) is then opened in place.
     pub(super) fn read_verified(
         &self,
         vb: u64,
         e: Entry,
+        seal: Option<(&BlockCipher, BlockTag)>,
         blk: &mut [u8; BSU],
     ) -> Result<(), ReadFail> {
         self.read_run(e.pblock, blk).map_err(ReadFail::Device)?;
         if checksum(blk) != e.csum {
             return Err(ReadFail::Mismatch(vb, e));
         }
+        if let Some((c, tag)) = seal {
+            c.open(e.pblock, vb, blk, &tag)
+                .map_err(|_| ReadFail::Auth(vb))?;
+        }
         Ok(())
+    }
+
+    /// The error a failed single-block read reports.
+    pub(super) fn read_fail(&self, t: Target, f: ReadFail) -> IoError {
+        match f {
+            ReadFail::Device(e) => e,
+            ReadFail::Mismatch(vb, e) => self.checksum_error(t, vb, e.pblock),
+            ReadFail::Auth(vb) => self.auth_error(t, vb),
+        }
+    }
+
+    fn auth_error(&self, t: Target, vb: u64) -> IoError {
+        let m = self.inner.meta.lock();
+        IoError::Authentication {
+            target: target_name(&m.state, t),
+            offset: vb * BS,
+        }
     }
 
     pub(super) fn checksum_error(&self, t: Target, vb: u64, pblock: u64) -> IoError {
@@ -300,6 +351,8 @@ pub(super) enum ReadFail {
     Device(IoError),
     /// Block `.0`, mapped by entry `.1`, failed its checksum.
     Mismatch(u64, Entry),
+    /// Block `.0` matched its checksum but not its tag.
+    Auth(u64),
 }
 
 /// CRC-32C of a data block.

@@ -8,11 +8,12 @@ use strata_types::DeviceClass;
 use parking_lot::RwLockReadGuard;
 
 use crate::alloc::{Run, Take};
+use crate::crypt::{BlockCipher, BlockTag, TAG_LEN};
 use crate::error::IoError;
 use crate::meta::{encode_map_run, split_paddr, LayerId, Op, VolumeId};
 
 use super::commit::release;
-use super::read::{checksum, ReadFail};
+use super::read::checksum;
 use super::{resolve_target, MetaState, Pool, Target, BS, BSU, CHUNK_BLOCKS, CHUNK_BYTES};
 
 impl Pool {
@@ -28,7 +29,8 @@ impl Pool {
 
     fn write_inner(&self, volume: VolumeId, offset: u64, data: &[u8]) -> Result<(), IoError> {
         let _g = self.inner.gate.read();
-        let (top, class) = self.writable(volume, offset, data.len() as u64)?;
+        let w = self.writable(volume, offset, data.len() as u64)?;
+        let (top, class, cipher) = (w.top, w.class, w.cipher.as_deref());
         if data.is_empty() {
             return Ok(());
         }
@@ -43,7 +45,8 @@ impl Pool {
         while done < data.len() {
             let off = offset + done as u64;
             let n = ((CHUNK_BYTES - off % CHUNK_BYTES) as usize).min(data.len() - done);
-            match self.write_chunk(volume, top, class, off, &data[done..done + n], &mut res) {
+            let chunk = &data[done..done + n];
+            match self.write_chunk(volume, top, class, cipher, off, chunk, &mut res) {
                 Ok(c) => need_commit |= c,
                 Err(e) => {
                     r = Err(e);
@@ -85,6 +88,7 @@ impl Pool {
                 let eg = self.inner.epoch_gate.read();
                 let mut m = self.inner.meta.lock();
                 let epoch = m.state.epoch;
+                let sealed = m.state.key_of_layer(top).is_some();
                 let layer = &m.state.layers[&top];
                 let (mut fresh, mut redirect) = (0u64, 0u64);
                 for vb in b0..b1 {
@@ -95,7 +99,7 @@ impl Pool {
                     }
                 }
                 let need = fresh + redirect;
-                let fits = m.state.entries + need <= m.max_entries
+                let fits = m.entries_fit(need, sealed)
                     && m.alloc.available(class, Take::AboveReserve) >= fresh
                     && m.alloc.available(class, Take::IncludingReserve) >= need;
                 if fits {
@@ -216,14 +220,18 @@ impl Pool {
         self.commit()
     }
     /// Writes one chunk (at most 1 MiB, inside one aligned chunk) under its stripe lock, in
-    /// four steps: merge partial blocks, place, write runs, record the map. The caller holds
-    /// the epoch gate shared (from its reservation). Returns whether the journal buffer is
-    /// large enough to commit (the caller commits once it released the gate).
+    /// four steps: merge partial blocks, place, write runs, record the map. An encrypted
+    /// volume's blocks are sealed once placed (the nonce is the physical block) and their
+    /// checksums taken over the ciphertext. The caller holds the epoch gate shared (from its
+    /// reservation). Returns whether the journal buffer is large enough to commit (the
+    /// caller commits once it released the gate).
+    #[allow(clippy::too_many_arguments)]
     fn write_chunk(
         &self,
         volume: VolumeId,
         top: LayerId,
         class: Option<DeviceClass>,
+        cipher: Option<&BlockCipher>,
         off: u64,
         data: &[u8],
         res: &mut Reservation,
@@ -231,11 +239,27 @@ impl Pool {
         let b0 = off / BS;
         let _s = self.stripe(volume.0, b0 / CHUNK_BLOCKS).write();
         let mut scratch = SmallVec::new();
-        let src = self.merge_partial(volume, top, off, data, &mut scratch)?;
-        let csums: SmallVec<[u32; 32]> = src.chunks(BSU).map(checksum).collect();
-        let placed = self.place(volume, top, class, b0, src.len() / BSU, res)?;
-        self.write_runs(&placed, src)?;
-        Ok(self.record_map(top, b0, &placed, &csums))
+        let src = self.merge_partial(volume, top, cipher, off, data, &mut scratch)?;
+        let n = src.len() / BSU;
+        let placed = self.place(volume, top, class, cipher.is_some(), b0, n, res)?;
+        let Some(c) = cipher else {
+            let csums: SmallVec<[u32; 32]> = src.chunks(BSU).map(checksum).collect();
+            self.write_runs(&placed, src)?;
+            return Ok(self.record_map(top, b0, &placed, &csums, None));
+        };
+        SEAL_BUF.with(|buf| {
+            let mut ct = buf.borrow_mut();
+            ct.clear();
+            ct.extend_from_slice(src);
+            let mut tags: SmallVec<[BlockTag; 32]> = SmallVec::with_capacity(n);
+            let mut csums: SmallVec<[u32; 32]> = SmallVec::with_capacity(n);
+            for (i, blk) in ct.chunks_mut(BSU).enumerate() {
+                tags.push(c.seal(placed.pbs[i], b0 + i as u64, blk));
+                csums.push(checksum(blk));
+            }
+            self.write_runs(&placed, &ct)?;
+            Ok(self.record_map(top, b0, &placed, &csums, Some(&tags)))
+        })
     }
 
     /// Step 1: the chunk's bytes as whole blocks. An aligned write is used as it is; a partial
@@ -246,6 +270,7 @@ impl Pool {
         &self,
         volume: VolumeId,
         top: LayerId,
+        cipher: Option<&BlockCipher>,
         off: u64,
         data: &'a [u8],
         scratch: &'a mut SmallVec<[u8; 2 * BSU]>,
@@ -259,14 +284,18 @@ impl Pool {
         scratch.resize(n * BSU, 0);
         let t = Target::Volume(volume);
         let fill = |vb: u64, dst: &mut [u8]| -> Result<(), IoError> {
-            let e = self.inner.meta.lock().state.resolve(top, vb);
+            let (e, tag) = {
+                let m = self.inner.meta.lock();
+                let e = m.state.resolve(top, vb);
+                let tag = e.and_then(|e| m.state.tags.get(&e.pblock).copied());
+                (e, tag)
+            };
             match e {
                 Some(e) if !e.is_zero() => {
                     let mut blk = [0u8; BSU];
-                    self.read_verified(vb, e, &mut blk).map_err(|f| match f {
-                        ReadFail::Device(e) => e,
-                        ReadFail::Mismatch(vb, e) => self.checksum_error(t, vb, e.pblock),
-                    })?;
+                    let seal = cipher.map(|c| (c, tag.unwrap_or_default()));
+                    self.read_verified(vb, e, seal, &mut blk)
+                        .map_err(|f| self.read_fail(t, f))?;
                     dst.copy_from_slice(&blk);
                 }
                 _ => dst.fill(0),
@@ -291,11 +320,13 @@ impl Pool {
     /// durable metadata references is never written). Invariant: the caller holds the epoch
     /// gate from its reservation on, so no commit cuts the epoch, an in-place block cannot
     /// become durable under the rewrite, and the reservation holds every block needed here.
+    #[allow(clippy::too_many_arguments)]
     fn place(
         &self,
         volume: VolumeId,
         top: LayerId,
         class: Option<DeviceClass>,
+        sealed: bool,
         b0: u64,
         n: usize,
         res: &mut Reservation,
@@ -326,7 +357,7 @@ impl Pool {
                 && (need as usize) < n
                 && !pbs.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
             if scattered
-                && m.state.entries + n as u64 <= m.max_entries
+                && m.entries_fit(n as u64, sealed)
                 && m.alloc
                     .alloc(n as u64, class, Take::AboveReserve, &mut runs)
             {
@@ -391,12 +422,19 @@ impl Pool {
     /// Returns whether the journal buffer is large enough to commit.
     ///
     /// [`State::map_run`]: crate::meta::State::map_run
-    fn record_map(&self, top: LayerId, b0: u64, placed: &Placed, csums: &[u32]) -> bool {
+    fn record_map(
+        &self,
+        top: LayerId,
+        b0: u64,
+        placed: &Placed,
+        csums: &[u32],
+        tags: Option<&[BlockTag]>,
+    ) -> bool {
         let pbs = &placed.pbs;
         let n = pbs.len();
         let mut m = self.inner.meta.lock();
         let mut freed = std::mem::take(&mut m.freed);
-        let patched = placed.fresh.is_empty() && patch_in_place(&mut m, top, b0, pbs, csums);
+        let patched = placed.fresh.is_empty() && patch_in_place(&mut m, top, b0, pbs, csums, tags);
         let mut k = 0usize;
         while k < n {
             let mut len = 1;
@@ -404,14 +442,15 @@ impl Pool {
                 len += 1;
             }
             let cs = &csums[k..k + len];
+            let ts = tags.map(|t| &t[k..k + len]);
             let vb = b0 + k as u64;
             m.state
-                .map_run(top, vb, pbs[k], cs, &mut freed)
+                .map_run(top, vb, pbs[k], cs, ts, &mut freed)
                 .expect("validated run");
             if !patched {
-                encode_map_run(&mut m.buf, top, vb, pbs[k], cs);
-                let at = m.buf.buf.len() - 4 * len;
-                register_run(&mut m, top, vb, len, pbs[k], at);
+                let item = encode_map_run(&mut m.buf, top, vb, pbs[k], cs, ts);
+                let at = m.buf.buf.len() - item * len;
+                register_run(&mut m, top, vb, len, pbs[k], at, item);
             }
             k += len;
         }
@@ -425,15 +464,25 @@ impl Pool {
 /// of the uncommitted journal buffer that mapped them, if every block has one; `false` (and
 /// nothing changed) otherwise. Equivalent to appending a map-run op with the new checksums:
 /// the patched op is the newest for those blocks and maps them to the same physical blocks.
-fn patch_in_place(m: &mut MetaState, layer: LayerId, b0: u64, pbs: &[u64], csums: &[u32]) -> bool {
+fn patch_in_place(
+    m: &mut MetaState,
+    layer: LayerId,
+    b0: u64,
+    pbs: &[u64],
+    csums: &[u32],
+    tags: Option<&[BlockTag]>,
+) -> bool {
+    let item = if tags.is_some() { 4 + TAG_LEN } else { 4 };
     let mut at: SmallVec<[usize; 32]> = SmallVec::with_capacity(pbs.len());
     for (k, &pb) in pbs.iter().enumerate() {
         let vb = b0 + k as u64;
         let hit = m.patchable.range(..=(layer, vb)).next_back().and_then(
-            |(&(l, start), &(pos, len, p0))| {
+            |(&(l, start), &(pos, len, p0, size))| {
                 // An entry of a lower layer may sort last: it is no hit.
-                let i = vb.checked_sub(start).filter(|_| l == layer)?;
-                (i < u64::from(len) && p0 + i == pb).then_some(pos + 4 * i as usize)
+                let i = vb
+                    .checked_sub(start)
+                    .filter(|_| l == layer && size == item)?;
+                (i < u64::from(len) && p0 + i == pb).then_some(pos + item * i as usize)
             },
         );
         match hit {
@@ -441,27 +490,45 @@ fn patch_in_place(m: &mut MetaState, layer: LayerId, b0: u64, pbs: &[u64], csums
             None => return false,
         }
     }
-    for (pos, c) in at.into_iter().zip(csums) {
+    for (k, (pos, c)) in at.into_iter().zip(csums).enumerate() {
         m.buf.buf[pos..pos + 4].copy_from_slice(&c.to_le_bytes());
+        if let Some(t) = tags {
+            m.buf.buf[pos + 4..pos + item].copy_from_slice(&t[k]);
+        }
     }
     true
 }
 
 /// Records a map-run op just appended to the journal buffer (its checksums at `at`) as the
 /// newest for its blocks, dropping the older ones it overlaps.
-fn register_run(m: &mut MetaState, layer: LayerId, vb: u64, len: usize, pblock: u64, at: usize) {
+fn register_run(
+    m: &mut MetaState,
+    layer: LayerId,
+    vb: u64,
+    len: usize,
+    pblock: u64,
+    at: usize,
+    item: usize,
+) {
     let end = vb + len as u64;
     let lo = (layer, vb.saturating_sub(CHUNK_BLOCKS));
     let stale: SmallVec<[(LayerId, u64); 4]> = m
         .patchable
         .range(lo..(layer, end))
-        .filter(|(&(_, start), &(_, n, _))| start + u64::from(n) > vb)
+        .filter(|(&(_, start), &(_, n, _, _))| start + u64::from(n) > vb)
         .map(|(&k, _)| k)
         .collect();
     for k in stale {
         m.patchable.remove(&k);
     }
-    m.patchable.insert((layer, vb), (at, len as u32, pblock));
+    m.patchable
+        .insert((layer, vb), (at, len as u32, pblock, item));
+}
+
+thread_local! {
+    /// Ciphertext of the chunk being written (one per writer thread, reused: no allocation
+    /// per write).
+    static SEAL_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Where one chunk's blocks go: a physical address per block, and the runs newly allocated for

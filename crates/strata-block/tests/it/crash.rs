@@ -57,9 +57,13 @@ struct MSnap {
 }
 
 /// Runs one workload; cuts the power at the `cut`-th sync after set-up (None: at the end).
-/// Returns how many syncs the workload issued before the cut.
-fn run(seed: u64, cut: Option<u64>, ops: usize) -> u64 {
-    let ctx = format!("seed {seed} cut {cut:?} ops {ops}");
+/// With `encrypted`, the pool has a master key and volume `a` is encrypted (`b` stays plain,
+/// so both kinds share the pool, its journal and its checkpoints), and some reads give way
+/// to metadata compaction. Returns how many syncs
+/// the workload issued before the cut.
+fn run(seed: u64, cut: Option<u64>, ops: usize, encrypted: bool) -> u64 {
+    let ctx = format!("seed {seed} cut {cut:?} ops {ops} encrypted {encrypted}");
+    let key = encrypted.then(|| crate::test_key(3));
     let dom = PowerDomain::new(None, seed);
     let devs: Vec<Arc<CrashDevice>> = vec![dom.device(8 << 20, "c0"), dom.device(4 << 20, "c1")];
     let pool = Pool::create(vec![
@@ -73,11 +77,17 @@ fn run(seed: u64, cut: Option<u64>, ops: usize) -> u64 {
         },
     ])
     .unwrap();
+    if let Some(k) = &key {
+        pool.set_key_wrapper(k.clone());
+    }
     let mut vols = Vec::new();
     for (name, blocks) in [("a", 96usize), ("b", 64)] {
-        let id = pool
-            .create_volume(name, (blocks * BS) as u64, None)
-            .unwrap();
+        let size = (blocks * BS) as u64;
+        let id = if encrypted && name == "a" {
+            pool.create_encrypted_volume(name, size, None).unwrap()
+        } else {
+            pool.create_volume(name, size, None).unwrap()
+        };
         vols.push(MVol {
             id,
             name: name.into(),
@@ -162,6 +172,13 @@ fn run(seed: u64, cut: Option<u64>, ops: usize) -> u64 {
                 }
                 None => true,
             }
+        } else if encrypted && p >= 97 {
+            // Compaction (checkpoints in both slots, journal cleared) commits everything.
+            let r = pool.compact_metadata().is_ok();
+            if r {
+                vols.iter_mut().for_each(MVol::settle);
+            }
+            r
         } else {
             let m = &vols[vi];
             let mut buf = vec![0u8; len];
@@ -188,10 +205,11 @@ fn run(seed: u64, cut: Option<u64>, ops: usize) -> u64 {
         .enumerate()
         .map(|(i, d)| MemDevice::from_image(d.durable_image(), format!("after{i}")))
         .collect();
-    let pool = Pool::open(
+    let pool = Pool::open_with_keys(
         mems.iter()
             .map(|m| m.clone() as Arc<dyn BlockDevice>)
             .collect(),
+        key.clone(),
     )
     .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
     pool.check_consistency()
@@ -228,10 +246,11 @@ fn run(seed: u64, cut: Option<u64>, ops: usize) -> u64 {
     }
     pool.flush().unwrap();
     drop(pool);
-    let pool = Pool::open(
+    let pool = Pool::open_with_keys(
         mems.iter()
             .map(|m| m.clone() as Arc<dyn BlockDevice>)
             .collect(),
+        key,
     )
     .unwrap();
     for m in &vols {
@@ -254,26 +273,22 @@ fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
     }
 }
 
-/// Every cut point of short workloads. Replay one with STRATA_CRASH_SEED=<seed>.
-#[test]
-fn power_cut_at_every_sync() {
+fn every_sync(seeds: Vec<u64>, encrypted: bool) {
     let mut runs = 0;
-    for seed in seeds(0..6) {
-        let total = run(seed, None, 80);
+    for seed in seeds {
+        let total = run(seed, None, 80, encrypted);
         assert!(total > 5, "workload issued only {total} syncs");
         for n in 1..=total + 1 {
-            run(seed, Some(n), 80);
+            run(seed, Some(n), 80, encrypted);
             runs += 1;
         }
     }
     assert!(runs > 30);
 }
 
-/// Long workloads whose journal wraps (checkpoints), with cut points sampled across them.
-#[test]
-fn power_cut_across_checkpoints() {
-    for seed in seeds(100..103) {
-        let total = run(seed, None, 1500);
+fn across_checkpoints(seeds: Vec<u64>, encrypted: bool) {
+    for seed in seeds {
+        let total = run(seed, None, 1500, encrypted);
         // 1 MiB journal / 4 KiB per record: past ~256 commits the journal must have wrapped.
         assert!(
             total > 300,
@@ -281,7 +296,32 @@ fn power_cut_across_checkpoints() {
         );
         let mut rng = StdRng::seed_from_u64(seed);
         for _ in 0..20 {
-            run(seed, Some(rng.gen_range(1..=total)), 1500);
+            run(seed, Some(rng.gen_range(1..=total)), 1500, encrypted);
         }
     }
+}
+
+/// Every cut point of short workloads. Replay one with STRATA_CRASH_SEED=<seed>.
+#[test]
+fn power_cut_at_every_sync() {
+    every_sync(seeds(0..6), false);
+}
+
+/// The same on a pool with an encrypted volume beside a plain one: a block reads back old or
+/// new after the crash, never as an authentication error.
+#[test]
+fn power_cut_at_every_sync_encrypted() {
+    every_sync(seeds(0..6), true);
+}
+
+/// Long workloads whose journal wraps (checkpoints), with cut points sampled across them.
+#[test]
+fn power_cut_across_checkpoints() {
+    across_checkpoints(seeds(100..103), false);
+}
+
+/// The same with an encrypted volume (its tags and wrapped key go through checkpoints).
+#[test]
+fn power_cut_across_checkpoints_encrypted() {
+    across_checkpoints(seeds(100..103), true);
 }

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use strata_block::{IoError, Pool, VolumeId, BLOCK_SIZE};
 use strata_types::DeviceClass;
 
-use crate::{mem_pool, pattern, reopen};
+use crate::{mem_pool, new_volume, pattern, reopen, reopen_with, suite_key};
 
 const BS: u64 = BLOCK_SIZE;
 const CHUNK: u64 = 256 * BS;
@@ -198,8 +198,21 @@ proptest! {
     /// (at most 1 MiB) never fails.
     #[test]
     fn writes_on_a_filling_pool_apply_whole_or_not_at_all(acts in proptest::collection::vec(act(), 1..80)) {
+        filling_pool(acts, false)?;
+    }
+
+    /// The same on an encrypted volume (its entries, with tags, still fit the metadata of a
+    /// full pool).
+    #[test]
+    fn writes_on_a_filling_pool_apply_whole_or_not_at_all_encrypted(acts in proptest::collection::vec(act(), 1..80)) {
+        filling_pool(acts, true)?;
+    }
+}
+
+fn filling_pool(acts: Vec<Act>, encrypted: bool) -> Result<(), TestCaseError> {
+    {
         let (mut pool, mems) = mem_pool(&[(16, DeviceClass::Ssd)]);
-        let v = pool.create_volume("v", VOL_BLOCKS * BS, None).unwrap();
+        let v = new_volume(&pool, "v", VOL_BLOCKS * BS, encrypted);
         let mut model = vec![0u8; (VOL_BLOCKS * BS) as usize];
         let mut written = vec![false; VOL_BLOCKS as usize];
         for a in acts {
@@ -221,13 +234,18 @@ proptest! {
                     }
                     let mut buf = vec![0u8; (e - s) * BS as usize];
                     pool.read(v, block * BS, &mut buf).unwrap();
-                    prop_assert!(buf == model[s * BS as usize..e * BS as usize], "blocks {}..{}", s, e);
+                    prop_assert!(
+                        buf == model[s * BS as usize..e * BS as usize],
+                        "blocks {}..{}",
+                        s,
+                        e
+                    );
                 }
                 Act::Flush => pool.flush().unwrap(),
                 Act::Reopen => {
                     pool.flush().unwrap();
                     drop(pool);
-                    pool = reopen(&mems);
+                    pool = reopen_with(&mems, suite_key(encrypted));
                 }
             }
             pool.check_consistency().map_err(TestCaseError::fail)?;
@@ -238,6 +256,7 @@ proptest! {
         pool.read(v, 0, &mut all).unwrap();
         prop_assert!(all == model);
     }
+    Ok(())
 }
 
 /// A full pool, four writers rewriting their own ranges across a chunk boundary (so one

@@ -4,6 +4,7 @@ mod bad_input;
 mod concurrency;
 mod corruption;
 mod crash;
+mod encryption;
 mod files;
 mod full_pool;
 mod groups;
@@ -12,7 +13,7 @@ mod placement;
 
 use std::sync::Arc;
 
-use strata_block::{BlockDevice, DeviceSpec, MemDevice, Pool};
+use strata_block::{BlockDevice, DeviceSpec, KeyWrapper, MasterKey, MemDevice, Pool};
 use strata_types::DeviceClass;
 
 /// A pool on fresh memory devices of the given sizes (MiB) and classes.
@@ -41,6 +42,38 @@ pub fn reopen(mems: &[Arc<MemDevice>]) -> Pool {
         mems.iter()
             .map(|m| m.clone() as Arc<dyn BlockDevice>)
             .collect(),
+    )
+    .unwrap()
+}
+
+/// A master key made from one repeated byte (tests only: distinct bytes, distinct keys).
+pub fn test_key(b: u8) -> Arc<dyn KeyWrapper> {
+    Arc::new(MasterKey::from_bytes(&[b; 32]))
+}
+
+/// The master key the suites parameterized over encryption use.
+pub fn suite_key(encrypted: bool) -> Option<Arc<dyn KeyWrapper>> {
+    encrypted.then(|| test_key(0x5e))
+}
+
+/// Creates a volume, encrypted (giving the pool the suite's master key) or plain.
+pub fn new_volume(pool: &Pool, name: &str, size: u64, encrypted: bool) -> strata_block::VolumeId {
+    match suite_key(encrypted) {
+        Some(k) => {
+            pool.set_key_wrapper(k);
+            pool.create_encrypted_volume(name, size, None).unwrap()
+        }
+        None => pool.create_volume(name, size, None).unwrap(),
+    }
+}
+
+/// Reopens a pool from memory devices with a master key (or none).
+pub fn reopen_with(mems: &[Arc<MemDevice>], key: Option<Arc<dyn KeyWrapper>>) -> Pool {
+    Pool::open_with_keys(
+        mems.iter()
+            .map(|m| m.clone() as Arc<dyn BlockDevice>)
+            .collect(),
+        key,
     )
     .unwrap()
 }

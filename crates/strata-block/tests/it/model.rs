@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use strata_block::{Pool, SnapshotId, Target, VolumeId, BLOCK_SIZE};
 use strata_types::DeviceClass;
 
-use crate::{mem_pool, reopen};
+use crate::{mem_pool, reopen_with, test_key};
 
 const BS: u64 = BLOCK_SIZE;
 const MAX_BLOCKS: u64 = 40;
@@ -131,8 +131,20 @@ fn mark(alloc: &mut [bool], off: u64, len: u64, v: bool) {
     }
 }
 
-fn run(acts: Vec<Act>) -> Result<(), TestCaseError> {
+/// How the model's volumes are created: the same operations run on plain volumes, and on a
+/// pool with a master key whose new volumes are encrypted (clones inherit their origin's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Volumes {
+    Plain,
+    Encrypted,
+}
+
+fn run(acts: Vec<Act>, kind: Volumes) -> Result<(), TestCaseError> {
     let (mut pool, mems) = mem_pool(&[(12, DeviceClass::Ssd), (10, DeviceClass::Hdd)]);
+    let key = (kind == Volumes::Encrypted).then(|| test_key(7));
+    if let Some(k) = &key {
+        pool.set_key_wrapper(k.clone());
+    }
     let mut vols: Vec<MVol> = Vec::new();
     let mut snaps: Vec<MSnap> = Vec::new();
     let mut n = 0;
@@ -141,7 +153,16 @@ fn run(acts: Vec<Act>) -> Result<(), TestCaseError> {
             Act::Create { blocks } => {
                 n += 1;
                 let name = format!("v{n}");
-                let id = pool.create_volume(&name, blocks * BS, None).unwrap();
+                let id = match kind {
+                    Volumes::Plain => pool.create_volume(&name, blocks * BS, None).unwrap(),
+                    Volumes::Encrypted => pool
+                        .create_encrypted_volume(&name, blocks * BS, None)
+                        .unwrap(),
+                };
+                prop_assert_eq!(
+                    pool.volume(id).unwrap().encryption.is_some(),
+                    kind == Volumes::Encrypted
+                );
                 vols.push(MVol {
                     id,
                     name,
@@ -236,6 +257,8 @@ fn run(acts: Vec<Act>) -> Result<(), TestCaseError> {
                 n += 1;
                 let name = format!("c{n}");
                 let id = pool.clone_snapshot(sm.id, &name, None).unwrap();
+                let origin = pool.volume(sm.vol).unwrap().encryption;
+                prop_assert_eq!(pool.volume(id).unwrap().encryption, origin);
                 vols.push(MVol {
                     id,
                     name,
@@ -286,7 +309,7 @@ fn run(acts: Vec<Act>) -> Result<(), TestCaseError> {
             Act::Reopen => {
                 pool.flush().unwrap();
                 drop(pool);
-                pool = reopen(&mems);
+                pool = reopen_with(&mems, key.clone());
             }
             _ => {}
         }
@@ -307,6 +330,8 @@ fn run(acts: Vec<Act>) -> Result<(), TestCaseError> {
     prop_assert_eq!(info.pending_free, 0);
     prop_assert_eq!(info.free, info.capacity);
     prop_assert_eq!(info.provisioned, 0);
+    // Crypto-erase: no volume left, no data key left.
+    prop_assert!(pool.data_keys().is_empty());
     Ok(())
 }
 
@@ -345,6 +370,11 @@ proptest! {
 
     #[test]
     fn volume_ops_match_reference(acts in proptest::collection::vec(act(), 1..120)) {
-        run(acts)?;
+        run(acts, Volumes::Plain)?;
+    }
+
+    #[test]
+    fn encrypted_volume_ops_match_reference(acts in proptest::collection::vec(act(), 1..120)) {
+        run(acts, Volumes::Encrypted)?;
     }
 }
