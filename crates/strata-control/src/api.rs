@@ -148,6 +148,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Service::NbdTcp => C::NbdTcpUnavailable,
         },
         ControlError::Engine(e) => engine_code(e),
+        ControlError::Key(e) => e.code(),
         ControlError::Store(strata_state::StoreError::Invalid(_)) => C::InvalidArgument,
         ControlError::Store(_) => C::StoreUnavailable,
         ControlError::Switch(e) => switch_code(e),

@@ -209,6 +209,9 @@ pub enum ControlError {
     /// The storage engine refused or failed.
     #[error(transparent)]
     Engine(#[from] strata_block::AdminError),
+    /// An encryption key the call needs is missing or locked (no master key, or another).
+    #[error(transparent)]
+    Key(strata_block::KeyAdminError),
     /// The state store failed.
     #[error(transparent)]
     Store(#[from] strata_state::StoreError),
@@ -268,6 +271,15 @@ impl ControlError {
     /// Whether the call lost a race (the caller may look for the reason, e.g. a taken name).
     pub fn is_busy(&self) -> bool {
         matches!(self, ControlError::Busy(_))
+    }
+}
+
+impl From<strata_block::KeyAdminError> for ControlError {
+    fn from(e: strata_block::KeyAdminError) -> Self {
+        match e {
+            strata_block::KeyAdminError::Admin(a) => ControlError::Engine(a),
+            other => ControlError::Key(other),
+        }
     }
 }
 

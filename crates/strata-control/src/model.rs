@@ -262,6 +262,9 @@ pub struct Volume {
     pub qos: Qos,
     /// Creation time.
     pub created: u64,
+    /// Encrypted at rest under a data key of its own lineage (clones share their origin's).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 /// A snapshot.

@@ -179,6 +179,10 @@ pub enum VolumeCmd {
         /// Bandwidth limit per second, e.g. 200M.
         #[arg(long)]
         bandwidth_limit: Option<String>,
+        /// Encrypt the volume at rest (the daemon needs a master key: `strata serve
+        /// --master-key-file`); its snapshots and clones share its key.
+        #[arg(long)]
+        encrypted: bool,
     },
     /// Adjusts a volume's performance limits (applies to open connections within a second).
     /// Only the limits named change, the others stay as they are; `none` removes a limit
@@ -980,8 +984,10 @@ impl Client {
                 request_id,
                 iops_limit,
                 bandwidth_limit,
+                encrypted,
             } => {
                 let b = wire::CreateVolume {
+                    encrypted,
                     name,
                     size: bytes(&size, "size")?.into(),
                     tenant,

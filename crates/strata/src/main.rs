@@ -81,6 +81,17 @@ enum Cmd {
         /// cluster (default: the embedded store, DATA_DIR/state.redb).
         #[arg(long)]
         store: Option<String>,
+        /// The master key that wraps encrypted volumes' data keys: a file of 32 random bytes
+        /// outside the data dir (`strata master-key create PATH` makes one, mode 0600).
+        /// Without it, `STRATA_MASTER_KEY` (64 hex digits) is used if set; with neither,
+        /// encrypted volumes cannot be created and those that exist refuse I/O.
+        #[arg(long, value_name = "PATH")]
+        master_key_file: Option<PathBuf>,
+    },
+    /// Master keys for encryption at rest.
+    MasterKey {
+        #[command(subcommand)]
+        cmd: MasterKeyCmd,
     },
     /// Pools.
     Pool {
@@ -169,6 +180,16 @@ enum Cmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum MasterKeyCmd {
+    /// Writes a new random master key to PATH (mode 0600; refused if PATH exists). Keep it
+    /// outside the data dir and back it up: without it, encrypted volumes cannot be read.
+    Create {
+        /// Where to write it.
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum PoolCmd {
     /// Lists pools.
     List,
@@ -234,6 +255,7 @@ fn run() -> Result<()> {
             api_idle_timeout,
             node,
             store,
+            master_key_file,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -246,6 +268,7 @@ fn run() -> Result<()> {
                 .init();
             serve(
                 &data_dir,
+                master_key_file.as_deref(),
                 store.as_deref(),
                 node.as_deref(),
                 &listen,
@@ -258,6 +281,20 @@ fn run() -> Result<()> {
                     ..http::Limits::default()
                 },
             )
+        }
+        Cmd::MasterKey {
+            cmd: MasterKeyCmd::Create { path },
+        } => {
+            let k = strata_block::KeyFile::generate(&path)
+                .with_context(|| format!("writing a master key to {}", path.display()))?;
+            println!(
+                "master key {} written to {} (mode 0600): start the daemon with \
+                 --master-key-file {}, and keep a copy somewhere safe",
+                strata_block::KeyWrapper::key_id(&k),
+                path.display(),
+                path.display()
+            );
+            Ok(())
         }
         Cmd::Completion { shell } => {
             use clap::CommandFactory;
@@ -326,7 +363,7 @@ fn run() -> Result<()> {
                 Cmd::Router { cmd } => c.router(cmd),
                 Cmd::SecurityGroup { cmd } => c.security_group(cmd),
                 Cmd::FloatingIp { cmd } => c.floating_ip(cmd),
-                Cmd::Serve { .. } | Cmd::Completion { .. } | Cmd::Login => {
+                Cmd::Serve { .. } | Cmd::Completion { .. } | Cmd::Login | Cmd::MasterKey { .. } => {
                     unreachable!("handled above")
                 }
             }
@@ -362,6 +399,7 @@ const TENANT_SOCKETS: &str = "sockets";
 
 fn serve(
     dir: &Path,
+    master_key_file: Option<&Path>,
     store: Option<&str>,
     node: Option<&str>,
     listen: &str,
@@ -370,6 +408,24 @@ fn serve(
     api_limits: http::Limits,
 ) -> Result<()> {
     let (_lock, pool, ctl, first_secret) = startup::init(dir, size, store)?;
+    if let Some(w) = startup::master_key(dir, master_key_file)? {
+        let id = w.key_id();
+        let unlock = pool.set_key_wrapper(w);
+        tracing::info!(master_key = %id, unlocked = unlock.unlocked.len(), "master key given");
+        for (key, needs) in &unlock.locked {
+            tracing::warn!(
+                data_key = key,
+                master_key = %needs,
+                "an encrypted lineage's data key is wrapped by another master key: its volumes refuse I/O"
+            );
+        }
+    } else if !pool.data_keys().is_empty() {
+        tracing::warn!(
+            keys = pool.data_keys().len(),
+            "the pool has encrypted volumes but no master key was given (--master-key-file or \
+             STRATA_MASTER_KEY): they refuse I/O"
+        );
+    }
     let ctl = Arc::new(ctl);
     // The local node joins the placement pool with what this machine has.
     let node_name = node.map_or_else(inventory::hostname, str::to_string);

@@ -262,3 +262,29 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     fs::rename(&tmp, path)?;
     Ok(())
 }
+
+/// The master key `strata serve` was given: `--master-key-file` (which must lie outside the
+/// data dir: a key beside the data it protects protects nothing), else `STRATA_MASTER_KEY`
+/// (64 hex digits), else none.
+pub fn master_key(
+    dir: &Path,
+    file: Option<&Path>,
+) -> Result<Option<Arc<dyn strata_block::KeyWrapper>>> {
+    if let Some(f) = file {
+        let k = strata_block::KeyFile::open_outside(f, dir).with_context(|| {
+            format!(
+                "master key {}: `strata master-key create PATH` makes one (keep it outside \
+                 the data dir)",
+                f.display()
+            )
+        })?;
+        return Ok(Some(Arc::new(k)));
+    }
+    match std::env::var("STRATA_MASTER_KEY") {
+        Ok(_) => Ok(Some(Arc::new(
+            strata_block::EnvKey::from_var("STRATA_MASTER_KEY")
+                .context("STRATA_MASTER_KEY: 64 hex digits (32 bytes)")?,
+        ))),
+        Err(_) => Ok(None),
+    }
+}

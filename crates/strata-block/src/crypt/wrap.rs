@@ -227,6 +227,12 @@ impl KeyFile {
             .mode(0o600)
             .open(&path)
             .map_err(io)?;
+        // The mode is set, not left to the umask (which may only narrow it at create).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
+        }
         f.write_all(&bytes[..]).map_err(io)?;
         f.sync_all().map_err(io)?;
         Ok(KeyFile { path, key })

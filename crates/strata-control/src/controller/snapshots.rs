@@ -170,9 +170,10 @@ impl Controller {
         // A clone keeps its origin volume's limits (so it fits an IOPS quota as the origin
         // does, and a job cloned from a checkpoint runs under the same limits); `set-qos`
         // changes them afterwards. An origin deleted meanwhile leaves none.
-        let qos = self
+        // It also shares the origin's data key: encrypted if the origin is.
+        let (qos, encrypted) = self
             .get::<Volume>(&volume_key(&s.tenant, &s.volume))?
-            .map(|(o, _)| o.qos)
+            .map(|(o, _)| (o.qos, o.encrypted))
             .unwrap_or_default();
         let v = Volume {
             id: new_id(),
@@ -185,6 +186,7 @@ impl Controller {
             state: VolumeState::Creating,
             created: now(),
             qos,
+            encrypted,
         };
         if self.name_taken(&v.tenant, name) {
             return Err(ControlError::exists(Resource::Volume, name));

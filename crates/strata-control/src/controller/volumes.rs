@@ -39,6 +39,8 @@ pub struct CreateVolume {
     pub iops_limit: Option<u64>,
     /// Bandwidth limit, bytes per second or a human size such as "200M".
     pub bandwidth_limit: Option<SizeArg>,
+    /// Encrypted at rest (the daemon needs a master key).
+    pub encrypted: bool,
 }
 
 /// A size given as a number of bytes or a string like "10G".
@@ -155,8 +157,13 @@ impl Controller {
                     .map_err(|e| e.in_field("bandwidth_limit"))?,
                 ..Qos::default()
             },
+            encrypted: req.encrypted,
         };
         validate_qos(&v.qos)?;
+        if v.encrypted && self.pool.master_key_id().is_none() {
+            // Refused before anything is recorded.
+            return Err(ControlError::Key(strata_block::KeyAdminError::NoMasterKey));
+        }
         // Fast answer for the common conflict; the transaction's comparison catches races.
         if self.name_taken(&tenant, &v.name) {
             return Err(ControlError::exists(Resource::Volume, &v.name));
@@ -166,11 +173,20 @@ impl Controller {
             let rid = req.request_id.as_deref().unwrap_or_default();
             return self.same_request(self.get_volume(p, &id)?, &req.name, rid);
         }
-        match self.pool.create_volume(&v.id, size, class) {
+        let made = if v.encrypted {
+            self.pool
+                .create_encrypted_volume(&v.id, size, class)
+                .map_err(ControlError::from)
+        } else {
+            self.pool
+                .create_volume(&v.id, size, class)
+                .map_err(ControlError::from)
+        };
+        match made {
             Ok(eid) => self.apply_io(eid, &v)?,
             Err(e) => {
                 self.forget_volume(&v)?;
-                return Err(e.into());
+                return Err(e);
             }
         }
         self.set_state(&v, VolumeState::Available)
