@@ -70,20 +70,26 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let warnings: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>> =
+            Default::default();
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut line = String::new();
         let addr = loop {
             line.clear();
             assert!(err.read_line(&mut line).unwrap() > 0, "serve exited early");
+            if line.contains(" WARN ") || line.contains(" ERROR ") {
+                warnings
+                    .lock()
+                    .unwrap()
+                    .push_back(line.trim_end().to_string());
+            }
             if line.contains("strata serving") {
                 let at = line.find("listen=").expect("listen field") + "listen=".len();
                 break line[at..].split_whitespace().next().unwrap().to_string();
             }
             assert!(Instant::now() < deadline, "serve did not start");
         };
-        let warnings: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>> =
-            Default::default();
         let kept = warnings.clone();
         std::thread::spawn(move || {
             let mut line = String::new();

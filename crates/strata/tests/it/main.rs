@@ -12,6 +12,7 @@ mod console;
 mod contract;
 mod credentials;
 mod daemon;
+mod encryption;
 mod etcd_store;
 mod groups;
 mod hardening;
