@@ -268,8 +268,10 @@ fn run() -> Result<()> {
                 .init();
             serve(
                 &data_dir,
-                master_key_file.as_deref(),
-                store.as_deref(),
+                Keep {
+                    store: store.as_deref(),
+                    master_key_file: master_key_file.as_deref(),
+                },
                 node.as_deref(),
                 &listen,
                 &default_pool_size,
@@ -397,18 +399,25 @@ fn parse_timeout(s: &str) -> Result<std::time::Duration> {
 /// The directory of the tenants' NBD sockets (`TENANT.sock`) under the data dir.
 const TENANT_SOCKETS: &str = "sockets";
 
+/// Where `strata serve` keeps its state and what unlocks it.
+struct Keep<'a> {
+    /// `--store`: etcd endpoints, or none for the embedded store.
+    store: Option<&'a str>,
+    /// `--master-key-file`.
+    master_key_file: Option<&'a Path>,
+}
+
 fn serve(
     dir: &Path,
-    master_key_file: Option<&Path>,
-    store: Option<&str>,
+    keep: Keep<'_>,
     node: Option<&str>,
     listen: &str,
     size: &str,
     nbd_listen: Option<&str>,
     api_limits: http::Limits,
 ) -> Result<()> {
-    let (_lock, pool, ctl, first_secret) = startup::init(dir, size, store)?;
-    if let Some(w) = startup::master_key(dir, master_key_file)? {
+    let (_lock, pool, ctl, first_secret) = startup::init(dir, size, keep.store)?;
+    if let Some(w) = startup::master_key(dir, keep.master_key_file)? {
         let id = w.key_id();
         let unlock = pool.set_key_wrapper(w);
         tracing::info!(master_key = %id, unlocked = unlock.unlocked.len(), "master key given");
