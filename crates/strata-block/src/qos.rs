@@ -204,10 +204,11 @@ pub struct VolumeIo {
     latency: [AtomicU64; LAT_BUCKETS],
     latency_sum: AtomicU64,
     throttled: AtomicU64,
-    /// The pool's fair share and this volume's class in it (its tenant's), once set.
-    class: Mutex<Option<(std::sync::Arc<PoolShare>, ClassId)>>,
-    /// Whether `class` is set: volumes outside any class skip its lock.
-    in_class: std::sync::atomic::AtomicBool,
+    /// The pool's fair share, once the volume is put in a class (a pool has one share for
+    /// its life, so it is set once: the data path reads it without a lock).
+    share: std::sync::OnceLock<std::sync::Arc<PoolShare>>,
+    /// The volume's class in it (its tenant's).
+    class: AtomicU64,
 }
 
 /// Histogram bucket of a latency.
@@ -236,20 +237,21 @@ impl VolumeIo {
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
-            class: Mutex::new(None),
-            in_class: std::sync::atomic::AtomicBool::new(false),
+            share: std::sync::OnceLock::new(),
+            class: AtomicU64::new(0),
         }
     }
 
     /// Puts the volume's requests in `class` of the pool's fair share (see [`crate::share`]).
+    /// A volume's share is its pool's: a second call may change the class, not the share.
     pub fn set_class(&self, share: std::sync::Arc<PoolShare>, class: ClassId) {
-        *self.class.lock() = Some((share, class));
-        self.in_class.store(true, Ordering::SeqCst);
+        self.class.store(class, Ordering::SeqCst);
+        let _ = self.share.set(share);
     }
 
     /// The volume's share class, if set.
     pub fn class(&self) -> Option<ClassId> {
-        self.class.lock().as_ref().map(|(_, c)| *c)
+        self.share.get().map(|_| self.class.load(Ordering::SeqCst))
     }
 
     fn now_ns(&self) -> u64 {
@@ -284,14 +286,13 @@ impl VolumeIo {
     /// waited.
     pub fn admit(&self, bytes: u64) -> Duration {
         let own = self.admit_own(bytes);
-        if !self.in_class.load(Ordering::Relaxed) {
-            return own;
-        }
-        let class = self.class.lock().clone();
-        let Some((share, id)) = class else {
+        let Some(share) = self.share.get() else {
             return own;
         };
-        let shared = share.admit(id, bytes);
+        if !share.enabled() {
+            return own;
+        }
+        let shared = share.admit(self.class.load(Ordering::Relaxed), bytes);
         if !shared.is_zero() {
             self.throttled
                 .fetch_add(shared.as_micros() as u64, Ordering::Relaxed);

@@ -308,6 +308,11 @@ impl PoolShare {
         self.epoch.elapsed().as_nanos() as u64
     }
 
+    /// Whether a capacity is set (otherwise [`PoolShare::admit`] returns at once).
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     /// Sets the pool's capacity (none: sharing off; waiting requests go at once).
     pub fn set_capacity(&self, c: Capacity) {
         let now = self.now_ns();
