@@ -410,6 +410,19 @@ mod tests {
         done
     }
 
+    /// A core whose pool sustains `iops` operations per second.
+    fn iops_core(iops: u64) -> ShareCore {
+        let mut c = ShareCore::new();
+        c.set_capacity(
+            Capacity {
+                iops: Some(iops),
+                bandwidth: None,
+            },
+            0,
+        );
+        c
+    }
+
     #[test]
     fn no_capacity_admits_everything_at_once() {
         let mut c = ShareCore::new();
@@ -420,14 +433,7 @@ mod tests {
 
     #[test]
     fn equal_weights_share_equally_whatever_the_queue_depths() {
-        let mut c = ShareCore::new();
-        c.set_capacity(
-            Capacity {
-                iops: Some(1000),
-                bandwidth: None,
-            },
-            0,
-        );
+        let mut c = iops_core(1000);
         let got = run(&mut c, &[(1, 8), (2, 1)], 5);
         let total = (got[0] + got[1]) as f64;
         assert!(
@@ -440,14 +446,7 @@ mod tests {
 
     #[test]
     fn weights_set_the_ratio() {
-        let mut c = ShareCore::new();
-        c.set_capacity(
-            Capacity {
-                iops: Some(1000),
-                bandwidth: None,
-            },
-            0,
-        );
+        let mut c = iops_core(1000);
         c.set_class(
             1,
             ClassShare {
@@ -463,14 +462,7 @@ mod tests {
 
     #[test]
     fn a_reservation_is_met_against_a_heavier_weight() {
-        let mut c = ShareCore::new();
-        c.set_capacity(
-            Capacity {
-                iops: Some(1000),
-                bandwidth: None,
-            },
-            0,
-        );
+        let mut c = iops_core(1000);
         c.set_class(
             1,
             ClassShare {
@@ -494,14 +486,7 @@ mod tests {
 
     #[test]
     fn an_idle_class_earns_no_credit() {
-        let mut c = ShareCore::new();
-        c.set_capacity(
-            Capacity {
-                iops: Some(1000),
-                bandwidth: None,
-            },
-            0,
-        );
+        let mut c = iops_core(1000);
         // Class 1 alone for 2 s, then class 2 joins: from then on they alternate, class 2
         // does not get 2 s worth of catching up.
         run(&mut c, &[(1, 4)], 2);

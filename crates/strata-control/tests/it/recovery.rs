@@ -23,9 +23,8 @@ pub(crate) fn open(dir: &std::path::Path, dev: &Arc<MemDevice>) -> Controller {
     Controller::open(Box::new(RedbStore::open(dir.join("s.redb")).unwrap()), pool).unwrap()
 }
 
-#[test]
-fn open_recounts_usage_and_carries_out_recorded_resizes() {
-    let dir = tempfile::tempdir().unwrap();
+/// A 64 MiB memory device holding a new pool.
+pub(crate) fn pool_device() -> Arc<MemDevice> {
     let dev = MemDevice::new(64 << 20, "m");
     drop(
         Pool::create(vec![DeviceSpec {
@@ -34,6 +33,13 @@ fn open_recounts_usage_and_carries_out_recorded_resizes() {
         }])
         .unwrap(),
     );
+    dev
+}
+
+#[test]
+fn open_recounts_usage_and_carries_out_recorded_resizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = pool_device();
     let c = open(dir.path(), &dev);
     let p = admin();
     c.create_tenant(&p, "acme", Default::default()).unwrap();
@@ -99,14 +105,7 @@ fn open_recounts_usage_and_carries_out_recorded_resizes() {
 fn open_settles_checkpoint_groups_a_crash_interrupted() {
     use strata_control::{NewGroup, SnapshotGroup};
     let dir = tempfile::tempdir().unwrap();
-    let dev = MemDevice::new(64 << 20, "m");
-    drop(
-        Pool::create(vec![DeviceSpec {
-            device: dev.clone(),
-            class: DeviceClass::Ssd,
-        }])
-        .unwrap(),
-    );
+    let dev = pool_device();
     let c = open(dir.path(), &dev);
     let p = admin();
     c.create_tenant(&p, "acme", Default::default()).unwrap();

@@ -1,24 +1,15 @@
 //! Fair shares: the pool's capacity and the tenants' weights are desired state, checked,
 //! kept across a restart and applied to the engine; every volume is in its tenant's class.
 
-use strata_block::{DeviceSpec, MemDevice, Pool};
 use strata_control::{class_of, CreateVolume, PoolShareRecord, Role, SizeArg, TenantShareRecord};
-use strata_types::DeviceClass;
 
 use crate::fixture::code;
-use crate::recovery::{admin, open};
+use crate::recovery::{admin, open, pool_device};
 
 #[test]
 fn shares_are_checked_kept_across_a_restart_and_applied_to_every_volume() {
     let dir = tempfile::tempdir().unwrap();
-    let dev = MemDevice::new(64 << 20, "m");
-    drop(
-        Pool::create(vec![DeviceSpec {
-            device: dev.clone(),
-            class: DeviceClass::Ssd,
-        }])
-        .unwrap(),
-    );
+    let dev = pool_device();
     let c = open(dir.path(), &dev);
     let p = admin();
     c.create_tenant(&p, "a", Default::default()).unwrap();
