@@ -19,6 +19,7 @@
 //! ```
 
 pub mod alloc;
+pub mod bucket;
 pub mod codec;
 pub mod crypt;
 pub mod device;

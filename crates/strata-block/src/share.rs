@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::qos::{Bucket, MAX_SLEEP};
+use crate::bucket::{Bucket, MAX_SLEEP};
 
 /// A share class: a tenant's requests, or a kind of background traffic.
 pub type ClassId = u64;

@@ -1,34 +1,11 @@
 //! Typed errors of the replication layer, each mapped to a stable [`ErrorCode`].
 
-use std::io;
-
 use strata_types::ErrorCode;
 use thiserror::Error;
 
-use crate::intent::DecodeError;
+use crate::intent::IntentError;
 use crate::state::IllegalTransition;
 use crate::target::CopyError;
-
-/// Reading or storing the write-intent log.
-#[derive(Debug, Error)]
-pub enum IntentError {
-    /// The log's storage failed.
-    #[error("intent log {log}: {source}")]
-    Io {
-        /// Where the log is.
-        log: String,
-        /// Cause.
-        source: io::Error,
-    },
-    /// The stored record is damaged or of another format.
-    #[error("intent log {log} is damaged: {source}")]
-    Corrupt {
-        /// Where the log is.
-        log: String,
-        /// What is wrong.
-        source: DecodeError,
-    },
-}
 
 /// Operating a replica set.
 #[derive(Debug, Error)]

@@ -19,7 +19,8 @@ pub mod state;
 pub mod target;
 pub mod types;
 
-pub use error::{IntentError, ReplicaError};
+pub use error::ReplicaError;
+pub use intent::IntentError;
 pub use intent::{CopyFlag, FileIntentLog, IntentLog, IntentRecord, MemIntentLog};
 pub use local::LocalCopy;
 pub use set::{CopyInfo, CopyStats, ReplicaSet, ResyncProgress};

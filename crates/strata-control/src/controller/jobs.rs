@@ -26,7 +26,6 @@ use strata_place::{Explanation, Job, JobKey, Part, Placement, PlanOptions};
 use strata_state::Txn;
 
 use super::auth::Principal;
-use super::nodes::PLACEMENT_REVISION_KEY;
 use super::store::*;
 use super::tenants::{charge, Charge};
 use super::Controller;

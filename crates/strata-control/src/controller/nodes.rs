@@ -26,9 +26,6 @@ use super::Controller;
 use crate::error::{ControlError, Resource};
 use crate::model::Role;
 
-/// The key whose mod revision is the placement revision.
-pub(super) const PLACEMENT_REVISION_KEY: &str = "/placement/revision";
-
 pub(super) fn node_key(name: &str) -> String {
     format!("/nodes/{name}")
 }

@@ -13,6 +13,9 @@ use serde::Serialize;
 use super::Controller;
 use crate::error::ControlError;
 
+/// The key whose mod revision is the placement revision (nodes and jobs both move it).
+pub(super) const PLACEMENT_REVISION_KEY: &str = "/placement/revision";
+
 pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -8,8 +8,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::IntentError;
 use super::{decode, encode, IntentLog, IntentRecord};
-use crate::error::IntentError;
 
 /// An intent log kept in one file.
 #[derive(Debug)]

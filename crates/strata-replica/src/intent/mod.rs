@@ -14,9 +14,11 @@
 //!   that faulted it is acknowledged, so after a crash a stale copy is never chosen as source.
 //! - A store replaces the whole record atomically: a crash leaves the old or the new one.
 
+mod error;
 mod file;
 mod format;
 
+pub use error::IntentError;
 pub use file::FileIntentLog;
 pub use format::{decode, encode, DecodeError, HEADER_LEN, MAGIC, VERSION};
 
@@ -24,7 +26,6 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::error::IntentError;
 use crate::types::RegionSet;
 
 /// What the log says of one copy.
