@@ -238,9 +238,8 @@ impl KeyAdminError {
     pub fn code(&self) -> ErrorCode {
         match self {
             KeyAdminError::Admin(e) => e.code(),
-            KeyAdminError::NoMasterKey | KeyAdminError::KeyUnavailable { .. } => {
-                ErrorCode::VolumeKeyUnavailable
-            }
+            KeyAdminError::NoMasterKey => ErrorCode::MasterKeyMissing,
+            KeyAdminError::KeyUnavailable { .. } => ErrorCode::VolumeKeyUnavailable,
             KeyAdminError::Key(_) => ErrorCode::IoError,
         }
     }

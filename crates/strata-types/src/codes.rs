@@ -300,6 +300,9 @@ registry! {
     /// without a master key or with another one. Its data is not served; unencrypted volumes
     /// are unaffected.
     VolumeKeyUnavailable = "volume_key_unavailable", 503, Some(EIO);
+    /// An encrypted volume was asked of a daemon given no master key (`strata serve
+    /// --master-key-file`): the daemon's setup refuses the request (409), nothing failed.
+    MasterKeyMissing = "master_key_missing", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

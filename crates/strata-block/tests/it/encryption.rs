@@ -170,7 +170,7 @@ fn creating_an_encrypted_volume_needs_a_master_key() {
     let e = pool
         .create_encrypted_volume("e", 1 << 20, None)
         .unwrap_err();
-    assert_eq!(e.code().as_str(), "volume_key_unavailable");
+    assert_eq!(e.code().as_str(), "master_key_missing");
     assert!(pool.volumes().is_empty());
     assert!(pool.rotate_master_key(test_key(1)).is_err());
 }

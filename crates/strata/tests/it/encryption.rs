@@ -111,7 +111,7 @@ fn an_encrypted_volume_leaves_no_plaintext_and_opens_only_with_its_master_key() 
     );
     assert_eq!(
         (s, v["error"]["code"].as_str()),
-        (503, Some("volume_key_unavailable")),
+        (409, Some("master_key_missing")),
         "{v}"
     );
     let (_, l) = d.call("GET", "/v1/volumes", &admin, None);
