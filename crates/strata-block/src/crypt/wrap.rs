@@ -244,18 +244,6 @@ impl KeyFile {
     }
 }
 
-impl KeyWrapper for KeyFile {
-    fn key_id(&self) -> String {
-        self.key.key_id()
-    }
-    fn wrap(&self, key: &DataKey, context: &[u8]) -> Result<Vec<u8>, KeyError> {
-        self.key.wrap(key, context)
-    }
-    fn unwrap(&self, wrapped: &[u8], context: &[u8]) -> Result<DataKey, KeyError> {
-        self.key.unwrap(wrapped, context)
-    }
-}
-
 /// A master key given as 64 hexadecimal digits in an environment variable.
 #[derive(Debug)]
 pub struct EnvKey {
@@ -287,17 +275,23 @@ impl EnvKey {
     }
 }
 
-impl KeyWrapper for EnvKey {
-    fn key_id(&self) -> String {
-        self.key.key_id()
-    }
-    fn wrap(&self, key: &DataKey, context: &[u8]) -> Result<Vec<u8>, KeyError> {
-        self.key.wrap(key, context)
-    }
-    fn unwrap(&self, wrapped: &[u8], context: &[u8]) -> Result<DataKey, KeyError> {
-        self.key.unwrap(wrapped, context)
-    }
+/// A key source that holds one [`MasterKey`] wraps and unwraps with it.
+macro_rules! wraps_with_its_master_key {
+    ($($t:ty),*) => {$(
+        impl KeyWrapper for $t {
+            fn key_id(&self) -> String {
+                self.key.key_id()
+            }
+            fn wrap(&self, key: &DataKey, context: &[u8]) -> Result<Vec<u8>, KeyError> {
+                self.key.wrap(key, context)
+            }
+            fn unwrap(&self, wrapped: &[u8], context: &[u8]) -> Result<DataKey, KeyError> {
+                self.key.unwrap(wrapped, context)
+            }
+        }
+    )*};
 }
+wraps_with_its_master_key!(KeyFile, EnvKey);
 
 #[cfg(test)]
 mod tests {
