@@ -30,7 +30,7 @@ use serde::Serialize;
 use strata_types::ErrorCode;
 
 use crate::controller::{Controller, Principal};
-use crate::error::{clip, ControlError, InUse, Resource, Service};
+use crate::error::{clip, ControlError, DeviceProblem, InUse, Resource, Service};
 use crate::wire::{self, Check};
 
 /// The OpenAPI document, served at `/v1/openapi.json`: the checked-in file, which a test keeps
@@ -106,6 +106,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::SecurityGroup => C::SecurityGroupNotFound,
             Resource::SecurityGroupRule => C::SecurityGroupRuleNotFound,
             Resource::FloatingIp => C::FloatingIpNotFound,
+            Resource::Device => C::DeviceNotFound,
         },
         ControlError::Exists { resource, .. } => match resource {
             Resource::Tenant => C::TenantExists,
@@ -122,7 +123,9 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Router => C::RouterExists,
             Resource::SecurityGroup => C::SecurityGroupExists,
             Resource::SecurityGroupRule | Resource::FloatingIp => C::AlreadyExists,
-            Resource::Pool | Resource::Attachment | Resource::Token => C::AlreadyExists,
+            Resource::Pool | Resource::Attachment | Resource::Token | Resource::Device => {
+                C::AlreadyExists
+            }
         },
         ControlError::Invalid { .. } => C::InvalidArgument,
         ControlError::Unresolved { .. } => C::ReferenceNotFound,
@@ -139,6 +142,13 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             InUse::SecurityGroupInUse => C::SecurityGroupInUse,
             InUse::AddressInUse => C::AddressInUse,
             InUse::NetworkSpecConflict => C::NetworkSpecConflict,
+        },
+        ControlError::Device { what, .. } => match what {
+            DeviceProblem::InUse => C::DeviceInUse,
+            DeviceProblem::NotEmpty => C::DeviceNotEmpty,
+            DeviceProblem::Unusable => C::DeviceUnusable,
+            DeviceProblem::NotEnoughDomains => C::NotEnoughDomains,
+            DeviceProblem::Degraded => C::VolumeDegraded,
         },
         ControlError::PlanStale(_) => C::PlanStale,
         ControlError::InventoryInvalid(_) => C::InventoryInvalid,
@@ -518,7 +528,45 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
-        .route("/v1/pools", get(read(|c, p, ()| list_pools(c, p))))
+        .route(
+            "/v1/pools",
+            get(read(|c, p, ()| list_pools(c, p))).post(change(
+                S::CREATED,
+                "pool.create",
+                |Body(r): &Body<CreatePool>| clip(&r.name),
+                |c, p, Body(r)| c.create_pool(p, r.into_request()).map(wire::Pool::from),
+            )),
+        )
+        .route(
+            "/v1/pools/{id}",
+            get(read(|c, p, id: String| {
+                c.get_pool(p, &id).map(wire::Pool::from)
+            })),
+        )
+        .route(
+            "/v1/pools/{id}/devices",
+            post(change(
+                S::OK,
+                "pool.add_device",
+                |(id, _): &(String, Body<AddDevice>)| clip(id),
+                |c, p, (id, Body(r))| {
+                    let new = crate::controller::NewDevice {
+                        path: r.path,
+                        class: r.class,
+                    };
+                    c.add_device(p, &id, new, r.force).map(wire::Pool::from)
+                },
+            )),
+        )
+        .route(
+            "/v1/pools/{id}/devices/{device}",
+            delete(change(
+                S::OK,
+                "pool.remove_device",
+                |(id, dev): &(String, String)| format!("{}/{}", clip(id), clip(dev)),
+                |c, p, (id, dev)| c.remove_device(p, &id, &dev).map(wire::Pool::from),
+            )),
+        )
         .route(
             "/v1/pools/{id}/settings",
             get(read(|c, p, id: String| {
@@ -1335,31 +1383,8 @@ async fn metrics(State(ctl): State<Ctl>, h: HeaderMap) -> Result<Response, ApiEr
 // ----- operations with more than a line -----
 
 fn list_pools(c: &Controller, p: &Principal) -> Result<wire::PoolList, ControlError> {
-    let i = c.pool_info(p)?;
     Ok(wire::PoolList {
-        items: vec![wire::Pool {
-            name: crate::controller::DEFAULT_POOL.to_string(),
-            id: i.id.to_string(),
-            block_size: i.block_size,
-            capacity: i.capacity,
-            allocated: i.allocated,
-            free: i.free,
-            pending_free: i.pending_free,
-            provisioned: i.provisioned,
-            devices: i
-                .devices
-                .into_iter()
-                .map(|d| wire::Device {
-                    index: d.index as u64,
-                    id: d.id.to_string(),
-                    path: d.label,
-                    class: d.class.to_string(),
-                    capacity: d.capacity,
-                    allocated: d.allocated,
-                    metadata: d.metadata,
-                })
-                .collect(),
-        }],
+        items: c.list_pools(p)?.into_iter().map(Into::into).collect(),
     })
 }
 
@@ -1399,13 +1424,15 @@ fn get_volume(
 ) -> Result<wire::VolumeDetail, ControlError> {
     let v = c.get_volume(p, &id)?;
     let info = c
-        .pool()
-        .volume_id(&v.id)
-        .and_then(|e| c.pool().volume(e))
-        .ok();
+        .reachable_copies(&v)
+        .first()
+        .and_then(|e| e.pool.volume(e.volume).ok());
+    let h = c.volume_health(&v);
     Ok(wire::VolumeDetail {
         allocated: info.as_ref().map_or(0, |i| i.allocated),
         snapshots: info.as_ref().map_or(0, |i| i.snapshots as u64),
+        health: if h.degraded() { "degraded" } else { "healthy" }.to_string(),
+        healthy_copies: u64::from(h.healthy),
         volume: v.into(),
     })
 }

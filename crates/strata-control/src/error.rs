@@ -65,6 +65,8 @@ pub enum Resource {
     SecurityGroupRule,
     /// A floating IP.
     FloatingIp,
+    /// A device of a pool.
+    Device,
 }
 
 impl fmt::Display for Resource {
@@ -74,6 +76,7 @@ impl fmt::Display for Resource {
             Resource::Volume => "volume",
             Resource::Snapshot => "snapshot",
             Resource::Pool => "pool",
+            Resource::Device => "device",
             Resource::Attachment => "attachment of volume",
             Resource::Switch => "switch",
             Resource::Port => "port",
@@ -113,6 +116,22 @@ pub enum InUse {
     AddressInUse,
     /// Fields contradict each other or the network objects they name.
     NetworkSpecConflict,
+}
+
+/// Why a device cannot be added, used or removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceProblem {
+    /// A device of a pool already, or holds another Strata pool, or holds copies that
+    /// cannot move.
+    InUse,
+    /// Holds data that is not Strata's (`force` formats it).
+    NotEmpty,
+    /// Cannot be opened, is not a file or block device, or is too small.
+    Unusable,
+    /// Fewer failure domains than copies.
+    NotEnoughDomains,
+    /// A copy of the volume is on a device that is not usable.
+    Degraded,
 }
 
 /// A part of the daemon a call needs and that is not running.
@@ -189,6 +208,14 @@ pub enum ControlError {
         /// A message naming the resource.
         message: String,
     },
+    /// A device cannot be added, used or removed.
+    #[error("{message}")]
+    Device {
+        /// Why.
+        what: DeviceProblem,
+        /// A message naming the device.
+        message: String,
+    },
     /// A node inventory document that cannot be taken (format, or clash with the pool).
     #[error("{0}")]
     InventoryInvalid(String),
@@ -224,6 +251,13 @@ pub enum ControlError {
 }
 
 impl ControlError {
+    /// A device problem.
+    pub fn device(what: DeviceProblem, message: impl Into<String>) -> Self {
+        ControlError::Device {
+            what,
+            message: message.into(),
+        }
+    }
     /// A field that is not acceptable.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         ControlError::Invalid {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod model;
 pub mod net;
 pub mod pki;
+pub mod storage;
 pub mod wire;
 
 pub use controller::{

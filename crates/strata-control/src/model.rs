@@ -265,6 +265,73 @@ pub struct Volume {
     /// Encrypted at rest under a data key of its own lineage (clones share their origin's).
     #[serde(default)]
     pub encrypted: bool,
+    /// The devices holding the volume's copies, copy 0 first (each an engine volume named
+    /// [`Volume::id`] in that device's engine pool). Empty in records written before pools had
+    /// devices: one copy on [`DEFAULT_DEVICE`].
+    #[serde(default)]
+    pub copies: Vec<String>,
+}
+
+impl Volume {
+    /// The devices of the volume's copies (see [`Volume::copies`]).
+    pub fn copy_devices(&self) -> Vec<String> {
+        if self.copies.is_empty() {
+            vec![DEFAULT_DEVICE.to_string()]
+        } else {
+            self.copies.clone()
+        }
+    }
+}
+
+/// The device the first start makes: the data dir's `pool/device` file, first device of the
+/// default pool.
+pub const DEFAULT_DEVICE: &str = "default-d0";
+
+/// Most copies a volume may have.
+pub const MAX_REPLICAS: u8 = 3;
+
+/// A pool: named devices, each its own engine pool (own metadata), so each device is a
+/// failure domain. Kept under `/pools/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    /// Name.
+    pub name: String,
+    /// Copies a new volume gets when its create names none (1 to [`MAX_REPLICAS`]).
+    pub replicas: u8,
+    /// Devices, in the order they were added.
+    pub devices: Vec<DeviceRecord>,
+    /// The number the next device's id takes (ids are never reused).
+    pub next_device: u32,
+    /// Creation time.
+    pub created: u64,
+}
+
+/// A device of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Id: `POOL-dN`, unique among all pools, never reused.
+    pub id: String,
+    /// The file or block device.
+    pub path: String,
+    /// Device class.
+    pub class: String,
+    /// The failure domain its copies must not share with another copy of the same volume
+    /// (the device itself today; the node once devices of several nodes share a pool).
+    pub domain: String,
+    /// Whether new copies may go there.
+    pub state: DeviceState,
+    /// When it was added.
+    pub added: u64,
+}
+
+/// Whether a device takes new copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// Takes new copies.
+    Active,
+    /// Being emptied before it leaves the pool: takes no new copies.
+    Draining,
 }
 
 /// A snapshot.

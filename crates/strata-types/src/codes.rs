@@ -303,6 +303,25 @@ registry! {
     /// An encrypted volume was asked of a daemon given no master key (`strata serve
     /// --master-key-file`): the daemon's setup refuses the request (409), nothing failed.
     MasterKeyMissing = "master_key_missing", 409, None;
+    // ----- pools of devices, replicas -----
+    /// No such device in the pool.
+    DeviceNotFound = "device_not_found", 404, None;
+    /// The device is already a device of a pool (or holds another Strata pool), or it still
+    /// holds copies that cannot move elsewhere.
+    DeviceInUse = "device_in_use", 409, None;
+    /// The device holds data that is not Strata's: adding it would erase that data. Ask again
+    /// with `force` to format it.
+    DeviceNotEmpty = "device_not_empty", 409, None;
+    /// The path cannot serve as a device: missing, not a regular file or block device, too
+    /// small, or failing I/O.
+    DeviceUnusable = "device_unusable", 409, None;
+    /// Fewer failure domains (active devices of the class, with room) than copies asked for:
+    /// copies are never put two in one domain.
+    NotEnoughDomains = "not_enough_domains", 409, None;
+    /// A copy of the volume is on a device that is not usable: the volume serves I/O from its
+    /// other copies, but its layers (snapshots, clones, rollback, size) cannot change until the
+    /// copy is rebuilt.
+    VolumeDegraded = "volume_degraded", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

@@ -183,6 +183,10 @@ pub enum VolumeCmd {
         /// --master-key-file`); its snapshots and clones share its key.
         #[arg(long)]
         encrypted: bool,
+        /// Copies, each on its own device of the pool (1 to 3; the pool's default when not
+        /// given). Writes are acknowledged when every healthy copy has them; reads fail over.
+        #[arg(long)]
+        replicas: Option<u64>,
     },
     /// Adjusts a volume's performance limits (applies to open connections within a second).
     /// Only the limits named change, the others stay as they are; `none` removes a limit
@@ -757,21 +761,64 @@ impl Client {
         )
     }
 
+    /// `strata pool create NAME --device PATH[:CLASS]...`.
+    pub fn pool_create(
+        &self,
+        name: &str,
+        devices: &[String],
+        replicas: u64,
+        force: bool,
+    ) -> Result<()> {
+        let b = wire::CreatePool {
+            name: name.to_string(),
+            devices: devices
+                .iter()
+                .map(|d| new_device(d))
+                .collect::<Result<_>>()?,
+            replicas: Some(replicas),
+            force,
+        };
+        self.req("POST", "/v1/pools", body(&b))?;
+        self.pools(Some(name))
+    }
+
+    /// `strata pool add-device NAME PATH[:CLASS]`.
+    pub fn pool_add_device(&self, name: &str, device: &str, force: bool) -> Result<()> {
+        let d = new_device(device)?;
+        let b = wire::AddDevice {
+            path: d.path,
+            class: d.class,
+            force,
+        };
+        self.req(
+            "POST",
+            &format!("/v1/pools/{}/devices", enc(name)),
+            body(&b),
+        )?;
+        self.pools(Some(name))
+    }
+
+    /// `strata pool remove-device NAME DEVICE`.
+    pub fn pool_remove_device(&self, name: &str, device: &str) -> Result<()> {
+        self.req(
+            "DELETE",
+            &format!("/v1/pools/{}/devices/{}", enc(name), enc(device)),
+            None,
+        )?;
+        self.pools(Some(name))
+    }
+
     /// `strata pool list|show`.
     pub fn pools(&self, name: Option<&str>) -> Result<()> {
-        let v = self.req("GET", "/v1/pools", None)?;
         let v = match name {
-            Some(n) => v["items"]
-                .as_array()
-                .and_then(|a| a.iter().find(|p| p["name"] == n))
-                .cloned()
-                .ok_or_else(|| anyhow!("pool_not_found: pool {n} not found"))?,
-            None => v,
+            Some(n) => self.req("GET", &format!("/v1/pools/{}", enc(n)), None)?,
+            None => self.req("GET", "/v1/pools", None)?,
         };
         self.print(
             &v,
             &[
                 ("NAME", "name"),
+                ("REPLICAS", "replicas"),
                 ("CAPACITY", "capacity:size"),
                 ("ALLOCATED", "allocated:size"),
                 ("FREE", "free:size"),
@@ -784,12 +831,18 @@ impl Client {
             self.print(
                 &json!({"items": v["devices"]}),
                 &[
-                    ("DEVICE", "index"),
-                    ("PATH", "path"),
+                    ("DEVICE", "id"),
                     ("CLASS", "class"),
+                    ("STATE", "state"),
+                    ("HEALTH", "health"),
                     ("CAPACITY", "capacity:size"),
                     ("ALLOCATED", "allocated:size"),
-                    ("METADATA", "metadata"),
+                    ("COPIES", "copies"),
+                    ("READ_ERR", "read_errors"),
+                    ("WRITE_ERR", "write_errors"),
+                    ("CSUM_ERR", "checksum_errors"),
+                    ("REPAIRED", "repaired"),
+                    ("PATH", "path"),
                 ],
             )?;
         }
@@ -985,9 +1038,11 @@ impl Client {
                 iops_limit,
                 bandwidth_limit,
                 encrypted,
+                replicas,
             } => {
                 let b = wire::CreateVolume {
                     encrypted,
+                    replicas,
                     name,
                     size: bytes(&size, "size")?.into(),
                     tenant,
@@ -1831,6 +1886,20 @@ fn enc(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// `PATH` or `PATH:CLASS` as a device to add.
+fn new_device(spec: &str) -> Result<wire::NewDevice> {
+    let (path, class) = match spec.rsplit_once(':') {
+        Some((p, c)) if matches!(c, "hdd" | "ssd" | "nvme") => (p, Some(c.to_string())),
+        _ => (spec, None),
+    };
+    let path = std::path::absolute(path)
+        .map_err(|e| anyhow!("invalid_argument: device path {path}: {e}"))?;
+    Ok(wire::NewDevice {
+        path: path.display().to_string(),
+        class,
+    })
 }
 
 #[cfg(test)]

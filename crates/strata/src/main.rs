@@ -87,6 +87,15 @@ enum Cmd {
         /// encrypted volumes cannot be created and those that exist refuse I/O.
         #[arg(long, value_name = "PATH")]
         master_key_file: Option<PathBuf>,
+        /// A directory whose regular files may become pool devices (`strata pool create
+        /// --device`); repeat for several. The data dir's `devices/` always may. Block
+        /// devices may be used wherever they are, when nothing else holds them.
+        #[arg(long = "device-dir", value_name = "DIR")]
+        device_dirs: Vec<PathBuf>,
+        /// Most bytes per second the background resync and rebuild of replicated volumes
+        /// copy, in all (e.g. 200M; 0: as fast as the devices go).
+        #[arg(long, default_value = "0", value_name = "SIZE")]
+        resync_rate: String,
     },
     /// Master keys for encryption at rest.
     MasterKey {
@@ -193,6 +202,41 @@ enum MasterKeyCmd {
 enum PoolCmd {
     /// Lists pools.
     List,
+    /// Creates a pool of devices (admin). Each device becomes an engine pool of its own and a
+    /// failure domain: a volume's copies go to distinct devices. Regular files must lie under
+    /// a device directory (`strata serve --device-dir`); block devices must be unused.
+    Create {
+        /// Pool name.
+        name: String,
+        /// A device: `PATH` or `PATH:CLASS` (class `hdd`, `ssd` or `nvme`; `ssd` when not
+        /// given). Repeat for each device.
+        #[arg(long = "device", value_name = "PATH[:CLASS]", required = true)]
+        devices: Vec<String>,
+        /// Copies a new volume of the pool gets when its create names none (1 to 3).
+        #[arg(long, default_value_t = 1)]
+        replicas: u64,
+        /// Format devices that hold data that is not Strata's (their content is lost).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Adds a device to a pool (admin).
+    AddDevice {
+        /// Pool name.
+        name: String,
+        /// The device: `PATH` or `PATH:CLASS`.
+        #[arg(value_name = "PATH[:CLASS]")]
+        device: String,
+        /// Format a device that holds data that is not Strata's (its content is lost).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Removes a device from a pool (admin): refused while it holds volume copies.
+    RemoveDevice {
+        /// Pool name.
+        name: String,
+        /// Device id (`strata pool show` lists them).
+        device: String,
+    },
     /// Shows a pool's devices and utilization.
     Show {
         /// Pool name.
@@ -256,6 +300,8 @@ fn run() -> Result<()> {
             node,
             store,
             master_key_file,
+            device_dirs,
+            resync_rate,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -271,6 +317,9 @@ fn run() -> Result<()> {
                 Keep {
                     store: store.as_deref(),
                     master_key_file: master_key_file.as_deref(),
+                    device_dirs: &device_dirs,
+                    resync_rate: strata_types::parse_size(&resync_rate)
+                        .map_err(|e| anyhow::anyhow!("invalid_argument: --resync-rate: {e}"))?,
                 },
                 node.as_deref(),
                 &listen,
@@ -336,6 +385,26 @@ fn run() -> Result<()> {
             match cmd {
                 Cmd::Pool { cmd: PoolCmd::List } => c.pools(None),
                 Cmd::Pool {
+                    cmd:
+                        PoolCmd::Create {
+                            name,
+                            devices,
+                            replicas,
+                            force,
+                        },
+                } => c.pool_create(&name, &devices, replicas, force),
+                Cmd::Pool {
+                    cmd:
+                        PoolCmd::AddDevice {
+                            name,
+                            device,
+                            force,
+                        },
+                } => c.pool_add_device(&name, &device, force),
+                Cmd::Pool {
+                    cmd: PoolCmd::RemoveDevice { name, device },
+                } => c.pool_remove_device(&name, &device),
+                Cmd::Pool {
                     cmd: PoolCmd::Show { name, .. },
                 } => c.pools(Some(&name)),
                 Cmd::Pool {
@@ -396,6 +465,37 @@ fn parse_timeout(s: &str) -> Result<std::time::Duration> {
     Ok(Duration::from_secs_f64(secs.min(86_400.0)))
 }
 
+/// The directory under the data dir of replicated volumes' write-intent logs.
+const REPLICAS_DIR: &str = "replicas";
+
+/// Runs the background resync of replicated volumes: steps of a few MiB, at most `rate`
+/// bytes per second in all (0: as fast as the devices go), until the daemon stops.
+fn spawn_resync(ctl: &Arc<strata_control::Controller>, rate: u64) -> Result<()> {
+    use std::time::Duration;
+    let weak = Arc::downgrade(ctl);
+    std::thread::Builder::new()
+        .name("resync".into())
+        .spawn(move || loop {
+            let Some(c) = weak.upgrade() else { break };
+            let started = std::time::Instant::now();
+            let n = c.resync_pass();
+            drop(c);
+            let pause = if n == 0 {
+                Duration::from_millis(200)
+            } else if rate > 0 {
+                Duration::from_secs_f64(n as f64 / rate as f64).saturating_sub(started.elapsed())
+            } else {
+                Duration::ZERO
+            };
+            std::thread::sleep(pause);
+        })
+        .context("starting the resync thread")?;
+    Ok(())
+}
+
+/// The directory under the data dir whose regular files may become pool devices.
+const DEVICES_DIR: &str = "devices";
+
 /// The directory of the tenants' NBD sockets (`TENANT.sock`) under the data dir.
 const TENANT_SOCKETS: &str = "sockets";
 
@@ -405,6 +505,10 @@ struct Keep<'a> {
     store: Option<&'a str>,
     /// `--master-key-file`.
     master_key_file: Option<&'a Path>,
+    /// `--device-dir`.
+    device_dirs: &'a [PathBuf],
+    /// `--resync-rate`, bytes per second (0: unlimited).
+    resync_rate: u64,
 }
 
 fn serve(
@@ -417,9 +521,14 @@ fn serve(
     api_limits: http::Limits,
 ) -> Result<()> {
     let (_lock, pool, ctl, first_secret) = startup::init(dir, size, keep.store)?;
+    datadir::create(dir, &[Path::new(DEVICES_DIR)])?;
+    let mut dirs = vec![std::path::absolute(dir.join(DEVICES_DIR))?];
+    dirs.extend(keep.device_dirs.iter().cloned());
+    ctl.storage().set_device_dirs(dirs);
     if let Some(w) = startup::master_key(dir, keep.master_key_file)? {
         let id = w.key_id();
-        let unlock = pool.set_key_wrapper(w);
+        // Every device's engine pool gets the key (each keeps its own data keys).
+        let unlock = ctl.storage().set_key_wrapper(w);
         tracing::info!(master_key = %id, unlocked = unlock.unlocked.len(), "master key given");
         for (key, needs) in &unlock.locked {
             tracing::warn!(
@@ -435,7 +544,10 @@ fn serve(
              STRATA_MASTER_KEY): they refuse I/O"
         );
     }
+    datadir::create(dir, &[Path::new(REPLICAS_DIR)])?;
+    ctl.set_intent_dir(std::path::absolute(dir.join(REPLICAS_DIR))?);
     let ctl = Arc::new(ctl);
+    spawn_resync(&ctl, keep.resync_rate)?;
     // The local node joins the placement pool with what this machine has.
     let node_name = node.map_or_else(inventory::hostname, str::to_string);
     ctl.register_local_node(inventory::local_node(&node_name, &pool))

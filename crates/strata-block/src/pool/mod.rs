@@ -365,6 +365,11 @@ impl Pool {
         self.inner.id
     }
 
+    /// Whether the pool failed (a metadata write failed): it refuses writes until reopened.
+    pub fn is_failed(&self) -> bool {
+        self.inner.failed.load(Ordering::SeqCst)
+    }
+
     /// Utilization and devices.
     pub fn info(&self) -> PoolInfo {
         let m = self.inner.meta.lock();

@@ -5,7 +5,7 @@
 //! - Metrics are admin-only; a volume's statistics are visible to whoever sees the volume.
 
 use super::auth::Principal;
-use super::{Controller, DEFAULT_POOL};
+use super::{Controller, DeviceView, PoolView, DEFAULT_POOL};
 use crate::error::ControlError;
 use crate::model::*;
 
@@ -22,9 +22,10 @@ impl Controller {
     pub fn volume_stats(&self, p: &Principal, id: &str) -> Result<serde_json::Value, ControlError> {
         Self::require(p, Role::Reader)?;
         let v = self.get_volume(p, id)?;
-        let io = self
+        let c = self.primary(&v)?;
+        let io = c
             .pool
-            .io(self.engine_volume(&v)?)
+            .io(c.volume)
             .map_err(|e| ControlError::internal(e.to_string()))?;
         let l = io.live();
         let t = io.totals();
@@ -54,35 +55,36 @@ impl Controller {
         use std::fmt::Write;
         Self::require(p, Role::Admin)?;
         let mut o = String::new();
-        let i = self.pool.info();
-        let pool = DEFAULT_POOL;
-        for (name, help, v) in [
+        let pools = self.list_pools(p)?;
+        for (name, help, get) in [
             (
                 "strata_pool_capacity_bytes",
-                "Data capacity of the pool.",
-                i.capacity,
+                "Data capacity of the pool's devices.",
+                (|v: &PoolView| v.capacity) as fn(&PoolView) -> u64,
             ),
             (
                 "strata_pool_allocated_bytes",
-                "Bytes referenced by volumes and snapshots.",
-                i.allocated,
+                "Bytes referenced by volumes and snapshots on the pool's devices.",
+                |v| v.allocated,
             ),
             (
                 "strata_pool_free_bytes",
-                "Bytes available for new data.",
-                i.free,
+                "Bytes available for new data on the pool's devices.",
+                |v| v.free,
             ),
             (
                 "strata_pool_provisioned_bytes",
-                "Sum of volume sizes (thin).",
-                i.provisioned,
+                "Sum of volume sizes, once per copy (thin).",
+                |v| v.provisioned,
             ),
         ] {
-            let _ = writeln!(
-                o,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{pool=\"{pool}\"}} {v}"
-            );
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for pv in &pools {
+                let _ = writeln!(o, "{name}{{pool=\"{}\"}} {}", pv.name, get(pv));
+            }
         }
+        self.device_metrics(&mut o, &pools);
+        let pool = DEFAULT_POOL;
         let (ratio, overcommit, crossings) = self.allocation_figures()?;
         let _ = writeln!(
             o,
@@ -121,10 +123,12 @@ impl Controller {
         let mut lat = String::new();
         let mut thr = String::new();
         for v in &vols {
-            let Ok(eid) = self.pool.volume_id(&v.id) else {
+            let Ok(c) = self.primary(v) else {
                 continue;
             };
-            let Ok(io) = self.pool.io(eid) else { continue };
+            let Ok(io) = c.pool.io(c.volume) else {
+                continue;
+            };
             let t = io.totals();
             let l = format!(
                 "volume=\"{}\",name=\"{}\",tenant=\"{}\"",
@@ -185,7 +189,95 @@ impl Controller {
         let _ = write!(o, "# HELP strata_volume_bytes_total Bytes read or written.\n# TYPE strata_volume_bytes_total counter\n{bytes}");
         let _ = write!(o, "# HELP strata_volume_latency_seconds Request latency, admission wait included.\n# TYPE strata_volume_latency_seconds histogram\n{lat}");
         let _ = write!(o, "# HELP strata_volume_throttled_seconds_total Time requests waited for QoS admission.\n# TYPE strata_volume_throttled_seconds_total counter\n{thr}");
+        let _ = writeln!(
+            o,
+            "# HELP strata_volume_copies Copies of the volume, by state (healthy: reachable \
+             and in step; degraded volumes have fewer healthy copies than copies).\n\
+             # TYPE strata_volume_copies gauge"
+        );
+        for v in &vols {
+            let h = self.volume_health(v);
+            let l = format!(
+                "volume=\"{}\",name=\"{}\",tenant=\"{}\"",
+                v.id, v.name, v.tenant
+            );
+            let _ = writeln!(
+                o,
+                "strata_volume_copies{{{l},state=\"healthy\"}} {}",
+                h.healthy
+            );
+            let _ = writeln!(
+                o,
+                "strata_volume_copies{{{l},state=\"total\"}} {}",
+                h.copies
+            );
+        }
         self.network_metrics(p, &mut o)?;
         Ok(o)
+    }
+
+    /// Per device: health (1 when healthy), capacity, allocation and the error counts.
+    fn device_metrics(&self, o: &mut String, pools: &[PoolView]) {
+        use std::fmt::Write;
+        type Get = fn(&DeviceView) -> u64;
+        let rows: [(&str, &str, &str, Get); 7] = [
+            (
+                "strata_device_healthy",
+                "1 when the device is usable, 0 when faulted or missing.",
+                "gauge",
+                |d| u64::from(d.health == "healthy"),
+            ),
+            (
+                "strata_device_capacity_bytes",
+                "Data capacity of the device.",
+                "gauge",
+                |d| d.capacity,
+            ),
+            (
+                "strata_device_allocated_bytes",
+                "Bytes in use on the device.",
+                "gauge",
+                |d| d.allocated,
+            ),
+            (
+                "strata_device_read_errors_total",
+                "Reads of the device that failed.",
+                "counter",
+                |d| d.counters.read_errors,
+            ),
+            (
+                "strata_device_write_errors_total",
+                "Writes and flushes of the device that failed.",
+                "counter",
+                |d| d.counters.write_errors,
+            ),
+            (
+                "strata_device_checksum_errors_total",
+                "Blocks read from the device that failed their checksum.",
+                "counter",
+                |d| d.counters.checksum_errors,
+            ),
+            (
+                "strata_device_repaired_blocks_total",
+                "Blocks of the device rewritten from another copy.",
+                "counter",
+                |d| d.counters.repaired,
+            ),
+        ];
+        for (name, help, kind, get) in rows {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for p in pools {
+                for d in &p.devices {
+                    let _ = writeln!(
+                        o,
+                        "{name}{{pool=\"{}\",device=\"{}\",class=\"{}\"}} {}",
+                        p.name,
+                        d.record.id,
+                        d.record.class,
+                        get(d)
+                    );
+                }
+            }
+        }
     }
 }

@@ -148,17 +148,11 @@ impl Controller {
             }
             Ok((txn, ()))
         })?;
-        let engine: Result<Vec<_>, ControlError> =
-            vols.iter().map(|v| self.engine_volume(v)).collect();
-        let taken = engine.and_then(|ids| {
-            let members: Vec<_> = ids
-                .iter()
-                .zip(&snaps)
-                .map(|(&e, s)| (e, s.id.as_str()))
-                .collect();
-            self.pool.create_snapshots(&members).map_err(Into::into)
-        });
+        let taken = self.take_group(&vols, &snaps);
         if let Err(e) = taken {
+            for s in &snaps {
+                let _ = self.drop_snapshot_copies(s);
+            }
             self.forget_group(&g)?;
             return Err(e);
         }
@@ -249,12 +243,35 @@ impl Controller {
             let Some((s, _)) = self.get::<Snapshot>(&snapshot_key(&g.tenant, &m.snapshot))? else {
                 continue; // gone with a force-deleted volume
             };
-            if let Ok(sid) = self.engine_snapshot(&s) {
-                self.pool.delete_snapshot(sid)?;
-            }
+            self.drop_snapshot_copies(&s)?;
             self.forget_snapshot(&s)?;
         }
         self.forget_group_record(g)
+    }
+
+    /// Takes the group's snapshots as one instant: every member's write gate is held (in id
+    /// order, so two groups never wait on each other) while each device takes its members'
+    /// snapshots in one engine operation (all or none on that device).
+    fn take_group(&self, vols: &[Volume], snaps: &[Snapshot]) -> Result<(), ControlError> {
+        let mut order: Vec<&Volume> = vols.iter().collect();
+        order.sort_by(|a, b| a.id.cmp(&b.id));
+        let gates: Vec<_> = order.iter().map(|v| self.write_gate(&v.id)).collect();
+        let _held: Vec<_> = gates.iter().map(|g| g.write()).collect();
+        let mut by_device: std::collections::BTreeMap<String, (strata_block::Pool, Vec<_>)> =
+            Default::default();
+        for (v, s) in vols.iter().zip(snaps) {
+            for c in self.every_copy(v)? {
+                by_device
+                    .entry(c.device.clone())
+                    .or_insert_with(|| (c.pool.clone(), vec![]))
+                    .1
+                    .push((c.volume, s.id.as_str()));
+            }
+        }
+        for (pool, members) in by_device.values() {
+            pool.create_snapshots(members)?;
+        }
+        Ok(())
     }
 
     /// Removes a group that was not taken: its members' records (giving their counts back)
@@ -318,11 +335,19 @@ impl Controller {
             if g.ready {
                 continue;
             }
+            // Taken when every copy of every member has its snapshot (each device takes its
+            // members all or none; the devices one after the other).
             let taken = g.members.iter().all(|m| {
-                self.pool
-                    .volume_id(&m.volume)
-                    .and_then(|v| self.pool.snapshot_id(v, &m.snapshot))
-                    .is_ok()
+                let Ok(Some((s, _))) = self.get::<Snapshot>(&snapshot_key(&g.tenant, &m.snapshot))
+                else {
+                    return false;
+                };
+                self.snapshot_devices(&s).is_ok_and(|devs| {
+                    devs.iter().all(|d| {
+                        self.device_engine(d)
+                            .is_some_and(|p| Self::engine_snapshot(&p, &s).is_ok())
+                    })
+                })
             });
             if taken {
                 g.ready = true;
@@ -330,6 +355,14 @@ impl Controller {
                     .txn(Txn::new().put(group_key(&g.tenant, &g.id), enc(&g)))?;
             } else {
                 tracing::warn!(group = %g.name, tenant = %g.tenant, "undoing a group a crash interrupted");
+                // The devices that took their members' snapshots before the crash drop them.
+                for m in &g.members {
+                    if let Ok(Some((s, _))) =
+                        self.get::<Snapshot>(&snapshot_key(&g.tenant, &m.snapshot))
+                    {
+                        let _ = self.drop_snapshot_copies(&s);
+                    }
+                }
                 self.forget_group(&g)?;
             }
         }

@@ -17,6 +17,8 @@
 //!   closing the sessions of a detached volume or a revoked tenant.
 //! - `certificates.rs`: TLS client certificates issued per tenant, and their revocation.
 //! - `figures.rs`: live statistics and Prometheus metrics.
+//! - `devices.rs`: pools of devices (records, opening each device's engine pool, adding and
+//!   removing devices) and where a new volume's copies go.
 //! - `pools.rs`: pool settings (the overcommit limit) and the pool's provisioned figure.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
 //! - `networks/`: tenant networks (networks, subnets, ports, routers, security groups),
@@ -50,6 +52,8 @@ mod attachments;
 mod audit;
 mod auth;
 mod certificates;
+mod copies;
+mod devices;
 mod figures;
 mod groups;
 mod jobs;
@@ -59,6 +63,7 @@ mod nodes;
 mod pools;
 mod qos;
 mod recovery;
+mod replicas;
 mod shares;
 mod snapshots;
 mod store;
@@ -70,6 +75,7 @@ mod volumes;
 pub use attachments::Exports;
 pub use auth::Principal;
 pub use certificates::Revoked;
+pub use devices::{CreatePool, DeviceView, NewDevice, PoolView};
 pub use groups::{NewGroup, GROUP_MAX_MEMBERS};
 pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
 pub use networks::{
@@ -110,6 +116,16 @@ pub struct Controller {
     allocation: parking_lot::Mutex<pools::Allocation>,
     /// Tenant networks on this node: topology, compiler, integration switch (`networks/`).
     vpc: networks::Vpc,
+    /// The engine pools of every device of every pool (`devices.rs`).
+    storage: std::sync::Arc<crate::storage::Storage>,
+    /// The replica sets of replicated volumes (`replicas.rs`).
+    sets: replicas::Sets,
+    /// Serializes changes to pool records (devices added and removed).
+    pool_lock: parking_lot::Mutex<()>,
+    /// Per volume, the gate writes pass and layer changes hold (`copies.rs`).
+    gates: parking_lot::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<parking_lot::RwLock<()>>>,
+    >,
 }
 
 impl std::fmt::Debug for Controller {
@@ -121,9 +137,14 @@ impl std::fmt::Debug for Controller {
 }
 
 impl Controller {
-    /// The pool.
+    /// The default pool's first device's engine pool (the data dir's own).
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The engine pools of every device.
+    pub fn storage(&self) -> &crate::storage::Storage {
+        &self.storage
     }
 
     /// The export names attached volumes may be opened under (for the NBD server's filter).

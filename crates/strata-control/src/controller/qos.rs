@@ -48,8 +48,7 @@ impl Controller {
             nv.qos = qos;
             Ok((Txn::new().when(&key, rev).put(&key, enc(&nv)), nv))
         })?;
-        self.pool
-            .set_qos(self.engine_volume(&v)?, nv.qos.limits())?;
+        self.apply_io(&nv)?;
         Ok(nv)
     }
 }

@@ -31,7 +31,13 @@ impl Controller {
             tenant_pipes: Default::default(),
             allocation: Default::default(),
             vpc: Default::default(),
+            storage: Default::default(),
+            sets: Default::default(),
+            pool_lock: Default::default(),
+            gates: Default::default(),
         };
+        let default = c.pool.clone();
+        c.open_storage(&default)?;
         c.recover()?;
         c.switches.restore(c.store.as_ref())?;
         c.restore_networks()?;
@@ -98,22 +104,29 @@ impl Controller {
             match v.state {
                 VolumeState::Available => {
                     // Limits are desired state: the engine learns them again at every start.
-                    if let Ok(eid) = self.pool.volume_id(&v.id) {
-                        self.apply_io(eid, &v)?;
-                        // A resize or rollback recorded but not carried out before a crash:
-                        // carry it out, or keep the engine's size if it cannot be.
-                        let have = self.pool.volume(eid)?.size;
-                        if have != v.size && self.pool.resize_volume(eid, v.size).is_err() {
-                            tracing::warn!(volume = %v.id, "keeping the engine's size");
+                    self.apply_io(&v)?;
+                    // A resize or rollback recorded but not carried out before a crash:
+                    // carry it out, or keep the engine's size if it cannot be.
+                    for c in self.reachable_copies(&v) {
+                        let have = c.pool.volume(c.volume)?.size;
+                        if have != v.size && c.pool.resize_volume(c.volume, v.size).is_err() {
+                            tracing::warn!(volume = %v.id, device = %c.device,
+                                "keeping the engine's size");
                             self.set_size(&v, have, false)?;
                         }
                     }
                 }
                 VolumeState::Creating => {
-                    if self.pool.volume_id(&v.id).is_ok() {
+                    // Available only when every copy was made; otherwise the copies made go.
+                    let all = v.copy_devices().iter().all(|d| {
+                        self.device_engine(d)
+                            .is_some_and(|p| p.volume_id(&v.id).is_ok())
+                    });
+                    if all {
                         self.set_state(&v, VolumeState::Available)?;
                     } else {
                         tracing::warn!(volume = %v.id, "undoing an interrupted create");
+                        self.drop_copies(&v);
                         self.forget_volume(&v)?;
                     }
                 }

@@ -10,7 +10,7 @@
 //!   engine, as QoS limits are).
 //! - A tenant's share goes with the tenant: deleting it deletes the record.
 
-use strata_block::{Capacity, ClassId, ClassShare, VolumeId};
+use strata_block::{Capacity, ClassId, ClassShare};
 use strata_state::Txn;
 
 use super::auth::Principal;
@@ -178,23 +178,29 @@ impl Controller {
             .unwrap_or_default())
     }
 
+    /// Gives every device's engine pool the tenant's share (each device is scheduled on its
+    /// own: a tenant's weight holds on every device its volumes use).
     pub(super) fn apply_tenant_share(&self, name: &str, s: TenantShareRecord) {
-        self.pool.share().set_class(
-            class_of(name),
-            ClassShare {
-                weight: s.weight,
-                reservation_iops: s.reservation_iops,
-            },
-        );
+        for d in self.storage.all().values() {
+            if let Some(e) = &d.engine {
+                e.share().set_class(
+                    class_of(name),
+                    ClassShare {
+                        weight: s.weight,
+                        reservation_iops: s.reservation_iops,
+                    },
+                );
+            }
+        }
     }
 
-    /// Puts an engine volume of `tenant` in the tenant's class, with its QoS limits: what the
-    /// engine must learn of a volume at its creation and at every start.
-    pub(super) fn apply_io(&self, eid: VolumeId, v: &Volume) -> Result<(), ControlError> {
-        self.pool.set_qos(eid, v.qos.limits())?;
-        self.pool
-            .set_volume_class(eid, class_of(&v.tenant))
-            .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))
+    /// A device just added learns every tenant's share.
+    pub(super) fn reapply_tenant_shares(&self) -> Result<(), ControlError> {
+        for (key, s) in self.list::<TenantShareRecord>("/tenant-shares/", None, 0)? {
+            let name = key.trim_start_matches("/tenant-shares/");
+            self.apply_tenant_share(name, s);
+        }
+        Ok(())
     }
 
     /// Start: the pool's capacity and every tenant's share, from the store.

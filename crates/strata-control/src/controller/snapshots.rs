@@ -12,7 +12,7 @@ use super::auth::Principal;
 use super::store::*;
 use super::tenants::{charge, Charge};
 use super::{Controller, DEFAULT_POOL};
-use crate::error::{ControlError, InUse, Resource};
+use crate::error::{ControlError, DeviceProblem, InUse, Resource};
 use crate::model::*;
 
 impl Controller {
@@ -65,10 +65,25 @@ impl Controller {
                 (),
             ))
         })?;
-        let eid = self.engine_volume(&v)?;
-        if let Err(e) = self.pool.create_snapshot(eid, &s.id) {
+        // One instant on every copy: no write passes the gate while the copies snapshot.
+        let gate = self.write_gate(&v.id);
+        let _g = gate.write();
+        let made = self.every_copy(&v).and_then(|copies| {
+            for (i, c) in copies.iter().enumerate() {
+                if let Err(e) = c.pool.create_snapshot(c.volume, &s.id) {
+                    for d in &copies[..i] {
+                        if let Ok(sid) = d.pool.snapshot_id(d.volume, &s.id) {
+                            let _ = d.pool.delete_snapshot(sid);
+                        }
+                    }
+                    return Err(e.into());
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = made {
             self.forget_snapshot(&s)?;
-            return Err(e.into());
+            return Err(e);
         }
         Ok(s)
     }
@@ -119,17 +134,25 @@ impl Controller {
             .0)
     }
 
+    /// The engine id of snapshot `s` in the engine pool `pool` (one copy's).
     pub(super) fn engine_snapshot(
-        &self,
+        pool: &strata_block::Pool,
         s: &Snapshot,
     ) -> Result<strata_block::SnapshotId, ControlError> {
-        let vid = self
-            .pool
+        let vid = pool
             .volume_id(&s.volume)
             .map_err(|_| ControlError::internal("snapshot's volume missing from the pool"))?;
-        self.pool
-            .snapshot_id(vid, &s.id)
+        pool.snapshot_id(vid, &s.id)
             .map_err(|_| ControlError::internal("snapshot missing from the pool"))
+    }
+
+    /// The devices of the copies of snapshot `s`'s volume (the volume may be gone: a
+    /// snapshot outlives it only with its records, so this asks the record first).
+    pub(super) fn snapshot_devices(&self, s: &Snapshot) -> Result<Vec<String>, ControlError> {
+        Ok(self
+            .get::<Volume>(&volume_key(&s.tenant, &s.volume))?
+            .map(|(v, _)| v.copy_devices())
+            .unwrap_or_else(|| vec![DEFAULT_DEVICE.to_string()]))
     }
 
     /// Deletes a snapshot.
@@ -145,10 +168,24 @@ impl Controller {
                 ),
             });
         }
-        if let Ok(sid) = self.engine_snapshot(&s) {
-            self.pool.delete_snapshot(sid)?;
-        }
+        self.drop_snapshot_copies(&s)?;
         self.forget_snapshot(&s)
+    }
+
+    /// Deletes snapshot `s` from every copy it reaches (a copy on a device that is away is
+    /// left there, and logged).
+    pub(super) fn drop_snapshot_copies(&self, s: &Snapshot) -> Result<(), ControlError> {
+        for d in self.snapshot_devices(s)? {
+            let Some(pool) = self.device_engine(&d) else {
+                tracing::warn!(snapshot = %s.id, device = %d,
+                    "a snapshot copy on a device that is away is left there");
+                continue;
+            };
+            if let Ok(sid) = Self::engine_snapshot(&pool, s) {
+                pool.delete_snapshot(sid)?;
+            }
+        }
+        Ok(())
     }
 
     /// A new volume from a snapshot, in the snapshot's tenant.
@@ -171,22 +208,31 @@ impl Controller {
         // does, and a job cloned from a checkpoint runs under the same limits); `set-qos`
         // changes them afterwards. An origin deleted meanwhile leaves none.
         // It also shares the origin's data key: encrypted if the origin is.
-        let (qos, encrypted) = self
+        let origin = self
             .get::<Volume>(&volume_key(&s.tenant, &s.volume))?
-            .map(|(o, _)| (o.qos, o.encrypted))
+            .map(|(o, _)| o);
+        let (qos, encrypted) = origin
+            .as_ref()
+            .map(|o| (o.qos, o.encrypted))
             .unwrap_or_default();
+        // The clone shares its origin's blocks, so its copies are where the origin's are.
+        let (pool, copies) = origin
+            .as_ref()
+            .map(|o| (o.pool.clone(), o.copies.clone()))
+            .unwrap_or_else(|| (DEFAULT_POOL.to_string(), vec![]));
         let v = Volume {
             id: new_id(),
             tenant: s.tenant.clone(),
             name: name.to_string(),
             size: s.size,
-            pool: DEFAULT_POOL.into(),
+            pool,
             class: None,
             origin: Some(s.id.clone()),
             state: VolumeState::Creating,
             created: now(),
             qos,
             encrypted,
+            copies,
         };
         if self.name_taken(&v.tenant, name) {
             return Err(ControlError::exists(Resource::Volume, name));
@@ -194,14 +240,25 @@ impl Controller {
         if let Some(id) = self.record_new_volume(&v, request_id.as_deref())? {
             return self.get_volume(p, &id);
         }
-        let sid = self.engine_snapshot(&s)?;
-        match self.pool.clone_snapshot(sid, &v.id, None) {
-            Ok(eid) => self.apply_io(eid, &v)?,
-            Err(e) => {
-                self.forget_volume(&v)?;
-                return Err(e.into());
+        let made = (|| {
+            for d in v.copy_devices() {
+                let pool = self.device_engine(&d).ok_or_else(|| {
+                    ControlError::device(
+                        DeviceProblem::Degraded,
+                        format!("snapshot {}'s copy on device {d} is not usable", s.name),
+                    )
+                })?;
+                let sid = Self::engine_snapshot(&pool, &s)?;
+                pool.clone_snapshot(sid, &v.id, None)?;
             }
+            Ok::<(), ControlError>(())
+        })();
+        if let Err(e) = made.and_then(|()| self.create_replica_set(&v)) {
+            self.drop_copies(&v);
+            self.forget_volume(&v)?;
+            return Err(e);
         }
+        self.apply_io(&v)?;
         self.set_state(&v, VolumeState::Available)
     }
 
@@ -221,11 +278,25 @@ impl Controller {
                 format!("snapshot {} is not a snapshot of volume {}", s.name, v.name),
             ));
         }
-        let (eid, sid) = (self.engine_volume(&v)?, self.engine_snapshot(&s)?);
+        let gate = self.write_gate(&v.id);
+        let _g = gate.write();
+        let copies = self.every_copy(&v)?;
+        let sids = copies
+            .iter()
+            .map(|c| Self::engine_snapshot(&c.pool, &s))
+            .collect::<Result<Vec<_>, _>>()?;
         let nv = self.set_size(&v, s.size, true)?;
-        if let Err(e) = self.pool.rollback(eid, sid) {
-            self.set_size(&nv, v.size, false)?;
-            return Err(e.into());
+        for (c, sid) in copies.iter().zip(sids) {
+            // A rollback cannot be undone: a copy that fails it is out of step, and the
+            // volume is degraded until that copy is rebuilt.
+            if let Err(e) = c.pool.rollback(c.volume, sid) {
+                if c.device == copies[0].device {
+                    self.set_size(&nv, v.size, false)?;
+                    return Err(e.into());
+                }
+                self.storage
+                    .fault(&c.device, &format!("rollback failed: {e}"));
+            }
         }
         Ok(nv)
     }

@@ -8,7 +8,6 @@
 //! - A resize records the new size and usage before the engine acts, and reverts both if the
 //!   engine refuses.
 
-use strata_block::VolumeId;
 use strata_state::Txn;
 use strata_types::DeviceClass;
 
@@ -41,6 +40,8 @@ pub struct CreateVolume {
     pub bandwidth_limit: Option<SizeArg>,
     /// Encrypted at rest (the daemon needs a master key).
     pub encrypted: bool,
+    /// Copies, each on its own failure domain (the pool's default when not given).
+    pub replicas: Option<u8>,
 }
 
 /// A size given as a number of bytes or a string like "10G".
@@ -86,12 +87,6 @@ pub(super) fn validate_size(size: u64) -> Result<(), ControlError> {
 }
 
 impl Controller {
-    pub(super) fn engine_volume(&self, v: &Volume) -> Result<VolumeId, ControlError> {
-        self.pool
-            .volume_id(&v.id)
-            .map_err(|_| ControlError::internal(format!("volume {} missing from the pool", v.id)))
-    }
-
     /// Creates a volume. Idempotent under `request_id`.
     pub fn create_volume(&self, p: &Principal, req: CreateVolume) -> Result<Volume, ControlError> {
         Self::require(p, Role::Member)?;
@@ -114,13 +109,16 @@ impl Controller {
         validate_name("name", &req.name)?;
         let size = req.size.bytes()?;
         validate_size(size)?;
-        if let Some(pool) = &req.pool {
-            if pool != DEFAULT_POOL {
-                return Err(ControlError::named_by("pool")(ControlError::not_found(
-                    Resource::Pool,
-                    pool,
-                )));
-            }
+        let pool = req.pool.clone().unwrap_or_else(|| DEFAULT_POOL.to_string());
+        let pool_rec = self
+            .pool_record(&pool)
+            .map_err(ControlError::named_by("pool"))?;
+        let replicas = req.replicas.unwrap_or(pool_rec.replicas);
+        if replicas == 0 || replicas > MAX_REPLICAS {
+            return Err(ControlError::invalid(
+                "replicas",
+                format!("{replicas} copies: a volume has 1 to {MAX_REPLICAS}"),
+            ));
         }
         let class = match &req.class {
             Some(c) => Some(
@@ -130,19 +128,21 @@ impl Controller {
             None => None,
         };
         if let Some(c) = class {
-            if !self.pool.info().devices.iter().any(|d| d.class == c) {
+            if !pool_rec.devices.iter().any(|d| d.class == c.to_string()) {
                 // The pool's state, not the request's form: `class_unavailable` (409).
                 return Err(ControlError::Engine(
                     strata_block::AdminError::ClassUnavailable(c),
                 ));
             }
         }
+        let id = new_id();
+        let copies = self.place_copies(&pool, &id, replicas, class, size)?;
         let v = Volume {
-            id: new_id(),
+            id,
             tenant: tenant.clone(),
             name: req.name.clone(),
             size,
-            pool: DEFAULT_POOL.into(),
+            pool,
             class: class.map(|c| c.to_string()),
             origin: None,
             state: VolumeState::Creating,
@@ -158,9 +158,10 @@ impl Controller {
                 ..Qos::default()
             },
             encrypted: req.encrypted,
+            copies,
         };
         validate_qos(&v.qos)?;
-        if v.encrypted && self.pool.master_key_id().is_none() {
+        if v.encrypted && self.storage.key_wrapper().is_none() {
             // Refused before anything is recorded.
             return Err(ControlError::Key(strata_block::KeyAdminError::NoMasterKey));
         }
@@ -173,23 +174,39 @@ impl Controller {
             let rid = req.request_id.as_deref().unwrap_or_default();
             return self.same_request(self.get_volume(p, &id)?, &req.name, rid);
         }
-        let made = if v.encrypted {
-            self.pool
-                .create_encrypted_volume(&v.id, size, class)
-                .map_err(ControlError::from)
-        } else {
-            self.pool
-                .create_volume(&v.id, size, class)
-                .map_err(ControlError::from)
-        };
-        match made {
-            Ok(eid) => self.apply_io(eid, &v)?,
-            Err(e) => {
-                self.forget_volume(&v)?;
-                return Err(e);
+        if let Err(e) = self
+            .create_copies(&v, class)
+            .and_then(|()| self.create_replica_set(&v))
+        {
+            self.drop_copies(&v);
+            self.forget_volume(&v)?;
+            return Err(e);
+        }
+        self.apply_io(&v)?;
+        self.set_state(&v, VolumeState::Available)
+    }
+
+    /// Makes the engine volume of every copy of a new volume.
+    fn create_copies(&self, v: &Volume, class: Option<DeviceClass>) -> Result<(), ControlError> {
+        for d in v.copy_devices() {
+            let pool = self.device_engine(&d).ok_or_else(|| {
+                ControlError::internal(format!("device {d} went away during the create"))
+            })?;
+            if v.encrypted {
+                pool.create_encrypted_volume(&v.id, v.size, class)
+                    .map_err(ControlError::from)?;
+            } else {
+                pool.create_volume(&v.id, v.size, class)?;
             }
         }
-        self.set_state(&v, VolumeState::Available)
+        Ok(())
+    }
+
+    /// Drops the engine volumes a failed create made.
+    pub(super) fn drop_copies(&self, v: &Volume) {
+        for c in self.reachable_copies(v) {
+            let _ = c.pool.delete_volume(c.volume, true);
+        }
     }
 
     /// The volume an earlier create with request id `rid` made, when it is the one asked for
@@ -390,11 +407,26 @@ impl Controller {
         let v = self.get_volume(p, id)?;
         let size = size.bytes()?;
         validate_size(size)?;
-        let eid = self.engine_volume(&v)?;
+        if v.copy_devices().len() > 1 && size != v.size {
+            // The replica set's regions are fixed at its create (docs/pools.md).
+            return Err(ControlError::invalid(
+                "size",
+                "a replicated volume keeps its size: resizing one is not supported yet",
+            ));
+        }
+        let gate = self.write_gate(&v.id);
+        let _g = gate.write();
+        let copies = self.every_copy(&v)?;
         let nv = self.set_size(&v, size, true)?;
-        if let Err(e) = self.pool.resize_volume(eid, size) {
-            self.set_size(&nv, v.size, false)?;
-            return Err(e.into());
+        for (i, c) in copies.iter().enumerate() {
+            if let Err(e) = c.pool.resize_volume(c.volume, size) {
+                // The copies resized so far go back: the copies keep one size.
+                for d in &copies[..i] {
+                    let _ = d.pool.resize_volume(d.volume, v.size);
+                }
+                self.set_size(&nv, v.size, false)?;
+                return Err(e.into());
+            }
         }
         Ok(nv)
     }
@@ -490,14 +522,22 @@ impl Controller {
         if self.store.get(&attachment_key(&v.id))?.is_some() {
             self.store.txn(Txn::new().delete(attachment_key(&v.id)))?;
         }
-        if let Ok(eid) = self.pool.volume_id(&v.id) {
-            if let Err(e) = self.pool.delete_volume(eid, true) {
-                if self.pool.volume_id(&v.id).is_ok() {
-                    self.set_state(v, VolumeState::Available)?;
+        for d in v.copy_devices() {
+            let Some(pool) = self.device_engine(&d) else {
+                tracing::warn!(volume = %v.id, device = %d,
+                    "a copy on a device that is away is left there");
+                continue;
+            };
+            if let Ok(eid) = pool.volume_id(&v.id) {
+                if let Err(e) = pool.delete_volume(eid, true) {
+                    if pool.volume_id(&v.id).is_ok() {
+                        self.set_state(v, VolumeState::Available)?;
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
             }
         }
+        self.drop_replica_set(v);
         for s in self.volume_snapshots(v)? {
             self.forget_snapshot(&s)?;
         }

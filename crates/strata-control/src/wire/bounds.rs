@@ -20,6 +20,8 @@ use crate::error::ControlError;
 pub const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$";
 /// Longest name, in bytes.
 pub const NAME_MAX_LEN: usize = 128;
+/// Longest device path, in bytes (the kernel's `PATH_MAX`).
+pub const PATH_MAX_LEN: usize = 4096;
 /// A switch port (and interface) name: starts with a letter (never read as a port number in
 /// flow syntax, never `.` or `..`), at most 15 bytes (the kernel's interface name limit).
 pub const PORT_NAME_PATTERN: &str = "^[A-Za-z][A-Za-z0-9._-]{0,14}$";

@@ -333,6 +333,34 @@ fn operations() -> Vec<Op> {
     vec![
         op(Get, "/v1/pools", "listPools", "List pools (admin)").ok(200, "pools", r::<PoolList>()),
         op(
+            Post,
+            "/v1/pools",
+            "createPool",
+            "Create a pool of devices, each formatted as its own failure domain (admin)",
+        )
+        .body(r::<CreatePool>())
+        .ok(201, "the pool", r::<Pool>())
+        .errors(&[409]),
+        op(Get, "/v1/pools/{id}", "getPool", "Show a pool and its devices (admin)")
+            .ok(200, "the pool", r::<Pool>()),
+        op(
+            Post,
+            "/v1/pools/{id}/devices",
+            "addPoolDevice",
+            "Add a device to a pool (admin)",
+        )
+        .body(r::<AddDevice>())
+        .ok(200, "the pool", r::<Pool>())
+        .errors(&[409]),
+        op(
+            Delete,
+            "/v1/pools/{id}/devices/{device}",
+            "removePoolDevice",
+            "Remove a device that holds no copies from a pool (admin)",
+        )
+        .ok(200, "the pool", r::<Pool>())
+        .errors(&[409]),
+        op(
             Get,
             "/v1/pools/{id}/settings",
             "getPoolSettings",

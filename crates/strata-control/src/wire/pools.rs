@@ -3,23 +3,63 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A device of a pool.
+/// A device of a pool: a file or block device holding an engine pool of its own, and a
+/// failure domain of its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Device {
-    /// Index in the pool.
-    pub index: u64,
-    /// Device id.
+    /// Device id (`POOL-dN`).
     pub id: String,
-    /// Path or label.
+    /// The file or block device.
     pub path: String,
     /// Device class.
     pub class: String,
-    /// Bytes.
+    /// The failure domain (copies of one volume are on distinct domains).
+    pub domain: String,
+    /// `active` (takes new copies) or `draining`.
+    pub state: String,
+    /// `healthy`, `faulted` (its I/O failed) or `missing` (it did not open).
+    pub health: String,
+    /// Why it is not healthy.
+    pub fault: Option<String>,
+    /// Data capacity, bytes (0 when missing).
     pub capacity: u64,
     /// Bytes allocated.
     pub allocated: u64,
-    /// Holds the pool's metadata.
-    pub metadata: bool,
+    /// Volume copies it holds.
+    pub copies: u64,
+    /// Reads that failed since the daemon started.
+    pub read_errors: u64,
+    /// Writes and flushes that failed since the daemon started.
+    pub write_errors: u64,
+    /// Blocks that failed their checksum since the daemon started.
+    pub checksum_errors: u64,
+    /// Blocks rewritten from another copy since the daemon started.
+    pub repaired: u64,
+}
+
+impl From<crate::controller::DeviceView> for Device {
+    fn from(d: crate::controller::DeviceView) -> Self {
+        Device {
+            id: d.record.id,
+            path: d.record.path,
+            class: d.record.class,
+            domain: d.record.domain,
+            state: match d.record.state {
+                crate::model::DeviceState::Active => "active",
+                crate::model::DeviceState::Draining => "draining",
+            }
+            .to_string(),
+            health: d.health,
+            fault: d.fault,
+            capacity: d.capacity,
+            allocated: d.allocated,
+            copies: d.copies,
+            read_errors: d.counters.read_errors,
+            write_errors: d.counters.write_errors,
+            checksum_errors: d.counters.checksum_errors,
+            repaired: d.counters.repaired,
+        }
+    }
 }
 
 /// A pool.
@@ -27,22 +67,32 @@ pub struct Device {
 pub struct Pool {
     /// Name.
     pub name: String,
-    /// Pool id.
-    pub id: String,
-    /// Block size, bytes.
-    pub block_size: u64,
-    /// Bytes.
+    /// Copies a new volume gets when its create names none.
+    pub replicas: u64,
+    /// Sum of the devices' data capacities, bytes.
     pub capacity: u64,
-    /// Bytes allocated.
+    /// Bytes allocated on its devices.
     pub allocated: u64,
-    /// Bytes free.
+    /// Bytes free on its devices.
     pub free: u64,
-    /// Bytes freed at the next commit.
-    pub pending_free: u64,
-    /// Sum of volume sizes.
+    /// Sum of its volumes' sizes, once per copy.
     pub provisioned: u64,
     /// Devices.
     pub devices: Vec<Device>,
+}
+
+impl From<crate::controller::PoolView> for Pool {
+    fn from(p: crate::controller::PoolView) -> Self {
+        Pool {
+            name: p.name,
+            replicas: u64::from(p.replicas),
+            capacity: p.capacity,
+            allocated: p.allocated,
+            free: p.free,
+            provisioned: p.provisioned,
+            devices: p.devices.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 /// The pools.
@@ -50,6 +100,147 @@ pub struct Pool {
 pub struct PoolList {
     /// Pools.
     pub items: Vec<Pool>,
+}
+
+fn pool_name() -> utoipa::openapi::schema::Object {
+    super::bounds::text(
+        super::bounds::NAME_PATTERN,
+        super::bounds::NAME_MAX_LEN,
+        false,
+    )
+}
+
+fn device_path() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(2))
+        .max_length(Some(super::bounds::PATH_MAX_LEN))
+        .pattern(Some("^/"))
+        .build()
+}
+
+fn device_class() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::schema::Type::String,
+            utoipa::openapi::schema::Type::Null,
+        ]))
+        .enum_values(Some(["hdd", "ssd", "nvme"]))
+        .build()
+}
+
+/// A device to add: a path and a class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDevice {
+    /// An absolute path to a regular file or a block device (its content is erased).
+    #[schema(schema_with = device_path)]
+    pub path: String,
+    /// Device class (`ssd` when not given).
+    #[serde(default)]
+    #[schema(schema_with = device_class)]
+    pub class: Option<String>,
+}
+
+impl NewDevice {
+    fn check(&self) -> Result<(), crate::error::ControlError> {
+        if !self.path.starts_with('/') || self.path.len() > super::bounds::PATH_MAX_LEN {
+            return Err(crate::error::ControlError::invalid(
+                "path",
+                "an absolute path to a file or block device",
+            ));
+        }
+        if let Some(c) = &self.class {
+            c.parse::<strata_types::DeviceClass>()
+                .map_err(|e| crate::error::ControlError::invalid("class", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The controller's form.
+    pub fn into_new(self) -> crate::controller::NewDevice {
+        crate::controller::NewDevice {
+            path: self.path,
+            class: self.class,
+        }
+    }
+}
+
+/// `POST /v1/pools`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePool {
+    /// Name.
+    #[schema(schema_with = pool_name)]
+    pub name: String,
+    /// Devices (1 to 64).
+    #[schema(min_items = 1, max_items = 64)]
+    pub devices: Vec<NewDevice>,
+    /// Copies a new volume gets when its create names none (1 to 3; 1 when not given).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(minimum = 1, maximum = 3)]
+    pub replicas: Option<u64>,
+    /// Format devices that hold data that is not Strata's (their content is lost).
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl super::Check for CreatePool {
+    fn check(&self) -> Result<(), crate::error::ControlError> {
+        super::bounds::check_text("name", &self.name, super::bounds::NAME_PATTERN)?;
+        if self.devices.is_empty() || self.devices.len() > 64 {
+            return Err(crate::error::ControlError::invalid(
+                "devices",
+                "a pool has 1 to 64 devices",
+            ));
+        }
+        for d in &self.devices {
+            d.check()?;
+        }
+        if let Some(r) = self.replicas {
+            super::bounds::check_int("replicas", r, 1, u64::from(crate::model::MAX_REPLICAS))?;
+        }
+        Ok(())
+    }
+}
+
+impl CreatePool {
+    /// The controller's request.
+    pub fn into_request(self) -> crate::controller::CreatePool {
+        crate::controller::CreatePool {
+            name: self.name,
+            devices: self.devices.into_iter().map(NewDevice::into_new).collect(),
+            // Checked to 1..=3.
+            replicas: self.replicas.map(|r| r as u8),
+            force: self.force,
+        }
+    }
+}
+
+/// `POST /v1/pools/{id}/devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddDevice {
+    /// An absolute path to a regular file or a block device (its content is erased).
+    #[schema(schema_with = device_path)]
+    pub path: String,
+    /// Device class (`ssd` when not given).
+    #[serde(default)]
+    #[schema(schema_with = device_class)]
+    pub class: Option<String>,
+    /// Format a device that holds data that is not Strata's (its content is lost).
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl super::Check for AddDevice {
+    fn check(&self) -> Result<(), crate::error::ControlError> {
+        NewDevice {
+            path: self.path.clone(),
+            class: self.class.clone(),
+        }
+        .check()
+    }
 }
 
 /// Largest overcommit ratio a pool takes.

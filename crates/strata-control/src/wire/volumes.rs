@@ -68,6 +68,11 @@ pub struct CreateVolume {
     /// and clones share the key.
     #[serde(default)]
     pub encrypted: bool,
+    /// Copies, each on its own device (failure domain): 1 to 3, the pool's default when
+    /// not given. A write is acknowledged when every healthy copy has it.
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(minimum = 1, maximum = 3)]
+    pub replicas: Option<u64>,
 }
 
 impl CreateVolume {
@@ -87,6 +92,8 @@ impl CreateVolume {
             request_id: self.request_id,
             iops_limit: self.iops_limit,
             encrypted: self.encrypted,
+            // Checked to 1..=3 above.
+            replicas: self.replicas.map(|r| r as u8),
         })
     }
 }
@@ -108,6 +115,9 @@ impl Check for CreateVolume {
         }
         if let Some(b) = &self.bandwidth_limit {
             b.bytes("bandwidth_limit")?;
+        }
+        if let Some(r) = self.replicas {
+            check_int("replicas", r, 1, u64::from(model::MAX_REPLICAS))?;
         }
         Ok(())
     }
@@ -174,10 +184,15 @@ pub struct Volume {
     pub created: u64,
     /// Encrypted at rest.
     pub encrypted: bool,
+    /// How many copies it has.
+    pub replicas: u64,
+    /// The devices of its copies, copy 0 first.
+    pub copies: Vec<String>,
 }
 
 impl From<model::Volume> for Volume {
     fn from(v: model::Volume) -> Self {
+        let copies = v.copy_devices();
         Volume {
             id: v.id,
             tenant: v.tenant,
@@ -194,6 +209,8 @@ impl From<model::Volume> for Volume {
             qos: v.qos.into(),
             created: v.created,
             encrypted: v.encrypted,
+            replicas: copies.len() as u64,
+            copies,
         }
     }
 }
@@ -208,6 +225,10 @@ pub struct VolumeDetail {
     pub allocated: u64,
     /// Number of snapshots.
     pub snapshots: u64,
+    /// `healthy`, or `degraded` while a copy is not usable (I/O goes on from the others).
+    pub health: String,
+    /// Copies reachable and in step.
+    pub healthy_copies: u64,
 }
 
 /// A page of volumes.

@@ -1,0 +1,137 @@
+//! A volume's copies in the engine: each copy is an engine volume named by the volume's id in
+//! the engine pool of one device (`Volume::copy_devices`). Management operations that change a
+//! volume's layers (create, snapshot, clone, rollback, resize) act on every copy, inside the
+//! volume's write gate, so the copies' layer trees stay alike and a snapshot is one instant on
+//! all of them.
+//!
+//! # Invariants
+//! - A change to a volume's layers needs every copy reachable: with one gone it is refused
+//!   with `volume_degraded` (409) and changes nothing (a rebuilt copy gets the layers again).
+//! - Every copy has the volume's QoS limits and its tenant's share class: each meters the same
+//!   writes, so the limit holds once (reads are metered once, by the export, on one copy).
+//! - Deleting acts on every copy it reaches; a copy on a device that is away is left there
+//!   and logged.
+
+use std::sync::Arc;
+
+use strata_block::{Pool, VolumeId};
+
+use super::shares::class_of;
+use super::Controller;
+use crate::error::{ControlError, DeviceProblem};
+use crate::model::*;
+
+/// One copy of a volume: its device, engine pool and engine volume.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineCopy {
+    /// The device id.
+    pub device: String,
+    /// Its engine pool.
+    pub pool: Pool,
+    /// The copy's engine volume.
+    pub volume: VolumeId,
+}
+
+fn degraded(v: &Volume, device: &str) -> ControlError {
+    ControlError::device(
+        DeviceProblem::Degraded,
+        format!(
+            "volume {} has a copy on device {device}, which is not usable: its layers cannot \
+             change until the copy is rebuilt",
+            v.name
+        ),
+    )
+}
+
+/// How many of a volume's copies are healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyHealth {
+    /// Copies the volume has.
+    pub copies: u8,
+    /// Copies reachable and in step.
+    pub healthy: u8,
+}
+
+impl CopyHealth {
+    /// Fewer healthy copies than copies.
+    pub fn degraded(&self) -> bool {
+        self.healthy < self.copies
+    }
+}
+
+impl Controller {
+    /// How many of `v`'s copies are healthy.
+    pub fn volume_health(&self, v: &Volume) -> CopyHealth {
+        let all = v.copy_devices();
+        CopyHealth {
+            copies: all.len() as u8,
+            healthy: self.reachable_copies(v).len() as u8,
+        }
+    }
+
+    /// The engine pool of device `id` when usable.
+    pub(super) fn device_engine(&self, id: &str) -> Option<Pool> {
+        self.storage.engine(id)
+    }
+
+    /// The copies of `v` that are reachable, copy order kept.
+    pub(crate) fn reachable_copies(&self, v: &Volume) -> Vec<EngineCopy> {
+        v.copy_devices()
+            .into_iter()
+            .filter_map(|d| {
+                let pool = self.device_engine(&d)?;
+                let volume = pool.volume_id(&v.id).ok()?;
+                Some(EngineCopy {
+                    device: d,
+                    pool,
+                    volume,
+                })
+            })
+            .collect()
+    }
+
+    /// Every copy of `v`, or `volume_degraded` naming the first that is not reachable.
+    pub(super) fn every_copy(&self, v: &Volume) -> Result<Vec<EngineCopy>, ControlError> {
+        let mut out = vec![];
+        for d in v.copy_devices() {
+            let pool = self.device_engine(&d).ok_or_else(|| degraded(v, &d))?;
+            let volume = pool.volume_id(&v.id).map_err(|_| {
+                ControlError::internal(format!("volume {} missing from device {d}", v.id))
+            })?;
+            out.push(EngineCopy {
+                device: d,
+                pool,
+                volume,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The first reachable copy (for figures and reads of the engine's state).
+    pub(super) fn primary(&self, v: &Volume) -> Result<EngineCopy, ControlError> {
+        self.reachable_copies(v)
+            .into_iter()
+            .next()
+            .ok_or_else(|| ControlError::internal(format!("volume {}: no copy is reachable", v.id)))
+    }
+
+    /// The gate writes to `v` pass (shared) and layer changes hold (exclusive).
+    pub(crate) fn write_gate(&self, volume_id: &str) -> Arc<parking_lot::RwLock<()>> {
+        self.gates
+            .lock()
+            .entry(volume_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Gives every reachable copy of `v` its limits and its tenant's share class.
+    pub(super) fn apply_io(&self, v: &Volume) -> Result<(), ControlError> {
+        for c in self.reachable_copies(v) {
+            c.pool.set_qos(c.volume, v.qos.limits())?;
+            c.pool
+                .set_volume_class(c.volume, class_of(&v.tenant))
+                .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
+        }
+        Ok(())
+    }
+}
