@@ -1433,6 +1433,7 @@ fn get_volume(
         snapshots: info.as_ref().map_or(0, |i| i.snapshots as u64),
         health: if h.degraded() { "degraded" } else { "healthy" }.to_string(),
         healthy_copies: u64::from(h.healthy),
+        resync: c.resync_state(&v).into_iter().map(Into::into).collect(),
         volume: v.into(),
     })
 }

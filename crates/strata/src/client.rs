@@ -1087,6 +1087,8 @@ impl Client {
                         ("ALLOCATED", "allocated:size"),
                         ("SNAPSHOTS", "snapshots"),
                         ("STATE", "state"),
+                        ("COPIES", "replicas"),
+                        ("HEALTH", "health"),
                         ("ID", "id"),
                     ],
                 )

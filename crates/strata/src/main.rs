@@ -475,19 +475,29 @@ fn spawn_resync(ctl: &Arc<strata_control::Controller>, rate: u64) -> Result<()> 
     let weak = Arc::downgrade(ctl);
     std::thread::Builder::new()
         .name("resync".into())
-        .spawn(move || loop {
-            let Some(c) = weak.upgrade() else { break };
-            let started = std::time::Instant::now();
-            let n = c.resync_pass();
-            drop(c);
-            let pause = if n == 0 {
-                Duration::from_millis(200)
-            } else if rate > 0 {
-                Duration::from_secs_f64(n as f64 / rate as f64).saturating_sub(started.elapsed())
-            } else {
-                Duration::ZERO
-            };
-            std::thread::sleep(pause);
+        .spawn(move || {
+            let mut last_scan = std::time::Instant::now() - Duration::from_secs(60);
+            loop {
+                let Some(c) = weak.upgrade() else { break };
+                let started = std::time::Instant::now();
+                // Every second: open the sets of replicated volumes (a copy back after a restart
+                // resyncs without waiting for client I/O) and start rebuilds of lost copies.
+                if last_scan.elapsed() >= Duration::from_secs(1) {
+                    c.start_rebuilds();
+                    last_scan = std::time::Instant::now();
+                }
+                let n = c.resync_pass();
+                drop(c);
+                let pause = if n == 0 {
+                    Duration::from_millis(200)
+                } else if rate > 0 {
+                    Duration::from_secs_f64(n as f64 / rate as f64)
+                        .saturating_sub(started.elapsed())
+                } else {
+                    Duration::ZERO
+                };
+                std::thread::sleep(pause);
+            }
         })
         .context("starting the resync thread")?;
     Ok(())

@@ -195,6 +195,30 @@ impl Controller {
              and in step; degraded volumes have fewer healthy copies than copies).\n\
              # TYPE strata_volume_copies gauge"
         );
+        let mut resync = String::new();
+        for v in &vols {
+            for r in self.resync_state(v) {
+                let l = format!(
+                    "volume=\"{}\",copy=\"{}\",device=\"{}\"",
+                    v.id, r.copy, r.device
+                );
+                let _ = writeln!(
+                    resync,
+                    "strata_volume_resync_bytes{{{l},state=\"done\"}} {}",
+                    r.done
+                );
+                let _ = writeln!(
+                    resync,
+                    "strata_volume_resync_bytes{{{l},state=\"total\"}} {}",
+                    r.total
+                );
+            }
+        }
+        let _ = write!(
+            o,
+            "# HELP strata_volume_resync_bytes Bytes of a copy being brought back (resync or \
+             rebuild): copied so far and in all.\n# TYPE strata_volume_resync_bytes gauge\n{resync}"
+        );
         for v in &vols {
             let h = self.volume_health(v);
             let l = format!(

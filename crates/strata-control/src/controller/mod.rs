@@ -84,6 +84,7 @@ pub use networks::{
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
+pub use replicas::ResyncView;
 pub use shares::{class_of, PoolShareRecord, TenantShareRecord, TenantShareView, WEIGHT_MAX};
 pub use volumes::{CreateVolume, SizeArg};
 

@@ -229,6 +229,36 @@ pub struct VolumeDetail {
     pub health: String,
     /// Copies reachable and in step.
     pub healthy_copies: u64,
+    /// Copies being brought back: a device that returned (the regions it missed) or a new
+    /// copy on another device (`rebuild`: everything).
+    pub resync: Vec<Resync>,
+}
+
+/// A copy being brought back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Resync {
+    /// Its index among the volume's copies.
+    pub copy: u64,
+    /// Its device.
+    pub device: String,
+    /// Bytes copied so far.
+    pub done_bytes: u64,
+    /// Bytes to copy in all.
+    pub total_bytes: u64,
+    /// A whole new copy, not only the regions a returning copy missed.
+    pub rebuild: bool,
+}
+
+impl From<crate::controller::ResyncView> for Resync {
+    fn from(r: crate::controller::ResyncView) -> Self {
+        Resync {
+            copy: r.copy as u64,
+            device: r.device,
+            done_bytes: r.done,
+            total_bytes: r.total,
+            rebuild: r.rebuild,
+        }
+    }
 }
 
 /// A page of volumes.

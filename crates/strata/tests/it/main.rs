@@ -21,5 +21,6 @@ mod nbd;
 mod networks;
 mod qos;
 mod readme;
+mod replicas;
 mod switch;
 mod veth;

@@ -1,0 +1,232 @@
+//! What the NBD server serves: [`VolumeSource`], the export source over the daemon's volumes
+//! wherever their copies are (one device's engine pool, or a replica set over several), and
+//! the opened exports it hands out. Names are the engine's: a volume's id, a snapshot's id;
+//! the server's catalog maps users' snapshot names and filters what is attached.
+//!
+//! # Invariants
+//! - An export is resolved through the volume's record at open: a volume being created or
+//!   deleted is not opened.
+//! - The source holds the controller weakly: the server never keeps a stopped controller alive.
+
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use strata_block::{IoError, VolumeIo};
+use strata_nbd::{ExportIo, ExportSource, Runs, SinceToken};
+
+use super::store::*;
+use super::Controller;
+use crate::model::*;
+use crate::storage::VolumeHandle;
+
+/// The daemon's volumes, for the NBD server.
+#[derive(Debug)]
+pub struct VolumeSource {
+    ctl: Weak<Controller>,
+}
+
+impl VolumeSource {
+    /// The source over `ctl`'s volumes.
+    pub fn new(ctl: &Arc<Controller>) -> Self {
+        VolumeSource {
+            ctl: Arc::downgrade(ctl),
+        }
+    }
+}
+
+impl Controller {
+    /// The record of volume `id`, whoever owns it.
+    pub(crate) fn volume_record(&self, id: &str) -> Option<Volume> {
+        let (tenant, _) = self.get::<String>(&volume_index(id)).ok()??;
+        Some(self.get::<Volume>(&volume_key(&tenant, id)).ok()??.0)
+    }
+}
+
+impl ExportSource for VolumeSource {
+    fn open(&self, volume: &str, snapshot: Option<&str>) -> Option<Arc<dyn ExportIo>> {
+        let c = self.ctl.upgrade()?;
+        if volume.is_empty() || volume.len() > 64 || volume.contains('/') {
+            return None;
+        }
+        let v = c.volume_record(volume)?;
+        if v.state != VolumeState::Available {
+            return None;
+        }
+        let h = match c.volume_handle(&v) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(volume = %v.id, error = %e, "export not opened");
+                return None;
+            }
+        };
+        match snapshot {
+            None => {
+                let size = h.size().ok()?;
+                Some(Arc::new(VolumeExport {
+                    h,
+                    size,
+                    since: Mutex::new(vec![]),
+                }))
+            }
+            Some(s) => {
+                let size = h.snapshot_size(s).ok()?;
+                Some(Arc::new(SnapshotExport {
+                    h,
+                    name: s.to_string(),
+                    size,
+                }))
+            }
+        }
+    }
+
+    fn list(&self) -> Vec<(String, Vec<String>)> {
+        let Some(c) = self.ctl.upgrade() else {
+            return vec![];
+        };
+        let Ok(vols) = c.list::<Volume>("/volumes/", None, 0) else {
+            return vec![];
+        };
+        let snaps = c.list::<Snapshot>("/snapshots/", None, 0).unwrap_or_default();
+        vols.into_iter()
+            .filter(|(_, v)| v.state == VolumeState::Available)
+            .map(|(_, v)| {
+                let of: Vec<String> = snaps
+                    .iter()
+                    .filter(|(_, s)| s.volume == v.id)
+                    .map(|(_, s)| s.id.clone())
+                    .collect();
+                (v.id, of)
+            })
+            .collect()
+    }
+}
+
+/// An opened volume.
+#[derive(Debug)]
+struct VolumeExport {
+    h: VolumeHandle,
+    size: u64,
+    /// Snapshot names resolved for `changed-since`, the token is the index.
+    since: Mutex<Vec<String>>,
+}
+
+impl ExportIo for VolumeExport {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read(&self, off: u64, dst: &mut [u8]) -> Result<(), IoError> {
+        self.h.read(off, dst)
+    }
+    fn read_unmetered(&self, off: u64, dst: &mut [u8]) -> Result<(), IoError> {
+        self.h.read_unmetered(off, dst)
+    }
+    fn qos(&self) -> Result<Option<Arc<VolumeIo>>, IoError> {
+        self.h.meter().map(Some)
+    }
+    fn write(&self, off: u64, data: &[u8]) -> Result<(), IoError> {
+        self.h.write(off, data)
+    }
+    fn trim(&self, off: u64, len: u64) -> Result<(), IoError> {
+        self.h.trim(off, len)
+    }
+    fn write_zeroes(&self, off: u64, len: u64, unmap: bool) -> Result<(), IoError> {
+        self.h.write_zeroes(off, len, unmap)
+    }
+    fn flush(&self) -> Result<(), IoError> {
+        self.h.flush()
+    }
+    fn allocation(&self, off: u64, len: u64) -> Result<Runs, IoError> {
+        self.h.allocation(off, len)
+    }
+    fn since(&self, name: &str) -> Option<SinceToken> {
+        if !self.h.has_snapshot(name) {
+            return None;
+        }
+        let mut s = self.since.lock();
+        let i = match s.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                s.push(name.to_string());
+                s.len() - 1
+            }
+        };
+        Some(SinceToken(i as u64))
+    }
+    fn since_all(&self) -> Vec<(String, SinceToken)> {
+        let names: Vec<String> = self
+            .h
+            .engines()
+            .first()
+            .and_then(|(p, v)| p.snapshots(*v).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|n| self.since(&n).map(|t| (n, t)))
+            .collect()
+    }
+    fn changed(&self, since: SinceToken, off: u64, len: u64) -> Result<Runs, IoError> {
+        let name = self
+            .since
+            .lock()
+            .get(since.0 as usize)
+            .cloned()
+            .ok_or_else(|| IoError::NotFound(format!("snapshot token {}", since.0)))?;
+        self.h.changed(&name, off, len)
+    }
+}
+
+/// An opened snapshot: read-only.
+#[derive(Debug)]
+struct SnapshotExport {
+    h: VolumeHandle,
+    name: String,
+    size: u64,
+}
+
+impl SnapshotExport {
+    fn read_only(&self) -> IoError {
+        IoError::ReadOnly(self.name.clone())
+    }
+}
+
+impl ExportIo for SnapshotExport {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read(&self, off: u64, dst: &mut [u8]) -> Result<(), IoError> {
+        self.h.read_snapshot(&self.name, off, dst)
+    }
+    fn read_unmetered(&self, off: u64, dst: &mut [u8]) -> Result<(), IoError> {
+        self.h.read_snapshot(&self.name, off, dst)
+    }
+    fn qos(&self) -> Result<Option<Arc<VolumeIo>>, IoError> {
+        Ok(None)
+    }
+    fn write(&self, _: u64, _: &[u8]) -> Result<(), IoError> {
+        Err(self.read_only())
+    }
+    fn trim(&self, _: u64, _: u64) -> Result<(), IoError> {
+        Err(self.read_only())
+    }
+    fn write_zeroes(&self, _: u64, _: u64, _: bool) -> Result<(), IoError> {
+        Err(self.read_only())
+    }
+    fn flush(&self) -> Result<(), IoError> {
+        Ok(())
+    }
+    fn allocation(&self, off: u64, len: u64) -> Result<Runs, IoError> {
+        self.h.snapshot_allocation(&self.name, off, len)
+    }
+    fn since(&self, _: &str) -> Option<SinceToken> {
+        None
+    }
+    fn since_all(&self) -> Vec<(String, SinceToken)> {
+        vec![]
+    }
+    fn changed(&self, _: SinceToken, _: u64, _: u64) -> Result<Runs, IoError> {
+        Err(IoError::NotFound("changed-since on a snapshot".into()))
+    }
+}

@@ -1,0 +1,435 @@
+//! Pools of devices and replicated volumes through `strata serve`, with loop devices as the
+//! devices and real NBD clients: a pool made with the CLI, a 2-copy volume written while one
+//! of its devices fails (a loop device shrunk under it: its I/O returns errors), the client
+//! seeing no error and the bytes intact, the volume and device shown degraded and faulted in
+//! the API, the CLI and `/metrics`, and the guard rails of adding devices.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// A loop device over a sparse file, detached on drop.
+pub(crate) struct Loop {
+    pub dev: String,
+    pub file: PathBuf,
+}
+
+impl Loop {
+    pub(crate) fn new(file: &Path, size: u64) -> Loop {
+        let f = std::fs::File::create(file).unwrap();
+        f.set_len(size).unwrap();
+        let o = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file)
+            .output()
+            .expect("losetup (mount) is installed");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Loop {
+            dev: String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// Makes the device fail: its backing file is cut to 1 MiB and the loop device told, so
+    /// every read and write past that returns an error, as a dying disk's would.
+    pub(crate) fn fail(&self) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.file)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let s = Command::new("losetup")
+            .args(["-c", &self.dev])
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+fn run(d: &Daemon, admin: &str, args: &[&str]) -> std::process::Output {
+    strata()
+        .args(args)
+        .args(["--endpoint", &d.url, "--token", admin])
+        .output()
+        .unwrap()
+}
+
+fn ok(d: &Daemon, admin: &str, args: &[&str]) -> String {
+    let o = run(d, admin, args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn json_of(d: &Daemon, admin: &str, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&ok(d, admin, &a)).unwrap()
+}
+
+fn random_file(path: &Path, mib: usize) {
+    let s = Command::new("head")
+        .args(["-c", &format!("{}", mib << 20), "/dev/urandom"])
+        .stdout(std::fs::File::create(path).unwrap())
+        .status()
+        .unwrap();
+    assert!(s.success());
+}
+
+fn metrics(d: &Daemon, admin: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {admin}")])
+        .arg(format!("{}/metrics", d.url))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    let a = Loop::new(&dir.path().join("a.img"), 256 << 20);
+    let b = Loop::new(&dir.path().join("b.img"), 256 << 20);
+    let b_spec = format!("{}:ssd", b.dev);
+    ok(
+        &d,
+        &admin,
+        &[
+            "pool",
+            "create",
+            "fast",
+            "--device",
+            &a.dev,
+            "--device",
+            &b_spec,
+            "--replicas",
+            "2",
+        ],
+    );
+    let p = json_of(&d, &admin, &["pool", "show", "fast"]);
+    assert_eq!(p["replicas"], 2, "{p}");
+    let devs = p["devices"].as_array().unwrap();
+    assert_eq!(devs.len(), 2, "{p}");
+    assert!(devs.iter().all(|x| x["class"] == "ssd"), "{p}");
+    assert!(devs.iter().all(|x| x["health"] == "healthy"), "{p}");
+    // Three copies need three failure domains: refused, nothing recorded.
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "ckpt", "size": "64M", "pool": "fast", "replicas": 3})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("not_enough_domains")),
+        "{v}"
+    );
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "ckpt", "size": "64M", "pool": "fast"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let vid = v["id"].as_str().unwrap().to_string();
+    let copies: Vec<String> = v["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(copies.len(), 2, "{v}");
+    assert_ne!(copies[0], copies[1], "copies on distinct devices: {v}");
+    let (s, at) = d.call(
+        "POST",
+        &format!("/v1/volumes/{vid}/attachments"),
+        &admin,
+        None,
+    );
+    assert!(s == 200 || s == 201, "{at}");
+    let uri = at["uri"].as_str().unwrap().to_string();
+    let pool = json_of(&d, &admin, &["pool", "show", "fast"]);
+    let path_of = |id: &str| -> String {
+        pool["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id)
+            .unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let loop_of = |id: &str| [&a, &b].into_iter().find(|l| l.dev == path_of(id)).unwrap();
+
+    // Both copies get the writes: write half, fail the second copy's device, write it all.
+    let src = dir.path().join("src.img");
+    random_file(&src, 64);
+    let half = dir.path().join("half.img");
+    std::fs::write(&half, &std::fs::read(&src).unwrap()[..32 << 20]).unwrap();
+    assert!(nbdcopy(&half, &uri));
+    loop_of(&copies[1]).fail();
+    assert!(nbdcopy(&src, &uri), "the client saw no error");
+    let o = Command::new("qemu-img")
+        .args([
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            "raw",
+            src.to_str().unwrap(),
+            &uri,
+        ])
+        .output()
+        .expect("qemu-img");
+    assert!(
+        o.status.success(),
+        "identical: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // fio with verification on the degraded volume, in its last 16 MiB: no error.
+    let r = crate::qos::fio(
+        &uri,
+        &[
+            "--rw=randwrite",
+            "--bs=4k",
+            "--offset=48M",
+            "--size=16M",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--iodepth=8",
+        ],
+    );
+    assert_eq!(r["jobs"][0]["error"], 0, "{r}");
+    let written = read_all(&uri, &dir.path().join("w.img"));
+    assert!(written[..48 << 20] == std::fs::read(&src).unwrap()[..48 << 20]);
+
+    // Degraded in the API, the CLI and /metrics; the device faulted with its errors counted.
+    let (s, v) = d.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
+    assert_eq!(s, 200);
+    assert_eq!(v["health"], "degraded", "{v}");
+    assert_eq!(v["healthy_copies"], 1, "{v}");
+    let shown = ok(&d, &admin, &["volume", "show", &vid]);
+    assert!(shown.contains("degraded"), "{shown}");
+    let pool_now = json_of(&d, &admin, &["pool", "show", "fast"]);
+    let bad = pool_now["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == copies[1].as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(bad["health"], "faulted", "{pool_now}");
+    assert!(bad["write_errors"].as_u64().unwrap() >= 1, "{pool_now}");
+    let m = metrics(&d, &admin);
+    let l = format!(
+        "strata_volume_copies{{volume=\"{vid}\",name=\"ckpt\",tenant=\"default\",state=\"healthy\"}} 1"
+    );
+    assert!(m.contains(&l), "{l} in {m}");
+    let l = format!(
+        "strata_device_healthy{{pool=\"fast\",device=\"{}\",class=\"ssd\"}} 0",
+        copies[1]
+    );
+    assert!(m.contains(&l), "{l} in {m}");
+    promtool_check(&m);
+    // A layer change needs every copy.
+    let (s, v) = d.call(
+        "POST",
+        &format!("/v1/volumes/{vid}/snapshots"),
+        &admin,
+        Some(json!({"name": "s1"})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("volume_degraded")),
+        "{v}"
+    );
+
+    // A new device: the lost copy is rebuilt there by itself, and the volume is healthy again.
+    let c = Loop::new(&dir.path().join("c.img"), 256 << 20);
+    ok(&d, &admin, &["pool", "add-device", "fast", &c.dev]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let v = loop {
+        let (_, v) = d.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
+        if v["health"] == "healthy" && v["resync"].as_array().is_some_and(|r| r.is_empty()) {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "not rebuilt: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    let now: Vec<&str> = v["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(now[0], copies[0], "{v}");
+    assert_ne!(now[1], copies[1], "the lost copy moved: {v}");
+    let pool_now = json_of(&d, &admin, &["pool", "show", "fast"]);
+    let holder = pool_now["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == now[1])
+        .unwrap();
+    assert_eq!(holder["path"], c.dev.as_str(), "{pool_now}");
+    // The rebuilt copy alone serves the same bytes: fail the copy that survived, read again.
+    loop_of(&copies[0]).fail();
+    let again = read_all(&uri, &dir.path().join("again.img"));
+    assert!(again == written, "the rebuilt copy holds the bytes written");
+    d.stop();
+}
+
+fn nbdcopy(from: &Path, to: &str) -> bool {
+    Command::new("nbdcopy")
+        .args(["--flush", from.to_str().unwrap(), to])
+        .status()
+        .expect("nbdcopy (libnbd-bin) is installed")
+        .success()
+}
+
+/// The whole export at `uri`, read with nbdcopy through `tmp`.
+fn read_all(uri: &str, tmp: &Path) -> Vec<u8> {
+    let s = Command::new("nbdcopy")
+        .args([uri, tmp.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(s.success(), "nbdcopy read");
+    std::fs::read(tmp).unwrap()
+}
+
+#[test]
+fn devices_are_refused_with_stable_codes_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    let call = |body: Value| d.call("POST", "/v1/pools", &admin, Some(body));
+    // A regular file outside the device directories: never formatted.
+    let outside = dir.path().join("outside.img");
+    std::fs::write(&outside, b"precious").unwrap();
+    let (s, v) = call(json!({"name": "p", "devices": [{"path": outside}], "force": true}));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("device_unusable")),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(&outside).unwrap(), b"precious");
+    // A regular file under the data dir's devices/: taken, mode 0600.
+    let devdir = dir.path().join("d/devices");
+    let good = devdir.join("one.img");
+    std::fs::File::create(&good)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let (s, v) = call(json!({"name": "p", "devices": [{"path": good}]}));
+    assert_eq!(s, 201, "{v}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&good).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The same path again: in use. A device with data that is not Strata's: not empty.
+    let (s, v) = d.call(
+        "POST",
+        "/v1/pools/p/devices",
+        &admin,
+        Some(json!({"path": good})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("device_in_use")),
+        "{v}"
+    );
+    let dirty = devdir.join("dirty.img");
+    std::fs::write(&dirty, vec![7u8; 8 << 20]).unwrap();
+    let (s, v) = d.call(
+        "POST",
+        "/v1/pools/p/devices",
+        &admin,
+        Some(json!({"path": dirty})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("device_not_empty")),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(&dirty).unwrap()[..4], [7, 7, 7, 7]);
+    // A mounted block device (the root file system's, when it is a block device) is held by
+    // the kernel: refused.
+    if let Some(root) = root_block_device() {
+        let (s, v) = d.call(
+            "POST",
+            "/v1/pools/p/devices",
+            &admin,
+            Some(json!({"path": root, "force": true})),
+        );
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (409, Some("device_unusable")),
+            "{root}: {v}"
+        );
+    }
+    // Three copies in a one-device pool: refused, nothing recorded.
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "x", "size": "8M", "pool": "p", "replicas": 3})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("not_enough_domains")),
+        "{v}"
+    );
+    let (_, l) = d.call("GET", "/v1/volumes", &admin, None);
+    assert_eq!(l["items"].as_array().unwrap().len(), 0, "{l}");
+    // A device holding a copy stays; the last device stays; an unknown device is 404.
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "x", "size": "8M", "pool": "p"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = d.call("DELETE", "/v1/pools/p/devices/p-d0", &admin, None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("device_in_use")),
+        "{v}"
+    );
+    let (s, v) = d.call("DELETE", "/v1/pools/p/devices/p-d9", &admin, None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("device_not_found")),
+        "{v}"
+    );
+    d.stop();
+}
+
+/// The block device the root file system is mounted from, if it is one.
+fn root_block_device() -> Option<String> {
+    let m = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    m.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?, f.next()?))
+        })
+        .find(|(dev, at)| *at == "/" && dev.starts_with("/dev/"))
+        .map(|(dev, _)| dev.to_string())
+}
