@@ -2,17 +2,17 @@
 //! transmission loop, and its way out through the state table ([`crate::state`]).
 //!
 //! # Concurrency model (why it is shaped like this: `docs/nbd.md`)
-//! One thread per connection reads requests, runs them on the pool inline and appends their
+//! One thread per connection reads requests, runs them on the session's export inline and appends their
 //! replies to a batch buffer, through the framing loop every path shares
 //! ([`crate::framing::serve_requests`]). The batch goes out in one `write` whenever the thread
 //! is about to block on the socket (nothing complete left to parse) or the batch passes
 //! [`OUT_HIGH_WATER`]. A client with 32 requests in flight thus costs one `read` and one
 //! `write` per batch instead of per request, and no thread hand-off on the hot path.
 //!
-//! Flushes are the one slow operation (a pool commit syncs devices): FLUSH and the
+//! Flushes are the one slow operation (an engine pool's commit syncs devices): FLUSH and the
 //! durability half of FUA go to a per-connection flusher thread through a bounded queue, so
 //! reads and writes behind a flush are answered before it (replies out of order). The
-//! flusher coalesces every flush queued while it ran into one pool commit. Both threads write
+//! flusher coalesces every flush queued while it ran into one call of the export's `flush`. Both threads write
 //! through one mutex-guarded socket handle, each reply batch whole.
 //!
 //! READs and WRITEs of [`BIG_MIN`]..=[`BIG_MAX`] bytes are carried out leader/follower: the
@@ -50,7 +50,6 @@ use rustix::fd::AsFd;
 use rustix::net::RecvFlags;
 
 use parking_lot::Mutex;
-use strata_block::Pool;
 
 use crate::config::PeerInfo;
 use crate::context::Shared;
@@ -209,9 +208,10 @@ fn handshake(
             Ok((chan, None))
         }
         Some((session, out)) => {
+            let export = &session.export.name;
             let info = SessionInfo {
-                export: session.export.name.clone(),
-                volume: session.export.volume,
+                export: export.clone(),
+                volume: export.split('@').next().unwrap_or(export).to_string(),
                 identity: neg.identity().map(str::to_string),
                 cert_serial,
                 source,
@@ -399,13 +399,7 @@ fn send_batch(writer: &Mutex<Stream>, out: &mut OutBuf) -> io::Result<()> {
     r
 }
 
-fn flusher(
-    rx: Receiver<u64>,
-    pool: Pool,
-    session: Session,
-    writer: Arc<Mutex<Stream>>,
-    stats: Arc<Stats>,
-) {
+fn flusher(rx: Receiver<u64>, session: Session, writer: Arc<Mutex<Stream>>, stats: Arc<Stats>) {
     let mut handles = Vec::with_capacity(FLUSH_QUEUE);
     let mut out = OutBuf::with_capacity(16 * FLUSH_QUEUE);
     while let Ok(h) = rx.recv() {
@@ -415,7 +409,7 @@ fn flusher(
         while let Ok(h) = rx.try_recv() {
             handles.push(h);
         }
-        let r = pool.flush();
+        let r = session.export.io.flush();
         stats.flushes.fetch_add(1, Ordering::Relaxed);
         for h in handles.drain(..) {
             put_flush_reply(&mut out, &session, h, &r, &stats);
@@ -472,20 +466,16 @@ struct BigWork {
 /// Sends the reply of a streamed READ through the connection's writer: each data chunk
 /// whole, or the single frame under one hold of the writer so no other reply cuts into it.
 fn send_streamed(conn: &Conn<'_>, req: &Request, out: &mut OutBuf) -> io::Result<()> {
-    let (pool, session, stats) = (
-        conn.shared.catalog.pool(),
-        conn.session,
-        &*conn.shared.stats,
-    );
+    let (session, stats) = (conn.session, &*conn.shared.stats);
     let r = if chunked(session, req) {
-        stream_read(pool, session, req, out, stats, &mut |o| {
+        stream_read(session, req, out, stats, &mut |o| {
             let r = conn.writer.lock().write_all(o.as_slice());
             o.clear(PIECE_KEEP);
             r
         })
     } else {
         let mut w = conn.writer.lock();
-        stream_read(pool, session, req, out, stats, &mut |o| {
+        stream_read(session, req, out, stats, &mut |o| {
             let r = w.write_all(o.as_slice());
             o.clear(PIECE_KEEP);
             r
@@ -649,19 +639,13 @@ fn follow(conn: &Conn<'_>) {
 
 /// Carries out a large request and sends its reply.
 fn carry_out(conn: &Conn<'_>, work: BigWork, payload: &[u8], out: &mut OutBuf) -> io::Result<()> {
-    let (pool, session, stats) = (
-        conn.shared.catalog.pool(),
-        conn.session,
-        &*conn.shared.stats,
-    );
+    let (session, stats) = (conn.session, &*conn.shared.stats);
     let req = &work.req;
     let sent = if req.cmd == CMD_READ {
         send_streamed(conn, req, out)
     } else {
-        if execute(pool, session, req, &payload[..req.len as usize], out, stats)
-            == Outcome::NeedsFlush
-        {
-            let r = pool.flush();
+        if execute(session, req, &payload[..req.len as usize], out, stats) == Outcome::NeedsFlush {
+            let r = session.export.io.flush();
             stats.flushes.fetch_add(1, Ordering::Relaxed);
             put_flush_reply(out, session, req.handle, &r, stats);
         }
@@ -694,8 +678,7 @@ fn lead(conn: &Conn<'_>, payload: &mut Vec<u8>, scratch: &mut OutBuf) -> Option<
         payload,
         scratch,
     };
-    let pool = conn.shared.catalog.pool();
-    let r = serve_requests(&mut t, inb, out, pool, conn.session, &conn.shared.stats);
+    let r = serve_requests(&mut t, inb, out, conn.session, &conn.shared.stats);
     match r {
         Ok(Exit::HandOff(w)) => {
             conn.busy.fetch_add(1, Ordering::Relaxed);
@@ -731,13 +714,12 @@ fn spawn_flusher(
     writer: &Arc<Mutex<Stream>>,
 ) -> io::Result<Flusher> {
     let (tx, rx) = sync_channel(FLUSH_QUEUE);
-    let pool = shared.catalog.pool().clone();
     let session = session.clone();
     let writer = writer.clone();
     let stats = shared.stats.clone();
     let thread = std::thread::Builder::new()
         .name("nbd-flush".into())
-        .spawn(move || flusher(rx, pool, session, writer, stats))?;
+        .spawn(move || flusher(rx, session, writer, stats))?;
     Ok(Flusher { tx, thread })
 }
 
@@ -775,26 +757,18 @@ impl Transport for OverTls<'_> {
 
     fn stream_read(&mut self, req: &Request) -> io::Result<()> {
         let s = &mut *self.s;
-        let (pool, stats) = (self.shared.catalog.pool(), &*self.shared.stats);
-        stream_read(
-            pool,
-            self.session,
-            req,
-            &mut self.scratch,
-            stats,
-            &mut |o| {
-                let r = s.write_all(o.as_slice());
-                o.clear(PIECE_KEEP);
-                r
-            },
-        )?;
+        let stats = &*self.shared.stats;
+        stream_read(self.session, req, &mut self.scratch, stats, &mut |o| {
+            let r = s.write_all(o.as_slice());
+            o.clear(PIECE_KEEP);
+            r
+        })?;
         self.scratch.clear(PIECE_KEEP);
         self.s.flush()
     }
 
     fn flush(&mut self, handle: u64, out: &mut OutBuf) -> io::Result<bool> {
-        let pool = self.shared.catalog.pool();
-        let r = pool.flush();
+        let r = self.session.export.io.flush();
         self.shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
         put_flush_reply(out, self.session, handle, &r, &self.shared.stats);
         Ok(true)
@@ -812,9 +786,8 @@ fn transmission_tls(mut s: TlsStream, shared: &Shared, session: &Session) -> Res
         session,
         scratch: OutBuf::with_capacity(0),
     };
-    let pool = shared.catalog.pool();
     let end: Result<Event, ConnError> =
-        match serve_requests(&mut t, &mut inb, &mut out, pool, session, &shared.stats) {
+        match serve_requests(&mut t, &mut inb, &mut out, session, &shared.stats) {
             Ok(Exit::Disconnect) => Ok(Event::Disconnect),
             Ok(Exit::End) | Ok(Exit::HandOff(())) => Ok(Event::PeerGone),
             Err(e) => Err(e.into()),

@@ -1,5 +1,7 @@
-//! What a client can open: exports resolved from a [`Pool`], and the metadata contexts each
-//! export offers.
+//! What a client can open: exports resolved through an [`ExportSource`] (one engine pool, or
+//! whatever the daemon serves: [`crate::backend`]), and the metadata contexts each export
+//! offers. The catalog layers the daemon's filter, authorizer and snapshot names over the
+//! source; the source knows only its own names.
 //!
 //! Export names: `VOLUME` is the writable volume; `VOLUME@SNAPSHOT` is a snapshot, exported
 //! read-only. Engine names never contain `@`, so the split is unambiguous.
@@ -10,7 +12,12 @@
 //! - `strata:changed-since:SNAPSHOT` (volume exports only): flag [`STATE_CHANGED`] on blocks
 //!   whose content may differ from snapshot `SNAPSHOT` of the same volume (incremental backup).
 
-use strata_block::{Pool, SnapshotId, Target, VolumeId};
+use std::sync::Arc;
+
+use strata_block::Pool;
+
+use crate::backend::{ExportIo, ExportSource, SinceToken};
+use crate::pool_source::PoolSource;
 
 use crate::proto::{
     MAX_STRING, TF_CAN_MULTI_CONN, TF_HAS_FLAGS, TF_READ_ONLY, TF_SEND_CACHE, TF_SEND_DF,
@@ -28,15 +35,14 @@ pub const STATE_CHANGED: u32 = 1;
 /// Most contexts one connection may select.
 pub const MAX_CONTEXTS: usize = 16;
 
-/// A resolved export.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A resolved export: its name and the I/O the source opened for it (once, shared by every
+/// request of the session).
+#[derive(Debug, Clone)]
 pub struct Export {
     /// The name the client used.
     pub name: String,
-    /// What reads address.
-    pub target: Target,
-    /// The volume (of the snapshot, for snapshot exports).
-    pub volume: VolumeId,
+    /// The opened volume or snapshot.
+    pub io: Arc<dyn ExportIo>,
     /// Size in bytes when the export was opened.
     pub size: u64,
     /// Snapshots are read-only.
@@ -60,9 +66,10 @@ impl Export {
 
     /// A one-line description (`NBD_INFO_DESCRIPTION`).
     pub fn description(&self) -> String {
-        match self.target {
-            Target::Volume(_) => format!("strata volume {}", self.name),
-            Target::Snapshot(_) => format!("strata snapshot {} (read-only)", self.name),
+        if self.read_only {
+            format!("strata snapshot {} (read-only)", self.name)
+        } else {
+            format!("strata volume {}", self.name)
         }
     }
 }
@@ -76,8 +83,8 @@ pub enum MetaContext {
     ChangedSince {
         /// Snapshot name.
         name: String,
-        /// Snapshot id.
-        snapshot: SnapshotId,
+        /// The snapshot, as the export's source resolved it.
+        since: SinceToken,
     },
 }
 
@@ -163,34 +170,40 @@ impl std::fmt::Debug for SnapshotNames {
     }
 }
 
-/// The exports of one pool.
+/// The exports of one source, as the daemon's hooks let clients see them.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pool: Pool,
+    source: Arc<dyn ExportSource>,
     filter: Option<ExportFilter>,
     authorize: Option<Authorizer>,
     snapshot_names: Option<SnapshotNames>,
 }
 
 impl Catalog {
-    /// Exports every volume and snapshot of `pool`.
+    /// Exports every volume and snapshot of `pool` ([`PoolSource`]).
     pub fn new(pool: Pool) -> Self {
+        Self::from_source(Arc::new(PoolSource::new(pool)))
+    }
+
+    /// Exports the volumes of `pool` that `filter` admits (and their snapshots).
+    pub fn with_filter(pool: Pool, filter: Option<ExportFilter>) -> Self {
+        Self::new(pool).filtered(filter)
+    }
+
+    /// Exports every volume and snapshot `source` resolves.
+    pub fn from_source(source: Arc<dyn ExportSource>) -> Self {
         Catalog {
-            pool,
+            source,
             filter: None,
             authorize: None,
             snapshot_names: None,
         }
     }
 
-    /// Exports the volumes `filter` admits (and their snapshots).
-    pub fn with_filter(pool: Pool, filter: Option<ExportFilter>) -> Self {
-        Catalog {
-            pool,
-            filter,
-            authorize: None,
-            snapshot_names: None,
-        }
+    /// The same exports, only the volumes `filter` admits (and their snapshots).
+    pub fn filtered(mut self, filter: Option<ExportFilter>) -> Self {
+        self.filter = filter;
+        self
     }
 
     /// The same exports, each also subject to `authorize` for the client asking.
@@ -205,20 +218,20 @@ impl Catalog {
         self
     }
 
-    /// The engine's id of the snapshot `name` of `volume`: the name resolved through
-    /// [`SnapshotNames`] if it knows it, else taken as the engine's own name.
-    fn snapshot(&self, volume: VolumeId, name: &str) -> Option<SnapshotId> {
-        let vol_name = self.pool.volume(volume).ok()?.name;
+    /// Resolves the snapshot `name` of volume `volume` with `find` (which takes the source's
+    /// own name): the name mapped through [`SnapshotNames`] if it knows it and `find` finds
+    /// that, else the name taken as the source's own.
+    fn snapshot<T>(&self, volume: &str, name: &str, find: impl Fn(&str) -> Option<T>) -> Option<T> {
         if let Some(engine) = self
             .snapshot_names
             .as_ref()
-            .and_then(|n| (n.0)(&vol_name, name))
+            .and_then(|n| (n.0)(volume, name))
         {
-            if let Ok(id) = self.pool.snapshot_id(volume, &engine) {
-                return Some(id);
+            if let Some(t) = find(&engine) {
+                return Some(t);
             }
         }
-        self.pool.snapshot_id(volume, name).ok()
+        find(name)
     }
 
     fn admits(&self, volume: &str) -> bool {
@@ -231,9 +244,9 @@ impl Catalog {
             .is_none_or(|a| a.allows(export, client))
     }
 
-    /// The pool behind the exports.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The source behind the exports.
+    pub fn source(&self) -> &Arc<dyn ExportSource> {
+        &self.source
     }
 
     /// Resolves an export name for a client without an identity; `None` if it names nothing
@@ -258,18 +271,15 @@ impl Catalog {
         if !self.admits(vol_name) {
             return None;
         }
-        let volume = self.pool.volume_id(vol_name).ok()?;
-        let (target, read_only) = match snap_name {
-            None => (Target::Volume(volume), false),
-            Some(s) => (Target::Snapshot(self.snapshot(volume, s)?), true),
+        let io = match snap_name {
+            None => self.source.open(vol_name, None)?,
+            Some(s) => self.snapshot(vol_name, s, |s| self.source.open(vol_name, Some(s)))?,
         };
-        let size = self.pool.size_of(target).ok()?;
         Some(Export {
             name: name.to_string(),
-            target,
-            volume,
-            size,
-            read_only,
+            size: io.size(),
+            io,
+            read_only: snap_name.is_some(),
         })
     }
 
@@ -282,15 +292,15 @@ impl Catalog {
     /// Every export name `client` may open (see [`Authorizer`]).
     pub fn list_as(&self, client: Option<&str>) -> Vec<String> {
         let mut out = Vec::new();
-        for v in self.pool.volumes() {
-            if !self.admits(&v.name) {
+        for (volume, snapshots) in self.source.list() {
+            if !self.admits(&volume) {
                 continue;
             }
-            if self.authorized(&v.name, client) {
-                out.push(v.name.clone());
+            if self.authorized(&volume, client) {
+                out.push(volume.clone());
             }
-            for s in self.pool.snapshots(v.id).unwrap_or_default() {
-                let name = format!("{}@{}", v.name, s.name);
+            for s in snapshots {
+                let name = format!("{volume}@{s}");
                 if self.authorized(&name, client) {
                     out.push(name);
                 }
@@ -303,14 +313,9 @@ impl Catalog {
         if e.read_only {
             return Vec::new();
         }
-        self.pool
-            .snapshots(e.volume)
-            .unwrap_or_default()
+        e.io.since_all()
             .into_iter()
-            .map(|s| MetaContext::ChangedSince {
-                name: s.name,
-                snapshot: s.id,
-            })
+            .map(|(name, since)| MetaContext::ChangedSince { name, since })
             .collect()
     }
 
@@ -329,10 +334,11 @@ impl Catalog {
             if e.read_only || snap.is_empty() {
                 return Vec::new();
             }
-            if let Some(id) = self.snapshot(e.volume, snap) {
+            // Writable exports are named by their volume alone.
+            if let Some(since) = self.snapshot(&e.name, snap, |s| e.io.since(s)) {
                 return vec![MetaContext::ChangedSince {
                     name: snap.to_string(),
-                    snapshot: id,
+                    since,
                 }];
             }
         }

@@ -3,7 +3,7 @@
 //! replay the fuzz target drives ([`replay_requests`]).
 //!
 //! [`serve_requests`] takes request headers and payloads off an input buffer, runs each on the
-//! pool ([`crate::transmit`]) and batches the replies; a [`Transport`] says how bytes come in
+//! session's export ([`crate::transmit`]) and batches the replies; a [`Transport`] says how bytes come in
 //! and go out, where flushes run, and whether a large request is handed to another thread.
 //!
 //! Invariants:
@@ -18,8 +18,6 @@
 //!   nothing on the stream can be trusted to be a request.
 
 use std::io;
-
-use strata_block::Pool;
 
 use crate::negotiate::Session;
 use crate::proto::*;
@@ -143,7 +141,7 @@ pub(crate) trait Transport {
     fn send(&mut self, out: &mut OutBuf) -> io::Result<()>;
     /// Sends the reply of a [`streamed`] READ (the batch was sent first).
     fn stream_read(&mut self, req: &Request) -> io::Result<()>;
-    /// The request's reply must wait for a pool flush: run it, or queue it; `false` if the
+    /// The request's reply must wait for an export flush: run it, or queue it; `false` if the
     /// connection is over.
     fn flush(&mut self, handle: u64, out: &mut OutBuf) -> io::Result<bool>;
     /// Whether to hand `req` (header still at the head of `inb`) to the caller.
@@ -158,7 +156,6 @@ pub(crate) fn serve_requests<T: Transport>(
     t: &mut T,
     inb: &mut InBuf,
     out: &mut OutBuf,
-    pool: &Pool,
     session: &Session,
     stats: &Stats,
 ) -> Result<Exit<T::Work>, FramingError> {
@@ -190,7 +187,7 @@ pub(crate) fn serve_requests<T: Transport>(
             continue;
         }
         let data = &inb.data()[REQUEST_LEN..total];
-        match execute(pool, session, &req, data, out, stats) {
+        match execute(session, &req, data, out, stats) {
             Outcome::Done => {}
             Outcome::NeedsFlush => {
                 if !t.flush(req.handle, out)? {
@@ -214,7 +211,6 @@ struct Replay<'a> {
     input: &'a [u8],
     at: usize,
     reply: Vec<u8>,
-    pool: &'a Pool,
     session: &'a Session,
     stats: &'a Stats,
 }
@@ -247,22 +243,15 @@ impl Transport for Replay<'_> {
     fn stream_read(&mut self, req: &Request) -> io::Result<()> {
         let mut out = OutBuf::with_capacity(0);
         let reply = &mut self.reply;
-        stream_read(
-            self.pool,
-            self.session,
-            req,
-            &mut out,
-            self.stats,
-            &mut |o| {
-                reply.extend_from_slice(o.as_slice());
-                o.clear(OUT_KEEP);
-                Ok(())
-            },
-        )
+        stream_read(self.session, req, &mut out, self.stats, &mut |o| {
+            reply.extend_from_slice(o.as_slice());
+            o.clear(OUT_KEEP);
+            Ok(())
+        })
     }
 
     fn flush(&mut self, handle: u64, out: &mut OutBuf) -> io::Result<bool> {
-        let r = self.pool.flush();
+        let r = self.session.export.io.flush();
         put_flush_reply(out, self.session, handle, &r, self.stats);
         Ok(true)
     }
@@ -271,20 +260,20 @@ impl Transport for Replay<'_> {
 /// Runs a client's transmission byte stream (request headers and WRITE payloads) through
 /// [`serve_requests`] the way a connection does, running flushes inline; returns the reply
 /// bytes. Stops at a framing error, at `NBD_CMD_DISC`, or at the end of input. For the fuzz
-/// target and the never-panic tests.
-pub fn replay_requests(pool: &Pool, s: &Session, input: &[u8]) -> Vec<u8> {
+/// target and the never-panic tests: the session's export does the I/O (open one with
+/// [`crate::Catalog::lookup`]).
+pub fn replay_requests(s: &Session, input: &[u8]) -> Vec<u8> {
     let stats = Stats::default();
     let mut t = Replay {
         input,
         at: 0,
         reply: Vec::new(),
-        pool,
         session: s,
         stats: &stats,
     };
     let mut inb = InBuf::with_capacity(4096);
     let mut out = OutBuf::with_capacity(4096);
-    let r = serve_requests(&mut t, &mut inb, &mut out, pool, s, &stats);
+    let r = serve_requests(&mut t, &mut inb, &mut out, s, &stats);
     // What was answered before the stream ended or broke.
     let _ = t.send(&mut out);
     let _ = r;

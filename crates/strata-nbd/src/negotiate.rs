@@ -56,8 +56,9 @@ pub enum TlsMode {
     Required,
 }
 
-/// What the transmission phase needs from negotiation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the transmission phase needs from negotiation: the opened export (its I/O shared by
+/// every request) and what was agreed for it.
+#[derive(Debug, Clone)]
 pub struct Session {
     /// The export.
     pub export: Export,

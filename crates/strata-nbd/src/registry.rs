@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
-use strata_block::VolumeId;
 
 use crate::socket::Stream;
 
@@ -25,8 +24,8 @@ use crate::socket::Stream;
 pub struct SessionInfo {
     /// The export name the client opened (`VOLUME` or `VOLUME@SNAPSHOT`).
     pub export: String,
-    /// The volume (of the snapshot, for a snapshot export).
-    pub volume: VolumeId,
+    /// The volume's name (of the snapshot's volume, for a snapshot export).
+    pub volume: String,
     /// The identity the session was authorized as (certificate CN or listener identity).
     pub identity: Option<String>,
     /// The TLS client certificate's serial, lowercase hex (`None` without TLS).

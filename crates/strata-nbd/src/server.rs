@@ -26,10 +26,12 @@ use parking_lot::Mutex;
 use strata_block::Pool;
 use thiserror::Error;
 
+use crate::backend::ExportSource;
 use crate::config::{ServerConfig, UnixListenerOptions};
 use crate::conn::{serve, Accepted, ConnError};
 use crate::context::Shared;
 use crate::export::Catalog;
+use crate::pool_source::PoolSource;
 use crate::registry::{Registry, SessionInfo, TcpLimits};
 use crate::socket::{Sock, Stream};
 use crate::transmit::Stats;
@@ -87,7 +89,8 @@ impl Listener {
     }
 }
 
-/// An NBD server exporting the volumes and snapshots of one pool.
+/// An NBD server exporting the volumes and snapshots of one pool ([`NbdServer::new`]), or of
+/// any [`ExportSource`] ([`NbdServer::with_source`]).
 ///
 /// ```no_run
 /// # use strata_nbd::NbdServer;
@@ -122,11 +125,18 @@ impl NbdServer {
         Self::with_config(pool, ServerConfig::default())
     }
 
-    /// A server with the given limits.
+    /// A server of `pool`'s volumes ([`PoolSource`]) with the given limits.
     pub fn with_config(pool: Pool, config: ServerConfig) -> NbdServer {
+        Self::with_source(Arc::new(PoolSource::new(pool)), config)
+    }
+
+    /// A server of the exports `source` resolves, with the given limits; the configuration's
+    /// filter, authorizer and snapshot names apply on top of the source's names.
+    pub fn with_source(source: Arc<dyn ExportSource>, config: ServerConfig) -> NbdServer {
         NbdServer {
             shared: Arc::new(Shared {
-                catalog: Catalog::with_filter(pool, config.filter.clone())
+                catalog: Catalog::from_source(source)
+                    .filtered(config.filter.clone())
                     .with_authorizer(config.authorize.clone())
                     .with_snapshot_names(config.snapshot_names.clone()),
                 config,
@@ -333,8 +343,8 @@ impl NbdServer {
     /// through [`ServerConfig::admit`] and [`crate::Authorizer`].
     ///
     /// ```no_run
-    /// # fn f(server: &strata_nbd::NbdServer, vol: strata_block::VolumeId) {
-    /// let n = server.close_sessions(|s| s.volume == vol);
+    /// # fn f(server: &strata_nbd::NbdServer) {
+    /// let n = server.close_sessions(|s| s.volume == "detached-volume");
     /// let m = server.close_sessions(|s| s.cert_serial.as_deref() == Some("1a2b"));
     /// # let _ = (n, m); }
     /// ```

@@ -1,21 +1,22 @@
 //! The transmission phase without sockets: one request in, its reply bytes out.
 //!
 //! [`execute`] validates a request against the negotiated [`Session`] (command, flags, range,
-//! read-only), runs it on the pool and appends the reply to an [`OutBuf`]. It never blocks on
-//! the network, so the connection loop can batch replies, and the fuzz target can drive it
-//! over a memory pool. Flushes (FLUSH, and the durability half of FUA) are returned to the
+//! read-only), runs it on the session's export ([`crate::backend::ExportIo`]) and appends the
+//! reply to an [`OutBuf`]. It never blocks on the network, so the connection loop can batch
+//! replies, and the fuzz target can drive it over a memory pool. The export was opened once at
+//! negotiation: a request borrows it from the session (no clone, no lookup). Flushes (FLUSH, and the durability half of FUA) are returned to the
 //! caller as [`Outcome::NeedsFlush`] so the loop can run them off the request path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use strata_block::{IoError, Pool, Target};
+use strata_block::IoError;
 
 use crate::export::{MetaContext, STATE_CHANGED};
 use crate::negotiate::Session;
 use crate::proto::*;
 
-/// Largest range one BLOCK_STATUS looks at: it bounds the engine's map walk (done under its
-/// metadata lock) and the reply to 65,536 descriptors. The spec lets a reply cover less than
+/// Largest range one BLOCK_STATUS looks at: it bounds the backend's map walk (the engine's is
+/// done under its metadata lock) and the reply to 65,536 descriptors. The spec lets a reply cover less than
 /// asked; clients ask again from where it ended.
 pub const MAX_STATUS_SPAN: u64 = 256 << 20;
 
@@ -106,7 +107,7 @@ pub struct Stats {
     pub writes: AtomicU64,
     /// Bytes written by WRITE.
     pub bytes_written: AtomicU64,
-    /// Pool flushes run (one may answer several FLUSH/FUA requests).
+    /// Export flushes run (one may answer several FLUSH/FUA requests).
     pub flushes: AtomicU64,
     /// TRIM and WRITE_ZEROES requests answered successfully.
     pub zeroes: AtomicU64,
@@ -130,14 +131,14 @@ fn bump(c: &AtomicU64, n: u64) {
 pub enum Outcome {
     /// The reply (success or error) is in the buffer.
     Done,
-    /// The operation succeeded but its reply must wait for a pool flush: call
+    /// The operation succeeded but its reply must wait for an export flush: call
     /// [`put_flush_reply`] with the flush's result.
     NeedsFlush,
     /// `NBD_CMD_DISC`: no reply; finish requests in flight and close.
     Disconnect,
 }
 
-/// The NBD error for an engine error: the registry's errno for the error's stable code
+/// The NBD error for a backend's error: the registry's errno for the error's stable code
 /// ([`IoError::errno`]), so the engine, the server and the API share one vocabulary.
 pub fn errno_of(e: &IoError) -> u32 {
     e.errno() as u32
@@ -222,7 +223,6 @@ fn check(s: &Session, r: &Request) -> Result<(), (u32, &'static str)> {
 
 /// Runs one request. `payload` is the WRITE data (empty otherwise).
 pub fn execute(
-    pool: &Pool,
     s: &Session,
     r: &Request,
     payload: &[u8],
@@ -238,24 +238,22 @@ pub fn execute(
         return Outcome::Done;
     }
     let fua = r.flags & CMDF_FUA != 0;
-    let volume = match s.export.target {
-        Target::Volume(v) => Some(v),
-        Target::Snapshot(_) => None,
-    };
-    let result = match (r.cmd, volume) {
-        (CMD_READ, _) => return read(pool, s, r, out, stats),
-        (CMD_BLOCK_STATUS, _) => return block_status(pool, s, r, out, stats),
-        (CMD_FLUSH, _) => return Outcome::NeedsFlush,
-        (CMD_CACHE, _) => {
+    let io = &*s.export.io;
+    let result = match r.cmd {
+        CMD_READ => return read(s, r, out, stats),
+        CMD_BLOCK_STATUS => return block_status(s, r, out, stats),
+        CMD_FLUSH => return Outcome::NeedsFlush,
+        CMD_CACHE => {
             put_simple_reply(out, 0, r.handle);
             return Outcome::Done;
         }
-        (CMD_WRITE, Some(v)) => pool.write(v, r.offset, payload).inspect(|()| {
+        // check() refused writes to read-only exports (and the backend refuses them too).
+        CMD_WRITE => io.write(r.offset, payload).inspect(|()| {
             bump(&stats.writes, 1);
             bump(&stats.bytes_written, payload.len() as u64);
         }),
-        (CMD_TRIM, Some(v)) => pool.trim(v, r.offset, r.len as u64),
-        (CMD_WRITE_ZEROES, Some(v)) => {
+        CMD_TRIM => io.trim(r.offset, r.len as u64),
+        CMD_WRITE_ZEROES => {
             let no_hole = r.flags & CMDF_NO_HOLE != 0;
             if no_hole && r.flags & CMDF_FAST_ZERO != 0 {
                 // Writing zero blocks is as slow as writing data: FAST_ZERO must fail fast.
@@ -269,10 +267,14 @@ pub fn execute(
                 );
                 return Outcome::Done;
             }
-            pool.write_zeroes(v, r.offset, r.len as u64, !no_hole)
+            io.write_zeroes(r.offset, r.len as u64, !no_hole)
         }
-        // check() refused writes to read-only exports; only volumes are writable.
-        _ => Err(IoError::ReadOnly(s.export.name.clone())),
+        _ => {
+            // check() lets only the commands above through.
+            bump(&stats.errors, 1);
+            reply_error(out, s, r.handle, EINVAL, "unknown command");
+            return Outcome::Done;
+        }
     };
     match result {
         Ok(()) => {
@@ -292,7 +294,7 @@ pub fn execute(
     Outcome::Done
 }
 
-fn read(pool: &Pool, s: &Session, r: &Request, out: &mut OutBuf, stats: &Stats) -> Outcome {
+fn read(s: &Session, r: &Request, out: &mut OutBuf, stats: &Stats) -> Outcome {
     let start = out.len();
     if s.structured {
         // One data chunk, so DF is always honoured.
@@ -301,7 +303,7 @@ fn read(pool: &Pool, s: &Session, r: &Request, out: &mut OutBuf, stats: &Stats) 
         put_simple_reply(out, 0, r.handle);
     }
     let dst = out.tail(r.len as usize);
-    match pool.read(s.export.target, r.offset, dst) {
+    match s.export.io.read(r.offset, dst) {
         Ok(()) => {
             bump(&stats.reads, 1);
             bump(&stats.bytes_read, r.len as u64);
@@ -344,7 +346,6 @@ pub fn chunked(s: &Session, r: &Request) -> bool {
 /// an error that must end the connection (the spec's way out). The request counts once for
 /// QoS.
 pub fn stream_read(
-    pool: &Pool,
     s: &Session,
     r: &Request,
     out: &mut OutBuf,
@@ -356,16 +357,14 @@ pub fn stream_read(
         reply_error(out, s, r.handle, errno, msg);
         return send(out);
     }
-    let io = match s.export.target {
-        Target::Volume(v) => match pool.io(v) {
-            Ok(io) => Some(io),
-            Err(e) => {
-                bump(&stats.errors, 1);
-                reply_error(out, s, r.handle, errno_of(&e), &e.to_string());
-                return send(out);
-            }
-        },
-        Target::Snapshot(_) => None,
+    let export = &*s.export.io;
+    let io = match export.qos() {
+        Ok(io) => io,
+        Err(e) => {
+            bump(&stats.errors, 1);
+            reply_error(out, s, r.handle, errno_of(&e), &e.to_string());
+            return send(out);
+        }
     };
     let began = std::time::Instant::now();
     if let Some(io) = &io {
@@ -395,7 +394,7 @@ pub fn stream_read(
             out.put(&off.to_be_bytes());
         }
         let dst = out.tail(n as usize);
-        if let Err(e) = pool.read_unmetered(s.export.target, off, dst) {
+        if let Err(e) = export.read_unmetered(off, dst) {
             bump(&stats.errors, 1);
             if !chunks && done > 0 {
                 out.truncate(frame_start);
@@ -422,33 +421,39 @@ pub fn stream_read(
     Ok(())
 }
 
-fn block_status(pool: &Pool, s: &Session, r: &Request, out: &mut OutBuf, stats: &Stats) -> Outcome {
+fn block_status(s: &Session, r: &Request, out: &mut OutBuf, stats: &Stats) -> Outcome {
     let start = out.len();
     let len = (r.len as u64).min(MAX_STATUS_SPAN);
     let one = r.flags & CMDF_REQ_ONE != 0;
     let mut descs: Vec<(u32, u32)> = Vec::new();
     for (i, ctx) in s.contexts.iter().enumerate() {
         let runs = match ctx {
-            MetaContext::BaseAllocation => {
-                pool.block_status(s.export.target, r.offset, len).map(|v| {
-                    v.into_iter()
-                        .map(|(l, a)| (l, if a { 0 } else { STATE_HOLE | STATE_ZERO }))
-                        .collect::<Vec<_>>()
-                })
-            }
-            MetaContext::ChangedSince { snapshot, .. } => pool
-                .changed_blocks(s.export.volume, *snapshot, r.offset, len)
-                .map(|v| {
+            MetaContext::BaseAllocation => s.export.io.allocation(r.offset, len).map(|v| {
+                v.into_iter()
+                    .map(|(l, a)| (l, if a { 0 } else { STATE_HOLE | STATE_ZERO }))
+                    .collect::<Vec<_>>()
+            }),
+            MetaContext::ChangedSince { since, .. } => {
+                s.export.io.changed(*since, r.offset, len).map(|v| {
                     v.into_iter()
                         .map(|(l, c)| (l, if c { STATE_CHANGED } else { 0 }))
                         .collect()
-                }),
+                })
+            }
         };
         match runs {
             Ok(runs) => {
                 descs.clear();
-                // Runs are within `len` <= MAX_STATUS_SPAN, so each fits 32 bits.
-                descs.extend(runs.into_iter().map(|(l, f)| (l as u32, f)));
+                // The backend's runs, cut to `len` <= MAX_STATUS_SPAN (so each fits 32 bits)
+                // whatever it returned: a descriptor never reaches past the request.
+                let mut left = len;
+                for (l, f) in runs {
+                    let l = l.min(left);
+                    if l > 0 {
+                        descs.push((l as u32, f));
+                        left -= l;
+                    }
+                }
                 if descs.is_empty() {
                     descs.push((len as u32, 0));
                 }
@@ -473,6 +478,95 @@ fn block_status(pool: &Pool, s: &Session, r: &Request, out: &mut OutBuf, stats: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{ExportIo, Runs, SinceToken};
+    use crate::export::Export;
+    use std::sync::Arc;
+
+    /// A backend whose allocation map overshoots every request (a bug the server must not
+    /// pass on to the client).
+    #[derive(Debug)]
+    struct Overshoot;
+
+    impl ExportIo for Overshoot {
+        fn size(&self) -> u64 {
+            1 << 20
+        }
+        fn read(&self, _: u64, dst: &mut [u8]) -> Result<(), IoError> {
+            dst.fill(0);
+            Ok(())
+        }
+        fn read_unmetered(&self, off: u64, dst: &mut [u8]) -> Result<(), IoError> {
+            self.read(off, dst)
+        }
+        fn qos(&self) -> Result<Option<Arc<strata_block::VolumeIo>>, IoError> {
+            Ok(None)
+        }
+        fn write(&self, _: u64, _: &[u8]) -> Result<(), IoError> {
+            Ok(())
+        }
+        fn trim(&self, _: u64, _: u64) -> Result<(), IoError> {
+            Ok(())
+        }
+        fn write_zeroes(&self, _: u64, _: u64, _: bool) -> Result<(), IoError> {
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), IoError> {
+            Ok(())
+        }
+        fn allocation(&self, _: u64, len: u64) -> Result<Runs, IoError> {
+            Ok(vec![
+                (len / 2, true),
+                (u64::from(u32::MAX) + 5, false),
+                (7, true),
+            ])
+        }
+        fn since(&self, _: &str) -> Option<SinceToken> {
+            None
+        }
+        fn since_all(&self) -> Vec<(String, SinceToken)> {
+            Vec::new()
+        }
+        fn changed(&self, _: SinceToken, _: u64, _: u64) -> Result<Runs, IoError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn block_status_descriptors_never_reach_past_the_request() {
+        let export = Export {
+            name: "v".into(),
+            io: Arc::new(Overshoot),
+            size: 1 << 20,
+            read_only: false,
+        };
+        let s = Session {
+            flags: export.flags(true),
+            export,
+            structured: true,
+            contexts: vec![MetaContext::BaseAllocation],
+        };
+        let r = Request {
+            flags: 0,
+            cmd: CMD_BLOCK_STATUS,
+            handle: 9,
+            offset: 4096,
+            len: 8192,
+        };
+        let mut out = OutBuf::default();
+        let stats = Stats::default();
+        assert_eq!(execute(&s, &r, &[], &mut out, &stats), Outcome::Done);
+        // One chunk: header, context id, then (length, flags) pairs.
+        let b = out.as_slice();
+        let payload = &b[CHUNK_HEADER_LEN + 4..];
+        let descs: Vec<(u32, u32)> = payload
+            .chunks_exact(8)
+            .map(|d| {
+                let l = u32::from_be_bytes(d[..4].try_into().unwrap());
+                (l, u32::from_be_bytes(d[4..].try_into().unwrap()))
+            })
+            .collect();
+        assert_eq!(descs, [(4096, 0), (4096, STATE_HOLE | STATE_ZERO)]);
+    }
 
     #[test]
     fn engine_errors_get_the_registrys_errno() {

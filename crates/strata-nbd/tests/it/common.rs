@@ -214,7 +214,18 @@ impl Raw {
 
     /// Full negotiation with NBD_OPT_GO; returns (size, transmission flags).
     pub fn go(h: &Harness, export: &str, structured: bool, contexts: &[&str]) -> (Raw, u64, u16) {
-        let mut r = Self::open(h);
+        Self::go_at(&h.sock, export, structured, contexts)
+    }
+
+    /// [`Raw::go`] on the Unix socket at `path`.
+    pub fn go_at(
+        path: &std::path::Path,
+        export: &str,
+        structured: bool,
+        contexts: &[&str],
+    ) -> (Raw, u64, u16) {
+        let mut r = Self::connect_path(path);
+        r.send(&3u32.to_be_bytes());
         if structured {
             r.opt(OPT_STRUCTURED_REPLY, &[]);
             assert_eq!(r.reply().typ, REP_ACK);

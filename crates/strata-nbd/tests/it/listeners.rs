@@ -161,7 +161,7 @@ fn unix_listener_has_its_own_capacity() {
 #[test]
 fn close_sessions_ends_matching_sessions_within_a_second() {
     let h = harness();
-    let victim = h.volume("victim", MIB);
+    h.volume("victim", MIB);
     let stop = Arc::new(AtomicBool::new(false));
     let run = |export: &'static str| {
         let (mut r, _, _) = Raw::go(&h, export, false, &[]);
@@ -201,7 +201,7 @@ fn close_sessions_ends_matching_sessions_within_a_second() {
     let asked = Instant::now();
     let n = h.server.close_sessions(|s| {
         seen.push(s.clone());
-        s.volume == victim
+        s.volume == "victim"
     });
     assert_eq!(n, 1);
     let (done, ended) = v.join().unwrap();

@@ -1,7 +1,7 @@
 //! strata-nbd's integration tests: real NBD clients as oracles (`clients`), our own raw
 //! protocol client for what clients never send (`protocol`), never-panic properties of the
-//! parsers (`parsers`), and TLS with client certificates over both (`tls`). Every test makes
-//! its own temp dir, pool and socket.
+//! parsers (`parsers`), TLS with client certificates over both (`tls`), and export sources that
+//! are not one engine pool (`sources`). Every test makes its own temp dir, pool and socket.
 
 mod clients;
 mod common;
@@ -9,4 +9,5 @@ mod limits;
 mod listeners;
 mod parsers;
 mod protocol;
+mod sources;
 mod tls;

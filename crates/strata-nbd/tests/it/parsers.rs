@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use strata_block::{DeviceSpec, MemDevice, Pool, Target};
-use strata_nbd::export::{Export, MetaContext};
+use strata_block::{DeviceSpec, MemDevice, Pool};
+use strata_nbd::export::MetaContext;
 use strata_nbd::framing::replay_requests;
 use strata_nbd::negotiate::replay_handshake;
 use strata_nbd::proto::*;
@@ -111,17 +111,12 @@ proptest! {
         }])
         .unwrap();
         let v = pool.create_volume("vol", 1 << 20, None).unwrap();
-        let snap = pool.create_snapshot(v, "snap").unwrap();
-        let export = Export {
-            name: "vol".into(),
-            target: if ro { Target::Snapshot(snap) } else { Target::Volume(v) },
-            volume: v,
-            size: 1 << 20,
-            read_only: ro,
-        };
+        pool.create_snapshot(v, "snap").unwrap();
+        let export = Catalog::new(pool.clone()).lookup(if ro { "vol@snap" } else { "vol" }).unwrap();
+        prop_assert_eq!((export.size, export.read_only), (1 << 20, ro));
         let contexts = if structured { vec![MetaContext::BaseAllocation] } else { vec![] };
         let s = Session { flags: export.flags(structured), export, structured, contexts };
-        let out = replay_requests(&pool, &s, &input);
+        let out = replay_requests(&s, &input);
         // Every reply starts with a known magic and its declared length frames the next.
         let mut at = 0;
         while at < out.len() {
