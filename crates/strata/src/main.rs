@@ -602,7 +602,10 @@ fn serve(
         cfg.admit = Some(ctl.nbd_admit());
         pki = Some(p);
     }
-    let nbd = Arc::new(strata_nbd::NbdServer::with_config(pool.clone(), cfg));
+    // Exports are the daemon's volumes wherever their copies are (one device, or a replica
+    // set over several): the controller's source resolves them.
+    let source = Arc::new(strata_control::controller::VolumeSource::new(&ctl));
+    let nbd = Arc::new(strata_nbd::NbdServer::with_source(source, cfg));
     let sock = std::path::absolute(dir.join("nbd.sock"))?;
     nbd.serve_unix(&sock)
         .with_context(|| format!("NBD listener on {}", sock.display()))?;

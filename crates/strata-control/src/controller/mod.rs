@@ -58,6 +58,7 @@ mod figures;
 mod groups;
 mod jobs;
 mod nbd_link;
+mod nbd_source;
 mod networks;
 mod nodes;
 mod pools;
@@ -84,6 +85,7 @@ pub use networks::{
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
+pub use nbd_source::VolumeSource;
 pub use replicas::ResyncView;
 pub use shares::{class_of, PoolShareRecord, TenantShareRecord, TenantShareView, WEIGHT_MAX};
 pub use volumes::{CreateVolume, SizeArg};

@@ -225,7 +225,7 @@ fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_o
     assert_eq!(s, 200);
     assert_eq!(v["health"], "degraded", "{v}");
     assert_eq!(v["healthy_copies"], 1, "{v}");
-    let shown = ok(&d, &admin, &["volume", "show", &vid]);
+    let shown = ok(&d, &admin, &["volume", "show", "ckpt"]);
     assert!(shown.contains("degraded"), "{shown}");
     let pool_now = json_of(&d, &admin, &["pool", "show", "fast"]);
     let bad = pool_now["devices"]
