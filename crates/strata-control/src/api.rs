@@ -559,6 +559,21 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )),
         )
         .route(
+            "/v1/pools/{id}/scrub",
+            get(read(|c, p, id: String| {
+                c.scrub_state(p, &id).map(|v| wire::Scrub::of(&id, v))
+            }))
+            .post(change(
+                S::ACCEPTED,
+                "pool.scrub",
+                |(id, _): &(String, Body<StartScrub>)| clip(id),
+                |c, p, (id, Body(r))| {
+                    c.start_scrub(p, &id, r.rate.unwrap_or(0))
+                        .map(|v| wire::Scrub::of(&id, Some(v)))
+                },
+            )),
+        )
+        .route(
             "/v1/pools/{id}/devices/{device}",
             delete(change(
                 S::OK,

@@ -798,6 +798,72 @@ impl Client {
         self.pools(Some(name))
     }
 
+    /// `strata pool scrub NAME [--rate SIZE] [--no-wait]`: starts a scrub (or finds the one
+    /// running) and, when `wait`, follows it with a progress bar until it is done.
+    pub fn pool_scrub(&self, name: &str, rate: &str, wait: bool) -> Result<()> {
+        let b = wire::StartScrub {
+            rate: Some(bytes(rate, "rate")?),
+        };
+        let path = format!("/v1/pools/{}/scrub", enc(name));
+        let mut v = self.req("POST", &path, body(&b))?;
+        if wait {
+            let bar = if matches!(self.out, Output::Table) {
+                indicatif::ProgressBar::new(v["total_bytes"].as_u64().unwrap_or(0)).with_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("template")
+                    .progress_chars("=> "),
+                )
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            bar.set_message(format!("scrubbing {name}"));
+            while v["state"] == "running" {
+                bar.set_position(v["done_bytes"].as_u64().unwrap_or(0));
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                v = self.req("GET", &path, None)?;
+            }
+            bar.finish_and_clear();
+        }
+        self.print_scrub(&v)
+    }
+
+    /// `strata pool scrub-status NAME`.
+    pub fn pool_scrub_status(&self, name: &str) -> Result<()> {
+        let v = self.req("GET", &format!("/v1/pools/{}/scrub", enc(name)), None)?;
+        self.print_scrub(&v)
+    }
+
+    fn print_scrub(&self, v: &Value) -> Result<()> {
+        self.print(
+            v,
+            &[
+                ("POOL", "pool"),
+                ("STATE", "state"),
+                ("READ", "done_bytes:size"),
+                ("OF", "total_bytes:size"),
+                ("BAD_BLOCKS", "bad_blocks"),
+                ("REPAIRED", "repaired"),
+            ],
+        )?;
+        if let (Output::Table, Some(bad)) = (&self.out, v["unrepaired"].as_array()) {
+            if !bad.is_empty() {
+                outln!("");
+                self.print(
+                    &json!({"items": bad}),
+                    &[
+                        ("VOLUME", "volume"),
+                        ("SNAPSHOT", "snapshot"),
+                        ("DEVICE", "device"),
+                        ("OFFSET", "offset"),
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// `strata pool remove-device NAME DEVICE`.
     pub fn pool_remove_device(&self, name: &str, device: &str) -> Result<()> {
         self.req(

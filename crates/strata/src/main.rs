@@ -230,6 +230,26 @@ enum PoolCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Scrubs a pool (admin): reads every allocated block of every copy of its volumes,
+    /// rewrites bad blocks of replicated volumes from a good copy, and reports those it
+    /// cannot repair. Starts one (or follows the one running) and shows its progress until
+    /// it is done.
+    Scrub {
+        /// Pool name.
+        name: String,
+        /// Most bytes per second to read (e.g. 100M; 0: as fast as the devices go).
+        #[arg(long, default_value = "0", value_name = "SIZE")]
+        rate: String,
+        /// Start it and return at once (`strata pool scrub-status` shows it later).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Shows where a pool's last scrub stands (admin).
+    ScrubStatus {
+        /// Pool name.
+        #[arg(default_value = "default")]
+        name: String,
+    },
     /// Removes a device from a pool (admin): refused while it holds volume copies.
     RemoveDevice {
         /// Pool name.
@@ -404,6 +424,17 @@ fn run() -> Result<()> {
                 Cmd::Pool {
                     cmd: PoolCmd::RemoveDevice { name, device },
                 } => c.pool_remove_device(&name, &device),
+                Cmd::Pool {
+                    cmd:
+                        PoolCmd::Scrub {
+                            name,
+                            rate,
+                            no_wait,
+                        },
+                } => c.pool_scrub(&name, &rate, !no_wait),
+                Cmd::Pool {
+                    cmd: PoolCmd::ScrubStatus { name },
+                } => c.pool_scrub_status(&name),
                 Cmd::Pool {
                     cmd: PoolCmd::Show { name, .. },
                 } => c.pools(Some(&name)),

@@ -90,6 +90,26 @@ impl Controller {
             .collect()
     }
 
+    /// The reachable copies of `v` with their index among its copies.
+    pub(crate) fn reachable_copies_indexed(&self, v: &Volume) -> Vec<(usize, EngineCopy)> {
+        v.copy_devices()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, d)| {
+                let pool = self.device_engine(&d)?;
+                let volume = pool.volume_id(&v.id).ok()?;
+                Some((
+                    i,
+                    EngineCopy {
+                        device: d,
+                        pool,
+                        volume,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Every copy of `v`, or `volume_degraded` naming the first that is not reachable.
     pub(super) fn every_copy(&self, v: &Volume) -> Result<Vec<EngineCopy>, ControlError> {
         let mut out = vec![];

@@ -65,6 +65,7 @@ mod pools;
 mod qos;
 mod recovery;
 mod replicas;
+mod scrub;
 mod shares;
 mod snapshots;
 mod store;
@@ -79,14 +80,15 @@ pub use certificates::Revoked;
 pub use devices::{CreatePool, DeviceView, NewDevice, PoolView};
 pub use groups::{NewGroup, GROUP_MAX_MEMBERS};
 pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
+pub use nbd_source::VolumeSource;
 pub use networks::{
     NetworkStats, NetworkTrace, NewPort, NewRule, NewSubnet, PortFigures, TraceFrom, TraceLine,
     DEFAULT_GROUP,
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
-pub use nbd_source::VolumeSource;
 pub use replicas::ResyncView;
+pub use scrub::{BadBlock, ScrubView};
 pub use shares::{class_of, PoolShareRecord, TenantShareRecord, TenantShareView, WEIGHT_MAX};
 pub use volumes::{CreateVolume, SizeArg};
 
@@ -123,6 +125,8 @@ pub struct Controller {
     storage: std::sync::Arc<crate::storage::Storage>,
     /// The replica sets of replicated volumes (`replicas.rs`).
     sets: replicas::Sets,
+    /// The pools' scrubs (`scrub.rs`).
+    scrubs: scrub::Scrubs,
     /// Serializes changes to pool records (devices added and removed).
     pool_lock: parking_lot::Mutex<()>,
     /// Per volume, the gate writes pass and layer changes hold (`copies.rs`).

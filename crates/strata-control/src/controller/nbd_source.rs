@@ -23,6 +23,10 @@ use crate::storage::VolumeHandle;
 #[derive(Debug)]
 pub struct VolumeSource {
     ctl: Weak<Controller>,
+    /// Snapshot names resolved for `changed-since`, shared by every export this source opens:
+    /// a token is an index here, so one resolved while negotiating on one opened export still
+    /// means the same snapshot on the export the session then opens.
+    since: Arc<Mutex<Vec<String>>>,
 }
 
 impl VolumeSource {
@@ -30,6 +34,7 @@ impl VolumeSource {
     pub fn new(ctl: &Arc<Controller>) -> Self {
         VolumeSource {
             ctl: Arc::downgrade(ctl),
+            since: Arc::default(),
         }
     }
 }
@@ -65,7 +70,7 @@ impl ExportSource for VolumeSource {
                 Some(Arc::new(VolumeExport {
                     h,
                     size,
-                    since: Mutex::new(vec![]),
+                    since: self.since.clone(),
                 }))
             }
             Some(s) => {
@@ -86,7 +91,9 @@ impl ExportSource for VolumeSource {
         let Ok(vols) = c.list::<Volume>("/volumes/", None, 0) else {
             return vec![];
         };
-        let snaps = c.list::<Snapshot>("/snapshots/", None, 0).unwrap_or_default();
+        let snaps = c
+            .list::<Snapshot>("/snapshots/", None, 0)
+            .unwrap_or_default();
         vols.into_iter()
             .filter(|(_, v)| v.state == VolumeState::Available)
             .map(|(_, v)| {
@@ -106,8 +113,8 @@ impl ExportSource for VolumeSource {
 struct VolumeExport {
     h: VolumeHandle,
     size: u64,
-    /// Snapshot names resolved for `changed-since`, the token is the index.
-    since: Mutex<Vec<String>>,
+    /// Snapshot names resolved for `changed-since` (the source's): the token is the index.
+    since: Arc<Mutex<Vec<String>>>,
 }
 
 impl ExportIo for VolumeExport {

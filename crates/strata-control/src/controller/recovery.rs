@@ -33,6 +33,7 @@ impl Controller {
             vpc: Default::default(),
             storage: Default::default(),
             sets: Default::default(),
+            scrubs: Default::default(),
             pool_lock: Default::default(),
             gates: Default::default(),
         };

@@ -345,6 +345,21 @@ fn operations() -> Vec<Op> {
             .ok(200, "the pool", r::<Pool>()),
         op(
             Post,
+            "/v1/pools/{id}/scrub",
+            "startPoolScrub",
+            "Start a scrub of every allocated block of every copy of the pool's volumes, or answer the one running (admin)",
+        )
+        .body(r::<StartScrub>())
+        .ok(202, "the scrub", r::<Scrub>()),
+        op(
+            Get,
+            "/v1/pools/{id}/scrub",
+            "getPoolScrub",
+            "Show where the pool's last scrub stands (admin)",
+        )
+        .ok(200, "the scrub", r::<Scrub>()),
+        op(
+            Post,
             "/v1/pools/{id}/devices",
             "addPoolDevice",
             "Add a device to a pool (admin)",

@@ -243,6 +243,95 @@ impl super::Check for AddDevice {
     }
 }
 
+/// `POST /v1/pools/{id}/scrub`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartScrub {
+    /// Most bytes per second the scrub reads (0 or absent: as fast as the devices go).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(minimum = 0, maximum = 1099511627776_u64)]
+    pub rate: Option<u64>,
+}
+
+impl super::Check for StartScrub {
+    fn check(&self) -> Result<(), crate::error::ControlError> {
+        if let Some(r) = self.rate {
+            super::bounds::check_int("rate", r, 0, 1 << 40)?;
+        }
+        Ok(())
+    }
+}
+
+/// A block a scrub could not repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BadBlock {
+    /// The volume.
+    pub volume: String,
+    /// The snapshot, when the block is a snapshot's.
+    pub snapshot: Option<String>,
+    /// The device of the copy.
+    pub device: String,
+    /// Byte offset in the volume.
+    pub offset: u64,
+}
+
+/// Where a pool's scrub stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Scrub {
+    /// The pool.
+    pub pool: String,
+    /// `idle` (none since the daemon started), `running` or `done`.
+    pub state: String,
+    /// Most bytes per second it reads (0: unlimited).
+    pub rate: u64,
+    /// Allocated bytes to read over every copy.
+    pub total_bytes: u64,
+    /// Bytes read so far.
+    pub done_bytes: u64,
+    /// Blocks that failed verification.
+    pub bad_blocks: u64,
+    /// Of those, rewritten from a good copy.
+    pub repaired: u64,
+    /// Those it could not repair (the first 1000).
+    pub unrepaired: Vec<BadBlock>,
+    /// When it started, seconds since the epoch (0: idle).
+    pub started: u64,
+    /// When it ended.
+    pub finished: Option<u64>,
+}
+
+impl Scrub {
+    /// A pool's scrub state, `idle` when none ran.
+    pub fn of(pool: &str, v: Option<crate::controller::ScrubView>) -> Self {
+        let v = v.unwrap_or_else(|| crate::controller::ScrubView {
+            pool: pool.to_string(),
+            state: "idle".into(),
+            ..Default::default()
+        });
+        Scrub {
+            pool: v.pool,
+            state: v.state,
+            rate: v.rate,
+            total_bytes: v.total_bytes,
+            done_bytes: v.done_bytes,
+            bad_blocks: v.bad_blocks,
+            repaired: v.repaired,
+            unrepaired: v
+                .unrepaired
+                .into_iter()
+                .map(|b| BadBlock {
+                    volume: b.volume,
+                    snapshot: b.snapshot,
+                    device: b.device,
+                    offset: b.offset,
+                })
+                .collect(),
+            started: v.started,
+            finished: v.finished,
+        }
+    }
+}
+
 /// Largest overcommit ratio a pool takes.
 pub const OVERCOMMIT_MAX: f64 = 1e6;
 

@@ -1,0 +1,312 @@
+//! Scrub: a pass over every allocated block of every copy of every volume of a pool, at a
+//! bounded rate, that verifies each block (the engine checks its checksum, and its tag when
+//! encrypted), rewrites a bad block of a replicated volume from a copy that reads it well, and
+//! reports every block it cannot repair with its volume (or snapshot) and offset.
+//!
+//! # Invariants
+//! - One scrub per pool at a time; starting one while one runs answers the running one.
+//! - A repair holds the volume's write gate: no client write lands between reading the good
+//!   copy and rewriting the bad one, so a repair never puts back older bytes.
+//! - A snapshot's blocks are verified, not repaired (snapshots are read-only); a bad one is
+//!   reported.
+//! - Only healthy copies are scrubbed; a copy being resynced gets its bytes from the resync.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use strata_block::{IoError, Pool, Target, VolumeId, BLOCK_SIZE};
+
+use super::auth::Principal;
+use super::Controller;
+use crate::error::ControlError;
+use crate::model::*;
+use crate::storage::Storage;
+
+/// Bytes read at once (a block at a time after a failure).
+const PIECE: u64 = 1 << 20;
+
+/// A block scrub could not repair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadBlock {
+    /// The volume.
+    pub volume: String,
+    /// The snapshot, when the block is a snapshot's.
+    pub snapshot: Option<String>,
+    /// The device of the copy.
+    pub device: String,
+    /// Byte offset in the volume.
+    pub offset: u64,
+}
+
+/// Where a pool's scrub stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScrubView {
+    /// The pool.
+    pub pool: String,
+    /// `running` or `done`.
+    pub state: String,
+    /// Most bytes per second it reads (0: unlimited).
+    pub rate: u64,
+    /// Allocated bytes to read, over every copy (known at start).
+    pub total_bytes: u64,
+    /// Bytes read so far.
+    pub done_bytes: u64,
+    /// Blocks that failed verification.
+    pub bad_blocks: u64,
+    /// Of those, rewritten from a good copy.
+    pub repaired: u64,
+    /// Those it could not repair (at most [`MAX_REPORTED`] listed).
+    pub unrepaired: Vec<BadBlock>,
+    /// Seconds since the epoch when it started and ended.
+    pub started: u64,
+    /// When it ended.
+    pub finished: Option<u64>,
+}
+
+/// Most unrepaired blocks a scrub lists (all are counted).
+pub const MAX_REPORTED: usize = 1000;
+
+/// The pools' scrubs: the last one of each pool.
+#[derive(Default)]
+pub(super) struct Scrubs {
+    by_pool: Mutex<HashMap<String, Arc<Mutex<ScrubView>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Scrubs {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One copy's engine volume to scrub, with what it belongs to.
+struct Work {
+    volume: Volume,
+    device: String,
+    pool: Pool,
+    target: Target,
+    snapshot: Option<String>,
+    runs: Vec<(u64, u64)>,
+    /// The volume's other copies (where a repair reads from).
+    others: Vec<(Pool, VolumeId)>,
+    /// The volume's write gate.
+    gate: Arc<parking_lot::RwLock<()>>,
+}
+
+impl Controller {
+    /// Starts a scrub of `pool` reading at most `rate` bytes per second (0: unlimited), or
+    /// answers the one running (admin).
+    pub fn start_scrub(
+        &self,
+        p: &Principal,
+        pool: &str,
+        rate: u64,
+    ) -> Result<ScrubView, ControlError> {
+        Self::require(p, Role::Admin)?;
+        self.pool_record(pool)?;
+        let mut all = self.scrubs.by_pool.lock();
+        if let Some(cur) = all.get(pool) {
+            let v = cur.lock().clone();
+            if v.state == "running" {
+                return Ok(v);
+            }
+        }
+        let work = self.scrub_work(pool)?;
+        let view = ScrubView {
+            pool: pool.to_string(),
+            state: "running".into(),
+            rate,
+            total_bytes: work
+                .iter()
+                .map(|w| w.runs.iter().map(|r| r.1).sum::<u64>())
+                .sum(),
+            started: super::store::now(),
+            ..ScrubView::default()
+        };
+        let cell = Arc::new(Mutex::new(view.clone()));
+        all.insert(pool.to_string(), cell.clone());
+        let storage = self.storage.clone();
+        let stop = self.scrubs.stop.clone();
+        std::thread::Builder::new()
+            .name(format!("scrub-{pool}"))
+            .spawn(move || {
+                for w in work {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    scrub_one(&storage, &w, rate, &cell);
+                }
+                let mut v = cell.lock();
+                v.state = "done".into();
+                v.finished = Some(super::store::now());
+                tracing::info!(pool = %v.pool, bad = v.bad_blocks, repaired = v.repaired,
+                    unrepaired = v.bad_blocks - v.repaired, "scrub done");
+            })
+            .map_err(|e| ControlError::internal(format!("starting the scrub: {e}")))?;
+        Ok(view)
+    }
+
+    /// The pool's last scrub (admin); `None` if none ran since the daemon started.
+    pub fn scrub_state(
+        &self,
+        p: &Principal,
+        pool: &str,
+    ) -> Result<Option<ScrubView>, ControlError> {
+        Self::require(p, Role::Admin)?;
+        self.pool_record(pool)?;
+        Ok(self
+            .scrubs
+            .by_pool
+            .lock()
+            .get(pool)
+            .map(|c| c.lock().clone()))
+    }
+
+    /// Every healthy copy of every available volume of `pool`, and of its snapshots, with its
+    /// allocated runs `(offset, len)`.
+    fn scrub_work(&self, pool: &str) -> Result<Vec<Work>, ControlError> {
+        let mut out = vec![];
+        let snaps = self.list::<Snapshot>("/snapshots/", None, 0)?;
+        for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+            if v.pool != pool || v.state != VolumeState::Available {
+                continue;
+            }
+            let healthy: Vec<bool> = match v.copy_devices().len() {
+                1 => vec![true],
+                _ => self
+                    .replica_set(&v)?
+                    .copies()
+                    .iter()
+                    .map(|c| c.state == strata_replica::CopyState::Healthy)
+                    .collect(),
+            };
+            let reachable = self.reachable_copies_indexed(&v);
+            for (copy, c) in &reachable {
+                if !healthy.get(*copy).copied().unwrap_or(false) {
+                    continue;
+                }
+                let others: Vec<(Pool, VolumeId)> = reachable
+                    .iter()
+                    .filter(|(i, _)| i != copy)
+                    .map(|(_, o)| (o.pool.clone(), o.volume))
+                    .collect();
+                let mut targets = vec![(Target::Volume(c.volume), None)];
+                for (_, s) in snaps.iter().filter(|(_, s)| s.volume == v.id) {
+                    if let Ok(sid) = c.pool.snapshot_id(c.volume, &s.id) {
+                        targets.push((Target::Snapshot(sid), Some(s.id.clone())));
+                    }
+                }
+                for (target, snapshot) in targets {
+                    let size = c.pool.size_of(target).unwrap_or(0);
+                    let mut runs = vec![];
+                    let mut at = 0;
+                    for (len, alloc) in c.pool.block_status(target, 0, size).unwrap_or_default() {
+                        if alloc {
+                            runs.push((at, len));
+                        }
+                        at += len;
+                    }
+                    out.push(Work {
+                        volume: v.clone(),
+                        device: c.device.clone(),
+                        pool: c.pool.clone(),
+                        target,
+                        snapshot,
+                        runs,
+                        others: others.clone(),
+                        gate: self.write_gate(&v.id),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn scrub_one(storage: &Storage, w: &Work, rate: u64, cell: &Mutex<ScrubView>) {
+    let began = Instant::now();
+    let mut read = 0u64;
+    let mut buf = vec![0u8; PIECE as usize];
+    for &(start, len) in &w.runs {
+        let mut off = start;
+        while off < start + len {
+            let n = PIECE.min(start + len - off);
+            let piece = &mut buf[..n as usize];
+            if let Err(e) = w.pool.read_unmetered(w.target, off, piece) {
+                // Find the bad blocks of the piece one by one.
+                let _ = e;
+                for b in (off..off + n).step_by(BLOCK_SIZE as usize) {
+                    let blk = &mut buf[..BLOCK_SIZE as usize];
+                    if let Err(e) = w.pool.read_unmetered(w.target, b, blk) {
+                        scrub_bad(storage, w, b, &e, cell);
+                    }
+                }
+            }
+            off += n;
+            read += n;
+            cell.lock().done_bytes += n;
+            if rate > 0 {
+                let due = Duration::from_secs_f64(read as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(began.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+}
+
+/// A block of `w` at `offset` failed: rewrite it from another copy when it is a volume's
+/// block and another copy reads it well, else report it.
+fn scrub_bad(storage: &Storage, w: &Work, offset: u64, e: &IoError, cell: &Mutex<ScrubView>) {
+    if let Some(d) = storage.get(&w.device) {
+        if matches!(e, IoError::Checksum { .. } | IoError::Authentication { .. }) {
+            crate::storage::DeviceCounters::bump(&d.counters.checksum_errors);
+        } else {
+            crate::storage::DeviceCounters::bump(&d.counters.read_errors);
+        }
+    }
+    tracing::warn!(volume = %w.volume.id, snapshot = ?w.snapshot, device = %w.device, offset,
+            error = %e, "scrub: a block failed verification");
+    let repaired = w.snapshot.is_none() && scrub_repair(w, offset).is_ok();
+    let mut v = cell.lock();
+    v.bad_blocks += 1;
+    if repaired {
+        v.repaired += 1;
+        if let Some(d) = storage.get(&w.device) {
+            crate::storage::DeviceCounters::bump(&d.counters.repaired);
+        }
+    } else if v.unrepaired.len() < MAX_REPORTED {
+        v.unrepaired.push(BadBlock {
+            volume: w.volume.id.clone(),
+            snapshot: w.snapshot.clone(),
+            device: w.device.clone(),
+            offset,
+        });
+    }
+}
+
+fn scrub_repair(w: &Work, offset: u64) -> Result<(), ()> {
+    let Target::Volume(bad) = w.target else {
+        return Err(());
+    };
+    let _g = w.gate.write();
+    let mut good = vec![0u8; BLOCK_SIZE as usize];
+    if !w
+        .others
+        .iter()
+        .any(|(p, v)| p.read_unmetered(*v, offset, &mut good).is_ok())
+    {
+        return Err(());
+    }
+    write_back(&w.pool, bad, offset, &good).map_err(|_| ())?;
+    w.pool.flush().map_err(|_| ())?;
+    tracing::info!(volume = %w.volume.id, device = %w.device, offset, "scrub: block repaired");
+    Ok(())
+}
+
+fn write_back(pool: &Pool, volume: VolumeId, offset: u64, data: &[u8]) -> Result<(), IoError> {
+    pool.write(volume, offset, data)
+}
