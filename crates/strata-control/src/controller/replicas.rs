@@ -194,10 +194,16 @@ impl Controller {
                 .into_iter()
                 .next()
                 .ok_or_else(|| unavailable("the volume's device is not usable".into()))?;
+            let counters = self
+                .storage
+                .get(&c.device)
+                .map(|d| d.counters)
+                .unwrap_or_default();
             return Ok(VolumeHandle::Single {
                 pool: c.pool,
                 volume: c.volume,
                 gate,
+                counters,
             });
         }
         let set = self

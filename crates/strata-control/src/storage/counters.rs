@@ -15,6 +15,8 @@ pub struct DeviceCounters {
     pub checksum_errors: AtomicU64,
     /// Blocks rewritten from another copy after a failed read.
     pub repaired: AtomicU64,
+    /// When a checksum failure was last logged (seconds since the epoch): one line a second.
+    pub logged: AtomicU64,
 }
 
 /// A snapshot of [`DeviceCounters`].

@@ -28,6 +28,8 @@ pub enum VolumeHandle {
         volume: VolumeId,
         /// The volume's write gate.
         gate: Arc<RwLock<()>>,
+        /// Its device's counters (a failed read is counted there).
+        counters: Arc<super::DeviceCounters>,
     },
     /// Several copies kept in agreement.
     Replicated {
@@ -78,7 +80,14 @@ impl VolumeHandle {
     /// Reads, metered.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         match self {
-            VolumeHandle::Single { pool, volume, .. } => pool.read(*volume, offset, buf),
+            VolumeHandle::Single {
+                pool,
+                volume,
+                counters,
+                ..
+            } => pool
+                .read(*volume, offset, buf)
+                .inspect_err(|e| count_read_error(counters, e)),
             VolumeHandle::Replicated { meter, .. } => {
                 let start = std::time::Instant::now();
                 meter.admit(buf.len() as u64);
@@ -92,7 +101,14 @@ impl VolumeHandle {
     /// Reads without admission (the caller meters the request: [`VolumeHandle::meter`]).
     pub fn read_unmetered(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         match self {
-            VolumeHandle::Single { pool, volume, .. } => pool.read_unmetered(*volume, offset, buf),
+            VolumeHandle::Single {
+                pool,
+                volume,
+                counters,
+                ..
+            } => pool
+                .read_unmetered(*volume, offset, buf)
+                .inspect_err(|e| count_read_error(counters, e)),
             VolumeHandle::Replicated { set, name, .. } => {
                 set.read(offset, buf).map_err(|e| io_error(name, e))
             }
@@ -235,6 +251,25 @@ impl VolumeHandle {
         first_ok(&self.engines(), |p, v| {
             p.block_status(Target::Snapshot(snapshot(p, v, name)?), offset, len)
         })
+    }
+}
+
+/// Counts a failed read of a one-copy volume on its device, and logs a checksum failure (at
+/// most once a second per device: a bad region read in a loop must not flood the log).
+fn count_read_error(c: &super::DeviceCounters, e: &IoError) {
+    use std::sync::atomic::Ordering;
+    match e {
+        IoError::Checksum { .. } | IoError::Authentication { .. } => {
+            super::DeviceCounters::bump(&c.checksum_errors);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if c.logged.swap(now, Ordering::Relaxed) != now {
+                tracing::warn!(error = %e, "checksum mismatch on a volume with one copy: not repairable");
+            }
+        }
+        IoError::Device { .. } => super::DeviceCounters::bump(&c.read_errors),
+        _ => {}
     }
 }
 

@@ -433,3 +433,163 @@ fn root_block_device() -> Option<String> {
         .find(|(dev, at)| *at == "/" && dev.starts_with("/dev/"))
         .map(|(dev, _)| dev.to_string())
 }
+
+/// Offsets in `file` of the 4 KiB blocks of `data` (each found once, at a block boundary).
+fn blocks_in_file(file: &Path, data: &[u8], blocks: &[usize]) -> Vec<u64> {
+    let img = std::fs::read(file).unwrap();
+    blocks
+        .iter()
+        .map(|&b| {
+            let needle = &data[b * 4096..(b + 1) * 4096];
+            let at = img
+                .chunks(4096)
+                .position(|c| c == needle)
+                .unwrap_or_else(|| panic!("block {b} is in {}", file.display()));
+            (at * 4096) as u64
+        })
+        .collect()
+}
+
+fn flip(file: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at + 100).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, at + 100).unwrap();
+}
+
+#[test]
+fn scrub_repairs_every_flipped_block_of_a_replicated_volume_and_reports_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    let devdir = dir.path().join("d/devices");
+    let files: Vec<PathBuf> = (0..2).map(|i| devdir.join(format!("dev{i}.img"))).collect();
+    for f in &files {
+        std::fs::File::create(f)
+            .unwrap()
+            .set_len(128 << 20)
+            .unwrap();
+    }
+    let (f0, f1) = (files[0].to_str().unwrap(), files[1].to_str().unwrap());
+    ok(
+        &d,
+        &admin,
+        &["pool", "create", "p", "--device", f0, "--device", f1],
+    );
+    let mk = |name: &str, replicas: u64| -> (String, String) {
+        let (s, v) = d.call(
+            "POST",
+            "/v1/volumes",
+            &admin,
+            Some(json!({"name": name, "size": "8M", "pool": "p", "replicas": replicas})),
+        );
+        assert_eq!(s, 201, "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        let (_, at) = d.call(
+            "POST",
+            &format!("/v1/volumes/{id}/attachments"),
+            &admin,
+            None,
+        );
+        (id, at["uri"].as_str().unwrap().to_string())
+    };
+    let (rid, ruri) = mk("twice", 2);
+    let (sid, suri) = mk("once", 1);
+    let src = dir.path().join("src.img");
+    random_file(&src, 8);
+    // Other bytes for the single copy: a block is found in a device file by its content.
+    let src1 = dir.path().join("src1.img");
+    random_file(&src1, 8);
+    assert!(nbdcopy(&src, &ruri));
+    assert!(nbdcopy(&src1, &suri));
+    let data = std::fs::read(&src).unwrap();
+    let data1 = std::fs::read(&src1).unwrap();
+    let (_, single) = d.call("GET", &format!("/v1/volumes/{sid}"), &admin, None);
+    let single_dev = single["copies"][0].as_str().unwrap().to_string();
+    let file_of = |dev: &str| -> PathBuf {
+        if dev == "p-d0" {
+            files[0].clone()
+        } else {
+            files[1].clone()
+        }
+    };
+    // Five blocks of the replicated volume's second copy flipped, and one of the single copy.
+    let (_, twice) = d.call("GET", &format!("/v1/volumes/{rid}"), &admin, None);
+    let second = twice["copies"][1].as_str().unwrap().to_string();
+    let hit = [3usize, 300, 700, 1200, 1900];
+    for at in blocks_in_file(&file_of(&second), &data, &hit) {
+        flip(&file_of(&second), at);
+    }
+    let [lone] = blocks_in_file(&file_of(&single_dev), &data1, &[1000])[..] else {
+        unreachable!()
+    };
+    flip(&file_of(&single_dev), lone);
+    // Scrub (the CLI waits for it): every flipped block of the 2-copy volume repaired, the
+    // single copy's reported with its volume and offset.
+    let r = json_of(&d, &admin, &["pool", "scrub", "p"]);
+    assert_eq!(r["state"], "done", "{r}");
+    assert_eq!(r["bad_blocks"], 6, "{r}");
+    assert_eq!(r["repaired"], 5, "{r}");
+    let bad = r["unrepaired"].as_array().unwrap();
+    assert_eq!(bad.len(), 1, "{r}");
+    assert_eq!(bad[0]["volume"], sid.as_str(), "{r}");
+    assert_eq!(bad[0]["offset"], 1000 * 4096, "{r}");
+    assert!(r["done_bytes"].as_u64().unwrap() >= 3 * (8 << 20), "{r}");
+    let pool = json_of(&d, &admin, &["pool", "show", "p"]);
+    let dev = pool["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == second.as_str())
+        .unwrap()
+        .clone();
+    assert!(dev["checksum_errors"].as_u64().unwrap() >= 5, "{pool}");
+    assert!(dev["repaired"].as_u64().unwrap() >= 5, "{pool}");
+    let m = metrics(&d, &admin);
+    assert!(
+        m.contains("strata_device_checksum_errors_total{pool=\"p\""),
+        "{m}"
+    );
+    // The repaired volume reads right whichever copy serves it, and a second scrub finds
+    // only the block it could not repair.
+    let o = Command::new("qemu-img")
+        .args([
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            "raw",
+            src.to_str().unwrap(),
+            &ruri,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let r = json_of(&d, &admin, &["pool", "scrub", "p"]);
+    assert_eq!(
+        (r["bad_blocks"].as_u64(), r["repaired"].as_u64()),
+        (Some(1), Some(0)),
+        "{r}"
+    );
+    // Bad input changes nothing.
+    let (s, v) = d.call(
+        "POST",
+        "/v1/pools/p/scrub",
+        &admin,
+        Some(json!({"rate": -1})),
+    );
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = d.call("POST", "/v1/pools/nosuch/scrub", &admin, Some(json!({})));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("pool_not_found")),
+        "{v}"
+    );
+    d.stop();
+}
