@@ -32,7 +32,10 @@ use strata_block::{IoError, VolumeIo};
 
 /// A snapshot of an export's volume, resolved once at negotiation for a
 /// `strata:changed-since:NAME` context: opaque to the server, meaningful to the backend that
-/// issued it (the engine's snapshot id, for [`crate::PoolSource`]).
+/// issued it (the engine's snapshot id, for [`crate::PoolSource`]). It must stay valid for
+/// every export of the same volume the source opens later: a client selects contexts
+/// (`NBD_OPT_SET_META_CONTEXT`, which opens the export to resolve them) before the `GO` that
+/// opens the export its session uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SinceToken(pub u64);
 

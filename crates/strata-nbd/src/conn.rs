@@ -2,18 +2,19 @@
 //! transmission loop, and its way out through the state table ([`crate::state`]).
 //!
 //! # Concurrency model (why it is shaped like this: `docs/nbd.md`)
-//! One thread per connection reads requests, runs them on the session's export inline and appends their
-//! replies to a batch buffer, through the framing loop every path shares
-//! ([`crate::framing::serve_requests`]). The batch goes out in one `write` whenever the thread
-//! is about to block on the socket (nothing complete left to parse) or the batch passes
-//! [`OUT_HIGH_WATER`]. A client with 32 requests in flight thus costs one `read` and one
-//! `write` per batch instead of per request, and no thread hand-off on the hot path.
+//! One thread per connection reads requests, runs them inline on the session's export (opened
+//! once, [`crate::backend`]) and appends their replies to a batch buffer, through the framing
+//! loop every path shares ([`crate::framing::serve_requests`]). The batch goes out in one
+//! `write` whenever the thread is about to block on the socket (nothing complete left to
+//! parse) or the batch passes [`OUT_HIGH_WATER`]. A client with 32 requests in flight thus
+//! costs one `read` and one `write` per batch instead of per request, and no thread hand-off
+//! on the hot path.
 //!
 //! Flushes are the one slow operation (an engine pool's commit syncs devices): FLUSH and the
 //! durability half of FUA go to a per-connection flusher thread through a bounded queue, so
 //! reads and writes behind a flush are answered before it (replies out of order). The
-//! flusher coalesces every flush queued while it ran into one call of the export's `flush`. Both threads write
-//! through one mutex-guarded socket handle, each reply batch whole.
+//! flusher coalesces every flush queued while it ran into one call of the export's `flush`.
+//! Both threads write through one mutex-guarded socket handle, each reply batch whole.
 //!
 //! READs and WRITEs of [`BIG_MIN`]..=[`BIG_MAX`] bytes are carried out leader/follower: the
 //! thread that reads one (a WRITE with its payload) lets go of the socket to another thread of

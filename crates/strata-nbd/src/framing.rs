@@ -3,8 +3,9 @@
 //! replay the fuzz target drives ([`replay_requests`]).
 //!
 //! [`serve_requests`] takes request headers and payloads off an input buffer, runs each on the
-//! session's export ([`crate::transmit`]) and batches the replies; a [`Transport`] says how bytes come in
-//! and go out, where flushes run, and whether a large request is handed to another thread.
+//! session's export ([`crate::transmit`]) and batches the replies; a [`Transport`] says how
+//! bytes come in and go out, where flushes run, and whether a large request is handed to
+//! another thread.
 //!
 //! Invariants:
 //! - The input buffer holds at most one request and its payload beyond what one `recv`

@@ -4,8 +4,9 @@
 //! read-only), runs it on the session's export ([`crate::backend::ExportIo`]) and appends the
 //! reply to an [`OutBuf`]. It never blocks on the network, so the connection loop can batch
 //! replies, and the fuzz target can drive it over a memory pool. The export was opened once at
-//! negotiation: a request borrows it from the session (no clone, no lookup). Flushes (FLUSH, and the durability half of FUA) are returned to the
-//! caller as [`Outcome::NeedsFlush`] so the loop can run them off the request path.
+//! negotiation: a request borrows it from the session (no clone, no lookup). Flushes (FLUSH,
+//! and the durability half of FUA) are returned to the caller as [`Outcome::NeedsFlush`] so
+//! the loop can run them off the request path.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,8 +17,8 @@ use crate::negotiate::Session;
 use crate::proto::*;
 
 /// Largest range one BLOCK_STATUS looks at: it bounds the backend's map walk (the engine's is
-/// done under its metadata lock) and the reply to 65,536 descriptors. The spec lets a reply cover less than
-/// asked; clients ask again from where it ended.
+/// done under its metadata lock) and the reply to 65,536 descriptors. The spec lets a reply
+/// cover less than asked; clients ask again from where it ended.
 pub const MAX_STATUS_SPAN: u64 = 256 << 20;
 
 /// A reusable reply buffer. Unlike a `Vec`, growing it for a READ does not zero the bytes the

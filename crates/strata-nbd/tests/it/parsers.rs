@@ -112,7 +112,8 @@ proptest! {
         .unwrap();
         let v = pool.create_volume("vol", 1 << 20, None).unwrap();
         pool.create_snapshot(v, "snap").unwrap();
-        let export = Catalog::new(pool.clone()).lookup(if ro { "vol@snap" } else { "vol" }).unwrap();
+        let name = if ro { "vol@snap" } else { "vol" };
+        let export = Catalog::new(pool.clone()).lookup(name).unwrap();
         prop_assert_eq!((export.size, export.read_only), (1 << 20, ro));
         let contexts = if structured { vec![MetaContext::BaseAllocation] } else { vec![] };
         let s = Session { flags: export.flags(structured), export, structured, contexts };

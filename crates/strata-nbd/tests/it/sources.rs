@@ -74,6 +74,7 @@ struct MemVolume {
     full_from: AtomicU64,
     /// Reads touching this block fail their verification (`u64::MAX`: none).
     bad_block: AtomicU64,
+    /// Write, trim and zeroing calls received (refused ones too).
     writes: AtomicU64,
     flushes: AtomicU64,
 }
@@ -150,13 +151,13 @@ impl MemIo {
     }
 
     fn change(&self, off: u64, len: u64, f: impl FnOnce(&mut Image)) -> Result<(), IoError> {
+        self.vol.writes.fetch_add(1, Ordering::Relaxed);
         self.writable()?;
         if off + len > self.vol.full_from.load(Ordering::Relaxed) {
             return Err(IoError::OutOfSpace {
                 target: self.name.clone(),
             });
         }
-        self.vol.writes.fetch_add(1, Ordering::Relaxed);
         f(&mut self.vol.live.lock());
         Ok(())
     }
@@ -367,7 +368,13 @@ fn memory_source_snapshot_export_is_read_only() {
     );
     let text = output(&o);
     assert!(!text.contains("wrote 4096/4096"), "{text}");
-    // Refused by the server: the backend never saw the write.
+    // qemu-io heeds the read-only flag; a client that does not is refused by the server, and
+    // the backend never sees the write.
+    let (mut raw, _, flags) = Raw::go_at(&s.sock, "mem@before", false, &[]);
+    assert_ne!(flags & TF_READ_ONLY, 0);
+    assert_eq!(raw.write(1, 0, &[0x33; 4096]), EPERM);
+    raw.req(CMD_WRITE_ZEROES, 0, 2, 0, 4096, &[]);
+    assert_eq!(raw.simple(), (EPERM, 2));
     assert_eq!(vol.writes.load(Ordering::Relaxed), writes);
     run_ok(
         "qemu-io",
