@@ -17,7 +17,28 @@ use super::Controller;
 use crate::error::ControlError;
 use crate::model::*;
 
+/// The daemon itself, as the actor of what it does on its own (a device faulted, a copy
+/// rebuilt, a scrub done).
+pub fn daemon_principal() -> Principal {
+    Principal {
+        token_id: "daemon".into(),
+        tenant: None,
+        role: Role::Admin,
+    }
+}
+
 impl Controller {
+    /// Records what the daemon did on its own in the audit log.
+    pub(super) fn audit_event(
+        &self,
+        tenant: Option<&str>,
+        action: &str,
+        resource: &str,
+        outcome: &str,
+    ) {
+        self.audit(&daemon_principal(), tenant, action, resource, outcome);
+    }
+
     /// Appends an audit entry.
     pub fn audit(
         &self,

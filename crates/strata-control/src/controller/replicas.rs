@@ -250,6 +250,9 @@ impl Controller {
     /// domain, same class, the most free space), rebuilt whole by the resync job. Returns how
     /// many rebuilds it started.
     pub fn start_rebuilds(&self) -> usize {
+        for (dev, why) in self.storage.take_faulted() {
+            self.audit_event(None, "device.faulted", &dev, &why);
+        }
         let Ok(vols) = self.list::<Volume>("/volumes/", None, 0) else {
             return 0;
         };
@@ -275,6 +278,12 @@ impl Controller {
                 match self.rebuild_copy(&v, &set, i) {
                     Ok(to) => {
                         started += 1;
+                        self.audit_event(
+                            Some(&v.tenant),
+                            "volume.rebuild",
+                            &v.id,
+                            &format!("copy {i} from {dev} to {to}"),
+                        );
                         tracing::info!(volume = %v.id, copy = i, from = %dev, to = %to,
                             "rebuilding a copy on another device");
                     }
@@ -394,6 +403,7 @@ impl Controller {
     }
 
     fn note_progress(&self, id: &str, p: &ResyncProgress) {
+        let tenant = self.volume_record(id).map(|v| v.tenant);
         if p.finished {
             tracing::info!(
                 volume = id,
@@ -401,11 +411,23 @@ impl Controller {
                 bytes = p.total,
                 "copy resynced: healthy"
             );
+            self.audit_event(
+                tenant.as_deref(),
+                "volume.resynced",
+                id,
+                &format!("copy {} healthy ({} bytes copied)", p.copy, p.total),
+            );
         } else if p.failed {
             tracing::warn!(
                 volume = id,
                 copy = p.copy,
                 "resync failed: the copy is faulted"
+            );
+            self.audit_event(
+                tenant.as_deref(),
+                "volume.resync_failed",
+                id,
+                &format!("copy {} faulted", p.copy),
             );
         }
     }

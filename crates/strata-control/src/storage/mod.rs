@@ -65,6 +65,8 @@ pub struct Storage {
     devices: RwLock<BTreeMap<String, Device>>,
     wrapper: RwLock<Option<Arc<dyn KeyWrapper>>>,
     dirs: RwLock<Vec<std::path::PathBuf>>,
+    /// Devices faulted since the controller last looked (`(device, why)`), for its audit log.
+    faulted: parking_lot::Mutex<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -124,8 +126,14 @@ impl Storage {
             if d.fault.is_none() {
                 tracing::error!(device = id, reason = why, "device faulted");
                 d.fault = Some(why.to_string());
+                self.faulted.lock().push((id.to_string(), why.to_string()));
             }
         }
+    }
+
+    /// The devices faulted since the last call, with why.
+    pub fn take_faulted(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.faulted.lock())
     }
 
     /// Every known device, by id.

@@ -289,6 +289,20 @@ fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_o
         .find(|x| x["id"] == now[1])
         .unwrap();
     assert_eq!(holder["path"], c.dev.as_str(), "{pool_now}");
+    // The fault, the rebuild and its end are in the audit log, done by the daemon.
+    let (_, log) = d.call("GET", "/v1/audit?limit=200", &admin, None);
+    for (action, resource) in [
+        ("device.faulted", copies[1].as_str()),
+        ("volume.rebuild", vid.as_str()),
+        ("volume.resynced", vid.as_str()),
+    ] {
+        assert!(
+            log["items"].as_array().unwrap().iter().any(|e| e["action"] == action
+                && e["resource"] == resource
+                && e["actor"] == "daemon"),
+            "{action} {resource} in {log}"
+        );
+    }
     // The rebuilt copy alone serves the same bytes: fail the copy that survived, read again.
     loop_of(&copies[0]).fail();
     let again = read_all(&uri, &dir.path().join("again.img"));
