@@ -702,6 +702,7 @@ fn serve(
         anyhow::Ok(())
     })?;
     nbd.shutdown();
+    ctl.close_sets();
     ctl.shutdown();
     pool.flush().context("flushing the pool")?;
     tracing::info!("stopped cleanly");

@@ -63,9 +63,27 @@ impl Controller {
     /// How many of `v`'s copies are healthy.
     pub fn volume_health(&self, v: &Volume) -> CopyHealth {
         let all = v.copy_devices();
+        let reachable = self.reachable_copies_indexed(v);
+        // A replicated volume's copy is healthy when its device is usable and its set says
+        // it is in step (not faulted, not still resyncing).
+        let healthy = if all.len() > 1 {
+            match self.replica_set(v) {
+                Ok(set) => set
+                    .copies()
+                    .iter()
+                    .filter(|c| {
+                        c.state == strata_replica::CopyState::Healthy
+                            && reachable.iter().any(|(i, _)| *i == c.index)
+                    })
+                    .count(),
+                Err(_) => 0,
+            }
+        } else {
+            reachable.len()
+        };
         CopyHealth {
             copies: all.len() as u8,
-            healthy: self.reachable_copies(v).len() as u8,
+            healthy: healthy as u8,
         }
     }
 

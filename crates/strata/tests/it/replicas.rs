@@ -297,9 +297,13 @@ fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_o
         ("volume.resynced", vid.as_str()),
     ] {
         assert!(
-            log["items"].as_array().unwrap().iter().any(|e| e["action"] == action
-                && e["resource"] == resource
-                && e["actor"] == "daemon"),
+            log["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == action
+                    && e["resource"] == resource
+                    && e["actor"] == "daemon"),
             "{action} {resource} in {log}"
         );
     }
@@ -605,5 +609,116 @@ fn scrub_repairs_every_flipped_block_of_a_replicated_volume_and_reports_the_othe
         (404, Some("pool_not_found")),
         "{v}"
     );
+    d.stop();
+}
+
+#[test]
+fn a_device_away_while_its_volume_is_written_resyncs_only_what_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let mut d = Daemon::start(&data);
+    let admin = d.admin();
+    let devdir = data.join("devices");
+    let files: Vec<PathBuf> = (0..2).map(|i| devdir.join(format!("dev{i}.img"))).collect();
+    for f in &files {
+        std::fs::File::create(f)
+            .unwrap()
+            .set_len(256 << 20)
+            .unwrap();
+    }
+    let (f0, f1) = (files[0].to_str().unwrap(), files[1].to_str().unwrap());
+    ok(
+        &d,
+        &admin,
+        &[
+            "pool",
+            "create",
+            "p",
+            "--device",
+            f0,
+            "--device",
+            f1,
+            "--replicas",
+            "2",
+        ],
+    );
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "v", "size": "64M", "pool": "p"})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let vid = v["id"].as_str().unwrap().to_string();
+    let attach = |d: &Daemon| -> String {
+        let (_, at) = d.call(
+            "POST",
+            &format!("/v1/volumes/{vid}/attachments"),
+            &admin,
+            None,
+        );
+        at["uri"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{at}"))
+    };
+    let src = dir.path().join("src.img");
+    random_file(&src, 64);
+    assert!(nbdcopy(&src, &attach(&d)));
+    let mut want = std::fs::read(&src).unwrap();
+    // The second device is away for a start: the volume serves from the first, degraded.
+    d.stop();
+    let away = dir.path().join("away.img");
+    std::fs::rename(&files[1], &away).unwrap();
+    d = Daemon::start(&data);
+    let uri = attach(&d);
+    let (_, v) = d.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
+    assert_eq!(v["health"], "degraded", "{v}");
+    let pool = json_of(&d, &admin, &["pool", "show", "p"]);
+    assert_eq!(pool["devices"][1]["health"], "missing", "{pool}");
+    let o = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x5a 10M 2M", &uri])
+        .output()
+        .expect("qemu-io");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    want[10 << 20..12 << 20].fill(0x5a);
+    // Back: it resyncs the regions written meanwhile (2 MiB), not the volume's 64 MiB.
+    d.stop();
+    std::fs::rename(&away, &files[1]).unwrap();
+    d = Daemon::start(&data);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, v) = d.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
+        if v["health"] == "healthy" && v["resync"].as_array().is_some_and(|r| r.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not resynced: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (_, log) = d.call("GET", "/v1/audit?limit=100", &admin, None);
+    let done = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "volume.resynced" && e["resource"] == vid.as_str())
+        .unwrap_or_else(|| panic!("resynced in {log}"))
+        .clone();
+    let copied: u64 = done["outcome"]
+        .as_str()
+        .unwrap()
+        .split_once('(')
+        .and_then(|(_, r)| r.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{done}"));
+    assert!(
+        (2 << 20..=4 << 20).contains(&copied),
+        "copied {copied} bytes: the 2 MiB written, in whole regions: {log} {}",
+        d.warnings()
+    );
+    // The copy that was away alone now serves the new bytes.
+    d.stop();
+    std::fs::rename(&files[0], &away).unwrap();
+    d = Daemon::start(&data);
+    let got = read_all(&attach(&d), &dir.path().join("got.img"));
+    assert!(got == want, "the returned copy holds every write");
     d.stop();
 }
