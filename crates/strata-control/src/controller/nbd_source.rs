@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use strata_block::{IoError, VolumeIo};
 use strata_nbd::{ExportIo, ExportSource, Runs, SinceToken};
 
@@ -57,7 +57,7 @@ impl ExportSource for VolumeSource {
         if v.state != VolumeState::Available {
             return None;
         }
-        let h = match c.volume_handle(&v) {
+        let h = match c.handle_cell(&v) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(volume = %v.id, error = %e, "export not opened");
@@ -66,7 +66,7 @@ impl ExportSource for VolumeSource {
         };
         match snapshot {
             None => {
-                let size = h.size().ok()?;
+                let size = h.read().size().ok()?;
                 Some(Arc::new(VolumeExport {
                     h,
                     size,
@@ -74,7 +74,7 @@ impl ExportSource for VolumeSource {
                 }))
             }
             Some(s) => {
-                let size = h.snapshot_size(s).ok()?;
+                let size = h.read().snapshot_size(s).ok()?;
                 Some(Arc::new(SnapshotExport {
                     h,
                     name: s.to_string(),
@@ -111,7 +111,8 @@ impl ExportSource for VolumeSource {
 /// An opened volume.
 #[derive(Debug)]
 struct VolumeExport {
-    h: VolumeHandle,
+    /// The volume's handle, shared with the controller: swapped when its copies move.
+    h: Arc<RwLock<VolumeHandle>>,
     size: u64,
     /// Snapshot names resolved for `changed-since` (the source's): the token is the index.
     since: Arc<Mutex<Vec<String>>>,
@@ -122,31 +123,31 @@ impl ExportIo for VolumeExport {
         self.size
     }
     fn read(&self, off: u64, dst: &mut [u8]) -> Result<(), IoError> {
-        self.h.read(off, dst)
+        self.h.read().read(off, dst)
     }
     fn read_unmetered(&self, off: u64, dst: &mut [u8]) -> Result<(), IoError> {
-        self.h.read_unmetered(off, dst)
+        self.h.read().read_unmetered(off, dst)
     }
     fn qos(&self) -> Result<Option<Arc<VolumeIo>>, IoError> {
-        self.h.meter().map(Some)
+        self.h.read().meter().map(Some)
     }
     fn write(&self, off: u64, data: &[u8]) -> Result<(), IoError> {
-        self.h.write(off, data)
+        self.h.read().write(off, data)
     }
     fn trim(&self, off: u64, len: u64) -> Result<(), IoError> {
-        self.h.trim(off, len)
+        self.h.read().trim(off, len)
     }
     fn write_zeroes(&self, off: u64, len: u64, unmap: bool) -> Result<(), IoError> {
-        self.h.write_zeroes(off, len, unmap)
+        self.h.read().write_zeroes(off, len, unmap)
     }
     fn flush(&self) -> Result<(), IoError> {
-        self.h.flush()
+        self.h.read().flush()
     }
     fn allocation(&self, off: u64, len: u64) -> Result<Runs, IoError> {
-        self.h.allocation(off, len)
+        self.h.read().allocation(off, len)
     }
     fn since(&self, name: &str) -> Option<SinceToken> {
-        if !self.h.has_snapshot(name) {
+        if !self.h.read().has_snapshot(name) {
             return None;
         }
         let mut s = self.since.lock();
@@ -162,6 +163,7 @@ impl ExportIo for VolumeExport {
     fn since_all(&self) -> Vec<(String, SinceToken)> {
         let names: Vec<String> = self
             .h
+            .read()
             .engines()
             .first()
             .and_then(|(p, v)| p.snapshots(*v).ok())
@@ -181,14 +183,14 @@ impl ExportIo for VolumeExport {
             .get(since.0 as usize)
             .cloned()
             .ok_or_else(|| IoError::NotFound(format!("snapshot token {}", since.0)))?;
-        self.h.changed(&name, off, len)
+        self.h.read().changed(&name, off, len)
     }
 }
 
 /// An opened snapshot: read-only.
 #[derive(Debug)]
 struct SnapshotExport {
-    h: VolumeHandle,
+    h: Arc<RwLock<VolumeHandle>>,
     name: String,
     size: u64,
 }
@@ -204,10 +206,10 @@ impl ExportIo for SnapshotExport {
         self.size
     }
     fn read(&self, off: u64, dst: &mut [u8]) -> Result<(), IoError> {
-        self.h.read_snapshot(&self.name, off, dst)
+        self.h.read().read_snapshot(&self.name, off, dst)
     }
     fn read_unmetered(&self, off: u64, dst: &mut [u8]) -> Result<(), IoError> {
-        self.h.read_snapshot(&self.name, off, dst)
+        self.h.read().read_snapshot(&self.name, off, dst)
     }
     fn qos(&self) -> Result<Option<Arc<VolumeIo>>, IoError> {
         Ok(None)
@@ -225,7 +227,7 @@ impl ExportIo for SnapshotExport {
         Ok(())
     }
     fn allocation(&self, off: u64, len: u64) -> Result<Runs, IoError> {
-        self.h.snapshot_allocation(&self.name, off, len)
+        self.h.read().snapshot_allocation(&self.name, off, len)
     }
     fn since(&self, _: &str) -> Option<SinceToken> {
         None

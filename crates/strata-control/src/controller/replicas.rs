@@ -26,8 +26,10 @@ use crate::storage::{CountedCopy, VolumeHandle};
 /// The open replica sets and where their logs live.
 #[derive(Default)]
 pub(super) struct Sets {
-    sets: Mutex<HashMap<String, Arc<ReplicaSet>>>,
+    pub(super) sets: Mutex<HashMap<String, Arc<ReplicaSet>>>,
     dir: RwLock<Option<PathBuf>>,
+    /// Each served volume's handle, shared by its exports: replaced when its copies move.
+    pub(super) cells: Mutex<HashMap<String, Arc<RwLock<VolumeHandle>>>>,
 }
 
 /// A copy whose device is not there: it answers nothing, so the set starts it faulted.
@@ -91,14 +93,14 @@ impl Controller {
         *self.sets.dir.write() = Some(dir);
     }
 
-    fn intent_log(&self, v: &Volume) -> Result<FileIntentLog, ControlError> {
+    pub(super) fn intent_log(&self, v: &Volume) -> Result<FileIntentLog, ControlError> {
         let dir = self.sets.dir.read().clone().ok_or_else(|| {
             ControlError::internal("replicated volumes need an intent directory (none was set)")
         })?;
         Ok(FileIntentLog::new(dir.join(format!("{}.intent", v.id))))
     }
 
-    fn targets(&self, v: &Volume) -> Vec<Arc<dyn CopyTarget>> {
+    pub(super) fn targets(&self, v: &Volume) -> Vec<Arc<dyn CopyTarget>> {
         v.copy_devices()
             .iter()
             .map(|d| {
@@ -132,6 +134,7 @@ impl Controller {
     /// Forgets a deleted volume's set and removes its log.
     pub(super) fn drop_replica_set(&self, v: &Volume) {
         self.sets.sets.lock().remove(&v.id);
+        self.sets.cells.lock().remove(&v.id);
         if v.copy_devices().len() >= 2 {
             if let Ok(log) = self.intent_log(v) {
                 let _ = std::fs::remove_file(log.path());
@@ -179,6 +182,28 @@ impl Controller {
             .iter()
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect()
+    }
+
+    /// The shared handle of volume `v` that its exports go through.
+    pub(crate) fn handle_cell(&self, v: &Volume) -> Result<Arc<RwLock<VolumeHandle>>, IoError> {
+        let mut cells = self.sets.cells.lock();
+        if let Some(c) = cells.get(&v.id) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(RwLock::new(self.volume_handle(v)?));
+        cells.insert(v.id.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// Points volume `v`'s exports at its copies as recorded now (after they moved), waiting
+    /// for the requests in flight on the old ones.
+    pub(super) fn refresh_handle(&self, v: &Volume) -> Result<(), IoError> {
+        let cell = self.sets.cells.lock().get(&v.id).cloned();
+        if let Some(cell) = cell {
+            let h = self.volume_handle(v)?;
+            *cell.write() = h;
+        }
+        Ok(())
     }
 
     /// The I/O handle of volume `v`.
@@ -313,6 +338,27 @@ impl Controller {
         set: &Arc<ReplicaSet>,
         i: usize,
     ) -> Result<String, ControlError> {
+        let (dev, target) = self.new_copy(v, i)?;
+        set.replace(i, target)
+            .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
+        self.set_copy_device(v, i, &dev)?;
+        let mut nv = v.clone();
+        nv.copies = v.copy_devices();
+        nv.copies[i] = dev.clone();
+        if let Err(e) = self.refresh_handle(&nv) {
+            tracing::warn!(volume = %v.id, error = %e, "exports not pointed at the new copy");
+        }
+        Ok(dev)
+    }
+
+    /// A new, empty copy of `v` for slot `i`: an engine volume on the active, usable device
+    /// of the slot's class that holds none of `v`'s copies and has the most free space, with
+    /// the volume's limits and share class. Not recorded anywhere yet.
+    pub(super) fn new_copy(
+        &self,
+        v: &Volume,
+        i: usize,
+    ) -> Result<(String, Arc<dyn CopyTarget>), ControlError> {
         let rec = self.pool_record(&v.pool)?;
         let copies = v.copy_devices();
         let class = rec
@@ -320,7 +366,7 @@ impl Controller {
             .iter()
             .find(|d| d.id == copies[i])
             .map(|d| d.class.clone());
-        let to = rec
+        let (dev, pool) = rec
             .devices
             .iter()
             .filter(|d| d.state == DeviceState::Active && !copies.contains(&d.id))
@@ -336,8 +382,8 @@ impl Controller {
                     format!("pool {} has no other usable device for a new copy", v.pool),
                 )
             })?;
-        let (dev, pool) = to;
-        // A volume of this id there is what an interrupted rebuild left: no record names it.
+        // A volume of this id there is what an interrupted rebuild or drain left: no record
+        // names it.
         if let Ok(old) = pool.volume_id(&v.id) {
             pool.delete_volume(old, true)?;
         }
@@ -352,17 +398,14 @@ impl Controller {
         pool.set_volume_class(eid, super::shares::class_of(&v.tenant))
             .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
         let target: Arc<dyn CopyTarget> = Arc::new(CountedCopy::new(
-            LocalCopy::new(pool.clone(), eid, format!("{dev}/{}", v.id)),
+            LocalCopy::new(pool, eid, format!("{dev}/{}", v.id)),
             &dev,
             self.storage.clone(),
         ));
-        set.replace(i, target)
-            .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
-        self.set_copy_device(v, i, &dev)?;
-        Ok(dev)
+        Ok((dev, target))
     }
 
-    fn set_copy_device(&self, v: &Volume, i: usize, dev: &str) -> Result<(), ControlError> {
+    pub(super) fn set_copy_device(&self, v: &Volume, i: usize, dev: &str) -> Result<(), ControlError> {
         use strata_state::Txn;
         let key = super::store::volume_key(&v.tenant, &v.id);
         loop {
