@@ -35,7 +35,7 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
 }
 
 /// Largest single `pwrite` a [`FileDevice`] issues (see its `write_at`).
-pub const FILE_WRITE_PIECE: usize = 64 << 10;
+pub const FILE_WRITE_PIECE: usize = 256 << 10;
 
 /// Mode of every file the engine creates: owner read and write, nothing for others.
 pub const CREATE_MODE: u32 = 0o600;
