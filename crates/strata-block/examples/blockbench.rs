@@ -243,20 +243,35 @@ fn main() {
             println!("raw 4 KiB random read of the engine's device file: {x:.0} ops/s");
             return;
         }
-        let cpu = || -> f64 { std::fs::read_to_string("/proc/thread-self/schedstat").unwrap().split_whitespace().next().unwrap().parse().unwrap() };
+        let cpu = || -> f64 {
+            std::fs::read_to_string("/proc/thread-self/schedstat")
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
         for _ in 0..3 {
             let c0 = cpu();
             let t0 = Instant::now();
             let x = run(&eng, all[i], a.size, a.secs);
             let n = x * t0.elapsed().as_secs_f64();
             let ce = (cpu() - c0) / n / 1e3;
-            println!("{}: {x:.0} ops/s (engine only) cpu {ce:.1} us/op", all[i].name());
+            println!(
+                "{}: {x:.0} ops/s (engine only) cpu {ce:.1} us/op",
+                all[i].name()
+            );
             let c0 = cpu();
             let t0 = Instant::now();
             let x = run(&raw, all[i], a.size, a.secs);
             let n = x * t0.elapsed().as_secs_f64();
             let cr = (cpu() - c0) / n / 1e3;
-            println!("{}: {x:.0} ops/s (raw) cpu {cr:.1} us/op  cpu ratio {:.2}", all[i].name(), cr / ce);
+            println!(
+                "{}: {x:.0} ops/s (raw) cpu {cr:.1} us/op  cpu ratio {:.2}",
+                all[i].name(),
+                cr / ce
+            );
         }
         return;
     }

@@ -96,8 +96,11 @@ impl BlockDevice for FileDevice {
     /// page-cache folios a buffered write creates by the write's length; a 1 MiB `pwrite`
     /// leaves 1 MiB folios, and on ext4 every later 4 KiB write into such a folio walks all of
     /// its buffers (`block_write_begin`: 72% of the server's CPU in 4 KiB random writes after
-    /// a sequential fill, 75 K IOPS). In 64 KiB pieces the same workload ran at 157-187 K IOPS,
-    /// with 1 MiB sequential writes and reads unchanged within noise (NBD bench, same runs).
+    /// a sequential fill, 75 K IOPS). In 64 KiB pieces the same workload ran at 157-187 K IOPS
+    /// (NBD bench, same runs). Pieces of 256 KiB keep that (a plain file, same run: 4 KiB
+    /// random writes 131-160 K/s after 256 KiB writes, 158-172 K after 64 KiB, 49-50 K after
+    /// 1 MiB) and cost a quarter of the system calls: sequential writes 15-16 GB/s against 11
+    /// in 64 KiB pieces (`docs/block-format.md`, "Device writes").
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         let mut at = off;
         for piece in buf.chunks(FILE_WRITE_PIECE) {

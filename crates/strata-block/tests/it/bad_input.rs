@@ -341,7 +341,10 @@ fn a_device_error_after_the_first_piece_of_a_run_maps_nothing() {
             let mut buf = vec![0u8; MIB];
             if at == 0 {
                 pool.read(v, at, &mut buf).unwrap();
-                assert!(buf == old, "the durable block reads old after piece {k} failed");
+                assert!(
+                    buf == old,
+                    "the durable block reads old after piece {k} failed"
+                );
             }
             pool.check_consistency().unwrap();
         }
