@@ -166,7 +166,7 @@ fn main() {
     // Its blocks are allocated up front, as a block device's are: otherwise the file system's
     // block allocation on first touch of a sparse file would be measured, not the engine.
     // Two volumes (plain and encrypted): twice that. The zeros go in pieces of the size the
-    // engine's own writes have (`FILE_WRITE_PIECE`): the page cache sizes a folio by the write
+    // engine writes new blocks in (`NEW_BLOCK_PIECE`): the page cache sizes a folio by the write
     // that creates it, and 8 MiB writes left 2 MiB folios no engine write makes, in which every
     // 64 KiB piece walks 512 buffers and every 4 KiB write dirties 2 MiB (measured with a
     // plain file: 64 KiB rewrites 5.5 GB/s after an 8 MiB prefill, 7.1 after a 64 KiB one; 4 KiB
@@ -176,7 +176,7 @@ fn main() {
     let dev_path = dir.path().join("dev0.img");
     {
         let f = std::fs::File::create(&dev_path).unwrap();
-        let zeros = vec![0u8; strata_block::device::FILE_WRITE_PIECE];
+        let zeros = vec![0u8; strata_block::device::NEW_BLOCK_PIECE];
         let mut off = 0;
         while off < dev_size {
             f.write_all_at(&zeros, off).unwrap();

@@ -9,7 +9,7 @@ use parking_lot::RwLockReadGuard;
 
 use crate::alloc::{Run, Take};
 use crate::crypt::{BlockCipher, BlockTag, TAG_LEN};
-use crate::device::FILE_WRITE_PIECE;
+use crate::device::{FILE_WRITE_PIECE, NEW_BLOCK_PIECE};
 use crate::error::IoError;
 use crate::meta::{encode_map_run, split_paddr, LayerId, Op, VolumeId};
 
@@ -385,8 +385,10 @@ impl Pool {
         }
     }
 
-    /// Step 3: writes the blocks, one device call per piece (at most [`FILE_WRITE_PIECE`]) of a
-    /// run of blocks consecutive on a device. With `csums`, the CRC of every block is appended
+    /// Step 3: writes the blocks, one device call per piece of a run of blocks consecutive on a
+    /// device: [`NEW_BLOCK_PIECE`] for newly placed blocks (their page-cache folios may not
+    /// exist yet, and the write that creates one sizes it), [`FILE_WRITE_PIECE`] for blocks
+    /// rewritten in place (their folios exist). With `csums`, the CRC of every block is appended
     /// to it just before its piece is written: the bytes are then in the CPU cache for the
     /// copy the write makes, instead of being read from memory twice (once for a CRC pass over
     /// the whole chunk, once for the write). On a device error the chunk's fresh blocks go
@@ -410,7 +412,16 @@ impl Pool {
             let bytes = &src[k * BSU..(k + len) * BSU];
             let mut at = dev.sb.data_offset + b * BS;
             let mut res = Ok(());
-            for piece in bytes.chunks(FILE_WRITE_PIECE) {
+            let fresh = placed
+                .fresh
+                .iter()
+                .any(|r| (r.paddr()..r.paddr() + r.len).contains(&pbs[k]));
+            let size = if fresh {
+                NEW_BLOCK_PIECE
+            } else {
+                FILE_WRITE_PIECE
+            };
+            for piece in bytes.chunks(size) {
                 if let Some(c) = csums.as_deref_mut() {
                     c.extend(piece.chunks(BSU).map(checksum));
                 }

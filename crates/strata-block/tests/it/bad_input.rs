@@ -308,16 +308,15 @@ fn device_faults_fail_the_io_not_the_data() {
     pool.check_consistency().unwrap();
 }
 
-/// A 1 MiB run goes to the device in pieces (`FILE_WRITE_PIECE`, each CRC'd just before it is
-/// written): a device error on a later piece, after earlier ones reached the device, fails the
-/// write whole. Nothing maps the chunk's new blocks (the old contents read back, flushed or
-/// not, and after a reopen), and they are free again.
+/// A 1 MiB run goes to the device in pieces (`NEW_BLOCK_PIECE` when newly placed,
+/// `FILE_WRITE_PIECE` when rewritten in place; each CRC'd just before it is written): a device
+/// error on a later piece, after earlier ones reached the device, fails the write whole.
+/// Nothing maps the chunk's new blocks (the old contents read back, flushed or not, and after
+/// a reopen), and they are free again.
 #[test]
 fn a_device_error_after_the_first_piece_of_a_run_maps_nothing() {
-    use strata_block::device::FILE_WRITE_PIECE;
+    use strata_block::device::{FILE_WRITE_PIECE, NEW_BLOCK_PIECE};
     const MIB: usize = 1 << 20;
-    let pieces = (MIB / FILE_WRITE_PIECE) as u64;
-    assert!(pieces > 1, "a 1 MiB run is written in several pieces");
     let mem = MemDevice::new(64 << 20, "m0");
     let fault = FaultDevice::new(mem.clone());
     let pool = Pool::create(vec![DeviceSpec {
@@ -332,7 +331,9 @@ fn a_device_error_after_the_first_piece_of_a_run_maps_nothing() {
     let allocated = pool.info().allocated;
     // A redirect (the old blocks are durable) and a rewrite in place (written this epoch).
     pool.write(v, MIB as u64, &old).unwrap();
-    for at in [0u64, MIB as u64] {
+    for (at, piece) in [(0u64, NEW_BLOCK_PIECE), (MIB as u64, FILE_WRITE_PIECE)] {
+        let pieces = (MIB / piece) as u64;
+        assert!(pieces > 1, "a 1 MiB run is written in several pieces");
         for k in 1..pieces {
             fault.fail_writes_after(k);
             let e = pool.write(v, at, &pattern(2, 0, MIB)).unwrap_err();
