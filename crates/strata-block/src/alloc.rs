@@ -3,7 +3,8 @@
 //!
 //! Placement: a request goes to the device (of the requested class, if any) with the most free
 //! blocks, which spreads data by free space, and takes a contiguous run from a rotating cursor
-//! so that sequential writes stay sequential on the device.
+//! so that sequential writes stay sequential on the device; a request of 64 blocks or more
+//! takes a span of wholly free bitmap words before it fills holes (`DevBitmap::take_run`).
 //!
 //! Reserve: every device holds back [`reserve_blocks`] free blocks from allocations of new
 //! data ([`Take::AboveReserve`]); only a redirect of a block a volume already holds
@@ -29,6 +30,10 @@ struct DevBitmap {
 /// 1 MiB chunk): a large allocation (a whole write request) spreads over the devices by free
 /// space chunk by chunk, as one allocation per chunk would.
 const SPREAD_RUN: u64 = 256;
+
+/// Smallest allocation that looks for a span of wholly free bitmap words first (64 blocks,
+/// 256 KiB): see `DevBitmap::take_run`.
+const SPAN_MIN: u64 = 64;
 
 /// Which free blocks an allocation may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +87,43 @@ impl DevBitmap {
         }
     }
 
-    /// Takes up to `want` contiguous free blocks starting at the first free one from the cursor.
+    /// First block of `words` consecutive wholly free bitmap words (64 blocks each) at or
+    /// after `from`, if any.
+    fn next_free_words(&self, from: u64, words: usize) -> Option<u64> {
+        let mut run = 0;
+        for w in (from.div_ceil(64) as usize)..self.bits.len() {
+            // A last partial word counts only for the blocks that exist.
+            let whole = (w as u64 + 1) * 64 <= self.blocks;
+            if self.bits[w] == 0 && whole {
+                run += 1;
+                if run == words {
+                    return Some((w + 1 - words) as u64 * 64);
+                }
+            } else {
+                run = 0;
+            }
+        }
+        None
+    }
+
+    /// Takes up to `want` contiguous free blocks. A request of at least [`SPAN_MIN`] blocks
+    /// starts at the first span of wholly free bitmap words that holds it, from the cursor
+    /// (then from the start): free space left in holes by small frees would otherwise split a
+    /// large write into many short runs, one device write each, and a later rewrite of that
+    /// range would move it again (`place` moves current-epoch blocks that are not
+    /// consecutive). Without such a span, or for small requests, it starts at the first free
+    /// block from the cursor.
     fn take_run(&mut self, want: u64) -> Option<(u64, u64)> {
-        let start = self.next_free(self.cursor).or_else(|| self.next_free(0))?;
+        let span = if want >= SPAN_MIN {
+            let words = want.div_ceil(64) as usize;
+            self.next_free_words(self.cursor, words)
+                .or_else(|| self.next_free_words(0, words))
+        } else {
+            None
+        };
+        let start = span
+            .or_else(|| self.next_free(self.cursor))
+            .or_else(|| self.next_free(0))?;
         let mut len = 0;
         while len < want && start + len < self.blocks && !self.is_set(start + len) {
             self.set(start + len);
@@ -271,6 +310,32 @@ mod tests {
         assert_eq!(a.available(None, Take::AboveReserve), 0);
         assert_eq!(a.available(None, Take::IncludingReserve), r);
         assert!(a.alloc(r, None, Take::IncludingReserve, &mut out));
+        assert_eq!(a.free_blocks(None), 0);
+    }
+
+    #[test]
+    fn a_large_allocation_skips_holes_for_a_free_span() {
+        let mut a = Allocator::new(&[(DeviceClass::Ssd, 4096)]);
+        let mut out = SmallVec::new();
+        assert!(a.alloc(1024, None, Take::IncludingReserve, &mut out));
+        // Free every other block of the first 1024: holes, 512 free blocks in all.
+        for b in (0..1024).step_by(2) {
+            a.free(0, b);
+        }
+        a.devs[0].cursor = 0;
+        let mut out = SmallVec::new();
+        assert!(a.alloc(256, None, Take::IncludingReserve, &mut out));
+        assert_eq!(out.len(), 1, "one run, not 256 holes: {out:?}");
+        assert_eq!((out[0].start, out[0].len), (1024, 256));
+        // Small allocations still fill holes (from the cursor).
+        a.devs[0].cursor = 0;
+        let mut out = SmallVec::new();
+        assert!(a.alloc(2, None, Take::IncludingReserve, &mut out));
+        assert!(out.iter().all(|r| r.start < 1024), "{out:?}");
+        // With no span left, a large allocation takes holes.
+        let mut out = SmallVec::new();
+        let left = a.free_blocks(None);
+        assert!(a.alloc(left, None, Take::IncludingReserve, &mut out));
         assert_eq!(a.free_blocks(None), 0);
     }
 

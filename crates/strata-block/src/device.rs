@@ -34,8 +34,16 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
 }
 
-/// Largest single `pwrite` a [`FileDevice`] issues (see its `write_at`).
-pub const FILE_WRITE_PIECE: usize = 64 << 10;
+/// Largest single `pwrite` a [`FileDevice`] issues (see its `write_at`): it bounds the size of
+/// the page-cache folios any write creates.
+pub const FILE_WRITE_PIECE: usize = 256 << 10;
+
+/// The piece the engine writes newly placed blocks in (`pool/write.rs`): their folios may not
+/// be in the page cache, and the write that creates a folio sets its size; at 64 KiB a later
+/// 4 KiB write into it walks 16 buffers, not 64 (see [`FileDevice`]'s `write_at`). Blocks
+/// rewritten in place were written in the current epoch, so their folios exist and they go in
+/// pieces of [`FILE_WRITE_PIECE`] (a quarter of the system calls).
+pub const NEW_BLOCK_PIECE: usize = 64 << 10;
 
 /// Mode of every file the engine creates: owner read and write, nothing for others.
 pub const CREATE_MODE: u32 = 0o600;
@@ -96,8 +104,11 @@ impl BlockDevice for FileDevice {
     /// page-cache folios a buffered write creates by the write's length; a 1 MiB `pwrite`
     /// leaves 1 MiB folios, and on ext4 every later 4 KiB write into such a folio walks all of
     /// its buffers (`block_write_begin`: 72% of the server's CPU in 4 KiB random writes after
-    /// a sequential fill, 75 K IOPS). In 64 KiB pieces the same workload ran at 157-187 K IOPS,
-    /// with 1 MiB sequential writes and reads unchanged within noise (NBD bench, same runs).
+    /// a sequential fill, 75 K IOPS). In 64 KiB pieces the same workload ran at 157-187 K IOPS
+    /// (NBD bench, same runs). The engine writes newly placed blocks in [`NEW_BLOCK_PIECE`]s of
+    /// 64 KiB for that reason; this bound (256 KiB) is for rewrites of blocks whose folios
+    /// exist, where one call per 256 KiB instead of four took sequential rewrites of a plain
+    /// file from 11 to 15-16 GB/s (`docs/block-format.md`, "Device writes").
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         let mut at = off;
         for piece in buf.chunks(FILE_WRITE_PIECE) {

@@ -9,6 +9,7 @@ use parking_lot::RwLockReadGuard;
 
 use crate::alloc::{Run, Take};
 use crate::crypt::{BlockCipher, BlockTag, TAG_LEN};
+use crate::device::{FILE_WRITE_PIECE, NEW_BLOCK_PIECE};
 use crate::error::IoError;
 use crate::meta::{encode_map_run, split_paddr, LayerId, Op, VolumeId};
 
@@ -243,8 +244,8 @@ impl Pool {
         let n = src.len() / BSU;
         let placed = self.place(volume, top, class, cipher.is_some(), b0, n, res)?;
         let Some(c) = cipher else {
-            let csums: SmallVec<[u32; 32]> = src.chunks(BSU).map(checksum).collect();
-            self.write_runs(&placed, src)?;
+            let mut csums: SmallVec<[u32; 32]> = SmallVec::with_capacity(n);
+            self.write_runs(&placed, src, Some(&mut csums))?;
             return Ok(self.record_map(top, b0, &placed, &csums, None));
         };
         SEAL_BUF.with(|buf| {
@@ -257,7 +258,7 @@ impl Pool {
                 tags.push(c.seal(placed.pbs[i], b0 + i as u64, blk));
                 csums.push(checksum(blk));
             }
-            self.write_runs(&placed, &ct)?;
+            self.write_runs(&placed, &ct, None)?;
             Ok(self.record_map(top, b0, &placed, &csums, Some(&tags)))
         })
     }
@@ -384,10 +385,20 @@ impl Pool {
         }
     }
 
-    /// Step 3: writes the blocks, one device call per run of blocks consecutive on a device.
-    /// On a device error the chunk's fresh blocks go back to the free map (nothing maps them)
-    /// and no map has changed for this chunk.
-    fn write_runs(&self, placed: &Placed, src: &[u8]) -> Result<(), IoError> {
+    /// Step 3: writes the blocks, one device call per piece of a run of blocks consecutive on a
+    /// device: [`NEW_BLOCK_PIECE`] for newly placed blocks (their page-cache folios may not
+    /// exist yet, and the write that creates one sizes it), [`FILE_WRITE_PIECE`] for blocks
+    /// rewritten in place (their folios exist). With `csums`, the CRC of every block is appended
+    /// to it just before its piece is written: the bytes are then in the CPU cache for the
+    /// copy the write makes, instead of being read from memory twice (once for a CRC pass over
+    /// the whole chunk, once for the write). On a device error the chunk's fresh blocks go
+    /// back to the free map (nothing maps them) and no map has changed for this chunk.
+    fn write_runs(
+        &self,
+        placed: &Placed,
+        src: &[u8],
+        mut csums: Option<&mut SmallVec<[u32; 32]>>,
+    ) -> Result<(), IoError> {
         let pbs = &placed.pbs;
         let n = pbs.len();
         let mut k = 0usize;
@@ -399,7 +410,28 @@ impl Pool {
             let (d, b) = split_paddr(pbs[k]);
             let dev = &self.inner.devs[d];
             let bytes = &src[k * BSU..(k + len) * BSU];
-            if let Err(source) = dev.dev.write_at(bytes, dev.sb.data_offset + b * BS) {
+            let mut at = dev.sb.data_offset + b * BS;
+            let mut res = Ok(());
+            let fresh = placed
+                .fresh
+                .iter()
+                .any(|r| (r.paddr()..r.paddr() + r.len).contains(&pbs[k]));
+            let size = if fresh {
+                NEW_BLOCK_PIECE
+            } else {
+                FILE_WRITE_PIECE
+            };
+            for piece in bytes.chunks(size) {
+                if let Some(c) = csums.as_deref_mut() {
+                    c.extend(piece.chunks(BSU).map(checksum));
+                }
+                res = dev.dev.write_at(piece, at);
+                if res.is_err() {
+                    break;
+                }
+                at += piece.len() as u64;
+            }
+            if let Err(source) = res {
                 let mut m = self.inner.meta.lock();
                 for r in &placed.fresh {
                     m.alloc.free_run(*r);
@@ -474,17 +506,27 @@ fn patch_in_place(
 ) -> bool {
     let item = if tags.is_some() { 4 + TAG_LEN } else { 4 };
     let mut at: SmallVec<[usize; 32]> = SmallVec::with_capacity(pbs.len());
+    // The op found for the previous block usually covers the next ones too (a chunk is mostly
+    // one run): look it up again only when the block falls outside it.
+    let mut last: Option<(u64, usize, u32, u64, usize)> = None;
     for (k, &pb) in pbs.iter().enumerate() {
         let vb = b0 + k as u64;
-        let hit = m.patchable.range(..=(layer, vb)).next_back().and_then(
-            |(&(l, start), &(pos, len, p0, size))| {
+        let covers = |&(start, _, len, _, _): &(u64, usize, u32, u64, usize)| {
+            vb >= start && vb - start < u64::from(len)
+        };
+        if !last.as_ref().is_some_and(covers) {
+            last = m
+                .patchable
+                .range(..=(layer, vb))
+                .next_back()
                 // An entry of a lower layer may sort last: it is no hit.
-                let i = vb
-                    .checked_sub(start)
-                    .filter(|_| l == layer && size == item)?;
-                (i < u64::from(len) && p0 + i == pb).then_some(pos + item * i as usize)
-            },
-        );
+                .filter(|(&(l, _), _)| l == layer)
+                .map(|(&(_, start), &(pos, len, p0, size))| (start, pos, len, p0, size));
+        }
+        let hit = last.filter(covers).and_then(|(start, pos, _, p0, size)| {
+            let i = vb - start;
+            (size == item && p0 + i == pb).then_some(pos + item * i as usize)
+        });
         match hit {
             Some(pos) => at.push(pos),
             None => return false,

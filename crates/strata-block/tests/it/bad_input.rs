@@ -307,3 +307,55 @@ fn device_faults_fail_the_io_not_the_data() {
     assert!(buf == [1; 8192] || buf == [3; 8192]);
     pool.check_consistency().unwrap();
 }
+
+/// A 1 MiB run goes to the device in pieces (`NEW_BLOCK_PIECE` when newly placed,
+/// `FILE_WRITE_PIECE` when rewritten in place; each CRC'd just before it is written): a device
+/// error on a later piece, after earlier ones reached the device, fails the write whole.
+/// Nothing maps the chunk's new blocks (the old contents read back, flushed or not, and after
+/// a reopen), and they are free again.
+#[test]
+fn a_device_error_after_the_first_piece_of_a_run_maps_nothing() {
+    use strata_block::device::{FILE_WRITE_PIECE, NEW_BLOCK_PIECE};
+    const MIB: usize = 1 << 20;
+    let mem = MemDevice::new(64 << 20, "m0");
+    let fault = FaultDevice::new(mem.clone());
+    let pool = Pool::create(vec![DeviceSpec {
+        device: fault.clone(),
+        class: DeviceClass::Ssd,
+    }])
+    .unwrap();
+    let v = pool.create_volume("v", 4 << 20, None).unwrap();
+    let old = pattern(1, 0, MIB);
+    pool.write(v, 0, &old).unwrap();
+    pool.flush().unwrap();
+    let allocated = pool.info().allocated;
+    // A redirect (the old blocks are durable) and a rewrite in place (written this epoch).
+    pool.write(v, MIB as u64, &old).unwrap();
+    for (at, piece) in [(0u64, NEW_BLOCK_PIECE), (MIB as u64, FILE_WRITE_PIECE)] {
+        let pieces = (MIB / piece) as u64;
+        assert!(pieces > 1, "a 1 MiB run is written in several pieces");
+        for k in 1..pieces {
+            fault.fail_writes_after(k);
+            let e = pool.write(v, at, &pattern(2, 0, MIB)).unwrap_err();
+            assert!(matches!(e, IoError::Device { .. }), "{e}");
+            fault.fail_writes_after(u64::MAX);
+            let mut buf = vec![0u8; MIB];
+            if at == 0 {
+                pool.read(v, at, &mut buf).unwrap();
+                assert!(
+                    buf == old,
+                    "the durable block reads old after piece {k} failed"
+                );
+            }
+            pool.check_consistency().unwrap();
+        }
+    }
+    pool.flush().unwrap();
+    assert_eq!(pool.info().allocated, allocated + MIB as u64);
+    drop(pool);
+    let pool = Pool::open(vec![fault.clone()]).unwrap();
+    let mut buf = vec![0u8; MIB];
+    pool.read(v, 0, &mut buf).unwrap();
+    assert!(buf == old);
+    pool.check_consistency().unwrap();
+}
