@@ -865,12 +865,51 @@ impl Client {
     }
 
     /// `strata pool remove-device NAME DEVICE`.
-    pub fn pool_remove_device(&self, name: &str, device: &str) -> Result<()> {
-        self.req(
+    pub fn pool_remove_device(&self, name: &str, device: &str, wait: bool) -> Result<()> {
+        let mut v = self.req(
             "DELETE",
             &format!("/v1/pools/{}/devices/{}", enc(name), enc(device)),
             None,
         )?;
+        let left = |v: &Value| -> Option<u64> {
+            v["devices"]
+                .as_array()?
+                .iter()
+                .find(|d| d["id"] == device)
+                .map(|d| d["copies"].as_u64().unwrap_or(0))
+        };
+        if wait {
+            let total = left(&v).unwrap_or(0);
+            let bar = if matches!(self.out, Output::Table) {
+                indicatif::ProgressBar::new(total).with_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:40}] {pos}/{len} copies moved",
+                    )
+                    .expect("template")
+                    .progress_chars("=> "),
+                )
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            bar.set_message(format!("draining {device}"));
+            let (mut last, mut since) = (total, std::time::Instant::now());
+            while let Some(n) = left(&v) {
+                bar.set_position(total.saturating_sub(n));
+                if n != last {
+                    (last, since) = (n, std::time::Instant::now());
+                } else if since.elapsed() > std::time::Duration::from_secs(60) {
+                    bar.finish_and_clear();
+                    bail!(
+                        "busy: the drain of {device} made no progress for a minute ({n} copies \
+                         left; a volume with snapshots cannot move: see `strata audit`); it \
+                         goes on in the daemon"
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                v = self.req("GET", &format!("/v1/pools/{}", enc(name)), None)?;
+            }
+            bar.finish_and_clear();
+        }
         self.pools(Some(name))
     }
 

@@ -250,12 +250,18 @@ enum PoolCmd {
         #[arg(default_value = "default")]
         name: String,
     },
-    /// Removes a device from a pool (admin): refused while it holds volume copies.
+    /// Removes a device from a pool (admin). A device that holds copies is drained first:
+    /// it takes no new copies, its copies move to the pool's other devices, then it leaves.
+    /// Refused when a copy would have nowhere to go. Waits until it is gone, showing how many
+    /// copies are left.
     RemoveDevice {
         /// Pool name.
         name: String,
         /// Device id (`strata pool show` lists them).
         device: String,
+        /// Start the drain and return at once.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Shows a pool's devices and utilization.
     Show {
@@ -422,8 +428,13 @@ fn run() -> Result<()> {
                         },
                 } => c.pool_add_device(&name, &device, force),
                 Cmd::Pool {
-                    cmd: PoolCmd::RemoveDevice { name, device },
-                } => c.pool_remove_device(&name, &device),
+                    cmd:
+                        PoolCmd::RemoveDevice {
+                            name,
+                            device,
+                            no_wait,
+                        },
+                } => c.pool_remove_device(&name, &device, !no_wait),
                 Cmd::Pool {
                     cmd:
                         PoolCmd::Scrub {
@@ -512,9 +523,11 @@ fn spawn_resync(ctl: &Arc<strata_control::Controller>, rate: u64) -> Result<()> 
                 let Some(c) = weak.upgrade() else { break };
                 let started = std::time::Instant::now();
                 // Every second: open the sets of replicated volumes (a copy back after a restart
-                // resyncs without waiting for client I/O) and start rebuilds of lost copies.
+                // resyncs without waiting for client I/O), start rebuilds of lost copies, and
+                // move copies off draining devices.
                 if last_scan.elapsed() >= Duration::from_secs(1) {
                     c.start_rebuilds();
+                    c.drain_pass();
                     last_scan = std::time::Instant::now();
                 }
                 let n = c.resync_pass();

@@ -312,9 +312,12 @@ impl Controller {
         self.pool_view(&rec)
     }
 
-    /// Removes a device from its pool (admin): refused with `device_in_use` while a volume
-    /// has a copy there (move them first: the drain is not built yet, see docs/pools.md), and
-    /// for the default pool's first device (the data dir's own).
+    /// Removes a device from its pool (admin). A device that holds copies is drained first:
+    /// it turns `draining` and the daemon moves its copies to the pool's other devices, then
+    /// removes it (`drain.rs`). Refused with `device_in_use` when a copy would have nowhere to
+    /// go (no other device of its class outside its volume's other copies' domains, or too
+    /// little free space), for a pool's last device, and for the default pool's first device
+    /// (the data dir's own).
     pub fn remove_device(
         &self,
         p: &Principal,
@@ -335,18 +338,22 @@ impl Controller {
                 "the default pool's first device is the data dir's own and stays",
             ));
         }
-        let copies = self.copies_on(device)?;
-        if copies > 0 {
-            return Err(ControlError::device(
-                DeviceProblem::InUse,
-                format!("device {device} holds {copies} volume copies: delete or move them first"),
-            ));
-        }
         if rec.devices.len() == 1 {
             return Err(ControlError::device(
                 DeviceProblem::InUse,
                 format!("device {device} is pool {pool}'s last device"),
             ));
+        }
+        if self.copies_on(device)? > 0 {
+            // Its copies move first: refused when they have nowhere to go.
+            self.check_drain(&rec, device)?;
+            let rec = self.mark_draining(pool, device)?;
+            tracing::info!(
+                pool,
+                device,
+                "device draining: its copies move, then it leaves"
+            );
+            return self.pool_view(&rec);
         }
         rec.devices.remove(at);
         self.store.txn(
@@ -361,6 +368,62 @@ impl Controller {
         }
         tracing::info!(pool, device, "device removed");
         self.pool_view(&rec)
+    }
+
+    /// Whether every copy on `device` has somewhere to go: for each, another active usable
+    /// device of its class that holds no copy of the same volume; and room for what it holds.
+    fn check_drain(&self, rec: &PoolRecord, device: &str) -> Result<(), ControlError> {
+        let class = rec
+            .devices
+            .iter()
+            .find(|d| d.id == device)
+            .map(|d| d.class.clone())
+            .unwrap_or_default();
+        let others: Vec<&DeviceRecord> = rec
+            .devices
+            .iter()
+            .filter(|d| d.id != device && d.state == DeviceState::Active && d.class == class)
+            .filter(|d| self.storage.engine(&d.id).is_some())
+            .collect();
+        for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+            let copies = v.copy_devices();
+            if !copies.iter().any(|c| c == device) {
+                continue;
+            }
+            if !others.iter().any(|d| !copies.contains(&d.id)) {
+                return Err(ControlError::device(
+                    DeviceProblem::InUse,
+                    format!(
+                        "device {device} cannot leave: volume {} ({} copies) would have no \
+                         failure domain left for the copy it holds there",
+                        v.id,
+                        copies.len()
+                    ),
+                ));
+            }
+        }
+        let held = self
+            .storage
+            .engine(device)
+            .map_or(0, |p| p.info().allocated);
+        let room: u64 = others
+            .iter()
+            .filter_map(|d| self.storage.engine(&d.id))
+            .map(|p| {
+                let i = p.info();
+                i.free.saturating_sub(i.reserve)
+            })
+            .sum();
+        if held > room {
+            return Err(ControlError::device(
+                DeviceProblem::InUse,
+                format!(
+                    "device {device} holds {held} bytes; the pool's other devices have room for \
+                     {room}: add a device first"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// How many volume copies device `id` holds.

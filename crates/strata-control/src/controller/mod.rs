@@ -54,6 +54,7 @@ mod auth;
 mod certificates;
 mod copies;
 mod devices;
+mod drain;
 mod figures;
 mod groups;
 mod jobs;
@@ -127,6 +128,8 @@ pub struct Controller {
     sets: replicas::Sets,
     /// The pools' scrubs (`scrub.rs`).
     scrubs: scrub::Scrubs,
+    /// One-copy volumes moving off draining devices (`drain.rs`).
+    drains: drain::Drains,
     /// Serializes changes to pool records (devices added and removed).
     pool_lock: parking_lot::Mutex<()>,
     /// Per volume, the gate writes pass and layer changes hold (`copies.rs`).

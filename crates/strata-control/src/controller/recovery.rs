@@ -34,6 +34,7 @@ impl Controller {
             storage: Default::default(),
             sets: Default::default(),
             scrubs: Default::default(),
+            drains: Default::default(),
             pool_lock: Default::default(),
             gates: Default::default(),
         };

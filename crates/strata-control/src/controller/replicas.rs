@@ -405,7 +405,12 @@ impl Controller {
         Ok((dev, target))
     }
 
-    pub(super) fn set_copy_device(&self, v: &Volume, i: usize, dev: &str) -> Result<(), ControlError> {
+    pub(super) fn set_copy_device(
+        &self,
+        v: &Volume,
+        i: usize,
+        dev: &str,
+    ) -> Result<(), ControlError> {
         use strata_state::Txn;
         let key = super::store::volume_key(&v.tenant, &v.id);
         loop {

@@ -1,0 +1,295 @@
+//! Draining a device before it leaves its pool: `pool remove-device` on a device that holds
+//! copies marks it `draining` (it takes no new copies) and the daemon's worker moves each copy
+//! to another device of the pool, then removes the device (docs/pools.md).
+//!
+//! # How a copy moves
+//! - A copy of a **replicated** volume: the slot is taken out of the set and a new copy on
+//!   another device takes it, rebuilt whole from the other copies (the rebuild's path). The
+//!   volume has one copy fewer in step until the rebuild ends; a slot that is the last healthy
+//!   copy is not taken out (the drain waits).
+//! - A **one-copy** volume: a temporary two-copy set over the old copy and a new one carries
+//!   the volume's I/O (its exports are repointed) while the resync copies everything; once the
+//!   new copy is in step, the record names the new device, the exports are repointed at it
+//!   alone and the old copy is deleted. Until then the record still names the old device: a
+//!   crash leaves the volume where it was, and the drain starts over.
+//! - A volume with snapshots is not moved (its snapshots' blocks are the device's own): the
+//!   drain waits, and says so in the log and the audit log, until they are deleted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use strata_replica::{CopyTarget, FileIntentLog, ReplicaSet};
+use strata_state::Txn;
+
+use super::devices::pool_key;
+use super::store::*;
+use super::Controller;
+use crate::error::ControlError;
+use crate::model::*;
+use crate::storage::VolumeHandle;
+
+/// One-copy volumes being moved, by volume id.
+#[derive(Default)]
+pub(super) struct Drains {
+    moving: Mutex<HashMap<String, Move>>,
+    /// Volumes already reported as blocking a drain (reported once).
+    blocked: Mutex<std::collections::HashSet<String>>,
+}
+
+/// A one-copy volume on its way to another device.
+struct Move {
+    set: Arc<ReplicaSet>,
+    to: String,
+    log: std::path::PathBuf,
+}
+
+impl Controller {
+    /// Marks `device` draining: the worker moves its copies, then removes it.
+    pub(super) fn mark_draining(
+        &self,
+        pool: &str,
+        device: &str,
+    ) -> Result<PoolRecord, ControlError> {
+        loop {
+            let (mut rec, rev) = self
+                .get::<PoolRecord>(&pool_key(pool))?
+                .ok_or_else(|| ControlError::not_found(crate::error::Resource::Pool, pool))?;
+            if let Some(d) = rec.devices.iter_mut().find(|d| d.id == device) {
+                d.state = DeviceState::Draining;
+            }
+            if self
+                .store
+                .txn(
+                    Txn::new()
+                        .when(pool_key(pool), rev)
+                        .put(pool_key(pool), enc(&rec)),
+                )?
+                .succeeded
+            {
+                return Ok(rec);
+            }
+        }
+    }
+
+    /// One pass of draining: moves the next copy off each draining device, finishes moves
+    /// whose new copy is in step, and removes devices that hold no copy any more.
+    pub fn drain_pass(&self) {
+        self.finish_moves();
+        let Ok(pools) = self.list::<PoolRecord>("/pools/", None, 0) else {
+            return;
+        };
+        let Ok(vols) = self.list::<Volume>("/volumes/", None, 0) else {
+            return;
+        };
+        let snaps = self
+            .list::<Snapshot>("/snapshots/", None, 0)
+            .unwrap_or_default();
+        for (_, p) in pools {
+            for d in p
+                .devices
+                .iter()
+                .filter(|d| d.state == DeviceState::Draining)
+            {
+                let on: Vec<&Volume> = vols
+                    .iter()
+                    .map(|(_, v)| v)
+                    .filter(|v| v.copy_devices().contains(&d.id))
+                    .collect();
+                if on.is_empty() {
+                    self.finish_drain(&p.name, &d.id);
+                    continue;
+                }
+                for v in on {
+                    if v.state != VolumeState::Available
+                        || self.drains.moving.lock().contains_key(&v.id)
+                    {
+                        continue;
+                    }
+                    if snaps.iter().any(|(_, s)| s.volume == v.id) {
+                        if self.drains.blocked.lock().insert(v.id.clone()) {
+                            tracing::warn!(volume = %v.id, device = %d.id,
+                                "drain waits: the volume has snapshots, which cannot move");
+                            self.audit_event(
+                                Some(&v.tenant),
+                                "device.drain_blocked",
+                                &d.id,
+                                &format!("volume {} has snapshots", v.id),
+                            );
+                        }
+                        continue;
+                    }
+                    let slot = v
+                        .copy_devices()
+                        .iter()
+                        .position(|c| c == &d.id)
+                        .unwrap_or(0);
+                    let r = if v.copy_devices().len() > 1 {
+                        self.move_replicated(v, slot)
+                    } else {
+                        self.start_move(v)
+                    };
+                    match r {
+                        Ok(()) => self.audit_event(
+                            Some(&v.tenant),
+                            "volume.move",
+                            &v.id,
+                            &format!("copy {slot} off draining device {}", d.id),
+                        ),
+                        Err(e) => tracing::warn!(volume = %v.id, device = %d.id, error = %e,
+                            "drain: copy not moved yet"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn move_replicated(&self, v: &Volume, slot: usize) -> Result<(), ControlError> {
+        let set = self.replica_set(v)?;
+        let (dev, target) = self.new_copy(v, slot)?;
+        set.fault(slot)
+            .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
+        set.replace(slot, target)
+            .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
+        let old = v.copy_devices()[slot].clone();
+        self.set_copy_device(v, slot, &dev)?;
+        let mut nv = v.clone();
+        nv.copies = v.copy_devices();
+        nv.copies[slot] = dev;
+        let _ = self.refresh_handle(&nv);
+        if let Some(p) = self.device_engine(&old) {
+            if let Ok(e) = p.volume_id(&v.id) {
+                let _ = p.delete_volume(e, true);
+            }
+        }
+        Ok(())
+    }
+
+    fn start_move(&self, v: &Volume) -> Result<(), ControlError> {
+        let (to, target) = self.new_copy(v, 0)?;
+        let old = self.targets(v).remove(0);
+        let log = self.intent_log(v)?.path().with_extension("move.intent");
+        let _ = std::fs::remove_file(&log);
+        let set = ReplicaSet::create(
+            vec![old, target.clone() as Arc<dyn CopyTarget>],
+            Box::new(FileIntentLog::new(&log)),
+        )
+        .and_then(|s| {
+            s.fault(1)?;
+            s.replace(1, target)?;
+            Ok(s)
+        })
+        .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
+        let set = Arc::new(set);
+        let c = self.primary(v)?;
+        let meter = c
+            .pool
+            .io(c.volume)
+            .map_err(|e| ControlError::internal(e.to_string()))?;
+        let new_pool = self
+            .device_engine(&to)
+            .ok_or_else(|| ControlError::internal("the new copy's device went away"))?;
+        let new_eid = new_pool.volume_id(&v.id)?;
+        let h = VolumeHandle::Replicated {
+            set: set.clone(),
+            meter,
+            copies: vec![(c.pool.clone(), c.volume), (new_pool, new_eid)],
+            gate: self.write_gate(&v.id),
+            name: v.id.clone(),
+        };
+        let cell = self
+            .handle_cell(v)
+            .map_err(|e| ControlError::internal(e.to_string()))?;
+        *cell.write() = h;
+        self.sets.sets.lock().insert(v.id.clone(), set.clone());
+        self.drains
+            .moving
+            .lock()
+            .insert(v.id.clone(), Move { set, to, log });
+        Ok(())
+    }
+
+    /// Moves whose new copy is in step: the record names it, the exports go to it alone, the
+    /// old copy goes.
+    fn finish_moves(&self) {
+        let done: Vec<(String, Move)> = {
+            let mut m = self.drains.moving.lock();
+            let ids: Vec<String> = m
+                .iter()
+                .filter(|(_, mv)| {
+                    !mv.set.degraded()
+                        && mv
+                            .set
+                            .copies()
+                            .iter()
+                            .all(|c| c.state == strata_replica::CopyState::Healthy)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|k| m.remove(&k).map(|v| (k, v)))
+                .collect()
+        };
+        for (id, mv) in done {
+            let Some(v) = self.volume_record(&id) else {
+                continue;
+            };
+            let gate = self.write_gate(&id);
+            let _g = gate.write();
+            if let Err(e) = mv.set.flush() {
+                tracing::warn!(volume = %id, error = %e, "move not finished: flush failed");
+                self.drains.moving.lock().insert(id, mv);
+                continue;
+            }
+            let old = v.copy_devices()[0].clone();
+            if let Err(e) = self.set_copy_device(&v, 0, &mv.to) {
+                tracing::warn!(volume = %id, error = %e, "move not recorded");
+                self.drains.moving.lock().insert(id, mv);
+                continue;
+            }
+            self.sets.sets.lock().remove(&id);
+            let mut nv = v.clone();
+            nv.copies = vec![mv.to.clone()];
+            drop(_g);
+            let _ = self.refresh_handle(&nv);
+            let _ = std::fs::remove_file(&mv.log);
+            if let Some(p) = self.device_engine(&old) {
+                if let Ok(e) = p.volume_id(&id) {
+                    let _ = p.delete_volume(e, true);
+                }
+            }
+            tracing::info!(volume = %id, from = %old, to = %mv.to, "volume moved");
+            self.audit_event(
+                Some(&v.tenant),
+                "volume.moved",
+                &id,
+                &format!("from {old} to {}", mv.to),
+            );
+        }
+    }
+
+    fn finish_drain(&self, pool: &str, device: &str) {
+        let _g = self.pool_lock.lock();
+        let Ok(Some((mut rec, rev))) = self.get::<PoolRecord>(&pool_key(pool)) else {
+            return;
+        };
+        rec.devices.retain(|d| d.id != device);
+        if self
+            .store
+            .txn(
+                Txn::new()
+                    .when(pool_key(pool), rev)
+                    .put(pool_key(pool), enc(&rec)),
+            )
+            .is_ok_and(|r| r.succeeded)
+        {
+            if let Some(d) = self.storage.remove(device) {
+                if let Some(e) = d.engine {
+                    let _ = e.flush();
+                }
+            }
+            tracing::info!(pool, device, "device drained and removed");
+            self.audit_event(None, "device.removed", device, "drained");
+        }
+    }
+}
