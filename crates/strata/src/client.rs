@@ -281,6 +281,10 @@ pub enum VolumeCmd {
         /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
+        /// Follow a resync or rebuild of its copies with a progress bar until the volume is
+        /// healthy (or 10 minutes without progress), then show it.
+        #[arg(long)]
+        watch: bool,
     },
     /// Grows or shrinks a volume.
     Resize {
@@ -798,6 +802,46 @@ impl Client {
         self.pools(Some(name))
     }
 
+    /// Follows volume `id`'s resync (from its detail `v`) until none is left; the last detail.
+    fn watch_resync(&self, id: &str, mut v: Value) -> Result<Value> {
+        let bar = if matches!(self.out, Output::Table) {
+            indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let (mut last, mut since) = (u64::MAX, std::time::Instant::now());
+        loop {
+            let r = v["resync"].as_array().cloned().unwrap_or_default();
+            if r.is_empty() && v["health"] != "degraded" {
+                break;
+            }
+            let done: u64 = r.iter().filter_map(|c| c["done_bytes"].as_u64()).sum();
+            let total: u64 = r.iter().filter_map(|c| c["total_bytes"].as_u64()).sum();
+            bar.set_length(total);
+            bar.set_position(done);
+            bar.set_message(match r.first() {
+                Some(c) if c["rebuild"] == true => format!("rebuilding onto {}", c["device"]),
+                Some(c) => format!("resyncing {}", c["device"]),
+                None => "degraded, waiting for a device".to_string(),
+            });
+            if done != last {
+                (last, since) = (done, std::time::Instant::now());
+            } else if since.elapsed() > std::time::Duration::from_secs(600) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            v = self.req("GET", &format!("/v1/volumes/{id}"), None)?;
+        }
+        bar.finish_and_clear();
+        Ok(v)
+    }
+
     /// `strata pool scrub NAME [--rate SIZE] [--no-wait]`: starts a scrub (or finds the one
     /// running) and, when `wait`, follows it with a progress bar until it is done.
     pub fn pool_scrub(&self, name: &str, rate: &str, wait: bool) -> Result<()> {
@@ -1181,9 +1225,16 @@ impl Client {
                 }
                 self.print(&json!({ "items": out }), &cols)
             }
-            VolumeCmd::Show { name, tenant } => {
+            VolumeCmd::Show {
+                name,
+                tenant,
+                watch,
+            } => {
                 let id = self.volume_id(&name, tenant.as_deref())?;
-                let v = self.req("GET", &format!("/v1/volumes/{id}"), None)?;
+                let mut v = self.req("GET", &format!("/v1/volumes/{id}"), None)?;
+                if watch {
+                    v = self.watch_resync(&id, v)?;
+                }
                 self.print(
                     &v,
                     &[

@@ -264,6 +264,9 @@ fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_o
     // A new device: the lost copy is rebuilt there by itself, and the volume is healthy again.
     let c = Loop::new(&dir.path().join("c.img"), 256 << 20);
     ok(&d, &admin, &["pool", "add-device", "fast", &c.dev]);
+    // `volume show --watch` follows the rebuild and returns once the volume is healthy.
+    let watched = ok(&d, &admin, &["volume", "show", "ckpt", "--watch"]);
+    assert!(watched.contains("healthy"), "{watched}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let v = loop {
         let (_, v) = d.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
@@ -843,8 +846,15 @@ fn removing_a_device_drains_its_copies_under_a_running_client() {
     // A volume with snapshots holds its device: the drain waits (the CLI gives up after a
     // minute; here the API answers at once and the device stays, draining).
     let extra = devdir.join("dev3.img");
-    std::fs::File::create(&extra).unwrap().set_len(256 << 20).unwrap();
-    ok(&d, &admin, &["pool", "add-device", "p", extra.to_str().unwrap()]);
+    std::fs::File::create(&extra)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    ok(
+        &d,
+        &admin,
+        &["pool", "add-device", "p", extra.to_str().unwrap()],
+    );
     let (snapped, _, sc) = mk("snapped", 1);
     let (s, v) = d.call(
         "POST",
