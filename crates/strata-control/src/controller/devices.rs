@@ -165,6 +165,9 @@ impl Controller {
                     tracing::error!(pool = %p.name, device = %d.id, path = %d.path, error = %why,
                         "device did not open: its copies are unavailable");
                 }
+                if opened.is_ok() {
+                    self.storage.claim(&d.id, Path::new(&d.path));
+                }
                 self.storage.insert(&d.id, opened);
             }
         }
@@ -277,6 +280,7 @@ impl Controller {
                 .put(pool_key(&rec.name), enc(&rec)),
         )?;
         for (d, e) in rec.devices.iter().zip(engines) {
+            self.storage.claim(&d.id, Path::new(&d.path));
             self.storage.insert(&d.id, Ok(e));
         }
         self.reapply_tenant_shares()?;
@@ -306,6 +310,7 @@ impl Controller {
                 .when(pool_key(pool), rev)
                 .put(pool_key(pool), enc(&rec)),
         )?;
+        self.storage.claim(&dr.id, Path::new(&dr.path));
         self.storage.insert(&dr.id, Ok(engine));
         self.reapply_tenant_shares()?;
         tracing::info!(pool, device = %dr.id, path = %dr.path, "device added");

@@ -130,6 +130,29 @@ pub fn format_device(
     .map_err(|e| unusable(path, e))
 }
 
+/// An exclusive claim on a block device, held while the daemon uses it: the kernel then
+/// refuses other exclusive opens (`mount`, `mkfs`, another daemon's `pool add-device`) with
+/// `EBUSY`. `None` for a regular file (nothing to claim) or when the claim is refused (the
+/// device opened anyway: it is ours by its superblock).
+pub fn claim(path: &Path) -> Option<std::fs::File> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e,
+                "block device not claimed exclusively: something else holds it");
+            None
+        }
+    }
+}
+
 /// Opens the engine pool on the device at `path`.
 pub fn open_device(path: &Path) -> Result<Pool, DeviceOpenError> {
     let dev = open_file(path)?;

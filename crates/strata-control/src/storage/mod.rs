@@ -67,6 +67,8 @@ pub struct Storage {
     dirs: RwLock<Vec<std::path::PathBuf>>,
     /// Devices faulted since the controller last looked (`(device, why)`), for its audit log.
     faulted: parking_lot::Mutex<Vec<(String, String)>>,
+    /// Exclusive claims on the block devices in use (`device::claim`), by device id.
+    claims: parking_lot::Mutex<BTreeMap<String, std::fs::File>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -105,8 +107,16 @@ impl Storage {
         );
     }
 
+    /// Claims the block device at `path` for device `id` while it is in use.
+    pub fn claim(&self, id: &str, path: &std::path::Path) {
+        if let Some(f) = device::claim(path) {
+            self.claims.lock().insert(id.to_string(), f);
+        }
+    }
+
     /// Forgets device `id` (it left its pool).
     pub fn remove(&self, id: &str) -> Option<Device> {
+        self.claims.lock().remove(id);
         self.devices.write().remove(id)
     }
 

@@ -127,6 +127,14 @@ fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_o
     assert_eq!(devs.len(), 2, "{p}");
     assert!(devs.iter().all(|x| x["class"] == "ssd"), "{p}");
     assert!(devs.iter().all(|x| x["health"] == "healthy"), "{p}");
+    // The daemon holds its block devices exclusively: another exclusive open (mount, mkfs)
+    // is refused by the kernel.
+    let o = Command::new("python3")
+        .args(["-c", "import os,sys\ntry:\n os.open(sys.argv[1], os.O_RDONLY|os.O_EXCL); print('opened')\nexcept OSError as e: print(e.errno)"])
+        .arg(&a.dev)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "16", "EBUSY");
     // Three copies need three failure domains: refused, nothing recorded.
     let (s, v) = d.call(
         "POST",
@@ -292,23 +300,27 @@ fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_o
         .find(|x| x["id"] == now[1])
         .unwrap();
     assert_eq!(holder["path"], c.dev.as_str(), "{pool_now}");
-    // The fault, the rebuild and its end are in the audit log, done by the daemon.
-    let (_, log) = d.call("GET", "/v1/audit?limit=200", &admin, None);
+    // The fault, the rebuild and its end are in the audit log, done by the daemon (the end is
+    // recorded just after the copy turns healthy: waited for).
     for (action, resource) in [
         ("device.faulted", copies[1].as_str()),
         ("volume.rebuild", vid.as_str()),
         ("volume.resynced", vid.as_str()),
     ] {
-        assert!(
-            log["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["action"] == action
-                    && e["resource"] == resource
-                    && e["actor"] == "daemon"),
-            "{action} {resource} in {log}"
-        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (_, log) = d.call("GET", "/v1/audit?limit=200", &admin, None);
+            if log["items"].as_array().unwrap().iter().any(|e| {
+                e["action"] == action && e["resource"] == resource && e["actor"] == "daemon"
+            }) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{action} {resource} in {log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
     // The rebuilt copy alone serves the same bytes: fail the copy that survived, read again.
     loop_of(&copies[0]).fail();
@@ -698,14 +710,21 @@ fn a_device_away_while_its_volume_is_written_resyncs_only_what_it_missed() {
         assert!(std::time::Instant::now() < deadline, "not resynced: {v}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let (_, log) = d.call("GET", "/v1/audit?limit=100", &admin, None);
-    let done = log["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["action"] == "volume.resynced" && e["resource"] == vid.as_str())
-        .unwrap_or_else(|| panic!("resynced in {log}"))
-        .clone();
+    // The resync thread records the end just after the copy turns healthy: wait for it.
+    let (done, log) = loop {
+        let (_, log) = d.call("GET", "/v1/audit?limit=100", &admin, None);
+        let found = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "volume.resynced" && e["resource"] == vid.as_str())
+            .cloned();
+        if let Some(e) = found {
+            break (e, log);
+        }
+        assert!(std::time::Instant::now() < deadline, "resynced in {log}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let copied: u64 = done["outcome"]
         .as_str()
         .unwrap()
