@@ -559,6 +559,18 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )),
         )
         .route(
+            "/v1/master-key/rotate",
+            post(change(
+                S::OK,
+                "master_key.rotate",
+                |_: &Body<RotateMasterKey>| String::new(),
+                |c, p, Body(r)| {
+                    c.rotate_master_key(p, &r.key_file)
+                        .map(wire::MasterKeyRotation::from)
+                },
+            )),
+        )
+        .route(
             "/v1/pools/{id}/scrub",
             get(read(|c, p, id: String| {
                 c.scrub_state(p, &id).map(|v| wire::Scrub::of(&id, v))

@@ -765,6 +765,39 @@ impl Client {
         )
     }
 
+    /// `strata master-key rotate PATH`.
+    pub fn master_key_rotate(&self, path: &std::path::Path) -> Result<()> {
+        let path = std::path::absolute(path)?;
+        let b = wire::RotateMasterKey {
+            key_file: path.display().to_string(),
+        };
+        let v = self.req("POST", "/v1/master-key/rotate", body(&b))?;
+        self.print(
+            &json!({"items": v["devices"]}),
+            &[
+                ("DEVICE", "device"),
+                ("ROTATED", "rotated"),
+                ("ERROR", "error"),
+            ],
+        )?;
+        let failed = v["devices"]
+            .as_array()
+            .map_or(0, |d| d.iter().filter(|x| x["rotated"] != true).count());
+        if failed > 0 {
+            bail!(
+                "busy: {failed} device(s) kept the old master key: keep it, and retry the rotation"
+            );
+        }
+        if matches!(self.out, Output::Table) {
+            outln!(
+                "master key {}: start the daemon with --master-key-file {} from now on",
+                v["master_key"].as_str().unwrap_or_default(),
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
     /// `strata pool create NAME --device PATH[:CLASS]...`.
     pub fn pool_create(
         &self,

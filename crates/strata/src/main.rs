@@ -196,6 +196,14 @@ enum MasterKeyCmd {
         /// Where to write it.
         path: PathBuf,
     },
+    /// Re-wraps every device's data keys under the master key in PATH (admin; the daemon
+    /// reads the file, which must lie outside its data dir). No data is rewritten. Start the
+    /// daemon with `--master-key-file PATH` from then on; keep the old key until every device
+    /// says rotated.
+    Rotate {
+        /// The new master key file (`strata master-key create` makes one).
+        path: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -476,7 +484,15 @@ fn run() -> Result<()> {
                 Cmd::Router { cmd } => c.router(cmd),
                 Cmd::SecurityGroup { cmd } => c.security_group(cmd),
                 Cmd::FloatingIp { cmd } => c.floating_ip(cmd),
-                Cmd::Serve { .. } | Cmd::Completion { .. } | Cmd::Login | Cmd::MasterKey { .. } => {
+                Cmd::MasterKey {
+                    cmd: MasterKeyCmd::Rotate { path },
+                } => c.master_key_rotate(&path),
+                Cmd::Serve { .. }
+                | Cmd::Completion { .. }
+                | Cmd::Login
+                | Cmd::MasterKey {
+                    cmd: MasterKeyCmd::Create { .. },
+                } => {
                     unreachable!("handled above")
                 }
             }
@@ -579,6 +595,7 @@ fn serve(
     let mut dirs = vec![std::path::absolute(dir.join(DEVICES_DIR))?];
     dirs.extend(keep.device_dirs.iter().cloned());
     ctl.storage().set_device_dirs(dirs);
+    ctl.set_data_dir(std::path::absolute(dir)?);
     if let Some(w) = startup::master_key(dir, keep.master_key_file)? {
         let id = w.key_id();
         // Every device's engine pool gets the key (each keeps its own data keys).

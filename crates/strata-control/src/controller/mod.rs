@@ -58,6 +58,7 @@ mod drain;
 mod figures;
 mod groups;
 mod jobs;
+mod master_key;
 mod nbd_link;
 mod nbd_source;
 mod networks;
@@ -81,6 +82,7 @@ pub use certificates::Revoked;
 pub use devices::{CreatePool, DeviceView, NewDevice, PoolView};
 pub use groups::{NewGroup, GROUP_MAX_MEMBERS};
 pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
+pub use master_key::Rotation;
 pub use nbd_source::VolumeSource;
 pub use networks::{
     NetworkStats, NetworkTrace, NewPort, NewRule, NewSubnet, PortFigures, TraceFrom, TraceLine,
@@ -130,6 +132,8 @@ pub struct Controller {
     scrubs: scrub::Scrubs,
     /// One-copy volumes moving off draining devices (`drain.rs`).
     drains: drain::Drains,
+    /// The data dir (`master_key.rs`: key files must lie outside it).
+    data_dir: parking_lot::RwLock<Option<std::path::PathBuf>>,
     /// Serializes changes to pool records (devices added and removed).
     pool_lock: parking_lot::Mutex<()>,
     /// Per volume, the gate writes pass and layer changes hold (`copies.rs`).

@@ -175,6 +175,12 @@ impl Storage {
         self.dirs.read().clone()
     }
 
+    /// Makes `w` the key given to devices opened from now on (the open ones were rotated
+    /// to it by the caller).
+    pub fn replace_key_wrapper(&self, w: Arc<dyn KeyWrapper>) {
+        *self.wrapper.write() = Some(w);
+    }
+
     /// The master key, once given.
     pub fn key_wrapper(&self) -> Option<Arc<dyn KeyWrapper>> {
         self.wrapper.read().clone()

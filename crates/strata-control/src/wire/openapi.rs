@@ -345,6 +345,15 @@ fn operations() -> Vec<Op> {
             .ok(200, "the pool", r::<Pool>()),
         op(
             Post,
+            "/v1/master-key/rotate",
+            "rotateMasterKey",
+            "Re-wrap every device's data keys under a new master key file, no data rewritten (admin)",
+        )
+        .body(r::<RotateMasterKey>())
+        .ok(200, "how it went", r::<MasterKeyRotation>())
+        .errors(&[409]),
+        op(
+            Post,
             "/v1/pools/{id}/scrub",
             "startPoolScrub",
             "Start a scrub of every allocated block of every copy of the pool's volumes, or answer the one running (admin)",

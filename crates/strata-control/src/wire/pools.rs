@@ -332,6 +332,65 @@ impl Scrub {
     }
 }
 
+/// `POST /v1/master-key/rotate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateMasterKey {
+    /// The new master key: a file of 32 bytes outside the data dir (`strata master-key
+    /// create PATH` makes one), read by the daemon.
+    #[schema(schema_with = device_path)]
+    pub key_file: String,
+}
+
+impl super::Check for RotateMasterKey {
+    fn check(&self) -> Result<(), crate::error::ControlError> {
+        if !self.key_file.starts_with('/') || self.key_file.len() > super::bounds::PATH_MAX_LEN {
+            return Err(crate::error::ControlError::invalid(
+                "key_file",
+                "an absolute path to a master key file",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One device's rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceRotation {
+    /// The device.
+    pub device: String,
+    /// Its data keys are wrapped by the new master key.
+    pub rotated: bool,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+/// How a master key rotation went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MasterKeyRotation {
+    /// The new master key's id: start the daemon with its file from now on.
+    pub master_key: String,
+    /// Per device.
+    pub devices: Vec<DeviceRotation>,
+}
+
+impl From<crate::controller::Rotation> for MasterKeyRotation {
+    fn from(r: crate::controller::Rotation) -> Self {
+        MasterKeyRotation {
+            master_key: r.master_key,
+            devices: r
+                .devices
+                .into_iter()
+                .map(|(device, error)| DeviceRotation {
+                    device,
+                    rotated: error.is_none(),
+                    error,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Largest overcommit ratio a pool takes.
 pub const OVERCOMMIT_MAX: f64 = 1e6;
 

@@ -248,3 +248,112 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn the_master_key_rotates_on_every_device_and_only_the_new_key_opens_them_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let (old, new) = (keys.join("old.key"), keys.join("new.key"));
+    for k in [&old, &new] {
+        assert!(strata()
+            .args(["master-key", "create"])
+            .arg(k)
+            .status()
+            .unwrap()
+            .success());
+    }
+    let d = Daemon::start_with(&data, &["--master-key-file", old.to_str().unwrap()]);
+    let admin = d.admin();
+    let cli = |d: &Daemon, args: &[&str]| {
+        strata()
+            .args(args)
+            .args(["--endpoint", &d.url, "--token", &admin])
+            .output()
+            .unwrap()
+    };
+    // Encrypted volumes on the default device and on a two-device pool (two copies).
+    let devs: Vec<_> = (0..2)
+        .map(|i| data.join(format!("devices/k{i}.img")))
+        .collect();
+    for f in &devs {
+        std::fs::File::create(f)
+            .unwrap()
+            .set_len(128 << 20)
+            .unwrap();
+    }
+    let o = cli(
+        &d,
+        &[
+            "pool",
+            "create",
+            "p",
+            "--device",
+            devs[0].to_str().unwrap(),
+            "--device",
+            devs[1].to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, a_uri) = attached(
+        &d,
+        &admin,
+        json!({"name": "a", "size": "16M", "encrypted": true}),
+    );
+    let (b, b_uri) = attached(
+        &d,
+        &admin,
+        json!({"name": "b", "size": "16M", "encrypted": true, "pool": "p", "replicas": 2}),
+    );
+    let secret = dir.path().join("secret.bin");
+    std::fs::write(&secret, marked("ROTATE-MARKER-5c1d|")).unwrap();
+    assert!(nbdcopy(secret.to_str().unwrap(), &a_uri));
+    assert!(nbdcopy(secret.to_str().unwrap(), &b_uri));
+    // A key file inside the data dir is refused; nothing changes.
+    let inside = data.join("devices/inside.key");
+    std::fs::copy(&new, &inside).unwrap();
+    let (s, v) = d.call(
+        "POST",
+        "/v1/master-key/rotate",
+        &admin,
+        Some(json!({"key_file": inside})),
+    );
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("key_file")),
+        "{v}"
+    );
+    // Rotation: every device re-wrapped, the volumes still read meanwhile.
+    let o = cli(&d, &["master-key", "rotate", new.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    for dev in ["default-d0", "p-d0", "p-d1"] {
+        assert!(out.contains(dev), "{out}");
+    }
+    let back = dir.path().join("back.bin");
+    assert!(nbdcopy(&b_uri, back.to_str().unwrap()));
+    assert_eq!(
+        std::fs::read(&back).unwrap()[..1 << 20],
+        std::fs::read(&secret).unwrap()[..]
+    );
+    d.stop();
+    // The old key opens nothing encrypted any more; the new one opens everything.
+    for (key, opens) in [(&old, false), (&new, true)] {
+        let d = Daemon::start_with(&data, &["--master-key-file", key.to_str().unwrap()]);
+        let admin = d.admin();
+        for id in [&a, &b] {
+            let uri = uri_of(&d, &admin, id);
+            let _ = std::fs::remove_file(&back);
+            let read = nbdcopy(&uri, back.to_str().unwrap());
+            assert_eq!(read, opens, "volume {id} with {}", key.display());
+            if opens {
+                assert_eq!(
+                    std::fs::read(&back).unwrap()[..1 << 20],
+                    std::fs::read(&secret).unwrap()[..]
+                );
+            }
+        }
+        d.stop();
+    }
+}
