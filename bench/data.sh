@@ -15,18 +15,20 @@
 # bandwidth and the same 2 cores, so a copy competes with the others instead of adding a
 # device's bandwidth: the report prints that caveat.
 #
-# Usage: sudo bash bench/data.sh [--secs 5] [--size-mib 512] [--rebuild-mib 512] [--rounds 1]
-#        [--rate 200M] [--dev-gib 4] [--dir /dev/shm] [--perf]
+# Usage: sudo bash bench/data.sh [--secs 5] [--size-mib 512] [--rebuild-mib 512] [--rounds 3]
+#        [--rebuild-rounds 2] [--rate 200M] [--dev-gib 4] [--dir /dev/shm] [--perf]
 # --perf: perf record on the daemon during the 2-copy encrypted runs, the rebuilds and the scrub,
-# and the hottest symbols in the report.
-# Needs: root (loop devices), fio, losetup, blockdev, python3. About 5 minutes with the defaults.
+# and the hottest symbols in the report (perturbs the figures: use it for where the time goes).
+# KEEP_LOGS=DIR keeps the daemon's logs and the raw figures (results.json) there.
+# Needs: root (loop devices), fio, losetup, blockdev, python3. About 7 minutes with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS=5
 SIZE_MIB=512
 REBUILD_MIB=512
-ROUNDS=1
+ROUNDS=3
+REBUILD_ROUNDS=2
 RATE=200M
 DEV_GIB=4
 BASE=/dev/shm
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
         --size-mib) SIZE_MIB=$2; shift 2 ;;
         --rebuild-mib) REBUILD_MIB=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
+        --rebuild-rounds) REBUILD_ROUNDS=$2; shift 2 ;;
         --rate) RATE=$2; shift 2 ;;
         --dev-gib) DEV_GIB=$2; shift 2 ;;
         --dir) BASE=$2; shift 2 ;;
@@ -70,6 +73,9 @@ cleanup() {
     local rc=$?
     stop_daemon
     for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null || true; done
+    if [ -n "${KEEP_LOGS:-}" ]; then # the daemon's logs and the raw figures, for a look after
+        mkdir -p "$KEEP_LOGS" && cp "$WORK"/*.log "$WORK"/*.json "$WORK"/*.txt "$KEEP_LOGS"/ 2>/dev/null || true
+    fi
     rm -rf "$WORK"
     [ $rc = 0 ] || echo "bench/data.sh failed (exit $rc); daemon, loop devices and $WORK removed" >&2
     exit $rc
@@ -104,7 +110,7 @@ start_daemon() { # extra serve arguments
 }
 
 new_loop p0; P0=$DEV; new_loop p1; P1=$DEV; new_loop p2; P2=$DEV
-new_loop r0; R0=$DEV; new_loop r1; R1=$DEV; new_loop r2; R2=$DEV; new_loop r3; R3=$DEV
+new_loop r0; R0=$DEV; new_loop r1; R1=$DEV
 new_loop scratch; SCRATCH=$DEV
 STRATA_CONFIG="$WORK/config.yaml" "$BIN" master-key create "$WORK/master.key" >/dev/null
 export WORK SECS SIZE_MIB REBUILD_MIB ROUNDS PERF
@@ -113,10 +119,15 @@ echo "devices: loop devices over sparse ${DEV_GIB} GiB files in $WORK ($(df --ou
 
 start_daemon
 python3 "$DRIVER" fio
-LABEL=unlimited NEW_DEV=$R2 python3 "$DRIVER" rebuild
+# Each rebuild round fails the volume's last copy's device and rebuilds onto a new one.
+for i in $(seq "$REBUILD_ROUNDS"); do
+    new_loop "n$i"; LABEL=unlimited NEW_DEV=$DEV python3 "$DRIVER" rebuild
+done
 python3 "$DRIVER" scrub
 stop_daemon
 start_daemon --resync-rate "$RATE"
-LABEL="--resync-rate $RATE" NEW_DEV=$R3 python3 "$DRIVER" rebuild
+for i in $(seq "$REBUILD_ROUNDS"); do
+    new_loop "m$i"; LABEL="--resync-rate $RATE" NEW_DEV=$DEV python3 "$DRIVER" rebuild
+done
 stop_daemon
 python3 "$DRIVER" report
