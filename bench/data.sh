@@ -57,6 +57,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release -q -p strata
 BIN="$CARGO_TARGET_DIR/release/strata"
 DRIVER="$PWD/bench/data/driver.py"
+export PYTHONDONTWRITEBYTECODE=1
 
 WORK=$(mktemp -d "$BASE/strata-data-bench.XXXXXX")
 LOOPS=()
