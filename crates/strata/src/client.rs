@@ -645,6 +645,19 @@ impl Client {
         ))
     }
 
+    /// A progress bar of `len` in `template` on a terminal table output; hidden for JSON and
+    /// YAML (their output is the final document only).
+    fn progress(&self, len: u64, template: &str) -> indicatif::ProgressBar {
+        if !matches!(self.out, Output::Table) {
+            return indicatif::ProgressBar::hidden();
+        }
+        indicatif::ProgressBar::new(len).with_style(
+            indicatif::ProgressStyle::with_template(template)
+                .expect("template")
+                .progress_chars("=> "),
+        )
+    }
+
     fn print(&self, v: &Value, columns: &[(&str, &str)]) -> Result<()> {
         match self.out {
             Output::Json => outln!("{}", serde_json::to_string_pretty(v)?),
@@ -837,17 +850,7 @@ impl Client {
 
     /// Follows volume `id`'s resync (from its detail `v`) until none is left; the last detail.
     fn watch_resync(&self, id: &str, mut v: Value) -> Result<Value> {
-        let bar = if matches!(self.out, Output::Table) {
-            indicatif::ProgressBar::new(0).with_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .expect("template")
-                .progress_chars("=> "),
-            )
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = self.progress(0, BYTES_BAR);
         let (mut last, mut since) = (u64::MAX, std::time::Instant::now());
         loop {
             let r = v["resync"].as_array().cloned().unwrap_or_default();
@@ -884,17 +887,7 @@ impl Client {
         let path = format!("/v1/pools/{}/scrub", enc(name));
         let mut v = self.req("POST", &path, body(&b))?;
         if wait {
-            let bar = if matches!(self.out, Output::Table) {
-                indicatif::ProgressBar::new(v["total_bytes"].as_u64().unwrap_or(0)).with_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .expect("template")
-                    .progress_chars("=> "),
-                )
-            } else {
-                indicatif::ProgressBar::hidden()
-            };
+            let bar = self.progress(v["total_bytes"].as_u64().unwrap_or(0), BYTES_BAR);
             bar.set_message(format!("scrubbing {name}"));
             while v["state"] == "running" {
                 bar.set_position(v["done_bytes"].as_u64().unwrap_or(0));
@@ -957,17 +950,7 @@ impl Client {
         };
         if wait {
             let total = left(&v).unwrap_or(0);
-            let bar = if matches!(self.out, Output::Table) {
-                indicatif::ProgressBar::new(total).with_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg} [{bar:40}] {pos}/{len} copies moved",
-                    )
-                    .expect("template")
-                    .progress_chars("=> "),
-                )
-            } else {
-                indicatif::ProgressBar::hidden()
-            };
+            let bar = self.progress(total, "{msg} [{bar:40}] {pos}/{len} copies moved");
             bar.set_message(format!("draining {device}"));
             let (mut last, mut since) = (total, std::time::Instant::now());
             while let Some(n) = left(&v) {
@@ -1862,16 +1845,10 @@ impl Client {
                 format_size(nbd.size)
             );
         }
-        let bar = if quiet || !matches!(self.out, Output::Table) {
+        let bar = if quiet {
             indicatif::ProgressBar::hidden()
         } else {
-            indicatif::ProgressBar::new(len).with_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .expect("template")
-                .progress_chars("=> "),
-            )
+            self.progress(len, BYTES_BAR)
         };
         bar.set_message(format!("importing into {name}"));
         const CHUNK: usize = 1 << 20;
@@ -2078,6 +2055,9 @@ fn enc(s: &str) -> String {
         })
         .collect()
 }
+
+/// The template of a progress bar counting bytes.
+const BYTES_BAR: &str = "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
 
 /// `PATH` or `PATH:CLASS` as a device to add.
 fn new_device(spec: &str) -> Result<wire::NewDevice> {

@@ -298,18 +298,20 @@ impl Controller {
     ) -> Result<PoolView, ControlError> {
         Self::require(p, Role::Admin)?;
         let _g = self.pool_lock.lock();
-        let (mut rec, rev) = self
-            .get::<PoolRecord>(&pool_key(pool))?
-            .ok_or_else(|| ControlError::not_found(Resource::Pool, pool))?;
-        let id = format!("{}-d{}", rec.name, rec.next_device);
-        let (dr, engine) = self.make_device(id, &new, force)?;
-        rec.next_device += 1;
-        rec.devices.push(dr.clone());
-        self.store.txn(
-            Txn::new()
-                .when(pool_key(pool), rev)
-                .put(pool_key(pool), enc(&rec)),
-        )?;
+        self.pool_record(pool)?;
+        // The id is the record's to give, in the same update that adds the device.
+        let (new_rec, engine) = self.make_device(String::new(), &new, force)?;
+        let (rec, dr) = self.update_pool(pool, |rec| {
+            let id = format!("{}-d{}", rec.name, rec.next_device);
+            rec.next_device += 1;
+            let dr = DeviceRecord {
+                domain: id.clone(),
+                id,
+                ..new_rec.clone()
+            };
+            rec.devices.push(dr.clone());
+            Ok(dr)
+        })?;
         self.storage.claim(&dr.id, Path::new(&dr.path));
         self.storage.insert(&dr.id, Ok(engine));
         self.reapply_tenant_shares()?;
@@ -331,12 +333,10 @@ impl Controller {
     ) -> Result<PoolView, ControlError> {
         Self::require(p, Role::Admin)?;
         let _g = self.pool_lock.lock();
-        let (mut rec, rev) = self
-            .get::<PoolRecord>(&pool_key(pool))?
-            .ok_or_else(|| ControlError::not_found(Resource::Pool, pool))?;
-        let Some(at) = rec.devices.iter().position(|d| d.id == device) else {
+        let rec = self.pool_record(pool)?;
+        if !rec.devices.iter().any(|d| d.id == device) {
             return Err(ControlError::not_found(Resource::Device, device));
-        };
+        }
         if device == DEFAULT_DEVICE {
             return Err(ControlError::device(
                 DeviceProblem::InUse,
@@ -360,12 +360,10 @@ impl Controller {
             );
             return self.pool_view(&rec);
         }
-        rec.devices.remove(at);
-        self.store.txn(
-            Txn::new()
-                .when(pool_key(pool), rev)
-                .put(pool_key(pool), enc(&rec)),
-        )?;
+        let (rec, ()) = self.update_pool(pool, |rec| {
+            rec.devices.retain(|d| d.id != device);
+            Ok(())
+        })?;
         if let Some(d) = self.storage.remove(device) {
             if let Some(e) = d.engine {
                 let _ = e.flush();
@@ -373,6 +371,32 @@ impl Controller {
         }
         tracing::info!(pool, device, "device removed");
         self.pool_view(&rec)
+    }
+
+    /// Changes pool `name`'s record with `f`, again on the fresh record whenever another
+    /// change won the race (a record is never overwritten by one made from an older one).
+    pub(super) fn update_pool<T>(
+        &self,
+        name: &str,
+        mut f: impl FnMut(&mut PoolRecord) -> Result<T, ControlError>,
+    ) -> Result<(PoolRecord, T), ControlError> {
+        loop {
+            let (mut rec, rev) = self
+                .get::<PoolRecord>(&pool_key(name))?
+                .ok_or_else(|| ControlError::not_found(Resource::Pool, name))?;
+            let out = f(&mut rec)?;
+            if self
+                .store
+                .txn(
+                    Txn::new()
+                        .when(pool_key(name), rev)
+                        .put(pool_key(name), enc(&rec)),
+                )?
+                .succeeded
+            {
+                return Ok((rec, out));
+            }
+        }
     }
 
     /// Whether every copy on `device` has somewhere to go: for each, another active usable

@@ -20,10 +20,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use strata_replica::{CopyTarget, FileIntentLog, ReplicaSet};
-use strata_state::Txn;
 
-use super::devices::pool_key;
-use super::store::*;
 use super::Controller;
 use crate::error::ControlError;
 use crate::model::*;
@@ -51,25 +48,13 @@ impl Controller {
         pool: &str,
         device: &str,
     ) -> Result<PoolRecord, ControlError> {
-        loop {
-            let (mut rec, rev) = self
-                .get::<PoolRecord>(&pool_key(pool))?
-                .ok_or_else(|| ControlError::not_found(crate::error::Resource::Pool, pool))?;
+        self.update_pool(pool, |rec| {
             if let Some(d) = rec.devices.iter_mut().find(|d| d.id == device) {
                 d.state = DeviceState::Draining;
             }
-            if self
-                .store
-                .txn(
-                    Txn::new()
-                        .when(pool_key(pool), rev)
-                        .put(pool_key(pool), enc(&rec)),
-                )?
-                .succeeded
-            {
-                return Ok(rec);
-            }
-        }
+            Ok(())
+        })
+        .map(|(rec, ())| rec)
     }
 
     /// One pass of draining: moves the next copy off each draining device, finishes moves
@@ -270,19 +255,11 @@ impl Controller {
 
     fn finish_drain(&self, pool: &str, device: &str) {
         let _g = self.pool_lock.lock();
-        let Ok(Some((mut rec, rev))) = self.get::<PoolRecord>(&pool_key(pool)) else {
-            return;
-        };
-        rec.devices.retain(|d| d.id != device);
-        if self
-            .store
-            .txn(
-                Txn::new()
-                    .when(pool_key(pool), rev)
-                    .put(pool_key(pool), enc(&rec)),
-            )
-            .is_ok_and(|r| r.succeeded)
-        {
+        let removed = self.update_pool(pool, |rec| {
+            rec.devices.retain(|d| d.id != device);
+            Ok(())
+        });
+        if removed.is_ok() {
             if let Some(d) = self.storage.remove(device) {
                 if let Some(e) = d.engine {
                     let _ = e.flush();

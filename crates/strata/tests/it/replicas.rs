@@ -275,15 +275,7 @@ fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_o
     // `volume show --watch` follows the rebuild and returns once the volume is healthy.
     let watched = ok(&d, &admin, &["volume", "show", "ckpt", "--watch"]);
     assert!(watched.contains("healthy"), "{watched}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let v = loop {
-        let (_, v) = d.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
-        if v["health"] == "healthy" && v["resync"].as_array().is_some_and(|r| r.is_empty()) {
-            break v;
-        }
-        assert!(std::time::Instant::now() < deadline, "not rebuilt: {v}");
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    };
+    let v = wait_healthy(&d, &admin, &vid);
     let now: Vec<&str> = v["copies"]
         .as_array()
         .unwrap()
@@ -327,6 +319,52 @@ fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_o
     let again = read_all(&uri, &dir.path().join("again.img"));
     assert!(again == written, "the rebuilt copy holds the bytes written");
     d.stop();
+}
+
+/// A volume of `size` with `replicas` copies in `pool`, attached: (id, URI, copies' devices).
+fn volume_in(
+    d: &Daemon,
+    admin: &str,
+    pool: &str,
+    name: &str,
+    size: &str,
+    replicas: u64,
+) -> (String, String, Vec<String>) {
+    let (s, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        admin,
+        Some(json!({"name": name, "size": size, "pool": pool, "replicas": replicas})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let (_, at) = d.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        admin,
+        None,
+    );
+    let copies = v["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    (id, at["uri"].as_str().unwrap().to_string(), copies)
+}
+
+/// Waits (at most two minutes) until volume `id` is healthy with nothing left to resync; its
+/// detail then.
+fn wait_healthy(d: &Daemon, admin: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (_, v) = d.call("GET", &format!("/v1/volumes/{id}"), admin, None);
+        if v["health"] == "healthy" && v["resync"].as_array().is_some_and(|r| r.is_empty()) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "not healthy: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn nbdcopy(from: &Path, to: &str) -> bool {
@@ -515,22 +553,9 @@ fn scrub_repairs_every_flipped_block_of_a_replicated_volume_and_reports_the_othe
         &admin,
         &["pool", "create", "p", "--device", f0, "--device", f1],
     );
-    let mk = |name: &str, replicas: u64| -> (String, String) {
-        let (s, v) = d.call(
-            "POST",
-            "/v1/volumes",
-            &admin,
-            Some(json!({"name": name, "size": "8M", "pool": "p", "replicas": replicas})),
-        );
-        assert_eq!(s, 201, "{v}");
-        let id = v["id"].as_str().unwrap().to_string();
-        let (_, at) = d.call(
-            "POST",
-            &format!("/v1/volumes/{id}/attachments"),
-            &admin,
-            None,
-        );
-        (id, at["uri"].as_str().unwrap().to_string())
+    let mk = |name: &str, replicas: u64| {
+        let (id, uri, _) = volume_in(&d, &admin, "p", name, "8M", replicas);
+        (id, uri)
     };
     let (rid, ruri) = mk("twice", 2);
     let (sid, suri) = mk("once", 1);
@@ -701,15 +726,8 @@ fn a_device_away_while_its_volume_is_written_resyncs_only_what_it_missed() {
     d.stop();
     std::fs::rename(&away, &files[1]).unwrap();
     d = Daemon::start(&data);
+    wait_healthy(&d, &admin, &vid);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let (_, v) = d.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
-        if v["health"] == "healthy" && v["resync"].as_array().is_some_and(|r| r.is_empty()) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not resynced: {v}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
     // The resync thread records the end just after the copy turns healthy: wait for it.
     let (done, log) = loop {
         let (_, log) = d.call("GET", "/v1/audit?limit=100", &admin, None);
@@ -763,29 +781,7 @@ fn removing_a_device_drains_its_copies_under_a_running_client() {
         args.extend(["--device", f.to_str().unwrap()]);
     }
     ok(&d, &admin, &args);
-    let mk = |name: &str, replicas: u64| -> (String, String, Vec<String>) {
-        let (s, v) = d.call(
-            "POST",
-            "/v1/volumes",
-            &admin,
-            Some(json!({"name": name, "size": "64M", "pool": "p", "replicas": replicas})),
-        );
-        assert_eq!(s, 201, "{v}");
-        let id = v["id"].as_str().unwrap().to_string();
-        let (_, at) = d.call(
-            "POST",
-            &format!("/v1/volumes/{id}/attachments"),
-            &admin,
-            None,
-        );
-        let copies = v["copies"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_string())
-            .collect();
-        (id, at["uri"].as_str().unwrap().to_string(), copies)
-    };
+    let mk = |name: &str, replicas: u64| volume_in(&d, &admin, "p", name, "64M", replicas);
     let (one, one_uri, one_copies) = mk("one", 1);
     let (two, two_uri, two_copies) = mk("two", 2);
     let src = dir.path().join("src.img");
