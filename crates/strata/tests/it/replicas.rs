@@ -559,6 +559,14 @@ fn scrub_repairs_every_flipped_block_of_a_replicated_volume_and_reports_the_othe
     };
     let (rid, ruri) = mk("twice", 2);
     let (sid, suri) = mk("once", 1);
+    // The replicated volume's write-intent log is the owner's only, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.path().join(format!("d/replicas/{rid}.intent"));
+    let mode = std::fs::metadata(&log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", log.display());
     let src = dir.path().join("src.img");
     random_file(&src, 8);
     // Other bytes for the single copy: a block is found in a device file by its content.
