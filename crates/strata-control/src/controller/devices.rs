@@ -238,6 +238,8 @@ impl Controller {
     /// which a later add refuses as `device_in_use` until wiped).
     pub fn create_pool(&self, p: &Principal, req: CreatePool) -> Result<PoolView, ControlError> {
         Self::require(p, Role::Admin)?;
+        // One pool change at a time in this process: two creates never format one path.
+        let _g = self.pool_lock.lock();
         validate_name("name", &req.name)?;
         let replicas = req.replicas.unwrap_or(1);
         check_replicas("replicas", replicas)?;
@@ -274,11 +276,18 @@ impl Controller {
             rec.devices.push(dr);
             engines.push(engine);
         }
-        self.store.txn(
-            Txn::new()
-                .when(pool_key(&rec.name), 0)
-                .put(pool_key(&rec.name), enc(&rec)),
-        )?;
+        if !self
+            .store
+            .txn(
+                Txn::new()
+                    .when(pool_key(&rec.name), 0)
+                    .put(pool_key(&rec.name), enc(&rec)),
+            )?
+            .succeeded
+        {
+            // Another daemon of the cluster made a pool of that name meanwhile.
+            return Err(ControlError::exists(Resource::Pool, &rec.name));
+        }
         for (d, e) in rec.devices.iter().zip(engines) {
             self.storage.claim(&d.id, Path::new(&d.path));
             self.storage.insert(&d.id, Ok(e));
