@@ -69,5 +69,10 @@ fn two_slices_under_contention_each_get_their_guarantee() {
     );
     assert!(r1 >= 0.95 * 600e6, "slice 1 got {:.1} Mbit/s", r1 / 1e6);
     assert!(r2 >= 0.95 * 200e6, "slice 2 got {:.1} Mbit/s", r2 / 1e6);
-    assert!(r1 + r2 <= 1.05e9, "the link holds: {:.1}", (r1 + r2) / 1e6);
+    // Each figure is an average over its own client's run; the two runs start and end a
+    // little apart, and the link is work-conserving, so a slice alone for those moments takes
+    // the whole link: the sum of the two averages may pass 1 Gbit/s by that skew's share
+    // (1052 Mbit/s was seen in CI). A link cap not enforced lets each slice reach its own
+    // 1 Gbit/s cap, far above this bound.
+    assert!(r1 + r2 <= 1.10e9, "the link holds: {:.1}", (r1 + r2) / 1e6);
 }
