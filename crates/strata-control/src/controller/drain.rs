@@ -64,6 +64,13 @@ impl Controller {
         let Ok(pools) = self.list::<PoolRecord>("/pools/", None, 0) else {
             return;
         };
+        // The common case costs one short listing: no device is draining.
+        if !pools
+            .iter()
+            .any(|(_, p)| p.devices.iter().any(|d| d.state == DeviceState::Draining))
+        {
+            return;
+        }
         let Ok(vols) = self.list::<Volume>("/volumes/", None, 0) else {
             return;
         };

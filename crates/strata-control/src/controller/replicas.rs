@@ -284,6 +284,14 @@ impl Controller {
         for (dev, why) in self.storage.take_faulted() {
             self.audit_event(None, "device.faulted", &dev, &why);
         }
+        // Replicated volumes live only in pools of two devices or more: without one, the
+        // volumes are not listed at all (a daemon of many one-copy volumes pays nothing here).
+        let multi = self
+            .list::<PoolRecord>("/pools/", None, 0)
+            .is_ok_and(|p| p.iter().any(|(_, p)| p.devices.len() > 1));
+        if !multi {
+            return 0;
+        }
         let Ok(vols) = self.list::<Volume>("/volumes/", None, 0) else {
             return 0;
         };
