@@ -38,6 +38,19 @@ impl DeviceCounters {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a block that failed its checksum, and logs it at most once a second per device
+    /// (a bad region read in a loop must not flood the log). `what` names the block, `then`
+    /// what becomes of it.
+    pub fn checksum_failed(&self, what: &str, then: &str) {
+        Self::bump(&self.checksum_errors);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.logged.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(block = what, "checksum mismatch: {then}");
+        }
+    }
+
     /// The counts now.
     pub fn values(&self) -> CounterValues {
         CounterValues {

@@ -3,9 +3,7 @@
 //! the device gone). A checksum mismatch is a bad block, not a bad device: counted and logged
 //! (at most once a second per device), repaired by the set from another copy.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use strata_replica::{CopyError, CopyTarget, LocalCopy};
 
@@ -18,8 +16,6 @@ pub struct CountedCopy {
     device: String,
     storage: Arc<Storage>,
     counters: Arc<DeviceCounters>,
-    /// When a checksum error was last logged for this copy (seconds since the epoch).
-    logged: AtomicU64,
 }
 
 impl CountedCopy {
@@ -31,22 +27,15 @@ impl CountedCopy {
             device: device.to_string(),
             storage,
             counters,
-            logged: AtomicU64::new(0),
         }
     }
 
     fn seen(&self, e: &CopyError, write: bool) {
         match e {
-            CopyError::Checksum { offset, .. } => {
-                DeviceCounters::bump(&self.counters.checksum_errors);
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                if self.logged.swap(now, Ordering::Relaxed) != now {
-                    tracing::warn!(device = %self.device, copy = %self.inner.describe(), offset,
-                        "checksum mismatch: the block is served and repaired from another copy");
-                }
-            }
+            CopyError::Checksum { offset, .. } => self.counters.checksum_failed(
+                &format!("{} at offset {offset}", self.inner.describe()),
+                "served and repaired from another copy",
+            ),
             CopyError::NoSpace { .. } => {}
             CopyError::Io { detail, .. } | CopyError::Gone { detail, .. } => {
                 if write {

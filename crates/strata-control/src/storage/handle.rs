@@ -186,37 +186,21 @@ impl VolumeHandle {
     /// Allocated runs of `[offset, offset+len)`: `(length, allocated)`, from the first copy
     /// that answers.
     pub fn allocation(&self, offset: u64, len: u64) -> Result<Vec<(u64, bool)>, IoError> {
-        match self {
-            VolumeHandle::Single { pool, volume, .. } => pool.block_status(*volume, offset, len),
-            VolumeHandle::Replicated { copies, .. } => {
-                first_ok(copies, |p, v| p.block_status(v, offset, len))
-            }
-        }
+        self.first_ok(|p, v| p.block_status(v, offset, len))
     }
 
     /// Blocks of `[offset, offset+len)` that may differ from snapshot `since` (the engine's
     /// snapshot name, the same on every copy).
     pub fn changed(&self, since: &str, offset: u64, len: u64) -> Result<Vec<(u64, bool)>, IoError> {
-        let on = |p: &Pool, v: VolumeId| {
-            let s = p
-                .snapshot_id(v, since)
-                .map_err(|_| IoError::NotFound(since.to_string()))?;
-            p.changed_blocks(v, s, offset, len)
-        };
-        match self {
-            VolumeHandle::Single { pool, volume, .. } => on(pool, *volume),
-            VolumeHandle::Replicated { copies, .. } => first_ok(copies, on),
-        }
+        self.first_ok(|p, v| p.changed_blocks(v, snapshot(p, v, since)?, offset, len))
     }
 
     /// Whether snapshot `name` (the engine's name) exists.
     pub fn has_snapshot(&self, name: &str) -> bool {
-        self.engines()
-            .iter()
-            .any(|(p, v)| p.snapshot_id(*v, name).is_ok())
+        self.first_ok(|p, v| snapshot(p, v, name)).is_ok()
     }
 
-    /// The copies' engines, copy order.
+    /// The copies' engines, copy order (allocates: not for the data path).
     pub fn engines(&self) -> Vec<(Pool, VolumeId)> {
         match self {
             VolumeHandle::Single { pool, volume, .. } => vec![(pool.clone(), *volume)],
@@ -224,21 +208,38 @@ impl VolumeHandle {
         }
     }
 
+    /// The first copy's answer that is not an error (copy order, failed engines skipped);
+    /// the last error when none answers. No allocation: it runs per request.
+    fn first_ok<T>(
+        &self,
+        mut f: impl FnMut(&Pool, VolumeId) -> Result<T, IoError>,
+    ) -> Result<T, IoError> {
+        let copies = match self {
+            VolumeHandle::Single { pool, volume, .. } => return f(pool, *volume),
+            VolumeHandle::Replicated { copies, .. } => copies,
+        };
+        let mut last = IoError::PoolFailed;
+        for (p, v) in copies {
+            if p.is_failed() {
+                continue;
+            }
+            match f(p, *v) {
+                Ok(t) => return Ok(t),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// Reads snapshot `name` (the engine's name) of this volume from the first copy that
     /// serves it.
     pub fn read_snapshot(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        first_ok(&self.engines(), |p, v| {
-            let s = snapshot(p, v, name)?;
-            p.read_unmetered(Target::Snapshot(s), offset, buf)
-        })
-        .map(|_| ())
+        self.first_ok(|p, v| p.read_unmetered(Target::Snapshot(snapshot(p, v, name)?), offset, buf))
     }
 
     /// Snapshot `name`'s size, from the first copy that has it.
     pub fn snapshot_size(&self, name: &str) -> Result<u64, IoError> {
-        first_ok(&self.engines(), |p, v| {
-            p.size_of(Target::Snapshot(snapshot(p, v, name)?))
-        })
+        self.first_ok(|p, v| p.size_of(Target::Snapshot(snapshot(p, v, name)?)))
     }
 
     /// Snapshot `name`'s allocation, from the first copy that has it.
@@ -248,25 +249,16 @@ impl VolumeHandle {
         offset: u64,
         len: u64,
     ) -> Result<Vec<(u64, bool)>, IoError> {
-        first_ok(&self.engines(), |p, v| {
-            p.block_status(Target::Snapshot(snapshot(p, v, name)?), offset, len)
-        })
+        self.first_ok(|p, v| p.block_status(Target::Snapshot(snapshot(p, v, name)?), offset, len))
     }
 }
 
-/// Counts a failed read of a one-copy volume on its device, and logs a checksum failure (at
-/// most once a second per device: a bad region read in a loop must not flood the log).
+/// Counts a failed read of a one-copy volume on its device (a checksum failure is also logged,
+/// at most once a second per device).
 fn count_read_error(c: &super::DeviceCounters, e: &IoError) {
-    use std::sync::atomic::Ordering;
     match e {
         IoError::Checksum { .. } | IoError::Authentication { .. } => {
-            super::DeviceCounters::bump(&c.checksum_errors);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if c.logged.swap(now, Ordering::Relaxed) != now {
-                tracing::warn!(error = %e, "checksum mismatch on a volume with one copy: not repairable");
-            }
+            c.checksum_failed(&e.to_string(), "not repairable: the volume has one copy")
         }
         IoError::Device { .. } => super::DeviceCounters::bump(&c.read_errors),
         _ => {}
@@ -276,22 +268,4 @@ fn count_read_error(c: &super::DeviceCounters, e: &IoError) {
 fn snapshot(p: &Pool, v: VolumeId, name: &str) -> Result<SnapshotId, IoError> {
     p.snapshot_id(v, name)
         .map_err(|_| IoError::NotFound(name.to_string()))
-}
-
-/// The first copy's answer that is not an error; the last error when none answers.
-fn first_ok<T>(
-    copies: &[(Pool, VolumeId)],
-    mut f: impl FnMut(&Pool, VolumeId) -> Result<T, IoError>,
-) -> Result<T, IoError> {
-    let mut last = IoError::PoolFailed;
-    for (p, v) in copies {
-        if p.is_failed() {
-            continue;
-        }
-        match f(p, *v) {
-            Ok(t) => return Ok(t),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }

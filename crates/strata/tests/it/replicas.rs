@@ -193,24 +193,7 @@ fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_o
     assert!(nbdcopy(&half, &uri));
     loop_of(&copies[1]).fail();
     assert!(nbdcopy(&src, &uri), "the client saw no error");
-    let o = Command::new("qemu-img")
-        .args([
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            src.to_str().unwrap(),
-            &uri,
-        ])
-        .output()
-        .expect("qemu-img");
-    assert!(
-        o.status.success(),
-        "identical: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_same(&src, &uri);
     // fio with verification on the degraded volume, in its last 16 MiB: no error.
     let r = crate::qos::fio(
         &uri,
@@ -365,6 +348,28 @@ fn wait_healthy(d: &Daemon, admin: &str, id: &str) -> Value {
         assert!(std::time::Instant::now() < deadline, "not healthy: {v}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// `qemu-img compare`: the export at `uri` holds exactly the bytes of `file`.
+fn assert_same(file: &Path, uri: &str) {
+    let o = Command::new("qemu-img")
+        .args([
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            "raw",
+            file.to_str().unwrap(),
+            uri,
+        ])
+        .output()
+        .expect("qemu-img");
+    assert!(
+        o.status.success(),
+        "identical: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn nbdcopy(from: &Path, to: &str) -> bool {
@@ -624,19 +629,7 @@ fn scrub_repairs_every_flipped_block_of_a_replicated_volume_and_reports_the_othe
     );
     // The repaired volume reads right whichever copy serves it, and a second scrub finds
     // only the block it could not repair.
-    let o = Command::new("qemu-img")
-        .args([
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            src.to_str().unwrap(),
-            &ruri,
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_same(&src, &ruri);
     let r = json_of(&d, &admin, &["pool", "scrub", "p"]);
     assert_eq!(
         (r["bad_blocks"].as_u64(), r["repaired"].as_u64()),
@@ -842,19 +835,7 @@ fn removing_a_device_drains_its_copies_under_a_running_client() {
         assert!(!now.contains(&gone.as_str()), "{v}");
         assert_eq!(v["health"], "healthy", "{v}");
     }
-    let o = Command::new("qemu-img")
-        .args([
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            src.to_str().unwrap(),
-            &two_uri,
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_same(&src, &two_uri);
     let (_, log) = d.call("GET", "/v1/audit?limit=100", &admin, None);
     for action in ["volume.moved", "device.removed"] {
         assert!(
