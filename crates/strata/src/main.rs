@@ -289,16 +289,16 @@ enum PoolCmd {
         #[arg(long)]
         overcommit: String,
     },
-    /// Sets what the pool's devices sustain, which tenants then share by weight when their
-    /// requests wait for it (admin; see `strata tenant set-share`). Naming neither turns
+    /// Sets what each of the pool's devices sustains, which tenants then share by weight when
+    /// their requests wait for it (admin; see `strata tenant set-share`). Naming neither turns
     /// sharing off: every request is admitted at once (per-volume limits still apply).
     SetShare {
         /// Pool name.
         name: String,
-        /// Operations per second the pool's devices sustain.
+        /// Operations per second each device of the pool sustains.
         #[arg(long, value_name = "N")]
         iops_capacity: Option<u64>,
-        /// Bytes per second the pool's devices sustain (e.g. 2G).
+        /// Bytes per second each device of the pool sustains (e.g. 2G).
         #[arg(long, value_name = "SIZE")]
         bandwidth_capacity: Option<String>,
     },

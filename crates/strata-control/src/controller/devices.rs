@@ -292,6 +292,8 @@ impl Controller {
             self.storage.claim(&d.id, Path::new(&d.path));
             self.storage.insert(&d.id, Ok(e));
         }
+        // The pool's allocation figure shows in /metrics from its first moment.
+        self.allocation.lock().entry(rec.name.clone()).or_default();
         self.reapply_tenant_shares()?;
         tracing::info!(pool = %rec.name, devices = rec.devices.len(), "pool created");
         self.pool_view(&rec)

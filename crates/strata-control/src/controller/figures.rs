@@ -5,7 +5,7 @@
 //! - Metrics are admin-only; a volume's statistics are visible to whoever sees the volume.
 
 use super::auth::Principal;
-use super::{Controller, DeviceView, PoolView, DEFAULT_POOL};
+use super::{Controller, DeviceView, PoolView};
 use crate::error::ControlError;
 use crate::model::*;
 
@@ -84,33 +84,47 @@ impl Controller {
             }
         }
         self.device_metrics(&mut o, &pools);
-        let pool = DEFAULT_POOL;
-        let (ratio, overcommit, crossings) = self.allocation_figures()?;
+        let figures = self.allocation_figures()?;
         let _ = writeln!(
             o,
-            "# HELP strata_pool_allocated_ratio Sum of volume sizes over the pool's allocation \
-             limit (capacity times overcommit; capacity when unlimited).\n\
-             # TYPE strata_pool_allocated_ratio gauge\n\
-             strata_pool_allocated_ratio{{pool=\"{pool}\"}} {ratio}"
+            "# HELP strata_pool_allocated_ratio Sum of volume sizes (once per copy) over the \
+             pool's allocation limit (capacity times overcommit; capacity when unlimited).\n\
+             # TYPE strata_pool_allocated_ratio gauge"
         );
-        let over = overcommit.map_or("+Inf".to_string(), |r| r.to_string());
+        for f in &figures {
+            let _ = writeln!(
+                o,
+                "strata_pool_allocated_ratio{{pool=\"{}\"}} {}",
+                f.pool, f.ratio
+            );
+        }
         let _ = writeln!(
             o,
             "# HELP strata_pool_overcommit_ratio Most the volumes may provision, as a multiple of \
-             the capacity.\n# TYPE strata_pool_overcommit_ratio gauge\n\
-             strata_pool_overcommit_ratio{{pool=\"{pool}\"}} {over}"
+             the capacity.\n# TYPE strata_pool_overcommit_ratio gauge"
         );
+        for f in &figures {
+            let over = f.overcommit.map_or("+Inf".to_string(), |r| r.to_string());
+            let _ = writeln!(
+                o,
+                "strata_pool_overcommit_ratio{{pool=\"{}\"}} {over}",
+                f.pool
+            );
+        }
         let _ = writeln!(
             o,
             "# HELP strata_pool_allocation_threshold_crossings_total Times the allocated ratio \
              passed a threshold (percent of the limit) upwards.\n\
              # TYPE strata_pool_allocation_threshold_crossings_total counter"
         );
-        for (t, n) in super::pools::THRESHOLDS.iter().zip(crossings) {
-            let _ = writeln!(
-                o,
-                "strata_pool_allocation_threshold_crossings_total{{pool=\"{pool}\",threshold=\"{t}\"}} {n}"
-            );
+        for f in &figures {
+            for (t, n) in super::pools::THRESHOLDS.iter().zip(f.crossings) {
+                let _ = writeln!(
+                    o,
+                    "strata_pool_allocation_threshold_crossings_total{{pool=\"{}\",threshold=\"{t}\"}} {n}",
+                    f.pool
+                );
+            }
         }
         let vols: Vec<Volume> = self
             .list::<Volume>("/volumes/", None, 0)?

@@ -19,7 +19,7 @@
 //! - `figures.rs`: live statistics and Prometheus metrics.
 //! - `devices.rs`: pools of devices (records, opening each device's engine pool, adding and
 //!   removing devices) and where a new volume's copies go.
-//! - `pools.rs`: pool settings (the overcommit limit) and the pool's provisioned figure.
+//! - `pools.rs`: pool settings (the overcommit limit) and each pool's provisioned figure.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
 //! - `networks/`: tenant networks (networks, subnets, ports, routers, security groups),
 //!   compiled by `strata-vpc` onto the node's integration switch.
@@ -121,7 +121,7 @@ pub struct Controller {
     /// Per tenant, the batches this process's quota transactions are staged into.
     tenant_pipes: tenant_txn::TenantPipes,
     /// The pool's provisioned figure and its threshold crossings (`pools.rs`).
-    allocation: parking_lot::Mutex<pools::Allocation>,
+    allocation: parking_lot::Mutex<pools::Allocations>,
     /// Tenant networks on this node: topology, compiler, integration switch (`networks/`).
     vpc: networks::Vpc,
     /// The engine pools of every device of every pool (`devices.rs`).

@@ -1,11 +1,14 @@
-//! Pool settings and the pool's provisioned figure: thin volumes may overcommit the pool, up to
+//! Pool settings and each pool's provisioned figure: thin volumes may overcommit a pool, up to
 //! its overcommit ratio (a setting, [`DEFAULT_OVERCOMMIT`] until an admin changes it).
 //!
 //! # Invariants
-//! - The provisioned figure is the sum of the sizes of the pool's volume records (`creating`
-//!   and `deleting` ones included), counted at start and changed only by [`Controller::provision`]
-//!   together with the store transaction that records the change, under one lock: two
-//!   concurrent creates cannot both pass the limit.
+//! - A pool's provisioned figure is the sum over its volume records (`creating` and `deleting`
+//!   ones included) of size × copies, counted at start and changed only by
+//!   [`Controller::provision`] together with the store transaction that records the change,
+//!   under one lock: two concurrent creates cannot both pass the limit. Each copy takes room
+//!   on its own device, so a 2-copy volume counts twice against the devices' capacity.
+//! - A pool's capacity is the sum of the data capacities of its devices that are open now
+//!   (a device away gives no room; its copies count all the same).
 //! - A change that grows the figure past `capacity × overcommit` is refused with
 //!   `pool_overcommitted`; a change that does not grow it never is (a delete or a shrink works
 //!   also over a lowered ratio).
@@ -15,18 +18,22 @@
 use strata_state::Txn;
 
 use super::auth::Principal;
+use super::devices::pool_key;
 use super::store::enc;
-use super::{Controller, DEFAULT_POOL};
+use super::Controller;
 use crate::error::{ControlError, Resource};
 use crate::model::*;
 
 /// The fractions of the allocation limit whose passing is logged and counted, in percent.
 pub const THRESHOLDS: [u32; 3] = [80, 90, 100];
 
-/// The pool's provisioned figure and what has been reported about it.
+/// Every pool's provisioned figure, by pool name.
+pub(super) type Allocations = std::collections::BTreeMap<String, Allocation>;
+
+/// A pool's provisioned figure and what has been reported about it.
 #[derive(Debug, Default)]
 pub(super) struct Allocation {
-    /// Sum of the sizes of the pool's volume records.
+    /// Sum over the pool's volume records of size × copies.
     pub provisioned: u128,
     /// How many of [`THRESHOLDS`] the figure is at or above.
     pub level: usize,
@@ -85,7 +92,7 @@ pub struct PoolSettingsView {
     pub overcommit: Option<f64>,
     /// Data capacity of the pool.
     pub capacity_bytes: u64,
-    /// Sum of the pool's volume sizes.
+    /// Sum of the pool's volume sizes, each counted once per copy.
     pub provisioned_bytes: u128,
     /// `capacity × overcommit` (`null`: unlimited).
     pub limit_bytes: Option<u128>,
@@ -119,11 +126,24 @@ impl Controller {
             .unwrap_or_default())
     }
 
-    fn check_pool(pool: &str) -> Result<(), ControlError> {
-        if pool != DEFAULT_POOL {
+    fn check_pool(&self, pool: &str) -> Result<(), ControlError> {
+        if self.get::<PoolRecord>(&pool_key(pool))?.is_none() {
             return Err(ControlError::not_found(Resource::Pool, pool));
         }
         Ok(())
+    }
+
+    /// A pool's capacity: the data capacities of its devices open now (0 for a pool not
+    /// recorded).
+    pub(super) fn pool_capacity(&self, pool: &str) -> u64 {
+        let Ok(Some((rec, _))) = self.get::<PoolRecord>(&pool_key(pool)) else {
+            return 0;
+        };
+        rec.devices
+            .iter()
+            .filter_map(|d| self.storage.engine(&d.id))
+            .map(|e| e.info().capacity)
+            .fold(0u64, u64::saturating_add)
     }
 
     /// A pool's settings and figures (admin).
@@ -133,10 +153,14 @@ impl Controller {
         pool: &str,
     ) -> Result<PoolSettingsView, ControlError> {
         Self::require(p, Role::Admin)?;
-        Self::check_pool(pool)?;
+        self.check_pool(pool)?;
         let s = self.pool_settings(pool)?;
-        let provisioned = self.allocation.lock().provisioned;
-        let capacity = self.pool.info().capacity;
+        let provisioned = self
+            .allocation
+            .lock()
+            .get(pool)
+            .map_or(0, |a| a.provisioned);
+        let capacity = self.pool_capacity(pool);
         Ok(PoolSettingsView {
             pool: pool.to_string(),
             overcommit: s.overcommit,
@@ -156,20 +180,22 @@ impl Controller {
         overcommit: Option<f64>,
     ) -> Result<PoolSettingsView, ControlError> {
         Self::require(p, Role::Admin)?;
-        Self::check_pool(pool)?;
+        self.check_pool(pool)?;
         let s = PoolSettings { overcommit };
         {
             // Under the allocation lock, so no create checks against a ratio half-changed.
-            let mut a = self.allocation.lock();
+            let mut all = self.allocation.lock();
             self.store
                 .txn(Txn::new().put(settings_key(pool), enc(&s)))?;
-            self.observe_allocation(&mut a, &s);
+            let capacity = self.pool_capacity(pool);
+            observe_allocation(pool, all.entry(pool.to_string()).or_default(), capacity, &s);
         }
         self.get_pool_settings(p, pool)
     }
 
-    /// Runs `record` (the store transaction that changes a volume size from `old` to `new`
-    /// bytes: `0` for absent); when `check`, refuses growth past the overcommit limit (an
+    /// Runs `record` (the store transaction that changes what a volume of `pool` provisions,
+    /// its size × copies, from `old` to `new` bytes: `0` for absent); when `check`, refuses
+    /// growth past the pool's overcommit limit (an
     /// undo is not checked); moves the figure when `record` says it recorded the change
     /// (`true`: a replayed request or a record already gone is not a change).
     ///
@@ -179,6 +205,7 @@ impl Controller {
     /// run ahead of the records for the length of a commit, never behind.
     pub(super) fn provision<T>(
         &self,
+        pool: &str,
         old: u64,
         new: u64,
         check: bool,
@@ -187,15 +214,16 @@ impl Controller {
         let growth = u128::from(new.saturating_sub(old));
         let shrink = u128::from(old.saturating_sub(new));
         {
-            let mut a = self.allocation.lock();
+            let mut all = self.allocation.lock();
+            let a = all.entry(pool.to_string()).or_default();
             if check && growth > 0 {
-                let s = self.pool_settings(DEFAULT_POOL)?;
-                let capacity = self.pool.info().capacity;
+                let s = self.pool_settings(pool)?;
+                let capacity = self.pool_capacity(pool);
                 if let Some(l) = limit(capacity, &s) {
                     let after = a.provisioned.saturating_sub(old as u128) + new as u128;
                     if after > l {
                         return Err(ControlError::PoolOvercommitted(format!(
-                            "pool {DEFAULT_POOL} allows {l} bytes of volumes ({capacity} bytes \
+                            "pool {pool} allows {l} bytes of volume copies ({capacity} bytes \
                              × overcommit {}); {} provisioned, {} more requested",
                             s.overcommit.unwrap_or_default(),
                             a.provisioned,
@@ -207,8 +235,10 @@ impl Controller {
             a.provisioned += growth;
         }
         let result = record();
-        let s = self.pool_settings(DEFAULT_POOL);
-        let mut a = self.allocation.lock();
+        let s = self.pool_settings(pool);
+        let capacity = self.pool_capacity(pool);
+        let mut all = self.allocation.lock();
+        let a = all.entry(pool.to_string()).or_default();
         match &result {
             Ok((_, true)) => a.provisioned = a.provisioned.saturating_sub(shrink),
             _ => a.provisioned = a.provisioned.saturating_sub(growth),
@@ -216,24 +246,68 @@ impl Controller {
         // Settings that cannot be read now only delay the threshold figures to the next
         // change: the change itself is decided and must be answered as it went.
         if let Ok(s) = &s {
-            self.observe_allocation(&mut a, s);
+            observe_allocation(pool, a, capacity, s);
         }
-        drop(a);
+        drop(all);
         result.map(|(out, _)| out)
     }
 
-    /// Sets the provisioned figure (start: counted from the records).
-    pub(super) fn set_provisioned(&self, provisioned: u128) -> Result<(), ControlError> {
-        let s = self.pool_settings(DEFAULT_POOL)?;
-        let mut a = self.allocation.lock();
-        a.provisioned = provisioned;
-        self.observe_allocation(&mut a, &s);
+    /// Sets every pool's provisioned figure (start: counted from the records). Every recorded
+    /// pool gets a figure, 0 when it has no volume.
+    pub(super) fn set_provisioned(
+        &self,
+        mut provisioned: std::collections::BTreeMap<String, u128>,
+    ) -> Result<(), ControlError> {
+        for (_, p) in self.list::<PoolRecord>("/pools/", None, 0)? {
+            provisioned.entry(p.name).or_default();
+        }
+        let mut all = self.allocation.lock();
+        for (pool, n) in provisioned {
+            let s = self.pool_settings(&pool)?;
+            let capacity = self.pool_capacity(&pool);
+            let a = all.entry(pool.clone()).or_default();
+            a.provisioned = n;
+            observe_allocation(&pool, a, capacity, &s);
+        }
         Ok(())
     }
 
-    /// Logs and counts each threshold the figure passed upwards since it was last looked at.
-    fn observe_allocation(&self, a: &mut Allocation, s: &PoolSettings) {
-        let capacity = self.pool.info().capacity;
+    /// Every pool's allocation figures for `/metrics`, by pool name: ratio, overcommit
+    /// (`None`: unlimited) and the crossings of each threshold.
+    pub(super) fn allocation_figures(&self) -> Result<Vec<AllocationFigures>, ControlError> {
+        let pools: Vec<String> = self.allocation.lock().keys().cloned().collect();
+        let mut out = Vec::with_capacity(pools.len());
+        for pool in pools {
+            let s = self.pool_settings(&pool)?;
+            let capacity = self.pool_capacity(&pool);
+            let all = self.allocation.lock();
+            let Some(a) = all.get(&pool) else { continue };
+            out.push(AllocationFigures {
+                ratio: ratio(a.provisioned, capacity, &s),
+                overcommit: s.overcommit,
+                crossings: a.crossings,
+                pool,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// One pool's allocation figures, as `/metrics` shows them.
+pub(super) struct AllocationFigures {
+    /// The pool.
+    pub pool: String,
+    /// Provisioned over the limit (over the capacity when unlimited).
+    pub ratio: f64,
+    /// The overcommit ratio (`None`: unlimited).
+    pub overcommit: Option<f64>,
+    /// Upward passes of each of [`THRESHOLDS`] since start.
+    pub crossings: [u64; THRESHOLDS.len()],
+}
+
+/// Logs and counts each threshold a pool's figure passed upwards since it was last looked at.
+fn observe_allocation(pool: &str, a: &mut Allocation, capacity: u64, s: &PoolSettings) {
+    {
         let r = ratio(a.provisioned, capacity, s);
         let level = THRESHOLDS
             .iter()
@@ -242,7 +316,7 @@ impl Controller {
         for (i, t) in THRESHOLDS.iter().enumerate().take(level).skip(a.level) {
             a.crossings[i] += 1;
             tracing::warn!(
-                pool = DEFAULT_POOL,
+                pool,
                 threshold = t,
                 ratio = r,
                 provisioned = a.provisioned as u64,
@@ -251,16 +325,5 @@ impl Controller {
             );
         }
         a.level = level;
-    }
-
-    /// The pool's allocation figures for `/metrics`: ratio, overcommit (`None`: unlimited) and
-    /// the crossings of each threshold.
-    pub(super) fn allocation_figures(
-        &self,
-    ) -> Result<(f64, Option<f64>, [u64; THRESHOLDS.len()]), ControlError> {
-        let s = self.pool_settings(DEFAULT_POOL)?;
-        let a = self.allocation.lock();
-        let r = ratio(a.provisioned, self.pool.info().capacity, &s);
-        Ok((r, s.overcommit, a.crossings))
     }
 }

@@ -65,7 +65,7 @@ impl Controller {
     /// up to.
     pub(super) fn recount_usage(&self) -> Result<(), ControlError> {
         let mut counted: std::collections::HashMap<String, Usage> = Default::default();
-        let mut provisioned = 0u128;
+        let mut provisioned: std::collections::BTreeMap<String, u128> = Default::default();
         for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
             // Every record was charged with checked sums, so these fit; saturate all the same
             // rather than wrap on records edited by hand.
@@ -73,7 +73,8 @@ impl Controller {
             u.capacity_bytes = u.capacity_bytes.saturating_add(v.size);
             u.volumes = u.volumes.saturating_add(1);
             u.iops = u.iops.saturating_add(v.qos.iops_limit.unwrap_or(0));
-            provisioned += u128::from(v.size);
+            *provisioned.entry(v.pool.clone()).or_default() +=
+                u128::from(super::volumes::provisioned(&v));
         }
         self.set_provisioned(provisioned)?;
         for (_, s) in self.list::<Snapshot>("/snapshots/", None, 0)? {

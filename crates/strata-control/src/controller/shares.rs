@@ -1,8 +1,13 @@
-//! Fair shares of the pool between tenants: the pool's capacity and each tenant's weight and
-//! reservation, desired state in the store, applied to the engine's share scheduler
-//! (`strata_block::share`).
+//! Fair shares of a pool between tenants: the pool's device capacity and each tenant's weight
+//! and reservation, desired state in the store, applied to the engine's share scheduler
+//! (`strata_block::share`) of every device.
 //!
 //! # Invariants
+//! - A pool's share capacity is what *each* of its devices sustains: every device is its own
+//!   engine pool and schedules its own requests (as each Ceph OSD runs its own mClock with its
+//!   own capacity), so the figure is given to every device of the pool, a device added later
+//!   included; a pool-wide total split between devices would throttle one busy device to a
+//!   fraction of what it can do while the others idle.
 //! - A pool with no capacity set shares nothing (the engine admits at once); with one, the
 //!   tenants whose requests wait for it are served by weight, reservations first.
 //! - Every tenant is one share class ([`class_of`]); every volume of the tenant is in it, from
@@ -15,8 +20,8 @@ use strata_state::Txn;
 
 use super::auth::Principal;
 use super::store::enc;
-use super::{Controller, DEFAULT_POOL};
-use crate::error::{ControlError, Resource};
+use super::Controller;
+use crate::error::ControlError;
 use crate::model::*;
 
 /// Most a tenant's weight may be.
@@ -25,9 +30,9 @@ pub const WEIGHT_MAX: u32 = 10_000;
 /// The pool's capacity as stored (`/pool-share/{pool}`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PoolShareRecord {
-    /// Operations per second the pool's devices sustain (`None`: not set).
+    /// Operations per second each of the pool's devices sustains (`None`: not set).
     pub iops_capacity: Option<u64>,
-    /// Bytes per second the pool's devices sustain (`None`: not set).
+    /// Bytes per second each of the pool's devices sustains (`None`: not set).
     pub bandwidth_capacity: Option<u64>,
 }
 
@@ -79,14 +84,24 @@ pub fn class_of(tenant: &str) -> ClassId {
     h >> 1
 }
 
-fn check_pool(pool: &str) -> Result<(), ControlError> {
-    if pool != DEFAULT_POOL {
-        return Err(ControlError::not_found(Resource::Pool, pool));
-    }
-    Ok(())
-}
-
 impl Controller {
+    fn check_share_pool(&self, pool: &str) -> Result<(), ControlError> {
+        self.pool_record(pool).map(|_| ())
+    }
+
+    /// Gives every device of `pool` the pool's share capacity `r`.
+    fn apply_pool_share(&self, pool: &str, r: PoolShareRecord) -> Result<(), ControlError> {
+        for d in self.pool_record(pool)?.devices {
+            if let Some(e) = self.storage.engine(&d.id) {
+                e.share().set_capacity(Capacity {
+                    iops: r.iops_capacity,
+                    bandwidth: r.bandwidth_capacity,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The pool's capacity for sharing (admin).
     pub fn get_pool_share(
         &self,
@@ -94,7 +109,7 @@ impl Controller {
         pool: &str,
     ) -> Result<PoolShareRecord, ControlError> {
         Self::require(p, Role::Admin)?;
-        check_pool(pool)?;
+        self.check_share_pool(pool)?;
         Ok(self
             .get::<PoolShareRecord>(&pool_share_key(pool))?
             .map(|(r, _)| r)
@@ -110,7 +125,7 @@ impl Controller {
         r: PoolShareRecord,
     ) -> Result<PoolShareRecord, ControlError> {
         Self::require(p, Role::Admin)?;
-        check_pool(pool)?;
+        self.check_share_pool(pool)?;
         for (field, v) in [
             ("iops_capacity", r.iops_capacity),
             ("bandwidth_capacity", r.bandwidth_capacity),
@@ -121,10 +136,7 @@ impl Controller {
         }
         self.store
             .txn(Txn::new().put(pool_share_key(pool), enc(&r)))?;
-        self.pool.share().set_capacity(Capacity {
-            iops: r.iops_capacity,
-            bandwidth: r.bandwidth_capacity,
-        });
+        self.apply_pool_share(pool, r)?;
         Ok(r)
     }
 
@@ -140,7 +152,13 @@ impl Controller {
         Ok(TenantShareView {
             tenant: name.to_string(),
             share,
-            admitted: self.pool.share().admitted(class_of(name)),
+            admitted: self
+                .storage
+                .all()
+                .values()
+                .filter_map(|d| d.engine.as_ref())
+                .map(|e| e.share().admitted(class_of(name)))
+                .sum(),
         })
     }
 
@@ -194,8 +212,9 @@ impl Controller {
         }
     }
 
-    /// A device just added learns every tenant's share.
+    /// A device just added learns its pool's capacity and every tenant's share.
     pub(super) fn reapply_tenant_shares(&self) -> Result<(), ControlError> {
+        self.recover_pool_shares()?;
         for (key, s) in self.list::<TenantShareRecord>("/tenant-shares/", None, 0)? {
             let name = key.trim_start_matches("/tenant-shares/");
             self.apply_tenant_share(name, s);
@@ -203,16 +222,21 @@ impl Controller {
         Ok(())
     }
 
-    /// Start: the pool's capacity and every tenant's share, from the store.
+    /// Every pool's capacity onto its devices, from the store.
+    fn recover_pool_shares(&self) -> Result<(), ControlError> {
+        for (key, r) in self.list::<PoolShareRecord>("/pool-share/", None, 0)? {
+            let pool = key.trim_start_matches("/pool-share/");
+            match self.apply_pool_share(pool, r) {
+                Ok(()) | Err(ControlError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Start: every pool's capacity and every tenant's share, from the store.
     pub(super) fn recover_shares(&self) -> Result<(), ControlError> {
-        let c = self
-            .get::<PoolShareRecord>(&pool_share_key(DEFAULT_POOL))?
-            .map(|(r, _)| r)
-            .unwrap_or_default();
-        self.pool.share().set_capacity(Capacity {
-            iops: c.iops_capacity,
-            bandwidth: c.bandwidth_capacity,
-        });
+        self.recover_pool_shares()?;
         for (key, s) in self.list::<TenantShareRecord>("/tenant-shares/", None, 0)? {
             let name = key.trim_start_matches("/tenant-shares/");
             self.apply_tenant_share(name, s);

@@ -245,7 +245,7 @@ impl Controller {
         request_id: Option<&str>,
     ) -> Result<Option<String>, ControlError> {
         let tenant = &v.tenant;
-        self.provision(0, v.size, true, || {
+        self.provision(&v.pool, 0, provisioned(v), true, || {
             self.with_tenant(tenant, |t| {
                 // Preconditions are checked here, on fresh state under the tenant's lock;
                 // the comparisons below only guard against other processes.
@@ -299,7 +299,7 @@ impl Controller {
         let Some((cur, _)) = self.get::<Volume>(&key)? else {
             return Ok(());
         };
-        self.provision(cur.size, 0, false, || {
+        self.provision(&cur.pool, provisioned(&cur), 0, false, || {
             self.with_tenant(&v.tenant, |t| {
                 let Some((cur, rev)) = self.get::<Volume>(&key)? else {
                     return Ok((Txn::new(), ((), false)));
@@ -442,13 +442,13 @@ impl Controller {
     ) -> Result<Volume, ControlError> {
         let key = volume_key(&v.tenant, &v.id);
         loop {
-            let old = self
+            let (cur, _) = self
                 .get::<Volume>(&key)?
-                .ok_or_else(|| ControlError::not_found(Resource::Volume, &v.id))?
-                .0
-                .size;
+                .ok_or_else(|| ControlError::not_found(Resource::Volume, &v.id))?;
+            let old = cur.size;
+            let n = cur.copy_devices().len() as u64;
             // Unchecked (an undo, or the engine's size kept at start): never refused.
-            let done = self.provision(old, size, check, || {
+            let done = self.provision(&cur.pool, old * n, size * n, check, || {
                 self.with_tenant(&v.tenant, |t| {
                     let (mut nv, rev) = self
                         .get::<Volume>(&key)?
@@ -543,4 +543,10 @@ impl Controller {
         }
         self.forget_volume(v)
     }
+}
+
+/// What a volume provisions of its pool: its size once per copy (each copy takes room on its
+/// own device).
+pub(super) fn provisioned(v: &Volume) -> u64 {
+    v.size.saturating_mul(v.copy_devices().len() as u64)
 }

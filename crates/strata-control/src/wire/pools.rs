@@ -434,7 +434,7 @@ pub struct PoolSettings {
     pub overcommit: Option<f64>,
     /// Data capacity of the pool, bytes.
     pub capacity_bytes: u64,
-    /// Sum of the pool's volume sizes, bytes.
+    /// Sum of the pool's volume sizes, each counted once per copy, bytes.
     pub provisioned_bytes: u64,
     /// `capacity × overcommit`, bytes (null: unlimited).
     pub limit_bytes: Option<u64>,

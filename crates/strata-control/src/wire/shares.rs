@@ -12,7 +12,7 @@ pub const IOPS_MAX: u64 = 1_000_000_000_000;
 /// Most bytes per second a capacity may name (10^15: a petabyte per second).
 pub const BANDWIDTH_MAX: u64 = 1_000_000_000_000_000;
 
-/// `PUT /v1/pools/{id}/share` and its answer: what the pool's devices sustain. With either
+/// `PUT /v1/pools/{id}/share` and its answer: what each of the pool's devices sustains. With either
 /// set, tenants whose requests wait for the pool are served by weight (reservations first);
 /// with neither, the pool admits every request at once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -221,6 +221,112 @@ fn pool_overcommit_is_a_setting_an_admin_changes() {
     d.stop();
 }
 
+/// Every pool has its own overcommit limit and share capacity: a pool of two 64 MiB file
+/// devices at overcommit 1 takes one 2-copy volume of 40 MiB (80 MiB of copies) and refuses a
+/// second one naming the pool, while the default pool still takes it; after a restart the
+/// figure is counted again from the records (copies included). The pool's share capacity is
+/// its own record, and an unknown pool is 404.
+#[test]
+fn every_pool_has_its_own_overcommit_limit_counting_each_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let d = Daemon::start(&data);
+    let admin = d.admin();
+    let devdir = data.join("devices");
+    let mut devices = vec![];
+    for n in ["a", "b"] {
+        let f = devdir.join(format!("{n}.img"));
+        std::fs::File::create(&f)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        devices.push(json!({"path": f}));
+    }
+    let (s, v) = d.call(
+        "POST",
+        "/v1/pools",
+        &admin,
+        Some(json!({"name": "fast", "devices": devices, "replicas": 2})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = d.call(
+        "PUT",
+        "/v1/pools/fast/settings",
+        &admin,
+        Some(json!({"overcommit": 1})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let cap = v["capacity_bytes"].as_u64().unwrap();
+    assert!(cap > 80 << 20 && cap < 160 << 20, "two 64 MiB devices: {v}");
+    let vol = |d: &Daemon, name: &str, pool: &str| {
+        d.call(
+            "POST",
+            "/v1/volumes",
+            &admin,
+            Some(json!({"name": name, "size": "40M", "pool": pool})),
+        )
+    };
+    let (s, v) = vol(&d, "one", "fast");
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["copies"].as_array().map(Vec::len), Some(2), "{v}");
+    let (s, v) = d.call("GET", "/v1/pools/fast/settings", &admin, None);
+    assert_eq!(v["provisioned_bytes"].as_u64(), Some(80 << 20), "{s} {v}");
+    let refused = |v: &Value| {
+        v["error"]["code"] == "pool_overcommitted"
+            && v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("pool fast")
+    };
+    let (s, v) = vol(&d, "two", "fast");
+    assert!(s == 409 && refused(&v), "{s} {v}");
+    let (s, v) = vol(&d, "two", "default");
+    assert_eq!(s, 201, "the default pool has its own limit: {v}");
+    let (s, v) = d.call("GET", "/v1/pools/default/settings", &admin, None);
+    assert_eq!(v["provisioned_bytes"].as_u64(), Some(40 << 20), "{s} {v}");
+    let m = std::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {admin}")])
+        .arg(format!("{}/metrics", d.url))
+        .output()
+        .unwrap();
+    let m = String::from_utf8(m.stdout).unwrap();
+    for l in [
+        "strata_pool_overcommit_ratio{pool=\"fast\"} 1",
+        "strata_pool_overcommit_ratio{pool=\"default\"} 4",
+    ] {
+        assert!(m.lines().any(|x| x == l), "{l} in {m}");
+    }
+    // Share capacities are per pool.
+    let (s, v) = d.call(
+        "PUT",
+        "/v1/pools/fast/share",
+        &admin,
+        Some(json!({"iops_capacity": 5000})),
+    );
+    assert_eq!((s, v["iops_capacity"].as_u64()), (200, Some(5000)), "{v}");
+    let (_, v) = d.call("GET", "/v1/pools/default/share", &admin, None);
+    assert!(v["iops_capacity"].is_null(), "{v}");
+    let (s, v) = d.call("GET", "/v1/pools/nope/share", &admin, None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("pool_not_found")),
+        "{v}"
+    );
+    let (s, v) = d.call("GET", "/v1/pools/nope/settings", &admin, None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("pool_not_found")),
+        "{v}"
+    );
+    d.stop();
+    let d = Daemon::start(&data);
+    let (s, v) = vol(&d, "three", "fast");
+    assert!(s == 409 && refused(&v), "counted again at start: {s} {v}");
+    let (_, v) = d.call("GET", "/v1/pools/fast/settings", &admin, None);
+    assert_eq!(v["provisioned_bytes"].as_u64(), Some(80 << 20), "{v}");
+    d.stop();
+}
+
 /// Runs fio's NBD engine against `uri` and returns its JSON report.
 pub(crate) fn fio(uri: &str, args: &[&str]) -> Value {
     let out = std::process::Command::new("fio")
