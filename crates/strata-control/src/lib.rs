@@ -11,9 +11,9 @@ pub mod storage;
 pub mod wire;
 
 pub use controller::{
-    class_of, Controller, CreateVolume, NetworkTrace, NewGroup, NewPort, NewRule, NewSubnet,
-    OvercommitArg, PoolSettingsView, PoolShareRecord, Principal, SetPoolSettings, SizeArg,
-    TenantShareRecord, TenantShareView, TraceFrom,
+    class_of, parse_duration, Controller, CreateVolume, NetworkTrace, NewGroup, NewPort, NewRule,
+    NewSubnet, OvercommitArg, PoolSettingsView, PoolShareRecord, Principal, SetPoolSettings,
+    SizeArg, TenantShareRecord, TenantShareView, TraceFrom,
 };
 pub use error::{ControlError, InUse, Resource, Service};
 pub use model::*;

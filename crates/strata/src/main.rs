@@ -96,6 +96,15 @@ enum Cmd {
         /// copy, in all (e.g. 200M; 0: as fast as the devices go).
         #[arg(long, default_value = "0", value_name = "SIZE")]
         resync_rate: String,
+        /// How often every pool is scrubbed by itself: a pool's scrub starts when its last one
+        /// started that long ago (never scrubbed: when the pool was made). `30s`, `12h`, `7d`,
+        /// `2w`; `0` or `off`: only when asked (`strata pool scrub`).
+        #[arg(long, default_value = "7d", value_name = "DURATION")]
+        scrub_interval: String,
+        /// Most bytes per second a scheduled scrub reads (e.g. 100M; 0: as fast as the
+        /// devices go).
+        #[arg(long, default_value = "100M", value_name = "SIZE")]
+        scrub_rate: String,
     },
     /// Master keys for encryption at rest.
     MasterKey {
@@ -336,6 +345,8 @@ fn run() -> Result<()> {
             master_key_file,
             device_dirs,
             resync_rate,
+            scrub_interval,
+            scrub_rate,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -354,6 +365,17 @@ fn run() -> Result<()> {
                     device_dirs: &device_dirs,
                     resync_rate: strata_types::parse_size(&resync_rate)
                         .map_err(|e| anyhow::anyhow!("invalid_argument: --resync-rate: {e}"))?,
+                    scrub_interval: match scrub_interval.trim() {
+                        "0" | "off" => 0,
+                        s => strata_control::parse_duration(s).ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "invalid_argument: --scrub-interval: {s:?} is not a duration \
+                                 such as 12h, 7d or 2w (0 or off: none)"
+                            )
+                        })?,
+                    },
+                    scrub_rate: strata_types::parse_size(&scrub_rate)
+                        .map_err(|e| anyhow::anyhow!("invalid_argument: --scrub-rate: {e}"))?,
                 },
                 node.as_deref(),
                 &listen,
@@ -563,6 +585,25 @@ fn spawn_resync(ctl: &Arc<strata_control::Controller>, rate: u64) -> Result<()> 
     Ok(())
 }
 
+/// The scrub schedule: every 5 s (a result is stored that soon after a scrub ends), the
+/// controller stores ended scrubs and starts those due (`--scrub-interval`, at `--scrub-rate`).
+fn spawn_scrub_schedule(
+    ctl: &Arc<strata_control::Controller>,
+    interval: u64,
+    rate: u64,
+) -> Result<()> {
+    let weak = Arc::downgrade(ctl);
+    std::thread::Builder::new()
+        .name("scrub-schedule".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            let Some(c) = weak.upgrade() else { break };
+            c.scrub_schedule(interval, rate);
+        })
+        .context("starting the scrub schedule")?;
+    Ok(())
+}
+
 /// The directory under the data dir whose regular files may become pool devices.
 const DEVICES_DIR: &str = "devices";
 
@@ -579,6 +620,10 @@ struct Keep<'a> {
     device_dirs: &'a [PathBuf],
     /// `--resync-rate`, bytes per second (0: unlimited).
     resync_rate: u64,
+    /// `--scrub-interval`, seconds (0: no schedule).
+    scrub_interval: u64,
+    /// `--scrub-rate`, bytes per second (0: unlimited).
+    scrub_rate: u64,
 }
 
 fn serve(
@@ -619,6 +664,7 @@ fn serve(
     ctl.set_intent_dir(std::path::absolute(dir.join(REPLICAS_DIR))?);
     let ctl = Arc::new(ctl);
     spawn_resync(&ctl, keep.resync_rate)?;
+    spawn_scrub_schedule(&ctl, keep.scrub_interval, keep.scrub_rate)?;
     // The local node joins the placement pool with what this machine has.
     let node_name = node.map_or_else(inventory::hostname, str::to_string);
     ctl.register_local_node(inventory::local_node(&node_name, &pool))
@@ -733,6 +779,7 @@ fn serve(
     })?;
     nbd.shutdown();
     ctl.close_sets();
+    ctl.persist_scrubs();
     ctl.shutdown();
     pool.flush().context("flushing the pool")?;
     tracing::info!("stopped cleanly");

@@ -77,7 +77,7 @@ mod tenants;
 mod volumes;
 
 pub use attachments::Exports;
-pub use auth::Principal;
+pub use auth::{parse_duration, Principal};
 pub use certificates::Revoked;
 pub use devices::{CreatePool, DeviceView, NewDevice, PoolView};
 pub use groups::{NewGroup, GROUP_MAX_MEMBERS};

@@ -10,6 +10,12 @@
 //! - A snapshot's blocks are verified, not repaired (snapshots are read-only); a bad one is
 //!   reported.
 //! - Only healthy copies are scrubbed; a copy being resynced gets its bytes from the resync.
+//! - A pool's last scrub is stored at `/scrubs/{pool}`: `running` when it starts, its full result
+//!   once [`Controller::persist_scrubs`] sees it done (the daemon's schedule tick and its clean
+//!   stop). A stored `running` scrub that is not running in this daemon reads `interrupted`.
+//! - The schedule ([`Controller::scrub_schedule`]) starts a pool's scrub when its last one
+//!   started (or, never scrubbed, the pool was created) at least the interval ago, at the
+//!   schedule's rate; a scrub started by an admin counts the same.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +35,7 @@ use crate::storage::Storage;
 const PIECE: u64 = 1 << 20;
 
 /// A block scrub could not repair.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BadBlock {
     /// The volume.
     pub volume: String,
@@ -41,12 +47,12 @@ pub struct BadBlock {
     pub offset: u64,
 }
 
-/// Where a pool's scrub stands.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Where a pool's scrub stands (also its stored record, `/scrubs/{pool}`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScrubView {
     /// The pool.
     pub pool: String,
-    /// `running` or `done`.
+    /// `running`, `done`, or `interrupted` (stored as running by a daemon that stopped).
     pub state: String,
     /// Most bytes per second it reads (0: unlimited).
     pub rate: u64,
@@ -73,7 +79,13 @@ pub const MAX_REPORTED: usize = 1000;
 #[derive(Default)]
 pub(super) struct Scrubs {
     by_pool: Mutex<HashMap<String, Arc<Mutex<ScrubView>>>>,
+    /// Per pool, the start time of the last scrub whose end is stored.
+    stored: Mutex<HashMap<String, u64>>,
     stop: Arc<AtomicBool>,
+}
+
+fn scrub_key(pool: &str) -> String {
+    format!("/scrubs/{pool}")
 }
 
 impl Drop for Scrubs {
@@ -107,6 +119,11 @@ impl Controller {
     ) -> Result<ScrubView, ControlError> {
         Self::require(p, Role::Admin)?;
         self.pool_record(pool)?;
+        self.run_scrub(pool, rate)
+    }
+
+    /// Starts a scrub of `pool` at `rate`, or answers the one running.
+    fn run_scrub(&self, pool: &str, rate: u64) -> Result<ScrubView, ControlError> {
         let mut all = self.scrubs.by_pool.lock();
         if let Some(cur) = all.get(pool) {
             let v = cur.lock().clone();
@@ -146,10 +163,110 @@ impl Controller {
                     unrepaired = v.bad_blocks - v.repaired, "scrub done");
             })
             .map_err(|e| ControlError::internal(format!("starting the scrub: {e}")))?;
+        drop(all);
+        // Stored as running: a daemon that stops before the end leaves it `interrupted`.
+        if let Err(e) = self
+            .store
+            .txn(strata_state::Txn::new().put(scrub_key(pool), super::store::enc(&view)))
+        {
+            tracing::warn!(pool, error = %e, "scrub start not stored");
+        }
         Ok(view)
     }
 
-    /// The pool's last scrub (admin); `None` if none ran since the daemon started.
+    /// Stores the result of every scrub that ended since it was last looked at, and records
+    /// it in the audit log (actor `daemon`). Returns how many it stored.
+    pub fn persist_scrubs(&self) -> usize {
+        let done: Vec<ScrubView> = self
+            .scrubs
+            .by_pool
+            .lock()
+            .values()
+            .map(|c| c.lock().clone())
+            .filter(|v| v.state == "done")
+            .collect();
+        let mut n = 0;
+        for v in done {
+            if self.scrubs.stored.lock().get(&v.pool) == Some(&v.started) {
+                continue;
+            }
+            if let Err(e) = self
+                .store
+                .txn(strata_state::Txn::new().put(scrub_key(&v.pool), super::store::enc(&v)))
+            {
+                tracing::warn!(pool = %v.pool, error = %e, "scrub result not stored");
+                continue;
+            }
+            self.scrubs.stored.lock().insert(v.pool.clone(), v.started);
+            self.audit_event(
+                None,
+                "pool.scrubbed",
+                &v.pool,
+                &format!(
+                    "{} bytes read, {} bad blocks, {} repaired, {} not repaired",
+                    v.done_bytes,
+                    v.bad_blocks,
+                    v.repaired,
+                    v.bad_blocks - v.repaired
+                ),
+            );
+            n += 1;
+        }
+        n
+    }
+
+    /// The schedule's tick: stores ended scrubs, then starts a scrub at `rate` of every pool
+    /// whose last scrub started at least `interval` seconds ago (a pool never scrubbed:
+    /// created that long ago). `interval` 0: no scrub is started. Returns the pools started.
+    pub fn scrub_schedule(&self, interval: u64, rate: u64) -> Vec<String> {
+        self.persist_scrubs();
+        if interval == 0 {
+            return vec![];
+        }
+        let Ok(pools) = self.list::<PoolRecord>("/pools/", None, 0) else {
+            return vec![];
+        };
+        let now = super::store::now();
+        let mut started = vec![];
+        for (_, rec) in pools {
+            let last = match self.last_scrub(&rec.name) {
+                Ok(Some(v)) if v.state == "running" => continue,
+                Ok(Some(v)) => v.started,
+                Ok(None) => rec.created,
+                Err(_) => continue,
+            };
+            if now < last.saturating_add(interval) {
+                continue;
+            }
+            match self.run_scrub(&rec.name, rate) {
+                Ok(_) => {
+                    tracing::info!(pool = %rec.name, rate, "scheduled scrub started");
+                    started.push(rec.name);
+                }
+                Err(e) => {
+                    tracing::warn!(pool = %rec.name, error = %e, "scheduled scrub not started")
+                }
+            }
+        }
+        started
+    }
+
+    /// A pool's last scrub: this daemon's, else the stored one (`interrupted` when it was
+    /// stored running).
+    fn last_scrub(&self, pool: &str) -> Result<Option<ScrubView>, ControlError> {
+        if let Some(c) = self.scrubs.by_pool.lock().get(pool) {
+            return Ok(Some(c.lock().clone()));
+        }
+        Ok(self.get::<ScrubView>(&scrub_key(pool))?.map(|(mut v, _)| {
+            if v.state == "running" {
+                v.state = "interrupted".into();
+            }
+            v
+        }))
+    }
+
+    /// The pool's last scrub (admin), this daemon's or the stored one; `None` if none ever
+    /// ran.
     pub fn scrub_state(
         &self,
         p: &Principal,
@@ -157,12 +274,7 @@ impl Controller {
     ) -> Result<Option<ScrubView>, ControlError> {
         Self::require(p, Role::Admin)?;
         self.pool_record(pool)?;
-        Ok(self
-            .scrubs
-            .by_pool
-            .lock()
-            .get(pool)
-            .map(|c| c.lock().clone()))
+        self.last_scrub(pool)
     }
 
     /// Every healthy copy of every available volume of `pool`, and of its snapshots, with its

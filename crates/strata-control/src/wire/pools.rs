@@ -280,7 +280,8 @@ pub struct BadBlock {
 pub struct Scrub {
     /// The pool.
     pub pool: String,
-    /// `idle` (none since the daemon started), `running` or `done`.
+    /// `idle` (none ever ran), `running`, `done`, or `interrupted` (the daemon stopped during
+    /// it).
     pub state: String,
     /// Most bytes per second it reads (0: unlimited).
     pub rate: u64,

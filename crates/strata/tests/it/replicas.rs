@@ -653,6 +653,121 @@ fn scrub_repairs_every_flipped_block_of_a_replicated_volume_and_reports_the_othe
     d.stop();
 }
 
+/// The daemon scrubs every pool by itself (`--scrub-interval`): blocks flipped while it was
+/// stopped are repaired by a scrub nobody asked for, its result is stored and audited, and
+/// it is still shown after a restart.
+#[test]
+fn a_scheduled_scrub_repairs_by_itself_and_its_result_outlives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("d");
+    let d = Daemon::start_with(&data_dir, &["--scrub-interval", "off"]);
+    let admin = d.admin();
+    let devdir = data_dir.join("devices");
+    let files: Vec<PathBuf> = (0..2).map(|i| devdir.join(format!("dev{i}.img"))).collect();
+    for f in &files {
+        std::fs::File::create(f).unwrap().set_len(64 << 20).unwrap();
+    }
+    let (f0, f1) = (files[0].to_str().unwrap(), files[1].to_str().unwrap());
+    ok(
+        &d,
+        &admin,
+        &["pool", "create", "p", "--device", f0, "--device", f1],
+    );
+    let (id, uri, copies) = volume_in(&d, &admin, "p", "v", "8M", 2);
+    let src = dir.path().join("src.img");
+    random_file(&src, 8);
+    assert!(nbdcopy(&src, &uri));
+    let data = std::fs::read(&src).unwrap();
+    // Nothing scrubs with the schedule off.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let st = json_of(&d, &admin, &["pool", "scrub-status", "p"]);
+    assert_eq!(st["state"], "idle", "{st}");
+    d.stop();
+    let second = if copies[1] == "p-d0" {
+        &files[0]
+    } else {
+        &files[1]
+    };
+    for at in blocks_in_file(second, &data, &[10, 900, 1800]) {
+        flip(second, at);
+    }
+    let flipped = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let d = Daemon::start_with(&data_dir, &["--scrub-interval", "2s", "--scrub-rate", "0"]);
+    // The first scheduled scrub finds the three blocks and repairs them; later ones find none.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let repairing = loop {
+        let st = json_of(&d, &admin, &["pool", "scrub-status", "p"]);
+        if st["state"] == "done" && st["bad_blocks"].as_u64().unwrap_or(0) > 0 {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled scrub: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        (
+            repairing["bad_blocks"].as_u64(),
+            repairing["repaired"].as_u64()
+        ),
+        (Some(3), Some(3)),
+        "{repairing}"
+    );
+    assert!(
+        repairing["started"].as_u64().unwrap() >= flipped,
+        "{repairing}"
+    );
+    assert_same(&src, &uri);
+    // Stored and audited by the daemon.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, log) = d.call("GET", "/v1/audit?limit=200", &admin, None);
+        if log["items"].as_array().unwrap().iter().any(|e| {
+            e["action"] == "pool.scrubbed"
+                && e["resource"] == "p"
+                && e["actor"] == "daemon"
+                && e["outcome"].as_str().unwrap_or("").contains("3 repaired")
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pool.scrubbed in {log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    d.stop();
+    // After a restart with the schedule off, the last stored scrub is shown (done, or
+    // interrupted if the stop came during a later one), never `idle`.
+    let d = Daemon::start_with(&data_dir, &["--scrub-interval", "off"]);
+    let st = json_of(&d, &admin, &["pool", "scrub-status", "p"]);
+    assert!(
+        st["state"] == "done" || st["state"] == "interrupted",
+        "stored: {st}"
+    );
+    assert!(
+        st["started"].as_u64() >= repairing["started"].as_u64(),
+        "{st} after {repairing}"
+    );
+    let (_, v) = d.call("GET", &format!("/v1/volumes/{id}"), &admin, None);
+    assert_eq!(v["health"], "healthy", "{v}");
+    // A bad interval is refused at start with its code.
+    let out = strata()
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .args(["--scrub-interval", "soon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid_argument: --scrub-interval"), "{err}");
+    d.stop();
+}
+
 #[test]
 fn a_device_away_while_its_volume_is_written_resyncs_only_what_it_missed() {
     let dir = tempfile::tempdir().unwrap();
