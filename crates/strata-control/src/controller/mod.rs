@@ -20,6 +20,7 @@
 //! - `devices.rs`: pools of devices (records, opening each device's engine pool, adding and
 //!   removing devices) and where a new volume's copies go.
 //! - `pools.rs`: pool settings (the overcommit limit) and each pool's provisioned figure.
+//! - `orphans.rs`: at start, deletes engine volumes no volume record names on their device.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
 //! - `networks/`: tenant networks (networks, subnets, ports, routers, security groups),
 //!   compiled by `strata-vpc` onto the node's integration switch.
@@ -63,6 +64,7 @@ mod nbd_link;
 mod nbd_source;
 mod networks;
 mod nodes;
+mod orphans;
 mod pools;
 mod qos;
 mod recovery;

@@ -56,6 +56,13 @@ impl Controller {
             .recover_shares()
             .and_then(|()| self.recover_volumes())
             .and_then(|()| self.recover_groups());
+        // Copies a crash left that no record names (an interrupted rebuild or move) free their
+        // room; a failure here only keeps them until the next start.
+        if r.is_ok() {
+            if let Err(e) = self.sweep_orphans() {
+                tracing::warn!(error = %e, "orphan copies not swept");
+            }
+        }
         // Usage is derived state: recount it from the records, whatever a crash left behind.
         self.recount_usage()?;
         r

@@ -768,6 +768,84 @@ fn a_scheduled_scrub_repairs_by_itself_and_its_result_outlives_a_restart() {
     d.stop();
 }
 
+/// A copy a crash left behind (here: the volume's name on a device its record does not name,
+/// as an interrupted move leaves it) is deleted at the next start and audited; the volume its
+/// record names keeps its bytes.
+#[test]
+fn a_copy_no_record_names_is_swept_at_start() {
+    use std::sync::Arc;
+    use strata_block::{BlockDevice, FileDevice, Pool};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("d");
+    let d = Daemon::start(&data_dir);
+    let admin = d.admin();
+    let devdir = data_dir.join("devices");
+    let files: Vec<PathBuf> = (0..2).map(|i| devdir.join(format!("dev{i}.img"))).collect();
+    for f in &files {
+        std::fs::File::create(f).unwrap().set_len(64 << 20).unwrap();
+    }
+    let (f0, f1) = (files[0].to_str().unwrap(), files[1].to_str().unwrap());
+    ok(
+        &d,
+        &admin,
+        &["pool", "create", "p", "--device", f0, "--device", f1],
+    );
+    let (id, uri, copies) = volume_in(&d, &admin, "p", "keep", "8M", 1);
+    let src = dir.path().join("src.img");
+    random_file(&src, 8);
+    assert!(nbdcopy(&src, &uri));
+    d.stop();
+    // The device that does not hold the copy gets an engine volume of the same name, written.
+    let (other, other_id) = if copies[0] == "p-d0" {
+        (&files[1], "p-d1")
+    } else {
+        (&files[0], "p-d0")
+    };
+    let engine = |f: &Path| {
+        Pool::open(vec![
+            Arc::new(FileDevice::open(f).unwrap()) as Arc<dyn BlockDevice>
+        ])
+        .unwrap()
+    };
+    {
+        let e = engine(other);
+        let v = e.create_volume(&id, 8 << 20, None).unwrap();
+        e.write(v, 0, &vec![0x5a; 4 << 20]).unwrap();
+        e.flush().unwrap();
+        assert_eq!(e.volumes().len(), 1);
+    }
+    let d = Daemon::start(&data_dir);
+    let (_, log) = d.call("GET", "/v1/audit?limit=100", &admin, None);
+    let swept: Vec<&Value> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "volume.orphan_removed")
+        .collect();
+    assert_eq!(swept.len(), 1, "{log}");
+    assert_eq!(swept[0]["resource"], id.as_str(), "{log}");
+    assert_eq!(swept[0]["actor"], "daemon", "{log}");
+    assert!(
+        swept[0]["outcome"].as_str().unwrap().contains(other_id),
+        "{log}"
+    );
+    let (_, at) = d.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        &admin,
+        None,
+    );
+    assert_same(&src, at["uri"].as_str().unwrap_or(&uri));
+    d.stop();
+    assert!(engine(other).volumes().is_empty(), "the orphan is gone");
+    let held = if other == &files[0] {
+        &files[1]
+    } else {
+        &files[0]
+    };
+    assert_eq!(engine(held).volumes().len(), 1, "the recorded copy stays");
+}
+
 #[test]
 fn a_device_away_while_its_volume_is_written_resyncs_only_what_it_missed() {
     let dir = tempfile::tempdir().unwrap();
