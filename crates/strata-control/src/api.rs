@@ -595,6 +595,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )),
         )
         .route(
+            "/v1/pools/{id}/devices/{device}/online",
+            post(change(
+                S::OK,
+                "pool.online_device",
+                |(id, dev): &(String, String)| format!("{}/{}", clip(id), clip(dev)),
+                |c, p, (id, dev)| c.online_device(p, &id, &dev).map(wire::Pool::from),
+            )),
+        )
+        .route(
             "/v1/pools/{id}/settings",
             get(read(|c, p, id: String| {
                 c.get_pool_settings(p, &id).map(PoolSettings::from)

@@ -934,6 +934,16 @@ impl Client {
         Ok(())
     }
 
+    /// `strata pool online-device NAME DEVICE`.
+    pub fn pool_online_device(&self, name: &str, device: &str) -> Result<()> {
+        self.req(
+            "POST",
+            &format!("/v1/pools/{}/devices/{}/online", enc(name), enc(device)),
+            None,
+        )?;
+        self.pools(Some(name))
+    }
+
     /// `strata pool remove-device NAME DEVICE`.
     pub fn pool_remove_device(&self, name: &str, device: &str, wait: bool) -> Result<()> {
         let mut v = self.req(

@@ -280,6 +280,16 @@ enum PoolCmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Opens a faulted or missing device again without a restart (admin), once it is back
+    /// (a cable reseated, a path restored): it must be the same device it was. Its copies of
+    /// replicated volumes resync only what was written while it was away; a copy already
+    /// rebuilt elsewhere stays there.
+    OnlineDevice {
+        /// Pool name.
+        name: String,
+        /// Device id (`strata pool show` lists them).
+        device: String,
+    },
     /// Shows a pool's devices and utilization.
     Show {
         /// Pool name.
@@ -465,6 +475,9 @@ fn run() -> Result<()> {
                             no_wait,
                         },
                 } => c.pool_remove_device(&name, &device, !no_wait),
+                Cmd::Pool {
+                    cmd: PoolCmd::OnlineDevice { name, device },
+                } => c.pool_online_device(&name, &device),
                 Cmd::Pool {
                     cmd:
                         PoolCmd::Scrub {

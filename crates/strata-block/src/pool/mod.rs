@@ -370,6 +370,13 @@ impl Pool {
         self.inner.failed.load(Ordering::SeqCst)
     }
 
+    /// Makes the pool refuse every write, commit and management operation from now on, as a
+    /// failed one does (reads still answer from what it holds): its device is about to be
+    /// opened again by another `Pool`, and two pools must never both write one device.
+    pub fn retire(&self) {
+        self.inner.failed.store(true, Ordering::SeqCst);
+    }
+
     /// Utilization and devices.
     pub fn info(&self) -> PoolInfo {
         let m = self.inner.meta.lock();

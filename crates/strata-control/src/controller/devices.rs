@@ -490,7 +490,7 @@ impl Controller {
         self.pool_view(&self.pool_record(name)?)
     }
 
-    fn pool_view(&self, rec: &PoolRecord) -> Result<PoolView, ControlError> {
+    pub(super) fn pool_view(&self, rec: &PoolRecord) -> Result<PoolView, ControlError> {
         let volumes = self.list::<Volume>("/volumes/", None, 0)?;
         let mut view = PoolView {
             name: rec.name.clone(),

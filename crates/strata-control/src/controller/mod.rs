@@ -20,6 +20,7 @@
 //! - `devices.rs`: pools of devices (records, opening each device's engine pool, adding and
 //!   removing devices) and where a new volume's copies go.
 //! - `pools.rs`: pool settings (the overcommit limit) and each pool's provisioned figure.
+//! - `online.rs`: a faulted or missing device opened again, its copies catching up.
 //! - `orphans.rs`: at start, deletes engine volumes no volume record names on their device.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
 //! - `networks/`: tenant networks (networks, subnets, ports, routers, security groups),
@@ -64,6 +65,7 @@ mod nbd_link;
 mod nbd_source;
 mod networks;
 mod nodes;
+mod online;
 mod orphans;
 mod pools;
 mod qos;

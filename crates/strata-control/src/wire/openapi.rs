@@ -385,6 +385,14 @@ fn operations() -> Vec<Op> {
         .ok(200, "the pool", r::<Pool>())
         .errors(&[409]),
         op(
+            Post,
+            "/v1/pools/{id}/devices/{device}/online",
+            "onlinePoolDevice",
+            "Open a faulted or missing device again; its copies resync what they missed (admin)",
+        )
+        .ok(200, "the pool", r::<Pool>())
+        .errors(&[409]),
+        op(
             Get,
             "/v1/pools/{id}/settings",
             "getPoolSettings",

@@ -846,6 +846,129 @@ fn a_copy_no_record_names_is_swept_at_start() {
     assert_eq!(engine(held).volumes().len(), 1, "the recorded copy stays");
 }
 
+/// A device that faulted at run time and came back is brought online without a restart
+/// (`strata pool online-device`): its copy resyncs only what was written while it was away,
+/// and then alone serves every byte.
+#[test]
+fn a_faulted_device_that_comes_back_goes_online_and_resyncs_what_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    let a = Loop::new(&dir.path().join("a.img"), 128 << 20);
+    let b = Loop::new(&dir.path().join("b.img"), 128 << 20);
+    ok(
+        &d,
+        &admin,
+        &[
+            "pool",
+            "create",
+            "p",
+            "--device",
+            &a.dev,
+            "--device",
+            &b.dev,
+            "--replicas",
+            "2",
+        ],
+    );
+    let (vid, uri, copies) = volume_in(&d, &admin, "p", "v", "32M", 2);
+    let src = dir.path().join("src.img");
+    random_file(&src, 32);
+    assert!(nbdcopy(&src, &uri));
+    let mut want = std::fs::read(&src).unwrap();
+    // The second copy's device as it stands (flushed, idle), then it dies.
+    let (second, first) = if copies[1] == "p-d1" {
+        (&b, &a)
+    } else {
+        (&a, &b)
+    };
+    let saved = dir.path().join("saved.img");
+    std::fs::copy(&second.file, &saved).unwrap();
+    second.fail();
+    let o = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x3c 4M 2M", &uri])
+        .output()
+        .expect("qemu-io");
+    assert!(
+        o.status.success(),
+        "no client error: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    want[4 << 20..6 << 20].fill(0x3c);
+    let dev_of = |pool: &Value, id: &str| -> Value {
+        pool["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let pool = json_of(&d, &admin, &["pool", "show", "p"]);
+    assert_eq!(dev_of(&pool, &copies[1])["health"], "faulted", "{pool}");
+    // Nowhere to rebuild (two devices): it stays degraded until the device is back.
+    let (_, v) = d.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
+    assert_eq!(v["health"], "degraded", "{v}");
+    // Back (the same bytes it held), told to the kernel, then to the daemon.
+    std::fs::copy(&saved, &second.file).unwrap();
+    let s = Command::new("losetup")
+        .args(["-c", &second.dev])
+        .status()
+        .unwrap();
+    assert!(s.success());
+    let pool = json_of(&d, &admin, &["pool", "online-device", "p", &copies[1]]);
+    assert_eq!(dev_of(&pool, &copies[1])["health"], "healthy", "{pool}");
+    wait_healthy(&d, &admin, &vid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        let (_, log) = d.call("GET", "/v1/audit?limit=100", &admin, None);
+        let items = log["items"].as_array().unwrap();
+        assert!(
+            items
+                .iter()
+                .any(|e| e["action"] == "device.online" && e["resource"] == copies[1].as_str()),
+            "{log}"
+        );
+        if let Some(e) = items
+            .iter()
+            .find(|e| e["action"] == "volume.resynced" && e["resource"] == vid.as_str())
+        {
+            break e.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "resynced in {log}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let copied: u64 = done["outcome"]
+        .as_str()
+        .unwrap()
+        .split_once('(')
+        .and_then(|(_, r)| r.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{done}"));
+    assert!(
+        (2 << 20..=4 << 20).contains(&copied),
+        "copied {copied} of 32 MiB: {done}"
+    );
+    // Online again: a healthy device is left as it is. An unknown one: 404.
+    let (s, v) = d.call(
+        "POST",
+        &format!("/v1/pools/p/devices/{}/online", copies[1]),
+        &admin,
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = d.call("POST", "/v1/pools/p/devices/p-d9/online", &admin, None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("device_not_found")),
+        "{v}"
+    );
+    // The copy that came back alone serves every write.
+    first.fail();
+    let got = read_all(&uri, &dir.path().join("got.img"));
+    assert!(got == want, "the device brought back holds every write");
+    d.stop();
+}
+
 #[test]
 fn a_device_away_while_its_volume_is_written_resyncs_only_what_it_missed() {
     let dir = tempfile::tempdir().unwrap();
