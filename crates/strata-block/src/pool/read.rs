@@ -11,7 +11,7 @@ use crate::crypt::{BlockCipher, BlockTag};
 use crate::error::IoError;
 use crate::format::crc32c;
 use crate::map::Entry;
-use crate::meta::{split_paddr, LayerId, SnapshotId, VolumeId};
+use crate::meta::{split_paddr, LayerId, SnapshotId};
 
 use super::{resolve_target, target_name, Pool, Target, BS, BSU, CHUNK_BLOCKS, CHUNK_BYTES};
 
@@ -132,7 +132,15 @@ impl Pool {
         let t = t.into();
         let m = self.inner.meta.lock();
         let (top, size) = resolve_target(&m.state, t)?;
-        self.check_range(t, offset, len, size)?;
+        // Checked under the lock already held (`check_range` would take it again).
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(IoError::OutOfRange {
+                target: target_name(&m.state, t),
+                offset,
+                len,
+                size,
+            });
+        }
         let (first, last) = (offset / BS, (offset + len).div_ceil(BS));
         // Which blocks in range show data: walk the chain, first entry per block wins.
         let mut seen = std::collections::BTreeMap::new();
@@ -168,22 +176,32 @@ impl Pool {
         Ok(out)
     }
 
-    /// Which blocks of `volume` in `[offset, offset+len)` differ from snapshot `since` (any
-    /// snapshot of the pool): runs of (length, changed). For incremental backup: a block is
-    /// changed when the volume and the snapshot resolve it to different physical blocks or one
+    /// Which blocks of `t` (a volume, or a later snapshot) in `[offset, offset+len)` differ
+    /// from snapshot `since` (any snapshot of the pool): runs of (length, changed). For
+    /// incremental backup, and for giving a new copy a volume's snapshots one difference at a
+    /// time: a block is changed when the two resolve it to different physical blocks or one
     /// maps it and the other does not. Layers both chains share are skipped, so the cost is
     /// the number of entries written since the snapshot, not the volume size.
     pub fn changed_blocks(
         &self,
-        volume: VolumeId,
+        t: impl Into<Target>,
         since: SnapshotId,
         offset: u64,
         len: u64,
     ) -> Result<Vec<(u64, bool)>, IoError> {
+        let t = t.into();
         let m = self.inner.meta.lock();
-        let (top, size) = resolve_target(&m.state, Target::Volume(volume))?;
+        let (top, size) = resolve_target(&m.state, t)?;
         let (base, _) = resolve_target(&m.state, Target::Snapshot(since))?;
-        self.check_range(Target::Volume(volume), offset, len, size)?;
+        // Checked under the lock already held (`check_range` would take it again).
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(IoError::OutOfRange {
+                target: target_name(&m.state, t),
+                offset,
+                len,
+                size,
+            });
+        }
         let (first, last) = (offset / BS, (offset + len).div_ceil(BS));
         let chain = |mut l: Option<LayerId>| {
             let mut v = Vec::new();

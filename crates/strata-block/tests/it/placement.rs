@@ -1,6 +1,6 @@
 //! Thin provisioning, exact utilization figures, and placement across devices and classes.
 
-use strata_block::BLOCK_SIZE;
+use strata_block::{Target, BLOCK_SIZE};
 use strata_types::DeviceClass;
 
 use crate::{mem_pool, pattern, reopen};
@@ -159,6 +159,25 @@ fn changed_blocks_since_a_snapshot() {
         pool.changed_blocks(v, s1, 11 * BS, 2 * BS).unwrap(),
         vec![(BS, true), (BS, false)]
     );
+    // A later snapshot against an earlier one: what changed between them, not since.
+    assert_eq!(
+        pool.changed_blocks(Target::Snapshot(s2), s1, 0, 64 * BS)
+            .unwrap(),
+        vec![
+            (10 * BS, false),
+            (2 * BS, true),
+            (28 * BS, false),
+            (2 * BS, true),
+            (22 * BS, false),
+        ]
+    );
+    // Out of range is an error (answered, not a hang on the pool's lock).
+    let e = pool
+        .changed_blocks(Target::Snapshot(s2), s1, 60 * BS, 8 * BS)
+        .unwrap_err();
+    assert_eq!(e.code().as_str(), "invalid_argument", "{e}");
+    let e = pool.block_status(v, 60 * BS, 8 * BS).unwrap_err();
+    assert_eq!(e.code().as_str(), "invalid_argument", "{e}");
 }
 
 #[test]

@@ -5,8 +5,9 @@
 //! all of them.
 //!
 //! # Invariants
-//! - A change to a volume's layers needs every copy reachable: with one gone it is refused
-//!   with `volume_degraded` (409) and changes nothing (a rebuilt copy gets the layers again).
+//! - A change to a volume's layers needs every copy reachable and in step: with one gone,
+//!   resyncing or mid-move it is refused with `volume_degraded` (409) and changes nothing (a
+//!   new copy is given the volume's snapshots before it joins: `snapcopy.rs`).
 //! - Every copy has the volume's QoS limits and its tenant's share class: each meters the same
 //!   writes, so the limit holds once (reads are metered once, by the export, on one copy).
 //! - Deleting acts on every copy it reaches; a copy on a device that is away is left there
@@ -128,8 +129,11 @@ impl Controller {
             .collect()
     }
 
-    /// Every copy of `v`, or `volume_degraded` naming the first that is not reachable.
+    /// Every copy of `v` as recorded now (callers hold the volume's gate, so the copies do
+    /// not move under them), or `volume_degraded` naming the first that is not reachable, or
+    /// when a copy is not in step (`snapcopy.rs`, `layers_steady`).
     pub(super) fn every_copy(&self, v: &Volume) -> Result<Vec<EngineCopy>, ControlError> {
+        let v = &self.volume_record(&v.id).unwrap_or_else(|| v.clone());
         let mut out = vec![];
         for d in v.copy_devices() {
             let pool = self.device_engine(&d).ok_or_else(|| degraded(v, &d))?;
@@ -142,6 +146,7 @@ impl Controller {
                 volume,
             });
         }
+        self.layers_steady(v)?;
         Ok(out)
     }
 

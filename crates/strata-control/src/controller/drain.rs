@@ -12,8 +12,9 @@
 //!   new copy is in step, the record names the new device, the exports are repointed at it
 //!   alone and the old copy is deleted. Until then the record still names the old device: a
 //!   crash leaves the volume where it was, and the drain starts over.
-//! - A volume with snapshots is not moved (its snapshots' blocks are the device's own): the
-//!   drain waits, and says so in the log and the audit log, until they are deleted.
+//! - A volume with snapshots moves the same way: the new copy is first given the volume's
+//!   snapshots, oldest first, and takes its place in the set (or the temporary set) only once
+//!   it holds all of them (`snapcopy.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use strata_replica::{CopyTarget, FileIntentLog, ReplicaSet};
 
+use super::snapcopy::Join;
 use super::Controller;
 use crate::error::ControlError;
 use crate::model::*;
@@ -30,8 +32,6 @@ use crate::storage::VolumeHandle;
 #[derive(Default)]
 pub(super) struct Drains {
     moving: Mutex<HashMap<String, Move>>,
-    /// Volumes already reported as blocking a drain (reported once).
-    blocked: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A one-copy volume on its way to another device.
@@ -74,9 +74,6 @@ impl Controller {
         let Ok(vols) = self.list::<Volume>("/volumes/", None, 0) else {
             return;
         };
-        let snaps = self
-            .list::<Snapshot>("/snapshots/", None, 0)
-            .unwrap_or_default();
         for (_, p) in pools {
             for d in p
                 .devices
@@ -95,20 +92,8 @@ impl Controller {
                 for v in on {
                     if v.state != VolumeState::Available
                         || self.drains.moving.lock().contains_key(&v.id)
+                        || self.snapshot_copy_pending(&v.id)
                     {
-                        continue;
-                    }
-                    if snaps.iter().any(|(_, s)| s.volume == v.id) {
-                        if self.drains.blocked.lock().insert(v.id.clone()) {
-                            tracing::warn!(volume = %v.id, device = %d.id,
-                                "drain waits: the volume has snapshots, which cannot move");
-                            self.audit_event(
-                                Some(&v.tenant),
-                                "device.drain_blocked",
-                                &d.id,
-                                &format!("volume {} has snapshots", v.id),
-                            );
-                        }
                         continue;
                     }
                     let slot = v
@@ -136,29 +121,34 @@ impl Controller {
         }
     }
 
+    /// The new copy takes the slot once it holds the volume's snapshots (`snapcopy.rs`: the
+    /// slot is faulted, replaced, recorded; the old copy deleted).
     fn move_replicated(&self, v: &Volume, slot: usize) -> Result<(), ControlError> {
         let set = self.replica_set(v)?;
         let (dev, target) = self.new_copy(v, slot)?;
-        set.fault(slot)
-            .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
-        set.replace(slot, target)
-            .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
-        let old = v.copy_devices()[slot].clone();
-        self.set_copy_device(v, slot, &dev)?;
-        let mut nv = v.clone();
-        nv.copies = v.copy_devices();
-        nv.copies[slot] = dev;
-        let _ = self.refresh_handle(&nv);
-        if let Some(p) = self.device_engine(&old) {
-            if let Ok(e) = p.volume_id(&v.id) {
-                let _ = p.delete_volume(e, true);
-            }
-        }
-        Ok(())
+        self.give_new_copy(v, slot, &dev, target, Join::Move(set))
     }
 
+    /// The new copy of a one-copy volume joins a temporary set once it holds the volume's
+    /// snapshots (`snapcopy.rs`, then [`Controller::move_set`] and `move_started`).
     fn start_move(&self, v: &Volume) -> Result<(), ControlError> {
         let (to, target) = self.new_copy(v, 0)?;
+        self.give_new_copy(v, 0, &to, target, Join::MoveSingle)
+    }
+
+    /// The device a one-copy volume is moving to, while its temporary set carries it.
+    pub(super) fn moving_to(&self, id: &str) -> Option<String> {
+        self.drains.moving.lock().get(id).map(|m| m.to.clone())
+    }
+
+    /// The temporary two-copy set of a one-copy volume's move, over its copy and the new
+    /// `target`, rebuilding the new one; registered among the open sets. Called under the
+    /// volume's write gate, so no layer change sees the set half made.
+    pub(super) fn move_set(
+        &self,
+        v: &Volume,
+        target: Arc<dyn CopyTarget>,
+    ) -> Result<(Arc<ReplicaSet>, std::path::PathBuf), ControlError> {
         let old = self.targets(v).remove(0);
         let log = self.intent_log(v)?.path().with_extension("move.intent");
         let _ = std::fs::remove_file(&log);
@@ -173,6 +163,20 @@ impl Controller {
         })
         .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
         let set = Arc::new(set);
+        self.sets.sets.lock().insert(v.id.clone(), set.clone());
+        Ok((set, log))
+    }
+
+    /// Points a one-copy volume's exports at its temporary set (outside the write gate: the
+    /// swap waits for requests in flight) and records the move, which `finish_moves` ends.
+    pub(super) fn move_started(
+        &self,
+        v: &Volume,
+        to: &str,
+        set: Arc<ReplicaSet>,
+        log: std::path::PathBuf,
+    ) -> Result<(), ControlError> {
+        let to = to.to_string();
         let c = self.primary(v)?;
         let meter = c
             .pool
@@ -193,7 +197,6 @@ impl Controller {
             .handle_cell(v)
             .map_err(|e| ControlError::internal(e.to_string()))?;
         *cell.write() = h;
-        self.sets.sets.lock().insert(v.id.clone(), set.clone());
         self.drains
             .moving
             .lock()

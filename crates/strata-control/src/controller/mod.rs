@@ -11,6 +11,7 @@
 //! - `tenant_txn.rs`: the quota transaction (`with_tenant`): a tenant's changes staged into
 //!   batches, one durable commit per batch.
 //! - `volumes.rs`, `snapshots.rs`, `qos.rs`: the volume lifecycle over the engine.
+//! - `snapcopy.rs`: a new copy (rebuild, drain) given the volume's snapshots before it joins.
 //! - `groups.rs`: checkpoint groups (snapshots of several volumes at one instant).
 //! - `attachments.rs`: NBD exports of volumes and who may open them.
 //! - `nbd_link.rs`: the running NBD server: tenant sockets, the authorize and admit hooks,
@@ -73,6 +74,7 @@ mod recovery;
 mod replicas;
 mod scrub;
 mod shares;
+mod snapcopy;
 mod snapshots;
 mod store;
 mod switches;
@@ -136,6 +138,8 @@ pub struct Controller {
     scrubs: scrub::Scrubs,
     /// One-copy volumes moving off draining devices (`drain.rs`).
     drains: drain::Drains,
+    /// New copies being given their volume's snapshots before they join (`snapcopy.rs`).
+    snapcopies: snapcopy::SnapCopies,
     /// The data dir (`master_key.rs`: key files must lie outside it).
     data_dir: parking_lot::RwLock<Option<std::path::PathBuf>>,
     /// Serializes changes to pool records (devices added and removed).

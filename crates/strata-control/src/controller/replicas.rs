@@ -255,7 +255,8 @@ impl Controller {
     /// One pass of background resync: a step of at most [`RESYNC_STEP`] bytes on every set
     /// with a copy to bring back. Returns the bytes copied (0: nothing to do).
     pub fn resync_pass(&self) -> u64 {
-        let mut copied = 0;
+        // New copies still being given their snapshots first (snapcopy.rs), in the same budget.
+        let mut copied = self.snapshot_copy_pass(RESYNC_STEP);
         for (id, set) in self.open_sets() {
             match set.resync_step(RESYNC_STEP) {
                 Ok(Some(p)) => {
@@ -311,6 +312,7 @@ impl Controller {
                 let dev = &v.copy_devices()[i];
                 if info.state != strata_replica::CopyState::Faulted
                     || self.storage.engine(dev).is_some()
+                    || self.snapshot_copy_pending(&v.id)
                 {
                     continue;
                 }
@@ -337,9 +339,10 @@ impl Controller {
     }
 
     /// Puts a new copy of `v` in slot `i` of its set, on a device that holds none of its
-    /// copies. The set records the slot as new (a full rebuild) before the volume's record
-    /// names the new device: a crash in between leaves a slot the next start rebuilds again,
-    /// never a new empty copy taken for one that only missed some regions.
+    /// copies, once it holds the volume's snapshots (`snapcopy.rs`; at once without any).
+    /// The set records the slot as new (a full rebuild) before the volume's record names the
+    /// new device: a crash in between leaves a slot the next start rebuilds again, never a
+    /// new empty copy taken for one that only missed some regions.
     fn rebuild_copy(
         &self,
         v: &Volume,
@@ -347,15 +350,13 @@ impl Controller {
         i: usize,
     ) -> Result<String, ControlError> {
         let (dev, target) = self.new_copy(v, i)?;
-        set.replace(i, target)
-            .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
-        self.set_copy_device(v, i, &dev)?;
-        let mut nv = v.clone();
-        nv.copies = v.copy_devices();
-        nv.copies[i] = dev.clone();
-        if let Err(e) = self.refresh_handle(&nv) {
-            tracing::warn!(volume = %v.id, error = %e, "exports not pointed at the new copy");
-        }
+        self.give_new_copy(
+            v,
+            i,
+            &dev,
+            target,
+            super::snapcopy::Join::Rebuild(set.clone()),
+        )?;
         Ok(dev)
     }
 
@@ -445,8 +446,9 @@ impl Controller {
     /// Where a replicated volume's resync stands: for each copy being brought back, its index,
     /// device, bytes copied and bytes in all, and whether it is a whole rebuild.
     pub fn resync_state(&self, v: &Volume) -> Vec<ResyncView> {
+        let prefix = self.snapshot_copy_views(v);
         let Some(set) = self.sets.sets.lock().get(&v.id).cloned() else {
-            return vec![];
+            return prefix;
         };
         let devs = v.copy_devices();
         set.copies()
@@ -461,6 +463,7 @@ impl Controller {
                 }),
                 _ => None,
             })
+            .chain(prefix)
             .collect()
     }
 

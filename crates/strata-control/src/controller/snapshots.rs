@@ -174,8 +174,15 @@ impl Controller {
 
     /// Deletes snapshot `s` from every copy it reaches (a copy on a device that is away is
     /// left there, and logged).
+    /// Holds the volume's gate shared (no I/O waits; a new copy's join, which holds it
+    /// exclusive, does: `snapcopy.rs`), and also reaches the new copy of a one-copy volume
+    /// being moved.
     pub(super) fn drop_snapshot_copies(&self, s: &Snapshot) -> Result<(), ControlError> {
-        for d in self.snapshot_devices(s)? {
+        let gate = self.write_gate(&s.volume);
+        let _g = gate.read();
+        let mut devices = self.snapshot_devices(s)?;
+        devices.extend(self.moving_to(&s.volume));
+        for d in devices {
             let Some(pool) = self.device_engine(&d) else {
                 tracing::warn!(snapshot = %s.id, device = %d,
                     "a snapshot copy on a device that is away is left there");

@@ -304,6 +304,99 @@ fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_o
     d.stop();
 }
 
+/// The whole export at `uri` saved as `file` (an image to compare against later).
+fn save(uri: &str, file: &Path) {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(file, read_all(uri, &tmp)).unwrap();
+    let _ = std::fs::remove_file(tmp);
+}
+
+#[test]
+fn a_rebuilt_copy_carries_the_snapshots_and_serves_them_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    let a = Loop::new(&dir.path().join("a.img"), 256 << 20);
+    let b = Loop::new(&dir.path().join("b.img"), 256 << 20);
+    ok(
+        &d,
+        &admin,
+        &[
+            "pool", "create", "fast", "--device", &a.dev, "--device", &b.dev,
+        ],
+    );
+    let (vid, uri, copies) = volume_in(&d, &admin, "fast", "ckpt", "64M", 2);
+    let pool = json_of(&d, &admin, &["pool", "show", "fast"]);
+    let loop_of = |id: &str| {
+        let path = pool["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id)
+            .unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        [&a, &b].into_iter().find(|l| l.dev == path).unwrap()
+    };
+    let snap = |name: &str| {
+        let (s, v) = d.call(
+            "POST",
+            &format!("/v1/volumes/{vid}/snapshots"),
+            &admin,
+            Some(json!({"name": name})),
+        );
+        assert_eq!(s, 201, "{v}");
+    };
+    // Two snapshots with different data between them, and live data after the second.
+    let src = dir.path().join("src.img");
+    random_file(&src, 32);
+    assert!(nbdcopy(&src, &uri));
+    snap("s1");
+    let s1 = dir.path().join("s1.img");
+    save(&uri, &s1);
+    qemu_io(
+        &uri,
+        &[
+            "write -P 0x5a 40M 8M",
+            "discard 0 4M",
+            "write -P 0x11 10M 64k",
+            "flush",
+        ],
+    );
+    snap("s2");
+    let s2 = dir.path().join("s2.img");
+    save(&uri, &s2);
+    qemu_io(&uri, &["write -P 0x33 8M 4M", "discard 44M 1M", "flush"]);
+    let live = dir.path().join("live.img");
+    save(&uri, &live);
+    let images = [&s1, &s2, &live].map(|f| std::fs::read(f).unwrap());
+    assert!(images[0] != images[1] && images[1] != images[2] && images[0] != images[2]);
+
+    // A third device, then the second copy's device fails: the copy is rebuilt there, with
+    // both snapshots.
+    let c = Loop::new(&dir.path().join("c.img"), 256 << 20);
+    ok(&d, &admin, &["pool", "add-device", "fast", &c.dev]);
+    loop_of(&copies[1]).fail();
+    qemu_io(&uri, &["write -P 0x44 20M 1M", "flush"]);
+    save(&uri, &live);
+    let v = wait_healthy(&d, &admin, &vid);
+    assert_ne!(
+        v["copies"][1],
+        copies[1].as_str(),
+        "the lost copy moved: {v}"
+    );
+    // The device that survived fails too: the rebuilt copy alone serves the snapshots and
+    // the live data, identical to what was saved before.
+    loop_of(&copies[0]).fail();
+    assert_same(&live, &uri);
+    for (name, want) in [("s1", &s1), ("s2", &s2)] {
+        let snap_uri = ok(&d, &admin, &["volume", "attach", &format!("ckpt@{name}")]);
+        assert_same(want, snap_uri.trim());
+    }
+    d.stop();
+}
+
 /// A volume of `size` with `replicas` copies in `pool`, attached: (id, URI, copies' devices).
 fn volume_in(
     d: &Daemon,
@@ -378,6 +471,22 @@ fn nbdcopy(from: &Path, to: &str) -> bool {
         .status()
         .expect("nbdcopy (libnbd-bin) is installed")
         .success()
+}
+
+/// Runs qemu-io commands on the export at `uri` (read-write), asserting they succeed.
+fn qemu_io(uri: &str, cmds: &[&str]) {
+    let mut c = Command::new("qemu-io");
+    c.args(["-f", "raw"]);
+    for x in cmds {
+        c.args(["-c", x]);
+    }
+    let o = c.arg(uri).output().expect("qemu-io");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && !out.contains("failed"),
+        "{cmds:?}: {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// The whole export at `uri`, read with nbdcopy through `tmp`.
@@ -1163,8 +1272,8 @@ fn removing_a_device_drains_its_copies_under_a_running_client() {
             "{action} in {log}"
         );
     }
-    // A volume with snapshots holds its device: the drain waits (the CLI gives up after a
-    // minute; here the API answers at once and the device stays, draining).
+    // A volume with snapshots moves too: its new copy is given the snapshot first, and the
+    // snapshot and the live data read the same after the move.
     let extra = devdir.join("dev3.img");
     std::fs::File::create(&extra)
         .unwrap()
@@ -1175,7 +1284,8 @@ fn removing_a_device_drains_its_copies_under_a_running_client() {
         &admin,
         &["pool", "add-device", "p", extra.to_str().unwrap()],
     );
-    let (snapped, _, sc) = mk("snapped", 1);
+    let (snapped, snapped_uri, sc) = mk("snapped", 1);
+    assert!(nbdcopy(&src, &snapped_uri));
     let (s, v) = d.call(
         "POST",
         &format!("/v1/volumes/{snapped}/snapshots"),
@@ -1183,30 +1293,51 @@ fn removing_a_device_drains_its_copies_under_a_running_client() {
         Some(json!({"name": "s"})),
     );
     assert_eq!(s, 201, "{v}");
-    let (s, v) = d.call(
-        "DELETE",
-        &format!("/v1/pools/p/devices/{}", sc[0]),
-        &admin,
-        None,
+    let at_snapshot = dir.path().join("at_snapshot.img");
+    std::fs::write(
+        &at_snapshot,
+        read_all(&snapped_uri, &dir.path().join("t.img")),
+    )
+    .unwrap();
+    qemu_io(
+        &snapped_uri,
+        &["write -P 0x5a 40M 8M", "discard 0 4M", "flush"],
     );
-    assert_eq!(s, 200, "{v}");
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let live = dir.path().join("live.img");
+    std::fs::write(&live, read_all(&snapped_uri, &dir.path().join("t.img"))).unwrap();
+    assert!(
+        std::fs::read(&live).unwrap() != std::fs::read(&at_snapshot).unwrap(),
+        "the live data differs from the snapshot"
+    );
+    let shown = ok(&d, &admin, &["pool", "remove-device", "p", &sc[0]]);
+    assert!(!shown.contains(&format!("{} ", sc[0])), "{shown}");
     let pool = json_of(&d, &admin, &["pool", "show", "p"]);
-    let held = pool["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == sc[0].as_str())
-        .unwrap_or_else(|| panic!("{pool}"))
-        .clone();
-    assert_eq!(held["state"], "draining", "{pool}");
-    assert_eq!(held["copies"], 1, "{pool}");
+    assert!(
+        pool["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["id"] != sc[0].as_str()),
+        "the device left: {pool}"
+    );
+    let (_, v) = d.call("GET", &format!("/v1/volumes/{snapped}"), &admin, None);
+    assert!(
+        v["copies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c != sc[0].as_str()),
+        "{v}"
+    );
+    assert_same(&live, &snapped_uri);
+    let snap_uri = ok(&d, &admin, &["volume", "attach", "snapped@s"]);
+    assert_same(&at_snapshot, snap_uri.trim());
     // The two active devices now hold the 2-copy volume: neither may leave (no third domain).
     let other = pool["devices"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|x| x["id"] != sc[0].as_str() && x["copies"].as_u64() > Some(0))
+        .find(|x| x["copies"].as_u64() > Some(0))
         .map(|x| x["id"].as_str().unwrap().to_string());
     if let Some(other) = other {
         let (s, v) = d.call(
