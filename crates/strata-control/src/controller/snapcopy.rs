@@ -13,8 +13,8 @@
 //!   snapshot is made or deleted between that comparison and the record naming the new copy:
 //!   a new copy never joins with a snapshot missing or extra.
 //! - Until it joins, the new copy is in no record and no set: the volume serves from its other
-//!   copies. A crash leaves an engine volume that no record names (the next new copy on that
-//!   device deletes it first).
+//!   copies. A crash leaves an engine volume that no record names (swept at the next start,
+//!   `orphans.rs`; a new copy on that device before then deletes it first).
 //! - Between two snapshots the new copy's live layer holds its newest snapshot plus the blocks
 //!   it wrote since (which `changed_blocks` on the new copy finds). Each difference copied is
 //!   the union of what the source changed between the two snapshots and what the new copy
