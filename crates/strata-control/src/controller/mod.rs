@@ -65,6 +65,7 @@ mod networks;
 mod nodes;
 mod pools;
 mod qos;
+mod rebuild;
 mod recovery;
 mod replicas;
 mod scrub;
@@ -90,7 +91,7 @@ pub use networks::{
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
-pub use replicas::ResyncView;
+pub use rebuild::ResyncView;
 pub use scrub::{BadBlock, ScrubView};
 pub use shares::{class_of, PoolShareRecord, TenantShareRecord, TenantShareView, WEIGHT_MAX};
 pub use volumes::{CreateVolume, SizeArg};
