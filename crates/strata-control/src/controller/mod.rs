@@ -91,7 +91,7 @@ pub use networks::{
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
-pub use rebuild::ResyncView;
+pub use rebuild::{RebuildSignals, ResyncView};
 pub use scrub::{BadBlock, ScrubView};
 pub use shares::{class_of, PoolShareRecord, TenantShareRecord, TenantShareView, WEIGHT_MAX};
 pub use volumes::{CreateVolume, SizeArg};

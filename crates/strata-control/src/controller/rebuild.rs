@@ -3,12 +3,20 @@
 //! lost onto another device of the pool ([`Controller::start_rebuilds`]), and the progress the
 //! API and `/metrics` show ([`Controller::resync_state`]).
 //!
+//! The daemon runs one scan thread (rebuilds, drains) and a few resync workers that call
+//! [`Controller::resync_pass`] at once (the set hands each its own regions). They sleep on
+//! [`RebuildSignals`] rather than polling: the scan wakes on a device fault, a device added, a
+//! drain begun and a copy turned healthy; the workers wake after each scan. Both also wake on
+//! a timeout, the fallback for what raises nothing (a set opened by a client's first I/O).
+//!
 //! # Invariants
 //! - A rebuild records the slot as new in the set (a full rebuild) before the volume's record
 //!   names the new device, so a crash in between leaves a slot rebuilt again at the next start.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use parking_lot::{Condvar, Mutex};
 use strata_replica::{CopyTarget, LocalCopy, ReplicaSet, ResyncProgress};
 
 use super::Controller;
@@ -34,15 +42,96 @@ pub struct ResyncView {
 /// Bytes one resync step copies at most.
 pub const RESYNC_STEP: u64 = 4 << 20;
 
+/// One wake-up signal: a generation that [`Signal::raise`] moves on, and the threads waiting
+/// for it to move past the value they saw before their last pass (so a raise during a pass is
+/// never lost).
+#[derive(Debug, Default)]
+struct Signal {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Signal {
+    fn raise(&self) {
+        *self.generation.lock() += 1;
+        self.cv.notify_all();
+    }
+
+    fn now(&self) -> u64 {
+        *self.generation.lock()
+    }
+
+    /// Returns once the generation is past `seen`, or after `timeout`.
+    fn wait(&self, seen: u64, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut g = self.generation.lock();
+        while *g == seen {
+            if self.cv.wait_until(&mut g, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+}
+
+/// What wakes the daemon's rebuild scan and its resync workers.
+#[derive(Debug, Default)]
+pub struct RebuildSignals {
+    scan: Signal,
+    work: Signal,
+}
+
+impl RebuildSignals {
+    /// Something a scan acts on happened (a device faulted or added, a drain begun, a copy
+    /// turned healthy).
+    pub fn raise_scan(&self) {
+        self.scan.raise();
+    }
+    /// The scan's generation now: read it before a scan, wait on it after.
+    pub fn scan_seen(&self) -> u64 {
+        self.scan.now()
+    }
+    /// Waits until a scan is asked for after generation `seen`, or `timeout`.
+    pub fn wait_scan(&self, seen: u64, timeout: Duration) {
+        self.scan.wait(seen, timeout)
+    }
+    /// There may be regions to copy (a scan started a rebuild, a move or a resync).
+    pub fn raise_work(&self) {
+        self.work.raise();
+    }
+    /// The workers' generation now: read it before a pass, wait on it after an idle one.
+    pub fn work_seen(&self) -> u64 {
+        self.work.now()
+    }
+    /// Waits until work is signalled after generation `seen`, or `timeout`.
+    pub fn wait_work(&self, seen: u64, timeout: Duration) {
+        self.work.wait(seen, timeout)
+    }
+}
+
 impl Controller {
+    /// What wakes the rebuild scan and the resync workers (shared with the daemon's threads).
+    pub fn rebuild_signals(&self) -> Arc<RebuildSignals> {
+        self.sets.signals.clone()
+    }
+
+    /// Asks the rebuild scan to run now (a device was added, a drain begun).
+    pub(super) fn wake_rebuilds(&self) {
+        self.sets.signals.raise_scan();
+    }
+
     /// One pass of background resync: a step of at most [`RESYNC_STEP`] bytes on every set
-    /// with a copy to bring back. Returns the bytes copied (0: nothing to do).
+    /// with a copy to bring back. Returns the bytes copied (0: nothing to do). Several threads
+    /// may run passes at once: each step copies regions no other step is copying.
     pub fn resync_pass(&self) -> u64 {
         let mut copied = 0;
         for (id, set) in self.open_sets() {
             match set.resync_step(RESYNC_STEP) {
                 Ok(Some(p)) => {
-                    copied += RESYNC_STEP.min(p.total);
+                    copied += p.copied;
+                    if p.finished || p.failed {
+                        // A drain finishes a move, or a rebuild starts again, at the next scan.
+                        self.sets.signals.raise_scan();
+                    }
                     self.note_progress(&id, &p);
                 }
                 Ok(None) => {
@@ -276,5 +365,42 @@ impl Controller {
                 &format!("copy {} faulted", p.copy),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::RebuildSignals;
+
+    #[test]
+    fn a_raise_before_the_wait_is_not_lost_and_an_idle_wait_times_out() {
+        let s = RebuildSignals::default();
+        let seen = s.scan_seen();
+        s.raise_scan();
+        let t = Instant::now();
+        s.wait_scan(seen, Duration::from_secs(10));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // Work is a separate signal: the raise of the scan does not wake it.
+        let seen = s.work_seen();
+        let t = Instant::now();
+        s.wait_work(seen, Duration::from_millis(100));
+        assert!(t.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_raise_from_another_thread_ends_the_wait_early() {
+        let s = std::sync::Arc::new(RebuildSignals::default());
+        let seen = s.work_seen();
+        let s2 = s.clone();
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            s2.raise_work();
+        });
+        let t = Instant::now();
+        s.wait_work(seen, Duration::from_secs(30));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        h.join().unwrap();
     }
 }

@@ -29,6 +29,8 @@ pub(super) struct Sets {
     dir: RwLock<Option<PathBuf>>,
     /// Each served volume's handle, shared by its exports: replaced when its copies move.
     pub(super) cells: Mutex<HashMap<String, Arc<RwLock<VolumeHandle>>>>,
+    /// What wakes the rebuild scan and the resync workers (`rebuild.rs`).
+    pub(super) signals: Arc<super::rebuild::RebuildSignals>,
 }
 
 /// A copy whose device is not there: it answers nothing, so the set starts it faulted.
