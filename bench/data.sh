@@ -5,8 +5,10 @@
 # volume written in full first), with every kind's ratio to plain; then the rebuild of a
 # filled 2-copy volume onto a new device after one of its devices fails, while fio reads
 # another volume (its IOPS before and during), once with `--resync-rate` unset (unlimited)
-# and once limited; a scrub of that pool; and beside them a sequential read of a device of the
-# same kind, the limit. Ends with the goals of issue 11 next to the figures.
+# and once limited; a scrub of that pool; and beside each rebuild its limit, measured on the same
+# two devices just before it: the source's sequential read and the target's sequential write
+# (1 MiB, QD8, direct, and buffered for what the engine's page-cache I/O meets), with the
+# rebuild's ratio to the smaller of the two. Ends with the goals of issue 11 next to the figures.
 #
 # The devices are loop devices over sparse files in a tmpfs (/dev/shm by default): the engine
 # does buffered I/O and this machine has one virtual disk, so files on disk would measure the
@@ -20,7 +22,7 @@
 # --perf: perf record on the daemon during the 2-copy encrypted runs, the rebuilds and the scrub,
 # and the hottest symbols in the report (perturbs the figures: use it for where the time goes).
 # KEEP_LOGS=DIR keeps the daemon's logs and the raw figures (results.json) there.
-# Needs: root (loop devices), fio, losetup, blockdev, python3. About 7 minutes with the defaults.
+# Needs: root (loop devices), fio, losetup, blockdev, blkdiscard, python3. About 7 minutes with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,7 +51,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$PERF" = 0 ] || command -v perf >/dev/null || { echo "missing perf (apt-get install -y linux-perf)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "needs root (loop devices)" >&2; exit 1; }
-for t in fio losetup blockdev python3 cargo; do
+for t in fio losetup blockdev blkdiscard dd python3 cargo; do
     command -v "$t" >/dev/null || { echo "missing $t (apt-get install -y fio mount util-linux)" >&2; exit 1; }
 done
 

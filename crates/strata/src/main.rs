@@ -561,40 +561,84 @@ fn parse_timeout(s: &str) -> Result<std::time::Duration> {
 /// The directory under the data dir of replicated volumes' write-intent logs.
 const REPLICAS_DIR: &str = "replicas";
 
-/// Runs the background resync of replicated volumes: steps of a few MiB, at most `rate`
-/// bytes per second in all (0: as fast as the devices go), until the daemon stops.
+/// Resync workers: each runs passes of the resync job, so reads of one run of regions overlap
+/// writes of another (and one worker in a target's commit does not stall the copy). Three on
+/// this 2-core class of machine: `examples/rebuild_cost` copied no faster with four.
+const RESYNC_WORKERS: usize = 3;
+
+/// The scan's fallback period: faults, added devices, drains and finished copies wake it.
+const SCAN_FALLBACK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long an idle worker sleeps when nothing wakes it (a set opened by a client's first I/O
+/// raises nothing).
+const WORKER_FALLBACK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The `--resync-rate` budget shared by the workers: a virtual clock that each pass moves on
+/// by its bytes' share of a second; a worker sleeps until the clock catches up.
+struct Pace {
+    rate: u64,
+    next: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Pace {
+    /// Charges `n` bytes copied by a pass that began at `began`; returns how long to sleep.
+    fn charge(&self, n: u64, began: std::time::Instant) -> std::time::Duration {
+        let now = std::time::Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let from = (*next).max(began);
+        *next = from + std::time::Duration::from_secs_f64(n as f64 / self.rate as f64);
+        next.saturating_duration_since(now)
+    }
+}
+
+/// Runs the background rebuild and resync of replicated volumes until the daemon stops: one
+/// scan thread (open sets, start rebuilds of lost copies, move copies off draining devices),
+/// woken by the controller's signals or every [`SCAN_FALLBACK`], and [`RESYNC_WORKERS`] workers
+/// copying regions, at most `rate` bytes per second in all (0: as fast as the devices go).
 fn spawn_resync(ctl: &Arc<strata_control::Controller>, rate: u64) -> Result<()> {
-    use std::time::Duration;
+    let signals = ctl.rebuild_signals();
+    let s = signals.clone();
+    ctl.storage().on_fault(Arc::new(move || s.raise_scan()));
     let weak = Arc::downgrade(ctl);
+    let sig = signals.clone();
     std::thread::Builder::new()
-        .name("resync".into())
-        .spawn(move || {
-            let mut last_scan = std::time::Instant::now() - Duration::from_secs(60);
-            loop {
+        .name("rebuild-scan".into())
+        .spawn(move || loop {
+            let seen = sig.scan_seen();
+            let Some(c) = weak.upgrade() else { break };
+            c.start_rebuilds();
+            c.drain_pass();
+            drop(c);
+            // A scan may have started rebuilds, moves or resyncs.
+            sig.raise_work();
+            sig.wait_scan(seen, SCAN_FALLBACK);
+        })
+        .context("starting the rebuild scan thread")?;
+    let pace = (rate > 0).then(|| {
+        Arc::new(Pace {
+            rate,
+            next: std::sync::Mutex::new(std::time::Instant::now()),
+        })
+    });
+    for k in 0..RESYNC_WORKERS {
+        let weak = Arc::downgrade(ctl);
+        let (sig, pace) = (signals.clone(), pace.clone());
+        std::thread::Builder::new()
+            .name(format!("resync-{k}"))
+            .spawn(move || loop {
+                let seen = sig.work_seen();
                 let Some(c) = weak.upgrade() else { break };
-                let started = std::time::Instant::now();
-                // Every second: open the sets of replicated volumes (a copy back after a restart
-                // resyncs without waiting for client I/O), start rebuilds of lost copies, and
-                // move copies off draining devices.
-                if last_scan.elapsed() >= Duration::from_secs(1) {
-                    c.start_rebuilds();
-                    c.drain_pass();
-                    last_scan = std::time::Instant::now();
-                }
+                let began = std::time::Instant::now();
                 let n = c.resync_pass();
                 drop(c);
-                let pause = if n == 0 {
-                    Duration::from_millis(200)
-                } else if rate > 0 {
-                    Duration::from_secs_f64(n as f64 / rate as f64)
-                        .saturating_sub(started.elapsed())
-                } else {
-                    Duration::ZERO
-                };
-                std::thread::sleep(pause);
-            }
-        })
-        .context("starting the resync thread")?;
+                if n == 0 {
+                    sig.wait_work(seen, WORKER_FALLBACK);
+                } else if let Some(p) = &pace {
+                    std::thread::sleep(p.charge(n, began));
+                }
+            })
+            .context("starting a resync worker")?;
+    }
     Ok(())
 }
 

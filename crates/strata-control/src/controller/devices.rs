@@ -325,6 +325,7 @@ impl Controller {
         })?;
         self.storage.claim(&dr.id, Path::new(&dr.path));
         self.storage.insert(&dr.id, Ok(engine));
+        self.wake_rebuilds();
         self.reapply_tenant_shares()?;
         tracing::info!(pool, device = %dr.id, path = %dr.path, "device added");
         self.pool_view(&rec)
@@ -364,6 +365,7 @@ impl Controller {
             // Its copies move first: refused when they have nowhere to go.
             self.check_drain(&rec, device)?;
             let rec = self.mark_draining(pool, device)?;
+            self.wake_rebuilds();
             tracing::info!(
                 pool,
                 device,

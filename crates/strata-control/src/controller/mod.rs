@@ -70,6 +70,7 @@ mod online;
 mod orphans;
 mod pools;
 mod qos;
+mod rebuild;
 mod recovery;
 mod replicas;
 mod scrub;
@@ -96,7 +97,7 @@ pub use networks::{
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
-pub use replicas::ResyncView;
+pub use rebuild::{RebuildSignals, ResyncView};
 pub use scrub::{BadBlock, ScrubView};
 pub use shares::{class_of, PoolShareRecord, TenantShareRecord, TenantShareView, WEIGHT_MAX};
 pub use volumes::{CreateVolume, SizeArg};

@@ -92,6 +92,8 @@ impl Controller {
                 tracing::warn!(volume = %v.id, error = %e, "exports not pointed at the device again");
             }
         }
+        // The resync workers start on the rejoined copies now, not at their idle fallback.
+        self.sets.signals.raise_work();
         tracing::info!(pool, device, rejoined, "device back online");
         self.audit_event(
             None,

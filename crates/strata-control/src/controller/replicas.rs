@@ -1,8 +1,7 @@
 //! Replicated volumes at run time: one [`ReplicaSet`] per volume of two or more copies, made
 //! when the volume is, opened from its write-intent log at the first I/O after a start, and
-//! the I/O handle every volume is reached through ([`Controller::volume_handle`]). A driven
-//! resync runs in the background ([`Controller::resync_pass`], called by the daemon's
-//! worker), throttled so that client I/O keeps its share.
+//! the I/O handle every volume is reached through ([`Controller::volume_handle`]). Bringing
+//! copies back (resync passes, rebuilds onto another device, progress) is in `rebuild.rs`.
 //!
 //! # Invariants
 //! - A replicated volume's intent log is `INTENT_DIR/VOLUME.intent` (mode 0600); it exists
@@ -16,7 +15,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use strata_block::IoError;
-use strata_replica::{CopyError, CopyTarget, FileIntentLog, LocalCopy, ReplicaSet, ResyncProgress};
+use strata_replica::{CopyError, CopyTarget, FileIntentLog, LocalCopy, ReplicaSet};
 
 use super::Controller;
 use crate::error::ControlError;
@@ -30,6 +29,8 @@ pub(super) struct Sets {
     dir: RwLock<Option<PathBuf>>,
     /// Each served volume's handle, shared by its exports: replaced when its copies move.
     pub(super) cells: Mutex<HashMap<String, Arc<RwLock<VolumeHandle>>>>,
+    /// What wakes the rebuild scan and the resync workers (`rebuild.rs`).
+    pub(super) signals: Arc<super::rebuild::RebuildSignals>,
 }
 
 /// A copy whose device is not there: it answers nothing, so the set starts it faulted.
@@ -67,24 +68,6 @@ impl CopyTarget for AbsentCopy {
         self.label.clone()
     }
 }
-
-/// A copy being brought back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResyncView {
-    /// Its index in the set.
-    pub copy: usize,
-    /// Its device.
-    pub device: String,
-    /// Bytes copied onto it so far.
-    pub done: u64,
-    /// Bytes to copy in all.
-    pub total: u64,
-    /// A whole rebuild (a new copy), not the regions a returning copy missed.
-    pub rebuild: bool,
-}
-
-/// Bytes one resync step copies at most.
-pub const RESYNC_STEP: u64 = 4 << 20;
 
 impl Controller {
     /// Where replicated volumes keep their write-intent logs (a directory the caller made,
@@ -252,222 +235,6 @@ impl Controller {
         })
     }
 
-    /// One pass of background resync: a step of at most [`RESYNC_STEP`] bytes on every set
-    /// with a copy to bring back. Returns the bytes copied (0: nothing to do).
-    pub fn resync_pass(&self) -> u64 {
-        // New copies still being given their snapshots first (snapcopy.rs), in the same budget.
-        let mut copied = self.snapshot_copy_pass(RESYNC_STEP);
-        for (id, set) in self.open_sets() {
-            match set.resync_step(RESYNC_STEP) {
-                Ok(Some(p)) => {
-                    copied += RESYNC_STEP.min(p.total);
-                    self.note_progress(&id, &p);
-                }
-                Ok(None) => {
-                    // Idle: store intent bits flushes cleared, so a copy that goes away now
-                    // misses only what is written from now on.
-                    if let Err(e) = set.sync_intent() {
-                        tracing::warn!(volume = %id, error = %e, "intent log not stored");
-                    }
-                }
-                Err(e) => tracing::warn!(volume = %id, error = %e, "resync step failed"),
-            }
-        }
-        copied
-    }
-
-    /// Starts what brings every replicated volume back to its copy count: opens its set
-    /// (copies that came back start resyncing the regions they missed), and gives each copy
-    /// whose device is not usable a new copy on another device of the pool (another failure
-    /// domain, same class, the most free space), rebuilt whole by the resync job. Returns how
-    /// many rebuilds it started.
-    pub fn start_rebuilds(&self) -> usize {
-        for (dev, why) in self.storage.take_faulted() {
-            self.audit_event(None, "device.faulted", &dev, &why);
-        }
-        // Replicated volumes live only in pools of two devices or more: without one, the
-        // volumes are not listed at all (a daemon of many one-copy volumes pays nothing here).
-        let multi = self
-            .list::<PoolRecord>("/pools/", None, 0)
-            .is_ok_and(|p| p.iter().any(|(_, p)| p.devices.len() > 1));
-        if !multi {
-            return 0;
-        }
-        let Ok(vols) = self.list::<Volume>("/volumes/", None, 0) else {
-            return 0;
-        };
-        let mut started = 0;
-        for (_, v) in vols {
-            if v.state != VolumeState::Available || v.copy_devices().len() < 2 {
-                continue;
-            }
-            let set = match self.replica_set(&v) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(volume = %v.id, error = %e, "replica set not opened");
-                    continue;
-                }
-            };
-            for (i, info) in set.copies().into_iter().enumerate() {
-                let dev = &v.copy_devices()[i];
-                if info.state != strata_replica::CopyState::Faulted
-                    || self.storage.engine(dev).is_some()
-                    || self.snapshot_copy_pending(&v.id)
-                {
-                    continue;
-                }
-                match self.rebuild_copy(&v, &set, i) {
-                    Ok(to) => {
-                        started += 1;
-                        self.audit_event(
-                            Some(&v.tenant),
-                            "volume.rebuild",
-                            &v.id,
-                            &format!("copy {i} from {dev} to {to}"),
-                        );
-                        tracing::info!(volume = %v.id, copy = i, from = %dev, to = %to,
-                            "rebuilding a copy on another device");
-                    }
-                    Err(e) => {
-                        tracing::warn!(volume = %v.id, copy = i, device = %dev, error = %e,
-                            "no rebuild: the volume stays degraded")
-                    }
-                }
-            }
-        }
-        started
-    }
-
-    /// Puts a new copy of `v` in slot `i` of its set, on a device that holds none of its
-    /// copies, once it holds the volume's snapshots (`snapcopy.rs`; at once without any).
-    /// The set records the slot as new (a full rebuild) before the volume's record names the
-    /// new device: a crash in between leaves a slot the next start rebuilds again, never a
-    /// new empty copy taken for one that only missed some regions.
-    fn rebuild_copy(
-        &self,
-        v: &Volume,
-        set: &Arc<ReplicaSet>,
-        i: usize,
-    ) -> Result<String, ControlError> {
-        let (dev, target) = self.new_copy(v, i)?;
-        self.give_new_copy(
-            v,
-            i,
-            &dev,
-            target,
-            super::snapcopy::Join::Rebuild(set.clone()),
-        )?;
-        Ok(dev)
-    }
-
-    /// A new, empty copy of `v` for slot `i`: an engine volume on the active, usable device
-    /// of the slot's class that holds none of `v`'s copies and has the most free space, with
-    /// the volume's limits and share class. Not recorded anywhere yet.
-    pub(super) fn new_copy(
-        &self,
-        v: &Volume,
-        i: usize,
-    ) -> Result<(String, Arc<dyn CopyTarget>), ControlError> {
-        let rec = self.pool_record(&v.pool)?;
-        let copies = v.copy_devices();
-        let class = rec
-            .devices
-            .iter()
-            .find(|d| d.id == copies[i])
-            .map(|d| d.class.clone());
-        let (dev, pool) = rec
-            .devices
-            .iter()
-            .filter(|d| d.state == DeviceState::Active && !copies.contains(&d.id))
-            .filter(|d| class.as_ref().is_none_or(|c| *c == d.class))
-            .filter_map(|d| self.storage.engine(&d.id).map(|p| (d.id.clone(), p)))
-            .max_by_key(|(_, p)| {
-                let i = p.info();
-                i.free.saturating_sub(i.reserve)
-            })
-            .ok_or_else(|| {
-                ControlError::device(
-                    crate::error::DeviceProblem::NotEnoughDomains,
-                    format!("pool {} has no other usable device for a new copy", v.pool),
-                )
-            })?;
-        // A volume of this id there is what an interrupted rebuild or drain left: no record
-        // names it.
-        if let Ok(old) = pool.volume_id(&v.id) {
-            pool.delete_volume(old, true)?;
-        }
-        let cls = class.as_deref().and_then(|c| c.parse().ok());
-        let eid = if v.encrypted {
-            pool.create_encrypted_volume(&v.id, v.size, cls)
-                .map_err(ControlError::from)?
-        } else {
-            pool.create_volume(&v.id, v.size, cls)?
-        };
-        pool.set_qos(eid, v.qos.limits())?;
-        pool.set_volume_class(eid, super::shares::class_of(&v.tenant))
-            .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
-        let target: Arc<dyn CopyTarget> = Arc::new(CountedCopy::new(
-            LocalCopy::new(pool, eid, format!("{dev}/{}", v.id)),
-            &dev,
-            self.storage.clone(),
-        ));
-        Ok((dev, target))
-    }
-
-    pub(super) fn set_copy_device(
-        &self,
-        v: &Volume,
-        i: usize,
-        dev: &str,
-    ) -> Result<(), ControlError> {
-        use strata_state::Txn;
-        let key = super::store::volume_key(&v.tenant, &v.id);
-        loop {
-            let Some((mut cur, rev)) = self.get::<Volume>(&key)? else {
-                return Ok(());
-            };
-            let mut copies = cur.copy_devices();
-            copies[i] = dev.to_string();
-            cur.copies = copies;
-            if self
-                .store
-                .txn(
-                    Txn::new()
-                        .when(&key, rev)
-                        .put(&key, super::store::enc(&cur)),
-                )?
-                .succeeded
-            {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Where a replicated volume's resync stands: for each copy being brought back, its index,
-    /// device, bytes copied and bytes in all, and whether it is a whole rebuild.
-    pub fn resync_state(&self, v: &Volume) -> Vec<ResyncView> {
-        let prefix = self.snapshot_copy_views(v);
-        let Some(set) = self.sets.sets.lock().get(&v.id).cloned() else {
-            return prefix;
-        };
-        let devs = v.copy_devices();
-        set.copies()
-            .into_iter()
-            .filter_map(|c| match c.state {
-                strata_replica::CopyState::Resyncing { done, total, full } => Some(ResyncView {
-                    copy: c.index,
-                    device: devs.get(c.index).cloned().unwrap_or_default(),
-                    done,
-                    total,
-                    rebuild: full,
-                }),
-                _ => None,
-            })
-            .chain(prefix)
-            .collect()
-    }
-
-    /// Before a clean stop: every set flushed and its intent log stored, so the next start
     /// resyncs nothing that was in step; then every device's engine pool flushed.
     pub fn close_sets(&self) {
         for (id, set) in self.open_sets() {
@@ -481,36 +248,6 @@ impl Controller {
                     tracing::warn!(device = %id, error = %e, "device not flushed at stop");
                 }
             }
-        }
-    }
-
-    fn note_progress(&self, id: &str, p: &ResyncProgress) {
-        let tenant = self.volume_record(id).map(|v| v.tenant);
-        if p.finished {
-            tracing::info!(
-                volume = id,
-                copy = p.copy,
-                bytes = p.total,
-                "copy resynced: healthy"
-            );
-            self.audit_event(
-                tenant.as_deref(),
-                "volume.resynced",
-                id,
-                &format!("copy {} healthy ({} bytes copied)", p.copy, p.total),
-            );
-        } else if p.failed {
-            tracing::warn!(
-                volume = id,
-                copy = p.copy,
-                "resync failed: the copy is faulted"
-            );
-            self.audit_event(
-                tenant.as_deref(),
-                "volume.resync_failed",
-                id,
-                &format!("copy {} faulted", p.copy),
-            );
         }
     }
 }

@@ -31,7 +31,7 @@ use strata_block::{IoError, Pool, SnapshotInfo, Target, VolumeId, BLOCK_SIZE};
 use strata_replica::{CopyState, CopyTarget, ReplicaSet};
 
 use super::copies::EngineCopy;
-use super::replicas::ResyncView;
+use super::rebuild::ResyncView;
 use super::Controller;
 use crate::error::{ControlError, DeviceProblem};
 use crate::model::*;

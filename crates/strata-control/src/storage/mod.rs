@@ -69,6 +69,8 @@ pub struct Storage {
     faulted: parking_lot::Mutex<Vec<(String, String)>>,
     /// Exclusive claims on the block devices in use (`device::claim`), by device id.
     claims: parking_lot::Mutex<BTreeMap<String, std::fs::File>>,
+    /// Called after a device is faulted (the daemon wakes its rebuild scan).
+    on_fault: RwLock<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -132,13 +134,25 @@ impl Storage {
 
     /// Marks device `id` faulted (its I/O failed): its copies are no longer used.
     pub fn fault(&self, id: &str, why: &str) {
+        let mut newly = false;
         if let Some(d) = self.devices.write().get_mut(id) {
             if d.fault.is_none() {
                 tracing::error!(device = id, reason = why, "device faulted");
                 d.fault = Some(why.to_string());
                 self.faulted.lock().push((id.to_string(), why.to_string()));
+                newly = true;
             }
         }
+        if newly {
+            if let Some(f) = self.on_fault.read().clone() {
+                f();
+            }
+        }
+    }
+
+    /// Calls `f` after each device fault, outside the storage's locks.
+    pub fn on_fault(&self, f: Arc<dyn Fn() + Send + Sync>) {
+        *self.on_fault.write() = Some(f);
     }
 
     /// The devices faulted since the last call, with why.

@@ -41,7 +41,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use smallvec::SmallVec;
 
 use crate::error::ReplicaError;
@@ -97,7 +97,20 @@ struct CopyMeta {
     read_errors: u32,
     /// Changes at every transition, so a resync step started before one does not apply.
     incarnation: u64,
+    /// Resyncing: regions a resync step is copying now (still in `dirty` until copied).
+    claimed: RegionSet,
+    /// Resyncing: a step is flushing the copy to make it healthy.
+    finishing: bool,
     stats: CopyStats,
+}
+
+impl CopyMeta {
+    /// A transition: steps started before it record nothing, and its claims are void.
+    fn new_incarnation(&mut self) {
+        self.incarnation += 1;
+        self.claimed.clear();
+        self.finishing = false;
+    }
 }
 
 #[derive(Debug)]
@@ -177,6 +190,9 @@ pub struct ReplicaSet {
     log: Mutex<Box<dyn IntentLog>>,
     stripes: Box<[RwLock<()>]>,
     flush: Mutex<()>,
+    /// Signalled (with `st`) when a resync step releases its claims or a finish ends, for
+    /// steps that found every region left claimed.
+    resync_cv: Condvar,
 }
 
 enum StripeGuard<'a> {
@@ -351,6 +367,8 @@ impl ReplicaSet {
                         dirty,
                         read_errors: 0,
                         incarnation: 0,
+                        claimed: RegionSet::new(),
+                        finishing: false,
                         stats: CopyStats::default(),
                     })
                     .collect(),
@@ -370,6 +388,7 @@ impl ReplicaSet {
             log: Mutex::new(log),
             stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
             flush: Mutex::new(()),
+            resync_cv: Condvar::new(),
         }
     }
 
@@ -545,7 +564,7 @@ impl ReplicaSet {
             full,
         };
         c.read_errors = 0;
-        c.incarnation += 1;
+        c.new_incarnation();
         self.targets.write()[copy] = target;
         push_event(&mut st, copy, from, StateKind::Resyncing, cause);
         let upto = il.flag_changed();
@@ -632,7 +651,7 @@ fn fault_copy(il: &mut IntentSide, st: &mut SetState, copy: usize, cause: Cause)
     let c = &mut st.copies[copy];
     c.dirty.extend(bits);
     c.state = CopyState::Faulted;
-    c.incarnation += 1;
+    c.new_incarnation();
     if il.rec.copies[copy] == CopyFlag::InSync {
         il.rec.copies[copy] = CopyFlag::Stale;
         il.flag_changed();

@@ -1,6 +1,8 @@
 //! Resync after a copy returns (only the dirty regions), rebuild onto a new domain
-//! (everything, thin stays thin), writes during a resync, progress.
+//! (everything, thin stays thin), writes during a resync, progress, several threads stepping
+//! one rebuild.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,4 +190,132 @@ fn a_copy_failing_during_its_resync_is_faulted_again_and_keeps_its_regions() {
     set.reattach(1, doms[1].copy()).unwrap();
     resync_all(&set);
     assert_eq!(image_of(&*doms[1].copy()), image_of(&*doms[0].copy()));
+}
+
+/// A target that counts the resync's writes in flight on it (those of threads named `step`),
+/// remembers the most seen at once, and whether a flush began while one was in flight (a copy
+/// flushed before its last region landed would be made healthy without it).
+#[derive(Debug)]
+struct InFlight {
+    inner: Arc<dyn CopyTarget>,
+    busy: AtomicU64,
+    most: AtomicU64,
+    flushed_busy: AtomicBool,
+}
+
+impl InFlight {
+    fn around<T>(&self, f: impl FnOnce() -> T) -> T {
+        if std::thread::current().name() != Some("step") {
+            return f();
+        }
+        let now = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        // Long enough that several steps' writes overlap when they run in parallel.
+        std::thread::sleep(Duration::from_millis(2));
+        let r = f();
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+impl CopyTarget for InFlight {
+    fn size(&self) -> Result<u64, strata_replica::CopyError> {
+        self.inner.size()
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), strata_replica::CopyError> {
+        self.inner.read(offset, buf)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), strata_replica::CopyError> {
+        self.around(|| self.inner.write(offset, data))
+    }
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        unmap: bool,
+    ) -> Result<(), strata_replica::CopyError> {
+        self.around(|| self.inner.write_zeroes(offset, len, unmap))
+    }
+    fn flush(&self) -> Result<(), strata_replica::CopyError> {
+        if self.busy.load(Ordering::SeqCst) > 0 {
+            self.flushed_busy.store(true, Ordering::SeqCst);
+        }
+        self.inner.flush()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn a_rebuild_stepped_by_several_threads_copies_each_region_once_and_flushes_after_the_last() {
+    let (set, doms, log) = set_of(2, VOL);
+    fill(&set, 5);
+    let fresh = Domain::new("dom2", VOL);
+    let t = Arc::new(InFlight {
+        inner: fresh.copy(),
+        busy: AtomicU64::new(0),
+        most: AtomicU64::new(0),
+        flushed_busy: AtomicBool::new(false),
+    });
+    set.fault(1).unwrap();
+    set.replace(1, t.clone()).unwrap();
+    let stop = AtomicBool::new(false);
+    let finished = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let step = std::thread::Builder::new().name("step".into());
+            step.spawn_scoped(s, || loop {
+                match set.resync_step(R).unwrap() {
+                    None => break,
+                    Some(p) => {
+                        assert!(!p.failed, "{p:?}");
+                        assert!(p.done <= p.total || p.finished, "{p:?}");
+                        if p.finished {
+                            finished.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                    }
+                }
+            })
+            .unwrap();
+        }
+        // A client writes meanwhile, into regions copied and not yet copied.
+        s.spawn(|| {
+            let mut k = 0u64;
+            while !stop.load(Ordering::SeqCst) && k < 64 {
+                let off = (k * 7 % (VOL / R)) * R + (k % 8) * 4096;
+                set.write(off, &pattern(100 + k, off, 4096)).unwrap();
+                k += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while set.degraded() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "one step made it healthy"
+    );
+    let c = &set.copies()[1];
+    assert_eq!(c.state, CopyState::Healthy);
+    // Each region copied once: claims keep two steps off the same region.
+    assert_eq!(c.stats.resync_bytes, VOL);
+    assert!(
+        !t.flushed_busy.load(Ordering::SeqCst),
+        "the copy was flushed while a region was still being written onto it"
+    );
+    assert!(
+        t.most.load(Ordering::SeqCst) >= 2,
+        "the steps did not overlap"
+    );
+    assert_eq!(image_of(&*fresh.copy()), image_of(&*doms[0].copy()));
+    assert_eq!(
+        log.peek().unwrap().copies[1],
+        strata_replica::CopyFlag::InSync
+    );
 }
