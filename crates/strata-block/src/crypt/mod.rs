@@ -20,15 +20,16 @@
 //!
 //! # Files
 //! - `mod.rs`: the data key and the block cipher.
+//! - `siv.rs`: AES-256-GCM-SIV itself (the one file that names the implementation).
 //! - `wrap.rs`: the [`KeyWrapper`] trait and its key-file and environment implementations.
 
+mod siv;
 mod wrap;
 
 pub use wrap::{EnvKey, KeyError, KeyFile, KeyWrapper, MasterKey};
 
-use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use rand::RngCore;
+use siv::Siv;
 use zeroize::Zeroizing;
 
 use crate::format::BLOCK_SIZE;
@@ -72,7 +73,7 @@ impl DataKey {
 /// A lineage's data key, ready to seal and open blocks.
 pub struct BlockCipher {
     key: DataKey,
-    aead: Aes256GcmSiv,
+    aead: Siv,
 }
 
 impl std::fmt::Debug for BlockCipher {
@@ -85,16 +86,16 @@ impl std::fmt::Debug for BlockCipher {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuthFailed;
 
-fn nonce(pblock: u64) -> Nonce {
+fn nonce(pblock: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[..8].copy_from_slice(&pblock.to_le_bytes());
-    Nonce::from(n)
+    n
 }
 
 impl BlockCipher {
     /// The cipher of `key`.
     pub fn new(key: DataKey) -> BlockCipher {
-        let aead = Aes256GcmSiv::new_from_slice(key.bytes()).expect("32-byte key");
+        let aead = Siv::new(key.bytes());
         BlockCipher { key, aead }
     }
 
@@ -106,11 +107,7 @@ impl BlockCipher {
     /// Encrypts one block in place; returns its tag.
     pub fn seal(&self, pblock: u64, vblock: u64, block: &mut [u8]) -> BlockTag {
         debug_assert_eq!(block.len() as u64, BLOCK_SIZE);
-        let tag = self
-            .aead
-            .encrypt_in_place_detached(&nonce(pblock), &vblock.to_le_bytes(), block)
-            .expect("a 4 KiB block is within the AEAD's limits");
-        tag.into()
+        self.aead.seal(nonce(pblock), &vblock.to_le_bytes(), block)
     }
 
     /// Decrypts one block in place if `tag` authenticates it; on failure the block's bytes
@@ -123,12 +120,7 @@ impl BlockCipher {
         tag: &BlockTag,
     ) -> Result<(), AuthFailed> {
         self.aead
-            .decrypt_in_place_detached(
-                &nonce(pblock),
-                &vblock.to_le_bytes(),
-                block,
-                Tag::from_slice(tag),
-            )
+            .open(nonce(pblock), &vblock.to_le_bytes(), block, tag)
             .map_err(|_| AuthFailed)
     }
 }

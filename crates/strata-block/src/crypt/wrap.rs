@@ -12,12 +12,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use rand::RngCore;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+use super::siv::Siv;
 use super::{DataKey, KEY_LEN};
 
 const WRAP_VERSION: u8 = 1;
@@ -75,7 +74,7 @@ pub trait KeyWrapper: Send + Sync + std::fmt::Debug {
 
 /// 32 bytes of master key in memory (zeroed on drop).
 pub struct MasterKey {
-    aead: Aes256GcmSiv,
+    aead: Siv,
     id: String,
 }
 
@@ -88,15 +87,8 @@ impl std::fmt::Debug for MasterKey {
 impl MasterKey {
     /// A master key from its bytes.
     pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> MasterKey {
-        let aead = Aes256GcmSiv::new_from_slice(bytes).expect("32-byte key");
-        let mut empty = [0u8; 0];
-        let tag = aead
-            .encrypt_in_place_detached(
-                &Nonce::from([0xff; 12]),
-                b"strata master key check value",
-                &mut empty,
-            )
-            .expect("empty message");
+        let aead = Siv::new(bytes);
+        let tag = aead.seal([0xff; 12], b"strata master key check value", &mut []);
         let id = format!("kcv-{}", hex(&tag[..8]));
         MasterKey { aead, id }
     }
@@ -121,10 +113,7 @@ impl KeyWrapper for MasterKey {
         out.push(WRAP_VERSION);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(key.bytes());
-        let tag = self
-            .aead
-            .encrypt_in_place_detached(&Nonce::from(nonce), context, &mut out[13..])
-            .expect("32 bytes");
+        let tag = self.aead.seal(nonce, context, &mut out[13..]);
         out.extend_from_slice(&tag);
         Ok(out)
     }
@@ -136,13 +125,9 @@ impl KeyWrapper for MasterKey {
         let nonce: [u8; 12] = wrapped[1..13].try_into().expect("12 bytes");
         let mut k = Zeroizing::new([0u8; KEY_LEN]);
         k.copy_from_slice(&wrapped[13..13 + KEY_LEN]);
+        let tag: [u8; 16] = wrapped[13 + KEY_LEN..].try_into().expect("16 bytes");
         self.aead
-            .decrypt_in_place_detached(
-                &Nonce::from(nonce),
-                context,
-                &mut k[..],
-                Tag::from_slice(&wrapped[13 + KEY_LEN..]),
-            )
+            .open(nonce, context, &mut k[..], &tag)
             .map_err(|_| KeyError::Unwrap(self.id.clone()))?;
         Ok(DataKey::from_bytes(*k))
     }
