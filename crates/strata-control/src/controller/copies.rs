@@ -22,6 +22,21 @@ use super::Controller;
 use crate::error::{ControlError, DeviceProblem};
 use crate::model::*;
 
+/// A copy being brought back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResyncView {
+    /// Its index in the set.
+    pub copy: usize,
+    /// Its device.
+    pub device: String,
+    /// Bytes copied onto it so far.
+    pub done: u64,
+    /// Bytes to copy in all.
+    pub total: u64,
+    /// A whole rebuild (a new copy), not the regions a returning copy missed.
+    pub rebuild: bool,
+}
+
 /// One copy of a volume: its device, engine pool and engine volume.
 #[derive(Debug, Clone)]
 pub(crate) struct EngineCopy {

@@ -86,6 +86,7 @@ mod volumes;
 pub use attachments::Exports;
 pub use auth::{parse_duration, Principal};
 pub use certificates::Revoked;
+pub use copies::ResyncView;
 pub use devices::{CreatePool, DeviceView, NewDevice, PoolView};
 pub use groups::{NewGroup, GROUP_MAX_MEMBERS};
 pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
@@ -97,7 +98,7 @@ pub use networks::{
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
-pub use rebuild::{RebuildSignals, ResyncView};
+pub use rebuild::RebuildSignals;
 pub use scrub::{BadBlock, ScrubView};
 pub use shares::{class_of, PoolShareRecord, TenantShareRecord, TenantShareView, WEIGHT_MAX};
 pub use volumes::{CreateVolume, SizeArg};

@@ -19,25 +19,11 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use strata_replica::{CopyTarget, LocalCopy, ReplicaSet, ResyncProgress};
 
+use super::copies::ResyncView;
 use super::Controller;
 use crate::error::ControlError;
 use crate::model::*;
 use crate::storage::CountedCopy;
-
-/// A copy being brought back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResyncView {
-    /// Its index in the set.
-    pub copy: usize,
-    /// Its device.
-    pub device: String,
-    /// Bytes copied onto it so far.
-    pub done: u64,
-    /// Bytes to copy in all.
-    pub total: u64,
-    /// A whole rebuild (a new copy), not the regions a returning copy missed.
-    pub rebuild: bool,
-}
 
 /// Bytes one resync step copies at most.
 pub const RESYNC_STEP: u64 = 4 << 20;

@@ -30,8 +30,7 @@ use parking_lot::Mutex;
 use strata_block::{IoError, Pool, SnapshotInfo, Target, VolumeId, BLOCK_SIZE};
 use strata_replica::{CopyState, CopyTarget, ReplicaSet};
 
-use super::copies::EngineCopy;
-use super::rebuild::ResyncView;
+use super::copies::{EngineCopy, ResyncView};
 use super::Controller;
 use crate::error::{ControlError, DeviceProblem};
 use crate::model::*;
