@@ -490,6 +490,51 @@ fn qemu_io(uri: &str, cmds: &[&str]) {
 }
 
 /// The whole export at `uri`, read with nbdcopy through `tmp`.
+/// A pool `p` of two `mib` MiB file devices under `data_dir`'s `devices/` (`extra`: more
+/// `pool create` arguments); the files.
+fn file_pool(d: &Daemon, admin: &str, data_dir: &Path, mib: u64, extra: &[&str]) -> Vec<PathBuf> {
+    let devdir = data_dir.join("devices");
+    let files: Vec<PathBuf> = (0..2).map(|i| devdir.join(format!("dev{i}.img"))).collect();
+    for f in &files {
+        std::fs::File::create(f)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+    }
+    let (f0, f1) = (files[0].to_str().unwrap(), files[1].to_str().unwrap());
+    let mut args = vec!["pool", "create", "p", "--device", f0, "--device", f1];
+    args.extend_from_slice(extra);
+    ok(d, admin, &args);
+    files
+}
+
+/// Waits (at most a minute) for the audit log's `volume.resynced` of `vid` (recorded just
+/// after the copy turns healthy) and returns the bytes it says were copied, with the log.
+fn resynced_bytes(d: &Daemon, admin: &str, vid: &str) -> (u64, Value) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (done, log) = loop {
+        let (_, log) = d.call("GET", "/v1/audit?limit=100", admin, None);
+        let found = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == "volume.resynced" && e["resource"] == vid)
+            .cloned();
+        if let Some(e) = found {
+            break (e, log);
+        }
+        assert!(std::time::Instant::now() < deadline, "resynced in {log}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let copied = done["outcome"]
+        .as_str()
+        .unwrap()
+        .split_once('(')
+        .and_then(|(_, r)| r.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{done}"));
+    (copied, log)
+}
+
 fn read_all(uri: &str, tmp: &Path) -> Vec<u8> {
     let s = Command::new("nbdcopy")
         .args([uri, tmp.to_str().unwrap()])
@@ -653,20 +698,7 @@ fn scrub_repairs_every_flipped_block_of_a_replicated_volume_and_reports_the_othe
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(&dir.path().join("d"));
     let admin = d.admin();
-    let devdir = dir.path().join("d/devices");
-    let files: Vec<PathBuf> = (0..2).map(|i| devdir.join(format!("dev{i}.img"))).collect();
-    for f in &files {
-        std::fs::File::create(f)
-            .unwrap()
-            .set_len(128 << 20)
-            .unwrap();
-    }
-    let (f0, f1) = (files[0].to_str().unwrap(), files[1].to_str().unwrap());
-    ok(
-        &d,
-        &admin,
-        &["pool", "create", "p", "--device", f0, "--device", f1],
-    );
+    let files = file_pool(&d, &admin, &dir.path().join("d"), 128, &[]);
     let mk = |name: &str, replicas: u64| {
         let (id, uri, _) = volume_in(&d, &admin, "p", name, "8M", replicas);
         (id, uri)
@@ -771,17 +803,7 @@ fn a_scheduled_scrub_repairs_by_itself_and_its_result_outlives_a_restart() {
     let data_dir = dir.path().join("d");
     let d = Daemon::start_with(&data_dir, &["--scrub-interval", "off"]);
     let admin = d.admin();
-    let devdir = data_dir.join("devices");
-    let files: Vec<PathBuf> = (0..2).map(|i| devdir.join(format!("dev{i}.img"))).collect();
-    for f in &files {
-        std::fs::File::create(f).unwrap().set_len(64 << 20).unwrap();
-    }
-    let (f0, f1) = (files[0].to_str().unwrap(), files[1].to_str().unwrap());
-    ok(
-        &d,
-        &admin,
-        &["pool", "create", "p", "--device", f0, "--device", f1],
-    );
+    let files = file_pool(&d, &admin, &data_dir, 64, &[]);
     let (id, uri, copies) = volume_in(&d, &admin, "p", "v", "8M", 2);
     let src = dir.path().join("src.img");
     random_file(&src, 8);
@@ -888,17 +910,7 @@ fn a_copy_no_record_names_is_swept_at_start() {
     let data_dir = dir.path().join("d");
     let d = Daemon::start(&data_dir);
     let admin = d.admin();
-    let devdir = data_dir.join("devices");
-    let files: Vec<PathBuf> = (0..2).map(|i| devdir.join(format!("dev{i}.img"))).collect();
-    for f in &files {
-        std::fs::File::create(f).unwrap().set_len(64 << 20).unwrap();
-    }
-    let (f0, f1) = (files[0].to_str().unwrap(), files[1].to_str().unwrap());
-    ok(
-        &d,
-        &admin,
-        &["pool", "create", "p", "--device", f0, "--device", f1],
-    );
+    let files = file_pool(&d, &admin, &data_dir, 64, &[]);
     let (id, uri, copies) = volume_in(&d, &admin, "p", "keep", "8M", 1);
     let src = dir.path().join("src.img");
     random_file(&src, 8);
@@ -1028,31 +1040,18 @@ fn a_faulted_device_that_comes_back_goes_online_and_resyncs_what_it_missed() {
     let pool = json_of(&d, &admin, &["pool", "online-device", "p", &copies[1]]);
     assert_eq!(dev_of(&pool, &copies[1])["health"], "healthy", "{pool}");
     wait_healthy(&d, &admin, &vid);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let done = loop {
-        let (_, log) = d.call("GET", "/v1/audit?limit=100", &admin, None);
-        let items = log["items"].as_array().unwrap();
-        assert!(
-            items
-                .iter()
-                .any(|e| e["action"] == "device.online" && e["resource"] == copies[1].as_str()),
-            "{log}"
-        );
-        if let Some(e) = items
+    let (copied, done) = resynced_bytes(&d, &admin, &vid);
+    let (_, log) = d.call("GET", "/v1/audit?limit=100", &admin, None);
+    assert!(
+        log["items"]
+            .as_array()
+            .unwrap()
             .iter()
-            .find(|e| e["action"] == "volume.resynced" && e["resource"] == vid.as_str())
-        {
-            break e.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "resynced in {log}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let copied: u64 = done["outcome"]
-        .as_str()
-        .unwrap()
-        .split_once('(')
-        .and_then(|(_, r)| r.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{done}"));
+            .any(|e| e["action"] == "device.online"
+                && e["resource"] == copies[1].as_str()
+                && e["actor"] == "daemon"),
+        "{log}"
+    );
     assert!(
         (2 << 20..=4 << 20).contains(&copied),
         "copied {copied} of 32 MiB: {done}"
@@ -1084,30 +1083,7 @@ fn a_device_away_while_its_volume_is_written_resyncs_only_what_it_missed() {
     let data = dir.path().join("d");
     let mut d = Daemon::start(&data);
     let admin = d.admin();
-    let devdir = data.join("devices");
-    let files: Vec<PathBuf> = (0..2).map(|i| devdir.join(format!("dev{i}.img"))).collect();
-    for f in &files {
-        std::fs::File::create(f)
-            .unwrap()
-            .set_len(256 << 20)
-            .unwrap();
-    }
-    let (f0, f1) = (files[0].to_str().unwrap(), files[1].to_str().unwrap());
-    ok(
-        &d,
-        &admin,
-        &[
-            "pool",
-            "create",
-            "p",
-            "--device",
-            f0,
-            "--device",
-            f1,
-            "--replicas",
-            "2",
-        ],
-    );
+    let files = file_pool(&d, &admin, &data, 256, &["--replicas", "2"]);
     let (s, v) = d.call(
         "POST",
         "/v1/volumes",
@@ -1153,28 +1129,7 @@ fn a_device_away_while_its_volume_is_written_resyncs_only_what_it_missed() {
     std::fs::rename(&away, &files[1]).unwrap();
     d = Daemon::start(&data);
     wait_healthy(&d, &admin, &vid);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    // The resync thread records the end just after the copy turns healthy: wait for it.
-    let (done, log) = loop {
-        let (_, log) = d.call("GET", "/v1/audit?limit=100", &admin, None);
-        let found = log["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["action"] == "volume.resynced" && e["resource"] == vid.as_str())
-            .cloned();
-        if let Some(e) = found {
-            break (e, log);
-        }
-        assert!(std::time::Instant::now() < deadline, "resynced in {log}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let copied: u64 = done["outcome"]
-        .as_str()
-        .unwrap()
-        .split_once('(')
-        .and_then(|(_, r)| r.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{done}"));
+    let (copied, log) = resynced_bytes(&d, &admin, &vid);
     assert!(
         (2 << 20..=4 << 20).contains(&copied),
         "copied {copied} bytes: the 2 MiB written, in whole regions: {log} {}",
