@@ -1030,6 +1030,18 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             })),
         )
         .route(
+            "/v1/networks/{id}/probe",
+            post(read(|c, p, (id, Body(r)): (String, Body<ProbeNetwork>)| {
+                let interval = std::time::Duration::from_millis(r.interval_ms.unwrap_or(100));
+                let count = r.count.unwrap_or(5) as u32;
+                c.probe_network(p, &id, count, interval)
+                    .map(|ports| NetworkProbe {
+                        network: id.clone(),
+                        ports: ports.into_iter().map(Into::into).collect(),
+                    })
+            })),
+        )
+        .route(
             "/v1/networks/{id}/subnets",
             post(change(
                 S::CREATED,

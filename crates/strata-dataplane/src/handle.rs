@@ -129,6 +129,18 @@ impl Dataplane {
         self.with_switch(|sw, now| sw.dump_flows_text(now))
     }
 
+    /// Sends one probe (an ICMP echo request from the target's source, `strata_net::probe`)
+    /// to each port named, at once; answers how many went out (unknown ports and tunnels are
+    /// skipped). The answers show in each port's `probes` counters as they come.
+    pub fn probe(
+        &self,
+        targets: Vec<(PortNo, strata_net::probe::ProbeTarget)>,
+    ) -> Result<usize, DataplaneError> {
+        let (t, r) = mpsc::channel();
+        self.send(Cmd::Probe(targets, t))?;
+        r.recv().map_err(|_| DataplaneError::Stopped)
+    }
+
     /// A snapshot of every counter.
     pub fn stats(&self) -> Result<DataplaneStats, DataplaneError> {
         let (t, r) = mpsc::channel();

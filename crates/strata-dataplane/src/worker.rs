@@ -9,12 +9,14 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use strata_net::gso::VirtioNetHdr;
 use strata_net::key::PortNo;
 use strata_net::switch::{PortConfig, PortError, PortKind};
 use strata_net::vxlan::SourcePorts;
 use strata_net::Switch;
 
 use crate::config::{DataplaneConfig, PortSpec};
+use crate::deliver::deliver;
 use crate::error::DataplaneError;
 use crate::port::{Bufs, Dev, PortIo, VxSock};
 use crate::stats::{DataplaneStats, PortCounters, PortIoStats};
@@ -28,6 +30,11 @@ pub(crate) enum Cmd {
     RemovePort(String, mpsc::Sender<Result<(), DataplaneError>>),
     Call(SwitchFn),
     Stats(mpsc::Sender<DataplaneStats>),
+    /// Sends one probe to each port named (`Switch::probe`); answers how many went out.
+    Probe(
+        Vec<(PortNo, strata_net::probe::ProbeTarget)>,
+        mpsc::Sender<usize>,
+    ),
     Stop,
 }
 
@@ -38,6 +45,7 @@ impl std::fmt::Debug for Cmd {
             Cmd::RemovePort(..) => "RemovePort",
             Cmd::Call(_) => "Call",
             Cmd::Stats(_) => "Stats",
+            Cmd::Probe(..) => "Probe",
             Cmd::Stop => "Stop",
         })
     }
@@ -306,6 +314,22 @@ impl Worker {
             }
             Cmd::Stats(reply) => {
                 let _ = reply.send(self.stats());
+            }
+            Cmd::Probe(targets, reply) => {
+                let Bufs { fx, tx, .. } = &mut self.bufs;
+                fx.clear();
+                let mut sent = 0;
+                {
+                    let mut sw = self.shared.lock();
+                    let now = self.shared.now();
+                    for (port, t) in &targets {
+                        sent += sw.probe(now, *port, t, fx) as usize;
+                    }
+                }
+                if !fx.is_empty() {
+                    deliver(&mut self.ports, fx, tx, &VirtioNetHdr::default(), &[]);
+                }
+                let _ = reply.send(sent);
             }
             Cmd::Stop => return false,
         }

@@ -46,6 +46,9 @@ pub struct CtStep {
     pub nat: bool,
     /// Set if the packet is dropped here.
     pub drop: Option<CtDrop>,
+    /// A TCP handshake round trip this packet completed (`Conntrack::process_timed`): from
+    /// the switch to the packet's sender and back.
+    pub rtt: Option<Duration>,
 }
 
 /// Reads the packet's L3/L4 headers for the tracker (None: not IP, or malformed).
@@ -109,6 +112,7 @@ pub(crate) fn step(
         committed: false,
         nat: false,
         drop: None,
+        rtt: None,
     };
     let Some(pkt) = pkt.map(|p| current(p, k)) else {
         if let Tracker::Live(ct) = tr {
@@ -117,7 +121,11 @@ pub(crate) fn step(
         return out;
     };
     let (mut v, mut tr) = match tr {
-        Tracker::Live(ct) => (ct.process(now, a.zone, &pkt), Tracker::Live(ct)),
+        Tracker::Live(ct) => {
+            let (v, rtt) = ct.process_timed(now, a.zone, &pkt);
+            out.rtt = rtt;
+            (v, Tracker::Live(ct))
+        }
         Tracker::Peek(ct) => (ct.peek(now, a.zone, &pkt), Tracker::Peek(ct)),
     };
     let new_mark = |old: u32| match a.mark {

@@ -19,7 +19,9 @@
 //! - [`meter`]: meters (token-bucket caps) and links (work-conserving minimum guarantees), the
 //!   engine half of bandwidth slices.
 //! - [`drops`]: every drop reason with a stable name, counted per port; [`rates`]: per-port
-//!   rates over 1 s and 10 s from counter samples.
+//!   rates over 1 s and 10 s from counter samples; [`latency`]: round-trip histograms (TCP
+//!   handshakes seen by conntrack, per port); [`probe`]: the switch's own echo probes to a
+//!   port (round trip and loss).
 //! - [`trace`]: what a packet would hit, without side effects.
 //! - [`types`]: the vocabulary every other file imports (rule ids, domains, translations,
 //!   filters, [`Ingress`] and [`Encap`]), so no two files import each other.
@@ -42,11 +44,13 @@ pub mod flow;
 pub mod gso;
 pub mod key;
 pub mod l4;
+pub mod latency;
 pub mod lb;
 pub mod mac;
 pub mod meter;
 pub mod packet;
 pub mod pipeline;
+pub mod probe;
 pub mod rates;
 pub mod respond;
 pub mod switch;

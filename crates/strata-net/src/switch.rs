@@ -43,11 +43,13 @@ use crate::drops::{DropCode, DropCounts};
 use crate::flow::{apply_to_key, Action, FlowRule, RuleError};
 use crate::key::{ethertype, ipproto, Field, FlowKey, PortNo, VLAN_PRESENT};
 use crate::l4::CtPacket;
+use crate::latency::RttHistogram;
 use crate::lb::{Backend, LbGroups};
 use crate::mac::{MacTable, DEFAULT_MAC_AGEING, DEFAULT_MAC_CAPACITY};
 use crate::meter::{MeterConfig, MeterError, MeterStats, Meters};
 use crate::packet::{parse_frame, Layout, ParseError};
 use crate::pipeline::{CacheConfig, FlowDump, Pipeline, PipelineStats};
+use crate::probe::{self, ProbeStats, ProbeTarget};
 use crate::rates::{PortRates, RateWindow, Totals, SAMPLE_EVERY};
 use crate::respond::{self, ReplyDrop, ReplyKind, ReplyStats};
 use crate::syntax::{parse_filter, parse_flow, FlowParseError, PortNames};
@@ -125,6 +127,13 @@ pub struct PortStats {
     /// Drops by reason: those of frames received here (summing to `rx_dropped + rx_errors`)
     /// and of outputs refused here (summing to `tx_dropped`); see `drops.rs`.
     pub drops: DropCounts,
+    /// Round trips from the switch to this port's endpoint and back, from the TCP handshakes
+    /// conntrack saw (the half of a handshake this port answered: its SYN-ACK after a SYN,
+    /// or its ACK after a SYN-ACK); see `latency.rs`.
+    pub handshake_rtt: RttHistogram,
+    /// The switch's own probes to this port's endpoint and their answers (`probe.rs`). Not
+    /// counted in the packet and byte counters above, which count tenant traffic only.
+    pub probes: ProbeStats,
 }
 
 impl PortStats {
@@ -323,6 +332,18 @@ impl Effects {
     pub fn set_split(&mut self, on: bool) {
         self.split = on;
     }
+    /// Adds a whole frame for `port` (not split, no encapsulation).
+    fn push(&mut self, port: PortNo, frame: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(frame);
+        self.emits.push(Emit {
+            port,
+            start,
+            len: frame.len(),
+            tail: (0, 0),
+            encap: None,
+        });
+    }
     /// Every output in emission order, split or not.
     pub fn outputs(&self) -> impl Iterator<Item = Output<'_>> + '_ {
         self.emits.iter().map(|e| Output {
@@ -360,6 +381,8 @@ pub enum Disposition {
     Forwarded(usize),
     /// Dropped.
     Dropped(DropReason),
+    /// The answer to one of the switch's probes, taken by the switch (`Switch::probe`).
+    Probe,
 }
 
 #[derive(Debug)]
@@ -701,6 +724,31 @@ impl Switch {
         Some(p.rates.port_rates(now, p.stats.totals()))
     }
 
+    /// Sends one probe (an ICMP echo request, `probe.rs`) to `port`'s endpoint as `t` says,
+    /// into `fx`; its answer is taken by [`Switch::receive`] and counted in the port's
+    /// `probes`. False if the port does not exist or is a tunnel.
+    pub fn probe(
+        &mut self,
+        now: Duration,
+        port: PortNo,
+        t: &ProbeTarget,
+        fx: &mut Effects,
+    ) -> bool {
+        let Some(p) = self.ports.get_mut(&port) else {
+            return false;
+        };
+        if matches!(p.cfg.kind, PortKind::Vxlan(_)) {
+            return false;
+        }
+        p.stats.probes.sent += 1;
+        let seq = p.stats.probes.sent as u16;
+        let mut frame = std::mem::take(&mut self.reply_bufs.0);
+        probe::request(t, seq, now, &mut frame);
+        fx.push(port, &frame);
+        self.reply_bufs.0 = frame;
+        true
+    }
+
     /// Samples every port's counters for their rates if the interval has passed.
     fn sample_rates(&mut self, now: Duration) {
         self.last_now = self.last_now.max(now);
@@ -733,6 +781,15 @@ impl Switch {
             self.stats.unknown_port += 1;
             return Disposition::Dropped(DropReason::UnknownPort);
         };
+        // A probe's answer comes back on the port it was sent to; nothing else is looked at
+        // on ports that were never probed.
+        if port.stats.probes.sent > 0 && !matches!(port.cfg.kind, PortKind::Vxlan(_)) {
+            if let Some(rtt) = probe::reply_sent_at(frame).and_then(|t| probe::round_trip(t, now)) {
+                port.stats.probes.answered += 1;
+                port.stats.probes.rtt.record(rtt);
+                return Disposition::Probe;
+            }
+        }
         port.stats.rx_packets += 1;
         port.stats.rx_bytes += frame.len() as u64;
         match (port.cfg.kind, vni) {
@@ -837,6 +894,7 @@ impl Switch {
             seed,
             ctpkt: None,
             pending: [FlowKey::ZERO; MAX_RECIRC],
+            rtt_taken: false,
             n_pending: 0,
             n_recirc: 0,
             ports,
@@ -928,6 +986,9 @@ struct Exec<'a> {
     ctpkt: Option<Option<CtPacket>>,
     /// Recirculated passes still to run (keys with ct fields and `recirc` set).
     pending: [FlowKey; MAX_RECIRC],
+    /// A handshake round trip was counted for this packet (one per packet, though it may
+    /// pass several zones: NAT's and the security groups').
+    rtt_taken: bool,
     n_pending: usize,
     n_recirc: usize,
     ports: &'a mut BTreeMap<PortNo, Port>,
@@ -1078,6 +1139,12 @@ impl Exec<'_> {
                 return false;
             }
             None => {}
+        }
+        if let (Some(rtt), false) = (s.rtt, self.rtt_taken) {
+            self.rtt_taken = true;
+            if let Some(p) = self.ports.get_mut(&self.in_port) {
+                p.stats.handshake_rtt.record(rtt);
+            }
         }
         if let Some(t) = a.table {
             if self.n_recirc < MAX_RECIRC {

@@ -93,8 +93,8 @@ pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
 pub use master_key::Rotation;
 pub use nbd_source::VolumeSource;
 pub use networks::{
-    NetworkStats, NetworkTrace, NewPort, NewRule, NewSubnet, PortFigures, TraceFrom, TraceLine,
-    DEFAULT_GROUP,
+    NetworkStats, NetworkTrace, NewPort, NewRule, NewSubnet, PortFigures, PortProbe, TraceFrom,
+    TraceLine, DEFAULT_GROUP,
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};

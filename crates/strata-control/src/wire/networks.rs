@@ -923,6 +923,16 @@ pub struct NetworkPortStats {
     /// Drops by reason (`table_miss`, `drop_action`, `ct_invalid`, `ttl_expired`, `meter`,
     /// ...): where in the switch a packet died.
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// Round trips from the switch to the port's endpoint in the TCP handshakes it took part
+    /// in (passive, from conntrack; since the port was bound).
+    pub handshake_rtt: super::RoundTrips,
+    /// The switch's probes to the port (`POST /v1/networks/{id}/probe`) since it was bound:
+    /// sent.
+    pub probes_sent: u64,
+    /// Probes answered.
+    pub probes_answered: u64,
+    /// Round trips of the answered probes.
+    pub probe_rtt: super::RoundTrips,
 }
 
 /// A network's figures.
@@ -950,6 +960,10 @@ impl From<crate::controller::PortFigures> for NetworkPortStats {
             tx_bps_1s: f.tx_bps_1s,
             tx_bps_10s: f.tx_bps_10s,
             drops: f.drops,
+            handshake_rtt: (&f.handshake_rtt).into(),
+            probes_sent: f.probes.sent,
+            probes_answered: f.probes.answered,
+            probe_rtt: (&f.probes.rtt).into(),
         }
     }
 }

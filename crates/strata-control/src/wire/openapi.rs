@@ -135,6 +135,10 @@ use super::*;
     FloatingIpList,
     NetworkPortStats,
     NetworkStats,
+    RoundTrips,
+    ProbeNetwork,
+    PortProbeResult,
+    NetworkProbe,
     SetNetworkBandwidth,
     SetPortBandwidth,
 )))]
@@ -773,6 +777,9 @@ fn operations() -> Vec<Op> {
             .ok(200, "flows", r::<FlowList>()),
         op(Get, "/v1/networks/{id}/stats", "networkStats", "A network's figures: per port bytes, packets, rates over 1 s and 10 s, drops by reason")
             .ok(200, "figures", r::<NetworkStats>()),
+        op(Post, "/v1/networks/{id}/probe", "probeNetwork", "Active probes: echo requests from each port's gateway to the port, with their loss and round trips")
+            .body(r::<ProbeNetwork>())
+            .ok(200, "per port", r::<NetworkProbe>()),
         op(Put, "/v1/networks/{id}/bandwidth", "setNetworkBandwidth", "Cap what a network's ports send together (the capacity their guarantees share)")
             .body(r::<SetNetworkBandwidth>())
             .ok(200, "the network", r::<Network>())

@@ -268,6 +268,23 @@ impl Conntrack {
 
     /// Classifies `pkt` in `zone` and advances its connection (see the module doc).
     pub fn process(&mut self, now: Duration, zone: u16, pkt: &CtPacket) -> Verdict {
+        self.process_timed(now, zone, pkt).0
+    }
+
+    /// [`Conntrack::process`], with a round-trip sample when this packet completes half of a
+    /// TCP handshake: a SYN-ACK accepted in the reply direction gives the time since the
+    /// entry was committed (the SYN: the switch to the answerer and back), the ACK that
+    /// establishes the connection the time since that SYN-ACK (the switch to the originator
+    /// and back). Either way the sample is the round trip from the switch to the side that
+    /// sent this packet. A retransmitted SYN or SYN-ACK makes its sample longer, never shorter
+    /// (the entry keeps the first time). A simultaneous open gives none.
+    pub fn process_timed(
+        &mut self,
+        now: Duration,
+        zone: u16,
+        pkt: &CtPacket,
+    ) -> (Verdict, Option<Duration>) {
+        let mut rtt = None;
         let (v, effect) = self.judge(now, zone, pkt);
         match effect {
             Effect::None => {}
@@ -282,6 +299,20 @@ impl Conntrack {
             Effect::Accept { slot, proto, dir } => {
                 let timeouts = self.cfg.timeouts;
                 let e = self.table.at_mut(slot);
+                if let (ProtoState::Tcp(old), ProtoState::Tcp(new)) = (&e.proto, &proto) {
+                    match (old.state, new.state, dir) {
+                        (TcpState::SynSent, TcpState::SynRecv, Dir::Reply) => {
+                            e.answered = now;
+                            rtt = Some(now.saturating_sub(e.created));
+                        }
+                        (TcpState::SynRecv, TcpState::Established, Dir::Original)
+                            if e.answered != Duration::ZERO =>
+                        {
+                            rtt = Some(now.saturating_sub(e.answered));
+                        }
+                        _ => {}
+                    }
+                }
                 e.proto = proto;
                 if dir == Dir::Reply {
                     e.replied = true;
@@ -291,7 +322,7 @@ impl Conntrack {
                 e.deadline = now.saturating_add(timeout(&timeouts, &e.proto, e.replied));
             }
         }
-        self.count(v)
+        (self.count(v), rtt)
     }
 
     /// The verdict `process` would give, changing nothing (no state, no counter, no expiry):

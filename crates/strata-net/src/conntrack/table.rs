@@ -49,6 +49,9 @@ pub struct Entry {
     pub mark: CtMark,
     /// When it was committed.
     pub created: Duration,
+    /// When a TCP handshake's SYN-ACK was accepted (`Duration::ZERO`: not yet): the start of
+    /// the originator's half of the handshake round trip.
+    pub answered: Duration,
     /// When it expires unless refreshed.
     pub deadline: Duration,
     /// Packets accepted per direction.
@@ -95,6 +98,7 @@ impl Entry {
             replied: false,
             mark,
             created: now,
+            answered: Duration::ZERO,
             deadline,
             packets: [1, 0],
             bytes: [ip_len as u64, 0],

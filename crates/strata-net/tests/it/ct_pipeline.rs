@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use strata_net::csum;
-use strata_net::l4::tcp_flags::{ACK, RST, SYN};
+use strata_net::l4::tcp_flags::{ACK, PSH, RST, SYN};
 use strata_net::packet::parse_frame;
 use strata_net::pipeline::CacheConfig;
 use strata_net::switch::{Disposition, SwitchStats};
@@ -542,4 +542,60 @@ fn trace_shows_the_ct_steps_and_the_recirculation() {
     assert!(tr.outputs.is_empty());
     assert!(sw.conntrack().is_empty(), "trace changes nothing");
     assert_eq!(sw.conntrack().counters().new, 0);
+}
+
+/// A TCP handshake through the security-group flows gives one round-trip sample to each
+/// side: the server's port gets SYN → SYN-ACK, the client's SYN-ACK → ACK; a retransmitted
+/// SYN-ACK gives none, a second zone on the way counts once, and a refused packet none.
+#[test]
+fn handshakes_give_each_side_its_round_trip() {
+    let (mut sw, a, b) = two_ports(SwitchConfig::default());
+    // Two zones on the way (as a router's NAT zone and a port's group zone): one sample per
+    // packet all the same.
+    install(
+        &mut sw,
+        &[
+            "table=0,priority=100,ip,actions=ct(zone=1,table=1)",
+            "table=1,priority=100,ip,actions=ct(zone=2,table=2)",
+            "table=2,priority=100,ct_state=+trk+est,in_port=a,actions=output:b",
+            "table=2,priority=100,ct_state=+trk+est,in_port=b,actions=output:a",
+            "table=2,priority=90,ct_state=+trk+new,in_port=a,tcp,actions=ct(commit,zone=1),ct(commit,zone=2),output:b",
+            "table=2,priority=1,actions=drop",
+        ],
+    );
+    let rtt = |sw: &Switch, p: u32| sw.port_stats(p).unwrap().handshake_rtt;
+    let (c, s) = (v4(10, 0, 0, 1), v4(10, 0, 0, 2));
+    let t0 = Duration::from_secs(5);
+    let syn = tcp_frame(A, B, c, 40000, s, 80, 100, 0, SYN);
+    assert_eq!(send(&mut sw, t0, a, &syn).0, Disposition::Forwarded(1));
+    assert_eq!((rtt(&sw, a).count, rtt(&sw, b).count), (0, 0));
+    // The server answers 300 µs later.
+    let synack = tcp_frame(B, A, s, 80, c, 40000, 500, 101, SYN | ACK);
+    let t1 = t0 + Duration::from_micros(300);
+    assert_eq!(send(&mut sw, t1, b, &synack).0, Disposition::Forwarded(1));
+    let hb = rtt(&sw, b);
+    assert_eq!((hb.count, hb.sum_us), (1, 300), "the server's half, once");
+    assert_eq!(hb.quantile_us(0.5), Some(512));
+    // The same SYN-ACK again: no new sample (the state does not move).
+    let _ = send(&mut sw, t1 + Duration::from_micros(50), b, &synack);
+    assert_eq!(rtt(&sw, b).count, 1);
+    // The client acks 2 ms after the first SYN-ACK.
+    let ack = tcp_frame(A, B, c, 40000, s, 80, 101, 501, ACK);
+    let t2 = t1 + Duration::from_millis(2);
+    assert_eq!(send(&mut sw, t2, a, &ack).0, Disposition::Forwarded(1));
+    let ha = rtt(&sw, a);
+    assert_eq!((ha.count, ha.sum_us), (1, 2000), "the client's half, once");
+    // Data afterwards gives nothing more.
+    let data = tcp_frame(A, B, c, 40000, s, 80, 101, 501, ACK | PSH);
+    let _ = send(&mut sw, t2 + Duration::from_millis(1), a, &data);
+    assert_eq!((rtt(&sw, a).count, rtt(&sw, b).count), (1, 1));
+    // A handshake the flows refuse (from b: no rule admits it) gives no sample.
+    let rev = tcp_frame(B, A, s, 41000, c, 22, 9, 0, SYN);
+    assert!(matches!(
+        send(&mut sw, t2, b, &rev).0,
+        Disposition::Dropped(_)
+    ));
+    let rev_ack = tcp_frame(A, B, c, 22, s, 41000, 70, 10, SYN | ACK);
+    let _ = send(&mut sw, t2 + Duration::from_millis(1), a, &rev_ack);
+    assert_eq!((rtt(&sw, a).count, rtt(&sw, b).count), (1, 1));
 }

@@ -9,6 +9,7 @@ mod golden;
 mod l4_parse;
 mod meters;
 mod parsers;
+mod probes;
 mod responders;
 mod segmentation;
 mod tunnels;

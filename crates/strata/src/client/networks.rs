@@ -100,10 +100,23 @@ pub enum NetworkCmd {
         min: Option<String>,
     },
     /// A network's figures: per port bytes, packets, bandwidth over 1 s and 10 s, drops by
-    /// reason; and their sums.
+    /// reason, handshake round trips (from conntrack) and probes; and their sums.
     Stats {
         /// Network id or name.
         network: String,
+    },
+    /// Active probes: the switch sends echo requests from each port's gateway to the port
+    /// and reports, per port, the answers lost and their round trips (switch to the port's
+    /// endpoint and back).
+    Probe {
+        /// Network id or name.
+        network: String,
+        /// Rounds, one request to each port per round (1-50).
+        #[arg(long, default_value_t = 5)]
+        count: u64,
+        /// Milliseconds between rounds (10-200).
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
     },
     /// Traces a packet from a port: which port, subnet, router and security-group rule it
     /// meets, conntrack's verdict, and where it ends.
@@ -557,6 +570,21 @@ impl Client {
                         let mbit = r[k].as_u64().unwrap_or(0) as f64 / 1e6;
                         r[format!("{k}_m")] = format!("{mbit:.1}").into();
                     }
+                    r["hs"] = round_trips(&r["handshake_rtt"]).into();
+                    let (sent, ans) = (
+                        r["probes_sent"].as_u64().unwrap_or(0),
+                        r["probes_answered"].as_u64().unwrap_or(0),
+                    );
+                    r["pr"] = if sent == 0 {
+                        "-".to_string()
+                    } else {
+                        format!(
+                            "{} lost of {sent}, {}",
+                            sent.saturating_sub(ans),
+                            round_trips(&r["probe_rtt"])
+                        )
+                    }
+                    .into();
                 }
                 self.print(
                     &serde_json::json!({ "items": rows }),
@@ -571,6 +599,46 @@ impl Client {
                         ("RX Mb/s 10s", "rx_bps_10s_m"),
                         ("TX Mb/s 10s", "tx_bps_10s_m"),
                         ("DROPS", "drop_list"),
+                        ("HANDSHAKE RTT", "hs"),
+                        ("PROBES", "pr"),
+                    ],
+                )
+            }
+            NetworkCmd::Probe {
+                network,
+                count,
+                interval_ms,
+            } => {
+                let mut v = self.req(
+                    "POST",
+                    &format!("{}/probe", net(&network)),
+                    body(&wire::ProbeNetwork {
+                        count: Some(count),
+                        interval_ms: Some(interval_ms),
+                    }),
+                )?;
+                if self.out != Output::Table {
+                    return self.print(&v, &[]);
+                }
+                let mut rows: Vec<Value> =
+                    v["ports"].take().as_array().cloned().unwrap_or_default();
+                for r in &mut rows {
+                    r["loss"] = format!(
+                        "{:.1}%",
+                        r["loss_ppm"].as_u64().unwrap_or(0) as f64 / 10_000.0
+                    )
+                    .into();
+                    r["rt"] = round_trips(&r["rtt"]).into();
+                }
+                self.print(
+                    &serde_json::json!({ "items": rows }),
+                    &[
+                        ("PORT", "port"),
+                        ("IP", "ip"),
+                        ("SENT", "sent"),
+                        ("ANSWERED", "answered"),
+                        ("LOSS", "loss"),
+                        ("RTT", "rt"),
                     ],
                 )
             }
@@ -858,4 +926,25 @@ fn flatten_list(v: &mut Value, field: &str) {
         let s: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
         v[field] = s.join(",").into();
     }
+}
+
+/// A round-trip summary for a table: `mean 48µs, p50 ≤64µs, p99 ≤128µs (n=12)`, or `-`.
+/// Quantiles are bucket bounds (powers of two of microseconds), hence the `≤`.
+fn round_trips(v: &Value) -> String {
+    let n = v["samples"].as_u64().unwrap_or(0);
+    if n == 0 {
+        return "-".to_string();
+    }
+    let us = |k: &str| match v[k].as_u64() {
+        Some(u64::MAX) => ">16s".to_string(),
+        Some(x) if x >= 10_000 => format!("{}ms", x / 1000),
+        Some(x) => format!("{x}µs"),
+        None => "-".to_string(),
+    };
+    format!(
+        "mean {}, p50 ≤{}, p99 ≤{} (n={n})",
+        us("mean_us"),
+        us("p50_us"),
+        us("p99_us")
+    )
 }

@@ -18,6 +18,7 @@ mod groups;
 mod hardening;
 mod jobs;
 mod nbd;
+mod net_latency;
 mod networks;
 mod qos;
 mod readme;

@@ -209,6 +209,26 @@ pub struct PortFigures {
     /// Drops by reason (the input port's reasons for what it sent, the output's for what it
     /// was sent).
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// Round trips from the switch to the port's endpoint in the TCP handshakes it took part
+    /// in (conntrack, passive), since the port was bound.
+    pub handshake_rtt: strata_net::latency::RttHistogram,
+    /// The switch's probes to the port's endpoint and their answers (active).
+    pub probes: strata_net::probe::ProbeStats,
+}
+
+/// One port's answer to `probe_network`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortProbe {
+    /// Port name.
+    pub port: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Probes sent.
+    pub sent: u64,
+    /// Answers taken.
+    pub answered: u64,
+    /// Their round trips.
+    pub rtt: strata_net::latency::RttHistogram,
 }
 
 /// A network's figures.
