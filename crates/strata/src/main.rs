@@ -554,9 +554,7 @@ fn run() -> Result<()> {
                     prune,
                     replace,
                 }),
-                Cmd::Get { kind, name, tenant } => {
-                    c.get(&kind, name.as_deref(), tenant.as_deref())
-                }
+                Cmd::Get { kind, name, tenant } => c.get(&kind, name.as_deref(), tenant.as_deref()),
                 Cmd::Node { cmd } => c.node(cmd),
                 Cmd::Job { cmd } => c.job(cmd),
                 Cmd::Network { cmd } => c.network(cmd),

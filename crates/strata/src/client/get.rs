@@ -95,7 +95,9 @@ impl Client {
             docs.extend(
                 objs.into_iter()
                     .filter(|o| name.is_none_or(|n| o.key.name == n))
-                    .filter(|o| tenant.is_none_or(|t| o.key.tenant.as_deref().is_none_or(|ot| ot == t)))
+                    .filter(|o| {
+                        tenant.is_none_or(|t| o.key.tenant.as_deref().is_none_or(|ot| ot == t))
+                    })
                     .map(|o| (k, o)),
             );
         }
@@ -126,7 +128,13 @@ impl Client {
                     })
                     .collect();
                 let w: Vec<usize> = (0..3)
-                    .map(|i| rows.iter().map(|r| r[i].len()).chain([[4, 6, 4][i]]).max().unwrap_or(0))
+                    .map(|i| {
+                        rows.iter()
+                            .map(|r| r[i].len())
+                            .chain([[4, 6, 4][i]])
+                            .max()
+                            .unwrap_or(0)
+                    })
                     .collect();
                 outln!("{:<a$}  {:<b$}  NAME", "KIND", "TENANT", a = w[0], b = w[1]);
                 for r in rows {

@@ -268,7 +268,10 @@ fn dry_run_shows_diffs_and_changes_nothing_then_one_field_changes_alone() {
     let was = volume(&d, "acme", "db");
     let (ok, out, err) = c.apply(&grown, &[]);
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("updated volume acme/db: size 1G -> 2G"), "{out}");
+    assert!(
+        out.contains("updated volume acme/db: size 1G -> 2G"),
+        "{out}"
+    );
     assert_eq!(writes(&d), before + 1, "one field, one write");
     let now = volume(&d, "acme", "db");
     assert_eq!(now["size"], 2u64 << 30);
@@ -280,10 +283,19 @@ fn dry_run_shows_diffs_and_changes_nothing_then_one_field_changes_alone() {
     let before = writes(&d);
     let (ok, out, _) = c.apply(base, &[]);
     assert!(!ok);
-    assert!(out.contains("FAILED volume acme/db: invalid_argument: size cannot shrink"), "{out}");
-    let (ok, out, _) = c.apply(&grown.replace("size: 2G", "size: 2G\npool: other"), &["--dry-run"]);
+    assert!(
+        out.contains("FAILED volume acme/db: invalid_argument: size cannot shrink"),
+        "{out}"
+    );
+    let (ok, out, _) = c.apply(
+        &grown.replace("size: 2G", "size: 2G\npool: other"),
+        &["--dry-run"],
+    );
     assert!(!out.contains("REPLACED"), "{out}");
-    assert!(out.contains("-/+ volume acme/db: pool default -> other") && out.contains("--replace"), "{out}");
+    assert!(
+        out.contains("-/+ volume acme/db: pool default -> other") && out.contains("--replace"),
+        "{out}"
+    );
     assert!(ok);
     assert_eq!(writes(&d), before);
 }
@@ -308,20 +320,36 @@ fn prune_deletes_only_what_the_file_no_longer_names_within_its_kinds_and_tenants
     assert!(ok, "{out}\n{err}");
     // Give v2 data, so that its delete is said loudly.
     let id = volume(&d, "acme", "v2")["id"].as_str().unwrap().to_string();
-    let (st, v) = d.call("POST", &format!("/v1/volumes/{id}/snapshots"), &d.admin(), Some(serde_json::json!({"name": "s1"})));
+    let (st, v) = d.call(
+        "POST",
+        &format!("/v1/volumes/{id}/snapshots"),
+        &d.admin(),
+        Some(serde_json::json!({"name": "s1"})),
+    );
     assert_eq!(st, 201, "{v}");
 
     let only_v1 = format!("kind: tenant\nname: acme\n{}", vol("acme", "v1"));
     let (ok, out, err) = c.apply(&only_v1, &["--prune", "--dry-run"]);
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("- volume acme/v2  !!! DELETES DATA: volume holds"), "{out}");
+    assert!(
+        out.contains("- volume acme/v2  !!! DELETES DATA: volume holds"),
+        "{out}"
+    );
     assert!(!out.contains("beta") && !out.contains("n1"), "{out}");
     assert_eq!(volume(&d, "acme", "v2")["name"], "v2");
 
     let (ok, out, err) = c.apply(&only_v1, &["--prune"]);
-    assert!(!ok, "the volume with a snapshot is not deleted by force: {out}\n{err}");
+    assert!(
+        !ok,
+        "the volume with a snapshot is not deleted by force: {out}\n{err}"
+    );
     assert!(out.contains("FAILED volume acme/v2"), "{out}");
-    let (_, snaps) = d.call("GET", &format!("/v1/volumes/{id}/snapshots"), &d.admin(), None);
+    let (_, snaps) = d.call(
+        "GET",
+        &format!("/v1/volumes/{id}/snapshots"),
+        &d.admin(),
+        None,
+    );
     let sid = snaps["items"][0]["id"].as_str().unwrap().to_string();
     let (st, _) = d.call("DELETE", &format!("/v1/snapshots/{sid}"), &d.admin(), None);
     assert_eq!(st, 204);
@@ -352,8 +380,14 @@ fn a_bad_object_fails_alone_dependents_are_skipped_and_bad_files_write_nothing()
     let file = "kind: tenant\nname: acme\n---\nkind: network\nname: bad\ntenant: acme\ncidr: 10.0.0.0/33\n---\nkind: subnet\nname: s\ntenant: acme\nnetwork: bad\ncidr: 10.0.0.0/24\n---\nkind: volume\nname: ok\ntenant: acme\nsize: 64M\n";
     let (ok, out, err) = c.apply(file, &[]);
     assert!(!ok, "{out}");
-    assert!(out.contains("FAILED network acme/bad: invalid_argument:"), "{out}");
-    assert!(out.contains("skipped subnet acme/s: it depends on network acme/bad"), "{out}");
+    assert!(
+        out.contains("FAILED network acme/bad: invalid_argument:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("skipped subnet acme/s: it depends on network acme/bad"),
+        "{out}"
+    );
     assert!(out.contains("created volume acme/ok"), "{out}");
     assert!(out.contains("1 failed, 1 skipped"), "{out}");
     assert!(err.contains("1 object(s) failed and 1 skipped"), "{err}");
@@ -361,18 +395,33 @@ fn a_bad_object_fails_alone_dependents_are_skipped_and_bad_files_write_nothing()
     let (ok, j, _) = c.apply(file, &["-o", "json"]);
     assert!(!ok);
     let v: Value = serde_json::from_str(&j).unwrap();
-    let net = v["results"].as_array().unwrap().iter().find(|r| r["name"] == "bad").unwrap().clone();
-    assert_eq!((net["outcome"].as_str(), net["code"].as_str()), (Some("failed"), Some("invalid_argument")));
+    let net = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "bad")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (net["outcome"].as_str(), net["code"].as_str()),
+        (Some("failed"), Some("invalid_argument"))
+    );
 
     // An unknown field anywhere refuses the whole file before any write, with its line.
     let before = writes(&d);
     let bad = "kind: volume\nname: new\ntenant: acme\nsize: 64M\n---\nkind: volume\nname: ok\ntenant: acme\nqos: {iops_limt: 5}\n";
     let (ok, out, err) = c.apply(bad, &[]);
     assert!(!ok, "{out}");
-    assert!(err.contains("apply.yaml:9: unknown field \"iops_limt\""), "{err}");
+    assert!(
+        err.contains("apply.yaml:9: unknown field \"iops_limt\""),
+        "{err}"
+    );
     assert!(err.contains("nothing was applied"), "{err}");
     let (ok, _, err) = c.apply("kind: volumes\nname: x\n", &[]);
-    assert!(!ok && err.contains("apply.yaml:1: unknown kind \"volumes\""), "{err}");
+    assert!(
+        !ok && err.contains("apply.yaml:1: unknown kind \"volumes\""),
+        "{err}"
+    );
     assert_eq!(writes(&d), before);
     assert!(volume(&d, "acme", "new").is_null());
 }
@@ -388,7 +437,12 @@ fn a_tenant_token_applies_its_own_objects_and_is_refused_others() {
     };
     let (ok, out, err) = admin.apply("kind: tenant\nname: t1\n---\nkind: tenant\nname: t2\n---\nkind: volume\nname: theirs\ntenant: t2\nsize: 64M\n", &[]);
     assert!(ok, "{out}\n{err}");
-    let (st, tok) = d.call("POST", "/v1/tokens", &d.admin(), Some(serde_json::json!({"tenant": "t1", "role": "member"})));
+    let (st, tok) = d.call(
+        "POST",
+        "/v1/tokens",
+        &d.admin(),
+        Some(serde_json::json!({"tenant": "t1", "role": "member"})),
+    );
     assert_eq!(st, 201, "{tok}");
     let t1 = Cli {
         d: &d,
@@ -402,11 +456,18 @@ fn a_tenant_token_applies_its_own_objects_and_is_refused_others() {
     let (ok, out, _) = t1.apply(mine, &[]);
     assert!(ok && out.starts_with("nothing to change"), "{out}");
     let got = t1.ok(&["get", "all", "-o", "yaml"]);
-    assert!(got.contains("name: mine") && !got.contains("theirs"), "{got}");
+    assert!(
+        got.contains("name: mine") && !got.contains("theirs"),
+        "{got}"
+    );
 
     let (ok, out, _) = t1.apply("kind: volume\nname: x\ntenant: t2\nsize: 64M\n---\nkind: volume\nname: y\ntenant: t1\nsize: 64M\n", &[]);
     assert!(!ok);
-    assert!(out.contains("FAILED volume t2/x: tenant_not_found") || out.contains("FAILED volume t2/x: not_found"), "{out}");
+    assert!(
+        out.contains("FAILED volume t2/x: tenant_not_found")
+            || out.contains("FAILED volume t2/x: not_found"),
+        "{out}"
+    );
     assert!(out.contains("created volume t1/y"), "{out}");
     let (ok, out, _) = t1.apply("kind: tenant\nname: t1\nquota: {volumes: 1000}\n", &[]);
     assert!(!ok);

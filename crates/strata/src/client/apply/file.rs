@@ -58,7 +58,11 @@ fn split_docs(text: &str) -> Vec<Doc<'_>> {
 }
 
 /// Parses `text` (the file `file`) into objects in file order.
-pub fn parse(file: &str, text: &str, kinds: &[impl AsRef<KindMeta>]) -> Result<Vec<Object>, Vec<FileError>> {
+pub fn parse(
+    file: &str,
+    text: &str,
+    kinds: &[impl AsRef<KindMeta>],
+) -> Result<Vec<Object>, Vec<FileError>> {
     let mut errors = Vec::new();
     let mut objects: Vec<Object> = Vec::new();
     let err = |line: Option<usize>, message: String| FileError {
@@ -101,16 +105,16 @@ pub fn parse(file: &str, text: &str, kinds: &[impl AsRef<KindMeta>]) -> Result<V
         };
         for (n, item) in items.into_iter().enumerate() {
             let start = starts[n];
-            let end = starts.get(n + 1).copied().unwrap_or(doc.start + doc.lines.len());
-            let lines = &doc.lines[(start - doc.start).min(doc.lines.len())
-                ..(end - doc.start).min(doc.lines.len())];
+            let end = starts
+                .get(n + 1)
+                .copied()
+                .unwrap_or(doc.start + doc.lines.len());
+            let lines = &doc.lines
+                [(start - doc.start).min(doc.lines.len())..(end - doc.start).min(doc.lines.len())];
             let locate = |field: &str| -> usize {
                 lines
                     .iter()
-                    .position(|l| {
-                        let t = l.trim_start().trim_start_matches("- ").trim_start();
-                        t.strip_prefix(field).is_some_and(|r| r.starts_with(':'))
-                    })
+                    .position(|l| names_field(l, field))
                     .map_or(start, |i| start + i)
             };
             match object(item, kinds) {
@@ -139,6 +143,16 @@ pub fn parse(file: &str, text: &str, kinds: &[impl AsRef<KindMeta>]) -> Result<V
     }
 }
 
+/// Whether `line` holds `field:` as a key (block or flow style).
+fn names_field(line: &str, field: &str) -> bool {
+    line.match_indices(field).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let key_start = before.is_none_or(|c| matches!(c, ' ' | '{' | ',' | '-' | '"'));
+        let after = line[i + field.len()..].trim_start_matches('"');
+        key_start && after.starts_with(':')
+    })
+}
+
 fn first_text_line(doc: &Doc<'_>) -> usize {
     doc.lines
         .iter()
@@ -151,7 +165,10 @@ type Bad = (Option<String>, String);
 
 fn object(v: Value, kinds: &[impl AsRef<KindMeta>]) -> Result<Object, Bad> {
     let Value::Object(mut m) = v else {
-        return Err((None, "an object must be a mapping with kind: and name:".into()));
+        return Err((
+            None,
+            "an object must be a mapping with kind: and name:".into(),
+        ));
     };
     let kind = match m.remove("kind") {
         Some(Value::String(k)) => k,
@@ -215,7 +232,8 @@ pub fn fields(m: Map<String, Value>, specs: &[FieldSpec], what: &str) -> Result<
                 ),
             ));
         };
-        let v = value(v, spec, what).map_err(|m| (Some(name.clone()), m))?;
+        // The innermost field named is the one whose line is shown.
+        let v = value(v, spec, what).map_err(|(inner, m)| (inner.or(Some(name.clone())), m))?;
         out.insert(name, v);
     }
     if let Some(missing) = specs
@@ -227,63 +245,66 @@ pub fn fields(m: Map<String, Value>, specs: &[FieldSpec], what: &str) -> Result<
     Ok(out)
 }
 
-fn value(v: Value, spec: &FieldSpec, what: &str) -> Result<Value, String> {
+fn value(v: Value, spec: &FieldSpec, what: &str) -> Result<Value, Bad> {
+    let plain = |r: Result<Value, String>| r.map_err(|m| (None, m));
     let name = spec.name;
     if v.is_null() {
-        return if spec.nullable {
+        return plain(if spec.nullable {
             Ok(v)
         } else {
             Err(format!("{name} in {what} cannot be null"))
-        };
+        });
     }
     let bad = |want: &str| format!("{name} in {what} must be {want}");
     match spec.ty {
-        FieldType::Str => v.is_string().then_some(v).ok_or_else(|| bad("text")),
-        FieldType::Int => v
-            .as_u64()
-            .map(Value::from)
-            .ok_or_else(|| bad("a whole number")),
-        FieldType::Bool => v.is_boolean().then_some(v).ok_or_else(|| bad("true or false")),
-        FieldType::Size => match &v {
+        FieldType::Str => plain(v.is_string().then_some(v).ok_or_else(|| bad("text"))),
+        FieldType::Int => plain(
+            v.as_u64()
+                .map(Value::from)
+                .ok_or_else(|| bad("a whole number")),
+        ),
+        FieldType::Bool => plain(
+            v.is_boolean()
+                .then_some(v)
+                .ok_or_else(|| bad("true or false")),
+        ),
+        FieldType::Size => plain(match &v {
             Value::Number(n) => n.as_u64().map(Value::from).ok_or_else(|| bad("a size")),
             Value::String(s) => strata_types::parse_size(s)
                 .map(Value::from)
                 .map_err(|e| format!("{} ({e})", bad("a size such as 10G"))),
             _ => Err(bad("a size such as 10G")),
-        },
+        }),
         FieldType::Strs => {
             let Value::Array(a) = v else {
-                return Err(bad("a list of text"));
+                return plain(Err(bad("a list of text")));
             };
             let set: BTreeSet<String> = a
                 .into_iter()
                 .map(|x| match x {
                     Value::String(s) => Ok(s),
-                    _ => Err(bad("a list of text")),
+                    _ => Err((None, bad("a list of text"))),
                 })
                 .collect::<Result<_, _>>()?;
             Ok(Value::from(set.into_iter().collect::<Vec<_>>()))
         }
         FieldType::Map(specs) => match v {
-            Value::Object(m) => fields(m, specs, &format!("{what} {name}"))
-                .map(Value::Object)
-                .map_err(|(_, m)| m),
-            _ => Err(bad("a mapping")),
+            Value::Object(m) => fields(m, specs, &format!("{what} {name}")).map(Value::Object),
+            _ => plain(Err(bad("a mapping"))),
         },
         FieldType::List(specs, key) => {
             let Value::Array(a) = v else {
-                return Err(bad("a list of mappings"));
+                return plain(Err(bad("a list of mappings")));
             };
             let mut items = Vec::new();
             for x in a {
                 let Value::Object(m) = x else {
-                    return Err(bad("a list of mappings"));
+                    return plain(Err(bad("a list of mappings")));
                 };
-                items.push(Value::Object(
-                    fields(m, specs, &format!("{what} {name}")).map_err(|(_, m)| m)?,
-                ));
+                items.push(Value::Object(fields(m, specs, &format!("{what} {name}"))?));
             }
-            canonical_list(&mut items, key).map_err(|dup| format!("{name} in {what}: {dup}"))?;
+            canonical_list(&mut items, key)
+                .map_err(|dup| (None, format!("{name} in {what}: {dup}")))?;
             Ok(Value::Array(items))
         }
     }
@@ -343,13 +364,22 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_kinds_are_refused_with_their_line() {
-        let text = "kind: volume\nname: db\ntenant: acme\nsize: 10G\nsizee: 3\n---\nkind: nope\nname: x\n";
+        let text =
+            "kind: volume\nname: db\ntenant: acme\nsize: 10G\nsizee: 3\n---\nkind: nope\nname: x\n";
         let errs = parse("f.yaml", text, KINDS).unwrap_err();
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert_eq!(errs[0].line, Some(5));
-        assert!(errs[0].message.contains("unknown field \"sizee\""), "{}", errs[0]);
+        assert!(
+            errs[0].message.contains("unknown field \"sizee\""),
+            "{}",
+            errs[0]
+        );
         assert_eq!(errs[1].line, Some(7));
-        assert!(errs[1].message.contains("unknown kind \"nope\""), "{}", errs[1]);
+        assert!(
+            errs[1].message.contains("unknown kind \"nope\""),
+            "{}",
+            errs[1]
+        );
         assert_eq!(errs[0].to_string().split(':').next(), Some("f.yaml"));
     }
 
@@ -372,6 +402,16 @@ mod tests {
             assert_eq!(errs[0].line, Some(line), "{text}: {errs:?}");
             assert!(errs[0].message.contains(what), "{text}: {errs:?}");
         }
+    }
+
+    #[test]
+    fn a_field_is_found_in_flow_style_too() {
+        let text =
+            "kind: volume\nname: v\ntenant: a\nsize: 1G\nqos: {iops_limit: 5, burst_iopz: 2}\n";
+        let errs = parse("f", text, KINDS).unwrap_err();
+        assert_eq!(errs[0].line, Some(5), "{errs:?}");
+        assert!(names_field("  - {name: a, kind: b}", "kind"));
+        assert!(!names_field("  mykind: b", "kind"));
     }
 
     #[test]

@@ -63,7 +63,10 @@ impl Ids {
             tenant: tenant.clone(),
             name: name.to_string(),
         };
-        self.ids.get(&key).cloned().unwrap_or_else(|| name.to_string())
+        self.ids
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
     }
     fn of(&self, key: &Key) -> Result<String> {
         self.ids
@@ -154,187 +157,202 @@ const fn meta(
 
 /// Every kind, in apply order. The load balancer kind, when it lands, is one more entry.
 pub static KINDS: &[Kind] = &[
-        Kind {
-            meta: meta(
-                "tenant",
-                0,
-                false,
-                false,
-                &[F::new("quota", T::Map(QUOTA)), F::new("share", T::Map(SHARE))],
-            ),
-            read: read_tenants,
-            write: write_tenant,
-            delete: |c, _, k| del(c, &format!("/v1/tenants/{}", enc(&k.name))),
-        },
-        Kind {
-            meta: meta(
-                "volume",
-                1,
+    Kind {
+        meta: meta(
+            "tenant",
+            0,
+            false,
+            false,
+            &[
+                F::new("quota", T::Map(QUOTA)),
+                F::new("share", T::Map(SHARE)),
+            ],
+        ),
+        read: read_tenants,
+        write: write_tenant,
+        delete: |c, _, k| del(c, &format!("/v1/tenants/{}", enc(&k.name))),
+    },
+    Kind {
+        meta: meta(
+            "volume",
+            1,
+            true,
+            true,
+            &[
+                F::new("size", T::Size).required().grow_only(),
+                F::new("pool", T::Str).replace(),
+                opt("class", T::Str).replace(),
+                F::new("copies", T::Int).replace(),
+                F::new("encrypted", T::Bool).replace(),
+                F::new("qos", T::Map(QOS)),
+            ],
+        ),
+        read: read_volumes,
+        write: write_volume,
+        delete: |c, ids, k| del(c, &format!("/v1/volumes/{}", enc(&ids.of(k)?))),
+    },
+    Kind {
+        meta: meta(
+            "switch",
+            2,
+            false,
+            true,
+            &[
+                F::new("ports", T::List(SWITCH_PORT, Some("name"))),
+                F::new("flows", T::Strs),
+            ],
+        ),
+        read: read_switches,
+        write: write_switch,
+        delete: |c, _, k| del(c, &format!("/v1/switches/{}", enc(&k.name))),
+    },
+    Kind {
+        meta: meta(
+            "network",
+            3,
+            true,
+            true,
+            &[
+                F::new("cidr", T::Str).required().replace(),
+                F::new("external", T::Bool).replace(),
+                opt("cap_bps", T::Int),
+            ],
+        ),
+        read: read_networks,
+        write: write_network,
+        delete: |c, ids, k| del(c, &format!("/v1/networks/{}", enc(&ids.of(k)?))),
+    },
+    Kind {
+        meta: meta(
+            "subnet",
+            4,
+            true,
+            true,
+            &[
+                F::new("network", T::Str)
+                    .required()
+                    .replace()
+                    .refers("network"),
+                F::new("cidr", T::Str).required().replace(),
+                F::new("gateway", T::Str).replace(),
+                F::new("dhcp", T::Bool).replace(),
+                F::new("dns", T::Strs).replace(),
+            ],
+        ),
+        read: read_subnets,
+        write: write_subnet,
+        delete: |c, ids, k| del(c, &format!("/v1/subnets/{}", enc(&ids.of(k)?))),
+    },
+    Kind {
+        meta: meta(
+            "router",
+            5,
+            true,
+            true,
+            &[
+                F::new("network", T::Str)
+                    .required()
+                    .replace()
+                    .refers("network"),
+                F::new("subnets", T::Strs).refers("subnet"),
+                opt("gateway", T::Str),
+            ],
+        ),
+        read: read_routers,
+        write: write_router,
+        delete: |c, ids, k| del(c, &format!("/v1/routers/{}", enc(&ids.of(k)?))),
+    },
+    Kind {
+        meta: KindMeta {
+            keep: &["default"],
+            canon: rule_canon,
+            ..meta(
+                "security_group",
+                6,
                 true,
                 true,
                 &[
-                    F::new("size", T::Size).required().grow_only(),
-                    F::new("pool", T::Str).replace(),
-                    opt("class", T::Str).replace(),
-                    F::new("copies", T::Int).replace(),
-                    F::new("encrypted", T::Bool).replace(),
-                    F::new("qos", T::Map(QOS)),
+                    F::new("reevaluate_existing", T::Bool).replace(),
+                    F::new("rules", T::List(RULE, None)),
                 ],
-            ),
-            read: read_volumes,
-            write: write_volume,
-            delete: |c, ids, k| del(c, &format!("/v1/volumes/{}", enc(&ids.of(k)?))),
+            )
         },
-        Kind {
-            meta: meta(
-                "switch",
-                2,
-                false,
+        read: read_groups,
+        write: write_group,
+        delete: |c, ids, k| del(c, &format!("/v1/security-groups/{}", enc(&ids.of(k)?))),
+    },
+    Kind {
+        meta: meta(
+            "port",
+            7,
+            true,
+            true,
+            &[
+                F::new("network", T::Str)
+                    .required()
+                    .replace()
+                    .refers("network"),
+                F::new("subnet", T::Str)
+                    .required()
+                    .replace()
+                    .refers("subnet"),
+                F::new("ip", T::Str).replace(),
+                F::new("mac", T::Str).replace(),
+                F::new("security_groups", T::Strs).refers("security_group"),
+                opt("cap_bps", T::Int),
+                opt("min_bps", T::Int),
+            ],
+        ),
+        read: read_ports,
+        write: write_port,
+        delete: |c, ids, k| del(c, &format!("/v1/network-ports/{}", enc(&ids.of(k)?))),
+    },
+    Kind {
+        meta: KindMeta {
+            name_refers: Some("port"),
+            ..meta(
+                "floating_ip",
+                8,
                 true,
-                &[
-                    F::new("ports", T::List(SWITCH_PORT, Some("name"))),
-                    F::new("flows", T::Strs),
-                ],
-            ),
-            read: read_switches,
-            write: write_switch,
-            delete: |c, _, k| del(c, &format!("/v1/switches/{}", enc(&k.name))),
+                true,
+                &[F::new("network", T::Str).required().replace()],
+            )
         },
-        Kind {
-            meta: meta(
-                "network",
-                3,
-                true,
-                true,
-                &[
-                    F::new("cidr", T::Str).required().replace(),
-                    F::new("external", T::Bool).replace(),
-                    opt("cap_bps", T::Int),
-                ],
-            ),
-            read: read_networks,
-            write: write_network,
-            delete: |c, ids, k| del(c, &format!("/v1/networks/{}", enc(&ids.of(k)?))),
+        read: read_fips,
+        write: write_fip,
+        delete: |c, ids, k| del(c, &format!("/v1/floating-ips/{}", enc(&ids.of(k)?))),
+    },
+    Kind {
+        meta: meta(
+            "job",
+            10,
+            true,
+            true,
+            &[
+                F::new("gpus", T::Int).replace(),
+                opt("gpu_model", T::Str).replace(),
+                F::new("cpu_cores", T::Int).replace(),
+                F::new("memory", T::Size).replace(),
+                F::new("bandwidth_bps", T::Int).replace(),
+                F::new("storage_bps", T::Int).replace(),
+                F::new("same_island", T::Bool).replace(),
+                opt("same_label", T::Str).replace(),
+                F::new("priority", T::Int).replace(),
+            ],
+        ),
+        read: read_jobs,
+        write: write_job,
+        delete: |c, _, k| {
+            del(
+                c,
+                &format!(
+                    "/v1/jobs/{}?tenant={}",
+                    enc(&k.name),
+                    enc(k.tenant.as_deref().unwrap_or_default())
+                ),
+            )
         },
-        Kind {
-            meta: meta(
-                "subnet",
-                4,
-                true,
-                true,
-                &[
-                    F::new("network", T::Str).required().replace().refers("network"),
-                    F::new("cidr", T::Str).required().replace(),
-                    F::new("gateway", T::Str).replace(),
-                    F::new("dhcp", T::Bool).replace(),
-                    F::new("dns", T::Strs).replace(),
-                ],
-            ),
-            read: read_subnets,
-            write: write_subnet,
-            delete: |c, ids, k| del(c, &format!("/v1/subnets/{}", enc(&ids.of(k)?))),
-        },
-        Kind {
-            meta: meta(
-                "router",
-                5,
-                true,
-                true,
-                &[
-                    F::new("network", T::Str).required().replace().refers("network"),
-                    F::new("subnets", T::Strs).refers("subnet"),
-                    opt("gateway", T::Str),
-                ],
-            ),
-            read: read_routers,
-            write: write_router,
-            delete: |c, ids, k| del(c, &format!("/v1/routers/{}", enc(&ids.of(k)?))),
-        },
-        Kind {
-            meta: KindMeta {
-                keep: &["default"],
-                canon: rule_canon,
-                ..meta(
-                    "security_group",
-                    6,
-                    true,
-                    true,
-                    &[
-                        F::new("reevaluate_existing", T::Bool).replace(),
-                        F::new("rules", T::List(RULE, None)),
-                    ],
-                )
-            },
-            read: read_groups,
-            write: write_group,
-            delete: |c, ids, k| del(c, &format!("/v1/security-groups/{}", enc(&ids.of(k)?))),
-        },
-        Kind {
-            meta: meta(
-                "port",
-                7,
-                true,
-                true,
-                &[
-                    F::new("network", T::Str).required().replace().refers("network"),
-                    F::new("subnet", T::Str).required().replace().refers("subnet"),
-                    F::new("ip", T::Str).replace(),
-                    F::new("mac", T::Str).replace(),
-                    F::new("security_groups", T::Strs).refers("security_group"),
-                    opt("cap_bps", T::Int),
-                    opt("min_bps", T::Int),
-                ],
-            ),
-            read: read_ports,
-            write: write_port,
-            delete: |c, ids, k| del(c, &format!("/v1/network-ports/{}", enc(&ids.of(k)?))),
-        },
-        Kind {
-            meta: KindMeta {
-                name_refers: Some("port"),
-                ..meta(
-                    "floating_ip",
-                    8,
-                    true,
-                    true,
-                    &[F::new("network", T::Str).required().replace()],
-                )
-            },
-            read: read_fips,
-            write: write_fip,
-            delete: |c, ids, k| del(c, &format!("/v1/floating-ips/{}", enc(&ids.of(k)?))),
-        },
-        Kind {
-            meta: meta(
-                "job",
-                10,
-                true,
-                true,
-                &[
-                    F::new("gpus", T::Int).replace(),
-                    opt("gpu_model", T::Str).replace(),
-                    F::new("cpu_cores", T::Int).replace(),
-                    F::new("memory", T::Size).replace(),
-                    F::new("bandwidth_bps", T::Int).replace(),
-                    F::new("storage_bps", T::Int).replace(),
-                    F::new("same_island", T::Bool).replace(),
-                    opt("same_label", T::Str).replace(),
-                    F::new("priority", T::Int).replace(),
-                ],
-            ),
-            read: read_jobs,
-            write: write_job,
-            delete: |c, _, k| {
-                del(
-                    c,
-                    &format!(
-                        "/v1/jobs/{}?tenant={}",
-                        enc(&k.name),
-                        enc(k.tenant.as_deref().unwrap_or_default())
-                    ),
-                )
-            },
-        },
+    },
 ];
 
 /// The kind named `name`.
@@ -363,11 +381,7 @@ fn s(v: &Value) -> String {
 
 fn object(kind: &'static str, tenant: Option<String>, name: String, fields: Value) -> Object {
     Object {
-        key: Key {
-            kind,
-            tenant,
-            name,
-        },
+        key: Key { kind, tenant, name },
         fields: fields.as_object().cloned().unwrap_or_default(),
         line: 0,
         note: None,
@@ -415,7 +429,12 @@ fn changed_sub(want: &Object, have: Option<&Object>, field: &str) -> Map<String,
 
 fn strs(v: Option<&Value>) -> BTreeSet<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -500,7 +519,10 @@ fn read_volumes(c: &Client, ids: &mut Ids, tenant: Option<&str>) -> Result<Vec<O
     let mut out = Vec::new();
     let mut page: Option<String> = None;
     loop {
-        let mut q = format!("/v1/volumes?limit=1000{}", tenant.map_or(String::new(), |t| format!("&tenant={}", enc(t))));
+        let mut q = format!(
+            "/v1/volumes?limit=1000{}",
+            tenant.map_or(String::new(), |t| format!("&tenant={}", enc(t)))
+        );
         if let Some(p) = &page {
             q.push_str(&format!("&page_token={}", enc(p)));
         }
@@ -543,10 +565,19 @@ fn read_volumes(c: &Client, ids: &mut Ids, tenant: Option<&str>) -> Result<Vec<O
 
 fn write_volume(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>) -> Result<()> {
     let f = &want.fields;
-    let qos = f.get("qos").and_then(Value::as_object).cloned().unwrap_or_default();
+    let qos = f
+        .get("qos")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let Some(_) = have else {
         let mut b = json!({"name": want.key.name, "tenant": want.key.tenant, "size": f["size"]});
-        for (from, to) in [("pool", "pool"), ("class", "class"), ("copies", "replicas"), ("encrypted", "encrypted")] {
+        for (from, to) in [
+            ("pool", "pool"),
+            ("class", "class"),
+            ("copies", "replicas"),
+            ("encrypted", "encrypted"),
+        ] {
             if let Some(v) = f.get(from).filter(|v| !v.is_null()) {
                 b[to] = v.clone();
             }
@@ -564,17 +595,29 @@ fn write_volume(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>)
             .filter(|(k, v)| k.starts_with("burst") && !v.is_null())
             .collect();
         if !burst.is_empty() {
-            c.req("PATCH", &format!("/v1/volumes/{}/qos", enc(&id)), Some(Value::Object(burst)))?;
+            c.req(
+                "PATCH",
+                &format!("/v1/volumes/{}/qos", enc(&id)),
+                Some(Value::Object(burst)),
+            )?;
         }
         return Ok(());
     };
     let id = ids.of(&want.key)?;
     if changed(want, have, "size") {
-        c.req("PATCH", &format!("/v1/volumes/{}", enc(&id)), Some(json!({"size": f["size"]})))?;
+        c.req(
+            "PATCH",
+            &format!("/v1/volumes/{}", enc(&id)),
+            Some(json!({"size": f["size"]})),
+        )?;
     }
     let q = changed_sub(want, have, "qos");
     if !q.is_empty() {
-        c.req("PATCH", &format!("/v1/volumes/{}/qos", enc(&id)), Some(Value::Object(q)))?;
+        c.req(
+            "PATCH",
+            &format!("/v1/volumes/{}/qos", enc(&id)),
+            Some(Value::Object(q)),
+        )?;
     }
     Ok(())
 }
@@ -607,9 +650,19 @@ fn flow_match(flow: &str) -> String {
 
 fn write_switch(c: &Client, _: &mut Ids, want: &Object, have: Option<&Object>) -> Result<()> {
     let sw = format!("/v1/switches/{}", enc(&want.key.name));
-    if have.is_none() {
-        c.req("POST", "/v1/switches", Some(json!({"name": want.key.name})))?;
-    }
+    // A new switch comes with the daemon's own flows: the file's lists are made exact
+    // against what it holds once made.
+    let made;
+    let have = match have {
+        Some(h) => Some(h),
+        None => {
+            c.req("POST", "/v1/switches", Some(json!({"name": want.key.name})))?;
+            made = read_switches(c, &mut Ids::default(), None)?
+                .into_iter()
+                .find(|o| o.key == want.key);
+            made.as_ref()
+        }
+    };
     if let Some(Value::Array(wp)) = want.fields.get("ports") {
         let hp: Vec<Value> = have
             .and_then(|h| h.fields.get("ports"))
@@ -617,7 +670,11 @@ fn write_switch(c: &Client, _: &mut Ids, want: &Object, have: Option<&Object>) -
             .cloned()
             .unwrap_or_default();
         for p in hp.iter().filter(|p| !wp.contains(p)) {
-            c.req("DELETE", &format!("{sw}/ports/{}", enc(&s(&p["name"]))), None)?;
+            c.req(
+                "DELETE",
+                &format!("{sw}/ports/{}", enc(&s(&p["name"]))),
+                None,
+            )?;
         }
         for p in wp.iter().filter(|p| !hp.contains(p)) {
             c.req("POST", &format!("{sw}/ports"), Some(p.clone()))?;
@@ -632,7 +689,10 @@ fn write_switch(c: &Client, _: &mut Ids, want: &Object, have: Option<&Object>) -
             c.req(
                 "POST",
                 &format!("{sw}/flows/delete"),
-                Some(json!({"filter": flow_match(f), "strict": true})),
+                super::super::body(&strata_control::wire::DeleteFlows {
+                    filter: flow_match(f),
+                    strict: true,
+                }),
             )?;
         }
         for f in wf.difference(&hf) {
@@ -675,7 +735,8 @@ fn write_network(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>
     let f = &want.fields;
     let id = match have {
         None => {
-            let mut b = json!({"name": want.key.name, "tenant": want.key.tenant, "cidr": f["cidr"]});
+            let mut b =
+                json!({"name": want.key.name, "tenant": want.key.tenant, "cidr": f["cidr"]});
             if let Some(e) = f.get("external") {
                 b["external"] = e.clone();
             }
@@ -685,7 +746,9 @@ fn write_network(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>
         }
         Some(_) => ids.of(&want.key)?,
     };
-    let set = f.get("cap_bps").is_some_and(|v| have.is_some() || !v.is_null());
+    let set = f
+        .get("cap_bps")
+        .is_some_and(|v| have.is_some() || !v.is_null());
     if set && changed(want, have, "cap_bps") {
         c.req(
             "PUT",
@@ -746,7 +809,11 @@ fn write_subnet(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>)
             b[k] = v.clone();
         }
     }
-    let v = c.req("POST", &format!("/v1/networks/{}/subnets", enc(&net)), Some(b))?;
+    let v = c.req(
+        "POST",
+        &format!("/v1/networks/{}/subnets", enc(&net)),
+        Some(b),
+    )?;
     ids.put(&want.key, &s(&v["id"]));
     Ok(())
 }
@@ -822,7 +889,11 @@ fn write_router(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>)
 }
 
 fn read_groups(c: &Client, ids: &mut Ids, tenant: Option<&str>) -> Result<Vec<Object>> {
-    let groups = items(&c.req("GET", &format!("/v1/security-groups{}", tenant_q(tenant)), None)?);
+    let groups = items(&c.req(
+        "GET",
+        &format!("/v1/security-groups{}", tenant_q(tenant)),
+        None,
+    )?);
     for g in &groups {
         let key = Key {
             kind: "security_group",
@@ -843,7 +914,10 @@ fn read_groups(c: &Client, ids: &mut Ids, tenant: Option<&str>) -> Result<Vec<Ob
             let mut m = r.as_object().cloned().unwrap_or_default();
             let rid = m.remove("id").map(|v| s(&v)).unwrap_or_default();
             if let Some(Value::String(gid)) = m.get("remote_group").cloned() {
-                m.insert("remote_group".into(), Value::from(ids.name("security_group", &gid)));
+                m.insert(
+                    "remote_group".into(),
+                    Value::from(ids.name("security_group", &gid)),
+                );
             }
             m.retain(|_, v| !v.is_null());
             let mut one = Fields::new();
@@ -869,7 +943,10 @@ fn read_groups(c: &Client, ids: &mut Ids, tenant: Option<&str>) -> Result<Vec<Ob
 
 fn write_group(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>) -> Result<()> {
     let t = &want.key.tenant;
-    let id = match have {
+    // A new group comes with the daemon's default rules (all egress): the file's rules are
+    // made exact against what it holds once made.
+    let made;
+    let (id, have) = match have {
         None => {
             let mut b = json!({"name": want.key.name, "tenant": t});
             if let Some(r) = want.fields.get("reevaluate_existing") {
@@ -877,9 +954,12 @@ fn write_group(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>) 
             }
             let v = c.req("POST", "/v1/security-groups", Some(b))?;
             ids.put(&want.key, &s(&v["id"]));
-            s(&v["id"])
+            made = read_groups(c, ids, t.as_deref())?
+                .into_iter()
+                .find(|o| o.key == want.key);
+            (s(&v["id"]), made.as_ref())
         }
-        Some(_) => ids.of(&want.key)?,
+        Some(h) => (ids.of(&want.key)?, Some(h)),
     };
     let Some(Value::Array(_)) = want.fields.get("rules") else {
         return Ok(());
@@ -909,7 +989,11 @@ fn write_group(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>) 
         if let Some(g) = r["remote_group"].as_str() {
             b["remote_group"] = Value::from(ids.id("security_group", t, g));
         }
-        c.req("POST", &format!("/v1/security-groups/{}/rules", enc(&id)), Some(b))?;
+        c.req(
+            "POST",
+            &format!("/v1/security-groups/{}/rules", enc(&id)),
+            Some(b),
+        )?;
     }
     Ok(())
 }
@@ -964,7 +1048,11 @@ fn write_port(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>) -
             if let Some(g) = &groups {
                 b["security_groups"] = json!(g);
             }
-            let v = c.req("POST", &format!("/v1/networks/{}/ports", enc(&net)), Some(b))?;
+            let v = c.req(
+                "POST",
+                &format!("/v1/networks/{}/ports", enc(&net)),
+                Some(b),
+            )?;
             ids.put(&want.key, &s(&v["id"]));
             s(&v["id"])
         }
@@ -1005,7 +1093,11 @@ fn write_port(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>) -
 fn read_fips(c: &Client, ids: &mut Ids, tenant: Option<&str>) -> Result<Vec<Object>> {
     read_ports(c, ids, tenant)?;
     let mut out = Vec::new();
-    for x in items(&c.req("GET", &format!("/v1/floating-ips{}", tenant_q(tenant)), None)?) {
+    for x in items(&c.req(
+        "GET",
+        &format!("/v1/floating-ips{}", tenant_q(tenant)),
+        None,
+    )?) {
         // One bound to no port is not managed by apply (it has no name to be known by).
         let Some(port) = x["port"].as_str() else {
             continue;
@@ -1043,22 +1135,24 @@ fn write_fip(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>) ->
 // ---- jobs
 
 fn read_jobs(c: &Client, _: &mut Ids, tenant: Option<&str>) -> Result<Vec<Object>> {
-    Ok(items(&c.req("GET", &format!("/v1/jobs{}", tenant_q(tenant)), None)?)
-        .into_iter()
-        .map(|j| {
-            object(
-                "job",
-                Some(s(&j["tenant"])),
-                s(&j["name"]),
-                json!({
-                    "gpus": j["gpus"], "gpu_model": j["gpu_model"], "cpu_cores": j["cpu_cores"],
-                    "memory": j["memory_bytes"], "bandwidth_bps": j["bandwidth_bps"],
-                    "storage_bps": j["storage_bps"], "same_island": j["same_island"],
-                    "same_label": j["same_label"], "priority": j["priority"],
-                }),
-            )
-        })
-        .collect())
+    Ok(
+        items(&c.req("GET", &format!("/v1/jobs{}", tenant_q(tenant)), None)?)
+            .into_iter()
+            .map(|j| {
+                object(
+                    "job",
+                    Some(s(&j["tenant"])),
+                    s(&j["name"]),
+                    json!({
+                        "gpus": j["gpus"], "gpu_model": j["gpu_model"], "cpu_cores": j["cpu_cores"],
+                        "memory": j["memory_bytes"], "bandwidth_bps": j["bandwidth_bps"],
+                        "storage_bps": j["storage_bps"], "same_island": j["same_island"],
+                        "same_label": j["same_label"], "priority": j["priority"],
+                    }),
+                )
+            })
+            .collect(),
+    )
 }
 
 fn write_job(c: &Client, _: &mut Ids, want: &Object, have: Option<&Object>) -> Result<()> {
@@ -1068,7 +1162,11 @@ fn write_job(c: &Client, _: &mut Ids, want: &Object, have: Option<&Object>) -> R
     let mut b = json!({"name": want.key.name, "tenant": want.key.tenant});
     for (k, v) in &want.fields {
         if !v.is_null() {
-            b[if k == "memory" { "memory_bytes" } else { k.as_str() }] = v.clone();
+            b[if k == "memory" {
+                "memory_bytes"
+            } else {
+                k.as_str()
+            }] = v.clone();
         }
     }
     c.req("POST", "/v1/jobs", Some(b)).map(drop)
@@ -1094,7 +1192,10 @@ mod tests {
 
     #[test]
     fn a_flow_is_deleted_by_its_match() {
-        assert_eq!(flow_match("priority=10,in_port=a,actions=output:b"), "priority=10,in_port=a");
+        assert_eq!(
+            flow_match("priority=10,in_port=a,actions=output:b"),
+            "priority=10,in_port=a"
+        );
         assert_eq!(flow_match("actions=drop"), "");
     }
 

@@ -120,7 +120,12 @@ impl Plan {
 }
 
 /// Plans the apply of `desired` over `current`.
-pub fn plan(kinds: &[impl AsRef<KindMeta>], desired: &[Object], current: &[Object], opts: Options) -> Plan {
+pub fn plan(
+    kinds: &[impl AsRef<KindMeta>],
+    desired: &[Object],
+    current: &[Object],
+    opts: Options,
+) -> Plan {
     let meta = |k: &str| {
         kinds
             .iter()
@@ -171,13 +176,18 @@ pub fn plan(kinds: &[impl AsRef<KindMeta>], desired: &[Object], current: &[Objec
                     let what = shrunk.join(", ");
                     (
                         Action::Update,
-                        Some(format!("{what} cannot shrink (data past the end would be lost)")),
+                        Some(format!(
+                            "{what} cannot shrink (data past the end would be lost)"
+                        )),
                         None,
                     )
                 } else if fixed.is_empty() {
                     (Action::Update, None, None)
                 } else if opts.replace {
-                    let loses = c.note.as_deref().map_or(String::new(), |n| format!(": {n}"));
+                    let loses = c
+                        .note
+                        .as_deref()
+                        .map_or(String::new(), |n| format!(": {n}"));
                     (
                         Action::Replace,
                         None,
@@ -237,9 +247,8 @@ pub fn plan(kinds: &[impl AsRef<KindMeta>], desired: &[Object], current: &[Objec
                 depends: Vec::new(),
             })
             .collect();
-        deletes.sort_by(|a, b| {
-            (meta(b.key.kind).rank, &a.key).cmp(&(meta(a.key.kind).rank, &b.key))
-        });
+        deletes
+            .sort_by(|a, b| (meta(b.key.kind).rank, &a.key).cmp(&(meta(a.key.kind).rank, &b.key)));
         steps.extend(deletes);
     }
     Plan { steps }
@@ -384,7 +393,14 @@ impl Step {
             let fields: Vec<String> = self
                 .changes
                 .iter()
-                .map(|c| format!("{} {} -> {}", c.field, show(&c.from, c.size), show(&c.to, c.size)))
+                .map(|c| {
+                    format!(
+                        "{} {} -> {}",
+                        c.field,
+                        show(&c.from, c.size),
+                        show(&c.to, c.size)
+                    )
+                })
                 .collect();
             s.push_str(&format!(": {}", fields.join(", ")));
         }
@@ -422,7 +438,12 @@ mod tests {
 
     #[test]
     fn equal_objects_plan_nothing_and_absent_fields_are_not_managed() {
-        let cur = obj("volume", Some("a"), "db", json!({"size": 1u64 << 30, "pool": "default"}));
+        let cur = obj(
+            "volume",
+            Some("a"),
+            "db",
+            json!({"size": 1u64 << 30, "pool": "default"}),
+        );
         let want = obj("volume", Some("a"), "db", json!({"size": 1u64 << 30}));
         let p = plan(KINDS, &[want], &[cur], Options::default());
         assert_eq!(p.steps[0].action, Action::Unchanged);
@@ -446,8 +467,18 @@ mod tests {
         let p = plan(KINDS, &[want], &[cur], Options::default());
         assert_eq!(texts(&p), ["~ volume acme/db: size 10G -> 20G"]);
         assert!(p.writes());
-        let want = obj("volume", Some("acme"), "db", json!({"qos": {"burst_iops": 5}}));
-        let cur = obj("volume", Some("acme"), "db", json!({"qos": {"burst_iops": null}}));
+        let want = obj(
+            "volume",
+            Some("acme"),
+            "db",
+            json!({"qos": {"burst_iops": 5}}),
+        );
+        let cur = obj(
+            "volume",
+            Some("acme"),
+            "db",
+            json!({"qos": {"burst_iops": null}}),
+        );
         let p = plan(KINDS, &[want], &[cur], Options::default());
         assert_eq!(texts(&p), ["~ volume acme/db: qos.burst_iops (none) -> 5"]);
     }
@@ -457,8 +488,20 @@ mod tests {
         let cur = obj("volume", Some("a"), "db", json!({"size": 20u64 << 30}));
         let want = obj("volume", Some("a"), "db", json!({"size": 10u64 << 30}));
         for replace in [false, true] {
-            let p = plan(KINDS, &[want.clone()], &[cur.clone()], Options { prune: false, replace });
-            assert!(p.steps[0].refused.as_deref().unwrap().contains("cannot shrink"));
+            let p = plan(
+                KINDS,
+                &[want.clone()],
+                &[cur.clone()],
+                Options {
+                    prune: false,
+                    replace,
+                },
+            );
+            assert!(p.steps[0]
+                .refused
+                .as_deref()
+                .unwrap()
+                .contains("cannot shrink"));
             assert!(!p.writes());
         }
     }
@@ -472,20 +515,47 @@ mod tests {
         assert_eq!(p.steps[0].action, Action::Replace);
         assert!(p.steps[0].refused.as_deref().unwrap().contains("--replace"));
         assert!(!p.writes());
-        let p = plan(KINDS, &[want], &[cur], Options { prune: false, replace: true });
+        let p = plan(
+            KINDS,
+            &[want],
+            &[cur],
+            Options {
+                prune: false,
+                replace: true,
+            },
+        );
         assert_eq!(p.steps[0].refused, None);
-        assert!(p.steps[0].warning.as_deref().unwrap().contains("holds 4K of data"));
+        assert!(p.steps[0]
+            .warning
+            .as_deref()
+            .unwrap()
+            .contains("holds 4K of data"));
         assert!(p.writes());
     }
 
     #[test]
     fn order_follows_rank_and_references_then_deletes_in_reverse() {
         let desired = [
-            obj("port", Some("a"), "p", json!({"network": "n", "subnet": "s"})),
-            obj("subnet", Some("a"), "s", json!({"network": "n", "cidr": "10.0.0.0/24"})),
+            obj(
+                "port",
+                Some("a"),
+                "p",
+                json!({"network": "n", "subnet": "s"}),
+            ),
+            obj(
+                "subnet",
+                Some("a"),
+                "s",
+                json!({"network": "n", "cidr": "10.0.0.0/24"}),
+            ),
             obj("network", Some("a"), "n", json!({"cidr": "10.0.0.0/16"})),
             obj("tenant", None, "a", json!({})),
-            obj("security_group", Some("a"), "g2", json!({"rules": [{"direction": "ingress", "remote_group": "g1"}]})),
+            obj(
+                "security_group",
+                Some("a"),
+                "g2",
+                json!({"rules": [{"direction": "ingress", "remote_group": "g1"}]}),
+            ),
             obj("security_group", Some("a"), "g1", json!({})),
         ];
         let current = [
@@ -493,7 +563,15 @@ mod tests {
             obj("network", Some("a"), "gone", json!({})),
             obj("subnet", Some("a"), "gone", json!({})),
         ];
-        let p = plan(KINDS, &desired, &current, Options { prune: true, replace: false });
+        let p = plan(
+            KINDS,
+            &desired,
+            &current,
+            Options {
+                prune: true,
+                replace: false,
+            },
+        );
         let keys: Vec<String> = p.steps.iter().map(|s| s.key.to_string()).collect();
         assert_eq!(
             keys,
@@ -525,10 +603,21 @@ mod tests {
             obj("network", Some("a"), "other-kind", json!({})),
             obj("tenant", None, "z", json!({})),
         ];
-        let p = plan(KINDS, &desired, &current, Options { prune: true, replace: false });
+        let p = plan(
+            KINDS,
+            &desired,
+            &current,
+            Options {
+                prune: true,
+                replace: false,
+            },
+        );
         assert_eq!(
             texts(&p),
-            ["= volume a/keep", "- volume a/old  !!! DELETES DATA: holds 1G of data"]
+            [
+                "= volume a/keep",
+                "- volume a/old  !!! DELETES DATA: holds 1G of data"
+            ]
         );
         let p = plan(KINDS, &desired, &current, Options::default());
         assert_eq!(p.count(Action::Delete), 0);
@@ -541,7 +630,15 @@ mod tests {
             obj("security_group", Some("a"), "default", json!({})),
             obj("tenant", None, "z", json!({})),
         ];
-        let p = plan(KINDS, &desired, &current, Options { prune: true, replace: false });
+        let p = plan(
+            KINDS,
+            &desired,
+            &current,
+            Options {
+                prune: true,
+                replace: false,
+            },
+        );
         assert_eq!(p.count(Action::Delete), 0, "{:?}", texts(&p));
     }
 
@@ -560,7 +657,11 @@ mod tests {
             json!({"ports": [{"name": "a", "kind": "internal"}, {"name": "c", "kind": "internal"}]}),
         );
         let p = plan(KINDS, &[want], &[cur], Options::default());
-        let f: Vec<&str> = p.steps[0].changes.iter().map(|c| c.field.as_str()).collect();
+        let f: Vec<&str> = p.steps[0]
+            .changes
+            .iter()
+            .map(|c| c.field.as_str())
+            .collect();
         assert_eq!(f, ["ports[b]", "ports[c]"]);
         assert_eq!(p.steps[0].changes[0].to, Value::Null);
     }

@@ -190,6 +190,11 @@ impl Client {
             })
             .collect();
 
+        if !matches!(self.out, Output::Json | Output::Yaml) && !args.dry_run {
+            for (s, o) in &results {
+                outln!("{}", report_line(s, o));
+            }
+        }
         if args.dry_run {
             return self.print_apply_plan(&plan, &results);
         }
@@ -203,7 +208,7 @@ impl Client {
             if matches!(outcome, Outcome::Failed { .. } | Outcome::Skipped { .. }) {
                 bad.insert(step.key.clone());
             }
-            if !matches!(self.out, Output::Json | Output::Yaml) {
+            if !matches!(self.out, Output::Json | Output::Yaml) && outcome != Outcome::Unchanged {
                 let line = report_line(step, &outcome);
                 bar.suspend(|| outln!("{line}"));
             }
@@ -270,7 +275,12 @@ impl Client {
         match self.out {
             Output::Json | Output::Yaml => {
                 let mut v = plan.json();
-                v["failed"] = Value::from(failed.iter().map(|(s, o)| result_json(s, o)).collect::<Vec<_>>());
+                v["failed"] = Value::from(
+                    failed
+                        .iter()
+                        .map(|(s, o)| result_json(s, o))
+                        .collect::<Vec<_>>(),
+                );
                 self.print_apply_doc(&v)?;
             }
             Output::Table => {
@@ -316,7 +326,12 @@ impl Client {
                     outln!("nothing to change: {} object(s) unchanged", results.len());
                 } else {
                     let parts: Vec<String> = [
-                        "created", "updated", "replaced", "deleted", "unchanged", "failed",
+                        "created",
+                        "updated",
+                        "replaced",
+                        "deleted",
+                        "unchanged",
+                        "failed",
                         "skipped",
                     ]
                     .iter()
@@ -346,8 +361,14 @@ fn summary_of_plan(p: &Plan) -> String {
     format!(
         "plan: {} to create, {} to update, {} to replace, {} to delete, {} unchanged, {} refused",
         p.count(Action::Create),
-        p.steps.iter().filter(|s| s.action == Action::Update && s.refused.is_none()).count(),
-        p.steps.iter().filter(|s| s.action == Action::Replace && s.refused.is_none()).count(),
+        p.steps
+            .iter()
+            .filter(|s| s.action == Action::Update && s.refused.is_none())
+            .count(),
+        p.steps
+            .iter()
+            .filter(|s| s.action == Action::Replace && s.refused.is_none())
+            .count(),
         p.count(Action::Delete),
         p.count(Action::Unchanged),
         refused
