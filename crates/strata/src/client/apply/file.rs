@@ -311,7 +311,7 @@ fn value(v: Value, spec: &FieldSpec, what: &str) -> Result<Value, Bad> {
 }
 
 /// Sorts a list of mappings by identity and refuses two with one identity.
-pub fn canonical_list(items: &mut Vec<Value>, key: Option<&str>) -> Result<(), String> {
+pub fn canonical_list(items: &mut [Value], key: Option<&str>) -> Result<(), String> {
     let id = |v: &Value| match key {
         Some(k) => v[k].to_string(),
         None => v.to_string(),

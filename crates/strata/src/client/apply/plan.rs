@@ -490,8 +490,8 @@ mod tests {
         for replace in [false, true] {
             let p = plan(
                 KINDS,
-                &[want.clone()],
-                &[cur.clone()],
+                std::slice::from_ref(&want),
+                std::slice::from_ref(&cur),
                 Options {
                     prune: false,
                     replace,
@@ -511,7 +511,12 @@ mod tests {
         let mut cur = obj("volume", Some("a"), "db", json!({"pool": "p1"}));
         cur.note = Some("holds 4K of data".into());
         let want = obj("volume", Some("a"), "db", json!({"pool": "p2"}));
-        let p = plan(KINDS, &[want.clone()], &[cur.clone()], Options::default());
+        let p = plan(
+            KINDS,
+            std::slice::from_ref(&want),
+            std::slice::from_ref(&cur),
+            Options::default(),
+        );
         assert_eq!(p.steps[0].action, Action::Replace);
         assert!(p.steps[0].refused.as_deref().unwrap().contains("--replace"));
         assert!(!p.writes());
