@@ -4,8 +4,8 @@
 //! `strata get ... -o yaml` prints objects in the same format (`../get.rs`). The format,
 //! the order, the prune scope and replacement are described in `docs/apply.md`.
 //!
-//! Files of this folder import one another downwards only: `model` ← `file`, `plan` ←
-//! `kinds` ← `run`.
+//! Files of this folder import one another downwards only: `model` ← `file` ← `kinds` ←
+//! `run`, and `model` ← `plan` ← `run` (the tests of `file` and `plan` use the kind table).
 
 pub(super) mod file;
 pub(super) mod kinds;
