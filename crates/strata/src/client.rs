@@ -12,8 +12,11 @@ use strata_types::format_size;
 
 use crate::config::{Target, TokenSource};
 
+mod apply;
+mod get;
 mod networks;
 mod placement;
+pub use apply::ApplyArgs;
 pub use networks::{FloatingIpCmd, NetworkCmd, RouterCmd, SecurityGroupCmd, SubnetCmd};
 pub use placement::{JobCmd, NodeCmd};
 

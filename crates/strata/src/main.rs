@@ -176,6 +176,37 @@ enum Cmd {
         #[command(subcommand)]
         cmd: client::JobCmd,
     },
+    /// Applies configuration files: makes the objects they name, changes what differs, and
+    /// with --prune deletes what they no longer name (docs/apply.md). A second apply of the
+    /// same files changes nothing.
+    Apply {
+        /// A YAML file of objects (`-`: standard input). Repeat for several.
+        #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+        files: Vec<String>,
+        /// Print the plan (create, update, replace, delete, with field diffs) and change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete objects the files no longer name: only of kinds the files name, only
+        /// within the tenants they name (never tenants themselves).
+        #[arg(long)]
+        prune: bool,
+        /// Allow replacing (deleting and making again) objects whose fixed fields changed,
+        /// such as a volume's pool or a network's CIDR: their data is lost.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Prints objects; with `-o yaml` in exactly the format `strata apply` reads.
+    Get {
+        /// The kind (`tenant`, `volume`, `switch`, `network`, `subnet`, `router`,
+        /// `security_group`, `port`, `floating_ip`, `job`), or `all`.
+        kind: String,
+        /// Only the object of this name.
+        name: Option<String>,
+        /// Only objects of this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// The audit log (admin), newest first.
     Audit {
         /// Most entries to show.
@@ -512,6 +543,18 @@ fn run() -> Result<()> {
                 Cmd::Snapshot { cmd } => c.snapshot(cmd),
                 Cmd::Audit { limit, since } => c.audit(limit, since.as_deref()),
                 Cmd::Switch { cmd } => c.switch(cmd),
+                Cmd::Apply {
+                    files,
+                    dry_run,
+                    prune,
+                    replace,
+                } => c.apply(&client::ApplyArgs {
+                    files,
+                    dry_run,
+                    prune,
+                    replace,
+                }),
+                Cmd::Get { kind, name, tenant } => c.get(&kind, name.as_deref(), tenant.as_deref()),
                 Cmd::Node { cmd } => c.node(cmd),
                 Cmd::Job { cmd } => c.job(cmd),
                 Cmd::Network { cmd } => c.network(cmd),
