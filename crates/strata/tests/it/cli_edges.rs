@@ -754,7 +754,11 @@ fn the_flags_named_in_the_report_have_help_text() {
         let help = String::from_utf8_lossy(&o.stdout);
         let line = help
             .lines()
-            .skip_while(|l| !l.trim_start().starts_with(flag) && !l.contains(&format!(" {flag}")))
+            .skip_while(|l| {
+                let l = l.trim_start();
+                // `--flag <V>` or `-f, --flag`: an option's own line, not prose naming it.
+                !(l.starts_with(flag) || (l.starts_with('-') && l.contains(&format!(", {flag}"))))
+            })
             .take(2)
             .collect::<Vec<_>>()
             .join(" ");

@@ -62,7 +62,7 @@ fn token(d: &Daemon, admin: &str, tenant: &str) -> String {
         Some(json!({"tenant": tenant, "role": "tenant-admin"})),
     );
     assert_eq!(s, 201, "{v}");
-    v["secret"].as_str().unwrap().to_string()
+    v["token"].as_str().unwrap().to_string()
 }
 
 #[test]
