@@ -609,6 +609,7 @@ mod tests {
 
     #[test]
     fn type_names_are_kind_dot_what_and_their_kind_is_the_object() {
+        let pattern = regex::Regex::new(crate::wire::EVENT_TYPE_PATTERN).unwrap();
         for k in [
             EventKind::DeviceFaulted,
             EventKind::RebuildStarted,
@@ -619,9 +620,7 @@ mod tests {
             let (kind, what) = k.name().split_once('.').expect("KIND.WHAT");
             assert_eq!(kind, k.object_kind());
             assert!(!what.is_empty());
-            assert!(regex::Regex::new(crate::wire::EVENT_TYPE_PATTERN)
-                .unwrap()
-                .is_match(k.name()));
+            assert!(pattern.is_match(k.name()), "{}", k.name());
         }
         assert_eq!(EventKind::DeviceFaulted.severity(), Severity::Error);
         assert_eq!(EventKind::Throttled.severity(), Severity::Info);

@@ -343,7 +343,7 @@ fn observe_allocation(
             .count();
         for (i, t) in THRESHOLDS.iter().enumerate().take(level).skip(a.level) {
             a.crossings[i] += 1;
-            crossed.push((u32::from(*t), r));
+            crossed.push((*t, r));
             tracing::warn!(
                 pool,
                 threshold = t,
