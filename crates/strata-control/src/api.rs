@@ -469,6 +469,9 @@ fn operation<I: Input, T: Serialize + Send + 'static>(
                     Err(e) => code_of(e).as_str(),
                 };
                 c.audit(p, tenant.as_deref(), action, &resource, outcome);
+                if let Err(e) = &r {
+                    c.note_refusal(tenant.as_deref(), action, &resource, e);
+                }
                 r
             })
             .await;
@@ -478,6 +481,18 @@ fn operation<I: Input, T: Serialize + Send + 'static>(
                 Err(e) => e.into_response(),
             }
         }) as Fut
+    }
+}
+
+/// The controller's form of an events query (seconds of wait as a duration).
+fn events_query(q: wire::ListEvents) -> crate::controller::EventQuery {
+    crate::controller::EventQuery {
+        limit: q.limit.map(|l| l as usize),
+        since: q.since,
+        kind: q.kind,
+        tenant: q.tenant,
+        after: q.after,
+        wait: std::time::Duration::from_secs(q.wait.unwrap_or(0)),
     }
 }
 
@@ -1278,6 +1293,16 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 c.list_audit_since(p, limit, l.since).map(|e| AuditList {
                     items: e.into_iter().map(Into::into).collect(),
                 })
+            })),
+        )
+        .route(
+            "/v1/events",
+            get(read(|c, p, Query(q): Query<ListEvents>| {
+                c.list_events(p, &events_query(q))
+                    .map(|(items, cursor)| EventList {
+                        items: items.into_iter().map(Into::into).collect(),
+                        cursor,
+                    })
             })),
         )
         .route(

@@ -13,10 +13,13 @@ use strata_types::format_size;
 use crate::config::{Target, TokenSource};
 
 mod apply;
+mod events;
+mod export;
 mod get;
 mod networks;
 mod placement;
 pub use apply::ApplyArgs;
+pub use events::{print_alerts, EventsArgs};
 pub use networks::{FloatingIpCmd, NetworkCmd, RouterCmd, SecurityGroupCmd, SubnetCmd};
 pub use placement::{JobCmd, NodeCmd};
 
@@ -247,6 +250,21 @@ pub enum VolumeCmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Copies a volume, or a snapshot as VOLUME@SNAPSHOT, into a local raw image over NBD,
+    /// with a progress bar; zeros are left as holes (a sparse file). A volume found detached
+    /// is detached again afterwards.
+    Export {
+        /// Volume name, or VOLUME@SNAPSHOT (by the snapshot's name or id).
+        name: String,
+        /// The raw image file to write (replaced if it exists).
+        file: std::path::PathBuf,
+        /// Tenant of the volume (admins, when the name is in several tenants).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Lists the attached volumes (NBD exports) you may see, with their URIs.
     Attachments {
         /// Only this tenant's (admins).
@@ -344,6 +362,20 @@ pub enum SnapshotCmd {
         /// Tenant of the volume (admins, when the name is in several tenants).
         #[arg(long)]
         tenant: Option<String>,
+    },
+    /// Copies a snapshot (VOLUME@SNAPSHOT) into a local raw image over NBD, with a progress
+    /// bar (the same as `volume export VOLUME@SNAPSHOT FILE`).
+    Export {
+        /// The snapshot, as VOLUME@SNAPSHOT (by its name or id).
+        snapshot: String,
+        /// The raw image file to write (replaced if it exists).
+        file: std::path::PathBuf,
+        /// Tenant of the volume (admins, when the name is in several tenants).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Lists a volume's snapshots.
     List {
@@ -1384,6 +1416,12 @@ impl Client {
                 tenant,
                 quiet,
             } => self.import(&name, &file, tenant.as_deref(), quiet),
+            VolumeCmd::Export {
+                name,
+                file,
+                tenant,
+                quiet,
+            } => self.export(&name, &file, tenant.as_deref(), quiet),
             VolumeCmd::Attachments { tenant } => {
                 let q = tenant.map_or(String::new(), |t| format!("?tenant={}", enc(&t)));
                 let mut v = self.req("GET", &format!("/v1/attachments{q}"), None)?;
@@ -1514,6 +1552,17 @@ impl Client {
                     }),
                 )?;
                 self.print(&v, &cols)
+            }
+            SnapshotCmd::Export {
+                snapshot,
+                file,
+                tenant,
+                quiet,
+            } => {
+                if !snapshot.contains('@') {
+                    bail!("invalid_argument: name the snapshot as VOLUME@SNAPSHOT");
+                }
+                self.export(&snapshot, &file, tenant.as_deref(), quiet)
             }
             SnapshotCmd::List { volume, tenant } => {
                 let vid = self.volume_id(&volume, tenant.as_deref())?;

@@ -217,6 +217,12 @@ enum Cmd {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Events: what happened to devices, volumes, pools, tenants and nodes (faults, rebuilds,
+    /// throttling, refusals, nodes up and down), newest first; `--follow` keeps printing.
+    Events(client::EventsArgs),
+    /// Prints Prometheus alerting rules for the daemon's /metrics (pool nearly full, degraded
+    /// volumes, checksum errors, scrub failures, switch drops, node down, ...).
+    Alerts,
     /// Checks a token against an endpoint and saves both in the CLI config (see
     /// `$STRATA_CONFIG`, default ~/.config/strata/config.yaml, mode 0600), so later commands
     /// find the daemon from any directory.
@@ -444,6 +450,7 @@ fn run() -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Alerts => client::print_alerts(cli.output),
         Cmd::Completion { shell } => {
             use clap::CommandFactory;
             let mut script = Vec::new();
@@ -542,6 +549,7 @@ fn run() -> Result<()> {
                 Cmd::Volume { cmd } => c.volume(cmd),
                 Cmd::Snapshot { cmd } => c.snapshot(cmd),
                 Cmd::Audit { limit, since } => c.audit(limit, since.as_deref()),
+                Cmd::Events(a) => c.events(&a),
                 Cmd::Switch { cmd } => c.switch(cmd),
                 Cmd::Apply {
                     files,
@@ -566,6 +574,7 @@ fn run() -> Result<()> {
                     cmd: MasterKeyCmd::Rotate { path },
                 } => c.master_key_rotate(&path),
                 Cmd::Serve { .. }
+                | Cmd::Alerts
                 | Cmd::Completion { .. }
                 | Cmd::Login
                 | Cmd::MasterKey {
@@ -727,6 +736,20 @@ struct Keep<'a> {
     scrub_rate: u64,
 }
 
+/// Every 5 s, the rate-limited event sources: QoS waits per volume, device error counts
+/// (`Controller::observe_for_events`, at most one event per object per minute).
+fn spawn_event_watch(ctl: &Arc<strata_control::Controller>) -> Result<()> {
+    let ctl = ctl.clone();
+    std::thread::Builder::new()
+        .name("events".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            ctl.observe_for_events();
+        })
+        .context("starting the event watch thread")?;
+    Ok(())
+}
+
 fn serve(
     dir: &Path,
     keep: Keep<'_>,
@@ -766,6 +789,7 @@ fn serve(
     let ctl = Arc::new(ctl);
     spawn_resync(&ctl, keep.resync_rate)?;
     spawn_scrub_schedule(&ctl, keep.scrub_interval, keep.scrub_rate)?;
+    spawn_event_watch(&ctl)?;
     // The local node joins the placement pool with what this machine has.
     let node_name = node.map_or_else(inventory::hostname, str::to_string);
     ctl.register_local_node(inventory::local_node(&node_name, &pool))
@@ -859,12 +883,15 @@ fn serve(
             listen = %listener.local_addr()?,
             "strata serving"
         );
+        let stopping = ctl.clone();
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
             tracing::info!("shutting down");
+            // Followers of `strata events` answer now, not at the end of their long poll.
+            stopping.close_events_at_stop();
         };
         http::serve(
             listener,

@@ -1,5 +1,7 @@
-//! A minimal NBD client for `strata volume import`: fixed newstyle handshake with NBD_OPT_GO
-//! over the daemon's Unix socket, then pipelined WRITEs, a FLUSH and a clean disconnect.
+//! A minimal NBD client for `strata volume import` and `export`: fixed newstyle handshake
+//! with NBD_OPT_GO over the daemon's Unix socket, then pipelined WRITEs and a FLUSH, or
+//! pipelined READs (simple replies, matched by handle: the server may answer out of order),
+//! and a clean disconnect.
 //! Constants and layouts follow the NBD protocol (the server side lives in strata-nbd).
 
 use std::io::{Read, Write};
@@ -18,6 +20,7 @@ const OPT_GO: u32 = 7;
 const REP_ACK: u32 = 1;
 const REP_INFO: u32 = 3;
 const INFO_EXPORT: u16 = 0;
+const CMD_READ: u16 = 0;
 const CMD_WRITE: u16 = 1;
 const CMD_DISC: u16 = 2;
 const CMD_FLUSH: u16 = 3;
@@ -129,6 +132,45 @@ impl Client {
         }
         for _ in 0..in_flight {
             self.reply()?;
+        }
+        Ok(())
+    }
+
+    /// READs `len` bytes from `offset` in pieces of `piece`, up to `depth` in flight, handing
+    /// each piece to `sink(offset, bytes)` as it arrives (in any order).
+    pub fn read_all(
+        &mut self,
+        offset: u64,
+        len: u64,
+        piece: u32,
+        depth: usize,
+        mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut pending = std::collections::HashMap::new();
+        let mut buf = vec![0u8; piece as usize];
+        let (mut next, end) = (offset, offset + len);
+        while next < end || !pending.is_empty() {
+            while next < end && pending.len() < depth {
+                let n = (end - next).min(u64::from(piece)) as u32;
+                let h = self.request(CMD_READ, next, n)?;
+                pending.insert(h, (next, n));
+                next += u64::from(n);
+            }
+            let mut h = [0u8; 16];
+            self.s.read_exact(&mut h)?;
+            if u32::from_be_bytes(h[0..4].try_into()?) != SIMPLE_REPLY_MAGIC {
+                bail!("unexpected reply magic");
+            }
+            let err = u32::from_be_bytes(h[4..8].try_into()?);
+            let handle = u64::from_be_bytes(h[8..16].try_into()?);
+            let (off, n) = pending
+                .remove(&handle)
+                .context("a reply to no request of ours")?;
+            if err != 0 {
+                bail!("the server answered errno {err} reading at {off}");
+            }
+            self.s.read_exact(&mut buf[..n as usize])?;
+            sink(off, &buf[..n as usize])?;
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ use strata_state::Txn;
 use strata_types::DeviceClass;
 
 use super::auth::Principal;
+use super::events::EventKind;
 use super::store::*;
 use super::{Controller, DEFAULT_POOL};
 use crate::error::{ControlError, DeviceProblem, Resource};
@@ -164,6 +165,15 @@ impl Controller {
                 if let Err(why) = &opened {
                     tracing::error!(pool = %p.name, device = %d.id, path = %d.path, error = %why,
                         "device did not open: its copies are unavailable");
+                    self.event(
+                        EventKind::DeviceOffline,
+                        &d.id,
+                        None,
+                        format!(
+                            "device {} of pool {} did not open at start ({why}): its copies are unavailable",
+                            d.id, p.name
+                        ),
+                    );
                 }
                 if opened.is_ok() {
                     self.storage.claim(&d.id, Path::new(&d.path));
@@ -370,6 +380,12 @@ impl Controller {
                 pool,
                 device,
                 "device draining: its copies move, then it leaves"
+            );
+            self.event(
+                EventKind::DeviceDraining,
+                device,
+                None,
+                format!("device {device} of pool {pool} draining: its copies move, then it leaves"),
             );
             return self.pool_view(&rec);
         }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use strata_replica::{CopyTarget, FileIntentLog, ReplicaSet};
 
+use super::events::EventKind;
 use super::snapcopy::Join;
 use super::Controller;
 use crate::error::ControlError;
@@ -107,12 +108,19 @@ impl Controller {
                         self.start_move(v)
                     };
                     match r {
-                        Ok(()) => self.audit_event(
-                            Some(&v.tenant),
-                            "volume.move",
-                            &v.id,
-                            &format!("copy {slot} off draining device {}", d.id),
-                        ),
+                        Ok(()) => {
+                            self.audit_event(
+                                Some(&v.tenant),
+                                "volume.move",
+                                &v.id,
+                                &format!("copy {slot} off draining device {}", d.id),
+                            );
+                            self.volume_event(
+                                EventKind::MoveStarted,
+                                &v.id,
+                                format!("copy {slot} moving off draining device {}", d.id),
+                            );
+                        }
                         Err(e) => tracing::warn!(volume = %v.id, device = %d.id, error = %e,
                             "drain: copy not moved yet"),
                     }
@@ -260,6 +268,11 @@ impl Controller {
                 &id,
                 &format!("from {old} to {}", mv.to),
             );
+            self.volume_event(
+                EventKind::Moved,
+                &id,
+                format!("moved from device {old} to {}", mv.to),
+            );
         }
     }
 
@@ -277,6 +290,12 @@ impl Controller {
             }
             tracing::info!(pool, device, "device drained and removed");
             self.audit_event(None, "device.removed", device, "drained");
+            self.event(
+                EventKind::DeviceRemoved,
+                device,
+                None,
+                format!("device {device} drained and removed from pool {pool}"),
+            );
         }
     }
 }

@@ -9,6 +9,10 @@ use super::{Controller, DeviceView, PoolView};
 use crate::error::ControlError;
 use crate::model::*;
 
+/// A node other than this daemon's counts as up when it registered within this many seconds
+/// (nodes that heartbeat arrive with issue 14; declared ones are never up).
+pub const NODE_STALE_SECONDS: u64 = 90;
+
 impl Controller {
     /// The pool's figures (admin: pools are the platform's).
     pub fn pool_info(&self, p: &Principal) -> Result<strata_block::PoolInfo, ControlError> {
@@ -250,8 +254,79 @@ impl Controller {
                 h.copies
             );
         }
+        self.scrub_and_node_metrics(&mut o, &pools);
         self.network_metrics(p, &mut o)?;
         Ok(o)
+    }
+
+    /// Per pool, what its last finished scrub found; per node (declared ones for planning
+    /// excluded), whether its daemon is up and whether it is cordoned.
+    fn scrub_and_node_metrics(&self, o: &mut String, pools: &[PoolView]) {
+        use std::fmt::Write;
+        let scrubs: Vec<super::ScrubView> = pools
+            .iter()
+            .filter_map(|p| self.last_scrub(&p.name).ok().flatten())
+            .filter(|s| s.finished.is_some())
+            .collect();
+        type Get = fn(&super::ScrubView) -> u64;
+        let rows: [(&str, &str, Get); 3] = [
+            (
+                "strata_pool_scrub_bad_blocks",
+                "Blocks the pool's last finished scrub found failing verification.",
+                |s| s.bad_blocks,
+            ),
+            (
+                "strata_pool_scrub_unrepaired_blocks",
+                "Of those, blocks no good copy could repair (their data is lost).",
+                |s| s.bad_blocks.saturating_sub(s.repaired),
+            ),
+            (
+                "strata_pool_scrub_last_finished_timestamp_seconds",
+                "When the pool's last scrub finished, seconds since the epoch.",
+                |s| s.finished.unwrap_or(0),
+            ),
+        ];
+        for (name, help, get) in rows {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for s in &scrubs {
+                let _ = writeln!(o, "{name}{{pool=\"{}\"}} {}", s.pool, get(s));
+            }
+        }
+        let local = self.local_node();
+        let nodes: Vec<super::NodeRecord> = self
+            .list::<super::NodeRecord>("/nodes/", None, 0)
+            .map(|n| n.into_iter().map(|(_, r)| r).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "# HELP strata_node_up 1 when the node's daemon is up (this daemon's node; another \
+             node registered within the last {NODE_STALE_SECONDS} s), 0 otherwise.\n\
+             # TYPE strata_node_up gauge"
+        );
+        let t = super::store::now();
+        for n in nodes.iter().filter(|n| !n.hypothetical) {
+            let up = local.as_deref() == Some(n.node.name.as_str())
+                || t.saturating_sub(n.updated) <= NODE_STALE_SECONDS;
+            let _ = writeln!(
+                o,
+                "strata_node_up{{node=\"{}\"}} {}",
+                n.node.name,
+                u8::from(up)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP strata_node_cordoned 1 when the node is cordoned (no new jobs).\n\
+             # TYPE strata_node_cordoned gauge"
+        );
+        for n in nodes.iter().filter(|n| !n.hypothetical) {
+            let _ = writeln!(
+                o,
+                "strata_node_cordoned{{node=\"{}\"}} {}",
+                n.node.name,
+                u8::from(n.node.cordoned)
+            );
+        }
     }
 
     /// Per device: health (1 when healthy), capacity, allocation and the error counts.

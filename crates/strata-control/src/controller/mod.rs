@@ -30,6 +30,7 @@
 //!   placement revision.
 //! - `jobs.rs`: jobs over `strata-place`: create, delete, the admission queue, dry-run plans.
 //! - `audit.rs`: the audit log.
+//! - `events.rs`: the event journal (what happened to the objects, for `strata events`).
 //! - `recovery.rs`: [`Controller::open`], which reconciles the store and the engine at start.
 //!
 //! # Consistency between the store and the engine
@@ -58,6 +59,7 @@ mod certificates;
 mod copies;
 mod devices;
 mod drain;
+mod events;
 mod figures;
 mod groups;
 mod jobs;
@@ -88,6 +90,7 @@ pub use auth::{parse_duration, Principal};
 pub use certificates::Revoked;
 pub use copies::ResyncView;
 pub use devices::{CreatePool, DeviceView, NewDevice, PoolView};
+pub use events::{EventKind, EventQuery, EventRecord, Severity, KEEP_EVENTS, KEEP_SECONDS};
 pub use groups::{NewGroup, GROUP_MAX_MEMBERS};
 pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
 pub use master_key::Rotation;
@@ -150,6 +153,8 @@ pub struct Controller {
     gates: parking_lot::Mutex<
         std::collections::HashMap<String, std::sync::Arc<parking_lot::RwLock<()>>>,
     >,
+    /// The event journal and its followers (`events.rs`).
+    events: events::Journal,
 }
 
 impl std::fmt::Debug for Controller {

@@ -21,6 +21,7 @@ use strata_place::{Cluster, Node};
 use strata_state::Txn;
 
 use super::auth::Principal;
+use super::events::EventKind;
 use super::store::*;
 use super::Controller;
 use crate::error::{ControlError, Resource};
@@ -80,11 +81,13 @@ impl Controller {
             hypothetical: false,
             updated: now(),
         };
+        let name = rec.node.name.clone();
         self.store.txn(
             Txn::new()
                 .put(key, enc(&rec))
                 .put(PLACEMENT_REVISION_KEY, enc(&0u8)),
         )?;
+        self.node_started(&name, &rec.node);
         self.reconcile_jobs()
     }
 
@@ -148,6 +151,17 @@ impl Controller {
                 "the placement state changed meanwhile; retry".into(),
             ));
         }
+        for n in &nodes {
+            self.event(
+                EventKind::NodeDeclared,
+                &n.name,
+                None,
+                format!(
+                    "node {} declared for planning (no daemon runs there)",
+                    n.name
+                ),
+            );
+        }
         self.reconcile_jobs()?;
         let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         let snap = self.placement_state()?;
@@ -183,6 +197,15 @@ impl Controller {
                 "the node changed meanwhile; retry".into(),
             ));
         }
+        let (kind, what) = if cordoned {
+            (EventKind::NodeCordoned, "cordoned: no new jobs start there")
+        } else {
+            (
+                EventKind::NodeUncordoned,
+                "uncordoned: jobs may start there again",
+            )
+        };
+        self.event(kind, name, None, format!("node {name} {what}"));
         if !cordoned {
             self.reconcile_jobs()?;
         }

@@ -17,6 +17,7 @@
 
 use super::auth::Principal;
 use super::devices::PoolView;
+use super::events::EventKind;
 use super::Controller;
 use crate::error::{ControlError, DeviceProblem, Resource};
 use crate::model::*;
@@ -100,6 +101,12 @@ impl Controller {
             "device.online",
             device,
             &format!("{rejoined} replicated copies resync what they missed"),
+        );
+        self.event(
+            EventKind::DeviceOnline,
+            device,
+            None,
+            format!("device {device} back online: {rejoined} replicated copies catch up"),
         );
         self.pool_view(&rec)
     }

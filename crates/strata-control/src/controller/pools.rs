@@ -19,6 +19,7 @@ use strata_state::Txn;
 
 use super::auth::Principal;
 use super::devices::pool_key;
+use super::events::EventKind;
 use super::store::enc;
 use super::Controller;
 use crate::error::{ControlError, Resource};
@@ -245,10 +246,12 @@ impl Controller {
         }
         // Settings that cannot be read now only delay the threshold figures to the next
         // change: the change itself is decided and must be answered as it went.
-        if let Ok(s) = &s {
-            observe_allocation(pool, a, capacity, s);
-        }
+        let crossed = match &s {
+            Ok(s) => observe_allocation(pool, a, capacity, s),
+            Err(_) => Vec::new(),
+        };
         drop(all);
+        self.threshold_events(pool, &crossed);
         result.map(|(out, _)| out)
     }
 
@@ -262,6 +265,8 @@ impl Controller {
             provisioned.entry(p.name).or_default();
         }
         let mut all = self.allocation.lock();
+        // At start the level is found again, not crossed: no event for what the journal
+        // already holds from before the restart.
         for (pool, n) in provisioned {
             let s = self.pool_settings(&pool)?;
             let capacity = self.pool_capacity(&pool);
@@ -270,6 +275,22 @@ impl Controller {
             observe_allocation(&pool, a, capacity, &s);
         }
         Ok(())
+    }
+
+    /// One `pool.allocation_threshold` event per threshold `pool` passed upwards, as
+    /// (threshold percent, ratio).
+    fn threshold_events(&self, pool: &str, crossed: &[(u32, f64)]) {
+        for (t, r) in crossed {
+            self.event(
+                EventKind::AllocationThreshold,
+                pool,
+                None,
+                format!(
+                    "pool {pool} passed {t}% of its allocation limit ({:.0}% provisioned)",
+                    r * 100.0
+                ),
+            );
+        }
     }
 
     /// Every pool's allocation figures for `/metrics`, by pool name: ratio, overcommit
@@ -305,8 +326,15 @@ pub(super) struct AllocationFigures {
     pub crossings: [u64; THRESHOLDS.len()],
 }
 
-/// Logs and counts each threshold a pool's figure passed upwards since it was last looked at.
-fn observe_allocation(pool: &str, a: &mut Allocation, capacity: u64, s: &PoolSettings) {
+/// Logs and counts each threshold a pool's figure passed upwards since it was last looked at;
+/// returns them (percent) with the ratio.
+fn observe_allocation(
+    pool: &str,
+    a: &mut Allocation,
+    capacity: u64,
+    s: &PoolSettings,
+) -> Vec<(u32, f64)> {
+    let mut crossed = Vec::new();
     {
         let r = ratio(a.provisioned, capacity, s);
         let level = THRESHOLDS
@@ -315,6 +343,7 @@ fn observe_allocation(pool: &str, a: &mut Allocation, capacity: u64, s: &PoolSet
             .count();
         for (i, t) in THRESHOLDS.iter().enumerate().take(level).skip(a.level) {
             a.crossings[i] += 1;
+            crossed.push((*t, r));
             tracing::warn!(
                 pool,
                 threshold = t,
@@ -326,4 +355,5 @@ fn observe_allocation(pool: &str, a: &mut Allocation, capacity: u64, s: &PoolSet
         }
         a.level = level;
     }
+    crossed
 }

@@ -20,6 +20,7 @@ use parking_lot::{Condvar, Mutex};
 use strata_replica::{CopyTarget, LocalCopy, ReplicaSet, ResyncProgress};
 
 use super::copies::ResyncView;
+use super::events::EventKind;
 use super::Controller;
 use crate::error::ControlError;
 use crate::model::*;
@@ -142,6 +143,12 @@ impl Controller {
     pub fn start_rebuilds(&self) -> usize {
         for (dev, why) in self.storage.take_faulted() {
             self.audit_event(None, "device.faulted", &dev, &why);
+            self.event(
+                EventKind::DeviceFaulted,
+                &dev,
+                None,
+                format!("device {dev} faulted: {why}; its copies are lost until it is back"),
+            );
         }
         // Replicated volumes live only in pools of two devices or more: without one, the
         // volumes are not listed at all (a daemon of many one-copy volumes pays nothing here).
@@ -182,6 +189,14 @@ impl Controller {
                             "volume.rebuild",
                             &v.id,
                             &format!("copy {i} from {dev} to {to}"),
+                        );
+                        self.volume_event(
+                            EventKind::RebuildStarted,
+                            &v.id,
+                            format!(
+                                "copy {i} of volume {} rebuilding on {to} (device {dev} is lost)",
+                                v.name
+                            ),
                         );
                         tracing::info!(volume = %v.id, copy = i, from = %dev, to = %to,
                             "rebuilding a copy on another device");
@@ -341,6 +356,20 @@ impl Controller {
                 id,
                 &format!("copy {} healthy ({} bytes copied)", p.copy, p.total),
             );
+            let kind = if self.rebuild_open(id, p.copy) {
+                EventKind::RebuildFinished
+            } else {
+                EventKind::ResyncFinished
+            };
+            self.volume_event(
+                kind,
+                id,
+                format!(
+                    "copy {} healthy again ({} copied)",
+                    p.copy,
+                    strata_types::format_size(p.total)
+                ),
+            );
         } else if p.failed {
             tracing::warn!(
                 volume = id,
@@ -352,6 +381,11 @@ impl Controller {
                 "volume.resync_failed",
                 id,
                 &format!("copy {} faulted", p.copy),
+            );
+            self.volume_event(
+                EventKind::ResyncFailed,
+                id,
+                format!("copy {} failed while catching up: it is faulted", p.copy),
             );
         }
     }

@@ -39,7 +39,9 @@ impl Controller {
             data_dir: Default::default(),
             pool_lock: Default::default(),
             gates: Default::default(),
+            events: Default::default(),
         };
+        c.load_events()?;
         let default = c.pool.clone();
         c.open_storage(&default)?;
         c.recover()?;

@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 use strata_block::{IoError, Pool, Target, VolumeId, BLOCK_SIZE};
 
 use super::auth::Principal;
+use super::events::EventKind;
 use super::Controller;
 use crate::error::ControlError;
 use crate::model::*;
@@ -210,6 +211,28 @@ impl Controller {
                     v.bad_blocks - v.repaired
                 ),
             );
+            let unrepaired = v.bad_blocks - v.repaired;
+            let severity = if unrepaired > 0 {
+                super::events::Severity::Error
+            } else if v.bad_blocks > 0 {
+                super::events::Severity::Warning
+            } else {
+                super::events::Severity::Info
+            };
+            self.event_full(
+                EventKind::ScrubFinished,
+                severity,
+                &v.pool,
+                None,
+                None,
+                format!(
+                    "scrub of pool {} done: {} read, {} bad blocks, {} repaired, {unrepaired} not repaired",
+                    v.pool,
+                    strata_types::format_size(v.done_bytes),
+                    v.bad_blocks,
+                    v.repaired
+                ),
+            );
             n += 1;
         }
         n
@@ -253,7 +276,7 @@ impl Controller {
 
     /// A pool's last scrub: this daemon's, else the stored one (`interrupted` when it was
     /// stored running).
-    fn last_scrub(&self, pool: &str) -> Result<Option<ScrubView>, ControlError> {
+    pub(super) fn last_scrub(&self, pool: &str) -> Result<Option<ScrubView>, ControlError> {
         if let Some(c) = self.scrubs.by_pool.lock().get(pool) {
             return Ok(Some(c.lock().clone()));
         }

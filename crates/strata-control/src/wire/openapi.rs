@@ -76,6 +76,9 @@ use super::*;
     TenantShare,
     AuditEntry,
     AuditList,
+    Severity,
+    Event,
+    EventList,
     CreateSwitch,
     PortKind,
     SwitchPort,
@@ -1026,6 +1029,43 @@ fn operations() -> Vec<Op> {
             "only entries at or after this time, seconds since the epoch",
         )
         .ok(200, "entries", r::<AuditList>()),
+        op(
+            Get,
+            "/v1/events",
+            "listEvents",
+            "Events of the objects the caller sees, newest first; with after, those after it, oldest first (long poll with wait)",
+        )
+        .query(
+            "limit",
+            int(1, LIST_LIMIT_MAX, false),
+            "at most this many (default 100)",
+        )
+        .query(
+            "since",
+            int(0, TIME_MAX, false),
+            "only events at or after this time, seconds since the epoch",
+        )
+        .query(
+            "type",
+            text(EVENT_TYPE_PATTERN, EVENT_TYPE_MAX_LEN, false),
+            "only this type (device.faulted) or kind (device)",
+        )
+        .query(
+            "tenant",
+            text(TENANT_NAME_PATTERN, TENANT_NAME_MAX_LEN, false),
+            "only this tenant's (admins)",
+        )
+        .query(
+            "after",
+            int(0, u64::MAX >> 1, false),
+            "follow: only events after this position (a cursor), oldest first",
+        )
+        .query(
+            "wait",
+            int(0, EVENT_WAIT_MAX, false),
+            "with after: wait up to this many seconds for an event",
+        )
+        .ok(200, "events and the cursor", r::<EventList>()),
         op(
             Post,
             "/v1/switches",

@@ -1,8 +1,9 @@
 //! The CLI's rough edges a new user hit (issue 16), each against a live daemon: partial quota
 //! and QoS updates, the audit log's order and filters, finding the daemon (bare host:port,
 //! the CLI config, `strata login`, errors that say what to do), the request timeout, the
-//! default tenant, request-id reuse, a failed first start, listing an unknown tenant, and a
-//! broken pipe.
+//! default tenant, request-id reuse, a failed first start, listing an unknown tenant, a
+//! broken pipe, exports of volumes and snapshots by name, imports that leave the volume as
+//! they found it, help text, and progress bars only on a terminal.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -620,4 +621,203 @@ fn the_daemon_beside_the_cli_wins_over_a_stale_config() {
         .env_remove("STRATA_ENDPOINT");
     let r = run(c);
     assert!(!r.ok && r.err.contains("127.0.0.1:9"), "{}", r.err);
+}
+
+/// Point 6: a volume and a snapshot (by its name) export to a local file over NBD, with the
+/// bytes they hold; a snapshot unknown by name is refused with its code. Names work where ids
+/// do: clone, rollback and delete take the snapshot's name.
+#[test]
+fn volumes_and_snapshots_by_name_export_to_a_local_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    let ok = |args: &[&str]| {
+        let r = cli(&d, Some(&admin), args);
+        assert!(r.ok, "{args:?}: {}", r.err);
+        r
+    };
+    ok(&["volume", "create", "data", "--size", "8M"]);
+    // 8 MiB: the first 1 MiB of 0xab, then zeros, then 1 MiB of 0xcd at 6 MiB.
+    let mut image = vec![0u8; 8 << 20];
+    image[..1 << 20].fill(0xab);
+    image[6 << 20..7 << 20].fill(0xcd);
+    let src = dir.path().join("src.img");
+    std::fs::write(&src, &image).unwrap();
+    ok(&["volume", "import", "data", src.to_str().unwrap(), "--quiet"]);
+    ok(&["snapshot", "create", "data", "before"]);
+    // The volume changes after the snapshot: the snapshot keeps the old bytes.
+    let mut changed = image.clone();
+    changed[..1 << 20].fill(0x11);
+    let src2 = dir.path().join("src2.img");
+    std::fs::write(&src2, &changed).unwrap();
+    ok(&[
+        "volume",
+        "import",
+        "data",
+        src2.to_str().unwrap(),
+        "--quiet",
+    ]);
+
+    let vol_out = dir.path().join("vol.img");
+    let r = ok(&["volume", "export", "data", vol_out.to_str().unwrap()]);
+    assert!(r.out.contains("exported data"), "{}", r.out);
+    assert!(std::fs::read(&vol_out).unwrap() == changed);
+    let snap_out = dir.path().join("snap.img");
+    ok(&[
+        "volume",
+        "export",
+        "data@before",
+        snap_out.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&snap_out).unwrap() == image);
+    let snap_out2 = dir.path().join("snap2.img");
+    ok(&[
+        "snapshot",
+        "export",
+        "data@before",
+        snap_out2.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(std::fs::read(&snap_out2).unwrap() == image);
+    // Sparse: the zeros were not written.
+    use std::os::unix::fs::MetadataExt;
+    let blocks = std::fs::metadata(&snap_out).unwrap().blocks() * 512;
+    assert!(blocks < 4 << 20, "{blocks} bytes allocated of 8 MiB");
+    // Export left the volume detached, as it found it.
+    let a = ok(&["volume", "attachments", "-o", "json"]).json();
+    assert!(a["items"].as_array().unwrap().is_empty(), "{a}");
+    let r = cli(
+        &d,
+        Some(&admin),
+        &["volume", "export", "data@nosuch", "/tmp/x.img"],
+    );
+    assert!(!r.ok && r.err.contains("snapshot_not_found"), "{}", r.err);
+    // Names where ids work: clone, rollback, delete.
+    ok(&["volume", "clone", "data@before", "copy"]);
+    ok(&["volume", "rollback", "data", "before"]);
+    let back = dir.path().join("back.img");
+    ok(&[
+        "volume",
+        "export",
+        "data",
+        back.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(std::fs::read(&back).unwrap() == image);
+    ok(&["volume", "delete", "copy"]);
+    ok(&["snapshot", "delete", "data", "before"]);
+}
+
+/// Point 11: `volume import` leaves a detached volume detached (and an attached one
+/// attached), and `volume attachments` lists what is attached.
+#[test]
+fn import_leaves_the_volume_as_it_found_it_and_attachments_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    let ok = |args: &[&str]| {
+        let r = cli(&d, Some(&admin), args);
+        assert!(r.ok, "{args:?}: {}", r.err);
+        r
+    };
+    ok(&["volume", "create", "a", "--size", "4M"]);
+    ok(&["volume", "create", "b", "--size", "4M"]);
+    let src = dir.path().join("src.img");
+    std::fs::write(&src, vec![1u8; 1 << 20]).unwrap();
+    ok(&["volume", "import", "a", src.to_str().unwrap(), "--quiet"]);
+    let list = ok(&["volume", "attachments", "-o", "json"]).json();
+    assert!(list["items"].as_array().unwrap().is_empty(), "{list}");
+    let uri = ok(&["volume", "attach", "b"]).out;
+    assert!(uri.starts_with("nbd+unix://"), "{uri}");
+    ok(&["volume", "import", "b", src.to_str().unwrap(), "--quiet"]);
+    let list = ok(&["volume", "attachments", "-o", "json"]).json();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let table = ok(&["volume", "attachments"]).out;
+    assert!(table.contains("nbd+unix://"), "{table}");
+}
+
+/// Point 15: the flags the report named show their help text (the unit test
+/// `every_command_and_argument_has_help` walks the whole tree).
+#[test]
+fn the_flags_named_in_the_report_have_help_text() {
+    for (cmd, flag) in [
+        (&["volume", "create"][..], "--tenant"),
+        (&["volume", "delete"][..], "--force"),
+        (&["tenant", "set-quota"][..], "--max-iops"),
+        (&["tenant", "set-quota"][..], "--capacity"),
+        (&["switch", "add-vxlan"][..], "--remote"),
+        (&["switch", "add-vxlan"][..], "--dstport"),
+        (&["events"][..], "--follow"),
+        (&["volume", "export"][..], "--quiet"),
+    ] {
+        let o = strata().args(cmd).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&o.stdout);
+        let line = help
+            .lines()
+            .skip_while(|l| {
+                let l = l.trim_start();
+                // `--flag <V>` or `-f, --flag`: an option's own line, not prose naming it.
+                !(l.starts_with(flag) || (l.starts_with('-') && l.contains(&format!(", {flag}"))))
+            })
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let text = line.split_once(flag).map_or("", |(_, r)| r);
+        assert!(
+            text.split_whitespace()
+                .filter(|w| !w.starts_with('<'))
+                .count()
+                >= 2,
+            "{cmd:?} {flag} has no help: {line:?}\n{help}"
+        );
+    }
+}
+
+/// Point 16: long operations draw a progress bar on stderr when it is a terminal, and none
+/// when it is not (a script's stderr stays clean).
+#[test]
+fn long_operations_show_a_progress_bar_only_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let admin = d.admin();
+    let r = cli(
+        &d,
+        Some(&admin),
+        &["volume", "create", "big", "--size", "64M"],
+    );
+    assert!(r.ok, "{}", r.err);
+    let src = dir.path().join("src.img");
+    std::fs::write(&src, vec![3u8; 64 << 20]).unwrap();
+    // Not a terminal: no bar.
+    let r = cli(
+        &d,
+        Some(&admin),
+        &["volume", "import", "big", src.to_str().unwrap()],
+    );
+    assert!(r.ok, "{}", r.err);
+    assert!(!r.err.contains("importing"), "{}", r.err);
+    let out = dir.path().join("out.img");
+    // A terminal (script(1) gives the CLI a pseudo-terminal): the bar is drawn.
+    let cmdline = format!(
+        "{} volume export big {} --endpoint {} --token {}",
+        env!("CARGO_BIN_EXE_strata"),
+        out.display(),
+        d.url,
+        admin
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .env("STRATA_CONFIG", d.data.with_extension("other-config.yaml"))
+        .output()
+        .expect("script (bsdutils)");
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{tty}");
+    assert!(tty.contains("exporting big"), "{tty}");
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&src).unwrap());
+    let r = cli(
+        &d,
+        Some(&admin),
+        &["volume", "export", "big", out.to_str().unwrap()],
+    );
+    assert!(r.ok && !r.err.contains("exporting"), "{}", r.err);
 }

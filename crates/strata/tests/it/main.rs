@@ -15,6 +15,7 @@ mod credentials;
 mod daemon;
 mod encryption;
 mod etcd_store;
+mod events;
 mod groups;
 mod hardening;
 mod jobs;
