@@ -106,6 +106,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::SecurityGroup => C::SecurityGroupNotFound,
             Resource::SecurityGroupRule => C::SecurityGroupRuleNotFound,
             Resource::FloatingIp => C::FloatingIpNotFound,
+            Resource::LoadBalancer => C::LoadBalancerNotFound,
             Resource::Device => C::DeviceNotFound,
         },
         ControlError::Exists { resource, .. } => match resource {
@@ -122,6 +123,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::NetworkPort => C::NetworkPortExists,
             Resource::Router => C::RouterExists,
             Resource::SecurityGroup => C::SecurityGroupExists,
+            Resource::LoadBalancer => C::LoadBalancerExists,
             Resource::SecurityGroupRule | Resource::FloatingIp => C::AlreadyExists,
             Resource::Pool | Resource::Attachment | Resource::Token | Resource::Device => {
                 C::AlreadyExists

@@ -8,6 +8,7 @@
 //! - [`model`]: networks, subnets, ports, routers, security groups, load balancers (serde
 //!   records).
 //! - [`ipam`]: CIDR checks, address and MAC allocation, port ranges as masked matches.
+//! - [`health`]: the driven health checker of load-balancer backends.
 //! - [`compile`]: the logical pipeline (tables, what each object contributes) and the
 //!   incremental compiler: a change recompiles only the objects it touches and yields a
 //!   minimal flow delta; every flow carries a cookie that names the object (and rule) it
@@ -16,6 +17,7 @@
 //! Design: `docs/tenant-networks.md`.
 
 pub mod compile;
+pub mod health;
 pub mod ipam;
 pub mod model;
 
