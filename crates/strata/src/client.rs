@@ -12,8 +12,10 @@ use strata_types::format_size;
 
 use crate::config::{Target, TokenSource};
 
+mod balancers;
 mod networks;
 mod placement;
+pub use balancers::LoadBalancerCmd;
 pub use networks::{FloatingIpCmd, NetworkCmd, RouterCmd, SecurityGroupCmd, SubnetCmd};
 pub use placement::{JobCmd, NodeCmd};
 

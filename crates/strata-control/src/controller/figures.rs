@@ -251,6 +251,7 @@ impl Controller {
             );
         }
         self.network_metrics(p, &mut o)?;
+        self.lb_metrics(&mut o);
         Ok(o)
     }
 

@@ -5,6 +5,7 @@
 //! quotas, recovery) run without the binary in `crates/strata-control/tests/it/`.
 
 mod api;
+mod balancers;
 mod cli;
 mod cli_edges;
 mod common;
