@@ -69,6 +69,16 @@ fn objects<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T
         .collect()
 }
 
+/// Null, absent, or a JSON object (never an array read as a struct).
+fn opt_object<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)? {
+        Some(m) => serde_json::from_value(serde_json::Value::Object(m))
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        None => Ok(None),
+    }
+}
+
 fn parse_ip(field: &'static str, s: &str) -> Result<std::net::Ipv4Addr, ControlError> {
     check_text(field, s, IPV4_PATTERN)?;
     s.parse()
@@ -325,7 +335,7 @@ pub struct CreateLoadBalancer {
     #[serde(default)]
     pub session_affinity: bool,
     /// Health check (default: none).
-    #[serde(default, deserialize_with = "super::object")]
+    #[serde(default, deserialize_with = "opt_object")]
     pub health_check: Option<HealthCheckSpec>,
 }
 
@@ -402,7 +412,7 @@ pub struct SetLoadBalancerSettings {
     #[serde(default)]
     pub session_affinity: Option<bool>,
     /// Health check.
-    #[serde(default, deserialize_with = "super::object")]
+    #[serde(default, deserialize_with = "opt_object")]
     pub health_check: Option<HealthCheckSpec>,
 }
 
