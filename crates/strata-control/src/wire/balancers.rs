@@ -587,7 +587,10 @@ mod tests {
         )
         .unwrap();
         let e = heavy.check().unwrap_err();
-        assert!(e.to_string().contains("weight"), "{e}");
+        assert!(
+            matches!(e, ControlError::Invalid { field: "weight", .. }),
+            "{e}"
+        );
         // A listener given as an array is not an object.
         assert!(serde_json::from_str::<CreateLoadBalancer>(
             r#"{"name":"web","subnet":"a","listeners":[["tcp",80,[]]]}"#
