@@ -588,7 +588,13 @@ mod tests {
         .unwrap();
         let e = heavy.check().unwrap_err();
         assert!(
-            matches!(e, ControlError::Invalid { field: "weight", .. }),
+            matches!(
+                e,
+                ControlError::Invalid {
+                    field: "weight",
+                    ..
+                }
+            ),
             "{e}"
         );
         // A listener given as an array is not an object.
