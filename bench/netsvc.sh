@@ -16,8 +16,8 @@
 #      `ct state established,related accept; tcp dport P ct state new accept; policy drop`),
 #      (c) the OVS userspace datapath with ct() flows;
 #   3. throughput: iperf3 TCP, 1 and 4 streams, L2 within a subnet and routed between two
-#      subnets through a Strata router (ratio to L2), the Linux bridge for scale. The load
-#      balancer has no API object yet.
+#      subnets through a Strata router, and to a load balancer's VIP with one backend (each
+#      as a ratio to L2), the Linux bridge for scale.
 # The switch's CPU (the daemon's, ovs-vswitchd's; the kernel's work is not attributable) per
 # connection and per Gbit is printed beside.
 #
@@ -235,12 +235,13 @@ cps() {
   kill "$lpid" 2>/dev/null || true
   wait "$lpid" 2>/dev/null || true
 }
-# iperf NS_CLIENT NS_SERVER IP STREAMS PID_OF_SWITCH -> GBPS CPU
+# iperf NS_CLIENT NS_SERVER IP STREAMS PID_OF_SWITCH [SERVER_IP] -> GBPS CPU
+# (SERVER_IP: where the server listens when the client connects elsewhere, a VIP)
 iperf() {
   local best=0 c0=0 out g
   IPERF_CPU=0
   for _ in $(seq "$ROUNDS"); do
-    ip netns exec "$2" iperf3 -s -1 -B "$3" >/dev/null 2>&1 &
+    ip netns exec "$2" iperf3 -s -1 -B "${6:-$3}" >/dev/null 2>&1 &
     local srv=$!
     for _ in $(seq 50); do ip netns exec "$2" ss -Hltn 'sport = :5201' | grep -q 5201 && break; sleep 0.1; done
     [ -n "$5" ] && c0=$(cpu_of "$5")
@@ -297,6 +298,12 @@ if [ "$TRAFFIC" = 1 ]; then
   for s in 1 4; do
     iperf "$A" "$B" "$IPA2" "$s" "$DPID"; R[sl2_$s]=$GBPS R[sl2cpu_$s]=$IPERF_CPU
     iperf "$A" "$C" "$IPB1" "$s" "$DPID"; R[srt_$s]=$GBPS R[srtcpu_$s]=$IPERF_CPU
+  done
+  # Through a load balancer: VIP:5201 on subnet a, one backend (a2), beside L2 to a2.
+  lb=$(cli -o json load-balancer create lb --network t --subnet a --listener tcp:5201 --backend a2)
+  VIP=$(jq -r .vip <<< "$lb")
+  for s in 1 4; do
+    iperf "$A" "$B" "$VIP" "$s" "$DPID" "$IPA2"; R[slb_$s]=$GBPS R[slbcpu_$s]=$IPERF_CPU
   done
   cli network flows -o json | jq -r '.flows[]' | grep -E 'table=(20|50|51),' | \
     grep -v 'n_packets=0,' | sed 's/^/    /' > "$dir/ctflows" || true
@@ -398,9 +405,10 @@ if [ "$TRAFFIC" = 1 ]; then
   echo "|---|---:|---:|---:|"
   echo "| Strata L2, one subnet | ${R[sl2_1]} | ${R[sl2_4]} | $(ms_per_gbit "${R[sl2cpu_1]}" "${R[sl2_1]}") / $(ms_per_gbit "${R[sl2cpu_4]}" "${R[sl2_4]}") |"
   echo "| Strata routed, two subnets through the router | ${R[srt_1]} | ${R[srt_4]} | $(ms_per_gbit "${R[srtcpu_1]}" "${R[srt_1]}") / $(ms_per_gbit "${R[srtcpu_4]}" "${R[srt_4]}") |"
-  echo "| Strata load balancer | no API object yet | | |"
+  echo "| Strata through a load balancer (VIP, one backend) | ${R[slb_1]} | ${R[slb_4]} | $(ms_per_gbit "${R[slbcpu_1]}" "${R[slb_1]}") / $(ms_per_gbit "${R[slbcpu_4]}" "${R[slb_4]}") |"
   echo "| Linux bridge over veth (scale) | ${R[br_1]} | ${R[br_4]} | in kernel |"
   echo "| routed / L2 (goal >= 0.9x) | $(ratio "${R[srt_1]}" "${R[sl2_1]}") | $(ratio "${R[srt_4]}" "${R[sl2_4]}") | |"
+  echo "| load balancer / L2 (goal >= 0.9x) | $(ratio "${R[slb_1]}" "${R[sl2_1]}") | $(ratio "${R[slb_4]}" "${R[sl2_4]}") | |"
   echo "| Strata L2 / Linux bridge | $(ratio "${R[sl2_1]}" "${R[br_1]}") | $(ratio "${R[sl2_4]}" "${R[br_4]}") | |"
   echo
   echo "Strata's conntrack flows that saw packets (tables 20, 50, 51):"

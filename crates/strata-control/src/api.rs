@@ -106,6 +106,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::SecurityGroup => C::SecurityGroupNotFound,
             Resource::SecurityGroupRule => C::SecurityGroupRuleNotFound,
             Resource::FloatingIp => C::FloatingIpNotFound,
+            Resource::LoadBalancer => C::LoadBalancerNotFound,
             Resource::Device => C::DeviceNotFound,
         },
         ControlError::Exists { resource, .. } => match resource {
@@ -122,6 +123,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::NetworkPort => C::NetworkPortExists,
             Resource::Router => C::RouterExists,
             Resource::SecurityGroup => C::SecurityGroupExists,
+            Resource::LoadBalancer => C::LoadBalancerExists,
             Resource::SecurityGroupRule | Resource::FloatingIp => C::AlreadyExists,
             Resource::Pool | Resource::Attachment | Resource::Token | Resource::Device => {
                 C::AlreadyExists
@@ -1150,8 +1152,80 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 "floating_ip.associate",
                 first::<Body<AssociateFloatingIp>>,
                 |c, p, (id, Body(r))| {
-                    c.associate_floating_ip(p, &id, r.port.as_deref())
-                        .map(FloatingIp::from)
+                    c.associate_floating_ip_to(
+                        p,
+                        &id,
+                        r.port.as_deref(),
+                        r.load_balancer.as_deref(),
+                    )
+                    .map(FloatingIp::from)
+                },
+            )),
+        )
+        .route(
+            "/v1/networks/{id}/load-balancers",
+            post(change(
+                S::CREATED,
+                "load_balancer.create",
+                first::<Body<CreateLoadBalancer>>,
+                |c, p, (id, Body(r))| {
+                    let lb = c.create_load_balancer(p, &id, r.into_new()?)?;
+                    Ok(LoadBalancer::from((
+                        lb.clone(),
+                        c.load_balancer_health(&lb),
+                    )))
+                },
+            ))
+            .get(read(|c, p, id: String| {
+                c.list_load_balancers(p, &id).map(|l| LoadBalancerList {
+                    items: l
+                        .into_iter()
+                        .map(|x| LoadBalancer::from((x.clone(), c.load_balancer_health(&x))))
+                        .collect(),
+                })
+            })),
+        )
+        .route(
+            "/v1/load-balancers/{id}",
+            get(read(|c, p, id: String| {
+                c.get_load_balancer(p, &id)
+                    .map(|x| LoadBalancer::from((x.clone(), c.load_balancer_health(&x))))
+            }))
+            .delete(change(
+                S::NO_CONTENT,
+                "load_balancer.delete",
+                String::clone,
+                |c, p, id| c.delete_load_balancer(p, &id),
+            )),
+        )
+        .route(
+            "/v1/load-balancers/{id}/listeners",
+            put(change(
+                S::OK,
+                "load_balancer.set_listeners",
+                first::<Body<SetLoadBalancerListeners>>,
+                |c, p, (id, Body(r))| {
+                    let lb = c.set_load_balancer_listeners(p, &id, r.into_new()?)?;
+                    Ok(LoadBalancer::from((
+                        lb.clone(),
+                        c.load_balancer_health(&lb),
+                    )))
+                },
+            )),
+        )
+        .route(
+            "/v1/load-balancers/{id}/settings",
+            put(change(
+                S::OK,
+                "load_balancer.set_settings",
+                first::<Body<SetLoadBalancerSettings>>,
+                |c, p, (id, Body(r))| {
+                    let h = r.health_check.map(|h| h.into_check()).transpose()?;
+                    let lb = c.set_load_balancer_settings(p, &id, r.session_affinity, h)?;
+                    Ok(LoadBalancer::from((
+                        lb.clone(),
+                        c.load_balancer_health(&lb),
+                    )))
                 },
             )),
         )

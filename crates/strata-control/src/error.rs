@@ -65,6 +65,8 @@ pub enum Resource {
     SecurityGroupRule,
     /// A floating IP.
     FloatingIp,
+    /// A load balancer.
+    LoadBalancer,
     /// A device of a pool.
     Device,
 }
@@ -91,6 +93,7 @@ impl fmt::Display for Resource {
             Resource::SecurityGroup => "security group",
             Resource::SecurityGroupRule => "security group rule",
             Resource::FloatingIp => "floating IP",
+            Resource::LoadBalancer => "load balancer",
         })
     }
 }

@@ -322,6 +322,11 @@ registry! {
     /// other copies, but its layers (snapshots, clones, rollback, size) cannot change until the
     /// copy is rebuilt.
     VolumeDegraded = "volume_degraded", 409, None;
+    // ----- load balancers -----
+    /// No such load balancer (or not visible to the caller).
+    LoadBalancerNotFound = "load_balancer_not_found", 404, None;
+    /// A load balancer of that name is already in the network.
+    LoadBalancerExists = "load_balancer_exists", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

@@ -5,8 +5,10 @@
 //! them in memory, and hands each change to a [`Compiler`], which answers with the flows to
 //! remove and to add on the node's switch. Nothing here talks to a switch.
 //!
-//! - [`model`]: networks, subnets, ports, routers, security groups (serde records).
+//! - [`model`]: networks, subnets, ports, routers, security groups, load balancers (serde
+//!   records).
 //! - [`ipam`]: CIDR checks, address and MAC allocation, port ranges as masked matches.
+//! - [`health`]: the driven health checker of load-balancer backends.
 //! - [`compile`]: the logical pipeline (tables, what each object contributes) and the
 //!   incremental compiler: a change recompiles only the objects it touches and yields a
 //!   minimal flow delta; every flow carries a cookie that names the object (and rule) it
@@ -15,12 +17,16 @@
 //! Design: `docs/tenant-networks.md`.
 
 pub mod compile;
+pub mod health;
 pub mod ipam;
 pub mod model;
 
-pub use compile::{network_meter, port_meter, Change, Compiler, Delta, MeterSpec, Topology};
+pub use compile::{
+    network_meter, port_meter, Change, Compiler, Delta, LbGroupSpec, MeterSpec, Topology,
+};
 pub use ipam::IpamError;
 pub use model::{
-    Direction, FloatingIp, Network, Port, Protocol, Remote, Router, RouterGateway, RuleSpec,
-    SecurityGroup, SgRule, Subnet,
+    Direction, FloatingIp, HealthCheck, HealthKind, LbBackend, LbListener, LbProtocol,
+    LoadBalancer, Network, Port, Protocol, Remote, Router, RouterGateway, RuleSpec, SecurityGroup,
+    SgRule, Subnet,
 };

@@ -10,6 +10,9 @@
 //!   number, the flows' `metadata`) are allocated by the control plane and unique.
 //! - A security group's rules have ids unique within it; a rule's remote group is a group of
 //!   the same tenant.
+//! - A load balancer's VIP is a host address of its subnet held by no port and no other VIP;
+//!   its backends are addresses of its network's subnets; its listeners' groups are unique on
+//!   the node; a floating IP maps to a port or to a load balancer, never both.
 
 use std::net::Ipv4Addr;
 
@@ -75,6 +78,9 @@ pub struct FloatingIp {
     /// The port it maps to (None: allocated, not associated).
     #[serde(default)]
     pub port: Option<String>,
+    /// Or the load balancer whose VIP it maps to (never both with `port`).
+    #[serde(default)]
+    pub load_balancer: Option<String>,
     /// Creation time.
     pub created: u64,
     /// Bumped at every change.
@@ -260,6 +266,146 @@ impl SecurityGroup {
             remote: Remote::Any,
         }]
     }
+}
+
+/// The transport a load-balancer listener carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbProtocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl LbProtocol {
+    /// Its name in flow syntax (`tcp`, `udp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbProtocol::Tcp => "tcp",
+            LbProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// One backend of a listener: where a new connection to the VIP may be sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbBackend {
+    /// The port it is (id), if it was named by port.
+    #[serde(default)]
+    pub port: Option<String>,
+    /// Its address (a port's, in the load balancer's network).
+    pub ip: Ipv4Addr,
+    /// The port number the connection is translated to.
+    pub target_port: u16,
+    /// Relative weight (0: no new connections).
+    pub weight: u32,
+}
+
+/// A listener: VIP:port over one protocol, and the backends behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbListener {
+    /// Protocol.
+    pub protocol: LbProtocol,
+    /// The VIP's port.
+    pub port: u16,
+    /// The switch's group for it (allocated, unique on the node, never 0).
+    pub group: u32,
+    /// Backends.
+    #[serde(default)]
+    pub backends: Vec<LbBackend>,
+}
+
+/// How backends are probed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum HealthKind {
+    /// Not probed: every backend counts as up.
+    None,
+    /// A TCP connect to the backend's port.
+    Tcp,
+    /// An HTTP GET of `path`; a 2xx or 3xx status is healthy.
+    Http {
+        /// The path asked for.
+        path: String,
+    },
+}
+
+/// A load balancer's active health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// What a probe is.
+    #[serde(flatten)]
+    pub kind: HealthKind,
+    /// Time between two probes of a backend, milliseconds.
+    pub interval_ms: u32,
+    /// Time a probe may take, milliseconds.
+    pub timeout_ms: u32,
+    /// Consecutive successes that bring a down backend back.
+    pub rise: u32,
+    /// Consecutive failures that take a backend out.
+    pub fall: u32,
+}
+
+impl HealthCheck {
+    /// Default interval: with [`Self::DEFAULT_FALL`] failures and the timeout, a dead backend
+    /// is out within `fall × interval + timeout` = 2.5 s (the goal is 3 s).
+    pub const DEFAULT_INTERVAL_MS: u32 = 1000;
+    /// Default probe timeout.
+    pub const DEFAULT_TIMEOUT_MS: u32 = 500;
+    /// Default rise.
+    pub const DEFAULT_RISE: u32 = 2;
+    /// Default fall.
+    pub const DEFAULT_FALL: u32 = 2;
+
+    /// No probing.
+    pub fn none() -> HealthCheck {
+        HealthCheck {
+            kind: HealthKind::None,
+            interval_ms: Self::DEFAULT_INTERVAL_MS,
+            timeout_ms: Self::DEFAULT_TIMEOUT_MS,
+            rise: Self::DEFAULT_RISE,
+            fall: Self::DEFAULT_FALL,
+        }
+    }
+
+    /// Whether backends are probed.
+    pub fn active(&self) -> bool {
+        self.kind != HealthKind::None
+    }
+}
+
+/// A load balancer: a VIP on a subnet, listeners, and how backends are chosen and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancer {
+    /// Id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Network id.
+    pub network: String,
+    /// The VIP's subnet id.
+    pub subnet: String,
+    /// Name, unique within the network.
+    pub name: String,
+    /// The virtual address (unique in the network: no port or other VIP holds it).
+    pub vip: Ipv4Addr,
+    /// Listeners (protocol and port unique within the load balancer).
+    #[serde(default)]
+    pub listeners: Vec<LbListener>,
+    /// Session affinity: a client (source address) always lands on one backend.
+    #[serde(default)]
+    pub session_affinity: bool,
+    /// Active health check.
+    pub health: HealthCheck,
+    /// The network's monitor port (id), whose address the probes come from, when health
+    /// checked.
+    #[serde(default)]
+    pub monitor: Option<String>,
+    /// Creation time.
+    pub created: u64,
+    /// Bumped at every change.
+    pub generation: u64,
 }
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.

@@ -13,12 +13,14 @@ use strata_types::format_size;
 use crate::config::{Target, TokenSource};
 
 mod apply;
+mod balancers;
 mod events;
 mod export;
 mod get;
 mod networks;
 mod placement;
 pub use apply::ApplyArgs;
+pub use balancers::LoadBalancerCmd;
 pub use events::{print_alerts, EventsArgs};
 pub use networks::{FloatingIpCmd, NetworkCmd, RouterCmd, SecurityGroupCmd, SubnetCmd};
 pub use placement::{JobCmd, NodeCmd};

@@ -7,6 +7,7 @@ mod config;
 mod datadir;
 mod http;
 mod inventory;
+mod lbcheck;
 mod nbdclient;
 mod startup;
 mod times;
@@ -160,6 +161,11 @@ enum Cmd {
     FloatingIp {
         #[command(subcommand)]
         cmd: client::FloatingIpCmd,
+    },
+    /// Load balancers: a VIP, listeners, weighted backends, health checks.
+    LoadBalancer {
+        #[command(subcommand)]
+        cmd: client::LoadBalancerCmd,
     },
     /// Security groups: stateful allow rules for ports (default deny ingress).
     SecurityGroup {
@@ -570,6 +576,7 @@ fn run() -> Result<()> {
                 Cmd::Router { cmd } => c.router(cmd),
                 Cmd::SecurityGroup { cmd } => c.security_group(cmd),
                 Cmd::FloatingIp { cmd } => c.floating_ip(cmd),
+                Cmd::LoadBalancer { cmd } => c.load_balancer(cmd),
                 Cmd::MasterKey {
                     cmd: MasterKeyCmd::Rotate { path },
                 } => c.master_key_rotate(&path),
@@ -790,6 +797,7 @@ fn serve(
     spawn_resync(&ctl, keep.resync_rate)?;
     spawn_scrub_schedule(&ctl, keep.scrub_interval, keep.scrub_rate)?;
     spawn_event_watch(&ctl)?;
+    lbcheck::spawn(&ctl).context("starting the load-balancer health checker")?;
     // The local node joins the placement pool with what this machine has.
     let node_name = node.map_or_else(inventory::hostname, str::to_string);
     ctl.register_local_node(inventory::local_node(&node_name, &pool))

@@ -256,6 +256,7 @@ impl Controller {
         }
         self.scrub_and_node_metrics(&mut o, &pools);
         self.network_metrics(p, &mut o)?;
+        self.lb_metrics(&mut o);
         Ok(o)
     }
 

@@ -96,8 +96,9 @@ pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
 pub use master_key::Rotation;
 pub use nbd_source::VolumeSource;
 pub use networks::{
-    NetworkStats, NetworkTrace, NewPort, NewRule, NewSubnet, PortFigures, PortProbe, TraceFrom,
-    TraceLine, DEFAULT_GROUP,
+    health_check, monitor_namespace, LbProbeSet, MonitorSpec, NetworkStats, NetworkTrace,
+    NewBackend, NewBalancer, NewListener, NewPort, NewRule, NewSubnet, PortFigures, PortProbe,
+    TraceFrom, TraceLine, DEFAULT_GROUP, MONITOR_PORT,
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};

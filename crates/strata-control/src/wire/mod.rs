@@ -12,6 +12,7 @@
 
 pub mod attachments;
 pub mod audit;
+pub mod balancers;
 pub mod bounds;
 pub mod error;
 pub mod events;
@@ -34,6 +35,7 @@ pub mod whole;
 
 pub use attachments::*;
 pub use audit::*;
+pub use balancers::*;
 pub use error::*;
 pub use events::*;
 pub use groups::*;

@@ -511,14 +511,20 @@ pub struct AssociateFloatingIp {
     /// Port (id or name); null frees the address of its port.
     #[schema(schema_with = opt_name)]
     pub port: Option<String>,
+    /// Or a load balancer (id or name): the floating IP maps to its VIP.
+    #[serde(default)]
+    #[schema(schema_with = opt_name)]
+    pub load_balancer: Option<String>,
 }
 
 impl Check for AssociateFloatingIp {
     fn check(&self) -> Result<(), ControlError> {
-        match &self.port {
-            Some(n) => check_text("port", n, NAME_PATTERN),
-            None => Ok(()),
+        for (f, v) in [("port", &self.port), ("load_balancer", &self.load_balancer)] {
+            if let Some(n) = v {
+                check_text(f, n, NAME_PATTERN)?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -535,6 +541,8 @@ pub struct FloatingIp {
     pub ip: String,
     /// The port it maps to.
     pub port: Option<String>,
+    /// Or the load balancer whose VIP it maps to.
+    pub load_balancer: Option<String>,
     /// Creation time.
     pub created: u64,
 }
@@ -547,6 +555,7 @@ impl From<strata_vpc::FloatingIp> for FloatingIp {
             network: f.network,
             ip: f.ip.to_string(),
             port: f.port,
+            load_balancer: f.load_balancer,
             created: f.created,
         }
     }

@@ -136,6 +136,19 @@ use super::*;
     AssociateFloatingIp,
     FloatingIp,
     FloatingIpList,
+    LbProtocolName,
+    HealthKindName,
+    BackendSpec,
+    ListenerSpec,
+    HealthCheckSpec,
+    CreateLoadBalancer,
+    SetLoadBalancerListeners,
+    SetLoadBalancerSettings,
+    LbBackendView,
+    LbListenerView,
+    HealthCheckView,
+    LoadBalancer,
+    LoadBalancerList,
     NetworkPortStats,
     NetworkStats,
     RoundTrips,
@@ -936,6 +949,54 @@ fn operations() -> Vec<Op> {
         )
         .body(r::<AssociateFloatingIp>())
         .ok(200, "the floating IP", r::<FloatingIp>())
+        .errors(&[409]),
+        op(
+            Post,
+            "/v1/networks/{id}/load-balancers",
+            "createLoadBalancer",
+            "Create a load balancer: a VIP on a subnet, listeners, backends, health check",
+        )
+        .body(r::<CreateLoadBalancer>())
+        .ok(201, "created", r::<LoadBalancer>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/networks/{id}/load-balancers",
+            "listLoadBalancers",
+            "List a network's load balancers",
+        )
+        .ok(200, "load balancers", r::<LoadBalancerList>()),
+        op(
+            Get,
+            "/v1/load-balancers/{id}",
+            "getLoadBalancer",
+            "Show a load balancer and its backends' health",
+        )
+        .ok(200, "the load balancer", r::<LoadBalancer>()),
+        op(
+            Delete,
+            "/v1/load-balancers/{id}",
+            "deleteLoadBalancer",
+            "Delete a load balancer (a floating IP on its VIP stays allocated)",
+        )
+        .none(204, "deleted"),
+        op(
+            Put,
+            "/v1/load-balancers/{id}/listeners",
+            "setLoadBalancerListeners",
+            "Replace a load balancer's listeners, backends and weights",
+        )
+        .body(r::<SetLoadBalancerListeners>())
+        .ok(200, "the load balancer", r::<LoadBalancer>())
+        .errors(&[409]),
+        op(
+            Put,
+            "/v1/load-balancers/{id}/settings",
+            "setLoadBalancerSettings",
+            "Change a load balancer's session affinity or health check",
+        )
+        .body(r::<SetLoadBalancerSettings>())
+        .ok(200, "the load balancer", r::<LoadBalancer>())
         .errors(&[409]),
         op(Get, "/v1/routers/{id}", "getRouter", "Show a router").ok(
             200,

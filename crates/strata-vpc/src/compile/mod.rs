@@ -19,13 +19,16 @@
 //! - Each flow's cookie is a hash of what it stands for (the object and, for a rule, the rule
 //!   id); [`Compiler::explain`] maps it back, so a trace reads in the tenant's terms.
 
+mod balancers;
 mod objects;
 pub mod tables;
+
+pub use balancers::LbGroupSpec;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::ipam::fnv;
-use crate::model::{FloatingIp, Network, Port, Router, SecurityGroup, Subnet};
+use crate::model::{FloatingIp, LoadBalancer, Network, Port, Router, SecurityGroup, Subnet};
 
 /// Everything the compiler reads: the tenant objects, and which ports are bound on this
 /// node (port id to switch port number).
@@ -43,6 +46,8 @@ pub struct Topology {
     pub groups: BTreeMap<String, SecurityGroup>,
     /// Floating IPs by id.
     pub floating_ips: BTreeMap<String, FloatingIp>,
+    /// Load balancers by id.
+    pub load_balancers: BTreeMap<String, LoadBalancer>,
     /// Ports bound on this node: id to the switch's port number.
     pub bound: BTreeMap<String, u32>,
 }
@@ -62,6 +67,8 @@ pub enum Change {
     Group(String),
     /// A floating IP or its association.
     FloatingIp(String),
+    /// A load balancer (its listeners, backends, affinity, health check).
+    LoadBalancer(String),
 }
 
 /// The flows (and meters) to change on the switch, in this order: links and meters set,
@@ -80,6 +87,10 @@ pub struct Delta {
     pub remove_meters: Vec<u32>,
     /// Links to remove.
     pub remove_links: Vec<u32>,
+    /// Load-balancer groups to set (before the flows that name them).
+    pub set_lb_groups: Vec<(u32, LbGroupSpec)>,
+    /// Load-balancer groups to remove (after the flows that named them).
+    pub remove_lb_groups: Vec<u32>,
 }
 
 impl Delta {
@@ -91,6 +102,8 @@ impl Delta {
             && self.set_meters.is_empty()
             && self.remove_meters.is_empty()
             && self.remove_links.is_empty()
+            && self.set_lb_groups.is_empty()
+            && self.remove_lb_groups.is_empty()
     }
 }
 
@@ -170,6 +183,10 @@ enum Owner {
     Port(String),
     Router(String),
     Set(SetKey),
+    /// A load balancer's VIP flows.
+    Balancer(String),
+    /// What a network's load balancers share: replies translated back, monitor probes let in.
+    Balancers(String),
 }
 
 /// A group set: the groups one or more ports share, in one network.
@@ -203,6 +220,14 @@ pub struct Compiler {
     links: BTreeMap<u32, u64>,
     /// Cookie to explanation, with how many flows use it.
     cookies: HashMap<u64, (String, usize)>,
+    /// The load-balancer groups on the switch.
+    lb_groups: BTreeMap<u32, LbGroupSpec>,
+    /// Each load balancer's network when last seen.
+    lb_networks: BTreeMap<String, String>,
+    /// Each load balancer's groups on the switch.
+    lb_group_ids: BTreeMap<String, Vec<u32>>,
+    /// Load balancers whose groups are to be compared again in this change.
+    lb_dirty: BTreeSet<String>,
 }
 
 impl Compiler {
@@ -220,6 +245,13 @@ impl Compiler {
         changes.extend(topo.routers.keys().cloned().map(Change::Router));
         changes.extend(topo.groups.keys().cloned().map(Change::Group));
         changes.extend(topo.floating_ips.keys().cloned().map(Change::FloatingIp));
+        changes.extend(
+            topo.load_balancers
+                .keys()
+                .cloned()
+                .map(Change::LoadBalancer),
+        );
+        changes.extend(self.lb_networks.keys().cloned().map(Change::LoadBalancer));
         // Owners no longer in the topology go too.
         let mut touched: BTreeSet<Owner> = self.owners.keys().cloned().collect();
         touched.insert(Owner::Global);
@@ -275,6 +307,7 @@ impl Compiler {
         for c in changes {
             if let Change::Port(id) = c {
                 self.touch_port(topo, id, &mut touched);
+                self.lb_touch_port(topo, id, &mut touched);
                 // A floating IP's flows name its port's address.
                 if topo
                     .floating_ips
@@ -290,7 +323,9 @@ impl Compiler {
         for c in changes {
             match c {
                 Change::Port(_) => {}
+                Change::LoadBalancer(id) => self.lb_touch(topo, id, &mut touched),
                 Change::Network(id) => {
+                    self.lb_touch_network(topo, id, &mut touched);
                     for s in topo.subnets.values().filter(|s| &s.network == id) {
                         touched.insert(Owner::Subnet(s.id.clone()));
                     }
@@ -304,6 +339,9 @@ impl Compiler {
                 }
                 Change::Subnet(id) => {
                     touched.insert(Owner::Subnet(id.clone()));
+                    if let Some(s) = topo.subnets.get(id) {
+                        self.lb_touch_network(topo, &s.network, &mut touched);
+                    }
                     for r in topo.routers.values() {
                         let on = r.subnets.contains(id)
                             || r.gateway.as_ref().is_some_and(|g| &g.subnet == id);
@@ -320,6 +358,12 @@ impl Compiler {
                 }
                 Change::Router(id) => {
                     touched.insert(Owner::Router(id.clone()));
+                    if let Some(r) = topo.routers.get(id) {
+                        self.lb_touch_network(topo, &r.network, &mut touched);
+                    }
+                    for n in self.router_networks(topo, id) {
+                        self.lb_touch_network(topo, &n, &mut touched);
+                    }
                     let old = self.router_subnets.remove(id).unwrap_or_default();
                     let new = topo.routers.get(id).map(|r| r.subnets.clone());
                     for s in old.iter().chain(new.iter().flatten()) {
@@ -351,6 +395,7 @@ impl Compiler {
         }
         let mut delta = Delta::default();
         self.meter_delta(topo, &mut delta);
+        self.lb_group_delta(topo, &mut delta);
         for owner in touched {
             let new = self.compile_owner(topo, &owner);
             let old = self.owners.remove(&owner).unwrap_or_default();
@@ -560,6 +605,8 @@ impl Compiler {
                 Some(&set) => objects::set(topo, k, set),
                 None => Vec::new(),
             },
+            Owner::Balancer(id) => balancers::balancer(topo, id),
+            Owner::Balancers(net) => balancers::shared(topo, net),
         };
         flows
             .into_iter()

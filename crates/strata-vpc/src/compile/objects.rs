@@ -454,14 +454,22 @@ pub(super) fn router(topo: &Topology, id: &str) -> Vec<Flow> {
         ));
     }
     for f in topo.floating_ips.values() {
-        let Some(p) = f.port.as_ref().and_then(|p| topo.ports.get(p)) else {
-            continue;
+        // A port's address, or a load balancer's VIP (then its listeners take it on, table 32).
+        let to_port = f.port.as_ref().and_then(|p| topo.ports.get(p));
+        let to_lb = f
+            .load_balancer
+            .as_ref()
+            .and_then(|l| topo.load_balancers.get(l));
+        let (pip, subnet, what) = match (to_port, to_lb) {
+            (Some(p), _) => (p.ip, &p.subnet, format!("port {}", p.name)),
+            (None, Some(l)) => (l.vip, &l.subnet, format!("load balancer {}", l.name)),
+            (None, None) => continue,
         };
-        if f.network != g.network || !r.subnets.contains(&p.subnet) {
+        if f.network != g.network || !r.subnets.contains(subnet) {
             continue;
         }
-        let (fip, pip) = (f.ip, p.ip);
-        let why = format!("{who}: floating IP {fip} of port {}", p.name);
+        let fip = f.ip;
+        let why = format!("{who}: floating IP {fip} of {what}");
         out.push(Flow::new(
             T_LOCAL,
             100,

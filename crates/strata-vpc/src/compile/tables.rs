@@ -9,6 +9,7 @@
 //! | 30 | L2 by destination MAC, or routing at the gateway MAC (TTL, ICMP errors) | `reg7` = destination port |
 //! | 35 | after routing: the destination address to its port | `eth_dst`, `reg7` |
 //! | 36 | out through a router's external leg: SNAT (or a floating IP's 1:1), then table 35 on the external subnet | `reg4` = the router's NAT zone |
+//! | 33 | after a load-balancer listener's conntrack: the chosen backend to its subnet (`compile/balancers.rs`) | `reg3` = the listener's group |
 //! | 32 | in through a router's external leg after conntrack undid or made the NAT: routed to the inside subnet | |
 //! | 40, 41 | egress security groups of the source port | `reg5` = its group set |
 //! | 50, 51 | ingress security groups of the destination port; commit | `reg5`, `ct_mark` |
@@ -74,6 +75,13 @@ pub(super) fn global() -> Vec<Flow> {
             "neither IPv4 nor ARP (IPv6 is not routed yet)",
         ),
         f(T_CT, 0, "", "drop", "no subnet for the frame"),
+        f(
+            super::balancers::T_LB,
+            0,
+            "",
+            "drop",
+            "load balancer: the chosen backend is in no subnet",
+        ),
         f(T_FWD, 0, "", "drop", "no such destination"),
         f(
             T_NEIGH,

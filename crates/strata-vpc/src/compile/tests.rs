@@ -191,6 +191,9 @@ fn apply(table: &mut BTreeMap<String, String>, d: &Delta) {
             "removes meter {id}"
         );
     }
+    for (id, g) in &d.set_lb_groups {
+        table.insert(format!("lb {id}"), format!("{g:?}"));
+    }
     for f in &d.add {
         let head = f.split(",cookie=").next().unwrap().to_string();
         table.insert(head, f.clone());
@@ -201,6 +204,21 @@ fn apply(table: &mut BTreeMap<String, String>, d: &Delta) {
             "removes a flow that is not there: {r}"
         );
     }
+    for id in &d.remove_lb_groups {
+        assert!(
+            table.remove(&format!("lb {id}")).is_some(),
+            "removes lb group {id}"
+        );
+    }
+}
+
+/// What the table holds beside flows (meters, lb groups), by the prefix of its key.
+fn held_of(table: &BTreeMap<String, String>, prefix: &str) -> BTreeMap<String, String> {
+    table
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 #[test]
@@ -301,6 +319,91 @@ fn one_rule_change_rewrites_only_its_flows() {
     assert!(d.remove.len() <= 8, "{d:?}");
 }
 
+/// A load balancer on `subnet` (VIP .200), TCP 80 to backends (port id, host, weight) on
+/// 8080, group 7, health-checked from port `a`.
+fn balancer(id: &str, subnet: &str, backends: &[(&str, u8, u32)]) -> LoadBalancer {
+    let mut health = HealthCheck::none();
+    health.kind = HealthKind::Http { path: "/".into() };
+    LoadBalancer {
+        id: id.into(),
+        tenant: "t".into(),
+        network: "n1".into(),
+        subnet: subnet.into(),
+        name: id.into(),
+        vip: Ipv4Addr::new(10, 1, 1, 200),
+        listeners: vec![LbListener {
+            protocol: LbProtocol::Tcp,
+            port: 80,
+            group: 7,
+            backends: backends
+                .iter()
+                .map(|(p, h, w)| LbBackend {
+                    port: Some(p.to_string()),
+                    ip: Ipv4Addr::new(10, 1, if *p == "b" { 2 } else { 1 }, *h),
+                    target_port: 8080,
+                    weight: *w,
+                })
+                .collect(),
+        }],
+        session_affinity: false,
+        health,
+        monitor: Some("a".into()),
+        created: 0,
+        generation: 1,
+    }
+}
+
+/// A weight change sets that balancer's group again and touches no flow; a new backend adds
+/// its own flows only.
+#[test]
+fn a_weight_change_rewrites_only_its_group() {
+    let mut t = base();
+    let s1 = t.subnets["s1"].clone();
+    t.ports.insert("a".into(), port("a", &s1, 10, &["web"]));
+    t.ports.insert("c".into(), port("c", &s1, 30, &["web"]));
+    t.bound.insert("a".into(), 1);
+    t.bound.insert("c".into(), 2);
+    t.load_balancers.insert(
+        "lb".into(),
+        balancer("lb", "s1", &[("a", 10, 1), ("c", 30, 1)]),
+    );
+    let mut other = balancer("lb2", "s1", &[("c", 30, 1)]);
+    other.vip = Ipv4Addr::new(10, 1, 1, 201);
+    other.listeners[0].group = 8;
+    t.load_balancers.insert("lb2".into(), other);
+    let mut c = Compiler::new();
+    let d = c.full(&t);
+    assert_eq!(d.set_lb_groups.len(), 2);
+    assert!(
+        d.add
+            .iter()
+            .any(|f| f.contains("reg6=1,ct_state=-rpl+trk,tcp,nw_dst=10.1.1.30,tp_dst=8080")),
+        "the monitor (port a) may probe the backends: {d:?}"
+    );
+    t.load_balancers.get_mut("lb").unwrap().listeners[0].backends[1].weight = 5;
+    let d = c.changed(&t, &[Change::LoadBalancer("lb".into())]);
+    assert!(d.add.is_empty() && d.remove.is_empty(), "{d:?}");
+    assert_eq!(d.set_lb_groups.len(), 1);
+    assert_eq!(d.set_lb_groups[0].0, 7);
+    assert_eq!(d.set_lb_groups[0].1.backends[1].2, 5);
+    // Removing one balancer keeps the flows the other still shares (c's replies).
+    t.load_balancers.remove("lb");
+    let d = c.changed(&t, &[Change::LoadBalancer("lb".into())]);
+    assert_eq!(d.remove_lb_groups, vec![7]);
+    assert!(
+        !d.remove
+            .iter()
+            .any(|f| f.contains("nw_src=10.1.1.30,tp_src=8080")),
+        "{d:?}"
+    );
+    assert!(
+        d.remove
+            .iter()
+            .any(|f| f.contains("nw_src=10.1.1.10,tp_src=8080")),
+        "{d:?}"
+    );
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     AddPort(u8, u8, Vec<u8>),
@@ -317,7 +420,13 @@ enum Op {
     Outside(u8, bool),
     NetCap(Option<u64>),
     PortCap(u8, Option<u64>, Option<u64>),
+    /// Load balancer `k`: gone, or on subnet s1/s2 with backends (port, weight), affinity,
+    /// and a monitor port (health checked).
+    Lb(u8, Option<LbOp>),
+    FipLb(u8, Option<u8>),
 }
+
+type LbOp = (u8, Vec<(u8, u32)>, bool, Option<u8>);
 
 fn op() -> impl Strategy<Value = Op> {
     let groups = proptest::collection::vec(0u8..3, 0..3);
@@ -343,6 +452,17 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(p, c, m)| {
                 Op::PortCap(p, c.map(|c| c * 100_000_000), m.map(|m| m * 10_000_000))
             }),
+        (
+            0u8..2,
+            proptest::option::of((
+                0u8..2,
+                proptest::collection::vec((0u8..12, 0u32..3), 0..4),
+                any::<bool>(),
+                proptest::option::of(0u8..12)
+            ))
+        )
+            .prop_map(|(k, o)| Op::Lb(k, o)),
+        (0u8..2, proptest::option::of(0u8..2)).prop_map(|(f, l)| Op::FipLb(f, l)),
     ]
 }
 
@@ -471,6 +591,7 @@ fn run(t: &mut Topology, op: &Op, n: &mut u32) -> Vec<Change> {
                     subnet: "sx".into(),
                     ip: Ipv4Addr::new(203, 0, 113, 10 + f),
                     port: p.map(|p| format!("p{p}")),
+                    load_balancer: None,
                     created: 0,
                     generation: 1,
                 },
@@ -501,6 +622,89 @@ fn run(t: &mut Topology, op: &Op, n: &mut u32) -> Vec<Change> {
                 port.min_bps = *m;
             }
             vec![Change::Port(id)]
+        }
+        Op::Lb(k, None) => {
+            let id = format!("lb{k}");
+            t.load_balancers.remove(&id);
+            vec![Change::LoadBalancer(id)]
+        }
+        Op::Lb(k, Some((s, backends, affinity, monitor))) => {
+            let id = format!("lb{k}");
+            let sub = t.subnets[SUBNETS[*s as usize]].clone();
+            let vip = Ipv4Addr::from(u32::from(sub.cidr.network()) + 200 + u32::from(*k));
+            let bs: Vec<LbBackend> = backends
+                .iter()
+                .map(|(p, w)| {
+                    let pid = format!("p{p}");
+                    let ip =
+                        t.ports
+                            .get(&pid)
+                            .map(|x| x.ip)
+                            .unwrap_or(Ipv4Addr::new(10, 1, 1, 10 + p));
+                    LbBackend {
+                        port: Some(pid),
+                        ip,
+                        target_port: 8080,
+                        weight: *w,
+                    }
+                })
+                .collect();
+            // Groups move on at each change, so a group let go and one taken meet in a delta.
+            let base = 10 * u32::from(*k) + (*n % 3);
+            let listeners = vec![
+                LbListener {
+                    protocol: LbProtocol::Tcp,
+                    port: 80,
+                    group: 100 + base,
+                    backends: bs.clone(),
+                },
+                LbListener {
+                    protocol: LbProtocol::Udp,
+                    port: 53,
+                    group: 200 + base,
+                    backends: bs,
+                },
+            ];
+            let mut health = HealthCheck::none();
+            if monitor.is_some() {
+                health.kind = HealthKind::Tcp;
+            }
+            t.load_balancers.insert(
+                id.clone(),
+                LoadBalancer {
+                    id: id.clone(),
+                    tenant: "t".into(),
+                    network: "n1".into(),
+                    subnet: sub.id.clone(),
+                    name: id.clone(),
+                    vip,
+                    listeners,
+                    session_affinity: *affinity,
+                    health,
+                    monitor: monitor.map(|m| format!("p{m}")),
+                    created: 0,
+                    generation: 1,
+                },
+            );
+            vec![Change::LoadBalancer(id)]
+        }
+        Op::FipLb(f, l) => {
+            let id = format!("f{f}");
+            t.floating_ips.insert(
+                id.clone(),
+                FloatingIp {
+                    id: id.clone(),
+                    tenant: "t".into(),
+                    network: "ext".into(),
+                    subnet: "sx".into(),
+                    ip: Ipv4Addr::new(203, 0, 113, 10 + f),
+                    port: None,
+                    load_balancer: l.map(|l| format!("lb{l}")),
+                    created: 0,
+                    generation: 1,
+                },
+            );
+            vec![Change::FloatingIp(id)]
         }
         Op::Reevaluate(g, b) => {
             let gid = GROUPS[*g as usize];
@@ -534,8 +738,11 @@ proptest! {
             let mut fresh = Compiler::new();
             fresh.full(&t);
             prop_assert_eq!(normalized(&c), normalized(&fresh), "after {:?}", op);
-            let mut held: Vec<String> =
-                table.iter().filter(|(k, _)| !k.starts_with("meter ")).map(|(_, v)| v.clone()).collect();
+            let mut held: Vec<String> = table
+                .iter()
+                .filter(|(k, _)| !k.starts_with("meter ") && !k.starts_with("lb "))
+                .map(|(_, v)| v.clone())
+                .collect();
             held.sort();
             let mut want = c.flows();
             want.sort();
@@ -546,9 +753,19 @@ proptest! {
             let fd = fresh_meters.full(&t);
             let want_m: BTreeMap<String, String> =
                 fd.set_meters.iter().map(|(id, m)| (format!("meter {id}"), format!("{m:?}"))).collect();
-            let have_m: BTreeMap<String, String> =
-                table.iter().filter(|(k, _)| k.starts_with("meter ")).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let have_m = held_of(&table, "meter ");
             prop_assert_eq!(&have_m, &want_m);
+            // So are the load-balancer groups, and every group a flow names is there.
+            let want_g: BTreeMap<String, String> =
+                fd.set_lb_groups.iter().map(|(id, g)| (format!("lb {id}"), format!("{g:?}"))).collect();
+            let have_g = held_of(&table, "lb ");
+            prop_assert_eq!(&have_g, &want_g);
+            for f in table.values() {
+                if let Some(rest) = f.split("lb(id=").nth(1) {
+                    let id = rest.split(')').next().unwrap();
+                    prop_assert!(have_g.contains_key(&format!("lb {id}")), "{} names a missing group", f);
+                }
+            }
             for f in table.values() {
                 for part in f.split(&[',', '='][..]) {
                     if let Some(id) = part.strip_prefix("meter:") {
@@ -602,6 +819,7 @@ fn every_compiled_flow_is_a_valid_switch_flow() {
             subnet: "sx".into(),
             ip: Ipv4Addr::new(203, 0, 113, 10),
             port: Some("b".into()),
+            load_balancer: None,
             created: 0,
             generation: 1,
         },
@@ -613,8 +831,44 @@ fn every_compiled_flow_is_a_valid_switch_flow() {
     let sx = t.subnets["sx"].clone();
     t.ports.insert("o".into(), port("o", &sx, 2, &[]));
     t.bound.insert("o".into(), 3);
+    t.load_balancers.insert(
+        "lb".into(),
+        balancer("lb", "s1", &[("a", 10, 1), ("b", 20, 2)]),
+    );
+    t.floating_ips.insert(
+        "g".into(),
+        FloatingIp {
+            id: "g".into(),
+            tenant: "t".into(),
+            network: "ext".into(),
+            subnet: "sx".into(),
+            ip: Ipv4Addr::new(203, 0, 113, 11),
+            port: None,
+            load_balancer: Some("lb".into()),
+            created: 0,
+            generation: 1,
+        },
+    );
     let mut c = Compiler::new();
     let d = c.full(&t);
+    let lbs = d.add.join("\n");
+    assert!(
+        lbs.contains("lb(id=7)") && lbs.contains("nat(dst=10.1.1.200)"),
+        "{lbs}"
+    );
+    assert_eq!(
+        d.set_lb_groups,
+        vec![(
+            7,
+            LbGroupSpec {
+                backends: vec![
+                    (Ipv4Addr::new(10, 1, 1, 10), 8080, 1),
+                    (Ipv4Addr::new(10, 1, 2, 20), 8080, 2)
+                ],
+                affinity: false
+            }
+        )]
+    );
     assert!(d.add.len() > 60);
     let all = d.add.join("\n");
     assert!(all.contains("nat(src=203.0.113.3:1024-65535)"), "{all}");

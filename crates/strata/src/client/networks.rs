@@ -789,12 +789,18 @@ impl Client {
             FloatingIpCmd::Associate { ip, port } => self.req(
                 "PUT",
                 &format!("{}/port", fip(&ip)),
-                body(&wire::AssociateFloatingIp { port: Some(port) }),
+                body(&wire::AssociateFloatingIp {
+                    port: Some(port),
+                    load_balancer: None,
+                }),
             )?,
             FloatingIpCmd::Disassociate { ip } => self.req(
                 "PUT",
                 &format!("{}/port", fip(&ip)),
-                body(&wire::AssociateFloatingIp { port: None }),
+                body(&wire::AssociateFloatingIp {
+                    port: None,
+                    load_balancer: None,
+                }),
             )?,
             FloatingIpCmd::Delete { ip } => {
                 self.req("DELETE", &fip(&ip), None)?;

@@ -6,6 +6,7 @@
 
 mod api;
 mod apply;
+mod balancers;
 mod cli;
 mod cli_edges;
 mod common;

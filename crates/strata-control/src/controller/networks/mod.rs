@@ -26,9 +26,10 @@
 //! - `mod.rs`: the state ([`Vpc`]), the switch and how deltas reach it, lookups, addresses.
 //! - `topology.rs`: networks, subnets, routers. `ports.rs`: ports. `groups.rs`: security
 //!   groups and rules. `outside.rs`: router legs (SNAT) and floating IPs. `bandwidth.rs`: caps
-//!   and guarantees. `trace.rs`: the tenant-terms trace. `figures.rs`: stats, `/metrics`,
+//!   and guarantees. `balancers.rs`: load balancers, their monitor port and health. `trace.rs`: the tenant-terms trace. `figures.rs`: stats, `/metrics`,
 //!   flows, recounts.
 
+mod balancers;
 mod bandwidth;
 mod figures;
 mod groups;
@@ -51,6 +52,11 @@ use strata_vpc::model::fmt_mac;
 use strata_vpc::{
     Change, Compiler, Delta, Direction, FloatingIp, Network, Port, Protocol, Remote, Router,
     RouterGateway, RuleSpec, SecurityGroup, SgRule, Subnet, Topology,
+};
+
+pub use balancers::{
+    health_check, monitor_namespace, LbProbeSet, MonitorSpec, NewBackend, NewBalancer, NewListener,
+    MONITOR_PORT,
 };
 
 use super::auth::Principal;
@@ -84,6 +90,8 @@ pub(in crate::controller) struct VpcState {
     topo: Topology,
     compiler: Compiler,
     dp: Option<Dataplane>,
+    /// Load-balancer backends the health checks took out (re-marked after a group is set).
+    lb_down: BTreeSet<strata_vpc::health::Target>,
 }
 
 fn ipam_err(field: &'static str, e: IpamError) -> ControlError {
@@ -292,6 +300,9 @@ impl Controller {
         for f in self.vpc_all::<FloatingIp>("floating-ips")? {
             topo.floating_ips.insert(f.id.clone(), f);
         }
+        for l in self.vpc_all::<strata_vpc::LoadBalancer>("load-balancers")? {
+            topo.load_balancers.insert(l.id.clone(), l);
+        }
         st.topo = topo;
         if st.topo.ports.is_empty() {
             return Ok(());
@@ -305,7 +316,9 @@ impl Controller {
                 Err(e) => tracing::error!(port = %p.name, %e, "cannot open the port's device"),
             }
         }
-        let VpcState { topo, compiler, dp } = &mut *st;
+        let VpcState {
+            topo, compiler, dp, ..
+        } = &mut *st;
         let delta = compiler.full(topo);
         if let Some(dp) = dp {
             Self::apply_delta(dp, delta)?;
@@ -344,7 +357,9 @@ impl Controller {
         }
         let r = dp
             .with_switch(move |sw, now| -> Result<(), String> {
-                // Links and meters first, so no flow ever names a missing one; removals last.
+                // Links, meters and lb groups first, so no flow ever names a missing one;
+                // removals last.
+                balancers::set_groups(sw, &delta);
                 for (id, c) in &delta.set_links {
                     sw.set_link(*id, *c)
                         .map_err(|e| format!("link {id}: {e}"))?;
@@ -369,6 +384,7 @@ impl Controller {
                 for id in &delta.remove_links {
                     sw.remove_link(*id).map_err(|e| format!("link {id}: {e}"))?;
                 }
+                balancers::remove_groups(sw, &delta);
                 Ok(())
             })
             .map_err(dp_err)?;
@@ -378,10 +394,19 @@ impl Controller {
 
     /// Applies `changes` (the topology already updated) to the switch.
     fn recompile(st: &mut VpcState, changes: &[Change]) -> Result<(), ControlError> {
-        let VpcState { topo, compiler, dp } = st;
+        let VpcState {
+            topo,
+            compiler,
+            dp,
+            lb_down,
+        } = st;
         let delta = compiler.changed(topo, changes);
+        let regrouped = balancers::regrouped(&delta, lb_down);
         match dp {
-            Some(dp) => Self::apply_delta(dp, delta),
+            Some(dp) => {
+                Self::apply_delta(dp, delta)?;
+                balancers::remark_down(dp, regrouped)
+            }
             None => Ok(()),
         }
     }
@@ -544,6 +569,7 @@ record!(
     Router, "routers", routers, Router;
     SecurityGroup, "groups", groups, Group;
     FloatingIp, "floating-ips", floating_ips, FloatingIp;
+    strata_vpc::LoadBalancer, "load-balancers", load_balancers, LoadBalancer;
 );
 
 impl Controller {
@@ -577,7 +603,14 @@ macro_rules! owned {
         }
     )*};
 }
-owned!(Network, Subnet, Port, Router, SecurityGroup);
+owned!(
+    Network,
+    Subnet,
+    Port,
+    Router,
+    SecurityGroup,
+    strata_vpc::LoadBalancer
+);
 
 /// An object by id, or by name (among those `also` admits) within `tenant` or else the
 /// caller's tenant; one the caller may not see is not found, exactly as one that is absent.

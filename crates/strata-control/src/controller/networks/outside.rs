@@ -165,6 +165,7 @@ impl Controller {
             subnet: s.id.clone(),
             ip,
             port,
+            load_balancer: None,
             created: now(),
             generation: 1,
         };
@@ -192,6 +193,7 @@ impl Controller {
         f.port = port
             .map(|x| Self::fip_port(&st, p, &f.network, &f.tenant, x, Some(&f.id)))
             .transpose()?;
+        f.load_balancer = None;
         self.update_record(&mut st, f)
     }
 

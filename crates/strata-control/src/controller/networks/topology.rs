@@ -228,6 +228,13 @@ impl Controller {
                     .filter(|f| f.subnet == subnet)
                     .map(|f| f.ip),
             )
+            // Load balancers' VIPs.
+            .chain(
+                t.load_balancers
+                    .values()
+                    .filter(|l| l.subnet == subnet)
+                    .map(|l| l.vip),
+            )
             .collect()
     }
 
