@@ -33,9 +33,6 @@ use super::tables::*;
 use super::{Compiler, Delta, Flow, Owner, Topology};
 use crate::model::{fmt_mac, LbProtocol, LoadBalancer, Subnet};
 
-/// Table of the pass after a listener's conntrack: the chosen backend to its subnet.
-pub const T_LB: u8 = 33;
-
 /// A group as the switch should have it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LbGroupSpec {

@@ -29,6 +29,9 @@ pub const T_NEIGH: u8 = 35;
 pub const T_SNAT: u8 = 36;
 /// In through a router's external leg, after NAT.
 pub const T_DNAT: u8 = 32;
+/// Table of the pass after a load-balancer listener's conntrack: the chosen backend to its
+/// subnet (`balancers.rs`).
+pub const T_LB: u8 = 33;
 /// Egress group set of the source port.
 pub const T_EGRESS_SET: u8 = 40;
 /// Egress rules.
@@ -76,7 +79,7 @@ pub(super) fn global() -> Vec<Flow> {
         ),
         f(T_CT, 0, "", "drop", "no subnet for the frame"),
         f(
-            super::balancers::T_LB,
+            T_LB,
             0,
             "",
             "drop",
