@@ -6,54 +6,6 @@
 use std::collections::BTreeMap;
 
 use crate::common::*;
-use serde_json::Value;
-
-struct Cli<'a> {
-    d: &'a Daemon,
-    data: &'a std::path::Path,
-}
-
-impl Cli<'_> {
-    fn run(&self, args: &[&str]) -> (bool, String) {
-        let o = strata()
-            .args(args)
-            .arg("--endpoint")
-            .arg(&self.d.url)
-            .arg("--data-dir")
-            .arg(self.data)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        (o.status.success(), text)
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out) = self.run(args);
-        assert!(ok, "strata {args:?}: {out}");
-        out
-    }
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-}
-
-fn s(v: &Value, k: &str) -> String {
-    v[k].as_str().unwrap_or_default().to_string()
-}
-
-/// A port plugged into a namespace with its address and a default route.
-fn plug(ns: &Netns, port: &Value, prefix: u8, gw: &str) {
-    let dev = s(port, "device");
-    ns.adopt_bare(&dev, &s(port, "mac"));
-    let addr = format!("{}/{prefix}", s(port, "ip"));
-    ns.sh(&["ip", "addr", "add", &addr, "dev", &dev]);
-    ns.sh(&["ip", "route", "add", "default", "via", gw, "dev", &dev]);
-}
 
 /// A backend's HTTP server: `GET /id` answers its name.
 struct Server {

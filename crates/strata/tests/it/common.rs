@@ -301,3 +301,63 @@ pub fn promtool_check(text: &str) {
         String::from_utf8_lossy(&res.stderr)
     );
 }
+
+/// The CLI against one daemon and its data dir (the tenant-network tests).
+pub struct Cli<'a> {
+    /// The daemon.
+    pub d: &'a Daemon,
+    /// Its data dir (the admin token).
+    pub data: &'a std::path::Path,
+}
+
+impl Cli<'_> {
+    /// Runs; success and stdout+stderr.
+    pub fn run(&self, args: &[&str]) -> (bool, String) {
+        let o = strata()
+            .args(args)
+            .arg("--endpoint")
+            .arg(&self.d.url)
+            .arg("--data-dir")
+            .arg(self.data)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    }
+    /// Runs; fails the test unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (ok, out) = self.run(args);
+        assert!(ok, "strata {args:?}: {out}");
+        out
+    }
+    /// Runs with `-o json`.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+}
+
+/// A string field of a JSON object (empty if absent).
+pub fn s(v: &serde_json::Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_string()
+}
+
+/// A port plugged into a namespace with a static address (its MAC set as the port's).
+pub fn plug(ns: &Netns, port: &serde_json::Value, prefix: u8, gw: &str) {
+    plug_on_link(ns, port, prefix);
+    let dev = s(port, "device");
+    ns.sh(&["ip", "route", "add", "default", "via", gw, "dev", &dev]);
+}
+
+/// A port plugged in with its address and no default route.
+pub fn plug_on_link(ns: &Netns, port: &serde_json::Value, prefix: u8) {
+    ns.adopt_bare(&s(port, "device"), &s(port, "mac"));
+    let dev = s(port, "device");
+    let addr = format!("{}/{prefix}", s(port, "ip"));
+    ns.sh(&["ip", "addr", "add", &addr, "dev", &dev]);
+}

@@ -7,31 +7,6 @@
 use crate::common::*;
 use serde_json::Value;
 
-fn cli(d: &Daemon, data: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let o = strata()
-        .args(args)
-        .arg("--endpoint")
-        .arg(&d.url)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
-}
-
-fn json(d: &Daemon, data: &std::path::Path, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    let (ok, out) = cli(d, data, &a);
-    assert!(ok, "strata {args:?}: {out}");
-    serde_json::from_str(&out).unwrap()
-}
-
 fn port_of<'a>(v: &'a Value, name: &str) -> &'a Value {
     v["ports"]
         .as_array()
@@ -46,6 +21,7 @@ fn handshakes_and_probes_give_each_port_its_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
     let d = Daemon::start(&data);
+    let cli = Cli { d: &d, data: &data };
     let tag = format!("{}", std::process::id() % 100_000);
     for a in [
         &["network", "create", "n1", "--cidr", "10.64.0.0/16"][..],
@@ -61,42 +37,29 @@ fn handshakes_and_probes_give_each_port_its_round_trips() {
             "8080",
         ],
     ] {
-        let (ok, out) = cli(&d, &data, a);
+        let (ok, out) = cli.run(a);
         assert!(ok, "{a:?}: {out}");
     }
     let ports: Vec<Value> = ["p1", "p2", "p3"]
         .iter()
         .map(|n| {
-            json(
-                &d,
-                &data,
-                &[
-                    "network",
-                    "add-port",
-                    "n1",
-                    n,
-                    "--subnet",
-                    "a",
-                    "--security-group",
-                    "web",
-                ],
-            )
+            cli.json(&[
+                "network",
+                "add-port",
+                "n1",
+                n,
+                "--subnet",
+                "a",
+                "--security-group",
+                "web",
+            ])
         })
         .collect();
     let ns: Vec<Netns> = (1..=3)
         .map(|i| Netns::new(&format!("lt{tag}n{i}")))
         .collect();
     for (n, p) in ns.iter().zip(&ports) {
-        let dev = p["device"].as_str().unwrap();
-        n.adopt_bare(dev, p["mac"].as_str().unwrap());
-        n.sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/24", p["ip"].as_str().unwrap()),
-            "dev",
-            dev,
-        ]);
+        plug_on_link(n, p, 24);
     }
     // p3's endpoint goes away: its link is down, nothing answers there.
     ns[2].sh(&[
@@ -141,7 +104,7 @@ fn handshakes_and_probes_give_each_port_its_round_trips() {
     let _ = server.wait();
 
     // Three handshakes: the server's port answered three SYNs, the client's three SYN-ACKs.
-    let st = json(&d, &data, &["network", "stats", "n1"]);
+    let st = cli.json(&["network", "stats", "n1"]);
     for p in ["p1", "p2"] {
         let h = &port_of(&st, p)["handshake_rtt"];
         assert_eq!(h["samples"], 3, "{p}: one half of each handshake: {st}");
@@ -153,19 +116,15 @@ fn handshakes_and_probes_give_each_port_its_round_trips() {
     assert_eq!(st["total"]["handshake_rtt"]["samples"], 6, "{st}");
 
     // Active probes: the live endpoints answer every one, the one that is down none.
-    let pr = json(
-        &d,
-        &data,
-        &[
-            "network",
-            "probe",
-            "n1",
-            "--count",
-            "5",
-            "--interval-ms",
-            "20",
-        ],
-    );
+    let pr = cli.json(&[
+        "network",
+        "probe",
+        "n1",
+        "--count",
+        "5",
+        "--interval-ms",
+        "20",
+    ]);
     for p in ["p1", "p2"] {
         let r = port_of(&pr, p);
         assert_eq!(
@@ -185,26 +144,22 @@ fn handshakes_and_probes_give_each_port_its_round_trips() {
     );
     assert_eq!(r3["loss_ppm"], 1_000_000, "{pr}");
     // The probes' counters stay with the port, apart from its tenant traffic.
-    let st2 = json(&d, &data, &["network", "stats", "n1"]);
+    let st2 = cli.json(&["network", "stats", "n1"]);
     let p1 = port_of(&st2, "p1");
     assert_eq!(
         (p1["probes_sent"].as_u64(), p1["probes_answered"].as_u64()),
         (Some(5), Some(5)),
         "{st2}"
     );
-    let (ok, table) = cli(
-        &d,
-        &data,
-        &[
-            "network",
-            "probe",
-            "n1",
-            "--count",
-            "1",
-            "--interval-ms",
-            "10",
-        ],
-    );
+    let (ok, table) = cli.run(&[
+        "network",
+        "probe",
+        "n1",
+        "--count",
+        "1",
+        "--interval-ms",
+        "10",
+    ]);
     assert!(
         ok && table.contains("LOSS") && table.contains("100.0%"),
         "{table}"
@@ -212,27 +167,23 @@ fn handshakes_and_probes_give_each_port_its_round_trips() {
 
     // Bad requests: refused with a stable code, nothing sent.
     for (count, interval) in [("0", "100"), ("51", "100"), ("5", "5"), ("5", "201")] {
-        let (ok, out) = cli(
-            &d,
-            &data,
-            &[
-                "network",
-                "probe",
-                "n1",
-                "--count",
-                count,
-                "--interval-ms",
-                interval,
-            ],
-        );
+        let (ok, out) = cli.run(&[
+            "network",
+            "probe",
+            "n1",
+            "--count",
+            count,
+            "--interval-ms",
+            interval,
+        ]);
         assert!(
             !ok && out.contains("invalid_argument"),
             "{count}/{interval}: {out}"
         );
     }
-    let (ok, out) = cli(&d, &data, &["network", "probe", "nosuch"]);
+    let (ok, out) = cli.run(&["network", "probe", "nosuch"]);
     assert!(!ok && out.contains("not_found"), "{out}");
-    let st3 = json(&d, &data, &["network", "stats", "n1"]);
+    let st3 = cli.json(&["network", "stats", "n1"]);
     assert_eq!(
         port_of(&st3, "p1")["probes_sent"],
         6,

@@ -6,59 +6,6 @@
 use crate::common::*;
 use serde_json::Value;
 
-struct Cli<'a> {
-    d: &'a Daemon,
-    data: &'a std::path::Path,
-}
-
-impl Cli<'_> {
-    fn run(&self, args: &[&str]) -> (bool, String) {
-        let o = strata()
-            .args(args)
-            .arg("--endpoint")
-            .arg(&self.d.url)
-            .arg("--data-dir")
-            .arg(self.data)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        (o.status.success(), text)
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out) = self.run(args);
-        assert!(ok, "strata {args:?}: {out}");
-        out
-    }
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-}
-
-fn s(v: &Value, k: &str) -> String {
-    v[k].as_str().unwrap_or_default().to_string()
-}
-
-/// A port plugged into a namespace with a static address (its MAC set as the port's).
-fn plug(ns: &Netns, port: &Value, prefix: u8, gw: &str) {
-    plug_on_link(ns, port, prefix);
-    let dev = s(port, "device");
-    ns.sh(&["ip", "route", "add", "default", "via", gw, "dev", &dev]);
-}
-
-/// A port plugged in with its address and no default route.
-fn plug_on_link(ns: &Netns, port: &Value, prefix: u8) {
-    ns.adopt_bare(&s(port, "device"), &s(port, "mac"));
-    let dev = s(port, "device");
-    let addr = format!("{}/{prefix}", s(port, "ip"));
-    ns.sh(&["ip", "addr", "add", &addr, "dev", &dev]);
-}
-
 /// An HTTP server in a namespace; its log (one line per request, client address first).
 struct Http {
     child: std::process::Child,
