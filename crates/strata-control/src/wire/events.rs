@@ -9,7 +9,7 @@ use super::Check;
 use crate::error::ControlError;
 
 /// Longest a follow request waits for a new event, seconds.
-pub const EVENT_WAIT_MAX: u64 = 30;
+pub const EVENT_WAIT_MAX: u64 = 5;
 
 /// Pattern of an event type filter: a type (`device.faulted`) or its kind (`device`).
 pub const EVENT_TYPE_PATTERN: &str = "^[a-z][a-z_]{0,31}(\\.[a-z][a-z_]{0,47})?$";

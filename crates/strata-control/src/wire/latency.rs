@@ -12,9 +12,9 @@ use super::bounds::*;
 use super::Check;
 use crate::error::ControlError;
 
-/// Most rounds one probe call sends (with the longest interval: a call of at most 11 s,
-/// under the CLI's request timeout).
-pub const PROBE_COUNT_MAX: u64 = 50;
+/// Most rounds one probe call sends (with the longest interval: a call of at most 5 s, well
+/// under the CLI's request timeout and any client's response-time limit).
+pub const PROBE_COUNT_MAX: u64 = 20;
 /// Longest interval between rounds, milliseconds.
 pub const PROBE_INTERVAL_MAX_MS: u64 = 200;
 

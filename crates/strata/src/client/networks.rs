@@ -111,7 +111,7 @@ pub enum NetworkCmd {
     Probe {
         /// Network id or name.
         network: String,
-        /// Rounds, one request to each port per round (1-50).
+        /// Rounds, one request to each port per round (1-20).
         #[arg(long, default_value_t = 5)]
         count: u64,
         /// Milliseconds between rounds (10-200).
