@@ -66,8 +66,18 @@ impl Client {
         if file.exists() && !file.is_file() {
             bail!("invalid_argument: {} is not a regular file", file.display());
         }
-        let mut f =
-            std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
+        // A volume's bytes are the tenant's data: the file is private (0600) whatever the
+        // umask, as the data dir's files are. An existing file keeps its own mode.
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(file)
+                .with_context(|| format!("creating {}", file.display()))?
+        };
         let bar = if quiet {
             indicatif::ProgressBar::hidden()
         } else {

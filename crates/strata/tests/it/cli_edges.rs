@@ -661,6 +661,14 @@ fn volumes_and_snapshots_by_name_export_to_a_local_file() {
     let vol_out = dir.path().join("vol.img");
     let r = ok(&["volume", "export", "data", vol_out.to_str().unwrap()]);
     assert!(r.out.contains("exported data"), "{}", r.out);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&vol_out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "an exported volume is private whatever the umask"
+        );
+    }
     assert!(std::fs::read(&vol_out).unwrap() == changed);
     let snap_out = dir.path().join("snap.img");
     ok(&[
