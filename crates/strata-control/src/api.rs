@@ -144,6 +144,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             InUse::SecurityGroupInUse => C::SecurityGroupInUse,
             InUse::AddressInUse => C::AddressInUse,
             InUse::NetworkSpecConflict => C::NetworkSpecConflict,
+            InUse::PortInUse => C::PortInUse,
         },
         ControlError::Device { what, .. } => match what {
             DeviceProblem::InUse => C::DeviceInUse,

@@ -119,6 +119,8 @@ pub enum InUse {
     AddressInUse,
     /// Fields contradict each other or the network objects they name.
     NetworkSpecConflict,
+    /// A port the daemon needs (a network's load-balancer monitor).
+    PortInUse,
 }
 
 /// Why a device cannot be added, used or removed.

@@ -282,7 +282,11 @@ registry! {
     /// The security group is still used by a port or named by another group's rule.
     SecurityGroupInUse = "security_group_in_use", 409, None;
     /// The address (or subnet range, or MAC) is taken, or the subnet has no free address.
-    AddressInUse = "address_in_use", 409, None;    /// The request's fields contradict each other or the network objects they name (a subnet
+    AddressInUse = "address_in_use", 409, None;
+    /// The port is one the daemon needs: a network's load-balancer monitor, while a
+    /// health-checked load balancer of the network is left.
+    PortInUse = "port_in_use", 409, None;
+    /// The request's fields contradict each other or the network objects they name (a subnet
     /// outside its network, a gateway or address outside its subnet, a rule with two remotes
     /// or with ports on a protocol without them): a 409, as the schema cannot say it.
     NetworkSpecConflict = "network_spec_conflict", 409, None;

@@ -35,7 +35,8 @@ pub struct Network {
     /// Connection-tracking zone of its traffic (allocated, unique on the node).
     pub zone: u16,
     /// An external network (admin-made): it stands for the outside. Routers take their
-    /// gateway address on it, floating IPs come from it, and its ports are not filtered.    #[serde(default)]
+    /// gateway address on it, floating IPs come from it, and its ports are not filtered.
+    #[serde(default)]
     pub external: bool,
     /// Cap on what all its ports send together, bits per second; also the capacity its
     /// ports' guarantees share.

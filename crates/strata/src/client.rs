@@ -14,6 +14,7 @@ use crate::config::{Target, TokenSource};
 
 mod apply;
 mod balancers;
+mod complete;
 mod events;
 mod export;
 mod get;
@@ -21,6 +22,7 @@ mod networks;
 mod placement;
 pub use apply::ApplyArgs;
 pub use balancers::LoadBalancerCmd;
+pub use complete::{kind_of, positional_at, BASH_HOOK};
 pub use events::{print_alerts, EventsArgs};
 pub use networks::{FloatingIpCmd, NetworkCmd, RouterCmd, SecurityGroupCmd, SubnetCmd};
 pub use placement::{JobCmd, NodeCmd};
@@ -1308,6 +1310,7 @@ impl Client {
                         ("STATE", "state"),
                         ("COPIES", "replicas"),
                         ("HEALTH", "health"),
+                        ("ENCRYPTED", "encrypted"),
                         ("ID", "id"),
                     ],
                 )

@@ -235,8 +235,16 @@ enum Cmd {
     Login,
     /// Prints a shell completion script (e.g. `strata completion bash > /etc/bash_completion.d/strata`).
     Completion {
-        /// Shell.
+        /// Shell. bash also completes names from the daemon (volumes, networks, ...).
         shell: clap_complete::Shell,
+    },
+    /// Names for shell completion: the daemon's objects that the positional argument after
+    /// WORDS names (used by the bash completion script; prints nothing on any error).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        /// The words typed after `strata`, the one being completed left out.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
     },
 }
 
@@ -461,7 +469,35 @@ fn run() -> Result<()> {
             use clap::CommandFactory;
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "strata", &mut script);
+            if shell == clap_complete::Shell::Bash {
+                script.extend_from_slice(client::BASH_HOOK.as_bytes());
+            }
             out::write_bytes(&script);
+            Ok(())
+        }
+        Cmd::Complete { words } => {
+            use clap::CommandFactory;
+            let words: Vec<String> = words.into_iter().skip_while(|w| w == "--").collect();
+            let root = Cli::command();
+            let Some(kind) = client::positional_at(&root, &words)
+                .and_then(|(path, arg)| client::kind_of(&path, &arg))
+            else {
+                return Ok(());
+            };
+            // Quiet and quick: a TAB must never print an error or hang.
+            let Ok(target) = config::resolve(
+                cli.endpoint.as_deref(),
+                cli.token.clone(),
+                cli.data_dir.as_deref(),
+            ) else {
+                return Ok(());
+            };
+            let c = Client::new(target, std::time::Duration::from_secs(2), cli.output);
+            if let Ok(names) = c.complete_names(kind) {
+                let mut text = names.join("\n");
+                text.push('\n');
+                out::write_bytes(text.as_bytes());
+            }
             Ok(())
         }
         Cmd::Pool {
@@ -583,6 +619,7 @@ fn run() -> Result<()> {
                 Cmd::Serve { .. }
                 | Cmd::Alerts
                 | Cmd::Completion { .. }
+                | Cmd::Complete { .. }
                 | Cmd::Login
                 | Cmd::MasterKey {
                     cmd: MasterKeyCmd::Create { .. },

@@ -523,6 +523,86 @@ fn a_closed_pipe_ends_the_cli_quietly() {
     assert_eq!(o.status.code(), Some(141));
 }
 
+/// Completion names the daemon's objects (rough edge 14): the script `strata completion
+/// bash` prints, sourced in a real bash, completes `volume show <TAB>` with the volumes the
+/// caller sees and `volume create <TAB>` with none; without a daemon a TAB prints nothing.
+#[test]
+fn bash_completion_names_the_daemons_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("d"));
+    let a = d.admin();
+    for v in ["ckpt-a", "ckpt-b", "other"] {
+        assert!(cli(&d, Some(&a), &["volume", "create", v, "--size", "1M"]).ok);
+    }
+    assert!(cli(&d, Some(&a), &["snapshot", "create", "ckpt-a", "s1"]).ok);
+    let bin = Path::new(env!("CARGO_BIN_EXE_strata"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let complete = |line: &str, endpoint: &str| -> String {
+        // COMP_WORDS as bash splits the line, the cursor on the last (maybe empty) word.
+        let script = format!(
+            "source <(strata completion bash)\n\
+             read -ra COMP_WORDS <<< \"{line}\"\n\
+             [[ \"{line}\" == *' ' ]] && COMP_WORDS+=('')\n\
+             COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n\
+             COMP_LINE=\"{line}\"; COMP_POINT=${{#COMP_LINE}}\n\
+             _strata_with_names strata \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\n\
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"\n"
+        );
+        let o = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("STRATA_ENDPOINT", endpoint)
+            .env("STRATA_TOKEN", &a)
+            .env("STRATA_CONFIG", d.data.with_extension("other-config.yaml"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let names = |out: &str| -> Vec<String> {
+        let mut v: Vec<String> = out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&complete("strata volume show ck", &d.url)),
+        ["ckpt-a", "ckpt-b"]
+    );
+    let all = names(&complete("strata volume show ", &d.url));
+    for v in ["ckpt-a", "ckpt-b", "other"] {
+        assert!(all.contains(&v.to_string()), "{all:?}");
+    }
+    assert!(
+        names(&complete("strata volume clone ", &d.url)).contains(&"ckpt-a@s1".to_string()),
+        "snapshots complete as VOLUME@NAME"
+    );
+    // A new name is not completed from the daemon.
+    let fresh = names(&complete("strata volume create ", &d.url));
+    assert!(!fresh.iter().any(|n| n.starts_with("ckpt")), "{fresh:?}");
+    // No daemon there: nothing, and no error in the user's line.
+    let gone = complete("strata volume show ", "127.0.0.1:9");
+    assert!(!gone.contains("ckpt"), "{gone}");
+    let quiet = strata()
+        .args(["__complete", "--", "volume", "show"])
+        .env("STRATA_ENDPOINT", "127.0.0.1:9")
+        .env("STRATA_CONFIG", d.data.with_extension("other-config.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        quiet.status.success() && quiet.stdout.is_empty() && quiet.stderr.is_empty(),
+        "{quiet:?}"
+    );
+}
+
 #[test]
 fn a_second_switch_vxlan_port_on_the_same_address_is_a_conflict() {
     let dir = tempfile::tempdir().unwrap();

@@ -138,6 +138,21 @@ impl Daemon {
             .to_string()
     }
 
+    /// `/metrics` as the admin reads it (curl, as Prometheus would scrape it).
+    pub fn metrics(&self) -> String {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sf",
+                "-H",
+                &format!("Authorization: Bearer {}", self.admin()),
+            ])
+            .arg(format!("{}/metrics", self.url))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "GET /metrics: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// One API call; returns the status and the JSON body (Null when empty).
     pub fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.url);

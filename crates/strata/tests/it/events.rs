@@ -392,13 +392,7 @@ fn the_alert_rules_pass_promtool_and_name_only_metrics_the_daemon_exports() {
     let names = metric_names(&rules);
     assert!(names.len() >= 12, "{names:?}");
     let d = Daemon::start(&dir.path().join("d"));
-    let admin = d.admin();
-    let m = Command::new("curl")
-        .args(["-sf", "-H", &format!("Authorization: Bearer {admin}")])
-        .arg(format!("{}/metrics", d.url))
-        .output()
-        .unwrap();
-    let m = String::from_utf8(m.stdout).unwrap();
+    let m = d.metrics();
     promtool_check(&m);
     for n in &names {
         assert!(

@@ -191,12 +191,7 @@ fn handshakes_and_probes_give_each_port_its_round_trips() {
     );
 
     // /metrics: the histograms, as promtool accepts them.
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "-H", &format!("Authorization: Bearer {}", d.admin())])
-        .arg(format!("{}/metrics", d.url))
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = d.metrics();
     let p1l = "tenant=\"default\",network=\"n1\",port=\"p1\"";
     assert!(
         text.contains(&format!(

@@ -304,12 +304,7 @@ fn tenant_networks_with_dhcp_routing_security_groups_and_isolation() {
         "{table}"
     );
     // And /metrics, as Prometheus text promtool accepts.
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "-H", &format!("Authorization: Bearer {}", d.admin())])
-        .arg(format!("{}/metrics", d.url))
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = d.metrics();
     let q1 = "tenant=\"default\",network=\"n2\",port=\"q1\"";
     assert!(
         text.contains(&format!(

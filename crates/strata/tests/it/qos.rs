@@ -204,12 +204,7 @@ fn pool_overcommit_is_a_setting_an_admin_changes() {
         (400, Some("overcommit")),
         "{v}"
     );
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "-H", &format!("Authorization: Bearer {admin}")])
-        .arg(format!("{}/metrics", d.url))
-        .output()
-        .unwrap();
-    let m = String::from_utf8(out.stdout).unwrap();
+    let m = d.metrics();
     assert!(
         m.contains("strata_pool_overcommit_ratio{pool=\"default\"} +Inf"),
         "{m}"
@@ -284,12 +279,7 @@ fn every_pool_has_its_own_overcommit_limit_counting_each_copy() {
     assert_eq!(s, 201, "the default pool has its own limit: {v}");
     let (s, v) = d.call("GET", "/v1/pools/default/settings", &admin, None);
     assert_eq!(v["provisioned_bytes"].as_u64(), Some(40 << 20), "{s} {v}");
-    let m = std::process::Command::new("curl")
-        .args(["-sf", "-H", &format!("Authorization: Bearer {admin}")])
-        .arg(format!("{}/metrics", d.url))
-        .output()
-        .unwrap();
-    let m = String::from_utf8(m.stdout).unwrap();
+    let m = d.metrics();
     for l in [
         "strata_pool_overcommit_ratio{pool=\"fast\"} 1",
         "strata_pool_overcommit_ratio{pool=\"default\"} 4",

@@ -89,15 +89,6 @@ fn random_file(path: &Path, mib: usize) {
     assert!(s.success());
 }
 
-fn metrics(d: &Daemon, admin: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sf", "-H", &format!("Authorization: Bearer {admin}")])
-        .arg(format!("{}/metrics", d.url))
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -228,7 +219,7 @@ fn a_two_copy_volume_keeps_serving_when_a_device_fails_and_is_rebuilt_on_a_new_o
         .clone();
     assert_eq!(bad["health"], "faulted", "{pool_now}");
     assert!(bad["write_errors"].as_u64().unwrap() >= 1, "{pool_now}");
-    let m = metrics(&d, &admin);
+    let m = d.metrics();
     let l = format!(
         "strata_volume_copies{{volume=\"{vid}\",name=\"ckpt\",tenant=\"default\",state=\"healthy\"}} 1"
     );
@@ -763,7 +754,7 @@ fn scrub_repairs_every_flipped_block_of_a_replicated_volume_and_reports_the_othe
         .clone();
     assert!(dev["checksum_errors"].as_u64().unwrap() >= 5, "{pool}");
     assert!(dev["repaired"].as_u64().unwrap() >= 5, "{pool}");
-    let m = metrics(&d, &admin);
+    let m = d.metrics();
     assert!(
         m.contains("strata_device_checksum_errors_total{pool=\"p\""),
         "{m}"

@@ -335,7 +335,7 @@ impl Controller {
                 return Ok((m.id.clone(), false));
             }
         }
-        let port = self.create_port(
+        let port = self.make_port(
             p,
             network,
             NewPort {

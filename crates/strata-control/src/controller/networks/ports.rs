@@ -3,8 +3,28 @@
 use super::*;
 
 impl Controller {
-    /// Creates a port on a subnet: its address and MAC, a TAP on this node, its flows.
+    /// Creates a port on a subnet: its address and MAC, a TAP on this node, its flows. The
+    /// name of the load balancers' monitor port is reserved: a tenant's port of that name
+    /// would be taken for the monitor and given its implicit allows.
     pub fn create_port(
+        &self,
+        p: &Principal,
+        network: &str,
+        req: NewPort,
+    ) -> Result<Port, ControlError> {
+        if req.name == MONITOR_PORT {
+            Self::require(p, Role::Member)?;
+            return Err(ControlError::invalid(
+                "name",
+                format!("{MONITOR_PORT} is reserved for the load balancers' health checks"),
+            ));
+        }
+        self.make_port(p, network, req)
+    }
+
+    /// [`Controller::create_port`] without the reserved-name check (the monitor port is made
+    /// here too).
+    pub(super) fn make_port(
         &self,
         p: &Principal,
         network: &str,
@@ -169,6 +189,21 @@ impl Controller {
         Self::require(p, Role::Member)?;
         let mut st = self.vpc.inner.lock();
         let port = Self::find_port(&st, p, id)?.clone();
+        if port.name == MONITOR_PORT
+            && st
+                .topo
+                .load_balancers
+                .values()
+                .any(|l| l.network == port.network && l.health.active())
+        {
+            return Err(ControlError::InUse {
+                what: InUse::PortInUse,
+                message: format!(
+                    "{MONITOR_PORT} is where the network's health checks come from: it goes \
+                     with the last health-checked load balancer"
+                ),
+            });
+        }
         // Its floating IPs stay allocated, no longer associated (as Neutron does).
         let fips: Vec<FloatingIp> = st
             .topo

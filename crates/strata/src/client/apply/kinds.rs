@@ -1003,6 +1003,11 @@ fn read_ports(c: &Client, ids: &mut Ids, tenant: Option<&str>) -> Result<Vec<Obj
     read_groups(c, ids, tenant)?;
     let mut out = Vec::new();
     for (t, x) in in_networks(c, ids, tenant, "ports")? {
+        // The load balancers' monitor port is the daemon's (made and deleted with them, its
+        // name reserved): not an object a file manages.
+        if x["name"] == "lb-monitor" {
+            continue;
+        }
         let groups: BTreeSet<String> = strs(Some(&x["security_groups"]))
             .iter()
             .map(|g| ids.name("security_group", g))
