@@ -24,7 +24,7 @@ pub(crate) fn check_key(k: &str) -> Result<(), StoreError> {
 pub(crate) fn check_txn(txn: &Txn) -> Result<(), StoreError> {
     for op in &txn.success {
         match op {
-            Op::Put(k, v) => {
+            Op::Put(k, v) | Op::PutLeased(k, v, _) => {
                 check_key(k)?;
                 if v.len() > MAX_VALUE {
                     return Err(StoreError::Invalid(format!(

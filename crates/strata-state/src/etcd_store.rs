@@ -22,6 +22,7 @@
 //! its own timeout plus that one), whatever the cluster does: see `conn.rs`.
 
 mod conn;
+mod lease;
 mod wire;
 
 use std::collections::HashMap;
@@ -402,7 +403,7 @@ impl Store for EtcdStore {
             .collect();
         // etcd refuses a Txn that writes one key twice: keep each key's last write.
         let key_of = |op: &Op| match op {
-            Op::Put(k, _) | Op::Delete(k) => k.clone(),
+            Op::Put(k, _) | Op::PutLeased(k, _, _) | Op::Delete(k) => k.clone(),
         };
         let last: HashMap<String, usize> = txn
             .success
@@ -420,6 +421,12 @@ impl Store for EtcdStore {
                     Op::Put(k, v) => wire::Request::Put(wire::PutRequest {
                         key: self.full(&k),
                         value: v,
+                        lease: 0,
+                    }),
+                    Op::PutLeased(k, v, l) => wire::Request::Put(wire::PutRequest {
+                        key: self.full(&k),
+                        value: v,
+                        lease: l.0,
                     }),
                     Op::Delete(k) => {
                         wire::Request::Delete(wire::DeleteRangeRequest { key: self.full(&k) })

@@ -49,9 +49,17 @@ pub enum Compare {
 pub enum Op {
     /// Sets a key.
     Put(String, Vec<u8>),
+    /// Sets a key that lives only as long as the lease ([`Leases`]): when the lease expires or
+    /// is revoked, the store deletes the key (one event per key, as for a delete). Only
+    /// stores with leases take it; the others refuse the transaction as `Invalid`.
+    PutLeased(String, Vec<u8>, LeaseId),
     /// Removes a key (no-op if absent).
     Delete(String),
 }
+
+/// A lease: keys put with it are deleted when it expires or is revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseId(pub i64);
 
 /// A compare-then-write transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,6 +83,17 @@ impl Txn {
     /// Puts `key`.
     pub fn put(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         self.success.push(Op::Put(key.into(), value.into()));
+        self
+    }
+    /// Puts `key`, living as long as `lease` does.
+    pub fn put_leased(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+        lease: LeaseId,
+    ) -> Self {
+        self.success
+            .push(Op::PutLeased(key.into(), value.into(), lease));
         self
     }
     /// Deletes `key`.
@@ -148,6 +167,19 @@ pub trait Store: Send + Sync {
     fn changes(&self, prefix: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// Blocks until the revision exceeds `after` or `timeout` passes; returns the revision.
     fn wait(&self, after: u64, timeout: std::time::Duration) -> Result<u64, StoreError>;
+}
+
+/// Leases, for what must vanish when its owner stops (a node's liveness key, a leader's
+/// claim): etcd's leases. Only the etcd backend has them: on one machine the daemon is the
+/// only process, so nothing waits for it to disappear (`docs/cluster.md`).
+pub trait Leases: Store {
+    /// A new lease that expires `ttl` after its last keep-alive (etcd rounds to whole
+    /// seconds, at least 1).
+    fn grant(&self, ttl: std::time::Duration) -> Result<LeaseId, StoreError>;
+    /// Renews the lease; `None` if it has already expired or been revoked (its keys are gone).
+    fn keep_alive(&self, lease: LeaseId) -> Result<Option<std::time::Duration>, StoreError>;
+    /// Ends the lease now, deleting its keys; a lease already gone is not an error.
+    fn revoke(&self, lease: LeaseId) -> Result<(), StoreError>;
 }
 
 /// A shared store is a store: a test (or a process) can keep a handle on the store it gave the

@@ -262,6 +262,7 @@ impl RedbStore {
                     kv.insert(k.as_str(), rec.as_slice()).map_err(be)?;
                     (k, Some(v))
                 }
+                Op::PutLeased(..) => unreachable!("refused before the commit queue"),
                 Op::Delete(k) => {
                     if kv.remove(k.as_str()).map_err(be)?.is_none() {
                         continue;
@@ -375,6 +376,11 @@ impl Store for RedbStore {
 
     fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
         check_txn(&txn)?;
+        if txn.success.iter().any(|op| matches!(op, Op::PutLeased(..))) {
+            return Err(StoreError::Invalid(
+                "leases need the etcd store (a cluster); the embedded store has none".into(),
+            ));
+        }
         let mut g = self.group.lock();
         let ticket = g.next_ticket;
         g.next_ticket += 1;

@@ -158,29 +158,27 @@ impl Members {
         Some(left.min(share))
     }
 
-    /// One unary call, tried on each member in turn until one answers or the store's timeout
-    /// passes.
-    pub(super) async fn unary<Req, Resp>(
+    /// `call` on each member in turn, the preferred one first, round after round with a
+    /// pause, until one answers or `deadline` passes; a non-retryable error is the answer.
+    async fn with_failover<T, F, Fut>(
         &self,
-        path: &'static str,
-        req: Req,
-    ) -> Result<Resp, StoreError>
+        deadline: Instant,
+        mut call: F,
+    ) -> Result<T, StoreError>
     where
-        Req: prost::Message + Clone + Send + 'static,
-        Resp: prost::Message + Default + Send + 'static,
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
     {
-        let deadline = Instant::now() + self.timeout;
         let mut last = String::from("no attempt made");
         loop {
             for i in self.order().collect::<Vec<_>>() {
                 let Some(budget) = self.attempt_budget(deadline) else {
                     return Err(self.unreachable(&last));
                 };
-                let call = unary_on(self.channels[i].clone(), path, req.clone());
-                match tokio::time::timeout(budget, call).await {
-                    Ok(Ok(resp)) => {
+                match tokio::time::timeout(budget, call(self.channels[i].clone())).await {
+                    Ok(Ok(answer)) => {
                         self.preferred.store(i, Ordering::Relaxed);
-                        return Ok(resp);
+                        return Ok(answer);
                     }
                     Ok(Err(s)) if retryable(&s) => {
                         last = format!("{}: {}", self.endpoints[i], s.message());
@@ -196,6 +194,39 @@ impl Members {
         }
     }
 
+    /// One unary call, tried on each member in turn until one answers or the store's timeout
+    /// passes.
+    pub(super) async fn unary<Req, Resp>(
+        &self,
+        path: &'static str,
+        req: Req,
+    ) -> Result<Resp, StoreError>
+    where
+        Req: prost::Message + Clone + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let deadline = Instant::now() + self.timeout;
+        self.with_failover(deadline, |ch| unary_on(ch, path, req.clone()))
+            .await
+    }
+
+    /// One request on a bidirectional stream, for the calls etcd has only in that form (a
+    /// lease keep-alive): open the stream, send `req`, read the first answer, close it.
+    /// Tried on each member like [`Members::unary`].
+    pub(super) async fn stream_once<Req, Resp>(
+        &self,
+        path: &'static str,
+        req: Req,
+    ) -> Result<Resp, StoreError>
+    where
+        Req: prost::Message + Clone + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let deadline = Instant::now() + self.timeout;
+        self.with_failover(deadline, |ch| stream_once_on(ch, path, req.clone()))
+            .await
+    }
+
     /// Opens a watch on the first member that accepts it before `deadline`; returns once the
     /// server has acknowledged the create request (or cancelled it at once).
     pub(super) async fn watch(
@@ -203,30 +234,8 @@ impl Members {
         create: wire::WatchCreateRequest,
         deadline: Instant,
     ) -> Result<(Watch, wire::WatchResponse), StoreError> {
-        let mut last = String::from("no attempt made");
-        loop {
-            for i in self.order().collect::<Vec<_>>() {
-                let Some(budget) = self.attempt_budget(deadline) else {
-                    return Err(self.unreachable(&last));
-                };
-                let open = watch_on(self.channels[i].clone(), create.clone());
-                match tokio::time::timeout(budget, open).await {
-                    Ok(Ok(w)) => {
-                        self.preferred.store(i, Ordering::Relaxed);
-                        return Ok(w);
-                    }
-                    Ok(Err(s)) if retryable(&s) => {
-                        last = format!("{}: {}", self.endpoints[i], s.message());
-                    }
-                    Ok(Err(s)) => {
-                        return Err(backend(format!("{}: {}", self.endpoints[i], s.message())))
-                    }
-                    Err(_) => last = format!("{}: no answer within {budget:?}", self.endpoints[i]),
-                }
-            }
-            tokio::time::sleep(BACKOFF.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
-        }
+        self.with_failover(deadline, |ch| watch_on(ch, create.clone()))
+            .await
     }
 
     fn unreachable(&self, last: &str) -> StoreError {
@@ -256,6 +265,34 @@ where
         )
         .await?;
     Ok(resp.into_inner())
+}
+
+async fn stream_once_on<Req, Resp>(
+    ch: Channel,
+    path: &'static str,
+    req: Req,
+) -> Result<Resp, Status>
+where
+    Req: prost::Message + Send + 'static,
+    Resp: prost::Message + Default + Send + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    // The request stream ends after its one message; the server answers it, then ends too.
+    let resp = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::iter([req])),
+            PathAndQuery::from_static(path),
+            codec,
+        )
+        .await?;
+    resp.into_inner()
+        .message()
+        .await?
+        .ok_or_else(|| Status::unavailable("stream closed before its answer"))
 }
 
 async fn watch_on(

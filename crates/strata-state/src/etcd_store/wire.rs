@@ -21,6 +21,78 @@ pub const TXN: &str = "/etcdserverpb.KV/Txn";
 pub const COMPACT: &str = "/etcdserverpb.KV/Compact";
 /// Watch method (bidirectional stream).
 pub const WATCH: &str = "/etcdserverpb.Watch/Watch";
+/// Lease grant.
+pub const LEASE_GRANT: &str = "/etcdserverpb.Lease/LeaseGrant";
+/// Lease revoke.
+pub const LEASE_REVOKE: &str = "/etcdserverpb.Lease/LeaseRevoke";
+/// Lease keep-alive (bidirectional stream).
+pub const LEASE_KEEP_ALIVE: &str = "/etcdserverpb.Lease/LeaseKeepAlive";
+
+/// `etcdserverpb.LeaseGrantRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseGrantRequest {
+    /// Time to live, seconds.
+    #[prost(int64, tag = "1")]
+    pub ttl: i64,
+    /// Requested id (0: the server picks).
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+}
+
+/// `etcdserverpb.LeaseGrantResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseGrantResponse {
+    /// Header.
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    /// The lease's id.
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    /// Time to live granted, seconds.
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+    /// Why the grant failed, if it did.
+    #[prost(string, tag = "4")]
+    pub error: String,
+}
+
+/// `etcdserverpb.LeaseRevokeRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseRevokeRequest {
+    /// The lease.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+
+/// `etcdserverpb.LeaseRevokeResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseRevokeResponse {
+    /// Header.
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+/// `etcdserverpb.LeaseKeepAliveRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseKeepAliveRequest {
+    /// The lease.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+
+/// `etcdserverpb.LeaseKeepAliveResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseKeepAliveResponse {
+    /// Header.
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    /// The lease.
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    /// Time to live left after the renewal, seconds (0 or less: the lease is gone).
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+}
 
 /// `etcdserverpb.ResponseHeader`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -95,6 +167,9 @@ pub struct PutRequest {
     /// Value.
     #[prost(bytes = "vec", tag = "2")]
     pub value: Vec<u8>,
+    /// Lease the key lives with (0: none).
+    #[prost(int64, tag = "3")]
+    pub lease: i64,
 }
 
 /// `etcdserverpb.DeleteRangeRequest`.

@@ -5,6 +5,7 @@
 mod conformance;
 mod etcd;
 mod etcd_cluster;
+mod leases;
 
 use strata_state::{RedbStore, Store, StoreError, Txn};
 
