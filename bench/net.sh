@@ -5,6 +5,9 @@
 #       with `strata switch create` (the default `priority=0,actions=normal` flow) and
 #         - two TAP ports (`strata switch add-port SW NAME`: IFF_VNET_HDR + TSO offloads),
 #         - two veth ports (`add-port --veth`: AF_PACKET TPACKET_V3 ring, PACKET_VNET_HDR),
+#           with `strata serve --no-fastpath` (every packet through the switch in user space)
+#           and as the daemon runs by default (the eBPF fast path: established flows forwarded
+#           in the kernel by a TC program, bpf_redirect_peer into the other namespace),
 #       the TAP or the veth peer moved into each namespace;
 #   (b) the standalone examples/switchd with the same ports (kept as a row: the difference to
 #       (a) is what the daemon adds), and switchd with veth ports without PACKET_VNET_HDR
@@ -13,7 +16,10 @@
 #   (d) Open vSwitch's userspace datapath (datapath_type=netdev, veth ports, tx off) when
 #       installed (SKIP_OVS=1 leaves it out);
 # all in this one run. Prints Gbit/s, the Strata-daemon / bridge ratios, and CPU seconds per
-# Gbit moved for every path.
+# Gbit moved for every path; and for the daemon's veth ports and the bridge, the mean round
+# trip of a TCP request/response loop (one byte each way, TCP_NODELAY, RR_N round trips on one
+# connection, a python3 client and echo server: the same harness for every path, so its own
+# cost is in every figure).
 #
 # CPU: the iperf3 pair's own figures (`iperf3 -J` cpu_utilization_percent host_total and
 # remote_total: user+system of the client and of the server, times the test length) plus the
@@ -30,7 +36,8 @@
 #                                                 openvswitch-switch unless SKIP_OVS=1)
 # Env: CARGO_TARGET_DIR (where strata and switchd are built), SKIP_OVS=1 to leave OVS out,
 #      STRATA_THREADS=N (switchd --threads; default one per CPU, as the daemon), SKIP_BUILD=1
-#      (use the binaries already built).
+#      (use the binaries already built), SKIP_TAP=1 (no TAP rows), SKIP_SWITCHD=1 (no switchd
+#      rows), SKIP_TXOFF=1 (no bridge tx-off row), RR_N (round trips, default 20000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,9 +49,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-for t in ip iperf3 ethtool awk; do
-  command -v "$t" >/dev/null || { echo "missing $t (apt-get install iproute2 iperf3 ethtool)" >&2; exit 1; }
+for t in ip iperf3 ethtool awk python3; do
+  command -v "$t" >/dev/null || { echo "missing $t (apt-get install iproute2 iperf3 ethtool python3)" >&2; exit 1; }
 done
+RR_N="${RR_N:-20000}"
 OVS=1
 if [ "${SKIP_OVS:-0}" = 1 ]; then
   OVS=0
@@ -122,6 +130,43 @@ run_iperf() {
     END { printf "%.2f %.2f\n", bps / 1e9, (host + remote) / 100 * secs + sw / hz }'
 }
 
+# The request/response loop: an echo server in B, a client in A timing RR_N round trips of
+# one byte (after 500 unmeasured ones) and printing the mean in microseconds.
+RR_SERVER='
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.50.0.2", 5301)); s.listen(1)
+c, _ = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+while True:
+    d = c.recv(64)
+    if not d: break
+    c.sendall(d)
+'
+RR_CLIENT='
+import socket, sys, time
+n = int(sys.argv[1])
+c = socket.create_connection(("10.50.0.2", 5301)); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+for _ in range(500):
+    c.sendall(b"x"); c.recv(1)
+t = time.perf_counter()
+for _ in range(n):
+    c.sendall(b"x"); c.recv(1)
+print("%.1f" % ((time.perf_counter() - t) / n * 1e6))
+'
+RR_ROWS=()
+run_rr() { # label -> fills RR (mean round trip, microseconds)
+  ip netns exec "$B" python3 -c "$RR_SERVER" >/dev/null 2>&1 &
+  local srv=$!
+  for _ in $(seq 50); do
+    ip netns exec "$B" ss -Hltn 'sport = :5301' | grep -q 5301 && break
+    sleep 0.1
+  done
+  RR=$(ip netns exec "$A" python3 -c "$RR_CLIENT" "$RR_N" 2>/dev/null || echo 0)
+  wait "$srv" 2>/dev/null || true
+  printf '  %-52s %8s us per round trip\n' "$1" "$RR" >&2
+  RR_ROWS+=("| $1 | $RR |")
+}
+
 ROWS=()
 measure() { # label -> fills R1 R4 C1 C4 (Gbit/s, CPU s per Gbit)
   local a b
@@ -136,9 +181,9 @@ measure() { # label -> fills R1 R4 C1 C4 (Gbit/s, CPU s per Gbit)
 echo "iperf3 TCP, ${SECS} s, 1 and 4 streams, between two namespaces" >&2
 
 # (a) Strata through the daemon and its CLI.
-start_daemon() {
+start_daemon() { # extra serve arguments
   rm -rf "$TMP/d" "$STRATA_CONFIG"
-  "$STRATA" serve --data-dir "$TMP/d" --listen 127.0.0.1:0 --default-pool-size 1G \
+  "$STRATA" serve --data-dir "$TMP/d" --listen 127.0.0.1:0 --default-pool-size 1G "$@" \
     >"$TMP/serve.log" 2>&1 &
   SWPID=$!
   for _ in $(seq 100); do grep -q "strata serving" "$TMP/serve.log" 2>/dev/null && break; sleep 0.1; done
@@ -146,34 +191,50 @@ start_daemon() {
 }
 cli() { "$STRATA" "$@" --data-dir "$TMP/d" >/dev/null; }
 
-fresh_namespaces
-start_daemon
-cli switch create bench
-cli switch add-port bench "${P}ta"
-cli switch add-port bench "${P}tb"
-ip link set "${P}ta" netns "$A"; addr "${P}ta" "$A" 10.50.0.1/24
-ip link set "${P}tb" netns "$B"; addr "${P}tb" "$B" 10.50.0.2/24
-echo "  daemon threads: $(ls /proc/$SWPID/task | wc -l)" >&2
-measure "Strata daemon, TAP ports"; D1=$R1 D4=$R4
-cli switch del-port bench "${P}ta"; cli switch del-port bench "${P}tb"
-fresh_namespaces
-start_daemon
-cli switch create bench
-cli switch add-port bench "${P}va" --veth
-cli switch add-port bench "${P}vb" --veth
-ip link set "${P}vap" netns "$A"; addr "${P}vap" "$A" 10.50.0.1/24
-ip link set "${P}vbp" netns "$B"; addr "${P}vbp" "$B" 10.50.0.2/24
-measure "Strata daemon, veth ports (AF_PACKET ring, vnet_hdr)"; V1=$R1 V4=$R4
-kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID=""
-ip link show "${P}va" >/dev/null 2>&1 && { echo "veth ${P}va left behind after stop" >&2; exit 1; }
+echo "  load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+D1=0 D4=0
+if [ "${SKIP_TAP:-0}" != 1 ]; then
+  fresh_namespaces
+  start_daemon
+  cli switch create bench
+  cli switch add-port bench "${P}ta"
+  cli switch add-port bench "${P}tb"
+  ip link set "${P}ta" netns "$A"; addr "${P}ta" "$A" 10.50.0.1/24
+  ip link set "${P}tb" netns "$B"; addr "${P}tb" "$B" 10.50.0.2/24
+  echo "  daemon threads: $(ls /proc/$SWPID/task | wc -l)" >&2
+  measure "Strata daemon, TAP ports"; D1=$R1 D4=$R4
+  cli switch del-port bench "${P}ta"; cli switch del-port bench "${P}tb"
+fi
+for fast in no yes; do
+  fresh_namespaces
+  if [ $fast = yes ]; then start_daemon; else start_daemon --no-fastpath; fi
+  cli switch create bench
+  cli switch add-port bench "${P}va" --veth
+  cli switch add-port bench "${P}vb" --veth
+  ip link set "${P}vap" netns "$A"; addr "${P}vap" "$A" 10.50.0.1/24
+  ip link set "${P}vbp" netns "$B"; addr "${P}vbp" "$B" 10.50.0.2/24
+  if [ $fast = yes ]; then
+    grep -q "fast path loaded" "$TMP/serve.log" || { echo "the fast path did not load:" >&2; grep -i "fast path" "$TMP/serve.log" >&2; }
+    measure "Strata daemon, veth ports, fast path (eBPF TC)"; F1=$R1 F4=$R4 FC1=$C1 FC4=$C4
+    run_rr "Strata daemon, veth ports, fast path (eBPF TC)"; FRR=$RR
+  else
+    measure "Strata daemon, veth ports (AF_PACKET ring, vnet_hdr)"; V1=$R1 V4=$R4
+    run_rr "Strata daemon, veth ports (AF_PACKET ring, vnet_hdr)"; VRR=$RR
+  fi
+  kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID=""
+  ip link show "${P}va" >/dev/null 2>&1 && { echo "veth ${P}va left behind after stop" >&2; exit 1; }
+done
 
 # (b) switchd, standalone, in its own namespace.
+W1=0 W4=0
 switchd() {
-  "$SWITCHD" --netns "$H" ${STRATA_THREADS:+--threads "$STRATA_THREADS"} "$@" >"$TMP/switchd" 2>&1 &
+  # The user-space switch alone: its veth rows measure the ring, not the fast path.
+  "$SWITCHD" --netns "$H" --no-fastpath ${STRATA_THREADS:+--threads "$STRATA_THREADS"} "$@" >"$TMP/switchd" 2>&1 &
   SWPID=$!
   for _ in $(seq 50); do grep -q ready "$TMP/switchd" 2>/dev/null && break; sleep 0.1; done
   grep -q ready "$TMP/switchd" || { cat "$TMP/switchd" >&2; exit 1; }
 }
+[ "${SKIP_SWITCHD:-0}" = 1 ] || {
 fresh_namespaces
 switchd --tap "${P}ta" --tap "${P}tb"
 ip -n "$H" link set "${P}ta" netns "$A"; addr "${P}ta" "$A" 10.50.0.1/24
@@ -194,6 +255,7 @@ for vnet in "" ":novnet"; do
   fi
   kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID=""
 done
+}
 
 # (c) Linux bridge over veth, default offloads, then TX checksum off.
 fresh_namespaces
@@ -206,10 +268,13 @@ for side in a b; do
 done
 addr na "$A" 10.50.0.1/24
 addr nb "$B" 10.50.0.2/24
-measure "Linux bridge, veth, default offloads"; L1=$R1 L4=$R4
-ip netns exec "$A" ethtool -K na tx off >/dev/null 2>&1
-ip netns exec "$B" ethtool -K nb tx off >/dev/null 2>&1
-measure "Linux bridge, veth, tx off"
+measure "Linux bridge, veth, default offloads"; L1=$R1 L4=$R4 LC1=$C1 LC4=$C4
+run_rr "Linux bridge, veth, default offloads"; LRR=$RR
+if [ "${SKIP_TXOFF:-0}" != 1 ]; then
+  ip netns exec "$A" ethtool -K na tx off >/dev/null 2>&1
+  ip netns exec "$B" ethtool -K nb tx off >/dev/null 2>&1
+  measure "Linux bridge, veth, tx off"
+fi
 
 # (d) OVS userspace datapath, veth ports, TX checksum off on the namespace side.
 O1=0 O4=0
@@ -243,6 +308,16 @@ echo "| ratio | 1 stream | 4 streams |"
 echo "|---|---:|---:|"
 echo "| Strata daemon TAP / Linux bridge (default) | $(ratio "$D1" "$L1") | $(ratio "$D4" "$L4") |"
 echo "| Strata daemon veth / Linux bridge (default) | $(ratio "$V1" "$L1") | $(ratio "$V4" "$L4") |"
+echo "| Strata daemon veth, fast path / Linux bridge (default) | $(ratio "$F1" "$L1") | $(ratio "$F4" "$L4") |"
+echo "| CPU s/Gbit: fast path / Linux bridge | $(ratio "$FC1" "$LC1") | $(ratio "$FC4" "$LC4") |"
 echo "| Strata daemon TAP / switchd TAP | $(ratio "$D1" "$W1") | $(ratio "$D4" "$W4") |"
 [ "$OVS" = 1 ] && echo "| Strata daemon TAP / OVS userspace | $(ratio "$D1" "$O1") | $(ratio "$D4" "$O4") |"
+echo
+echo "| path | TCP request/response, mean round trip (us, $RR_N round trips) |"
+echo "|---|---:|"
+printf '%s\n' "${RR_ROWS[@]}"
+echo "| fast path / Linux bridge | $(ratio "$FRR" "$LRR") |"
+echo "| ring (slow path) / Linux bridge | $(ratio "$VRR" "$LRR") |"
+echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit 0

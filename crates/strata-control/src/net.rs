@@ -38,6 +38,12 @@ use record::{
     children, flow_key, json, port_key, switch_key, Loaded, StoredFlow, StoredPort, StoredSwitch,
 };
 
+/// Whether switches started from now on carry veth ports' established flows in the kernel
+/// (`strata serve --no-fastpath` turns it off before any switch starts).
+pub fn set_fastpath_default(on: bool) {
+    strata_dataplane::set_fastpath_default(on);
+}
+
 fn dp_err(e: DataplaneError) -> ControlError {
     ControlError::Switch(clip_dp(e))
 }
@@ -465,25 +471,22 @@ impl Switches {
         h.dp()?.dump_flows().map_err(dp_err)
     }
 
-    /// Traces a packet description through the pipeline (changes nothing).
+    /// Traces a packet description through the pipeline (changes nothing); the last line
+    /// says whether the veth fast path carries the flow.
     pub fn trace(&self, sw: &str, packet: &str) -> Result<String, ControlError> {
         let hosted = self.hosted(sw)?;
         let h = hosted.lock();
-        let packet = packet.to_string();
-        h.dp()?
-            .with_switch(move |s, now| s.trace(&packet, now).map(|t| t.to_string()))
-            .map_err(dp_err)?
-            .map_err(|e| {
-                let e = match e {
-                    strata_net::trace::TraceError::Parse(p) => clip_flow(p).to_string(),
-                    // The switch has no such port: its state, not the description's form.
-                    strata_net::trace::TraceError::UnknownPort(n) => {
-                        return ControlError::TraceInPortUnknown(crate::error::clip(&n.to_string()))
-                    }
-                    other => other.to_string(),
-                };
-                ControlError::invalid("packet", e)
-            })
+        h.dp()?.trace(packet).map_err(dp_err)?.map_err(|e| {
+            let e = match e {
+                strata_net::trace::TraceError::Parse(p) => clip_flow(p).to_string(),
+                // The switch has no such port: its state, not the description's form.
+                strata_net::trace::TraceError::UnknownPort(n) => {
+                    return ControlError::TraceInPortUnknown(crate::error::clip(&n.to_string()))
+                }
+                other => other.to_string(),
+            };
+            ControlError::invalid("packet", e)
+        })
     }
 
     /// Starts every stored switch (daemon start), migrating one stored in the old format

@@ -5,11 +5,12 @@
 //!         [--internal NAME[:vni=N|:vlan=N]]...
 //!         [--veth NAME[:peer=PEER][:vni=N|:vlan=N][:novnet]]...
 //!         [--vxlan NAME:local=IP:remote=IP[:vni=N][:dstport=4789]]...
-//!         [--flow "FLOW"]... [--stats-file F] [--batch N] [--threads N]
+//!         [--flow "FLOW"]... [--stats-file F] [--batch N] [--threads N] [--no-fastpath]
 //! ```
 //!
 //! `--threads` sets the forwarding threads (default: one per CPU, at most 4); each reads its
-//! own queue of every TAP.
+//! own queue of every TAP. `--no-fastpath` keeps veth ports' established flows in user space
+//! (no eBPF fast path).
 //!
 //! With no `--flow`, the switch gets `priority=0,actions=normal` (a MAC-learning switch with
 //! tenant isolation). Prints `ready` once every port is open. SIGUSR1 prints the counters
@@ -137,6 +138,7 @@ fn main() -> Result<()> {
             "--stats-file" => stats_file = Some(PathBuf::from(val()?)),
             "--batch" => cfg.batch = val()?.parse().context("--batch")?,
             "--threads" => cfg.threads = val()?.parse().context("--threads")?,
+            "--no-fastpath" => cfg.fastpath = false,
             "--netns" => {
                 let v = val()?;
                 cfg.netns = Some(if v.contains('/') {
@@ -149,7 +151,7 @@ fn main() -> Result<()> {
                 println!(
                     "switchd [--netns NS] [--tap NAME[:vni=N|:vlan=N][:nooffload]]... \
                      [--internal NAME] [--veth NAME[:peer=P][:novnet]]... [--vxlan NAME:local=IP:remote=IP[:vni=N][:dstport=P]]... \
-                     [--flow FLOW]... [--stats-file F] [--batch N] [--threads N]"
+                     [--flow FLOW]... [--stats-file F] [--batch N] [--threads N] [--no-fastpath]"
                 );
                 return Ok(());
             }

@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use strata_net::vxlan::{self, SourcePorts};
 use strata_net::{Domain, SwitchConfig};
@@ -110,8 +111,17 @@ pub fn veth_peer_name(name: &str, peer: Option<&str>) -> String {
     format!("{}p", &name[..end])
 }
 
+/// Whether [`DataplaneConfig::default`] turns the fast path on (`strata serve --no-fastpath`
+/// turns it off for every switch the daemon starts).
+static FASTPATH_DEFAULT: AtomicBool = AtomicBool::new(true);
+
+/// Sets the default of [`DataplaneConfig::fastpath`] for dataplanes configured from now on.
+pub fn set_fastpath_default(on: bool) {
+    FASTPATH_DEFAULT.store(on, Ordering::Relaxed);
+}
+
 /// Dataplane configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DataplaneConfig {
     /// Outer UDP source ports of VXLAN output: each inner flow's hash is mapped into this
     /// range (RFC 7348 section 5; 49152-65535 by default).
@@ -126,6 +136,27 @@ pub struct DataplaneConfig {
     /// Forwarding threads (0 = one per CPU, at most [`MAX_THREADS`]). Each reads its own queue
     /// of every TAP port; all share one switch.
     pub threads: usize,
+    /// Forward established flows between veth ports in the kernel (the eBPF fast path,
+    /// docs/net-engine.md). Loaded at the first veth port; if it cannot be loaded the ports
+    /// use the slow path (one log line). On by default ([`set_fastpath_default`]).
+    pub fastpath: bool,
+    /// Load the fast path's programs from this object file instead of the embedded one
+    /// (default: the `STRATA_BPF_OBJECT` environment variable, if set).
+    pub bpf_object: Option<PathBuf>,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            vxlan_src_ports: SourcePorts::default(),
+            switch: SwitchConfig::default(),
+            netns: None,
+            batch: 0,
+            threads: 0,
+            fastpath: FASTPATH_DEFAULT.load(Ordering::Relaxed),
+            bpf_object: std::env::var_os(crate::fastpath::object::OBJECT_ENV).map(PathBuf::from),
+        }
+    }
 }
 
 /// Most forwarding threads `DataplaneConfig::threads = 0` starts.

@@ -100,15 +100,30 @@ impl Dataplane {
 
     /// Runs `f` on the leader thread with the switch locked (so between two frames of every
     /// thread) and the current switch time. Every engine operation (flows, trace, MAC table)
-    /// goes through here.
+    /// goes through here. The fast path's counts are folded into the switch before `f` runs,
+    /// and it has stopped using what `f` changed before this returns.
     pub fn with_switch<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Switch, Duration) -> T + Send + 'static,
     ) -> Result<T, DataplaneError> {
         let (t, r) = mpsc::channel();
         self.send(Cmd::Call(Box::new(move |sw, now| {
-            let _ = t.send(f(sw, now));
+            let v = f(sw, now);
+            Box::new(move || {
+                let _ = t.send(v);
+            })
         })))?;
+        r.recv().map_err(|_| DataplaneError::Stopped)
+    }
+
+    /// `Switch::trace` of a packet description (`in_port=NAME,tcp,...`), rendered, with a
+    /// last line saying whether the fast path carries the flow when it is loaded.
+    pub fn trace(
+        &self,
+        spec: &str,
+    ) -> Result<Result<String, strata_net::trace::TraceError>, DataplaneError> {
+        let (t, r) = mpsc::channel();
+        self.send(Cmd::Trace(spec.to_string(), t))?;
         r.recv().map_err(|_| DataplaneError::Stopped)
     }
 

@@ -14,6 +14,9 @@
 //!   receive socket, read datagrams); `encap`: the one writer of VXLAN outer headers and the
 //!   raw IP socket that sends them.
 //! - `deliver`: the transmit path (offloads, partial checksums, segmentation).
+//! - `fastpath`: the veth fast path: eBPF programs (`bpf/fastpath.c`, committed compiled)
+//!   that forward established flows between veth ports in the kernel, and their manager
+//!   (entries from the engine's offload hints, the generation, counters folded back).
 //! - [`stats`]: port-layer counters and the snapshot [`DataplaneStats`].
 //! - [`sys`]: Linux system calls; the only module with `unsafe`.
 //!
@@ -47,6 +50,7 @@ pub mod config;
 mod deliver;
 mod encap;
 pub mod error;
+mod fastpath;
 pub mod handle;
 mod port;
 mod ring;
@@ -57,8 +61,10 @@ mod veth_port;
 mod vxlan_port;
 mod worker;
 
-pub use config::{veth_peer_name, DataplaneConfig, PortSpec, MAX_THREADS};
+pub use config::{set_fastpath_default, veth_peer_name, DataplaneConfig, PortSpec, MAX_THREADS};
 pub use deliver::fix_partial_csum;
 pub use error::DataplaneError;
+pub use fastpath::object::OBJECT_ENV as BPF_OBJECT_ENV;
+pub use fastpath::FastPathError;
 pub use handle::Dataplane;
-pub use stats::{DataplaneStats, PortCounters, PortIoStats};
+pub use stats::{DataplaneStats, FastPathStats, PortCounters, PortIoStats};

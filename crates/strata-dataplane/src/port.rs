@@ -34,6 +34,11 @@ pub(crate) enum Dev {
 #[derive(Debug)]
 pub(crate) struct Veth {
     pub(crate) sock: PacketSocket,
+    /// The host end's interface index (where the fast path redirects to, for the peer).
+    pub(crate) ifindex: u32,
+    /// The fast path's programs are attached to the host end and its socket: its established
+    /// flows to other veth ports may be carried in the kernel.
+    pub(crate) fast: bool,
     /// Held for its `Drop`, which deletes both ends.
     pub(crate) _pair: VethPair,
 }
@@ -80,6 +85,9 @@ impl Bufs {
     pub(crate) fn new() -> Self {
         let mut fx = Effects::new();
         fx.set_split(true);
+        // Hints cost a copy of the rule list for results that could be repeated without the
+        // engine; only veth ports with the fast path act on them.
+        fx.set_offload_hints(true);
         Bufs {
             rx: vec![0; RX_BUF],
             fx,

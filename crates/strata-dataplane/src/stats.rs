@@ -24,6 +24,11 @@ pub struct PortIoStats {
     pub rx_errors: u64,
     /// Read or write system calls made (batching shows as fewer calls than frames).
     pub syscalls: u64,
+    /// Packets from this port forwarded in the kernel by the fast path (also in the engine's
+    /// `rx_packets`, folded back; the slow path read the others).
+    pub fast_rx_packets: u64,
+    /// Packets to this port forwarded in the kernel by the fast path (also in `tx_packets`).
+    pub fast_tx_packets: u64,
 }
 
 impl PortIoStats {
@@ -35,7 +40,40 @@ impl PortIoStats {
         self.tx_errors += o.tx_errors;
         self.rx_errors += o.rx_errors;
         self.syscalls += o.syscalls;
+        self.fast_rx_packets += o.fast_rx_packets;
+        self.fast_tx_packets += o.fast_tx_packets;
     }
+}
+
+/// Counters of a dataplane's veth fast path (docs/net-engine.md, "Fast path").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FastPathStats {
+    /// Entries in the kernel's flow map now.
+    pub entries: u64,
+    /// Entries written (one per flow and generation).
+    pub installs: u64,
+    /// Entries the kernel refused (map full, no memory).
+    pub install_failed: u64,
+    /// Offered results left to the slow path: not IPv4 TCP/UDP/ICMP, or a fragment.
+    pub refused_protocol: u64,
+    /// ... a TCP SYN, FIN or RST.
+    pub refused_tcp_flags: u64,
+    /// ... a rewrite the kernel program does not make.
+    pub refused_rewrite: u64,
+    /// Entries deleted because the switch's generation moved on.
+    pub invalidated: u64,
+    /// Entries deleted after [`crate::fastpath::IDLE`] unused.
+    pub expired: u64,
+    /// Packets the kernel forwarded.
+    pub forwarded: u64,
+    /// Packets the TC program left to the slow path's socket.
+    pub left_to_socket: u64,
+    /// Packets the TC program saw with no socket filter decision (passed to the host).
+    pub no_filter: u64,
+    /// Packets dropped because a rewrite failed in the kernel.
+    pub errors: u64,
+    /// Lookups that found an entry of an older generation (taken by the slow path).
+    pub stale_hits: u64,
 }
 
 /// One port's counters.
@@ -103,6 +141,10 @@ pub struct DataplaneStats {
     /// Frames read by each forwarding thread (index 0 is the leader): how the kernel spread
     /// the flows over the TAP queues.
     pub thread_rx_frames: Vec<u64>,
+    /// The veth fast path's counters, when it is loaded.
+    pub fastpath: Option<FastPathStats>,
+    /// Why the fast path could not be loaded (the ports then use the slow path).
+    pub fastpath_error: Option<String>,
 }
 
 impl DataplaneStats {
@@ -117,7 +159,9 @@ impl DataplaneStats {
     /// tx_errors=.. io_rx_errors=.. syscalls=.. rx_bps_1s=.. rx_bps_10s=.. tx_bps_1s=..
     /// tx_bps_10s=.. drops=reason:N,reason:N` (`drops=-` when none) and
     /// `switch isolation_drops=.. unknown_port=.. output_to_unknown_port=.. unknown_tunnel_remote=..`,
-    /// then `threads rx_frames=N,N,..` (frames read by each forwarding thread).
+    /// then `threads rx_frames=N,N,..` (frames read by each forwarding thread) and, when the
+    /// fast path is loaded, one `fastpath entries=.. installs=.. ...` line. Port lines also
+    /// carry `fast_rx_packets=.. fast_tx_packets=..`.
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
@@ -128,7 +172,8 @@ impl DataplaneStats {
                 "port name={} no={} rx_packets={} rx_bytes={} rx_dropped={} rx_errors={} \
                  tx_packets={} tx_bytes={} tx_dropped={} rx_gso={} tx_gso={} tx_segments={} \
                  tx_csum_completed={} tx_errors={} io_rx_errors={} syscalls={} rx_bps_1s={} \
-                 rx_bps_10s={} tx_bps_1s={} tx_bps_10s={} drops={}",
+                 rx_bps_10s={} tx_bps_1s={} tx_bps_10s={} fast_rx_packets={} \
+                 fast_tx_packets={} drops={}",
                 p.name,
                 p.number,
                 st.rx_packets,
@@ -149,6 +194,8 @@ impl DataplaneStats {
                 p.rates.last_10s.rx_bps,
                 p.rates.last_1s.tx_bps,
                 p.rates.last_10s.tx_bps,
+                io.fast_rx_packets,
+                io.fast_tx_packets,
                 drops_text(&p.drops),
             );
         }
@@ -163,6 +210,27 @@ impl DataplaneStats {
         );
         let per: Vec<String> = self.thread_rx_frames.iter().map(u64::to_string).collect();
         let _ = writeln!(s, "threads rx_frames={}", per.join(","));
+        if let Some(f) = &self.fastpath {
+            let _ = writeln!(
+                s,
+                "fastpath entries={} installs={} install_failed={} refused_protocol={} \
+                 refused_tcp_flags={} refused_rewrite={} invalidated={} expired={} \
+                 forwarded={} left_to_socket={} no_filter={} errors={} stale_hits={}",
+                f.entries,
+                f.installs,
+                f.install_failed,
+                f.refused_protocol,
+                f.refused_tcp_flags,
+                f.refused_rewrite,
+                f.invalidated,
+                f.expired,
+                f.forwarded,
+                f.left_to_socket,
+                f.no_filter,
+                f.errors,
+                f.stale_hits
+            );
+        }
         s
     }
 }
@@ -182,5 +250,7 @@ pub(crate) fn empty_stats() -> DataplaneStats {
         pipeline: PipelineStats::default(),
         unknown_tunnel_remote: 0,
         thread_rx_frames: Vec::new(),
+        fastpath: None,
+        fastpath_error: None,
     }
 }

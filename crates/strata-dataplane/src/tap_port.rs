@@ -86,11 +86,13 @@ impl Worker {
             let Bufs { rx, fx, tx } = &mut self.bufs;
             let frame = &rx[VIRTIO_NET_HDR_LEN..n];
             fx.clear();
-            {
+            let gen = {
                 let mut sw = self.shared.lock();
                 let now = self.shared.now();
                 sw.receive(now, Ingress::port(no), frame, fx);
-            }
+                sw.generation()
+            };
+            self.shared.fast_sync(gen);
             if !fx.is_empty() {
                 deliver(&mut self.ports, fx, tx, &hdr, frame);
             }

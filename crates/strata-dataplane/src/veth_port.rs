@@ -64,25 +64,72 @@ impl Worker {
             }
         })?;
         // From here on, dropping `pair` deletes both ends again.
-        let opened = (|| {
+        let up = (|| {
             sys::set_link_up(&name)?;
             // The host end is the switch's wire, not a host interface: no IPv6 link-local
             // address, router solicitations or neighbour discovery of its own (best effort).
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
-            let idx = sys::if_index(&name)
-                .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
-            PacketSocket::open(
-                idx,
-                PacketOptions {
-                    vnet_hdr,
-                    ..PacketOptions::default()
-                },
-            )
+            sys::if_index(&name).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))
         })();
-        let sock = opened
-            .map_err(|e| DataplaneError::io(format!("opening packet socket on {name}"), e))?;
-        let dev = Arc::new(Veth { sock, _pair: pair });
-        let no = self.shared.lock().add_port(cfg)?;
+        let idx =
+            up.map_err(|e| DataplaneError::io(format!("opening packet socket on {name}"), e))?;
+        // The fast path: the TC program on the host end first, then the socket with its
+        // filter (attached before the socket is bound, so it sees every frame). A failure
+        // leaves this port on the slow path, with one log line.
+        let link = if vnet_hdr && self.ensure_fast() {
+            match self.shared.fast().as_mut().map(|f| f.attach_tc(&name)) {
+                Some(Ok(l)) => Some(l),
+                Some(Err(e)) => {
+                    tracing::warn!(port = %name, error = %e, "fast path not attached; the port uses the slow path");
+                    None
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let opts = PacketOptions {
+            vnet_hdr,
+            ..PacketOptions::default()
+        };
+        let fast = link.is_some();
+        let shared = self.shared.clone();
+        let opened = PacketSocket::open_with(idx, opts, |fd| match shared.fast().as_ref() {
+            Some(f) if fast => f.attach_filter(fd),
+            _ => Ok(()),
+        });
+        let undo = |w: &Worker, link: Option<crate::fastpath::LinkId>| {
+            if let (Some(l), Some(f)) = (link, w.shared.fast().as_mut()) {
+                f.drop_link(l);
+            }
+        };
+        let sock = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                undo(self, link);
+                return Err(DataplaneError::io(
+                    format!("opening packet socket on {name}"),
+                    e,
+                ));
+            }
+        };
+        let dev = Arc::new(Veth {
+            sock,
+            ifindex: idx,
+            fast,
+            _pair: pair,
+        });
+        let added = self.shared.lock().add_port(cfg);
+        let no = match added {
+            Ok(no) => no,
+            Err(e) => {
+                undo(self, link);
+                return Err(e.into());
+            }
+        };
+        if let (Some(l), Some(f)) = (link, self.shared.fast().as_mut()) {
+            f.register(no, idx, l);
+        }
         let threads = self.threads();
         let reader = no as usize % threads;
         let devs = (0..threads)
@@ -95,6 +142,9 @@ impl Worker {
         drop(dev);
         if let Err(e) = self.install(no, devs) {
             let _ = self.shared.lock().remove_port(&name);
+            if let Some(f) = self.shared.fast().as_mut() {
+                f.detach(no);
+            }
             return Err(e);
         }
         Ok(no)
@@ -114,10 +164,11 @@ impl Worker {
         io.syscalls += 1;
         let v = v.clone();
         let vnet = v.sock.vnet_hdr();
+        let fast = v.fast.then_some(v.ifindex);
         v.sock.rx_blocks(BLOCKS_PER_WAKE, |block| {
             let mut it = ring::frames(block, vnet);
             for f in it.by_ref() {
-                self.rx_ring_frame(no, &f);
+                self.rx_ring_frame(no, fast, &f);
             }
             if it.bad {
                 if let Some(p) = self.ports.get_mut(&no) {
@@ -127,7 +178,9 @@ impl Worker {
         });
     }
 
-    fn rx_ring_frame(&mut self, no: PortNo, f: &RingFrame<'_>) {
+    /// Forwards one frame of port `no`'s ring; `fast` is the port's host-end ifindex when the
+    /// fast path is attached to it, and then a result the kernel can repeat is offered to it.
+    fn rx_ring_frame(&mut self, no: PortNo, fast: Option<u32>, f: &RingFrame<'_>) {
         if f.len > f.data.len() {
             if let Some(p) = self.ports.get_mut(&no) {
                 p.io.rx_errors += 1;
@@ -173,13 +226,25 @@ impl Worker {
             _ => f.data,
         };
         fx.clear();
-        {
+        let gen = {
             let mut sw = self.shared.lock();
             let now = self.shared.now();
             sw.receive(now, Ingress::port(no), frame, fx);
-        }
+            sw.generation()
+        };
+        self.shared.fast_sync(gen);
         if !fx.is_empty() {
             deliver(&mut self.ports, fx, tx, &hdr, frame);
+        }
+        if let (Some(in_if), Some(o)) = (fast, fx.offload()) {
+            let out_if = match self.ports.get(&o.out_port).map(|p| &p.dev) {
+                // Whole offloaded frames on both sides, as the slow path writes them.
+                Some(Dev::Veth(v)) if v.sock.vnet_hdr() => Some(v.ifindex),
+                _ => None,
+            };
+            if let Some(out_if) = out_if {
+                self.shared.fast_offer(o, in_if, out_if, frame);
+            }
         }
     }
 }

@@ -162,11 +162,13 @@ impl Worker {
                 }
             };
             fx.clear();
-            {
+            let gen = {
                 let mut sw = self.shared.lock();
                 let now = self.shared.now();
                 sw.receive(now, Ingress::vxlan(no, vni), inner, fx);
-            }
+                sw.generation()
+            };
+            self.shared.fast_sync(gen);
             if !fx.is_empty() {
                 deliver(&mut self.ports, fx, tx, &VirtioNetHdr::default(), inner);
             }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,11 +19,15 @@ use strata_net::Switch;
 use crate::config::{DataplaneConfig, PortSpec};
 use crate::deliver::deliver;
 use crate::error::DataplaneError;
+use crate::fastpath::{self, FastPath};
 use crate::port::{Bufs, Dev, PortIo, VxSock};
 use crate::stats::{DataplaneStats, PortCounters, PortIoStats};
 use crate::sys::{self, Epoll, EpollToken, EventFd};
 
-pub(crate) type SwitchFn = Box<dyn FnOnce(&mut Switch, Duration) + Send>;
+/// A call on the switch; what it returns runs once the fast path has caught up with the
+/// change (it sends the caller's answer).
+pub(crate) type SwitchFn =
+    Box<dyn FnOnce(&mut Switch, Duration) -> Box<dyn FnOnce() + Send> + Send>;
 
 /// A request to the leader thread, from the [`crate::Dataplane`] handle.
 pub(crate) enum Cmd {
@@ -35,6 +40,11 @@ pub(crate) enum Cmd {
         Vec<(PortNo, strata_net::probe::ProbeTarget)>,
         mpsc::Sender<usize>,
     ),
+    /// `Switch::trace` of a packet description, with what the fast path does with its flow.
+    Trace(
+        String,
+        mpsc::Sender<Result<String, strata_net::trace::TraceError>>,
+    ),
     Stop,
 }
 
@@ -46,6 +56,7 @@ impl std::fmt::Debug for Cmd {
             Cmd::Call(_) => "Call",
             Cmd::Stats(_) => "Stats",
             Cmd::Probe(..) => "Probe",
+            Cmd::Trace(..) => "Trace",
             Cmd::Stop => "Stop",
         })
     }
@@ -56,11 +67,20 @@ pub(crate) const TOKEN_CTL: u64 = u64::MAX;
 /// Epoll tokens of VXLAN sockets: this bit plus the socket's index.
 pub(crate) const TOKEN_UDP: u64 = 1 << 40;
 
-/// What every dataplane thread shares: the one switch and the clock it runs on.
+/// What every dataplane thread shares: the one switch and the clock it runs on, and the fast
+/// path (its mutex is never taken with the switch's held, nor the other way round).
 #[derive(Debug)]
 pub(crate) struct Shared {
     sw: Mutex<Switch>,
     start: Instant,
+    /// `CLOCK_MONOTONIC` at `start` (the kernel programs' clock).
+    start_ns: u64,
+    fast: Mutex<Option<FastPath>>,
+    /// The fast path is loaded.
+    fast_on: AtomicBool,
+    /// The generation the fast path last wrote, plus one (0: none): lets a thread see without
+    /// the mutex that there is nothing to write.
+    fast_gen: AtomicU64,
 }
 
 impl Shared {
@@ -72,6 +92,78 @@ impl Shared {
     /// Switch time. Read with the lock held, so the engine sees it never go backwards.
     pub(crate) fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    /// The fast path, locked (None when it is not loaded).
+    pub(crate) fn fast(&self) -> MutexGuard<'_, Option<FastPath>> {
+        self.fast.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True once the fast path is loaded.
+    pub(crate) fn fast_on(&self) -> bool {
+        self.fast_on.load(Ordering::Acquire)
+    }
+
+    /// Writes the switch's generation `gen` (read under the switch lock) to the fast path if it
+    /// is newer than what it has. Call after every change and every received frame, without
+    /// the switch lock.
+    pub(crate) fn fast_sync(&self, gen: u64) {
+        if !self.fast_on() || self.fast_gen.load(Ordering::Acquire) > gen {
+            return;
+        }
+        if let Some(f) = self.fast().as_mut() {
+            f.sync(gen);
+            self.fast_gen.store(
+                f.generation().map_or(0, |g| g.saturating_add(1)),
+                Ordering::Release,
+            );
+        }
+    }
+
+    /// Offers the offload hint of a frame just forwarded from a fast veth port (host end
+    /// `in_ifindex`) to a veth port (`out_ifindex`) to the fast path.
+    pub(crate) fn fast_offer(
+        &self,
+        o: &strata_net::Offload,
+        in_ifindex: u32,
+        out_ifindex: u32,
+        frame: &[u8],
+    ) {
+        if let Some(f) = self.fast().as_mut() {
+            f.offer(o, in_ifindex, out_ifindex, frame, sys::monotonic_ns());
+            self.fast_gen.store(
+                f.generation().map_or(0, |g| g.saturating_add(1)),
+                Ordering::Release,
+            );
+        }
+    }
+
+    /// Folds what the kernel forwarded into the switch's counters.
+    pub(crate) fn fast_fold(&self) {
+        if !self.fast_on() {
+            return;
+        }
+        let credits = match self.fast().as_mut() {
+            Some(f) => f.fold(sys::monotonic_ns()),
+            None => return,
+        };
+        if credits.is_empty() {
+            return;
+        }
+        let mut sw = self.lock();
+        let now = self.now();
+        for c in &credits {
+            sw.credit_offloaded(&strata_net::OffloadCredit {
+                in_port: c.in_port,
+                out_port: c.out_port,
+                rules: &c.rules,
+                packets: c.packets,
+                rx_bytes: c.rx_bytes,
+                tx_bytes: c.tx_bytes,
+                learn: c.learn,
+                last_used: fastpath::switch_time(c.last_ns, self.start_ns).min(now),
+            });
+        }
     }
 }
 
@@ -131,6 +223,14 @@ pub(crate) struct Leader {
     pub(crate) unknown_tunnel_remote: u64,
     /// Outer UDP source ports of the VXLAN ports this leader opens.
     pub(crate) src_ports: SourcePorts,
+    /// Carry veth ports' established flows in the kernel (`DataplaneConfig::fastpath`).
+    pub(crate) fastpath: bool,
+    /// Loading the fast path was tried (it is loaded at the first veth port).
+    pub(crate) fast_tried: bool,
+    /// `DataplaneConfig::bpf_object`.
+    pub(crate) bpf_object: Option<std::path::PathBuf>,
+    /// Why the fast path could not be loaded.
+    pub(crate) fast_error: Option<String>,
 }
 
 /// One forwarding thread: its epoll, its handle of every port's device and its buffers. The
@@ -179,9 +279,14 @@ impl Worker {
                 .map_err(|e| DataplaneError::io(format!("entering {}", ns.display()), e))?;
         }
         let batch = if cfg.batch == 0 { 64 } else { cfg.batch };
+        let start = Instant::now();
         let shared = Arc::new(Shared {
             sw: Mutex::new(Switch::new(cfg.switch)),
-            start: Instant::now(),
+            start,
+            start_ns: sys::monotonic_ns(),
+            fast: Mutex::new(None),
+            fast_on: AtomicBool::new(false),
+            fast_gen: AtomicU64::new(0),
         });
         let mut w = Worker::new(shared.clone(), wake, batch)?;
         let mut peers = Vec::new();
@@ -204,8 +309,41 @@ impl Worker {
             peers,
             unknown_tunnel_remote: 0,
             src_ports: cfg.vxlan_src_ports,
+            fastpath: cfg.fastpath,
+            fast_tried: false,
+            bpf_object: cfg.bpf_object.clone(),
+            fast_error: None,
         });
         Ok(w)
+    }
+
+    /// Loads the fast path if the configuration wants it and it is not loaded yet (once:
+    /// a failure is one log line, and every veth port then stays on the slow path). True if
+    /// it is loaded.
+    pub(crate) fn ensure_fast(&mut self) -> bool {
+        if self.shared.fast_on() {
+            return true;
+        }
+        let lead = self.lead();
+        if !lead.fastpath || lead.fast_tried {
+            return false;
+        }
+        lead.fast_tried = true;
+        match FastPath::load(lead.bpf_object.as_deref()) {
+            Ok(f) => {
+                *self.shared.fast() = Some(f);
+                self.shared.fast_on.store(true, Ordering::Release);
+                tracing::info!("fast path loaded: established flows between veth ports are forwarded in the kernel");
+                let gen = self.shared.lock().generation();
+                self.shared.fast_sync(gen);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "fast path unavailable; veth ports use the slow path");
+                self.lead().fast_error = Some(e.to_string());
+                false
+            }
+        }
     }
 
     pub(crate) fn lead(&mut self) -> &mut Leader {
@@ -259,10 +397,16 @@ impl Worker {
                 Ok(false) => {}
             }
             if self.shared.now() >= last_expire + Duration::from_secs(1) {
-                let mut sw = self.shared.lock();
-                let now = self.shared.now();
-                sw.expire(now);
-                last_expire = now;
+                // Fold first: the fast path's packets count as uses of their rules and MACs.
+                self.shared.fast_fold();
+                let gen = {
+                    let mut sw = self.shared.lock();
+                    let now = self.shared.now();
+                    sw.expire(now);
+                    last_expire = now;
+                    sw.generation()
+                };
+                self.shared.fast_sync(gen);
             }
         }
     }
@@ -302,30 +446,48 @@ impl Worker {
     fn command(&mut self, c: Cmd) -> bool {
         match c {
             Cmd::AddPort(spec, reply) => {
-                let _ = reply.send(self.add_port(spec));
+                let r = self.add_port(spec);
+                let gen = self.shared.lock().generation();
+                self.shared.fast_sync(gen);
+                let _ = reply.send(r);
             }
             Cmd::RemovePort(name, reply) => {
                 let _ = reply.send(self.remove_port(&name));
             }
             Cmd::Call(f) => {
-                let mut sw = self.shared.lock();
-                let now = self.shared.now();
-                f(&mut sw, now);
+                // Counters first (dump-flows, a rule about to go), then the call, then the
+                // fast path stops using what the call changed, then the answer.
+                self.shared.fast_fold();
+                let (answer, gen) = {
+                    let mut sw = self.shared.lock();
+                    let now = self.shared.now();
+                    let a = f(&mut sw, now);
+                    (a, sw.generation())
+                };
+                self.shared.fast_sync(gen);
+                answer();
             }
             Cmd::Stats(reply) => {
+                self.shared.fast_fold();
                 let _ = reply.send(self.stats());
+            }
+            Cmd::Trace(spec, reply) => {
+                self.shared.fast_fold();
+                let _ = reply.send(self.trace(&spec));
             }
             Cmd::Probe(targets, reply) => {
                 let Bufs { fx, tx, .. } = &mut self.bufs;
                 fx.clear();
                 let mut sent = 0;
-                {
+                let gen = {
                     let mut sw = self.shared.lock();
                     let now = self.shared.now();
                     for (port, t) in &targets {
                         sent += sw.probe(now, *port, t, fx) as usize;
                     }
-                }
+                    sw.generation()
+                };
+                self.shared.fast_sync(gen);
                 if !fx.is_empty() {
                     deliver(&mut self.ports, fx, tx, &VirtioNetHdr::default(), &[]);
                 }
@@ -433,15 +595,23 @@ impl Worker {
     }
 
     fn remove_port(&mut self, name: &str) -> Result<(), DataplaneError> {
-        let no = {
+        self.shared.fast_fold();
+        let (no, gen) = {
             let mut sw = self.shared.lock();
             let no = sw
                 .port_names()
                 .port_no(name)
                 .ok_or_else(|| PortError::NoSuchPort(name.to_string()))?;
             sw.remove_port(name)?;
-            no
+            (no, sw.generation())
         };
+        self.shared.fast_sync(gen);
+        // The port's entries go (their counts fold into the rules) and its TC program is
+        // detached while the host end still exists.
+        if let Some(f) = self.shared.fast().as_mut() {
+            f.detach(no);
+        }
+        self.shared.fast_fold();
         if let Some(PortIo {
             dev: Dev::Vxlan { idx, .. },
             ..
@@ -453,6 +623,30 @@ impl Worker {
             self.release_sock(idx);
         }
         Ok(())
+    }
+
+    /// `Switch::trace` of `spec`, and a line saying whether the fast path carries the flow.
+    fn trace(&mut self, spec: &str) -> Result<String, strata_net::trace::TraceError> {
+        let t = {
+            let sw = self.shared.lock();
+            let now = self.shared.now();
+            sw.trace(spec, now)?
+        };
+        let mut text = t.to_string();
+        if let Some(f) = self.shared.fast().as_ref() {
+            let k = t.in_key;
+            let tpid = if k.vlan_tci() & strata_net::key::VLAN_PRESENT != 0 {
+                strata_net::key::ethertype::VLAN
+            } else {
+                0
+            };
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&f.describe(k.in_port(), &k, tpid));
+            text.push('\n');
+        }
+        Ok(text)
     }
 
     /// This thread's port-layer counters.
@@ -478,6 +672,13 @@ impl Worker {
             }
         }
         let unknown_tunnel_remote = lead.unknown_tunnel_remote;
+        let fastpath_error = lead.fast_error.clone();
+        let fastpath = self.shared.fast().as_ref().map(|f| {
+            for (n, s) in io.iter_mut() {
+                (s.fast_rx_packets, s.fast_tx_packets) = f.port_packets(*n);
+            }
+            f.stats()
+        });
         let sw = self.shared.lock();
         let now = self.shared.now();
         DataplaneStats {
@@ -497,6 +698,8 @@ impl Worker {
             pipeline: sw.pipeline_stats(),
             unknown_tunnel_remote,
             thread_rx_frames,
+            fastpath,
+            fastpath_error,
         }
     }
 }

@@ -23,6 +23,8 @@
 //!   handshakes seen by conntrack, per port); [`probe`]: the switch's own echo probes to a
 //!   port (round trip and loss).
 //! - [`trace`]: what a packet would hit, without side effects.
+//! - [`offload`]: what a port layer that forwards packets without the engine is told (a
+//!   result that is a function of the key and [`Switch::generation`]) and gives back.
 //! - [`types`]: the vocabulary every other file imports (rule ids, domains, translations,
 //!   filters, [`Ingress`] and [`Encap`]), so no two files import each other.
 //!
@@ -48,6 +50,7 @@ pub mod latency;
 pub mod lb;
 pub mod mac;
 pub mod meter;
+pub mod offload;
 pub mod packet;
 pub mod pipeline;
 pub mod probe;
@@ -63,6 +66,7 @@ pub use drops::{DropCode, DropCounts};
 pub use flow::{Action, FlowRule, RuleError, SetField};
 pub use key::{Field, FlowKey, Match, PortNo};
 pub use meter::{MeterConfig, MeterError, MeterStats, MeterVerdict};
+pub use offload::{Offload, OffloadCredit};
 pub use packet::{parse_frame, Layout, ParseError};
 pub use pipeline::Pipeline;
 pub use rates::{PortRates, Rates};

@@ -31,6 +31,9 @@ pub struct MacTable {
     capacity: usize,
     /// Addresses not learned because the table was full.
     pub refused: u64,
+    /// Entries moved to another port or removed (aged out, flushed): what can change where a
+    /// learned destination goes, counted for [`crate::Switch::generation`].
+    changes: u64,
 }
 
 impl MacTable {
@@ -41,7 +44,13 @@ impl MacTable {
             ageing,
             capacity,
             refused: 0,
+            changes: 0,
         }
+    }
+
+    /// Moves and removals so far (a new address or a refreshed one is not a change).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Records that `mac` was seen on `port` in `domain` at `now`. Multicast sources are
@@ -51,6 +60,9 @@ impl MacTable {
             return;
         }
         if let Some(e) = self.map.get_mut(&(domain, mac)) {
+            if e.port != port {
+                self.changes += 1;
+            }
             e.port = port;
             e.last_seen = now;
             return;
@@ -68,6 +80,18 @@ impl MacTable {
         );
     }
 
+    /// Keeps `mac` learned on `port` as of `at` (packets the port layer forwarded without the
+    /// engine, whose sources the engine would have learned): refreshes the entry if it is
+    /// still on `port`, learns it again if it is gone, and leaves it alone if it has moved
+    /// since (a move is newer than these packets).
+    pub fn refresh(&mut self, domain: Option<Domain>, mac: u64, port: PortNo, at: Duration) {
+        match self.map.get_mut(&(domain, mac)) {
+            Some(e) if e.port == port => e.last_seen = e.last_seen.max(at),
+            Some(_) => {}
+            None => self.learn(domain, mac, port, at),
+        }
+    }
+
     /// The port `mac` was learned on in `domain`, unless aged out.
     pub fn lookup(&self, domain: Option<Domain>, mac: u64, now: Duration) -> Option<PortNo> {
         let e = self.map.get(&(domain, mac))?;
@@ -77,13 +101,17 @@ impl MacTable {
     /// Removes aged entries.
     pub fn expire(&mut self, now: Duration) {
         let ageing = self.ageing;
+        let before = self.map.len();
         self.map
             .retain(|_, e| now.saturating_sub(e.last_seen) < ageing);
+        self.changes += (before - self.map.len()) as u64;
     }
 
     /// Forgets everything learned on `port` (port removed or moved to another domain).
     pub fn flush_port(&mut self, port: PortNo) {
+        let before = self.map.len();
         self.map.retain(|_, e| e.port != port);
+        self.changes += (before - self.map.len()) as u64;
     }
 
     /// Number of entries (including not yet expired stale ones).

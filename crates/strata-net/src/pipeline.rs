@@ -117,6 +117,9 @@ pub struct Pipeline {
     stats: PipelineStats,
     next_deadline: Option<Duration>,
     next_sweep: Duration,
+    /// Rule changes so far (added, removed, expired, replaced; caches flushed): part of the
+    /// switch generation that a port layer carrying flows without the engine compares on.
+    changes: u64,
 }
 
 impl Default for Pipeline {
@@ -152,7 +155,34 @@ impl Pipeline {
             stats: PipelineStats::default(),
             next_deadline: None,
             next_sweep: Duration::ZERO,
+            changes: 0,
         }
+    }
+
+    /// How many rule changes there have been (see [`crate::Switch::generation`]).
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// Counts `packets` packets of `bytes` bytes in all, last seen at `last_used`, on every
+    /// rule of `rules` that still exists: packets a port layer forwarded by a result of these
+    /// rules without the engine (the veth fast path folds its counts back this way).
+    pub fn credit(&mut self, rules: &[RuleId], packets: u64, bytes: u64, last_used: Duration) {
+        for id in rules {
+            if self.gens.get(id.slot as usize) != Some(&id.gen) {
+                continue;
+            }
+            if let Some(Some(e)) = self.rules.get_mut(id.slot as usize) {
+                e.n_packets += packets;
+                e.n_bytes += bytes;
+                e.last_used = e.last_used.max(last_used);
+            }
+        }
+    }
+
+    /// True if rule `id` exists and has an idle timeout.
+    pub fn has_idle_timeout(&self, id: RuleId) -> bool {
+        self.entry(id).is_some_and(|e| e.rule.idle_timeout != 0)
     }
 
     /// Counters.
@@ -225,6 +255,7 @@ impl Pipeline {
         };
         self.tables[rule.table as usize].insert(&rule.matches, cls);
         self.invalidate_for_new(&rule, &cls);
+        self.changes += 1;
         if let Some(d) = deadline(&rule, now, now) {
             self.next_deadline = Some(self.next_deadline.map_or(d, |x| x.min(d)));
         }
@@ -261,6 +292,7 @@ impl Pipeline {
     pub fn remove_rule(&mut self, id: RuleId) -> Option<FlowRule> {
         self.entry(id)?;
         let e = self.rules[id.slot as usize].take()?;
+        self.changes += 1;
         self.gens[id.slot as usize] = self.gens[id.slot as usize].wrapping_add(1);
         self.free.push(id.slot);
         self.tables[e.rule.table as usize].remove(&e.rule.matches, id);
@@ -473,6 +505,7 @@ impl Pipeline {
     /// Drops every cached megaflow and EMC entry (used when something outside the rules that
     /// translations depend on changes; rule changes never need it).
     pub fn flush_caches(&mut self) {
+        self.changes += 1;
         self.megaflows.clear();
         self.emc.clear();
     }

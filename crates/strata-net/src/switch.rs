@@ -47,6 +47,7 @@ use crate::latency::RttHistogram;
 use crate::lb::{Backend, LbGroups};
 use crate::mac::{MacTable, DEFAULT_MAC_AGEING, DEFAULT_MAC_CAPACITY};
 use crate::meter::{MeterConfig, MeterError, MeterStats, Meters};
+use crate::offload::{Offload, OffloadCredit};
 use crate::packet::{parse_frame, Layout, ParseError};
 use crate::pipeline::{CacheConfig, FlowDump, Pipeline, PipelineStats};
 use crate::probe::{self, ProbeStats, ProbeTarget};
@@ -259,6 +260,11 @@ pub struct Effects {
     emits: Vec<Emit>,
     buf: Vec<u8>,
     split: bool,
+    /// Fill `offload` when the result can be repeated without the engine.
+    hints: bool,
+    /// Valid when `has_offload` (kept to reuse its rule list).
+    offload: Offload,
+    has_offload: bool,
 }
 
 /// One frame to send: `buf[start..start + len]` followed by `input[tail.0..tail.1]`,
@@ -302,6 +308,7 @@ impl Effects {
     pub fn clear(&mut self) {
         self.emits.clear();
         self.buf.clear();
+        self.has_offload = false;
     }
     /// Number of frames.
     pub fn len(&self) -> usize {
@@ -331,6 +338,17 @@ impl Effects {
     /// received frame until it has written the outputs may turn it on.
     pub fn set_split(&mut self, on: bool) {
         self.split = on;
+    }
+    /// Asks for offload hints: after [`Switch::receive`], [`Effects::offload`] then says when
+    /// the result would be the same for every packet with the packet's key (see
+    /// `offload.rs`).
+    pub fn set_offload_hints(&mut self, on: bool) {
+        self.hints = on;
+    }
+    /// The offload hint of the last packet received into these effects, if its result can be
+    /// repeated without the engine (only with [`Effects::set_offload_hints`]).
+    pub fn offload(&self) -> Option<&Offload> {
+        self.has_offload.then_some(&self.offload)
     }
     /// Adds a whole frame for `port` (not split, no encapsulation).
     fn push(&mut self, port: PortNo, frame: &[u8]) {
@@ -461,6 +479,8 @@ pub struct Switch {
     next_sample: Duration,
     /// The latest `now` seen (a port added later starts its rate window there).
     last_now: Duration,
+    /// Port additions and removals, and first probes of a port (see [`Switch::generation`]).
+    port_changes: u64,
 }
 
 impl Default for Switch {
@@ -488,6 +508,37 @@ impl Switch {
             reply_bufs: Default::default(),
             next_sample: Duration::ZERO,
             last_now: Duration::ZERO,
+            port_changes: 0,
+        }
+    }
+
+    /// The switch's generation: it moves whenever something that decides where an
+    /// [`Offload`]ed packet goes may have changed (a rule added, removed or expired, a port
+    /// added or removed or first probed, a learned address moved or forgotten). A port layer
+    /// that forwards packets by an offload hint stops as soon as this differs from the hint's.
+    pub fn generation(&self) -> u64 {
+        self.pipeline.changes() + self.macs.changes() + self.port_changes
+    }
+
+    /// Counts packets a port layer forwarded by an [`Offload`] as if the switch had forwarded
+    /// them: the rules' and both ports' packet and byte counters, the rules' last use, and
+    /// the source address kept learned (see [`MacTable::refresh`]).
+    pub fn credit_offloaded(&mut self, c: &OffloadCredit<'_>) {
+        if c.packets == 0 {
+            return;
+        }
+        self.pipeline
+            .credit(c.rules, c.packets, c.rx_bytes, c.last_used);
+        if let Some(p) = self.ports.get_mut(&c.in_port) {
+            p.stats.rx_packets += c.packets;
+            p.stats.rx_bytes += c.rx_bytes;
+        }
+        if let Some(p) = self.ports.get_mut(&c.out_port) {
+            p.stats.tx_packets += c.packets;
+            p.stats.tx_bytes += c.tx_bytes;
+        }
+        if let Some((d, mac)) = c.learn {
+            self.macs.refresh(d, mac, c.in_port, c.last_used);
         }
     }
 
@@ -522,6 +573,7 @@ impl Switch {
                 .ok_or(PortError::NumberTaken(MAX_PORT))?,
         };
         self.names.insert(&cfg.name, no);
+        self.port_changes += 1;
         self.ports.insert(
             no,
             Port {
@@ -540,6 +592,7 @@ impl Switch {
             .port_no(name)
             .ok_or_else(|| PortError::NoSuchPort(name.to_string()))?;
         self.ports.remove(&no);
+        self.port_changes += 1;
         let mut names = PortNames::new();
         for (n, p) in &self.ports {
             names.insert(&p.cfg.name, *n);
@@ -740,6 +793,11 @@ impl Switch {
         if matches!(p.cfg.kind, PortKind::Vxlan(_)) {
             return false;
         }
+        if p.stats.probes.sent == 0 {
+            // From now on the port's echo replies may be probe answers, which the engine must
+            // see: results offloaded before are void.
+            self.port_changes += 1;
+        }
         p.stats.probes.sent += 1;
         let seq = p.stats.probes.sent as u16;
         let mut frame = std::mem::take(&mut self.reply_bufs.0);
@@ -851,6 +909,7 @@ impl Switch {
         if self.ct.sweep_due(now) {
             self.ct.expire(now);
         }
+        let generation = self.generation();
         let Switch {
             ports,
             pipeline,
@@ -876,6 +935,7 @@ impl Switch {
         let Some(port) = ports.get(&in_port) else {
             return Disposition::Dropped(DropReason::UnknownPort);
         };
+        let probed = port.stats.probes.sent > 0;
         let in_tunnel = matches!(port.cfg.kind, PortKind::Vxlan(_));
         let Some(domain) = Self::ingress(&port.cfg, &mut key, vni) else {
             stats.isolation_drops += 1;
@@ -915,8 +975,35 @@ impl Switch {
             meter_drop: None,
             cause: None,
             miss: false,
+            offload_ok: true,
+            out: None,
+            learned: None,
         };
         ex.run(trans, key);
+        let hint = ex.fx.hints
+            && ex.n_pending == 0
+            && ex.offload_ok
+            && ex.outputs == 1
+            && ex.refused == 0
+            // A probed port's echo replies may be probe answers (taken in `receive`).
+            && !(probed && parsed.nw_proto() == ipproto::ICMP && parsed.tp_src() == 0);
+        if let (true, Some((out_port, out_key, out_tpid))) = (hint, ex.out) {
+            let o = &mut ex.fx.offload;
+            o.rules.clear();
+            o.rules.extend_from_slice(&trans.hits);
+            // The engine must see the packets that keep a rule with an idle timeout alive.
+            if !o.rules.iter().any(|&r| pipeline.has_idle_timeout(r)) {
+                o.in_port = in_port;
+                o.key = parsed;
+                o.in_tpid = if layout.vlan { layout.tpid } else { 0 };
+                o.out_port = out_port;
+                o.out_key = out_key;
+                o.out_tpid = out_tpid;
+                o.learn = ex.learned;
+                o.generation = generation;
+                ex.fx.has_offload = true;
+            }
+        }
         // Recirculations, in the order their ct actions ran: each pass is its own lookup.
         let mut next = 0;
         while next < ex.n_pending {
@@ -1013,6 +1100,13 @@ struct Exec<'a> {
     cause: Option<DropCode>,
     /// A pass ended in a table miss.
     miss: bool,
+    /// Nothing but rewrites and explicit (or learned) outputs happened so far: the result is
+    /// a function of the key and the switch's generation (`offload.rs`).
+    offload_ok: bool,
+    /// The last output made: port, key as it left, TPID of its tag.
+    out: Option<(PortNo, FlowKey, u16)>,
+    /// The source address learned from this packet, with its domain.
+    learned: Option<(Option<Domain>, u64)>,
 }
 
 /// The frame outputs are made from: the received one, or an answer a responder built.
@@ -1046,11 +1140,13 @@ impl Exec<'_> {
         for (i, op) in trans.ops.iter().enumerate() {
             match *op {
                 Action::Meter(id) => {
+                    self.offload_ok = false;
                     if !self.meter(id) {
                         return;
                     }
                 }
                 Action::DecTtl | Action::ArpReply(_) | Action::IcmpEchoReply => {
+                    self.offload_ok = false;
                     let r = match *op {
                         Action::DecTtl => respond::dec_ttl(&mut k).map(|_| None),
                         Action::ArpReply(mac) => respond::arp::reply(&mut k, mac).map(Some),
@@ -1064,6 +1160,7 @@ impl Exec<'_> {
                     }
                 }
                 Action::IcmpError { .. } | Action::DhcpReply(_) => {
+                    self.offload_ok = false;
                     return self.answer(op, &k, tpid, &trans.ops[i + 1..]);
                 }
                 Action::Output(p) => {
@@ -1072,7 +1169,10 @@ impl Exec<'_> {
                         self.emit(p, &k, tpid, Mode::Explicit);
                     }
                 }
-                Action::OutputInPort => self.emit(self.in_port, &k, tpid, Mode::Explicit),
+                Action::OutputInPort => {
+                    self.offload_ok = false;
+                    self.emit(self.in_port, &k, tpid, Mode::Explicit)
+                }
                 Action::Flood => self.flood(&k, tpid),
                 Action::LearnMac => self.learn(&k),
                 Action::Normal => {
@@ -1096,6 +1196,7 @@ impl Exec<'_> {
                     apply_to_key(op, &mut k);
                 }
                 Action::Ct(a) => {
+                    self.offload_ok = false;
                     if !self.conntrack(&a, &mut k) {
                         return;
                     }
@@ -1219,11 +1320,13 @@ impl Exec<'_> {
     }
 
     fn learn(&mut self, k: &FlowKey) {
-        self.macs
-            .learn(self.domain, k.get(Field::EthSrc), self.in_port, self.now);
+        let mac = k.get(Field::EthSrc);
+        self.macs.learn(self.domain, mac, self.in_port, self.now);
+        self.learned = Some((self.domain, mac));
     }
 
     fn flood(&mut self, k: &FlowKey, tpid: u16) {
+        self.offload_ok = false;
         let before = self.outputs;
         self.flood_all(k, tpid);
         if self.outputs == before {
@@ -1275,8 +1378,12 @@ impl Exec<'_> {
         let Some(port) = self.ports.get_mut(&p) else {
             self.stats.output_to_unknown_port += 1;
             self.cause = Some(DropCode::OutputToUnknownPort);
+            self.offload_ok = false;
             return;
         };
+        if src.built || mode == Mode::Flood {
+            self.offload_ok = false;
+        }
         let Some(a) = adapt(&port.cfg, self.domain, k) else {
             if mode == Mode::Explicit {
                 port.stats.tx_dropped += 1;
@@ -1320,6 +1427,8 @@ impl Exec<'_> {
         // A tunnel port counts the frame as the underlay carries it (outer headers included),
         // and refuses what no outer IPv4 length field can hold.
         let overhead = if encap.is_some() {
+            // Step 1 of the fast path carries no tunnel output.
+            self.offload_ok = false;
             if !vxlan::fits_ipv4(len + tail_len) {
                 fx.buf.truncate(start);
                 port.stats.tx_dropped += 1;
@@ -1340,6 +1449,12 @@ impl Exec<'_> {
         port.stats.tx_packets += 1;
         port.stats.tx_bytes += (len + tail_len + overhead) as u64;
         self.outputs += 1;
+        let out_tpid = if src.layout.vlan {
+            src.layout.tpid
+        } else {
+            tpid
+        };
+        self.out = Some((p, a.key, out_tpid));
     }
 }
 

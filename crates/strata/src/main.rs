@@ -106,6 +106,10 @@ enum Cmd {
         /// devices go).
         #[arg(long, default_value = "100M", value_name = "SIZE")]
         scrub_rate: String,
+        /// Forward every veth port's packets through the switch in user space: no eBPF fast
+        /// path for established flows (docs/net-engine.md, "Fast path").
+        #[arg(long)]
+        no_fastpath: bool,
     },
     /// Master keys for encryption at rest.
     MasterKey {
@@ -408,7 +412,11 @@ fn run() -> Result<()> {
             resync_rate,
             scrub_interval,
             scrub_rate,
+            no_fastpath,
         } => {
+            if no_fastpath {
+                strata_control::net::set_fastpath_default(false);
+            }
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()

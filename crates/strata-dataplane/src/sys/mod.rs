@@ -11,6 +11,7 @@
 //!   kernel never writes past what we own.
 #![allow(unsafe_code)]
 
+pub(crate) mod bpf;
 pub mod netlink;
 pub mod packet;
 pub mod raw;
@@ -25,6 +26,18 @@ pub use netlink::{if_index, VethPair};
 pub use packet::{PacketOptions, PacketSocket};
 pub use raw::{route_mtu, RawIpSocket};
 pub use tap::{set_link_up, Tap, TapOptions};
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `std::time::Instant` on Linux and of the
+/// kernel's `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec on our stack; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 /// Maps a libc return value (-1 = error) to an `io::Result`.
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {

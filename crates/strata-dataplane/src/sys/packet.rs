@@ -4,7 +4,8 @@
 //! Setup order matters to the kernel: the socket is made with protocol 0 (it receives nothing
 //! until bound, so it never sees another interface's frames), then `PACKET_VERSION`,
 //! `PACKET_VNET_HDR` (refused once a ring exists), `PACKET_IGNORE_OUTGOING` (our own transmitted
-//! frames are not looped back to us), `PACKET_RX_RING`, `mmap`, and last `bind` to the
+//! frames are not looped back to us), `PACKET_RX_RING`, `mmap`, the caller's hook (the fast
+//! path's socket filter, so no frame is received unfiltered), and last `bind` to the
 //! interface with `ETH_P_ALL`.
 //!
 //! # Invariants
@@ -108,6 +109,16 @@ pub struct PacketSocket {
 impl PacketSocket {
     /// Opens the socket on interface `ifindex` (in the calling thread's namespace).
     pub fn open(ifindex: u32, opts: PacketOptions) -> io::Result<PacketSocket> {
+        Self::open_with(ifindex, opts, |_| Ok(()))
+    }
+
+    /// [`PacketSocket::open`], calling `before_bind` on the socket just before it is bound:
+    /// a socket filter attached there sees every frame the socket will ever receive.
+    pub fn open_with(
+        ifindex: u32,
+        opts: PacketOptions,
+        before_bind: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> io::Result<()>,
+    ) -> io::Result<PacketSocket> {
         // SAFETY: socket takes no pointers; on success it returns a fresh fd we now own.
         let fd = cvt(unsafe {
             libc::socket(
@@ -167,6 +178,7 @@ impl PacketSocket {
             base: NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?,
             len,
         };
+        before_bind(std::os::fd::AsFd::as_fd(&fd))?;
         // SAFETY: sockaddr_ll is a plain C struct; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;

@@ -3,6 +3,7 @@
 
 mod dataplane;
 mod encap;
+mod fastpath;
 mod meterbed;
 mod meters;
 mod netenv;
