@@ -11,10 +11,12 @@ export class ApiError extends Error {
   }
 }
 
-export async function call(method, path, body, secret = token()) {
+// `signal` (an AbortSignal) lets a page cancel a call in flight, e.g. the events page's long
+// poll when the route changes.
+export async function call(method, path, body, secret = token(), signal = undefined) {
   const headers = { Accept: 'application/json' };
   if (secret) headers.Authorization = `Bearer ${secret}`;
-  const init = { method, headers, cache: 'no-store' };
+  const init = { method, headers, cache: 'no-store', signal };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -41,7 +43,7 @@ export async function call(method, path, body, secret = token()) {
   return value;
 }
 
-export const get = (path) => call('GET', path);
+export const get = (path, signal = undefined) => call('GET', path, undefined, token(), signal);
 export const post = (path, body) => call('POST', path, body);
 export const put = (path, body) => call('PUT', path, body);
 export const patch = (path, body) => call('PATCH', path, body);
@@ -62,3 +64,11 @@ export async function all(path) {
 }
 
 export const enc = encodeURIComponent;
+
+// A query string from an object, leaving out empty values: query({ a: 1, b: '' }) is '?a=1'.
+export function query(params) {
+  const q = Object.entries(params)
+    .filter(([, v]) => v !== null && v !== undefined && v !== '')
+    .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
+  return q.length ? `?${q.join('&')}` : '';
+}

@@ -1,6 +1,9 @@
 // The console's shell: who is signed in, the navigation, and hash routing to one module per
-// page. A page's render(main, params, who) may return a function that stops what it started
-// (the volume page's polling); it runs when the route changes.
+// page: `#/NAME` is a list page, `#/NAME/ID...` the page of one object. A page's
+// render(view, params, who) may return a function that stops what it started (the volume
+// page's polling, the events page's long poll); it runs when the route changes. A page
+// renders into a view of its own that replaces the shown one only if the route is still its
+// own when it is done, so a slow page never overwrites the next one nor keeps polling.
 
 import { get } from './api.js';
 import { token, signOut } from './session.js';
@@ -16,8 +19,19 @@ import * as audit from './pages/audit.js';
 import * as networks from './pages/networks.js';
 import * as nodes from './pages/nodes.js';
 import * as jobs from './pages/jobs.js';
+import * as job from './pages/job.js';
+import * as network from './pages/network.js';
+import * as balancers from './pages/balancers.js';
+import * as balancer from './pages/balancer.js';
+import * as node from './pages/node.js';
+import * as events from './pages/events.js';
 
-const PAGES = { overview, volumes, volume, snapshots, switches, tenants, audit, networks, nodes, jobs };
+// `#/NAME`: the nav's pages.
+const PAGES = {
+  overview, volumes, snapshots, switches, tenants, audit, events, networks, 'load-balancers': balancers, nodes, jobs,
+};
+// `#/NAME/ID...`: the page of one object.
+const OBJECT_PAGES = { volumes: volume, networks: network, 'load-balancers': balancer, nodes: node, jobs: job };
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -27,6 +41,7 @@ const signOutButton = document.getElementById('sign-out');
 
 let stop = null;
 let who = null;
+let shown = 0; // bumped by every route change: a page rendering for an older one is dropped
 
 // Who the token belongs to: every role may list its tenants; only an admin may list pools.
 async function identify() {
@@ -42,13 +57,16 @@ async function identify() {
 }
 
 function route() {
-  const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
   const [name, ...params] = parts;
-  if (name === 'volumes' && params.length) return { page: volume, params };
-  return { page: PAGES[name] ?? overview, params, name: PAGES[name] ? name : 'overview' };
+  // Own keys only: `#/constructor` is no page.
+  const pick = (table) => (Object.hasOwn(table, name) ? table[name] : null);
+  if (params.length && pick(OBJECT_PAGES)) return { page: pick(OBJECT_PAGES), params };
+  return { page: pick(PAGES) ?? overview, params };
 }
 
 async function show() {
+  const mine = ++shown;
   if (stop) {
     stop();
     stop = null;
@@ -64,6 +82,7 @@ async function show() {
     try {
       who = await identify();
     } catch (e) {
+      if (mine !== shown) return;
       if (e.status === 401) {
         signOut();
         return show();
@@ -71,21 +90,29 @@ async function show() {
       main.replaceChildren(errorBox(e));
       return;
     }
+    if (mine !== shown) return;
   }
   chrome();
-  const { page } = route();
+  const { page, params } = route();
   for (const a of nav.querySelectorAll('a')) {
     const here = location.hash.startsWith(a.getAttribute('href'));
     if (here) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
   main.replaceChildren(h('p', { class: 'loading' }, 'Loading…'));
+  const view = h('div', { class: 'view' });
   try {
-    stop = (await page.render(main, route().params, who)) ?? null;
+    const stopPage = (await page.render(view, params, who)) ?? null;
+    if (mine !== shown) {
+      if (stopPage) stopPage();
+      return;
+    }
+    stop = stopPage;
+    main.replaceChildren(view);
     // A keyboard user who picked a page in the nav lands on it, not back at the top.
     if (document.activeElement?.closest('#nav')) main.focus({ preventScroll: true });
   } catch (e) {
-    main.replaceChildren(errorBox(e));
+    if (mine === shown) main.replaceChildren(errorBox(e));
   }
 }
 

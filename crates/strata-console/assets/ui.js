@@ -41,19 +41,47 @@ export function status() {
   };
 }
 
-// columns: [{ label, value: (row) => string | Node }]
-export function table(columns, rows, empty = 'Nothing here yet.') {
+// columns: [{ label, value: (row) => string | Node }]; rowAttrs(row) gives a row's attributes.
+export function table(columns, rows, empty = 'Nothing here yet.', rowAttrs = () => ({})) {
   if (!rows.length) return h('p', { class: 'empty' }, empty);
   return h('div', { class: 'table-wrap' },
     h('table', {},
       h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col' }, c.label)))),
-      h('tbody', {}, rows.map((r) => h('tr', {}, columns.map((c) => h('td', { 'data-label': c.label }, c.value(r))))))));
+      h('tbody', {}, rows.map((r) => h('tr', rowAttrs(r), columns.map((c) => h('td', { 'data-label': c.label }, c.value(r))))))));
+}
+
+// A label/value list: pairs of [label, value]; a null value leaves its pair out.
+export function facts(pairs) {
+  return h('dl', { class: 'facts' }, pairs.filter((p) => p[1] !== null && p[1] !== undefined)
+    .flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+}
+
+// A short word in a coloured box: `kind` is one of up, down, unchecked, info, warning, error.
+export function badge(text, kind) {
+  return h('span', { class: `badge ${kind}` }, text);
+}
+
+// A select's choices: strings, or { value, label } where the shown text differs from the value.
+function optionNodes(options, selected) {
+  return options.map((o) => {
+    const [value, label] = typeof o === 'string' ? [o, o === '' ? '(none)' : o] : [o.value, o.label];
+    return h('option', { value, selected: value === selected }, label);
+  });
+}
+
+// Replaces a select's choices, keeping the chosen one while it is still offered.
+export function setOptions(select, options) {
+  const was = select.value;
+  select.replaceChildren(...optionNodes(options, was));
+  if ([...select.options].some((o) => o.value === was)) select.value = was;
 }
 
 let fieldSeq = 0;
 
-// fields: [{ name, label, type?, required?, placeholder?, value?, options? }]
-// onSubmit(values) may throw an ApiError: it is shown in the form, the fields kept.
+// fields: [{ name, label, type?, required?, placeholder?, value?, options? }]; options are
+// strings or { value, label }. onSubmit(values) may throw an ApiError: it is shown in the form,
+// the fields kept. The form's `fields` property maps names to their inputs (to refill a select
+// with setOptions when what it offers changes).
 export function form(title, fields, submitLabel, onSubmit) {
   const st = status();
   const inputs = {};
@@ -61,8 +89,7 @@ export function form(title, fields, submitLabel, onSubmit) {
     const id = `f${++fieldSeq}-${f.name}`;
     let input;
     if (f.options) {
-      input = h('select', { id, name: f.name },
-        f.options.map((o) => h('option', { value: o, selected: o === f.value }, o === '' ? '(none)' : o)));
+      input = h('select', { id, name: f.name }, optionNodes(f.options, f.value));
     } else {
       input = h('input', {
         id, name: f.name, type: f.type ?? 'text', required: f.required,
@@ -75,6 +102,7 @@ export function form(title, fields, submitLabel, onSubmit) {
   const button = h('button', { type: 'submit' }, submitLabel);
   const el = h('form', { class: 'card form', 'aria-label': title },
     h('h3', {}, title), h('div', { class: 'fields' }, rows, button), st.node);
+  el.fields = inputs;
   el.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const values = {};
@@ -131,4 +159,20 @@ export async function act(st, fn, refresh) {
   } catch (e) {
     st.error(e);
   }
+}
+
+// A delete (or other undoable-never action) behind a confirmation: asks `question`, then runs
+// `fn` as act() does.
+export function confirmed(question, st, fn, refresh) {
+  if (confirm(question)) act(st, fn, refresh);
+}
+
+// A list as one line: "a, b, c", or `none` for an empty one.
+export function list(items, none = '—') {
+  return items.length ? items.join(', ') : none;
+}
+
+// A number shown formatted, its exact value kept in data-value (what the browser test reads).
+export function figure(n, format) {
+  return h('span', { class: 'figure', 'data-value': String(n) }, format(n));
 }

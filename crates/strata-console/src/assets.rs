@@ -41,6 +41,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("ui.js", JS),
     asset!("format.js", JS),
     asset!("chart.js", JS),
+    asset!("lbspec.js", JS),
     asset!("pages/signin.js", JS),
     asset!("pages/overview.js", JS),
     asset!("pages/volumes.js", JS),
@@ -49,9 +50,16 @@ pub const ASSETS: &[Asset] = &[
     asset!("pages/switches.js", JS),
     asset!("pages/tenants.js", JS),
     asset!("pages/audit.js", JS),
+    asset!("pages/events.js", JS),
     asset!("pages/networks.js", JS),
+    asset!("pages/network.js", JS),
+    asset!("pages/secgroups.js", JS),
+    asset!("pages/balancers.js", JS),
+    asset!("pages/balancer.js", JS),
     asset!("pages/nodes.js", JS),
+    asset!("pages/node.js", JS),
     asset!("pages/jobs.js", JS),
+    asset!("pages/job.js", JS),
 ];
 
 /// The file at `path` (relative to `/console/`), if the console has one.

@@ -237,6 +237,85 @@ mod tests {
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     }
 
+    /// The keys of the object literal `const NAME = { ... };` in `js`: identifiers, or quoted
+    /// (`'load-balancers': balancers`).
+    fn object_keys(js: &str, name: &str) -> Vec<String> {
+        let start = js
+            .find(&format!("const {name} = {{"))
+            .unwrap_or_else(|| panic!("app.js defines {name}"));
+        let body = &js[start..];
+        let body = &body[body.find('{').unwrap() + 1..body.find("};").unwrap()];
+        body.split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let key = e.split(':').next().unwrap().trim();
+                key.trim_matches('\'').to_string()
+            })
+            .collect()
+    }
+
+    fn asset_text(path: &str) -> String {
+        String::from_utf8(assets::find(path).unwrap().body.to_vec()).unwrap()
+    }
+
+    /// Every route the nav offers (`href="#/NAME"`) has a page, and every link a page builds
+    /// to one object (`#/NAME/...`) has an object page: no link of the console leads to the
+    /// overview's fallback by mistake.
+    #[test]
+    fn every_route_linked_has_a_page() {
+        let app = asset_text("app.js");
+        let pages = object_keys(&app, "PAGES");
+        let objects = object_keys(&app, "OBJECT_PAGES");
+        assert!(pages.contains(&"load-balancers".to_string()), "{pages:?}");
+        let html = asset_text("index.html");
+        let mut nav = 0;
+        for r in html.split("href=\"#/").skip(1) {
+            let name = &r[..r.find('"').unwrap()];
+            assert!(pages.iter().any(|p| p == name), "#/{name} has no page");
+            nav += 1;
+        }
+        assert!(nav >= 10, "{nav} nav links");
+        let mut linked = 0;
+        for a in assets::ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            let js = asset_text(a.path);
+            for r in js.split("`#/").skip(1) {
+                let name: String = r
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                    .collect();
+                if r[name.len()..].starts_with('/') {
+                    assert!(
+                        objects.contains(&name),
+                        "{}: #/{name}/... has no object page",
+                        a.path
+                    );
+                    linked += 1;
+                }
+            }
+        }
+        assert!(linked >= 10, "{linked} object links");
+    }
+
+    /// Text from the API is inserted as text: no module parses strings as HTML or code.
+    #[test]
+    fn no_module_parses_html_or_code() {
+        for a in assets::ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            let js = String::from_utf8_lossy(a.body);
+            for bad in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+                "new Function",
+                "setAttribute('style'",
+            ] {
+                assert!(!js.contains(bad), "{}: {bad}", a.path);
+            }
+        }
+    }
+
     /// The CSP forbids inline script: no file may carry a `<script>` with a body, an inline
     /// event handler attribute or a `javascript:` URL.
     #[test]

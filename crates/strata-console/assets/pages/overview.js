@@ -1,12 +1,15 @@
 // Overview: pool capacity and allocation (admins), health as the API reports it, volumes
-// that are not available, and counts of each kind of object the caller can see.
+// that are not available, the newest events, and counts of each kind of object the caller
+// can see.
 
 import { get, all } from '../api.js';
 import * as fmt from '../format.js';
-import { h, heading, section, table, errorBox, link } from '../ui.js';
+import { h, heading, section, table, errorBox, link, badge } from '../ui.js';
+
+const RECENT_EVENTS = 5;
 
 export async function render(main, _params, who) {
-  const [pools, vols, tenants, switches, networks, nodes, jobs] = await Promise.allSettled([
+  const [pools, vols, tenants, switches, networks, nodes, jobs, events] = await Promise.allSettled([
     who.admin ? get('/v1/pools') : Promise.resolve(null),
     all('/v1/volumes'),
     get('/v1/tenants'),
@@ -14,6 +17,7 @@ export async function render(main, _params, who) {
     get('/v1/networks'),
     get('/v1/nodes'),
     get('/v1/jobs'),
+    get(`/v1/events?limit=${RECENT_EVENTS}`),
   ]);
   const parts = [heading('Overview')];
 
@@ -35,6 +39,17 @@ export async function render(main, _params, who) {
       ], attention)
       : null,
     h('p', { class: 'hint' }, 'Device faults and degraded redundancy appear here once the API reports them.')));
+
+  parts.push(section('Recent events',
+    events.status === 'rejected'
+      ? errorBox(events.reason)
+      : h('div', { id: 'recent-events' }, table([
+        { label: 'Time', value: (e) => fmt.time(e.time) },
+        { label: 'Severity', value: (e) => badge(e.severity, e.severity) },
+        { label: 'Type', value: (e) => h('code', { class: 'nowrap' }, e.type) },
+        { label: 'Message', value: (e) => e.message },
+      ], events.value.items, 'No events yet.', (e) => ({ 'data-seq': String(e.seq) }))),
+    h('p', {}, link('#/events', 'All events'))));
 
   const counts = [
     ['Volumes', vols, () => volumes.length, '#/volumes'],

@@ -3,7 +3,11 @@
 //! no WebDriver crate for the dozen commands used). The browser signs in, creates a volume
 //! through the form, opens its page, and sees the live chart's IOPS move while fio writes to
 //! the volume over NBD; a member sees only its tenant's volumes; a wrong token shows the API's
-//! `unauthenticated` error. Screenshots at 1280 and 390 px go to `target/console-screenshots/`.
+//! `unauthenticated` error. A second test drives the tenant-network pages against real TAP
+//! ports (a port and a load balancer made through the forms, a backend's server in a
+//! namespace, health as the daemon's checker decides it, a security-group rule added through
+//! the form), the node and job pages, and the events page following the journal's long poll.
+//! Screenshots at 1280 and 390 px go to `target/console-screenshots/`.
 //!
 //! Chromium and chromedriver missing is a failure, not a skip: `scripts/test` installs them.
 
@@ -319,7 +323,9 @@ fn console_signs_in_creates_a_volume_and_charts_it_under_fio() {
         ("switches", "Switches"),
         ("tenants", "Tenants, quotas and tokens"),
         ("audit", "Audit log"),
+        ("events", "Events"),
         ("networks", "Networks, subnets and security groups"),
+        ("load-balancers", "Load balancers"),
         ("nodes", "Nodes"),
         ("jobs", "Jobs"),
     ] {
@@ -468,5 +474,572 @@ fn console_signs_in_creates_a_volume_and_charts_it_under_fio() {
     assert_eq!(kept, Value::Null);
     b.screenshot("signin-error-1280.png");
     drop(b);
+    d.stop();
+}
+
+/// The page shows no error box.
+fn assert_no_error_box(b: &Browser, page: &str) {
+    let errors = b.js(
+        "return [...document.querySelectorAll('main .error')].map((e) => e.textContent);",
+        json!([]),
+    );
+    assert_eq!(errors, json!([]), "{page}");
+}
+
+/// Opens `#/route` and waits for its title.
+fn open(b: &Browser, d: &Daemon, route: &str, title: &str) {
+    b.goto(&format!("{}/#/{route}", d.url));
+    wait_for(&format!("the page {route}"), WAIT, || {
+        (b.text("main h1") == title).then_some(())
+    });
+}
+
+/// The text of the cell under column `label` in the row `[attr="value"]` inside `within`
+/// (None until that row is drawn).
+fn cell(b: &Browser, within: &str, attr: &str, value: &str, label: &str) -> Option<String> {
+    b.js(
+        "const row = document.querySelector(`${arguments[0]} tr[${arguments[1]}=\"${arguments[2]}\"]`); \
+         const td = row && [...row.children].find((c) => c.dataset.label === arguments[3]); \
+         return td ? td.innerText.trim() : null;",
+        json!([within, attr, value, label]),
+    )
+    .as_str()
+    .map(str::to_string)
+}
+
+/// The exact figure behind a formatted number in a cell (`data-value`).
+fn figure_in(b: &Browser, within: &str, attr: &str, value: &str, label: &str) -> Option<u64> {
+    b.js(
+        "const row = document.querySelector(`${arguments[0]} tr[${arguments[1]}=\"${arguments[2]}\"]`); \
+         const td = row && [...row.children].find((c) => c.dataset.label === arguments[3]); \
+         return td?.querySelector('[data-value]')?.dataset.value ?? null;",
+        json!([within, attr, value, label]),
+    )
+    .as_str()
+    .and_then(|v| v.parse().ok())
+}
+
+/// Fills and submits the form titled `title`: text fields by name, then select options by
+/// name and value; waits for the form's status and returns its text.
+fn submit(b: &Browser, title: &str, texts: &[(&str, &str)], selects: &[(&str, &str)]) -> String {
+    let f = format!("form[aria-label=\"{title}\"]");
+    for (name, v) in texts {
+        b.type_into(&format!("{f} input[name='{name}']"), v);
+    }
+    for (name, v) in selects {
+        b.click(&format!("{f} select[name='{name}'] option[value='{v}']"));
+    }
+    // A status left by an earlier submit is not this one's answer.
+    b.js(
+        "document.querySelector(arguments[0]).replaceChildren(); return null;",
+        json!([format!("{f} .status")]),
+    );
+    b.click(&format!("{f} button[type='submit']"));
+    wait_for(&format!("the answer of {title}"), WAIT, || {
+        let t = b.js(
+            "return document.querySelector(arguments[0])?.innerText ?? '';",
+            json!([format!("{f} .status")]),
+        );
+        t.as_str().filter(|t| !t.is_empty()).map(str::to_string)
+    })
+}
+
+/// The page is no wider than the window (nothing to scroll sideways at phone width).
+fn assert_fits(b: &Browser, page: &str) {
+    let w = b.js(
+        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];",
+        json!([]),
+    );
+    assert!(
+        w[0].as_u64() <= w[1].as_u64(),
+        "{page} is wider than the window: {w}"
+    );
+}
+
+/// A Python HTTP server on port 8080 inside a namespace, stopped on drop.
+struct HttpServer(Child);
+
+impl HttpServer {
+    fn start(ns: &Netns, dir: &Path) -> HttpServer {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+            ])
+            .arg("--directory")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        HttpServer(child)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const NODES: &str = "\
+nodes:
+  - name: gpu-1
+    cpu: 64
+    memory: 1Ti
+    nic: 400G
+    gpus: [{model: H200, count: 8, memory: 141Gi}]
+    islands: [[0,1,2,3],[4,5,6,7]]
+    labels: {rack: r1}
+  - name: gpu-2
+    cpu: 64
+    memory: 1Ti
+    nic: 400G
+    gpus: [{model: H200, count: 4, memory: 141Gi}]
+    labels: {rack: r2}
+";
+
+#[test]
+fn console_shows_networks_load_balancers_nodes_jobs_and_follows_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let d = Daemon::start(&data);
+    let admin = d.admin();
+    let tag = std::process::id() % 100_000;
+    let api = |method: &str, path: &str, body: Option<Value>, want: u16| -> Value {
+        let (st, v) = d.call(method, path, &admin, body);
+        assert_eq!(st, want, "{method} {path}: {v}");
+        v
+    };
+
+    // Through the API: a network, a subnet, one port; declared nodes, a running and a
+    // pending job; a volume refused by a quota (an event).
+    let net = api(
+        "POST",
+        "/v1/networks",
+        Some(json!({"name": "web", "cidr": "10.81.0.0/16"})),
+        201,
+    );
+    let net_id = s(&net, "id");
+    let subnet = api(
+        "POST",
+        &format!("/v1/networks/{net_id}/subnets"),
+        Some(json!({"name": "a", "cidr": "10.81.1.0/24", "dns": ["10.81.1.53"]})),
+        201,
+    );
+    let subnet_id = s(&subnet, "id");
+    let b1 = api(
+        "POST",
+        &format!("/v1/networks/{net_id}/ports"),
+        Some(json!({"name": "b1", "subnet": "a"})),
+        201,
+    );
+    api(
+        "POST",
+        "/v1/nodes",
+        Some(json!({ "inventory": NODES })),
+        201,
+    );
+    let train = api(
+        "POST",
+        "/v1/jobs",
+        Some(
+            json!({"name": "train", "tenant": "default", "gpus": 4, "gpu_model": "H200",
+                    "cpu_cores": 4, "memory_bytes": 1u64 << 30, "same_island": true}),
+        ),
+        201,
+    );
+    assert_eq!(train["state"], "running", "{train}");
+    let big = api(
+        "POST",
+        "/v1/jobs",
+        Some(
+            json!({"name": "big", "tenant": "default", "gpus": 16, "gpu_model": "H200",
+                    "same_island": true}),
+        ),
+        201,
+    );
+    assert_eq!(big["state"], "pending", "{big}");
+    api(
+        "POST",
+        "/v1/tenants",
+        Some(json!({"name": "ev", "quota": {"volumes": 0}})),
+        201,
+    );
+    let (_, v) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "refused-1", "size": "16M", "tenant": "ev"})),
+    );
+    assert_eq!(v["error"]["code"], "quota_exceeded", "{v}");
+    let refusal = api(
+        "GET",
+        "/v1/events?type=tenant.quota_refused&limit=1",
+        None,
+        200,
+    )["items"][0]
+        .clone();
+    let refusal_msg = s(&refusal, "message");
+    assert!(!refusal_msg.is_empty(), "{refusal}");
+
+    let b = Browser::start();
+    b.sign_in(&d.url, &admin);
+    wait_for("the overview", WAIT, || {
+        b.text("main h1").contains("Overview").then_some(())
+    });
+    // The overview shows the newest events, the refusal among them.
+    wait_for("the refusal on the overview", WAIT, || {
+        b.text("#recent-events")
+            .contains(&refusal_msg)
+            .then_some(())
+    });
+
+    // The network's page, from the list.
+    open(&b, &d, "networks", "Networks, subnets and security groups");
+    b.click(&format!("#network-list a[href='#/networks/{net_id}']"));
+    wait_for("the network page", WAIT, || {
+        (b.text("main h1") == "Network web").then_some(())
+    });
+    assert_no_error_box(&b, "network");
+    let shown = cell(&b, "#subnet-list", "data-subnet", "a", "DNS");
+    assert_eq!(shown.as_deref(), Some("10.81.1.53"));
+
+    // A second port through the form.
+    let said = submit(
+        &b,
+        "Add a port",
+        &[("name", "b2")],
+        &[("subnet", subnet_id.as_str())],
+    );
+    assert!(said.contains("Added port b2"), "{said}");
+    let ports = api("GET", &format!("/v1/networks/{net_id}/ports"), None, 200);
+    let b2 = ports["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "b2")
+        .expect("the form made b2")
+        .clone();
+    for p in [&b1, &b2] {
+        let name = s(p, "name");
+        let ip = wait_for(&format!("{name}'s row"), WAIT, || {
+            cell(&b, "#port-list", "data-port", &name, "IP")
+        });
+        assert_eq!(ip, s(p, "ip"), "{name}");
+        let dev = cell(&b, "#port-list", "data-port", &name, "Plug into").unwrap();
+        assert_eq!(dev, s(p, "device"), "{name}");
+        let mac = cell(&b, "#port-list", "data-port", &name, "MAC").unwrap();
+        assert_eq!(mac, s(p, "mac"), "{name}");
+    }
+
+    // A load balancer over both through the form, health-checked over TCP.
+    let said = submit(
+        &b,
+        "Create a load balancer",
+        &[
+            ("name", "lb1"),
+            ("listener", "tcp:80"),
+            ("backends", "b1:8080@2, b2:8080"),
+        ],
+        &[("subnet", subnet_id.as_str()), ("health", "tcp")],
+    );
+    assert!(said.contains("Created load balancer lb1"), "{said}");
+    let lbs = api(
+        "GET",
+        &format!("/v1/networks/{net_id}/load-balancers"),
+        None,
+        200,
+    );
+    let lb = lbs["items"][0].clone();
+    let (lb_id, vip) = (s(&lb, "id"), s(&lb, "vip"));
+    assert_eq!(lb["listeners"][0]["port"], 80, "{lb}");
+    assert_eq!(lb["listeners"][0]["backends"][0]["weight"], 2, "{lb}");
+    assert_eq!(lb["health_check"]["kind"], "tcp", "{lb}");
+    assert_eq!(
+        cell(&b, "#lb-list", "data-lb", "lb1", "VIP").as_deref(),
+        Some(vip.as_str())
+    );
+
+    // b1 gets a server in a namespace; b2 stays unplugged, so its health checks fail.
+    let ns = Netns::new(&format!("cs{tag}b1"));
+    plug(&ns, &b1, 24, &s(&subnet, "gateway"));
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let server = HttpServer::start(&ns, &www);
+
+    // The traffic table: the health probes reach b1 (what the switch delivered to it).
+    let tx = wait_for("b1's TX packets above 0", WAIT, || {
+        figure_in(&b, "#stats", "data-port", "b1", "TX packets").filter(|n| *n > 0)
+    });
+    let total = figure_in(&b, "#stats", "data-port", "(total)", "TX packets").unwrap();
+    assert!(total >= tx, "{total} < {tx}");
+    b.js("window.scrollTo(0, 0); return null;", json!([]));
+    b.screenshot("network-1280.png");
+
+    // The load balancer's page: the VIP, both backends by name, health as the checker says.
+    b.click(&format!("#lb-list a[href='#/load-balancers/{lb_id}']"));
+    wait_for("the load balancer page", WAIT, || {
+        (b.text("main h1") == "Load balancer lb1").then_some(())
+    });
+    assert_eq!(b.text("#lb-vip"), vip);
+    wait_for("b1 up and b2 down on the page", WAIT, || {
+        let h1 = cell(&b, "#listener-0", "data-backend", "b1", "Health")?;
+        let h2 = cell(&b, "#listener-0", "data-backend", "b2", "Health")?;
+        (h1 == "up" && h2 == "down").then_some(())
+    });
+    let now = api("GET", &format!("/v1/load-balancers/{lb_id}"), None, 200);
+    let health: Vec<(String, String)> = now["listeners"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (s(x, "ip"), s(x, "health")))
+        .collect();
+    assert_eq!(
+        health,
+        vec![
+            (s(&b1, "ip"), "up".to_string()),
+            (s(&b2, "ip"), "down".to_string())
+        ],
+        "the API says what the page shows"
+    );
+    assert_eq!(
+        cell(&b, "#listener-0", "data-backend", "b1", "Weight").as_deref(),
+        Some("2")
+    );
+    assert_no_error_box(&b, "load balancer");
+    b.js("window.scrollTo(0, 0); return null;", json!([]));
+    b.screenshot("load-balancer-1280.png");
+
+    // A security group and a rule through the network page's forms; a bad port is refused
+    // with the API's code and adds nothing.
+    open(&b, &d, &format!("networks/{net_id}"), "Network web");
+    let said = submit(&b, "Create a security group", &[("name", "web-sg")], &[]);
+    assert!(said.contains("Created security group web-sg"), "{said}");
+    let groups = api("GET", "/v1/security-groups", None, 200);
+    let sg = groups["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "web-sg")
+        .expect("the form made web-sg")
+        .clone();
+    let sg_id = s(&sg, "id");
+    let said = submit(
+        &b,
+        "Add a rule",
+        &[("ports", "8080"), ("remote", "10.81.0.0/16")],
+        &[
+            ("group", sg_id.as_str()),
+            ("direction", "ingress"),
+            ("protocol", "tcp"),
+        ],
+    );
+    assert!(said.contains("Added a rule to web-sg"), "{said}");
+    let rules = wait_for("the rule in the list", WAIT, || {
+        cell(&b, "#group-list", "data-group", "web-sg", "Rules")
+    });
+    assert!(
+        rules.contains("ingress tcp 8080 from 10.81.0.0/16"),
+        "{rules}"
+    );
+    let g = api(
+        "GET",
+        &format!("/v1/security-groups/{}", s(&sg, "id")),
+        None,
+        200,
+    );
+    // A new group has its allow-all egress rule; the form added the ingress one.
+    let rules_before = g["rules"].as_array().unwrap().len();
+    let added = g["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["direction"] == "ingress")
+        .expect("the ingress rule");
+    assert_eq!(added["port_min"], 8080, "{g}");
+    assert_eq!(added["remote_cidr"], "10.81.0.0/16", "{g}");
+    let said = submit(
+        &b,
+        "Add a rule",
+        &[("ports", "70000")],
+        &[("group", sg_id.as_str())],
+    );
+    let code = b.text("form[aria-label=\"Add a rule\"] .error .code");
+    assert!(code.starts_with("invalid_"), "{code}: {said}");
+    let g = api(
+        "GET",
+        &format!("/v1/security-groups/{}", s(&sg, "id")),
+        None,
+        200,
+    );
+    assert_eq!(g["rules"].as_array().unwrap().len(), rules_before, "{g}");
+
+    // The node the running job landed on: its inventory and which GPUs the job holds.
+    let node = s(&train["placement"][0], "node");
+    let gpus: Vec<u64> = train["placement"][0]["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_u64().unwrap())
+        .collect();
+    open(&b, &d, "nodes", "Nodes");
+    b.click(&format!("a[href='#/nodes/{node}']"));
+    wait_for("the node page", WAIT, || {
+        (b.text("main h1") == format!("Node {node}")).then_some(())
+    });
+    assert_no_error_box(&b, "node");
+    assert!(b.text("main").contains("H200"), "{}", b.text("main"));
+    for g in &gpus {
+        let holder = b.text(&format!("li[data-gpu='{g}'] .gpu-job"));
+        assert_eq!(holder, "train", "GPU {g}");
+    }
+    let label = if node == "gpu-1" {
+        "rack=r1"
+    } else {
+        "rack=r2"
+    };
+    assert!(b.text("#labels").contains(label), "{}", b.text("#labels"));
+    b.js("window.scrollTo(0, 0); return null;", json!([]));
+    b.screenshot("node-1280.png");
+
+    // The jobs: the running one's slice, the pending one's explanation.
+    open(&b, &d, "jobs", "Jobs");
+    b.click("a[href='#/jobs/default/train']");
+    wait_for("the running job's page", WAIT, || {
+        (b.text("main h1") == "Job train").then_some(())
+    });
+    let held = gpus
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_eq!(
+        cell(&b, "main", "data-node", &node, "GPUs").as_deref(),
+        Some(held.as_str())
+    );
+    open(&b, &d, "jobs", "Jobs");
+    b.click("a[href='#/jobs/default/big']");
+    wait_for("the pending job's page", WAIT, || {
+        (b.text("main h1") == "Job big").then_some(())
+    });
+    let why = api("GET", "/v1/jobs/big?tenant=default", None, 200);
+    assert_eq!(b.text("#explanation"), s(&why["explanation"], "message"));
+    assert_no_error_box(&b, "job");
+    b.screenshot("job-1280.png");
+
+    // The events page: the refusal; then, following, a node cordoned after it is open.
+    open(&b, &d, "events", "Events");
+    wait_for("the refusal in the list", WAIT, || {
+        b.text("#event-list").contains(&refusal_msg).then_some(())
+    });
+    assert_no_error_box(&b, "events");
+    // From here every request of the page is kept, to count the event polls later.
+    b.js(
+        "performance.clearResourceTimings(); performance.setResourceTimingBufferSize(100000); return null;",
+        json!([]),
+    );
+    b.click("#events-follow");
+    assert_eq!(
+        b.js(
+            "return document.querySelector('#events-follow').getAttribute('aria-pressed');",
+            json!([])
+        ),
+        "true"
+    );
+    // Let the first long poll start, so the event comes through it rather than a reload.
+    std::thread::sleep(Duration::from_millis(500));
+    api("POST", "/v1/nodes/gpu-2/cordon", None, 200);
+    let cordoned =
+        api("GET", "/v1/events?type=node.cordoned&limit=1", None, 200)["items"][0].clone();
+    let seq = cordoned["seq"].as_u64().unwrap().to_string();
+    wait_for("the followed event on top", WAIT, || {
+        let top = b.js(
+            "const r = document.querySelector('#event-list tbody tr'); \
+             return r ? [r.dataset.seq, r.className, r.innerText] : null;",
+            json!([]),
+        );
+        (top[0] == seq.as_str()
+            && top[1] == "fresh"
+            && top[2].as_str()?.contains(&s(&cordoned, "message")))
+        .then_some(())
+    });
+    b.screenshot("events-1280.png");
+
+    // Leaving the page stops the poll: no call of it completes afterwards.
+    let polls = "return performance.getEntriesByType('resource') \
+                 .filter((e) => e.name.includes('/v1/events?') && e.name.includes('after=')).length;";
+    b.click("#nav a[href='#/overview']");
+    wait_for("the overview", WAIT, || {
+        (b.text("main h1") == "Overview").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let before = b.js(polls, json!([])).as_u64().unwrap();
+    assert!(before >= 1, "the page followed with long polls");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(b.js(polls, json!([])).as_u64().unwrap(), before);
+
+    // At phone width: each new page fits the window.
+    b.resize(390, 1400);
+    for (route, title, shot) in [
+        (
+            format!("networks/{net_id}"),
+            "Network web".to_string(),
+            "network-390.png",
+        ),
+        (
+            format!("load-balancers/{lb_id}"),
+            "Load balancer lb1".to_string(),
+            "load-balancer-390.png",
+        ),
+        (
+            format!("nodes/{node}"),
+            format!("Node {node}"),
+            "node-390.png",
+        ),
+        (
+            "jobs/default/big".to_string(),
+            "Job big".to_string(),
+            "job-390.png",
+        ),
+        ("events".to_string(), "Events".to_string(), "events-390.png"),
+    ] {
+        open(&b, &d, &route, &title);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_no_error_box(&b, &route);
+        assert_fits(&b, &route);
+        b.js("window.scrollTo(0, 0); return null;", json!([]));
+        b.screenshot(shot);
+    }
+    b.resize(1280, 1000);
+
+    // No page broke the CSP or threw (the refused rule's 400 is a failed load, as meant).
+    let severe: Vec<Value> = b
+        .console_log()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .filter(|e| {
+            !e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Failed to load resource")
+        })
+        .collect();
+    assert!(severe.is_empty(), "browser errors: {severe:?}");
+
+    drop(b);
+    drop(server);
+    drop(ns);
+    // The health checker's namespace for the network (the daemon leaves it in place).
+    let short: String = net_id.chars().filter(|c| *c != '-').take(12).collect();
+    let _ = Command::new("ip")
+        .args(["netns", "del", &format!("strata-mon-{short}")])
+        .status();
     d.stop();
 }
