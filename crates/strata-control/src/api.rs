@@ -131,7 +131,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
         },
         ControlError::Invalid { .. } => C::InvalidArgument,
         ControlError::Unresolved { .. } => C::ReferenceNotFound,
-        ControlError::QuotaExceeded(_) => C::QuotaExceeded,
+        ControlError::QuotaExceeded { .. } => C::QuotaExceeded,
         ControlError::PoolOvercommitted(_) => C::PoolOvercommitted,
         ControlError::TraceInPortUnknown(_) => C::TraceInPortUnknown,
         ControlError::InUse { what, .. } => match what {

@@ -196,8 +196,14 @@ pub enum ControlError {
         reason: String,
     },
     /// The tenant's quota does not allow the change.
-    #[error("{0}")]
-    QuotaExceeded(String),
+    #[error("{message}")]
+    QuotaExceeded {
+        /// The tenant whose quota refused it (for the refusal's event: an admin acting for a
+        /// tenant is refused by that tenant's quota, and its members must see it).
+        tenant: String,
+        /// What was refused, and why.
+        message: String,
+    },
     /// The pool's volumes would provision more than its overcommit ratio allows.
     #[error("{0}")]
     PoolOvercommitted(String),

@@ -402,9 +402,7 @@ impl Store for EtcdStore {
             })
             .collect();
         // etcd refuses a Txn that writes one key twice: keep each key's last write.
-        let key_of = |op: &Op| match op {
-            Op::Put(k, _) | Op::PutLeased(k, _, _) | Op::Delete(k) => k.clone(),
-        };
+        let key_of = |op: &Op| op.key().to_string();
         let last: HashMap<String, usize> = txn
             .success
             .iter()

@@ -57,6 +57,15 @@ pub enum Op {
     Delete(String),
 }
 
+impl Op {
+    /// The key it writes.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put(k, _) | Op::PutLeased(k, _, _) | Op::Delete(k) => k,
+        }
+    }
+}
+
 /// A lease: keys put with it are deleted when it expires or is revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaseId(pub i64);

@@ -413,11 +413,13 @@ impl Controller {
         e: &ControlError,
     ) {
         match e {
-            ControlError::QuotaExceeded(why) => self.event(
+            // The tenant is the quota's: for an admin acting for a tenant it is not the
+            // caller's, and the resource of a refused create names no tenant yet.
+            ControlError::QuotaExceeded { tenant: t, message } => self.event(
                 EventKind::QuotaRefused,
-                tenant.unwrap_or(resource),
-                tenant,
-                format!("{action} {resource} refused by the tenant's quota: {why}"),
+                t,
+                Some(t.as_str()),
+                format!("{action} {resource} refused by the tenant's quota: {message}"),
             ),
             ControlError::PoolOvercommitted(why) => self.event(
                 EventKind::OvercommitRefused,

@@ -123,9 +123,7 @@ fn keys_of(txn: &Txn) -> HashSet<String> {
         .compare
         .iter()
         .map(|Compare::ModRevision(k, _)| k.clone());
-    let written = txn.success.iter().map(|op| match op {
-        Op::Put(k, _) | Op::Delete(k) => k.clone(),
-    });
+    let written = txn.success.iter().map(|op| op.key().to_string());
     compared.chain(written).collect()
 }
 

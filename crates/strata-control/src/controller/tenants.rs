@@ -187,7 +187,9 @@ pub(super) fn charge(t: &mut Tenant, release: Charge, take: Charge) -> Result<()
         match new {
             Some(n) => Ok(n),
             None if add <= rel.min(used) => Ok(base + add),
-            None => Err(ControlError::QuotaExceeded(match max {
+            None => Err(ControlError::QuotaExceeded {
+                tenant: t.name.clone(),
+                message: match max {
                 Some(m) => format!(
                     "tenant {} {what} quota is {m}; {base} used, {add} more requested",
                     t.name
@@ -197,7 +199,8 @@ pub(super) fn charge(t: &mut Tenant, release: Charge, take: Charge) -> Result<()
                     t.name,
                     u64::MAX
                 ),
-            })),
+                },
+            }),
         }
     };
     let usage = Usage {
@@ -242,10 +245,13 @@ pub(super) fn charge(t: &mut Tenant, release: Charge, take: Charge) -> Result<()
 /// tenant's state refuses it, not the request's form (a 409, like every quota refusal).
 pub(super) fn require_iops_limit(t: &Tenant, q: &Qos) -> Result<(), ControlError> {
     if t.quota.iops.is_some() && q.iops_limit.is_none() {
-        return Err(ControlError::QuotaExceeded(format!(
-            "tenant {} has an IOPS quota: every volume needs an iops_limit",
-            t.name
-        )));
+        return Err(ControlError::QuotaExceeded {
+            tenant: t.name.clone(),
+            message: format!(
+                "tenant {} has an IOPS quota: every volume needs an iops_limit",
+                t.name
+            ),
+        });
     }
     Ok(())
 }

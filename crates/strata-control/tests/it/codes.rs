@@ -53,7 +53,10 @@ fn controller_errors_map_to_registered_codes_with_their_status() {
         ),
         (ControlError::invalid("size", "x"), "invalid_argument", 400),
         (
-            ControlError::QuotaExceeded("x".into()),
+            ControlError::QuotaExceeded {
+                tenant: "t".into(),
+                message: "x".into(),
+            },
             "quota_exceeded",
             409,
         ),

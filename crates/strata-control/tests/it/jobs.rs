@@ -55,7 +55,7 @@ fn concurrent_creates_keep_the_gpu_quota_and_never_share_a_gpu() {
     assert_eq!(ok, 12, "exactly the quota's GPUs are accepted");
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
         assert!(
-            matches!(r, strata_control::ControlError::QuotaExceeded(_)),
+            matches!(r, strata_control::ControlError::QuotaExceeded { .. }),
             "{r}"
         );
     }

@@ -209,6 +209,19 @@ fn quota_refusals_follow_tenants_order_filters_and_a_restart() {
         refused[0]["message"].as_str().unwrap().contains("over"),
         "{refused:?}"
     );
+    // An admin refused by t1's quota on t1's behalf: the event is t1's, so t1 sees it.
+    let (s, _) = d.call(
+        "POST",
+        "/v1/volumes",
+        &admin,
+        Some(json!({"name": "by-admin", "size": "16M", "tenant": "t1"})),
+    );
+    assert_eq!(s, 409);
+    let refused = events(&d, &t1, &["--type", "tenant"]);
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0]["tenant"], "t1", "{refused:?}");
+    assert_eq!(refused[0]["object"], "t1", "the object is the tenant: {refused:?}");
+    assert!(refused[0]["message"].as_str().unwrap().contains("by-admin"));
 
     // A tenant sees only its own; an admin sees all, and filters by tenant.
     let mine = events(&d, &t2, &[]);
