@@ -108,6 +108,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::FloatingIp => C::FloatingIpNotFound,
             Resource::LoadBalancer => C::LoadBalancerNotFound,
             Resource::Device => C::DeviceNotFound,
+            Resource::SnapshotSchedule => C::SnapshotScheduleNotFound,
         },
         ControlError::Exists { resource, .. } => match resource {
             Resource::Tenant => C::TenantExists,
@@ -124,6 +125,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             Resource::Router => C::RouterExists,
             Resource::SecurityGroup => C::SecurityGroupExists,
             Resource::LoadBalancer => C::LoadBalancerExists,
+            Resource::SnapshotSchedule => C::SnapshotScheduleExists,
             Resource::SecurityGroupRule | Resource::FloatingIp => C::AlreadyExists,
             Resource::Pool | Resource::Attachment | Resource::Token | Resource::Device => {
                 C::AlreadyExists
@@ -259,7 +261,7 @@ fn field_of(e: &ControlError) -> Option<&'static str> {
         ControlError::Invalid { field, .. } => Some(field),
         ControlError::Unresolved { field, .. } => Some(field),
         ControlError::Exists {
-            resource: Resource::Volume | Resource::Snapshot,
+            resource: Resource::Volume | Resource::Snapshot | Resource::SnapshotSchedule,
             ..
         } => Some("name"),
         ControlError::Engine(e) => match e {
@@ -984,6 +986,45 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                             items: v.into_iter().map(Into::into).collect(),
                         })
                 },
+            )),
+        )
+        .route(
+            "/v1/snapshot-schedules",
+            post(change(
+                S::CREATED,
+                "snapshot_schedule.create",
+                |Body(r): &Body<CreateSnapshotSchedule>| clip(&r.name),
+                |c, p, Body(r)| {
+                    c.create_snapshot_schedule(p, r.into_new()?)
+                        .map(SnapshotSchedule::from)
+                },
+            ))
+            .get(read(|c, p, Query(q): Query<ListSchedules>| {
+                c.list_snapshot_schedules(p, q.tenant.as_deref())
+                    .map(|l| SnapshotScheduleList {
+                        items: l.into_iter().map(Into::into).collect(),
+                    })
+            })),
+        )
+        .route(
+            "/v1/snapshot-schedules/{id}",
+            get(read(|c, p, id: String| {
+                c.get_snapshot_schedule(p, &id).map(SnapshotSchedule::from)
+            }))
+            .patch(change(
+                S::OK,
+                "snapshot_schedule.update",
+                first::<Body<SnapshotSchedulePatch>>,
+                |c, p, (id, Body(r))| {
+                    c.update_snapshot_schedule(p, &id, r.change()?)
+                        .map(SnapshotSchedule::from)
+                },
+            ))
+            .delete(change(
+                S::NO_CONTENT,
+                "snapshot_schedule.delete",
+                String::clone,
+                |c, p, id| c.delete_snapshot_schedule(p, &id),
             )),
         )
         .route(

@@ -69,6 +69,8 @@ pub enum Resource {
     LoadBalancer,
     /// A device of a pool.
     Device,
+    /// A snapshot schedule.
+    SnapshotSchedule,
 }
 
 impl fmt::Display for Resource {
@@ -94,6 +96,7 @@ impl fmt::Display for Resource {
             Resource::SecurityGroupRule => "security group rule",
             Resource::FloatingIp => "floating IP",
             Resource::LoadBalancer => "load balancer",
+            Resource::SnapshotSchedule => "snapshot schedule",
         })
     }
 }

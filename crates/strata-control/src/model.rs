@@ -58,6 +58,9 @@ pub struct Quota {
     /// Number of network ports.
     #[serde(default)]
     pub ports: Option<u64>,
+    /// Number of snapshot schedules.
+    #[serde(default)]
+    pub snapshot_schedules: Option<u64>,
 }
 
 /// What a tenant uses, kept in its record and updated in the same transaction as the change.
@@ -81,6 +84,9 @@ pub struct Usage {
     /// Network ports.
     #[serde(default)]
     pub ports: u64,
+    /// Snapshot schedules.
+    #[serde(default)]
+    pub snapshot_schedules: u64,
 }
 
 /// The overcommit ratio a pool has until an admin sets another: its volumes may provision four
@@ -352,6 +358,10 @@ pub struct Snapshot {
     /// The checkpoint group it was taken in, if any (deleted only with the group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The snapshot schedule that took it (its id), if any: only that schedule's retention
+    /// deletes it. Absent in records written before schedules: taken by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 /// A checkpoint group: snapshots of several volumes taken at one instant.
@@ -372,6 +382,44 @@ pub struct SnapshotGroup {
     pub ready: bool,
     /// Its snapshots: (volume id, snapshot id), in the order the volumes were named.
     pub members: Vec<GroupMember>,
+    /// The snapshot schedule that took it (its id), if any (see [`Snapshot::schedule`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+}
+
+/// A snapshot schedule: every `interval`, a snapshot of its one volume, or a checkpoint group
+/// of its several volumes; the newest `keep` of those it took are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSchedule {
+    /// Id.
+    pub id: String,
+    /// Owning tenant (of every volume).
+    pub tenant: String,
+    /// Name, unique within the tenant; its snapshots are named `NAME-YYYYMMDDTHHMMSSZ`.
+    pub name: String,
+    /// Volume ids, each once: one takes plain snapshots, several take checkpoint groups.
+    pub volumes: Vec<String>,
+    /// Seconds between two runs (at least 1).
+    pub interval: u64,
+    /// How many of the snapshots (or groups) it took are kept, newest first (at least 1).
+    pub keep: u64,
+    /// A paused schedule takes nothing (its cadence goes on: unpaused, it runs at most once
+    /// for what it missed).
+    #[serde(default)]
+    pub paused: bool,
+    /// Creation time.
+    pub created: u64,
+    /// When it runs next, seconds since the epoch (a slot of `created + k * interval`).
+    pub next_run: u64,
+    /// When it last ran, if ever.
+    #[serde(default)]
+    pub last_run: Option<u64>,
+    /// Why its last run (or that run's retention) failed; `None` after a clean run.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Snapshots (or groups) it took, in all.
+    #[serde(default)]
+    pub taken: u64,
 }
 
 /// One volume's snapshot in a group.

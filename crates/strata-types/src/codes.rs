@@ -331,6 +331,11 @@ registry! {
     LoadBalancerNotFound = "load_balancer_not_found", 404, None;
     /// A load balancer of that name is already in the network.
     LoadBalancerExists = "load_balancer_exists", 409, None;
+    // ----- snapshot schedules -----
+    /// No such snapshot schedule (or not visible to the caller).
+    SnapshotScheduleNotFound = "snapshot_schedule_not_found", 404, None;
+    /// A snapshot schedule of that name is already in the tenant.
+    SnapshotScheduleExists = "snapshot_schedule_exists", 409, None;
 }
 
 impl fmt::Display for ErrorCode {

@@ -20,12 +20,14 @@ mod export;
 mod get;
 mod networks;
 mod placement;
+mod schedules;
 pub use apply::ApplyArgs;
 pub use balancers::LoadBalancerCmd;
 pub use complete::{kind_of, positional_at, BASH_HOOK};
 pub use events::{print_alerts, EventsArgs};
 pub use networks::{FloatingIpCmd, NetworkCmd, RouterCmd, SecurityGroupCmd, SubnetCmd};
 pub use placement::{JobCmd, NodeCmd};
+pub use schedules::ScheduleCmd;
 
 /// What a 401 answer tells the user to do.
 const TOKEN_HINT: &str = "Pass a token with --token or STRATA_TOKEN, or save one with \
@@ -109,6 +111,9 @@ pub enum TenantCmd {
         /// Most network ports, or `unlimited`.
         #[arg(long, value_name = "N|unlimited")]
         max_ports: Option<String>,
+        /// Most snapshot schedules, or `unlimited`.
+        #[arg(long, value_name = "N|unlimited")]
+        max_schedules: Option<String>,
     },
     /// Sets a tenant's share of a saturated pool (admin): its weight against the other
     /// tenants (default 100) and the operations per second it gets first. Both are replaced.
@@ -452,6 +457,12 @@ pub enum SnapshotCmd {
         /// Tenant of the group (admins).
         #[arg(long)]
         tenant: Option<String>,
+    },
+    /// Snapshot schedules: a snapshot of a volume (or a checkpoint group of several) every
+    /// interval, keeping the newest N it took.
+    Schedule {
+        #[command(subcommand)]
+        cmd: ScheduleCmd,
     },
 }
 
@@ -1088,6 +1099,7 @@ impl Client {
                     gpus: None,
                     networks: None,
                     ports: None,
+                    snapshot_schedules: None,
                 };
                 let v = self.req(
                     "POST",
@@ -1149,6 +1161,7 @@ impl Client {
                 gpus,
                 max_networks,
                 max_ports,
+                max_schedules,
             } => {
                 let q = wire::QuotaPatch {
                     capacity_bytes: limit(capacity, "capacity", |c| bytes(c, "capacity"))?,
@@ -1160,6 +1173,9 @@ impl Client {
                     gpus: limit(gpus, "gpus", |n| count(n, "gpus"))?,
                     networks: limit(max_networks, "max-networks", |n| count(n, "max-networks"))?,
                     ports: limit(max_ports, "max-ports", |n| count(n, "max-ports"))?,
+                    snapshot_schedules: limit(max_schedules, "max-schedules", |n| {
+                        count(n, "max-schedules")
+                    })?,
                 };
                 if q == wire::QuotaPatch::default() {
                     bail!("invalid_argument: name at least one limit to change (see --help)");
@@ -1571,9 +1587,31 @@ impl Client {
             }
             SnapshotCmd::List { volume, tenant } => {
                 let vid = self.volume_id(&volume, tenant.as_deref())?;
+                let mut v = self.req("GET", &format!("/v1/volumes/{vid}/snapshots"), None)?;
+                if self.out != Output::Table {
+                    return self.print(&v, &cols);
+                }
+                // The schedule that took each (by name), `-` for one made by hand.
+                let items = v["items"].as_array_mut();
+                let items = items.into_iter().flatten().collect::<Vec<_>>();
+                let names = match items.iter().find(|s| s["schedule"].is_string()) {
+                    Some(s) => self.schedule_names(s["tenant"].as_str().unwrap_or_default()),
+                    None => Default::default(),
+                };
+                for s in items {
+                    if let Some(id) = s["schedule"].as_str() {
+                        let shown = names.get(id).cloned().unwrap_or_else(|| id.to_string());
+                        s["schedule"] = json!(shown);
+                    }
+                }
                 self.print(
-                    &self.req("GET", &format!("/v1/volumes/{vid}/snapshots"), None)?,
-                    &cols,
+                    &v,
+                    &[
+                        ("NAME", "name"),
+                        ("SIZE", "size:size"),
+                        ("SCHEDULE", "schedule"),
+                        ("ID", "id"),
+                    ],
                 )
             }
             SnapshotCmd::Delete {
@@ -1651,6 +1689,7 @@ impl Client {
                 )?;
                 self.print(&v, &[("NAME", "name"), ("SIZE", "size:size"), ("ID", "id")])
             }
+            SnapshotCmd::Schedule { cmd } => self.schedule(cmd),
         }
     }
 

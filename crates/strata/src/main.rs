@@ -208,8 +208,9 @@ enum Cmd {
     },
     /// Prints objects; with `-o yaml` in exactly the format `strata apply` reads.
     Get {
-        /// The kind (`tenant`, `volume`, `switch`, `network`, `subnet`, `router`,
-        /// `security_group`, `port`, `floating_ip`, `job`), or `all`.
+        /// The kind (`tenant`, `volume`, `snapshot_schedule`, `switch`, `network`, `subnet`,
+        /// `router`, `security_group`, `port`, `floating_ip`, `load_balancer`, `job`), or
+        /// `all`.
         kind: String,
         /// Only the object of this name.
         name: Option<String>,
@@ -766,6 +767,21 @@ fn spawn_scrub_schedule(
     Ok(())
 }
 
+/// The snapshot schedules' runner: twice a second (a run starts within half a second of its
+/// time; names have second precision), the controller runs the schedules that are due.
+fn spawn_snapshot_schedules(ctl: &Arc<strata_control::Controller>) -> Result<()> {
+    let weak = Arc::downgrade(ctl);
+    std::thread::Builder::new()
+        .name("snapshot-schedules".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let Some(c) = weak.upgrade() else { break };
+            c.run_snapshot_schedules();
+        })
+        .context("starting the snapshot schedules' runner")?;
+    Ok(())
+}
+
 /// The directory under the data dir whose regular files may become pool devices.
 const DEVICES_DIR: &str = "devices";
 
@@ -842,6 +858,7 @@ fn serve(
     spawn_resync(&ctl, keep.resync_rate)?;
     spawn_scrub_schedule(&ctl, keep.scrub_interval, keep.scrub_rate)?;
     spawn_event_watch(&ctl)?;
+    spawn_snapshot_schedules(&ctl)?;
     lbcheck::spawn(&ctl).context("starting the load-balancer health checker")?;
     // The local node joins the placement pool with what this machine has.
     let node_name = node.map_or_else(inventory::hostname, str::to_string);

@@ -110,6 +110,8 @@ pub enum EventKind {
     NodeUncordoned,
     /// Nodes were declared for planning.
     NodeDeclared,
+    /// A snapshot schedule's run (or its retention) failed, for a new reason.
+    ScheduleFailed,
 }
 
 impl EventKind {
@@ -139,6 +141,7 @@ impl EventKind {
             K::NodeCordoned => "node.cordoned",
             K::NodeUncordoned => "node.uncordoned",
             K::NodeDeclared => "node.declared",
+            K::ScheduleFailed => "snapshot_schedule.failed",
         }
     }
 
@@ -153,7 +156,8 @@ impl EventKind {
             | K::QuotaRefused
             | K::OvercommitRefused
             | K::AllocationThreshold
-            | K::NodeCordoned => Severity::Warning,
+            | K::NodeCordoned
+            | K::ScheduleFailed => Severity::Warning,
             _ => Severity::Info,
         }
     }
@@ -175,7 +179,7 @@ pub struct EventRecord {
     pub kind: String,
     /// How much it matters.
     pub severity: Severity,
-    /// `device`, `volume`, `pool`, `tenant`, `node`.
+    /// `device`, `volume`, `pool`, `tenant`, `node`, `snapshot_schedule`.
     pub object_kind: String,
     /// The object's id or name.
     pub object: String,
@@ -618,6 +622,7 @@ mod tests {
             EventKind::QuotaRefused,
             EventKind::NodeUp,
             EventKind::ScrubFinished,
+            EventKind::ScheduleFailed,
         ] {
             let (kind, what) = k.name().split_once('.').expect("KIND.WHAT");
             assert_eq!(kind, k.object_kind());

@@ -48,6 +48,17 @@ impl Controller {
         p: &Principal,
         req: NewGroup,
     ) -> Result<SnapshotGroup, ControlError> {
+        self.take_snapshot_group(p, req, None)
+    }
+
+    /// Takes a checkpoint group, recording the schedule that takes it (on the group and on
+    /// each member), if one does.
+    pub(super) fn take_snapshot_group(
+        &self,
+        p: &Principal,
+        req: NewGroup,
+        schedule: Option<&str>,
+    ) -> Result<SnapshotGroup, ControlError> {
         Self::require(p, Role::Member)?;
         validate_name("name", &req.name)?;
         if let Some(s) = &req.series {
@@ -99,6 +110,7 @@ impl Controller {
                 size: v.size,
                 created,
                 group: Some(gid.clone()),
+                schedule: schedule.map(str::to_string),
             })
             .collect();
         let mut g = SnapshotGroup {
@@ -115,6 +127,7 @@ impl Controller {
                     snapshot: s.id.clone(),
                 })
                 .collect(),
+            schedule: schedule.map(str::to_string),
         };
         self.with_tenant(&tenant, |t| {
             if self.store.get(&group_name_key(&tenant, &g.name))?.is_some() {
@@ -180,7 +193,7 @@ impl Controller {
         Ok(())
     }
 
-    fn tenant_groups(&self, tenant: &str) -> Result<Vec<SnapshotGroup>, ControlError> {
+    pub(super) fn tenant_groups(&self, tenant: &str) -> Result<Vec<SnapshotGroup>, ControlError> {
         Ok(self
             .list::<SnapshotGroup>(&format!("/snapshot-groups/{tenant}/"), None, 0)?
             .into_iter()
@@ -238,7 +251,7 @@ impl Controller {
         self.delete_group_now(&g)
     }
 
-    fn delete_group_now(&self, g: &SnapshotGroup) -> Result<(), ControlError> {
+    pub(super) fn delete_group_now(&self, g: &SnapshotGroup) -> Result<(), ControlError> {
         for m in &g.members {
             let Some((s, _)) = self.get::<Snapshot>(&snapshot_key(&g.tenant, &m.snapshot))? else {
                 continue; // gone with a force-deleted volume

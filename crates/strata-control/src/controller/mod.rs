@@ -13,6 +13,8 @@
 //! - `volumes.rs`, `snapshots.rs`, `qos.rs`: the volume lifecycle over the engine.
 //! - `snapcopy.rs`: a new copy (rebuild, drain) given the volume's snapshots before it joins.
 //! - `groups.rs`: checkpoint groups (snapshots of several volumes at one instant).
+//! - `schedules.rs`: snapshot schedules (snapshots or groups taken every interval, with
+//!   retention), the runner's tick and its pure parts (what is due, what retention deletes).
 //! - `attachments.rs`: NBD exports of volumes and who may open them.
 //! - `nbd_link.rs`: the running NBD server: tenant sockets, the authorize and admit hooks,
 //!   closing the sessions of a detached volume or a revoked tenant.
@@ -75,6 +77,7 @@ mod qos;
 mod rebuild;
 mod recovery;
 mod replicas;
+mod schedules;
 mod scrub;
 mod shares;
 mod snapcopy;
@@ -103,6 +106,10 @@ pub use networks::{
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
 pub use rebuild::RebuildSignals;
+pub use schedules::{
+    interval_text, NewSchedule, SchedulePatch, INTERVAL_MAX, INTERVAL_MIN, SCHEDULE_KEEP_MAX,
+    SCHEDULE_NAME_MAX_LEN,
+};
 pub use scrub::{BadBlock, ScrubView};
 pub use shares::{class_of, PoolShareRecord, TenantShareRecord, TenantShareView, WEIGHT_MAX};
 pub use volumes::{CreateVolume, SizeArg};
@@ -156,6 +163,8 @@ pub struct Controller {
     >,
     /// The event journal and its followers (`events.rs`).
     events: events::Journal,
+    /// Per snapshot schedule, the lock its runs and its changes hold (`schedules.rs`).
+    schedules: schedules::Runs,
 }
 
 impl std::fmt::Debug for Controller {

@@ -108,6 +108,22 @@ impl Controller {
         server.close_sessions(|s| export_volume(&s.export) == id)
     }
 
+    /// Whether an NBD session has snapshot `s` open (`VOLUME@NAME` or `VOLUME@ID`): closes
+    /// nothing, only looks.
+    pub(super) fn snapshot_open(&self, s: &Snapshot) -> bool {
+        let Some((server, _)) = self.nbd.server.read().clone() else {
+            return false;
+        };
+        let mut open = false;
+        server.close_sessions(|x| {
+            if let Some((vol, snap)) = x.export.split_once('@') {
+                open |= vol == s.volume && (snap == s.name || snap == s.id);
+            }
+            false
+        });
+        open
+    }
+
     /// Closes the TLS sessions of tenant `t` whose certificate serial `pick` selects.
     pub(super) fn close_certificate_sessions(&self, t: &str, pick: impl Fn(&str) -> bool) -> usize {
         let Some((server, _)) = self.nbd.server.read().clone() else {

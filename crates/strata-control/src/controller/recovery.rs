@@ -40,6 +40,7 @@ impl Controller {
             pool_lock: Default::default(),
             gates: Default::default(),
             events: Default::default(),
+            schedules: Default::default(),
         };
         c.load_events()?;
         let default = c.pool.clone();
@@ -71,8 +72,8 @@ impl Controller {
         r
     }
 
-    /// Sets every tenant's usage to what its volume, snapshot, job, network and port records add
-    /// up to.
+    /// Sets every tenant's usage to what its volume, snapshot, schedule, job, network and port
+    /// records add up to.
     pub(super) fn recount_usage(&self) -> Result<(), ControlError> {
         let mut counted: std::collections::HashMap<String, Usage> = Default::default();
         let mut provisioned: std::collections::BTreeMap<String, u128> = Default::default();
@@ -94,6 +95,10 @@ impl Controller {
         for (tenant, gpus) in self.job_gpus()? {
             let u = counted.entry(tenant).or_default();
             u.gpus = u.gpus.saturating_add(gpus);
+        }
+        for (_, s) in self.list::<SnapshotSchedule>("/snapshot-schedules/", None, 0)? {
+            let u = counted.entry(s.tenant.clone()).or_default();
+            u.snapshot_schedules = u.snapshot_schedules.saturating_add(1);
         }
         for (tenant, networks, ports) in self.network_counts()? {
             let u = counted.entry(tenant).or_default();

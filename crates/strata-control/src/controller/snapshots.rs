@@ -32,6 +32,17 @@ impl Controller {
         vol: &str,
         name: &str,
     ) -> Result<Snapshot, ControlError> {
+        self.take_snapshot(p, vol, name, None)
+    }
+
+    /// Takes a snapshot of a volume, recording the schedule that takes it, if one does.
+    pub(super) fn take_snapshot(
+        &self,
+        p: &Principal,
+        vol: &str,
+        name: &str,
+        schedule: Option<&str>,
+    ) -> Result<Snapshot, ControlError> {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, vol)?;
         validate_name("name", name)?;
@@ -46,6 +57,7 @@ impl Controller {
             size: v.size,
             created: now(),
             group: None,
+            schedule: schedule.map(str::to_string),
         };
         self.with_tenant(&v.tenant, |t| {
             if self.store.get(&snapshot_name_key(&v.id, name))?.is_some() {

@@ -106,13 +106,14 @@ impl Controller {
                 || t.usage.gpus > 0
                 || t.usage.networks > 0
                 || t.usage.ports > 0
+                || t.usage.snapshot_schedules > 0
                 || !jobs.is_empty()
                 || self.tenant_has_network_objects(name)
             {
                 return Err(ControlError::InUse {
                     what: InUse::TenantNotEmpty,
                     message: format!(
-                        "tenant {name} still has volumes, snapshots, jobs, networks, security groups or floating IPs"
+                        "tenant {name} still has volumes, snapshots, snapshot schedules, jobs, networks, security groups or floating IPs"
                     ),
                 });
             }
@@ -157,6 +158,8 @@ pub(super) struct Charge {
     pub networks: u64,
     /// Network ports.
     pub ports: u64,
+    /// Snapshot schedules.
+    pub schedules: u64,
 }
 
 impl Charge {
@@ -235,6 +238,13 @@ pub(super) fn charge(t: &mut Tenant, release: Charge, take: Charge) -> Result<()
             q.networks,
         )?,
         ports: one("port", u.ports, release.ports, take.ports, q.ports)?,
+        snapshot_schedules: one(
+            "snapshot schedule",
+            u.snapshot_schedules,
+            release.schedules,
+            take.schedules,
+            q.snapshot_schedules,
+        )?,
     };
     t.usage = usage;
     Ok(())

@@ -141,6 +141,10 @@ pub struct SnapshotGroup {
     pub ready: bool,
     /// Its snapshots.
     pub members: Vec<GroupMember>,
+    /// Id of the snapshot schedule that took it, if any.
+    #[serde(default)]
+    #[schema(nullable)]
+    pub schedule: Option<String>,
 }
 
 impl From<model::SnapshotGroup> for SnapshotGroup {
@@ -160,6 +164,7 @@ impl From<model::SnapshotGroup> for SnapshotGroup {
                     snapshot: m.snapshot,
                 })
                 .collect(),
+            schedule: g.schedule,
         }
     }
 }

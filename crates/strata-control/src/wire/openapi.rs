@@ -61,6 +61,10 @@ use super::*;
     SnapshotGroup,
     SnapshotGroupList,
     ClonedVolumes,
+    CreateSnapshotSchedule,
+    SnapshotSchedulePatch,
+    SnapshotSchedule,
+    SnapshotScheduleList,
     Transport,
     Attach,
     Credentials,
@@ -753,6 +757,52 @@ fn operations() -> Vec<Op> {
         .body(r::<CloneGroup>())
         .ok(201, "created", r::<ClonedVolumes>())
         .errors(&[409, 507]),
+        op(
+            Post,
+            "/v1/snapshot-schedules",
+            "createSnapshotSchedule",
+            "Make a snapshot schedule: a snapshot of one volume (or a checkpoint group of \
+             several) every interval, keeping the newest N it took",
+        )
+        .body(r::<CreateSnapshotSchedule>())
+        .ok(201, "made", r::<SnapshotSchedule>())
+        .errors(&[409]),
+        op(
+            Get,
+            "/v1/snapshot-schedules",
+            "listSnapshotSchedules",
+            "List the snapshot schedules the caller may see",
+        )
+        .query(
+            "tenant",
+            text(NAME_PATTERN, NAME_MAX_LEN, false),
+            "only this tenant's",
+        )
+        .ok(200, "schedules", r::<SnapshotScheduleList>()),
+        op(
+            Get,
+            "/v1/snapshot-schedules/{id}",
+            "getSnapshotSchedule",
+            "Show a snapshot schedule: its last run, next run and last error",
+        )
+        .ok(200, "the schedule", r::<SnapshotSchedule>()),
+        op(
+            Patch,
+            "/v1/snapshot-schedules/{id}",
+            "updateSnapshotSchedule",
+            "Change only the named fields of a snapshot schedule (interval, keep, paused)",
+        )
+        .body(r::<SnapshotSchedulePatch>())
+        .ok(200, "the schedule", r::<SnapshotSchedule>())
+        .errors(&[409]),
+        op(
+            Delete,
+            "/v1/snapshot-schedules/{id}",
+            "deleteSnapshotSchedule",
+            "Delete a snapshot schedule (the snapshots it took stay)",
+        )
+        .none(204, "deleted")
+        .errors(&[409]),
         op(
             Post,
             "/v1/networks",

@@ -59,6 +59,10 @@ pub struct Snapshot {
     /// Id of the checkpoint group it belongs to, if any.
     #[schema(nullable)]
     pub group: Option<String>,
+    /// Id of the snapshot schedule that took it, if any (only its retention deletes it).
+    #[serde(default)]
+    #[schema(nullable)]
+    pub schedule: Option<String>,
 }
 
 impl From<model::Snapshot> for Snapshot {
@@ -71,6 +75,7 @@ impl From<model::Snapshot> for Snapshot {
             size: s.size,
             created: s.created,
             group: s.group,
+            schedule: s.schedule,
         }
     }
 }

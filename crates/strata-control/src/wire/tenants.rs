@@ -50,6 +50,10 @@ pub struct Quota {
     #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = count)]
     pub ports: Option<u64>,
+    /// Number of snapshot schedules.
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = count)]
+    pub snapshot_schedules: Option<u64>,
 }
 
 impl Check for Quota {
@@ -61,7 +65,12 @@ impl Check for Quota {
         opt("iops", self.iops, QUOTA_IOPS_MAX)?;
         opt("gpus", self.gpus, QUOTA_COUNT_MAX)?;
         opt("networks", self.networks, QUOTA_COUNT_MAX)?;
-        opt("ports", self.ports, QUOTA_COUNT_MAX)
+        opt("ports", self.ports, QUOTA_COUNT_MAX)?;
+        opt(
+            "snapshot_schedules",
+            self.snapshot_schedules,
+            QUOTA_COUNT_MAX,
+        )
     }
 }
 
@@ -75,6 +84,7 @@ impl From<Quota> for model::Quota {
             gpus: q.gpus,
             networks: q.networks,
             ports: q.ports,
+            snapshot_schedules: q.snapshot_schedules,
         }
     }
 }
@@ -89,6 +99,7 @@ impl From<model::Quota> for Quota {
             gpus: q.gpus,
             networks: q.networks,
             ports: q.ports,
+            snapshot_schedules: q.snapshot_schedules,
         }
     }
 }
@@ -153,6 +164,14 @@ pub struct QuotaPatch {
     )]
     #[schema(schema_with = count)]
     pub ports: Option<Option<u64>>,
+    /// Snapshot schedules.
+    #[serde(
+        default,
+        deserialize_with = "super::patch::int",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(schema_with = count)]
+    pub snapshot_schedules: Option<Option<u64>>,
 }
 
 impl Check for QuotaPatch {
@@ -166,7 +185,12 @@ impl Check for QuotaPatch {
         opt("iops", self.iops, QUOTA_IOPS_MAX)?;
         opt("gpus", self.gpus, QUOTA_COUNT_MAX)?;
         opt("networks", self.networks, QUOTA_COUNT_MAX)?;
-        opt("ports", self.ports, QUOTA_COUNT_MAX)
+        opt("ports", self.ports, QUOTA_COUNT_MAX)?;
+        opt(
+            "snapshot_schedules",
+            self.snapshot_schedules,
+            QUOTA_COUNT_MAX,
+        )
     }
 }
 
@@ -181,6 +205,7 @@ impl QuotaPatch {
         apply(&mut q.gpus, &self.gpus);
         apply(&mut q.networks, &self.networks);
         apply(&mut q.ports, &self.ports);
+        apply(&mut q.snapshot_schedules, &self.snapshot_schedules);
         q
     }
 }
@@ -202,6 +227,8 @@ pub struct Usage {
     pub networks: u64,
     /// Network ports.
     pub ports: u64,
+    /// Snapshot schedules.
+    pub snapshot_schedules: u64,
 }
 
 /// A tenant.
@@ -233,6 +260,7 @@ impl From<model::Tenant> for Tenant {
                 gpus: t.usage.gpus,
                 networks: t.usage.networks,
                 ports: t.usage.ports,
+                snapshot_schedules: t.usage.snapshot_schedules,
             },
             socket_owner: t.socket_owner.map(|o| format!("{}:{}", o.uid, o.gid)),
         }

@@ -86,6 +86,7 @@ fn quota() -> impl Strategy<Value = Quota> {
         gpus: None,
         networks: None,
         ports: None,
+        snapshot_schedules: None,
     })
 }
 

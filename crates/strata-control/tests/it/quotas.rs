@@ -16,6 +16,7 @@ fn creates_are_idempotent_and_quotas_hold() {
         gpus: None,
         networks: None,
         ports: None,
+        snapshot_schedules: None,
     };
     f.c.create_tenant(&f.admin, "acme", q).unwrap();
     let mut req = new_volume("acme", "a", "1G");

@@ -157,6 +157,7 @@ fn open_settles_checkpoint_groups_a_crash_interrupted() {
             size: 8 << 20,
             created: 0,
             group: Some("lostgroup".into()),
+            schedule: None,
         };
         txn = txn
             .put(

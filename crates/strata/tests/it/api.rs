@@ -148,7 +148,7 @@ fn creates_are_idempotent_and_quotas_hold() {
     let (_, t) = d.call("GET", "/v1/tenants/acme", &admin, None);
     assert_eq!(
         t["usage"],
-        json!({"capacity_bytes": 2u64 << 30, "volumes": 2, "snapshots": 1, "iops": 0, "gpus": 0, "networks": 0, "ports": 0})
+        json!({"capacity_bytes": 2u64 << 30, "volumes": 2, "snapshots": 1, "iops": 0, "gpus": 0, "networks": 0, "ports": 0, "snapshot_schedules": 0})
     );
     // Delete with snapshots is refused unless forced; usage is returned.
     let (s, v) = d.call("DELETE", &format!("/v1/volumes/{id}"), &admin, None);
@@ -169,7 +169,7 @@ fn creates_are_idempotent_and_quotas_hold() {
     let (_, t) = d.call("GET", "/v1/tenants/acme", &admin, None);
     assert_eq!(
         t["usage"],
-        json!({"capacity_bytes": 1u64 << 30, "volumes": 1, "snapshots": 0, "iops": 0, "gpus": 0, "networks": 0, "ports": 0})
+        json!({"capacity_bytes": 1u64 << 30, "volumes": 1, "snapshots": 0, "iops": 0, "gpus": 0, "networks": 0, "ports": 0, "snapshot_schedules": 0})
     );
     let (_, audit) = d.call("GET", "/v1/audit", &admin, None);
     let actions: Vec<&str> = audit["items"]

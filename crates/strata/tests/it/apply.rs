@@ -3,12 +3,13 @@
 //! not grow), dry runs change nothing and show field diffs, one field's update changes only
 //! that field, prune stays within the kinds and tenants the file names, a bad object fails
 //! alone while its dependents are skipped, bad files are refused before any write, every
-//! kind round-trips through `get -o yaml`, and a tenant token applies only its own objects.
+//! kind round-trips through `get -o yaml`, a tenant token applies only its own objects, and
+//! snapshot schedules and load balancers create, stay unchanged, diff and prune like the rest.
 
 use std::io::Write;
 use std::process::Stdio;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -473,4 +474,282 @@ fn a_tenant_token_applies_its_own_objects_and_is_refused_others() {
     assert!(!ok);
     assert!(out.contains("FAILED tenant t1: forbidden"), "{out}");
     assert!(volume(&d, "t2", "x").is_null());
+}
+
+const SCHEDULES_AND_BALANCERS: &str = r#"kind: tenant
+name: acme
+---
+kind: volume
+name: db
+tenant: acme
+size: 64M
+---
+kind: volume
+name: logs
+tenant: acme
+size: 64M
+---
+kind: snapshot_schedule
+name: hourly
+tenant: acme
+volumes: [db]
+interval: 60m
+keep: 24
+---
+kind: snapshot_schedule
+name: ckpt
+tenant: acme
+volumes: [logs, db]
+interval: 1d
+keep: 3
+paused: true
+---
+kind: network
+name: vpc1
+tenant: acme
+cidr: 10.20.0.0/16
+---
+kind: subnet
+name: web
+tenant: acme
+network: vpc1
+cidr: 10.20.1.0/24
+---
+kind: port
+name: web1
+tenant: acme
+network: vpc1
+subnet: web
+---
+kind: port
+name: web2
+tenant: acme
+network: vpc1
+subnet: web
+---
+kind: load_balancer
+name: lb1
+tenant: acme
+network: vpc1
+subnet: web
+listeners:
+- protocol: tcp
+  port: 80
+  backends:
+  - {port: web1, weight: 2}
+  - {port: web2}
+- protocol: udp
+  port: 53
+  backends: [{port: web1, target_port: 5353}]
+health_check: {kind: none}
+---
+kind: load_balancer
+name: lb2
+tenant: acme
+network: vpc1
+subnet: web
+listeners:
+- {protocol: tcp, port: 443, backends: [{port: web2}]}
+"#;
+
+fn schedule(d: &Daemon, name: &str) -> Value {
+    let (st, v) = d.call(
+        "GET",
+        "/v1/snapshot-schedules?tenant=acme",
+        &d.admin(),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn balancer(d: &Daemon, name: &str) -> Value {
+    let (_, nets) = d.call("GET", "/v1/networks?tenant=acme", &d.admin(), None);
+    let net = nets["items"][0]["id"].as_str().unwrap().to_string();
+    let (st, v) = d.call(
+        "GET",
+        &format!("/v1/networks/{net}/load-balancers"),
+        &d.admin(),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn snapshot_schedules_and_load_balancers_apply_round_trip_diff_and_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"));
+    let c = Cli {
+        d: &d,
+        dir: dir.path(),
+        token: None,
+    };
+    let (ok, out, err) = c.apply(SCHEDULES_AND_BALANCERS, &[]);
+    assert!(ok, "{out}\n{err}");
+    for k in [
+        "snapshot_schedule acme/hourly",
+        "snapshot_schedule acme/ckpt",
+        "load_balancer acme/lb1",
+        "load_balancer acme/lb2",
+    ] {
+        assert!(out.contains(&format!("created {k}")), "{k}: {out}");
+    }
+    let db = volume(&d, "acme", "db")["id"].clone();
+    let hourly = schedule(&d, "hourly");
+    assert_eq!(
+        (
+            &hourly["interval"],
+            &hourly["keep"],
+            &hourly["paused"],
+            &hourly["volumes"]
+        ),
+        (&json!("1h"), &json!(24), &json!(false), &json!([db])),
+        "{hourly}"
+    );
+    let ckpt = schedule(&d, "ckpt");
+    assert_eq!(
+        (&ckpt["paused"], ckpt["volumes"].as_array().unwrap().len()),
+        (&json!(true), 2)
+    );
+    let lb1 = balancer(&d, "lb1");
+    let tcp = lb1["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["protocol"] == "tcp")
+        .unwrap()
+        .clone();
+    let mut weights: Vec<u64> = tcp["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["weight"].as_u64().unwrap())
+        .collect();
+    weights.sort();
+    assert_eq!(weights, [1, 2], "{lb1}");
+    assert!(lb1.to_string().contains("5353"), "{lb1}");
+
+    // A second apply writes nothing; so does what `get` prints, kind by kind and all.
+    let before = writes(&d);
+    let (ok, out, err) = c.apply(SCHEDULES_AND_BALANCERS, &[]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.starts_with("nothing to change"), "{out}");
+    for k in ["snapshot_schedule", "load_balancer"] {
+        let yaml = c.ok(&["get", k, "-o", "yaml"]);
+        assert!(yaml.contains(&format!("kind: {k}\n")), "{yaml}");
+        let f = c.file(&format!("{k}.yaml"), &yaml);
+        let (ok, out, err) = c.run(&["apply", "-f", &f]);
+        assert!(
+            ok && out.starts_with("nothing to change"),
+            "{k}: {out}\n{err}\n{yaml}"
+        );
+    }
+    let all = c.ok(&["get", "all", "-o", "yaml"]);
+    assert!(
+        all.contains("kind: snapshot_schedule\n") && all.contains("kind: load_balancer\n"),
+        "{all}"
+    );
+    let (ok, out, err) = c.run_in(&["apply", "-f", "-"], Some(&all));
+    assert!(
+        ok && out.starts_with("nothing to change"),
+        "{out}\n{err}\n{all}"
+    );
+    assert_eq!(writes(&d), before, "a round trip wrote");
+
+    // A dry run shows the field diffs and changes nothing.
+    let changed = SCHEDULES_AND_BALANCERS
+        .replace("interval: 60m\nkeep: 24", "interval: 30m\nkeep: 12")
+        .replace("{port: web1, weight: 2}", "{port: web1, weight: 3}")
+        .replace(
+            "health_check: {kind: none}",
+            "health_check: {kind: none}\nsession_affinity: true",
+        );
+    let (ok, out, err) = c.apply(&changed, &["--dry-run"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("~ snapshot_schedule acme/hourly: interval 1h -> 30m, keep 24 -> 12\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("~ load_balancer acme/lb1: listeners "),
+        "{out}"
+    );
+    assert!(out.contains("session_affinity false -> true"), "{out}");
+    assert!(out.contains("= snapshot_schedule acme/ckpt"), "{out}");
+    assert!(out.contains("= load_balancer acme/lb2"), "{out}");
+    let (ok, out, _) = c.apply(&changed, &["--dry-run", "-o", "json"]);
+    assert!(ok);
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    let step = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "hourly")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        step["changes"],
+        json!([{"field": "interval", "from": "1h", "to": "30m"},
+               {"field": "keep", "from": 24, "to": 12}])
+    );
+    assert_eq!(writes(&d), before, "a dry run wrote");
+    assert_eq!(schedule(&d, "hourly")["keep"], 24);
+
+    // Applied: one write for the schedule, one for the listeners, one for the settings.
+    let (ok, out, err) = c.apply(&changed, &[]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(writes(&d), before + 3, "{out}");
+    let now = schedule(&d, "hourly");
+    assert_eq!(
+        (&now["interval"], &now["keep"], &now["id"]),
+        (&json!("30m"), &json!(12), &hourly["id"])
+    );
+    let lb = balancer(&d, "lb1");
+    assert_eq!(
+        (&lb["session_affinity"], &lb["id"], &lb["vip"]),
+        (&json!(true), &lb1["id"], &lb1["vip"])
+    );
+    assert!(lb.to_string().contains("\"weight\":3"), "{lb}");
+    let (ok, out, _) = c.apply(&changed, &[]);
+    assert!(ok && out.starts_with("nothing to change"), "{out}");
+
+    // Prune deletes the schedule and the balancer the file no longer names, and only those.
+    let cut = |text: &str, from: &str, to: &str| {
+        let i = text.find(from).unwrap();
+        let j = text[i..].find(to).map_or(text.len(), |j| i + j);
+        format!("{}{}", &text[..i], &text[j..])
+    };
+    let fewer = cut(
+        &changed,
+        "kind: snapshot_schedule\nname: ckpt",
+        "kind: network",
+    );
+    let fewer = cut(&fewer, "---\nkind: load_balancer\nname: lb2", "\u{0}");
+    let (ok, out, err) = c.apply(&fewer, &["--prune", "--dry-run"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("- snapshot_schedule acme/ckpt"), "{out}");
+    assert!(out.contains("- load_balancer acme/lb2"), "{out}");
+    assert!(!schedule(&d, "ckpt").is_null() && !balancer(&d, "lb2").is_null());
+    let (ok, out, err) = c.apply(&fewer, &["--prune"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("deleted snapshot_schedule acme/ckpt"), "{out}");
+    assert!(out.contains("deleted load_balancer acme/lb2"), "{out}");
+    assert!(schedule(&d, "ckpt").is_null() && balancer(&d, "lb2").is_null());
+    assert_eq!(schedule(&d, "hourly")["id"], hourly["id"]);
+    assert_eq!(balancer(&d, "lb1")["id"], lb1["id"]);
+    let (_, t) = d.call("GET", "/v1/tenants/acme", &d.admin(), None);
+    assert_eq!(t["usage"]["snapshot_schedules"], 1, "{t}");
 }

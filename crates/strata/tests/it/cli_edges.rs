@@ -81,7 +81,7 @@ fn set_quota_and_set_qos_change_only_the_limits_named() {
     assert!(r.ok, "{}", r.err);
     assert_eq!(
         r.json()["quota"],
-        json!({"capacity_bytes": 1u64 << 40, "volumes": 5, "snapshots": null, "iops": 50, "gpus": null, "networks": null, "ports": null})
+        json!({"capacity_bytes": 1u64 << 40, "volumes": 5, "snapshots": null, "iops": 50, "gpus": null, "networks": null, "ports": null, "snapshot_schedules": null})
     );
     // `unlimited` removes one limit; the others stay.
     let r = cli(
@@ -100,7 +100,7 @@ fn set_quota_and_set_qos_change_only_the_limits_named() {
     assert!(r.ok, "{}", r.err);
     assert_eq!(
         r.json()["quota"],
-        json!({"capacity_bytes": null, "volumes": 5, "snapshots": null, "iops": 50, "gpus": null, "networks": null, "ports": null})
+        json!({"capacity_bytes": null, "volumes": 5, "snapshots": null, "iops": 50, "gpus": null, "networks": null, "ports": null, "snapshot_schedules": null})
     );
     // Nothing named: refused, nothing sent.
     let r = cli(&d, a, &["tenant", "set-quota", "ml"]);

@@ -26,5 +26,6 @@ mod networks;
 mod qos;
 mod readme;
 mod replicas;
+mod schedules;
 mod switch;
 mod veth;

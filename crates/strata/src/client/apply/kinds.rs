@@ -95,6 +95,7 @@ const QUOTA: &[F] = &[
     opt("gpus", T::Int),
     opt("networks", T::Int),
     opt("ports", T::Int),
+    opt("snapshot_schedules", T::Int),
 ];
 const SHARE: &[F] = &[F::new("weight", T::Int), opt("reservation_iops", T::Int)];
 const QOS: &[F] = &[
@@ -120,6 +121,25 @@ const RULE: &[F] = &[
     opt("port_max", T::Int),
     opt("remote_cidr", T::Str),
     opt("remote_group", T::Str).refers("security_group"),
+];
+const BACKEND: &[F] = &[
+    opt("port", T::Str).refers("port"),
+    opt("ip", T::Str),
+    F::new("target_port", T::Int),
+    F::new("weight", T::Int),
+];
+const LISTENER: &[F] = &[
+    F::new("protocol", T::Str).required(),
+    F::new("port", T::Int).required(),
+    F::new("backends", T::List(BACKEND, None)),
+];
+const HEALTH: &[F] = &[
+    F::new("kind", T::Str),
+    opt("path", T::Str),
+    F::new("interval_ms", T::Int),
+    F::new("timeout_ms", T::Int),
+    F::new("rise", T::Int),
+    F::new("fall", T::Int),
 ];
 
 fn no_canon(_: &mut Fields) {}
@@ -155,7 +175,7 @@ const fn meta(
     }
 }
 
-/// Every kind, in apply order. The load balancer kind, when it lands, is one more entry.
+/// Every kind, in apply order.
 pub static KINDS: &[Kind] = &[
     Kind {
         meta: meta(
@@ -192,9 +212,32 @@ pub static KINDS: &[Kind] = &[
         delete: |c, ids, k| del(c, &format!("/v1/volumes/{}", enc(&ids.of(k)?))),
     },
     Kind {
+        meta: KindMeta {
+            canon: schedule_canon,
+            ..meta(
+                "snapshot_schedule",
+                2,
+                true,
+                true,
+                &[
+                    F::new("volumes", T::Strs)
+                        .required()
+                        .replace()
+                        .refers("volume"),
+                    F::new("interval", T::Str).required(),
+                    F::new("keep", T::Int).required(),
+                    F::new("paused", T::Bool),
+                ],
+            )
+        },
+        read: read_schedules,
+        write: write_schedule,
+        delete: |c, ids, k| del(c, &format!("/v1/snapshot-schedules/{}", enc(&ids.of(k)?))),
+    },
+    Kind {
         meta: meta(
             "switch",
-            2,
+            3,
             false,
             true,
             &[
@@ -209,7 +252,7 @@ pub static KINDS: &[Kind] = &[
     Kind {
         meta: meta(
             "network",
-            3,
+            4,
             true,
             true,
             &[
@@ -225,7 +268,7 @@ pub static KINDS: &[Kind] = &[
     Kind {
         meta: meta(
             "subnet",
-            4,
+            5,
             true,
             true,
             &[
@@ -246,7 +289,7 @@ pub static KINDS: &[Kind] = &[
     Kind {
         meta: meta(
             "router",
-            5,
+            6,
             true,
             true,
             &[
@@ -268,7 +311,7 @@ pub static KINDS: &[Kind] = &[
             canon: rule_canon,
             ..meta(
                 "security_group",
-                6,
+                7,
                 true,
                 true,
                 &[
@@ -282,27 +325,30 @@ pub static KINDS: &[Kind] = &[
         delete: |c, ids, k| del(c, &format!("/v1/security-groups/{}", enc(&ids.of(k)?))),
     },
     Kind {
-        meta: meta(
-            "port",
-            7,
-            true,
-            true,
-            &[
-                F::new("network", T::Str)
-                    .required()
-                    .replace()
-                    .refers("network"),
-                F::new("subnet", T::Str)
-                    .required()
-                    .replace()
-                    .refers("subnet"),
-                F::new("ip", T::Str).replace(),
-                F::new("mac", T::Str).replace(),
-                F::new("security_groups", T::Strs).refers("security_group"),
-                opt("cap_bps", T::Int),
-                opt("min_bps", T::Int),
-            ],
-        ),
+        meta: KindMeta {
+            keep: &[strata_control::controller::MONITOR_PORT],
+            ..meta(
+                "port",
+                8,
+                true,
+                true,
+                &[
+                    F::new("network", T::Str)
+                        .required()
+                        .replace()
+                        .refers("network"),
+                    F::new("subnet", T::Str)
+                        .required()
+                        .replace()
+                        .refers("subnet"),
+                    F::new("ip", T::Str).replace(),
+                    F::new("mac", T::Str).replace(),
+                    F::new("security_groups", T::Strs).refers("security_group"),
+                    opt("cap_bps", T::Int),
+                    opt("min_bps", T::Int),
+                ],
+            )
+        },
         read: read_ports,
         write: write_port,
         delete: |c, ids, k| del(c, &format!("/v1/network-ports/{}", enc(&ids.of(k)?))),
@@ -312,7 +358,7 @@ pub static KINDS: &[Kind] = &[
             name_refers: Some("port"),
             ..meta(
                 "floating_ip",
-                8,
+                9,
                 true,
                 true,
                 &[F::new("network", T::Str).required().replace()],
@@ -323,9 +369,37 @@ pub static KINDS: &[Kind] = &[
         delete: |c, ids, k| del(c, &format!("/v1/floating-ips/{}", enc(&ids.of(k)?))),
     },
     Kind {
+        meta: KindMeta {
+            canon: balancer_canon,
+            ..meta(
+                "load_balancer",
+                10,
+                true,
+                true,
+                &[
+                    F::new("network", T::Str)
+                        .required()
+                        .replace()
+                        .refers("network"),
+                    F::new("subnet", T::Str)
+                        .required()
+                        .replace()
+                        .refers("subnet"),
+                    F::new("vip", T::Str).replace(),
+                    F::new("listeners", T::List(LISTENER, None)).required(),
+                    F::new("session_affinity", T::Bool),
+                    F::new("health_check", T::Map(HEALTH)),
+                ],
+            )
+        },
+        read: read_balancers,
+        write: write_balancer,
+        delete: |c, ids, k| del(c, &format!("/v1/load-balancers/{}", enc(&ids.of(k)?))),
+    },
+    Kind {
         meta: meta(
             "job",
-            10,
+            11,
             true,
             true,
             &[
@@ -462,6 +536,7 @@ fn read_tenants(c: &Client, _: &mut Ids, tenant: Option<&str>) -> Result<Vec<Obj
                 "capacity": q["capacity_bytes"], "volumes": q["volumes"],
                 "snapshots": q["snapshots"], "iops": q["iops"], "gpus": q["gpus"],
                 "networks": q["networks"], "ports": q["ports"],
+                "snapshot_schedules": q["snapshot_schedules"],
             },
         });
         // A tenant's share is the admin's to read; a tenant token sees its quota only.
@@ -617,6 +692,92 @@ fn write_volume(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>)
             "PATCH",
             &format!("/v1/volumes/{}/qos", enc(&id)),
             Some(Value::Object(q)),
+        )?;
+    }
+    Ok(())
+}
+
+// ---- snapshot schedules: named volumes, the interval as the daemon writes it
+
+/// An interval as the daemon writes it back (`60m` is `1h`), on both sides.
+fn schedule_canon(f: &mut Fields) {
+    if let Some(Value::String(i)) = f.get("interval") {
+        if let Ok(secs) = strata_control::wire::parse_interval("interval", i) {
+            f.insert(
+                "interval".into(),
+                Value::from(strata_control::controller::interval_text(secs)),
+            );
+        }
+    }
+}
+
+fn read_schedules(c: &Client, ids: &mut Ids, tenant: Option<&str>) -> Result<Vec<Object>> {
+    // Volume names first: a schedule names its volumes.
+    read_volumes(c, ids, tenant)?;
+    let mut out = Vec::new();
+    for x in items(&c.req(
+        "GET",
+        &format!("/v1/snapshot-schedules{}", tenant_q(tenant)),
+        None,
+    )?) {
+        let volumes: BTreeSet<String> = strs(Some(&x["volumes"]))
+            .iter()
+            .map(|id| ids.name("volume", id))
+            .collect();
+        let mut o = object(
+            "snapshot_schedule",
+            Some(s(&x["tenant"])),
+            s(&x["name"]),
+            json!({
+                "volumes": volumes, "interval": x["interval"], "keep": x["keep"],
+                "paused": x["paused"],
+            }),
+        );
+        let taken = x["taken"].as_u64().unwrap_or(0);
+        if taken > 0 {
+            o.note = Some(format!(
+                "schedule took {taken} snapshot(s); those it keeps stay, as if made by hand"
+            ));
+        }
+        ids.put(&o.key, &s(&x["id"]));
+        out.push(o);
+    }
+    Ok(out)
+}
+
+fn write_schedule(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>) -> Result<()> {
+    let t = &want.key.tenant;
+    let Some(have) = have else {
+        let f = &want.fields;
+        let volumes: Vec<String> = strs(f.get("volumes"))
+            .iter()
+            .map(|n| ids.id("volume", t, n))
+            .collect();
+        let mut b = json!({
+            "name": want.key.name, "volumes": volumes, "interval": f["interval"],
+            "keep": f["keep"],
+        });
+        if let Some(p) = f.get("paused") {
+            b["paused"] = p.clone();
+        }
+        let v = c.req("POST", "/v1/snapshot-schedules", Some(b))?;
+        ids.put(&want.key, &s(&v["id"]));
+        return Ok(());
+    };
+    // Compared as the plan compares them (`60m` is `1h`): only what differs is sent.
+    let (mut w, mut h) = (want.clone(), have.clone());
+    schedule_canon(&mut w.fields);
+    schedule_canon(&mut h.fields);
+    let patch: Map<String, Value> = ["interval", "keep", "paused"]
+        .into_iter()
+        .filter(|k| changed(&w, Some(&h), k))
+        .map(|k| (k.to_string(), w.fields[k].clone()))
+        .collect();
+    if !patch.is_empty() {
+        c.req(
+            "PATCH",
+            &format!("/v1/snapshot-schedules/{}", enc(&ids.of(&want.key)?)),
+            Some(Value::Object(patch)),
         )?;
     }
     Ok(())
@@ -1134,6 +1295,162 @@ fn write_fip(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>) ->
         })),
     )?;
     ids.put(&want.key, &s(&v["id"]));
+    Ok(())
+}
+
+// ---- load balancers: backends by port name (or address), defaults as the daemon fills them
+
+/// A load balancer's listeners as the daemon holds them: a backend named by its port has no
+/// address of its own, its weight is 1 and its target port the listener's unless given;
+/// backends and listeners are sets.
+fn balancer_canon(f: &mut Fields) {
+    let Some(Value::Array(ls)) = f.get_mut("listeners") else {
+        return;
+    };
+    for l in ls.iter_mut().filter_map(Value::as_object_mut) {
+        let port = l.get("port").cloned().unwrap_or(Value::Null);
+        if let Some(Value::Array(bs)) = l.get_mut("backends") {
+            for b in bs.iter_mut().filter_map(Value::as_object_mut) {
+                if b.get("port").is_some_and(Value::is_string) {
+                    b.remove("ip");
+                }
+                b.entry("weight").or_insert(Value::from(1));
+                b.entry("target_port").or_insert(port.clone());
+            }
+            let _ = super::file::canonical_list(bs, None);
+        }
+    }
+    let _ = super::file::canonical_list(ls, None);
+}
+
+fn read_balancers(c: &Client, ids: &mut Ids, tenant: Option<&str>) -> Result<Vec<Object>> {
+    // Port, subnet and network names first: a balancer names them.
+    read_ports(c, ids, tenant)?;
+    let mut out = Vec::new();
+    for n in networks_of(c, ids, tenant)? {
+        let path = format!("/v1/networks/{}/load-balancers", enc(&s(&n["id"])));
+        for x in items(&c.req("GET", &path, None)?) {
+            let mut listeners: Vec<Value> = Vec::new();
+            for l in x["listeners"].as_array().into_iter().flatten() {
+                let mut backends: Vec<Value> = Vec::new();
+                for b in l["backends"].as_array().into_iter().flatten() {
+                    let mut m = json!({"target_port": b["target_port"], "weight": b["weight"]});
+                    match b["port"].as_str() {
+                        Some(p) => m["port"] = Value::from(ids.name("port", p)),
+                        None => m["ip"] = b["ip"].clone(),
+                    }
+                    backends.push(m);
+                }
+                super::file::canonical_list(&mut backends, None).map_err(|e| anyhow!(e))?;
+                listeners.push(
+                    json!({"protocol": l["protocol"], "port": l["port"], "backends": backends}),
+                );
+            }
+            super::file::canonical_list(&mut listeners, None).map_err(|e| anyhow!(e))?;
+            let h = &x["health_check"];
+            let o = object(
+                "load_balancer",
+                Some(s(&x["tenant"])),
+                s(&x["name"]),
+                json!({
+                    "network": ids.name("network", &s(&x["network"])),
+                    "subnet": ids.name("subnet", &s(&x["subnet"])),
+                    "vip": x["vip"], "listeners": listeners,
+                    "session_affinity": x["session_affinity"],
+                    "health_check": {
+                        "kind": h["kind"], "path": h["path"], "interval_ms": h["interval_ms"],
+                        "timeout_ms": h["timeout_ms"], "rise": h["rise"], "fall": h["fall"],
+                    },
+                }),
+            );
+            ids.put(&o.key, &s(&x["id"]));
+            out.push(o);
+        }
+    }
+    Ok(out)
+}
+
+/// Listeners as a request body's: backends' port names as ids.
+fn listeners_wire(ids: &Ids, t: &Option<String>, listeners: Option<&Value>) -> Value {
+    let mut ls = listeners.cloned().unwrap_or_else(|| json!([]));
+    for l in ls.as_array_mut().into_iter().flatten() {
+        for b in l["backends"].as_array_mut().into_iter().flatten() {
+            if let Some(p) = b["port"].as_str().map(str::to_string) {
+                b["port"] = Value::from(ids.id("port", t, &p));
+            }
+        }
+    }
+    ls
+}
+
+/// A health check as a request body's: the kind `none` unless given, a path for `http` only.
+fn health_wire(mut h: Map<String, Value>) -> Value {
+    h.retain(|_, v| !v.is_null());
+    if !h.contains_key("kind") {
+        h.insert("kind".into(), Value::from("none"));
+    }
+    if h.get("kind").and_then(Value::as_str) != Some("http") {
+        h.remove("path");
+    }
+    Value::Object(h)
+}
+
+fn write_balancer(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>) -> Result<()> {
+    let f = &want.fields;
+    let t = &want.key.tenant;
+    let Some(have) = have else {
+        let net = ids.id("network", t, &s(&f["network"]));
+        let mut b = json!({
+            "name": want.key.name,
+            "subnet": ids.id("subnet", t, &s(&f["subnet"])),
+            "listeners": listeners_wire(ids, t, f.get("listeners")),
+        });
+        if let Some(v) = f.get("vip").filter(|v| !v.is_null()) {
+            b["vip"] = v.clone();
+        }
+        if let Some(a) = f.get("session_affinity") {
+            b["session_affinity"] = a.clone();
+        }
+        if let Some(Value::Object(h)) = f.get("health_check") {
+            b["health_check"] = health_wire(h.clone());
+        }
+        let v = c.req(
+            "POST",
+            &format!("/v1/networks/{}/load-balancers", enc(&net)),
+            Some(b),
+        )?;
+        ids.put(&want.key, &s(&v["id"]));
+        return Ok(());
+    };
+    let id = ids.of(&want.key)?;
+    // Compared as the plan compares them (defaults filled in, lists as sets).
+    let (mut w, mut h) = (want.clone(), have.clone());
+    balancer_canon(&mut w.fields);
+    balancer_canon(&mut h.fields);
+    if changed(&w, Some(&h), "listeners") {
+        c.req(
+            "PUT",
+            &format!("/v1/load-balancers/{}/listeners", enc(&id)),
+            Some(json!({"listeners": listeners_wire(ids, t, f.get("listeners"))})),
+        )?;
+    }
+    let mut settings = Map::new();
+    if changed(&w, Some(&h), "session_affinity") {
+        settings.insert("session_affinity".into(), f["session_affinity"].clone());
+    }
+    if f.contains_key("health_check") && !changed_sub(&w, Some(&h), "health_check").is_empty() {
+        settings.insert(
+            "health_check".into(),
+            health_wire(merged(want, Some(have), "health_check")),
+        );
+    }
+    if !settings.is_empty() {
+        c.req(
+            "PUT",
+            &format!("/v1/load-balancers/{}/settings", enc(&id)),
+            Some(Value::Object(settings)),
+        )?;
+    }
     Ok(())
 }
 
