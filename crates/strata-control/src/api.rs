@@ -147,6 +147,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
             InUse::AddressInUse => C::AddressInUse,
             InUse::NetworkSpecConflict => C::NetworkSpecConflict,
             InUse::PortInUse => C::PortInUse,
+            InUse::JobSpecConflict => C::JobSpecConflict,
         },
         ControlError::Device { what, .. } => match what {
             DeviceProblem::InUse => C::DeviceInUse,

@@ -124,6 +124,8 @@ pub enum InUse {
     NetworkSpecConflict,
     /// A port the daemon needs (a network's load-balancer monitor).
     PortInUse,
+    /// A job's fields contradict each other or the objects they name.
+    JobSpecConflict,
 }
 
 /// Why a device cannot be added, used or removed.

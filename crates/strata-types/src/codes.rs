@@ -254,6 +254,10 @@ registry! {
     /// with the pool (a 409 like the contract's other state codes: the body's schema, a
     /// string, cannot say what a valid YAML inventory is).
     InventoryInvalid = "inventory_invalid", 409, None;
+    /// The job's fields contradict each other or the objects they name: two volume entries
+    /// that would make one volume, a name too long for the job's ports or clones (a 409: the
+    /// schema cannot say it).
+    JobSpecConflict = "job_spec_conflict", 409, None;
     // ----- tenant networks -----
     /// No such network (or not visible to the caller).
     NetworkNotFound = "network_not_found", 404, None;

@@ -1,9 +1,11 @@
 //! Jobs on the placement pool: create (gang: all of it or none), list, show, delete, the
-//! admission queue and dry-run plans, over the engine in `strata-place`.
+//! admission queue and dry-run plans, over the engine in `strata-place`; a job's slice (its
+//! ports and volume clones) is made with it at admission (`job_slice.rs`).
 //!
 //! # Store layout
 //! `/jobs/TENANT/NAME`: a [`JobRecord`], `pending` (waiting, with the engine's explanation)
-//! or `running` (with its parts: node, GPU indexes, CPU, memory, bandwidth, storage).
+//! or `running` (with its parts: node, GPU indexes, CPU, memory, bandwidth, storage), with
+//! the slice it asks for (resolved at create) and, once admitted, its slice's saga.
 //!
 //! # Invariants
 //! - A job's GPUs are charged to its tenant's `gpus` usage when it is created (pending or
@@ -19,6 +21,12 @@
 //!   places jobs changed since, so what was planned is what runs (admission is deterministic).
 //! - A tenant sees only its jobs; another tenant's answers `job_not_found`, like a job that
 //!   does not exist.
+//! - A job that asks for a slice is running only with its slice made or being made (or
+//!   undone): admission records the saga in the transaction that starts the job and then
+//!   drives it; a slice that fails puts the job back in the queue with the reason, except
+//!   the create call's own job, which goes (with its GPUs) and answers the step's error.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use strata_place::admit::{admit, Pending};
@@ -26,13 +34,18 @@ use strata_place::{Explanation, Job, JobKey, Part, Placement, PlanOptions};
 use strata_state::Txn;
 
 use super::auth::Principal;
+use super::job_slice::{
+    record_fault, slice_steps, view_of, AfterUndo, SliceRequest, SliceRun, SliceSpec, SliceState,
+    SliceView,
+};
+use super::saga::{Saga, StepState};
 use super::store::*;
 use super::tenants::{charge, Charge};
 use super::Controller;
 use crate::error::{ControlError, Resource};
 use crate::model::Role;
 
-fn job_key(tenant: &str, name: &str) -> String {
+pub(super) fn job_key(tenant: &str, name: &str) -> String {
     format!("/jobs/{tenant}/{name}")
 }
 
@@ -61,6 +74,16 @@ pub struct JobRecord {
     pub explanation: Option<Explanation>,
     /// Creation time, seconds since the epoch.
     pub created: u64,
+    /// The slice it asks for (resolved at create).
+    #[serde(default)]
+    pub spec: SliceSpec,
+    /// Its slice's saga, once admitted (none while pending).
+    #[serde(default)]
+    pub slice: Option<SliceRun>,
+    /// The NBD URIs of its attached clones (volume id → URI), filled in when read; never
+    /// stored.
+    #[serde(skip)]
+    pub attached: BTreeMap<String, String>,
 }
 
 impl JobRecord {
@@ -84,6 +107,8 @@ pub struct CreateJob {
     pub job: Job,
     /// Create only if the placement revision is still this one (from a plan).
     pub revision: Option<u64>,
+    /// What to make with it: ports on a tenant subnet, clones of checkpoint groups.
+    pub slice: SliceRequest,
 }
 
 /// What a dry run found.
@@ -102,6 +127,8 @@ pub struct PlanView {
     pub moves: Vec<strata_place::Move>,
     /// Why it would wait, when it would.
     pub explanation: Option<Explanation>,
+    /// The slice that would be made with it (when it asks for one).
+    pub slice: Option<SliceView>,
 }
 
 fn model_error(e: strata_place::ModelError) -> ControlError {
@@ -136,6 +163,8 @@ impl Controller {
         job.tenant = tenant.clone();
         job.name = req.name.clone();
         let key = job_key(&tenant, &req.name);
+        let spec = self.resolve_slice(p, &tenant, &req.name, &req.slice)?;
+        record_fault()?;
         self.with_tenant(&tenant, |t| {
             let current = self.placement_revision()?;
             if let Some(want) = req.revision {
@@ -167,6 +196,9 @@ impl Controller {
                 parts: vec![],
                 explanation: None,
                 created: now(),
+                spec: spec.clone(),
+                slice: None,
+                attached: BTreeMap::new(),
             };
             let mut txn = Txn::new().when(key.clone(), 0);
             if req.revision.is_some() {
@@ -178,10 +210,17 @@ impl Controller {
                 (),
             ))
         })?;
-        self.reconcile_jobs()?;
-        self.get::<JobRecord>(&key)?
+        // Its slice is made if it is admitted now; if that fails, the job is gone again
+        // (the saga's `forget`) and the call answers the failing step's error.
+        if let Some(e) = self.admit_jobs(Some(&job.key()))? {
+            return Err(e);
+        }
+        let mut rec = self
+            .get::<JobRecord>(&key)?
             .map(|(r, _)| r)
-            .ok_or_else(|| ControlError::not_found(Resource::Job, &req.name))
+            .ok_or_else(|| ControlError::not_found(Resource::Job, &req.name))?;
+        self.slice_uris(p, &mut rec);
+        Ok(rec)
     }
 
     /// Lists the jobs the caller may see (an admin: all, or one tenant's).
@@ -201,7 +240,10 @@ impl Controller {
         Ok(self
             .list::<JobRecord>(&prefix, None, 0)?
             .into_iter()
-            .map(|(_, r)| r)
+            .map(|(_, mut r)| {
+                self.slice_uris(p, &mut r);
+                r
+            })
             .collect())
     }
 
@@ -214,9 +256,12 @@ impl Controller {
         name: &str,
     ) -> Result<JobRecord, ControlError> {
         let (t, _) = self.find_job(p, tenant, name)?;
-        self.get::<JobRecord>(&job_key(&t, name))?
+        let mut rec = self
+            .get::<JobRecord>(&job_key(&t, name))?
             .map(|(r, _)| r)
-            .ok_or_else(|| ControlError::not_found(Resource::Job, name))
+            .ok_or_else(|| ControlError::not_found(Resource::Job, name))?;
+        self.slice_uris(p, &mut rec);
+        Ok(rec)
     }
 
     fn find_job(
@@ -255,10 +300,23 @@ impl Controller {
         Self::require(p, Role::Member)?;
         let (t, _) = self.find_job(p, tenant, name)?;
         let key = job_key(&t, name);
+        let (rec, _) = self
+            .get::<JobRecord>(&key)?
+            .ok_or_else(|| ControlError::not_found(Resource::Job, name))?;
+        if rec.slice.is_some() {
+            // Its slice first, then the job itself (the saga's last undo).
+            self.delete_slice(p, &rec)?;
+            return self.reconcile_jobs();
+        }
         self.with_tenant(&t, |ten| {
             let (rec, rev) = self
                 .get::<JobRecord>(&key)?
                 .ok_or_else(|| ControlError::not_found(Resource::Job, name))?;
+            if rec.slice.is_some() {
+                return Err(ControlError::Busy(format!(
+                    "job {name} was admitted meanwhile: delete it again"
+                )));
+            }
             charge(
                 ten,
                 Charge {
@@ -288,6 +346,7 @@ impl Controller {
         let mut job = req.job.clone();
         job.tenant = tenant.clone();
         job.name = req.name.clone();
+        let spec = self.resolve_slice(p, &tenant, &req.name, &req.slice)?;
         if self
             .get::<JobRecord>(&job_key(&tenant, &req.name))?
             .is_some()
@@ -322,6 +381,16 @@ impl Controller {
         let adm = admit(&cluster, &pending).map_err(model_error)?;
         let key = job.key();
         if let Some(pl) = adm.admitted.iter().find(|pl| pl.job.key() == key) {
+            // What the create would answer of its slice, and what it would make.
+            self.check_slice(p, &spec, &pl.parts)?;
+            let slice = (!spec.is_empty()).then(|| {
+                let steps = slice_steps(&spec, &req.name, &pl.parts, "plan");
+                view_of(
+                    &spec,
+                    steps.iter().map(|s| (s, StepState::Planned)),
+                    SliceState::Planned,
+                )
+            });
             return Ok(PlanView {
                 revision: snap.revision,
                 job: key.clone(),
@@ -333,6 +402,7 @@ impl Controller {
                     to: pl.parts.iter().map(|p| p.node.clone()).collect(),
                 }],
                 explanation: None,
+                slice,
             });
         }
         let explanation = explain(&cluster, &adm.admitted, &job)?;
@@ -343,22 +413,43 @@ impl Controller {
             parts: vec![],
             moves: vec![],
             explanation: Some(explanation),
+            slice: (!spec.is_empty()).then(|| {
+                view_of(
+                    &spec,
+                    std::iter::empty::<(&super::job_slice::SliceStep, StepState)>(),
+                    SliceState::Waiting,
+                )
+            }),
         })
     }
 
     /// Admission: starts the waiting jobs that fit now and records why the others wait (see
     /// the module invariants). Runs until a decision is written on a current state.
     pub fn reconcile_jobs(&self) -> Result<(), ControlError> {
+        self.admit_jobs(None).map(|_| ())
+    }
+
+    /// Admission, then the slices of the jobs it started. A job whose slice fails is queued
+    /// again with the reason and left out of the rest of this call (its room goes to the
+    /// others); `own` (the create call's job) is removed instead, and its slice's error
+    /// returned.
+    fn admit_jobs(&self, own: Option<&JobKey>) -> Result<Option<ControlError>, ControlError> {
+        let mut failed: BTreeSet<JobKey> = BTreeSet::new();
+        let mut own_error = None;
         loop {
             let snap = self.placement_state()?;
-            let pending = pending_of(&snap.jobs);
+            let pending: Vec<Pending> = pending_of(&snap.jobs)
+                .into_iter()
+                .filter(|p| !failed.contains(&p.job.key()))
+                .collect();
             if pending.is_empty() {
-                return Ok(());
+                return Ok(own_error);
             }
             let cluster = snap.cluster();
             let adm = admit(&cluster, &pending).map_err(model_error)?;
             let mut txn = Txn::new().when(PLACEMENT_REVISION_KEY, snap.revision);
             let mut changed = false;
+            let mut slices = Vec::new();
             for pl in &adm.admitted {
                 let Some(rec) = snap.jobs.iter().find(|j| j.job.key() == pl.job.key()) else {
                     continue;
@@ -367,6 +458,21 @@ impl Controller {
                 rec.state = JobState::Running;
                 rec.parts = pl.parts.clone();
                 rec.explanation = None;
+                if !rec.spec.is_empty() {
+                    let id = super::store::new_id();
+                    let steps = slice_steps(&rec.spec, &rec.job.name, &rec.parts, &id);
+                    let then = if own == Some(&rec.job.key()) {
+                        AfterUndo::Forget
+                    } else {
+                        AfterUndo::Requeue
+                    };
+                    rec.slice = Some(SliceRun {
+                        saga: Saga::new(steps, 1),
+                        then,
+                        id,
+                    });
+                    slices.push(rec.job.key());
+                }
                 txn = txn.put(job_key(&rec.job.tenant, &rec.job.name), enc(&rec));
                 changed = true;
             }
@@ -383,13 +489,30 @@ impl Controller {
                 }
             }
             if !changed {
-                return Ok(());
+                return Ok(own_error);
             }
             if !adm.admitted.is_empty() {
                 txn = txn.put(PLACEMENT_REVISION_KEY, enc(&0u8));
             }
-            if self.store.txn(txn)?.succeeded {
-                return Ok(());
+            if !self.store.txn(txn)?.succeeded {
+                continue;
+            }
+            let mut any_failed = false;
+            for key in slices {
+                if let Err(e) = self.make_slice(&job_key(&key.tenant, &key.name)) {
+                    any_failed = true;
+                    if own == Some(&key) {
+                        own_error = Some(e);
+                    } else {
+                        tracing::warn!(job = %key, error = %e,
+                            "a job's slice could not be made; it waits again");
+                    }
+                    failed.insert(key);
+                }
+            }
+            // A failed slice gave its room back: admit again without it.
+            if !any_failed {
+                return Ok(own_error);
             }
         }
     }

@@ -31,6 +31,8 @@
 //! - `nodes.rs`: the placement pool's nodes (the local one, declared ones, cordons) and the
 //!   placement revision.
 //! - `jobs.rs`: jobs over `strata-place`: create, delete, the admission queue, dry-run plans.
+//! - `job_slice.rs`: a job's slice (ports on a tenant subnet, clones of checkpoint groups)
+//!   made at admission as a saga (`saga.rs`: steps as data, run and undone in order).
 //! - `audit.rs`: the audit log.
 //! - `events.rs`: the event journal (what happened to the objects, for `strata events`).
 //! - `recovery.rs`: [`Controller::open`], which reconciles the store and the engine at start.
@@ -64,6 +66,7 @@ mod drain;
 mod events;
 mod figures;
 mod groups;
+mod job_slice;
 mod jobs;
 mod master_key;
 mod nbd_link;
@@ -77,6 +80,7 @@ mod qos;
 mod rebuild;
 mod recovery;
 mod replicas;
+mod saga;
 mod schedules;
 mod scrub;
 mod shares;
@@ -95,6 +99,10 @@ pub use copies::ResyncView;
 pub use devices::{CreatePool, DeviceView, NewDevice, PoolView};
 pub use events::{EventKind, EventQuery, EventRecord, Severity, KEEP_EVENTS, KEEP_SECONDS};
 pub use groups::{NewGroup, GROUP_MAX_MEMBERS};
+pub use job_slice::{
+    SlicePortView, SliceRequest, SliceState, SliceView, SliceVolumeView, VolumeRequest,
+    JOB_VOLUMES_MAX,
+};
 pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
 pub use master_key::Rotation;
 pub use nbd_source::VolumeSource;

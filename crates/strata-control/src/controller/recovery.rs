@@ -48,6 +48,8 @@ impl Controller {
         c.recover()?;
         c.switches.restore(c.store.as_ref())?;
         c.restore_networks()?;
+        // Job slices use the networks and volumes: settled once both are back.
+        c.recover_job_slices()?;
         Ok(c)
     }
 

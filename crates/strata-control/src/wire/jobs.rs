@@ -1,15 +1,20 @@
-//! Jobs on the placement pool and dry-run plans.
+//! Jobs on the placement pool and dry-run plans, with the slice made with a job: a port per
+//! placed part on a tenant subnet and clones of checkpoint groups.
 //!
 //! Quantities are plain integers: bytes for memory, bits per second for network bandwidth,
 //! bytes per second for storage throughput (the CLI turns `512G` into them).
 
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::Object;
+use utoipa::openapi::schema::{Array, ArrayBuilder, Object};
 use utoipa::ToSchema;
 
 use super::bounds::*;
+use super::networks::BPS_MAX;
 use super::Check;
-use crate::controller::{self, JobRecord, JobState as CJobState, PlanView};
+use crate::controller::{
+    self, JobRecord, JobState as CJobState, PlanView, SliceState as CSliceState, SliceView,
+    JOB_VOLUMES_MAX,
+};
 use crate::error::ControlError;
 
 /// Most GPUs one job asks for.
@@ -55,6 +60,29 @@ fn priority() -> Object {
 }
 fn revision() -> Object {
     int(0, REVISION_MAX, true)
+}
+fn port_cap() -> Object {
+    int(1, BPS_MAX, true)
+}
+fn volumes() -> Array {
+    ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name("JobVolume"))
+        .max_items(Some(JOB_VOLUMES_MAX))
+        .build()
+}
+
+/// One `volumes` entry of a job: every member of a checkpoint group cloned, named
+/// `NAME-MEMBER` (the CLI's `--volume NAME=clone:GROUP`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobVolume {
+    /// The clones' prefix (default: the job's name).
+    #[serde(default)]
+    #[schema(schema_with = opt_name)]
+    pub name: Option<String>,
+    /// The checkpoint group (id or name) of the job's tenant.
+    #[schema(schema_with = name)]
+    pub clone_group: String,
 }
 
 /// `POST /v1/jobs` and `POST /v1/plans`: what a job asks for. All of it or none (gang).
@@ -107,6 +135,24 @@ pub struct CreateJob {
     #[serde(default, deserialize_with = "super::whole::opt")]
     #[schema(schema_with = revision)]
     pub revision: Option<u64>,
+    /// The tenant network (id or name) the job's ports go on: one per placed part, named
+    /// `job-NAME` (`job-NAME-K` when the job spans parts), guaranteed the part's bandwidth
+    /// (a share of the network's cap, which must hold it: `network_spec_conflict`).
+    #[serde(default)]
+    #[schema(schema_with = opt_name)]
+    pub network: Option<String>,
+    /// The subnet (id or name) of `network` (default: its only subnet).
+    #[serde(default)]
+    #[schema(schema_with = opt_name)]
+    pub subnet: Option<String>,
+    /// A cap on each of the job's ports, bits per second (at least its guarantee).
+    #[serde(default, deserialize_with = "super::whole::opt")]
+    #[schema(schema_with = port_cap)]
+    pub port_cap_bps: Option<u64>,
+    /// Checkpoint groups to clone for the job.
+    #[serde(default)]
+    #[schema(schema_with = volumes)]
+    pub volumes: Vec<JobVolume>,
 }
 
 impl Check for CreateJob {
@@ -128,7 +174,29 @@ impl Check for CreateJob {
         opt("bandwidth_bps", self.bandwidth_bps, JOB_RATE_MAX)?;
         opt("storage_bps", self.storage_bps, JOB_RATE_MAX)?;
         opt("priority", self.priority, JOB_PRIORITY_MAX)?;
-        opt("revision", self.revision, REVISION_MAX)
+        opt("revision", self.revision, REVISION_MAX)?;
+        for (f, v) in [("network", &self.network), ("subnet", &self.subnet)] {
+            if let Some(v) = v {
+                check_text(f, v, NAME_PATTERN)?;
+            }
+        }
+        if let Some(c) = self.port_cap_bps {
+            check_int("port_cap_bps", c, 1, BPS_MAX)?;
+        }
+        let vols = &self.volumes;
+        if vols.len() > JOB_VOLUMES_MAX {
+            return Err(ControlError::invalid(
+                "volumes",
+                format!("at most {JOB_VOLUMES_MAX} entries"),
+            ));
+        }
+        for v in vols {
+            if let Some(n) = &v.name {
+                check_text("volumes", n, NAME_PATTERN)?;
+            }
+            check_text("volumes", &v.clone_group, NAME_PATTERN)?;
+        }
+        Ok(())
     }
 }
 
@@ -153,6 +221,19 @@ impl CreateJob {
             name: self.name,
             tenant: self.tenant,
             revision: self.revision,
+            slice: controller::SliceRequest {
+                network: self.network,
+                subnet: self.subnet,
+                port_cap_bps: self.port_cap_bps,
+                volumes: self
+                    .volumes
+                    .into_iter()
+                    .map(|v| controller::VolumeRequest {
+                        name: v.name,
+                        group: v.clone_group,
+                    })
+                    .collect(),
+            },
         }
     }
 }
@@ -236,6 +317,114 @@ impl From<strata_place::Explanation> for JobExplanation {
     }
 }
 
+/// Where a job's slice is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobSliceState {
+    /// A dry run: what creating the job now would make.
+    Planned,
+    /// The job waits in the queue: its slice is made when it is admitted.
+    Waiting,
+    /// Being made.
+    Making,
+    /// Made.
+    Ready,
+    /// Being undone (a failed step, a delete, or an undo the next start resumes).
+    Undoing,
+}
+
+/// A port of a job's slice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobSlicePort {
+    /// Port name (`job-NAME`, or `job-NAME-K` per part of a spanning job).
+    pub name: String,
+    /// The part's node.
+    pub node: String,
+    /// Port id (once made).
+    pub id: Option<String>,
+    /// The TAP device to plug the job's VM or namespace into (once made).
+    pub device: Option<String>,
+    /// Its address (once made).
+    pub ip: Option<String>,
+    /// Its MAC (once made).
+    pub mac: Option<String>,
+    /// Guarantee, bits per second: the part's bandwidth.
+    pub min_bps: Option<u64>,
+    /// Cap, bits per second.
+    pub cap_bps: Option<u64>,
+}
+
+/// A volume of a job's slice: a clone of a checkpoint group's member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobSliceVolume {
+    /// Volume name (`PREFIX-MEMBER`).
+    pub name: String,
+    /// The checkpoint group it is a clone from.
+    pub group: String,
+    /// The member snapshot's id.
+    pub snapshot: String,
+    /// Volume id (once made).
+    pub id: Option<String>,
+    /// The NBD URI to open it with, while it is attached (`strata volume attach`).
+    pub uri: Option<String>,
+}
+
+/// What is made with a job: its network slice and its volumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobSlice {
+    /// Where it is.
+    pub state: JobSliceState,
+    /// The tenant network of its ports.
+    pub network: Option<String>,
+    /// Their subnet.
+    pub subnet: Option<String>,
+    /// Its ports, one per placed part.
+    pub ports: Vec<JobSlicePort>,
+    /// Its volumes.
+    pub volumes: Vec<JobSliceVolume>,
+}
+
+impl JobSlice {
+    fn of(v: SliceView, uris: &std::collections::BTreeMap<String, String>) -> JobSlice {
+        JobSlice {
+            state: match v.state {
+                CSliceState::Planned => JobSliceState::Planned,
+                CSliceState::Waiting => JobSliceState::Waiting,
+                CSliceState::Making => JobSliceState::Making,
+                CSliceState::Ready => JobSliceState::Ready,
+                CSliceState::Undoing => JobSliceState::Undoing,
+            },
+            network: v.network,
+            subnet: v.subnet,
+            ports: v
+                .ports
+                .into_iter()
+                .map(|p| JobSlicePort {
+                    name: p.name,
+                    node: p.node,
+                    id: p.id,
+                    device: p.device,
+                    ip: p.ip,
+                    mac: p.mac,
+                    min_bps: p.min_bps,
+                    cap_bps: p.cap_bps,
+                })
+                .collect(),
+            volumes: v
+                .volumes
+                .into_iter()
+                .map(|x| JobSliceVolume {
+                    uri: x.id.as_ref().and_then(|id| uris.get(id).cloned()),
+                    name: x.name,
+                    group: x.group,
+                    snapshot: x.snapshot,
+                    id: x.id,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JobInfo {
@@ -271,12 +460,16 @@ pub struct JobInfo {
     pub explanation: Option<JobExplanation>,
     /// Creation time, seconds since the epoch.
     pub created: u64,
+    /// What is made with it (when it asks for a network or volumes).
+    pub slice: Option<JobSlice>,
 }
 
 impl From<JobRecord> for JobInfo {
     fn from(r: JobRecord) -> Self {
+        let slice = r.slice_view().map(|v| JobSlice::of(v, &r.attached));
         let j = r.job;
         JobInfo {
+            slice,
             nodes: r
                 .parts
                 .iter()
@@ -341,11 +534,14 @@ pub struct PlanResult {
     pub moves: Vec<PlanMove>,
     /// Why it would wait (the binding constraints, what draining would make room).
     pub explanation: Option<JobExplanation>,
+    /// The slice creating it would make (when it asks for one; nothing is made by a plan).
+    pub slice: Option<JobSlice>,
 }
 
 impl From<PlanView> for PlanResult {
     fn from(p: PlanView) -> Self {
         PlanResult {
+            slice: p.slice.map(|v| JobSlice::of(v, &Default::default())),
             revision: p.revision,
             tenant: p.job.tenant,
             name: p.job.name,

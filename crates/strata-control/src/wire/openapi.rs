@@ -110,6 +110,11 @@ use super::*;
     JobList,
     PlanMove,
     PlanResult,
+    JobVolume,
+    JobSliceState,
+    JobSlicePort,
+    JobSliceVolume,
+    JobSlice,
     // tenant networks
     CreateNetwork,
     Network,
@@ -314,7 +319,7 @@ fn placement_operations() -> Vec<Op> {
         )
         .body(r::<CreateJob>())
         .ok(201, "created", r::<JobInfo>())
-        .errors(&[409]),
+        .errors(&[409, 507]),
         op(
             Get,
             "/v1/jobs",

@@ -29,6 +29,7 @@ fn job(name: &str, gpus: u32) -> CreateJob {
             same_label: None,
         },
         revision: None,
+        slice: Default::default(),
     }
 }
 

@@ -4,3 +4,4 @@ mod build;
 mod explain;
 mod plan;
 mod props;
+mod props_flows;

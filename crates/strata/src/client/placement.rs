@@ -1,6 +1,7 @@
-//! `strata node ...` and `strata job ...`: the placement pool's nodes and the jobs on it.
-//! Quantities take `K/M/G/T` (powers of 1000) or `Ki/Mi/Gi/Ti`: `--memory 512G` is bytes,
-//! `--bandwidth 100G` bits per second, `--storage-throughput 5G` bytes per second.
+//! `strata node ...` and `strata job ...`: the placement pool's nodes and the jobs on it, with
+//! a job's slice (`--network`, `--volume NAME=clone:GROUP`). Quantities take `K/M/G/T`
+//! (powers of 1000) or `Ki/Mi/Gi/Ti`: `--memory 512G` is bytes, `--bandwidth 100G` bits per
+//! second, `--storage-throughput 5G` bytes per second.
 
 use anyhow::{anyhow, Context, Result};
 use clap::Subcommand;
@@ -79,6 +80,20 @@ pub enum JobCmd {
         /// Create only if the placement revision is still this one (from a --dry-run).
         #[arg(long)]
         revision: Option<u64>,
+        /// A tenant network for the job's ports: one per placed part (`job-NAME`), with the
+        /// part's bandwidth guaranteed (a share of the network's cap).
+        #[arg(long)]
+        network: Option<String>,
+        /// The subnet of --network (default: its only one).
+        #[arg(long, requires = "network")]
+        subnet: Option<String>,
+        /// A cap on each of the job's ports in bits per second, e.g. 200G.
+        #[arg(long, requires = "network")]
+        port_cap: Option<String>,
+        /// Clones of a checkpoint group's members for the job, named NAME-MEMBER:
+        /// `NAME=clone:GROUP` (or `clone:GROUP`, named after the job). Repeatable.
+        #[arg(long = "volume", value_name = "NAME=clone:GROUP")]
+        volumes: Vec<String>,
     },
     /// Lists jobs.
     List {
@@ -113,6 +128,23 @@ fn quantity(v: Option<String>, flag: &str) -> Result<Option<u64>> {
         })
     })
     .transpose()
+}
+
+/// `NAME=clone:GROUP` or `clone:GROUP`.
+fn volume_arg(s: &str) -> Result<wire::JobVolume> {
+    let (name, rest) = match s.split_once('=') {
+        Some((n, r)) => (Some(n.to_string()), r),
+        None => (None, s),
+    };
+    match rest.strip_prefix("clone:") {
+        Some(g) if !g.is_empty() && name.as_deref() != Some("") => Ok(wire::JobVolume {
+            name,
+            clone_group: g.to_string(),
+        }),
+        _ => Err(anyhow!(
+            "invalid_argument: --volume {s:?}: NAME=clone:GROUP (or clone:GROUP)"
+        )),
+    }
 }
 
 fn tenant_query(tenant: &Option<String>) -> String {
@@ -205,6 +237,10 @@ impl Client {
                 tenant,
                 dry_run,
                 revision,
+                network,
+                subnet,
+                port_cap,
+                volumes,
             } => {
                 let req = wire::CreateJob {
                     name,
@@ -219,26 +255,35 @@ impl Client {
                     same_label,
                     priority: Some(priority),
                     revision,
+                    network,
+                    subnet,
+                    port_cap_bps: quantity(port_cap, "port-cap")?,
+                    volumes: volumes
+                        .iter()
+                        .map(|v| volume_arg(v.as_str()))
+                        .collect::<Result<_>>()?,
                 };
                 if dry_run {
                     let v = self.req("POST", "/v1/plans", body(&req))?;
                     return self.print_plan(&v);
                 }
                 let v = self.req("POST", "/v1/jobs", body(&req))?;
-                self.print(&v, &cols)
+                self.print(&v, &cols)?;
+                self.print_slice(&v["slice"])
             }
             JobCmd::List { tenant } => self.print(
                 &self.req("GET", &format!("/v1/jobs{}", tenant_query(&tenant)), None)?,
                 &cols,
             ),
-            JobCmd::Show { name, tenant } => self.print(
-                &self.req(
+            JobCmd::Show { name, tenant } => {
+                let v = self.req(
                     "GET",
                     &format!("/v1/jobs/{}{}", enc(&name), tenant_query(&tenant)),
                     None,
-                )?,
-                &cols,
-            ),
+                )?;
+                self.print(&v, &cols)?;
+                self.print_slice(&v["slice"])
+            }
             JobCmd::Delete { name, tenant } => {
                 self.req(
                     "DELETE",
@@ -248,6 +293,44 @@ impl Client {
                 self.done(&format!("job {name} deleted"))
             }
         }
+    }
+
+    /// A job's slice under its row (tables only: JSON and YAML carry it whole): the ports
+    /// with the TAP to plug, the volumes with their ids and URIs.
+    fn print_slice(&self, s: &Value) -> Result<()> {
+        if !matches!(self.out, Output::Table) || s.is_null() {
+            return Ok(());
+        }
+        let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+        let rate = |v: &Value| v.as_u64().map_or("-".to_string(), |b| format!("{b} bit/s"));
+        outln!(
+            "slice: {} (network {}, subnet {})",
+            text(&s["state"]),
+            text(&s["network"]),
+            text(&s["subnet"])
+        );
+        for p in s["ports"].as_array().into_iter().flatten() {
+            outln!(
+                "  port {} on {}: TAP {}, {} {}, guaranteed {}, cap {}",
+                text(&p["name"]),
+                text(&p["node"]),
+                text(&p["device"]),
+                text(&p["ip"]),
+                text(&p["mac"]),
+                rate(&p["min_bps"]),
+                rate(&p["cap_bps"])
+            );
+        }
+        for x in s["volumes"].as_array().into_iter().flatten() {
+            outln!(
+                "  volume {} ({}) from group {}: {}",
+                text(&x["name"]),
+                text(&x["id"]),
+                text(&x["group"]),
+                x["uri"].as_str().unwrap_or("not attached")
+            );
+        }
+        Ok(())
     }
 
     fn print_plan(&self, v: &Value) -> Result<()> {
@@ -275,6 +358,7 @@ impl Client {
             outln!("  why: {}", e["message"].as_str().unwrap_or(""));
             outln!("  binding: {}", e["binding"]);
         }
+        self.print_slice(&v["slice"])?;
         outln!(
             "plan made at placement revision {}: create with --revision {} to apply it only if nothing changed",
             v["revision"],

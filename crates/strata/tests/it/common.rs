@@ -44,6 +44,17 @@ impl Daemon {
     /// Starts `strata serve` with extra arguments, inside network namespace `netns` if given
     /// (its `url` is then reachable only from inside it).
     pub fn start_in(data: &Path, extra: &[&str], netns: Option<&str>) -> Daemon {
+        Self::start_env(data, extra, netns, &[])
+    }
+
+    /// [`Daemon::start_in`] with extra environment variables for the daemon only (test-only
+    /// switches such as fault points, never set in this test process).
+    pub fn start_env(
+        data: &Path,
+        extra: &[&str],
+        netns: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut cmd = match netns {
             None => strata(),
             Some(ns) => {
@@ -67,6 +78,7 @@ impl Daemon {
             .env("STRATA_CONFIG", data.with_extension("config.yaml"))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
