@@ -8,6 +8,7 @@ mod ct_util;
 mod golden;
 mod l4_parse;
 mod meters;
+mod offload;
 mod parsers;
 mod probes;
 mod responders;
