@@ -1,6 +1,6 @@
 //! Jobs on the placement pool: create (gang: all of it or none), list, show, delete, the
 //! admission queue and dry-run plans, over the engine in `strata-place`; a job's slice (its
-//! ports and volume clones) is made with it at admission (`job_slice.rs`).
+//! ports and volume clones) is made with it at admission (`job_slice/`).
 //!
 //! # Store layout
 //! `/jobs/TENANT/NAME`: a [`JobRecord`], `pending` (waiting, with the engine's explanation)
@@ -34,8 +34,9 @@ use strata_place::{Explanation, Job, JobKey, Part, Placement, PlanOptions};
 use strata_state::Txn;
 
 use super::auth::Principal;
-use super::job_slice::{
-    record_fault, slice_steps, view_of, AfterUndo, SliceRequest, SliceRun, SliceSpec, SliceState,
+use super::job_slice::fault::record_fault;
+use super::job_slice::steps::{
+    slice_steps, view_of, AfterUndo, SliceRequest, SliceRun, SliceSpec, SliceState, SliceStep,
     SliceView,
 };
 use super::saga::{Saga, StepState};
@@ -416,7 +417,7 @@ impl Controller {
             slice: (!spec.is_empty()).then(|| {
                 view_of(
                     &spec,
-                    std::iter::empty::<(&super::job_slice::SliceStep, StepState)>(),
+                    std::iter::empty::<(&SliceStep, StepState)>(),
                     SliceState::Waiting,
                 )
             }),

@@ -31,7 +31,7 @@
 //! - `nodes.rs`: the placement pool's nodes (the local one, declared ones, cordons) and the
 //!   placement revision.
 //! - `jobs.rs`: jobs over `strata-place`: create, delete, the admission queue, dry-run plans.
-//! - `job_slice.rs`: a job's slice (ports on a tenant subnet, clones of checkpoint groups)
+//! - `job_slice/`: a job's slice (ports on a tenant subnet, clones of checkpoint groups)
 //!   made at admission as a saga (`saga.rs`: steps as data, run and undone in order).
 //! - `audit.rs`: the audit log.
 //! - `events.rs`: the event journal (what happened to the objects, for `strata events`).

@@ -2,7 +2,7 @@
 //! are undone in reverse and the saga ends rolled back. The steps and the saga are data
 //! (serde: the owner records the saga beside its own state, so a restart finds how far it
 //! got); the driving is here, without I/O: an [`Executor`] does each step's work and its
-//! undo, and records the saga after every move. Used for a job's slice (`job_slice.rs`).
+//! undo, and records the saga after every move. Used for a job's slice (`job_slice/`).
 //!
 //! # States
 //! A step moves by this table; every other move is refused ([`SagaError`]):

@@ -40,61 +40,7 @@ pub enum NodeCmd {
 #[derive(Subcommand, Debug)]
 pub enum JobCmd {
     /// Creates a job (all of it or none); it waits in the queue while it does not fit.
-    Create {
-        /// Job name.
-        name: String,
-        /// GPUs, all of one model.
-        #[arg(long, default_value_t = 0)]
-        gpus: u64,
-        /// GPU model (default: any one model).
-        #[arg(long)]
-        gpu_model: Option<String>,
-        /// CPU cores.
-        #[arg(long, default_value_t = 0)]
-        cpu: u64,
-        /// Memory, e.g. 512G or 64Gi.
-        #[arg(long)]
-        memory: Option<String>,
-        /// Network bandwidth in bits per second, e.g. 100G.
-        #[arg(long)]
-        bandwidth: Option<String>,
-        /// Storage throughput in bytes per second, e.g. 5G.
-        #[arg(long)]
-        storage_throughput: Option<String>,
-        /// All GPUs in one NVLink island.
-        #[arg(long)]
-        same_island: bool,
-        /// May span nodes sharing this label's value (e.g. rack) when no node holds it alone.
-        #[arg(long)]
-        same_label: Option<String>,
-        /// Priority: higher goes first.
-        #[arg(long, default_value_t = 0)]
-        priority: u64,
-        /// Tenant (admins).
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Only plan: where it would run or why it would wait, and the placement revision;
-        /// changes nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Create only if the placement revision is still this one (from a --dry-run).
-        #[arg(long)]
-        revision: Option<u64>,
-        /// A tenant network for the job's ports: one per placed part (`job-NAME`), with the
-        /// part's bandwidth guaranteed (a share of the network's cap).
-        #[arg(long)]
-        network: Option<String>,
-        /// The subnet of --network (default: its only one).
-        #[arg(long, requires = "network")]
-        subnet: Option<String>,
-        /// A cap on each of the job's ports in bits per second, e.g. 200G.
-        #[arg(long, requires = "network")]
-        port_cap: Option<String>,
-        /// Clones of a checkpoint group's members for the job, named NAME-MEMBER:
-        /// `NAME=clone:GROUP` (or `clone:GROUP`, named after the job). Repeatable.
-        #[arg(long = "volume", value_name = "NAME=clone:GROUP")]
-        volumes: Vec<String>,
-    },
+    Create(Box<CreateJobArgs>),
     /// Lists jobs.
     List {
         /// Only this tenant's (admins).
@@ -117,6 +63,64 @@ pub enum JobCmd {
         #[arg(long)]
         tenant: Option<String>,
     },
+}
+
+/// `strata job create`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct CreateJobArgs {
+    /// Job name.
+    name: String,
+    /// GPUs, all of one model.
+    #[arg(long, default_value_t = 0)]
+    gpus: u64,
+    /// GPU model (default: any one model).
+    #[arg(long)]
+    gpu_model: Option<String>,
+    /// CPU cores.
+    #[arg(long, default_value_t = 0)]
+    cpu: u64,
+    /// Memory, e.g. 512G or 64Gi.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Network bandwidth in bits per second, e.g. 100G.
+    #[arg(long)]
+    bandwidth: Option<String>,
+    /// Storage throughput in bytes per second, e.g. 5G.
+    #[arg(long)]
+    storage_throughput: Option<String>,
+    /// All GPUs in one NVLink island.
+    #[arg(long)]
+    same_island: bool,
+    /// May span nodes sharing this label's value (e.g. rack) when no node holds it alone.
+    #[arg(long)]
+    same_label: Option<String>,
+    /// Priority: higher goes first.
+    #[arg(long, default_value_t = 0)]
+    priority: u64,
+    /// Tenant (admins).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only plan: where it would run or why it would wait, and the placement revision;
+    /// changes nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Create only if the placement revision is still this one (from a --dry-run).
+    #[arg(long)]
+    revision: Option<u64>,
+    /// A tenant network for the job's ports: one per placed part (`job-NAME`), with the
+    /// part's bandwidth guaranteed (a share of the network's cap).
+    #[arg(long)]
+    network: Option<String>,
+    /// The subnet of --network (default: its only one).
+    #[arg(long, requires = "network")]
+    subnet: Option<String>,
+    /// A cap on each of the job's ports in bits per second, e.g. 200G.
+    #[arg(long, requires = "network")]
+    port_cap: Option<String>,
+    /// Clones of a checkpoint group's members for the job, named NAME-MEMBER:
+    /// `NAME=clone:GROUP` (or `clone:GROUP`, named after the job). Repeatable.
+    #[arg(long = "volume", value_name = "NAME=clone:GROUP")]
+    volumes: Vec<String>,
 }
 
 fn quantity(v: Option<String>, flag: &str) -> Result<Option<u64>> {
@@ -223,25 +227,26 @@ impl Client {
             ("WHY", "explanation.message"),
         ];
         match cmd {
-            JobCmd::Create {
-                name,
-                gpus,
-                gpu_model,
-                cpu,
-                memory,
-                bandwidth,
-                storage_throughput,
-                same_island,
-                same_label,
-                priority,
-                tenant,
-                dry_run,
-                revision,
-                network,
-                subnet,
-                port_cap,
-                volumes,
-            } => {
+            JobCmd::Create(args) => {
+                let CreateJobArgs {
+                    name,
+                    gpus,
+                    gpu_model,
+                    cpu,
+                    memory,
+                    bandwidth,
+                    storage_throughput,
+                    same_island,
+                    same_label,
+                    priority,
+                    tenant,
+                    dry_run,
+                    revision,
+                    network,
+                    subnet,
+                    port_cap,
+                    volumes,
+                } = *args;
                 let req = wire::CreateJob {
                     name,
                     tenant,
