@@ -193,15 +193,15 @@ pub(super) fn charge(t: &mut Tenant, release: Charge, take: Charge) -> Result<()
             None => Err(ControlError::QuotaExceeded {
                 tenant: t.name.clone(),
                 message: match max {
-                Some(m) => format!(
-                    "tenant {} {what} quota is {m}; {base} used, {add} more requested",
-                    t.name
-                ),
-                None => format!(
-                    "tenant {} {what} would pass {} ({base} used, {add} more requested)",
-                    t.name,
-                    u64::MAX
-                ),
+                    Some(m) => format!(
+                        "tenant {} {what} quota is {m}; {base} used, {add} more requested",
+                        t.name
+                    ),
+                    None => format!(
+                        "tenant {} {what} would pass {} ({base} used, {add} more requested)",
+                        t.name,
+                        u64::MAX
+                    ),
                 },
             }),
         }

@@ -220,7 +220,10 @@ fn quota_refusals_follow_tenants_order_filters_and_a_restart() {
     let refused = events(&d, &t1, &["--type", "tenant"]);
     assert_eq!(refused.len(), 2, "{refused:?}");
     assert_eq!(refused[0]["tenant"], "t1", "{refused:?}");
-    assert_eq!(refused[0]["object"], "t1", "the object is the tenant: {refused:?}");
+    assert_eq!(
+        refused[0]["object"], "t1",
+        "the object is the tenant: {refused:?}"
+    );
     assert!(refused[0]["message"].as_str().unwrap().contains("by-admin"));
 
     // A tenant sees only its own; an admin sees all, and filters by tenant.
@@ -266,8 +269,11 @@ fn quota_refusals_follow_tenants_order_filters_and_a_restart() {
             }
         }
     });
+    // t1's history first, newest first (its two refusals), then nothing until a new one.
     let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(first["seq"], refused[0]["seq"], "{first}");
+    let second = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(second["seq"], refused[1]["seq"], "{second}");
     assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err());
     let (s, _) = create(&t1, "over2");
     assert_eq!(s, 409);
