@@ -4,7 +4,7 @@
 #       in the bench's temp dir via STRATA_CONFIG so the user's is never touched), a switch made
 #       with `strata switch create` (the default `priority=0,actions=normal` flow) and
 #         - two TAP ports (`strata switch add-port SW NAME`: IFF_VNET_HDR + TSO offloads),
-#         - two veth ports (`add-port --veth`: AF_PACKET TPACKET_V3 ring, PACKET_VNET_HDR),
+#         - two veth ports (`add-port --veth`: AF_PACKET socket read with recvmmsg, PACKET_VNET_HDR),
 #           with `strata serve --no-fastpath` (every packet through the switch in user space)
 #           and as the daemon runs by default (the eBPF fast path: established flows forwarded
 #           in the kernel by a TC program, bpf_redirect_peer into the other namespace),
@@ -218,8 +218,8 @@ for fast in no yes; do
     measure "Strata daemon, veth ports, fast path (eBPF TC)"; F1=$R1 F4=$R4 FC1=$C1 FC4=$C4
     run_rr "Strata daemon, veth ports, fast path (eBPF TC)"; FRR=$RR
   else
-    measure "Strata daemon, veth ports (AF_PACKET ring, vnet_hdr)"; V1=$R1 V4=$R4
-    run_rr "Strata daemon, veth ports (AF_PACKET ring, vnet_hdr)"; VRR=$RR
+    measure "Strata daemon, veth ports (AF_PACKET recvmmsg, vnet_hdr)"; V1=$R1 V4=$R4
+    run_rr "Strata daemon, veth ports (AF_PACKET recvmmsg, vnet_hdr)"; VRR=$RR
   fi
   kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID=""
   ip link show "${P}va" >/dev/null 2>&1 && { echo "veth ${P}va left behind after stop" >&2; exit 1; }
@@ -228,7 +228,7 @@ done
 # (b) switchd, standalone, in its own namespace.
 W1=0 W4=0
 switchd() {
-  # The user-space switch alone: its veth rows measure the ring, not the fast path.
+  # The user-space switch alone: its veth rows measure the socket, not the fast path.
   "$SWITCHD" --netns "$H" --no-fastpath ${STRATA_THREADS:+--threads "$STRATA_THREADS"} "$@" >"$TMP/switchd" 2>&1 &
   SWPID=$!
   for _ in $(seq 50); do grep -q ready "$TMP/switchd" 2>/dev/null && break; sleep 0.1; done
@@ -317,7 +317,7 @@ echo "| path | TCP request/response, mean round trip (us, $RR_N round trips) |"
 echo "|---|---:|"
 printf '%s\n' "${RR_ROWS[@]}"
 echo "| fast path / Linux bridge | $(ratio "$FRR" "$LRR") |"
-echo "| ring (slow path) / Linux bridge | $(ratio "$VRR" "$LRR") |"
+echo "| slow path (recvmmsg) / Linux bridge | $(ratio "$VRR" "$LRR") |"
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit 0

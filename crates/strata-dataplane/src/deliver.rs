@@ -16,7 +16,7 @@ use strata_net::key::{ethertype, PortNo};
 use strata_net::Effects;
 
 use crate::port::{Dev, PortIo, TxBufs};
-use crate::ring::PACKET_VNET_HDR_LEN;
+use crate::rx::PACKET_VNET_HDR_LEN;
 use crate::stats::PortIoStats;
 
 /// Length of the Ethernet header of `f` (14, or 18 with one VLAN tag).

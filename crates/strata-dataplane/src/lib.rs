@@ -1,7 +1,7 @@
 //! # strata-dataplane: the port layer of Strata's virtual switch
 //!
 //! Forwarding threads that share one [`strata_net::Switch`] and read the devices of its ports
-//! (TAP devices, veth pairs through an `AF_PACKET` ring, VXLAN sockets) with epoll, run each frame through the switch and write the
+//! (TAP devices, veth pairs through an `AF_PACKET` socket, VXLAN sockets) with epoll, run each frame through the switch and write the
 //! effects. The packet engine (`strata-net`) decides; this crate does the I/O.
 //!
 //! Where things are:
@@ -9,8 +9,8 @@
 //!   [`config`]: [`DataplaneConfig`] and [`PortSpec`]; [`error`]: [`DataplaneError`].
 //! - `worker`: the forwarding threads, the leader's command loop and port installation.
 //! - `tap_port`: TAP ports (open the queues, read frames); `veth_port`: veth ports (make the
-//!   pair, open the packet socket on its host end, read its ring; `ring` walks one block of
-//!   it); `vxlan_port`: VXLAN ports (the
+//!   pair, open the packet socket on its host end, read it with `recvmmsg`; [`rx`] reads one
+//!   received message, public for the fuzz target); `vxlan_port`: VXLAN ports (the
 //!   receive socket, read datagrams); `encap`: the one writer of VXLAN outer headers and the
 //!   raw IP socket that sends them.
 //! - `deliver`: the transmit path (offloads, partial checksums, segmentation).
@@ -53,7 +53,9 @@ pub mod error;
 mod fastpath;
 pub mod handle;
 mod port;
-mod ring;
+/// Reading one message a veth port received (public for the fuzz target).
+#[doc(hidden)]
+pub mod rx;
 pub mod stats;
 pub mod sys;
 mod tap_port;

@@ -1,15 +1,15 @@
 //! veth ports: making the pair, opening the packet socket on its host end, and the receive
-//! path of its ring. The pair itself is `sys::netlink`, the socket and ring `sys::packet`, the
-//! walk over a retired block `ring`.
+//! path of its socket. The pair itself is `sys::netlink`, the socket and its `recvmmsg`
+//! `sys::packet`, the reading of one received message `rx`.
 //!
 //! Invariants:
-//! - One thread reads a veth port's ring (thread `port number % threads`, so two ports of one
+//! - One thread reads a veth port's socket (thread `port number % threads`, so two ports of one
 //!   switch are read by different threads when there are two); every thread may send on its
 //!   socket.
 //! - The pair lives exactly as long as the port: it is made before the port joins the switch
 //!   and deleted when the last thread drops its handle (port removal, switch stop, or a
 //!   failed add).
-//! - A frame the kernel cut short (it did not fit the block) is counted in `rx_errors` and
+//! - A frame the kernel cut short (it did not fit the buffer) is counted in `rx_errors` and
 //!   dropped, never forwarded truncated.
 
 use std::sync::Arc;
@@ -22,13 +22,15 @@ use strata_net::Ingress;
 use crate::deliver::deliver;
 use crate::error::DataplaneError;
 use crate::port::{Bufs, Dev, PortIo, Veth};
-use crate::ring::{self, RingFrame, PACKET_VNET_HDR_LEN};
+use crate::rx::{self, RxFrame, PACKET_VNET_HDR_LEN};
 use crate::stats::PortIoStats;
 use crate::sys::{self, PacketOptions, PacketSocket, VethPair};
 use crate::worker::Worker;
 
-/// Blocks read from one ring per wake-up before the other ports get a turn.
-const BLOCKS_PER_WAKE: usize = 4;
+/// Frames one `recvmmsg` call takes (the batch's size: 32 buffers of 64 KiB per thread).
+const FRAMES_PER_CALL: usize = 32;
+/// Calls made on one port per wake-up before the other ports get a turn.
+const CALLS_PER_WAKE: usize = 4;
 
 impl Worker {
     pub(crate) fn add_veth(
@@ -150,37 +152,57 @@ impl Worker {
         Ok(no)
     }
 
-    /// Reads up to [`BLOCKS_PER_WAKE`] retired blocks of veth port `no`'s ring and forwards
-    /// every frame in them.
+    /// Reads the frames waiting on veth port `no`'s socket (up to [`CALLS_PER_WAKE`] calls
+    /// of [`FRAMES_PER_CALL`]) and forwards each.
     pub(crate) fn rx_veth(&mut self, no: PortNo) {
         let Some(PortIo {
-            dev: Dev::Veth(v),
-            io,
-            ..
-        }) = self.ports.get_mut(&no)
+            dev: Dev::Veth(v), ..
+        }) = self.ports.get(&no)
         else {
             return;
         };
-        io.syscalls += 1;
         let v = v.clone();
         let vnet = v.sock.vnet_hdr();
         let fast = v.fast.then_some(v.ifindex);
-        v.sock.rx_blocks(BLOCKS_PER_WAKE, |block| {
-            let mut it = ring::frames(block, vnet);
-            for f in it.by_ref() {
-                self.rx_ring_frame(no, fast, &f);
+        let mut batch = self
+            .veth_rx
+            .take()
+            .unwrap_or_else(|| sys::RecvBatch::new(FRAMES_PER_CALL));
+        for _ in 0..CALLS_PER_WAKE {
+            if let Some(p) = self.ports.get_mut(&no) {
+                p.io.syscalls += 1;
             }
-            if it.bad {
-                if let Some(p) = self.ports.get_mut(&no) {
-                    p.io.rx_errors += 1;
+            let n = match v.sock.recv(&mut batch) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(port = no, error = %e, "veth receive failed");
+                    if let Some(p) = self.ports.get_mut(&no) {
+                        p.io.rx_errors += 1;
+                    }
+                    0
+                }
+            };
+            for i in 0..n {
+                let (data, cut, control) = batch.message(i);
+                match rx::frame(data, cut, control, vnet) {
+                    Some(f) => self.rx_frame(no, fast, &f),
+                    None => {
+                        if let Some(p) = self.ports.get_mut(&no) {
+                            p.io.rx_errors += 1;
+                        }
+                    }
                 }
             }
-        });
+            if n < FRAMES_PER_CALL {
+                break;
+            }
+        }
+        self.veth_rx = Some(batch);
     }
 
-    /// Forwards one frame of port `no`'s ring; `fast` is the port's host-end ifindex when the
+    /// Forwards one frame received on port `no`; `fast` is the port's host-end ifindex when the
     /// fast path is attached to it, and then a result the kernel can repeat is offered to it.
-    fn rx_ring_frame(&mut self, no: PortNo, fast: Option<u32>, f: &RingFrame<'_>) {
+    fn rx_frame(&mut self, no: PortNo, fast: Option<u32>, f: &RxFrame<'_>) {
         if f.len > f.data.len() {
             if let Some(p) = self.ports.get_mut(&no) {
                 p.io.rx_errors += 1;

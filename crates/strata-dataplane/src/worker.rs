@@ -241,6 +241,8 @@ pub(crate) struct Worker {
     wake: Arc<EventFd>,
     pub(crate) ports: BTreeMap<PortNo, PortIo>,
     pub(crate) bufs: Bufs,
+    /// Receive buffers for veth ports' packet sockets, made at the first veth frame.
+    pub(crate) veth_rx: Option<crate::sys::RecvBatch>,
     pub(crate) batch: usize,
     pub(crate) lead: Option<Leader>,
     /// Frames (and datagrams) this thread read.
@@ -263,6 +265,7 @@ impl Worker {
             wake,
             ports: BTreeMap::new(),
             bufs: Bufs::new(),
+            veth_rx: None,
             batch,
             lead: None,
             rx_frames: 0,

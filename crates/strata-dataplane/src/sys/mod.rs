@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 pub use netlink::{if_index, VethPair};
-pub use packet::{PacketOptions, PacketSocket};
+pub use packet::{PacketOptions, PacketSocket, RecvBatch};
 pub use raw::{route_mtu, RawIpSocket};
 pub use tap::{set_link_up, Tap, TapOptions};
 

@@ -1,53 +1,41 @@
-//! An `AF_PACKET` socket bound to one interface (a veth port's host end): a `TPACKET_V3`
-//! receive ring mapped into our memory, and transmit by `writev` of one frame at a time.
+//! An `AF_PACKET` socket bound to one interface (a veth port's host end): receive by
+//! `recvmmsg` into the caller's batch of buffers, transmit by `writev` of one frame at a time.
 //!
 //! Setup order matters to the kernel: the socket is made with protocol 0 (it receives nothing
-//! until bound, so it never sees another interface's frames), then `PACKET_VERSION`,
-//! `PACKET_VNET_HDR` (refused once a ring exists), `PACKET_IGNORE_OUTGOING` (our own transmitted
-//! frames are not looped back to us), `PACKET_RX_RING`, `mmap`, the caller's hook (the fast
-//! path's socket filter, so no frame is received unfiltered), and last `bind` to the
-//! interface with `ETH_P_ALL`.
+//! until bound, so it never sees another interface's frames), then `PACKET_VNET_HDR`,
+//! `PACKET_AUXDATA` (each message says the frame's length and the VLAN tag the kernel took
+//! out), `PACKET_IGNORE_OUTGOING` (our own transmitted frames are not looped back to us), the
+//! buffer sizes, the caller's hook (the fast path's socket filter, so no frame is received
+//! unfiltered), and last `bind` to the interface with `ETH_P_ALL`.
+//!
+//! Why not a `TPACKET_V3` ring (the first version): the ring hands frames over a block at a
+//! time, when the block is full or its retire timer (1 ms at least) fires, which cost every
+//! slow-path round trip more than a millisecond (`rx.rs` has the figure).
 //!
 //! # Invariants
-//! - The ring is unmapped before the socket is closed (field order and `Drop`).
-//! - A block is read only while its `block_status` has `TP_STATUS_USER` (read with acquire
-//!   ordering), and handed back with a release store of `TP_STATUS_KERNEL` after the last read
-//!   of it; blocks are consumed in ring order, which is the order the kernel retires them.
-//! - Only one caller at a time walks the ring (the cursor is behind a mutex), so a block is
-//!   never handed back while another thread still reads it.
+//! - `recvmmsg` is given only iovecs and control buffers that point into the batch's own
+//!   buffers, alive and exclusively borrowed for the call, with their exact lengths.
+//! - What the kernel reports back (`msg_len`, `msg_controllen`) is clamped to the buffers'
+//!   lengths before any slice is made of it.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 
 use super::{cvt, cvt_size, setsockopt_int};
 
 const SOL_PACKET: libc::c_int = 263;
-const PACKET_RX_RING: libc::c_int = 5;
-const PACKET_VERSION: libc::c_int = 10;
+const PACKET_AUXDATA: libc::c_int = 8;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-const TPACKET_V3: libc::c_int = 2;
 const ETH_P_ALL: u16 = 0x0003;
-const TP_STATUS_KERNEL: u32 = 0;
-const TP_STATUS_USER: u32 = 1;
-/// Offset of `block_status` in `struct tpacket_block_desc`.
-const BLOCK_STATUS_AT: usize = 8;
 
-/// `struct tpacket_req3`.
-#[repr(C)]
-struct TpacketReq3 {
-    block_size: u32,
-    block_nr: u32,
-    frame_size: u32,
-    frame_nr: u32,
-    retire_blk_tov: u32,
-    sizeof_priv: u32,
-    feature_req_word: u32,
-}
+/// Bytes of one receive buffer: the largest GSO frame a veth hands over (64 KiB) with its
+/// virtio-net header, and room to spare.
+pub const RX_BUF: usize = (64 << 10) + 512;
+/// Bytes of one message's control buffer (`CMSG_SPACE(sizeof(struct tpacket_auxdata))` is
+/// 40 on 64-bit Linux).
+const CONTROL_BUF: usize = 64;
 
 /// How to open a packet socket.
 #[derive(Debug, Clone, Copy)]
@@ -55,55 +43,68 @@ pub struct PacketOptions {
     /// Exchange a virtio-net header with every frame (`PACKET_VNET_HDR`): GSO frames of up to
     /// 64 KiB and partial checksums pass whole, as on a TAP with offloads.
     pub vnet_hdr: bool,
-    /// Bytes per ring block (a multiple of the page size, holding at least one 64 KiB frame).
-    pub block_size: u32,
-    /// Blocks in the ring.
-    pub blocks: u32,
-    /// Milliseconds after which the kernel hands over a block that is not full.
-    pub retire_ms: u32,
+    /// Bytes of the socket's receive buffer (frames waiting for the switch).
+    pub rcvbuf: usize,
 }
 
 impl Default for PacketOptions {
     fn default() -> Self {
         PacketOptions {
             vnet_hdr: true,
-            block_size: 256 << 10,
-            blocks: 32,
-            retire_ms: 1,
+            rcvbuf: 8 << 20,
         }
     }
 }
 
-/// The mapped receive ring.
+/// Buffers for one `recvmmsg` call, owned by the thread that reads (a worker): `n` messages
+/// of [`RX_BUF`] bytes each, and what the kernel said of each.
 #[derive(Debug)]
-struct Ring {
-    base: NonNull<u8>,
-    len: usize,
+pub struct RecvBatch {
+    bufs: Vec<Box<[u8]>>,
+    controls: Vec<[u64; CONTROL_BUF / 8]>,
+    /// Per message received: (bytes written, MSG_TRUNC set, control bytes written).
+    got: Vec<(usize, bool, usize)>,
 }
 
-// SAFETY: the mapping is plain shared memory owned by this value; it is only read through
-// `PacketSocket::rx_blocks`, which serializes readers with the cursor mutex.
-unsafe impl Send for Ring {}
-// SAFETY: as above.
-unsafe impl Sync for Ring {}
+impl RecvBatch {
+    /// A batch of `n` messages (at least one).
+    pub fn new(n: usize) -> RecvBatch {
+        let n = n.max(1);
+        RecvBatch {
+            bufs: (0..n)
+                .map(|_| vec![0u8; RX_BUF].into_boxed_slice())
+                .collect(),
+            controls: vec![[0u64; CONTROL_BUF / 8]; n],
+            got: Vec::with_capacity(n),
+        }
+    }
 
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly what mmap returned, and nothing borrows the
-        // mapping any more (borrows of a block end inside `rx_blocks`).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    /// How many messages the last call received.
+    pub fn len(&self) -> usize {
+        self.got.len()
+    }
+
+    /// True if the last call received nothing.
+    pub fn is_empty(&self) -> bool {
+        self.got.is_empty()
+    }
+
+    /// Message `i` of the last call: (its data, whether it was cut, its control data).
+    pub fn message(&self, i: usize) -> (&[u8], bool, &[u8]) {
+        let (len, trunc, clen) = self.got[i];
+        let c = &self.controls[i];
+        // SAFETY: viewing an array of u64 as bytes: same memory, u8 has no alignment or
+        // validity requirement, and the length is the array's size in bytes.
+        let control = unsafe { std::slice::from_raw_parts(c.as_ptr().cast::<u8>(), CONTROL_BUF) };
+        (&self.bufs[i][..len], trunc, &control[..clen])
     }
 }
 
-/// A packet socket bound to one interface, with its receive ring.
+/// A packet socket bound to one interface.
 #[derive(Debug)]
 pub struct PacketSocket {
-    // Field order: the ring is unmapped before the fd closes.
-    ring: Ring,
     fd: OwnedFd,
     opts: PacketOptions,
-    /// The next block to read.
-    cursor: Mutex<u32>,
 }
 
 impl PacketSocket {
@@ -130,54 +131,18 @@ impl PacketSocket {
         // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let raw = fd.as_raw_fd();
-        setsockopt_int(raw, SOL_PACKET, PACKET_VERSION, TPACKET_V3)?;
         if opts.vnet_hdr {
             setsockopt_int(raw, SOL_PACKET, PACKET_VNET_HDR, 1)?;
         }
+        setsockopt_int(raw, SOL_PACKET, PACKET_AUXDATA, 1)?;
         setsockopt_int(raw, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)?;
         if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20).is_err() {
             let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
         }
-        let req = TpacketReq3 {
-            block_size: opts.block_size,
-            block_nr: opts.blocks,
-            frame_size: opts.block_size,
-            frame_nr: opts.blocks,
-            retire_blk_tov: opts.retire_ms,
-            sizeof_priv: 0,
-            feature_req_word: 0,
-        };
-        // SAFETY: PACKET_RX_RING reads one `struct tpacket_req3`, which `req` is (#[repr(C)],
-        // seven u32), alive for the call; we pass its exact size.
-        cvt(unsafe {
-            libc::setsockopt(
-                raw,
-                SOL_PACKET,
-                PACKET_RX_RING,
-                (&req as *const TpacketReq3).cast(),
-                std::mem::size_of::<TpacketReq3>() as libc::socklen_t,
-            )
-        })?;
-        let len = opts.block_size as usize * opts.blocks as usize;
-        // SAFETY: a fresh shared mapping of the ring the kernel just allocated for this fd;
-        // no existing memory is touched. Failure is MAP_FAILED, checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                raw,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+        let rcv = opts.rcvbuf.min(i32::MAX as usize) as libc::c_int;
+        if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcv).is_err() {
+            let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, rcv);
         }
-        let ring = Ring {
-            base: NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?,
-            len,
-        };
         before_bind(std::os::fd::AsFd::as_fd(&fd))?;
         // SAFETY: sockaddr_ll is a plain C struct; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -192,15 +157,10 @@ impl PacketSocket {
                 std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
         })?;
-        Ok(PacketSocket {
-            ring,
-            fd,
-            opts,
-            cursor: Mutex::new(0),
-        })
+        Ok(PacketSocket { fd, opts })
     }
 
-    /// Raw fd (for epoll: readable when a block is retired).
+    /// Raw fd (for epoll: readable when a frame is waiting).
     pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -210,37 +170,56 @@ impl PacketSocket {
         self.opts.vnet_hdr
     }
 
-    fn status(&self, block: u32) -> &AtomicU32 {
-        let at = block as usize * self.opts.block_size as usize + BLOCK_STATUS_AT;
-        // SAFETY: `at` is inside the mapping (block < blocks) and 4-byte aligned (blocks are
-        // page-aligned); the kernel updates this word concurrently, so it is only accessed
-        // as an atomic, which has the layout of a u32.
-        unsafe { &*self.ring.base.as_ptr().add(at).cast::<AtomicU32>() }
-    }
-
-    /// Hands each retired block (up to `max`) to `f`, then back to the kernel. Returns how
-    /// many blocks were read.
-    pub fn rx_blocks(&self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
-        let mut cur = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
-        let mut n = 0;
-        while n < max {
-            let st = self.status(*cur);
-            if st.load(Ordering::Acquire) & TP_STATUS_USER == 0 {
-                break;
-            }
-            let bs = self.opts.block_size as usize;
-            // SAFETY: the block is inside the mapping, and while its status says USER the
-            // kernel does not write it (the TPACKET_V3 protocol); the slice does not outlive
-            // this iteration, and the block is handed back only after `f` returns.
-            let block = unsafe {
-                std::slice::from_raw_parts(self.ring.base.as_ptr().add(*cur as usize * bs), bs)
-            };
-            f(block);
-            st.store(TP_STATUS_KERNEL, Ordering::Release);
-            *cur = (*cur + 1) % self.opts.blocks;
-            n += 1;
+    /// Receives up to the batch's size of waiting frames without blocking (one `recvmmsg`).
+    /// Returns how many; 0 when none was waiting.
+    pub fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.got.clear();
+        let n = batch.bufs.len();
+        let mut iovs: Vec<libc::iovec> = batch
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is a plain C struct; all-zero is a valid value (null name, no
+        // iovecs, no control).
+        let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (i, m) in msgs.iter_mut().enumerate() {
+            m.msg_hdr.msg_iov = &mut iovs[i];
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = batch.controls[i].as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = CONTROL_BUF;
         }
-        n
+        // SAFETY: `msgs` holds `n` headers, each naming one iovec of `iovs` (alive until
+        // after the call) that points at a distinct buffer of the batch with its exact
+        // length, and a distinct control buffer of CONTROL_BUF bytes; all are exclusively
+        // borrowed for the call; no timeout pointer.
+        let r = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        for m in msgs.iter().take(r as usize) {
+            batch.got.push((
+                (m.msg_len as usize).min(RX_BUF),
+                m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                m.msg_hdr.msg_controllen.min(CONTROL_BUF),
+            ));
+        }
+        Ok(batch.got.len())
     }
 
     /// Sends one frame made of `head` then `tail` on the bound interface, preceded by `vnet`
