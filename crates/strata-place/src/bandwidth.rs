@@ -225,7 +225,7 @@ pub fn allocate(links: &[Link], flows: &[Flow]) -> Result<Allocation, BandwidthE
 }
 
 /// One part's share of its node's NIC, as the planner assigns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicShare {
     /// The job.
     pub job: JobKey,
