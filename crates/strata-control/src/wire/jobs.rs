@@ -485,7 +485,6 @@ pub struct JobInfo {
     pub placement: Vec<JobPart>,
     /// Its parts' bandwidth on their nodes' NICs, assigned at admission (empty while pending
     /// or without bandwidth).
-    #[serde(default)]
     pub bandwidth: Vec<JobBandwidth>,
     /// Nodes it runs on, comma-separated (for tables).
     pub nodes: String,
@@ -566,7 +565,6 @@ pub struct PlanResult {
     pub placement: Vec<JobPart>,
     /// Its bandwidth on its nodes' NICs, as the planner would assign it (when it would start
     /// and asks for bandwidth).
-    #[serde(default)]
     pub bandwidth: Vec<JobBandwidth>,
     /// What would change.
     pub moves: Vec<PlanMove>,
