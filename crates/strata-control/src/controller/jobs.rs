@@ -551,7 +551,9 @@ fn nic_shares(
     job: &JobKey,
 ) -> Result<Vec<NicShare>, ControlError> {
     let all = strata_place::bandwidth::assign_nics(cluster, admitted).map_err(|e| {
-        ControlError::internal(format!("bandwidth assignment disagrees with admission: {e}"))
+        ControlError::internal(format!(
+            "bandwidth assignment disagrees with admission: {e}"
+        ))
     })?;
     Ok(all.into_iter().filter(|s| &s.job == job).collect())
 }

@@ -1057,7 +1057,10 @@ nodes:
     assert_eq!(ba["nic_bps"], json!(100 * G), "{a}");
     assert_eq!(ba["nic_guaranteed_bps"], json!(60 * G), "{a}");
     // Alone on the NIC, it may use all of it.
-    assert!(ba["rate_bps"].as_u64().unwrap().abs_diff(100 * G) < 1000, "{a}");
+    assert!(
+        ba["rate_bps"].as_u64().unwrap().abs_diff(100 * G) < 1000,
+        "{a}"
+    );
     // 60 more cannot be guaranteed beside it, though 4 GPUs are free.
     let (s, p) = d.call("POST", "/v1/plans", &admin, Some(bw_job("b", 60 * G)));
     assert_eq!(s, 200, "{p}");
@@ -1088,14 +1091,36 @@ nodes:
     // The CLI's dry run says it in words.
     let out = crate::common::strata()
         .args([
-            "--endpoint", &d.url, "--token", &admin, "job", "create", "c", "--tenant", "acme",
-            "--gpus", "4", "--gpu-model", "H200", "--cpu", "4", "--memory", "1G",
-            "--same-island", "--bandwidth", "30G", "--dry-run",
+            "--endpoint",
+            &d.url,
+            "--token",
+            &admin,
+            "job",
+            "create",
+            "c",
+            "--tenant",
+            "acme",
+            "--gpus",
+            "4",
+            "--gpu-model",
+            "H200",
+            "--cpu",
+            "4",
+            "--memory",
+            "1G",
+            "--same-island",
+            "--bandwidth",
+            "30G",
+            "--dry-run",
         ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         text.contains("bandwidth on net-1: 30000000000 bit/s guaranteed")
             && text.contains("its NIC 100000000000 bit/s, 90000000000 guaranteed with it"),
@@ -1108,5 +1133,9 @@ nodes:
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["state"], "running", "{b}");
     assert_eq!(b["bandwidth"][0]["guarantee_bps"], json!(60 * G), "{b}");
-    assert_eq!(b["bandwidth"][0]["nic_guaranteed_bps"], json!(60 * G), "{b}");
+    assert_eq!(
+        b["bandwidth"][0]["nic_guaranteed_bps"],
+        json!(60 * G),
+        "{b}"
+    );
 }
