@@ -18,6 +18,7 @@ use good_lp::{variable, Expression, ProblemVariables, Solution, SolverModel, Var
 use serde::{Deserialize, Serialize};
 
 use crate::error::BandwidthError;
+use crate::model::{Cluster, JobKey, Placement};
 
 /// The seed's answer: one share per virtual network, and the objective.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,6 +224,92 @@ pub fn allocate(links: &[Link], flows: &[Flow]) -> Result<Allocation, BandwidthE
     Ok(Allocation { rates, objective })
 }
 
+/// One part's share of its node's NIC, as the planner assigns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicShare {
+    /// The job.
+    pub job: JobKey,
+    /// The node whose NIC carries the part.
+    pub node: String,
+    /// The part's guaranteed rate (its share of the job's bandwidth), bits per second.
+    pub guarantee_bps: u64,
+    /// The rate [`allocate`] gives it when every flow on the NIC wants the whole link: its
+    /// guarantee plus its share of what no guarantee holds (to the higher priorities first).
+    pub rate_bps: u64,
+    /// The NIC's capacity, bits per second.
+    pub link_bps: u64,
+    /// Guarantees on the NIC with this part, of running and newly placed parts.
+    pub link_guaranteed_bps: u64,
+}
+
+/// The bandwidth assignment of newly placed jobs (`new`) on their nodes' NICs, beside the
+/// parts of `cluster`'s running jobs: per node, one link of the NIC's capacity, one flow per
+/// part with a bandwidth (guarantee = the part's bandwidth, demand = the link, value = 1 +
+/// the job's priority), solved by [`allocate`]. One entry per new part with a bandwidth, in
+/// the order of `new` and its parts. `Infeasible` when the guarantees on a NIC exceed it.
+pub fn assign_nics(cluster: &Cluster, new: &[Placement]) -> Result<Vec<NicShare>, BandwidthError> {
+    let mut nodes: Vec<&str> = new
+        .iter()
+        .flat_map(|pl| pl.parts.iter())
+        .filter(|p| p.bandwidth_bps > 0)
+        .map(|p| p.node.as_str())
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    // Each new part's share, with its place in `new` for the order.
+    let mut shares: Vec<((usize, usize), NicShare)> = Vec::new();
+    for node in nodes {
+        let Some(n) = cluster.nodes.iter().find(|n| n.name == node) else {
+            return Err(BandwidthError::Invalid(format!("no node {node}")));
+        };
+        let links = [Link {
+            name: format!("{node} NIC"),
+            capacity_bps: n.nic_bps as f64,
+        }];
+        let mut flows = Vec::new();
+        // Which flows are new parts: (index in new, index in parts).
+        let mut mine: Vec<Option<(usize, usize)>> = Vec::new();
+        let running = cluster.running.iter().map(|pl| (None, pl));
+        let added = new.iter().enumerate().map(|(i, pl)| (Some(i), pl));
+        for (i, pl) in running.chain(added) {
+            for (k, part) in pl.parts.iter().enumerate() {
+                if part.node != node || part.bandwidth_bps == 0 {
+                    continue;
+                }
+                flows.push(Flow {
+                    name: pl.job.key().to_string(),
+                    links: vec![0],
+                    guarantee_bps: part.bandwidth_bps as f64,
+                    demand_bps: (n.nic_bps as f64).max(part.bandwidth_bps as f64),
+                    value: 1.0 + f64::from(pl.job.priority),
+                });
+                mine.push(i.map(|i| (i, k)));
+            }
+        }
+        let guaranteed: u64 = flows.iter().map(|f| f.guarantee_bps as u64).sum();
+        let a = allocate(&links, &flows)?;
+        for ((f, r), m) in flows.iter().zip(&a.rates).zip(&mine) {
+            if let Some((i, k)) = *m {
+                let g = f.guarantee_bps as u64;
+                shares.push((
+                    (i, k),
+                    NicShare {
+                        job: new[i].job.key(),
+                        node: node.to_string(),
+                        guarantee_bps: g,
+                        // Whole bits, never below the guarantee nor above the link.
+                        rate_bps: (r.floor() as u64).clamp(g, n.nic_bps.max(g)),
+                        link_bps: n.nic_bps,
+                        link_guaranteed_bps: guaranteed,
+                    },
+                ));
+            }
+        }
+    }
+    shares.sort_by_key(|s| s.0);
+    Ok(shares.into_iter().map(|s| s.1).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +414,124 @@ mod tests {
             allocate(&links, &over),
             Err(BandwidthError::Invalid(_))
         ));
+    }
+
+    fn placed(name: &str, priority: u32, parts: &[(&str, u64)]) -> Placement {
+        Placement {
+            job: crate::model::Job {
+                tenant: "t".into(),
+                name: name.into(),
+                priority,
+                gpus: 0,
+                gpu_model: None,
+                cpu_cores: 0,
+                memory_bytes: 0,
+                bandwidth_bps: parts.iter().map(|p| p.1).sum(),
+                storage_bps: 0,
+                same_island: false,
+                same_label: None,
+            },
+            parts: parts
+                .iter()
+                .map(|&(node, bw)| crate::model::Part {
+                    node: node.into(),
+                    gpus: vec![],
+                    cpu_cores: 0,
+                    memory_bytes: 0,
+                    bandwidth_bps: bw,
+                    storage_bps: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn cluster(nic: u64, running: Vec<Placement>) -> Cluster {
+        let mut a = crate::model::tests::node("a", 8);
+        a.nic_bps = nic;
+        let mut b = crate::model::tests::node("b", 8);
+        b.nic_bps = nic;
+        Cluster {
+            revision: 1,
+            nodes: vec![a, b],
+            running,
+        }
+    }
+
+    #[test]
+    fn nic_shares_count_running_guarantees_and_give_spare_to_priority() {
+        const G: u64 = 1_000_000_000;
+        let c = cluster(100 * G, vec![placed("old", 0, &[("a", 60 * G)])]);
+        let new = [
+            placed("hi", 5, &[("a", 30 * G), ("b", 10 * G)]),
+            placed("none", 0, &[("b", 0)]),
+        ];
+        let s = assign_nics(&c, &new).unwrap();
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!((s[0].node.as_str(), s[0].guarantee_bps), ("a", 30 * G));
+        assert_eq!((s[0].link_bps, s[0].link_guaranteed_bps), (100 * G, 90 * G));
+        // The higher priority takes what no guarantee holds: 30 + 10.
+        assert!(
+            (s[0].rate_bps as i64 - (40 * G) as i64).abs() < 1000,
+            "{s:?}"
+        );
+        assert_eq!(
+            (s[1].node.as_str(), s[1].link_guaranteed_bps),
+            ("b", 10 * G)
+        );
+        assert!(s[1].rate_bps.abs_diff(100 * G) < 1000, "{s:?}");
+        // One more guarantee than the NIC holds: infeasible, in the NIC's name.
+        let over = [placed("big", 0, &[("a", 41 * G)])];
+        match assign_nics(&c, &over) {
+            Err(BandwidthError::Infeasible(m)) => assert!(m.contains("a NIC"), "{m}"),
+            x => panic!("{x:?}"),
+        }
+        // A part on a node the cluster does not have.
+        assert!(matches!(
+            assign_nics(&c, &[placed("x", 0, &[("zz", 1)])]),
+            Err(BandwidthError::Invalid(_))
+        ));
+    }
+
+    proptest::proptest! {
+        /// Every share meets its guarantee, and the rates on a NIC, with the running jobs'
+        /// guarantees, never exceed it; the same input gives the same shares.
+        #[test]
+        fn nic_shares_meet_guarantees_within_the_link(
+            nic in 1u64..1_000_000_000_000,
+            old in proptest::collection::vec((0u32..4, 0u64..1000), 0..4),
+            new in proptest::collection::vec((0u32..4, 0u64..1000, 0u64..1000), 1..5),
+        ) {
+            // Guarantees in thousandths of the NIC, scaled so that they fit together.
+            let total: u64 = old.iter().map(|o| o.1).sum::<u64>()
+                + new.iter().map(|n| n.1 + n.2).sum::<u64>();
+            let unit = nic / total.max(1000);
+            let running: Vec<Placement> = old.iter().enumerate()
+                .map(|(i, &(p, g))| placed(&format!("o{i}"), p, &[("a", g * unit)]))
+                .collect();
+            let c = cluster(nic, running);
+            let new: Vec<Placement> = new.iter().enumerate()
+                .map(|(i, &(p, ga, gb))| {
+                    placed(&format!("n{i}"), p, &[("a", ga * unit), ("b", gb * unit)])
+                })
+                .collect();
+            let s = assign_nics(&c, &new).unwrap();
+            proptest::prop_assert_eq!(&s, &assign_nics(&c, &new).unwrap());
+            let want: usize = new.iter().flat_map(|p| &p.parts)
+                .filter(|p| p.bandwidth_bps > 0).count();
+            proptest::prop_assert_eq!(s.len(), want);
+            for node in ["a", "b"] {
+                let old_g: u64 = c.running.iter().flat_map(|p| &p.parts)
+                    .filter(|p| p.node == node).map(|p| p.bandwidth_bps).sum();
+                let mine: Vec<&NicShare> = s.iter().filter(|x| x.node == node).collect();
+                let rates: u64 = mine.iter().map(|x| x.rate_bps).sum();
+                for x in &mine {
+                    proptest::prop_assert!(x.rate_bps >= x.guarantee_bps);
+                    proptest::prop_assert!(x.link_guaranteed_bps <= nic);
+                }
+                // Running parts keep at least their guarantees.
+                proptest::prop_assert!(rates + old_g <= nic + mine.len() as u64,
+                    "rates {} + running {} > nic {}", rates, old_g, nic);
+            }
+        }
     }
 }

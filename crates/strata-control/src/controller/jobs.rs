@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use strata_place::admit::{admit, Pending};
+use strata_place::bandwidth::NicShare;
 use strata_place::{Explanation, Job, JobKey, Part, Placement, PlanOptions};
 use strata_state::Txn;
 
@@ -81,6 +82,10 @@ pub struct JobRecord {
     /// Its slice's saga, once admitted (none while pending).
     #[serde(default)]
     pub slice: Option<SliceRun>,
+    /// The planner's assignment of its parts' bandwidth on their nodes' NICs, made at
+    /// admission (empty while pending, or when it asks for no bandwidth).
+    #[serde(default)]
+    pub bandwidth: Vec<NicShare>,
     /// The NBD URIs of its attached clones (volume id → URI), filled in when read; never
     /// stored.
     #[serde(skip)]
@@ -130,6 +135,8 @@ pub struct PlanView {
     pub explanation: Option<Explanation>,
     /// The slice that would be made with it (when it asks for one).
     pub slice: Option<SliceView>,
+    /// The planner's assignment of its bandwidth on its nodes' NICs (when it would start).
+    pub bandwidth: Vec<NicShare>,
 }
 
 fn model_error(e: strata_place::ModelError) -> ControlError {
@@ -199,6 +206,7 @@ impl Controller {
                 created: now(),
                 spec: spec.clone(),
                 slice: None,
+                bandwidth: vec![],
                 attached: BTreeMap::new(),
             };
             let mut txn = Txn::new().when(key.clone(), 0);
@@ -384,6 +392,7 @@ impl Controller {
         if let Some(pl) = adm.admitted.iter().find(|pl| pl.job.key() == key) {
             // What the create would answer of its slice, and what it would make.
             self.check_slice(p, &spec, &pl.parts)?;
+            let bandwidth = nic_shares(&cluster, &adm.admitted, &key)?;
             let slice = (!spec.is_empty()).then(|| {
                 let steps = slice_steps(&spec, &req.name, &pl.parts, "plan");
                 view_of(
@@ -404,6 +413,7 @@ impl Controller {
                 }],
                 explanation: None,
                 slice,
+                bandwidth,
             });
         }
         let explanation = explain(&cluster, &adm.admitted, &job)?;
@@ -421,6 +431,7 @@ impl Controller {
                     SliceState::Waiting,
                 )
             }),
+            bandwidth: vec![],
         })
     }
 
@@ -459,6 +470,7 @@ impl Controller {
                 rec.state = JobState::Running;
                 rec.parts = pl.parts.clone();
                 rec.explanation = None;
+                rec.bandwidth = nic_shares(&cluster, &adm.admitted, &rec.job.key())?;
                 if !rec.spec.is_empty() {
                     let id = super::store::new_id();
                     let steps = slice_steps(&rec.spec, &rec.job.name, &rec.parts, &id);
@@ -527,6 +539,23 @@ impl Controller {
         }
         Ok(sums.into_iter().collect())
     }
+}
+
+/// The planner's bandwidth assignment of `job`'s parts when `admitted` start on `cluster`:
+/// [`strata_place::bandwidth::assign_nics`] over every admitted job at once, so each NIC's
+/// guarantees are counted together. Admission placed them within the NICs' free bandwidth, so
+/// an infeasible answer is the two engines disagreeing: an internal error, nothing written.
+fn nic_shares(
+    cluster: &strata_place::Cluster,
+    admitted: &[Placement],
+    job: &JobKey,
+) -> Result<Vec<NicShare>, ControlError> {
+    let all = strata_place::bandwidth::assign_nics(cluster, admitted).map_err(|e| {
+        ControlError::internal(format!(
+            "bandwidth assignment disagrees with admission: {e}"
+        ))
+    })?;
+    Ok(all.into_iter().filter(|s| &s.job == job).collect())
 }
 
 fn pending_of(jobs: &[JobRecord]) -> Vec<Pending> {

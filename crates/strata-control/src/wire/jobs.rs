@@ -294,6 +294,35 @@ impl From<strata_place::Part> for JobPart {
     }
 }
 
+/// One part's bandwidth on its node's NIC, as the planner assigns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobBandwidth {
+    /// Node whose NIC carries the part.
+    pub node: String,
+    /// Guaranteed rate (the part's share of the job's bandwidth), bits per second.
+    pub guarantee_bps: u64,
+    /// The rate the planner gives it when every flow on the NIC wants the whole link (its
+    /// guarantee plus its share of what no guarantee holds, higher priorities first), bits
+    /// per second.
+    pub rate_bps: u64,
+    /// The NIC's capacity, bits per second.
+    pub nic_bps: u64,
+    /// Guarantees on the NIC with this part (running jobs' and this one's), bits per second.
+    pub nic_guaranteed_bps: u64,
+}
+
+impl From<strata_place::bandwidth::NicShare> for JobBandwidth {
+    fn from(s: strata_place::bandwidth::NicShare) -> Self {
+        JobBandwidth {
+            node: s.node,
+            guarantee_bps: s.guarantee_bps,
+            rate_bps: s.rate_bps,
+            nic_bps: s.link_bps,
+            nic_guaranteed_bps: s.link_guaranteed_bps,
+        }
+    }
+}
+
 /// Why a job does not fit, in the user's terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JobExplanation {
@@ -454,6 +483,9 @@ pub struct JobInfo {
     pub same_label: Option<String>,
     /// Where it runs (empty while pending).
     pub placement: Vec<JobPart>,
+    /// Its parts' bandwidth on their nodes' NICs, assigned at admission (empty while pending
+    /// or without bandwidth).
+    pub bandwidth: Vec<JobBandwidth>,
     /// Nodes it runs on, comma-separated (for tables).
     pub nodes: String,
     /// Why it waits (pending only).
@@ -492,6 +524,7 @@ impl From<JobRecord> for JobInfo {
             same_island: j.same_island,
             same_label: j.same_label,
             placement: r.parts.into_iter().map(Into::into).collect(),
+            bandwidth: r.bandwidth.into_iter().map(Into::into).collect(),
             explanation: r.explanation.map(Into::into),
             created: r.created,
         }
@@ -530,6 +563,9 @@ pub struct PlanResult {
     pub fits: bool,
     /// Where it would run.
     pub placement: Vec<JobPart>,
+    /// Its bandwidth on its nodes' NICs, as the planner would assign it (when it would start
+    /// and asks for bandwidth).
+    pub bandwidth: Vec<JobBandwidth>,
     /// What would change.
     pub moves: Vec<PlanMove>,
     /// Why it would wait (the binding constraints, what draining would make room).
@@ -547,6 +583,7 @@ impl From<PlanView> for PlanResult {
             name: p.job.name,
             fits: p.fits,
             placement: p.parts.into_iter().map(Into::into).collect(),
+            bandwidth: p.bandwidth.into_iter().map(Into::into).collect(),
             moves: p
                 .moves
                 .into_iter()

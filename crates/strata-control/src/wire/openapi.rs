@@ -105,6 +105,7 @@ use super::*;
     CreateJob,
     JobState,
     JobPart,
+    JobBandwidth,
     JobExplanation,
     JobInfo,
     JobList,

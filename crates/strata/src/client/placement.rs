@@ -357,6 +357,17 @@ impl Client {
                     p["cpu_cores"]
                 );
             }
+            for b in v["bandwidth"].as_array().into_iter().flatten() {
+                outln!(
+                    "  bandwidth on {}: {} bit/s guaranteed (up to {} when the link is busy); \
+                     its NIC {} bit/s, {} guaranteed with it",
+                    b["node"].as_str().unwrap_or(""),
+                    b["guarantee_bps"],
+                    b["rate_bps"],
+                    b["nic_bps"],
+                    b["nic_guaranteed_bps"]
+                );
+            }
         } else {
             outln!("{job} would wait in the queue (dry run: nothing changed)");
             let e = &v["explanation"];

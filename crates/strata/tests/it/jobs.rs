@@ -1015,3 +1015,127 @@ fn a_crash_in_the_middle_of_a_slice_is_settled_at_start() {
         "one set of clones, none left from the crash"
     );
 }
+
+/// The planner's bandwidth on a node's NIC (from the inventory): a running job's guarantee
+/// counts against it, a job whose bandwidth the NIC cannot guarantee beside it waits and says
+/// so in Gbit/s, a dry run shows the assignment (guarantee, rate, the NIC and what is
+/// guaranteed on it), and the waiting job starts, assigned, when the first one goes.
+#[test]
+fn job_bandwidth_is_assigned_on_the_nic_and_a_job_it_cannot_hold_waits() {
+    const G: u64 = 1_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(&dir.path().join("data"), &["--node", "local-1"]);
+    let admin = d.admin();
+    let (s, v) = d.call("POST", "/v1/tenants", &admin, Some(json!({"name": "acme"})));
+    assert_eq!(s, 201, "{v}");
+    let inv = "\
+nodes:
+  - name: net-1
+    cpu: 64
+    memory: 1Ti
+    nic: 100G
+    gpus: [{model: H200, count: 8, memory: 141Gi}]
+    islands: [[0,1,2,3],[4,5,6,7]]
+";
+    let (s, v) = d.call("POST", "/v1/nodes", &admin, Some(json!({"inventory": inv})));
+    assert_eq!(s, 201, "{v}");
+    // The local node's real NIC is not part of this test.
+    let (s, v) = d.call("POST", "/v1/nodes/local-1/cordon", &admin, None);
+    assert_eq!(s, 200, "{v}");
+    let bw_job = |name: &str, bps: u64| {
+        let mut j = job(name, 4);
+        j["tenant"] = json!("acme");
+        j["bandwidth_bps"] = json!(bps);
+        j
+    };
+    let (s, a) = d.call("POST", "/v1/jobs", &admin, Some(bw_job("a", 60 * G)));
+    assert_eq!(s, 201, "{a}");
+    assert_eq!(a["state"], "running", "{a}");
+    let ba = &a["bandwidth"][0];
+    assert_eq!(ba["node"], "net-1", "{a}");
+    assert_eq!(ba["guarantee_bps"], json!(60 * G), "{a}");
+    assert_eq!(ba["nic_bps"], json!(100 * G), "{a}");
+    assert_eq!(ba["nic_guaranteed_bps"], json!(60 * G), "{a}");
+    // Alone on the NIC, it may use all of it.
+    assert!(
+        ba["rate_bps"].as_u64().unwrap().abs_diff(100 * G) < 1000,
+        "{a}"
+    );
+    // 60 more cannot be guaranteed beside it, though 4 GPUs are free.
+    let (s, p) = d.call("POST", "/v1/plans", &admin, Some(bw_job("b", 60 * G)));
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["fits"], false, "{p}");
+    assert_eq!(p["bandwidth"], json!([]), "{p}");
+    assert_eq!(p["explanation"]["binding"], json!(["bandwidth"]), "{p}");
+    let msg = p["explanation"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("needs 60 Gbit/s bandwidth") && msg.contains("40 Gbit/s"),
+        "{msg}"
+    );
+    let (s, b) = d.call("POST", "/v1/jobs", &admin, Some(bw_job("b", 60 * G)));
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["state"], "pending", "{b}");
+    assert_eq!(b["explanation"]["message"].as_str().unwrap(), msg, "{b}");
+    assert_eq!(b["bandwidth"], json!([]), "{b}");
+    // 30 fits: the dry run shows the assignment beside a's guarantee. (b waits ahead of it
+    // but cannot start, so c would.)
+    let (s, p) = d.call("POST", "/v1/plans", &admin, Some(bw_job("c", 30 * G)));
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["fits"], true, "{p}");
+    let bc = &p["bandwidth"][0];
+    assert_eq!(p["bandwidth"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(bc["guarantee_bps"], json!(30 * G), "{p}");
+    assert_eq!(bc["nic_guaranteed_bps"], json!(90 * G), "{p}");
+    let rate = bc["rate_bps"].as_u64().unwrap();
+    assert!((30 * G..=40 * G).contains(&rate), "{p}");
+    // The CLI's dry run says it in words.
+    let out = crate::common::strata()
+        .args([
+            "--endpoint",
+            &d.url,
+            "--token",
+            &admin,
+            "job",
+            "create",
+            "c",
+            "--tenant",
+            "acme",
+            "--gpus",
+            "4",
+            "--gpu-model",
+            "H200",
+            "--cpu",
+            "4",
+            "--memory",
+            "1G",
+            "--same-island",
+            "--bandwidth",
+            "30G",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("bandwidth on net-1: 30000000000 bit/s guaranteed")
+            && text.contains("its NIC 100000000000 bit/s, 90000000000 guaranteed with it"),
+        "{text}"
+    );
+    // a goes: b starts with its bandwidth assigned on the NIC.
+    let (s, v) = d.call("DELETE", "/v1/jobs/a?tenant=acme", &admin, None);
+    assert!(s == 200 || s == 204, "{s} {v}");
+    let (s, b) = d.call("GET", "/v1/jobs/b?tenant=acme", &admin, None);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["state"], "running", "{b}");
+    assert_eq!(b["bandwidth"][0]["guarantee_bps"], json!(60 * G), "{b}");
+    assert_eq!(
+        b["bandwidth"][0]["nic_guaranteed_bps"],
+        json!(60 * G),
+        "{b}"
+    );
+}

@@ -631,6 +631,7 @@ impl Controller {
                 };
                 rec.state = super::jobs::JobState::Pending;
                 rec.parts.clear();
+                rec.bandwidth.clear();
                 rec.slice = None;
                 rec.explanation = Some(Explanation {
                     message: format!(
