@@ -1313,13 +1313,11 @@ impl Exec<'_> {
                 )
             });
         match conn {
-            Some(c) if self.fx.offload.ct.len() < MAX_CT_USES => {
-                self.fx.offload.ct.push(CtUse {
-                    zone,
-                    id: c.id,
-                    dir: s.verdict.dir,
-                })
-            }
+            Some(c) if self.fx.offload.ct.len() < MAX_CT_USES => self.fx.offload.ct.push(CtUse {
+                zone,
+                id: c.id,
+                dir: s.verdict.dir,
+            }),
             _ => self.offload_ok = false,
         }
     }

@@ -73,7 +73,10 @@ fn rule_counts(bed: &Bed) -> Vec<(String, u64)> {
             let at = l.find("n_packets=").unwrap() + "n_packets=".len();
             let n = l[at..].split(',').next().unwrap().parse().unwrap();
             let rule = l[l.find("actions=").unwrap_or(0)..].to_string();
-            let tm = l.split(',').find(|x| x.trim().starts_with("table=")).unwrap_or("");
+            let tm = l
+                .split(',')
+                .find(|x| x.trim().starts_with("table="))
+                .unwrap_or("");
             (format!("{tm} {rule}"), n)
         })
         .collect()
@@ -152,7 +155,10 @@ fn fast_path_carries_established_udp_with_the_slow_paths_bytes_and_counts() {
     let mut runs = Vec::new();
     for fast in [false, true] {
         let bed = bed(fast, SwitchConfig::default());
-        assert!(bed.a.ping("10.61.0.2", 1, 56), "a reaches b through the group");
+        assert!(
+            bed.a.ping("10.61.0.2", 1, 56),
+            "a reaches b through the group"
+        );
         let f0 = bed.stats().fastpath.map(|f| f.forwarded);
         let srv = spawn_py(&bed.b, ECHO_SERVER);
         let cap = Capture::start(&bed.b, &format!("{}p", bed.vb), 8, 6);
@@ -202,7 +208,10 @@ fn fast_path_carries_established_udp_with_the_slow_paths_bytes_and_counts() {
         assert_eq!(hex(s), hex(f), "frame {i}: slow path vs fast path");
     }
     assert_eq!(slow.1, fast.1, "rule counters, slow vs fast");
-    assert_eq!(slow.2, fast.2, "the connection's packets and bytes, slow vs fast");
+    assert_eq!(
+        slow.2, fast.2,
+        "the connection's packets and bytes, slow vs fast"
+    );
 }
 
 /// iperf3 through the group with a 3 s established timeout: the kernel carries nearly all of
@@ -220,7 +229,16 @@ fn an_iperf3_connection_rides_the_fast_path_and_stays_tracked() {
     let (rx0, h0) = snapshot(&bed.dp);
     let t1_0 = table1(&bed);
     let client = Command::new("ip")
-        .args(["netns", "exec", &bed.a.name, "iperf3", "-c", "10.61.0.2", "-t", "6"])
+        .args([
+            "netns",
+            "exec",
+            &bed.a.name,
+            "iperf3",
+            "-c",
+            "10.61.0.2",
+            "-t",
+            "6",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -240,21 +258,35 @@ fn an_iperf3_connection_rides_the_fast_path_and_stays_tracked() {
                 .count()
         })
         .unwrap();
-    assert!(alive >= 2, "control and data connections established: {alive}");
+    assert!(
+        alive >= 2,
+        "control and data connections established: {alive}"
+    );
     let mut client = client;
     assert!(client.wait().unwrap().success(), "the transfer completes");
     let s1 = bed.stats();
     let p = |s: &DataplaneStats| s.port(&bed.va).unwrap().clone();
     let rx = p(&s1).stats.rx_packets - p(&s0).stats.rx_packets;
     let fast = p(&s1).io.fast_rx_packets - p(&s0).io.fast_rx_packets;
-    assert!(fast * 10 >= rx * 9, "the kernel carried {fast} of {rx} packets");
+    assert!(
+        fast * 10 >= rx * 9,
+        "the kernel carried {fast} of {rx} packets"
+    );
     // Each received packet hit one rule of table 0, and each tracked one a rule of table 1.
     std::thread::sleep(Duration::from_millis(300));
     let (rx, hits) = snapshot(&bed.dp);
     let t1 = table1(&bed);
-    assert_eq!(hits - h0, (rx - rx0) + (t1 - t1_0), "{}", bed.dp.dump_flows().unwrap());
+    assert_eq!(
+        hits - h0,
+        (rx - rx0) + (t1 - t1_0),
+        "{}",
+        bed.dp.dump_flows().unwrap()
+    );
     let (c, through) = ct_books(&bed);
-    assert_eq!(c.new + c.established + c.related + c.invalid_total(), through);
+    assert_eq!(
+        c.new + c.established + c.related + c.invalid_total(),
+        through
+    );
     assert_eq!(c.invalid_total(), 0, "the close was accepted: {c:?}");
     assert_eq!(s1.fastpath.unwrap().errors, 0);
 }
@@ -266,7 +298,16 @@ fn stops_within_a_second(change: impl FnOnce(&Bed)) {
     assert!(bed.a.ping("10.61.0.2", 1, 56));
     let _srv = bed.b.iperf_server("10.61.0.2");
     let mut client = Command::new("ip")
-        .args(["netns", "exec", &bed.a.name, "iperf3", "-c", "10.61.0.2", "-t", "6"])
+        .args([
+            "netns",
+            "exec",
+            &bed.a.name,
+            "iperf3",
+            "-c",
+            "10.61.0.2",
+            "-t",
+            "6",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -290,7 +331,10 @@ fn stops_within_a_second(change: impl FnOnce(&Bed)) {
     let _ = client.kill();
     let _ = client.wait();
     let stopped = last_change.duration_since(changed);
-    assert!(stopped < Duration::from_secs(1), "packets kept arriving for {stopped:?}");
+    assert!(
+        stopped < Duration::from_secs(1),
+        "packets kept arriving for {stopped:?}"
+    );
 }
 
 /// The group's connections are dropped (a rule change applied to existing connections

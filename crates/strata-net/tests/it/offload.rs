@@ -291,16 +291,36 @@ mod ct {
         assert_eq!(
             o.ct,
             vec![
-                CtUse { zone: 7, id, dir: Dir::Original },
-                CtUse { zone: 7, id, dir: Dir::Original },
+                CtUse {
+                    zone: 7,
+                    id,
+                    dir: Dir::Original
+                },
+                CtUse {
+                    zone: 7,
+                    id,
+                    dir: Dir::Original
+                },
             ],
             "both ct steps (table 0's and the no-op commit)"
         );
-        assert_eq!(o.rules.len(), 2, "table 0's rule and table 1's: {:?}", o.rules);
+        assert_eq!(
+            o.rules.len(),
+            2,
+            "table 0's rule and table 1's: {:?}",
+            o.rules
+        );
         assert_eq!(o.out_port, 2);
         let data = tcp(B, A, S, 80, C, 40000, 501, 101, ACK, 100);
         let o = out(&mut sw, T, 2, &data).1.expect("a reply: hinted");
-        assert_eq!(o.ct, vec![CtUse { zone: 7, id, dir: Dir::Reply }]);
+        assert_eq!(
+            o.ct,
+            vec![CtUse {
+                zone: 7,
+                id,
+                dir: Dir::Reply
+            }]
+        );
         assert_eq!(o.out_port, 1);
         assert_eq!(conn(&sw).proto, ConnProto::Tcp(TcpState::Established));
     }
@@ -331,8 +351,14 @@ mod ct {
         let r = udp(B, A, S, 53, C, 5000);
         assert!(out(&mut sw, T, 1, &q).1.is_none(), "new: commits");
         assert!(out(&mut sw, T, 1, &q).1.is_none(), "still new (unanswered)");
-        assert!(out(&mut sw, T, 2, &r).1.is_some(), "the answer: established");
-        assert!(out(&mut sw, T, 1, &q).1.is_some(), "now established both ways");
+        assert!(
+            out(&mut sw, T, 2, &r).1.is_some(),
+            "the answer: established"
+        );
+        assert!(
+            out(&mut sw, T, 1, &q).1.is_some(),
+            "now established both ways"
+        );
         // A mark change on an established packet is not hinted (the next one is).
         let mut sw = switch(&[
             "table=0,priority=100,ip,actions=ct(zone=3,table=1)",
@@ -342,8 +368,13 @@ mod ct {
             "table=0,priority=1,actions=normal",
         ]);
         out(&mut sw, T, 1, &q);
-        assert!(out(&mut sw, T, 2, &r).1.is_none(), "the mark changes: not hinted");
-        let o = out(&mut sw, T, 1, &q).1.expect("the mark is current: hinted");
+        assert!(
+            out(&mut sw, T, 2, &r).1.is_none(),
+            "the mark changes: not hinted"
+        );
+        let o = out(&mut sw, T, 1, &q)
+            .1
+            .expect("the mark is current: hinted");
         assert_eq!(o.rules.len(), 2);
         // ICMP echo: the key does not name the connection (no echo id).
         let mut sw = switch(&[
@@ -477,14 +508,29 @@ mod ct {
         let (_, o2) = out(&mut sw, T, 1, &tcp(A, B, C, 40001, S, 80, 8, 71, ACK, 0));
         assert!(o2.is_some());
         assert_eq!(sw.generation(), g, "openings change nothing offloaded");
-        out(&mut sw, T, 1, &tcp(A, B, C, 40001, S, 80, 8, 71, FIN | ACK, 0));
+        out(
+            &mut sw,
+            T,
+            1,
+            &tcp(A, B, C, 40001, S, 80, 8, 71, FIN | ACK, 0),
+        );
         assert_eq!(sw.generation(), g + 1, "an offloaded connection closing");
         let g = sw.generation();
         // Data on the offloaded one: no state change.
-        out(&mut sw, T, 1, &tcp(A, B, C, 40000, S, 80, 101, 501, ACK, 10));
+        out(
+            &mut sw,
+            T,
+            1,
+            &tcp(A, B, C, 40000, S, 80, 101, 501, ACK, 10),
+        );
         assert_eq!(sw.generation(), g);
         // Its FIN: the state moves, so does the generation.
-        out(&mut sw, T, 1, &tcp(A, B, C, 40000, S, 80, 111, 501, FIN | ACK, 0));
+        out(
+            &mut sw,
+            T,
+            1,
+            &tcp(A, B, C, 40000, S, 80, 111, 501, FIN | ACK, 0),
+        );
         assert!(sw.generation() > g, "FIN_WAIT");
         // Removal of an offloaded connection.
         let mut sw = established();
