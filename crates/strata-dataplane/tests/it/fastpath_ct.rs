@@ -174,9 +174,9 @@ for i in range(8):\n    s.sendto(b'strata conntrack fast path ' * 3, ('10.61.0.2
 
 /// One UDP conversation of 8 datagrams each way through the group, with the fast path on
 /// and off: b receives the same bytes, every rule and the connection count the same packets,
-/// and with it on the kernel carried exactly what it can: a's first datagram is new (the
-/// engine commits it), b's first answer and a's second are the first established ones (the
-/// engine installs their entries), so a's datagrams 3 to 8 and b's answers 2 to 8 are the
+/// and with it on the kernel carried what it can: a's first datagram is new (the engine
+/// commits it), b's first answer and a's second are the first established ones (the engine
+/// installs their entries), so a's datagrams 3 to 8 and b's answers 2 to 8 can be the
 /// kernel's.
 #[test]
 fn fast_path_carries_established_udp_with_the_slow_paths_bytes_and_counts() {
@@ -216,18 +216,20 @@ fn fast_path_carries_established_udp_with_the_slow_paths_bytes_and_counts() {
         );
         assert_eq!(c.invalid_total(), 0, "fast={fast}");
         let s = bed.stats();
-        for p in [&bed.va, &bed.vb] {
-            let io = &s.port(p).unwrap().io;
-            if fast {
-                assert!(io.fast_rx_packets >= 6, "{p}: {io:?}");
-            } else {
-                assert_eq!(io.fast_rx_packets, 0);
-            }
-        }
+        let carried: Vec<u64> = [&bed.va, &bed.vb]
+            .iter()
+            .map(|p| s.port(p).unwrap().io.fast_rx_packets)
+            .collect();
         if let (Some(f0), Some(f)) = (f0, s.fastpath) {
-            // Kernel: a's datagrams 3..8 and b's answers 2..8.
-            assert_eq!(f.forwarded - f0, 6 + 7, "{f:?}");
+            // At most a's datagrams 3..8 and b's answers 2..8; a datagram may beat the entry
+            // its predecessor installs (the answer is quicker than the install), so one less
+            // is allowed each way.
+            assert!((5..=6).contains(&carried[0]), "{carried:?}");
+            assert!((6..=7).contains(&carried[1]), "{carried:?}");
+            assert_eq!(f.forwarded - f0, carried[0] + carried[1], "{f:?}");
             assert_eq!(f.errors, 0);
+        } else {
+            assert_eq!(carried, [0, 0]);
         }
         runs.push((frames, rule_counts(&bed), conn[0]));
     }

@@ -577,11 +577,18 @@ impl Conntrack {
 
     /// Notes that a port layer may forward packets of connection `id` without the engine (an
     /// offload hint named it): from now on its removal, a change of its mark and a change of
-    /// its TCP state count in [`Conntrack::offload_changes`]. False if it is gone.
+    /// its TCP state count in [`Conntrack::offload_changes`]. A TCP connection also stops
+    /// trusting its window data at once ([`TcpConn::resync`]): the next segments may go by
+    /// without the tracker, and the other side's next segment, judged here, may acknowledge
+    /// them. False if it is gone.
     pub fn set_offloaded(&mut self, id: CtId) -> bool {
         match self.table.slot_of(id) {
             Some(s) => {
-                self.table.at_mut(s).offloaded = true;
+                let e = self.table.at_mut(s);
+                e.offloaded = true;
+                if let ProtoState::Tcp(c) = &mut e.proto {
+                    c.resync();
+                }
                 true
             }
             None => false,
