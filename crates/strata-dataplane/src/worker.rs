@@ -161,6 +161,8 @@ impl Shared {
                 rx_bytes: c.rx_bytes,
                 tx_bytes: c.tx_bytes,
                 learn: c.learn,
+                ct: &c.ct,
+                ip_bytes: c.ip_bytes,
                 last_used: fastpath::switch_time(c.last_ns, self.start_ns).min(now),
             });
         }

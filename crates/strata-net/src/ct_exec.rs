@@ -46,6 +46,8 @@ pub struct CtStep {
     pub nat: bool,
     /// Set if the packet is dropped here.
     pub drop: Option<CtDrop>,
+    /// The commit changed the mark of an existing connection.
+    pub mark_changed: bool,
     /// A TCP handshake round trip this packet completed (`Conntrack::process_timed`): from
     /// the switch to the packet's sender and back.
     pub rtt: Option<Duration>,
@@ -113,6 +115,7 @@ pub(crate) fn step(
         nat: false,
         drop: None,
         rtt: None,
+        mark_changed: false,
     };
     let Some(pkt) = pkt.map(|p| current(p, k)) else {
         if let Tracker::Live(ct) = tr {
@@ -186,7 +189,9 @@ pub(crate) fn step(
         }
     } else if a.commit && a.mark.is_some() && v.state != CtState::Invalid {
         if let (Tracker::Live(ct), Some(id)) = (&mut tr, v.entry) {
-            v.mark.mark = new_mark(v.mark.mark);
+            let m = new_mark(v.mark.mark);
+            out.mark_changed = m != v.mark.mark;
+            v.mark.mark = m;
             ct.set_mark(id, v.mark);
         }
     }

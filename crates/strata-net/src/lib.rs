@@ -66,7 +66,7 @@ pub use drops::{DropCode, DropCounts};
 pub use flow::{Action, FlowRule, RuleError, SetField};
 pub use key::{Field, FlowKey, Match, PortNo};
 pub use meter::{MeterConfig, MeterError, MeterStats, MeterVerdict};
-pub use offload::{Offload, OffloadCredit};
+pub use offload::{CtUse, Offload, OffloadCredit};
 pub use packet::{parse_frame, Layout, ParseError};
 pub use pipeline::Pipeline;
 pub use rates::{PortRates, Rates};

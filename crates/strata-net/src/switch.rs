@@ -47,7 +47,7 @@ use crate::latency::RttHistogram;
 use crate::lb::{Backend, LbGroups};
 use crate::mac::{MacTable, DEFAULT_MAC_AGEING, DEFAULT_MAC_CAPACITY};
 use crate::meter::{MeterConfig, MeterError, MeterStats, Meters};
-use crate::offload::{Offload, OffloadCredit};
+use crate::offload::{CtUse, Offload, OffloadCredit};
 use crate::packet::{parse_frame, Layout, ParseError};
 use crate::pipeline::{CacheConfig, FlowDump, Pipeline, PipelineStats};
 use crate::probe::{self, ProbeStats, ProbeTarget};
@@ -244,6 +244,9 @@ pub struct SwitchStats {
 /// Recirculations (`ct(...,table=T)` passes) one packet may take; more are dropped and
 /// counted (`recirc_limit`), so a rule set that recirculates in a loop cannot spin.
 pub const MAX_RECIRC: usize = 8;
+
+/// Most `ct` steps an offloaded result may depend on.
+const MAX_CT_USES: usize = 8;
 
 /// The output of processing: frames to send, all in one reusable buffer (no allocation per
 /// packet once the buffer has grown to its working size).
@@ -514,10 +517,14 @@ impl Switch {
 
     /// The switch's generation: it moves whenever something that decides where an
     /// [`Offload`]ed packet goes may have changed (a rule added, removed or expired, a port
-    /// added or removed or first probed, a learned address moved or forgotten). A port layer
+    /// added or removed or first probed, a learned address moved or forgotten, a connection
+    /// an offload hint named removed or changed: [`Conntrack::offload_changes`]). A port layer
     /// that forwards packets by an offload hint stops as soon as this differs from the hint's.
     pub fn generation(&self) -> u64 {
-        self.pipeline.changes() + self.macs.changes() + self.port_changes
+        self.pipeline.changes()
+            + self.macs.changes()
+            + self.port_changes
+            + self.ct.offload_changes()
     }
 
     /// Counts packets a port layer forwarded by an [`Offload`] as if the switch had forwarded
@@ -539,6 +546,10 @@ impl Switch {
         }
         if let Some((d, mac)) = c.learn {
             self.macs.refresh(d, mac, c.in_port, c.last_used);
+        }
+        for u in c.ct {
+            self.ct
+                .touch(c.last_used, u.id, u.dir, c.packets, c.ip_bytes);
         }
     }
 
@@ -979,9 +990,25 @@ impl Switch {
             out: None,
             learned: None,
         };
+        if ex.fx.hints {
+            // The hint's rules and connections, gathered over every pass.
+            ex.fx.offload.rules.clear();
+            ex.fx.offload.ct.clear();
+            ex.fx.offload.rules.extend_from_slice(&trans.hits);
+        }
         ex.run(trans, key);
+        // Recirculations, in the order their ct actions ran: each pass is its own lookup.
+        let mut next = 0;
+        while next < ex.n_pending {
+            let k = ex.pending[next];
+            next += 1;
+            let trans = pipeline.classify(&k, frame.len() as u64, now);
+            if ex.fx.hints {
+                ex.fx.offload.rules.extend_from_slice(&trans.hits);
+            }
+            ex.run(trans, k);
+        }
         let hint = ex.fx.hints
-            && ex.n_pending == 0
             && ex.offload_ok
             && ex.outputs == 1
             && ex.refused == 0
@@ -989,8 +1016,6 @@ impl Switch {
             && !(probed && parsed.nw_proto() == ipproto::ICMP && parsed.tp_src() == 0);
         if let (true, Some((out_port, out_key, out_tpid))) = (hint, ex.out) {
             let o = &mut ex.fx.offload;
-            o.rules.clear();
-            o.rules.extend_from_slice(&trans.hits);
             // The engine must see the packets that keep a rule with an idle timeout alive.
             if !o.rules.iter().any(|&r| pipeline.has_idle_timeout(r)) {
                 o.in_port = in_port;
@@ -1001,16 +1026,12 @@ impl Switch {
                 o.out_tpid = out_tpid;
                 o.learn = ex.learned;
                 o.generation = generation;
+                // From now on a change of these connections moves the generation.
+                for u in &o.ct {
+                    ex.ct.set_offloaded(u.id);
+                }
                 ex.fx.has_offload = true;
             }
-        }
-        // Recirculations, in the order their ct actions ran: each pass is its own lookup.
-        let mut next = 0;
-        while next < ex.n_pending {
-            let k = ex.pending[next];
-            next += 1;
-            let trans = pipeline.classify(&k, frame.len() as u64, now);
-            ex.run(trans, k);
         }
         let (outputs, refused, reply_drop) = (ex.outputs, ex.refused, ex.reply_drop);
         let (meter_drop, cause, miss) = (ex.meter_drop, ex.cause, ex.miss);
@@ -1196,7 +1217,6 @@ impl Exec<'_> {
                     apply_to_key(op, &mut k);
                 }
                 Action::Ct(a) => {
-                    self.offload_ok = false;
                     if !self.conntrack(&a, &mut k) {
                         return;
                     }
@@ -1247,6 +1267,9 @@ impl Exec<'_> {
                 p.stats.handshake_rtt.record(rtt);
             }
         }
+        if self.fx.hints && self.offload_ok {
+            self.offload_ct(&s, a.zone);
+        }
         if let Some(t) = a.table {
             if self.n_recirc < MAX_RECIRC {
                 self.pending[self.n_pending] = ct_exec::recirc_key(k, &s, a.zone, t);
@@ -1255,9 +1278,48 @@ impl Exec<'_> {
             } else {
                 self.stats.recirc_limit += 1;
                 self.cause = Some(DropCode::RecircLimit);
+                self.offload_ok = false;
             }
         }
         true
+    }
+
+    /// Whether the result can still be offloaded after ct step `s` (in `zone`): only if it
+    /// found an established TCP connection (in the tracker's `established` state) or an
+    /// answered UDP one, committed nothing new and changed no mark. Then every later packet
+    /// with the key finds the same verdict, mark and translation while the connection lives
+    /// unchanged (the key names a TCP or UDP connection exactly; TCP segments with SYN, FIN or
+    /// RST are never offloaded by the port layer), which `Conntrack::offload_changes` tracks
+    /// once the connection is marked offloaded. ICMP echo is left out: the key lacks the echo
+    /// id, so it does not name the connection.
+    fn offload_ct(&mut self, s: &ct_exec::CtStep, zone: u16) {
+        use crate::conntrack::{ConnProto, CtState, TcpState};
+        let proto_ok = matches!(self.parsed.nw_proto(), ipproto::TCP | ipproto::UDP);
+        let conn = s
+            .verdict
+            .entry
+            .filter(|_| {
+                proto_ok
+                    && s.drop.is_none()
+                    && !s.committed
+                    && !s.mark_changed
+                    && s.verdict.state == CtState::Established
+            })
+            .and_then(|id| self.ct.get(id))
+            .filter(|c| {
+                matches!(
+                    c.proto,
+                    ConnProto::Tcp(TcpState::Established) | ConnProto::Udp
+                )
+            });
+        match conn {
+            Some(c) if self.fx.offload.ct.len() < MAX_CT_USES => self.fx.offload.ct.push(CtUse {
+                zone,
+                id: c.id,
+                dir: s.verdict.dir,
+            }),
+            _ => self.offload_ok = false,
+        }
     }
 
     /// `meter:N`: false if the meter drops the packet (the rest of this pass does not run).

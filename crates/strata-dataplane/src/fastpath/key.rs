@@ -49,6 +49,10 @@ pub(crate) const VLAN_POP: u32 = 1 << 6;
 pub(crate) const VLAN_PUSH: u32 = 1 << 7;
 /// Deliver with `bpf_redirect_peer` into the output port's peer.
 pub(crate) const PEER: u32 = 1 << 8;
+/// The result rests on an established connection (zone in `ct_zone`). The programs do not
+/// read it: the connection is userspace's (its counts are fed back at the fold, its changes
+/// move the generation); it marks the entry for dumps and tests.
+pub(crate) const CT: u32 = 1 << 10;
 
 /// Indexes of the programs' own counters (`fp_stats`).
 pub(crate) mod stat {

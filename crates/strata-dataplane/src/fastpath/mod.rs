@@ -34,7 +34,7 @@ use std::time::Duration;
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use aya::programs::{SchedClassifier, SocketFilter, TcAttachType};
 use strata_net::key::PortNo;
-use strata_net::{Domain, FlowKey, Offload, RuleId};
+use strata_net::{CtUse, Domain, FlowKey, Offload, RuleId};
 
 use crate::stats::FastPathStats;
 pub(crate) use key::FpKey;
@@ -103,6 +103,10 @@ pub(crate) struct Credit {
     pub(crate) rx_bytes: u64,
     pub(crate) tx_bytes: u64,
     pub(crate) learn: Option<(Option<Domain>, u64)>,
+    /// Connections to count the packets on.
+    pub(crate) ct: Vec<CtUse>,
+    /// The packets' IP bytes (for the connections).
+    pub(crate) ip_bytes: u64,
     /// Monotonic nanoseconds of the last packet.
     pub(crate) last_ns: u64,
 }
@@ -117,8 +121,12 @@ struct Entry {
     out_port: PortNo,
     rules: Vec<RuleId>,
     learn: Option<(Option<Domain>, u64)>,
+    ct: Vec<CtUse>,
     /// Bytes per packet the switch counts beyond `skb->len` (offloaded tags): in, out.
     extra: (u64, u64),
+    /// Bytes of a received frame before its IP header, as the switch counts it (Ethernet,
+    /// and the tag if it has one).
+    l2: u64,
     /// Totals already credited.
     packets: u64,
     bytes: u64,
@@ -390,7 +398,9 @@ impl FastPath {
                 out_port: o.out_port,
                 rules: o.rules.clone(),
                 learn: o.learn,
+                ct: o.ct.clone(),
                 extra: plan::tag_bytes(&o.key, &o.out_key),
+                l2: 14 + plan::tag_bytes(&o.key, &o.out_key).0,
                 packets: 0,
                 bytes: 0,
                 last_ns: now_ns,
@@ -429,6 +439,8 @@ impl FastPath {
             rx_bytes: db + dp * e.extra.0,
             tx_bytes: db + dp * e.extra.1,
             learn: e.learn,
+            ct: e.ct.clone(),
+            ip_bytes: (db + dp * e.extra.0).saturating_sub(dp * e.l2),
             last_ns: e.last_ns,
         })
     }

@@ -9,6 +9,10 @@
 //! - rewrites of the MACs, the IPv4 addresses and TCP/UDP ports, and the VLAN tag (push, pop,
 //!   change); nothing else may differ between the frame in and the frame out.
 //!
+//! A result resting on established connections ([`strata_net::CtUse`]) is carried the same
+//! way with the `CT` flag and the first connection's zone: nothing of conntrack runs in the
+//! kernel (its counts come back at the fold, its changes move the generation).
+//!
 //! A tag present on both sides is always popped and pushed again: the engine writes the tag
 //! from its key, where the DEI bit is replaced by "present", so the frame leaves with DEI
 //! clear even when nothing changed it. The kernel does the same by rewriting the tag.
@@ -17,7 +21,7 @@ use strata_net::key::{ipproto, Field, FlowKey, VLAN_PRESENT};
 use strata_net::Offload;
 
 use super::key::{
-    FpAction, FpKey, PEER, SET_ETH_DST, SET_ETH_SRC, SET_NW_DST, SET_NW_SRC, SET_TP_DST,
+    FpAction, FpKey, CT, PEER, SET_ETH_DST, SET_ETH_SRC, SET_NW_DST, SET_NW_SRC, SET_TP_DST,
     SET_TP_SRC, VLAN_POP, VLAN_PUSH,
 };
 
@@ -107,6 +111,10 @@ pub(crate) fn plan(
         a.flags |= VLAN_PUSH;
         a.vlan_tci = out.vlan_tci() & !VLAN_PRESENT;
         a.vlan_tpid = o.out_tpid;
+    }
+    if let Some(u) = o.ct.first() {
+        a.flags |= CT;
+        a.ct_zone = u.zone;
     }
     Ok((key, a))
 }

@@ -22,25 +22,32 @@ const VIP: &str = "10.61.0.99";
 const VIP_MAC: &str = "02:00:00:00:09:09";
 
 /// Two namespaces with a veth port's peer each (fixed MACs), and the dataplane in a third.
-struct Bed {
-    a: Netns,
-    b: Netns,
-    dp: Dataplane,
-    va: String,
-    vb: String,
+pub(crate) struct Bed {
+    pub(crate) a: Netns,
+    pub(crate) b: Netns,
+    pub(crate) dp: Dataplane,
+    pub(crate) va: String,
+    pub(crate) vb: String,
     // Dropped last: the dataplane lives in it.
     _host: Netns,
 }
 
 impl Bed {
     fn new(fastpath: bool, bpf_object: Option<std::path::PathBuf>) -> Bed {
+        Bed::with_config(DataplaneConfig {
+            fastpath,
+            bpf_object,
+            ..DataplaneConfig::default()
+        })
+    }
+
+    /// A bed whose dataplane has `cfg` (its namespace set here).
+    pub(crate) fn with_config(cfg: DataplaneConfig) -> Bed {
         require(&["ip", "sh", "ping", "iperf3", "ss", "python3"]);
         let (host, a, b) = (Netns::new("h"), Netns::new("a"), Netns::new("b"));
         let dp = Dataplane::spawn(DataplaneConfig {
             netns: Some(host.path()),
-            fastpath,
-            bpf_object,
-            ..DataplaneConfig::default()
+            ..cfg
         })
         .unwrap();
         let (va, vb) = (unique("fa"), unique("fb"));
@@ -90,14 +97,14 @@ impl Bed {
         self.dp.add_flow("priority=0,actions=normal").unwrap();
     }
 
-    fn stats(&self) -> DataplaneStats {
+    pub(crate) fn stats(&self) -> DataplaneStats {
         self.dp.stats().unwrap()
     }
 }
 
 /// A capture of the IPv4 frames arriving on `dev` inside `ns` (an AF_PACKET socket in
 /// python), until `n` frames or `secs` seconds.
-struct Capture {
+pub(crate) struct Capture {
     child: Child,
 }
 
@@ -120,7 +127,7 @@ while got < n:
 "#;
 
 impl Capture {
-    fn start(ns: &Netns, dev: &str, n: usize, secs: u32) -> Capture {
+    pub(crate) fn start(ns: &Netns, dev: &str, n: usize, secs: u32) -> Capture {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns.name, "python3", "-c", CAPTURE, dev])
             .arg(n.to_string())
@@ -136,7 +143,7 @@ impl Capture {
         Capture { child }
     }
 
-    fn frames(self) -> Vec<Vec<u8>> {
+    pub(crate) fn frames(self) -> Vec<Vec<u8>> {
         let o = self.child.wait_with_output().unwrap();
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -151,7 +158,7 @@ impl Capture {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -227,7 +234,7 @@ fn send_udp(ns: &Netns) {
 
 /// The IPv4 identification and header checksum zeroed: the two fields the sending stack
 /// picks per packet, which no switch touches.
-fn without_ip_id(mut f: Vec<u8>) -> Vec<u8> {
+pub(crate) fn without_ip_id(mut f: Vec<u8>) -> Vec<u8> {
     if f.len() >= 34 {
         f[18..20].fill(0);
         f[24..26].fill(0);
@@ -400,7 +407,7 @@ fn tcp_through_a_rewrite_is_carried_by_the_kernel() {
 }
 
 /// Packets received on all ports, and packets counted on all rules, at one instant.
-fn snapshot(dp: &Dataplane) -> (u64, u64) {
+pub(crate) fn snapshot(dp: &Dataplane) -> (u64, u64) {
     dp.with_switch(|sw, now| {
         let rx = sw.ports().map(|(_, _, st)| st.rx_packets).sum();
         let hits = sw.dump_flows(now).iter().map(|d| d.stats.n_packets).sum();
@@ -410,7 +417,7 @@ fn snapshot(dp: &Dataplane) -> (u64, u64) {
 }
 
 /// Reads `/sys/class/net/DEV/statistics/rx_packets` inside `ns`.
-fn rx_packets(ns: &Netns, dev: &str) -> u64 {
+pub(crate) fn rx_packets(ns: &Netns, dev: &str) -> u64 {
     ns.exec(&[
         "cat",
         &format!("/sys/class/net/{dev}/statistics/rx_packets"),

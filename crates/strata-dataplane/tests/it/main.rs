@@ -4,6 +4,7 @@
 mod dataplane;
 mod encap;
 mod fastpath;
+mod fastpath_ct;
 mod meterbed;
 mod meters;
 mod netenv;

@@ -108,6 +108,8 @@ pub struct Conntrack {
     table: Table,
     zone_limits: HashMap<u16, Option<u32>>,
     counters: CtCounters,
+    /// Mark and TCP state changes of offloaded entries (their removals: the table's count).
+    offload_changes: u64,
 }
 
 impl Default for Conntrack {
@@ -168,6 +170,7 @@ impl Conntrack {
             table: Table::default(),
             zone_limits: HashMap::new(),
             counters: CtCounters::default(),
+            offload_changes: 0,
         }
     }
 
@@ -311,6 +314,13 @@ impl Conntrack {
                             rtt = Some(now.saturating_sub(e.answered));
                         }
                         _ => {}
+                    }
+                }
+                if e.offloaded {
+                    if let (ProtoState::Tcp(old), ProtoState::Tcp(new)) = (&e.proto, &proto) {
+                        if old.state != new.state {
+                            self.offload_changes += 1;
+                        }
                     }
                 }
                 e.proto = proto;
@@ -480,6 +490,9 @@ impl Conntrack {
             };
             if !reopen {
                 let e = self.table.at_mut(slot);
+                if e.offloaded && e.mark != mark {
+                    self.offload_changes += 1;
+                }
                 e.mark = mark;
                 let b = e.nat.as_ref().map(|n| n.binding);
                 return Ok((self.table.id_of(slot), b));
@@ -551,11 +564,81 @@ impl Conntrack {
     pub fn set_mark(&mut self, id: CtId, mark: CtMark) -> bool {
         match self.table.slot_of(id) {
             Some(s) => {
-                self.table.at_mut(s).mark = mark;
+                let e = self.table.at_mut(s);
+                if e.offloaded && e.mark != mark {
+                    self.offload_changes += 1;
+                }
+                e.mark = mark;
                 true
             }
             None => false,
         }
+    }
+
+    /// Notes that a port layer may forward packets of connection `id` without the engine (an
+    /// offload hint named it): from now on its removal, a change of its mark and a change of
+    /// its TCP state count in [`Conntrack::offload_changes`]. A TCP connection also stops
+    /// trusting its window data at once ([`TcpConn::resync`]): the next segments may go by
+    /// without the tracker, and the other side's next segment, judged here, may acknowledge
+    /// them. False if it is gone.
+    pub fn set_offloaded(&mut self, id: CtId) -> bool {
+        match self.table.slot_of(id) {
+            Some(s) => {
+                let e = self.table.at_mut(s);
+                e.offloaded = true;
+                if let ProtoState::Tcp(c) = &mut e.proto {
+                    c.resync();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many times a connection named by an offload hint was removed (expired, swept,
+    /// reopened, removed, flushed), changed its mark or moved to another TCP state: a result
+    /// offloaded before such a change may no longer be what the engine would give. Part of
+    /// [`crate::Switch::generation`].
+    pub fn offload_changes(&self) -> u64 {
+        self.offload_changes + self.table.offload_changes()
+    }
+
+    /// Counts `packets` packets of `ip_bytes` IP bytes in direction `dir` of connection `id`
+    /// that a port layer forwarded without the engine, the last at `now`, as
+    /// [`Conntrack::process`] would have counted them had it judged them `Established`: the
+    /// entry's packet and byte counts, the `established` counter, and the deadline (the
+    /// state's timeout from `now`; never moved back). A TCP connection also stops trusting
+    /// its window data until each side has sent one segment through the engine again
+    /// ([`TcpConn::resync`]): the segments it did not see moved the sequence numbers. False
+    /// (nothing counted) if the connection is gone.
+    pub fn touch(
+        &mut self,
+        now: Duration,
+        id: CtId,
+        dir: Dir,
+        packets: u64,
+        ip_bytes: u64,
+    ) -> bool {
+        let Some(s) = self.table.slot_of(id) else {
+            return false;
+        };
+        if packets == 0 {
+            return true;
+        }
+        let timeouts = self.cfg.timeouts;
+        let e = self.table.at_mut(s);
+        if let ProtoState::Tcp(c) = &mut e.proto {
+            c.resync();
+        }
+        if dir == Dir::Reply {
+            e.replied = true;
+        }
+        e.packets[dir.idx()] += packets;
+        e.bytes[dir.idx()] += ip_bytes;
+        let d = now.saturating_add(timeout(&timeouts, &e.proto, e.replied));
+        e.deadline = e.deadline.max(d);
+        self.counters.established += packets;
+        true
     }
 
     /// Removes a live entry (a security-group change that applies to existing connections);

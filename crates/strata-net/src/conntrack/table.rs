@@ -60,6 +60,9 @@ pub struct Entry {
     pub bytes: [u64; 2],
     /// Translation, with the key of the translated reply tuple (boxed: most entries have none).
     pub nat: Option<Box<NatEntry>>,
+    /// A port layer may be forwarding packets of this connection without the engine
+    /// (`Conntrack::set_offloaded`): its removal counts in `Table::offload_changes`.
+    pub offloaded: bool,
     /// Position in the wheel.
     pos: WheelPos,
 }
@@ -103,6 +106,7 @@ impl Entry {
             packets: [1, 0],
             bytes: [ip_len as u64, 0],
             nat: None,
+            offloaded: false,
             pos: WheelPos::default(),
         }
     }
@@ -123,9 +127,16 @@ pub struct Table {
     zones: HashMap<u16, u32>,
     wheel: Wheel,
     len: u32,
+    /// Removals of offloaded entries (for `Conntrack::offload_changes`).
+    offload_changes: u64,
 }
 
 impl Table {
+    /// Offloaded entries removed so far (by expiry, sweep, reopening, removal or flush).
+    pub fn offload_changes(&self) -> u64 {
+        self.offload_changes
+    }
+
     /// Live entries.
     pub fn len(&self) -> u32 {
         self.len
@@ -216,6 +227,9 @@ impl Table {
         let s = &mut self.slots[slot as usize];
         let e = s.entry.take().expect("slot from find or id is live");
         s.gen = s.gen.wrapping_add(1);
+        if e.offloaded {
+            self.offload_changes += 1;
+        }
         self.free.push(slot);
         if let Ok(found) = self.index.find_entry(e.hash, |&(_, s)| s == slot) {
             found.remove();

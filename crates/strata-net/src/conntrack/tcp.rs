@@ -235,6 +235,9 @@ pub struct TcpConn {
     answerer: Dir,
     /// Both sides sent a SYN.
     simultaneous: bool,
+    /// Per direction: segments were carried without the tracker since this side last sent
+    /// one through it ([`TcpConn::resync`]), so its window data are stale.
+    unsynced: [bool; 2],
 }
 
 impl TcpConn {
@@ -246,9 +249,22 @@ impl TcpConn {
                 sides: [TcpSide::init_from_syn(seg), TcpSide::default()],
                 answerer: Dir::Reply,
                 simultaneous: false,
+                unsynced: [false; 2],
             }),
             Some(_) => Err(InvalidReason::NoConnection),
             None => Err(InvalidReason::TcpFlags),
+        }
+    }
+
+    /// Segments of this connection went by without the tracker (a port layer forwarded them:
+    /// docs/net-engine.md, "Conntrack-established flows"): the sequence numbers moved on
+    /// unseen. Until each side has sent one segment through [`TcpConn::update`] again, the
+    /// window check is skipped and each side's data are taken afresh from its next segment
+    /// (its end, and the peer's limit from its ack and window), as Linux's
+    /// `nf_conntrack_tcp_be_liberal` does for every segment. The state machine still applies.
+    pub fn resync(&mut self) {
+        if self.sides[0].maxwin != 0 && self.sides[1].maxwin != 0 {
+            self.unsynced = [true; 2];
         }
     }
 
@@ -305,6 +321,8 @@ impl TcpConn {
         } else if class == SegClass::Syn && self.state == TcpState::SynSent {
             // A retransmitted (or re-initialised) SYN from the opener: take its values.
             c.sides[d] = TcpSide::init_from_syn(seg);
+        } else if c.unsynced[0] || c.unsynced[1] {
+            c.relearn(dir, seg);
         } else {
             if !c.in_window(dir, seg) {
                 return Outcome::Reject(InvalidReason::TcpWindow);
@@ -373,6 +391,33 @@ impl TcpConn {
         seq_ok
             && (r.maxwin == 0 || !after(ack, r.end))
             && (r.maxwin == 0 || !before(ack, r.end.wrapping_sub(max_ack_win)))
+    }
+
+    /// Takes a segment after [`TcpConn::resync`] without the window check: its sender's end
+    /// and largest window, the peer's limit from its ack and window, and (while the peer is
+    /// unsynced too) the peer's end from the ack.
+    fn relearn(&mut self, dir: Dir, seg: &TcpSeg) {
+        let win = self.win_of(dir, seg);
+        let (d, r) = (dir.idx(), dir.flip().idx());
+        let fresh = self.unsynced[d];
+        let s = &mut self.sides[d];
+        s.maxwin = s.maxwin.max(win);
+        let end = seg_end(seg);
+        if fresh || after(end, s.end) {
+            s.end = end;
+        }
+        if seg.has(F::ACK) {
+            let lim = seg.ack.wrapping_add(win);
+            let peer_fresh = self.unsynced[r];
+            let rs = &mut self.sides[r];
+            if fresh || after(lim, rs.maxend) {
+                rs.maxend = lim;
+            }
+            if peer_fresh {
+                rs.end = seg.ack;
+            }
+        }
+        self.unsynced[d] = false;
     }
 
     /// Records an accepted in-window segment.
