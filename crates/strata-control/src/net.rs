@@ -22,6 +22,7 @@
 mod engine;
 mod record;
 
+pub(crate) use record::valid_ifname;
 pub use record::{PortRecord, SwitchRecord};
 
 use std::collections::{BTreeMap, HashMap};

@@ -138,8 +138,13 @@ pub struct Port {
     /// Security groups (ids); traffic to and from the port passes their rules.
     #[serde(default)]
     pub security_groups: Vec<String>,
-    /// The device on the node (a TAP the switch opened), what a VM or namespace plugs into.
+    /// The device on the node, what a VM or namespace plugs into: a TAP the switch opened,
+    /// or (with `veth_peer`) the host end of a veth pair.
     pub device: String,
+    /// A veth port: the peer's interface name, the end a container gets (`ip link set PEER
+    /// netns X`). None: the device is a TAP (every port stored before veth ports existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub veth_peer: Option<String>,
     /// Cap on what the port sends, bits per second.
     #[serde(default)]
     pub cap_bps: Option<u64>,

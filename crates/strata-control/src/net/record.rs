@@ -140,7 +140,7 @@ impl PortRecord {
 }
 
 /// 1 to 15 letters, digits, '-', '_' or '.': a name the kernel takes for an interface.
-fn valid_ifname(n: &str) -> bool {
+pub(crate) fn valid_ifname(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 15
         && n.bytes()

@@ -35,6 +35,9 @@ fn opt_cidr() -> Object {
 fn opt_ip() -> Object {
     text(IPV4_PATTERN, 15, true)
 }
+fn opt_ifname() -> Object {
+    text(PORT_NAME_PATTERN, 15, true)
+}
 fn opt_mac() -> Object {
     text(MAC_PATTERN, 17, true)
 }
@@ -300,6 +303,21 @@ pub struct CreateNetworkPort {
     #[serde(default)]
     #[schema(schema_with = names)]
     pub security_groups: Vec<String>,
+    /// Make the port's device a veth pair instead of a TAP: the host end stays with the
+    /// switch, the peer is what a container gets (`ip link set PEER netns X`). Flows
+    /// between veth ports are carried by the kernel fast path once established.
+    #[serde(default)]
+    pub veth: Option<VethSettings>,
+}
+
+/// A network port's veth pair (`veth` in the body that creates the port).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VethSettings {
+    /// The peer's interface name (default: the port's device name + "p"); free on this node.
+    #[serde(default)]
+    #[schema(schema_with = opt_ifname)]
+    pub peer: Option<String>,
 }
 
 impl Check for CreateNetworkPort {
@@ -312,6 +330,9 @@ impl Check for CreateNetworkPort {
         if let Some(m) = &self.mac {
             check_text("mac", m, MAC_PATTERN)?;
         }
+        if let Some(peer) = self.veth.as_ref().and_then(|v| v.peer.as_ref()) {
+            check_text("peer", peer, PORT_NAME_PATTERN)?;
+        }
         check_list("security_groups", &self.security_groups, NAME_PATTERN)
     }
 }
@@ -322,6 +343,7 @@ impl CreateNetworkPort {
         Ok(crate::controller::NewPort {
             ip: self.ip.as_deref().map(|i| parse_ip("ip", i)).transpose()?,
             security_groups: Some(self.security_groups),
+            veth_peer: self.veth.map(|v| v.peer.unwrap_or_default()),
             name: self.name,
             subnet: self.subnet,
             mac: self.mac,
@@ -346,8 +368,11 @@ pub struct NetworkPort {
     pub ip: String,
     /// Security group ids.
     pub security_groups: Vec<String>,
-    /// The TAP device on this node that a VM or namespace plugs into.
+    /// The device on this node: a TAP that a VM or namespace plugs into, or the host end of
+    /// a veth pair.
     pub device: String,
+    /// A veth port's peer, the interface a container gets (null: the device is a TAP).
+    pub veth_peer: Option<String>,
     /// Cap on what it sends, bits per second.
     pub cap_bps: Option<u64>,
     /// Guarantee under contention, bits per second (a share of the network's cap).
@@ -367,6 +392,7 @@ impl From<strata_vpc::Port> for NetworkPort {
             ip: p.ip.to_string(),
             security_groups: p.security_groups,
             device: p.device,
+            veth_peer: p.veth_peer,
             cap_bps: p.cap_bps,
             min_bps: p.min_bps,
             created: p.created,

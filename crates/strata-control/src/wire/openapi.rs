@@ -124,6 +124,7 @@ use super::*;
     Subnet,
     SubnetList,
     CreateNetworkPort,
+    VethSettings,
     NetworkPort,
     NetworkPortList,
     SetSecurityGroups,

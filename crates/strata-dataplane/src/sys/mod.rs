@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-pub use netlink::{if_index, VethPair};
+pub use netlink::{delete_link, if_index, VethPair};
 pub use packet::{PacketOptions, PacketSocket, RecvBatch};
 pub use raw::{route_mtu, RawIpSocket};
 pub use tap::{set_link_up, Tap, TapOptions};

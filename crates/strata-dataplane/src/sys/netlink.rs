@@ -227,6 +227,12 @@ impl Drop for VethPair {
     }
 }
 
+/// Deletes interface `name` of the calling thread's namespace (a veth's other end goes with
+/// it, wherever it is). For devices a caller's own records name, left by a process that died.
+pub fn delete_link(name: &str) -> io::Result<()> {
+    Rtnl::open()?.del_link(name)
+}
+
 /// The index of interface `name` in the calling thread's namespace, if it exists.
 pub fn if_index(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;

@@ -36,6 +36,9 @@ pub const RX_BUF: usize = (64 << 10) + 512;
 /// Bytes of one message's control buffer (`CMSG_SPACE(sizeof(struct tpacket_auxdata))` is
 /// 40 on 64-bit Linux).
 const CONTROL_BUF: usize = 64;
+/// The most messages one [`RecvBatch`] holds, so a receive call's headers fit in arrays on
+/// the stack (about 5 KiB) instead of being allocated on every call.
+pub const MAX_BATCH: usize = 64;
 
 /// How to open a packet socket.
 #[derive(Debug, Clone, Copy)]
@@ -67,9 +70,9 @@ pub struct RecvBatch {
 }
 
 impl RecvBatch {
-    /// A batch of `n` messages (at least one).
+    /// A batch of `n` messages (at least one, at most [`MAX_BATCH`]).
     pub fn new(n: usize) -> RecvBatch {
-        let n = n.max(1);
+        let n = n.clamp(1, MAX_BATCH);
         RecvBatch {
             bufs: (0..n)
                 .map(|_| vec![0u8; RX_BUF].into_boxed_slice())
@@ -175,26 +178,26 @@ impl PacketSocket {
     pub fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.got.clear();
         let n = batch.bufs.len();
-        let mut iovs: Vec<libc::iovec> = batch
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
+        let mut iovs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_BATCH];
+        for (v, b) in iovs.iter_mut().zip(batch.bufs.iter_mut()) {
+            v.iov_base = b.as_mut_ptr().cast();
+            v.iov_len = b.len();
+        }
         // SAFETY: mmsghdr is a plain C struct; all-zero is a valid value (null name, no
         // iovecs, no control).
-        let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for (i, m) in msgs.iter_mut().enumerate() {
+        let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+        for (i, m) in msgs.iter_mut().take(n).enumerate() {
             m.msg_hdr.msg_iov = &mut iovs[i];
             m.msg_hdr.msg_iovlen = 1;
             m.msg_hdr.msg_control = batch.controls[i].as_mut_ptr().cast();
             m.msg_hdr.msg_controllen = CONTROL_BUF;
         }
-        // SAFETY: `msgs` holds `n` headers, each naming one iovec of `iovs` (alive until
-        // after the call) that points at a distinct buffer of the batch with its exact
-        // length, and a distinct control buffer of CONTROL_BUF bytes; all are exclusively
+        // SAFETY: the first `n` (at most MAX_BATCH) of `msgs` are headers, each naming one
+        // iovec of `iovs` (alive until after the call) that points at a distinct buffer of the
+        // batch with its exact length, and a distinct control buffer of CONTROL_BUF bytes; all are exclusively
         // borrowed for the call; no timeout pointer.
         let r = unsafe {
             libc::recvmmsg(

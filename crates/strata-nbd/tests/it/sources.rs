@@ -486,10 +486,15 @@ fn backend_errors_reach_clients_with_the_registrys_errno_and_end_nothing() {
     let text = output(&o);
     assert!(text.contains("No space left on device"), "{text}");
     assert!(text.contains("Input/output error"), "{text}");
-    // Every session is still open.
+    // Every session is still open. qemu-io's own connection leaves the registry when its
+    // handler thread sees the close, which may be a moment after qemu-io exits.
     assert_eq!(a.write(7, 4096, &[4; 4096]), 0);
     assert_eq!(b.write(8, 4096, &[4; 4096]), 0);
-    assert_eq!(s.server.connections(), 2);
+    assert!(
+        wait_until(5, || s.server.connections() == 2),
+        "{} connections",
+        s.server.connections()
+    );
 }
 
 /// Volumes named `b-*` live in pool B, every other in pool A: one source, two engine pools

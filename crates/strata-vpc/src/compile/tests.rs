@@ -42,6 +42,7 @@ fn subnet(id: &str, net: &str, cidr: &str, key: u32) -> Subnet {
 fn port(id: &str, s: &Subnet, host: u8, groups: &[&str]) -> Port {
     let ip = Ipv4Addr::from(u32::from(s.cidr.network()) + u32::from(host));
     Port {
+        veth_peer: None,
         id: id.into(),
         tenant: "t".into(),
         network: s.network.clone(),

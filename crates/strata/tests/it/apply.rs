@@ -151,6 +151,7 @@ name: vm1
 tenant: acme
 network: vpc1
 subnet: web
+veth_peer: {peer}
 security_groups: [https]
 cap_bps: 100000000
 min_bps: 10000000
@@ -167,7 +168,8 @@ gpus: 0
 cpu_cores: 1
 memory: 64M
 "#,
-        tap = tap()
+        tap = tap(),
+        peer = format!("av{}", std::process::id() % 100_000)
     )
 }
 

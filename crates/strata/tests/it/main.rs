@@ -28,4 +28,5 @@ mod readme;
 mod replicas;
 mod schedules;
 mod switch;
+mod tenant_veth;
 mod veth;

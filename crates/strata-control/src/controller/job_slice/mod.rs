@@ -524,6 +524,7 @@ impl Controller {
                             ip: None,
                             mac: Some(mac.clone()),
                             security_groups: None,
+                            veth_peer: None,
                         },
                     )
                     .map_err(ControlError::named_by("network"))?;

@@ -344,6 +344,7 @@ impl Controller {
                 ip: None,
                 mac: None,
                 security_groups: None,
+                veth_peer: None,
             },
         )?;
         Ok((port.id, true))

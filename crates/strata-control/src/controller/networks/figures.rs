@@ -279,6 +279,48 @@ impl Controller {
         let _ = write!(o, "# HELP strata_network_port_handshake_rtt_seconds Round trips from the switch to a tenant port's endpoint in TCP handshakes (conntrack).\n# TYPE strata_network_port_handshake_rtt_seconds histogram\n{hs}");
         let _ = write!(o, "# HELP strata_network_port_probe_rtt_seconds Round trips of the switch's echo probes to a tenant port.\n# TYPE strata_network_port_probe_rtt_seconds histogram\n{pr}");
         let _ = write!(o, "# HELP strata_network_port_probes_total The switch's echo probes to a tenant port, sent and answered.\n# TYPE strata_network_port_probes_total counter\n{pc}");
+        self.fastpath_metrics(o)
+    }
+
+    /// The integration switch's kernel fast path (veth ports): packets it carried, entries
+    /// in its map, entries written, offers it left to the slow path by reason. Node-wide
+    /// (every tenant's veth ports share the one switch), so only in the admin's `/metrics`.
+    fn fastpath_metrics(&self, o: &mut String) -> Result<(), ControlError> {
+        use std::fmt::Write;
+        let stats = match &self.vpc.inner.lock().dp {
+            Some(dp) => dp.stats().map_err(dp_err)?,
+            None => return Ok(()),
+        };
+        let Some(f) = stats.fastpath else {
+            return Ok(());
+        };
+        let _ = write!(
+            o,
+            "# HELP strata_network_fastpath_packets_total Packets of tenant veth ports the kernel \
+             fast path forwarded, and those its program left to the slow path.\n\
+             # TYPE strata_network_fastpath_packets_total counter\n\
+             strata_network_fastpath_packets_total{{path=\"kernel\"}} {}\n\
+             strata_network_fastpath_packets_total{{path=\"slow\"}} {}\n\
+             # HELP strata_network_fastpath_entries Flows the kernel fast path holds now.\n\
+             # TYPE strata_network_fastpath_entries gauge\n\
+             strata_network_fastpath_entries {}\n\
+             # HELP strata_network_fastpath_installs_total Fast-path entries written, and \
+             offers refused by reason.\n\
+             # TYPE strata_network_fastpath_installs_total counter\n\
+             strata_network_fastpath_installs_total{{result=\"installed\"}} {}\n\
+             strata_network_fastpath_installs_total{{result=\"failed\"}} {}\n\
+             strata_network_fastpath_installs_total{{result=\"refused_protocol\"}} {}\n\
+             strata_network_fastpath_installs_total{{result=\"refused_tcp_flags\"}} {}\n\
+             strata_network_fastpath_installs_total{{result=\"refused_rewrite\"}} {}\n",
+            f.forwarded,
+            f.left_to_socket,
+            f.entries,
+            f.installs,
+            f.install_failed,
+            f.refused_protocol,
+            f.refused_tcp_flags,
+            f.refused_rewrite,
+        );
         Ok(())
     }
 

@@ -154,6 +154,9 @@ pub struct NewPort {
     pub mac: Option<String>,
     /// Security groups (ids or names; default: the tenant's `default`).
     pub security_groups: Option<Vec<String>>,
+    /// The device: a TAP (None) or a veth pair whose peer has this name (`Some("")`: the
+    /// device's name + "p").
+    pub veth_peer: Option<String>,
 }
 
 /// What `trace_network_port` traces.
@@ -309,7 +312,7 @@ impl Controller {
         }
         let ports: Vec<Port> = st.topo.ports.values().cloned().collect();
         for p in ports {
-            match Self::open_device(&mut st, &p.device) {
+            match Self::open_device(&mut st, &p) {
                 Ok(of) => {
                     st.topo.bound.insert(p.id.clone(), of);
                 }
@@ -339,16 +342,40 @@ impl Controller {
         Ok(st.dp.as_ref().expect("just set"))
     }
 
-    fn open_device(st: &mut VpcState, device: &str) -> Result<u32, ControlError> {
+    /// Opens a port's device on the integration switch: its TAP, or its veth pair (made
+    /// here; a pair left by a daemon that died is deleted and made again, so its peer comes
+    /// back in this namespace: a container it was moved into has to be given it again).
+    fn open_device(st: &mut VpcState, port: &Port) -> Result<u32, ControlError> {
         let dp = Self::dataplane(st)?;
-        let no = dp
-            .add_port(PortSpec::Tap {
-                name: device.to_string(),
+        let spec = match &port.veth_peer {
+            None => PortSpec::Tap {
+                name: port.device.clone(),
                 domain: None,
                 offload: true,
-            })
-            .map_err(|e| ControlError::internal(format!("opening the port's device: {e}")))?;
-        Ok(no)
+            },
+            Some(peer) => PortSpec::Veth {
+                name: port.device.clone(),
+                peer: Some(peer.clone()),
+                domain: None,
+                vnet_hdr: true,
+            },
+        };
+        let mut r = dp.add_port(spec.clone());
+        if let (Err(strata_dataplane::DataplaneError::DeviceExists(_)), Some(_)) =
+            (&r, &port.veth_peer)
+        {
+            if strata_dataplane::sys::delete_link(&port.device).is_ok() {
+                tracing::warn!(port = %port.name, device = %port.device, "a stale veth pair was deleted and made again");
+                r = dp.add_port(spec);
+            }
+        }
+        r.map_err(|e| match e {
+            strata_dataplane::DataplaneError::DeviceExists(n) => ControlError::InUse {
+                what: InUse::AddressInUse,
+                message: format!("interface name {n} is taken on this node"),
+            },
+            e => ControlError::internal(format!("opening the port's device: {e}")),
+        })
     }
 
     fn apply_delta(dp: &Dataplane, delta: Delta) -> Result<(), ControlError> {

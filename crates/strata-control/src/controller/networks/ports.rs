@@ -95,12 +95,32 @@ impl Controller {
         let mut seed = ipam::fnv(&id) as u32;
         let device = loop {
             let d = format!("sp{seed:08x}");
-            let taken = st.topo.ports.values().any(|x| x.device == d)
-                || std::path::Path::new("/sys/class/net").join(&d).exists();
-            if !taken {
+            if !Self::ifname_taken(&st.topo, &d) {
                 break d;
             }
             seed = seed.wrapping_add(1);
+        };
+        let veth_peer = match req.veth_peer.as_deref() {
+            None => None,
+            Some(given) => {
+                let peer = strata_dataplane::veth_peer_name(
+                    &device,
+                    Some(given).filter(|g| !g.is_empty()),
+                );
+                if !crate::net::valid_ifname(&peer) || peer == device {
+                    return Err(ControlError::invalid(
+                        "peer",
+                        "a veth peer name is 1 to 15 letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                if Self::ifname_taken(&st.topo, &peer) {
+                    return Err(ControlError::InUse {
+                        what: InUse::AddressInUse,
+                        message: format!("interface name {peer} is taken on this node"),
+                    });
+                }
+                Some(peer)
+            }
         };
         let port = Port {
             device,
@@ -112,13 +132,14 @@ impl Controller {
             mac,
             ip,
             security_groups: groups,
+            veth_peer,
             cap_bps: None,
             min_bps: None,
             created: now(),
             generation: 1,
         };
         // The device first: one that cannot be opened refuses the port.
-        let of = Self::open_device(&mut st, &port.device)?;
+        let of = Self::open_device(&mut st, &port)?;
         let stored = self.with_tenant(&n.tenant, |t| {
             charge(
                 t,
@@ -142,6 +163,14 @@ impl Controller {
         st.topo.bound.insert(port.id.clone(), of);
         Self::recompile(&mut st, &[Change::Port(port.id.clone())])?;
         Ok(port)
+    }
+
+    /// True if `name` is a device or veth peer of a port, or an interface of this node.
+    fn ifname_taken(topo: &Topology, name: &str) -> bool {
+        topo.ports
+            .values()
+            .any(|x| x.device == name || x.veth_peer.as_deref() == Some(name))
+            || std::path::Path::new("/sys/class/net").join(name).exists()
     }
 
     /// Ports of a network.

@@ -343,6 +343,7 @@ pub static KINDS: &[Kind] = &[
                         .refers("subnet"),
                     F::new("ip", T::Str).replace(),
                     F::new("mac", T::Str).replace(),
+                    F::new("veth_peer", T::Str).replace(),
                     F::new("security_groups", T::Strs).refers("security_group"),
                     opt("cap_bps", T::Int),
                     opt("min_bps", T::Int),
@@ -1184,6 +1185,11 @@ fn read_ports(c: &Client, ids: &mut Ids, tenant: Option<&str>) -> Result<Vec<Obj
                 "cap_bps": x["cap_bps"], "min_bps": x["min_bps"],
             }),
         );
+        let mut o = o;
+        // A TAP port's file has no `veth_peer` (the field is not nullable).
+        if let Some(peer) = x["veth_peer"].as_str() {
+            o.fields.insert("veth_peer".into(), json!(peer));
+        }
         ids.put(&o.key, &s(&x["id"]));
         out.push(o);
     }
@@ -1210,6 +1216,9 @@ fn write_port(c: &Client, ids: &mut Ids, want: &Object, have: Option<&Object>) -
                 if let Some(v) = f.get(k) {
                     b[k] = v.clone();
                 }
+            }
+            if let Some(peer) = f.get("veth_peer").filter(|v| !v.is_null()) {
+                b["veth"] = json!({ "peer": peer });
             }
             if let Some(g) = &groups {
                 b["security_groups"] = json!(g);
