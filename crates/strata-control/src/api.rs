@@ -607,6 +607,17 @@ pub fn router(ctl: Arc<Controller>) -> Router {
             )),
         )
         .route(
+            "/v1/pools/{id}/rebalance",
+            // Not audited here: a dry run must write nothing; a real round audits each move
+            // it starts (`volume.move`) and records `pool.rebalanced`.
+            post(read(
+                |c, p, (id, Body(r)): (String, Body<RebalancePool>)| {
+                    c.rebalance_pool(p, &id, r.request())
+                        .map(wire::Rebalance::from)
+                },
+            )),
+        )
+        .route(
             "/v1/pools/{id}/devices/{device}",
             delete(change(
                 S::OK,

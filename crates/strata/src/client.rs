@@ -20,6 +20,7 @@ mod export;
 mod get;
 mod networks;
 mod placement;
+mod rebalance;
 mod schedules;
 pub use apply::ApplyArgs;
 pub use balancers::LoadBalancerCmd;

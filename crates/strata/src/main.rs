@@ -106,6 +106,19 @@ enum Cmd {
         /// devices go).
         #[arg(long, default_value = "100M", value_name = "SIZE")]
         scrub_rate: String,
+        /// How often every pool of two devices or more is checked for balance: when the
+        /// largest fill difference between two of its devices of a class is above
+        /// --rebalance-threshold, a round of at most --rebalance-max-moves copy moves runs
+        /// (`strata pool rebalance`). `30s`, `1h`, `1d`; `0` or `off` (the default): only
+        /// when asked.
+        #[arg(long, default_value = "off", value_name = "DURATION")]
+        rebalance_interval: String,
+        /// The spread above which a timed round runs, in percent of a device's capacity.
+        #[arg(long, default_value_t = 10.0, value_name = "PERCENT")]
+        rebalance_threshold: f64,
+        /// Most copy moves a timed round makes (1 to 64).
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        rebalance_max_moves: u64,
         /// Forward every veth port's packets through the switch in user space: no eBPF fast
         /// path for established flows (docs/net-engine.md, "Fast path").
         #[arg(long)]
@@ -346,6 +359,24 @@ enum PoolCmd {
         /// Device id (`strata pool show` lists them).
         device: String,
     },
+    /// Runs one rebalance round of a pool (admin): at most --max-moves copy moves within a
+    /// device class that bring the devices' fill closest to even. Only one-copy volumes
+    /// move (through a temporary second copy, so the volume keeps serving from its old copy
+    /// until the new one holds everything); replicated volumes stay. Waits until the moves
+    /// are done.
+    Rebalance {
+        /// Pool name.
+        name: String,
+        /// Most copy moves (1 to 64; 8 when not given).
+        #[arg(long, value_name = "N")]
+        max_moves: Option<u64>,
+        /// Only show the moves and the spread before and after: change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start the moves and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Shows a pool's devices and utilization.
     Show {
         /// Pool name.
@@ -413,6 +444,9 @@ fn run() -> Result<()> {
             resync_rate,
             scrub_interval,
             scrub_rate,
+            rebalance_interval,
+            rebalance_threshold,
+            rebalance_max_moves,
             no_fastpath,
         } => {
             if no_fastpath {
@@ -446,6 +480,11 @@ fn run() -> Result<()> {
                     },
                     scrub_rate: strata_types::parse_size(&scrub_rate)
                         .map_err(|e| anyhow::anyhow!("invalid_argument: --scrub-rate: {e}"))?,
+                    rebalance: rebalance_timer(
+                        &rebalance_interval,
+                        rebalance_threshold,
+                        rebalance_max_moves,
+                    )?,
                 },
                 node.as_deref(),
                 &listen,
@@ -578,6 +617,15 @@ fn run() -> Result<()> {
                 Cmd::Pool {
                     cmd: PoolCmd::ScrubStatus { name },
                 } => c.pool_scrub_status(&name),
+                Cmd::Pool {
+                    cmd:
+                        PoolCmd::Rebalance {
+                            name,
+                            max_moves,
+                            dry_run,
+                            no_wait,
+                        },
+                } => c.pool_rebalance(&name, max_moves, dry_run, !no_wait),
                 Cmd::Pool {
                     cmd: PoolCmd::Show { name, .. },
                 } => c.pools(Some(&name)),
@@ -802,6 +850,71 @@ struct Keep<'a> {
     scrub_interval: u64,
     /// `--scrub-rate`, bytes per second (0: unlimited).
     scrub_rate: u64,
+    /// `--rebalance-interval`, `--rebalance-threshold`, `--rebalance-max-moves` (none: off).
+    rebalance: Option<RebalanceTimer>,
+}
+
+/// The rebalance timer's settings.
+struct RebalanceTimer {
+    /// Seconds between checks.
+    interval: u64,
+    /// Spread (a fraction of capacity) above which a round runs.
+    threshold: f64,
+    /// Moves per round.
+    max_moves: u64,
+}
+
+/// The rebalance timer from its flags (`None`: off), refusing values out of range.
+fn rebalance_timer(
+    interval: &str,
+    threshold: f64,
+    max_moves: u64,
+) -> Result<Option<RebalanceTimer>> {
+    let interval = match interval.trim() {
+        "0" | "off" => return Ok(None),
+        s => strata_control::parse_duration(s).ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid_argument: --rebalance-interval: {s:?} is not a duration such as 30s, \
+                 1h or 1d (0 or off: none)"
+            )
+        })?,
+    };
+    if !(threshold.is_finite() && (0.0..=100.0).contains(&threshold)) {
+        bail!(
+            "invalid_argument: --rebalance-threshold: {threshold} is not a percentage (0 to 100)"
+        );
+    }
+    if !(1..=strata_control::controller::REBALANCE_MAX_MOVES).contains(&max_moves) {
+        bail!(
+            "invalid_argument: --rebalance-max-moves: {max_moves} is out of range (1 to {})",
+            strata_control::controller::REBALANCE_MAX_MOVES
+        );
+    }
+    Ok(Some(RebalanceTimer {
+        interval: interval.max(1),
+        threshold: threshold / 100.0,
+        max_moves,
+    }))
+}
+
+/// The rebalance timer: every interval, a round of each pool whose spread is above the
+/// threshold (`Controller::rebalance_schedule`), its moves finished by the resync workers and
+/// the scan like a drain's.
+fn spawn_rebalance_timer(
+    ctl: &Arc<strata_control::Controller>,
+    t: Option<RebalanceTimer>,
+) -> Result<()> {
+    let Some(t) = t else { return Ok(()) };
+    let weak = Arc::downgrade(ctl);
+    std::thread::Builder::new()
+        .name("rebalance".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(t.interval));
+            let Some(c) = weak.upgrade() else { break };
+            c.rebalance_schedule(t.threshold, t.max_moves);
+        })
+        .context("starting the rebalance timer")?;
+    Ok(())
 }
 
 /// Every 5 s, the rate-limited event sources: QoS waits per volume, device error counts
@@ -857,6 +970,7 @@ fn serve(
     let ctl = Arc::new(ctl);
     spawn_resync(&ctl, keep.resync_rate)?;
     spawn_scrub_schedule(&ctl, keep.scrub_interval, keep.scrub_rate)?;
+    spawn_rebalance_timer(&ctl, keep.rebalance)?;
     spawn_event_watch(&ctl)?;
     spawn_snapshot_schedules(&ctl)?;
     lbcheck::spawn(&ctl).context("starting the load-balancer health checker")?;

@@ -92,6 +92,10 @@ pub enum EventKind {
     Moved,
     /// A pool scrub finished (severity by what it found).
     ScrubFinished,
+    /// A rebalance round of a pool started its moves.
+    PoolRebalanced,
+    /// A rebalance move did not start: the volume stays where it was.
+    RebalanceMoveFailed,
     /// A volume waited for QoS admission (rate-limited).
     Throttled,
     /// A change was refused by the tenant's quota.
@@ -132,6 +136,8 @@ impl EventKind {
             K::MoveStarted => "volume.move_started",
             K::Moved => "volume.moved",
             K::ScrubFinished => "pool.scrub_finished",
+            K::PoolRebalanced => "pool.rebalanced",
+            K::RebalanceMoveFailed => "volume.rebalance_failed",
             K::Throttled => "volume.throttled",
             K::QuotaRefused => "tenant.quota_refused",
             K::OvercommitRefused => "volume.overcommit_refused",
@@ -156,6 +162,7 @@ impl EventKind {
             | K::QuotaRefused
             | K::OvercommitRefused
             | K::AllocationThreshold
+            | K::RebalanceMoveFailed
             | K::NodeCordoned
             | K::ScheduleFailed => Severity::Warning,
             _ => Severity::Info,
@@ -622,6 +629,8 @@ mod tests {
             EventKind::QuotaRefused,
             EventKind::NodeUp,
             EventKind::ScrubFinished,
+            EventKind::PoolRebalanced,
+            EventKind::RebalanceMoveFailed,
             EventKind::ScheduleFailed,
         ] {
             let (kind, what) = k.name().split_once('.').expect("KIND.WHAT");

@@ -23,6 +23,8 @@
 //! - `devices.rs`: pools of devices (records, opening each device's engine pool, adding and
 //!   removing devices) and where a new volume's copies go.
 //! - `pools.rs`: pool settings (the overcommit limit) and each pool's provisioned figure.
+//! - `rebalance.rs`: rebalance rounds (`pool rebalance`, the daemon's timer) over
+//!   `strata_place::rebalance`, each move carried by the drain's temporary set.
 //! - `online.rs`: a faulted or missing device opened again, its copies catching up.
 //! - `orphans.rs`: at start, deletes engine volumes no volume record names on their device.
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
@@ -77,6 +79,7 @@ mod online;
 mod orphans;
 mod pools;
 mod qos;
+mod rebalance;
 mod rebuild;
 mod recovery;
 mod replicas;
@@ -113,6 +116,10 @@ pub use networks::{
 };
 pub use nodes::{NodeRecord, NodeView};
 pub use pools::{OvercommitArg, PoolSettingsView, SetPoolSettings};
+pub use rebalance::{
+    RebalanceMoveView, RebalanceRequest, RebalanceSkip, RebalanceView, REBALANCE_DEFAULT_MOVES,
+    REBALANCE_FAULT_ENV, REBALANCE_MAX_MOVES,
+};
 pub use rebuild::RebuildSignals;
 pub use schedules::{
     interval_text, NewSchedule, SchedulePatch, INTERVAL_MAX, INTERVAL_MIN, SCHEDULE_KEEP_MAX,
@@ -159,6 +166,8 @@ pub struct Controller {
     scrubs: scrub::Scrubs,
     /// One-copy volumes moving off draining devices (`drain.rs`).
     drains: drain::Drains,
+    /// Rebalance rounds, one at a time (`rebalance.rs`).
+    rounds: rebalance::Rounds,
     /// New copies being given their volume's snapshots before they join (`snapcopy.rs`).
     snapcopies: snapcopy::SnapCopies,
     /// The data dir (`master_key.rs`: key files must lie outside it).

@@ -241,6 +241,17 @@ impl Controller {
         v: &Volume,
         i: usize,
     ) -> Result<(String, Arc<dyn CopyTarget>), ControlError> {
+        self.new_copy_on(v, i, None)
+    }
+
+    /// [`Controller::new_copy`] on device `on` when given (a rebalance's chosen destination),
+    /// which must pass the same checks: active, usable, the slot's class, no copy of `v`.
+    pub(super) fn new_copy_on(
+        &self,
+        v: &Volume,
+        i: usize,
+        on: Option<&str>,
+    ) -> Result<(String, Arc<dyn CopyTarget>), ControlError> {
         let rec = self.pool_record(&v.pool)?;
         let copies = v.copy_devices();
         let class = rec
@@ -253,6 +264,7 @@ impl Controller {
             .iter()
             .filter(|d| d.state == DeviceState::Active && !copies.contains(&d.id))
             .filter(|d| class.as_ref().is_none_or(|c| *c == d.class))
+            .filter(|d| on.is_none_or(|o| o == d.id))
             .filter_map(|d| self.storage.engine(&d.id).map(|p| (d.id.clone(), p)))
             .max_by_key(|(_, p)| {
                 let i = p.info();

@@ -35,6 +35,7 @@ impl Controller {
             sets: Default::default(),
             scrubs: Default::default(),
             drains: Default::default(),
+            rounds: Default::default(),
             snapcopies: Default::default(),
             data_dir: Default::default(),
             pool_lock: Default::default(),

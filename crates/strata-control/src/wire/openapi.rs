@@ -73,6 +73,10 @@ use super::*;
     Device,
     Pool,
     PoolList,
+    RebalancePool,
+    RebalanceMove,
+    RebalanceSkipped,
+    Rebalance,
     PoolSettings,
     SetPoolSettings,
     PoolShare,
@@ -398,6 +402,14 @@ fn operations() -> Vec<Op> {
             "Show where the pool's last scrub stands (admin)",
         )
         .ok(200, "the scrub", r::<Scrub>()),
+        op(
+            Post,
+            "/v1/pools/{id}/rebalance",
+            "rebalancePool",
+            "Run one rebalance round: at most max_moves copy moves within a class toward even fill, or with dry_run only the plan (admin)",
+        )
+        .body(r::<RebalancePool>())
+        .ok(200, "the round", r::<Rebalance>()),
         op(
             Post,
             "/v1/pools/{id}/devices",

@@ -11,6 +11,7 @@ mod jobs;
 mod networks;
 mod overcommit;
 mod quotas;
+mod rebalance;
 mod recovery;
 mod shares;
 mod staging;

@@ -25,6 +25,7 @@ mod net_latency;
 mod networks;
 mod qos;
 mod readme;
+mod rebalance;
 mod replicas;
 mod schedules;
 mod switch;
