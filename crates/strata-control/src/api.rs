@@ -159,6 +159,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
         ControlError::PlanStale(_) => C::PlanStale,
         ControlError::InventoryInvalid(_) => C::InventoryInvalid,
         ControlError::Busy(_) => C::Busy,
+        ControlError::OtherNode { .. } => C::VolumeOnOtherNode,
         ControlError::Unavailable { service, .. } => match service {
             Service::Nbd => C::NbdUnavailable,
             Service::NbdTcp => C::NbdTcpUnavailable,

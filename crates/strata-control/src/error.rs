@@ -241,6 +241,14 @@ pub enum ControlError {
     /// Another change won the race (too often): retry.
     #[error("{0}")]
     Busy(String),
+    /// The volume's copies are on another node's devices: this node may not change them.
+    #[error("{message}")]
+    OtherNode {
+        /// The node that holds the copies.
+        node: String,
+        /// A message naming the volume and both nodes.
+        message: String,
+    },
     /// A part of the daemon the call needs is not running.
     #[error("{message}")]
     Unavailable {

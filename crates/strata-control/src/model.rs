@@ -276,6 +276,11 @@ pub struct Volume {
     /// devices: one copy on [`DEFAULT_DEVICE`].
     #[serde(default)]
     pub copies: Vec<String>,
+    /// The node whose pool holds the copies (its devices are the `copies`). Empty in records
+    /// written before nodes had their own pools: the node that migrated them
+    /// (`controller/node_scope.rs`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
 }
 
 impl Volume {
@@ -297,7 +302,7 @@ pub const DEFAULT_DEVICE: &str = "default-d0";
 pub const MAX_REPLICAS: u8 = 3;
 
 /// A pool: named devices, each its own engine pool (own metadata), so each device is a
-/// failure domain. Kept under `/pools/{name}`.
+/// failure domain. Kept under `/nodes/{node}/pools/{name}`, written by that node only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolRecord {
     /// Name.

@@ -351,6 +351,9 @@ async fn follow(
 }
 
 impl Store for EtcdStore {
+    fn leases(&self) -> Option<&dyn crate::Leases> {
+        Some(self)
+    }
     fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let r = self.range_raw(wire::RangeRequest {
             key: self.full(key),

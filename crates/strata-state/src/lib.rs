@@ -176,6 +176,10 @@ pub trait Store: Send + Sync {
     fn changes(&self, prefix: &str, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// Blocks until the revision exceeds `after` or `timeout` passes; returns the revision.
     fn wait(&self, after: u64, timeout: std::time::Duration) -> Result<u64, StoreError>;
+    /// The store's leases, where it has them (etcd); `None` on a store of one machine.
+    fn leases(&self) -> Option<&dyn Leases> {
+        None
+    }
 }
 
 /// Leases, for what must vanish when its owner stops (a node's liveness key, a leader's
@@ -216,6 +220,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn wait(&self, after: u64, timeout: std::time::Duration) -> Result<u64, StoreError> {
         (**self).wait(after, timeout)
+    }
+    fn leases(&self) -> Option<&dyn Leases> {
+        (**self).leases()
     }
 }
 

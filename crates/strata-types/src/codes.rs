@@ -330,6 +330,9 @@ registry! {
     /// other copies, but its layers (snapshots, clones, rollback, size) cannot change until the
     /// copy is rebuilt.
     VolumeDegraded = "volume_degraded", 409, None;
+    /// The volume's copies are on another node of the cluster: only that node's daemon changes
+    /// or serves it (until copies can be reached across nodes).
+    VolumeOnOtherNode = "volume_on_other_node", 409, None;
     // ----- load balancers -----
     /// No such load balancer (or not visible to the caller).
     LoadBalancerNotFound = "load_balancer_not_found", 404, None;

@@ -931,6 +931,22 @@ fn spawn_event_watch(ctl: &Arc<strata_control::Controller>) -> Result<()> {
     Ok(())
 }
 
+/// On etcd, the node's liveness: its lease renewed, its alive key kept, the leader's key
+/// tried for (`strata-control/src/controller/liveness.rs`). The first tick runs before the
+/// daemon says it serves, so a node is `up` once it answers.
+fn spawn_liveness(ctl: &Arc<strata_control::Controller>) -> Result<()> {
+    ctl.liveness_tick();
+    let ctl = ctl.clone();
+    std::thread::Builder::new()
+        .name("liveness".into())
+        .spawn(move || loop {
+            std::thread::sleep(strata_control::controller::RENEW_EVERY);
+            ctl.liveness_tick();
+        })
+        .context("starting the liveness thread")?;
+    Ok(())
+}
+
 fn serve(
     dir: &Path,
     keep: Keep<'_>,
@@ -940,7 +956,12 @@ fn serve(
     nbd_listen: Option<&str>,
     api_limits: http::Limits,
 ) -> Result<()> {
-    let (_lock, pool, ctl, first_secret) = startup::init(dir, size, keep.store)?;
+    // A data dir keeps the name it first ran under (`DIR/node`): its pools are that node's.
+    let node_name = match node {
+        Some(n) => n.to_string(),
+        None => startup::stored_node(dir).unwrap_or_else(inventory::hostname),
+    };
+    let (_lock, pool, ctl, first_secret) = startup::init(dir, size, keep.store, &node_name)?;
     datadir::create(dir, &[Path::new(DEVICES_DIR)])?;
     let mut dirs = vec![std::path::absolute(dir.join(DEVICES_DIR))?];
     dirs.extend(keep.device_dirs.iter().cloned());
@@ -975,9 +996,9 @@ fn serve(
     spawn_snapshot_schedules(&ctl)?;
     lbcheck::spawn(&ctl).context("starting the load-balancer health checker")?;
     // The local node joins the placement pool with what this machine has.
-    let node_name = node.map_or_else(inventory::hostname, str::to_string);
     ctl.register_local_node(inventory::local_node(&node_name, &pool))
         .context("registering the local node")?;
+    spawn_liveness(&ctl)?;
     // The NBD server exports attached volumes only: on the admin socket `nbd.sock` (every
     // attached volume), on one socket per tenant in `sockets/` (that tenant's only), and, when
     // asked, on TCP with TLS required, where a certificate the daemon issued and did not revoke
@@ -1089,6 +1110,8 @@ fn serve(
         .await?;
         anyhow::Ok(())
     })?;
+    // The others see this node down, and elect another leader, at once.
+    ctl.leave_cluster();
     nbd.shutdown();
     ctl.close_sets();
     ctl.persist_scrubs();

@@ -35,7 +35,7 @@ pub type Opened = (
 /// Opens the data dir for `strata serve`, creating it on a first start (see the invariants).
 /// With `store` (`etcd://...`), control-plane state is in that etcd cluster, which must answer
 /// before anything is created.
-pub fn init(dir: &Path, size: &str, store: Option<&str>) -> Result<Opened> {
+pub fn init(dir: &Path, size: &str, store: Option<&str>, node: &str) -> Result<Opened> {
     let size = parse_size(size)
         .map_err(|e| anyhow!("invalid_argument: --default-pool-size {size:?}: {e}"))?;
     let etcd = match store {
@@ -72,7 +72,7 @@ pub fn init(dir: &Path, size: &str, store: Option<&str>) -> Result<Opened> {
             return Err(e);
         }
     };
-    match open_all(dir, size, fresh, etcd) {
+    match node_name(dir, node).and_then(|()| open_all(dir, size, fresh, etcd, node)) {
         Ok((pool, ctl, secret)) => Ok((lock, pool, ctl, secret)),
         Err(e) if fresh => {
             undo_first_start(dir, existed);
@@ -94,6 +94,8 @@ const POOL_DIR: &str = "pools/default";
 const POOL_DEVICE: &str = "pools/default/dev0.img";
 const STATE: &str = "state.redb";
 const ADMIN_TOKEN: &str = "admin.token";
+/// The name of the node the data dir belongs to.
+const NODE_FILE: &str = "node";
 
 /// Removes what a failed first start made (its lock is still held: nobody else is in it).
 fn undo_first_start(dir: &Path, existed: bool) {
@@ -102,8 +104,36 @@ fn undo_first_start(dir: &Path, existed: bool) {
         return;
     }
     let _ = fs::remove_dir_all(dir.join("pools"));
-    for f in [STATE, ADMIN_TOKEN, "admin.tmp"] {
+    for f in [STATE, ADMIN_TOKEN, "admin.tmp", NODE_FILE] {
         let _ = fs::remove_file(dir.join(f));
+    }
+}
+
+/// The node name a data dir was given at its first start, if any.
+pub fn stored_node(dir: &Path) -> Option<String> {
+    fs::read_to_string(dir.join(NODE_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Checks that the data dir is node `node`'s, or makes it so (`DIR/node`): a data dir's
+/// devices are one node's, and its pool records are found under that node's name only, so a
+/// start under another name (a changed hostname) is refused rather than finding no pools.
+fn node_name(dir: &Path, node: &str) -> Result<()> {
+    let path = dir.join(NODE_FILE);
+    match fs::read_to_string(&path) {
+        Ok(had) if had.trim() == node => Ok(()),
+        Ok(had) => bail!(
+            "invalid_argument: --node {node:?}: {} belongs to node {:?} (start it with --node {})",
+            dir.display(),
+            had.trim(),
+            had.trim()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_private(&path, &format!("{node}\n"))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
@@ -112,6 +142,7 @@ fn open_all(
     size: u64,
     fresh: bool,
     etcd: Option<strata_state::EtcdStore>,
+    node: &str,
 ) -> Result<(Pool, strata_control::Controller, Option<String>)> {
     let pool = open_pool(dir, Some(size)).map_err(|e| {
         if !fresh && !dir.join(STATE).exists() {
@@ -130,7 +161,7 @@ fn open_all(
             strata_state::RedbStore::open(dir.join(STATE)).context("opening the state store")?,
         ),
     };
-    let ctl = strata_control::Controller::open(store, pool.clone())
+    let ctl = strata_control::Controller::open_node(store, pool.clone(), node)
         .map_err(|e| anyhow!("recovering control-plane state: {e}"))?;
     let secret = ctl
         .bootstrap_admin()

@@ -69,6 +69,7 @@ impl Controller {
         if let Some((a, _)) = self.get::<Attachment>(&attachment_key(&v.id))? {
             return Ok(self.present(a));
         }
+        self.require_local(&v)?;
         let socket = self
             .nbd_socket
             .read()

@@ -110,6 +110,10 @@ impl Controller {
 
     /// The copies of `v` that are reachable, copy order kept.
     pub(crate) fn reachable_copies(&self, v: &Volume) -> Vec<EngineCopy> {
+        // Another node's device ids name none of ours (`node_scope.rs`).
+        if !self.is_local(v) {
+            return vec![];
+        }
         v.copy_devices()
             .into_iter()
             .filter_map(|d| {
@@ -126,6 +130,9 @@ impl Controller {
 
     /// The reachable copies of `v` with their index among its copies.
     pub(crate) fn reachable_copies_indexed(&self, v: &Volume) -> Vec<(usize, EngineCopy)> {
+        if !self.is_local(v) {
+            return vec![];
+        }
         v.copy_devices()
             .into_iter()
             .enumerate()
@@ -149,6 +156,7 @@ impl Controller {
     /// when a copy is not in step (`snapcopy.rs`, `layers_steady`).
     pub(super) fn every_copy(&self, v: &Volume) -> Result<Vec<EngineCopy>, ControlError> {
         let v = &self.volume_record(&v.id).unwrap_or_else(|| v.clone());
+        self.require_local(v)?;
         let mut out = vec![];
         for d in v.copy_devices() {
             let pool = self.device_engine(&d).ok_or_else(|| degraded(v, &d))?;

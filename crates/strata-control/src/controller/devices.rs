@@ -2,7 +2,7 @@
 //! devices, and where a new volume's copies go (docs/pools.md).
 //!
 //! # Invariants
-//! - Every pool has a record under `/pools/{name}`; the default pool's is written at the first
+//! - Every pool has a record under `/nodes/{node}/pools/{name}` (`node_scope.rs`); the default pool's is written at the first
 //!   start, with the engine pool the daemon was given as its first device ([`DEFAULT_DEVICE`]).
 //! - A device id is `POOL-dN` with N from the pool's `next_device`: never reused, so a record
 //!   naming a removed device never finds a newer one under its id.
@@ -24,10 +24,6 @@ use super::{Controller, DEFAULT_POOL};
 use crate::error::{ControlError, DeviceProblem, Resource};
 use crate::model::*;
 use crate::storage::{format_device, open_device, DeviceOpenError};
-
-pub(super) fn pool_key(name: &str) -> String {
-    format!("/pools/{name}")
-}
 
 /// A device as asked for: a path and a class.
 #[derive(Debug, Clone)]
@@ -123,7 +119,10 @@ impl Controller {
     /// Opens every device the pool records name; at the first start, records the default
     /// pool with `default` (the engine pool the daemon was given) as its first device.
     pub(super) fn open_storage(&self, default: &Pool) -> Result<(), ControlError> {
-        if self.get::<PoolRecord>(&pool_key(DEFAULT_POOL))?.is_none() {
+        if self
+            .get::<PoolRecord>(&self.pool_key(DEFAULT_POOL))?
+            .is_none()
+        {
             let path = default
                 .info()
                 .devices
@@ -151,12 +150,12 @@ impl Controller {
             };
             self.store.txn(
                 Txn::new()
-                    .when(pool_key(DEFAULT_POOL), 0)
-                    .put(pool_key(DEFAULT_POOL), enc(&rec)),
+                    .when(self.pool_key(DEFAULT_POOL), 0)
+                    .put(self.pool_key(DEFAULT_POOL), enc(&rec)),
             )?;
         }
         self.storage.insert(DEFAULT_DEVICE, Ok(default.clone()));
-        for (_, p) in self.list::<PoolRecord>("/pools/", None, 0)? {
+        for p in self.local_pools()? {
             for d in &p.devices {
                 if d.id == DEFAULT_DEVICE {
                     continue;
@@ -186,14 +185,14 @@ impl Controller {
 
     /// A pool's record.
     pub(super) fn pool_record(&self, name: &str) -> Result<PoolRecord, ControlError> {
-        self.get::<PoolRecord>(&pool_key(name))?
+        self.get::<PoolRecord>(&self.pool_key(name))?
             .map(|(r, _)| r)
             .ok_or_else(|| ControlError::not_found(Resource::Pool, name))
     }
 
     fn path_taken(&self, path: &str) -> Result<Option<String>, ControlError> {
         let want = canonical(path);
-        for (_, p) in self.list::<PoolRecord>("/pools/", None, 0)? {
+        for p in self.local_pools()? {
             for d in &p.devices {
                 if canonical(&d.path) == want {
                     return Ok(Some(format!("{} of pool {}", d.id, p.name)));
@@ -259,7 +258,7 @@ impl Controller {
                 "a pool needs at least one device",
             ));
         }
-        if self.get::<PoolRecord>(&pool_key(&req.name))?.is_some() {
+        if self.get::<PoolRecord>(&self.pool_key(&req.name))?.is_some() {
             return Err(ControlError::exists(Resource::Pool, &req.name));
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -290,8 +289,8 @@ impl Controller {
             .store
             .txn(
                 Txn::new()
-                    .when(pool_key(&rec.name), 0)
-                    .put(pool_key(&rec.name), enc(&rec)),
+                    .when(self.pool_key(&rec.name), 0)
+                    .put(self.pool_key(&rec.name), enc(&rec)),
             )?
             .succeeded
         {
@@ -411,15 +410,15 @@ impl Controller {
     ) -> Result<(PoolRecord, T), ControlError> {
         loop {
             let (mut rec, rev) = self
-                .get::<PoolRecord>(&pool_key(name))?
+                .get::<PoolRecord>(&self.pool_key(name))?
                 .ok_or_else(|| ControlError::not_found(Resource::Pool, name))?;
             let out = f(&mut rec)?;
             if self
                 .store
                 .txn(
                     Txn::new()
-                        .when(pool_key(name), rev)
-                        .put(pool_key(name), enc(&rec)),
+                        .when(self.pool_key(name), rev)
+                        .put(self.pool_key(name), enc(&rec)),
                 )?
                 .succeeded
             {
@@ -443,7 +442,7 @@ impl Controller {
             .filter(|d| d.id != device && d.state == DeviceState::Active && d.class == class)
             .filter(|d| self.storage.engine(&d.id).is_some())
             .collect();
-        for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+        for (_, v) in self.local_volumes()? {
             let copies = v.copy_devices();
             if !copies.iter().any(|c| c == device) {
                 continue;
@@ -496,9 +495,9 @@ impl Controller {
     /// The pools (admin: they show the machine's devices).
     pub fn list_pools(&self, p: &Principal) -> Result<Vec<PoolView>, ControlError> {
         Self::require(p, Role::Admin)?;
-        self.list::<PoolRecord>("/pools/", None, 0)?
+        self.local_pools()?
             .into_iter()
-            .map(|(_, r)| self.pool_view(&r))
+            .map(|r| self.pool_view(&r))
             .collect()
     }
 
@@ -509,7 +508,7 @@ impl Controller {
     }
 
     pub(super) fn pool_view(&self, rec: &PoolRecord) -> Result<PoolView, ControlError> {
-        let volumes = self.list::<Volume>("/volumes/", None, 0)?;
+        let volumes = self.local_volumes()?;
         let mut view = PoolView {
             name: rec.name.clone(),
             replicas: rec.replicas,

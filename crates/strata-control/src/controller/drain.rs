@@ -62,20 +62,20 @@ impl Controller {
     /// whose new copy is in step, and removes devices that hold no copy any more.
     pub fn drain_pass(&self) {
         self.finish_moves();
-        let Ok(pools) = self.list::<PoolRecord>("/pools/", None, 0) else {
+        let Ok(pools) = self.local_pools() else {
             return;
         };
         // The common case costs one short listing: no device is draining.
         if !pools
             .iter()
-            .any(|(_, p)| p.devices.iter().any(|d| d.state == DeviceState::Draining))
+            .any(|p| p.devices.iter().any(|d| d.state == DeviceState::Draining))
         {
             return;
         }
-        let Ok(vols) = self.list::<Volume>("/volumes/", None, 0) else {
+        let Ok(vols) = self.local_volumes() else {
             return;
         };
-        for (_, p) in pools {
+        for p in pools {
             for d in p
                 .devices
                 .iter()

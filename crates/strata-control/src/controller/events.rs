@@ -454,7 +454,7 @@ impl Controller {
     pub fn observe_for_events(&self) -> usize {
         let t = now();
         let mut n = 0;
-        if let Ok(vols) = self.list::<Volume>("/volumes/", None, 0) {
+        if let Ok(vols) = self.local_volumes() {
             for (_, v) in vols {
                 if v.state != VolumeState::Available {
                     continue;

@@ -130,8 +130,9 @@ impl Controller {
                 );
             }
         }
+        // A node's figures are its own volumes' (another node's copies are not here).
         let vols: Vec<Volume> = self
-            .list::<Volume>("/volumes/", None, 0)?
+            .local_volumes()?
             .into_iter()
             .map(|(_, v)| v)
             .filter(|v| v.state == VolumeState::Available)
@@ -294,10 +295,7 @@ impl Controller {
             }
         }
         let local = self.local_node();
-        let nodes: Vec<super::NodeRecord> = self
-            .list::<super::NodeRecord>("/nodes/", None, 0)
-            .map(|n| n.into_iter().map(|(_, r)| r).collect())
-            .unwrap_or_default();
+        let nodes: Vec<super::NodeRecord> = self.node_records().unwrap_or_default();
         let _ = writeln!(
             o,
             "# HELP strata_node_up 1 when the node's daemon is up (this daemon's node; another \

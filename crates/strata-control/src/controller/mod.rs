@@ -30,6 +30,10 @@
 //! - `switches.rs`: the switch methods, authorizing and delegating to `crate::net`.
 //! - `networks/`: tenant networks (networks, subnets, ports, routers, security groups),
 //!   compiled by `strata-vpc` onto the node's integration switch.
+//! - `node_scope.rs`: which records are this node's (its pools, its volumes), and the move of
+//!   a one-node install's pool records under its node.
+//! - `liveness.rs`: on etcd, the node's lease and alive key, the leader's election, and the
+//!   leader's record of nodes going down and up.
 //! - `nodes.rs`: the placement pool's nodes (the local one, declared ones, cordons) and the
 //!   placement revision.
 //! - `jobs.rs`: jobs over `strata-place`: create, delete, the admission queue, dry-run plans.
@@ -70,10 +74,12 @@ mod figures;
 mod groups;
 mod job_slice;
 mod jobs;
+mod liveness;
 mod master_key;
 mod nbd_link;
 mod nbd_source;
 mod networks;
+mod node_scope;
 mod nodes;
 mod online;
 mod orphans;
@@ -107,6 +113,7 @@ pub use job_slice::{
     JOB_VOLUMES_MAX,
 };
 pub use jobs::{CreateJob, JobRecord, JobState, PlanView};
+pub use liveness::{Alive, ClusterView, LEASE_TTL, RENEW_EVERY};
 pub use master_key::Rotation;
 pub use nbd_source::VolumeSource;
 pub use networks::{
@@ -121,6 +128,7 @@ pub use rebalance::{
     REBALANCE_FAULT_ENV, REBALANCE_MAX_MOVES,
 };
 pub use rebuild::RebuildSignals;
+pub use recovery::LOCAL_NODE;
 pub use schedules::{
     interval_text, NewSchedule, SchedulePatch, INTERVAL_MAX, INTERVAL_MIN, SCHEDULE_KEEP_MAX,
     SCHEDULE_NAME_MAX_LEN,
@@ -142,6 +150,10 @@ pub const DEFAULT_TENANT: &str = "default";
 /// The control plane.
 pub struct Controller {
     store: Box<dyn Store>,
+    /// This daemon's node: its pools are `/nodes/{node}/pools/` (`node_scope.rs`).
+    node: String,
+    /// The node that owns volume records naming no node (`node_scope.rs`).
+    legacy_node: parking_lot::RwLock<Option<String>>,
     pool: Pool,
     switches: crate::net::Switches,
     /// Where the NBD server listens, once the daemon started it.
@@ -182,6 +194,8 @@ pub struct Controller {
     events: events::Journal,
     /// Per snapshot schedule, the lock its runs and its changes hold (`schedules.rs`).
     schedules: schedules::Runs,
+    /// This node's lease, and what the leader saw (`liveness.rs`).
+    liveness: liveness::Liveness,
 }
 
 impl std::fmt::Debug for Controller {

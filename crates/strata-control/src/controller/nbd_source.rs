@@ -88,7 +88,7 @@ impl ExportSource for VolumeSource {
         let Some(c) = self.ctl.upgrade() else {
             return vec![];
         };
-        let Ok(vols) = c.list::<Volume>("/volumes/", None, 0) else {
+        let Ok(vols) = c.local_volumes() else {
             return vec![];
         };
         let snaps = c

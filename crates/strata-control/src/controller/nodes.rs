@@ -4,7 +4,9 @@
 //!
 //! # Store layout
 //! - `/nodes/NAME`: a [`NodeRecord`] (the engine's [`strata_place::Node`] and whether it is
-//!   hypothetical).
+//!   hypothetical). Keys below it (`/nodes/NAME/pools/...`, `/nodes/NAME/alive`) are the
+//!   node's own records (`node_scope.rs`, `liveness.rs`), never nodes: [`Controller::node_records`]
+//!   keeps the names without a further `/`.
 //! - `/placement/revision`: a marker key written by every transaction that changes a node or
 //!   a job; its mod revision is the *placement revision* a plan is made from and checked
 //!   against (`jobs.rs`). Changes elsewhere in the store (volumes, audit) do not move it.
@@ -55,6 +57,10 @@ pub struct NodeView {
     pub used_memory: u64,
     /// Running jobs with a part here.
     pub jobs: u32,
+    /// Its daemon is up: its alive key exists (`liveness.rs`).
+    pub up: bool,
+    /// It holds the leader's key.
+    pub leader: bool,
 }
 
 impl Controller {
@@ -95,17 +101,19 @@ impl Controller {
     pub fn list_nodes(&self, p: &Principal) -> Result<Vec<NodeView>, ControlError> {
         Self::require(p, Role::Reader)?;
         let snap = self.placement_state()?;
-        Ok(snap.nodes.iter().map(|r| snap.view(r)).collect())
+        let live = self.cluster_view()?;
+        Ok(snap.nodes.iter().map(|r| snap.view(r, &live)).collect())
     }
 
     /// One node.
     pub fn get_node(&self, p: &Principal, name: &str) -> Result<NodeView, ControlError> {
         Self::require(p, Role::Reader)?;
         let snap = self.placement_state()?;
+        let live = self.cluster_view()?;
         snap.nodes
             .iter()
             .find(|r| r.node.name == name)
-            .map(|r| snap.view(r))
+            .map(|r| snap.view(r, &live))
             .ok_or_else(|| ControlError::not_found(Resource::Node, name))
     }
 
@@ -165,11 +173,12 @@ impl Controller {
         self.reconcile_jobs()?;
         let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         let snap = self.placement_state()?;
+        let live = self.cluster_view()?;
         Ok(snap
             .nodes
             .iter()
             .filter(|r| names.contains(&r.node.name.as_str()))
-            .map(|r| snap.view(r))
+            .map(|r| snap.view(r, &live))
             .collect())
     }
 
@@ -233,8 +242,11 @@ impl PlacementState {
         }
     }
 
-    fn view(&self, r: &NodeRecord) -> NodeView {
+    fn view(&self, r: &NodeRecord, live: &super::ClusterView) -> NodeView {
+        let name = &r.node.name;
         let mut v = NodeView {
+            up: !r.hypothetical && live.up.contains(name),
+            leader: live.leader.as_ref() == Some(name),
             record: r.clone(),
             used_gpus: 0,
             used_cpu: 0,
@@ -259,11 +271,7 @@ impl Controller {
     pub(super) fn placement_state(&self) -> Result<PlacementState, ControlError> {
         loop {
             let before = self.placement_revision()?;
-            let nodes = self
-                .list::<NodeRecord>("/nodes/", None, 0)?
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect();
+            let nodes = self.node_records()?;
             let jobs = self
                 .list::<super::jobs::JobRecord>("/jobs/", None, 0)?
                 .into_iter()
@@ -277,6 +285,20 @@ impl Controller {
                 });
             }
         }
+    }
+
+    /// Every node record (`/nodes/{n}`), in name order: the records under a node
+    /// (`/nodes/{n}/pools/...`, `/nodes/{n}/alive`) are not nodes.
+    pub(super) fn node_records(&self) -> Result<Vec<NodeRecord>, ControlError> {
+        let (kvs, _) = self.store.range("/nodes/", None, 0)?;
+        kvs.into_iter()
+            .filter(|kv| !kv.key["/nodes/".len()..].contains('/'))
+            .map(|kv| {
+                serde_json::from_slice(&kv.value).map_err(|e| {
+                    ControlError::internal(format!("record {} is damaged: {e}", kv.key))
+                })
+            })
+            .collect()
     }
 
     /// The current placement revision.

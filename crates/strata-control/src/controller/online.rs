@@ -68,7 +68,7 @@ impl Controller {
         self.storage.insert(device, Ok(new));
         self.reapply_tenant_shares()?;
         let mut rejoined = 0;
-        for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+        for (_, v) in self.local_volumes()? {
             let devs = v.copy_devices();
             let Some(i) = devs.iter().position(|d| d == device) else {
                 continue;

@@ -18,7 +18,6 @@
 use strata_state::Txn;
 
 use super::auth::Principal;
-use super::devices::pool_key;
 use super::events::EventKind;
 use super::store::enc;
 use super::Controller;
@@ -128,7 +127,7 @@ impl Controller {
     }
 
     fn check_pool(&self, pool: &str) -> Result<(), ControlError> {
-        if self.get::<PoolRecord>(&pool_key(pool))?.is_none() {
+        if self.get::<PoolRecord>(&self.pool_key(pool))?.is_none() {
             return Err(ControlError::not_found(Resource::Pool, pool));
         }
         Ok(())
@@ -137,7 +136,7 @@ impl Controller {
     /// A pool's capacity: the data capacities of its devices open now (0 for a pool not
     /// recorded).
     pub(super) fn pool_capacity(&self, pool: &str) -> u64 {
-        let Ok(Some((rec, _))) = self.get::<PoolRecord>(&pool_key(pool)) else {
+        let Ok(Some((rec, _))) = self.get::<PoolRecord>(&self.pool_key(pool)) else {
             return 0;
         };
         rec.devices
@@ -261,7 +260,7 @@ impl Controller {
         &self,
         mut provisioned: std::collections::BTreeMap<String, u128>,
     ) -> Result<(), ControlError> {
-        for (_, p) in self.list::<PoolRecord>("/pools/", None, 0)? {
+        for p in self.local_pools()? {
             provisioned.entry(p.name).or_default();
         }
         let mut all = self.allocation.lock();

@@ -153,12 +153,12 @@ impl Controller {
         // Replicated volumes live only in pools of two devices or more: without one, the
         // volumes are not listed at all (a daemon of many one-copy volumes pays nothing here).
         let multi = self
-            .list::<PoolRecord>("/pools/", None, 0)
-            .is_ok_and(|p| p.iter().any(|(_, p)| p.devices.len() > 1));
+            .local_pools()
+            .is_ok_and(|p| p.iter().any(|p| p.devices.len() > 1));
         if !multi {
             return 0;
         }
-        let Ok(vols) = self.list::<Volume>("/volumes/", None, 0) else {
+        let Ok(vols) = self.local_volumes() else {
             return 0;
         };
         let mut started = 0;

@@ -17,11 +17,27 @@ use super::Controller;
 use crate::error::ControlError;
 use crate::model::*;
 
+/// The node name of a controller opened without one (tests, tools).
+pub const LOCAL_NODE: &str = "local";
+
 impl Controller {
-    /// Wraps a store and the pool, finishing what a crash interrupted.
+    /// Wraps a store and the pool as node [`LOCAL_NODE`], finishing what a crash interrupted.
     pub fn open(store: Box<dyn Store>, pool: Pool) -> Result<Controller, ControlError> {
+        Self::open_node(store, pool, LOCAL_NODE)
+    }
+
+    /// Wraps a store and the pool as node `node` (its pools are `/nodes/{node}/pools/`),
+    /// finishing what a crash interrupted.
+    pub fn open_node(
+        store: Box<dyn Store>,
+        pool: Pool,
+        node: &str,
+    ) -> Result<Controller, ControlError> {
+        super::store::validate_name("node", node)?;
         let c = Controller {
             store,
+            node: node.to_string(),
+            legacy_node: Default::default(),
             pool,
             switches: Default::default(),
             nbd_socket: Default::default(),
@@ -42,8 +58,10 @@ impl Controller {
             gates: Default::default(),
             events: Default::default(),
             schedules: Default::default(),
+            liveness: Default::default(),
         };
         c.load_events()?;
+        c.migrate_node_records()?;
         let default = c.pool.clone();
         c.open_storage(&default)?;
         c.recover()?;
@@ -87,8 +105,11 @@ impl Controller {
             u.capacity_bytes = u.capacity_bytes.saturating_add(v.size);
             u.volumes = u.volumes.saturating_add(1);
             u.iops = u.iops.saturating_add(v.qos.iops_limit.unwrap_or(0));
-            *provisioned.entry(v.pool.clone()).or_default() +=
-                u128::from(super::volumes::provisioned(&v));
+            // A pool's provisioned figure counts this node's volumes only (its pools).
+            if self.is_local(&v) {
+                *provisioned.entry(v.pool.clone()).or_default() +=
+                    u128::from(super::volumes::provisioned(&v));
+            }
         }
         self.set_provisioned(provisioned)?;
         for (_, s) in self.list::<Snapshot>("/snapshots/", None, 0)? {
@@ -122,7 +143,8 @@ impl Controller {
     }
 
     pub(super) fn recover_volumes(&self) -> Result<(), ControlError> {
-        for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+        // Another node's volumes are that node's to finish (`node_scope.rs`).
+        for (_, v) in self.local_volumes()? {
             match v.state {
                 VolumeState::Available => {
                     // Limits are desired state: the engine learns them again at every start.

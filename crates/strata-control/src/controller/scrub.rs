@@ -85,10 +85,6 @@ pub(super) struct Scrubs {
     stop: Arc<AtomicBool>,
 }
 
-fn scrub_key(pool: &str) -> String {
-    format!("/scrubs/{pool}")
-}
-
 impl Drop for Scrubs {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -168,7 +164,7 @@ impl Controller {
         // Stored as running: a daemon that stops before the end leaves it `interrupted`.
         if let Err(e) = self
             .store
-            .txn(strata_state::Txn::new().put(scrub_key(pool), super::store::enc(&view)))
+            .txn(strata_state::Txn::new().put(self.scrub_key(pool), super::store::enc(&view)))
         {
             tracing::warn!(pool, error = %e, "scrub start not stored");
         }
@@ -193,7 +189,7 @@ impl Controller {
             }
             if let Err(e) = self
                 .store
-                .txn(strata_state::Txn::new().put(scrub_key(&v.pool), super::store::enc(&v)))
+                .txn(strata_state::Txn::new().put(self.scrub_key(&v.pool), super::store::enc(&v)))
             {
                 tracing::warn!(pool = %v.pool, error = %e, "scrub result not stored");
                 continue;
@@ -246,12 +242,12 @@ impl Controller {
         if interval == 0 {
             return vec![];
         }
-        let Ok(pools) = self.list::<PoolRecord>("/pools/", None, 0) else {
+        let Ok(pools) = self.local_pools() else {
             return vec![];
         };
         let now = super::store::now();
         let mut started = vec![];
-        for (_, rec) in pools {
+        for rec in pools {
             let last = match self.last_scrub(&rec.name) {
                 Ok(Some(v)) if v.state == "running" => continue,
                 Ok(Some(v)) => v.started,
@@ -280,12 +276,14 @@ impl Controller {
         if let Some(c) = self.scrubs.by_pool.lock().get(pool) {
             return Ok(Some(c.lock().clone()));
         }
-        Ok(self.get::<ScrubView>(&scrub_key(pool))?.map(|(mut v, _)| {
-            if v.state == "running" {
-                v.state = "interrupted".into();
-            }
-            v
-        }))
+        Ok(self
+            .get::<ScrubView>(&self.scrub_key(pool))?
+            .map(|(mut v, _)| {
+                if v.state == "running" {
+                    v.state = "interrupted".into();
+                }
+                v
+            }))
     }
 
     /// The pool's last scrub (admin), this daemon's or the stored one; `None` if none ever
@@ -305,7 +303,7 @@ impl Controller {
     fn scrub_work(&self, pool: &str) -> Result<Vec<Work>, ControlError> {
         let mut out = vec![];
         let snaps = self.list::<Snapshot>("/snapshots/", None, 0)?;
-        for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+        for (_, v) in self.local_volumes()? {
             if v.pool != pool || v.state != VolumeState::Available {
                 continue;
             }

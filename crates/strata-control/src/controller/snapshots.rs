@@ -45,6 +45,7 @@ impl Controller {
     ) -> Result<Snapshot, ControlError> {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, vol)?;
+        self.require_local(&v)?;
         validate_name("name", name)?;
         if self.store.get(&snapshot_name_key(&v.id, name))?.is_some() {
             return Err(ControlError::exists(Resource::Snapshot, name));
@@ -180,6 +181,9 @@ impl Controller {
                 ),
             });
         }
+        if let Some((v, _)) = self.get::<Volume>(&volume_key(&s.tenant, &s.volume))? {
+            self.require_local(&v)?;
+        }
         self.drop_snapshot_copies(&s)?;
         self.forget_snapshot(&s)
     }
@@ -235,10 +239,13 @@ impl Controller {
             .map(|o| (o.qos, o.encrypted))
             .unwrap_or_default();
         // The clone shares its origin's blocks, so its copies are where the origin's are.
-        let (pool, copies) = origin
+        if let Some(o) = &origin {
+            self.require_local(o)?;
+        }
+        let (pool, copies, node) = origin
             .as_ref()
-            .map(|o| (o.pool.clone(), o.copies.clone()))
-            .unwrap_or_else(|| (DEFAULT_POOL.to_string(), vec![]));
+            .map(|o| (o.pool.clone(), o.copies.clone(), self.volume_node(o)))
+            .unwrap_or_else(|| (DEFAULT_POOL.to_string(), vec![], self.node.clone()));
         let v = Volume {
             id: new_id(),
             tenant: s.tenant.clone(),
@@ -252,6 +259,7 @@ impl Controller {
             qos,
             encrypted,
             copies,
+            node,
         };
         if self.name_taken(&v.tenant, name) {
             return Err(ControlError::exists(Resource::Volume, name));

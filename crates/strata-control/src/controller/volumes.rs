@@ -159,6 +159,7 @@ impl Controller {
             },
             encrypted: req.encrypted,
             copies,
+            node: self.node.clone(),
         };
         validate_qos(&v.qos)?;
         if v.encrypted && self.storage.key_wrapper().is_none() {
@@ -405,6 +406,7 @@ impl Controller {
     ) -> Result<Volume, ControlError> {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, id)?;
+        self.require_local(&v)?;
         let size = size.bytes()?;
         validate_size(size)?;
         if v.copy_devices().len() > 1 && size != v.size {
@@ -490,6 +492,7 @@ impl Controller {
     pub fn delete_volume(&self, p: &Principal, id: &str, force: bool) -> Result<(), ControlError> {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, id)?;
+        self.require_local(&v)?;
         let attached = self.store.get(&attachment_key(&v.id))?.is_some();
         if attached && !force {
             return Err(ControlError::InUse {

@@ -79,6 +79,11 @@ pub struct NodeInfo {
     pub jobs: u32,
     /// Last registration or declaration, seconds since the epoch.
     pub updated: u64,
+    /// `up` when its daemon holds its liveness lease (on the embedded store: the local node),
+    /// `down` otherwise (a declared node is always `down`).
+    pub state: String,
+    /// It is the cluster's leader (holds `/leader`).
+    pub leader: bool,
 }
 
 impl From<NodeView> for NodeInfo {
@@ -119,6 +124,8 @@ impl From<NodeView> for NodeInfo {
             used_memory_bytes: v.used_memory,
             jobs: v.jobs,
             updated: v.record.updated,
+            state: if v.up { "up" } else { "down" }.to_string(),
+            leader: v.leader,
         }
     }
 }

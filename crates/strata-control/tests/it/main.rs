@@ -9,6 +9,7 @@ mod credentials;
 mod fixture;
 mod jobs;
 mod networks;
+mod node_scope;
 mod overcommit;
 mod quotas;
 mod rebalance;

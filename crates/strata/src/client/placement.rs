@@ -164,6 +164,8 @@ impl Client {
             ("NAME", "name"),
             ("HYPOTHETICAL", "hypothetical"),
             ("CORDONED", "cordoned"),
+            ("STATE", "state"),
+            ("LEADER", "leader"),
             ("CPU", "cpu_cores"),
             ("MEMORY", "memory_bytes:size"),
             ("GPUS", "gpu_count"),

@@ -9,6 +9,7 @@ mod apply;
 mod balancers;
 mod cli;
 mod cli_edges;
+mod cluster;
 mod common;
 mod console;
 mod contract;

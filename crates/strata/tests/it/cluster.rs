@@ -1,0 +1,317 @@
+//! Several daemons on one etcd (`docs/cluster.md`): each keeps to its own node's pools,
+//! devices and volumes; each holds a lease, shows `down` on the others once it is gone, and
+//! one of them leads.
+//!
+//! The etcd cluster is the state store tests' helper (real members on loopback, killed on
+//! drop). Skipped, with `SKIPPED: etcd not installed`, only where no etcd binary exists
+//! (`scripts/test` installs it and fails without it).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+#[allow(dead_code)]
+#[path = "../../../strata-state/tests/it/etcd_cluster.rs"]
+mod etcd_cluster;
+
+use etcd_cluster::EtcdCluster;
+
+/// The `--store` URL of every member.
+fn store_url(etcd: &EtcdCluster) -> String {
+    format!("etcd://{}", etcd.endpoints().join(","))
+}
+
+/// A daemon of node `node` on `url`, its data dir under `root`.
+fn node(root: &Path, node: &str, url: &str) -> Daemon {
+    Daemon::start_with(&root.join(node), &["--store", url, "--node", node])
+}
+
+/// A file device of `mib` MiB in the daemon's `devices/`.
+fn device_file(d: &Daemon, name: &str, mib: u64) -> String {
+    let dir = d.data.join("devices");
+    let f = dir.join(name);
+    std::fs::File::create(&f)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    f.to_str().unwrap().to_string()
+}
+
+fn post(d: &Daemon, token: &str, path: &str, body: Value) -> Value {
+    let (s, v) = d.call("POST", path, token, Some(body));
+    assert!(s == 200 || s == 201, "POST {path}: {s} {v}");
+    v
+}
+
+#[test]
+fn two_daemons_on_one_etcd_keep_to_their_own_devices() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let url = store_url(&etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(dir.path(), "n1", &url);
+    let b = node(dir.path(), "n2", &url);
+    // Tokens are cluster-wide: the first start's admin token works on every node.
+    let admin = a.admin();
+    assert!(
+        !b.data.join("admin.token").exists(),
+        "one bootstrap per cluster"
+    );
+    post(&a, &admin, "/v1/tenants", json!({"name": "ml"}));
+    // Each node makes a pool of its own files, with the same name and the same device ids.
+    for d in [&a, &b] {
+        let (f0, f1) = (device_file(d, "f0.img", 256), device_file(d, "f1.img", 256));
+        let v = post(
+            d,
+            &admin,
+            "/v1/pools",
+            json!({"name": "fast", "devices": [{"path": f0}, {"path": f1}], "replicas": 2}),
+        );
+        assert_eq!(v["devices"][0]["id"], "fast-d0", "{v}");
+    }
+    let va = post(
+        &a,
+        &admin,
+        "/v1/volumes",
+        json!({"name": "on-a", "size": "32M", "pool": "fast", "tenant": "ml"}),
+    );
+    let vb = post(
+        &b,
+        &admin,
+        "/v1/volumes",
+        json!({"name": "on-b", "size": "16M", "pool": "fast", "tenant": "ml"}),
+    );
+    // Each node's pools show its own devices and copies only.
+    for (d, own, size) in [(&a, "n1", 32u64 << 20), (&b, "n2", 16 << 20)] {
+        let (_, p) = d.call("GET", "/v1/pools/fast", &admin, None);
+        assert_eq!(p["provisioned"], json!(2 * size), "{own}: {p}");
+        let copies: Vec<u64> = p["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["copies"].as_u64().unwrap())
+            .collect();
+        assert_eq!(copies, vec![1, 1], "{own}: {p}");
+        assert!(
+            p["devices"][0]["path"]
+                .as_str()
+                .unwrap()
+                .starts_with(d.data.to_str().unwrap()),
+            "{own}: {p}"
+        );
+    }
+    // Volumes are cluster-wide: both list both; only the owner changes one.
+    let (_, l) = a.call("GET", "/v1/volumes?tenant=ml", &admin, None);
+    assert_eq!(l["items"].as_array().unwrap().len(), 2, "{l}");
+    let vid_b = vb["id"].as_str().unwrap();
+    let (s, v) = a.call("DELETE", &format!("/v1/volumes/{vid_b}"), &admin, None);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("volume_on_other_node")),
+        "{v}"
+    );
+    let (s, v) = a.call(
+        "POST",
+        &format!("/v1/volumes/{vid_b}/attachments"),
+        &admin,
+        None,
+    );
+    assert!(s >= 400, "{s} {v}");
+    // Restarts run recovery, the orphan sweep, rebuild and drain scans: nothing moves.
+    a.stop();
+    b.stop();
+    let a = node(dir.path(), "n1", &url);
+    let b = node(dir.path(), "n2", &url);
+    for (d, mine) in [(&a, &va), (&b, &vb)] {
+        let (_, v) = d.call(
+            "GET",
+            &format!("/v1/volumes/{}", mine["id"].as_str().unwrap()),
+            &admin,
+            None,
+        );
+        assert_eq!(v["state"], "available", "{v}");
+        assert_eq!(v["copies"], mine["copies"], "{v}");
+    }
+    let (_, p) = b.call("GET", "/v1/pools/fast", &admin, None);
+    assert_eq!(p["provisioned"], json!(32u64 << 20), "{p}");
+    // The owner deletes its volume; the other's stays.
+    let (s, v) = b.call("DELETE", &format!("/v1/volumes/{vid_b}"), &admin, None);
+    assert!(s < 300, "{s} {v}");
+    let (s, _) = a.call(
+        "GET",
+        &format!("/v1/volumes/{}", va["id"].as_str().unwrap()),
+        &admin,
+        None,
+    );
+    assert_eq!(s, 200);
+    // Both nodes are nodes; their pools are not.
+    let (_, n) = a.call("GET", "/v1/nodes", &admin, None);
+    let names: Vec<&str> = n["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["n1", "n2"], "{n}");
+    a.stop();
+    b.stop();
+}
+
+/// `(name, state, leader)` of every node, as `node`'s API answers.
+fn node_states(d: &Daemon, admin: &str) -> Vec<(String, String, bool)> {
+    let (s, v) = d.call("GET", "/v1/nodes", admin, None);
+    assert_eq!(s, 200, "{v}");
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["state"].as_str().unwrap().to_string(),
+                n["leader"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `f` every 200 ms until it answers `Some`, for at most `limit`; the answer and the
+/// time it took.
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(x) = f() {
+            return (x, t0.elapsed());
+        }
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The leader, once every node of `names` is up and exactly one leads.
+fn settled(d: &Daemon, admin: &str, names: &[&str]) -> Option<String> {
+    let st = node_states(d, admin);
+    let up = names
+        .iter()
+        .all(|n| st.iter().any(|(m, s, _)| m == n && s == "up"));
+    let leaders: Vec<&String> = st.iter().filter(|x| x.2).map(|x| &x.0).collect();
+    (up && leaders.len() == 1).then(|| leaders[0].clone())
+}
+
+/// What a killed node's lease may take to end, plus the renewal period and polling slack.
+const DOWN_WITHIN: Duration = Duration::from_secs(6 + 2 + 4);
+
+#[test]
+fn a_killed_node_goes_down_and_a_killed_leader_is_replaced() {
+    let Some(mut etcd) = EtcdCluster::start(3) else {
+        return;
+    };
+    let url = store_url(&etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["n1", "n2", "n3"];
+    let mut daemons: Vec<Option<Daemon>> = names
+        .iter()
+        .map(|n| Some(node(dir.path(), n, &url)))
+        .collect();
+    let admin = daemons[0].as_ref().unwrap().admin();
+    let d0 = |ds: &Vec<Option<Daemon>>, not: &str| -> usize {
+        (0..3)
+            .find(|&i| ds[i].is_some() && names[i] != not)
+            .unwrap()
+    };
+    let (leader, _) = wait_for(
+        Duration::from_secs(15),
+        "three nodes up, one leader",
+        || settled(daemons[0].as_ref().unwrap(), &admin, &names),
+    );
+    // Every node answers the same.
+    for d in daemons.iter().flatten() {
+        assert_eq!(settled(d, &admin, &names).as_deref(), Some(leader.as_str()));
+    }
+
+    // kill -9 a node that does not lead: down on the others within the lease's TTL.
+    let victim = (0..3).find(|&i| names[i] != leader).unwrap();
+    daemons[victim].take().unwrap().kill9();
+    let watcher = d0(&daemons, names[victim]);
+    let (_, took) = wait_for(DOWN_WITHIN, "the killed node shows down", || {
+        let st = node_states(daemons[watcher].as_ref().unwrap(), &admin);
+        st.iter()
+            .any(|(n, s, _)| n == names[victim] && s == "down")
+            .then_some(())
+    });
+    eprintln!("{} down after {took:?}", names[victim]);
+    // The leader recorded it.
+    let li = names.iter().position(|n| *n == leader).unwrap();
+    wait_for(Duration::from_secs(5), "node.down event", || {
+        let (_, ev) =
+            daemons[li]
+                .as_ref()
+                .unwrap()
+                .call("GET", "/v1/events?limit=100", &admin, None);
+        ev["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "node.down" && e["object"] == names[victim])
+            .then_some(())
+    });
+
+    // kill -9 the leader: the last node takes over.
+    daemons[li].take().unwrap().kill9();
+    let last = d0(&daemons, &leader);
+    let (_, took) = wait_for(DOWN_WITHIN, "a new leader", || {
+        let st = node_states(daemons[last].as_ref().unwrap(), &admin);
+        st.iter()
+            .any(|(n, s, l)| n == names[last] && s == "up" && *l)
+            .then_some(())
+    });
+    eprintln!("{} leads after {took:?}", names[last]);
+
+    // One etcd member stops: the node keeps its lease and its API writes.
+    etcd.kill(0);
+    let d = daemons[last].as_ref().unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(8) {
+        let st = node_states(d, &admin);
+        assert!(
+            st.iter()
+                .any(|(n, s, l)| n == names[last] && s == "up" && *l),
+            "{st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    post(d, &admin, "/v1/tenants", json!({"name": "after"}));
+    daemons[last].take().unwrap().stop();
+}
+
+#[test]
+fn on_the_embedded_store_the_local_node_is_up_and_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(&dir.path().join("d"), &["--node", "solo"]);
+    let st = node_states(&d, &d.admin());
+    assert_eq!(st, vec![("solo".to_string(), "up".to_string(), true)]);
+    // The data dir keeps its node: another name is refused, nothing changes.
+    d.stop();
+    let o = strata()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node",
+            "other",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("invalid_argument") && err.contains("solo"),
+        "{err}"
+    );
+}
