@@ -89,6 +89,7 @@ fn tap() -> String {
 }
 
 fn everything() -> String {
+    let peer = format!("av{}", std::process::id() % 100_000);
     format!(
         r#"kind: tenant
 name: acme
@@ -169,7 +170,6 @@ cpu_cores: 1
 memory: 64M
 "#,
         tap = tap(),
-        peer = format!("av{}", std::process::id() % 100_000)
     )
 }
 
