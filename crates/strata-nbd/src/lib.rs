@@ -18,6 +18,7 @@
 //! - `socket` (private): a socket with the read deadline and write timeout built in.
 //! - `context` (private): what every connection of a server shares.
 //! - [`conn`] and [`server`]: connections, listeners, shutdown.
+//! - [`client`]: the client side (one node reaching a copy on another), over TCP with TLS.
 //!
 //! The design note with byte layouts and the concurrency model is `docs/nbd.md`.
 //!
@@ -32,6 +33,7 @@
 //! ```
 
 pub mod backend;
+pub mod client;
 pub mod config;
 pub mod conn;
 mod context;

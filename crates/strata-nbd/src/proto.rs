@@ -102,7 +102,8 @@ pub const REP_SERVER: u32 = 2;
 pub const REP_INFO: u32 = 3;
 /// One metadata context.
 pub const REP_META_CONTEXT: u32 = 4;
-const REP_ERR: u32 = 1 << 31;
+/// The bit every error reply type carries.
+pub const REP_ERR: u32 = 1 << 31;
 /// Unknown option.
 pub const REP_ERR_UNSUP: u32 = REP_ERR | 1;
 /// Refused by policy.

@@ -3,6 +3,7 @@
 //! parsers (`parsers`), TLS with client certificates over both (`tls`), and export sources that
 //! are not one engine pool (`sources`). Every test makes its own temp dir, pool and socket.
 
+mod client;
 mod clients;
 mod common;
 mod limits;

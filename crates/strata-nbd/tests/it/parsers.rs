@@ -141,3 +141,26 @@ proptest! {
         pool.check_consistency().unwrap();
     }
 }
+
+proptest! {
+    /// The client's handshake, fed any server bytes, ends in an answer or an error, and an
+    /// answer's block sizes are in order.
+    #[test]
+    fn client_handshake_never_panics(bytes in handshake_stream(), raw in proptest::collection::vec(any::<u8>(), 0..600)) {
+        for input in [&bytes, &raw] {
+            if let Ok(info) = strata_nbd::client::replay_handshake(input, "vol") {
+                prop_assert!(info.min_block >= 1 && info.min_block <= info.max_payload);
+                prop_assert!(info.max_payload <= MAX_PAYLOAD);
+            }
+        }
+    }
+
+    /// A simple reply's header is accepted only with its magic and the awaited handle.
+    #[test]
+    fn client_simple_replies_check_magic_and_handle(b in proptest::array::uniform16(any::<u8>()), handle in any::<u64>()) {
+        if let Ok(_errno) = strata_nbd::client::haggle::simple_reply(&b, handle) {
+            prop_assert_eq!(u32::from_be_bytes(b[0..4].try_into().unwrap()), SIMPLE_REPLY_MAGIC);
+            prop_assert_eq!(u64::from_be_bytes(b[8..16].try_into().unwrap()), handle);
+        }
+    }
+}

@@ -75,7 +75,7 @@ impl Ca {
 
 /// The test PKI: `server/`, `acme/`, `other/` (client dirs), `nocert/` (CA only) and
 /// `rogue/` (a client cert for CN `acme` from a CA the server does not trust).
-struct Pki {
+pub(crate) struct Pki {
     root: PathBuf,
     ca: Ca,
 }
@@ -144,11 +144,11 @@ impl Pki {
         std::fs::write(d.join("client-key.pem"), key).unwrap();
     }
 
-    fn dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
 
-    fn read(&self, dir: &str, file: &str) -> Vec<u8> {
+    pub(crate) fn read(&self, dir: &str, file: &str) -> Vec<u8> {
         std::fs::read(self.dir(dir).join(file)).unwrap()
     }
 
@@ -189,7 +189,7 @@ impl Pki {
 
 /// Volumes `acme-disk` and `other-disk`; a tenant may open the volumes named `TENANT-*` and
 /// their snapshots, and nothing without a certificate.
-fn tenant_authorizer() -> Authorizer {
+pub(crate) fn tenant_authorizer() -> Authorizer {
     Authorizer::new(|export: &str, client: Option<&str>| {
         let volume = export.split('@').next().unwrap_or(export);
         client.is_some_and(|c| volume.strip_prefix(c).is_some_and(|r| r.starts_with('-')))
@@ -197,14 +197,14 @@ fn tenant_authorizer() -> Authorizer {
 }
 
 /// Field order: the server goes before the PKI's temp dir.
-struct TlsServer {
-    h: Harness,
-    pki: Pki,
-    addr: SocketAddr,
+pub(crate) struct TlsServer {
+    pub(crate) h: Harness,
+    pub(crate) pki: Pki,
+    pub(crate) addr: SocketAddr,
     _pki_dir: tempfile::TempDir,
 }
 
-fn tls_server(required: bool, authorize: Option<Authorizer>) -> TlsServer {
+pub(crate) fn tls_server(required: bool, authorize: Option<Authorizer>) -> TlsServer {
     tls_server_with(required, authorize, |_| {})
 }
 
