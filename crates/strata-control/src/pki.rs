@@ -130,10 +130,18 @@ impl Pki {
             let ca = CertificateParams::from_ca_cert_pem(&ca_pem)?.self_signed(&ca_key)?;
             return Ok(Pki { ca, ca_key, ca_pem });
         }
+        let (pki, key_pem) = Pki::generate("Strata NBD CA")?;
+        write_private(&key_path, &key_pem)?;
+        std::fs::write(&cert_path, &pki.ca_pem).map_err(io(&cert_path))?;
+        Ok(pki)
+    }
+
+    /// A new CA named `cn`, in memory, and its key (PEM) for the caller to keep.
+    pub fn generate(cn: &str) -> Result<(Pki, String), PkiError> {
         let ca_key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Strata NBD CA");
+        dn.push(DnType::CommonName, cn);
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -142,9 +150,20 @@ impl Pki {
         params.not_after = datetime(t + CA_LIFETIME.as_secs());
         let ca = params.self_signed(&ca_key)?;
         let ca_pem = ca.pem();
-        write_private(&key_path, &ca_key.serialize_pem())?;
-        std::fs::write(&cert_path, &ca_pem).map_err(io(&cert_path))?;
-        Ok(Pki { ca, ca_key, ca_pem })
+        let key_pem = ca_key.serialize_pem();
+        Ok((Pki { ca, ca_key, ca_pem }, key_pem))
+    }
+
+    /// The CA whose certificate and key are these PEMs (kept elsewhere: the cluster's, in the
+    /// store).
+    pub fn from_pem(ca_pem: &str, key_pem: &str) -> Result<Pki, PkiError> {
+        let ca_key = KeyPair::from_pem(key_pem)?;
+        let ca = CertificateParams::from_ca_cert_pem(ca_pem)?.self_signed(&ca_key)?;
+        Ok(Pki {
+            ca,
+            ca_key,
+            ca_pem: ca_pem.to_string(),
+        })
     }
 
     /// The CA certificate.
@@ -156,7 +175,7 @@ impl Pki {
         &self,
         names: Vec<String>,
         cn: &str,
-        server: bool,
+        usages: &[ExtendedKeyUsagePurpose],
         lifetime: Duration,
     ) -> Result<Credentials, PkiError> {
         let key = KeyPair::generate()?;
@@ -170,11 +189,7 @@ impl Pki {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
         params.distinguished_name = dn;
-        params.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
+        params.extended_key_usages = usages.to_vec();
         // qemu (gnutls) refuses certificates without key encipherment.
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -192,7 +207,12 @@ impl Pki {
 
     /// A server certificate for the given host names and addresses.
     pub fn server(&self, names: &[String]) -> Result<Credentials, PkiError> {
-        self.issue(names.to_vec(), "strata-nbd", true, SERVER_CERT_LIFETIME)
+        self.issue(
+            names.to_vec(),
+            "strata-nbd",
+            &[ExtendedKeyUsagePurpose::ServerAuth],
+            SERVER_CERT_LIFETIME,
+        )
     }
 
     /// A client certificate whose Common Name is `identity` (the tenant), valid for
@@ -203,9 +223,32 @@ impl Pki {
 
     /// A client certificate for `identity` valid for `lifetime` from now.
     pub fn client_for(&self, identity: &str, lifetime: Duration) -> Result<Credentials, PkiError> {
-        self.issue(Vec::new(), identity, false, lifetime)
+        self.issue(
+            Vec::new(),
+            identity,
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+            lifetime,
+        )
+    }
+
+    /// A node's certificate: Common Name `node:NAME` (the identity the node port admits),
+    /// `names` (the node's name and advertised address) as subject alternative names, good
+    /// for both ends of a TLS session (a node serves its copies and reaches others').
+    pub fn node(&self, node: &str, names: &[String]) -> Result<Credentials, PkiError> {
+        self.issue(
+            names.to_vec(),
+            &format!("{NODE_IDENTITY_PREFIX}{node}"),
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            SERVER_CERT_LIFETIME,
+        )
     }
 }
+
+/// What a node certificate's Common Name starts with; the rest is the node's name.
+pub const NODE_IDENTITY_PREFIX: &str = "node:";
 
 #[cfg(test)]
 mod tests {

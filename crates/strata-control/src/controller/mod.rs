@@ -66,6 +66,7 @@ mod attachments;
 mod audit;
 mod auth;
 mod certificates;
+pub mod cluster_ca;
 mod copies;
 mod devices;
 mod drain;
