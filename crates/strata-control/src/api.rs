@@ -160,6 +160,7 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
         ControlError::InventoryInvalid(_) => C::InventoryInvalid,
         ControlError::Busy(_) => C::Busy,
         ControlError::OtherNode { .. } => C::VolumeOnOtherNode,
+        ControlError::SpansNodes(_) => C::VolumeSpansNodes,
         ControlError::Unavailable { service, .. } => match service {
             Service::Nbd => C::NbdUnavailable,
             Service::NbdTcp => C::NbdTcpUnavailable,

@@ -249,6 +249,9 @@ pub enum ControlError {
         /// A message naming the volume and both nodes.
         message: String,
     },
+    /// A copy of the volume is on another node: its layers cannot change (yet).
+    #[error("{0}")]
+    SpansNodes(String),
     /// A part of the daemon the call needs is not running.
     #[error("{message}")]
     Unavailable {

@@ -333,6 +333,9 @@ registry! {
     /// The volume's copies are on another node of the cluster: only that node's daemon changes
     /// or serves it (until copies can be reached across nodes).
     VolumeOnOtherNode = "volume_on_other_node", 409, None;
+    /// A copy of the volume is on another node: its live data is replicated there, but its
+    /// layers (snapshots, clones, rollback, size) cannot change while it spans nodes.
+    VolumeSpansNodes = "volume_spans_nodes", 409, None;
     // ----- load balancers -----
     /// No such load balancer (or not visible to the caller).
     LoadBalancerNotFound = "load_balancer_not_found", 404, None;

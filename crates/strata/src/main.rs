@@ -123,6 +123,17 @@ enum Cmd {
         /// path for established flows (docs/net-engine.md, "Fast path").
         #[arg(long)]
         no_fastpath: bool,
+        /// In a cluster (`--store etcd://...`): the address (`IP[:PORT]`, port 10810 when
+        /// left out) where this node exports the copies it holds of volumes other nodes serve,
+        /// over NBD with TLS between node certificates. Other nodes connect to it, so it must
+        /// be reachable from them. Needs --join-secret-file.
+        #[arg(long, value_name = "ADDR", requires = "join_secret_file")]
+        advertise: Option<String>,
+        /// The cluster's join secret (a file of at least 32 characters, the same on every
+        /// node): it unlocks the cluster CA kept in the store, which issues this node's
+        /// certificate. Needs --advertise.
+        #[arg(long, value_name = "PATH", requires = "advertise")]
+        join_secret_file: Option<PathBuf>,
     },
     /// Master keys for encryption at rest.
     MasterKey {
@@ -448,6 +459,8 @@ fn run() -> Result<()> {
             rebalance_threshold,
             rebalance_max_moves,
             no_fastpath,
+            advertise,
+            join_secret_file,
         } => {
             if no_fastpath {
                 strata_control::net::set_fastpath_default(false);
@@ -485,6 +498,18 @@ fn run() -> Result<()> {
                         rebalance_threshold,
                         rebalance_max_moves,
                     )?,
+                    cluster: match (advertise, join_secret_file) {
+                        // Refused before anything is created.
+                        (Some(_), Some(_)) if store.is_none() => bail!(
+                            "invalid_argument: --advertise: copies on other nodes need a \
+                             cluster store (--store etcd://...)"
+                        ),
+                        (Some(a), Some(f)) => Some(NodePortArgs {
+                            advertise: advertise_addr(&a)?,
+                            join_secret_file: private_file(&f)?,
+                        }),
+                        _ => None,
+                    },
                 },
                 node.as_deref(),
                 &listen,
@@ -852,6 +877,130 @@ struct Keep<'a> {
     scrub_rate: u64,
     /// `--rebalance-interval`, `--rebalance-threshold`, `--rebalance-max-moves` (none: off).
     rebalance: Option<RebalanceTimer>,
+    /// `--advertise` and `--join-secret-file` (none: this node holds no copies for others).
+    cluster: Option<NodePortArgs>,
+}
+
+/// Where this node's port listens and what unlocks the cluster CA.
+struct NodePortArgs {
+    /// `IP:PORT`.
+    advertise: std::net::SocketAddr,
+    join_secret_file: PathBuf,
+}
+
+/// The port of `--advertise` when it names none.
+const NODE_PORT: u16 = 10810;
+
+/// `--advertise`: `IP[:PORT]`, an address other nodes can reach (not unspecified).
+fn advertise_addr(a: &str) -> Result<std::net::SocketAddr> {
+    let parsed = a
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .or_else(|| {
+            a.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, NODE_PORT))
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!("invalid_argument: --advertise: {a:?} is not IP or IP:PORT")
+        })?;
+    if parsed.ip().is_unspecified() {
+        bail!(
+            "invalid_argument: --advertise: {a:?} is unspecified; give the address other \
+             nodes reach this one at"
+        );
+    }
+    Ok(parsed)
+}
+
+/// `--join-secret-file`: refused when it is not a regular file or when others than its owner
+/// may read it (mode bits 077), as ssh refuses a private key: the secret unlocks the cluster
+/// CA, and so every node's identity.
+fn private_file(f: &std::path::Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(f)
+        .with_context(|| format!("invalid_argument: --join-secret-file: {}", f.display()))?;
+    if !m.is_file() {
+        bail!(
+            "invalid_argument: --join-secret-file: {} is not a file",
+            f.display()
+        );
+    }
+    let mode = m.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "invalid_argument: --join-secret-file: {} has mode {mode:04o}; others may read it \
+             (chmod 0600 it: the secret unlocks the cluster CA)",
+            f.display()
+        );
+    }
+    Ok(f.to_path_buf())
+}
+
+/// Opens the node port: this node's certificate from the cluster CA (unlocked by the join
+/// secret; the first node makes the CA), an NBD server of the copies this node holds, TLS
+/// required, node certificates only, and the agent that makes and removes those copies
+/// (`strata-control/src/controller/cluster_copies.rs`).
+fn open_node_port(
+    ctl: &Arc<strata_control::Controller>,
+    node: &str,
+    args: &NodePortArgs,
+) -> Result<Arc<strata_nbd::NbdServer>> {
+    let raw = std::fs::read(&args.join_secret_file).with_context(|| {
+        format!(
+            "reading the join secret {}",
+            args.join_secret_file.display()
+        )
+    })?;
+    let secret = strata_control::controller::cluster_ca::join_secret(&raw)
+        .map_err(|e| anyhow::anyhow!("invalid_argument: --join-secret-file: {e}"))?;
+    let ca = ctl
+        .cluster_ca(&secret)
+        .map_err(|e| anyhow::anyhow!("unlocking the cluster CA: {e}"))?;
+    let host = args.advertise.ip().to_string();
+    let creds = ca
+        .node(node, &[node.to_string(), host.clone()])
+        .context("issuing this node's certificate")?;
+    let (ca_pem, cert, key) = (
+        creds.ca_cert.as_bytes(),
+        creds.cert.as_bytes(),
+        creds.key.as_bytes(),
+    );
+    let server = strata_nbd::tls_server_config(ca_pem, cert, key)
+        .map_err(|e| anyhow::anyhow!("node port TLS: {e}"))?;
+    let client = strata_nbd::client::tls_client_config(ca_pem, cert, key)
+        .map_err(|e| anyhow::anyhow!("node port TLS (client): {e}"))?;
+    let client = strata_nbd::client::ClientTls::new(client, &host)
+        .map_err(|e| anyhow::anyhow!("node port TLS (client): {e}"))?;
+    let cfg = strata_nbd::ServerConfig {
+        authorize: Some(ctl.node_port_authorizer()),
+        tls: Some(server),
+        tls_required: true,
+        ..Default::default()
+    };
+    let srv = Arc::new(strata_nbd::NbdServer::with_source(
+        Arc::new(strata_control::controller::CopySource::new(ctl)),
+        cfg,
+    ));
+    let bound = srv
+        .serve_tcp(args.advertise.to_string())
+        .with_context(|| format!("node port on {}", args.advertise))?;
+    ctl.open_node_port(&bound.to_string(), client)
+        .map_err(|e| anyhow::anyhow!("recording the node port: {e}"))?;
+    tracing::info!(node_port = %bound, "exporting copies to other nodes");
+    let weak = Arc::downgrade(ctl);
+    std::thread::Builder::new()
+        .name("copy-agent".into())
+        .spawn(move || loop {
+            let Some(c) = weak.upgrade() else { break };
+            if let Err(e) = c.copy_agent_pass() {
+                tracing::warn!(error = %e, "copy agent pass failed");
+            }
+            drop(c);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        })
+        .context("starting the copy agent")?;
+    Ok(srv)
 }
 
 /// The rebalance timer's settings.
@@ -999,6 +1148,10 @@ fn serve(
     ctl.register_local_node(inventory::local_node(&node_name, &pool))
         .context("registering the local node")?;
     spawn_liveness(&ctl)?;
+    let node_port = match &keep.cluster {
+        Some(args) => Some(open_node_port(&ctl, &node_name, args)?),
+        None => None,
+    };
     // The NBD server exports attached volumes only: on the admin socket `nbd.sock` (every
     // attached volume), on one socket per tenant in `sockets/` (that tenant's only), and, when
     // asked, on TCP with TLS required, where a certificate the daemon issued and did not revoke
@@ -1113,6 +1266,9 @@ fn serve(
     // The others see this node down, and elect another leader, at once.
     ctl.leave_cluster();
     nbd.shutdown();
+    if let Some(p) = &node_port {
+        p.shutdown();
+    }
     ctl.close_sets();
     ctl.persist_scrubs();
     ctl.shutdown();

@@ -89,7 +89,10 @@ impl Controller {
                     .iter()
                     .filter(|c| {
                         c.state == strata_replica::CopyState::Healthy
-                            && reachable.iter().any(|(i, _)| *i == c.index)
+                            && (reachable.iter().any(|(i, _)| *i == c.index)
+                                || all.get(c.index).is_some_and(|d| {
+                                    super::cluster_copies::split_copy(d).is_some()
+                                }))
                     })
                     .count(),
                 Err(_) => 0,
@@ -157,6 +160,7 @@ impl Controller {
     pub(super) fn every_copy(&self, v: &Volume) -> Result<Vec<EngineCopy>, ControlError> {
         let v = &self.volume_record(&v.id).unwrap_or_else(|| v.clone());
         self.require_local(v)?;
+        self.require_one_node(v)?;
         let mut out = vec![];
         for d in v.copy_devices() {
             let pool = self.device_engine(&d).ok_or_else(|| degraded(v, &d))?;

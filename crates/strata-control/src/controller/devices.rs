@@ -520,8 +520,14 @@ impl Controller {
         };
         for (_, v) in &volumes {
             if v.pool == rec.name {
-                let n = v.copy_devices().len() as u64;
-                view.provisioned = view.provisioned.saturating_add(v.size.saturating_mul(n));
+                view.provisioned = view
+                    .provisioned
+                    .saturating_add(super::volumes::provisioned(v));
+            }
+        }
+        for (pool, bytes) in self.held_provisioned()? {
+            if pool == rec.name {
+                view.provisioned = view.provisioned.saturating_add(bytes);
             }
         }
         for d in &rec.devices {

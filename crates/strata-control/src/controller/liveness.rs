@@ -36,7 +36,7 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// The leader's key.
 pub(super) const LEADER_KEY: &str = "/leader";
 
-fn alive_key(node: &str) -> String {
+pub(super) fn alive_key(node: &str) -> String {
     format!("/nodes/{node}/alive")
 }
 

@@ -67,6 +67,7 @@ mod audit;
 mod auth;
 mod certificates;
 pub mod cluster_ca;
+pub mod cluster_copies;
 mod copies;
 mod devices;
 mod drain;
@@ -105,6 +106,7 @@ mod volumes;
 pub use attachments::Exports;
 pub use auth::{parse_duration, Principal};
 pub use certificates::Revoked;
+pub use cluster_copies::{CopySource, RemoteCopy};
 pub use copies::ResyncView;
 pub use devices::{CreatePool, DeviceView, NewDevice, PoolView};
 pub use events::{EventKind, EventQuery, EventRecord, Severity, KEEP_EVENTS, KEEP_SECONDS};
@@ -197,6 +199,8 @@ pub struct Controller {
     schedules: schedules::Runs,
     /// This node's lease, and what the leader saw (`liveness.rs`).
     liveness: liveness::Liveness,
+    /// The node port's client side, once open (`cluster_copies.rs`).
+    node_port: cluster_copies::NodePort,
 }
 
 impl std::fmt::Debug for Controller {

@@ -155,7 +155,7 @@ impl Controller {
         let multi = self
             .local_pools()
             .is_ok_and(|p| p.iter().any(|p| p.devices.len() > 1));
-        if !multi {
+        if !multi && !self.node_port_open() {
             return 0;
         }
         let Ok(vols) = self.local_volumes() else {
@@ -175,6 +175,15 @@ impl Controller {
             };
             for (i, info) in set.copies().into_iter().enumerate() {
                 let dev = &v.copy_devices()[i];
+                if super::cluster_copies::split_copy(dev).is_some() {
+                    // A copy on another node: reached again once its node answers (it
+                    // resyncs what it missed); never rebuilt on one of this node's devices,
+                    // which would put two copies in one failure domain.
+                    if info.state == strata_replica::CopyState::Faulted {
+                        self.reattach_remote(&v, &set, i, dev);
+                    }
+                    continue;
+                }
                 if info.state != strata_replica::CopyState::Faulted
                     || self.storage.engine(dev).is_some()
                     || self.snapshot_copy_pending(&v.id)

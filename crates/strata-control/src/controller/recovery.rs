@@ -59,6 +59,7 @@ impl Controller {
             events: Default::default(),
             schedules: Default::default(),
             liveness: Default::default(),
+            node_port: Default::default(),
         };
         c.load_events()?;
         c.migrate_node_records()?;
@@ -110,6 +111,10 @@ impl Controller {
                 *provisioned.entry(v.pool.clone()).or_default() +=
                     u128::from(super::volumes::provisioned(&v));
             }
+        }
+        // And the copies this node holds for other nodes' volumes.
+        for (pool, bytes) in self.held_provisioned()? {
+            *provisioned.entry(pool).or_default() += u128::from(bytes);
         }
         self.set_provisioned(provisioned)?;
         for (_, s) in self.list::<Snapshot>("/snapshots/", None, 0)? {

@@ -88,6 +88,11 @@ impl Controller {
             .iter()
             .map(|d| {
                 let label = format!("{d}/{}", v.id);
+                if super::cluster_copies::split_copy(d).is_some() {
+                    return self
+                        .remote_target(v, d)
+                        .unwrap_or_else(|| Arc::new(AbsentCopy { label }));
+                }
                 let engine = self.storage.engine(d);
                 match engine.and_then(|p| p.volume_id(&v.id).ok().map(|e| (p, e))) {
                     Some((p, e)) => Arc::new(CountedCopy::new(

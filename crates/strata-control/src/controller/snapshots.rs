@@ -46,6 +46,7 @@ impl Controller {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, vol)?;
         self.require_local(&v)?;
+        self.require_one_node(&v)?;
         validate_name("name", name)?;
         if self.store.get(&snapshot_name_key(&v.id, name))?.is_some() {
             return Err(ControlError::exists(Resource::Snapshot, name));
@@ -183,6 +184,7 @@ impl Controller {
         }
         if let Some((v, _)) = self.get::<Volume>(&volume_key(&s.tenant, &s.volume))? {
             self.require_local(&v)?;
+            self.require_one_node(&v)?;
         }
         self.drop_snapshot_copies(&s)?;
         self.forget_snapshot(&s)
@@ -241,6 +243,7 @@ impl Controller {
         // The clone shares its origin's blocks, so its copies are where the origin's are.
         if let Some(o) = &origin {
             self.require_local(o)?;
+            self.require_one_node(o)?;
         }
         let (pool, copies, node) = origin
             .as_ref()

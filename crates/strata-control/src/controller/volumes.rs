@@ -136,7 +136,13 @@ impl Controller {
             }
         }
         let id = new_id();
-        let copies = self.place_copies(&pool, &id, replicas, class, size)?;
+        // With other nodes that can hold copies, the failure domain is the node: one copy
+        // here, the others on distinct nodes; else every copy on a distinct local device.
+        let copies =
+            match self.place_across_nodes(&pool, &id, replicas, class, size, req.encrypted)? {
+                Some(across) => across,
+                None => self.place_copies(&pool, &id, replicas, class, size)?,
+            };
         let v = Volume {
             id,
             tenant: tenant.clone(),
@@ -177,6 +183,7 @@ impl Controller {
         }
         if let Err(e) = self
             .create_copies(&v, class)
+            .and_then(|()| self.wait_remote_copies(&v))
             .and_then(|()| self.create_replica_set(&v))
         {
             self.drop_copies(&v);
@@ -190,6 +197,10 @@ impl Controller {
     /// Makes the engine volume of every copy of a new volume.
     fn create_copies(&self, v: &Volume, class: Option<DeviceClass>) -> Result<(), ControlError> {
         for d in v.copy_devices() {
+            if super::cluster_copies::split_copy(&d).is_some() {
+                // Made by that node's agent (`cluster_copies.rs`).
+                continue;
+            }
             let pool = self.device_engine(&d).ok_or_else(|| {
                 ControlError::internal(format!("device {d} went away during the create"))
             })?;
@@ -407,6 +418,7 @@ impl Controller {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, id)?;
         self.require_local(&v)?;
+        self.require_one_node(&v)?;
         let size = size.bytes()?;
         validate_size(size)?;
         if v.copy_devices().len() > 1 && size != v.size {
@@ -551,5 +563,12 @@ impl Controller {
 /// What a volume provisions of its pool: its size once per copy (each copy takes room on its
 /// own device).
 pub(super) fn provisioned(v: &Volume) -> u64 {
-    v.size.saturating_mul(v.copy_devices().len() as u64)
+    // A copy on another node counts in that node's pool, by its agent
+    // (`cluster_copies.rs`): each node's figure is checked against its own devices.
+    let here = v
+        .copy_devices()
+        .iter()
+        .filter(|c| super::cluster_copies::split_copy(c).is_none())
+        .count();
+    v.size.saturating_mul(here as u64)
 }

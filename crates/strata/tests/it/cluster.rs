@@ -315,3 +315,238 @@ fn on_the_embedded_store_the_local_node_is_up_and_leads() {
         "{err}"
     );
 }
+
+/// A free TCP port on loopback (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A daemon of node `name` that holds copies for the others: its node port on `port`.
+fn copy_node(root: &Path, name: &str, url: &str, port: u16, secret: &Path) -> Daemon {
+    Daemon::start_with(
+        &root.join(name),
+        &[
+            "--store",
+            url,
+            "--node",
+            name,
+            "--advertise",
+            &format!("127.0.0.1:{port}"),
+            "--join-secret-file",
+            secret.to_str().unwrap(),
+        ],
+    )
+}
+
+/// `provisioned` of pool `fast` as node `d` answers.
+fn provisioned(d: &Daemon, admin: &str) -> u64 {
+    let (_, p) = d.call("GET", "/v1/pools/fast", admin, None);
+    p["provisioned"].as_u64().unwrap()
+}
+
+fn poll(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    wait_for(limit, what, || f().then_some(()));
+}
+
+#[test]
+fn a_replicated_volume_keeps_its_second_copy_on_another_node() {
+    use crate::replicas::{assert_same, nbdcopy, random_file, read_all, wait_healthy, Loop};
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(etcd) = EtcdCluster::start(3) else {
+        return;
+    };
+    let url = store_url(&etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("join.secret");
+    std::io::Write::write_all(
+        &mut std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret)
+            .unwrap(),
+        b"a join secret of the test cluster, 32+ bytes\n",
+    )
+    .unwrap();
+    let names = ["n1", "n2", "n3"];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let mut ds: Vec<Option<Daemon>> = (0..3)
+        .map(|i| Some(copy_node(dir.path(), names[i], &url, ports[i], &secret)))
+        .collect();
+    let d1 = &ds[0].take().unwrap();
+    let admin = d1.admin();
+    post(d1, &admin, "/v1/tenants", json!({"name": "ml"}));
+    // n1's one device is a loop device, so that it can fail; the others are files.
+    let lo = Loop::new(&dir.path().join("n1.img"), 256 << 20);
+    post(
+        d1,
+        &admin,
+        "/v1/pools",
+        json!({"name": "fast", "devices": [{"path": lo.dev}]}),
+    );
+    for d in ds[1..].iter().flatten() {
+        let f = device_file(d, "f0.img", 256);
+        post(
+            d,
+            &admin,
+            "/v1/pools",
+            json!({"name": "fast", "devices": [{"path": f}]}),
+        );
+    }
+
+    // Two copies with one device here: the second on another node, made by its agent.
+    let body = |name: &str| json!({"name": name, "size": "64M", "pool": "fast", "tenant": "ml", "replicas": 2});
+    let scratch = post(d1, &admin, "/v1/volumes", body("scratch"));
+    let copies: Vec<String> = serde_json::from_value(scratch["copies"].clone()).unwrap();
+    assert_eq!(copies[0], "fast-d0", "{scratch}");
+    let (peer, dev) = copies[1].split_once(':').expect("a copy on another node");
+    assert!(peer == "n2" || peer == "n3", "{scratch}");
+    assert_eq!(dev, "fast-d0", "{scratch}");
+    let pi = names.iter().position(|n| *n == peer).unwrap();
+    assert_eq!(provisioned(ds[pi].as_ref().unwrap(), &admin), 64 << 20);
+    // Deleted: its node removes the copy.
+    let sid = scratch["id"].as_str().unwrap();
+    let (s, v) = d1.call("DELETE", &format!("/v1/volumes/{sid}"), &admin, None);
+    assert!(s < 300, "{s} {v}");
+    poll(Duration::from_secs(10), "the remote copy removed", || {
+        provisioned(ds[pi].as_ref().unwrap(), &admin) == 0
+    });
+
+    // A volume written whole through NBD: both copies take every write.
+    let (vid, uri) = crate::qos::attached(d1, &admin, body("ckpt"));
+    let (_, v) = d1.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
+    let copies: Vec<String> = serde_json::from_value(v["copies"].clone()).unwrap();
+    let peer = copies[1].split_once(':').unwrap().0.to_string();
+    let pi = names.iter().position(|n| *n == peer).unwrap();
+    assert_eq!(
+        (v["health"].as_str(), v["healthy_copies"].as_u64()),
+        (Some("healthy"), Some(2)),
+        "{v}"
+    );
+    let src = dir.path().join("src.img");
+    random_file(&src, 64);
+    assert!(nbdcopy(&src, &uri));
+    assert_same(&src, &uri);
+    let (_, p) = ds[pi]
+        .as_ref()
+        .unwrap()
+        .call("GET", "/v1/pools/fast", &admin, None);
+    assert!(
+        p["allocated"].as_u64().unwrap() >= 64 << 20,
+        "the peer has the bytes: {p}"
+    );
+    // A layer change would have to reach every node: refused with its code, nothing changes.
+    let (s, e) = d1.call(
+        "POST",
+        &format!("/v1/volumes/{vid}/snapshots"),
+        &admin,
+        Some(json!({"name": "s1"})),
+    );
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("volume_spans_nodes")),
+        "{e}"
+    );
+    let (_, l) = d1.call("GET", &format!("/v1/volumes/{vid}/snapshots"), &admin, None);
+    assert_eq!(l["items"].as_array().map(Vec::len), Some(0), "{l}");
+
+    // kill -9 the peer under fio with verification: the client sees no error, the volume
+    // goes on degraded.
+    let fio_uri = uri.clone();
+    let fio = std::thread::spawn(move || {
+        crate::qos::fio(
+            &fio_uri,
+            &[
+                "--rw=randwrite",
+                "--bs=64k",
+                "--offset=48M",
+                "--size=16M",
+                "--verify=crc32c",
+                "--do_verify=1",
+                "--iodepth=8",
+                "--loops=400",
+                "--runtime=8",
+            ],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    if fio.is_finished() {
+        panic!(
+            "fio ended before the peer died: {:?}",
+            fio.join().map(|r| r["jobs"][0]["error"].clone())
+        );
+    }
+    ds[pi].take().unwrap().kill9();
+    let r = fio.join().expect("fio: no error, every block verified");
+    assert_eq!(r["jobs"][0]["error"], 0, "{r}");
+    let (_, v) = d1.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
+    assert_eq!(
+        (v["health"].as_str(), v["healthy_copies"].as_u64()),
+        (Some("degraded"), Some(1)),
+        "{v}"
+    );
+    let written = read_all(&uri, &dir.path().join("w1.img"));
+    assert!(written[..48 << 20] == std::fs::read(&src).unwrap()[..48 << 20]);
+
+    // The peer comes back: its copy is reattached and resynced by itself.
+    ds[pi] = Some(copy_node(dir.path(), &peer, &url, ports[pi], &secret));
+    let v = wait_healthy(d1, &admin, &vid);
+    assert_eq!(v["healthy_copies"], 2, "{v}");
+    // This node's device fails: every read now comes from the peer, and gives what was
+    // written, the writes it missed while it was down included.
+    lo.fail();
+    let again = read_all(&uri, &dir.path().join("w2.img"));
+    assert!(again == written, "the peer's copy holds every byte");
+    let (_, v) = d1.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
+    assert_eq!(v["healthy_copies"], 1, "{v}");
+    for d in ds.into_iter().flatten() {
+        d.stop();
+    }
+    drop(lo);
+}
+
+#[test]
+fn serve_refuses_a_readable_join_secret_and_an_unspecified_advertise_address() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("join.secret");
+    std::fs::write(&secret, "a join secret of the test cluster, 32+ bytes").unwrap();
+    // The store is not reached: the arguments are refused first (nothing listens on port 1).
+    let serve = |advertise: &str, store: &[&str]| {
+        let data = dir.path().join("d");
+        let o = strata()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(store)
+            .args(["--advertise", advertise, "--join-secret-file"])
+            .arg(&secret)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(!data.exists(), "nothing was created");
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let etcd = ["--store", "etcd://127.0.0.1:1"];
+    let err = serve("127.0.0.1:10810", &etcd);
+    assert!(
+        err.contains("invalid_argument") && err.contains("0644"),
+        "{err}"
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = serve("0.0.0.0", &etcd);
+    assert!(
+        err.contains("invalid_argument") && err.contains("unspecified"),
+        "{err}"
+    );
+    // Without a cluster store there are no other nodes to hold copies.
+    let err = serve("127.0.0.1:10810", &[]);
+    assert!(
+        err.contains("invalid_argument") && err.contains("--store"),
+        "{err}"
+    );
+}

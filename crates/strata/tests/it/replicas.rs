@@ -80,7 +80,7 @@ fn json_of(d: &Daemon, admin: &str, args: &[&str]) -> Value {
     serde_json::from_str(&ok(d, admin, &a)).unwrap()
 }
 
-fn random_file(path: &Path, mib: usize) {
+pub(crate) fn random_file(path: &Path, mib: usize) {
     let s = Command::new("head")
         .args(["-c", &format!("{}", mib << 20), "/dev/urandom"])
         .stdout(std::fs::File::create(path).unwrap())
@@ -422,7 +422,7 @@ fn volume_in(
 
 /// Waits (at most two minutes) until volume `id` is healthy with nothing left to resync; its
 /// detail then.
-fn wait_healthy(d: &Daemon, admin: &str, id: &str) -> Value {
+pub(crate) fn wait_healthy(d: &Daemon, admin: &str, id: &str) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let (_, v) = d.call("GET", &format!("/v1/volumes/{id}"), admin, None);
@@ -435,7 +435,7 @@ fn wait_healthy(d: &Daemon, admin: &str, id: &str) -> Value {
 }
 
 /// `qemu-img compare`: the export at `uri` holds exactly the bytes of `file`.
-fn assert_same(file: &Path, uri: &str) {
+pub(crate) fn assert_same(file: &Path, uri: &str) {
     let o = Command::new("qemu-img")
         .args([
             "compare",
@@ -456,7 +456,7 @@ fn assert_same(file: &Path, uri: &str) {
     );
 }
 
-fn nbdcopy(from: &Path, to: &str) -> bool {
+pub(crate) fn nbdcopy(from: &Path, to: &str) -> bool {
     Command::new("nbdcopy")
         .args(["--flush", from.to_str().unwrap(), to])
         .status()
@@ -526,7 +526,7 @@ fn resynced_bytes(d: &Daemon, admin: &str, vid: &str) -> (u64, Value) {
     (copied, log)
 }
 
-fn read_all(uri: &str, tmp: &Path) -> Vec<u8> {
+pub(crate) fn read_all(uri: &str, tmp: &Path) -> Vec<u8> {
     let s = Command::new("nbdcopy")
         .args([uri, tmp.to_str().unwrap()])
         .status()
