@@ -134,6 +134,10 @@ enum Cmd {
         /// certificate. Needs --advertise.
         #[arg(long, value_name = "PATH", requires = "advertise")]
         join_secret_file: Option<PathBuf>,
+        /// In a cluster: how long a copy on another node stays faulted (its node down, its
+        /// device failing) before this node rebuilds it on a third node (30s, 5m, 1h).
+        #[arg(long, default_value = "5m", value_name = "DURATION")]
+        rebuild_after: String,
     },
     /// Master keys for encryption at rest.
     MasterKey {
@@ -461,6 +465,7 @@ fn run() -> Result<()> {
             no_fastpath,
             advertise,
             join_secret_file,
+            rebuild_after,
         } => {
             if no_fastpath {
                 strata_control::net::set_fastpath_default(false);
@@ -507,6 +512,14 @@ fn run() -> Result<()> {
                         (Some(a), Some(f)) => Some(NodePortArgs {
                             advertise: advertise_addr(&a)?,
                             join_secret_file: private_file(&f)?,
+                            rebuild_after: strata_control::parse_duration(rebuild_after.trim())
+                                .filter(|d| *d > 0)
+                                .ok_or_else(|| {
+                                    anyhow::anyhow!(
+                                        "invalid_argument: --rebuild-after: {rebuild_after:?} \
+                                         is not a duration such as 30s, 5m or 1h"
+                                    )
+                                })?,
                         }),
                         _ => None,
                     },
@@ -886,6 +899,8 @@ struct NodePortArgs {
     /// `IP:PORT`.
     advertise: std::net::SocketAddr,
     join_secret_file: PathBuf,
+    /// Seconds a remote copy stays faulted before it is rebuilt on a third node.
+    rebuild_after: u64,
 }
 
 /// The port of `--advertise` when it names none.
@@ -985,6 +1000,7 @@ fn open_node_port(
     let bound = srv
         .serve_tcp(args.advertise.to_string())
         .with_context(|| format!("node port on {}", args.advertise))?;
+    ctl.set_rebuild_after(std::time::Duration::from_secs(args.rebuild_after));
     ctl.open_node_port(&bound.to_string(), client)
         .map_err(|e| anyhow::anyhow!("recording the node port: {e}"))?;
     tracing::info!(node_port = %bound, "exporting copies to other nodes");

@@ -79,15 +79,29 @@ fn held_prefix(node: &str) -> String {
     format!("/nodes/{node}/status/copies/")
 }
 
-fn held_key(node: &str, volume: &str) -> String {
+pub(super) fn held_key(node: &str, volume: &str) -> String {
     format!("{}{volume}", held_prefix(node))
 }
 
 /// This node's part in cross-node copies, once the daemon opened its node port.
-#[derive(Default)]
 pub(super) struct NodePort {
     /// TLS for connecting to other nodes' ports (this node's certificate as the client's).
     client: RwLock<Option<ClientTls>>,
+    /// How long a remote copy stays faulted before it is rebuilt on another node.
+    pub(super) rebuild_after: parking_lot::Mutex<Duration>,
+    /// Since when each faulted remote copy (volume, slot) has been seen faulted.
+    pub(super) faulted_since:
+        parking_lot::Mutex<std::collections::HashMap<(String, usize), Instant>>,
+}
+
+impl Default for NodePort {
+    fn default() -> Self {
+        NodePort {
+            client: RwLock::new(None),
+            rebuild_after: parking_lot::Mutex::new(super::cluster_rebuild::DEFAULT_REBUILD_AFTER),
+            faulted_since: Default::default(),
+        }
+    }
 }
 
 impl Controller {

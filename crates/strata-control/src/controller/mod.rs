@@ -68,6 +68,7 @@ mod auth;
 mod certificates;
 pub mod cluster_ca;
 pub mod cluster_copies;
+pub mod cluster_rebuild;
 mod copies;
 mod devices;
 mod drain;

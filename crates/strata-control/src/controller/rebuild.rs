@@ -177,10 +177,13 @@ impl Controller {
                 let dev = &v.copy_devices()[i];
                 if super::cluster_copies::split_copy(dev).is_some() {
                     // A copy on another node: reached again once its node answers (it
-                    // resyncs what it missed); never rebuilt on one of this node's devices,
-                    // which would put two copies in one failure domain.
+                    // resyncs what it missed), or after a while rebuilt on a third node
+                    // (`cluster_rebuild.rs`); never on one of this node's devices, which
+                    // would put two copies in one failure domain.
                     if info.state == strata_replica::CopyState::Faulted {
-                        self.reattach_remote(&v, &set, i, dev);
+                        started += usize::from(self.remote_copy_faulted(&v, &set, i, dev));
+                    } else {
+                        self.remote_copy_fine(&v, i);
                     }
                     continue;
                 }

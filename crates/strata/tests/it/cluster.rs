@@ -325,23 +325,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A daemon of node `name` that holds copies for the others: its node port on `port`.
-fn copy_node(root: &Path, name: &str, url: &str, port: u16, secret: &Path) -> Daemon {
-    Daemon::start_with(
-        &root.join(name),
-        &[
-            "--store",
-            url,
-            "--node",
-            name,
-            "--advertise",
-            &format!("127.0.0.1:{port}"),
-            "--join-secret-file",
-            secret.to_str().unwrap(),
-        ],
-    )
-}
-
 /// `provisioned` of pool `fast` as node `d` answers.
 fn provisioned(d: &Daemon, admin: &str) -> u64 {
     let (_, p) = d.call("GET", "/v1/pools/fast", admin, None);
@@ -352,51 +335,126 @@ fn poll(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     wait_for(limit, what, || f().then_some(()));
 }
 
-#[test]
-fn a_replicated_volume_keeps_its_second_copy_on_another_node() {
-    use crate::replicas::{assert_same, nbdcopy, random_file, read_all, wait_healthy, Loop};
-    use std::os::unix::fs::OpenOptionsExt;
-    let Some(etcd) = EtcdCluster::start(3) else {
-        return;
-    };
-    let url = store_url(&etcd);
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("join.secret");
-    std::io::Write::write_all(
-        &mut std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&secret)
-            .unwrap(),
-        b"a join secret of the test cluster, 32+ bytes\n",
-    )
-    .unwrap();
-    let names = ["n1", "n2", "n3"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let mut ds: Vec<Option<Daemon>> = (0..3)
-        .map(|i| Some(copy_node(dir.path(), names[i], &url, ports[i], &secret)))
-        .collect();
-    let d1 = &ds[0].take().unwrap();
-    let admin = d1.admin();
-    post(d1, &admin, "/v1/tenants", json!({"name": "ml"}));
-    // n1's one device is a loop device, so that it can fail; the others are files.
-    let lo = Loop::new(&dir.path().join("n1.img"), 256 << 20);
-    post(
-        d1,
-        &admin,
-        "/v1/pools",
-        json!({"name": "fast", "devices": [{"path": lo.dev}]}),
-    );
-    for d in ds[1..].iter().flatten() {
-        let f = device_file(d, "f0.img", 256);
+/// Three daemons with node ports on a three-member etcd (`extra`: more `serve` arguments),
+/// tenant `ml`, and on each node a pool `fast` of one 256 MiB device: a loop device on n1 (so
+/// that it can fail), files on the others.
+struct CopyCluster {
+    _etcd: EtcdCluster,
+    dir: tempfile::TempDir,
+    url: String,
+    secret: std::path::PathBuf,
+    ports: Vec<u16>,
+    extra: Vec<String>,
+    ds: Vec<Option<Daemon>>,
+    lo: crate::replicas::Loop,
+    admin: String,
+}
+
+const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+
+impl CopyCluster {
+    fn start(extra: &[&str]) -> Option<CopyCluster> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let etcd = EtcdCluster::start(3)?;
+        let url = store_url(&etcd);
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("join.secret");
+        std::io::Write::write_all(
+            &mut std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&secret)
+                .unwrap(),
+            b"a join secret of the test cluster, 32+ bytes\n",
+        )
+        .unwrap();
+        let ports: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
+        let lo = crate::replicas::Loop::new(&dir.path().join("n1.img"), 256 << 20);
+        let mut c = CopyCluster {
+            _etcd: etcd,
+            dir,
+            url,
+            secret,
+            ports,
+            extra: extra.iter().map(|x| x.to_string()).collect(),
+            ds: vec![],
+            lo,
+            admin: String::new(),
+        };
+        c.ds = (0..3).map(|i| Some(c.node(i))).collect();
+        c.admin = c.d(0).admin();
+        let admin = c.admin.clone();
+        post(c.d(0), &admin, "/v1/tenants", json!({"name": "ml"}));
         post(
-            d,
+            c.d(0),
             &admin,
             "/v1/pools",
-            json!({"name": "fast", "devices": [{"path": f}]}),
+            json!({"name": "fast", "devices": [{"path": c.lo.dev}]}),
         );
+        for i in 1..3 {
+            let f = device_file(c.d(i), "f0.img", 256);
+            post(
+                c.d(i),
+                &admin,
+                "/v1/pools",
+                json!({"name": "fast", "devices": [{"path": f}]}),
+            );
+        }
+        Some(c)
     }
+
+    /// Starts (or starts again) node `i`.
+    fn node(&self, i: usize) -> Daemon {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let port = format!("127.0.0.1:{}", self.ports[i]);
+        let mut args = vec![
+            "--store",
+            &self.url,
+            "--node",
+            NAMES[i],
+            "--advertise",
+            &port,
+            "--join-secret-file",
+            self.secret.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        Daemon::start_with(&self.dir.path().join(NAMES[i]), &args)
+    }
+
+    fn d(&self, i: usize) -> &Daemon {
+        self.ds[i].as_ref().unwrap()
+    }
+
+    fn stop(self) {
+        for d in self.ds.into_iter().flatten() {
+            d.stop();
+        }
+    }
+}
+
+/// The node index of a remote copy id (`n2:fast-d0`).
+fn node_of(copy: &str) -> usize {
+    let n = copy.split_once(':').expect("a copy on another node").0;
+    NAMES.iter().position(|x| *x == n).unwrap()
+}
+
+fn volume_copies(v: &Value) -> Vec<String> {
+    serde_json::from_value(v["copies"].clone()).unwrap()
+}
+
+#[test]
+fn a_replicated_volume_keeps_its_second_copy_on_another_node() {
+    use crate::replicas::{assert_same, nbdcopy, random_file, read_all, wait_healthy};
+    let Some(mut c) = CopyCluster::start(&[]) else {
+        return;
+    };
+    let names = NAMES;
+    let admin = c.admin.clone();
+    let dir = c.dir.path().to_path_buf();
+    let d1 = &c.ds[0].take().unwrap();
+    let mut ds = std::mem::take(&mut c.ds);
+    let lo = &c.lo;
 
     // Two copies with one device here: the second on another node, made by its agent.
     let body = |name: &str| json!({"name": name, "size": "64M", "pool": "fast", "tenant": "ml", "replicas": 2});
@@ -427,7 +485,7 @@ fn a_replicated_volume_keeps_its_second_copy_on_another_node() {
         (Some("healthy"), Some(2)),
         "{v}"
     );
-    let src = dir.path().join("src.img");
+    let src = dir.join("src.img");
     random_file(&src, 64);
     assert!(nbdcopy(&src, &uri));
     assert_same(&src, &uri);
@@ -489,24 +547,23 @@ fn a_replicated_volume_keeps_its_second_copy_on_another_node() {
         (Some("degraded"), Some(1)),
         "{v}"
     );
-    let written = read_all(&uri, &dir.path().join("w1.img"));
+    let written = read_all(&uri, &dir.join("w1.img"));
     assert!(written[..48 << 20] == std::fs::read(&src).unwrap()[..48 << 20]);
 
     // The peer comes back: its copy is reattached and resynced by itself.
-    ds[pi] = Some(copy_node(dir.path(), &peer, &url, ports[pi], &secret));
+    ds[pi] = Some(c.node(pi));
     let v = wait_healthy(d1, &admin, &vid);
     assert_eq!(v["healthy_copies"], 2, "{v}");
     // This node's device fails: every read now comes from the peer, and gives what was
     // written, the writes it missed while it was down included.
     lo.fail();
-    let again = read_all(&uri, &dir.path().join("w2.img"));
+    let again = read_all(&uri, &dir.join("w2.img"));
     assert!(again == written, "the peer's copy holds every byte");
     let (_, v) = d1.call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
     assert_eq!(v["healthy_copies"], 1, "{v}");
     for d in ds.into_iter().flatten() {
         d.stop();
     }
-    drop(lo);
 }
 
 #[test]
@@ -549,4 +606,62 @@ fn serve_refuses_a_readable_join_secret_and_an_unspecified_advertise_address() {
         err.contains("invalid_argument") && err.contains("--store"),
         "{err}"
     );
+}
+
+#[test]
+fn a_remote_copy_faulted_past_rebuild_after_is_rebuilt_on_a_third_node() {
+    use crate::replicas::{nbdcopy, random_file, read_all, wait_healthy};
+    let Some(mut c) = CopyCluster::start(&["--rebuild-after", "2s"]) else {
+        return;
+    };
+    let admin = c.admin.clone();
+    let (vid, uri) = crate::qos::attached(
+        c.d(0),
+        &admin,
+        json!({"name": "ckpt", "size": "64M", "pool": "fast", "tenant": "ml", "replicas": 2}),
+    );
+    let (_, v) = c
+        .d(0)
+        .call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
+    let copies = volume_copies(&v);
+    let peer = node_of(&copies[1]);
+    let third = 3 - peer;
+    let src = c.dir.path().join("src.img");
+    random_file(&src, 64);
+    assert!(nbdcopy(&src, &uri));
+    // The peer dies; the next writes fault its copy and the volume goes on degraded.
+    c.ds[peer].take().unwrap().kill9();
+    assert!(nbdcopy(&src, &uri), "the client saw no error");
+    let (_, v) = c
+        .d(0)
+        .call("GET", &format!("/v1/volumes/{vid}"), &admin, None);
+    assert_eq!(v["health"], "degraded", "{v}");
+    // Two seconds later a new copy on the third node, rebuilt whole by itself.
+    let v = wait_healthy(c.d(0), &admin, &vid);
+    let now = volume_copies(&v);
+    assert_eq!(now[0], copies[0], "{v}");
+    assert_eq!(now[1], format!("{}:fast-d0", NAMES[third]), "{v}");
+    assert_eq!(provisioned(c.d(third), &admin), 64 << 20);
+    let (_, audit) = c.d(0).call("GET", "/v1/audit?limit=100", &admin, None);
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "volume.rebuild" && e["resource"] == vid.as_str()),
+        "{audit}"
+    );
+    // Every byte is on the new copy: with this node's device failed, reads come from it.
+    c.lo.fail();
+    let back = read_all(&uri, &c.dir.path().join("back.img"));
+    assert!(
+        back == std::fs::read(&src).unwrap(),
+        "the new copy holds every byte"
+    );
+    // The old peer comes back: no record names its copy any more, and its agent removes it.
+    c.ds[peer] = Some(c.node(peer));
+    poll(Duration::from_secs(10), "the old copy removed", || {
+        provisioned(c.d(peer), &admin) == 0
+    });
+    c.stop();
 }
