@@ -1,0 +1,89 @@
+"""bench/cluster.sh's driver: pools, volumes and fio runs through the daemons' API."""
+import json
+import os
+import statistics
+import subprocess
+import urllib.request
+
+WORK = os.environ["WORK"]
+SECS = int(os.environ["SECS"])
+SIZE_MIB = int(os.environ["SIZE_MIB"])
+ROUNDS = int(os.environ["ROUNDS"])
+TOKEN = os.environ["STRATA_TOKEN"]
+URL = {n: os.environ[f"URL_{n}"] for n in ("n1", "n2", "n3")}
+
+
+def call(node, method, path, body=None):
+    req = urllib.request.Request(
+        URL[node] + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read() or b"null")
+
+
+def pool(node, files):
+    devs = []
+    for f in files:
+        path = os.path.join(WORK, node, "devices", f)
+        with open(path, "wb") as fh:
+            fh.truncate(4 * SIZE_MIB << 20)
+        devs.append({"path": path})
+    call(node, "POST", "/v1/pools", {"name": "fast", "devices": devs})
+
+
+def volume(node, name, replicas):
+    v = call(node, "POST", "/v1/volumes",
+             {"name": name, "size": f"{SIZE_MIB}M", "pool": "fast", "replicas": replicas})
+    a = call(node, "POST", f"/v1/volumes/{v['id']}/attachments")
+    return v, a["uri"]
+
+
+def fio(uri, rw, bs, depth, secs=None, size=None):
+    args = ["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}", "--output-format=json",
+            f"--rw={rw}", f"--bs={bs}", f"--iodepth={depth}", "--group_reporting"]
+    if secs:
+        args += ["--time_based", f"--runtime={secs}", f"--size={SIZE_MIB}M"]
+    if size:
+        args += [f"--size={size}"]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    j = json.loads(out[out.index("{"):])["jobs"][0]
+    assert j["error"] == 0, j
+    side = j["read"] if "read" in rw else j["write"]
+    return side["iops"], side["bw_bytes"] / (1 << 20)
+
+
+pool("n1", ["d0.img"])
+pool("n2", ["d0.img"])
+pool("n3", ["d0.img", "d1.img"])
+kinds = {}
+v, kinds["plain"] = volume("n1", "plain", 1)
+v, kinds["across"] = volume("n1", "across", 2)
+assert any(":" in c for c in v["copies"]), v
+v, kinds["local2"] = volume("n3", "local2", 2)
+assert not any(":" in c for c in v["copies"]), v
+for k, uri in kinds.items():
+    fio(uri, "write", "1M", 8, size=f"{SIZE_MIB}M")  # every block written once
+
+tests = [("4k randwrite QD32", "randwrite", "4k", 32, "iops"),
+         ("4k randread QD32", "randread", "4k", 32, "iops"),
+         ("1M write QD8", "write", "1M", 8, "mib"),
+         ("1M read QD8", "read", "1M", 8, "mib")]
+res = {(t[0], k): [] for t in tests for k in kinds}
+for r in range(ROUNDS):
+    for (label, rw, bs, depth, _) in tests:
+        for k, uri in kinds.items():
+            iops, mib = fio(uri, rw, bs, depth, secs=SECS)
+            res[(label, k)].append(iops if bs == "4k" else mib)
+
+print(f"\ncopies across nodes, {SIZE_MIB} MiB volumes, {SECS} s runs, median of {ROUNDS}"
+      " (tmpfs files; the three nodes share this machine's cores)")
+print(f"{'test':20} {'plain':>10} {'2 local':>10} {'2 nodes':>10} {'nodes/local':>12} {'nodes/plain':>12}")
+for (label, _, bs, _, unit) in tests:
+    m = {k: statistics.median(res[(label, k)]) for k in kinds}
+    u = "IOPS" if unit == "iops" else "MiB/s"
+    print(f"{label + ' ' + u:20} {m['plain']:10.0f} {m['local2']:10.0f} {m['across']:10.0f}"
+          f" {m['across'] / m['local2']:11.2f}x {m['across'] / m['plain']:11.2f}x")
+print("goal (issue 14): a 2-copy volume across nodes at least 0.7x the same on one node")
