@@ -111,6 +111,8 @@ pub struct RebalanceView {
     pub revision: u64,
     /// How the engine chose: `optimal`, `time_limit` or `greedy`.
     pub method: String,
+    /// The engine's MILP backend (`microlp`, or `highs` with the `highs` feature).
+    pub solver: String,
     /// Σ |used − target| over the devices before the moves, bytes (target: capacity × the
     /// class's fill).
     pub imbalance_before: u64,
@@ -215,10 +217,11 @@ impl Controller {
     /// The daemon's timer: a round of every pool whose spread is above `threshold` (a
     /// fraction of capacity) and that has no move of an earlier round still going.
     pub fn rebalance_schedule(&self, threshold: f64, max_moves: u64) {
-        let Ok(pools) = self.list::<PoolRecord>("/pools/", None, 0) else {
+        // This node's pools (their records are node-scoped: `/nodes/NAME/pools/`).
+        let Ok(pools) = self.local_pools() else {
             return;
         };
-        for (_, rec) in pools {
+        for rec in pools {
             if rec.devices.len() < 2 {
                 continue;
             }
@@ -359,6 +362,7 @@ impl Controller {
             dry_run: req.dry_run,
             revision,
             method: method_name(plan.method).to_string(),
+            solver: plan.solver,
             imbalance_before: plan.imbalance_before.round() as u64,
             imbalance_after: plan.imbalance_after.round() as u64,
             spread_before: before,
