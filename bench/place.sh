@@ -6,6 +6,10 @@
 #   3. GPUs stranded by a random job mix, Strata's admission beside first fit (the default
 #      scheduler's behaviour in the issue's terms); goal: fewer stranded.
 # Usage: bash bench/place.sh [--seed N] [--time-limit SECONDS]
+# With STRATA_PLACE_FEATURES=highs the MILPs run on HiGHS (needs cmake and a C++ compiler to
+# build; docs/placement.md, "Solver").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo run --release -q -p strata-place --example placebench -- "$@"
+features=()
+if [ -n "${STRATA_PLACE_FEATURES:-}" ]; then features=(--features "$STRATA_PLACE_FEATURES"); fi
+CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo run --release -q -p strata-place "${features[@]}" --example placebench -- "$@"

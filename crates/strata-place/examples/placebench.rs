@@ -66,7 +66,10 @@ fn main() {
 }
 
 fn solve_sizes(seed: u64, limit: f64) {
-    println!("## Jobs onto nodes: MILP (microlp) vs greedy, demand about 1.3x the GPUs");
+    println!(
+        "## Jobs onto nodes: MILP ({}) vs greedy, demand about 1.3x the GPUs",
+        strata_place::SOLVER
+    );
     println!("| variables | nodes | jobs | greedy ms | MILP ms | method | score | greedy | LP bound | gap to LP | gain over greedy |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (nodes, jobs) in [(20usize, 35usize), (70, 100), (230, 300)] {

@@ -13,7 +13,7 @@
 //!   tolerance, which the result clamps away: rates are clamped into their bounds).
 //! - Input is checked before solving; a bad model answers `Invalid` and solves nothing.
 
-use good_lp::solvers::microlp::microlp;
+use crate::solver::backend;
 use good_lp::{variable, Expression, ProblemVariables, Solution, SolverModel, Variable};
 use serde::{Deserialize, Serialize};
 
@@ -78,7 +78,7 @@ pub fn seed_shares(
     }
     let solution = vars
         .maximise(objective)
-        .using(microlp)
+        .using(backend)
         .with(sum.eq(1.0))
         .solve()
         .map_err(|e| BandwidthError::Infeasible(e.to_string()))?;
@@ -175,7 +175,7 @@ pub fn allocate(links: &[Link], flows: &[Flow]) -> Result<Allocation, BandwidthE
     for (f, &v) in flows.iter().zip(&x) {
         objective.add_mul(f.value, v);
     }
-    let mut model = vars.maximise(objective).using(microlp);
+    let mut model = vars.maximise(objective).using(backend);
     for (l, link) in links.iter().enumerate() {
         let mut e = Expression::default();
         let mut any = false;

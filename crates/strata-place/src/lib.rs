@@ -26,6 +26,7 @@ pub mod model;
 mod plan;
 pub mod rebalance;
 mod slots;
+pub mod solver;
 mod span;
 mod validate;
 
@@ -33,3 +34,4 @@ pub use error::{BandwidthError, CopyError, LoadError, ModelError};
 pub use explain::Explanation;
 pub use model::{Cluster, GpuGroup, Job, JobKey, Node, Part, Placement, StorageDevice};
 pub use plan::{plan, Method, Move, Plan, PlanOptions, Unplaced};
+pub use solver::SOLVER;

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use good_lp::solvers::microlp::microlp;
+use crate::solver::backend;
 use good_lp::{
     variable, Expression, ProblemVariables, ResolutionError, Solution, SolutionStatus, SolverModel,
     Variable, WithTimeLimit,
@@ -214,7 +214,7 @@ pub(crate) fn solve(
     let mut model = p
         .vars
         .maximise(p.objective)
-        .using(microlp)
+        .using(backend)
         .with_time_limit(time_limit.as_secs_f64());
     for c in p.constraints {
         model.add_constraint(c);
@@ -246,7 +246,7 @@ pub(crate) fn lp_bound(
     let mut model = p
         .vars
         .maximise(p.objective)
-        .using(microlp)
+        .using(backend)
         .with_time_limit(time_limit.as_secs_f64());
     for c in p.constraints {
         model.add_constraint(c);

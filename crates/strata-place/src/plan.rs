@@ -97,6 +97,10 @@ pub struct Plan {
     pub unplaced: Vec<Unplaced>,
     /// How the single-node jobs were placed.
     pub method: Method,
+    /// The MILP backend of this build ([`crate::SOLVER`]: `microlp`, or `highs` with the
+    /// `highs` feature).
+    #[serde(default)]
+    pub solver: String,
     /// The plan's score (see `docs/placement.md`): Σ (1 + priority) over placed single-node
     /// jobs, less tie-breaks below 0.5 in total.
     pub score: f64,
@@ -275,6 +279,7 @@ pub fn plan(cluster: &Cluster, pending: &[Job], opts: &PlanOptions) -> Result<Pl
         moves,
         unplaced,
         method,
+        solver: crate::SOLVER.to_string(),
         score: best_score,
         greedy_score,
         lp_bound,

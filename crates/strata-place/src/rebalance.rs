@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use good_lp::solvers::microlp::microlp;
+use crate::solver::backend;
 use good_lp::{
     variable, Expression, ProblemVariables, Solution, SolverModel, Variable, WithTimeLimit,
 };
@@ -61,6 +61,9 @@ pub struct RebalancePlan {
     pub imbalance_after: f64,
     /// How the moves were chosen.
     pub method: Method,
+    /// The MILP backend of this build ([`crate::SOLVER`]).
+    #[serde(default)]
+    pub solver: String,
 }
 
 /// Knobs of a round.
@@ -259,6 +262,7 @@ pub fn rebalance(nodes: &[Node], copies: &[CopyAt], opts: &RebalanceOptions) -> 
         imbalance_before: before,
         imbalance_after: after,
         method,
+        solver: crate::SOLVER.to_string(),
     }
 }
 
@@ -285,7 +289,7 @@ fn solve(
     }
     let mut model = vars
         .minimise(objective)
-        .using(microlp)
+        .using(backend)
         .with_time_limit(opts.time_limit.as_secs_f64());
     let mut total = Expression::default();
     for &v in &z {

@@ -96,6 +96,10 @@ pub enum Cause {
     Recovery,
     /// The resync job finished.
     ResyncComplete,
+    /// The caller added the copy to the set (a new member, copied whole).
+    Added,
+    /// The caller retired the copy from the set (the event's index is the one it had).
+    Retired,
 }
 
 /// A recorded transition.

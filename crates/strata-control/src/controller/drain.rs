@@ -29,10 +29,26 @@ use crate::error::ControlError;
 use crate::model::*;
 use crate::storage::VolumeHandle;
 
-/// One-copy volumes being moved, by volume id.
+/// One-copy volumes being moved, by volume id; replicated volumes growing by a member.
 #[derive(Default)]
 pub(super) struct Drains {
     moving: Mutex<HashMap<String, Move>>,
+    pub(super) growing: Mutex<HashMap<String, Grow>>,
+}
+
+/// A copy of a replicated volume on its way to another device: its set holds one member
+/// more (the new copy, last) until the new copy is in step; then the old member is retired
+/// and the record names the new device in its slot (`grow.rs`).
+pub(super) struct Grow {
+    pub(super) set: Arc<ReplicaSet>,
+    /// The record's slot that moves.
+    pub(super) slot: usize,
+    /// The new member's index in the set (the record's copy count).
+    pub(super) index: usize,
+    /// The new member's label (`DEVICE/VOLUME`): the index still names it.
+    pub(super) label: String,
+    pub(super) from: String,
+    pub(super) to: String,
 }
 
 /// A one-copy volume on its way to another device.
@@ -62,6 +78,7 @@ impl Controller {
     /// whose new copy is in step, and removes devices that hold no copy any more.
     pub fn drain_pass(&self) {
         self.finish_moves();
+        self.finish_grows();
         let Ok(pools) = self.local_pools() else {
             return;
         };
@@ -93,6 +110,7 @@ impl Controller {
                 for v in on {
                     if v.state != VolumeState::Available
                         || self.drains.moving.lock().contains_key(&v.id)
+                        || self.drains.growing.lock().contains_key(&v.id)
                         || self.snapshot_copy_pending(&v.id)
                     {
                         continue;
@@ -144,8 +162,12 @@ impl Controller {
         self.give_new_copy(v, 0, &to, target, Join::MoveSingle)
     }
 
-    /// The device a one-copy volume is moving to, while its temporary set carries it.
+    /// The device a volume is moving to: a one-copy volume while its temporary set carries
+    /// it, a replicated one while its set holds the new member beside the old.
     pub(super) fn moving_to(&self, id: &str) -> Option<String> {
+        if let Some(g) = self.drains.growing.lock().get(id) {
+            return Some(g.to.clone());
+        }
         self.drains.moving.lock().get(id).map(|m| m.to.clone())
     }
 

@@ -75,6 +75,7 @@ mod drain;
 mod events;
 mod figures;
 mod groups;
+mod grow;
 mod job_slice;
 mod jobs;
 mod liveness;

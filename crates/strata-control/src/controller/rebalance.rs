@@ -4,18 +4,19 @@
 //!
 //! A round reads the pool's active, usable devices (class, capacity and bytes used, from
 //! their engine pools) and the copies that may move, asks the engine for at most `max_moves`
-//! moves within a class, and, unless it is a dry run, starts each move with the drain's
-//! mechanism for a one-copy volume: a temporary two-copy set over the old copy and a new one
-//! on the chosen device, the record switched once the new copy is in step (`drain.rs`).
+//! moves within a class, and, unless it is a dry run, starts each move: a one-copy volume with
+//! the drain's temporary two-copy set over the old copy and a new one on the chosen device
+//! (`drain.rs`), a copy of a replicated volume by growing its set to n + 1 members and
+//! retiring the old one once the new one is in step (`grow.rs`); in both, the record switches
+//! only once the new copy is in step.
 //!
 //! # Invariants
 //! - A dry run reads only: no record, copy, set or event changes.
-//! - A move never lowers a volume's redundancy: only one-copy volumes move, through a
-//!   temporary set that keeps the old copy serving (and named by the record) until the new
-//!   one holds everything. A replicated volume's copies are not moved (the drain's path takes
-//!   a slot out of the set while its new copy is rebuilt: one copy fewer in step); they stay
-//!   where they are and count in their devices' use. So copies on distinct failure domains
-//!   stay on distinct ones.
+//! - A move never lowers a volume's redundancy: the old copy keeps serving (and is named by
+//!   the record) until the new one holds everything. A replicated volume moves only while
+//!   every copy is in step, one copy per round, and never onto a device that holds another of
+//!   its copies (the engine's domain rule, checked again when the copy is made): copies on
+//!   distinct failure domains stay on distinct ones.
 //! - A move that fails to start leaves its volume where it was, served by its old copy, and
 //!   is reported (`failed` with the error, an event); the other moves go on.
 //! - One round at a time per controller (the API and the timer share the lock); a volume
@@ -27,6 +28,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use strata_place::copies::{DeviceRef, Level};
 use strata_place::rebalance::{rebalance, CopyAt, RebalanceOptions};
+use strata_replica::CopyState;
 
 use super::auth::Principal;
 use super::events::EventKind;
@@ -109,6 +111,8 @@ pub struct RebalanceView {
     pub revision: u64,
     /// How the engine chose: `optimal`, `time_limit` or `greedy`.
     pub method: String,
+    /// The engine's MILP backend (`microlp`, or `highs` with the `highs` feature).
+    pub solver: String,
     /// Σ |used − target| over the devices before the moves, bytes (target: capacity × the
     /// class's fill).
     pub imbalance_before: u64,
@@ -138,6 +142,24 @@ fn method_name(m: strata_place::Method) -> &'static str {
         strata_place::Method::TimeLimit => "time_limit",
         strata_place::Method::Greedy => "greedy",
     }
+}
+
+/// Σ |used − target| over the devices, bytes (target: capacity × the class's fill), as the
+/// engine counts it.
+fn imbalance(devs: &BTreeMap<String, Dev>, used: &BTreeMap<String, u64>) -> u64 {
+    let mut fill: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    for (id, d) in devs {
+        let e = fill.entry(&d.class).or_insert((0.0, 0.0));
+        e.0 += used[id] as f64;
+        e.1 += d.capacity as f64;
+    }
+    devs.iter()
+        .map(|(id, d)| {
+            let (u, c) = fill[d.class.as_str()];
+            (used[id] as f64 - d.capacity as f64 * u / c.max(1.0)).abs()
+        })
+        .sum::<f64>()
+        .round() as u64
 }
 
 /// The largest fill difference within a class.
@@ -195,10 +217,11 @@ impl Controller {
     /// The daemon's timer: a round of every pool whose spread is above `threshold` (a
     /// fraction of capacity) and that has no move of an earlier round still going.
     pub fn rebalance_schedule(&self, threshold: f64, max_moves: u64) {
-        let Ok(pools) = self.list::<PoolRecord>("/pools/", None, 0) else {
+        // This node's pools (their records are node-scoped: `/nodes/NAME/pools/`).
+        let Ok(pools) = self.local_pools() else {
             return;
         };
-        for (_, rec) in pools {
+        for rec in pools {
             if rec.devices.len() < 2 {
                 continue;
             }
@@ -279,7 +302,7 @@ impl Controller {
             labels: Default::default(),
             cordoned: false,
         };
-        let plan = rebalance(
+        let mut plan = rebalance(
             &[node],
             &copies,
             &RebalanceOptions {
@@ -288,6 +311,12 @@ impl Controller {
                 time_limit: ROUND_TIME_LIMIT,
             },
         );
+        // One move per volume a round: a set grows by one member at a time (a second copy
+        // of the volume moves in a later round).
+        let mut seen = BTreeSet::new();
+        let planned = plan.moves.len();
+        plan.moves.retain(|m| seen.insert(m.volume.clone()));
+        let dropped = planned != plan.moves.len();
         let mut used: BTreeMap<String, u64> =
             devs.iter().map(|(k, d)| (k.clone(), d.used)).collect();
         let before = spread(&devs, &used);
@@ -300,6 +329,9 @@ impl Controller {
             }
         }
         let after = spread(&devs, &used);
+        if dropped {
+            plan.imbalance_after = imbalance(&devs, &used) as f64;
+        }
         let mut moves: Vec<RebalanceMoveView> = plan
             .moves
             .iter()
@@ -309,7 +341,11 @@ impl Controller {
                     volume: v.id.clone(),
                     name: v.name.clone(),
                     tenant: v.tenant.clone(),
-                    copy: 0,
+                    copy: v
+                        .copy_devices()
+                        .iter()
+                        .position(|d| *d == m.from.device)
+                        .unwrap_or(0),
                     from: m.from.device.clone(),
                     to: m.to.device.clone(),
                     bytes: m.bytes,
@@ -326,6 +362,7 @@ impl Controller {
             dry_run: req.dry_run,
             revision,
             method: method_name(plan.method).to_string(),
+            solver: plan.solver,
             imbalance_before: plan.imbalance_before.round() as u64,
             imbalance_after: plan.imbalance_after.round() as u64,
             spread_before: before,
@@ -335,9 +372,9 @@ impl Controller {
         })
     }
 
-    /// The copies of `pool` a round may move (one-copy volumes, available, not moving, on an
-    /// active device, neither a clone nor a clone's origin), the volumes left out, and the
-    /// records by id.
+    /// The copies of `pool` a round may move (of volumes available, not moving, every copy in
+    /// step and on an active device, neither a clone nor a clone's origin), the volumes left
+    /// out, and the records by id.
     #[allow(clippy::type_complexity)]
     fn movable_copies(
         &self,
@@ -372,60 +409,83 @@ impl Controller {
                     name: v.name.clone(),
                     reason,
                 }),
-                Ok(bytes) => copies.push(CopyAt {
+                Ok(at) => copies.extend(at.into_iter().map(|(device, bytes)| CopyAt {
                     volume: v.id.clone(),
                     bytes,
                     device: DeviceRef {
                         node: LOCAL.into(),
-                        device: v.copy_devices()[0].clone(),
+                        device,
                     },
-                }),
+                })),
             }
         }
         Ok((copies, skipped, vols))
     }
 
-    /// The bytes `v`'s copy holds when a round may move it, else why not.
+    /// Each copy of `v` (its device and the bytes it holds there) when a round may move
+    /// them, else why not.
     fn why_not_movable(
         &self,
         v: &Volume,
         devs: &BTreeMap<String, Dev>,
         origins: &BTreeMap<&str, BTreeSet<strata_block::SnapshotId>>,
-    ) -> Result<u64, &'static str> {
+    ) -> Result<Vec<(String, u64)>, &'static str> {
         if v.state != VolumeState::Available {
             return Err("not available");
         }
         let at = v.copy_devices();
-        if at.len() > 1 {
-            return Err(REPLICATED);
-        }
         if self.moving_to(&v.id).is_some()
             || self.snapshot_copy_pending(&v.id)
-            || self.sets.sets.lock().contains_key(&v.id)
+            || (at.len() == 1 && self.sets.sets.lock().contains_key(&v.id))
         {
             return Err(MOVING);
         }
         if v.origin.is_some() {
             return Err("a clone: it shares its origin's blocks on its device");
         }
-        if !devs.contains_key(&at[0]) {
-            return Err("its device is not active and usable");
+        if at.len() > 1 {
+            let set = self
+                .replica_set(v)
+                .map_err(|_| "its replica set is not open")?;
+            let copies = set.copies();
+            if copies.len() != at.len()
+                || copies
+                    .iter()
+                    .any(|c| c.state != strata_replica::CopyState::Healthy)
+            {
+                return Err(DEGRADED);
+            }
         }
-        let engine = self.device_engine(&at[0]).ok_or("its device is not open")?;
-        let eid = engine.volume_id(&v.id).map_err(|_| "no engine volume")?;
-        let info = engine.volume(eid).map_err(|_| "no engine volume")?;
-        let snaps = engine.snapshots(eid).map_err(|_| "no engine volume")?;
-        let cloned = origins.get(at[0].as_str());
-        if snaps
-            .iter()
-            .any(|s| cloned.is_some_and(|o| o.contains(&s.id)))
-        {
-            return Err("the origin of clones on its device");
+        let mut out = vec![];
+        for d in &at {
+            if !devs.contains_key(d) {
+                return Err(if at.len() > 1 {
+                    "a copy's device is not active and usable"
+                } else {
+                    "its device is not active and usable"
+                });
+            }
+            let engine = self.device_engine(d).ok_or("its device is not open")?;
+            let eid = engine.volume_id(&v.id).map_err(|_| "no engine volume")?;
+            let info = engine.volume(eid).map_err(|_| "no engine volume")?;
+            let snaps = engine.snapshots(eid).map_err(|_| "no engine volume")?;
+            let cloned = origins.get(d.as_str());
+            if snaps
+                .iter()
+                .any(|s| cloned.is_some_and(|o| o.contains(&s.id)))
+            {
+                return Err("the origin of clones on its device");
+            }
+            out.push((
+                d.clone(),
+                info.allocated + snaps.iter().map(|s| s.allocated).sum::<u64>(),
+            ));
         }
-        Ok(info.allocated + snaps.iter().map(|s| s.allocated).sum::<u64>())
+        Ok(out)
     }
 
-    /// Starts each move (the drain's temporary-set path), marking it `started` or `failed`.
+    /// Starts each move (a one-copy volume: the drain's temporary set; a replicated one: its
+    /// set grown by the new copy), marking it `started` or `failed`.
     fn carry_out(&self, pool: &str, moves: &mut [RebalanceMoveView]) {
         let mut started = 0;
         for m in moves.iter_mut() {
@@ -489,7 +549,11 @@ impl Controller {
         let v = self
             .volume_record(&m.volume)
             .ok_or_else(|| ControlError::not_found(Resource::Volume, &m.volume))?;
-        if v.state != VolumeState::Available || v.copy_devices() != [m.from.clone()] {
+        let at = v.copy_devices();
+        if v.state != VolumeState::Available
+            || at.get(m.copy) != Some(&m.from)
+            || at.contains(&m.to)
+        {
             return Err(ControlError::Busy(format!(
                 "volume {} changed since the round was planned",
                 v.name
@@ -501,14 +565,26 @@ impl Controller {
                 v.name
             )));
         }
-        let (to, target) = self.new_copy_on(&v, 0, Some(&m.to))?;
-        self.give_new_copy(&v, 0, &to, target, Join::MoveSingle)
+        if at.len() == 1 {
+            let (to, target) = self.new_copy_on(&v, 0, Some(&m.to))?;
+            return self.give_new_copy(&v, 0, &to, target, Join::MoveSingle);
+        }
+        let set = self.replica_set(&v)?;
+        let copies = set.copies();
+        if copies.len() != at.len() || copies.iter().any(|c| c.state != CopyState::Healthy) {
+            return Err(ControlError::Busy(format!(
+                "volume {} has a copy out of step: it moves once every copy is",
+                v.name
+            )));
+        }
+        let (to, target) = self.new_copy_on(&v, m.copy, Some(&m.to))?;
+        self.give_new_copy(&v, m.copy, &to, target, Join::Grow(set))
     }
 }
 
-/// Why a replicated volume's copies stay.
-const REPLICATED: &str =
-    "replicated: moving a copy would leave it one copy short while the new one is rebuilt";
+/// Why a replicated volume with a copy out of step stays (a move would lean on its healthy
+/// copies alone; the rebuild comes first).
+const DEGRADED: &str = "degraded: a copy is not in step";
 
 /// Why a volume that is moving stays.
 const MOVING: &str = "a move of it is in progress";

@@ -174,7 +174,12 @@ impl Controller {
                 }
             };
             for (i, info) in set.copies().into_iter().enumerate() {
-                let dev = &v.copy_devices()[i];
+                // A member past the record's copies is a move's new copy (`grow.rs`), whose
+                // failure gives the move up: never rebuilt.
+                let Some(dev) = v.copy_devices().get(i).cloned() else {
+                    continue;
+                };
+                let dev = &dev;
                 if super::cluster_copies::split_copy(dev).is_some() {
                     // A copy on another node: reached again once its node answers (it
                     // resyncs what it missed), or after a while rebuilt on a third node
@@ -353,7 +358,11 @@ impl Controller {
             .filter_map(|c| match c.state {
                 strata_replica::CopyState::Resyncing { done, total, full } => Some(ResyncView {
                     copy: c.index,
-                    device: devs.get(c.index).cloned().unwrap_or_default(),
+                    device: devs
+                        .get(c.index)
+                        .cloned()
+                        .or_else(|| self.growing_member(&v.id, c.index))
+                        .unwrap_or_default(),
                     done,
                     total,
                     rebuild: full,

@@ -54,6 +54,9 @@ pub(super) enum Join {
     /// A one-copy volume off a draining device: the new copy is the second of a temporary
     /// two-copy set (`drain.rs`).
     MoveSingle,
+    /// A copy of a replicated volume moves (a rebalance): the new copy joins the set as a
+    /// member more, the old one leaves once it is in step (`grow.rs`).
+    Grow(Arc<ReplicaSet>),
 }
 
 struct Job {
@@ -79,6 +82,8 @@ enum After {
     Refresh(Volume),
     RefreshAndDrop(Volume, String),
     MoveStarted(Arc<ReplicaSet>, std::path::PathBuf),
+    /// The set holds the new member; `grow.rs` finishes the move.
+    Grown,
 }
 
 /// `(offset, length)` of the runs flagged true in `runs` (lengths from offset 0).
@@ -206,6 +211,7 @@ impl Controller {
         vec![ResyncView {
             copy: match j.join {
                 Join::MoveSingle => 1,
+                Join::Grow(_) => v.copy_devices().len(),
                 _ => j.slot,
             },
             device: j.dev.clone(),
@@ -476,6 +482,17 @@ impl Controller {
                 j.joining = true;
                 After::MoveStarted(set, log)
             }
+            Join::Grow(set) => {
+                if v.copy_devices().get(slot).is_none() || v.copy_devices().contains(&j.dev) {
+                    return Err(ControlError::Busy(format!(
+                        "volume {} changed while its new copy was made",
+                        v.name
+                    )));
+                }
+                self.grow_started(&v, set, slot, &j.dev, j.target.clone())?;
+                j.joining = true;
+                After::Grown
+            }
         };
         drop(g);
         match after {
@@ -493,6 +510,7 @@ impl Controller {
                     }
                 }
             }
+            After::Grown => {}
             After::MoveStarted(set, log) => {
                 if let Err(e) = self.move_started(&v, &j.dev, set, log) {
                     // The volume stays on its copy alone; the drain starts over.

@@ -112,6 +112,8 @@ pub struct Rebalance {
     pub revision: u64,
     /// How the moves were chosen: `optimal`, `time_limit` or `greedy`.
     pub method: String,
+    /// The daemon's MILP backend: `microlp`, or `highs` in a build with the `highs` feature.
+    pub solver: String,
     /// Σ |used − target| over the devices before the moves, bytes (a device's target is its
     /// capacity times its class's fill).
     pub imbalance_before: u64,
@@ -135,6 +137,7 @@ impl From<RebalanceView> for Rebalance {
             dry_run: v.dry_run,
             revision: v.revision,
             method: v.method,
+            solver: v.solver,
             imbalance_before: v.imbalance_before,
             imbalance_after: v.imbalance_after,
             spread_before: v.spread_before,

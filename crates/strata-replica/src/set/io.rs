@@ -23,6 +23,7 @@ impl ReplicaSet {
         if buf.is_empty() {
             return Ok(());
         }
+        let _m = self.members.read();
         let mut tried = [false; MAX_COPIES];
         let mut failed: SmallVec<[usize; MAX_COPIES]> = SmallVec::new();
         let mut last = None;
@@ -172,6 +173,7 @@ impl ReplicaSet {
             return Ok(());
         }
         let regs = regions_of(offset, len);
+        let _m = self.members.read();
         let _g = self.lock_regions(regs.clone(), false);
         let mut writers: SmallVec<[usize; MAX_COPIES]> = SmallVec::new();
         let upto = {
@@ -277,6 +279,7 @@ impl ReplicaSet {
     /// neither since the previous flush began nor since this one began are cleared (in memory;
     /// stored lazily).
     pub fn flush(&self) -> Result<(), ReplicaError> {
+        let _m = self.members.read();
         let _f = self.flush.lock();
         let mut writers: SmallVec<[usize; MAX_COPIES]> = SmallVec::new();
         let prev;

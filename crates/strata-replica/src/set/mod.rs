@@ -17,8 +17,10 @@
 //!   healthy copy, so a repair never undoes a concurrent write.
 //!
 //! # Concurrency
-//! `stripes` are region locks (writes shared; resync and repair exclusive; always taken in
-//! ascending stripe order). Lock order: flush, stripes, log, intent, st, targets. No lock is
+//! `members` is held shared by every read, write, flush and resync step, and exclusive by a
+//! change of the member list (`add`, `retire`), so copy indexes held by an operation stay
+//! valid. `stripes` are region locks (writes shared; resync and repair exclusive; always taken
+//! in ascending stripe order). Lock order: members, flush, stripes, log, intent, st, targets. No lock is
 //! held across copy I/O except the stripes and, for a flush, `flush` (flushes are serialized so
 //! the epoch one flush cuts is the one it clears against); `log` is held across a store of the
 //! intent record only. A write registers its regions as in flight in the same critical section
@@ -30,8 +32,11 @@
 //! # Files
 //! `mod.rs`: the type, create/open, copy management (fault, reattach, replace), figures and
 //! events. `io.rs`: read (with repair), write, write-zeroes, flush. `resync.rs`: the resync job.
+//! `members.rs`: growing the set by a member and retiring one (a copy moved without lowering
+//! redundancy).
 
 mod io;
+mod members;
 mod resync;
 
 pub use resync::ResyncProgress;
@@ -180,8 +185,11 @@ impl IntentSide {
 pub struct ReplicaSet {
     size: u64,
     targets: RwLock<Vec<Arc<dyn CopyTarget>>>,
-    /// Operations in flight per copy (the read balancer's load figure).
+    /// Operations in flight per copy (the read balancer's load figure), one per possible
+    /// member ([`MAX_COPIES`]) so a member added later has its counter.
     load: Vec<AtomicU64>,
+    /// Shared by every operation that holds copy indexes; exclusive while members change.
+    members: RwLock<()>,
     st: Mutex<SetState>,
     intent: Mutex<IntentSide>,
     /// The log's storage. Held across a store (and only then), never while `intent` or `st`
@@ -251,8 +259,9 @@ impl ReplicaSet {
         Ok(set)
     }
 
-    /// Opens a set from its intent log. The source is the lowest-index copy the log names in
-    /// sync that answers; every other answering copy resyncs the marked regions from the set's
+    /// Opens a set from its intent log. Copies the log names beyond `targets` (members added
+    /// by [`ReplicaSet::add`] and not retired) are dropped. The source is the lowest-index copy
+    /// the log names in sync that answers; every other answering copy resyncs the marked regions from the set's
     /// healthy copies (a new copy, everything); a copy that does not answer starts faulted.
     /// The caller then drives [`ReplicaSet::resync_step`] until it returns None.
     pub fn open(
@@ -261,6 +270,13 @@ impl ReplicaSet {
     ) -> Result<Self, ReplicaError> {
         check_count(targets.len())?;
         let mut rec = log.load()?.ok_or(ReplicaError::NotCreated)?;
+        // Copies the log names beyond those given were members added by `add` (a move) that
+        // were not retired when the set was last open: the caller's record does not name them,
+        // so the move did not switch, and the set opens without them. The copies given kept
+        // taking every write while the added one joined, so they lose nothing.
+        if rec.copies.len() > targets.len() {
+            rec.copies.truncate(targets.len());
+        }
         if rec.copies.len() != targets.len() {
             return Err(ReplicaError::LogMismatch(format!(
                 "the log names {} copies, {} were given",
@@ -354,11 +370,11 @@ impl ReplicaSet {
         rec: IntentRecord,
         states: Vec<(CopyState, RegionSet)>,
     ) -> Self {
-        let n = targets.len();
         ReplicaSet {
             size,
             targets: RwLock::new(targets),
-            load: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            load: (0..MAX_COPIES).map(|_| AtomicU64::new(0)).collect(),
+            members: RwLock::new(()),
             st: Mutex::new(SetState {
                 copies: states
                     .into_iter()
@@ -399,7 +415,7 @@ impl ReplicaSet {
 
     /// Number of copies.
     pub fn copy_count(&self) -> usize {
-        self.load.len()
+        self.targets.read().len()
     }
 
     /// Every copy's state and figures.

@@ -113,6 +113,7 @@ impl ReplicaSet {
     /// resyncing copy. None when no copy is resyncing. Client I/O may run meanwhile, and so may
     /// other calls (each copies regions the others do not).
     pub fn resync_step(&self, budget: u64) -> Result<Option<ResyncProgress>, ReplicaError> {
+        let _m = self.members.read();
         let mut spent = 0u64;
         let mut buf = Vec::new();
         loop {
