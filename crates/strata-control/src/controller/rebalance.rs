@@ -443,6 +443,13 @@ impl Controller {
         if v.origin.is_some() {
             return Err("a clone: it shares its origin's blocks on its device");
         }
+        if at
+            .iter()
+            .any(|c| super::cluster_copies::split_copy(c).is_some())
+        {
+            // A round balances one node's devices; the node is a copy's failure domain.
+            return Err("a copy is on another node");
+        }
         if at.len() > 1 {
             let set = self
                 .replica_set(v)
