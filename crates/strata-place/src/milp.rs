@@ -18,7 +18,7 @@
 //!   within its time limit scores at least as well (the caller checks anyway).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::solver::backend;
 use good_lp::{
@@ -199,8 +199,18 @@ fn push_gpu_sum(
     constraints.push(e.leq(f64::from(have)));
 }
 
-/// Solves the program, starting from `start` (the greedy's candidates). `None` when the solver
-/// gave no usable answer (error, or the limit fired before any incumbent).
+/// What a plan keeps of its budget for after the solver: checking and realizing its answer.
+pub(crate) const RESERVE: Duration = Duration::from_millis(50);
+
+/// When the solver of a plan started at `started` with budget `budget` must be done: the
+/// budget less [`RESERVE`] (at most a tenth of it).
+pub(crate) fn deadline(started: Instant, budget: Duration) -> Instant {
+    started + budget - RESERVE.min(budget / 10)
+}
+
+/// Solves the program, starting from `start` (the greedy's candidates), until `deadline`.
+/// `None` when the solver gave no usable answer (error, the limit fired before any
+/// incumbent, or no time was left once the program was built).
 pub(crate) fn solve(
     free: &FreeState<'_>,
     jobs: &[&Job],
@@ -208,17 +218,19 @@ pub(crate) fn solve(
     empty: &[bool],
     scale: Scale,
     start: &[usize],
-    time_limit: Duration,
+    deadline: Instant,
 ) -> Option<MilpOutcome> {
     let p = build(free, jobs, cands, empty, scale, Some(start), false);
-    let mut model = p
-        .vars
-        .maximise(p.objective)
-        .using(backend)
-        .with_time_limit(time_limit.as_secs_f64());
+    let mut model = p.vars.maximise(p.objective).using(backend);
     for c in p.constraints {
         model.add_constraint(c);
     }
+    // The solver's limit is what the build left.
+    let time_limit = deadline.saturating_duration_since(Instant::now());
+    if time_limit.is_zero() {
+        return None;
+    }
+    let model = model.with_time_limit(time_limit.as_secs_f64());
     let solution = match model.solve() {
         Ok(s) => s,
         Err(ResolutionError::Infeasible) | Err(_) => return None,

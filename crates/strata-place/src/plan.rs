@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +34,9 @@ use crate::span;
 /// Knobs of a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanOptions {
-    /// Wall-clock budget for the MILP (zero: greedy only).
+    /// Wall-clock budget of the whole plan (zero: greedy only): the MILP gets what the
+    /// candidates, the greedy and the program's build left of it, less a reserve for turning
+    /// its answer into placements ([`milp::RESERVE`]), so a plan returns within it.
     pub time_limit: Duration,
     /// Programs with more variables than this are not handed to the solver (greedy only).
     pub max_variables: usize,
@@ -141,6 +143,7 @@ fn key_of<'a>(c: &Candidate<'a>) -> CandKey<'a> {
 
 /// Plans `pending` onto `cluster`. Fails only on an invalid model (and then plans nothing).
 pub fn plan(cluster: &Cluster, pending: &[Job], opts: &PlanOptions) -> Result<Plan, ModelError> {
+    let started = Instant::now();
     validate_pending(cluster, pending)?;
     let mut jobs: Vec<&Job> = pending.iter().collect();
     jobs.sort_by(|a, b| job_order(a, b));
@@ -204,7 +207,7 @@ pub fn plan(cluster: &Cluster, pending: &[Job], opts: &PlanOptions) -> Result<Pl
             &empty,
             scale,
             &greedy_chosen,
-            opts.time_limit,
+            milp::deadline(started, opts.time_limit),
         );
         if let Some(outcome) = outcome {
             let s = score(&singles, &cands, &outcome.chosen, &empty, scale);

@@ -58,6 +58,12 @@ pub struct HeldCopy {
 /// stream's thread is not the limit of a copy's throughput.
 pub const REMOTE_CONNECTIONS: usize = 4;
 
+/// How long a remote copy stays faulted before it is rebuilt on another node
+/// (`cluster_rebuild.rs`), unless the daemon is told otherwise (`strata serve
+/// --rebuild-after`). Ceph waits 10 minutes before marking a down OSD out; a node that
+/// reboots is back well within 5.
+pub const DEFAULT_REBUILD_AFTER: Duration = Duration::from_secs(300);
+
 /// How long a create waits for the copies' nodes to make their copies.
 const COPY_WAIT: Duration = Duration::from_secs(15);
 
@@ -98,7 +104,7 @@ impl Default for NodePort {
     fn default() -> Self {
         NodePort {
             client: RwLock::new(None),
-            rebuild_after: parking_lot::Mutex::new(super::cluster_rebuild::DEFAULT_REBUILD_AFTER),
+            rebuild_after: parking_lot::Mutex::new(DEFAULT_REBUILD_AFTER),
             faulted_since: Default::default(),
         }
     }

@@ -20,16 +20,12 @@ use serde::{Deserialize, Serialize};
 use strata_replica::CopyState;
 use strata_state::Txn;
 
+pub use super::cluster_copies::DEFAULT_REBUILD_AFTER;
 use super::cluster_copies::{split_copy, HeldCopy};
 use super::store::*;
 use super::Controller;
 use crate::error::ControlError;
 use crate::model::*;
-
-/// How long a remote copy stays faulted before it is rebuilt on another node, unless the
-/// daemon is told otherwise (`strata serve --rebuild-after`). Ceph waits 10 minutes before
-/// marking a down OSD out; a node that reboots is back well within 5.
-pub const DEFAULT_REBUILD_AFTER: Duration = Duration::from_secs(300);
 
 /// A rebuild across nodes whose new copy may not have joined the set yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
