@@ -71,7 +71,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 STORE="etcd://127.0.0.1:$CP"
-( umask 077; head -c 32 /dev/urandom | base64 >"$WORK/join.secret" )
+( umask 077; head -c 32 /dev/urandom | base64 >"$WORK/join.secret" ); chmod 0600 "$WORK/join.secret"
 
 start_node() { # name, extra serve arguments; sets URL_<name>
     local n=$1; shift

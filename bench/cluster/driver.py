@@ -28,8 +28,10 @@ def pool(node, files):
     devs = []
     for f in files:
         path = os.path.join(WORK, node, "devices", f)
-        with open(path, "wb") as fh:
-            fh.truncate(4 * SIZE_MIB << 20)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.ftruncate(fd, 4 * SIZE_MIB << 20)
+        os.fchmod(fd, 0o600)
+        os.close(fd)
         devs.append({"path": path})
     call(node, "POST", "/v1/pools", {"name": "fast", "devices": devs})
 

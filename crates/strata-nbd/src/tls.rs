@@ -53,12 +53,16 @@ pub enum TlsConfigError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The crypto provider every configuration of this crate uses.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The crypto provider every configuration of this crate uses (server and client).
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certs(what: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+/// The certificates of a PEM bundle (at least one).
+pub(crate) fn certs(
+    what: &'static str,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     let v = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsConfigError::Pem { what, source })?;
@@ -66,6 +70,26 @@ fn certs(what: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
         return Err(TlsConfigError::Empty(what));
     }
     Ok(v)
+}
+
+/// A store trusting the CA certificate(s) of `ca_pem` only.
+pub(crate) fn roots(ca_pem: &[u8]) -> Result<RootCertStore, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certs("CA certificate", ca_pem)? {
+        roots.add(ca).map_err(TlsConfigError::Ca)?;
+    }
+    Ok(roots)
+}
+
+/// The private key of `key_pem` (PKCS#8, PKCS#1 or SEC1).
+pub(crate) fn private_key(
+    what: &'static str,
+    key_pem: &[u8],
+) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
+    PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| match source {
+        rustls::pki_types::pem::Error::NoItemsFound => TlsConfigError::Empty(what),
+        source => TlsConfigError::Pem { what, source },
+    })
 }
 
 /// A server configuration for NBD over TLS with mandatory client certificates.
@@ -99,18 +123,9 @@ pub fn tls_server_config(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
-    let mut roots = RootCertStore::empty();
-    for ca in certs("CA certificate", ca_pem)? {
-        roots.add(ca).map_err(TlsConfigError::Ca)?;
-    }
+    let roots = roots(ca_pem)?;
     let chain = certs("server certificate", cert_pem)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| match source {
-        rustls::pki_types::pem::Error::NoItemsFound => TlsConfigError::Empty("server key"),
-        source => TlsConfigError::Pem {
-            what: "server key",
-            source,
-        },
-    })?;
+    let key = private_key("server key", key_pem)?;
     let provider = provider();
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;

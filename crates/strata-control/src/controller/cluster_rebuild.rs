@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use strata_replica::CopyState;
 use strata_state::Txn;
 
-pub use super::cluster_copies::DEFAULT_REBUILD_AFTER;
 use super::cluster_copies::{split_copy, HeldCopy};
 use super::store::*;
 use super::Controller;

@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::RootCertStore;
+use rustls::pki_types::ServerName;
 
-use crate::tls::TlsConfigError;
+use crate::tls::{self, TlsConfigError};
 
 /// TLS for a client: the configuration and the server name to verify.
 #[derive(Debug, Clone)]
@@ -33,16 +31,6 @@ impl ClientTls {
     }
 }
 
-fn certs(what: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let v = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsConfigError::Pem { what, source })?;
-    if v.is_empty() {
-        return Err(TlsConfigError::Empty(what));
-    }
-    Ok(v)
-}
-
 /// A client configuration for NBD over TLS: trusts the CA(s) in `ca_pem` only, and presents
 /// `cert_pem` (chain, end-entity first) with `key_pem`. TLS 1.2 and 1.3, ring as the crypto
 /// provider (passed explicitly, as the server side does).
@@ -51,19 +39,10 @@ pub fn tls_client_config(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
-    let mut roots = RootCertStore::empty();
-    for ca in certs("CA certificate", ca_pem)? {
-        roots.add(ca).map_err(TlsConfigError::Ca)?;
-    }
-    let chain = certs("client certificate", cert_pem)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| match source {
-        rustls::pki_types::pem::Error::NoItemsFound => TlsConfigError::Empty("client key"),
-        source => TlsConfigError::Pem {
-            what: "client key",
-            source,
-        },
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = tls::roots(ca_pem)?;
+    let chain = tls::certs("client certificate", cert_pem)?;
+    let key = tls::private_key("client key", key_pem)?;
+    let provider = tls::provider();
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
