@@ -5,7 +5,10 @@
 # mutual TLS on loopback), and on n3's 2-copy volume with both copies on its own two devices,
 # the peer a cross-node copy is measured against (issue 14's goal: at least 0.7x it). 4 KiB
 # random write and read at iodepth 32, 1 MiB sequential write and read at iodepth 8, each
-# volume written in full first, the kinds interleaved for ROUNDS rounds (median).
+# volume written in full first, the kinds interleaved for ROUNDS rounds (median). Then the
+# API: volume create latency (p50, p99 of 200) on etcd (n3) beside a fourth daemon on the
+# embedded redb store; and last the failover time: kill -9 of n1, the serving node of the
+# cross-node volume, to the first successful read through n2 after its takeover.
 #
 # Devices are sparse files in a tmpfs (/dev/shm): the figures are the software's cost, and
 # the three "nodes" share the same 2 cores and memory, so a remote copy competes with its
@@ -80,6 +83,7 @@ start_node() { # name, extra serve arguments; sets URL_<name>
         --listen 127.0.0.1:0 --data-dir "$WORK/$n" --store "$STORE" --node "$n" "$@" 2>"$log" &
     PIDS+=($!)
     local pid=$!
+    eval "PID_$n=$pid"
     for _ in $(seq 600); do
         if grep -q "strata serving" "$log"; then
             eval "URL_$n=http://$(grep "strata serving" "$log" | sed 's/.*listen=\([^ ]*\).*/\1/')"
@@ -95,6 +99,13 @@ start_node() { # name, extra serve arguments; sets URL_<name>
 start_node n1 --advertise "127.0.0.1:$(free_port)" --join-secret-file "$WORK/join.secret"
 start_node n2 --advertise "127.0.0.1:$(free_port)" --join-secret-file "$WORK/join.secret"
 start_node n3
-export WORK SECS SIZE_MIB ROUNDS URL_n1 URL_n2 URL_n3
+# The one-machine peer of the API figure: a daemon on the embedded store (redb).
+STRATA_CONFIG="$WORK/solo.yaml" RUST_LOG=info NO_COLOR=1 "$BIN" serve \
+    --listen 127.0.0.1:0 --data-dir "$WORK/solo" 2>"$WORK/solo.log" &
+PIDS+=($!)
+for _ in $(seq 600); do grep -q "strata serving" "$WORK/solo.log" && break; sleep 0.1; done
+URL_solo="http://$(grep "strata serving" "$WORK/solo.log" | sed 's/.*listen=\([^ ]*\).*/\1/')"
+export WORK SECS SIZE_MIB ROUNDS URL_n1 URL_n2 URL_n3 URL_solo PID_n1
 export STRATA_TOKEN=$(cat "$WORK/n1/admin.token")
+export STRATA_TOKEN_SOLO=$(cat "$WORK/solo/admin.token")
 python3 bench/cluster/driver.py

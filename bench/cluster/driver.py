@@ -1,8 +1,11 @@
 """bench/cluster.sh's driver: pools, volumes and fio runs through the daemons' API."""
 import json
 import os
+import signal
 import statistics
 import subprocess
+import time
+import urllib.error
 import urllib.request
 
 WORK = os.environ["WORK"]
@@ -10,7 +13,8 @@ SECS = int(os.environ["SECS"])
 SIZE_MIB = int(os.environ["SIZE_MIB"])
 ROUNDS = int(os.environ["ROUNDS"])
 TOKEN = os.environ["STRATA_TOKEN"]
-URL = {n: os.environ[f"URL_{n}"] for n in ("n1", "n2", "n3")}
+URL = {n: os.environ[f"URL_{n}"] for n in ("n1", "n2", "n3", "solo")}
+TOKENS = {"solo": os.environ["STRATA_TOKEN_SOLO"]}
 
 
 def call(node, method, path, body=None):
@@ -18,7 +22,8 @@ def call(node, method, path, body=None):
         URL[node] + path,
         method=method,
         data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {TOKENS.get(node, TOKEN)}",
+                 "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=120) as r:
         return json.loads(r.read() or b"null")
@@ -89,3 +94,41 @@ for (label, _, bs, _, unit) in tests:
     print(f"{label + ' ' + u:20} {m['plain']:10.0f} {m['local2']:10.0f} {m['across']:10.0f}"
           f" {m['across'] / m['local2']:11.2f}x {m['across'] / m['plain']:11.2f}x")
 print("goal (issue 14): a 2-copy volume across nodes at least 0.7x the same on one node")
+
+
+# API: volume create latency, etcd (a cluster node) beside redb (one machine).
+call("solo", "POST", "/v1/tenants", {"name": "bench"})
+call("n3", "POST", "/v1/tenants", {"name": "bench"})
+lat = {}
+for node in ("n3", "solo"):
+    xs = []
+    for i in range(200):
+        t = time.perf_counter()
+        call(node, "POST", "/v1/volumes", {"name": f"api{i}", "size": "16M", "tenant": "bench"})
+        xs.append((time.perf_counter() - t) * 1000)
+    xs.sort()
+    lat[node] = (xs[len(xs) // 2], xs[int(len(xs) * 0.99) - 1])
+print(f"\nAPI volume create, 200 sequential: etcd p50 {lat['n3'][0]:.1f} ms p99 {lat['n3'][1]:.1f} ms;"
+      f" redb p50 {lat['solo'][0]:.1f} ms p99 {lat['solo'][1]:.1f} ms;"
+      f" etcd/redb p99 {lat['n3'][1] / lat['solo'][1]:.2f}x")
+
+# Failover: kill -9 the serving node of the cross-node volume; n2 holds its other copy.
+across = [v for v in call("n2", "GET", "/v1/volumes")["items"] if v["name"] == "across"][0]
+assert across["copies"][1].startswith("n2:"), across
+killed = time.perf_counter()
+os.kill(int(os.environ["PID_n1"]), signal.SIGKILL)
+while True:
+    try:
+        call("n2", "POST", f"/v1/volumes/{across['id']}/takeover")
+        break
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read() or b"null")
+        assert e.code == 409 and body["error"]["code"] == "serving_node_up", body
+        time.sleep(0.05)
+took = time.perf_counter() - killed
+uri = call("n2", "POST", f"/v1/volumes/{across['id']}/attachments")["uri"]
+subprocess.run(["fio", "--name=f", "--ioengine=nbd", f"--uri={uri}", "--rw=read", "--bs=4k",
+                "--size=4k", "--output-format=json"], check=True, capture_output=True)
+first = time.perf_counter() - killed
+print(f"failover: takeover {took:.2f} s after kill -9 (the lease TTL is 6 s), first read"
+      f" {first:.2f} s after it")

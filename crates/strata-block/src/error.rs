@@ -334,6 +334,10 @@ pub enum IoError {
     /// An earlier failure to make metadata durable stopped the pool accepting writes.
     #[error("pool failed earlier and accepts no more writes; reopen it")]
     PoolFailed,
+    /// The session's owner generation is older than the volume's: another node took the
+    /// volume over, and this session may no longer touch the copy.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 impl IoError {
@@ -349,6 +353,7 @@ impl IoError {
             }
             IoError::KeyUnavailable { .. } => ErrorCode::VolumeKeyUnavailable,
             IoError::Device { .. } | IoError::PoolFailed => ErrorCode::IoError,
+            IoError::Fenced(_) => ErrorCode::VolumeFenced,
         }
     }
 

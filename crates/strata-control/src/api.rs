@@ -161,6 +161,9 @@ pub fn code_of(e: &ControlError) -> ErrorCode {
         ControlError::Busy(_) => C::Busy,
         ControlError::OtherNode { .. } => C::VolumeOnOtherNode,
         ControlError::SpansNodes(_) => C::VolumeSpansNodes,
+        ControlError::ServingNodeUp(_) => C::ServingNodeUp,
+        ControlError::NoInSyncCopy(_) => C::NoInSyncCopy,
+        ControlError::Fenced(_) => C::VolumeFenced,
         ControlError::Unavailable { service, .. } => match service {
             Service::Nbd => C::NbdUnavailable,
             Service::NbdTcp => C::NbdTcpUnavailable,
@@ -870,6 +873,15 @@ pub fn router(ctl: Arc<Controller>) -> Router {
                 "volume.rollback",
                 first::<Body<Rollback>>,
                 |c, p, (id, Body(r))| c.rollback(p, &id, &r.snapshot).map(Volume::from),
+            )),
+        )
+        .route(
+            "/v1/volumes/{id}/takeover",
+            post(change(
+                S::OK,
+                "volume.take_over",
+                String::clone,
+                |c, p, id| c.take_over(p, &id).map(Volume::from),
             )),
         )
         .route(

@@ -252,6 +252,15 @@ pub enum ControlError {
     /// A copy of the volume is on another node: its layers cannot change (yet).
     #[error("{0}")]
     SpansNodes(String),
+    /// A takeover was asked while the volume's serving node is up.
+    #[error("{0}")]
+    ServingNodeUp(String),
+    /// This node has no copy of the volume with every acknowledged write.
+    #[error("{0}")]
+    NoInSyncCopy(String),
+    /// Another node took the volume over: this node may not write it.
+    #[error("{0}")]
+    Fenced(String),
     /// A part of the daemon the call needs is not running.
     #[error("{message}")]
     Unavailable {

@@ -336,6 +336,15 @@ registry! {
     /// A copy of the volume is on another node: its live data is replicated there, but its
     /// layers (snapshots, clones, rollback, size) cannot change while it spans nodes.
     VolumeSpansNodes = "volume_spans_nodes", 409, None;
+    /// Another node took the volume over (a higher owner generation): this node's writes to
+    /// its copies are refused, so a node cut off by a partition cannot change them.
+    VolumeFenced = "volume_fenced", 409, Some(EPERM);
+    /// The volume's serving node is up: a takeover is only for a node that is down (its
+    /// lease expired).
+    ServingNodeUp = "serving_node_up", 409, None;
+    /// This node holds no copy of the volume that has every acknowledged write (none, one
+    /// being rebuilt, or one that missed writes): taking the volume over here would lose data.
+    NoInSyncCopy = "no_in_sync_copy", 409, None;
     // ----- load balancers -----
     /// No such load balancer (or not visible to the caller).
     LoadBalancerNotFound = "load_balancer_not_found", 404, None;

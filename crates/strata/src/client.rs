@@ -289,6 +289,16 @@ pub enum VolumeCmd {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Serves a volume from the node this CLI talks to, after its serving node went down:
+    /// this node must hold a copy with every acknowledged write. The old node is fenced: its
+    /// writes to the copies are refused from now on.
+    TakeOver {
+        /// Volume name.
+        name: String,
+        /// Tenant of the volume (admins, when the name is in several tenants).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Live IOPS and throughput of a volume over the last 1, 10 and 60 whole seconds, and
     /// its latency percentiles over the last minute as a client sees them (from arrival to
     /// reply, including the wait for QoS admission).
@@ -1478,6 +1488,14 @@ impl Client {
                 let id = self.volume_id(&name, tenant.as_deref())?;
                 self.req("DELETE", &format!("/v1/volumes/{id}/attachments"), None)?;
                 self.done(&format!("volume {name} detached"))
+            }
+            VolumeCmd::TakeOver { name, tenant } => {
+                let id = self.volume_id(&name, tenant.as_deref())?;
+                let v = self.req("POST", &format!("/v1/volumes/{id}/takeover"), None)?;
+                self.print(
+                    &v,
+                    &[("NAME", "name"), ("NODE", "node"), ("COPIES", "copies")],
+                )
             }
             VolumeCmd::Stats { name, tenant } => {
                 let id = self.volume_id(&name, tenant.as_deref())?;

@@ -66,10 +66,12 @@ impl Controller {
     pub fn attach(&self, p: &Principal, id: &str) -> Result<Attachment, ControlError> {
         Self::require(p, Role::Member)?;
         let v = self.get_volume(p, id)?;
+        // Only the serving node's sockets serve the volume (after a takeover, the new one).
+        self.require_local(&v)?;
+        self.ensure_tenant_socket(&v.tenant)?;
         if let Some((a, _)) = self.get::<Attachment>(&attachment_key(&v.id))? {
             return Ok(self.present(a));
         }
-        self.require_local(&v)?;
         let socket = self
             .nbd_socket
             .read()

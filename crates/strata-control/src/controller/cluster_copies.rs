@@ -11,16 +11,19 @@
 //!   it made the engine volume of its copy, deleted once it removed it.
 //!
 //! # Invariants
-//! - A copy export is `copy:{volume}` (a node holds at most one copy of a volume: the failure
-//!   domain is the node). It opens only for a client whose certificate is the cluster CA's
-//!   `node:NAME` where NAME is the volume's serving node, and only while the volume's record
-//!   names a copy on this node.
+//! - A copy export is `copy:{volume}:{generation}` (a node holds at most one copy of a volume:
+//!   the failure domain is the node). It opens only for a client whose certificate is the
+//!   cluster CA's `node:NAME` where NAME is the volume's serving node, only while the volume's
+//!   record names a copy on this node, and only at the owner record's generation
+//!   (`cluster_fence.rs`).
 //! - The agent creates a copy only for a record naming it, and removes only copies it
 //!   recorded in `status/copies` whose volume no longer names them: it never deletes an
 //!   engine volume it did not make for a remote copy.
 //! - A serving node builds a set with a remote copy only after the copy's node recorded it
 //!   (`status/copies`): a fresh volume's copies all read as zeros when the set is made.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -67,9 +70,39 @@ pub const DEFAULT_REBUILD_AFTER: Duration = Duration::from_secs(300);
 /// How long a create waits for the copies' nodes to make their copies.
 const COPY_WAIT: Duration = Duration::from_secs(15);
 
-/// The export name of volume `id`'s copy on a node port.
-pub fn copy_export(id: &str) -> String {
-    format!("copy:{id}")
+/// The export name of volume `id`'s copy at owner generation `generation`.
+pub fn copy_export(id: &str, generation: u64) -> String {
+    format!("copy:{id}:{generation}")
+}
+
+/// `(volume, generation)` of a copy export name.
+pub fn parse_copy_export(export: &str) -> Option<(&str, u64)> {
+    let (id, g) = export.strip_prefix("copy:")?.rsplit_once(':')?;
+    if id.is_empty() || id.len() > 64 || id.contains('/') {
+        return None;
+    }
+    Some((id, g.parse().ok()?))
+}
+
+/// The newest owner generation this node has seen of each volume it holds a copy of.
+#[derive(Debug, Default)]
+pub(super) struct Generations {
+    cells: parking_lot::Mutex<HashMap<String, Arc<AtomicU64>>>,
+}
+
+impl Generations {
+    pub(super) fn cell(&self, volume: &str) -> Arc<AtomicU64> {
+        self.cells
+            .lock()
+            .entry(volume.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Records that `volume` is at least at `generation`.
+    pub(super) fn saw(&self, volume: &str, generation: u64) {
+        self.cell(volume).fetch_max(generation, Ordering::SeqCst);
+    }
 }
 
 /// `NODE:DEVICE` split, for a copy on another node.
@@ -98,6 +131,8 @@ pub(super) struct NodePort {
     /// Since when each faulted remote copy (volume, slot) has been seen faulted.
     pub(super) faulted_since:
         parking_lot::Mutex<std::collections::HashMap<(String, usize), Instant>>,
+    /// The newest owner generation seen of each volume this node holds a copy of.
+    pub(super) generations: Generations,
 }
 
 impl Default for NodePort {
@@ -106,6 +141,7 @@ impl Default for NodePort {
             client: RwLock::new(None),
             rebuild_after: parking_lot::Mutex::new(DEFAULT_REBUILD_AFTER),
             faulted_since: Default::default(),
+            generations: Default::default(),
         }
     }
 }
@@ -248,7 +284,14 @@ impl Controller {
                 return None;
             }
         };
-        match RemoteCopy::connect(&ep.copies, &v.id, tls, label) {
+        let generation = match self.owner_generation(&v.id) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(volume = %v.id, error = %e, "owner generation not read");
+                return None;
+            }
+        };
+        match RemoteCopy::connect(&ep.copies, &v.id, generation, tls, label) {
             Ok(r) => Some(Arc::new(r)),
             Err(e) => {
                 tracing::warn!(volume = %v.id, copy = %copy, error = %e, "remote copy not reached");
@@ -292,6 +335,10 @@ impl Controller {
         if !self.node_port_open() {
             return Ok((0, 0));
         }
+        // Volumes taken over by another node first: their local copy may be the one the
+        // new owner names here, made again below.
+        self.release_lost_volumes()?;
+        self.refresh_generations()?;
         let prefix = format!("{}:", self.node);
         let held: std::collections::HashMap<String, HeldCopy> = self
             .list::<HeldCopy>(&held_prefix(&self.node), None, 0)?
@@ -429,18 +476,25 @@ impl Controller {
             let Some(peer) = client.and_then(|i| i.strip_prefix(NODE_IDENTITY_PREFIX)) else {
                 return false;
             };
-            let Some(v) = export
-                .strip_prefix("copy:")
-                .and_then(|id| c.volume_record(id))
-            else {
+            let Some((id, generation)) = parse_copy_export(export) else {
                 return false;
             };
-            c.volume_node(&v) == peer && c.held_device(&v).is_some()
+            let Some(v) = c.volume_record(id) else {
+                return false;
+            };
+            c.volume_node(&v) == peer
+                && c.held_device(&v).is_some_and(|d| c.holds(id, &d))
+                && c.owner_generation(id).is_ok_and(|g| g == generation)
         })
     }
 
+    /// Whether this node's agent made and recorded its copy of volume `id` on `dev`.
+    pub(super) fn holds(&self, id: &str, dev: &str) -> bool {
+        matches!(self.get::<HeldCopy>(&held_key(&self.node, id)), Ok(Some((h, _))) if h.device == dev)
+    }
+
     /// The device of this node that holds a copy of `v`, if its record names one.
-    fn held_device(&self, v: &Volume) -> Option<String> {
+    pub(super) fn held_device(&self, v: &Volume) -> Option<String> {
         let prefix = format!("{}:", self.node);
         v.copy_devices()
             .iter()
@@ -470,13 +524,16 @@ impl ExportSource for CopySource {
         if snapshot.is_some() {
             return None;
         }
-        let id = export.strip_prefix("copy:")?;
-        if id.is_empty() || id.len() > 64 || id.contains('/') {
-            return None;
-        }
+        let (id, generation) = parse_copy_export(export)?;
         let v = c.volume_record(id)?;
         let dev = c.held_device(&v)?;
-        PoolSource::new(c.storage.engine(&dev)?).open(id, None)
+        // Only a copy the agent made and recorded (not, after a takeover, the old local copy
+        // it is about to replace), at the owner's generation.
+        if !c.holds(id, &dev) || c.owner_generation(id).ok()? != generation {
+            return None;
+        }
+        let io = PoolSource::new(c.storage.engine(&dev)?).open(id, None)?;
+        Some(c.fenced_copy(id, generation, io))
     }
 
     fn list(&self) -> Vec<(String, Vec<String>)> {
@@ -493,11 +550,12 @@ pub struct RemoteCopy {
 }
 
 impl RemoteCopy {
-    /// Connects to `address` (`HOST:PORT`) for volume `id`'s copy, verifying the server's
-    /// certificate carries HOST.
+    /// Connects to `address` (`HOST:PORT`) for volume `id`'s copy at owner generation
+    /// `generation`, verifying the server's certificate carries HOST.
     pub fn connect(
         address: &str,
         id: &str,
+        generation: u64,
         tls: ClientTls,
         label: String,
     ) -> Result<Self, ClientError> {
@@ -514,7 +572,7 @@ impl RemoteCopy {
         };
         let pool = ClientPool::connect(
             Target::Tcp(address.to_string()),
-            &copy_export(id),
+            &copy_export(id, generation),
             cfg,
             REMOTE_CONNECTIONS,
         )?;

@@ -35,7 +35,7 @@ pub struct PendingRebuild {
     pub copy: String,
 }
 
-fn pending_key(node: &str, volume: &str) -> String {
+pub(super) fn pending_key(node: &str, volume: &str) -> String {
     format!("/nodes/{node}/status/rebuilds/{volume}")
 }
 

@@ -68,6 +68,7 @@ mod auth;
 mod certificates;
 pub mod cluster_ca;
 pub mod cluster_copies;
+pub mod cluster_fence;
 pub mod cluster_rebuild;
 mod copies;
 mod devices;
@@ -154,7 +155,7 @@ pub const DEFAULT_TENANT: &str = "default";
 
 /// The control plane.
 pub struct Controller {
-    store: Box<dyn Store>,
+    store: std::sync::Arc<dyn Store>,
     /// This daemon's node: its pools are `/nodes/{node}/pools/` (`node_scope.rs`).
     node: String,
     /// The node that owns volume records naming no node (`node_scope.rs`).

@@ -80,6 +80,18 @@ impl Controller {
             })
     }
 
+    /// Opens tenant `t`'s socket if this node has none yet (a tenant created through another
+    /// node of the cluster: this node opened sockets only for the tenants of its start).
+    pub(super) fn ensure_tenant_socket(&self, t: &str) -> Result<(), ControlError> {
+        if self.tenant_socket(t).is_none_or(|p| p.exists()) {
+            return Ok(());
+        }
+        match self.get::<Tenant>(&super::store::tenant_key(t))? {
+            Some((rec, _)) => self.open_tenant_socket(&rec),
+            None => Ok(()),
+        }
+    }
+
     /// A tenant was created: its socket opens (a failure is logged; attach reports it).
     pub(super) fn tenant_created(&self, t: &Tenant) {
         if let Err(e) = self.open_tenant_socket(t) {

@@ -54,7 +54,8 @@ impl ExportSource for VolumeSource {
             return None;
         }
         let v = c.volume_record(volume)?;
-        if v.state != VolumeState::Available {
+        // Only the serving node serves a volume (after a takeover, the new one).
+        if v.state != VolumeState::Available || !c.is_local(&v) {
             return None;
         }
         let h = match c.handle_cell(&v) {

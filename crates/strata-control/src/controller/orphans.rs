@@ -23,8 +23,15 @@ impl Controller {
     pub(super) fn sweep_orphans(&self) -> Result<usize, ControlError> {
         let mut named: HashSet<(String, String)> = HashSet::new();
         for (_, v) in self.list::<Volume>("/volumes/", None, 0)? {
+            // Only the copies on this node: an unqualified device is the serving node's, a
+            // `NODE:DEVICE` one that node's (the same device ids exist on every node).
+            let serving = self.volume_node(&v);
             for d in v.copy_devices() {
-                named.insert((d, v.id.clone()));
+                let (n, dev) = super::cluster_copies::split_copy(&d)
+                    .map_or((serving.as_str(), d.as_str()), |(n, dev)| (n, dev));
+                if n == self.node {
+                    named.insert((dev.to_string(), v.id.clone()));
+                }
             }
         }
         let mut removed = 0;

@@ -35,7 +35,7 @@ impl Controller {
     ) -> Result<Controller, ControlError> {
         super::store::validate_name("node", node)?;
         let c = Controller {
-            store,
+            store: std::sync::Arc::from(store),
             node: node.to_string(),
             legacy_node: Default::default(),
             pool,

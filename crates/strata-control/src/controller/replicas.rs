@@ -112,8 +112,8 @@ impl Controller {
         if v.copy_devices().len() < 2 {
             return Ok(());
         }
-        let log = self.intent_log(v)?;
-        let set = ReplicaSet::create(self.targets(v), Box::new(log))
+        let log = self.set_log(v)?;
+        let set = ReplicaSet::create(self.targets(v), log)
             .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
         self.sets.sets.lock().insert(v.id.clone(), Arc::new(set));
         Ok(())
@@ -127,6 +127,12 @@ impl Controller {
             if let Ok(log) = self.intent_log(v) {
                 let _ = std::fs::remove_file(log.path());
             }
+            // A volume that spanned nodes has an owner record; a failure here leaves only a
+            // record no volume names.
+            let owner = super::cluster_fence::owner_key(&v.id);
+            if let Err(e) = self.store.txn(strata_state::Txn::new().delete(owner)) {
+                tracing::warn!(volume = %v.id, error = %e, "owner record not deleted");
+            }
         }
     }
 
@@ -136,9 +142,10 @@ impl Controller {
         if let Some(s) = sets.get(&v.id) {
             return Ok(s.clone());
         }
-        let log = self.intent_log(v)?;
-        let set = if log.path().exists() {
-            ReplicaSet::open(self.targets(v), Box::new(log))
+        let exists = self.intent_log(v)?.path().exists();
+        let log = self.set_log(v)?;
+        let set = if exists {
+            ReplicaSet::open(self.targets(v), log)
                 .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?
         } else {
             // No log (a crash between the copies' create and the log's, or a log lost): the
@@ -146,7 +153,7 @@ impl Controller {
             // from it.
             tracing::warn!(volume = %v.id, "no intent log: copies after the first are resynced whole");
             let targets = self.targets(v);
-            let set = ReplicaSet::create(targets.clone(), Box::new(log))
+            let set = ReplicaSet::create(targets.clone(), log)
                 .map_err(|e| ControlError::internal(format!("volume {}: {e}", v.id)))?;
             for (i, t) in targets.into_iter().enumerate().skip(1) {
                 set.replace(i, t)

@@ -641,6 +641,14 @@ fn operations() -> Vec<Op> {
         .ok(200, "rolled back", r::<Volume>())
         .errors(&[409, 507]),
         op(
+            Post,
+            "/v1/volumes/{id}/takeover",
+            "takeOverVolume",
+            "Serve a volume from this node: its serving node is down and this node holds a copy with every acknowledged write",
+        )
+        .ok(200, "the volume, served by this node", r::<Volume>())
+        .errors(&[409]),
+        op(
             Put,
             "/v1/volumes/{id}/qos",
             "setQos",

@@ -186,8 +186,12 @@ pub struct Volume {
     pub encrypted: bool,
     /// How many copies it has.
     pub replicas: u64,
-    /// The devices of its copies, copy 0 first.
+    /// The devices of its copies, copy 0 first (`NODE:DEVICE` for a copy on another node).
     pub copies: Vec<String>,
+    /// The node that serves it (holds copy 0); absent in records of a one-node install that
+    /// predate nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl From<model::Volume> for Volume {
@@ -211,6 +215,7 @@ impl From<model::Volume> for Volume {
             encrypted: v.encrypted,
             replicas: copies.len() as u64,
             copies,
+            node: (!v.node.is_empty()).then_some(v.node),
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct EtcdCluster {
     initial: String,
     token: String,
     members: Vec<Member>,
+    /// Another address every member's client port also listens on (a veth of a test).
+    also: Option<String>,
 }
 
 /// The etcd binary: `$STRATA_ETCD`, or `etcd` on the PATH.
@@ -51,6 +53,12 @@ fn free_ports(n: usize) -> Vec<u16> {
 impl EtcdCluster {
     /// Starts `n` members and waits until each one serves linearizable reads.
     pub fn start(n: usize) -> Option<Self> {
+        Self::start_also_on(n, None)
+    }
+
+    /// [`EtcdCluster::start`] with every client port also listening on `also` (an address
+    /// of this namespace that daemons in other namespaces reach).
+    pub fn start_also_on(n: usize, also: Option<&str>) -> Option<Self> {
         let Some(bin) = etcd_bin() else {
             eprintln!("SKIPPED: etcd not installed (apt-get install etcd-server)");
             return None;
@@ -75,6 +83,7 @@ impl EtcdCluster {
             initial,
             token: format!("strata-test-{}-{}", std::process::id(), ports[0]),
             members,
+            also: also.map(str::to_string),
         };
         for i in 0..n {
             c.spawn(i);
@@ -91,13 +100,17 @@ impl EtcdCluster {
             .open(self.dir.path().join(format!("{}.log", m.name)))
             .unwrap();
         let client = format!("http://127.0.0.1:{}", m.client);
+        let listen = match &self.also {
+            Some(a) => format!("{client},http://{a}:{}", m.client),
+            None => client.clone(),
+        };
         let peer = format!("http://127.0.0.1:{}", m.peer);
         let child = Command::new(&self.bin)
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(self.dir.path().join(&m.name))
-            .args(["--listen-client-urls", &client])
+            .args(["--listen-client-urls", &listen])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
@@ -119,6 +132,15 @@ impl EtcdCluster {
         self.members
             .iter()
             .map(|m| format!("127.0.0.1:{}", m.client))
+            .collect()
+    }
+
+    /// Client endpoints of every member on address `host` (given to `start_also_on`).
+    #[allow(dead_code)] // used by the daemon tests that include this file
+    pub fn endpoints_on(&self, host: &str) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("{host}:{}", m.client))
             .collect()
     }
 

@@ -15,12 +15,12 @@ use crate::common::*;
 
 #[allow(dead_code)]
 #[path = "../../../strata-state/tests/it/etcd_cluster.rs"]
-mod etcd_cluster;
+pub(crate) mod etcd_cluster;
 
 use etcd_cluster::EtcdCluster;
 
 /// The `--store` URL of every member.
-fn store_url(etcd: &EtcdCluster) -> String {
+pub(crate) fn store_url(etcd: &EtcdCluster) -> String {
     format!("etcd://{}", etcd.endpoints().join(","))
 }
 
@@ -30,7 +30,7 @@ fn node(root: &Path, node: &str, url: &str) -> Daemon {
 }
 
 /// A file device of `mib` MiB in the daemon's `devices/`.
-fn device_file(d: &Daemon, name: &str, mib: u64) -> String {
+pub(crate) fn device_file(d: &Daemon, name: &str, mib: u64) -> String {
     let dir = d.data.join("devices");
     let f = dir.join(name);
     std::fs::File::create(&f)
@@ -40,7 +40,7 @@ fn device_file(d: &Daemon, name: &str, mib: u64) -> String {
     f.to_str().unwrap().to_string()
 }
 
-fn post(d: &Daemon, token: &str, path: &str, body: Value) -> Value {
+pub(crate) fn post(d: &Daemon, token: &str, path: &str, body: Value) -> Value {
     let (s, v) = d.call("POST", path, token, Some(body));
     assert!(s == 200 || s == 201, "POST {path}: {s} {v}");
     v
@@ -181,7 +181,11 @@ fn node_states(d: &Daemon, admin: &str) -> Vec<(String, String, bool)> {
 
 /// Polls `f` every 200 ms until it answers `Some`, for at most `limit`; the answer and the
 /// time it took.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> (T, Duration) {
+pub(crate) fn wait_for<T>(
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> (T, Duration) {
     let t0 = Instant::now();
     loop {
         if let Some(x) = f() {
@@ -317,7 +321,7 @@ fn on_the_embedded_store_the_local_node_is_up_and_leads() {
 }
 
 /// A free TCP port on loopback (bound, then let go).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -326,34 +330,34 @@ fn free_port() -> u16 {
 }
 
 /// `provisioned` of pool `fast` as node `d` answers.
-fn provisioned(d: &Daemon, admin: &str) -> u64 {
+pub(crate) fn provisioned(d: &Daemon, admin: &str) -> u64 {
     let (_, p) = d.call("GET", "/v1/pools/fast", admin, None);
     p["provisioned"].as_u64().unwrap()
 }
 
-fn poll(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn poll(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     wait_for(limit, what, || f().then_some(()));
 }
 
 /// Three daemons with node ports on a three-member etcd (`extra`: more `serve` arguments),
 /// tenant `ml`, and on each node a pool `fast` of one 256 MiB device: a loop device on n1 (so
 /// that it can fail), files on the others.
-struct CopyCluster {
-    _etcd: EtcdCluster,
-    dir: tempfile::TempDir,
-    url: String,
-    secret: std::path::PathBuf,
-    ports: Vec<u16>,
-    extra: Vec<String>,
-    ds: Vec<Option<Daemon>>,
-    lo: crate::replicas::Loop,
-    admin: String,
+pub(crate) struct CopyCluster {
+    pub(crate) _etcd: EtcdCluster,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) url: String,
+    pub(crate) secret: std::path::PathBuf,
+    pub(crate) ports: Vec<u16>,
+    pub(crate) extra: Vec<String>,
+    pub(crate) ds: Vec<Option<Daemon>>,
+    pub(crate) lo: crate::replicas::Loop,
+    pub(crate) admin: String,
 }
 
-const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+pub(crate) const NAMES: [&str; 3] = ["n1", "n2", "n3"];
 
 impl CopyCluster {
-    fn start(extra: &[&str]) -> Option<CopyCluster> {
+    pub(crate) fn start(extra: &[&str]) -> Option<CopyCluster> {
         use std::os::unix::fs::OpenOptionsExt;
         let etcd = EtcdCluster::start(3)?;
         let url = store_url(&etcd);
@@ -405,7 +409,7 @@ impl CopyCluster {
     }
 
     /// Starts (or starts again) node `i`.
-    fn node(&self, i: usize) -> Daemon {
+    pub(crate) fn node(&self, i: usize) -> Daemon {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let port = format!("127.0.0.1:{}", self.ports[i]);
         let mut args = vec![
@@ -422,11 +426,11 @@ impl CopyCluster {
         Daemon::start_with(&self.dir.path().join(NAMES[i]), &args)
     }
 
-    fn d(&self, i: usize) -> &Daemon {
+    pub(crate) fn d(&self, i: usize) -> &Daemon {
         self.ds[i].as_ref().unwrap()
     }
 
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         for d in self.ds.into_iter().flatten() {
             d.stop();
         }
@@ -434,12 +438,12 @@ impl CopyCluster {
 }
 
 /// The node index of a remote copy id (`n2:fast-d0`).
-fn node_of(copy: &str) -> usize {
+pub(crate) fn node_of(copy: &str) -> usize {
     let n = copy.split_once(':').expect("a copy on another node").0;
     NAMES.iter().position(|x| *x == n).unwrap()
 }
 
-fn volume_copies(v: &Value) -> Vec<String> {
+pub(crate) fn volume_copies(v: &Value) -> Vec<String> {
     serde_json::from_value(v["copies"].clone()).unwrap()
 }
 

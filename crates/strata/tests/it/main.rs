@@ -18,6 +18,7 @@ mod daemon;
 mod encryption;
 mod etcd_store;
 mod events;
+mod failover;
 mod groups;
 mod hardening;
 mod jobs;
