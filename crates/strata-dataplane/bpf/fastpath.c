@@ -434,7 +434,7 @@ static __always_inline int encap(struct __sk_buff *skb, const struct fp_action *
 	h[10] = (__u8)(~sum >> 8);
 	h[11] = (__u8)~sum;
 	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
-		      BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(8 + ETH_HLEN);
+		      BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
 	if (bpf_skb_adjust_room(skb, TUN_ROOM, BPF_ADJ_ROOM_MAC, flags) < 0)
 		return -1;
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, h, TUN_ROOM, 0) < 0)
