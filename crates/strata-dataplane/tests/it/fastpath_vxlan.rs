@@ -215,7 +215,7 @@ fn vxlan_output_gives_the_same_frames_on_both_paths() {
 
 /// N pings once the entry is in: the veth port's receive, the VXLAN port's send (frames
 /// with their 50 bytes of outer headers) and the rule move by exactly N, all carried by the
-/// kernel.
+/// kernel; packets of the flow that would exceed the underlay MTU take the slow path.
 #[test]
 fn vxlan_counters_stay_exact_on_the_fast_path() {
     let bed = VxBed::new(true);
@@ -253,6 +253,18 @@ fn vxlan_counters_stay_exact_on_the_fast_path() {
     assert_eq!(r1 - r0, n, "the rule counts each request once");
     let (f0, f1) = (s0.fastpath.unwrap(), s1.fastpath.unwrap());
     assert_eq!(f1.forwarded - f0.forwarded, n);
+    // Pings of the same flow too large for the underlay once encapsulated (1514-byte inner
+    // frames make 1550-byte outer packets over a 1500 MTU) hit the entry but are left to the
+    // slow path, which fragments them; the kernel's vxlan device reassembles them.
+    assert!(bed.a.ping("10.83.0.2", 3, 1472), "1500-byte inner packets");
+    let s2 = bed.stats();
+    let (a2, x2) = (p(&s2, &bed.va), p(&s2, "vx"));
+    assert_eq!(
+        a2.io.fast_rx_packets, a1.io.fast_rx_packets,
+        "none in the kernel"
+    );
+    assert_eq!(x2.stats.tx_packets - x1.stats.tx_packets, 3);
+    assert_eq!(s2.fastpath.unwrap().errors, 0);
 }
 
 /// A rule change, and the VXLAN port's removal, end the kernel's carrying at once: the entry
