@@ -9,7 +9,9 @@
  * action) in a per-CPU scratch slot; fp_tc, run next for the same skb, follows that decision:
  * forward with the copied action, or drop (the slow path has its copy). The two never
  * disagree, and a packet is never carried twice nor lost between them, even while userspace
- * changes the map between the two programs.
+ * changes the map between the two programs. Delivery is into the output veth port's peer
+ * (bpf_redirect_peer) or, for a VXLAN port, out of the underlay device after putting the
+ * port's outer headers in front of the frame (FP_TUNNEL, encap()).
  *
  * Exactness: the key holds every field the engine's parser reads from an IPv4 frame
  * (strata-net packet.rs), checked the way the parser checks them, so a packet that hits an
