@@ -331,6 +331,10 @@ int fp_sock(struct __sk_buff *skb)
 	 * with DF). A GSO frame is segmented to fit (bpf_skb_adjust_room lowers its size). */
 	if ((v->act.flags & FP_TUNNEL) && skb->gso_size == 0 && skb->len + TUN_HDR > v->act.tun_mtu)
 		return KEEP_ALL;
+	/* bpf_skb_adjust_room can lower the segment size of TCP GSO only (a UDP GSO size
+	 * delimits datagrams): other GSO frames to a tunnel take the slow path. */
+	if ((v->act.flags & FP_TUNNEL) && skb->gso_size != 0 && p.key.nw_proto != IPPROTO_TCP)
+		return KEEP_ALL;
 	v->packets += 1;
 	v->bytes += skb->len;
 	v->last_ns = bpf_ktime_get_ns();
