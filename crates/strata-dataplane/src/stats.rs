@@ -60,8 +60,8 @@ pub struct FastPathStats {
     pub refused_tcp_flags: u64,
     /// ... a rewrite the kernel program does not make.
     pub refused_rewrite: u64,
-    /// ... a VXLAN output the kernel cannot encapsulate (a tagged inner frame, no underlay
-    /// device for the tunnel's local address).
+    /// ... a VXLAN output the kernel cannot encapsulate (a tagged inner frame, a header
+    /// that does not encode).
     pub refused_tunnel: u64,
     /// Entries deleted because the switch's generation moved on.
     pub invalidated: u64,

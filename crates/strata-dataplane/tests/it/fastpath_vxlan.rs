@@ -253,6 +253,16 @@ fn vxlan_counters_stay_exact_on_the_fast_path() {
     assert_eq!(r1 - r0, n, "the rule counts each request once");
     let (f0, f1) = (s0.fastpath.unwrap(), s1.fastpath.unwrap());
     assert_eq!(f1.forwarded - f0.forwarded, n);
+    let t = bed
+        .dp
+        .trace(&format!(
+            "in_port={},icmp,dl_src={A_MAC},dl_dst=02:00:00:00:0c:51,nw_src=10.83.0.1,\
+             nw_dst=10.83.0.2,icmp_type=8,icmp_code=0",
+            bed.va
+        ))
+        .unwrap()
+        .unwrap();
+    assert!(t.contains("Fast path: served in the kernel"), "{t}");
     // Pings of the same flow too large for the underlay once encapsulated (1514-byte inner
     // frames make 1550-byte outer packets over a 1500 MTU) hit the entry but are left to the
     // slow path, which fragments them; the kernel's vxlan device reassembles them.
