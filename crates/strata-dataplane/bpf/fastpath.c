@@ -9,7 +9,9 @@
  * action) in a per-CPU scratch slot; fp_tc, run next for the same skb, follows that decision:
  * forward with the copied action, or drop (the slow path has its copy). The two never
  * disagree, and a packet is never carried twice nor lost between them, even while userspace
- * changes the map between the two programs.
+ * changes the map between the two programs. Delivery is into the output veth port's peer
+ * (bpf_redirect_peer) or, for a VXLAN port, out of the underlay device after putting the
+ * port's outer headers in front of the frame (FP_TUNNEL, encap()).
  *
  * Exactness: the key holds every field the engine's parser reads from an IPv4 frame
  * (strata-net packet.rs), checked the way the parser checks them, so a packet that hits an
@@ -43,6 +45,11 @@ static long (*bpf_skb_vlan_push)(struct __sk_buff *skb, __be16 proto, __u16 tci)
 	(void *)BPF_FUNC_skb_vlan_push;
 static long (*bpf_skb_vlan_pop)(struct __sk_buff *skb) = (void *)BPF_FUNC_skb_vlan_pop;
 static long (*bpf_redirect_peer)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect_peer;
+static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) =
+	(void *)BPF_FUNC_redirect_neigh;
+static long (*bpf_skb_adjust_room)(struct __sk_buff *skb, __s32 len_diff, __u32 mode,
+				   __u64 flags) = (void *)BPF_FUNC_skb_adjust_room;
+static __u32 (*bpf_get_prandom_u32)(void) = (void *)BPF_FUNC_get_prandom_u32;
 
 #define bswap16(x) __builtin_bswap16(x)
 
@@ -77,13 +84,19 @@ struct fp_key {
 #define FP_VLAN_POP (1u << 6)  /* remove the tag the frame came with */
 #define FP_VLAN_PUSH (1u << 7) /* leave with vlan_tpid/vlan_tci (after a pop: a set) */
 #define FP_PEER (1u << 8)      /* deliver with bpf_redirect_peer (the only delivery of step 1) */
-/* Step 2 (reserved): FP_TUNNEL (bpf_skb_set_tunnel_key with the tun_* fields, then
- * bpf_redirect to the collect-metadata vxlan device out_ifindex), FP_CT (an established
- * connection: ct_zone, ct_dir say which one; the entry dies with it). */
+/* FP_TUNNEL: encapsulate in VXLAN with the outer IPv4/UDP/VXLAN headers of tun_hdr (the
+ * lengths, identification and header checksum filled in here) and deliver with
+ * bpf_redirect_neigh to the underlay device out_ifindex. FP_CT: an established connection
+ * (ct_zone says which zone; not read here: the entry dies with the connection). */
 #define FP_TUNNEL (1u << 9)
 #define FP_CT (1u << 10)
 
-/* What to do with a packet of the key: 48 bytes. */
+/* Outer IPv4 + UDP + VXLAN headers, and the whole encapsulation with the inner Ethernet
+ * header that bpf_skb_adjust_room's room holds after the outer one. */
+#define TUN_HDR 36
+#define TUN_ROOM (TUN_HDR + 14)
+
+/* What to do with a packet of the key: 88 bytes. */
 struct fp_action {
 	__u32 flags;       /*  0 FP_* */
 	__u32 out_ifindex; /*  4 host end of the output port (its peer receives) */
@@ -99,9 +112,13 @@ struct fp_action {
 	__u32 tun_remote;  /* 40 step 2: remote VTEP, network order */
 	__u16 tun_sport;   /* 44 step 2: outer UDP source port (the flow hash's pick) */
 	__u16 ct_zone;     /* 46 step 2 */
+	__u8 tun_hdr[TUN_HDR]; /* 48 FP_TUNNEL: outer IPv4, UDP, VXLAN as userspace encodes them
+				* (lengths, id and checksum 0: written per packet) */
+	__u16 tun_mtu;     /* 84 FP_TUNNEL: route MTU toward tun_remote (bytes of outer IPv4) */
+	__u16 tun_pad;     /* 86 */
 };
 
-/* Map value: 88 bytes, one copy per CPU (so the counters need no atomics). */
+/* Map value: 128 bytes, one copy per CPU (so the counters need no atomics). */
 struct fp_value {
 	__u64 gen;          /*  0 switch generation the entry was made at */
 	__u64 packets;      /*  8 this CPU's packets */
@@ -310,6 +327,14 @@ int fp_sock(struct __sk_buff *skb)
 		count(FP_STAT_STALE);
 		return KEEP_ALL;
 	}
+	/* An outer packet above the underlay MTU: the slow path fragments it (or refuses it
+	 * with DF). A GSO frame is segmented to fit (bpf_skb_adjust_room lowers its size). */
+	if ((v->act.flags & FP_TUNNEL) && skb->gso_size == 0 && skb->len + TUN_HDR > v->act.tun_mtu)
+		return KEEP_ALL;
+	/* bpf_skb_adjust_room can lower the segment size of TCP GSO only (a UDP GSO size
+	 * delimits datagrams): other GSO frames to a tunnel take the slow path. */
+	if ((v->act.flags & FP_TUNNEL) && skb->gso_size != 0 && p.key.nw_proto != IPPROTO_TCP)
+		return KEEP_ALL;
 	v->packets += 1;
 	v->bytes += skb->len;
 	v->last_ns = bpf_ktime_get_ns();
@@ -385,6 +410,44 @@ static __always_inline int rewrite(struct __sk_buff *skb, const struct parsed *p
 	return 0;
 }
 
+/* Puts the VXLAN encapsulation of a->tun_hdr in front of the frame: room for the outer
+ * headers after the Ethernet header, which then becomes the outer one (bpf_redirect_neigh
+ * writes its addresses), and the inner Ethernet header copied behind the outer ones. */
+static __always_inline int encap(struct __sk_buff *skb, const struct fp_action *a)
+{
+	__u8 h[TUN_ROOM];
+	__u32 inner = skb->len;
+
+	if (inner + TUN_HDR > 0xffff && skb->gso_size == 0)
+		return -1;
+	__builtin_memcpy(h, a->tun_hdr, TUN_HDR);
+	if (bpf_skb_load_bytes(skb, 0, h + TUN_HDR, ETH_HLEN) < 0)
+		return -1;
+	/* A GSO frame's lengths are rewritten for every segment when it is split. */
+	__u16 tot = bswap16((__u16)(inner + TUN_HDR)), ulen = bswap16((__u16)(inner + 16));
+	__u16 id = (__u16)bpf_get_prandom_u32();
+	__builtin_memcpy(h + 2, &tot, 2);
+	__builtin_memcpy(h + 4, &id, 2);
+	__builtin_memcpy(h + 24, &ulen, 2);
+	h[10] = 0;
+	h[11] = 0;
+	__u32 sum = 0;
+#pragma unroll
+	for (int i = 0; i < 20; i += 2)
+		sum += ((__u32)h[i] << 8) | h[i + 1];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	h[10] = (__u8)(~sum >> 8);
+	h[11] = (__u8)~sum;
+	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+		      BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
+	if (bpf_skb_adjust_room(skb, TUN_ROOM, BPF_ADJ_ROOM_MAC, flags) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, h, TUN_ROOM, 0) < 0)
+		return -1;
+	return 0;
+}
+
 SEC("classifier")
 int fp_tc(struct __sk_buff *skb)
 {
@@ -413,6 +476,14 @@ int fp_tc(struct __sk_buff *skb)
 	if (rewrite(skb, &p, &a) < 0) {
 		count(FP_STAT_ERROR);
 		return TC_ACT_SHOT;
+	}
+	if (a.flags & FP_TUNNEL) {
+		if (encap(skb, &a) < 0) {
+			count(FP_STAT_ERROR);
+			return TC_ACT_SHOT;
+		}
+		count(FP_STAT_FAST);
+		return bpf_redirect_neigh(a.out_ifindex, 0, 0, 0);
 	}
 	count(FP_STAT_FAST);
 	return bpf_redirect_peer(a.out_ifindex, 0);

@@ -48,6 +48,8 @@ pub(crate) struct VxlanTx {
     /// MTU of the route toward `remote` (bytes of IPv4 packet), refreshed on EMSGSIZE.
     mtu: AtomicUsize,
     ip_id: AtomicU16,
+    /// The device holding `local` (where the fast path sends what it encapsulates), if any.
+    underlay: Option<u32>,
 }
 
 impl VxlanTx {
@@ -60,7 +62,9 @@ impl VxlanTx {
     ) -> io::Result<Self> {
         let sock = RawIpSocket::new()?;
         let mtu = sys::route_mtu(local, remote, dst_port).unwrap_or(DEFAULT_MTU);
+        let underlay = sys::ifindex_of_addr(local).ok();
         Ok(VxlanTx {
+            underlay,
             sock,
             local,
             remote,
@@ -69,6 +73,16 @@ impl VxlanTx {
             mtu: AtomicUsize::new(mtu),
             ip_id: AtomicU16::new(1),
         })
+    }
+
+    /// The underlay device's index: the interface holding the local address.
+    pub(crate) fn underlay(&self) -> Option<u32> {
+        self.underlay
+    }
+
+    /// The outer source-port range.
+    pub(crate) fn ports(&self) -> SourcePorts {
+        self.ports
     }
 
     /// The route MTU as last read.

@@ -60,6 +60,9 @@ pub struct FastPathStats {
     pub refused_tcp_flags: u64,
     /// ... a rewrite the kernel program does not make.
     pub refused_rewrite: u64,
+    /// ... a VXLAN output the kernel cannot encapsulate (a tagged inner frame, a header
+    /// that does not encode).
+    pub refused_tunnel: u64,
     /// Entries deleted because the switch's generation moved on.
     pub invalidated: u64,
     /// Entries deleted after [`crate::fastpath::IDLE`] unused.
@@ -214,7 +217,7 @@ impl DataplaneStats {
             let _ = writeln!(
                 s,
                 "fastpath entries={} installs={} install_failed={} refused_protocol={} \
-                 refused_tcp_flags={} refused_rewrite={} invalidated={} expired={} \
+                 refused_tcp_flags={} refused_rewrite={} refused_tunnel={} invalidated={} expired={} \
                  forwarded={} left_to_socket={} no_filter={} errors={} stale_hits={}",
                 f.entries,
                 f.installs,
@@ -222,6 +225,7 @@ impl DataplaneStats {
                 f.refused_protocol,
                 f.refused_tcp_flags,
                 f.refused_rewrite,
+                f.refused_tunnel,
                 f.invalidated,
                 f.expired,
                 f.forwarded,

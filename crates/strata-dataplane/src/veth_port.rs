@@ -21,6 +21,7 @@ use strata_net::Ingress;
 
 use crate::deliver::deliver;
 use crate::error::DataplaneError;
+use crate::fastpath::plan::Out;
 use crate::port::{Bufs, Dev, PortIo, Veth};
 use crate::rx::{self, RxFrame, PACKET_VNET_HDR_LEN};
 use crate::stats::PortIoStats;
@@ -259,13 +260,18 @@ impl Worker {
             deliver(&mut self.ports, fx, tx, &hdr, frame);
         }
         if let (Some(in_if), Some(o)) = (fast, fx.offload()) {
-            let out_if = match self.ports.get(&o.out_port).map(|p| &p.dev) {
+            let out = match self.ports.get(&o.out_port).map(|p| &p.dev) {
                 // Whole offloaded frames on both sides, as the slow path writes them.
-                Some(Dev::Veth(v)) if v.sock.vnet_hdr() => Some(v.ifindex),
+                Some(Dev::Veth(v)) if v.sock.vnet_hdr() => Some(Out::Peer(v.ifindex)),
+                Some(Dev::Vxlan { tx, .. }) => tx.underlay().map(|ifindex| Out::Vxlan {
+                    ifindex,
+                    mtu: tx.mtu(),
+                    ports: tx.ports(),
+                }),
                 _ => None,
             };
-            if let Some(out_if) = out_if {
-                self.shared.fast_offer(o, in_if, out_if, frame);
+            if let Some(out) = out {
+                self.shared.fast_offer(o, in_if, out, frame);
             }
         }
     }

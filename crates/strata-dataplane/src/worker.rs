@@ -121,16 +121,16 @@ impl Shared {
     }
 
     /// Offers the offload hint of a frame just forwarded from a fast veth port (host end
-    /// `in_ifindex`) to a veth port (`out_ifindex`) to the fast path.
+    /// `in_ifindex`) to a veth or VXLAN port (reached as `out` says) to the fast path.
     pub(crate) fn fast_offer(
         &self,
         o: &strata_net::Offload,
         in_ifindex: u32,
-        out_ifindex: u32,
+        out: fastpath::plan::Out,
         frame: &[u8],
     ) {
         if let Some(f) = self.fast().as_mut() {
-            f.offer(o, in_ifindex, out_ifindex, frame, sys::monotonic_ns());
+            f.offer(o, in_ifindex, out, frame, sys::monotonic_ns());
             self.fast_gen.store(
                 f.generation().map_or(0, |g| g.saturating_add(1)),
                 Ordering::Release,

@@ -5,7 +5,8 @@
 //! The engine only states facts: [`Offload`] says that the packet just processed took a path
 //! that is a pure function of its key, of the switch's state at [`crate::Switch::generation`]
 //! and of the connections it names being established — one explicit output (or `normal` to a
-//! learned address), rewrites only, no meter, responder, flood, tunnel or refusal, no rule
+//! learned address, possibly a VXLAN port: then [`Offload::encap`] is the encapsulation),
+//! rewrites only, no meter, responder, flood or refusal, no rule
 //! whose idle timeout the engine must see, and `ct` steps only where they found an
 //! established TCP or UDP connection and changed nothing of it (recirculations included: the
 //! hint covers every pass) — so every later packet with the same key gets the same frame out
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use crate::conntrack::types::{CtId, Dir};
 use crate::key::{FlowKey, PortNo};
-use crate::types::{Domain, RuleId};
+use crate::types::{Domain, Encap, RuleId};
 
 /// A connection an offloaded result depends on: a `ct` step of it found this connection
 /// established, in this direction. The result holds while the connection lives with its mark
@@ -53,6 +54,10 @@ pub struct Offload {
     pub out_key: FlowKey,
     /// TPID of the tag the frame left with (meaningful when `out_key` has a tag).
     pub out_tpid: u16,
+    /// The encapsulation when the output is a VXLAN port: VNI, inner flow hash and tunnel,
+    /// as the port layer was given them with the frame (so a port layer that carries the
+    /// flow itself writes the same outer headers, source port included).
+    pub encap: Option<Encap>,
     /// Rules hit, in table order (each counts every packet).
     pub rules: Vec<RuleId>,
     /// The source MAC the packet taught the MAC table (`normal`, `learn_mac`), with its

@@ -988,6 +988,7 @@ impl Switch {
             miss: false,
             offload_ok: true,
             out: None,
+            out_encap: None,
             learned: None,
         };
         if ex.fx.hints {
@@ -1024,6 +1025,7 @@ impl Switch {
                 o.out_port = out_port;
                 o.out_key = out_key;
                 o.out_tpid = out_tpid;
+                o.encap = ex.out_encap;
                 o.learn = ex.learned;
                 o.generation = generation;
                 // From now on a change of these connections moves the generation.
@@ -1126,6 +1128,8 @@ struct Exec<'a> {
     offload_ok: bool,
     /// The last output made: port, key as it left, TPID of its tag.
     out: Option<(PortNo, FlowKey, u16)>,
+    /// The encapsulation of the last output (a VXLAN port's).
+    out_encap: Option<Encap>,
     /// The source address learned from this packet, with its domain.
     learned: Option<(Option<Domain>, u64)>,
 }
@@ -1489,8 +1493,6 @@ impl Exec<'_> {
         // A tunnel port counts the frame as the underlay carries it (outer headers included),
         // and refuses what no outer IPv4 length field can hold.
         let overhead = if encap.is_some() {
-            // Step 1 of the fast path carries no tunnel output.
-            self.offload_ok = false;
             if !vxlan::fits_ipv4(len + tail_len) {
                 fx.buf.truncate(start);
                 port.stats.tx_dropped += 1;
@@ -1517,6 +1519,7 @@ impl Exec<'_> {
             tpid
         };
         self.out = Some((p, a.key, out_tpid));
+        self.out_encap = encap;
     }
 }
 

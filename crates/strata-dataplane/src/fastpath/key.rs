@@ -19,14 +19,15 @@
 //! Multi-byte integers are in host order (the kernel programs and we run on one machine),
 //! addresses in network order as on the wire.
 //!
-//! # Value (88 bytes, one copy per CPU)
+//! # Value (128 bytes, one copy per CPU)
 //! ```text
 //!  0 gen u64     8 packets u64    16 bytes u64    24 last_ns u64
-//! 32 entry u32  36 pad u32       40 action (48 bytes):
+//! 32 entry u32  36 pad u32       40 action (88 bytes):
 //!    0 flags u32   4 out_ifindex u32   8 eth_dst [6]   14 eth_src [6]
 //!   20 nw_src [4] 24 nw_dst [4]       28 tp_src u16   30 tp_dst u16
 //!   32 vlan_tci u16 (as on the wire)  34 vlan_tpid u16
 //!   36 tun_vni u32 40 tun_remote [4]  44 tun_sport u16  46 ct_zone u16   (step 2)
+//!   48 tun_hdr [36] outer IPv4+UDP+VXLAN (`TUNNEL`)      84 tun_mtu u16  86 tun_pad u16
 //! ```
 
 use strata_net::key::{ethertype, ipproto, FlowKey, VLAN_PRESENT};
@@ -49,6 +50,9 @@ pub(crate) const VLAN_POP: u32 = 1 << 6;
 pub(crate) const VLAN_PUSH: u32 = 1 << 7;
 /// Deliver with `bpf_redirect_peer` into the output port's peer.
 pub(crate) const PEER: u32 = 1 << 8;
+/// Encapsulate in VXLAN with `tun_hdr` and deliver with `bpf_redirect_neigh` to the underlay
+/// device `out_ifindex`.
+pub(crate) const TUNNEL: u32 = 1 << 9;
 /// The result rests on an established connection (zone in `ct_zone`). The programs do not
 /// read it: the connection is userspace's (its counts are fed back at the fold, its changes
 /// move the generation); it marks the entry for dumps and tests.
@@ -91,7 +95,7 @@ pub(crate) struct FpKey {
 
 /// What the TC program does with a packet of the key.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FpAction {
     pub(crate) flags: u32,
     pub(crate) out_ifindex: u32,
@@ -107,6 +111,40 @@ pub(crate) struct FpAction {
     pub(crate) tun_remote: [u8; 4],
     pub(crate) tun_sport: u16,
     pub(crate) ct_zone: u16,
+    /// Outer IPv4, UDP and VXLAN headers (`strata_net::vxlan::write_ip_udp_vxlan` for an
+    /// empty inner frame, identification and checksum zero: the program writes those and
+    /// the lengths per packet).
+    pub(crate) tun_hdr: [u8; TUN_HDR],
+    /// Route MTU toward the remote VTEP (bytes of outer IPv4 packet).
+    pub(crate) tun_mtu: u16,
+    pub(crate) tun_pad: u16,
+}
+
+/// Bytes of the outer headers in [`FpAction::tun_hdr`].
+pub(crate) const TUN_HDR: usize = strata_net::vxlan::IP_UDP_VXLAN_LEN;
+
+impl Default for FpAction {
+    fn default() -> Self {
+        FpAction {
+            flags: 0,
+            out_ifindex: 0,
+            eth_dst: [0; 6],
+            eth_src: [0; 6],
+            nw_src: [0; 4],
+            nw_dst: [0; 4],
+            tp_src: 0,
+            tp_dst: 0,
+            vlan_tci: 0,
+            vlan_tpid: 0,
+            tun_vni: 0,
+            tun_remote: [0; 4],
+            tun_sport: 0,
+            ct_zone: 0,
+            tun_hdr: [0; TUN_HDR],
+            tun_mtu: 0,
+            tun_pad: 0,
+        }
+    }
 }
 
 /// The flow map's value (each CPU has its own copy: the counters are that CPU's).
@@ -184,7 +222,7 @@ mod tests {
         for (i, (got, want)) in k.iter().enumerate() {
             assert_eq!(got, want, "key field {i}");
         }
-        assert_eq!(size_of::<FpAction>(), 48);
+        assert_eq!(size_of::<FpAction>(), 88);
         let a = [
             (offset_of!(FpAction, flags), 0),
             (offset_of!(FpAction, out_ifindex), 4),
@@ -200,11 +238,14 @@ mod tests {
             (offset_of!(FpAction, tun_remote), 40),
             (offset_of!(FpAction, tun_sport), 44),
             (offset_of!(FpAction, ct_zone), 46),
+            (offset_of!(FpAction, tun_hdr), 48),
+            (offset_of!(FpAction, tun_mtu), 84),
+            (offset_of!(FpAction, tun_pad), 86),
         ];
         for (i, (got, want)) in a.iter().enumerate() {
             assert_eq!(got, want, "action field {i}");
         }
-        assert_eq!(size_of::<FpValue>(), 88);
+        assert_eq!(size_of::<FpValue>(), 128);
         assert_eq!(align_of::<FpValue>(), 8);
         let v = [
             (offset_of!(FpValue, gen), 0),

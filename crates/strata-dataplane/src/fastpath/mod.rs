@@ -19,7 +19,8 @@
 //!   back as [`Credit`]s, which the caller gives to the switch
 //!   ([`strata_net::Switch::credit_offloaded`]).
 //! - A port's TC program is attached before its socket's filter, and an entry is only made
-//!   for an input port that has both and an output that is a veth port of the same switch.
+//!   for an input port that has both and an output that is a veth port of the same switch or
+//!   one of its VXLAN ports (encapsulated in the kernel, `plan::Out::Vxlan`).
 //! - No lock order: the caller takes this manager's mutex and the switch's lock one after
 //!   the other, never one inside the other; system calls happen under this mutex only.
 
@@ -334,14 +335,14 @@ impl FastPath {
         self.gen
     }
 
-    /// Installs the entry for hint `o` from port `o.in_port` (host end `in_ifindex`) to veth
-    /// port `o.out_port` (host end `out_ifindex`), unless the fast path cannot carry it or an
+    /// Installs the entry for hint `o` from port `o.in_port` (host end `in_ifindex`) to port
+    /// `o.out_port` (reached as `out` says), unless the fast path cannot carry it or an
     /// entry of its generation exists. `frame` is the received frame; `now_ns` monotonic.
     pub(crate) fn offer(
         &mut self,
         o: &Offload,
         in_ifindex: u32,
-        out_ifindex: u32,
+        out: plan::Out,
         frame: &[u8],
         now_ns: u64,
     ) {
@@ -349,13 +350,14 @@ impl FastPath {
         if self.gen != Some(o.generation) {
             return; // the hint is older than the rules now in force
         }
-        let (key, act) = match plan::plan(o, in_ifindex, out_ifindex, frame) {
+        let (key, act) = match plan::plan(o, in_ifindex, out, frame) {
             Ok(x) => x,
             Err(r) => {
                 match r {
                     Refusal::Protocol => self.counts.refused_protocol += 1,
                     Refusal::TcpFlags => self.counts.refused_tcp_flags += 1,
                     Refusal::Rewrite => self.counts.refused_rewrite += 1,
+                    Refusal::Tunnel => self.counts.refused_tunnel += 1,
                 }
                 return;
             }
@@ -399,7 +401,16 @@ impl FastPath {
                 rules: o.rules.clone(),
                 learn: o.learn,
                 ct: o.ct.clone(),
-                extra: plan::tag_bytes(&o.key, &o.out_key),
+                extra: {
+                    // A VXLAN port counts the frame with its outer headers, as the underlay
+                    // carries it.
+                    let (i, t) = plan::tag_bytes(&o.key, &o.out_key);
+                    let outer = match out {
+                        plan::Out::Vxlan { .. } => strata_net::vxlan::VXLAN_OVERHEAD_V4 as u64,
+                        plan::Out::Peer(_) => 0,
+                    };
+                    (i, t + outer)
+                },
                 l2: 14 + plan::tag_bytes(&o.key, &o.out_key).0,
                 packets: 0,
                 bytes: 0,

@@ -24,7 +24,7 @@ use std::path::Path;
 
 pub use netlink::{delete_link, if_index, VethPair};
 pub use packet::{PacketOptions, PacketSocket, RecvBatch};
-pub use raw::{route_mtu, RawIpSocket};
+pub use raw::{ifindex_of_addr, route_mtu, RawIpSocket};
 pub use tap::{set_link_up, Tap, TapOptions};
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `std::time::Instant` on Linux and of the

@@ -62,3 +62,36 @@ pub fn route_mtu(local: Ipv4Addr, remote: Ipv4Addr, port: u16) -> io::Result<usi
     })?;
     Ok(v.max(0) as usize)
 }
+
+/// Index of the interface that holds IPv4 address `addr` (the underlay device of a tunnel
+/// whose local address it is), from `getifaddrs`.
+pub fn ifindex_of_addr(addr: Ipv4Addr) -> io::Result<u32> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a pointer to a list it allocated into `list`, which we free
+    // below with freeifaddrs and never use after.
+    cvt(unsafe { libc::getifaddrs(&mut list) })?;
+    let mut found = None;
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed; its
+        // `ifa_addr` is null or points to a sockaddr whose family says its type, and its
+        // `ifa_name` to a NUL-terminated name.
+        unsafe {
+            let ifa = &*cur;
+            if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                if u32::from_be(sin.sin_addr.s_addr) == u32::from(addr) {
+                    let idx = libc::if_nametoindex(ifa.ifa_name);
+                    if idx != 0 {
+                        found = Some(idx);
+                        break;
+                    }
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface has {addr}")))
+}

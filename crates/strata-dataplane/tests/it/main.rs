@@ -5,6 +5,7 @@ mod dataplane;
 mod encap;
 mod fastpath;
 mod fastpath_ct;
+mod fastpath_vxlan;
 mod meterbed;
 mod meters;
 mod netenv;

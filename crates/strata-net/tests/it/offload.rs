@@ -73,6 +73,32 @@ fn an_explicit_output_with_rewrites_is_hinted() {
 }
 
 #[test]
+fn an_output_to_a_vxlan_port_is_hinted_with_its_encapsulation() {
+    let mut sw = Switch::default();
+    let vni = Some(strata_net::Domain::Vni(77));
+    sw.add_port(PortConfig::tap("a", vni).with_number(11))
+        .unwrap();
+    let t = strata_net::vxlan::VxlanTunnel::new(
+        Ipv4Addr::new(192, 0, 2, 1),
+        Ipv4Addr::new(192, 0, 2, 2),
+    );
+    sw.add_port(PortConfig::vxlan("vx", t, Some(77)).with_number(12))
+        .unwrap();
+    sw.add_flow(Duration::ZERO, "tcp,actions=output:vx")
+        .unwrap();
+    let o = hinted(&mut sw, 11, &ab()).expect("a hint");
+    assert_eq!(o.out_port, 12);
+    let e = o.encap.expect("the encapsulation");
+    assert_eq!((e.vni, e.tunnel), (77, t));
+    // The same flow hash every time: the port layer derives the same source port from it.
+    let again = hinted(&mut sw, 11, &ab()).unwrap().encap.unwrap();
+    assert_eq!(again.flow_hash, e.flow_hash);
+    // A plain output has none.
+    let mut sw = switch(&["tcp,actions=output:b"]);
+    assert_eq!(hinted(&mut sw, 1, &ab()).unwrap().encap, None);
+}
+
+#[test]
 fn normal_is_hinted_once_the_destination_is_learned() {
     let mut sw = switch(&["actions=normal"]);
     assert!(hinted(&mut sw, 1, &ab()).is_none(), "b unknown: a flood");
