@@ -7,15 +7,18 @@
 # random write and read at iodepth 32, 1 MiB sequential write and read at iodepth 8, each
 # volume written in full first, the kinds interleaved for ROUNDS rounds (median). Then the
 # API: volume create latency (p50, p99 of 200) on etcd (n3) beside a fourth daemon on the
-# embedded redb store; and last the failover time: kill -9 of n1, the serving node of the
-# cross-node volume, to the first successful read through n2 after its takeover.
+# embedded redb store; then a tenant network with ports on n1 and n2 (iperf3 through the
+# VXLAN tunnel between the nodes) beside two ports on n1 and beside the kernel's bridge and
+# vxlan devices between namespaces; and last the failover time: kill -9 of n1, the serving
+# node of the cross-node volume, to the first successful read through n2 after its takeover.
 #
 # Devices are sparse files in a tmpfs (/dev/shm): the figures are the software's cost, and
 # the three "nodes" share the same 2 cores and memory, so a remote copy competes with its
 # serving node for CPU where real nodes would not: the report prints that caveat.
 #
 # Usage: sudo bash bench/cluster.sh [--secs 5] [--size-mib 512] [--rounds 3] [--dir /dev/shm]
-# Needs: etcd (etcd-server), fio, python3. About 4 minutes with the defaults.
+# Needs: etcd (etcd-server), fio, iperf3, iproute2, python3; root (namespaces). About 5
+# minutes with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +35,7 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
-for t in etcd fio python3 cargo; do
+for t in etcd fio iperf3 ip python3 cargo; do
     command -v "$t" >/dev/null || { echo "missing $t (apt-get install -y etcd-server fio python3)" >&2; exit 1; }
 done
 
@@ -96,8 +99,9 @@ start_node() { # name, extra serve arguments; sets URL_<name>
     return 1
 }
 
-start_node n1 --advertise "127.0.0.1:$(free_port)" --join-secret-file "$WORK/join.secret"
-start_node n2 --advertise "127.0.0.1:$(free_port)" --join-secret-file "$WORK/join.secret"
+# Each node its own address (as on real machines): each binds its own VXLAN socket (UDP 4789).
+start_node n1 --advertise "127.0.0.11:$(free_port)" --join-secret-file "$WORK/join.secret"
+start_node n2 --advertise "127.0.0.12:$(free_port)" --join-secret-file "$WORK/join.secret"
 start_node n3
 # The one-machine peer of the API figure: a daemon on the embedded store (redb).
 STRATA_CONFIG="$WORK/solo.yaml" RUST_LOG=info NO_COLOR=1 "$BIN" serve \

@@ -112,6 +112,89 @@ print(f"\nAPI volume create, 200 sequential: etcd p50 {lat['n3'][0]:.1f} ms p99 
       f" redb p50 {lat['solo'][0]:.1f} ms p99 {lat['solo'][1]:.1f} ms;"
       f" etcd/redb p99 {lat['n3'][1] / lat['solo'][1]:.2f}x")
 
+# Tenant networks across nodes: iperf3 between two veth ports of one network on n1 and n2
+# (the VXLAN tunnel between the nodes), two ports on n1 alone, and the peer: the kernel's
+# bridge and vxlan devices (what Open vSwitch's or OVN's kernel datapath amounts to) between
+# two "node" namespaces over a veth underlay, one namespace per endpoint as with Strata.
+def sh(*args, check=True):
+    return subprocess.run(list(args), check=check, capture_output=True, text=True)
+
+
+def netns(name):
+    sh("ip", "netns", "del", name, check=False)
+    sh("ip", "netns", "add", name)
+    NETNS.append(name)
+    return name
+
+
+def ns(name, *args, check=True):
+    return sh("ip", "netns", "exec", name, *args, check=check)
+
+
+def iperf(client_ns, server_ns, ip):
+    srv = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", ip],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(50):
+        if ":5201" in ns(server_ns, "ss", "-Hltn").stdout:
+            break
+        time.sleep(0.1)
+    out = ns(client_ns, "iperf3", "-c", ip, "-t", str(SECS), "-J").stdout
+    srv.wait(timeout=30)
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+NETNS = []
+try:
+    net = call("n1", "POST", "/v1/networks", {"name": "bench", "cidr": "10.97.0.0/16"})
+    call("n1", "POST", f"/v1/networks/{net['id']}/subnets", {"name": "a", "cidr": "10.97.1.0/24"})
+    ports = {}
+    for name, node in (("a1", "n1"), ("b1", "n1"), ("a2", "n2")):
+        ports[name] = call(node, "POST", f"/v1/networks/{net['id']}/ports",
+                           {"name": name, "subnet": "a", "veth": {"peer": f"bn{name}"}})
+    for name, p in ports.items():
+        n = netns(f"bench-{name}")
+        sh("ip", "link", "set", p["veth_peer"], "netns", n)
+        ns(n, "ip", "link", "set", p["veth_peer"], "address", p["mac"])
+        ns(n, "ip", "addr", "add", p["ip"] + "/24", "dev", p["veth_peer"])
+        ns(n, "ip", "link", "set", p["veth_peer"], "up")
+        ns(n, "ethtool", "-K", p["veth_peer"], "tx", "off", check=False)
+    for _ in range(100):
+        if ns("bench-a1", "ping", "-c", "1", "-W", "1", ports["a2"]["ip"], check=False).returncode == 0:
+            break
+        time.sleep(0.2)
+    k = [netns(x) for x in ("bench-k1", "bench-k2", "bench-kc1", "bench-kc2")]
+    sh("ip", "link", "add", "bku1", "type", "veth", "peer", "name", "bku2")
+    for i, (node, c) in enumerate(((k[0], k[2]), (k[1], k[3])), start=1):
+        sh("ip", "link", "set", f"bku{i}", "netns", node)
+        ns(node, "ip", "addr", "add", f"192.168.97.{i}/24", "dev", f"bku{i}")
+        ns(node, "ip", "link", "set", f"bku{i}", "up")
+        ns(node, "ip", "link", "add", "br0", "type", "bridge")
+        ns(node, "ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "local",
+           f"192.168.97.{i}", "remote", f"192.168.97.{3 - i}", "dstport", "4789")
+        ns(node, "ip", "link", "set", "vx0", "master", "br0")
+        ns(node, "ip", "link", "add", "e0", "type", "veth", "peer", "name", "c0")
+        ns(node, "ip", "link", "set", "e0", "master", "br0")
+        ns(node, "ip", "link", "set", "c0", "netns", c)
+        for dev in ("vx0", "e0", "br0"):
+            ns(node, "ip", "link", "set", dev, "up")
+        # The tenant MTU Strata's DHCP hands out, so both carry the same frames.
+        ns(c, "ip", "addr", "add", f"10.98.0.{i}/24", "dev", "c0")
+        ns(c, "ip", "link", "set", "c0", "mtu", "1450", "up")
+    for n in ("bench-a1", "bench-b1", "bench-a2"):
+        p = ports[n.split("-")[1]]
+        ns(n, "ip", "link", "set", p["veth_peer"], "mtu", "1450")
+    across = statistics.median(iperf("bench-a1", "bench-a2", ports["a2"]["ip"]) for _ in range(ROUNDS))
+    local = statistics.median(iperf("bench-a1", "bench-b1", ports["b1"]["ip"]) for _ in range(ROUNDS))
+    kernel = statistics.median(iperf("bench-kc1", "bench-kc2", "10.98.0.2") for _ in range(ROUNDS))
+    print(f"\ntenant network, iperf3 1 stream, {SECS} s, median of {ROUNDS} (Gbit/s):"
+          f" across nodes {across:.2f}, one node {local:.2f};"
+          f" kernel bridge+vxlan across namespaces {kernel:.2f};"
+          f" across/kernel {across / kernel:.2f}x")
+finally:
+    for n in NETNS:
+        sh("ip", "netns", "del", n, check=False)
+
+
 # Failover: kill -9 the serving node of the cross-node volume; n2 holds its other copy.
 across = [v for v in call("n2", "GET", "/v1/volumes")["items"] if v["name"] == "across"][0]
 assert across["copies"][1].startswith("n2:"), across

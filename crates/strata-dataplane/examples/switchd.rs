@@ -106,6 +106,7 @@ fn parse_vxlan(arg: &str) -> Result<PortSpec> {
         remote: remote.ok_or_else(|| anyhow!("--vxlan {arg}: remote= is required"))?,
         vni,
         dst_port,
+        flow_keyed: false,
     })
 }
 

@@ -56,6 +56,9 @@ pub enum PortSpec {
         vni: Option<u32>,
         /// UDP port, local and remote (4789 by default).
         dst_port: u16,
+        /// Flow-keyed (with no fixed VNI): received frames enter with no domain and
+        /// `tun_id` = their VNI (`strata_net::vxlan::VxlanTunnel::flow_keyed`).
+        flow_keyed: bool,
     },
 }
 
@@ -85,6 +88,7 @@ impl PortSpec {
             remote,
             vni,
             dst_port: vxlan::VXLAN_PORT,
+            flow_keyed: false,
         }
     }
     /// The port name.

@@ -29,6 +29,7 @@ impl Worker {
         remote: Ipv4Addr,
         vni: Option<u32>,
         port: u16,
+        flow_keyed: bool,
     ) -> Result<PortNo, DataplaneError> {
         let laddr = SocketAddrV4::new(local, port);
         let threads = self.threads();
@@ -80,6 +81,7 @@ impl Worker {
         };
         let mut t = VxlanTunnel::new(local, remote);
         t.dst_port = port;
+        t.flow_keyed = flow_keyed && vni.is_none();
         let added = self.shared.lock().add_port(PortConfig::vxlan(name, t, vni));
         let no = match added {
             Ok(n) => n,

@@ -595,7 +595,8 @@ impl Worker {
                 remote,
                 vni,
                 dst_port,
-            } => self.add_vxlan(&name, local, remote, vni, dst_port),
+                flow_keyed,
+            } => self.add_vxlan(&name, local, remote, vni, dst_port, flow_keyed),
         }
     }
 

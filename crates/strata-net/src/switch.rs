@@ -895,6 +895,7 @@ impl Switch {
         }
         match (cfg.kind, cfg.domain) {
             (PortKind::Vxlan(_), Some(d @ Domain::Vni(v))) => (vni == Some(v)).then_some(Some(d)),
+            (PortKind::Vxlan(t), None) if t.flow_keyed => Some(None),
             (PortKind::Vxlan(_), None) => Some(vni.map(Domain::Vni)),
             (PortKind::Vxlan(_), Some(Domain::Vlan(_))) => None,
             (_, Some(d @ Domain::Vlan(v))) => tag.is_none_or(|t| t == v).then_some(Some(d)),

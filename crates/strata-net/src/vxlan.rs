@@ -60,6 +60,11 @@ pub struct VxlanTunnel {
     pub df: bool,
     /// Outer TTL.
     pub ttl: u8,
+    /// A flow-keyed tunnel (only without a fixed VNI): what it receives enters with no
+    /// isolation domain and `tun_id` = its VNI, so the flows alone decide where it goes. For a
+    /// compiler that isolates by `tun_id` itself (the control plane's tunnels between nodes,
+    /// whose ports have no domain either); a trunk tunnel's packets keep their `Vni` domain.
+    pub flow_keyed: bool,
 }
 
 impl VxlanTunnel {
@@ -73,6 +78,7 @@ impl VxlanTunnel {
             dst_port: VXLAN_PORT,
             df: false,
             ttl: 64,
+            flow_keyed: false,
         }
     }
 }

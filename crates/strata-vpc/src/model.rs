@@ -156,6 +156,10 @@ pub struct Port {
     pub created: u64,
     /// Bumped at every change.
     pub generation: u64,
+    /// The node its device is on (the node whose API made it). None: a port stored before
+    /// ports named their node, the node of a single-machine daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A router: routes between the subnets attached to it (on every node, locally).

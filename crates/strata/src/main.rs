@@ -1012,6 +1012,8 @@ fn open_node_port(
             if let Err(e) = c.copy_agent_pass() {
                 tracing::warn!(error = %e, "copy agent pass failed");
             }
+            // Other nodes' network changes, and tunnels to nodes that recorded their port.
+            c.network_agent_pass();
             drop(c);
             std::thread::sleep(std::time::Duration::from_millis(500));
         })

@@ -153,6 +153,11 @@ impl Controller {
         true
     }
 
+    /// This node's lease, once it holds one (keys put with it go when the node dies).
+    pub(super) fn node_lease(&self) -> Option<LeaseId> {
+        self.liveness.state.lock().lease
+    }
+
     /// Grants a lease and puts the alive key with it.
     fn take_lease(&self) -> Result<LeaseId, ControlError> {
         let leases = self.store.leases().expect("checked by the caller");

@@ -126,6 +126,7 @@ impl PortRecord {
                     remote,
                     vni: self.vni,
                     dst_port: self.dstport.unwrap_or(4789),
+                    flow_keyed: false,
                 })
             }
             other => Err(ControlError::invalid(

@@ -368,9 +368,13 @@ pub struct NetworkPort {
     pub ip: String,
     /// Security group ids.
     pub security_groups: Vec<String>,
-    /// The device on this node: a TAP that a VM or namespace plugs into, or the host end of
+    /// The device on its node: a TAP that a VM or namespace plugs into, or the host end of
     /// a veth pair.
     pub device: String,
+    /// The node the device is on (the node whose API made the port); null for a port made
+    /// before ports named their node.
+    #[serde(default)]
+    pub node: Option<String>,
     /// A veth port's peer, the interface a container gets (null: the device is a TAP).
     pub veth_peer: Option<String>,
     /// Cap on what it sends, bits per second.
@@ -392,6 +396,7 @@ impl From<strata_vpc::Port> for NetworkPort {
             ip: p.ip.to_string(),
             security_groups: p.security_groups,
             device: p.device,
+            node: p.node,
             veth_peer: p.veth_peer,
             cap_bps: p.cap_bps,
             min_bps: p.min_bps,

@@ -171,3 +171,56 @@ fn set_tunnel_cannot_move_a_packet_to_another_vni() {
         Disposition::Forwarded(1)
     );
 }
+
+/// A flow-keyed tunnel (the control plane's tunnels between nodes): what it receives has no
+/// domain and carries its VNI in `tun_id`, so only a flow matching that VNI delivers it to a
+/// port without a domain; a trunk tunnel's packets keep their `Vni` domain and never reach
+/// such a port.
+#[test]
+fn a_flow_keyed_tunnel_delivers_by_the_flows_and_the_vni_alone() {
+    for keyed in [true, false] {
+        let mut sw = Switch::default();
+        sw.add_port(PortConfig::tap("tap1", None)).unwrap();
+        let mut t = VxlanTunnel::new(Ipv4Addr::new(1, 0, 0, 1), Ipv4Addr::new(1, 0, 0, 2));
+        t.flow_keyed = keyed;
+        sw.add_port(PortConfig::vxlan("vx1", t, None)).unwrap();
+        sw.add_flow(Duration::ZERO, "in_port=2,tun_id=100,actions=output:1")
+            .unwrap();
+        // To the tunnel: the VNI the flow sets.
+        sw.add_flow(
+            Duration::ZERO,
+            "in_port=1,actions=set_field:300->tun_id,output:2",
+        )
+        .unwrap();
+        let mut fx = Effects::new();
+        let got = sw.receive(
+            Duration::ZERO,
+            Ingress::vxlan(2, 100),
+            &eth_frame(A, B),
+            &mut fx,
+        );
+        if keyed {
+            assert_eq!(got, Disposition::Forwarded(1));
+        } else {
+            assert_eq!(got, Disposition::Dropped(DropReason::Isolation));
+        }
+        // Another VNI matches no flow: dropped either way.
+        fx.clear();
+        let other = sw.receive(
+            Duration::ZERO,
+            Ingress::vxlan(2, 200),
+            &eth_frame(A, B),
+            &mut fx,
+        );
+        assert!(
+            !matches!(other, Disposition::Forwarded(_)),
+            "keyed {keyed}: {other:?}"
+        );
+        fx.clear();
+        assert_eq!(
+            sw.receive(Duration::ZERO, 1, &eth_frame(B, A), &mut fx),
+            Disposition::Forwarded(1)
+        );
+        assert_eq!(wire(&fx).2.vni, 300);
+    }
+}

@@ -50,6 +50,20 @@ pub struct Topology {
     pub load_balancers: BTreeMap<String, LoadBalancer>,
     /// Ports bound on this node: id to the switch's port number.
     pub bound: BTreeMap<String, u32>,
+    /// Ports on other nodes reached through a tunnel: id to the switch port number of the
+    /// tunnel to their node (`objects::remote_port`). A port is in `bound` or here, not both.
+    pub remote: BTreeMap<String, u32>,
+}
+
+impl Topology {
+    /// Whether network `net` has a port on another node (its bound ports then take frames
+    /// from the tunnels).
+    pub fn has_remote(&self, net: &str) -> bool {
+        self.remote
+            .keys()
+            .filter_map(|id| self.ports.get(id))
+            .any(|p| p.network == net)
+    }
 }
 
 /// What changed (added, updated or removed: the compiler looks at the topology to see which).
@@ -215,6 +229,8 @@ pub struct Compiler {
     router_subnets: BTreeMap<String, Vec<String>>,
     /// The last set register value handed out.
     next_set: u32,
+    /// Each compiled remote port's network.
+    remote_ports: BTreeMap<String, String>,
     /// The meters and links on the switch.
     meters: BTreeMap<u32, MeterSpec>,
     links: BTreeMap<u32, u64>,
@@ -531,6 +547,24 @@ impl Compiler {
         touched.insert(Owner::Port(id.to_string()));
         let port = topo.ports.get(id);
         let old = self.port_groups.remove(id);
+        // A port on another node coming or going may change whether its network's bound
+        // ports take frames from the tunnels (`Topology::has_remote`).
+        let was_remote = self.remote_ports.remove(id);
+        let is_remote = topo.remote.contains_key(id) && port.is_some();
+        if was_remote.is_some() || is_remote {
+            let nets: BTreeSet<&String> =
+                was_remote.iter().chain(port.map(|p| &p.network)).collect();
+            for b in topo.bound.keys() {
+                if topo.ports.get(b).is_some_and(|x| nets.contains(&x.network)) {
+                    touched.insert(Owner::Port(b.clone()));
+                }
+            }
+        }
+        if is_remote {
+            if let Some(p) = port {
+                self.remote_ports.insert(id.to_string(), p.network.clone());
+            }
+        }
         let new = port.map(|p| (p.network.clone(), p.security_groups.clone()));
         for (net, groups) in old.iter().chain(new.iter()) {
             for g in groups {
@@ -599,7 +633,7 @@ impl Compiler {
             Owner::Router(id) => objects::router(topo, id),
             Owner::Port(id) => match self.port_set.get(id).and_then(|k| self.set_ids.get(k)) {
                 Some(&set) => objects::port(topo, id, set),
-                None => Vec::new(),
+                None => objects::remote_port(topo, id),
             },
             Owner::Set(k) => match self.set_ids.get(k) {
                 Some(&set) => objects::set(topo, k, set),

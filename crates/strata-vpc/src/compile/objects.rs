@@ -216,6 +216,27 @@ pub(super) fn port(topo: &Topology, id: &str, set: u32) -> Vec<Flow> {
             &format!("{who}: output"),
         ),
     ];
+    // From the other nodes of its network: the tunnel's VNI and its MAC. The sender's node ran
+    // the sender's egress rules; this node runs the port's ingress rules, in the network's
+    // zone (so its conntrack sees both directions of the port's connections: its replies
+    // leave through here too), with `nat` so a load balancer's replies from a backend on
+    // another node get the VIP back here, where the balancing was done.
+    if let Some(net) = topo
+        .networks
+        .get(&p.network)
+        .filter(|_| topo.has_remote(&p.network))
+    {
+        out.push(Flow::new(
+            T_PORT,
+            100,
+            &format!("tun_id={:#x},dl_dst={mac}", net.vni),
+            &format!(
+                "write_metadata:{k:#x},set_field:{of}->reg7,ct(zone={},nat,table={T_INGRESS_SET})",
+                net.zone
+            ),
+            &format!("{who}: from another node of network {}", net.name),
+        ));
+    }
     if s.dhcp {
         out.push(Flow::new(
             T_PORT,
@@ -245,6 +266,62 @@ pub(super) fn port(topo: &Topology, id: &str, set: u32) -> Vec<Flow> {
         ));
     }
     out
+}
+
+/// A port on another node: answered and forwarded to like a bound one, through the tunnel to
+/// its node with its network's VNI. Its ingress rules run there (the source's egress rules ran
+/// here), so here the connection is committed after egress and the frame leaves.
+pub(super) fn remote_port(topo: &Topology, id: &str) -> Vec<Flow> {
+    let (Some(p), Some(&tun)) = (topo.ports.get(id), topo.remote.get(id)) else {
+        return Vec::new();
+    };
+    let (Some(s), Some(net)) = (topo.subnets.get(&p.subnet), topo.networks.get(&p.network)) else {
+        return Vec::new();
+    };
+    let (k, vni) = (s.key, net.vni);
+    let mac = fmt_mac(&p.mac);
+    let ip = p.ip;
+    let node = p.node.as_deref().unwrap_or("?");
+    let who = format!("port {} ({ip}, {mac}) on node {node}", p.name);
+    let to = format!("set_field:{vni:#x}->tun_id,set_field:{tun}->reg7,goto_table:{T_EGRESS_SET}");
+    let here = format!("reg7={tun},tun_id={vni:#x},dl_dst={mac}");
+    vec![
+        Flow::new(
+            T_LOCAL,
+            100,
+            &format!("metadata={k:#x},arp,arp_op=1,arp_tpa={ip}"),
+            &format!("arp_reply:{mac},in_port"),
+            &format!("{who}: ARP answered by the switch"),
+        ),
+        Flow::new(
+            T_FWD,
+            100,
+            &format!("metadata={k:#x},dl_dst={mac}"),
+            &to,
+            &format!("{who}: delivered on its subnet, through the tunnel to its node"),
+        ),
+        Flow::new(
+            T_NEIGH,
+            100,
+            &format!("metadata={k:#x},ip,nw_dst={ip}"),
+            &format!("set_field:{mac}->eth_dst,{to}"),
+            &format!("{who}: routed to, through the tunnel to its node"),
+        ),
+        Flow::new(
+            T_INGRESS_SET,
+            100,
+            &here,
+            &format!("ct(commit,zone={}),goto_table:{T_OUT}", net.zone),
+            &format!("{who}: its ingress rules run on its node"),
+        ),
+        Flow::new(
+            T_OUT,
+            100,
+            &here,
+            &format!("output:{tun}"),
+            &format!("{who}: output to the tunnel to node {node}"),
+        ),
+    ]
 }
 
 /// The match of a rule's protocol and destination port range: one string per masked range.

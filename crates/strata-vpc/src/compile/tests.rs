@@ -56,6 +56,7 @@ fn port(id: &str, s: &Subnet, host: u8, groups: &[&str]) -> Port {
         min_bps: None,
         created: 0,
         generation: 1,
+        node: None,
     }
 }
 
@@ -409,7 +410,8 @@ fn a_weight_change_rewrites_only_its_group() {
 enum Op {
     AddPort(u8, u8, Vec<u8>),
     DelPort(u8),
-    Bind(u8, bool),
+    /// Port `p`: 0 unbound, 1 bound here, 2 or 3 on another node (behind tunnel 2 or 3).
+    Bind(u8, u8),
     SetGroups(u8, Vec<u8>),
     AddRule(u8, u8, u16, u8),
     DelRule(u8),
@@ -432,20 +434,22 @@ type LbOp = (u8, Vec<(u8, u32)>, bool, Option<u8>);
 fn op() -> impl Strategy<Value = Op> {
     let groups = proptest::collection::vec(0u8..3, 0..3);
     prop_oneof![
-        (0u8..12, 0u8..3, groups.clone()).prop_map(|(p, s, g)| Op::AddPort(p, s, g)),
-        (0u8..12).prop_map(Op::DelPort),
-        (0u8..12, any::<bool>()).prop_map(|(p, b)| Op::Bind(p, b)),
-        (0u8..12, groups).prop_map(|(p, g)| Op::SetGroups(p, g)),
-        (0u8..3, 0u8..4, 1u16..2000, 0u8..4).prop_map(|(g, k, p, r)| Op::AddRule(g, k, p, r)),
-        (0u8..3).prop_map(Op::DelRule),
-        (0u8..2, any::<bool>()).prop_map(|(s, b)| Op::Attach(s, b)),
-        (0u8..3, any::<bool>()).prop_map(|(s, b)| Op::Dhcp(s, b)),
-        (0u8..3, any::<bool>()).prop_map(|(g, b)| Op::Reevaluate(g, b)),
-        any::<bool>().prop_map(Op::Gateway),
-        (0u8..2, proptest::option::of(0u8..12)).prop_map(|(f, p)| Op::Fip(f, p)),
-        (0u8..2, any::<bool>()).prop_map(|(o, b)| Op::Outside(o, b)),
-        proptest::option::of(1u64..4).prop_map(|c| Op::NetCap(c.map(|c| c * 1_000_000_000))),
-        (
+        // Ports come and bind (here or on another node) often enough that a sequence has
+        // bound and remote ports of one network together.
+        3 => (0u8..12, 0u8..3, groups.clone()).prop_map(|(p, s, g)| Op::AddPort(p, s, g)),
+        1 => (0u8..12).prop_map(Op::DelPort),
+        4 => (0u8..12, 0u8..4).prop_map(|(p, b)| Op::Bind(p, b)),
+        1 => (0u8..12, groups).prop_map(|(p, g)| Op::SetGroups(p, g)),
+        1 => (0u8..3, 0u8..4, 1u16..2000, 0u8..4).prop_map(|(g, k, p, r)| Op::AddRule(g, k, p, r)),
+        1 => (0u8..3).prop_map(Op::DelRule),
+        1 => (0u8..2, any::<bool>()).prop_map(|(s, b)| Op::Attach(s, b)),
+        1 => (0u8..3, any::<bool>()).prop_map(|(s, b)| Op::Dhcp(s, b)),
+        1 => (0u8..3, any::<bool>()).prop_map(|(g, b)| Op::Reevaluate(g, b)),
+        1 => any::<bool>().prop_map(Op::Gateway),
+        1 => (0u8..2, proptest::option::of(0u8..12)).prop_map(|(f, p)| Op::Fip(f, p)),
+        1 => (0u8..2, any::<bool>()).prop_map(|(o, b)| Op::Outside(o, b)),
+        1 => proptest::option::of(1u64..4).prop_map(|c| Op::NetCap(c.map(|c| c * 1_000_000_000))),
+        1 => (
             0u8..12,
             proptest::option::of(1u64..4),
             proptest::option::of(1u64..4)
@@ -453,7 +457,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(p, c, m)| {
                 Op::PortCap(p, c.map(|c| c * 100_000_000), m.map(|m| m * 10_000_000))
             }),
-        (
+        1 => (
             0u8..2,
             proptest::option::of((
                 0u8..2,
@@ -463,7 +467,7 @@ fn op() -> impl Strategy<Value = Op> {
             ))
         )
             .prop_map(|(k, o)| Op::Lb(k, o)),
-        (0u8..2, proptest::option::of(0u8..2)).prop_map(|(f, l)| Op::FipLb(f, l)),
+        1 => (0u8..2, proptest::option::of(0u8..2)).prop_map(|(f, l)| Op::FipLb(f, l)),
     ]
 }
 
@@ -484,14 +488,23 @@ fn run(t: &mut Topology, op: &Op, n: &mut u32) -> Vec<Change> {
             let id = format!("p{p}");
             t.ports.remove(&id);
             t.bound.remove(&id);
+            t.remote.remove(&id);
             vec![Change::Port(id)]
         }
         Op::Bind(p, b) => {
             let id = format!("p{p}");
-            if *b && t.ports.contains_key(&id) {
-                t.bound.insert(id.clone(), u32::from(*p) + 1);
-            } else {
-                t.bound.remove(&id);
+            t.bound.remove(&id);
+            t.remote.remove(&id);
+            if t.ports.contains_key(&id) {
+                match b {
+                    1 => {
+                        t.bound.insert(id.clone(), u32::from(*p) + 1);
+                    }
+                    2 | 3 => {
+                        t.remote.insert(id.clone(), 200 + u32::from(*b));
+                    }
+                    _ => {}
+                }
             }
             vec![Change::Port(id)]
         }
@@ -902,4 +915,59 @@ fn every_compiled_flow_is_a_valid_switch_flow() {
     for f in &d.remove {
         strata_net::syntax::parse_filter(f, None, true).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
+}
+
+#[test]
+fn a_port_on_another_node_is_reached_through_its_tunnel() {
+    let mut t = base();
+    let s1 = t.subnets["s1"].clone();
+    t.ports.insert("a".into(), port("a", &s1, 10, &["web"]));
+    t.bound.insert("a".into(), 1);
+    let mut c = Compiler::new();
+    let d = c.full(&t);
+    // No port elsewhere: a takes nothing from tunnels.
+    assert!(!d.add.join("\n").contains("tun_id="), "{:?}", d.add);
+    let mut b = port("b", &s1, 20, &["web"]);
+    b.node = Some("n2".into());
+    t.ports.insert("b".into(), b);
+    t.remote.insert("b".into(), 7);
+    let d = c.changed(&t, &[Change::Port("b".into())]);
+    let all = d.add.join("\n");
+    let vni = t.networks["n1"].vni;
+    // b: answered here, sent through tunnel 7 with the network's VNI, committed after a's
+    // egress rules (its ingress rules run on its node).
+    assert!(all.contains("arp_tpa=10.1.1.20,cookie="), "{all}");
+    assert!(
+        all.contains(&format!(
+            "set_field:{vni:#x}->tun_id,set_field:7->reg7,goto_table:40"
+        )),
+        "{all}"
+    );
+    assert!(all.contains(&format!(
+        "table=60,priority=100,reg7=7,tun_id={vni:#x},dl_dst=02:53:00:00:01:14"
+    )));
+    assert!(
+        all.contains("actions=ct(commit,zone=1),goto_table:60"),
+        "{all}"
+    );
+    // a now takes frames from the tunnels: into its ingress rules, in the network's zone.
+    assert!(
+        all.contains(&format!(
+            "table=0,priority=100,tun_id={vni:#x},dl_dst=02:53:00:00:01:0a"
+        )),
+        "{all}"
+    );
+    assert!(
+        all.contains("set_field:1->reg7,ct(zone=1,nat,table=50)"),
+        "{all}"
+    );
+    // b gone: its flows and a's tunnel flow go.
+    t.ports.remove("b");
+    t.remote.remove("b");
+    let d = c.changed(&t, &[Change::Port("b".into())]);
+    assert!(d.add.is_empty(), "{:?}", d.add);
+    assert_eq!(d.remove.len(), 6, "{:?}", d.remove);
+    let mut fresh = Compiler::new();
+    fresh.full(&t);
+    assert_eq!(c.flows(), fresh.flows());
 }

@@ -8,14 +8,14 @@ use std::collections::BTreeMap;
 use crate::common::*;
 
 /// A backend's HTTP server: `GET /id` answers its name.
-struct Server {
+pub(crate) struct Server {
     child: Option<std::process::Child>,
     ns: String,
     dir: std::path::PathBuf,
 }
 
 impl Server {
-    fn start(ns: &Netns, name: &str, root: &std::path::Path) -> Server {
+    pub(crate) fn start(ns: &Netns, name: &str, root: &std::path::Path) -> Server {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("id"), name).unwrap();
@@ -94,7 +94,7 @@ for i in range(n):
         time.sleep(gap / 1000.0)
 "#;
 
-fn connections(
+pub(crate) fn connections(
     ns: &Netns,
     host: &str,
     port: u16,
@@ -121,7 +121,7 @@ fn connections(
         .collect()
 }
 
-fn counts(v: &[(u64, String)]) -> BTreeMap<String, usize> {
+pub(crate) fn counts(v: &[(u64, String)]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for (_, w) in v {
         *m.entry(w.clone()).or_insert(0) += 1;

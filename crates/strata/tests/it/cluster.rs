@@ -356,23 +356,29 @@ pub(crate) struct CopyCluster {
 
 pub(crate) const NAMES: [&str; 3] = ["n1", "n2", "n3"];
 
+/// Writes a join secret into `dir` (mode 0600, as `strata serve` insists) and returns its path.
+pub(crate) fn join_secret(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let secret = dir.join("join.secret");
+    std::io::Write::write_all(
+        &mut std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret)
+            .unwrap(),
+        b"a join secret of the test cluster, 32+ bytes\n",
+    )
+    .unwrap();
+    secret
+}
+
 impl CopyCluster {
     pub(crate) fn start(extra: &[&str]) -> Option<CopyCluster> {
-        use std::os::unix::fs::OpenOptionsExt;
         let etcd = EtcdCluster::start(3)?;
         let url = store_url(&etcd);
         let dir = tempfile::tempdir().unwrap();
-        let secret = dir.path().join("join.secret");
-        std::io::Write::write_all(
-            &mut std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&secret)
-                .unwrap(),
-            b"a join secret of the test cluster, 32+ bytes\n",
-        )
-        .unwrap();
+        let secret = join_secret(dir.path());
         let ports: Vec<u16> = NAMES.iter().map(|_| free_port()).collect();
         let lo = crate::replicas::Loop::new(&dir.path().join("n1.img"), 256 << 20);
         let mut c = CopyCluster {

@@ -237,23 +237,12 @@ impl Drop for Island {
 
 #[test]
 fn a_partitioned_serving_node_acknowledges_nothing_and_is_fenced_after_the_takeover() {
-    use std::os::unix::fs::OpenOptionsExt;
     let island = Island::new();
     let Some(etcd) = EtcdCluster::start_also_on(3, Some(HERE)) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("join.secret");
-    std::io::Write::write_all(
-        &mut std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&secret)
-            .unwrap(),
-        b"a join secret of the partition test, 32+ bytes\n",
-    )
-    .unwrap();
+    let secret = join_secret(dir.path());
     let secret = secret.to_str().unwrap();
     let local = store_url(&etcd);
     let far = format!("etcd://{}", etcd.endpoints_on(HERE).join(","));

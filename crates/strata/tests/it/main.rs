@@ -22,6 +22,7 @@ mod failover;
 mod groups;
 mod hardening;
 mod jobs;
+mod mesh;
 mod nbd;
 mod net_latency;
 mod networks;

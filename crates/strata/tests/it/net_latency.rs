@@ -87,7 +87,17 @@ fn handshakes_and_probes_give_each_port_its_round_trips() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    // Until the server listens (a fixed wait failed on a loaded machine).
+    for _ in 0..100 {
+        if ns[1]
+            .run(&["ss", "-Hltn", "sport", "=", ":8080"])
+            .1
+            .contains("8080")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     for _ in 0..3 {
         let (ok, out) = ns[0].run(&[
             "curl",

@@ -8,7 +8,8 @@
 use crate::common::*;
 use serde_json::Value;
 
-fn link_exists(dev: &str) -> bool {
+/// Whether interface `dev` exists in this namespace.
+pub(crate) fn link_exists(dev: &str) -> bool {
     std::process::Command::new("ip")
         .args(["link", "show", "dev", dev])
         .output()

@@ -325,7 +325,7 @@ impl Controller {
         subnet: &str,
     ) -> Result<(String, bool), ControlError> {
         {
-            let st = self.vpc.inner.lock();
+            let st = self.vpc_write()?;
             if let Some(m) = st
                 .topo
                 .ports
@@ -353,7 +353,7 @@ impl Controller {
     /// Deletes the network's monitor port if no health-checked balancer uses it any more.
     fn drop_monitor_if_unused(&self, p: &Principal, network: &str) -> Result<(), ControlError> {
         let id = {
-            let st = self.vpc.inner.lock();
+            let st = self.vpc_write()?;
             let used = st
                 .topo
                 .load_balancers
@@ -382,13 +382,13 @@ impl Controller {
         Self::require(p, Role::Member)?;
         validate_name("name", &req.name)?;
         // Everything is checked before the monitor port is made, so a refusal changes nothing.
-        let first = Self::plan_balancer(&self.vpc.inner.lock(), p, network, &req)?;
+        let first = Self::plan_balancer(&self.vpc_lock(), p, network, &req)?;
         let monitor = if req.health.active() {
             Some(self.ensure_monitor(p, &first.network, &first.subnet)?)
         } else {
             None
         };
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let planned = Self::plan_balancer(&st, p, network, &req);
         let mut lb = match planned {
             Ok(lb) => lb,
@@ -419,7 +419,7 @@ impl Controller {
         network: &str,
     ) -> Result<Vec<LoadBalancer>, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         let n = Self::find_network(&st, p, network)?;
         Ok(of_network(&n.id, st.topo.load_balancers.values(), |x| {
             &x.network
@@ -429,13 +429,13 @@ impl Controller {
     /// A load balancer by id (or name within the caller's tenant).
     pub fn get_load_balancer(&self, p: &Principal, id: &str) -> Result<LoadBalancer, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         Self::find_balancer(&st, p, id).cloned()
     }
 
     /// Each backend's health, listener by listener (None: not probed).
     pub fn load_balancer_health(&self, lb: &LoadBalancer) -> Vec<Vec<Option<bool>>> {
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         lb.listeners
             .iter()
             .map(|l| {
@@ -465,7 +465,7 @@ impl Controller {
         listeners: Vec<NewListener>,
     ) -> Result<LoadBalancer, ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let mut lb = Self::find_balancer(&st, p, id)?.clone();
         let n = Self::find_network(&st, p, &lb.network)?.clone();
         lb.listeners = Self::plan_listeners(&st, p, &n, &listeners, &lb.listeners)?;
@@ -492,7 +492,7 @@ impl Controller {
             None
         };
         let lb = {
-            let mut st = self.vpc.inner.lock();
+            let mut st = self.vpc_write()?;
             let mut lb = Self::find_balancer(&st, p, id)?.clone();
             if let Some(a) = session_affinity {
                 lb.session_affinity = a;
@@ -511,7 +511,7 @@ impl Controller {
     pub fn delete_load_balancer(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Member)?;
         let network = {
-            let mut st = self.vpc.inner.lock();
+            let mut st = self.vpc_write()?;
             let lb = Self::find_balancer(&st, p, id)?.clone();
             let fips: Vec<FloatingIp> = st
                 .topo
@@ -560,7 +560,7 @@ impl Controller {
             ));
         }
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let mut f = Self::find_fip(&st, p, id)?.clone();
         let lb = Self::find_balancer(&st, p, b).map_err(ControlError::named_by("load_balancer"))?;
         if lb.tenant != f.tenant {
@@ -597,7 +597,7 @@ impl Controller {
 
     /// What the daemon's checker probes: the monitor ports and every probed backend.
     pub fn lb_probe_set(&self) -> LbProbeSet {
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         let mut out = LbProbeSet::default();
         for lb in st
             .topo
@@ -643,7 +643,7 @@ impl Controller {
     /// The checker's decision on a backend: marks it up or down in its group (new
     /// connections avoid a down one; open ones stay pinned), and audits the change.
     pub fn set_lb_backend_health(&self, t: Target, up: bool) -> Result<(), ControlError> {
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_lock();
         let Some(lb) = st
             .topo
             .load_balancers
@@ -679,7 +679,7 @@ impl Controller {
     /// `strata_lb_backend_up` for `/metrics`: 1 up (or not probed), 0 down.
     pub(in crate::controller) fn lb_metrics(&self, o: &mut String) {
         use std::fmt::Write;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         let mut lines = String::new();
         for lb in st.topo.load_balancers.values() {
             for l in &lb.listeners {

@@ -12,7 +12,7 @@ impl Controller {
         cap_bps: Option<u64>,
     ) -> Result<Network, ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let mut n = Self::find_network(&st, p, id)?.clone();
         if cap_bps == Some(0) {
             return Err(conflict(
@@ -51,7 +51,7 @@ impl Controller {
         min_bps: Option<u64>,
     ) -> Result<Port, ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let mut port = Self::find_port(&st, p, id)?.clone();
         if cap_bps == Some(0) {
             return Err(conflict("a cap of 0 would stop the port: clear it instead"));

@@ -12,7 +12,7 @@ impl Controller {
         network: &str,
     ) -> Result<NetworkStats, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         let n = Self::find_network(&st, p, network)?.clone();
         let counters = match &st.dp {
             Some(dp) => dp.stats().map_err(dp_err)?.ports,
@@ -92,7 +92,7 @@ impl Controller {
             strata_net::probe::ProbeTarget,
         );
         let targets: Vec<Target> = {
-            let st = self.vpc.inner.lock();
+            let st = self.vpc_lock();
             let n = Self::find_network(&st, p, network)?.clone();
             st.topo
                 .ports
@@ -135,7 +135,7 @@ impl Controller {
             if round > 0 {
                 std::thread::sleep(interval);
             }
-            let st = self.vpc.inner.lock();
+            let st = self.vpc_lock();
             if let Some(dp) = &st.dp {
                 dp.probe(list.clone()).map_err(dp_err)?;
             }
@@ -180,7 +180,7 @@ impl Controller {
     /// for (admin: the whole switch).
     pub fn network_flows(&self, p: &Principal) -> Result<String, ControlError> {
         Self::require(p, Role::Admin)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         match &st.dp {
             Some(dp) => dp.dump_flows().map_err(dp_err),
             None => Ok(String::new()),
@@ -287,7 +287,7 @@ impl Controller {
     /// (every tenant's veth ports share the one switch), so only in the admin's `/metrics`.
     fn fastpath_metrics(&self, o: &mut String) -> Result<(), ControlError> {
         use std::fmt::Write;
-        let stats = match &self.vpc.inner.lock().dp {
+        let stats = match &self.vpc_lock().dp {
             Some(dp) => dp.stats().map_err(dp_err)?,
             None => return Ok(()),
         };
@@ -327,7 +327,7 @@ impl Controller {
     /// Whether the tenant still has security groups or floating IPs (not counted by a quota,
     /// but they would outlive a deleted tenant).
     pub(in crate::controller) fn tenant_has_network_objects(&self, tenant: &str) -> bool {
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         st.topo.groups.values().any(|g| g.tenant == tenant)
             || st.topo.floating_ips.values().any(|f| f.tenant == tenant)
             || st.topo.networks.values().any(|n| n.tenant == tenant)
@@ -349,7 +349,7 @@ impl Controller {
 
     /// Stops the integration switch (at shutdown).
     pub fn stop_networks(&self) {
-        if let Some(dp) = self.vpc.inner.lock().dp.take() {
+        if let Some(dp) = self.vpc_lock().dp.take() {
             dp.stop();
         }
     }

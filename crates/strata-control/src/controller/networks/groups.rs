@@ -37,7 +37,7 @@ impl Controller {
     ) -> Result<SecurityGroup, ControlError> {
         let tenant = self.creating_tenant(p, tenant)?;
         validate_name("name", name)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         if st
             .topo
             .groups
@@ -110,7 +110,7 @@ impl Controller {
         tenant: Option<&str>,
     ) -> Result<Vec<SecurityGroup>, ControlError> {
         self.tenant_scope(p, tenant)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         Ok(seen(p, tenant, st.topo.groups.values(), |x| &x.tenant))
     }
 
@@ -121,7 +121,7 @@ impl Controller {
         id: &str,
     ) -> Result<SecurityGroup, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         Self::find_group(&st, p, None, id).cloned()
     }
 
@@ -134,7 +134,7 @@ impl Controller {
         req: NewRule,
     ) -> Result<SecurityGroup, ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let mut g = Self::find_group(&st, p, None, group)?.clone();
         let remote = match (req.remote_cidr, &req.remote_group) {
             (Some(_), Some(_)) => {
@@ -188,7 +188,7 @@ impl Controller {
         rule: &str,
     ) -> Result<SecurityGroup, ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let mut g = Self::find_group(&st, p, None, group)?.clone();
         let before = g.rules.len();
         g.rules.retain(|r| r.id != rule);
@@ -201,7 +201,7 @@ impl Controller {
     /// Deletes a group no port uses and no other group names.
     pub fn delete_security_group(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let g = Self::find_group(&st, p, None, id)?.clone();
         let used = st
             .topo

@@ -33,6 +33,7 @@ mod balancers;
 mod bandwidth;
 mod figures;
 mod groups;
+mod mesh;
 mod outside;
 mod ports;
 mod topology;
@@ -92,6 +93,11 @@ pub(in crate::controller) struct VpcState {
     dp: Option<Dataplane>,
     /// Load-balancer backends the health checks took out (re-marked after a group is set).
     lb_down: BTreeSet<strata_vpc::health::Target>,
+    /// Tunnels to the other nodes of this node's networks: node to (switch port, its address)
+    /// (`mesh.rs`).
+    tunnels: std::collections::BTreeMap<String, (u32, Ipv4Addr)>,
+    /// The store revision the topology was last brought up to (`mesh.rs`).
+    synced: u64,
 }
 
 fn ipam_err(field: &'static str, e: IpamError) -> ControlError {
@@ -281,10 +287,8 @@ impl Controller {
             .collect())
     }
 
-    /// Reads the topology from the store and compiles it whole onto a new switch (at start).
-    pub(in crate::controller) fn restore_networks(&self) -> Result<(), ControlError> {
-        let mut st = self.vpc.inner.lock();
-        let mut topo = Topology::default();
+    /// Reads every network record into `topo` (its objects; no bindings).
+    fn read_topology(&self, topo: &mut Topology) -> Result<(), ControlError> {
         for n in self.vpc_all::<Network>("networks")? {
             topo.networks.insert(n.id.clone(), n);
         }
@@ -306,16 +310,26 @@ impl Controller {
         for l in self.vpc_all::<strata_vpc::LoadBalancer>("load-balancers")? {
             topo.load_balancers.insert(l.id.clone(), l);
         }
+        Ok(())
+    }
+
+    /// Reads the topology from the store and compiles it whole onto a new switch (at start):
+    /// this node's ports get their devices, other nodes' ports the tunnels to their nodes
+    /// (`mesh.rs`).
+    pub(in crate::controller) fn restore_networks(&self) -> Result<(), ControlError> {
+        let mut st = self.vpc.inner.lock();
+        let rev = self.store.revision()?;
+        let mut topo = Topology::default();
+        self.read_topology(&mut topo)?;
         st.topo = topo;
+        st.synced = rev;
         if st.topo.ports.is_empty() {
             return Ok(());
         }
         let ports: Vec<Port> = st.topo.ports.values().cloned().collect();
         for p in ports {
-            match Self::open_device(&mut st, &p) {
-                Ok(of) => {
-                    st.topo.bound.insert(p.id.clone(), of);
-                }
+            match self.bind_port(&mut st, &p) {
+                Ok(_) => {}
                 Err(e) => tracing::error!(port = %p.name, %e, "cannot open the port's device"),
             }
         }
@@ -426,6 +440,7 @@ impl Controller {
             compiler,
             dp,
             lb_down,
+            ..
         } = st;
         let delta = compiler.changed(topo, changes);
         let regrouped = balancers::regrouped(&delta, lb_down);

@@ -36,7 +36,7 @@ impl Controller {
         network: Option<&str>,
     ) -> Result<Router, ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let mut r = Self::find_router(&st, p, id)?.clone();
         r.gateway = match network {
             None => None,
@@ -151,7 +151,7 @@ impl Controller {
         port: Option<&str>,
     ) -> Result<FloatingIp, ControlError> {
         let tenant = self.creating_tenant(p, tenant)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let (n, s) = Self::external_subnet(&st, network)?;
         let port = port
             .map(|x| Self::fip_port(&st, p, &n.id, &tenant, x, None))
@@ -188,7 +188,7 @@ impl Controller {
         port: Option<&str>,
     ) -> Result<FloatingIp, ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let mut f = Self::find_fip(&st, p, id)?.clone();
         f.port = port
             .map(|x| Self::fip_port(&st, p, &f.network, &f.tenant, x, Some(&f.id)))
@@ -204,7 +204,7 @@ impl Controller {
         tenant: Option<&str>,
     ) -> Result<Vec<FloatingIp>, ControlError> {
         self.tenant_scope(p, tenant)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         Ok(seen(p, tenant, st.topo.floating_ips.values(), |x| {
             &x.tenant
         }))
@@ -213,14 +213,14 @@ impl Controller {
     /// A floating IP by id or address.
     pub fn get_floating_ip(&self, p: &Principal, id: &str) -> Result<FloatingIp, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         Self::find_fip(&st, p, id).cloned()
     }
 
     /// Releases a floating IP.
     pub fn delete_floating_ip(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let f = Self::find_fip(&st, p, id)?.clone();
         self.commit_vpc(Txn::new().delete(key("floating-ips", &f.id)))?;
         st.topo.floating_ips.remove(&f.id);

@@ -32,7 +32,7 @@ impl Controller {
     ) -> Result<Port, ControlError> {
         Self::require(p, Role::Member)?;
         validate_name("name", &req.name)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let n = Self::find_network(&st, p, network)?.clone();
         let s = Self::find_subnet(&st, p, Some(&n.id), &req.subnet)
             .map_err(ControlError::named_by("subnet"))?
@@ -137,6 +137,7 @@ impl Controller {
             min_bps: None,
             created: now(),
             generation: 1,
+            node: Some(self.node.clone()),
         };
         // The device first: one that cannot be opened refuses the port.
         let of = Self::open_device(&mut st, &port)?;
@@ -176,7 +177,7 @@ impl Controller {
     /// Ports of a network.
     pub fn list_ports(&self, p: &Principal, network: &str) -> Result<Vec<Port>, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         let n = Self::find_network(&st, p, network)?;
         Ok(of_network(&n.id, st.topo.ports.values(), |x| &x.network))
     }
@@ -184,7 +185,7 @@ impl Controller {
     /// A port by id (or name within the caller's tenant).
     pub fn get_port(&self, p: &Principal, id: &str) -> Result<Port, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         Self::find_port(&st, p, id).cloned()
     }
 
@@ -196,7 +197,7 @@ impl Controller {
         groups: &[String],
     ) -> Result<Port, ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let mut port = Self::find_port(&st, p, id)?.clone();
         let mut ids = Vec::new();
         for g in groups {
@@ -216,7 +217,7 @@ impl Controller {
     /// Deletes a port: its flows, its record, its TAP.
     pub fn delete_port(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let port = Self::find_port(&st, p, id)?.clone();
         if port.name == MONITOR_PORT
             && st
@@ -265,18 +266,25 @@ impl Controller {
             Ok((txn, ()))
         })?;
         st.topo.ports.remove(&port.id);
-        st.topo.bound.remove(&port.id);
+        // Its flows go before its device or tunnel (a port of another node is deleted here
+        // too: its node closes its device when it sees the record gone).
+        let (bound, remote) = (
+            st.topo.bound.remove(&port.id),
+            st.topo.remote.remove(&port.id),
+        );
         let mut changes = vec![Change::Port(port.id.clone())];
         for f in fips {
             changes.push(Change::FloatingIp(f.id.clone()));
             st.topo.floating_ips.insert(f.id.clone(), f);
         }
         Self::recompile(&mut st, &changes)?;
-        if let Some(dp) = &st.dp {
-            if let Err(e) = dp.remove_port(&port.device) {
-                tracing::warn!(port = %port.name, %e, "closing the port's device");
-            }
+        if let Some(of) = bound {
+            st.topo.bound.insert(port.id.clone(), of);
         }
+        if let Some(of) = remote {
+            st.topo.remote.insert(port.id.clone(), of);
+        }
+        Self::unbind_port(&mut st, &port);
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ impl Controller {
         // `10.0.0.1/16` names `10.0.0.0/16`: host bits are cleared.
         let cidr = cidr.trunc();
         ipam::check_network(cidr).map_err(|e| ipam_err("cidr", e))?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         if st
             .topo
             .networks
@@ -79,21 +79,21 @@ impl Controller {
         tenant: Option<&str>,
     ) -> Result<Vec<Network>, ControlError> {
         self.tenant_scope(p, tenant)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         Ok(seen(p, tenant, st.topo.networks.values(), |x| &x.tenant))
     }
 
     /// A network by id or name.
     pub fn get_network(&self, p: &Principal, id: &str) -> Result<Network, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         Self::find_network(&st, p, id).cloned()
     }
 
     /// Deletes an empty network.
     pub fn delete_network(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let n = Self::find_network(&st, p, id)?.clone();
         let t = &st.topo;
         if t.subnets.values().any(|s| s.network == n.id)
@@ -134,7 +134,7 @@ impl Controller {
     ) -> Result<Subnet, ControlError> {
         Self::require(p, Role::Member)?;
         validate_name("name", &req.name)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let n = Self::find_network(&st, p, network)?.clone();
         let t = &st.topo;
         if t.subnets
@@ -254,7 +254,7 @@ impl Controller {
     /// Subnets of a network.
     pub fn list_subnets(&self, p: &Principal, network: &str) -> Result<Vec<Subnet>, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         let n = Self::find_network(&st, p, network)?;
         Ok(of_network(&n.id, st.topo.subnets.values(), |x| &x.network))
     }
@@ -262,14 +262,14 @@ impl Controller {
     /// A subnet by id (or name within the caller's tenant).
     pub fn get_subnet(&self, p: &Principal, id: &str) -> Result<Subnet, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         Self::find_subnet(&st, p, None, id).cloned()
     }
 
     /// Deletes a subnet no port or router uses.
     pub fn delete_subnet(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let s = Self::find_subnet(&st, p, None, id)?.clone();
         if st.topo.ports.values().any(|x| x.subnet == s.id)
             || st.topo.routers.values().any(|r| {
@@ -336,7 +336,7 @@ impl Controller {
     ) -> Result<Router, ControlError> {
         Self::require(p, Role::Member)?;
         validate_name("name", name)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let n = Self::find_network(&st, p, network)?.clone();
         if st
             .topo
@@ -377,7 +377,7 @@ impl Controller {
         subnets: &[String],
     ) -> Result<Router, ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let mut r = Self::find_router(&st, p, id)?.clone();
         let n = st.topo.networks[&r.network].clone();
         r.subnets = Self::check_router_subnets(&st, p, &n, Some(&r.id), subnets)?;
@@ -387,7 +387,7 @@ impl Controller {
     /// Routers of a network.
     pub fn list_routers(&self, p: &Principal, network: &str) -> Result<Vec<Router>, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         let n = Self::find_network(&st, p, network)?;
         Ok(of_network(&n.id, st.topo.routers.values(), |x| &x.network))
     }
@@ -395,14 +395,14 @@ impl Controller {
     /// A router by id (or name within the caller's tenant).
     pub fn get_router(&self, p: &Principal, id: &str) -> Result<Router, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         Self::find_router(&st, p, id).cloned()
     }
 
     /// Deletes a router.
     pub fn delete_router(&self, p: &Principal, id: &str) -> Result<(), ControlError> {
         Self::require(p, Role::Member)?;
-        let mut st = self.vpc.inner.lock();
+        let mut st = self.vpc_write()?;
         let r = Self::find_router(&st, p, id)?.clone();
         self.commit_vpc(
             Txn::new()

@@ -14,7 +14,7 @@ impl Controller {
         req: TraceFrom,
     ) -> Result<NetworkTrace, ControlError> {
         Self::require(p, Role::Reader)?;
-        let st = self.vpc.inner.lock();
+        let st = self.vpc_lock();
         let from = Self::find_port(&st, p, port)?.clone();
         let Some(&of) = st.topo.bound.get(&from.id) else {
             return Err(conflict("the port is not bound on this node"));
