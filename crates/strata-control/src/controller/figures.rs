@@ -9,10 +9,6 @@ use super::{Controller, DeviceView, PoolView};
 use crate::error::ControlError;
 use crate::model::*;
 
-/// A node other than this daemon's counts as up when it registered within this many seconds
-/// (nodes that heartbeat arrive with issue 14; declared ones are never up).
-pub const NODE_STALE_SECONDS: u64 = 90;
-
 impl Controller {
     /// The pool's figures (admin: pools are the platform's).
     pub fn pool_info(&self, p: &Principal) -> Result<strata_block::PoolInfo, ControlError> {
@@ -298,14 +294,13 @@ impl Controller {
         let nodes: Vec<super::NodeRecord> = self.node_records().unwrap_or_default();
         let _ = writeln!(
             o,
-            "# HELP strata_node_up 1 when the node's daemon is up (this daemon's node; another \
-             node registered within the last {NODE_STALE_SECONDS} s), 0 otherwise.\n\
+            "# HELP strata_node_up 1 when the node's daemon is up (this daemon's node; on a \
+             shared store, another node whose alive key, kept on its lease, exists), 0 otherwise.\n\
              # TYPE strata_node_up gauge"
         );
-        let t = super::store::now();
         for n in nodes.iter().filter(|n| !n.hypothetical) {
-            let up = local.as_deref() == Some(n.node.name.as_str())
-                || t.saturating_sub(n.updated) <= NODE_STALE_SECONDS;
+            let up =
+                local.as_deref() == Some(n.node.name.as_str()) || self.node_is_up(&n.node.name);
             let _ = writeln!(
                 o,
                 "strata_node_up{{node=\"{}\"}} {}",

@@ -391,6 +391,7 @@ const PORT_COLS: &[(&str, &str)] = &[
     ("MAC", "mac"),
     ("DEVICE", "device"),
     ("PEER", "veth_peer"),
+    ("NODE", "node"),
     ("ID", "id"),
 ];
 const ROUTER_COLS: &[(&str, &str)] = &[

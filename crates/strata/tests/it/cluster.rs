@@ -248,6 +248,26 @@ fn a_killed_node_goes_down_and_a_killed_leader_is_replaced() {
             .then_some(())
     });
     eprintln!("{} down after {took:?}", names[victim]);
+    // /metrics says so too (the alive key, not the registration's age); the watcher is up.
+    let m = std::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {admin}")])
+        .arg(format!(
+            "{}/metrics",
+            daemons[watcher].as_ref().unwrap().url
+        ))
+        .output()
+        .unwrap();
+    let m = String::from_utf8_lossy(&m.stdout).to_string();
+    assert!(
+        m.lines()
+            .any(|l| l == format!("strata_node_up{{node=\"{}\"}} 0", names[victim])),
+        "{m}"
+    );
+    assert!(
+        m.lines()
+            .any(|l| l == format!("strata_node_up{{node=\"{}\"}} 1", names[watcher])),
+        "{m}"
+    );
     // The leader recorded it.
     let li = names.iter().position(|n| *n == leader).unwrap();
     wait_for(Duration::from_secs(5), "node.down event", || {

@@ -136,10 +136,17 @@ fn a_network_with_ports_on_two_nodes_carries_ping_tcp_groups_and_routes_across_t
     ]);
     assert_eq!(s(&p1, "node"), "n1", "{p1}");
     assert_eq!(s(&p2, "node"), "n2", "{p2}");
-    // Both nodes list all four ports.
+    // Both nodes list all four ports, with where each is.
     for c in [&c1, &c2] {
         let v = c.json(&["network", "ports", "m1"]);
         assert_eq!(v["items"].as_array().unwrap().len(), 4, "{v}");
+        let table = c.ok(&["network", "ports", "m1"]);
+        assert!(table.contains("NODE"), "{table}");
+        let p4_row = table
+            .lines()
+            .find(|l| l.starts_with("p4 "))
+            .unwrap_or_default();
+        assert!(p4_row.contains(" n2 "), "{table}");
     }
 
     let ns: Vec<Netns> = ["a", "b", "c", "d"]

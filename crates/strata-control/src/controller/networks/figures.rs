@@ -311,7 +311,8 @@ impl Controller {
              strata_network_fastpath_installs_total{{result=\"failed\"}} {}\n\
              strata_network_fastpath_installs_total{{result=\"refused_protocol\"}} {}\n\
              strata_network_fastpath_installs_total{{result=\"refused_tcp_flags\"}} {}\n\
-             strata_network_fastpath_installs_total{{result=\"refused_rewrite\"}} {}\n",
+             strata_network_fastpath_installs_total{{result=\"refused_rewrite\"}} {}\n\
+             strata_network_fastpath_installs_total{{result=\"refused_tunnel\"}} {}\n",
             f.forwarded,
             f.left_to_socket,
             f.entries,
@@ -320,6 +321,7 @@ impl Controller {
             f.refused_protocol,
             f.refused_tcp_flags,
             f.refused_rewrite,
+            f.refused_tunnel,
         );
         Ok(())
     }
