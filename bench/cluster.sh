@@ -9,8 +9,10 @@
 # API: volume create latency (p50, p99 of 200) on etcd (n3) beside a fourth daemon on the
 # embedded redb store; then a tenant network with ports on n1 and n2 (iperf3 through the
 # VXLAN tunnel between the nodes) beside two ports on n1 and beside the kernel's bridge and
-# vxlan devices between namespaces; and last the failover time: kill -9 of n1, the serving
-# node of the cross-node volume, to the first successful read through n2 after its takeover.
+# vxlan devices between namespaces; then the failover time: kill -9 of n1, the serving
+# node of the cross-node volume, to the first successful read through n2 after its takeover;
+# and last the rebuild of the copy n1 took with it, by n2 onto a fourth node n4 (started
+# after the volumes were placed), in MiB/s beside the volume's 1 MiB write rate across nodes.
 #
 # Devices are sparse files in a tmpfs (/dev/shm): the figures are the software's cost, and
 # the three "nodes" share the same 2 cores and memory, so a remote copy competes with its
@@ -101,7 +103,9 @@ start_node() { # name, extra serve arguments; sets URL_<name>
 
 # Each node its own address (as on real machines): each binds its own VXLAN socket (UDP 4789).
 start_node n1 --advertise "127.0.0.11:$(free_port)" --join-secret-file "$WORK/join.secret"
-start_node n2 --advertise "127.0.0.12:$(free_port)" --join-secret-file "$WORK/join.secret"
+# n2 rebuilds a lost copy 2 s after it faulted (after it took the cross-node volume over).
+start_node n2 --advertise "127.0.0.12:$(free_port)" --join-secret-file "$WORK/join.secret" \
+    --rebuild-after 2s
 start_node n3
 # The one-machine peer of the API figure: a daemon on the embedded store (redb).
 STRATA_CONFIG="$WORK/solo.yaml" RUST_LOG=info NO_COLOR=1 "$BIN" serve \
@@ -109,7 +113,7 @@ STRATA_CONFIG="$WORK/solo.yaml" RUST_LOG=info NO_COLOR=1 "$BIN" serve \
 PIDS+=($!)
 for _ in $(seq 600); do grep -q "strata serving" "$WORK/solo.log" && break; sleep 0.1; done
 URL_solo="http://$(grep "strata serving" "$WORK/solo.log" | sed 's/.*listen=\([^ ]*\).*/\1/')"
-export WORK SECS SIZE_MIB ROUNDS URL_n1 URL_n2 URL_n3 URL_solo PID_n1
+export WORK SECS SIZE_MIB ROUNDS URL_n1 URL_n2 URL_n3 URL_solo PID_n1 BIN STORE
 export STRATA_TOKEN=$(cat "$WORK/n1/admin.token")
 export STRATA_TOKEN_SOLO=$(cat "$WORK/solo/admin.token")
 python3 bench/cluster/driver.py
