@@ -339,6 +339,8 @@ impl Controller {
         // new owner names here, made again below.
         self.release_lost_volumes()?;
         self.refresh_generations()?;
+        // This node's rebuilds onto other nodes whose copies were made there: join them now.
+        self.wake_for_made_copies()?;
         let prefix = format!("{}:", self.node);
         let held: std::collections::HashMap<String, HeldCopy> = self
             .list::<HeldCopy>(&held_prefix(&self.node), None, 0)?
