@@ -198,7 +198,9 @@ finally:
 
 # A fourth node with a node port and a pool: where n2 rebuilds the copy n1 takes with it.
 def start_node(name, *extra):
-    log = open(os.path.join(WORK, f"{name}.log"), "w")
+    # An explicit mode, as every file the bench makes (never the umask's).
+    log = os.fdopen(os.open(os.path.join(WORK, f"{name}.log"), os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                            0o600), "w")
     env = dict(os.environ, STRATA_CONFIG=os.path.join(WORK, "config.yaml"), RUST_LOG="info",
                NO_COLOR="1")
     proc = subprocess.Popen([os.environ["BIN"], "serve", "--listen", "127.0.0.1:0", "--data-dir",
