@@ -2,7 +2,8 @@
 //! domains, above the storage engine.
 //!
 //! Each copy is a [`CopyTarget`]: today a volume of an engine pool of its own ([`LocalCopy`],
-//! one pool per device, so a lost device loses only its copies), later a remote node's export.
+//! one pool per device, so a lost device loses only its copies), or a remote node's export
+//! ([`WriteBehind`] over it, so a write does not wait for the network round trip).
 //! The layer never reaches into a copy's map or format. A [`ReplicaSet`] acknowledges a write
 //! when every healthy copy has it, serves reads from one healthy copy with failover and read
 //! repair, moves copies through an explicit state machine ([`state`]) whose transitions it
@@ -11,6 +12,7 @@
 //!
 //! The design, the state diagram and the intent log's bytes are in `docs/replicas.md`.
 
+pub mod behind;
 pub mod error;
 pub mod intent;
 pub mod local;
@@ -19,6 +21,7 @@ pub mod state;
 pub mod target;
 pub mod types;
 
+pub use behind::WriteBehind;
 pub use error::ReplicaError;
 pub use intent::IntentError;
 pub use intent::{CopyFlag, FileIntentLog, IntentLog, IntentRecord, MemIntentLog};

@@ -10,6 +10,12 @@
 //!   cache); an unflushed write survives a crash as old or new per 4 KiB block.
 //! - A copy that will not answer again until it is re-attached (its device vanished, its pool
 //!   failed) answers [`CopyError::Gone`]: the set faults it at once instead of counting errors.
+//! - `write_behind` may answer before the write is carried out (a remote copy,
+//!   [`crate::WriteBehind`]); a failure is then answered to a later call, as
+//!   [`CopyError::Gone`], at the latest to the next `flush`. Reads and writes still see every
+//!   write answered before them. The set faults the copy on that answer and resyncs every
+//!   region written since the last flush that all copies passed, so the failed write's region
+//!   is among them (`docs/replicas.md`, "Writes behind").
 
 use std::fmt;
 
@@ -77,4 +83,19 @@ pub trait CopyTarget: Send + Sync + fmt::Debug {
     fn flush(&self) -> Result<(), CopyError>;
     /// A label for events and errors (the domain and volume, or the remote export).
     fn describe(&self) -> String;
+    /// Writes several ranges, no two overlapping; one result per write. A copy that can have
+    /// several requests in flight at once (a remote copy) carries them out together.
+    fn write_many(&self, writes: &[(u64, &[u8])]) -> Vec<Result<(), CopyError>> {
+        writes.iter().map(|&(o, d)| self.write(o, d)).collect()
+    }
+    /// Writes `data` at `offset`, possibly answering before it is carried out (see the
+    /// contract above). The set calls it only while another healthy copy takes its writes
+    /// plainly.
+    fn write_behind(&self, offset: u64, data: &[u8]) -> Result<(), CopyError> {
+        self.write(offset, data)
+    }
+    /// Whether `write_behind` answers before the write is carried out.
+    fn writes_behind(&self) -> bool {
+        false
+    }
 }

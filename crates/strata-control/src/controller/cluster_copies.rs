@@ -1,7 +1,8 @@
 //! Copies of a volume on other nodes (issue 14 step 3, `docs/cluster.md`): the node port that
 //! exports the copies this node holds to the node that serves their volume, over NBD with
 //! mutual TLS; the agent that makes and removes those copies from the volume records; and the
-//! [`RemoteCopy`] target a serving node's replica set writes through.
+//! [`RemoteCopy`] target a serving node's replica set writes through (behind a
+//! [`WriteBehind`], so a client write does not wait for the round trip to the copy's node).
 //!
 //! # Store layout
 //! - A volume's `copies` name a copy on another node as `NODE:DEVICE` (a qualified id);
@@ -31,7 +32,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use strata_nbd::client::{ClientConfig, ClientError, ClientPool, ClientTls, Target};
 use strata_nbd::{Authorizer, ExportIo, ExportSource, PoolSource};
-use strata_replica::{CopyError, CopyTarget};
+use strata_replica::{CopyError, CopyTarget, WriteBehind};
 use strata_state::Txn;
 use strata_types::DeviceClass;
 
@@ -291,7 +292,13 @@ impl Controller {
                 return None;
             }
         };
-        match RemoteCopy::connect(&ep.copies, &v.id, generation, tls, label) {
+        let behind = RemoteCopy::connect(&ep.copies, &v.id, generation, tls, label)
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                // One worker per connection, each with a batch of writes in flight on it.
+                WriteBehind::new(Arc::new(r), REMOTE_CONNECTIONS).map_err(|e| e.to_string())
+            });
+        match behind {
             Ok(r) => Some(Arc::new(r)),
             Err(e) => {
                 tracing::warn!(volume = %v.id, copy = %copy, error = %e, "remote copy not reached");
@@ -617,6 +624,15 @@ impl CopyTarget for RemoteCopy {
     }
     fn describe(&self) -> String {
         self.label.clone()
+    }
+    fn write_many(&self, writes: &[(u64, &[u8])]) -> Vec<Result<(), CopyError>> {
+        match self.pool.write_many(writes) {
+            Ok(rs) => rs.into_iter().map(|r| r.map_err(|e| self.err(e))).collect(),
+            Err(e) => {
+                let e = self.err(e);
+                writes.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
     }
 }
 

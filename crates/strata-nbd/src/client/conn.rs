@@ -336,6 +336,69 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes several ranges with every request in flight at once: the requests go out in
+    /// one send, then the replies are read in whatever order the server answers. Returns one
+    /// result per write (an error the server answered fails only its write); an error that
+    /// breaks the stream fails the whole call and marks the connection broken. A write
+    /// longer than the export's largest payload is sent alone after the others, in parts.
+    pub fn write_many(
+        &mut self,
+        writes: &[(u64, &[u8])],
+    ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
+        let max = self.info.max_payload.max(1) as usize;
+        let mut results: Vec<Result<(), ClientError>> = Vec::with_capacity(writes.len());
+        let mut batch = Vec::new();
+        let mut handles = std::collections::HashMap::with_capacity(writes.len());
+        for (i, &(offset, data)) in writes.iter().enumerate() {
+            results.push(Ok(()));
+            if let Err(e) = self.check(offset, data.len() as u64, true) {
+                results[i] = Err(e);
+                continue;
+            }
+            if data.is_empty() || data.len() > max {
+                continue;
+            }
+            let handle = self.next_handle;
+            self.next_handle = self.next_handle.wrapping_add(1);
+            batch.extend_from_slice(&haggle::request(
+                CMD_WRITE,
+                0,
+                handle,
+                offset,
+                data.len() as u32,
+            ));
+            batch.extend_from_slice(data);
+            handles.insert(handle, i);
+        }
+        let r = (|| {
+            if !handles.is_empty() {
+                send(&mut self.wire, &batch, "send requests")?;
+            }
+            while !handles.is_empty() {
+                let mut rep = [0u8; SIMPLE_REPLY_LEN];
+                read_exact(&mut self.wire, &mut rep, "read reply")?;
+                let (handle, errno) = haggle::simple_reply_of_any(&rep)?;
+                let i = handles.remove(&handle).ok_or_else(|| {
+                    ClientError::Proto(format!("reply to handle {handle}, which is not in flight"))
+                })?;
+                if errno != 0 {
+                    results[i] = Err(ClientError::Server(errno));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            self.broken = true;
+            return Err(e);
+        }
+        for (i, &(offset, data)) in writes.iter().enumerate() {
+            if data.len() > max && results[i].is_ok() {
+                results[i] = self.write_at(offset, data, false);
+            }
+        }
+        Ok(results)
+    }
+
     /// Makes `[offset, offset + len)` read as zeros (`NBD_CMD_WRITE_ZEROES`; without
     /// `unmap`, `NO_HOLE`), or frees it (`NBD_CMD_TRIM`) when `unmap` and the export cannot
     /// write zeros.

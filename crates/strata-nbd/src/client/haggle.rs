@@ -226,18 +226,24 @@ pub fn request(cmd: u16, flags: u16, handle: u64, offset: u64, len: u32) -> [u8;
 
 /// Checks a simple reply's header against the request's handle; returns the errno (0: done).
 pub fn simple_reply(b: &[u8; SIMPLE_REPLY_LEN], handle: u64) -> Result<u32, ClientError> {
-    if be32(&b[0..4]) != SIMPLE_REPLY_MAGIC {
-        return Err(proto(
-            "reply: bad magic (structured replies were not asked for)",
-        ));
-    }
-    let got = be64(&b[8..16]);
+    let (got, errno) = simple_reply_of_any(b)?;
     if got != handle {
         return Err(proto(format!(
             "reply to handle {got} while waiting for {handle}"
         )));
     }
-    Ok(be32(&b[4..8]))
+    Ok(errno)
+}
+
+/// A simple reply to whichever request: `(handle, errno)` (several requests in flight may be
+/// answered in any order).
+pub fn simple_reply_of_any(b: &[u8; SIMPLE_REPLY_LEN]) -> Result<(u64, u32), ClientError> {
+    if be32(&b[0..4]) != SIMPLE_REPLY_MAGIC {
+        return Err(proto(
+            "reply: bad magic (structured replies were not asked for)",
+        ));
+    }
+    Ok((be64(&b[8..16]), be32(&b[4..8])))
 }
 
 #[cfg(test)]

@@ -144,6 +144,15 @@ impl ClientPool {
         self.with(|c| c.write_at(offset, data, fua))
     }
 
+    /// Writes several ranges on one connection, every request in flight at once
+    /// ([`Connection::write_many`]): one result per write.
+    pub fn write_many(
+        &self,
+        writes: &[(u64, &[u8])],
+    ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
+        self.with(|c| c.write_many(writes))
+    }
+
     /// Zeros (or frees, with `unmap`) a range.
     pub fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> Result<(), ClientError> {
         self.with(|c| c.write_zeroes(offset, len, unmap))

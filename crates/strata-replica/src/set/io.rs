@@ -148,13 +148,21 @@ impl ReplicaSet {
     /// Writes `data` at `offset` on every copy that takes writes. Acknowledged when every
     /// healthy copy has it; a copy that fails is faulted (and the write still succeeds while a
     /// healthy copy has it).
+    /// A copy that writes behind ([`CopyTarget::writes_behind`]) is given the write that way
+    /// while another healthy copy takes it plainly.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), ReplicaError> {
-        self.write_with(offset, data.len() as u64, |t| t.write(offset, data))
+        self.write_with(offset, data.len() as u64, |t, behind| {
+            if behind {
+                t.write_behind(offset, data)
+            } else {
+                t.write(offset, data)
+            }
+        })
     }
 
     /// Makes `[offset, offset + len)` read as zeros on every copy (`unmap`: free the space).
     pub fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> Result<(), ReplicaError> {
-        self.write_with(offset, len, |t| t.write_zeroes(offset, len, unmap))
+        self.write_with(offset, len, |t, _| t.write_zeroes(offset, len, unmap))
     }
 
     /// Discards `[offset, offset + len)`: it reads as zeros and the copies free the space.
@@ -166,7 +174,7 @@ impl ReplicaSet {
         &self,
         offset: u64,
         len: u64,
-        op: impl Fn(&dyn CopyTarget) -> Result<(), CopyError>,
+        op: impl Fn(&dyn CopyTarget, bool) -> Result<(), CopyError>,
     ) -> Result<(), ReplicaError> {
         self.check(offset, len)?;
         if len == 0 {
@@ -176,6 +184,7 @@ impl ReplicaSet {
         let _m = self.members.read();
         let _g = self.lock_regions(regs.clone(), false);
         let mut writers: SmallVec<[usize; MAX_COPIES]> = SmallVec::new();
+        let mut healthy: SmallVec<[usize; MAX_COPIES]> = SmallVec::new();
         let upto = {
             let mut il = self.intent.lock();
             let mut st = self.st.lock();
@@ -192,6 +201,10 @@ impl ReplicaSet {
             for (i, c) in st.copies.iter_mut().enumerate() {
                 match c.state {
                     CopyState::Faulted => c.dirty.extend(regs.clone()),
+                    CopyState::Healthy => {
+                        healthy.push(i);
+                        writers.push(i);
+                    }
                     _ => writers.push(i),
                 }
             }
@@ -204,11 +217,17 @@ impl ReplicaSet {
             self.unregister(regs);
             return Err(e);
         }
+        let targets: SmallVec<[_; MAX_COPIES]> = writers.iter().map(|&i| self.target(i)).collect();
+        // Writes behind are allowed only while a healthy copy takes the write plainly: an
+        // answered write is then on a copy that answered it.
+        let plain_healthy = writers
+            .iter()
+            .zip(&targets)
+            .any(|(i, t)| healthy.contains(i) && !t.writes_behind());
         let mut results = Results::new();
-        for &i in &writers {
-            let t = self.target(i);
+        for (&i, t) in writers.iter().zip(&targets) {
             self.load[i].fetch_add(1, Ordering::Relaxed);
-            let r = op(&*t);
+            let r = op(&**t, plain_healthy && t.writes_behind());
             self.load[i].fetch_sub(1, Ordering::Relaxed);
             results.push((i, r));
         }

@@ -2,12 +2,16 @@
 //! faults (EIO on reads, writes or syncs, a vanished device) on every copy but one, with
 //! returns, re-attachments and resync steps in between. It never returns a wrong byte and
 //! never an error (one copy stays healthy throughout), and after everything returns and
-//! resyncs, every copy holds exactly the model.
+//! resyncs, every copy holds exactly the model. The same runs again with the victims behind a
+//! [`WriteBehind`] (a remote copy's shape): writes answered before they are carried out, and
+//! failures answered later.
 
 use proptest::prelude::*;
-use strata_replica::{CopyState, REGION_SIZE};
+use std::sync::Arc;
 
-use crate::{image_of, pattern, resync_all, set_of, Domain};
+use strata_replica::{CopyState, CopyTarget, ReplicaSet, WriteBehind, REGION_SIZE};
+
+use crate::{image_of, pattern, resync_all, Domain};
 
 const VOL: u64 = 4 * REGION_SIZE;
 
@@ -48,18 +52,35 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Brings a victim back: clears its faults; a faulted copy's pool is reopened from its device
-/// and re-attached (it resyncs what it missed).
-fn bring_back(set: &strata_replica::ReplicaSet, doms: &mut [Domain], c: usize) {
-    doms[c].heal();
-    if set.copies()[c].state == CopyState::Faulted {
-        doms[c].heal_and_reopen();
-        set.reattach(c, doms[c].copy()).unwrap();
+/// Copy `c`'s target: victims behind a [`WriteBehind`] when `behind`.
+fn target(doms: &[Domain], c: usize, survivor: usize, behind: bool) -> Arc<dyn CopyTarget> {
+    let t = doms[c].copy();
+    if behind && c != survivor {
+        Arc::new(WriteBehind::new(t, 2).unwrap())
+    } else {
+        t
     }
 }
 
-fn run(n: usize, survivor: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let (set, mut doms, _log) = set_of(n, VOL);
+/// Brings a victim back: clears its faults; a faulted copy's pool is reopened from its device
+/// and re-attached (it resyncs what it missed).
+fn bring_back(set: &ReplicaSet, doms: &mut [Domain], c: usize, survivor: usize, behind: bool) {
+    doms[c].heal();
+    if set.copies()[c].state == CopyState::Faulted {
+        doms[c].heal_and_reopen();
+        set.reattach(c, target(doms, c, survivor, behind)).unwrap();
+    }
+}
+
+fn run(n: usize, survivor: usize, ops: Vec<Op>, behind: bool) -> Result<(), TestCaseError> {
+    let mut doms: Vec<Domain> = (0..n)
+        .map(|i| Domain::new(&format!("dom{i}"), VOL))
+        .collect();
+    let set = ReplicaSet::create(
+        (0..n).map(|c| target(&doms, c, survivor, behind)).collect(),
+        Box::new(strata_replica::MemIntentLog::new()),
+    )
+    .unwrap();
     let victims: Vec<usize> = (0..n).filter(|&i| i != survivor).collect();
     let mut model = vec![0u8; VOL as usize];
     for (step, op) in ops.into_iter().enumerate() {
@@ -101,7 +122,7 @@ fn run(n: usize, survivor: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Return { victim } => {
                 let c = victims[victim % victims.len()];
-                bring_back(&set, &mut doms, c);
+                bring_back(&set, &mut doms, c, survivor, behind);
             }
             Op::Step { regions } => {
                 let r = set.resync_step(regions * REGION_SIZE);
@@ -114,7 +135,7 @@ fn run(n: usize, survivor: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
     // only at the next flush) is brought back again.
     for _ in 0..4 {
         for &c in &victims {
-            bring_back(&set, &mut doms, c);
+            bring_back(&set, &mut doms, c, survivor, behind);
         }
         resync_all(&set);
         set.flush().unwrap();
@@ -138,11 +159,20 @@ proptest! {
 
     #[test]
     fn two_copies_against_a_vec(survivor in 0usize..2, ops in prop::collection::vec(op(), 1..40)) {
-        run(2, survivor, ops)?;
+        run(2, survivor, ops, false)?;
     }
 
     #[test]
     fn three_copies_against_a_vec(survivor in 0usize..3, ops in prop::collection::vec(op(), 1..40)) {
-        run(3, survivor, ops)?;
+        run(3, survivor, ops, false)?;
+    }
+
+    #[test]
+    fn copies_writing_behind_against_a_vec(
+        n in 2usize..4,
+        survivor in 0usize..3,
+        ops in prop::collection::vec(op(), 1..40),
+    ) {
+        run(n, survivor % n, ops, true)?;
     }
 }
