@@ -49,6 +49,14 @@ def volume(node, name, replicas):
     return v, a["uri"]
 
 
+def busy_seconds():
+    """CPU seconds the whole machine spent busy (every process: fio and the nodes share it)."""
+    with open("/proc/stat") as f:
+        t = [int(x) for x in f.readline().split()[1:]]
+    idle = t[3] + t[4]
+    return (sum(t[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def fio(uri, rw, bs, depth, secs=None, size=None):
     args = ["fio", "--name=b", "--ioengine=nbd", f"--uri={uri}", "--output-format=json",
             f"--rw={rw}", f"--bs={bs}", f"--iodepth={depth}", "--group_reporting"]
@@ -80,11 +88,14 @@ tests = [("4k randwrite QD32", "randwrite", "4k", 32, "iops"),
          ("1M write QD8", "write", "1M", 8, "mib"),
          ("1M read QD8", "read", "1M", 8, "mib")]
 res = {(t[0], k): [] for t in tests for k in kinds}
+cpu = {(t[0], k): [] for t in tests for k in kinds}
 for r in range(ROUNDS):
     for (label, rw, bs, depth, _) in tests:
         for k, uri in kinds.items():
+            b0 = busy_seconds()
             iops, mib = fio(uri, rw, bs, depth, secs=SECS)
             res[(label, k)].append(iops if bs == "4k" else mib)
+            cpu[(label, k)].append((busy_seconds() - b0) / (mib * SECS / 1024))
 
 print(f"\ncopies across nodes, {SIZE_MIB} MiB volumes, {SECS} s runs, median of {ROUNDS}"
       " (tmpfs files; the three nodes share this machine's cores)")
@@ -95,6 +106,12 @@ for (label, _, bs, _, unit) in tests:
     print(f"{label + ' ' + u:20} {m['plain']:10.0f} {m['local2']:10.0f} {m['across']:10.0f}"
           f" {m['across'] / m['local2']:11.2f}x {m['across'] / m['plain']:11.2f}x")
 print("goal (issue 14): a 2-copy volume across nodes at least 0.7x the same on one node")
+print(f"\nCPU seconds per GiB moved (the whole machine, {os.cpu_count()} cores, median)")
+print(f"{'test':20} {'plain':>10} {'2 local':>10} {'2 nodes':>10} {'nodes/local':>12}")
+for (label, _, _, _, _) in tests:
+    m = {k: statistics.median(cpu[(label, k)]) for k in kinds}
+    print(f"{label:20} {m['plain']:10.2f} {m['local2']:10.2f} {m['across']:10.2f}"
+          f" {m['across'] / m['local2']:11.2f}x")
 
 
 # API: volume create latency, etcd (a cluster node) beside redb (one machine).
@@ -199,15 +216,16 @@ finally:
 # A fourth node with a node port and a pool: where n2 rebuilds the copy n1 takes with it.
 def start_node(name, *extra):
     # An explicit mode, as every file the bench makes (never the umask's).
-    log = os.fdopen(os.open(os.path.join(WORK, f"{name}.log"), os.O_CREAT | os.O_EXCL | os.O_WRONLY,
-                            0o600), "w")
+    log_path = os.path.join(WORK, f"{name}.log")
+    log = os.fdopen(os.open(log_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "w")
     env = dict(os.environ, STRATA_CONFIG=os.path.join(WORK, "config.yaml"), RUST_LOG="info",
                NO_COLOR="1")
     proc = subprocess.Popen([os.environ["BIN"], "serve", "--listen", "127.0.0.1:0", "--data-dir",
                              os.path.join(WORK, name), "--store", os.environ["STORE"], "--node",
                              name, *extra], stderr=log, env=env)
     for _ in range(600):
-        text = open(log.name).read()
+        with open(log_path) as f:
+            text = f.read()
         if "strata serving" in text:
             url = text.split("strata serving")[1].split("listen=")[1].split()[0]
             URL[name] = "http://" + url

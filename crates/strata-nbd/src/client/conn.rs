@@ -57,6 +57,10 @@ impl Write for Wire {
     }
 }
 
+/// A write payload this large is sent from the caller's buffer by [`Connection::write_many`],
+/// not copied into its batch first.
+const DIRECT_PAYLOAD: usize = 64 << 10;
+
 /// A connection in transmission to one export.
 pub struct Connection {
     wire: Wire,
@@ -347,7 +351,7 @@ impl Connection {
     ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
         let max = self.info.max_payload.max(1) as usize;
         let mut results: Vec<Result<(), ClientError>> = Vec::with_capacity(writes.len());
-        let mut batch = Vec::new();
+        let mut sends = Vec::with_capacity(writes.len());
         let mut handles = std::collections::HashMap::with_capacity(writes.len());
         for (i, &(offset, data)) in writes.iter().enumerate() {
             results.push(Ok(()));
@@ -360,18 +364,27 @@ impl Connection {
             }
             let handle = self.next_handle;
             self.next_handle = self.next_handle.wrapping_add(1);
-            batch.extend_from_slice(&haggle::request(
-                CMD_WRITE,
-                0,
-                handle,
-                offset,
-                data.len() as u32,
-            ));
-            batch.extend_from_slice(data);
+            sends.push((handle, offset, data));
             handles.insert(handle, i);
         }
         let r = (|| {
-            if !handles.is_empty() {
+            // Small requests go out together in one buffer; a large payload is written from
+            // the caller's bytes (no copy into the buffer first).
+            let mut batch = Vec::new();
+            for &(handle, offset, data) in &sends {
+                let hdr = haggle::request(CMD_WRITE, 0, handle, offset, data.len() as u32);
+                batch.extend_from_slice(&hdr);
+                if data.len() < DIRECT_PAYLOAD {
+                    batch.extend_from_slice(data);
+                } else {
+                    self.wire.write_all(&batch).map_err(io("send requests"))?;
+                    batch.clear();
+                    self.wire
+                        .write_all(data)
+                        .map_err(io("send write payload"))?;
+                }
+            }
+            if !sends.is_empty() {
                 send(&mut self.wire, &batch, "send requests")?;
             }
             while !handles.is_empty() {

@@ -27,7 +27,7 @@ fn exercise(c: &mut Connection, model: &mut [u8], seed: u64, ops: usize) {
         let off = rng.gen_range(0..size - 1);
         let len = rng.gen_range(1..=(size - off).min(300_000));
         let (o, l) = (off as usize, len as usize);
-        match rng.gen_range(0..4) {
+        match rng.gen_range(0..5) {
             0 => {
                 let data: Vec<u8> = (0..l).map(|_| rng.gen()).collect();
                 c.write_at(off, &data, rng.gen_bool(0.2)).unwrap();
@@ -38,6 +38,28 @@ fn exercise(c: &mut Connection, model: &mut [u8], seed: u64, ops: usize) {
                 model[o..o + l].fill(0);
             }
             2 => c.flush().unwrap(),
+            3 => {
+                // Several writes in flight at once, in disjoint eighths of the export, small
+                // ones and ones sent from the caller's buffer.
+                let slot = size / 8;
+                let mut writes = Vec::new();
+                for k in 0..8u64 {
+                    if rng.gen_bool(0.5) {
+                        let at = k * slot + rng.gen_range(0..slot / 2);
+                        let n = rng.gen_range(1..=(slot / 2).min(200_000)) as usize;
+                        let data: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+                        writes.push((at, data));
+                    }
+                }
+                let refs: Vec<(u64, &[u8])> =
+                    writes.iter().map(|(o, d)| (*o, d.as_slice())).collect();
+                let rs = c.write_many(&refs).unwrap();
+                assert_eq!(rs.len(), writes.len());
+                for ((o, d), r) in writes.iter().zip(rs) {
+                    r.unwrap();
+                    model[*o as usize..*o as usize + d.len()].copy_from_slice(d);
+                }
+            }
             _ => {
                 let mut got = vec![0u8; l];
                 c.read_at(off, &mut got).unwrap();
