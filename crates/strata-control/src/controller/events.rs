@@ -7,6 +7,14 @@
 //! - `/events/{seq:020}`: an [`EventRecord`]; `seq` grows by one per event and is never reused
 //!   (the follow cursor), so keys sort in the order events happened.
 //!
+//! # On a store shared by several nodes
+//! Every daemon appends to the one journal: an event is stored only if its key is still free
+//! (a compare on the key's absence); when another node took that number first, the daemon
+//! reads what the others stored after its newest event and tries the next number. So numbers
+//! stay unique and dense across the cluster, and each daemon's memory holds every node's
+//! events: lists read what the others stored since (one range read), and followers look
+//! again every [`FOLLOW_POLL`] while they wait.
+//!
 //! # Invariants
 //! - Bounded: the newest [`KEEP_EVENTS`] events of at most [`KEEP_SECONDS`] (30 days) are
 //!   kept; an append deletes, in its own transaction, the keys it pushes out. The journal is
@@ -46,6 +54,12 @@ pub const QUIET_SECONDS: u64 = 60;
 
 /// Events answered when the caller names no limit.
 pub const DEFAULT_EVENT_LIMIT: usize = 100;
+
+/// How often a follower on a shared store looks for other nodes' events while it waits.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// Tries of an append whose number other nodes keep taking first.
+const APPEND_TRIES: usize = 16;
 
 fn event_key(seq: u64) -> String {
     format!("/events/{seq:020}")
@@ -305,10 +319,8 @@ impl Controller {
     ) {
         let time = now();
         let mut st = self.events.state.lock();
-        let seq = st.next.max(1);
-        st.next = seq + 1;
-        let e = EventRecord {
-            seq,
+        let mut e = EventRecord {
+            seq: 0,
             time,
             kind: kind.name().to_string(),
             severity,
@@ -318,21 +330,73 @@ impl Controller {
             tenant: tenant.map(str::to_string),
             message,
         };
-        let mut txn = Txn::new().put(event_key(seq), enc(&e));
-        st.events.push_back(e);
-        let oldest = time.saturating_sub(KEEP_SECONDS);
-        while st.events.len() > KEEP_EVENTS || st.events.front().is_some_and(|e| e.time < oldest) {
-            if let Some(old) = st.events.pop_front() {
-                txn = txn.delete(event_key(old.seq));
-            }
-        }
         // Stored under the lock: keys reach the store in sequence order, so a restart never
         // finds a gap followed by older events.
-        if let Err(err) = self.store.txn(txn) {
-            tracing::error!(%err, event = kind.name(), "event not stored");
+        for _ in 0..APPEND_TRIES {
+            e.seq = st.next.max(1);
+            let key = event_key(e.seq);
+            match self
+                .store
+                .txn(Txn::new().when(key.clone(), 0).put(key, enc(&e)))
+            {
+                Ok(r) if !r.succeeded => {
+                    // Another node stored an event under this number first.
+                    self.follow_store(&mut st);
+                    st.next = st.next.max(e.seq + 1);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(err) => tracing::error!(%err, event = kind.name(), "event not stored"),
+            }
+            break;
+        }
+        st.next = e.seq + 1;
+        st.events.push_back(e);
+        let gone = Self::trim(&mut st, time);
+        if !gone.is_empty() {
+            let txn = gone.iter().fold(Txn::new(), |t, s| t.delete(event_key(*s)));
+            if let Err(err) = self.store.txn(txn) {
+                tracing::warn!(%err, "old events not deleted");
+            }
         }
         drop(st);
         self.events.changed.notify_all();
+    }
+
+    /// Drops from memory what is past the journal's bound; returns the numbers dropped.
+    fn trim(st: &mut JournalState, time: u64) -> Vec<u64> {
+        let oldest = time.saturating_sub(KEEP_SECONDS);
+        let mut gone = Vec::new();
+        while st.events.len() > KEEP_EVENTS || st.events.front().is_some_and(|e| e.time < oldest) {
+            gone.extend(st.events.pop_front().map(|e| e.seq));
+        }
+        gone
+    }
+
+    /// On a store shared with other nodes, takes into memory the events they stored after
+    /// the newest one held here. Nothing on a store of this daemon's own.
+    fn follow_store(&self, st: &mut JournalState) {
+        if self.store.leases().is_none() {
+            return;
+        }
+        let newest = st.next.saturating_sub(1);
+        match self.list::<EventRecord>("/events/", Some(&event_key(newest)), 0) {
+            Ok(more) => {
+                let mut any = false;
+                for (_, e) in more {
+                    if e.seq >= st.next {
+                        st.next = e.seq + 1;
+                        st.events.push_back(e);
+                        any = true;
+                    }
+                }
+                if any {
+                    // Memory only: the node that pushes an event out deletes it.
+                    Self::trim(st, now());
+                }
+            }
+            Err(e) => tracing::warn!(%e, "other nodes' events not read"),
+        }
     }
 
     /// Events the caller may see: newest first, or with `after`, those after it oldest first
@@ -361,6 +425,7 @@ impl Controller {
         };
         let limit = q.limit.unwrap_or(DEFAULT_EVENT_LIMIT).max(1);
         let mut st = self.events.state.lock();
+        self.follow_store(&mut st);
         let Some(after) = q.after else {
             let items = st
                 .events
@@ -393,13 +458,15 @@ impl Controller {
             }
             // Nothing for this caller up to `newest`: wait for what comes after it.
             from = from.max(newest);
-            if st.closing
-                || self
-                    .events
-                    .changed
-                    .wait_until(&mut st, deadline)
-                    .timed_out()
-            {
+            // On a shared store other nodes' events wake nobody here: look again each poll.
+            let until = if self.store.leases().is_some() {
+                deadline.min(std::time::Instant::now() + FOLLOW_POLL)
+            } else {
+                deadline
+            };
+            let woke = !st.closing && !self.events.changed.wait_until(&mut st, until).timed_out();
+            self.follow_store(&mut st);
+            if !woke && (st.closing || std::time::Instant::now() >= deadline) {
                 let newest = st.next.saturating_sub(1);
                 let items: Vec<EventRecord> = st
                     .events

@@ -695,3 +695,85 @@ fn a_remote_copy_faulted_past_rebuild_after_is_rebuilt_on_a_third_node() {
     });
     c.stop();
 }
+
+/// Two daemons on one etcd append to one event journal: every event has its own number (the
+/// numbers of both nodes' `node.up` once collided), each node lists the other's events, and
+/// a follower on one node is given an event that happened on the other.
+#[test]
+fn two_nodes_share_one_event_journal_with_distinct_numbers() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let url = store_url(&etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(dir.path(), "n1", &url);
+    let b = node(dir.path(), "n2", &url);
+    let admin = a.admin();
+    let listed = |d: &Daemon| -> Vec<Value> {
+        let (s, v) = d.call("GET", "/v1/events?limit=1000", &admin, None);
+        assert_eq!(s, 200, "{v}");
+        v["items"].as_array().unwrap().clone()
+    };
+    for d in [&a, &b] {
+        let items = listed(d);
+        let mut seqs: Vec<u64> = items.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        let n = seqs.len();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), n, "numbers repeat: {items:?}");
+        for name in ["n1", "n2"] {
+            assert!(
+                items
+                    .iter()
+                    .any(|e| e["type"] == "node.up" && e["object"] == name),
+                "{name}'s node.up missing: {items:?}"
+            );
+        }
+    }
+    // A follower on n1 is given a refusal that happens on n2.
+    let (_, v) = a.call("GET", "/v1/events?limit=1", &admin, None);
+    let cursor = v["cursor"].as_u64().unwrap();
+    std::thread::scope(|sc| {
+        let follower = sc.spawn(|| {
+            a.call(
+                "GET",
+                &format!("/v1/events?after={cursor}&wait=5"),
+                &admin,
+                None,
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        post(
+            &b,
+            &admin,
+            "/v1/tenants",
+            json!({"name": "t", "quota": {"volumes": 0}}),
+        );
+        let (s, v) = b.call(
+            "POST",
+            "/v1/volumes",
+            &admin,
+            Some(json!({"name": "x", "size": "1M", "tenant": "t"})),
+        );
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (409, Some("quota_exceeded")),
+            "{v}"
+        );
+        let t0 = Instant::now();
+        let (s, v) = follower.join().unwrap();
+        assert_eq!(s, 200, "{v}");
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        let got = v["items"].as_array().unwrap();
+        assert!(
+            got.iter().any(|e| e["type"] == "tenant.quota_refused"),
+            "{v}"
+        );
+    });
+    // And the numbers both nodes list agree.
+    let on_a: Vec<Value> = listed(&a).iter().map(|e| e["seq"].clone()).collect();
+    let on_b: Vec<Value> = listed(&b).iter().map(|e| e["seq"].clone()).collect();
+    assert_eq!(on_a, on_b);
+    a.stop();
+    b.stop();
+}

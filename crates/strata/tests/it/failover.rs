@@ -320,9 +320,10 @@ fn a_partitioned_serving_node_acknowledges_nothing_and_is_fenced_after_the_takeo
     let mut flushed = std::fs::read(&src).unwrap();
     flushed[..64 << 10].fill(0x11);
 
-    // Cut n1 off from the store and the peer. Its client writes: the write reaches n1's own
-    // copy but not the peer's, and n1 cannot record the peer's copy stale, so the write is
-    // not acknowledged.
+    // Cut n1 off from the store and the peer. Its client writes and flushes: the write
+    // reaches n1's own copy but not the peer's (the remote copy may take it behind and
+    // answer), and n1 cannot record the peer's copy stale, so the flush, which waits for the
+    // peer's copy, is not acknowledged.
     island.link(false);
     let cut = Instant::now();
     let r = client
