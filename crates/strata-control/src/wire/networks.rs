@@ -308,6 +308,11 @@ pub struct CreateNetworkPort {
     /// between veth ports are carried by the kernel fast path once established.
     #[serde(default)]
     pub veth: Option<VethSettings>,
+    /// The node whose switch gets the port's device (default: the node answering). Another
+    /// node only on a cluster store; that node opens the device.
+    #[serde(default)]
+    #[schema(schema_with = opt_name)]
+    pub node: Option<String>,
 }
 
 /// A network port's veth pair (`veth` in the body that creates the port).
@@ -333,6 +338,9 @@ impl Check for CreateNetworkPort {
         if let Some(peer) = self.veth.as_ref().and_then(|v| v.peer.as_ref()) {
             check_text("peer", peer, PORT_NAME_PATTERN)?;
         }
+        if let Some(n) = &self.node {
+            check_text("node", n, NAME_PATTERN)?;
+        }
         check_list("security_groups", &self.security_groups, NAME_PATTERN)
     }
 }
@@ -347,6 +355,7 @@ impl CreateNetworkPort {
             name: self.name,
             subnet: self.subnet,
             mac: self.mac,
+            node: self.node,
         })
     }
 }

@@ -137,6 +137,7 @@ fn bad_ranges_and_addresses_are_refused_with_stable_codes_and_change_nothing() {
         mac: None,
         security_groups: None,
         veth_peer: None,
+        node: None,
     };
     assert_eq!(
         code(f.c.create_port(p, "n", port("10.0.1.1"))),

@@ -41,8 +41,8 @@ pub enum NetworkCmd {
         /// Network id or name.
         network: String,
     },
-    /// Adds a port: an address, a MAC and a device on this node to plug a VM or namespace
-    /// into (a TAP, or with `--veth` a veth pair whose peer goes to a container).
+    /// Adds a port: an address, a MAC and a device on this node (or `--node`'s) to plug a VM
+    /// or namespace into (a TAP, or with `--veth` a veth pair whose peer goes to a container).
     AddPort {
         /// Network id or name.
         network: String,
@@ -67,6 +67,10 @@ pub enum NetworkCmd {
         /// The veth peer's interface name (default: the device's name + "p").
         #[arg(long, requires = "veth", value_name = "IFNAME")]
         peer: Option<String>,
+        /// The node whose switch gets the device (default: the node answering; another node
+        /// only in a cluster, where that node opens it).
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
     },
     /// Lists a network's ports.
     Ports {
@@ -468,6 +472,7 @@ impl Client {
                 security_groups,
                 veth,
                 peer,
+                node,
             } => {
                 let v = self.req(
                     "POST",
@@ -479,6 +484,7 @@ impl Client {
                         mac,
                         security_groups,
                         veth: veth.then_some(wire::VethSettings { peer }),
+                        node,
                     }),
                 )?;
                 if self.out == Output::Table {

@@ -29,6 +29,18 @@ fn node(root: &Path, node: &str, url: &str) -> Daemon {
     Daemon::start_with(&root.join(node), &["--store", url, "--node", node])
 }
 
+/// Two daemons, `n1` and `n2`, on a one-member etcd; the cluster's admin token. None where
+/// etcd is not installed.
+fn two_nodes() -> Option<(EtcdCluster, tempfile::TempDir, Daemon, Daemon, String)> {
+    let etcd = EtcdCluster::start(1)?;
+    let url = store_url(&etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(dir.path(), "n1", &url);
+    let b = node(dir.path(), "n2", &url);
+    let admin = a.admin();
+    Some((etcd, dir, a, b, admin))
+}
+
 /// A file device of `mib` MiB in the daemon's `devices/`.
 pub(crate) fn device_file(d: &Daemon, name: &str, mib: u64) -> String {
     let dir = d.data.join("devices");
@@ -774,6 +786,79 @@ fn two_nodes_share_one_event_journal_with_distinct_numbers() {
     let on_a: Vec<Value> = listed(&a).iter().map(|e| e["seq"].clone()).collect();
     let on_b: Vec<Value> = listed(&b).iter().map(|e| e["seq"].clone()).collect();
     assert_eq!(on_a, on_b);
+    a.stop();
+    b.stop();
+}
+
+/// On two nodes of one etcd, each job's slice port is made on the node its part runs on,
+/// whichever node's API took the job: that node's agent opens the TAP, and deleting the job
+/// closes it there.
+#[test]
+fn a_job_s_port_is_made_on_the_node_its_part_runs_on() {
+    let Some((_etcd, _dir, a, b, admin)) = two_nodes() else {
+        return;
+    };
+    post(&a, &admin, "/v1/tenants", json!({"name": "acme"}));
+    let acme = post(
+        &a,
+        &admin,
+        "/v1/tokens",
+        json!({"tenant": "acme", "role": "member"}),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    post(
+        &a,
+        &acme,
+        "/v1/networks",
+        json!({"name": "vpc", "cidr": "10.78.0.0/16"}),
+    );
+    post(
+        &a,
+        &acme,
+        "/v1/networks/vpc/subnets",
+        json!({"name": "web", "cidr": "10.78.1.0/24"}),
+    );
+    // Each job takes every core of a node: the two land on different nodes.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let mut seen = Vec::new();
+    for name in ["j1", "j2"] {
+        let j = post(
+            &a,
+            &acme,
+            "/v1/jobs",
+            json!({"name": name, "cpu_cores": cores, "memory_bytes": 64u64 << 20, "network": "vpc"}),
+        );
+        assert_eq!(j["state"], "running", "{j}");
+        let part_node = j["placement"][0]["node"].as_str().unwrap().to_string();
+        let port = &j["slice"]["ports"][0];
+        let (s, p) = a.call(
+            "GET",
+            &format!("/v1/network-ports/{}", port["id"].as_str().unwrap()),
+            &acme,
+            None,
+        );
+        assert_eq!(s, 200, "{p}");
+        assert_eq!(p["node"], part_node.as_str(), "{p} {j}");
+        let dev = p["device"].as_str().unwrap().to_string();
+        poll(
+            Duration::from_secs(10),
+            "the part's node opens the TAP",
+            || std::path::Path::new("/sys/class/net").join(&dev).exists(),
+        );
+        seen.push((name, part_node, dev));
+    }
+    let nodes: std::collections::BTreeSet<&str> = seen.iter().map(|x| x.1.as_str()).collect();
+    assert_eq!(nodes.len(), 2, "{seen:?}");
+    // Deleted through the other node's API: each TAP is closed on its own node.
+    for (name, _, dev) in &seen {
+        let (s, v) = b.call("DELETE", &format!("/v1/jobs/{name}"), &acme, None);
+        assert_eq!(s, 204, "{v}");
+        poll(Duration::from_secs(10), "the TAP is closed", || {
+            !std::path::Path::new("/sys/class/net").join(dev).exists()
+        });
+    }
     a.stop();
     b.stop();
 }

@@ -283,6 +283,63 @@ fn a_network_with_ports_on_two_nodes_carries_ping_tcp_groups_and_routes_across_t
         c1.ok(&["network", "del-port", s(p, "id").as_str()]);
     }
 
+    // A port made through n1's API on n2 (`--node n2`): n2's agent opens its device, and it
+    // talks to p1 across the nodes. A node nobody registered is refused, and changes nothing.
+    let (ok, err) = c1.run(&[
+        "network", "add-port", "m1", "p9", "--subnet", "a", "--node", "nowhere",
+    ]);
+    assert!(!ok && err.contains("node_not_found"), "{err}");
+    let p6 = c1.json(&[
+        "network",
+        "add-port",
+        "m1",
+        "p6",
+        "--subnet",
+        "a",
+        "--veth",
+        "--peer",
+        &format!("mh{tag}f"),
+        "--node",
+        "n2",
+    ]);
+    assert_eq!(s(&p6, "node"), "n2", "{p6}");
+    poll(Duration::from_secs(10), "n2 opens p6's device", || {
+        link_exists(&s(&p6, "veth_peer"))
+    });
+    let ns6 = Netns::new(&format!("mh{tag}nf"));
+    plug_peer(&ns6, &p6, "10.73.1.1");
+    poll(Duration::from_secs(15), "p1 pings p6 on n2", || {
+        ns[0].ping(&s(&p6, "ip"))
+    });
+    assert!(ns6.ping(&s(&p1, "ip")), "p6 pings p1 back");
+    // n2's switch carried p6's packets; n1's has no device for it.
+    let admin = d1.admin();
+    let rx = |d: &Daemon| -> u64 {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "-H", &format!("Authorization: Bearer {admin}")])
+            .arg(format!("{}/metrics", d.url))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "GET /metrics: {out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .find(|l| {
+                l.starts_with("strata_network_port_packets_total{")
+                    && l.contains("port=\"p6\"")
+                    && l.contains("dir=\"rx\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(rx(&d2) > 0, "n2 received p6's packets");
+    assert_eq!(rx(&d1), 0, "n1 has no device for p6");
+    drop(ns6);
+    c2.ok(&["network", "del-port", s(&p6, "id").as_str()]);
+    poll(Duration::from_secs(10), "n2 closes p6's device", || {
+        !link_exists(&s(&p6, "device"))
+    });
+
     // A port deleted through the other node's API: its node closes its device.
     c1.ok(&["network", "del-port", s(&p4, "id").as_str()]);
     poll(Duration::from_secs(10), "n2 closes p4's device", || {

@@ -507,6 +507,7 @@ impl Controller {
             // Done by the admission that recorded the saga.
             SliceStep::Place => Ok(()),
             SliceStep::Port {
+                node,
                 name,
                 network,
                 subnet,
@@ -525,6 +526,7 @@ impl Controller {
                             mac: Some(mac.clone()),
                             security_groups: None,
                             veth_peer: None,
+                            node: self.switch_node(node),
                         },
                     )
                     .map_err(ControlError::named_by("network"))?;

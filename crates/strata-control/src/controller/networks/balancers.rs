@@ -345,6 +345,8 @@ impl Controller {
                 mac: None,
                 security_groups: None,
                 veth_peer: None,
+                // The monitor probes from the node that made it.
+                node: None,
             },
         )?;
         Ok((port.id, true))

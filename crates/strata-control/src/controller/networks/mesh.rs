@@ -317,13 +317,19 @@ impl Controller {
                 changes.push(Change::Port(id));
             }
         }
-        // Other nodes' ports not reached: new ones, and those whose node had no address.
+        // Ports not opened yet: this node's made through another node's API (the agent
+        // opens their devices), other nodes' new ones, and those whose node had no address.
         let waiting: Vec<Port> = st
             .topo
             .ports
             .values()
-            .filter(|p| !self.is_here(p))
-            .filter(|p| !st.topo.remote.contains_key(&p.id))
+            .filter(|p| {
+                if self.is_here(p) {
+                    !st.topo.bound.contains_key(&p.id)
+                } else {
+                    !st.topo.remote.contains_key(&p.id)
+                }
+            })
             .cloned()
             .collect();
         for p in waiting {

@@ -163,6 +163,9 @@ pub struct NewPort {
     /// The device: a TAP (None) or a veth pair whose peer has this name (`Some("")`: the
     /// device's name + "p").
     pub veth_peer: Option<String>,
+    /// The node whose switch gets the port's device (None: this node). Another node only on
+    /// a store shared by nodes; that node's agent opens the device.
+    pub node: Option<String>,
 }
 
 /// What `trace_network_port` traces.

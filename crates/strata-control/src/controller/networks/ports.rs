@@ -1,4 +1,6 @@
-//! Ports: an address, a MAC and a device on this node, with their groups.
+//! Ports: an address, a MAC and a device on a node (this one unless the request names
+//! another node of the cluster: then that node's agent opens it, `mesh.rs`), with their
+//! groups.
 
 use super::*;
 
@@ -32,6 +34,7 @@ impl Controller {
     ) -> Result<Port, ControlError> {
         Self::require(p, Role::Member)?;
         validate_name("name", &req.name)?;
+        let node = self.port_node(req.node.as_deref())?;
         let mut st = self.vpc_write()?;
         let n = Self::find_network(&st, p, network)?.clone();
         let s = Self::find_subnet(&st, p, Some(&n.id), &req.subnet)
@@ -137,10 +140,16 @@ impl Controller {
             min_bps: None,
             created: now(),
             generation: 1,
-            node: Some(self.node.clone()),
+            node: Some(node),
         };
-        // The device first: one that cannot be opened refuses the port.
-        let of = Self::open_device(&mut st, &port)?;
+        // The device first: one that cannot be opened refuses the port. A port of another
+        // node is reached through the tunnel to it (made once that node has an address).
+        let here = self.is_here(&port);
+        let of = if here {
+            Some(Self::open_device(&mut st, &port)?)
+        } else {
+            None
+        };
         let stored = self.with_tenant(&n.tenant, |t| {
             charge(
                 t,
@@ -155,15 +164,55 @@ impl Controller {
             Ok((Self::vpc_put(txn, "ports", &port.id, &port), ()))
         });
         if let Err(e) = stored {
-            if let Some(dp) = &st.dp {
+            if let (Some(dp), true) = (&st.dp, here) {
                 let _ = dp.remove_port(&port.device);
             }
             return Err(e);
         }
         st.topo.ports.insert(port.id.clone(), port.clone());
-        st.topo.bound.insert(port.id.clone(), of);
+        match of {
+            Some(of) => {
+                st.topo.bound.insert(port.id.clone(), of);
+            }
+            None => {
+                if let Err(e) = self.bind_port(&mut st, &port) {
+                    tracing::warn!(port = %port.name, %e, "the tunnel to the port's node");
+                }
+            }
+        }
         Self::recompile(&mut st, &[Change::Port(port.id.clone())])?;
         Ok(port)
+    }
+
+    /// Where a port for a job's part on `node` goes: that node when it runs a switch of this
+    /// cluster (a registered node, on a store shared by nodes), else this node (one machine,
+    /// or a part on a node declared for planning).
+    pub(in crate::controller) fn switch_node(&self, node: &str) -> Option<String> {
+        self.port_node(Some(node)).ok()
+    }
+
+    /// The node a new port goes on: this one by default; another only on a store shared by
+    /// nodes, and only a node that registered (a declared, hypothetical node has no switch).
+    fn port_node(&self, asked: Option<&str>) -> Result<String, ControlError> {
+        let Some(n) = asked.filter(|n| *n != self.node) else {
+            return Ok(self.node.clone());
+        };
+        if self.store.leases().is_none() {
+            // 409, not 400: the body is valid; this daemon's state refuses it.
+            return Err(conflict(format!(
+                "this daemon runs alone (no cluster store): its ports are on node {}",
+                self.node
+            )));
+        }
+        match self
+            .get::<crate::controller::nodes::NodeRecord>(&crate::controller::nodes::node_key(n))?
+        {
+            Some((r, _)) if !r.hypothetical => Ok(n.to_string()),
+            Some(_) => Err(conflict(format!(
+                "node {n} is declared for planning: no switch runs there"
+            ))),
+            None => Err(ControlError::not_found(Resource::Node, n)),
+        }
     }
 
     /// True if `name` is a device or veth peer of a port, or an interface of this node.
