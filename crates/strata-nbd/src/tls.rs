@@ -53,9 +53,15 @@ pub enum TlsConfigError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The crypto provider every configuration of this crate uses (server and client).
+/// The crypto provider every configuration of this crate uses (server and client): ring's,
+/// with AES-128-GCM preferred. Every byte of a remote copy is encrypted on one node and
+/// decrypted on the other, so the cipher is on the write path; AES-128 takes 10 rounds
+/// where AES-256 takes 14, and TLS 1.3 makes it a mandatory suite. The others stay offered.
 pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(p)
 }
 
 /// The certificates of a PEM bundle (at least one).

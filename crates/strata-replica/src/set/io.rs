@@ -148,8 +148,10 @@ impl ReplicaSet {
     /// Writes `data` at `offset` on every copy that takes writes. Acknowledged when every
     /// healthy copy has it; a copy that fails is faulted (and the write still succeeds while a
     /// healthy copy has it).
+    ///
     /// A copy that writes behind ([`CopyTarget::writes_behind`]) is given the write that way
-    /// while another healthy copy takes it plainly.
+    /// while another healthy copy takes it plainly; if every such copy fails it, the write is
+    /// answered only once a copy behind carried it out.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), ReplicaError> {
         self.write_with(offset, data.len() as u64, |t, behind| {
             if behind {
@@ -230,6 +232,20 @@ impl ReplicaSet {
             let r = op(&**t, plain_healthy && t.writes_behind());
             self.load[i].fetch_sub(1, Ordering::Relaxed);
             results.push((i, r));
+        }
+        // The plain copies failed this write: it is answered only once a copy that took it
+        // behind has carried it out (and made it durable), so an answered write is still on
+        // a copy that answered it.
+        let plain_ok = results
+            .iter()
+            .zip(&targets)
+            .any(|((i, r), t)| r.is_ok() && healthy.contains(i) && !t.writes_behind());
+        if plain_healthy && !plain_ok {
+            for ((_, r), t) in results.iter_mut().zip(&targets) {
+                if r.is_ok() && t.writes_behind() {
+                    *r = t.flush();
+                }
+            }
         }
         let (r, upto) = {
             let mut il = self.intent.lock();

@@ -3,6 +3,7 @@
 //! power-cut device.
 
 mod basics;
+mod behind;
 mod concurrency;
 mod crash;
 mod intent;
