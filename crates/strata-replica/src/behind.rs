@@ -187,7 +187,7 @@ impl WriteBehind {
 /// the queue is empty.
 fn work(s: &Shared) {
     loop {
-        let batch: Vec<Op> = {
+        let (batch, failed_already) = {
             let mut st = s.st.lock();
             while st.queue.is_empty() {
                 if st.stopping {
@@ -206,9 +206,8 @@ fn work(s: &Shared) {
                 bytes += op.data.len();
                 batch.push(st.queue.pop_front().expect("a front"));
             }
-            batch
+            (batch, st.failed.is_some())
         };
-        let failed_already = s.st.lock().failed.is_some();
         let results = if failed_already {
             // The copy is lost for this target: nothing more is sent.
             Vec::new()

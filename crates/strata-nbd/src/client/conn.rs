@@ -351,8 +351,11 @@ impl Connection {
     ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
         let max = self.info.max_payload.max(1) as usize;
         let mut results: Vec<Result<(), ClientError>> = Vec::with_capacity(writes.len());
-        let mut sends = Vec::with_capacity(writes.len());
-        let mut handles = std::collections::HashMap::with_capacity(writes.len());
+        // Handles are consecutive from `first`: the k-th request sent, `sends[k]` = (handle,
+        // offset, bytes, index in `writes`), has handle first + k, and `waiting[k]` says
+        // whether its answer is still to come.
+        let first = self.next_handle;
+        let mut sends: Vec<(u64, u64, &[u8], usize)> = Vec::with_capacity(writes.len());
         for (i, &(offset, data)) in writes.iter().enumerate() {
             results.push(Ok(()));
             if let Err(e) = self.check(offset, data.len() as u64, true) {
@@ -364,14 +367,14 @@ impl Connection {
             }
             let handle = self.next_handle;
             self.next_handle = self.next_handle.wrapping_add(1);
-            sends.push((handle, offset, data));
-            handles.insert(handle, i);
+            sends.push((handle, offset, data, i));
         }
+        let mut waiting = vec![true; sends.len()];
         let r = (|| {
             // Small requests go out together in one buffer; a large payload is written from
             // the caller's bytes (no copy into the buffer first).
             let mut batch = Vec::new();
-            for &(handle, offset, data) in &sends {
+            for &(handle, offset, data, _) in &sends {
                 let hdr = haggle::request(CMD_WRITE, 0, handle, offset, data.len() as u32);
                 batch.extend_from_slice(&hdr);
                 if data.len() < DIRECT_PAYLOAD {
@@ -387,15 +390,19 @@ impl Connection {
             if !sends.is_empty() {
                 send(&mut self.wire, &batch, "send requests")?;
             }
-            while !handles.is_empty() {
+            for _ in 0..sends.len() {
                 let mut rep = [0u8; SIMPLE_REPLY_LEN];
                 read_exact(&mut self.wire, &mut rep, "read reply")?;
                 let (handle, errno) = haggle::simple_reply_of_any(&rep)?;
-                let i = handles.remove(&handle).ok_or_else(|| {
-                    ClientError::Proto(format!("reply to handle {handle}, which is not in flight"))
-                })?;
+                let k = handle.wrapping_sub(first) as usize;
+                if !waiting.get(k).copied().unwrap_or(false) {
+                    return Err(ClientError::Proto(format!(
+                        "reply to handle {handle}, which is not in flight"
+                    )));
+                }
+                waiting[k] = false;
                 if errno != 0 {
-                    results[i] = Err(ClientError::Server(errno));
+                    results[sends[k].3] = Err(ClientError::Server(errno));
                 }
             }
             Ok(())

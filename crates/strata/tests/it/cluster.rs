@@ -60,15 +60,11 @@ pub(crate) fn post(d: &Daemon, token: &str, path: &str, body: Value) -> Value {
 
 #[test]
 fn two_daemons_on_one_etcd_keep_to_their_own_devices() {
-    let Some(etcd) = EtcdCluster::start(1) else {
+    // Tokens are cluster-wide: the first start's admin token works on every node.
+    let Some((etcd, dir, a, b, admin)) = two_nodes() else {
         return;
     };
     let url = store_url(&etcd);
-    let dir = tempfile::tempdir().unwrap();
-    let a = node(dir.path(), "n1", &url);
-    let b = node(dir.path(), "n2", &url);
-    // Tokens are cluster-wide: the first start's admin token works on every node.
-    let admin = a.admin();
     assert!(
         !b.data.join("admin.token").exists(),
         "one bootstrap per cluster"
@@ -799,15 +795,7 @@ fn a_job_s_port_is_made_on_the_node_its_part_runs_on() {
         return;
     };
     post(&a, &admin, "/v1/tenants", json!({"name": "acme"}));
-    let acme = post(
-        &a,
-        &admin,
-        "/v1/tokens",
-        json!({"tenant": "acme", "role": "member"}),
-    )["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let acme = crate::jobs::token(&a, "acme", "member");
     post(
         &a,
         &acme,

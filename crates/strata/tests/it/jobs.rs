@@ -27,7 +27,7 @@ nodes:
     labels: {rack: r1}
 ";
 
-fn token(d: &Daemon, tenant: &str, role: &str) -> String {
+pub(crate) fn token(d: &Daemon, tenant: &str, role: &str) -> String {
     let admin = d.admin();
     let (s, v) = d.call(
         "POST",
